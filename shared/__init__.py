@@ -1,0 +1,1 @@
+"""Mechanisms every service shares: configuration, database, errors, tokens, events, tasks, storage."""

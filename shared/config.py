@@ -1,0 +1,152 @@
+"""Typed configuration, read once from the environment.
+
+Every setting has an explicit type. Development defaults run the whole platform
+on one machine; production mode refuses to start when a secret is missing.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed; the process must not start."""
+
+
+def _str(env: Mapping[str, str], name: str, default: str) -> str:
+    value = env.get(name)
+    return default if value is None or value == "" else value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be a boolean (true/false), got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    data_dir: Path
+    database_url: str
+    auth_database_url: str
+    credits_database_url: str
+    gallery_database_url: str
+    render_database_url: str
+    redis_url: str
+    comfyui_url: str
+    demo_backend: bool
+    service_token: str
+    jwt_private_key_path: Path
+    jwt_public_key_path: Path
+    access_token_minutes: int
+    gateway_port: int
+    auth_url: str
+    credits_url: str
+    gallery_url: str
+    gateway_internal_url: str
+    web_root: Path
+    signup_bonus: int
+    price_per_image: int
+    render_queue: str
+    job_deadline_seconds: int
+    log_level: str
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+
+def _default_sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'platform.db'}"
+
+
+def _service_token(env: Mapping[str, str], app_env: str, data_dir: Path) -> str:
+    token = env.get("SERVICE_TOKEN")
+    if token:
+        return token
+    if app_env == "production":
+        raise ConfigError("SERVICE_TOKEN must be set in production")
+    # Development: one random token per data folder, shared by every local process.
+    path = data_dir / "service_token"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    candidate = secrets.token_urlsafe(32)
+    try:
+        with open(path, "x") as handle:
+            handle.write(candidate)
+        os.chmod(path, 0o600)
+        return candidate
+    except FileExistsError:
+        return path.read_text().strip()
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    app_env = _str(env, "APP_ENV", "development")
+    if app_env not in ("development", "production", "test"):
+        raise ConfigError(f"APP_ENV must be development, production or test, got {app_env!r}")
+    data_dir = Path(_str(env, "DATA_DIR", str(PROJECT_ROOT / "var"))).resolve()
+    database_url = _str(env, "DATABASE_URL", _default_sqlite_url(data_dir))
+    keys_dir = data_dir / "keys"
+    private_key = Path(_str(env, "JWT_PRIVATE_KEY_PATH", str(keys_dir / "jwt_private.pem")))
+    public_key = Path(_str(env, "JWT_PUBLIC_KEY_PATH", str(keys_dir / "jwt_public.pem")))
+    if app_env == "production" and not (env.get("JWT_PRIVATE_KEY_PATH") or env.get("JWT_PUBLIC_KEY_PATH")):
+        raise ConfigError("JWT_PRIVATE_KEY_PATH and JWT_PUBLIC_KEY_PATH must be set in production")
+    auth_port = _int(env, "AUTH_PORT", 8001)
+    credits_port = _int(env, "CREDITS_PORT", 8002)
+    gallery_port = _int(env, "GALLERY_PORT", 8003)
+    gateway_port = _int(env, "GATEWAY_PORT", 8000)
+    return Settings(
+        env=app_env,
+        data_dir=data_dir,
+        database_url=database_url,
+        auth_database_url=_str(env, "AUTH_DATABASE_URL", database_url),
+        credits_database_url=_str(env, "CREDITS_DATABASE_URL", database_url),
+        gallery_database_url=_str(env, "GALLERY_DATABASE_URL", database_url),
+        render_database_url=_str(env, "RENDER_DATABASE_URL", database_url),
+        redis_url=_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0"),
+        comfyui_url=_str(env, "COMFYUI_URL", "http://127.0.0.1:8188").rstrip("/"),
+        demo_backend=_bool(env, "DEMO_BACKEND", False),
+        service_token=_service_token(env, app_env, data_dir),
+        jwt_private_key_path=private_key,
+        jwt_public_key_path=public_key,
+        access_token_minutes=_int(env, "ACCESS_TOKEN_MINUTES", 60),
+        gateway_port=gateway_port,
+        auth_url=_str(env, "AUTH_URL", f"http://127.0.0.1:{auth_port}"),
+        credits_url=_str(env, "CREDITS_URL", f"http://127.0.0.1:{credits_port}"),
+        gallery_url=_str(env, "GALLERY_URL", f"http://127.0.0.1:{gallery_port}"),
+        gateway_internal_url=_str(env, "GATEWAY_INTERNAL_URL", f"http://127.0.0.1:{gateway_port}"),
+        web_root=Path(_str(env, "WEB_ROOT", str(PROJECT_ROOT / "web" / "plain"))),
+        signup_bonus=_int(env, "SIGNUP_BONUS", 500),
+        price_per_image=_int(env, "PRICE_PER_IMAGE", 15),
+        render_queue=_str(env, "RENDER_QUEUE", "render"),
+        job_deadline_seconds=_int(env, "JOB_DEADLINE_SECONDS", 600),
+        log_level=_str(env, "LOG_LEVEL", "INFO"),
+    )

@@ -1,0 +1,27 @@
+"""Celery app factory and the names of every task, so services send tasks by name
+without importing worker code."""
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.config import Settings
+
+RENDER_RUN_JOB = "render.run_job"
+
+
+def make_celery(settings: Settings, name: str) -> Celery:
+    app = Celery(name, broker=settings.redis_url)
+    app.conf.update(
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+        # Above the longest job, so an unacknowledged job is redelivered only after its worker died.
+        broker_transport_options={"visibility_timeout": settings.job_deadline_seconds + 300},
+        task_routes={RENDER_RUN_JOB: {"queue": settings.render_queue}},
+        task_default_queue=settings.render_queue,
+    )
+    return app
