@@ -1,0 +1,134 @@
+"""Run the whole platform on one machine (``make run``).
+
+    python -m deploy.local run        # prepare, then start and supervise every process
+    python -m deploy.local prepare    # data folder, development keys, migrations only
+
+Uses Redis at REDIS_URL and ComfyUI at COMFYUI_URL when they answer; otherwise starts
+an embedded redis-server and the ComfyUI emulator (and says so: demo backend). Every
+process runs in its own process group under honcho, its output prefixed with its name;
+Ctrl-C (or SIGTERM) stops them all.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import threading
+import time
+from urllib.parse import urlparse
+
+import requests
+from honcho.manager import Manager
+from honcho.printer import Printer
+
+from shared.config import Settings, load_settings
+from shared.embedded import redis_answers, redis_server_binary, redis_server_command
+from shared.migrate import upgrade_all
+from shared.tokens import ensure_dev_keys
+
+PY = sys.executable
+
+
+def comfyui_answers(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/system_stats", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def prepare(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.media_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dev_keys(settings)
+    upgrade_all(settings)
+
+
+def _port(url: str, default: int) -> int:
+    return urlparse(url).port or default
+
+
+def service_commands(settings: Settings) -> dict[str, list[str]]:
+    """The platform's own processes, as run in production (gunicorn, celery)."""
+    gateway_host = os.environ.get("GATEWAY_HOST", "127.0.0.1")
+
+    def gunicorn(app: str, bind: str, workers: int, threads: int) -> list[str]:
+        return [PY, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers),
+                "--threads", str(threads), "--bind", bind, "--timeout", "120",
+                "--graceful-timeout", "5", "--access-logfile", "-", f"{app}:create_app()"]
+
+    return {
+        "gateway": gunicorn("services.gateway.app", f"{gateway_host}:{settings.gateway_port}", 2, 64),
+        "auth": gunicorn("services.auth.app", f"127.0.0.1:{_port(settings.auth_url, 8001)}", 2, 8),
+        "credits": gunicorn("services.credits.app", f"127.0.0.1:{_port(settings.credits_url, 8002)}", 2, 8),
+        "gallery": gunicorn("services.gallery.app", f"127.0.0.1:{_port(settings.gallery_url, 8003)}", 2, 8),
+        "worker": [PY, "-m", "celery", "-A", "services.render_worker.worker:celery", "worker",
+                   "-Q", settings.render_queue, "--concurrency", "1", "-n", f"render-{os.getpid()}@%h",
+                   "--without-gossip", "--without-mingle", "--loglevel", settings.log_level],
+    }
+
+
+def backing_services(settings: Settings, env: dict[str, str]) -> dict[str, list[str]]:
+    """Embedded Redis and the ComfyUI emulator, only for what does not already answer."""
+    commands: dict[str, list[str]] = {}
+    if not redis_answers(settings.redis_url):
+        binary = redis_server_binary()
+        if binary is None:
+            raise SystemExit("No Redis answers at REDIS_URL and no redis-server is installed.")
+        port = _port(settings.redis_url, 6379)
+        commands["redis"] = redis_server_command(binary, port, settings.data_dir / "redis")
+        print(f"Redis: none answers at {settings.redis_url}; starting an embedded redis-server on port {port}")
+    if not comfyui_answers(settings.comfyui_url):
+        port = _port(settings.comfyui_url, 8188)
+        commands["comfyui-emulator"] = [
+            PY, "-m", "services.comfyui_emulator", "--host", "127.0.0.1", "--port", str(port),
+            "--data-dir", str(settings.data_dir / "comfyui-emulator"),
+            "--step-delay", os.environ.get("EMULATOR_STEP_DELAY", "0.15"),
+        ]
+        env["DEMO_BACKEND"] = "true"
+        print(f"ComfyUI: none answers at {settings.comfyui_url}; starting the built-in emulator "
+              "(demo backend: images are synthetic, not from a real model)")
+    return commands
+
+
+def announce_when_ready(settings: Settings) -> None:
+    url = f"http://127.0.0.1:{settings.gateway_port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/api/health", timeout=1).status_code == 200:
+                print(f"\nOpen {url}\n", flush=True)
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.3)
+
+
+def run(settings: Settings) -> int:
+    prepare(settings)
+    env = dict(os.environ, DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
+    commands = backing_services(settings, env)
+    commands.update(service_commands(settings))
+    manager = Manager(Printer(sys.stdout))
+    for name, command in commands.items():
+        # honcho runs commands through a shell; exec keeps one process per group leader.
+        manager.add_process(name, f"exec {shlex.join(command)}", env=env)
+    threading.Thread(target=announce_when_ready, args=(settings,), daemon=True).start()
+    manager.loop()
+    return manager.returncode or 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("run", "prepare"), nargs="?", default="run")
+    args = parser.parse_args()
+    settings = load_settings()
+    if args.command == "prepare":
+        prepare(settings)
+        print(f"Prepared {settings.data_dir}")
+        return
+    sys.exit(run(settings))
+
+
+if __name__ == "__main__":
+    main()

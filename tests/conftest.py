@@ -1,0 +1,163 @@
+"""Fixtures every test shares: real Redis, real databases (SQLite, and MariaDB when one
+answers), migrated once per session, and typed settings pointing at them.
+
+Tests that take ``database_url`` run once per backend. Tables are not emptied between
+tests: each test makes its own users and rows with unique names (see ``unique``).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pymysql
+import pytest
+from sqlalchemy.engine import make_url
+
+from shared.config import Settings, load_settings
+from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
+from shared.migrate import SERVICES, upgrade
+from shared.tokens import ensure_dev_keys
+
+DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/"
+TEST_SERVICE_TOKEN = "test-service-token"
+
+
+def _mysql_server_url() -> str | None:
+    url = os.environ.get("TEST_MYSQL_URL", DEFAULT_MYSQL_URL)
+    parsed = make_url(url)
+    try:
+        pymysql.connect(host=parsed.host, port=parsed.port or 3306, user=parsed.username,
+                        password=parsed.password or "", connect_timeout=2).close()
+    except pymysql.MySQLError:
+        return None
+    return url
+
+
+MYSQL_SERVER_URL = _mysql_server_url()
+BACKENDS = ["sqlite"] + (["mariadb"] if MYSQL_SERVER_URL else [])
+
+
+def create_mysql_database(server_url: str) -> str:
+    """Create an empty, uniquely named database and return its URL."""
+    parsed = make_url(server_url)
+    name = f"aigc_test_{uuid.uuid4().hex[:10]}"
+    conn = pymysql.connect(host=parsed.host, port=parsed.port or 3306, user=parsed.username,
+                           password=parsed.password or "")
+    with conn.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    conn.close()
+    return parsed.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_mysql_database(url: str) -> None:
+    parsed = make_url(url)
+    conn = pymysql.connect(host=parsed.host, port=parsed.port or 3306, user=parsed.username,
+                           password=parsed.password or "")
+    with conn.cursor() as cursor:
+        cursor.execute(f"DROP DATABASE IF EXISTS `{parsed.database}`")
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """The local Redis if one answers (database 14, flushed), else an embedded one."""
+    url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+    if redis_answers(url):
+        import redis
+        redis.Redis.from_url(url).flushdb()
+        yield url
+        return
+    binary = redis_server_binary()
+    if binary is None:
+        pytest.fail("no Redis answers and no redis-server binary is installed")
+    port = free_port()
+    proc = subprocess.Popen(redis_server_command(binary, port, tmp_path_factory.mktemp("redis")),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while not redis_answers(url):
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("embedded redis-server did not start")
+        time.sleep(0.05)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def db_backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def database_url(db_backend, tmp_path_factory):
+    """A database with every service's migrations applied, one per backend per session."""
+    if db_backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+    else:
+        url = create_mysql_database(MYSQL_SERVER_URL)
+    for service in SERVICES:
+        upgrade(service, url)
+    yield url
+    if db_backend == "mariadb":
+        drop_mysql_database(url)
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture
+def settings_env(tmp_path, database_url, redis_url, keys_dir) -> dict[str, str]:
+    """Environment for ``load_settings``; tests may extend it before building settings."""
+    return {
+        "APP_ENV": "test",
+        "DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SERVICE_TOKEN": TEST_SERVICE_TOKEN,
+        "JWT_PRIVATE_KEY_PATH": str(keys_dir / "jwt_private.pem"),
+        "JWT_PUBLIC_KEY_PATH": str(keys_dir / "jwt_public.pem"),
+    }
+
+
+@pytest.fixture
+def settings(settings_env) -> Settings:
+    loaded = load_settings(settings_env)
+    loaded.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dev_keys(loaded)
+    return loaded
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for names that must not collide across tests."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def service_headers() -> dict[str, str]:
+    return {"X-Service-Token": TEST_SERVICE_TOKEN}
+
+
+@pytest.fixture
+def issue_token(settings):
+    """Sign an access token the way auth does, for testing services that only verify."""
+    import datetime as dt
+
+    import jwt
+
+    private_key = settings.jwt_private_key_path.read_text()
+
+    def _issue(user_id: int, username: str, role: str = "user", minutes: int = 15) -> str:
+        now = dt.datetime.now(dt.timezone.utc)
+        claims = {"sub": str(user_id), "username": username, "role": role, "type": "access",
+                  "jti": uuid.uuid4().hex, "iat": now, "exp": now + dt.timedelta(minutes=minutes)}
+        return jwt.encode(claims, private_key, algorithm="RS256")
+
+    return _issue
