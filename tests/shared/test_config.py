@@ -1,0 +1,37 @@
+import pytest
+
+from shared.config import ConfigError, load_settings
+
+
+def test_development_defaults_put_everything_under_the_data_folder(tmp_path):
+    settings = load_settings({"DATA_DIR": str(tmp_path)})
+    assert settings.database_url == f"sqlite:///{tmp_path / 'platform.db'}"
+    assert settings.credits_database_url == settings.database_url
+    assert settings.jwt_private_key_path.parent == tmp_path / "keys"
+    assert settings.signup_bonus == 500 and settings.price_per_image == 15
+
+
+def test_development_service_token_is_generated_once_per_data_folder(tmp_path):
+    first = load_settings({"DATA_DIR": str(tmp_path)}).service_token
+    assert len(first) >= 32
+    assert load_settings({"DATA_DIR": str(tmp_path)}).service_token == first
+
+
+def test_each_service_may_have_its_own_database(tmp_path):
+    settings = load_settings({"DATA_DIR": str(tmp_path), "DATABASE_URL": "sqlite:///a.db",
+                              "GALLERY_DATABASE_URL": "sqlite:///g.db"})
+    assert settings.gallery_database_url == "sqlite:///g.db"
+    assert settings.auth_database_url == "sqlite:///a.db"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"APP_ENV": "production", "JWT_PRIVATE_KEY_PATH": "k", "JWT_PUBLIC_KEY_PATH": "p"}, "SERVICE_TOKEN"),
+    ({"APP_ENV": "production"}, "JWT_PRIVATE_KEY_PATH"),
+    ({"APP_ENV": "production", "SERVICE_TOKEN": "x"}, "JWT_PRIVATE_KEY_PATH"),
+    ({"APP_ENV": "staging"}, "APP_ENV"),
+    ({"GATEWAY_PORT": "eighty"}, "GATEWAY_PORT"),
+    ({"DEMO_BACKEND": "maybe"}, "DEMO_BACKEND"),
+])
+def test_bad_or_missing_settings_stop_start_up(tmp_path, env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings({"DATA_DIR": str(tmp_path), **env})

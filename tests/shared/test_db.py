@@ -1,0 +1,76 @@
+import threading
+
+import pytest
+from sqlalchemy import Integer, String, select, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.db import Database, after_commit, isoformat, new_metadata, utcnow
+
+
+class Base(DeclarativeBase):
+    metadata = new_metadata()
+
+
+class Counter(Base):
+    __tablename__ = "shared_test_counter"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(f"sqlite:///{tmp_path / 'test.db'}")
+    Base.metadata.create_all(database.engine)
+    yield database
+    database.dispose()
+
+
+def test_after_commit_callbacks_run_only_once_committed(db):
+    ran = []
+    with db.transaction() as session:
+        session.add(Counter(name="a", value=1))
+        after_commit(session, lambda: ran.append("sent"))
+        assert ran == []
+    assert ran == ["sent"]
+
+
+def test_an_error_rolls_back_and_skips_callbacks(db):
+    ran = []
+    with pytest.raises(RuntimeError):
+        with db.transaction() as session:
+            session.add(Counter(name="b", value=1))
+            after_commit(session, lambda: ran.append("sent"))
+            raise RuntimeError("boom")
+    assert ran == []
+    with db.transaction() as session:
+        assert session.get(Counter, "b") is None
+
+
+def test_sqlite_runs_in_wal_mode(db):
+    with db.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_concurrent_read_modify_write_transactions_do_not_lose_updates(db):
+    """BEGIN IMMEDIATE serialises writers, so increments from many threads all land."""
+    with db.transaction() as session:
+        session.add(Counter(name="c", value=0))
+
+    def increment():
+        for _ in range(10):
+            with db.transaction() as session:
+                row = session.scalars(select(Counter).where(Counter.name == "c")).one()
+                row.value += 1
+
+    threads = [threading.Thread(target=increment) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with db.transaction() as session:
+        assert session.execute(text("SELECT value FROM shared_test_counter WHERE name='c'")).scalar() == 50
+
+
+def test_timestamps_render_as_utc_iso():
+    assert isoformat(None) is None
+    assert isoformat(utcnow()).endswith("Z")

@@ -1,0 +1,68 @@
+import pytest
+from flask import Flask
+from marshmallow import Schema, fields
+
+from shared import errors
+from shared.web import load_json
+
+
+class _Body(Schema):
+    name = fields.String(required=True)
+
+
+@pytest.fixture
+def client():
+    app = Flask(__name__)
+    errors.register_error_handlers(app)
+
+    @app.post("/raise/<name>")
+    def raise_named(name):
+        raise getattr(errors, name)()
+
+    @app.post("/body")
+    def body():
+        return errors.ok(load_json(_Body()))
+
+    @app.get("/crash")
+    def crash():
+        raise ZeroDivisionError
+
+    return app.test_client()
+
+
+@pytest.mark.parametrize("name, status, code", [
+    ("BadRequest", 400, "BAD_REQUEST"),
+    ("Unauthorized", 401, "UNAUTHORIZED"),
+    ("PaymentRequired", 402, "INSUFFICIENT_CREDITS"),
+    ("Forbidden", 403, "FORBIDDEN"),
+    ("NotFound", 404, "NOT_FOUND"),
+    ("Conflict", 409, "CONFLICT"),
+    ("Unprocessable", 422, "VALIDATION_ERROR"),
+    ("ServiceUnavailable", 503, "SERVICE_UNAVAILABLE"),
+])
+def test_each_error_class_answers_its_status_in_the_envelope(client, name, status, code):
+    response = client.post(f"/raise/{name}")
+    assert response.status_code == status
+    body = response.get_json()
+    assert body["success"] is False
+    assert body["error"]["code"] == code and body["error"]["message"]
+    assert "details" in body["error"]
+
+
+def test_schema_errors_are_422_with_field_details(client):
+    response = client.post("/body", json={"name": 3, "extra": True})
+    assert response.status_code == 422
+    assert set(response.get_json()["error"]["details"]) == {"name", "extra"}
+
+
+def test_a_body_that_is_not_json_is_400(client):
+    response = client.post("/body", data="not json", content_type="text/plain")
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "INVALID_JSON"
+
+
+def test_unknown_routes_and_crashes_still_answer_the_envelope(client):
+    assert client.get("/nowhere").get_json()["error"]["code"] == "NOT_FOUND"
+    crashed = client.get("/crash")
+    assert crashed.status_code == 500
+    assert crashed.get_json()["error"]["code"] == "INTERNAL_ERROR"
