@@ -32,6 +32,7 @@ def database_url(settings: Settings, service: str) -> str:
 def alembic_config(service: str, url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(PROJECT_ROOT / "shared" / "alembic"))
+    config.set_main_option("path_separator", "os")
     config.set_main_option("version_locations", str(PROJECT_ROOT / "services" / service / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     config.set_main_option("version_table", f"alembic_version_{service}")
