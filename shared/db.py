@@ -80,7 +80,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (Database.read) take no write lock; WAL lets them run beside a writer.
+        read_only = connection.get_execution_options().get("read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -90,6 +92,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.engine.execution_options(read_only=True))
 
     @property
     def dialect(self) -> str:
@@ -109,6 +112,16 @@ class Database:
             session.close()
         for callback in session.info.pop("after_commit", []):
             callback()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for queries only: never commits, and on SQLite takes no write lock."""
+        session = self._read_sessions()
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -74,3 +74,14 @@ def test_concurrent_read_modify_write_transactions_do_not_lose_updates(db):
 def test_timestamps_render_as_utc_iso():
     assert isoformat(None) is None
     assert isoformat(utcnow()).endswith("Z")
+
+
+def test_readers_do_not_wait_for_a_writer(db):
+    with db.transaction() as session:
+        session.add(Counter(name="r", value=7))
+    with db.transaction() as writer:
+        writer.add(Counter(name="w", value=1))
+        writer.flush()
+        with db.read() as reader:  # would block for busy_timeout if it took the write lock
+            assert reader.get(Counter, "r").value == 7
+            assert reader.get(Counter, "w") is None
