@@ -1,0 +1,147 @@
+"""Gallery fixtures: a stand-in gateway serving canned render outputs over real HTTP,
+the gallery app pointed at it, and callers that carry the service token and a user's JWT."""
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from flask import Flask, jsonify, request
+from werkzeug.serving import make_server
+
+from services.gallery.app import create_app
+
+SERVICE_TOKEN = "test-service-token"  # the value tests/conftest.py puts in SERVICE_TOKEN
+
+
+@dataclass
+class FakeGateway:
+    """Serves ``GET /internal/outputs/<id>`` from ``outputs``, with the service-token check;
+    ``BROKEN_ID`` answers a bare 500 as a failing gateway would."""
+
+    BROKEN_ID = "broken"
+    url: str = ""
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add_output(self, user_id: int, prompt: str = "a lighthouse at dusk, oil painting") -> str:
+        output_id = uuid.uuid4().hex
+        sha = hashlib.sha256(output_id.encode()).hexdigest()
+        self.outputs[output_id] = {
+            "id": output_id, "jobId": uuid.uuid4().hex, "userId": user_id, "index": 0,
+            "imageKey": f"images/{sha[:2]}/{sha[2:4]}/{sha}.png",
+            "thumbnailKey": f"thumbs/{sha[:2]}/{sha[2:4]}/{sha}.webp",
+            "width": 512, "height": 768, "fileSize": 123456, "sha256": sha, "workflow": "text2img",
+            "params": {"prompt": prompt, "negativePrompt": "blurry", "model": "sd15.safetensors",
+                       "width": 512, "height": 768, "batchSize": 1, "steps": 20, "cfgScale": 7.0,
+                       "seed": 42, "sampler": "euler", "scheduler": "normal"},
+            "createdAt": "2026-01-01T00:00:00.000Z",
+        }
+        return output_id
+
+
+def _gateway_app(fake: FakeGateway) -> Flask:
+    app = Flask("fake_gateway")
+
+    @app.get("/internal/outputs/<output_id>")
+    def get_output(output_id: str):
+        if request.headers.get("X-Service-Token") != SERVICE_TOKEN:
+            return jsonify({"success": False, "error": {"code": "SERVICE_TOKEN_REQUIRED",
+                                                        "message": "no", "details": None}}), 403
+        if output_id == fake.BROKEN_ID:
+            return "upstream exploded", 500
+        record = fake.outputs.get(output_id)
+        if record is None:
+            return jsonify({"success": False, "error": {"code": "OUTPUT_NOT_FOUND",
+                                                        "message": "Not found.", "details": None}}), 404
+        return jsonify({"success": True, "data": record})
+
+    return app
+
+
+@pytest.fixture(scope="session")
+def fake_gateway():
+    fake = FakeGateway()
+    server = make_server("127.0.0.1", 0, _gateway_app(fake), threaded=True)
+    fake.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def settings_env(settings_env, fake_gateway):
+    return {**settings_env, "GATEWAY_INTERNAL_URL": fake_gateway.url}
+
+
+@pytest.fixture
+def app(settings):
+    app = create_app(settings)
+    yield app
+    gallery = app.extensions["gallery"]
+    gallery.outputs.close()
+    gallery.db.dispose()
+
+
+class Caller:
+    """Requests to the gallery as the gateway makes them: service token, and a user's token if any."""
+
+    def __init__(self, app: Flask, service_headers: dict[str, str], token: str | None,
+                 user_id: int | None = None, username: str | None = None) -> None:
+        self.app = app
+        self.headers = dict(service_headers)
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.user_id = user_id
+        self.username = username
+
+    def request(self, method: str, path: str, **kwargs: Any):
+        # A client per call, so callers may be used from several threads at once.
+        return self.app.test_client().open(path, method=method, headers=self.headers, **kwargs)
+
+    def get(self, path: str, **kwargs: Any):
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any):
+        return self.request("POST", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any):
+        return self.request("PUT", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any):
+        return self.request("DELETE", path, **kwargs)
+
+
+@pytest.fixture
+def anonymous(app, service_headers) -> Caller:
+    return Caller(app, service_headers, None)
+
+
+@pytest.fixture
+def make_user(app, service_headers, issue_token):
+    """A new signed-in caller with a user id no other test uses."""
+
+    def _make() -> Caller:
+        user_id = uuid.uuid4().int % 2_000_000_000 + 1
+        username = f"user{uuid.uuid4().hex[:8]}"
+        return Caller(app, service_headers, issue_token(user_id, username), user_id, username)
+
+    return _make
+
+
+@pytest.fixture
+def save_work(fake_gateway):
+    """Save a fresh output of ``caller`` as a work and return the work."""
+
+    def _save(caller: Caller, **fields: Any) -> dict[str, Any]:
+        prompt = fields.pop("prompt", "a lighthouse at dusk, oil painting")
+        body = {"outputId": fake_gateway.add_output(caller.user_id, prompt), "title": "A work", **fields}
+        response = caller.post("/api/works/save", json=body)
+        assert response.status_code == 201, response.get_json()
+        return response.get_json()["data"]["work"]
+
+    return _save
