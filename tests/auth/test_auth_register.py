@@ -1,0 +1,96 @@
+"""Registration: the user row, the token, the credit account, and every way input can be wrong."""
+from __future__ import annotations
+
+import pytest
+import requests
+
+from shared.embedded import free_port
+from shared.config import load_settings
+from shared.tokens import decode_access_token
+from services.auth.app import create_app
+
+
+def test_register_returns_a_verifiable_token_and_500_credits(register, auth_settings, credits_url,
+                                                             service_headers, unique):
+    response = register(username=f"Ann_{unique}", email=f"Ann.{unique}@Example.COM")
+    assert response.status_code == 201
+    data = response.json["data"]
+    assert data["user"]["username"] == f"Ann_{unique}"
+    assert data["user"]["email"] == f"ann.{unique}@example.com"
+    assert data["user"]["role"] == "user"
+    assert data["user"]["createdAt"].endswith("Z")
+    assert (data["tokenType"], data["expiresIn"]) == ("Bearer", auth_settings.access_token_minutes * 60)
+    assert data["credits"] == {"available": 500, "held": 0}
+
+    claims = decode_access_token(data["accessToken"], auth_settings.jwt_public_key_path.read_text())
+    assert (claims.user_id, claims.username, claims.role) == (data["user"]["id"], f"Ann_{unique}", "user")
+    assert len(claims.token_id) == 32
+
+    ledger = requests.get(f"{credits_url}/api/users/credits/transactions", timeout=5,
+                          headers={**service_headers, "Authorization": f"Bearer {data['accessToken']}"})
+    items = ledger.json()["data"]["items"]
+    assert [(item["type"], item["amount"]) for item in items] == [("signup_bonus", 500)]
+
+
+def test_register_succeeds_without_credits(settings_env, settings, service_headers, unique):
+    app = create_app(load_settings({**settings_env, "CREDITS_URL": f"http://127.0.0.1:{free_port()}"}))
+    try:
+        response = app.test_client().post("/api/users/register", headers=service_headers, json={
+            "username": f"nc_{unique}", "email": f"nc{unique}@example.com", "password": "secret123"})
+    finally:
+        app.extensions["db"].dispose()
+    assert response.status_code == 201
+    assert response.json["data"]["credits"] is None
+
+
+def test_duplicates_are_409_case_insensitively(register, unique):
+    assert register(username=f"Dup_{unique}", email=f"dup{unique}@example.com").status_code == 201
+    same_name = register(username=f"dUP_{unique}", email=f"other{unique}@example.com")
+    assert same_name.status_code == 409
+    assert same_name.json["error"]["code"] == "USERNAME_TAKEN"
+    same_mail = register(username=f"Other_{unique}", email=f"DUP{unique}@Example.com")
+    assert same_mail.status_code == 409
+    assert same_mail.json["error"]["code"] == "EMAIL_TAKEN"
+
+
+@pytest.mark.parametrize("fields, bad_field", [
+    ({"password": "short1"}, "password"),
+    ({"password": "onlyletters"}, "password"),
+    ({"password": "1234567890"}, "password"),
+    ({"password": "a1" * 65}, "password"),
+    ({"email": "not-an-email"}, "email"),
+    ({"username": "ab"}, "username"),
+    ({"username": "has space"}, "username"),
+    ({"username": "x" * 21}, "username"),
+    ({"username": 12345}, "username"),
+    ({"password": 12345678}, "password"),
+    ({"role": "admin"}, "role"),
+])
+def test_bad_registrations_are_422(register, fields, bad_field):
+    response = register(**fields)
+    assert response.status_code == 422
+    body = response.json
+    assert body["success"] is False
+    assert body["error"]["code"] == "VALIDATION_ERROR"
+    assert list(body["error"]["details"]) == [bad_field]
+
+
+def test_missing_fields_and_non_json_bodies(client, service_headers):
+    missing = client.post("/api/users/register", json={}, headers=service_headers)
+    assert missing.status_code == 422
+    assert set(missing.json["error"]["details"]) == {"username", "email", "password"}
+    for body in ("username=x", "[1, 2", ""):
+        response = client.post("/api/users/register", data=body, headers=service_headers,
+                               content_type="text/plain")
+        assert response.status_code == 400
+        assert response.json["error"]["code"] == "INVALID_JSON"
+    not_object = client.post("/api/users/register", json=["a"], headers=service_headers)
+    assert not_object.status_code == 422
+
+
+def test_service_token_is_required(client, unique):
+    response = client.post("/api/users/register", json={
+        "username": f"t_{unique}", "email": f"t{unique}@example.com", "password": "secret123"})
+    assert response.status_code == 403
+    assert response.json["error"]["code"] == "SERVICE_TOKEN_REQUIRED"
+    assert client.get("/readyz").json["data"]["components"] == {"database": "ok"}
