@@ -1,0 +1,218 @@
+"""The render job state machine, shared by the gateway (admission, queries, cancel) and
+the worker (claim, progress, outputs, finish).
+
+Functions take an open session and only add/flush/update; the caller's
+``db.transaction()`` is the unit of work. Every transition is a conditional UPDATE, so
+two processes racing on one job never both win.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from shared.db import isoformat, utcnow
+from shared.errors import Conflict, NotFound
+from shared.storage import LocalStorage
+
+from .models import FINISHED_STATUSES, RenderJob, RenderOutput
+from .workflows import Template
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A stored image about to become an output row."""
+
+    index: int
+    image_key: str
+    thumbnail_key: str
+    width: int
+    height: int
+    file_size: int
+    sha256: str
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def create_job(session: Session, *, job_id: str, user_id: int, template: Template, params: dict[str, Any],
+               idempotency_key: str | None = None) -> RenderJob:
+    job = RenderJob(id=job_id, user_id=user_id, workflow=template.name, workflow_version=template.version,
+                    params=params, price_per_image=template.price_per_image,
+                    images_requested=int(params.get("batchSize", 1)), status="queued", cancel_requested=False,
+                    progress=0, images_delivered=0, attempts=0, idempotency_key=idempotency_key)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: str) -> RenderJob | None:
+    return session.get(RenderJob, job_id)
+
+
+def get_user_job(session: Session, user_id: int, job_id: str) -> RenderJob:
+    """The caller's job; another user's job is reported as missing, not forbidden."""
+    job = session.get(RenderJob, job_id)
+    if job is None or job.user_id != user_id:
+        raise NotFound("No such job.", code="JOB_NOT_FOUND")
+    return job
+
+
+def find_by_idempotency_key(session: Session, user_id: int, key: str) -> RenderJob | None:
+    return session.scalars(select(RenderJob).where(RenderJob.user_id == user_id,
+                                                   RenderJob.idempotency_key == key)).first()
+
+
+def list_user_jobs(session: Session, user_id: int, *, status: str | None = None, page: int = 1,
+                   page_size: int = 20) -> tuple[list[RenderJob], int]:
+    """One page of the user's jobs, newest first, and the total count."""
+    conditions = [RenderJob.user_id == user_id]
+    if status:
+        conditions.append(RenderJob.status == status)
+    total = session.scalar(select(func.count()).select_from(RenderJob).where(*conditions)) or 0
+    rows = session.scalars(select(RenderJob).where(*conditions)
+                           .order_by(RenderJob.created_at.desc(), RenderJob.id.desc())
+                           .offset((page - 1) * page_size).limit(page_size)).all()
+    return list(rows), total
+
+
+def queue_position(session: Session, job: RenderJob) -> int:
+    """How many queued jobs were created before this one (0 = next in line)."""
+    return session.scalar(select(func.count()).select_from(RenderJob).where(
+        RenderJob.status == "queued", RenderJob.created_at < job.created_at)) or 0
+
+
+def outputs_of(session: Session, job_ids: list[str]) -> dict[str, list[RenderOutput]]:
+    found: dict[str, list[RenderOutput]] = {job_id: [] for job_id in job_ids}
+    if job_ids:
+        for output in session.scalars(select(RenderOutput).where(RenderOutput.job_id.in_(job_ids))
+                                      .order_by(RenderOutput.job_id, RenderOutput.index)):
+            found[output.job_id].append(output)
+    return found
+
+
+def get_output(session: Session, output_id: str) -> RenderOutput | None:
+    return session.get(RenderOutput, output_id)
+
+
+def _transition(session: Session, job_id: str, allowed_from: tuple[str, ...], **values: Any) -> bool:
+    result = session.execute(update(RenderJob).where(RenderJob.id == job_id, RenderJob.status.in_(allowed_from))
+                             .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def claim_job(session: Session, job_id: str, worker: str) -> RenderJob | None:
+    """Mark the job running for this worker; None when it is finished, cancelled or unknown.
+
+    ``running → running`` is allowed: that is a message redelivered after a worker died.
+    """
+    job = session.get(RenderJob, job_id)
+    if job is None or job.status not in ("queued", "running"):
+        return None
+    claimed = _transition(session, job_id, ("queued", "running"), status="running", worker=worker,
+                          attempts=RenderJob.attempts + 1,
+                          started_at=func.coalesce(RenderJob.started_at, utcnow()))
+    if not claimed:
+        return None
+    session.refresh(job)
+    return job
+
+
+def record_prompt(session: Session, job_id: str, prompt_id: str) -> None:
+    _transition(session, job_id, ("running",), comfy_prompt_id=prompt_id)
+
+
+def record_progress(session: Session, job_id: str, percent: int) -> bool:
+    """Store progress; returns whether a cancel was requested meanwhile."""
+    _transition(session, job_id, ("running",), progress=max(0, min(100, percent)))
+    return cancel_requested(session, job_id)
+
+
+def cancel_requested(session: Session, job_id: str) -> bool:
+    return bool(session.scalar(select(RenderJob.cancel_requested).where(RenderJob.id == job_id)))
+
+
+def add_output(session: Session, job: RenderJob, file: OutputFile) -> RenderOutput:
+    """Insert the output row for ``file.index`` once; a repeat returns the existing row."""
+    existing = session.scalars(select(RenderOutput).where(RenderOutput.job_id == job.id,
+                                                          RenderOutput.index == file.index)).first()
+    if existing is not None:
+        return existing
+    output = RenderOutput(id=uuid.uuid4().hex, job_id=job.id, user_id=job.user_id, index=file.index,
+                          image_key=file.image_key, thumbnail_key=file.thumbnail_key, width=file.width,
+                          height=file.height, file_size=file.file_size, sha256=file.sha256)
+    session.add(output)
+    session.flush()
+    delivered = session.scalar(select(func.count()).select_from(RenderOutput)
+                               .where(RenderOutput.job_id == job.id)) or 0
+    _transition(session, job.id, ("running",), images_delivered=delivered)
+    return output
+
+
+def finish_job(session: Session, job_id: str, status: str, *, error_code: str | None = None,
+               error_class: str | None = None, error_message: str | None = None) -> bool:
+    """Move a queued/running job to a final status; False if it had already finished."""
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"not a final status: {status}")
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error_code": error_code,
+                              "error_class": error_class, "error_message": error_message}
+    if status == "succeeded":
+        values["progress"] = 100
+    return _transition(session, job_id, ("queued", "running"), **values)
+
+
+def request_cancel(session: Session, user_id: int, job_id: str) -> str:
+    """Cancel a queued job at once ("cancelled") or flag a running one ("requested").
+
+    A finished job raises 409 JOB_FINISHED.
+    """
+    get_user_job(session, user_id, job_id)
+    if _transition(session, job_id, ("queued",), status="cancelled", cancel_requested=True,
+                   finished_at=utcnow()):
+        return "cancelled"
+    if _transition(session, job_id, ("running",), cancel_requested=True):
+        return "requested"
+    raise Conflict("This job has already finished.", code="JOB_FINISHED")
+
+
+def job_json(job: RenderJob, outputs: list[RenderOutput], storage: LocalStorage) -> dict[str, Any]:
+    error = None
+    if job.error_code:
+        error = {"code": job.error_code, "class": job.error_class, "message": job.error_message}
+    return {
+        "id": job.id,
+        "workflow": job.workflow,
+        "params": job.params,
+        "status": job.status,
+        "progress": job.progress,
+        "pricePerImage": job.price_per_image,
+        "imagesRequested": job.images_requested,
+        "imagesDelivered": job.images_delivered,
+        "cost": job.images_delivered * job.price_per_image,
+        "error": error,
+        "outputs": [output_json(output, storage) for output in outputs],
+        "createdAt": isoformat(job.created_at),
+        "startedAt": isoformat(job.started_at),
+        "finishedAt": isoformat(job.finished_at),
+    }
+
+
+def output_json(output: RenderOutput, storage: LocalStorage) -> dict[str, Any]:
+    return {"id": output.id, "index": output.index, "imageUrl": storage.url(output.image_key),
+            "thumbnailUrl": storage.url(output.thumbnail_key), "width": output.width, "height": output.height}
+
+
+def output_record(output: RenderOutput, job: RenderJob) -> dict[str, Any]:
+    """The internal contract of ``GET /internal/outputs/<id>`` (read by the gallery)."""
+    param_names = ("prompt", "negativePrompt", "model", "width", "height", "batchSize", "steps", "cfgScale",
+                   "seed", "sampler", "scheduler")
+    return {"id": output.id, "jobId": output.job_id, "userId": output.user_id, "index": output.index,
+            "imageKey": output.image_key, "thumbnailKey": output.thumbnail_key, "width": output.width,
+            "height": output.height, "fileSize": output.file_size, "sha256": output.sha256,
+            "workflow": job.workflow, "params": {name: job.params.get(name) for name in param_names},
+            "createdAt": isoformat(output.created_at)}
+

@@ -1,0 +1,74 @@
+"""Real parts for the render tests: a ComfyUI emulator process and a credits server."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from shared.config import PROJECT_ROOT, load_settings
+from shared.embedded import free_port
+
+MODEL = "sd15_demo.safetensors"
+
+
+@pytest.fixture(scope="session")
+def emulator_url(tmp_path_factory):
+    """A real emulator process (tiny step delay), one per test session."""
+    port = free_port()
+    data_dir: Path = tmp_path_factory.mktemp("comfyui")
+    proc = subprocess.Popen([sys.executable, "-m", "services.comfyui_emulator", "--port", str(port),
+                             "--data-dir", str(data_dir), "--step-delay", "0.02", "--load-delay", "0.01"],
+                            cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            requests.get(url + "/system_stats", timeout=1).raise_for_status()
+            break
+        except requests.RequestException:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("the ComfyUI emulator did not start")
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def emulator_faults(emulator_url):
+    """Arm emulator faults for the next run; every fault is disarmed after the test."""
+
+    def _arm(**faults) -> None:
+        requests.post(emulator_url + "/emulator/config", json={"faults": faults}, timeout=5).raise_for_status()
+
+    yield _arm
+    requests.post(emulator_url + "/emulator/config", json={"faults": {
+        "execution_error": None, "hang": False, "drop_socket_after_steps": None, "persistent": False}},
+        timeout=5).raise_for_status()
+
+
+@pytest.fixture
+def credits_url(settings):
+    """The real credits app on a free port, sharing the test database."""
+    from services.credits.app import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def render_settings(settings_env, emulator_url, credits_url):
+    """Settings with ComfyUI and credits pointing at the real test processes."""
+    env = dict(settings_env, COMFYUI_URL=emulator_url, CREDITS_URL=credits_url, JOB_DEADLINE_SECONDS="60")
+    return load_settings(env)

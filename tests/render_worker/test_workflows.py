@@ -1,0 +1,126 @@
+"""Workflow templates: parameter validation and injection-proof graph building."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from services.render_worker.workflows import (RANDOM_SEED_LIMIT, TemplateError, build_graph, load_templates,
+                                              parse_template, validate_params)
+from shared.errors import Unprocessable
+
+CHOICES = {"checkpoints": ["sd15_demo.safetensors", "sdxl_demo.safetensors"], "samplers": ["euler", "dpmpp_2m"],
+           "schedulers": ["normal", "karras"]}
+
+
+@pytest.fixture(scope="module")
+def template():
+    return load_templates()["text2img"]
+
+
+def errors_of(template, raw, choices=CHOICES) -> dict:
+    with pytest.raises(Unprocessable) as caught:
+        validate_params(template, raw, choices)
+    assert caught.value.status == 422
+    return caught.value.details
+
+
+def test_defaults_are_filled_and_model_defaults_to_first_live_checkpoint(template):
+    params = validate_params(template, {"prompt": "a cat"}, CHOICES)
+    assert params["model"] == "sd15_demo.safetensors"
+    assert (params["width"], params["height"], params["batchSize"], params["steps"]) == (512, 512, 1, 20)
+    assert params["cfgScale"] == 7.0 and params["sampler"] == "euler" and params["scheduler"] == "normal"
+    assert params["negativePrompt"] == ""
+
+
+def test_seed_minus_one_is_resolved_to_a_stored_number(template):
+    seeds = {validate_params(template, {"prompt": "x", "seed": -1}, CHOICES)["seed"] for _ in range(5)}
+    assert all(0 <= seed < RANDOM_SEED_LIMIT for seed in seeds) and len(seeds) > 1
+    assert validate_params(template, {"prompt": "x"}, CHOICES)["seed"] >= 0
+    assert validate_params(template, {"prompt": "x", "seed": 42}, CHOICES)["seed"] == 42
+
+
+@pytest.mark.parametrize("field,value", [
+    ("width", 0), ("width", 7), ("width", 100000), ("width", "abc"), ("height", 100), ("width", 512.0),
+    ("batchSize", 1.5), ("batchSize", 0), ("batchSize", 5), ("steps", 0), ("steps", 101), ("steps", True),
+    ("cfgScale", 0.5), ("cfgScale", 31), ("cfgScale", "7"), ("seed", -2), ("seed", 2**53 + 1),
+    ("prompt", ""), ("prompt", "   "), ("prompt", "x" * 2001), ("prompt", 5), ("sampler", "nope"),
+    ("scheduler", "nope"), ("model", 3),
+])
+def test_bad_values_are_422_with_the_field_named(template, field, value):
+    raw = {"prompt": "a cat", field: value}
+    assert field in errors_of(template, raw)
+
+
+def test_unknown_fields_and_missing_prompt(template):
+    details = errors_of(template, {"negativePrompt": "x", "colour": "red", "denoise": 0.5})
+    assert set(details) == {"prompt", "colour", "denoise"}
+    assert errors_of(template, ["not", "an", "object"])
+
+
+def test_original_product_field_names(template):
+    params = validate_params(template, {"prompt": "a cat", "negativePrompt": "blurry", "model": "sdxl_demo.safetensors",
+                                        "size": "512x768", "batchSize": 2, "cfgScale": 6.5, "steps": 30, "seed": 7,
+                                        "sampler": "dpmpp_2m"}, CHOICES)
+    assert (params["width"], params["height"]) == (512, 768)
+    assert params["model"] == "sdxl_demo.safetensors" and params["cfgScale"] == 6.5
+    assert "size" not in params
+    for size in ("512", "0x512", "512x7", "big", 512):
+        assert "size" in errors_of(template, {"prompt": "a", "size": size})
+    assert "size" in errors_of(template, {"prompt": "a", "size": "512x512", "width": 512})
+
+
+def test_without_a_live_catalog_any_model_name_passes_but_one_is_required(template):
+    assert validate_params(template, {"prompt": "a", "model": "other.safetensors"})["model"] == "other.safetensors"
+    assert "model" in errors_of(template, {"prompt": "a"}, None)
+
+
+def test_every_binding_is_applied(template):
+    params = validate_params(template, {"prompt": "p", "negativePrompt": "n", "model": "sdxl_demo.safetensors",
+                                        "width": 640, "height": 768, "batchSize": 3, "steps": 12, "cfgScale": 4.5,
+                                        "seed": 99, "sampler": "dpmpp_2m", "scheduler": "karras"}, CHOICES)
+    graph = build_graph(template, params)
+    assert graph["6"]["inputs"]["text"] == "p" and graph["7"]["inputs"]["text"] == "n"
+    assert graph["4"]["inputs"]["ckpt_name"] == "sdxl_demo.safetensors"
+    assert graph["5"]["inputs"] == {"width": 640, "height": 768, "batch_size": 3}
+    ks = graph["3"]["inputs"]
+    assert (ks["steps"], ks["cfg"], ks["seed"], ks["sampler_name"], ks["scheduler"]) == (12, 4.5, 99, "dpmpp_2m", "karras")
+    assert ks["model"] == ["4", 0] and ks["latent_image"] == ["5", 0]
+
+
+@pytest.mark.parametrize("prompt", [
+    'a "quoted" cat', "}, \"4\": {\"class_type\": \"Evil\"}, {", "line1\nline2\r\n\t", "${prompt} {{prompt}} %s",
+    '{"3": {"class_type": "KSampler", "inputs": {}}}', "\\\"\\u0000", "猫 🐱 \u202e",
+])
+def test_prompts_never_change_the_graph_shape(template, prompt):
+    before = copy.deepcopy(template.graph)
+    params = validate_params(template, {"prompt": prompt, "negativePrompt": prompt}, CHOICES)
+    graph = build_graph(template, params)
+    assert template.graph == before
+    assert set(graph) == set(before)
+    for node_id, node in graph.items():
+        assert node["class_type"] == before[node_id]["class_type"]
+        assert set(node["inputs"]) == set(before[node_id]["inputs"])
+    assert graph["6"]["inputs"]["text"] == prompt.strip() or graph["6"]["inputs"]["text"] == prompt
+    assert json.loads(json.dumps(graph)) == graph
+
+
+def test_templates_with_bad_bindings_are_refused(template):
+    data = json.loads(json.dumps({"name": "t", "version": 1, "labels": {}, "pricePerImage": 1,
+                                  "graph": template.graph, "parameters": template.parameters,
+                                  "outputs": template.outputs}))
+    parse_template(data)
+    broken_node = copy.deepcopy(data)
+    broken_node["parameters"][0]["bind"] = [["99", "text"]]
+    broken_input = copy.deepcopy(data)
+    broken_input["parameters"][0]["bind"] = [["6", "txt"]]
+    wrong_type = copy.deepcopy(data)
+    wrong_type["parameters"][0]["bind"] = [["3", "steps"]]
+    link_target = copy.deepcopy(data)
+    link_target["parameters"][0]["bind"] = [["6", "clip"]]
+    missing_output = copy.deepcopy(data)
+    missing_output["outputs"] = ["42"]
+    for bad in (broken_node, broken_input, wrong_type, link_target, missing_output):
+        with pytest.raises(TemplateError):
+            parse_template(bad)
