@@ -1,0 +1,125 @@
+"""The live event socket: authenticate, subscribe to the caller's channel, relay.
+
+The browser cannot set headers on a WebSocket, so the access token comes in the
+``token`` query parameter. The socket holds no business logic: it forwards the
+user's events and answers ``ping`` and ``resume`` frames.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import redis
+from flask import current_app, request
+from flask_sock import Sock
+from simple_websocket import Server
+
+from services.render_worker import jobs
+from shared.config import Settings
+from shared.errors import NotFound, ServiceError, Unauthorized
+from shared.events import EventBus
+from shared.tokens import Claims, decode_access_token
+
+POLICY_CLOSE_UNAUTHORIZED = 4401
+CLOSE_INTERNAL_ERROR = 1011
+STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+# How long the Redis listener waits before the loop looks at client frames again.
+LISTEN_TIMEOUT = 0.25
+
+sock = Sock()
+
+
+def _public_key() -> str:
+    key = current_app.config.get("JWT_PUBLIC_KEY")
+    if key is None:
+        settings: Settings = current_app.config["SETTINGS"]
+        key = current_app.config["JWT_PUBLIC_KEY"] = settings.jwt_public_key_path.read_text()
+    return key
+
+
+def _send(ws: Server, event_type: str, data: dict[str, Any] | None = None) -> None:
+    frame: dict[str, Any] = {"type": event_type}
+    if data is not None:
+        frame["data"] = data
+    ws.send(json.dumps(frame))
+
+
+def _send_error(ws: Server, error: ServiceError) -> None:
+    _send(ws, "error", {"code": error.code, "message": error.message})
+
+
+def _authenticate(ws: Server) -> Claims | None:
+    """The caller's claims, or None after telling the client why and closing with 4401."""
+    token = request.args.get("token", "")
+    try:
+        if not token:
+            raise Unauthorized("Sign in to receive live events.", code="NO_TOKEN")
+        return decode_access_token(token, _public_key())
+    except Unauthorized as error:
+        _send_error(ws, error)
+        ws.close(reason=POLICY_CLOSE_UNAUTHORIZED, message=error.code)
+        return None
+
+
+def _handle_frame(ws: Server, raw: str | bytes, claims: Claims, bus: EventBus) -> None:
+    try:
+        frame = json.loads(raw)
+    except ValueError:
+        frame = None
+    if not isinstance(frame, dict):
+        _send(ws, "error", {"code": "BAD_FRAME", "message": "Frames must be JSON objects."})
+        return
+    kind = frame.get("type")
+    if kind == "ping":
+        _send(ws, "pong")
+    elif kind == "resume":
+        _resume(ws, frame, claims, bus)
+    else:
+        _send(ws, "error", {"code": "UNKNOWN_FRAME", "message": f"Unknown frame type {kind!r}."})
+
+
+def _check_job_owner(user_id: int, job_id: str) -> None:
+    """Raise NotFound unless the job is the user's (the socket's one database read)."""
+    db = current_app.extensions["render"].db
+    with db.transaction() as session:
+        jobs.get_user_job(session, user_id, job_id)
+
+
+def _resume(ws: Server, frame: dict[str, Any], claims: Claims, bus: EventBus) -> None:
+    job_id, after = frame.get("jobId"), frame.get("after") or "0"
+    if not isinstance(job_id, str) or not isinstance(after, str) or not STREAM_ID.fullmatch(after):
+        _send(ws, "error", {"code": "BAD_FRAME", "message": "resume needs a jobId and an event id."})
+        return
+    try:
+        _check_job_owner(claims.user_id, job_id)
+    except NotFound as error:
+        _send_error(ws, error)
+        return
+    for event in bus.job_events_after(job_id, after):
+        ws.send(json.dumps(event))
+
+
+@sock.route("/ws")
+def events_socket(ws: Server) -> None:
+    claims = _authenticate(ws)
+    if claims is None:
+        return
+    bus = EventBus(current_app.extensions["gateway_redis"])
+    listener = bus.listen(claims.user_id, timeout=LISTEN_TIMEOUT)
+    try:
+        # The first step subscribes, so nothing published after "ready" can be missed.
+        pending = next(listener)
+        _send(ws, "ready", {"userId": claims.user_id})
+        while True:
+            if pending is not None:
+                ws.send(json.dumps(pending))
+            while (raw := ws.receive(timeout=0)) is not None:
+                _handle_frame(ws, raw, claims, bus)
+            pending = next(listener)
+    except redis.RedisError:
+        # Without the event bus the socket is useless; the client reconnects with back-off.
+        _send(ws, "error", {"code": "EVENTS_UNAVAILABLE", "message": "Live events are unavailable."})
+        ws.close(reason=CLOSE_INTERNAL_ERROR, message="EVENTS_UNAVAILABLE")
+    finally:
+        listener.close()

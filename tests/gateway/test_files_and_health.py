@@ -1,0 +1,115 @@
+"""Media files, the web page, security headers, and the health and readiness probes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services.gateway.app import create_app
+from services.render_worker.catalog import catalog_key
+from shared.storage import LocalStorage, content_key
+from tests.gateway.conftest import build_settings, close_app
+
+
+def test_media_is_served_with_an_immutable_cache(app, gateway_settings):
+    data = b"\x89PNG\r\n\x1a\nfake"
+    key = LocalStorage(gateway_settings.media_dir).put(content_key(data, "png", "images"), data)
+    with app.test_client().get(f"/media/{key}") as response:
+        assert response.status_code == 200
+        assert response.data == data
+        assert response.headers["Content-Type"] == "image/png"
+        assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+@pytest.mark.parametrize("path", [
+    "/media/../secret.txt",
+    "/media/%2e%2e/secret.txt",
+    "/media/..%2fsecret.txt",
+    "/media/images/%2e%2e/%2e%2e/secret.txt",
+    "/media//etc/passwd",
+    "/media/missing.png",
+])
+def test_media_traversal_and_missing_files_are_404(client, gateway_settings, path):
+    gateway_settings.media_dir.mkdir(parents=True, exist_ok=True)
+    (gateway_settings.data_dir / "secret.txt").write_text("do not serve")
+    with client.get(path, follow_redirects=True) as response:
+        assert response.status_code == 404
+        assert b"do not serve" not in response.data
+
+
+def test_web_page_and_static_assets(client):
+    with client.get("/") as page:
+        assert page.status_code == 200
+        assert page.mimetype == "text/html"
+        assert b'src="/static/app.js"' in page.data
+    with client.get("/static/app.js") as script:
+        assert script.status_code == 200
+        assert "javascript" in script.mimetype
+    assert client.get("/static/../app.py").status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/", "/api/health", "/api/works/gallery", "/api/x"])
+def test_security_headers_on_every_response(client, path):
+    with client.get(path) as response:
+        headers = response.headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert headers["X-Frame-Options"] == "DENY"
+    csp = headers["Content-Security-Policy"]
+    for directive in ("default-src 'self'", "img-src 'self' data: blob:", "connect-src 'self' ws: wss:",
+                      "frame-ancestors 'none'"):
+        assert directive in csp
+
+
+@pytest.fixture
+def live_worker(app, unique):
+    redis = app.extensions["gateway_redis"]
+    key = catalog_key(f"test-{unique}")
+    redis.set(key, json.dumps({"workerId": f"test-{unique}", "checkpoints": ["demo.safetensors"]}), ex=30)
+    yield
+    redis.delete(key)
+
+
+def test_health_reports_components_and_the_demo_notice(gateway_env, live_worker):
+    gateway_env["DEMO_BACKEND"] = "true"
+    app = create_app(build_settings(gateway_env))
+    try:
+        response = app.test_client().get("/api/health")
+    finally:
+        close_app(app)
+    assert response.status_code == 200
+    health = response.get_json()["data"]
+    assert health["status"] == "ok"
+    assert health["demoBackend"] is True
+    assert health["notice"].startswith("Demo backend:")
+    components = health["components"]
+    assert {name: components[name] for name in ("auth", "credits", "gallery", "redis")} == {
+        "auth": "ok", "credits": "ok", "gallery": "ok", "redis": "ok"}
+    assert components["renderWorkers"] >= 1
+
+
+def test_health_is_degraded_and_readyz_fails_when_a_service_is_down(gateway_env, closed_url, live_worker):
+    gateway_env["GALLERY_URL"] = closed_url
+    app = create_app(build_settings(gateway_env))
+    try:
+        client = app.test_client()
+        health = client.get("/api/health")
+        ready = client.get("/readyz")
+    finally:
+        close_app(app)
+    assert health.status_code == 200
+    data = health.get_json()["data"]
+    assert data["status"] == "degraded"
+    assert data["demoBackend"] is False
+    assert data["notice"] is None
+    assert data["components"]["gallery"] == "down"
+    assert data["components"]["auth"] == "ok"
+    assert ready.status_code == 503
+    assert ready.get_json()["error"]["details"]["gallery"].startswith("down")
+
+
+def test_readyz_is_ready_when_every_dependency_answers(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json()["data"]["components"] == {
+        "auth": "ok", "credits": "ok", "gallery": "ok", "redis": "ok"}

@@ -1,0 +1,132 @@
+"""The reverse proxy against real upstream HTTP servers."""
+from __future__ import annotations
+
+import pytest
+
+from services.gateway.app import create_app
+from tests.conftest import TEST_SERVICE_TOKEN
+from tests.gateway.conftest import build_settings, close_app
+
+
+@pytest.mark.parametrize(("path", "service"), [
+    ("/api/users/login", "auth"),
+    ("/api/users/register", "auth"),
+    ("/api/users/profile", "auth"),
+    ("/api/admin/users", "auth"),
+    ("/api/admin/users/7/ban", "auth"),
+    ("/api/users/credits", "credits"),
+    ("/api/users/credits/transactions", "credits"),
+    ("/api/admin/credits/grant", "credits"),
+    ("/api/credits/packages", "credits"),
+    ("/api/works", "gallery"),
+    ("/api/works/gallery", "gallery"),
+    ("/api/works/12/like", "gallery"),
+    ("/api/admin/works/3", "gallery"),
+])
+def test_each_prefix_reaches_its_service(client, path, service):
+    response = client.get(path)
+    assert response.status_code == 200
+    echoed = response.get_json()
+    assert echoed["service"] == service
+    assert echoed["path"] == path
+
+
+def test_method_query_body_and_headers_are_forwarded(client):
+    response = client.post(
+        "/api/works/save?draft=1&tag=a%20b", data='{"title": "猫"}',
+        headers={"Content-Type": "application/json", "Authorization": "Bearer abc.def",
+                 "Accept": "application/json", "User-Agent": "pytest-browser",
+                 "X-Request-ID": "req-123", "X-Service-Token": "forged",
+                 "X-Forwarded-For": "6.6.6.6", "Cookie": "session=secret",
+                 "Proxy-Authorization": "Basic eA==", "TE": "trailers"})
+    assert response.status_code == 200
+    echoed = response.get_json()
+    headers = {name.lower(): value for name, value in echoed["headers"].items()}
+    assert echoed["method"] == "POST"
+    assert echoed["query"] == "draft=1&tag=a%20b"
+    assert echoed["body"] == '{"title": "猫"}'
+    assert headers["authorization"] == "Bearer abc.def"
+    assert headers["content-type"] == "application/json"
+    assert headers["accept"] == "application/json"
+    assert headers["user-agent"] == "pytest-browser"
+    assert headers["x-service-token"] == TEST_SERVICE_TOKEN
+    assert headers["x-request-id"] == "req-123"
+    assert headers["x-forwarded-for"] == "127.0.0.1"
+    assert headers["x-real-ip"] == "127.0.0.1"
+    for stripped in ("cookie", "proxy-authorization", "te"):
+        assert stripped not in headers
+    assert response.headers["X-Request-ID"] == "req-123"
+
+
+def test_gateway_request_id_is_sent_when_the_client_has_none(client):
+    response = client.get("/api/users/profile")
+    sent = {name.lower(): value for name, value in response.get_json()["headers"].items()}
+    assert sent["x-request-id"] == response.headers["X-Request-ID"]
+    assert len(sent["x-request-id"]) == 32
+
+
+def test_upstream_status_body_and_content_type_pass_through(client):
+    response = client.get("/api/users/plain")
+    assert response.status_code == 418
+    assert response.data == b"not json"
+    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+
+    failed = client.delete("/api/works/5?status=409")
+    assert failed.status_code == 409
+    assert failed.get_json()["method"] == "DELETE"
+
+
+def test_hop_by_hop_response_headers_are_stripped(client):
+    response = client.get("/api/works/gallery")
+    assert response.headers["X-Upstream"] == "gallery"
+    assert "Keep-Alive" not in response.headers
+    assert "Proxy-Authenticate" not in response.headers
+
+
+def test_unreachable_upstream_answers_503_naming_the_service(gateway_env, closed_url):
+    gateway_env["AUTH_URL"] = closed_url
+    app = create_app(build_settings(gateway_env))
+    try:
+        response = app.test_client().post("/api/users/login", json={"username": "x", "password": "y"})
+        assert response.status_code == 503
+        error = response.get_json()["error"]
+        assert error["code"] == "SERVICE_UNAVAILABLE"
+        assert "auth" in error["message"]
+        # The other services are still reachable.
+        assert app.test_client().get("/api/works/gallery").status_code == 200
+    finally:
+        close_app(app)
+
+
+def test_json_body_over_one_megabyte_is_refused(client):
+    response = client.post("/api/works/save", data=b"x" * (1024 * 1024 + 1),
+                           headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_multipart_body_may_be_larger_than_one_megabyte_but_not_ten(client):
+    boundary = "b0undary"
+
+    def multipart(size: int) -> bytes:
+        return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+                f"Content-Type: image/png\r\n\r\n").encode() + b"x" * size + f"\r\n--{boundary}--\r\n".encode()
+
+    content_type = f"multipart/form-data; boundary={boundary}"
+    accepted = client.post("/api/users/avatar", data=multipart(2 * 1024 * 1024),
+                           headers={"Content-Type": content_type})
+    assert accepted.status_code == 200
+    assert len(accepted.get_json()["body"]) > 2 * 1024 * 1024
+
+    refused = client.post("/api/users/avatar", data=multipart(10 * 1024 * 1024),
+                          headers={"Content-Type": content_type})
+    assert refused.status_code == 413
+    assert refused.get_json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_unknown_api_path_is_a_404_envelope(client):
+    response = client.get("/api/x")
+    assert response.status_code == 404
+    body = response.get_json()
+    assert body["success"] is False
+    assert body["error"]["code"] == "NOT_FOUND"

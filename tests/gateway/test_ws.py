@@ -1,0 +1,142 @@
+"""The live event socket over a real server and a real WebSocket client."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Iterator
+
+import pytest
+import websocket
+
+from shared.events import EventBus, redis_client
+from tests.gateway.conftest import RunningServer, serve
+
+
+@pytest.fixture
+def server(app) -> Iterator[RunningServer]:
+    running = serve(app)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def bus(redis_url) -> Iterator[EventBus]:
+    client = redis_client(redis_url)
+    yield EventBus(client)
+    client.close()
+
+
+@pytest.fixture
+def connect(server):
+    sockets: list[websocket.WebSocket] = []
+
+    def _connect(query: str = "") -> websocket.WebSocket:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{server.server.server_port}/ws{query}", timeout=5)
+        sockets.append(ws)
+        return ws
+
+    yield _connect
+    for ws in sockets:
+        ws.close()
+        ws.shutdown()
+
+
+def receive(ws: websocket.WebSocket) -> dict:
+    return json.loads(ws.recv())
+
+
+def expect_close(ws: websocket.WebSocket) -> int:
+    opcode, payload = ws.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    return int.from_bytes(payload[:2], "big")
+
+
+@pytest.mark.parametrize("query", ["", "?token=", "?token=not-a-jwt"])
+def test_missing_or_invalid_token_gets_an_error_frame_and_close_4401(connect, query):
+    ws = connect(query)
+    frame = receive(ws)
+    assert frame["type"] == "error"
+    assert frame["data"]["code"] in ("NO_TOKEN", "TOKEN_INVALID")
+    assert frame["data"]["message"]
+    assert expect_close(ws) == 4401
+
+
+def test_expired_token_is_refused(connect, issue_token, unique):
+    ws = connect(f"?token={issue_token(1, f'old_{unique}', minutes=-1)}")
+    assert receive(ws)["data"]["code"] == "TOKEN_EXPIRED"
+    assert expect_close(ws) == 4401
+
+
+def test_valid_token_gets_ready_then_only_its_own_events(connect, issue_token, bus, unique):
+    user_id, other_id = 7_000_000 + int(unique[:5], 16), 8_000_000 + int(unique[:5], 16)
+    ws = connect(f"?token={issue_token(user_id, f'u_{unique}')}")
+    assert receive(ws) == {"type": "ready", "data": {"userId": user_id}}
+
+    bus.publish(other_id, "credits.changed", {"available": 1, "held": 0})
+    bus.publish(user_id, "credits.changed", {"available": 470, "held": 30})
+    event = receive(ws)
+    assert event["type"] == "credits.changed"
+    assert event["data"] == {"available": 470, "held": 30}
+
+    job_event = bus.publish(user_id, "job.progress", {"jobId": f"job-{unique}", "step": 3,
+                                                      "totalSteps": 20, "percent": 15}, job_id=f"job-{unique}")
+    forwarded = receive(ws)
+    assert forwarded["type"] == "job.progress"
+    assert forwarded["id"] == job_event["id"]
+
+    ws.settimeout(0.8)
+    with pytest.raises(websocket.WebSocketTimeoutException):
+        ws.recv()
+
+
+def test_ping_gets_pong_and_bad_frames_get_errors(connect, issue_token, unique):
+    ws = connect(f"?token={issue_token(42, f'p_{unique}')}")
+    assert receive(ws)["type"] == "ready"
+    ws.send(json.dumps({"type": "ping"}))
+    assert receive(ws) == {"type": "pong"}
+    ws.send("not json")
+    assert receive(ws)["data"]["code"] == "BAD_FRAME"
+    ws.send(json.dumps({"type": "subscribe", "userId": 1}))
+    assert receive(ws)["data"]["code"] == "UNKNOWN_FRAME"
+    ws.send(json.dumps({"type": "resume", "jobId": "j", "after": "not-an-id"}))
+    assert receive(ws)["data"]["code"] == "BAD_FRAME"
+    ws.send(json.dumps({"type": "ping"}))
+    assert receive(ws) == {"type": "pong"}
+
+
+def test_client_disconnect_unsubscribes(connect, issue_token, bus, unique):
+    user_id = 9_000_000 + int(unique[:5], 16)
+    ws = connect(f"?token={issue_token(user_id, f'd_{unique}')}")
+    assert receive(ws)["type"] == "ready"
+    channel = f"events:user:{user_id}"
+    assert bus.redis.pubsub_numsub(channel)[0][1] == 1
+    ws.close()
+    deadline = time.monotonic() + 3
+    while bus.redis.pubsub_numsub(channel)[0][1] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert bus.redis.pubsub_numsub(channel)[0][1] == 0
+
+
+def test_resume_replays_own_job_events_only(app, connect, issue_token, bus, unique):
+    from services.render_worker import jobs
+    from services.render_worker.workflows import load_templates
+
+    owner_id, stranger_id = 5_000_000 + int(unique[:5], 16), 6_000_000 + int(unique[:5], 16)
+    job_id = jobs.new_job_id()
+    with app.extensions["render"].db.transaction() as session:
+        jobs.create_job(session, job_id=job_id, user_id=owner_id, template=load_templates()["text2img"],
+                        params={"prompt": "a cat", "batchSize": 1})
+    first = bus.publish(owner_id, "job.started", {"jobId": job_id}, job_id=job_id)
+    second = bus.publish(owner_id, "job.progress", {"jobId": job_id, "step": 1, "totalSteps": 2,
+                                                    "percent": 50}, job_id=job_id)
+
+    owner = connect(f"?token={issue_token(owner_id, f'o_{unique}')}")
+    assert receive(owner)["type"] == "ready"
+    owner.send(json.dumps({"type": "resume", "jobId": job_id, "after": first["id"]}))
+    replayed = receive(owner)
+    assert (replayed["type"], replayed["id"]) == ("job.progress", second["id"])
+
+    stranger = connect(f"?token={issue_token(stranger_id, f's_{unique}')}")
+    assert receive(stranger)["type"] == "ready"
+    stranger.send(json.dumps({"type": "resume", "jobId": job_id, "after": "0"}))
+    assert receive(stranger) == {"type": "error", "data": {"code": "JOB_NOT_FOUND", "message": "No such job."}}
