@@ -40,7 +40,7 @@ def list_my_works():
 
 @bp.get("/<int:work_id>")
 def get_work(work_id: int):
-    return ok(service.get_work(_gallery(), optional_user(), work_id))
+    return ok({"work": service.get_work(_gallery(), optional_user(), work_id)})
 
 
 @bp.put("/<int:work_id>")

@@ -50,7 +50,7 @@ def test_others_may_not_update_or_delete(make_user, save_work, anonymous):
     assert bob.put(f"/api/works/{private['id']}", json={"title": "mine"}).status_code == 404
     assert bob.delete(f"/api/works/{private['id']}").status_code == 404
     assert anonymous.delete(f"/api/works/{public['id']}").status_code == 401
-    assert alice.get(f"/api/works/{public['id']}").get_json()["data"]["title"] == "A work"
+    assert alice.get(f"/api/works/{public['id']}").get_json()["data"]["work"]["title"] == "A work"
 
 
 def test_owner_deletes_work_and_its_likes(make_user, save_work, app):

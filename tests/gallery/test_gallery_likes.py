@@ -29,8 +29,8 @@ def test_like_and_unlike_are_idempotent(make_user, save_work, app):
 
     assert _state(bob.put(path)) == {"workId": work["id"], "likes": 1, "isLiked": True}
     assert _state(bob.put(path)) == {"workId": work["id"], "likes": 1, "isLiked": True}
-    assert bob.get(f"/api/works/{work['id']}").get_json()["data"]["isLiked"] is True
-    assert alice.get(f"/api/works/{work['id']}").get_json()["data"]["isLiked"] is False
+    assert bob.get(f"/api/works/{work['id']}").get_json()["data"]["work"]["isLiked"] is True
+    assert alice.get(f"/api/works/{work['id']}").get_json()["data"]["work"]["isLiked"] is False
 
     assert _state(bob.delete(path)) == {"workId": work["id"], "likes": 0, "isLiked": False}
     assert _state(bob.delete(path)) == {"workId": work["id"], "likes": 0, "isLiked": False}

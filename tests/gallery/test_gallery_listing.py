@@ -120,9 +120,9 @@ def test_detail_visibility(make_user, anonymous, save_work):
     for caller in (alice, bob, anonymous):
         response = caller.get(f"/api/works/{public['id']}")
         assert response.status_code == 200
-        assert response.get_json()["data"]["isOwner"] is (caller is alice)
+        assert response.get_json()["data"]["work"]["isOwner"] is (caller is alice)
     own = alice.get(f"/api/works/{private['id']}")
-    assert own.status_code == 200 and own.get_json()["data"]["isPublic"] is False
+    assert own.status_code == 200 and own.get_json()["data"]["work"]["isPublic"] is False
     for caller in (bob, anonymous):
         response = caller.get(f"/api/works/{private['id']}")
         assert response.status_code == 404
@@ -138,7 +138,7 @@ def test_reading_does_not_count_views(make_user, anonymous, save_work):
     work = save_work(make_user())
     for _ in range(3):
         anonymous.get(f"/api/works/{work['id']}")
-    assert anonymous.get(f"/api/works/{work['id']}").get_json()["data"]["views"] == 0
+    assert anonymous.get(f"/api/works/{work['id']}").get_json()["data"]["work"]["views"] == 0
 
 
 def test_bad_token_is_401_even_where_anonymous_is_allowed(anonymous):
