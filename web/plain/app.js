@@ -135,7 +135,9 @@ async function loadTransactions() {
     const page = await api("GET", "/api/users/credits/transactions?pageSize=20");
     const rows = page.items.map((entry) => {
       const row = document.createElement("tr");
-      const cells = [entry.type, entry.amount > 0 ? `+${entry.amount}` : `${entry.amount}`, entry.balanceAfter, when(entry.createdAt)];
+      const signed = (n) => (n > 0 ? `+${n}` : `${n}`);
+      const change = entry.heldChange ? `${signed(entry.amount)} (冻结 held ${signed(entry.heldChange)})` : signed(entry.amount);
+      const cells = [entry.type, change, entry.balanceAfter, when(entry.createdAt)];
       for (const value of cells) {
         const cell = document.createElement("td");
         cell.textContent = value;
