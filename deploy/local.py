@@ -5,8 +5,8 @@
 
 Uses Redis at REDIS_URL and ComfyUI at COMFYUI_URL when they answer; otherwise starts
 an embedded redis-server and the ComfyUI emulator (and says so: demo backend). Every
-process runs in its own process group under honcho, its output prefixed with its name;
-Ctrl-C (or SIGTERM) stops them all.
+process runs in its own process group under honcho, its output prefixed with its name
+(and copied to DATA_DIR/logs/platform.log); Ctrl-C (or SIGTERM) stops them all.
 """
 from __future__ import annotations
 
@@ -104,12 +104,32 @@ def announce_when_ready(settings: Settings) -> None:
         time.sleep(0.3)
 
 
+class Tee:
+    """The terminal, plus an append-only copy in ``DATA_DIR/logs/platform.log``."""
+
+    def __init__(self, terminal, path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.terminal = terminal
+        self.file = open(path, "a", buffering=1, encoding="utf-8")
+
+    def write(self, text: str) -> None:
+        self.terminal.write(text)
+        self.file.write(text)
+
+    def flush(self) -> None:
+        self.terminal.flush()
+        self.file.flush()
+
+    def isatty(self) -> bool:
+        return self.terminal.isatty()
+
+
 def run(settings: Settings) -> int:
     prepare(settings)
     env = dict(os.environ, DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
     commands = backing_services(settings, env)
     commands.update(service_commands(settings))
-    manager = Manager(Printer(sys.stdout))
+    manager = Manager(Printer(Tee(sys.stdout, settings.data_dir / "logs" / "platform.log")))
     for name, command in commands.items():
         # honcho runs commands through a shell; exec keeps one process per group leader.
         manager.add_process(name, f"exec {shlex.join(command)}", env=env)
