@@ -1,7 +1,5 @@
-"""The credits service: balances, holds for render jobs, and the ledger."""
+"""The credits service: prices, balances, holds for render jobs, redeem codes and the ledger."""
 from __future__ import annotations
-
-from datetime import timedelta
 
 from flask import Flask
 from sqlalchemy import text
@@ -11,18 +9,21 @@ from shared.db import Database
 from shared.events import EventBus, redis_client
 from shared.web import init_service_app
 from services.credits import api
+from services.credits.cli import credits_cli
+from services.credits.config import CreditsConfig, load_credits_config
+from services.credits.models import protect_ledger
 from services.credits.service import CreditsService
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, config: CreditsConfig | None = None) -> Flask:
     settings = settings or load_settings()
+    config = config or load_credits_config(settings)
     app = Flask(__name__)
     db = Database(settings.credits_database_url)
+    protect_ledger(db.engine)
     redis = redis_client(settings.redis_url)
     app.extensions["db"] = db
-    # A hold outlives its job's deadline; expiry is recorded for a later sweeper.
-    app.extensions["credits"] = CreditsService(db, EventBus(redis), settings.signup_bonus,
-                                               hold_lifetime=timedelta(seconds=2 * settings.job_deadline_seconds))
+    app.extensions["credits"] = CreditsService(db, EventBus(redis), config, settings.signup_bonus)
 
     def database_ready() -> None:
         with db.engine.connect() as connection:
@@ -31,4 +32,5 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_service_app(app, settings, internal=True,
                      ready_checks={"database": database_ready, "redis": redis.ping})
     app.register_blueprint(api.bp)
+    app.cli.add_command(credits_cli)
     return app

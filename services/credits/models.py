@@ -1,9 +1,12 @@
-"""Credit tables: one account per user, an append-only ledger, and one hold per render job."""
+"""Credit tables: one account per user, an append-only ledger, one hold per render job,
+and redeem codes. Ledger rows are never updated or deleted (see ``protect_ledger``)."""
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String
+from sqlalchemy import BigInteger, Index, Integer, String, event
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, new_metadata, utcnow
@@ -12,6 +15,8 @@ from shared.db import UTCDateTime, new_metadata, utcnow
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 LEDGER_TYPES = ("signup_bonus", "hold", "capture", "release", "admin_grant", "admin_deduct", "redeem")
+INFLOW_TYPES = ("signup_bonus", "admin_grant", "redeem")
+HOLD_STATUSES = ("open", "settled", "expired")
 
 
 class Base(DeclarativeBase):
@@ -19,6 +24,9 @@ class Base(DeclarativeBase):
 
 
 class CreditAccount(Base):
+    """Balances of one user. ``lifetime_earned − lifetime_spent = available + held`` always:
+    earned counts signup bonus, grants and redeems; spent counts captures and admin deductions."""
+
     __tablename__ = "credit_accounts"
 
     user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -41,6 +49,7 @@ class CreditLedger(Base):
     __table_args__ = (
         Index("ix_credit_ledger_user_id_id", "user_id", "id"),
         Index("ix_credit_ledger_reference", "reference"),
+        Index("ix_credit_ledger_user_id_created_at", "user_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -58,10 +67,14 @@ class CreditLedger(Base):
 
 
 class CreditHold(Base):
-    """Credits reserved for one render job: captured image by image, the rest released."""
+    """Credits reserved for one render job at the price it was admitted at: captured image by
+    image, the rest released; an open hold past ``expires_at`` is released by the sweeper."""
 
     __tablename__ = "credit_holds"
-    __table_args__ = (Index("ix_credit_holds_user_id", "user_id"),)
+    __table_args__ = (
+        Index("ix_credit_holds_user_id", "user_id"),
+        Index("ix_credit_holds_status_expires_at", "status", "expires_at"),
+    )
 
     job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     user_id: Mapped[int] = mapped_column(BigInteger)
@@ -72,7 +85,44 @@ class CreditHold(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    workflow: Mapped[str | None] = mapped_column(String(64))
+    images: Mapped[int | None] = mapped_column(Integer)
+    price_per_image: Mapped[int | None] = mapped_column(Integer)
 
     @property
     def remaining(self) -> int:
         return self.amount - self.captured - self.released
+
+
+class RedeemCode(Base):
+    """A code an administrator hands out; each user may redeem it once (ledger key
+    ``redeem:<code>:<user id>``), at most ``max_uses`` users in all, until ``expires_at``."""
+
+    __tablename__ = "credit_redeem_codes"
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    amount: Mapped[int] = mapped_column(Integer)
+    max_uses: Mapped[int] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    description: Mapped[str] = mapped_column(String(255), default="")
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LedgerImmutable(RuntimeError):
+    """Something tried to change or remove a ledger row."""
+
+
+_LEDGER_WRITE = re.compile(r"^\s*(UPDATE|DELETE\s+FROM|REPLACE\s+INTO|TRUNCATE(\s+TABLE)?)\s+[`\"\[]?credit_ledger\b",
+                           re.IGNORECASE)
+
+
+def protect_ledger(engine: Engine) -> None:
+    """Refuse every UPDATE or DELETE of ledger rows on ``engine``, whatever issues it
+    (ORM flush, bulk statement or raw SQL): the ledger is append-only."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _refuse_ledger_rewrites(_conn, _cursor, statement, _parameters, _context, _executemany):
+        if _LEDGER_WRITE.match(statement):
+            raise LedgerImmutable("credit_ledger rows are never updated or deleted")

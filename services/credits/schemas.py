@@ -1,28 +1,44 @@
 """Input schemas of the credits API. Unknown fields are rejected (marshmallow 4 RAISE)."""
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from datetime import timezone
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from services.credits.models import LEDGER_TYPES
 
 JOB_ID = validate.Length(min=1, max=64)
-KEY = validate.Length(min=1, max=191)
-POSITIVE = validate.Range(min=1, max=1_000_000)
+KEY = validate.Length(min=1, max=150)
+USER_ID = validate.Range(min=1, max=2**63 - 1)
+# Bounded so no sum of movements can leave a 32-bit balance column.
+AMOUNT = validate.Range(min=1, max=1_000_000)
+REASON = validate.Length(min=1, max=255)
+CODE = validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9-]{3,31}$",
+                       error="4 to 32 letters, digits or dashes, starting with a letter or digit.")
+MAX_IMAGES = 16
+MAX_PAGE_SIZE = 100
+
+
+def _user_id(**kwargs) -> fields.Integer:
+    return fields.Integer(data_key="userId", strict=True, validate=USER_ID, **kwargs)
 
 
 class OpenAccountSchema(Schema):
-    user_id = fields.Integer(data_key="userId", required=True, strict=True, validate=validate.Range(min=1))
+    user_id = _user_id(required=True)
 
 
 class HoldSchema(Schema):
-    user_id = fields.Integer(data_key="userId", required=True, strict=True, validate=validate.Range(min=1))
+    user_id = _user_id(required=True)
     job_id = fields.String(data_key="jobId", required=True, validate=JOB_ID)
-    amount = fields.Integer(required=True, strict=True, validate=POSITIVE)
+    workflow = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    images = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=MAX_IMAGES))
+    expected_cost = fields.Integer(data_key="expectedCost", strict=True, load_default=None,
+                                   validate=validate.Range(min=1, max=MAX_IMAGES * 100_000))
     description = fields.String(load_default="", validate=validate.Length(max=255))
 
 
 class CaptureSchema(Schema):
-    amount = fields.Integer(required=True, strict=True, validate=POSITIVE)
+    amount = fields.Integer(required=True, strict=True, validate=AMOUNT)
     idempotency_key = fields.String(data_key="idempotencyKey", required=True, validate=KEY)
 
 
@@ -30,13 +46,47 @@ class ReleaseSchema(Schema):
     idempotency_key = fields.String(data_key="idempotencyKey", required=True, validate=KEY)
 
 
-class TransactionsQuerySchema(Schema):
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
-    page_size = fields.Integer(data_key="pageSize", load_default=20, validate=validate.Range(min=1, max=100))
+class PageQuerySchema(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    page_size = fields.Integer(data_key="pageSize", load_default=20, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
+
+
+class TransactionsQuerySchema(PageQuerySchema):
     type = fields.String(load_default=None, validate=validate.OneOf(LEDGER_TYPES))
+    date_from = fields.Date(data_key="from", load_default=None)
+    date_to = fields.Date(data_key="to", load_default=None)
+
+    @validates_schema
+    def _ordered(self, data, **_kwargs) -> None:
+        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            raise ValidationError("Must not be before 'from'.", "to")
 
 
-class GrantSchema(Schema):
-    user_id = fields.Integer(data_key="userId", required=True, strict=True, validate=validate.Range(min=1))
-    amount = fields.Integer(required=True, strict=True, validate=POSITIVE)
-    reason = fields.String(required=True, validate=validate.Length(min=1, max=255))
+class AccountsQuerySchema(PageQuerySchema):
+    user_id = fields.Integer(data_key="userId", load_default=None, validate=USER_ID)
+
+
+class AdjustSchema(Schema):
+    user_id = _user_id(required=True)
+    amount = fields.Integer(required=True, strict=True, validate=AMOUNT)
+    reason = fields.String(required=True, validate=REASON)
+    idempotency_key = fields.String(data_key="idempotencyKey", load_default=None, validate=KEY)
+
+
+class RedeemCodeCreateSchema(Schema):
+    code = fields.String(load_default=None, validate=CODE)
+    amount = fields.Integer(required=True, strict=True, validate=AMOUNT)
+    max_uses = fields.Integer(data_key="maxUses", required=True, strict=True,
+                              validate=validate.Range(min=1, max=1_000_000))
+    expires_at = fields.AwareDateTime(data_key="expiresAt", load_default=None)
+    description = fields.String(load_default="", validate=validate.Length(max=255))
+
+    @post_load
+    def _naive_utc(self, data, **_kwargs):
+        if data["expires_at"] is not None:
+            data["expires_at"] = data["expires_at"].astimezone(timezone.utc).replace(tzinfo=None)
+        return data
+
+
+class RedeemSchema(Schema):
+    code = fields.String(required=True, validate=CODE)

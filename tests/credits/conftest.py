@@ -1,14 +1,80 @@
-"""Fixtures for the credits service: the app, a test client, and fresh user ids."""
+"""Fixtures for the credits service: the app, a test client, fresh user and job ids, callers
+with a user's or an admin's token, and stand-ins for the gateway's job lookup and auth's
+user-id listing served over real HTTP."""
 from __future__ import annotations
 
 import threading
 import uuid
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import pytest
+from flask import Flask, jsonify, request
 from werkzeug.serving import make_server
 
 from services.credits.app import create_app
+
+SERVICE_TOKEN = "test-service-token"  # the value tests/conftest.py puts in SERVICE_TOKEN
+
+
+@dataclass
+class FakePeers:
+    """The gateway's ``/internal/jobs/<id>`` (from ``jobs``: id → status; missing → 404) and
+    auth's ``/internal/users/ids`` (from ``user_ids``), with the service-token check."""
+
+    url: str = ""
+    jobs: dict[str, str] = field(default_factory=dict)
+    user_ids: list[int] = field(default_factory=list)
+    broken_jobs: set[str] = field(default_factory=set)
+
+
+def _peers_app(fake: FakePeers) -> Flask:
+    app = Flask("fake_peers")
+
+    def error(status: int, code: str):
+        return jsonify({"success": False, "error": {"code": code, "message": code, "details": None}}), status
+
+    @app.before_request
+    def _guard():
+        if request.headers.get("X-Service-Token") != SERVICE_TOKEN:
+            return error(403, "SERVICE_TOKEN_REQUIRED")
+        return None
+
+    @app.get("/internal/jobs/<job_id>")
+    def job(job_id: str):
+        if job_id in fake.broken_jobs:
+            return "upstream exploded", 500
+        if job_id not in fake.jobs:
+            return error(404, "JOB_NOT_FOUND")
+        return jsonify({"success": True, "data": {"id": job_id, "userId": 1, "status": fake.jobs[job_id]}})
+
+    @app.get("/internal/users/ids")
+    def user_ids():
+        after, limit = int(request.args["after"]), int(request.args["limit"])
+        if not 0 < limit <= 1000:
+            return error(422, "VALIDATION_ERROR")
+        page = [user_id for user_id in sorted(fake.user_ids) if user_id > after][:limit]
+        more = bool(page) and page[-1] < max(fake.user_ids)
+        return jsonify({"success": True, "data": {"ids": page, "next": page[-1] if more else None}})
+
+    return app
+
+
+@pytest.fixture(scope="session")
+def fake_peers() -> Iterator[FakePeers]:
+    fake = FakePeers()
+    server = make_server("127.0.0.1", 0, _peers_app(fake), threaded=True)
+    fake.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield fake
+    server.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def settings_env(settings_env, fake_peers):
+    return {**settings_env, "GATEWAY_INTERNAL_URL": fake_peers.url, "AUTH_URL": fake_peers.url}
 
 
 @pytest.fixture
@@ -16,6 +82,12 @@ def credits_app(settings):
     app = create_app(settings)
     yield app
     app.extensions["db"].dispose()
+
+
+@pytest.fixture
+def credits(credits_app):
+    """The service object, for calling domain functions directly."""
+    return credits_app.extensions["credits"]
 
 
 @pytest.fixture
@@ -32,6 +104,14 @@ def new_user_id():
 @pytest.fixture
 def job_id(unique) -> str:
     return f"job-{unique}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def as_user(service_headers, issue_token):
+    """Headers of a call the gateway forwards for ``user_id`` (service token + bearer token)."""
+    def _headers(user_id: int, role: str = "user") -> dict[str, str]:
+        return {**service_headers, "Authorization": f"Bearer {issue_token(user_id, f'u{user_id}', role)}"}
+    return _headers
 
 
 @pytest.fixture

@@ -1,0 +1,72 @@
+"""The credits service's own settings, read once from the environment and typed.
+
+``CREDITS_PRICING``        JSON object workflow → credits per image (positive integers)
+``CREDITS_HOLD_TTL_SECONDS`` how long an unsettled hold lives (default 2 × JOB_DEADLINE_SECONDS)
+``CREDITS_TIMEZONE``       IANA zone for "this month" in the stats (default Asia/Shanghai)
+``CREDITS_SWEEP_INTERVAL_SECONDS`` period of the expired-hold sweeper (default 60)
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from shared.config import ConfigError, Settings
+
+DEFAULT_PRICING = {"text2img": 15, "img2img": 15, "upscale": 10, "text2img_lora": 15, "flux_text2img": 15}
+MAX_PRICE_PER_IMAGE = 100_000
+
+
+@dataclass(frozen=True)
+class CreditsConfig:
+    pricing: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PRICING))
+    hold_ttl: timedelta = timedelta(seconds=1200)
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
+    sweep_interval_seconds: int = 60
+
+
+def parse_pricing(raw: str) -> dict[str, int]:
+    """``{"workflow": price}`` with positive integer prices; ConfigError otherwise."""
+    try:
+        pricing = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"CREDITS_PRICING must be a JSON object, got {raw!r}") from exc
+    if not isinstance(pricing, dict) or not pricing:
+        raise ConfigError("CREDITS_PRICING must be a non-empty JSON object of workflow → price")
+    for workflow, price in pricing.items():
+        if not workflow or len(workflow) > 64:
+            raise ConfigError(f"CREDITS_PRICING has an invalid workflow name {workflow!r}")
+        if isinstance(price, bool) or not isinstance(price, int) or not 0 < price <= MAX_PRICE_PER_IMAGE:
+            raise ConfigError(f"CREDITS_PRICING[{workflow!r}] must be an integer from 1 to "
+                              f"{MAX_PRICE_PER_IMAGE}, got {price!r}")
+    return pricing
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+def load_credits_config(settings: Settings, env: Mapping[str, str] | None = None) -> CreditsConfig:
+    env = os.environ if env is None else env
+    raw_pricing = env.get("CREDITS_PRICING")
+    pricing = parse_pricing(raw_pricing) if raw_pricing else dict(DEFAULT_PRICING)
+    zone_name = env.get("CREDITS_TIMEZONE") or "Asia/Shanghai"
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"CREDITS_TIMEZONE is not a known time zone: {zone_name!r}") from exc
+    ttl = _positive_int(env, "CREDITS_HOLD_TTL_SECONDS", 2 * settings.job_deadline_seconds)
+    return CreditsConfig(pricing=pricing, hold_ttl=timedelta(seconds=ttl), timezone=zone,
+                         sweep_interval_seconds=_positive_int(env, "CREDITS_SWEEP_INTERVAL_SECONDS", 60))

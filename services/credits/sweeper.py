@@ -1,0 +1,97 @@
+"""Releasing holds nobody settled: expired holds whose jobs are finished or gone.
+
+Run periodically with ``python -m services.credits.sweeper`` (one process), or one pass with
+``flask --app services.credits.app:create_app credits sweep-holds``.
+
+A hold outlives its job's deadline (``CREDITS_HOLD_TTL_SECONDS``, default twice the job
+deadline). Past that, the sweeper asks the gateway about the job: when it has finished or
+the gateway does not know it, the rest of the hold goes back to the user under the key
+``expire:<jobId>``; a job still queued or running keeps its hold (its worker settles it).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+from flask import Flask
+
+from shared.errors import ServiceError
+from services.credits.jobs import FINISHED_STATUSES, JobsClient
+from services.credits.service import CreditsService
+
+log = logging.getLogger(__name__)
+
+JobStatus = Callable[[str], "str | None"]
+
+
+@dataclass
+class SweepReport:
+    released: dict[str, int] = field(default_factory=dict)  # job id → credits returned
+    kept: list[str] = field(default_factory=list)  # jobs still running
+    unreachable: list[str] = field(default_factory=list)  # the gateway could not say
+
+    def summary(self) -> str:
+        return (f"released {len(self.released)} holds ({sum(self.released.values())} credits), "
+                f"kept {len(self.kept)} of running jobs, {len(self.unreachable)} unanswered")
+
+
+def sweep_holds(credits: CreditsService, job_status: JobStatus, now: datetime | None = None,
+                limit: int = 500) -> SweepReport:
+    """One pass over open holds past expiry. Safe to run twice or from two processes."""
+    report = SweepReport()
+    for job_id in credits.expired_holds(now, limit):
+        try:
+            status = job_status(job_id)
+        except ServiceError as exc:
+            log.warning("could not ask the gateway about job %s: %s", job_id, exc.message)
+            report.unreachable.append(job_id)
+            continue
+        if status is not None and status not in FINISHED_STATUSES:
+            report.kept.append(job_id)
+            continue
+        released = credits.expire_hold(job_id, now)
+        if released is not None:
+            report.released[job_id] = released
+    return report
+
+
+def jobs_client(app: Flask) -> JobsClient:
+    settings = app.config["SETTINGS"]
+    return JobsClient(settings.gateway_internal_url, settings.service_token)
+
+
+def run_sweeper(app: Flask, interval: float, stop: threading.Event | None = None) -> None:
+    """Sweep every ``interval`` seconds until ``stop`` is set; meant for a daemon thread.
+
+    A failing pass is logged and the next one runs on time: the sweep is idempotent and a
+    missed pass only delays a refund.
+    """
+    stop = stop or threading.Event()
+    credits: CreditsService = app.extensions["credits"]
+    jobs = jobs_client(app)
+    try:
+        while not stop.is_set():
+            try:
+                report = sweep_holds(credits, jobs.status)
+                if report.released or report.unreachable:
+                    log.info("hold sweep: %s", report.summary())
+            except Exception:  # a background loop must outlive one bad pass (e.g. the database restarting)
+                log.exception("hold sweep failed; retrying in %s s", interval)
+            stop.wait(interval)
+    finally:
+        jobs.close()
+
+
+def main() -> None:
+    """``python -m services.credits.sweeper``: one long-running sweeper process for the launcher."""
+    from services.credits.app import create_app
+
+    app = create_app()
+    run_sweeper(app, app.extensions["credits"].config.sweep_interval_seconds)
+
+
+if __name__ == "__main__":
+    main()
