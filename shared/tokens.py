@@ -3,6 +3,12 @@
 Only the auth service holds the private key and signs; every other process
 verifies with the public key alone. Development keys are generated once into
 the data folder; production must configure both key paths.
+
+Revocation: auth marks a signed-out token id (``revoked:jti:<jti>``) and a disabled,
+deleted or password-changed user (``revoked:user:<id>``, holding the revocation time in
+Unix seconds: tokens issued before it are refused) in Redis, each for one access-token
+lifetime. An app that keeps a Redis client in ``app.extensions["redis"]`` checks both
+keys on every authenticated request with one MGET; an app without one skips the check.
 """
 from __future__ import annotations
 
@@ -11,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
+import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import current_app, g, request
 
 from shared.config import Settings
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, ServiceUnavailable, Unauthorized
 
 ALGORITHM = "RS256"
 
@@ -27,6 +34,7 @@ class Claims:
     username: str
     role: str
     token_id: str
+    issued_at: float = 0.0  # "iat", Unix seconds (auth signs it with sub-second precision)
 
     @property
     def is_admin(self) -> bool:
@@ -68,9 +76,43 @@ def decode_access_token(token: str, public_key: str) -> Claims:
         raise Unauthorized("The access token is invalid.", code="TOKEN_INVALID")
     try:
         return Claims(user_id=int(payload["sub"]), username=str(payload["username"]),
-                      role=str(payload["role"]), token_id=str(payload["jti"]))
-    except (KeyError, ValueError) as exc:
+                      role=str(payload["role"]), token_id=str(payload["jti"]),
+                      issued_at=float(payload["iat"]))
+    except (KeyError, ValueError, TypeError) as exc:
         raise Unauthorized("The access token is invalid.", code="TOKEN_INVALID") from exc
+
+
+def revoked_token_key(token_id: str) -> str:
+    return f"revoked:jti:{token_id}"
+
+
+def revoked_user_key(user_id: int) -> str:
+    return f"revoked:user:{user_id}"
+
+
+def check_not_revoked(client: redis.Redis, claims: Claims) -> None:
+    """Refuse a signed-out token, or one issued before its user was revoked (one MGET).
+
+    Fails closed: when Redis cannot answer, the request is refused with 503 rather than
+    letting a possibly revoked token through.
+    """
+    try:
+        token_mark, user_mark = client.mget([revoked_token_key(claims.token_id),
+                                             revoked_user_key(claims.user_id)])
+    except redis.RedisError as exc:
+        raise ServiceUnavailable("Sign-in cannot be checked right now; try again shortly.",
+                                 code="REVOCATION_CHECK_UNAVAILABLE") from exc
+    if token_mark is not None:
+        raise Unauthorized("This session has ended; sign in again.", code="TOKEN_REVOKED")
+    if user_mark is not None and claims.issued_at < _revocation_time(user_mark):
+        raise Unauthorized("This session has ended; sign in again.", code="TOKEN_REVOKED")
+
+
+def _revocation_time(mark: str | bytes) -> float:
+    try:
+        return float(mark)
+    except ValueError:
+        return float("inf")  # an unreadable mark revokes everything rather than nothing
 
 
 def bearer_token() -> str | None:
@@ -94,7 +136,11 @@ def optional_user() -> Claims | None:
     """The caller's claims if a valid token is presented, else None (a bad token is still a 401)."""
     if "claims" not in g:
         token = bearer_token()
-        g.claims = decode_access_token(token, _public_key()) if token else None
+        claims = decode_access_token(token, _public_key()) if token else None
+        client = current_app.extensions.get("redis")
+        if claims is not None and client is not None:
+            check_not_revoked(client, claims)
+        g.claims = claims
     return g.claims
 
 

@@ -1,12 +1,19 @@
 """Routes of the auth service (reached through the gateway, which adds the service token)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from typing import Any
+
+from flask import Blueprint, current_app, request
+from marshmallow import Schema, ValidationError
 
 from shared.errors import ok
-from shared.tokens import require_user
-from shared.web import load_json
-from services.auth.schemas import LoginSchema, ProfileUpdateSchema, RegisterSchema
+from shared.tokens import bearer_token, optional_user, require_admin, require_user
+from shared.web import load_json, load_query
+from services.auth.avatars import MAX_AVATAR_BYTES
+from services.auth.schemas import (AdminUsersQuerySchema, DeleteAccountSchema, ForgotPasswordSchema,
+                                   LoginSchema, LogoutSchema, PasswordChangeSchema, ProfileUpdateSchema,
+                                   RefreshSchema, RegisterSchema, ResetPasswordSchema, RoleSchema,
+                                   UserIdsQuerySchema)
 from services.auth.service import AuthService
 
 bp = Blueprint("auth", __name__)
@@ -14,6 +21,22 @@ bp = Blueprint("auth", __name__)
 
 def _auth() -> AuthService:
     return current_app.extensions["auth"]
+
+
+def _optional_json(schema: Schema) -> Any:
+    """Like ``load_json``, but an empty body counts as ``{}``."""
+    return load_json(schema) if request.get_data() else schema.load({})
+
+
+def _avatar_upload() -> bytes:
+    """The bytes of the multipart field ``avatar`` (the only field allowed)."""
+    upload = request.files.get("avatar")
+    extra = sorted(set(request.files) - {"avatar"} | set(request.form))
+    if extra:
+        raise ValidationError({name: ["Unknown field."] for name in extra})
+    if upload is None:
+        raise ValidationError({"avatar": ["Send the picture as the multipart field 'avatar'."]})
+    return upload.stream.read(MAX_AVATAR_BYTES + 1)
 
 
 @bp.post("/api/users/register")
@@ -25,7 +48,20 @@ def register():
 @bp.post("/api/users/login")
 def login():
     data = load_json(LoginSchema())
-    return ok(_auth().login(data["username"], data["password"]).to_dict())
+    return ok(_auth().login(data["username"], data["password"], data["remember_me"]).to_dict())
+
+
+@bp.post("/api/users/token/refresh")
+def refresh():
+    data = load_json(RefreshSchema())
+    return ok(_auth().refresh(data["refresh_token"]).to_dict())
+
+
+@bp.post("/api/users/logout")
+def logout():
+    data = _optional_json(LogoutSchema())
+    _auth().logout(optional_user(), data["refresh_token"])
+    return ok({"signedOut": True})
 
 
 @bp.get("/api/users/profile")
@@ -38,4 +74,86 @@ def profile():
 def update_profile():
     claims = require_user()
     data = load_json(ProfileUpdateSchema())
-    return ok({"user": _auth().update_profile(claims.user_id, data["bio"])})
+    return ok({"user": _auth().update_profile(claims.user_id, data)})
+
+
+@bp.put("/api/users/password")
+def change_password():
+    claims = require_user()
+    data = load_json(PasswordChangeSchema())
+    return ok(_auth().change_password(claims, data["current_password"], data["new_password"]).to_dict())
+
+
+@bp.post("/api/users/password/forgot")
+def forgot_password():
+    data = load_json(ForgotPasswordSchema())
+    _auth().request_password_reset(data["email"])
+    return ok({"message": "If an account uses this address, a reset link is on its way."})
+
+
+@bp.post("/api/users/password/reset")
+def reset_password():
+    data = load_json(ResetPasswordSchema())
+    _auth().reset_password(data["token"], data["new_password"])
+    return ok({"reset": True})
+
+
+@bp.post("/api/users/avatar")
+def upload_avatar():
+    claims = require_user()
+    user = _auth().set_avatar(claims.user_id, _avatar_upload())
+    return ok({"avatarUrl": user["avatarUrl"], "user": user})
+
+
+@bp.delete("/api/users/me")
+def delete_account():
+    claims = require_user()
+    data = load_json(DeleteAccountSchema())
+    _auth().delete_account(claims, data["password"])
+    return ok({"deleted": True})
+
+
+@bp.get("/api/users/me/export")
+def export_account():
+    claims = require_user()
+    return ok(_auth().export(claims, bearer_token()))
+
+
+@bp.get("/api/users/<username>/public")
+def public_profile(username: str):
+    return ok(_auth().public_profile(username, optional_user()))
+
+
+@bp.get("/api/admin/users")
+def admin_list_users():
+    require_admin()
+    query = load_query(AdminUsersQuerySchema())
+    return ok(_auth().list_users(query["search"], query["page"], query["page_size"]))
+
+
+@bp.post("/api/admin/users/<int:user_id>/disable")
+def admin_disable_user(user_id: int):
+    return ok({"user": _auth().set_active(require_admin(), user_id, False)})
+
+
+@bp.post("/api/admin/users/<int:user_id>/enable")
+def admin_enable_user(user_id: int):
+    return ok({"user": _auth().set_active(require_admin(), user_id, True)})
+
+
+@bp.put("/api/admin/users/<int:user_id>/role")
+def admin_set_role(user_id: int):
+    admin = require_admin()
+    data = load_json(RoleSchema())
+    return ok({"user": _auth().set_role(admin, user_id, data["role"])})
+
+
+@bp.get("/internal/users/ids")
+def internal_user_ids():
+    query = load_query(UserIdsQuerySchema())
+    return ok(_auth().user_ids(query["after"], query["limit"]))
+
+
+@bp.get("/internal/users/<int:user_id>")
+def internal_user(user_id: int):
+    return ok(_auth().directory_entry(user_id))

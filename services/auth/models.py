@@ -1,15 +1,17 @@
-"""The auth service's one table: users."""
+"""The auth service's tables: users, their refresh tokens and password-reset tokens."""
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, isoformat, new_metadata, utcnow
+from shared.storage import LocalStorage
 
 # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+MAX_ID = 2**63 - 1  # larger ids in a path or query cannot exist (and would overflow the driver)
 
 
 class Base(DeclarativeBase):
@@ -28,14 +30,55 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(10), default="user")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     bio: Mapped[str] = mapped_column(Text, default="")
+    website: Mapped[str] = mapped_column(String(200), default="")
+    location: Mapped[str] = mapped_column(String(100), default="")
+    avatar_key: Mapped[str | None] = mapped_column(String(255))
+    new_works_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    profile_visible: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def avatar_url(self, storage: LocalStorage) -> str | None:
+        return storage.url(self.avatar_key) if self.avatar_key else None
 
     def summary(self) -> dict:
         return {"id": self.id, "username": self.username, "email": self.email, "role": self.role,
                 "createdAt": isoformat(self.created_at)}
 
-    def profile(self) -> dict:
-        return {**self.summary(), "bio": self.bio, "isActive": self.is_active,
-                "updatedAt": isoformat(self.updated_at), "lastLoginAt": isoformat(self.last_login_at)}
+    def profile(self, storage: LocalStorage) -> dict:
+        return {**self.summary(), "bio": self.bio, "website": self.website, "location": self.location,
+                "avatarUrl": self.avatar_url(storage),
+                "privacy": {"newWorksPublic": self.new_works_public, "profileVisible": self.profile_visible},
+                "isActive": self.is_active, "updatedAt": isoformat(self.updated_at),
+                "lastLoginAt": isoformat(self.last_login_at)}
+
+
+class RefreshToken(Base):
+    """One issued refresh token. A sign-in starts a family; each refresh marks the presented
+    token used and adds the next one to the same family, so presenting a used token again
+    reveals a copy and revokes the whole family."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    family_id: Mapped[str] = mapped_column(String(32), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 hex of the token
+    access_token_id: Mapped[str] = mapped_column(String(32), index=True)  # jti issued alongside
+    remember_me: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PasswordResetToken(Base):
+    __tablename__ = "password_reset_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,7 +1,33 @@
 """Input schemas of the auth API. Unknown fields are rejected (marshmallow 4 RAISE)."""
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+import re
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from services.auth.models import MAX_ID
+
+ROLES = ("user", "admin")
+
+# Control characters are never part of a name, e-mail, URL or place; bios may break lines.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_EXCEPT_NEWLINES = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _single_line(value: str) -> None:
+    if _CONTROL.search(value):
+        raise ValidationError("Control characters are not allowed.")
+
+
+def _no_nul(value: str) -> None:
+    if "\x00" in value:
+        raise ValidationError("NUL characters are not allowed.")
+
+
+def _multi_line(value: str) -> None:
+    if _CONTROL_EXCEPT_NEWLINES.search(value):
+        raise ValidationError("Control characters are not allowed.")
 
 
 def _letter_and_digit(password: str) -> None:
@@ -9,27 +35,110 @@ def _letter_and_digit(password: str) -> None:
         raise ValidationError("Use at least one letter and one digit.")
 
 
-USERNAME = validate.Regexp(r"^[A-Za-z0-9_]{3,20}\Z",
-                           error="Use 3 to 20 letters, digits or underscores.")
-PASSWORD = [validate.Length(min=8, max=128), _letter_and_digit]
+# Explicit ASCII ranges: "\d" or str.isalnum would let full-width and other scripts' digits in.
+USERNAME = validate.Regexp(r"^[A-Za-z0-9_]{3,20}\Z", error="Use 3 to 20 letters, digits or underscores.")
+PASSWORD = [validate.Length(min=8, max=128), _letter_and_digit, _no_nul]
+
+
+class LowerEmail(fields.Email):
+    """An e-mail address, trimmed and lower-cased."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(validate=[validate.Length(max=254), _single_line], **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return super()._deserialize(value, attr, data, **kwargs).strip().lower()
+
+
+class StrictBoolean(fields.Boolean):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(truthy={True}, falsy={False}, **kwargs)
 
 
 class RegisterSchema(Schema):
     username = fields.String(required=True, validate=USERNAME)
-    email = fields.Email(required=True, validate=validate.Length(max=254))
+    email = LowerEmail(required=True)
     password = fields.String(required=True, validate=PASSWORD)
-
-    @post_load
-    def _normalise(self, data: dict, **_kwargs) -> dict:
-        data["email"] = data["email"].strip().lower()
-        return data
 
 
 class LoginSchema(Schema):
-    username = fields.String(required=True, validate=validate.Length(min=1, max=254))
-    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
-    remember_me = fields.Boolean(data_key="rememberMe", load_default=False, truthy={True}, falsy={False})
+    username = fields.String(required=True, validate=[validate.Length(min=1, max=254), _single_line])
+    password = fields.String(required=True, validate=[validate.Length(min=1, max=1024), _no_nul])
+    remember_me = StrictBoolean(data_key="rememberMe", load_default=False)
+
+
+class RefreshSchema(Schema):
+    refresh_token = fields.String(data_key="refreshToken", required=True,
+                                  validate=[validate.Length(min=1, max=200), _single_line])
+
+
+class LogoutSchema(Schema):
+    refresh_token = fields.String(data_key="refreshToken", load_default=None,
+                                  validate=[validate.Length(min=1, max=200), _single_line])
+
+
+class PrivacySchema(Schema):
+    new_works_public = StrictBoolean(data_key="newWorksPublic")
+    profile_visible = StrictBoolean(data_key="profileVisible")
 
 
 class ProfileUpdateSchema(Schema):
-    bio = fields.String(required=True, validate=validate.Length(max=500))
+    username = fields.String(validate=USERNAME)
+    email = LowerEmail()
+    bio = fields.String(validate=[validate.Length(max=200), _multi_line])
+    website = fields.String(validate=[validate.Length(max=200), _single_line])
+    location = fields.String(validate=[validate.Length(max=100), _single_line])
+    privacy = fields.Nested(PrivacySchema)
+
+    @validates_schema
+    def _not_empty(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Give at least one field to change.")
+
+    @post_load
+    def _check_website(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        # An empty string clears the website; anything else must be an http(s) URL.
+        website = data.get("website")
+        if website:
+            website = website.strip()
+            try:
+                validate.URL(schemes={"http", "https"}, require_tld=True)(website)
+            except ValidationError as exc:
+                raise ValidationError({"website": exc.messages}) from exc
+            data["website"] = website
+        return data
+
+
+class PasswordChangeSchema(Schema):
+    current_password = fields.String(data_key="currentPassword", required=True,
+                                     validate=validate.Length(min=1, max=1024))
+    new_password = fields.String(data_key="newPassword", required=True, validate=PASSWORD)
+
+
+class ForgotPasswordSchema(Schema):
+    email = LowerEmail(required=True)
+
+
+class ResetPasswordSchema(Schema):
+    token = fields.String(required=True, validate=[validate.Length(min=1, max=200), _single_line])
+    new_password = fields.String(data_key="newPassword", required=True, validate=PASSWORD)
+
+
+class DeleteAccountSchema(Schema):
+    password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
+
+
+class AdminUsersQuerySchema(Schema):
+    search = fields.String(load_default="", validate=[validate.Length(max=100), _single_line])
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
+    page_size = fields.Integer(data_key="pageSize", load_default=20, validate=validate.Range(min=1, max=100))
+
+
+class RoleSchema(Schema):
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+class UserIdsQuerySchema(Schema):
+    after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
+    limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=1000))
+

@@ -76,3 +76,19 @@ def test_create_admin_command(auth_app, client, service_headers, unique):
                                 "--password", "adminpass1"])
     assert again.exit_code != 0
     assert "taken" in again.output
+
+
+def test_remember_me_lengthens_the_refresh_token(register, client, service_headers, auth_app, unique):
+    register(username=f"Rm_{unique}")
+    short = login(client, service_headers, f"Rm_{unique}", "secret123").json["data"]
+    long = client.post("/api/users/login", headers=service_headers, json={
+        "username": f"rm_{unique}", "password": "secret123", "rememberMe": True}).json["data"]
+    assert (short["refreshExpiresIn"], long["refreshExpiresIn"]) == (24 * 3600, 30 * 24 * 3600)
+    assert short["expiresIn"] == long["expiresIn"] == 15 * 60
+    # The lifetime class survives rotation.
+    rotated = client.post("/api/users/token/refresh", headers=service_headers,
+                          json={"refreshToken": long["refreshToken"]}).json["data"]
+    assert rotated["refreshExpiresIn"] == 30 * 24 * 3600
+    not_bool = client.post("/api/users/login", headers=service_headers, json={
+        "username": f"rm_{unique}", "password": "secret123", "rememberMe": "yes"})
+    assert not_bool.status_code == 422

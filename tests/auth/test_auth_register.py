@@ -8,10 +8,12 @@ from shared.embedded import free_port
 from shared.config import load_settings
 from shared.tokens import decode_access_token
 from services.auth.app import create_app
+from services.auth.config import load_auth_settings
 
 
 def test_register_returns_a_verifiable_token_and_500_credits(register, auth_settings, credits_url,
                                                              service_headers, unique):
+    """Registration signs in at once: a 15-minute access token and a one-day refresh token."""
     response = register(username=f"Ann_{unique}", email=f"Ann.{unique}@Example.COM")
     assert response.status_code == 201
     data = response.json["data"]
@@ -19,7 +21,8 @@ def test_register_returns_a_verifiable_token_and_500_credits(register, auth_sett
     assert data["user"]["email"] == f"ann.{unique}@example.com"
     assert data["user"]["role"] == "user"
     assert data["user"]["createdAt"].endswith("Z")
-    assert (data["tokenType"], data["expiresIn"]) == ("Bearer", auth_settings.access_token_minutes * 60)
+    assert (data["tokenType"], data["expiresIn"], data["refreshExpiresIn"]) == ("Bearer", 15 * 60, 24 * 3600)
+    assert len(data["refreshToken"]) >= 40
     assert data["credits"] == {"available": 500, "held": 0}
 
     claims = decode_access_token(data["accessToken"], auth_settings.jwt_public_key_path.read_text())
@@ -33,7 +36,8 @@ def test_register_returns_a_verifiable_token_and_500_credits(register, auth_sett
 
 
 def test_register_succeeds_without_credits(settings_env, settings, service_headers, unique):
-    app = create_app(load_settings({**settings_env, "CREDITS_URL": f"http://127.0.0.1:{free_port()}"}))
+    env = {**settings_env, "CREDITS_URL": f"http://127.0.0.1:{free_port()}"}
+    app = create_app(load_settings(env), load_auth_settings(env))
     try:
         response = app.test_client().post("/api/users/register", headers=service_headers, json={
             "username": f"nc_{unique}", "email": f"nc{unique}@example.com", "password": "secret123"})
@@ -65,6 +69,17 @@ def test_duplicates_are_409_case_insensitively(register, unique):
     ({"username": 12345}, "username"),
     ({"password": 12345678}, "password"),
     ({"role": "admin"}, "role"),
+    ({"username": "abc\uff11\uff12"}, "username"),  # full-width digits are not ASCII digits
+    ({"username": "caf\u00e9_x"}, "username"),
+    ({"username": "ab\U0001f600"}, "username"),
+    ({"username": "x' OR '1'='1"}, "username"),
+    ({"username": "abc\x00def"}, "username"),
+    ({"username": "abc\n"}, "username"),
+    ({"password": "secret123\x00"}, "password"),
+    ({"email": "a\x00b@example.com"}, "email"),
+    ({"email": ("x" * 250) + "@example.com"}, "email"),
+    ({"email": None}, "email"),
+    ({"password": ["secret123"]}, "password"),
 ])
 def test_bad_registrations_are_422(register, fields, bad_field):
     response = register(**fields)
@@ -93,4 +108,26 @@ def test_service_token_is_required(client, unique):
         "username": f"t_{unique}", "email": f"t{unique}@example.com", "password": "secret123"})
     assert response.status_code == 403
     assert response.json["error"]["code"] == "SERVICE_TOKEN_REQUIRED"
-    assert client.get("/readyz").json["data"]["components"] == {"database": "ok"}
+    assert client.get("/readyz").json["data"]["components"] == {"database": "ok", "redis": "ok"}
+
+
+def test_long_and_unicode_passwords_are_kept_whole(register, client, service_headers, unique):
+    """A 128-character password with non-ASCII letters and full-width digits is accepted as given."""
+    password = ("\u00e9\u00e8" * 60) + "\uff11abcdefg"
+    assert len(password) == 128
+    assert register(username=f"Uni_{unique}", password=password).status_code == 201
+    login = client.post("/api/users/login", headers=service_headers,
+                        json={"username": f"Uni_{unique}", "password": password[:-1] + "h"})
+    assert login.status_code == 401
+    login = client.post("/api/users/login", headers=service_headers,
+                        json={"username": f"Uni_{unique}", "password": password})
+    assert login.status_code == 200
+
+
+def test_sql_looking_input_is_just_text(register, client, service_headers, unique):
+    assert register(username=f"Sq_{unique}").status_code == 201
+    for login in ("' OR 1=1 --", f"Sq_{unique}' --", "x@example.com' OR '1'='1"):
+        response = client.post("/api/users/login", headers=service_headers,
+                               json={"username": login, "password": "secret123"})
+        assert response.status_code == 401
+        assert response.json["error"]["code"] == "INVALID_CREDENTIALS"

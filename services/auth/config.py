@@ -1,0 +1,65 @@
+"""Settings only the auth service reads: token lifetimes, password reset and outgoing mail."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from shared.config import ConfigError, _bool, _int, _str
+
+# Until shared/config.py defaults ACCESS_TOKEN_MINUTES to 15, auth applies its own default.
+DEFAULT_ACCESS_TOKEN_MINUTES = 15
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    username: str
+    password: str
+    starttls: bool
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    access_token_minutes: int
+    refresh_token_days: int
+    remember_me_days: int
+    password_reset_minutes: int
+    bcrypt_rounds: int
+    mail_from: str
+    public_url: str
+    smtp: SmtpSettings | None  # None: messages go to the log and DATA_DIR/mail (not in production)
+
+    @property
+    def access_token_seconds(self) -> int:
+        return self.access_token_minutes * 60
+
+
+def load_auth_settings(env: Mapping[str, str] | None = None) -> AuthSettings:
+    env = os.environ if env is None else env
+    app_env = _str(env, "APP_ENV", "development")
+    smtp = None
+    if _str(env, "SMTP_HOST", ""):
+        smtp = SmtpSettings(host=_str(env, "SMTP_HOST", ""), port=_int(env, "SMTP_PORT", 587),
+                            username=_str(env, "SMTP_USERNAME", ""), password=_str(env, "SMTP_PASSWORD", ""),
+                            starttls=_bool(env, "SMTP_STARTTLS", True))
+    elif app_env == "production":
+        raise ConfigError("SMTP_HOST must be set in production (password-reset mail)")
+    settings = AuthSettings(
+        access_token_minutes=_int(env, "ACCESS_TOKEN_MINUTES", DEFAULT_ACCESS_TOKEN_MINUTES),
+        refresh_token_days=_int(env, "REFRESH_TOKEN_DAYS", 1),
+        remember_me_days=_int(env, "REMEMBER_ME_DAYS", 30),
+        password_reset_minutes=_int(env, "PASSWORD_RESET_MINUTES", 30),
+        # The lowest bcrypt cost keeps the test suite fast; every other environment pays full cost.
+        bcrypt_rounds=_int(env, "BCRYPT_ROUNDS", 4 if app_env == "test" else 12),
+        mail_from=_str(env, "MAIL_FROM", "AIGC Platform <no-reply@localhost>"),
+        public_url=_str(env, "PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        smtp=smtp,
+    )
+    for name in ("access_token_minutes", "refresh_token_days", "remember_me_days", "password_reset_minutes"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{name.upper()} must be at least 1")
+    if not 4 <= settings.bcrypt_rounds <= 16:
+        raise ConfigError("BCRYPT_ROUNDS must be between 4 and 16")
+    return settings

@@ -1,0 +1,188 @@
+"""shared.tokens: verification of access tokens and the Redis revocation check every service applies."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+
+import jwt
+import pytest
+import redis
+from flask import Flask
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from shared.config import load_settings
+from shared.embedded import free_port
+from shared.errors import Unauthorized, ok
+from shared.tokens import (Claims, decode_access_token, ensure_dev_keys, optional_user, require_admin,
+                           require_user, revoked_token_key, revoked_user_key)
+from shared.web import init_service_app
+
+
+@pytest.fixture
+def token_settings(tmp_path, keys_dir, redis_url):
+    settings = load_settings({"APP_ENV": "test", "DATA_DIR": str(tmp_path), "REDIS_URL": redis_url,
+                              "SERVICE_TOKEN": "t", "JWT_PRIVATE_KEY_PATH": str(keys_dir / "jwt_private.pem"),
+                              "JWT_PUBLIC_KEY_PATH": str(keys_dir / "jwt_public.pem")})
+    ensure_dev_keys(settings)
+    return settings
+
+
+@pytest.fixture
+def sign(token_settings):
+    private_key = token_settings.jwt_private_key_path.read_text()
+
+    def _sign(user_id: int, role: str = "user", iat: float | None = None, **overrides) -> tuple[str, str]:
+        now = time.time() if iat is None else iat
+        jti = uuid.uuid4().hex
+        claims = {"sub": str(user_id), "username": f"user{user_id}", "role": role, "type": "access",
+                  "jti": jti, "iat": now, "exp": int(now) + 900, **overrides}
+        return jwt.encode(claims, private_key, algorithm="RS256"), jti
+
+    return _sign
+
+
+class CountingRedis(redis.Redis):
+    """A real client that counts the commands it sends."""
+
+    commands: list[str]
+
+    def execute_command(self, *args, **options):
+        self.commands.append(args[0])
+        return super().execute_command(*args, **options)
+
+
+def _app(settings, client: redis.Redis | None) -> Flask:
+    app = Flask("probe")
+    if client is not None:
+        app.extensions["redis"] = client
+    init_service_app(app, settings, internal=False)
+
+    @app.get("/me")
+    def me():
+        claims = require_user()
+        return ok({"id": claims.user_id, "iat": claims.issued_at})
+
+    @app.get("/maybe")
+    def maybe():
+        claims = optional_user()
+        return ok(claims.user_id if claims else None)
+
+    @app.get("/admin")
+    def admin():
+        return ok(require_admin().user_id)
+
+    return app
+
+
+@pytest.fixture
+def counting_redis(redis_url):
+    client = CountingRedis.from_url(redis_url, decode_responses=True)
+    client.commands = []
+    yield client
+    client.close()
+
+
+def _get(app, path, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return app.test_client().get(path, headers=headers)
+
+
+def _user_id() -> int:
+    return uuid.uuid4().int % 1_000_000_000
+
+
+def test_revoked_token_id_is_refused_with_one_round_trip(token_settings, sign, counting_redis):
+    app = _app(token_settings, counting_redis)
+    user_id = _user_id()
+    token, jti = sign(user_id)
+    assert _get(app, "/me", token).status_code == 200
+    assert counting_redis.commands == ["MGET"]
+    counting_redis.set(revoked_token_key(jti), "1", ex=60)
+    counting_redis.commands.clear()
+    response = _get(app, "/me", token)
+    assert response.status_code == 401
+    assert response.json["error"]["code"] == "TOKEN_REVOKED"
+    assert counting_redis.commands == ["MGET"]
+    assert _get(app, "/maybe", token).status_code == 401
+    other, _ = sign(user_id)
+    assert _get(app, "/me", other).status_code == 200
+
+
+def test_user_revocation_refuses_tokens_issued_before_it(token_settings, sign, counting_redis):
+    app = _app(token_settings, counting_redis)
+    user_id = _user_id()
+    now = time.time()
+    before, _ = sign(user_id, iat=now - 0.002)
+    after, _ = sign(user_id, iat=now + 0.002)
+    counting_redis.set(revoked_user_key(user_id), repr(now), ex=60)
+    assert _get(app, "/me", before).json["error"]["code"] == "TOKEN_REVOKED"
+    assert _get(app, "/admin", sign(user_id, role="admin", iat=now - 1)[0]).status_code == 401
+    assert _get(app, "/me", after).status_code == 200
+    assert _get(app, "/me", after).json["data"]["iat"] == pytest.approx(now + 0.002)
+    counting_redis.set(revoked_user_key(user_id), "garbage", ex=60)
+    assert _get(app, "/me", after).status_code == 401  # an unreadable mark revokes, never admits
+
+
+def test_apps_without_redis_skip_the_check(token_settings, sign, redis_url):
+    user_id = _user_id()
+    token, jti = sign(user_id)
+    marks = redis.Redis.from_url(redis_url)
+    marks.set(revoked_token_key(jti), "1", ex=60)
+    marks.close()
+    assert _get(_app(token_settings, None), "/me", token).status_code == 200
+
+
+def test_unreachable_redis_fails_closed(token_settings, sign):
+    down = redis.Redis(port=free_port(), socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
+    app = _app(token_settings, down)
+    response = _get(app, "/me", sign(_user_id())[0])
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "REVOCATION_CHECK_UNAVAILABLE"
+    assert _get(app, "/maybe").json["data"] is None  # anonymous calls need no check
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forged(header: dict, payload: dict, key: bytes | None) -> str:
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(payload).encode())}"
+    signature = hmac.new(key, signing_input.encode(), hashlib.sha256).digest() if key else b""
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def test_forged_and_broken_tokens_are_refused(token_settings, sign):
+    public_key = token_settings.jwt_public_key_path.read_text()
+    now = int(time.time())
+    payload = {"sub": "7", "username": "eve", "role": "admin", "type": "access", "jti": "x" * 32,
+               "iat": now, "exp": now + 900}
+    good, _ = sign(7)
+    head, body, signature = good.split(".")
+    tampered_body = _b64(json.dumps({**payload, "sub": "8"}).encode())
+    cases = {
+        "alg none": _forged({"alg": "none", "typ": "JWT"}, payload, None),
+        "HS256 with the public key": _forged({"alg": "HS256", "typ": "JWT"}, payload, public_key.encode()),
+        "tampered payload": f"{head}.{tampered_body}.{signature}",
+        "truncated signature": f"{head}.{body}.{signature[:-4]}",
+        "garbage": "not-a-jwt",
+        "refresh type": sign(7, type="refresh")[0],
+        "non-numeric subject": sign(7, sub="seven")[0],
+    }
+    for name, token in cases.items():
+        with pytest.raises(Unauthorized) as caught:
+            decode_access_token(token, public_key)
+        assert getattr(caught.value, "code", None) == "TOKEN_INVALID", name
+    expired, _ = sign(7, iat=now - 3600, exp=now - 60)
+    with pytest.raises(Unauthorized) as caught:
+        decode_access_token(expired, public_key)
+    assert caught.value.code == "TOKEN_EXPIRED"
+
+
+def test_claims_keep_their_four_field_signature():
+    claims = Claims(1, "ann", "admin", "jti")
+    assert (claims.user_id, claims.is_admin, claims.issued_at) == (1, True, 0.0)
