@@ -1,0 +1,113 @@
+/** Every call the client makes, named after what it does. */
+import { createHttp } from './http'
+import { session } from './session'
+
+const logoutHandlers = new Set()
+export const onSessionLost = (fn) => logoutHandlers.add(fn)
+
+export const http = createHttp({
+  session,
+  onLogout: (error) => logoutHandlers.forEach((fn) => fn(error)),
+})
+
+const enc = encodeURIComponent
+
+function newIdempotencyKey() {
+  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID()
+  return `${Date.now()}-${Math.random().toString(36).slice(2)}`
+}
+
+export const authApi = {
+  register: (body) => http.post('/api/users/register', body, { auth: false }),
+  login: (body) => http.post('/api/users/login', body, { auth: false }),
+  logout: () => http.post('/api/users/logout', {}),
+  forgot: (email) => http.post('/api/users/password/forgot', { email }, { auth: false }),
+  reset: (token, newPassword) => http.post('/api/users/password/reset', { token, newPassword }, { auth: false }),
+  profile: () => http.get('/api/users/profile'),
+  updateProfile: (body) => http.put('/api/users/profile', body),
+  changePassword: (currentPassword, newPassword) => http.put('/api/users/password', { currentPassword, newPassword }),
+  uploadAvatar: (file) => {
+    const form = new FormData()
+    form.append('avatar', file)
+    return http.upload('/api/users/avatar', form)
+  },
+  deleteAccount: (password) => http.del('/api/users/me', { body: { password } }),
+  exportData: () => http.blob('/api/users/me/export'),
+  publicProfile: (username) => http.get(`/api/users/${enc(username)}/public`, { auth: !!session.access() }),
+}
+
+export const creditsApi = {
+  balance: () => http.get('/api/users/credits'),
+  stats: () => http.get('/api/users/credits/stats'),
+  transactions: (query) => http.get('/api/users/credits/transactions', { query }),
+  redeem: (code) => http.post('/api/users/credits/redeem', { code }),
+  pricing: () => http.get('/api/credits/pricing', { auth: false }),
+}
+
+export const renderApi = {
+  catalog: () => http.get('/api/models'),
+  health: () => http.get('/api/health', { auth: false }),
+  generate: (params, key = newIdempotencyKey()) =>
+    http.post('/api/generate', params, { headers: { 'Idempotency-Key': key } }),
+  jobs: (query) => http.get('/api/jobs', { query }),
+  job: (id) => http.get(`/api/jobs/${enc(id)}`),
+  cancel: (id) => http.del(`/api/jobs/${enc(id)}`),
+  retry: (id) => http.post(`/api/jobs/${enc(id)}/retry`, {}, { headers: { 'Idempotency-Key': newIdempotencyKey() } }),
+  upload: (file) => {
+    const form = new FormData()
+    form.append('image', file)
+    return http.upload('/api/uploads', form)
+  },
+}
+
+export const worksApi = {
+  save: (body) => http.post('/api/works/save', body),
+  gallery: (query) => http.get('/api/works/gallery', { query, auth: !!session.access() }),
+  mine: (query) => http.get('/api/works/my', { query }),
+  get: (id) => http.get(`/api/works/${enc(id)}`, { auth: !!session.access() }),
+  update: (id, body) => http.put(`/api/works/${enc(id)}`, body),
+  remove: (id) => http.del(`/api/works/${enc(id)}`),
+  like: (id) => http.put(`/api/works/${enc(id)}/like`, {}),
+  unlike: (id) => http.del(`/api/works/${enc(id)}/like`),
+  view: (id) => http.post(`/api/works/${enc(id)}/view`, {}, { auth: !!session.access() }),
+  download: (id) => http.blob(`/api/works/${enc(id)}/download`, { auth: !!session.access() }),
+  report: (id, reason) => http.post(`/api/works/${enc(id)}/report`, { reason }),
+  stats: () => http.get('/api/works/stats'),
+  batch: (ids, action, tags) => http.post('/api/works/batch', { ids, action, ...(tags ? { tags } : {}) }),
+}
+
+export const notificationsApi = {
+  list: (query) => http.get('/api/notifications', { query }),
+  unreadCount: () => http.get('/api/notifications/unread-count'),
+  read: (id) => http.post(`/api/notifications/${enc(id)}/read`, {}),
+  readAll: () => http.post('/api/notifications/read-all', {}),
+  remove: (id) => http.del(`/api/notifications/${enc(id)}`),
+}
+
+export const adminApi = {
+  users: (query) => http.get('/api/admin/users', { query }),
+  disable: (id) => http.post(`/api/admin/users/${id}/disable`, {}),
+  enable: (id) => http.post(`/api/admin/users/${id}/enable`, {}),
+  setRole: (id, role) => http.put(`/api/admin/users/${id}/role`, { role }),
+  grant: (userId, amount, reason, idempotencyKey) => http.post('/api/admin/credits/grant', { userId, amount, reason, idempotencyKey }),
+  deduct: (userId, amount, reason, idempotencyKey) => http.post('/api/admin/credits/deduct', { userId, amount, reason, idempotencyKey }),
+  reports: (query) => http.get('/api/admin/works/reports', { query }),
+  hideWork: (id) => http.post(`/api/admin/works/${id}/hide`, {}),
+  restoreWork: (id) => http.post(`/api/admin/works/${id}/restore`, {}),
+  featureWork: (id) => http.post(`/api/admin/works/${id}/feature`, {}),
+  codes: (query) => http.get('/api/admin/credits/redeem-codes', { query }),
+  createCodes: (body) => http.post('/api/admin/credits/redeem-codes', body),
+  jobs: (query) => http.get('/api/admin/jobs', { query }),
+}
+
+/** Save a Blob as a file through a temporary object URL. */
+export function saveBlob(blob, filename) {
+  const url = URL.createObjectURL(blob)
+  const a = document.createElement('a')
+  a.href = url
+  a.download = filename
+  document.body.appendChild(a)
+  a.click()
+  a.remove()
+  setTimeout(() => URL.revokeObjectURL(url), 1000)
+}

@@ -1,0 +1,107 @@
+/** A render job as the client follows it: built from the API, advanced by live events. */
+
+export const ACTIVE = new Set(['queued', 'running'])
+
+export function jobFromApi(api) {
+  return {
+    id: api.id,
+    workflow: api.workflow,
+    params: api.params || {},
+    status: api.status,
+    percent: typeof api.progress === 'number' ? api.progress : 0,
+    step: null,
+    totalSteps: null,
+    position: null,
+    preview: null,
+    pricePerImage: api.pricePerImage,
+    imagesRequested: api.imagesRequested,
+    imagesDelivered: api.imagesDelivered,
+    cost: api.cost,
+    charged: null,
+    refunded: null,
+    error: api.error || null,
+    outputs: [...(api.outputs || [])].sort((a, b) => a.index - b.index),
+    createdAt: api.createdAt,
+    startedAt: api.startedAt,
+    finishedAt: api.finishedAt,
+    samples: [],
+  }
+}
+
+export function emptyJob(id) {
+  return jobFromApi({ id, status: 'queued', outputs: [] })
+}
+
+/** Apply one server event to a job (mutates and returns it). */
+export function applyJobEvent(job, event) {
+  const data = event.data || {}
+  const ts = typeof event.ts === 'number' ? event.ts : Date.now() / 1000
+  switch (event.type) {
+    case 'job.queued':
+      if (job.status === 'queued') job.position = data.position ?? job.position
+      break
+    case 'job.started':
+      if (job.status === 'queued') job.status = 'running'
+      job.position = null
+      job.startedAt = job.startedAt || new Date(ts * 1000).toISOString()
+      break
+    case 'job.progress':
+      if (job.status === 'queued') job.status = 'running'
+      job.position = null
+      job.step = data.step
+      job.totalSteps = data.totalSteps
+      job.percent = data.percent ?? (data.totalSteps ? Math.round((100 * data.step) / data.totalSteps) : job.percent)
+      job.samples.push({ ts, percent: job.percent })
+      if (job.samples.length > 50) job.samples.shift()
+      break
+    case 'job.preview':
+      job.preview = data.image
+      break
+    case 'job.image':
+      if (!job.outputs.some((o) => o.id === data.outputId)) {
+        job.outputs.push({ id: data.outputId, index: data.index, imageUrl: data.imageUrl,
+          thumbnailUrl: data.thumbnailUrl, width: data.width, height: data.height })
+        job.outputs.sort((a, b) => a.index - b.index)
+      }
+      job.imagesDelivered = job.outputs.length
+      break
+    case 'job.succeeded':
+      job.status = 'succeeded'
+      job.percent = 100
+      job.charged = data.charged ?? null
+      job.preview = null
+      job.finishedAt = job.finishedAt || new Date(ts * 1000).toISOString()
+      break
+    case 'job.failed':
+      job.status = 'failed'
+      job.error = { code: data.errorCode, class: data.errorClass, message: data.message }
+      job.refunded = data.refunded ?? null
+      job.preview = null
+      job.finishedAt = job.finishedAt || new Date(ts * 1000).toISOString()
+      break
+    case 'job.cancelled':
+      job.status = 'cancelled'
+      job.refunded = data.refunded ?? null
+      job.preview = null
+      job.finishedAt = job.finishedAt || new Date(ts * 1000).toISOString()
+      break
+    default:
+      break
+  }
+  return job
+}
+
+/** Seconds left, from the observed rate of progress; null until there are two samples. */
+export function estimateRemaining(job) {
+  const samples = job.samples || []
+  if (job.status !== 'running' || samples.length < 2) return null
+  // Only the current run of increasing percentages (a new image in a batch may restart it).
+  let start = samples.length - 1
+  while (start > 0 && samples[start - 1].percent <= samples[start].percent) start -= 1
+  const first = samples[start]
+  const last = samples[samples.length - 1]
+  const dp = last.percent - first.percent
+  const dt = last.ts - first.ts
+  if (dp <= 0 || dt <= 0) return null
+  return Math.max(0, Math.round(((100 - last.percent) * dt) / dp))
+}
