@@ -7,9 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 T ?= tests
+WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html web/vite.config.js web/package.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test migrate admin clean
+.PHONY: help install web web-dev run test migrate admin bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,13 +20,28 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP) ## create .venv and install the pinned Python dependencies
+install: $(STAMP) web/node_modules/.package-lock.json ## install the pinned Python and web dependencies
 
-run: $(STAMP) ## start the whole platform on embedded defaults (Ctrl-C stops it)
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_SOURCES)
+	cd web && npm run build
+
+web: web/dist/index.html ## build the web client (only when its sources changed)
+
+web-dev: web/node_modules/.package-lock.json ## run Vite with a proxy to the gateway on :8000 (make run first)
+	cd web && npm run dev
+
+run: $(STAMP) web ## start the whole platform on embedded defaults (Ctrl-C stops it)
 	$(PY) -m deploy.local run
 
-test: $(STAMP) ## run every test (T=tests/path for a subset)
+test: $(STAMP) web ## run every test: web unit tests, then pytest (T=tests/path for a subset)
+	cd web && npm test
 	$(PY) -m pytest $(T)
+
+bench: $(STAMP) ## run the benchmarks and print their figures
+	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 migrate: $(STAMP) ## apply every service's database migrations
 	$(PY) -m shared.migrate upgrade
