@@ -1,70 +1,210 @@
-"""HTTP routes of the gallery, under /api/works (reached through the gateway)."""
+"""HTTP routes of the gallery: ``/api/works`` (works, gallery, engagement),
+``/api/admin/works`` (moderation), ``/api/notifications``, and ``/internal`` (service token,
+for the gateway, auth, credits and the render worker)."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint, Response, current_app, request
 
 from shared.errors import ok
-from shared.tokens import optional_user, require_user
+from shared.tokens import optional_user, require_admin, require_user
 from shared.web import load_json, load_query
 
-from . import service
-from .schemas import GalleryQuerySchema, MyWorksQuerySchema, SaveWorkSchema, UpdateWorkSchema
+from . import engagement, listing, moderation, notifications, service
+from .schemas import (BatchSchema, GalleryQuerySchema, HideSchema, InternalNotificationSchema, MediaKeysSchema,
+                      MyWorksQuerySchema, NotificationsQuerySchema, ReportSchema, ReportsQuerySchema, SaveJobSchema,
+                      SaveWorkSchema, UpdateWorkSchema)
 
-bp = Blueprint("gallery", __name__, url_prefix="/api/works")
+bp = Blueprint("gallery", __name__)
 
 
 def _gallery() -> service.Gallery:
     return current_app.extensions["gallery"]
 
 
-@bp.post("/save")
+def _visitor() -> engagement.Visitor:
+    """The caller; the gateway puts the direct client address in X-Real-IP."""
+    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
+    address = request.headers.get("X-Real-IP") or forwarded or request.remote_addr or ""
+    return engagement.Visitor(optional_user(), address, request.headers.get("User-Agent", "")[:512])
+
+
+# Works
+
+@bp.post("/api/works/save")
 def save_work():
     user = require_user()
-    data = load_json(SaveWorkSchema())
-    return ok({"work": service.save_work(_gallery(), user, data)}, 201)
+    return ok({"work": service.save_work(_gallery(), user, load_json(SaveWorkSchema()))}, 201)
 
 
-@bp.get("/gallery")
+@bp.post("/api/works/save-job")
+def save_job():
+    user = require_user()
+    return ok(service.save_job(_gallery(), user, load_json(SaveJobSchema())), 201)
+
+
+@bp.post("/api/works/batch")
+def batch():
+    user = require_user()
+    return ok(service.batch_update(_gallery(), user, load_json(BatchSchema())))
+
+
+@bp.get("/api/works/gallery")
 def list_gallery():
     viewer = optional_user()
-    query = load_query(GalleryQuerySchema())
-    return ok(service.list_gallery(_gallery(), viewer, query))
+    return ok(listing.list_gallery(_gallery(), viewer, load_query(GalleryQuerySchema())))
 
 
-@bp.get("/my")
+@bp.get("/api/works/my")
 def list_my_works():
     user = require_user()
-    query = load_query(MyWorksQuerySchema())
-    return ok(service.list_my_works(_gallery(), user, query))
+    return ok(listing.list_my_works(_gallery(), user, load_query(MyWorksQuerySchema())))
 
 
-@bp.get("/<int:work_id>")
+@bp.get("/api/works/stats")
+def my_stats():
+    return ok(service.my_stats(_gallery(), require_user()))
+
+
+@bp.get("/api/works/<int:work_id>")
 def get_work(work_id: int):
     return ok({"work": service.get_work(_gallery(), optional_user(), work_id)})
 
 
-@bp.put("/<int:work_id>")
+@bp.put("/api/works/<int:work_id>")
 def update_work(work_id: int):
     user = require_user()
     changes = load_json(UpdateWorkSchema())
     return ok({"work": service.update_work(_gallery(), user, work_id, changes)})
 
 
-@bp.delete("/<int:work_id>")
+@bp.delete("/api/works/<int:work_id>")
 def delete_work(work_id: int):
     return ok(service.delete_work(_gallery(), require_user(), work_id))
 
 
-@bp.put("/<int:work_id>/like")
+@bp.get("/api/works/<int:work_id>/remix")
+def remix(work_id: int):
+    return ok(service.remix(_gallery(), optional_user(), work_id))
+
+
+# Engagement
+
+@bp.put("/api/works/<int:work_id>/like")
 def like_work(work_id: int):
-    return ok(service.like_work(_gallery(), require_user(), work_id))
+    return ok(engagement.like_work(_gallery(), require_user(), work_id))
 
 
-@bp.delete("/<int:work_id>/like")
+@bp.delete("/api/works/<int:work_id>/like")
 def unlike_work(work_id: int):
-    return ok(service.unlike_work(_gallery(), require_user(), work_id))
+    return ok(engagement.unlike_work(_gallery(), require_user(), work_id))
 
 
-@bp.post("/<int:work_id>/like")
+@bp.post("/api/works/<int:work_id>/like")
 def toggle_like(work_id: int):
-    return ok(service.toggle_like(_gallery(), require_user(), work_id))
+    return ok(engagement.toggle_like(_gallery(), require_user(), work_id))
+
+
+@bp.post("/api/works/<int:work_id>/view")
+def record_view(work_id: int):
+    return ok(engagement.record_view(_gallery(), _visitor(), work_id))
+
+
+@bp.get("/api/works/<int:work_id>/download")
+def download(work_id: int):
+    file = engagement.download(_gallery(), _visitor(), work_id)
+    return Response(file.data, mimetype=file.mimetype, headers={
+        "Content-Disposition": file.content_disposition, "Cache-Control": "private, no-store"})
+
+
+@bp.post("/api/works/<int:work_id>/report")
+def report_work(work_id: int):
+    user = require_user()
+    reason = load_json(ReportSchema())["reason"]
+    return ok({"report": engagement.report_work(_gallery(), user, work_id, reason)}, 201)
+
+
+# Moderation
+
+@bp.get("/api/admin/works/reports")
+def list_reports():
+    require_admin()
+    return ok(moderation.list_reports(_gallery(), load_query(ReportsQuerySchema())))
+
+
+@bp.post("/api/admin/works/reports/<int:report_id>/resolve")
+def resolve_report(report_id: int):
+    return ok({"report": moderation.resolve_report(_gallery(), require_admin(), report_id)})
+
+
+@bp.post("/api/admin/works/<int:work_id>/hide")
+def hide_work(work_id: int):
+    admin = require_admin()
+    reason = load_json(HideSchema())["reason"]
+    return ok({"work": moderation.hide_work(_gallery(), admin, work_id, reason)})
+
+
+@bp.post("/api/admin/works/<int:work_id>/restore")
+def restore_work(work_id: int):
+    return ok({"work": moderation.restore_work(_gallery(), require_admin(), work_id)})
+
+
+@bp.put("/api/admin/works/<int:work_id>/feature")
+def feature_work(work_id: int):
+    return ok({"work": moderation.set_featured(_gallery(), require_admin(), work_id, True)})
+
+
+@bp.delete("/api/admin/works/<int:work_id>/feature")
+def unfeature_work(work_id: int):
+    return ok({"work": moderation.set_featured(_gallery(), require_admin(), work_id, False)})
+
+
+# Notifications
+
+@bp.get("/api/notifications")
+def list_notifications():
+    user = require_user()
+    return ok(notifications.list_notifications(_gallery(), user, load_query(NotificationsQuerySchema())))
+
+
+@bp.get("/api/notifications/unread-count")
+def unread_count():
+    return ok(notifications.unread_count(_gallery(), require_user()))
+
+
+@bp.post("/api/notifications/<int:note_id>/read")
+def mark_read(note_id: int):
+    return ok(notifications.mark_read(_gallery(), require_user(), note_id))
+
+
+@bp.post("/api/notifications/read-all")
+def mark_all_read():
+    return ok(notifications.mark_all_read(_gallery(), require_user()))
+
+
+@bp.delete("/api/notifications/<int:note_id>")
+def delete_notification(note_id: int):
+    return ok(notifications.delete_notification(_gallery(), require_user(), note_id))
+
+
+# Internal (service token only, enforced for every path by init_service_app)
+
+@bp.post("/internal/notifications")
+def create_notification():
+    note, created = notifications.create_from_service(_gallery(), load_json(InternalNotificationSchema()))
+    return ok({"notification": note}, 201 if created else 200)
+
+
+@bp.get("/internal/users/<int:user_id>/stats")
+def user_stats(user_id: int):
+    return ok(service.public_profile_stats(_gallery(), user_id))
+
+
+@bp.get("/internal/media/<path:key>/access")
+def media_access(key: str):
+    return ok({"key": key, "public": service.media_is_public(_gallery(), key)})
+
+
+@bp.post("/internal/media/referenced")
+def media_referenced():
+    keys = load_json(MediaKeysSchema())["keys"]
+    return ok({"referenced": service.keys_in_use(_gallery(), keys)})

@@ -6,10 +6,14 @@ from sqlalchemy import text
 
 from shared.config import Settings, load_settings
 from shared.db import Database
-from shared.storage import LocalStorage
+from shared.events import EventBus, redis_client
+from shared.storage import make_storage
 from shared.web import configure_logging, init_service_app
 
 from . import api
+from .authors import AuthorDirectory
+from .cli import gallery_cli
+from .config import load_gallery_config
 from .outputs import OutputsClient
 from .service import Gallery
 
@@ -19,9 +23,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.env != "test":  # under pytest, keep pytest's own log capture
         configure_logging("gallery", settings.log_level)
     app = Flask(__name__, static_folder=None)
+    config = load_gallery_config()
     db = Database(settings.gallery_database_url)
-    outputs = OutputsClient(settings.gateway_internal_url, settings.service_token)
-    app.extensions["gallery"] = Gallery(db=db, outputs=outputs, storage=LocalStorage(settings.media_dir))
+    redis = redis_client(settings.redis_url)
+    app.extensions["redis"] = redis  # shared.tokens checks revoked tokens with it
+    app.extensions["gallery"] = Gallery(
+        db=db, outputs=OutputsClient(settings.gateway_internal_url, settings.service_token),
+        storage=make_storage(settings),
+        authors=AuthorDirectory(settings.auth_url, settings.service_token, config.author_cache_seconds),
+        events=EventBus(redis), config=config)
 
     def database_ready() -> None:
         with db.engine.connect() as connection:
@@ -29,4 +39,5 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     init_service_app(app, settings, internal=True, ready_checks={"database": database_ready})
     app.register_blueprint(api.bp)
+    app.cli.add_command(gallery_cli)
     return app

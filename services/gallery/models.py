@@ -1,15 +1,16 @@
-"""The gallery's tables: saved works and their likes.
+"""The gallery's tables: works, their tags, likes, counted views/downloads, reports and
+notifications.
 
-A work copies what it needs from the render output it was saved from (file keys,
-size, parameters) and the author's username from the token, so the gallery never
-joins into another service's tables.
+A work copies what it needs from the render output it was saved from (parameters, graph,
+size, hash) and keeps its own copy of the files under ``works/`` keys, so the gallery
+never joins into another service's tables and never shares a file with an output.
 """
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, new_metadata, utcnow
@@ -22,8 +23,13 @@ class Base(DeclarativeBase):
 class Work(Base):
     __tablename__ = "works"
     __table_args__ = (
-        Index("ix_works_public_newest", "is_public", "created_at"),
+        Index("ix_works_listed_newest", "listed", "created_at", "id"),
+        Index("ix_works_listed_likes", "listed", "likes_count", "id"),
+        Index("ix_works_listed_views", "listed", "views_count", "id"),
+        Index("ix_works_listed_hot", "listed", "hot_score", "id"),
         Index("ix_works_user_newest", "user_id", "created_at"),
+        Index("ix_works_image_key", "image_key"),
+        Index("ix_works_thumbnail_key", "thumbnail_key"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -35,6 +41,12 @@ class Work(Base):
     description: Mapped[str] = mapped_column(String(1000), default="")
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     is_public: Mapped[bool] = mapped_column(Boolean, default=True)
+    # listed = public and not hidden by a moderator: what the gallery and public media show.
+    listed: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_hidden: Mapped[bool] = mapped_column(Boolean, default=False)
+    hidden_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    hidden_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    featured_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     image_key: Mapped[str] = mapped_column(String(255))
     thumbnail_key: Mapped[str] = mapped_column(String(255))
     width: Mapped[int] = mapped_column(Integer)
@@ -42,12 +54,29 @@ class Work(Base):
     file_size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     workflow: Mapped[str] = mapped_column(String(64))
+    workflow_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    model: Mapped[str] = mapped_column(String(128), default="")
+    source_work_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    graph: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     prompt: Mapped[str] = mapped_column(Text, default="")
+    search_text: Mapped[str] = mapped_column(Text, nullable=True, default="")
     likes_count: Mapped[int] = mapped_column(Integer, default=0)
     views_count: Mapped[int] = mapped_column(Integer, default=0)
+    downloads_count: Mapped[int] = mapped_column(Integer, default=0)
+    hot_score: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WorkTag(Base):
+    """One tag of one work, casefolded, for the tag filter (the work keeps the spelling shown)."""
+
+    __tablename__ = "work_tags"
+    __table_args__ = (Index("ix_work_tags_tag_work", "tag", "work_id"),)
+
+    work_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tag: Mapped[str] = mapped_column(String(20), primary_key=True)
 
 
 class WorkLike(Base):
@@ -60,3 +89,52 @@ class WorkLike(Base):
     work_id: Mapped[int] = mapped_column(Integer)
     user_id: Mapped[int] = mapped_column(Integer, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WorkHit(Base):
+    """When a viewer's view or download of a work last counted; one row per (work, kind, viewer)."""
+
+    __tablename__ = "work_hits"
+    __table_args__ = (UniqueConstraint("work_id", "kind", "viewer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    work_id: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    viewer: Mapped[str] = mapped_column(String(64))
+    counted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WorkReport(Base):
+    __tablename__ = "work_reports"
+    __table_args__ = (UniqueConstraint("work_id", "reporter_id"), Index("ix_work_reports_status", "status", "id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    work_id: Mapped[int] = mapped_column(Integer)
+    reporter_id: Mapped[int] = mapped_column(Integer, index=True)
+    reason: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    resolved_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class Notification(Base):
+    """A message for one user. ``dedupe_key`` makes a repeated cause (a re-like, a retried
+    grant) produce one notification."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("user_id", "dedupe_key"),
+        Index("ix_notifications_user_read", "user_id", "is_read", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(32))
+    title: Mapped[str] = mapped_column(String(200))
+    body: Mapped[str] = mapped_column(String(1000), default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dedupe_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    is_read: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

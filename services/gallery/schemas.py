@@ -3,17 +3,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from shared.db import isoformat
-from shared.storage import LocalStorage
-
-from .models import Work
-
+MAX_ID = 2**31 - 1
 MAX_TAGS = 10
 MAX_PAGE = 100_000
-SORTS = ("newest", "likes", "views")
-OUTPUT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Not a valid output id.")
+MAX_PAGE_SIZE = 100
+MAX_BATCH = 100
+GALLERY_SORTS = ("newest", "hottest", "views", "trending")
+MY_SORTS = ("newest", "oldest", "likes", "views")
+PERIODS = ("all", "today", "week", "month")
+BATCH_ACTIONS = ("publish", "unpublish", "tag", "delete")
+OUTPUT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Not a valid id.")
+NOTIFICATION_TYPE = validate.Regexp(r"^[a-z]+(\.[a-z_]+)+$", error="Not a notification type.")
 
 
 class TrimmedString(fields.String):
@@ -71,40 +73,107 @@ class UpdateWorkSchema(Schema):
             raise ValidationError("Give at least one of title, description, tags, isPublic.")
 
 
+class SaveJobSchema(Schema):
+    job_id = fields.String(data_key="jobId", required=True, validate=OUTPUT_ID)
+    title = _title(required=True)
+    description = _description()
+    tags = Tags()
+    is_public = StrictBoolean(data_key="isPublic")
+
+
+class BatchSchema(Schema):
+    ids = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID)), required=True,
+                      validate=validate.Length(min=1, max=MAX_BATCH))
+    action = fields.String(required=True, validate=validate.OneOf(BATCH_ACTIONS))
+    tags = Tags()
+
+    @validates_schema
+    def _tags_for_tagging(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("action") == "tag" and not data.get("tags"):
+            raise ValidationError("Give the tags to add.", field_name="tags")
+        if data.get("action") != "tag" and "tags" in data:
+            raise ValidationError("Only the tag action takes tags.", field_name="tags")
+
+    @post_load
+    def _unique_ids(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        data["ids"] = list(dict.fromkeys(data["ids"]))
+        return data
+
+
+def _page_size() -> fields.Integer:
+    return fields.Integer(data_key="pageSize", load_default=24, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
+
+
+def _search() -> TrimmedString:
+    return TrimmedString(load_default="", validate=validate.Length(max=100))
+
+
+def _tag_filter() -> TrimmedString:
+    return TrimmedString(validate=validate.Length(min=1, max=20))
+
+
+def _model_filter() -> TrimmedString:
+    return TrimmedString(validate=validate.Length(min=1, max=128))
+
+
 class MyWorksQuerySchema(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
-    page_size = fields.Integer(data_key="pageSize", load_default=24, validate=validate.Range(min=1, max=100))
-    search = TrimmedString(load_default="", validate=validate.Length(max=100))
+    page_size = _page_size()
+    search = _search()
+    visibility = fields.String(load_default="all", validate=validate.OneOf(("all", "public", "private", "hidden")))
+    tag = _tag_filter()
+    model = _model_filter()
+    date_from = fields.Date(data_key="dateFrom")
+    date_to = fields.Date(data_key="dateTo")
+    sort = fields.String(load_default="newest", validate=validate.OneOf(MY_SORTS))
+
+    @validates_schema
+    def _ordered_dates(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            raise ValidationError("dateFrom must not be after dateTo.", field_name="dateFrom")
 
 
-class GalleryQuerySchema(MyWorksQuerySchema):
-    sort = fields.String(load_default="newest", validate=validate.OneOf(SORTS))
+class GalleryQuerySchema(Schema):
+    cursor = fields.String(validate=validate.Length(min=1, max=200))
+    page_size = _page_size()
+    search = _search()
+    sort = fields.String(load_default="newest", validate=validate.OneOf(GALLERY_SORTS))
+    period = fields.String(load_default="all", validate=validate.OneOf(PERIODS))
+    tag = _tag_filter()
+    model = _model_filter()
+    author_id = fields.Integer(data_key="authorId", validate=validate.Range(min=1, max=MAX_ID))
 
 
-def dump_work(work: Work, *, viewer_id: int | None, is_liked: bool, storage: LocalStorage) -> dict[str, Any]:
-    params = work.params or {}
-    return {
-        "id": work.id,
-        "title": work.title,
-        "description": work.description,
-        "tags": list(work.tags or []),
-        "isPublic": work.is_public,
-        "imageUrl": storage.url(work.image_key),
-        "thumbnailUrl": storage.url(work.thumbnail_key),
-        "width": work.width,
-        "height": work.height,
-        "fileSize": work.file_size,
-        "workflow": work.workflow,
-        "prompt": work.prompt,
-        "negativePrompt": params.get("negativePrompt", ""),
-        "params": params,
-        "author": {"id": work.user_id, "username": work.author_username},
-        "likes": work.likes_count,
-        "views": work.views_count,
-        "isLiked": is_liked,
-        "isOwner": viewer_id is not None and viewer_id == work.user_id,
-        "jobId": work.job_id,
-        "outputId": work.output_id,
-        "createdAt": isoformat(work.created_at),
-        "updatedAt": isoformat(work.updated_at),
-    }
+class ReportSchema(Schema):
+    reason = TrimmedString(required=True, validate=validate.Length(min=1, max=500))
+
+
+class HideSchema(Schema):
+    reason = TrimmedString(required=True, validate=validate.Length(min=1, max=500))
+
+
+class ReportsQuerySchema(Schema):
+    status = fields.String(load_default="open", validate=validate.OneOf(("open", "resolved", "all")))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
+    page_size = _page_size()
+
+
+class NotificationsQuerySchema(Schema):
+    status = fields.String(load_default="all", validate=validate.OneOf(("all", "read", "unread")))
+    type = fields.String(validate=[NOTIFICATION_TYPE, validate.Length(max=32)])
+    before = fields.Integer(validate=validate.Range(min=1, max=MAX_ID))
+    page_size = _page_size()
+
+
+class InternalNotificationSchema(Schema):
+    user_id = fields.Integer(data_key="userId", strict=True, required=True, validate=validate.Range(min=1, max=MAX_ID))
+    type = fields.String(required=True, validate=[NOTIFICATION_TYPE, validate.Length(max=32)])
+    title = TrimmedString(required=True, validate=validate.Length(min=1, max=200))
+    body = TrimmedString(load_default="", validate=validate.Length(max=1000))
+    data = fields.Dict(keys=fields.String(), load_default=dict)
+    dedupe_key = fields.String(data_key="dedupeKey", validate=validate.Length(min=1, max=128))
+
+
+class MediaKeysSchema(Schema):
+    keys = fields.List(fields.String(validate=validate.Length(min=1, max=255)), required=True,
+                       validate=validate.Length(min=1, max=1000))

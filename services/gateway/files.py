@@ -1,24 +1,110 @@
-"""Media files and the plain web page."""
+"""Media files and the plain web page.
+
+Who may fetch ``/media/<key>`` (keys are content hashes, so knowing one proves nothing):
+- a URL signed by a service (``?exp=&sig=``, see ``shared.storage.MediaSigner``) until it
+  expires: private works, hidden works and unsaved render outputs, for their owner;
+- without a signature, avatars (``avatars/``) and the files of listed gallery works. The
+  gallery answers ``GET /internal/media/<key>/access``; the answer is cached here for
+  ``ACCESS_CACHE_SECONDS``, so unpublishing takes effect within that time.
+Everything else is a 404, the same as a missing file.
+"""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, send_from_directory
+import mimetypes
+import threading
+import time
+from urllib.parse import quote
+
+import requests
+from flask import Blueprint, Response, current_app, request, send_file, send_from_directory
+from flask.blueprints import BlueprintSetupState
 
 from shared.config import Settings
+from shared.errors import Forbidden, NotFound
+from shared.storage import SignatureExpired, SignatureInvalid, Storage, is_valid_key, make_storage
+from shared.web import SERVICE_TOKEN_HEADER
 
-# Media keys are content hashes: a key never names different bytes.
-MEDIA_CACHE_CONTROL = "public, max-age=31536000, immutable"
+PUBLIC_CACHE_CONTROL = "public, max-age=604800, immutable"
+PUBLIC_PREFIXES = ("avatars/",)
+ACCESS_CACHE_SECONDS = 30
+ACCESS_CACHE_MAX = 100_000
 
 bp = Blueprint("files", __name__)
+
+
+class PublicMedia:
+    """Asks the gallery whether a key belongs to a listed work, with a short in-process cache.
+    When the gallery cannot answer, the key is treated as not public (fail closed)."""
+
+    def __init__(self, gallery_url: str, service_token: str) -> None:
+        self.base_url = gallery_url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers[SERVICE_TOKEN_HEADER] = service_token
+        self._cache: dict[str, tuple[float, bool]] = {}
+        self._lock = threading.Lock()
+
+    def is_public(self, key: str) -> bool:
+        if key.startswith(PUBLIC_PREFIXES):
+            return True
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached and cached[0] > now:
+            return cached[1]
+        try:
+            response = self.session.get(f"{self.base_url}/internal/media/{quote(key)}/access", timeout=(1, 3))
+            public = response.status_code == 200 and response.json()["data"]["public"] is True
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            return False
+        with self._lock:
+            if len(self._cache) >= ACCESS_CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = (now + ACCESS_CACHE_SECONDS, public)
+        return public
+
+
+@bp.record_once
+def _setup(state: BlueprintSetupState) -> None:
+    settings: Settings = state.app.config["SETTINGS"]
+    state.app.extensions["media_storage"] = make_storage(settings)
+    state.app.extensions["media_public"] = PublicMedia(settings.gallery_url, settings.service_token)
 
 
 def _settings() -> Settings:
     return current_app.config["SETTINGS"]
 
 
+def _cache_control(storage: Storage, key: str) -> str:
+    expires, signature = request.args.get("exp"), request.args.get("sig")
+    if expires is not None or signature is not None:
+        try:
+            remaining = storage.signer.verify(key, expires or "", signature or "")
+        except SignatureExpired:
+            raise Forbidden("This media link has expired; reload the page for a fresh one.",
+                            code="MEDIA_LINK_EXPIRED") from None
+        except SignatureInvalid:
+            raise Forbidden("This media link is not valid.", code="MEDIA_LINK_INVALID") from None
+        return f"private, max-age={remaining}"
+    if current_app.extensions["media_public"].is_public(key):
+        return PUBLIC_CACHE_CONTROL
+    raise NotFound("No such file.", code="MEDIA_NOT_FOUND")
+
+
 @bp.get("/media/<path:key>")
 def media(key: str) -> Response:
-    response = send_from_directory(_settings().media_dir, key)
-    response.headers["Cache-Control"] = MEDIA_CACHE_CONTROL
+    if not is_valid_key(key):
+        raise NotFound("No such file.", code="MEDIA_NOT_FOUND")
+    storage: Storage = current_app.extensions["media_storage"]
+    cache_control = _cache_control(storage, key)
+    path = storage.local_path(key)
+    if path is not None:
+        if not path.is_file():
+            raise NotFound("No such file.", code="MEDIA_NOT_FOUND")
+        response = send_file(path, mimetype=mimetypes.guess_type(key)[0], conditional=True, etag=True)
+    else:
+        if not storage.exists(key):
+            raise NotFound("No such file.", code="MEDIA_NOT_FOUND")
+        response = Response(storage.iter_chunks(key), mimetype=mimetypes.guess_type(key)[0])
+    response.headers["Cache-Control"] = cache_control
     return response
 
 

@@ -1,8 +1,10 @@
-"""Gallery fixtures: a stand-in gateway serving canned render outputs over real HTTP,
-the gallery app pointed at it, and callers that carry the service token and a user's JWT."""
+"""Gallery fixtures: a stand-in gateway (render outputs) and auth directory serving canned
+records over real HTTP, the gallery app pointed at them, and callers that carry the service
+token and a user's JWT. Output files are real files in the app's storage."""
 from __future__ import annotations
 
-import hashlib
+import io
+import random
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -10,34 +12,53 @@ from typing import Any
 
 import pytest
 from flask import Flask, jsonify, request
+from PIL import Image
 from werkzeug.serving import make_server
 
 from services.gallery.app import create_app
+from shared.storage import Storage, content_key
 
 SERVICE_TOKEN = "test-service-token"  # the value tests/conftest.py puts in SERVICE_TOKEN
 
 
+def image_bytes(fmt: str) -> bytes:
+    """A small real image with random pixels, so every output has its own content key."""
+    image = Image.frombytes("RGB", (8, 8), random.randbytes(8 * 8 * 3))
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
 @dataclass
 class FakeGateway:
-    """Serves ``GET /internal/outputs/<id>`` from ``outputs``, with the service-token check;
-    ``BROKEN_ID`` answers a bare 500 as a failing gateway would."""
+    """Serves ``GET /internal/outputs/<id>``, ``GET /internal/jobs/<id>/outputs`` and auth's
+    ``GET /internal/users/<id>``, with the service-token check; ``BROKEN_ID`` answers a bare
+    500 as a failing gateway would. Users not in ``users`` get a default entry."""
 
     BROKEN_ID = "broken"
     url: str = ""
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    users: dict[int, dict[str, Any]] = field(default_factory=dict)
 
-    def add_output(self, user_id: int, prompt: str = "a lighthouse at dusk, oil painting") -> str:
+    def add_output(self, user_id: int, prompt: str = "a lighthouse at dusk, oil painting",
+                   storage: Storage | None = None, job_id: str | None = None, index: int = 0,
+                   **extra: Any) -> str:
+        """Record an output; with ``storage``, its image and thumbnail are written there."""
         output_id = uuid.uuid4().hex
-        sha = hashlib.sha256(output_id.encode()).hexdigest()
+        png, webp = image_bytes("PNG"), image_bytes("WEBP")
+        image_key, thumbnail_key = content_key(png, "png", "images"), content_key(webp, "webp", "thumbs")
+        if storage is not None:
+            storage.put(image_key, png)
+            storage.put(thumbnail_key, webp)
         self.outputs[output_id] = {
-            "id": output_id, "jobId": uuid.uuid4().hex, "userId": user_id, "index": 0,
-            "imageKey": f"images/{sha[:2]}/{sha[2:4]}/{sha}.png",
-            "thumbnailKey": f"thumbs/{sha[:2]}/{sha[2:4]}/{sha}.webp",
-            "width": 512, "height": 768, "fileSize": 123456, "sha256": sha, "workflow": "text2img",
+            "id": output_id, "jobId": job_id or uuid.uuid4().hex, "userId": user_id, "index": index,
+            "imageKey": image_key, "thumbnailKey": thumbnail_key,
+            "width": 512, "height": 768, "fileSize": len(png), "sha256": image_key.rsplit("/", 1)[1][:64],
+            "workflow": "text2img",
             "params": {"prompt": prompt, "negativePrompt": "blurry", "model": "sd15.safetensors",
                        "width": 512, "height": 768, "batchSize": 1, "steps": 20, "cfgScale": 7.0,
                        "seed": 42, "sampler": "euler", "scheduler": "normal"},
-            "createdAt": "2026-01-01T00:00:00.000Z",
+            "createdAt": "2026-01-01T00:00:00.000Z", **extra,
         }
         return output_id
 
@@ -58,6 +79,20 @@ def _gateway_app(fake: FakeGateway) -> Flask:
                                                         "message": "Not found.", "details": None}}), 404
         return jsonify({"success": True, "data": record})
 
+    @app.get("/internal/jobs/<job_id>/outputs")
+    def job_outputs(job_id: str):
+        items = [record for record in fake.outputs.values() if record["jobId"] == job_id]
+        if not items:
+            return jsonify({"success": False, "error": {"code": "JOB_NOT_FOUND",
+                                                        "message": "Not found.", "details": None}}), 404
+        return jsonify({"success": True, "data": {"items": items}})
+
+    @app.get("/internal/users/<int:user_id>")
+    def directory(user_id: int):
+        entry = {"id": user_id, "username": f"user{user_id}", "avatarUrl": None, "role": "user",
+                 "isActive": True, **fake.users.get(user_id, {})}
+        return jsonify({"success": True, "data": entry})
+
     return app
 
 
@@ -75,7 +110,7 @@ def fake_gateway():
 
 @pytest.fixture
 def settings_env(settings_env, fake_gateway):
-    return {**settings_env, "GATEWAY_INTERNAL_URL": fake_gateway.url}
+    return {**settings_env, "GATEWAY_INTERNAL_URL": fake_gateway.url, "AUTH_URL": fake_gateway.url}
 
 
 @pytest.fixture
@@ -84,6 +119,7 @@ def app(settings):
     yield app
     gallery = app.extensions["gallery"]
     gallery.outputs.close()
+    gallery.authors.close()
     gallery.db.dispose()
 
 
@@ -99,9 +135,11 @@ class Caller:
         self.user_id = user_id
         self.username = username
 
-    def request(self, method: str, path: str, **kwargs: Any):
-        # A client per call, so callers may be used from several threads at once.
-        return self.app.test_client().open(path, method=method, headers=self.headers, **kwargs)
+    def request(self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any):
+        """``headers`` replace the caller's own for this call. A client per call, so callers may be
+        used from several threads at once."""
+        return self.app.test_client().open(path, method=method, headers=self.headers if headers is None
+                                           else headers, **kwargs)
 
     def get(self, path: str, **kwargs: Any):
         return self.request("GET", path, **kwargs)
@@ -125,21 +163,31 @@ def anonymous(app, service_headers) -> Caller:
 def make_user(app, service_headers, issue_token):
     """A new signed-in caller with a user id no other test uses."""
 
-    def _make() -> Caller:
+    def _make(role: str = "user") -> Caller:
         user_id = uuid.uuid4().int % 2_000_000_000 + 1
         username = f"user{uuid.uuid4().hex[:8]}"
-        return Caller(app, service_headers, issue_token(user_id, username), user_id, username)
+        return Caller(app, service_headers, issue_token(user_id, username, role), user_id, username)
 
     return _make
 
 
 @pytest.fixture
-def save_work(fake_gateway):
+def add_output(fake_gateway, app):
+    """Record an output of ``user_id`` whose files exist in the app's storage; returns its id."""
+
+    def _add(user_id: int, prompt: str = "a lighthouse at dusk, oil painting", **extra: Any) -> str:
+        return fake_gateway.add_output(user_id, prompt, storage=app.extensions["gallery"].storage, **extra)
+
+    return _add
+
+
+@pytest.fixture
+def save_work(add_output):
     """Save a fresh output of ``caller`` as a work and return the work."""
 
     def _save(caller: Caller, **fields: Any) -> dict[str, Any]:
         prompt = fields.pop("prompt", "a lighthouse at dusk, oil painting")
-        body = {"outputId": fake_gateway.add_output(caller.user_id, prompt), "title": "A work", **fields}
+        body = {"outputId": add_output(caller.user_id, prompt), "title": "A work", **fields}
         response = caller.post("/api/works/save", json=body)
         assert response.status_code == 201, response.get_json()
         return response.get_json()["data"]["work"]

@@ -22,10 +22,12 @@ def test_gallery_lists_public_works_only_newest_first(make_user, anonymous, save
 
     assert _ids(response) == [newer["id"], older["id"]]
     data = response.get_json()["data"]
-    assert (data["page"], data["pageSize"], data["total"]) == (1, 24, 2)
+    assert (data["pageSize"], data["nextCursor"]) == (24, None)
     item = data["items"][0]
-    assert item["thumbnailUrl"].startswith("/media/thumbs/")
-    assert (item["isLiked"], item["isOwner"]) == (False, False)
+    assert item["thumbnailUrl"].startswith("/media/works/thumbs/") and "sig=" not in item["thumbnailUrl"]
+    assert (item["isLiked"], item["isOwner"], item["isNew"], item["featured"]) == (False, False, True, False)
+    assert item["author"] == {"id": alice.user_id, "username": f"user{alice.user_id}", "avatarUrl": None}
+    assert item["createdAt"].endswith("Z")
     assert hidden["id"] not in _ids(alice.get(f"/api/works/gallery?search={marker}"))
 
 
@@ -54,42 +56,126 @@ def test_gallery_search_treats_wildcards_literally(make_user, anonymous, save_wo
     assert _ids(anonymous.get("/api/works/gallery", query_string={"search": f"{marker} a_b"})) == [underscore["id"]]
 
 
-def test_gallery_paginates(make_user, anonymous, save_work):
+def test_gallery_pages_with_a_cursor(make_user, anonymous, save_work):
     marker = uuid.uuid4().hex[:10]
     alice = make_user()
     works = [save_work(alice, title=f"{marker} {i}") for i in range(5)]
     newest_first = [w["id"] for w in reversed(works)]
 
-    page1 = anonymous.get(f"/api/works/gallery?search={marker}&page=1&pageSize=2")
-    page3 = anonymous.get(f"/api/works/gallery?search={marker}&page=3&pageSize=2")
-    page4 = anonymous.get(f"/api/works/gallery?search={marker}&page=4&pageSize=2")
+    seen, cursor, pages = [], None, 0
+    while True:
+        query = {"search": marker, "pageSize": 2, **({"cursor": cursor} if cursor else {})}
+        data = anonymous.get("/api/works/gallery", query_string=query).get_json()["data"]
+        seen += [item["id"] for item in data["items"]]
+        pages += 1
+        cursor = data["nextCursor"]
+        if cursor is None:
+            break
 
-    assert _ids(page1) == newest_first[:2]
-    assert _ids(page3) == newest_first[4:]
-    assert _ids(page4) == []
-    assert page4.get_json()["data"]["total"] == 5
+    assert (seen, pages) == (newest_first, 3)
 
 
-def test_gallery_sorts_by_likes(make_user, anonymous, save_work):
+def test_gallery_cursor_survives_new_works_and_ties(make_user, anonymous, save_work):
+    marker = uuid.uuid4().hex[:10]
+    alice = make_user()
+    works = [save_work(alice, title=f"{marker} {i}") for i in range(4)]
+    first = anonymous.get("/api/works/gallery", query_string={"search": marker, "pageSize": 2,
+                                                              "sort": "hottest"}).get_json()["data"]
+    save_work(alice, title=f"{marker} late")  # arrives between pages, same like count (0)
+    second = anonymous.get("/api/works/gallery", query_string={
+        "search": marker, "pageSize": 2, "sort": "hottest", "cursor": first["nextCursor"]}).get_json()["data"]
+    ids = [i["id"] for i in first["items"] + second["items"]]
+    assert sorted(ids) == sorted(w["id"] for w in works) and len(set(ids)) == 4
+
+
+@pytest.mark.parametrize("cursor", ["???", "bm90IGpzb24", "WyJob3R0ZXN0IiwxLDFd", "W10", "x" * 201])
+def test_gallery_rejects_malformed_or_foreign_cursors(anonymous, cursor):
+    response = anonymous.get("/api/works/gallery", query_string={"cursor": cursor})
+    assert response.status_code == 422, cursor
+    assert response.get_json()["success"] is False
+
+
+def test_gallery_search_finds_chinese_text(make_user, anonymous, save_work):
+    marker = uuid.uuid4().hex[:10]
+    alice = make_user()
+    city = save_work(alice, title=f"{marker} 赛博朋克城市的夜晚", tags=["国风"], prompt="neon city")
+    crane = save_work(alice, title=f"{marker} 仙鹤", prompt="水墨仙鹤，山水之间")
+    save_work(alice, title=f"{marker} lighthouse")
+
+    def search(term):
+        return sorted(_ids(anonymous.get("/api/works/gallery", query_string={"search": f"{marker} {term}"})))
+
+    assert search("城市") == [city["id"]]
+    assert search("水墨") == [crane["id"]]
+    assert search("国风") == [city["id"]]
+    assert search("ＬＩＧＨＴＨＯＵＳＥ") == search("lighthouse")
+    assert len(search("lighthouse")) == 1
+
+
+def test_gallery_filters_by_tag_model_and_author(make_user, anonymous, save_work):
     marker = uuid.uuid4().hex[:10]
     alice, bob = make_user(), make_user()
-    plain = save_work(alice, title=f"{marker} plain")
+    tagged = save_work(alice, title=f"{marker} a", tags=["Landscape"])
+    by_bob = save_work(bob, title=f"{marker} b")
+
+    def ids(**query):
+        return _ids(anonymous.get("/api/works/gallery", query_string={"search": marker, **query}))
+
+    assert ids(tag="landscape") == [tagged["id"]]
+    assert ids(tag="portrait") == []
+    assert ids(authorId=bob.user_id) == [by_bob["id"]]
+    assert sorted(ids(model="sd15.safetensors")) == sorted([tagged["id"], by_bob["id"]])
+    assert ids(model="other.safetensors") == []
+    for period in ("today", "week", "month", "all"):
+        assert len(ids(period=period)) == 2
+
+
+def test_gallery_period_excludes_older_works(make_user, anonymous, save_work, app):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from services.gallery.models import Work
+    from shared.db import utcnow
+
+    marker = uuid.uuid4().hex[:10]
+    alice = make_user()
+    old = save_work(alice, title=f"{marker} old")
+    recent = save_work(alice, title=f"{marker} recent")
+    with app.extensions["gallery"].db.transaction() as session:
+        session.execute(update(Work).where(Work.id == old["id"]).values(created_at=utcnow() - timedelta(days=40)))
+
+    def ids(period):
+        return _ids(anonymous.get("/api/works/gallery", query_string={"search": marker, "period": period}))
+
+    assert ids("month") == [recent["id"]]
+    assert ids("all") == [recent["id"], old["id"]]
+    old_item = anonymous.get(f"/api/works/{old['id']}").get_json()["data"]["work"]
+    assert old_item["isNew"] is False
+
+
+def test_gallery_sorts_by_views_and_trending(make_user, anonymous, save_work):
+    marker = uuid.uuid4().hex[:10]
+    alice, bob, carol = make_user(), make_user(), make_user()
+    quiet = save_work(alice, title=f"{marker} quiet")
+    viewed = save_work(alice, title=f"{marker} viewed")
     liked = save_work(alice, title=f"{marker} liked")
-    popular = save_work(alice, title=f"{marker} popular")
-    for caller in (alice, bob):
-        caller.put(f"/api/works/{popular['id']}/like")
+    for caller in (bob, carol):
+        caller.post(f"/api/works/{viewed['id']}/view")
     bob.put(f"/api/works/{liked['id']}/like")
 
-    ranked = _ids(anonymous.get(f"/api/works/gallery?search={marker}&sort=likes"))
+    def ids(sort):
+        return _ids(anonymous.get("/api/works/gallery", query_string={"search": marker, "sort": sort}))
 
-    assert ranked == [popular["id"], liked["id"], plain["id"]]
-    assert _ids(anonymous.get(f"/api/works/gallery?search={marker}&sort=views")) \
-        == [popular["id"], liked["id"], plain["id"]]  # no views yet: ties fall back to newest
+    assert ids("views") == [viewed["id"], liked["id"], quiet["id"]]
+    assert ids("trending")[0] == liked["id"]
+    assert ids("hottest") == [liked["id"], viewed["id"], quiet["id"]]
+    assert ids("newest") == [liked["id"], viewed["id"], quiet["id"]]
 
 
 @pytest.mark.parametrize("query", [
-    "page=0", "page=-1", f"page={10**9}", "pageSize=0", "pageSize=-1", f"pageSize={10**9}",
-    "pageSize=101", "page=abc", "page=1.5", "sort=random", "unknown=1",
+    "pageSize=0", "pageSize=-1", f"pageSize={10**9}", "pageSize=101", "pageSize=1.5", "sort=random",
+    "sort=likes", "unknown=1", "period=year", "authorId=0", "authorId=abc", "tag=" + "x" * 21, "page=2",
 ])
 def test_gallery_rejects_bad_query(anonymous, query):
     response = anonymous.get(f"/api/works/gallery?{query}")

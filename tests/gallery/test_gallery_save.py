@@ -15,9 +15,9 @@ def _count_works(app, output_id: str) -> int:
         return session.scalar(select(func.count()).select_from(Work).where(Work.output_id == output_id))
 
 
-def test_save_creates_work_from_output_record(make_user, fake_gateway):
+def test_save_creates_work_from_output_record(make_user, add_output, fake_gateway):
     alice = make_user()
-    output_id = fake_gateway.add_output(alice.user_id, prompt="red fox in snow")
+    output_id = add_output(alice.user_id, prompt="red fox in snow")
     record = fake_gateway.outputs[output_id]
 
     response = alice.post("/api/works/save", json={
@@ -32,14 +32,16 @@ def test_save_creates_work_from_output_record(make_user, fake_gateway):
     assert work["description"] == "winter study"
     assert work["tags"] == ["fox", "snow", "winter"]
     assert work["isPublic"] is False
-    assert work["imageUrl"] == f"/media/{record['imageKey']}"
-    assert work["thumbnailUrl"] == f"/media/{record['thumbnailKey']}"
-    assert (work["width"], work["height"], work["fileSize"]) == (512, 768, 123456)
+    # Private: the work's own copies, reachable only through expiring signed URLs.
+    assert work["imageUrl"].startswith(f"/media/works/{record['imageKey']}?exp=")
+    assert work["thumbnailUrl"].startswith(f"/media/works/{record['thumbnailKey']}?exp=")
+    assert (work["width"], work["height"], work["fileSize"]) == (512, 768, record["fileSize"])
+    assert work["sha256"] == record["sha256"]
     assert work["workflow"] == "text2img"
     assert work["prompt"] == "red fox in snow"
     assert work["negativePrompt"] == "blurry"
     assert work["params"] == record["params"]
-    assert work["author"] == {"id": alice.user_id, "username": alice.username}
+    assert work["author"] == {"id": alice.user_id, "username": f"user{alice.user_id}", "avatarUrl": None}
     assert (work["likes"], work["views"], work["isLiked"], work["isOwner"]) == (0, 0, False, True)
     assert (work["jobId"], work["outputId"]) == (record["jobId"], output_id)
     assert work["createdAt"].endswith("Z") and work["updatedAt"].endswith("Z")
@@ -66,9 +68,9 @@ def test_save_defaults_public_with_empty_description_and_tags(make_user, save_wo
     ({"imageKey": "../../etc/passwd"}, "imageKey"),
     ({"outputId": "../secret"}, "outputId"),
 ])
-def test_save_rejects_invalid_fields(make_user, fake_gateway, app, change, field):
+def test_save_rejects_invalid_fields(make_user, add_output, fake_gateway, app, change, field):
     alice = make_user()
-    output_id = fake_gateway.add_output(alice.user_id)
+    output_id = add_output(alice.user_id)
     response = alice.post("/api/works/save", json={"outputId": output_id, "title": "ok", **change})
 
     assert response.status_code == 422
@@ -78,9 +80,9 @@ def test_save_rejects_invalid_fields(make_user, fake_gateway, app, change, field
     assert _count_works(app, output_id) == 0
 
 
-def test_save_requires_a_title(make_user, fake_gateway):
+def test_save_requires_a_title(make_user, add_output, fake_gateway):
     alice = make_user()
-    response = alice.post("/api/works/save", json={"outputId": fake_gateway.add_output(alice.user_id)})
+    response = alice.post("/api/works/save", json={"outputId": add_output(alice.user_id)})
     assert response.status_code == 422
     assert "title" in response.get_json()["error"]["details"]
 
@@ -91,14 +93,14 @@ def test_save_requires_a_json_body(make_user):
     assert response.get_json()["error"]["code"] == "INVALID_JSON"
 
 
-def test_save_requires_a_user_token(anonymous, fake_gateway):
-    response = anonymous.post("/api/works/save", json={"outputId": fake_gateway.add_output(1), "title": "x"})
+def test_save_requires_a_user_token(anonymous, add_output, fake_gateway):
+    response = anonymous.post("/api/works/save", json={"outputId": add_output(1), "title": "x"})
     assert response.status_code == 401
 
 
-def test_save_refuses_another_users_output(make_user, fake_gateway, app):
+def test_save_refuses_another_users_output(make_user, add_output, fake_gateway, app):
     alice, mallory = make_user(), make_user()
-    output_id = fake_gateway.add_output(alice.user_id)
+    output_id = add_output(alice.user_id)
 
     response = mallory.post("/api/works/save", json={"outputId": output_id, "title": "mine now"})
 
@@ -113,9 +115,9 @@ def test_save_unknown_output_is_404(make_user):
     assert response.get_json()["error"]["code"] == "OUTPUT_NOT_FOUND"
 
 
-def test_saving_the_same_output_twice_is_409_with_the_work_id(make_user, fake_gateway, app):
+def test_saving_the_same_output_twice_is_409_with_the_work_id(make_user, add_output, fake_gateway, app):
     alice = make_user()
-    output_id = fake_gateway.add_output(alice.user_id)
+    output_id = add_output(alice.user_id)
     first = alice.post("/api/works/save", json={"outputId": output_id, "title": "one"})
 
     second = alice.post("/api/works/save", json={"outputId": output_id, "title": "two"})
@@ -139,7 +141,7 @@ def test_save_when_the_gateway_is_down_is_503(settings_env, service_headers, iss
     app.extensions["gallery"].db.dispose()
 
 
-def test_save_when_the_gateway_fails_is_503(make_user, fake_gateway):
+def test_save_when_the_gateway_fails_is_503(make_user, add_output, fake_gateway):
     response = make_user().post("/api/works/save", json={"outputId": fake_gateway.BROKEN_ID, "title": "x"})
     assert response.status_code == 503
     assert response.get_json()["error"]["details"] == {"upstreamStatus": 500}

@@ -1,0 +1,69 @@
+"""Author names and avatars, read from auth's internal directory and cached in the process.
+
+Avatars change rarely and a page shows at most a hundred authors, so the gallery keeps
+each author's entry for ``GALLERY_AUTHOR_CACHE_SECONDS`` instead of copying avatars into
+works (which would go stale forever) or calling auth for every item. When auth cannot
+answer, items fall back to the username stored on the work and no avatar, and the
+failure is remembered briefly so a down auth service does not slow every page.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Iterable
+
+import requests
+
+from shared.web import SERVICE_TOKEN_HEADER
+
+log = logging.getLogger(__name__)
+FAILURE_CACHE_SECONDS = 30
+MAX_ENTRIES = 50_000
+
+
+class AuthorDirectory:
+    def __init__(self, auth_url: str, service_token: str, ttl_seconds: int, timeout: float = 2.0) -> None:
+        self.base_url = auth_url.rstrip("/")
+        self.ttl = ttl_seconds
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers[SERVICE_TOKEN_HEADER] = service_token
+        self._cache: dict[int, tuple[float, dict[str, Any] | None]] = {}
+        self._lock = threading.Lock()
+
+    def fetch(self, user_id: int) -> dict[str, Any] | None:
+        """The directory entry (``id, username, avatarUrl, role, isActive`` and whatever else
+        auth adds); None for an unknown user. Raises requests/ValueError errors when auth fails."""
+        response = self.session.get(f"{self.base_url}/internal/users/{user_id}", timeout=self.timeout)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return dict(response.json()["data"])
+
+    def lookup(self, user_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """Cached entries of the known users among ``user_ids``."""
+        now = time.monotonic()
+        found: dict[int, dict[str, Any]] = {}
+        for user_id in dict.fromkeys(user_ids):
+            cached = self._cache.get(user_id)
+            if cached is None or cached[0] < now:
+                cached = self._refresh(user_id, now)
+            if cached[1] is not None:
+                found[user_id] = cached[1]
+        return found
+
+    def _refresh(self, user_id: int, now: float) -> tuple[float, dict[str, Any] | None]:
+        try:
+            entry: tuple[float, dict[str, Any] | None] = (now + self.ttl, self.fetch(user_id))
+        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+            log.warning("author %s not readable from auth (%s)", user_id, exc.__class__.__name__)
+            entry = (now + FAILURE_CACHE_SECONDS, None)
+        with self._lock:
+            if len(self._cache) >= MAX_ENTRIES:
+                self._cache.clear()
+            self._cache[user_id] = entry
+        return entry
+
+    def close(self) -> None:
+        self.session.close()

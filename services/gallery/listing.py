@@ -1,0 +1,151 @@
+"""Listing works: the public gallery (cursor pages for infinite scroll) and the caller's own
+works (numbered pages with a total).
+
+Search: every work keeps ``search_text``, its title, description, prompt and tags folded
+by ``normalise``; each search word must occur in it as a substring (``LIKE``). Substrings
+need no word segmentation, so Chinese ("赛博朋克") works as well as English, on SQLite and
+on MariaDB alike (MariaDB 10.11 has no n-gram full-text parser). Gallery pages walk an
+index in sort order and stop after one page of matches, so common words are cheap; a rare
+word scans the listed works (see bench/gallery.py for the figures).
+"""
+from __future__ import annotations
+
+import base64
+import json
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
+from sqlalchemy.orm import load_only
+
+from shared.db import utcnow
+from shared.errors import Unprocessable
+from shared.tokens import Claims
+
+from .models import Work, WorkLike, WorkTag
+from .service import Gallery, author_of, dump_item, normalise, period_start
+
+MAX_SEARCH_WORDS = 5
+LIST_COLUMNS = (Work.id, Work.user_id, Work.author_username, Work.title, Work.description, Work.tags,
+                Work.is_public, Work.listed, Work.is_hidden, Work.hidden_reason, Work.featured_at,
+                Work.image_key, Work.thumbnail_key, Work.width, Work.height, Work.prompt, Work.model,
+                Work.likes_count, Work.views_count, Work.downloads_count, Work.hot_score,
+                Work.created_at, Work.updated_at)
+GALLERY_SORTS = {"newest": Work.created_at, "hottest": Work.likes_count, "views": Work.views_count,
+                 "trending": Work.hot_score}
+MY_SORTS = {"newest": (Work.created_at.desc(), Work.id.desc()), "oldest": (Work.created_at, Work.id),
+            "likes": (Work.likes_count.desc(), Work.id.desc()), "views": (Work.views_count.desc(), Work.id.desc())}
+
+
+def _search(term: str) -> list[ColumnElement[bool]]:
+    words = normalise(term).split()[:MAX_SEARCH_WORDS]
+    return [Work.search_text.contains(word, autoescape=True) for word in words]
+
+
+def _tag(tag: str) -> ColumnElement[bool]:
+    return exists().where(WorkTag.work_id == Work.id, WorkTag.tag == normalise(tag))
+
+
+def encode_cursor(sort: str, value: Any, work_id: int) -> str:
+    if isinstance(value, datetime):
+        value = value.isoformat()
+    raw = json.dumps([sort, value, work_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
+    """(sort value, id) after which the next page starts; 422 INVALID_CURSOR when it is not ours."""
+    invalid = Unprocessable("The cursor is malformed or belongs to another sort.", code="INVALID_CURSOR",
+                            details={"cursor": ["Invalid cursor."]})
+    try:
+        name, value, work_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if name != sort or not isinstance(work_id, int) or isinstance(work_id, bool) or work_id < 1:
+            raise invalid
+        if sort == "newest":
+            value = datetime.fromisoformat(value)
+        elif sort == "trending":
+            value = float(value)
+        elif not isinstance(value, int) or isinstance(value, bool):
+            raise invalid
+    except (ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise invalid from exc
+    return value, work_id
+
+
+def _liked(session, viewer_id: int | None, works: list[Work]) -> set[int]:
+    if viewer_id is None or not works:
+        return set()
+    return set(session.scalars(select(WorkLike.work_id).where(
+        WorkLike.user_id == viewer_id, WorkLike.work_id.in_([w.id for w in works]))))
+
+
+def _items(gallery: Gallery, session, works: list[Work], viewer_id: int | None) -> list[dict[str, Any]]:
+    liked = _liked(session, viewer_id, works)
+    directory = gallery.authors.lookup(w.user_id for w in works)
+    now = utcnow()
+    return [dump_item(gallery, w, viewer_id=viewer_id, liked=w.id in liked,
+                      author=author_of(gallery, w, directory), now=now) for w in works]
+
+
+def list_gallery(gallery: Gallery, viewer: Claims | None, query: dict[str, Any]) -> dict[str, Any]:
+    """Listed works, filtered and sorted, one cursor page at a time."""
+    sort, size = query["sort"], query["page_size"]
+    column = GALLERY_SORTS[sort]
+    conditions: list[ColumnElement[bool]] = [Work.listed == true(), *_search(query["search"])]
+    if query.get("tag"):
+        conditions.append(_tag(query["tag"]))
+    if query.get("model"):
+        conditions.append(Work.model == query["model"])
+    if query.get("author_id"):
+        conditions.append(Work.user_id == query["author_id"])
+    since = period_start(query["period"], gallery.config.timezone, utcnow())
+    if since is not None:
+        conditions.append(Work.created_at >= since)
+    if query.get("cursor"):
+        value, after_id = decode_cursor(query["cursor"], sort)
+        conditions.append(or_(column < value, and_(column == value, Work.id < after_id)))
+    stmt = (select(Work).options(load_only(*LIST_COLUMNS)).where(*conditions)
+            .order_by(column.desc(), Work.id.desc()).limit(size + 1))
+    viewer_id = viewer.user_id if viewer else None
+    with gallery.db.read() as session:
+        works = list(session.scalars(stmt))
+        more = len(works) > size
+        works = works[:size]
+        items = _items(gallery, session, works, viewer_id)
+    last = works[-1] if works else None
+    next_cursor = encode_cursor(sort, getattr(last, column.key), last.id) if more and last else None
+    return {"items": items, "nextCursor": next_cursor, "pageSize": size}
+
+
+def list_my_works(gallery: Gallery, user: Claims, query: dict[str, Any]) -> dict[str, Any]:
+    """The caller's own works (public, private and hidden), in numbered pages with a total."""
+    conditions: list[ColumnElement[bool]] = [Work.user_id == user.user_id, *_search(query["search"])]
+    visibility = query["visibility"]
+    if visibility == "public":
+        conditions.append(Work.is_public == true())
+    elif visibility == "private":
+        conditions.append(Work.is_public == false())
+    elif visibility == "hidden":
+        conditions.append(Work.is_hidden == true())
+    if query.get("tag"):
+        conditions.append(_tag(query["tag"]))
+    if query.get("model"):
+        conditions.append(Work.model == query["model"])
+    zone = gallery.config.timezone
+    if query.get("date_from"):
+        conditions.append(Work.created_at >= _local_midnight(query["date_from"], zone))
+    if query.get("date_to"):
+        conditions.append(Work.created_at < _local_midnight(query["date_to"], zone, days=1))
+    page, size = query["page"], query["page_size"]
+    with gallery.db.read() as session:
+        total = session.scalar(select(func.count()).select_from(Work).where(*conditions))
+        works = list(session.scalars(select(Work).options(load_only(*LIST_COLUMNS)).where(*conditions)
+                                     .order_by(*MY_SORTS[query["sort"]]).offset((page - 1) * size).limit(size)))
+        items = _items(gallery, session, works, user.user_id)
+    return {"items": items, "page": page, "pageSize": size, "total": total}
+
+
+def _local_midnight(day: date, zone: ZoneInfo, days: int = 0) -> datetime:
+    start = datetime.combine(day + timedelta(days=days), time(), tzinfo=zone)
+    return start.astimezone(timezone.utc).replace(tzinfo=None)
