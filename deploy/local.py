@@ -26,6 +26,7 @@ from shared.config import Settings, load_settings
 from shared.embedded import redis_answers, redis_server_binary, redis_server_command
 from shared.migrate import upgrade_all
 from shared.tokens import ensure_dev_keys
+from shared.web import ACCESS_LOG_FORMAT
 
 PY = sys.executable
 
@@ -55,7 +56,8 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
     def gunicorn(app: str, bind: str, workers: int, threads: int) -> list[str]:
         return [PY, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers),
                 "--threads", str(threads), "--bind", bind, "--timeout", "120",
-                "--graceful-timeout", "5", "--access-logfile", "-", f"{app}:create_app()"]
+                "--graceful-timeout", "5", "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
+                f"{app}:create_app()"]
 
     return {
         "gateway": gunicorn("services.gateway.app", f"{gateway_host}:{settings.gateway_port}", 2, 64),

@@ -1,11 +1,13 @@
-"""Flask plumbing every service app shares: request ids, the internal service
-token, JSON body loading, health routes and the error envelope."""
+"""Flask plumbing every service app shares: request ids (in every log line), the
+internal service token, JSON body loading, health routes and the error envelope."""
 from __future__ import annotations
 
 import hmac
 import logging
+import re
 import uuid
-from typing import Any, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Mapping, TextIO
 
 from flask import Flask, g, jsonify, request
 from marshmallow import Schema
@@ -15,6 +17,10 @@ from shared.errors import BadRequest, Forbidden, error_response, register_error_
 
 SERVICE_TOKEN_HEADER = "X-Service-Token"
 REQUEST_ID_HEADER = "X-Request-ID"
+# A caller's request id is kept only if it is short and plain, so it cannot forge log lines.
+VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# gunicorn's access log line, ending with the request id the app echoed in its response.
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s" [%({x-request-id}o)s]'
 
 log = logging.getLogger(__name__)
 
@@ -46,30 +52,64 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-def configure_logging(service: str, level: str) -> None:
-    handler = logging.StreamHandler()
+def log_handler(service: str, stream: TextIO | None = None) -> logging.Handler:
+    """A handler whose lines carry the service name and the request id."""
+    handler = logging.StreamHandler(stream)
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(logging.Formatter(
         f"%(asctime)s {service} %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
+    return handler
+
+
+def configure_logging(service: str, level: str) -> None:
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [log_handler(service)]
     root.setLevel(level)
 
 
+def incoming_request_id() -> str:
+    """The caller's ``X-Request-ID`` if it is well-formed, else a new one."""
+    presented = request.headers.get(REQUEST_ID_HEADER, "")
+    return presented if VALID_REQUEST_ID.fullmatch(presented) else uuid.uuid4().hex
+
+
+def run_probes(checks: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Run the probes concurrently (a hung dependency costs its own timeout, not the sum of
+    all); name → what the probe returned, or the exception it raised."""
+    def outcome(check: Callable[[], Any]) -> Any:
+        try:
+            return check()
+        except Exception as exc:  # a probe reports, it does not raise
+            return exc
+
+    if len(checks) <= 1:
+        return {name: outcome(check) for name, check in checks.items()}
+    with ThreadPoolExecutor(max_workers=len(checks)) as pool:
+        futures = {name: pool.submit(outcome, check) for name, check in checks.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
 def init_service_app(app: Flask, settings: Settings, *, internal: bool,
-                     ready_checks: dict[str, Callable[[], None]] | None = None) -> None:
+                     ready_checks: dict[str, Callable[[], None]] | None = None,
+                     ready_info: dict[str, Callable[[], Any]] | None = None) -> None:
     """Bind the shared behaviour to a service app.
 
     ``internal`` services answer only calls that carry the service token (the gateway
     and the worker add it); ``/healthz`` and ``/readyz`` stay open for probes.
+    ``/readyz`` fails (503) when a ``ready_checks`` probe raises; ``ready_info`` probes
+    are only reported. Outside tests, log lines go to stderr with the request id
+    (under pytest, its own log capture stays in place).
     """
     app.config["SETTINGS"] = settings
     app.json.sort_keys = False
     register_error_handlers(app)
+    if settings.env != "test":
+        configure_logging(app.import_name.split(".")[-2] if "." in app.import_name else app.import_name,
+                          settings.log_level)
 
     @app.before_request
     def _identify_request():
-        g.request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        g.request_id = incoming_request_id()
         if internal and request.path not in ("/healthz", "/readyz"):
             presented = request.headers.get(SERVICE_TOKEN_HEADER, "")
             if not hmac.compare_digest(presented, settings.service_token):
@@ -87,14 +127,14 @@ def init_service_app(app: Flask, settings: Settings, *, internal: bool,
 
     @app.get("/readyz")
     def readyz():
-        components, ready = {}, True
-        for name, check in (ready_checks or {}).items():
-            try:
-                check()
-                components[name] = "ok"
-            except Exception as exc:  # a probe reports, it does not raise
-                components[name] = f"down: {exc.__class__.__name__}"
-                ready = False
-        if not ready:
-            return error_response(503, "NOT_READY", "A dependency is unreachable.", components)
+        required = ready_checks or {}
+        outcomes = run_probes({**required, **(ready_info or {})})
+        components: dict[str, Any] = {}
+        for name, outcome in outcomes.items():
+            if isinstance(outcome, Exception):
+                components[name] = f"down: {outcome.__class__.__name__}"
+            else:
+                components[name] = "ok" if name in required else outcome
+        if any(isinstance(outcomes[name], Exception) for name in required):
+            return error_response(503, "NOT_READY", "A required dependency is unreachable.", components)
         return jsonify({"success": True, "data": {"status": "ready", "components": components}})

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.gateway import files, health, proxy, render_api, security, ws
+from services.gateway import files, health, proxy, ratelimit, render_api, security, ws
+from services.gateway.config import GatewayConfig, load_gateway_config
 from shared.config import Settings, load_settings
 from shared.events import redis_client
 from shared.web import init_service_app
@@ -13,20 +14,28 @@ UPSTREAM_POOL_SIZE = 64
 WEBSOCKET_OPTIONS = {"ping_interval": 25, "max_message_size": 64 * 1024}
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, config: GatewayConfig | None = None) -> Flask:
     settings = settings or load_settings()
+    config = config or load_gateway_config()
     app = Flask(__name__, static_folder=str(settings.web_root), static_url_path="/static")
     app.config["SOCK_SERVER_OPTIONS"] = WEBSOCKET_OPTIONS
 
-    session = proxy.pooled_session(UPSTREAM_POOL_SIZE)
     redis = redis_client(settings.redis_url)
-    checks = health.dependency_checks(settings, session, redis)
+    probes = health.probe_session()
+    checks = health.dependency_checks(settings, probes, redis, lambda: app.extensions["render"].db)
+    app.extensions["gateway_config"] = config
     app.extensions["gateway_redis"] = redis
+    app.extensions["redis"] = redis  # shared.tokens checks revocations with it
+    app.extensions["gateway_probes"] = probes
     app.extensions["gateway_checks"] = checks
 
-    init_service_app(app, settings, internal=False, ready_checks=checks)
+    # Hooks run in this order: request id, body limits, rate limits, CORS preflight.
+    init_service_app(app, settings, internal=False, ready_checks=checks,
+                     ready_info=health.informational_checks(redis))
     security.init_security(app)
-    proxy.init_proxy(app, settings, session)
+    ratelimit.init_rate_limits(app, config.rate_limits, redis, settings.service_token)
+    security.init_cors(app, config.cors_origins)
+    proxy.init_proxy(app, settings, config, UPSTREAM_POOL_SIZE)
     ws.sock.init_app(app)
     app.register_blueprint(files.bp)
     app.register_blueprint(health.bp)

@@ -6,15 +6,25 @@ from typing import Callable
 import redis
 import requests
 from flask import Blueprint, current_app
+from sqlalchemy import text
 
 from services.render_worker.catalog import read_live_catalogs
 from shared.config import Settings
+from shared.db import Database
 from shared.errors import ok
+from shared.web import run_probes
 
 PROBE_TIMEOUT = (1.0, 2.0)
 DEMO_NOTICE = "Demo backend: images come from the built-in ComfyUI emulator, not a real model."
 
 bp = Blueprint("health", __name__)
+
+
+def probe_session() -> requests.Session:
+    """A small keep-alive session for the probes, ignoring any proxy set in the environment."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
 
 
 def _service_probe(session: requests.Session, base_url: str) -> Callable[[], None]:
@@ -24,32 +34,43 @@ def _service_probe(session: requests.Session, base_url: str) -> Callable[[], Non
     return probe
 
 
-def dependency_checks(settings: Settings, session: requests.Session,
-                      redis_client: redis.Redis) -> dict[str, Callable[[], None]]:
-    """One probe per dependency; each raises when its dependency is not ready."""
+def _database_probe(database: Callable[[], Database]) -> Callable[[], None]:
+    def probe() -> None:
+        with database().engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    return probe
+
+
+def dependency_checks(settings: Settings, session: requests.Session, redis_client: redis.Redis,
+                      render_database: Callable[[], Database]) -> dict[str, Callable[[], None]]:
+    """One probe per required dependency; each raises when its dependency is not ready.
+
+    Each downstream service's own ``/readyz`` covers its database and Redis.
+    """
     return {
         "auth": _service_probe(session, settings.auth_url),
         "credits": _service_probe(session, settings.credits_url),
         "gallery": _service_probe(session, settings.gallery_url),
         "redis": redis_client.ping,
+        "renderDatabase": _database_probe(render_database),
     }
+
+
+def informational_checks(redis_client: redis.Redis) -> dict[str, Callable[[], object]]:
+    """Reported by ``/readyz`` but never failing it: jobs wait in the queue until a worker starts."""
+    return {"renderWorkers": lambda: len(read_live_catalogs(redis_client))}
 
 
 @bp.get("/api/health")
 def health():
     settings: Settings = current_app.config["SETTINGS"]
     checks: dict[str, Callable[[], None]] = current_app.extensions["gateway_checks"]
-    components: dict[str, object] = {}
-    for name, check in checks.items():
-        try:
-            check()
-            components[name] = "ok"
-        except Exception:  # a probe reports, it does not raise
-            components[name] = "down"
-    try:
-        components["renderWorkers"] = len(read_live_catalogs(current_app.extensions["gateway_redis"]))
-    except redis.RedisError:
-        components["renderWorkers"] = 0
+    redis_client = current_app.extensions["gateway_redis"]
+    outcomes = run_probes({**checks, **informational_checks(redis_client)})
+    components: dict[str, object] = {name: "down" if isinstance(outcomes[name], Exception) else "ok"
+                                     for name in checks}
+    workers = outcomes["renderWorkers"]
+    components["renderWorkers"] = 0 if isinstance(workers, Exception) else workers
     healthy = all(value == "ok" for name, value in components.items() if name != "renderWorkers")
     healthy = healthy and components["renderWorkers"] > 0
     return ok({

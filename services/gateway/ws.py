@@ -3,13 +3,21 @@
 The browser cannot set headers on a WebSocket, so the access token comes in the
 ``token`` query parameter. The socket holds no business logic: it forwards the
 user's events and answers ``ping`` and ``resume`` frames.
+
+A socket lives no longer than its token: when the token expires the client gets a
+``TOKEN_EXPIRED`` error frame and close code 4401, and reconnects with a fresh token.
+A signed-out or disabled user's socket is closed the same way (``TOKEN_REVOKED``)
+within ``WS_RECHECK_SECONDS``.
 """
 from __future__ import annotations
 
 import json
 import re
+import time
+from dataclasses import dataclass
 from typing import Any
 
+import jwt
 import redis
 from flask import current_app, request
 from flask_sock import Sock
@@ -17,9 +25,9 @@ from simple_websocket import Server
 
 from services.render_worker import jobs
 from shared.config import Settings
-from shared.errors import NotFound, ServiceError, Unauthorized
+from shared.errors import NotFound, ServiceError, ServiceUnavailable, Unauthorized
 from shared.events import EventBus
-from shared.tokens import Claims, decode_access_token
+from shared.tokens import Claims, check_not_revoked, decode_access_token
 
 POLICY_CLOSE_UNAUTHORIZED = 4401
 CLOSE_INTERNAL_ERROR = 1011
@@ -49,17 +57,41 @@ def _send_error(ws: Server, error: ServiceError) -> None:
     _send(ws, "error", {"code": error.code, "message": error.message})
 
 
-def _authenticate(ws: Server) -> Claims | None:
-    """The caller's claims, or None after telling the client why and closing with 4401."""
+def _refuse(ws: Server, error: Unauthorized) -> None:
+    _send_error(ws, error)
+    ws.close(reason=POLICY_CLOSE_UNAUTHORIZED, message=error.code)
+
+
+@dataclass(frozen=True)
+class SocketSession:
+    claims: Claims
+    expires_at: float  # the token's "exp", Unix seconds
+
+
+def _authenticate(ws: Server, redis_client: redis.Redis) -> SocketSession | None:
+    """The caller's verified session, or None after telling the client why and closing with 4401."""
     token = request.args.get("token", "")
     try:
         if not token:
             raise Unauthorized("Sign in to receive live events.", code="NO_TOKEN")
-        return decode_access_token(token, _public_key())
+        claims = decode_access_token(token, _public_key())
+        check_not_revoked(redis_client, claims)
     except Unauthorized as error:
-        _send_error(ws, error)
-        ws.close(reason=POLICY_CLOSE_UNAUTHORIZED, message=error.code)
+        _refuse(ws, error)
         return None
+    # decode_access_token has just verified the signature and required "exp"; read it back.
+    expires_at = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    return SocketSession(claims, expires_at)
+
+
+def _still_valid(session: SocketSession, redis_client: redis.Redis) -> Unauthorized | None:
+    if time.time() >= session.expires_at:
+        return Unauthorized("Your session has expired; reconnect with a fresh token.", code="TOKEN_EXPIRED")
+    try:
+        check_not_revoked(redis_client, session.claims)
+    except Unauthorized as error:
+        return error
+    return None
 
 
 def _handle_frame(ws: Server, raw: str | bytes, claims: Claims, bus: EventBus) -> None:
@@ -102,22 +134,36 @@ def _resume(ws: Server, frame: dict[str, Any], claims: Claims, bus: EventBus) ->
 
 @sock.route("/ws")
 def events_socket(ws: Server) -> None:
-    claims = _authenticate(ws)
-    if claims is None:
+    redis_client: redis.Redis = current_app.extensions["gateway_redis"]
+    recheck_every: float = current_app.extensions["gateway_config"].ws_recheck_seconds
+    try:
+        session = _authenticate(ws, redis_client)
+    except ServiceUnavailable as error:  # revocation cannot be checked: Redis is down
+        _send_error(ws, error)
+        ws.close(reason=CLOSE_INTERNAL_ERROR, message=error.code)
         return
-    bus = EventBus(current_app.extensions["gateway_redis"])
+    if session is None:
+        return
+    claims = session.claims
+    bus = EventBus(redis_client)
     listener = bus.listen(claims.user_id, timeout=LISTEN_TIMEOUT)
     try:
         # The first step subscribes, so nothing published after "ready" can be missed.
         pending = next(listener)
         _send(ws, "ready", {"userId": claims.user_id})
+        next_check = time.monotonic() + recheck_every
         while True:
             if pending is not None:
                 ws.send(json.dumps(pending))
             while (raw := ws.receive(timeout=0)) is not None:
                 _handle_frame(ws, raw, claims, bus)
+            if time.time() >= session.expires_at or time.monotonic() >= next_check:
+                if (error := _still_valid(session, redis_client)) is not None:
+                    _refuse(ws, error)
+                    return
+                next_check = time.monotonic() + recheck_every
             pending = next(listener)
-    except redis.RedisError:
+    except (redis.RedisError, ServiceUnavailable):
         # Without the event bus the socket is useless; the client reconnects with back-off.
         _send(ws, "error", {"code": "EVENTS_UNAVAILABLE", "message": "Live events are unavailable."})
         ws.close(reason=CLOSE_INTERNAL_ERROR, message="EVENTS_UNAVAILABLE")

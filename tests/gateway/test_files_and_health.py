@@ -5,10 +5,9 @@ import json
 
 import pytest
 
-from services.gateway.app import create_app
 from services.render_worker.catalog import catalog_key
 from shared.storage import LocalStorage, content_key
-from tests.gateway.conftest import build_settings, close_app
+from tests.gateway.conftest import build_app, close_app
 
 
 def test_media_is_served_with_an_immutable_cache(app, gateway_settings):
@@ -72,7 +71,7 @@ def live_worker(app, unique):
 
 def test_health_reports_components_and_the_demo_notice(gateway_env, live_worker):
     gateway_env["DEMO_BACKEND"] = "true"
-    app = create_app(build_settings(gateway_env))
+    app = build_app(gateway_env)
     try:
         response = app.test_client().get("/api/health")
     finally:
@@ -90,7 +89,7 @@ def test_health_reports_components_and_the_demo_notice(gateway_env, live_worker)
 
 def test_health_is_degraded_and_readyz_fails_when_a_service_is_down(gateway_env, closed_url, live_worker):
     gateway_env["GALLERY_URL"] = closed_url
-    app = create_app(build_settings(gateway_env))
+    app = build_app(gateway_env)
     try:
         client = app.test_client()
         health = client.get("/api/health")
@@ -108,8 +107,21 @@ def test_health_is_degraded_and_readyz_fails_when_a_service_is_down(gateway_env,
     assert ready.get_json()["error"]["details"]["gallery"].startswith("down")
 
 
-def test_readyz_is_ready_when_every_dependency_answers(client):
+def test_readyz_is_ready_when_every_dependency_answers(client, live_worker):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.get_json()["data"]["components"] == {
-        "auth": "ok", "credits": "ok", "gallery": "ok", "redis": "ok"}
+    components = response.get_json()["data"]["components"]
+    workers = components.pop("renderWorkers")
+    assert components == {"auth": "ok", "credits": "ok", "gallery": "ok", "redis": "ok", "renderDatabase": "ok"}
+    assert isinstance(workers, int) and workers >= 1
+
+
+def test_readyz_reports_no_render_worker_without_failing(client, redis_url):
+    from shared.events import redis_client
+    from services.render_worker.catalog import read_live_catalogs
+    probe = redis_client(redis_url)
+    live = len(read_live_catalogs(probe))
+    probe.close()
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json()["data"]["components"]["renderWorkers"] == live

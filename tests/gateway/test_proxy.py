@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
+import requests
 
-from services.gateway.app import create_app
 from tests.conftest import TEST_SERVICE_TOKEN
-from tests.gateway.conftest import build_settings, close_app
+from tests.gateway.conftest import build_app, close_app, serve
 
 
 @pytest.mark.parametrize(("path", "service"), [
@@ -76,6 +76,22 @@ def test_upstream_status_body_and_content_type_pass_through(client):
     assert failed.get_json()["method"] == "DELETE"
 
 
+@pytest.mark.parametrize("query", ["size=1000", "size=2000000", "size=2000000&stream=1"])
+def test_small_large_and_unsized_bodies_pass_through_whole(app, query):
+    """Small bodies are buffered, large or unsized ones streamed; the pool stays usable."""
+    server = serve(app)
+    try:
+        session = requests.Session()
+        for _ in range(3):
+            response = session.get(f"{server.url}/api/works/large?{query}", timeout=10)
+            assert response.status_code == 200
+            assert len(response.content) == int(query.split("&")[0].split("=")[1])
+            assert session.get(f"{server.url}/api/works/gallery", timeout=10).json()["service"] == "gallery"
+        session.close()
+    finally:
+        server.stop()
+
+
 def test_hop_by_hop_response_headers_are_stripped(client):
     response = client.get("/api/works/gallery")
     assert response.headers["X-Upstream"] == "gallery"
@@ -85,7 +101,7 @@ def test_hop_by_hop_response_headers_are_stripped(client):
 
 def test_unreachable_upstream_answers_503_naming_the_service(gateway_env, closed_url):
     gateway_env["AUTH_URL"] = closed_url
-    app = create_app(build_settings(gateway_env))
+    app = build_app(gateway_env)
     try:
         response = app.test_client().post("/api/users/login", json={"username": "x", "password": "y"})
         assert response.status_code == 503

@@ -5,11 +5,13 @@ import json
 import time
 from typing import Iterator
 
+import jwt
 import pytest
 import websocket
 
 from shared.events import EventBus, redis_client
-from tests.gateway.conftest import RunningServer, serve
+from shared.tokens import revoked_token_key, revoked_user_key
+from tests.gateway.conftest import ATTACKS, RunningServer, build_app, close_app, serve
 
 
 @pytest.fixture
@@ -26,8 +28,7 @@ def bus(redis_url) -> Iterator[EventBus]:
     client.close()
 
 
-@pytest.fixture
-def connect(server):
+def _connector(server: RunningServer) -> Iterator:
     sockets: list[websocket.WebSocket] = []
 
     def _connect(query: str = "") -> websocket.WebSocket:
@@ -39,6 +40,11 @@ def connect(server):
     for ws in sockets:
         ws.close()
         ws.shutdown()
+
+
+@pytest.fixture
+def connect(server):
+    yield from _connector(server)
 
 
 def receive(ws: websocket.WebSocket) -> dict:
@@ -67,6 +73,62 @@ def test_expired_token_is_refused(connect, issue_token, unique):
     assert expect_close(ws) == 4401
 
 
+def test_attack_tokens_are_refused_with_4401(connect, attack_tokens):
+    for attack in ATTACKS:
+        token, code = attack_tokens[attack]
+        ws = connect(f"?token={token}")
+        frame = receive(ws)
+        assert (frame["type"], frame["data"]["code"]) == ("error", code), attack
+        assert expect_close(ws) == 4401, attack
+
+
+@pytest.fixture
+def rechecking_server(gateway_env) -> Iterator[RunningServer]:
+    """A gateway whose sockets re-check revocation every 0.2 s."""
+    app = build_app({**gateway_env, "WS_RECHECK_SECONDS": "0.2"})
+    running = serve(app)
+    yield running
+    running.stop()
+    close_app(app)
+
+
+@pytest.fixture
+def recheck_connect(rechecking_server):
+    yield from _connector(rechecking_server)
+
+
+def test_socket_closes_when_its_token_expires(recheck_connect, issue_token, unique):
+    token = issue_token(11, f"short_{unique}", minutes=2 / 60)
+    ws = recheck_connect(f"?token={token}")
+    assert receive(ws)["type"] == "ready"
+    ws.send(json.dumps({"type": "ping"}))
+    assert receive(ws) == {"type": "pong"}
+    expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+    frame = receive(ws)
+    assert frame == {"type": "error", "data": {"code": "TOKEN_EXPIRED", "message": frame["data"]["message"]}}
+    assert 0 <= time.time() - expires_at < 1
+    assert expect_close(ws) == 4401
+
+
+@pytest.mark.parametrize("mark", ["token", "user"])
+def test_socket_closes_when_its_token_is_revoked(recheck_connect, issue_token, bus, unique, mark):
+    user_id = 4_000_000 + int(unique[:5], 16)
+    token = issue_token(user_id, f"rev_{unique}")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    key = revoked_token_key(claims["jti"]) if mark == "token" else revoked_user_key(user_id)
+    ws = recheck_connect(f"?token={token}")
+    assert receive(ws)["type"] == "ready"
+    bus.redis.set(key, str(claims["iat"] + 1), ex=60)
+    try:
+        started = time.monotonic()
+        assert receive(ws)["data"]["code"] == "TOKEN_REVOKED"
+        assert time.monotonic() - started < 1.5
+        assert expect_close(ws) == 4401
+        assert receive(recheck_connect(f"?token={token}"))["data"]["code"] == "TOKEN_REVOKED"
+    finally:
+        bus.redis.delete(key)
+
+
 def test_valid_token_gets_ready_then_only_its_own_events(connect, issue_token, bus, unique):
     user_id, other_id = 7_000_000 + int(unique[:5], 16), 8_000_000 + int(unique[:5], 16)
     ws = connect(f"?token={issue_token(user_id, f'u_{unique}')}")
@@ -90,7 +152,8 @@ def test_valid_token_gets_ready_then_only_its_own_events(connect, issue_token, b
 
 
 def test_ping_gets_pong_and_bad_frames_get_errors(connect, issue_token, unique):
-    ws = connect(f"?token={issue_token(42, f'p_{unique}')}")
+    # A user id of its own: pub/sub channels are shared by every test run on this Redis.
+    ws = connect(f"?token={issue_token(2_000_000 + int(unique[:5], 16), f'p_{unique}')}")
     assert receive(ws)["type"] == "ready"
     ws.send(json.dumps({"type": "ping"}))
     assert receive(ws) == {"type": "pong"}
@@ -125,7 +188,7 @@ def test_resume_replays_own_job_events_only(app, connect, issue_token, bus, uniq
     job_id = jobs.new_job_id()
     with app.extensions["render"].db.transaction() as session:
         jobs.create_job(session, job_id=job_id, user_id=owner_id, template=load_templates()["text2img"],
-                        params={"prompt": "a cat", "batchSize": 1})
+                        params={"prompt": "a cat", "batchSize": 1}, price_per_image=15, queue="render")
     first = bus.publish(owner_id, "job.started", {"jobId": job_id}, job_id=job_id)
     second = bus.publish(owner_id, "job.progress", {"jobId": job_id, "step": 1, "totalSteps": 2,
                                                     "percent": 50}, job_id=job_id)

@@ -1,0 +1,188 @@
+"""The latency the gateway adds to a proxied request, measured against the service itself.
+
+    .venv/bin/python bench/gateway.py [--seconds 5] [--clients 16] [--rounds 2]
+
+Starts the credits service and the gateway under gunicorn with exactly the options
+``make run`` uses (``deploy.local.service_commands``), then sends the same request,
+``GET /api/credits/pricing``, straight to the service (with the service token the gateway
+would add) and through the gateway, alternating in rounds so both see the same machine.
+Load comes from ``wrk`` when installed (``apt-get install wrk``; C, so the load generator
+takes little CPU from the servers), else from Python threads with keep-alive sessions.
+A single sequential client is measured too: with 16 clients on 2 cores, latency is mostly
+queueing for CPU (the gateway spends about 1 ms of CPU on each request), so the unloaded
+figure is the closest to the hop's own cost.
+Rate limits are raised for the run (RATE_LIMIT_GLOBAL) and counted in a private namespace.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+import requests  # noqa: E402
+
+from deploy.local import service_commands  # noqa: E402
+from shared.config import load_settings  # noqa: E402
+from shared.embedded import free_port  # noqa: E402
+from shared.migrate import upgrade  # noqa: E402
+from shared.tokens import ensure_dev_keys  # noqa: E402
+
+PATH = "/api/credits/pricing"
+
+
+@dataclass
+class Result:
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    requests: int
+
+
+def start(name: str, command: list[str], env: dict[str, str], ready_url: str, workdir: Path) -> subprocess.Popen:
+    log_path = workdir / f"{name}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(ready_url, timeout=2).status_code == 200:
+                return proc
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise SystemExit(f"{name} did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
+_WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_WRK_TOTAL = re.compile(r"(\d+) requests in")
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(url: str, headers: dict[str, str], clients: int, seconds: float) -> Result:
+    command = ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in output:
+        raise SystemExit(f"wrk saw errors:\n{output}")
+    latency = {percent: float(value) * _UNIT_MS[unit] for percent, value, unit in _WRK_LATENCY.findall(output)}
+    return Result(latency["50"], latency["99"], float(_WRK_RPS.search(output).group(1)),
+                  int(_WRK_TOTAL.search(output).group(1)))
+
+
+def run_threads(url: str, headers: dict[str, str], clients: int, seconds: float) -> Result:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client() -> None:
+        session = requests.Session()
+        session.trust_env = False
+        own: list[float] = []
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            response = session.get(url, headers=headers, timeout=10)
+            own.append(time.perf_counter() - started)
+            if response.status_code != 200:
+                raise SystemExit(f"{url} answered {response.status_code}: {response.text[:300]}")
+        session.close()
+        with lock:
+            latencies.extend(own)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    ordered = sorted(latencies)
+    return Result(ordered[len(ordered) // 2] * 1000, ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
+                  len(ordered) / elapsed, len(ordered))
+
+
+def combine(results: list[Result]) -> Result:
+    """Rounds combined: the median of each figure."""
+    return Result(statistics.median(r.p50_ms for r in results), statistics.median(r.p99_ms for r in results),
+                  statistics.median(r.rps for r in results), sum(r.requests for r in results))
+
+
+def measure(label: str, runner, targets: dict[str, tuple[str, dict[str, str]]], clients: int,
+            seconds: float, rounds: int) -> None:
+    for url, headers in targets.values():  # warm up pools, imports and caches
+        runner(url, headers, clients, min(seconds, 2))
+    collected: dict[str, list[Result]] = {name: [] for name in targets}
+    for _ in range(rounds):
+        for name, (url, headers) in targets.items():
+            collected[name].append(runner(url, headers, clients, seconds))
+    combined = {name: combine(results) for name, results in collected.items()}
+    print(f"\n{label}: {clients} keep-alive client(s), {rounds} × {seconds:g} s per target, GET {PATH}")
+    print(f"  {'target':<10} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'requests':>9}")
+    for name, result in combined.items():
+        print(f"  {name:<10} {result.p50_ms:8.2f} {result.p99_ms:8.2f} {result.rps:9.0f} {result.requests:9d}")
+    direct, gateway = combined["direct"], combined["gateway"]
+    print(f"  added by the gateway: p50 {gateway.p50_ms - direct.p50_ms:+.2f} ms, "
+          f"p99 {gateway.p99_ms - direct.p99_ms:+.2f} ms, throughput {gateway.rps / direct.rps:.0%} of direct")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent keep-alive clients")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per target")
+    parser.add_argument("--python-client", action="store_true", help="use Python threads even if wrk is installed")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    token = secrets.token_urlsafe(24)
+    env = {**os.environ, "APP_ENV": "development", "DATA_DIR": str(workdir),
+           "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+           "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+           "SERVICE_TOKEN": token, "LOG_LEVEL": "WARNING", "GATEWAY_HOST": "127.0.0.1",
+           "GATEWAY_PORT": str(free_port()), "CREDITS_PORT": str(free_port()),
+           "AUTH_PORT": str(free_port()), "GALLERY_PORT": str(free_port()),
+           "RATE_LIMIT_GLOBAL": "1000000000/minute", "RATE_LIMIT_NAMESPACE": f"bench-{token[:8]}"}
+    settings = load_settings(env)
+    ensure_dev_keys(settings)
+    upgrade("credits", settings.credits_database_url)
+    commands = service_commands(settings)
+    service_url, gateway_url = settings.credits_url, f"http://127.0.0.1:{settings.gateway_port}"
+    processes = []
+    try:
+        processes.append(start("credits", commands["credits"], env, f"{service_url}/readyz", workdir))
+        processes.append(start("gateway", commands["gateway"], env, f"{gateway_url}/healthz", workdir))
+        targets = {"direct": (service_url + PATH, {"X-Service-Token": token}),
+                   "gateway": (gateway_url + PATH, {})}
+        use_wrk = shutil.which("wrk") is not None and not args.python_client
+        runner = run_wrk if use_wrk else run_threads
+        print(f"gateway and credits under gunicorn as `make run` starts them; load from "
+              f"{'wrk' if use_wrk else 'Python threads (requests.Session)'}; {os.cpu_count()} CPU cores")
+        measure("Under load", runner, targets, args.clients, args.seconds, args.rounds)
+        measure("Unloaded", runner, targets, 1, args.seconds, args.rounds)
+    finally:
+        for proc in processes:
+            proc.terminate()
+        for proc in processes:
+            proc.wait(timeout=15)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

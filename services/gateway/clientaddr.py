@@ -1,0 +1,62 @@
+"""The client's address, believing ``X-Forwarded-For`` only as far as trusted proxies vouch.
+
+Each proxy appends the address it received the request from, so the header is read from
+the right: starting at the socket peer, while the current hop is a trusted proxy, step to
+the address it reports. The first address that is not a trusted proxy is the client.
+Anything a client wrote further left is ignored, and with no trusted proxies configured
+(the default) the header is never read. Werkzeug's ProxyFix trusts a fixed number of hops,
+not networks, hence this resolver.
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, Union
+
+from flask import current_app, g, request
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Address = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+
+def parse_networks(raw: str) -> tuple[Network, ...]:
+    """``"10.0.0.0/8, 192.168.1.7 fd00::/8"`` → networks; ValueError names a bad entry."""
+    networks = []
+    for part in raw.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"not an address or CIDR network: {part!r}") from exc
+    return tuple(networks)
+
+
+def _address(text: str) -> Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def resolve_client(peer: str, forwarded_for: Iterable[str], trusted: tuple[Network, ...]) -> str:
+    """The client address for a request from ``peer`` carrying these ``X-Forwarded-For`` values."""
+    client = _address(peer)
+    if client is None:
+        return peer
+    hops = [hop for value in forwarded_for for hop in value.split(",") if hop.strip()]
+    while hops and any(client in network for network in trusted):
+        reported = _address(hops.pop())
+        if reported is None:
+            break  # a malformed hop: the trusted proxy that passed it on is as far as we can see
+        client = reported
+    return str(client)
+
+
+def client_address() -> str:
+    """The current request's client address (computed once per request)."""
+    if "client_address" not in g:
+        trusted = current_app.extensions["gateway_config"].trusted_proxies
+        peer = request.remote_addr or ""
+        g.client_address = resolve_client(peer, request.headers.getlist("X-Forwarded-For"), trusted) if trusted else peer
+    return g.client_address

@@ -1,0 +1,79 @@
+"""Settings only the gateway reads: the edge's rate limits, trusted proxies, CORS origins,
+upstream timeouts. Each is an environment variable; the README lists them.
+
+``RATE_LIMIT_*`` values are ``<count>/<period>`` such as ``5/minute``, ``3/hour`` or
+``10/30 seconds`` (see ``services.gateway.ratelimit.parse_rate``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from services.gateway.clientaddr import Network, parse_networks
+from services.gateway.ratelimit import Rate, RateLimits, parse_rate
+from shared.config import ConfigError, _str
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    rate_limits: RateLimits
+    trusted_proxies: tuple[Network, ...]
+    cors_origins: frozenset[str]
+    connect_timeout: float
+    read_timeout: float      # for writes: an upstream may legitimately work for a while
+    get_read_timeout: float  # reads should be quick; a hung upstream fails fast
+    ws_recheck_seconds: float  # how often an open socket re-checks its token's revocation
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{name} must be between 0 and 3600 seconds, got {raw!r}")
+    return value
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> Rate:
+    text = _str(env, name, default)
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+
+
+def _origins(raw: str) -> frozenset[str]:
+    origins = frozenset(part.strip().rstrip("/") for part in raw.replace(" ", ",").split(",") if part.strip())
+    for origin in origins:
+        if origin == "*" or "://" not in origin:
+            raise ConfigError(f"CORS_ORIGINS lists exact origins such as https://app.example.com, got {origin!r}")
+    return origins
+
+
+def load_gateway_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
+    env = os.environ if env is None else env
+    try:
+        trusted = parse_networks(_str(env, "TRUSTED_PROXIES", ""))
+    except ValueError as exc:
+        raise ConfigError(f"TRUSTED_PROXIES: {exc}") from exc
+    return GatewayConfig(
+        rate_limits=RateLimits(
+            global_ip=_rate(env, "RATE_LIMIT_GLOBAL", "300/minute"),
+            login=_rate(env, "RATE_LIMIT_LOGIN", "5/minute"),
+            register=_rate(env, "RATE_LIMIT_REGISTER", "3/hour"),
+            password_forgot=_rate(env, "RATE_LIMIT_PASSWORD_FORGOT", "5/hour"),
+            generate=_rate(env, "RATE_LIMIT_GENERATE", "20/minute"),
+            namespace=_str(env, "RATE_LIMIT_NAMESPACE", "ratelimit"),
+        ),
+        trusted_proxies=trusted,
+        cors_origins=_origins(_str(env, "CORS_ORIGINS", "")),
+        connect_timeout=_seconds(env, "UPSTREAM_CONNECT_TIMEOUT", 2.0),
+        read_timeout=_seconds(env, "UPSTREAM_READ_TIMEOUT", 30.0),
+        get_read_timeout=_seconds(env, "UPSTREAM_GET_READ_TIMEOUT", 10.0),
+        ws_recheck_seconds=_seconds(env, "WS_RECHECK_SECONDS", 30.0),
+    )
