@@ -6,18 +6,30 @@ import json
 import pytest
 
 from services.render_worker.catalog import catalog_key
-from shared.storage import LocalStorage, content_key
+from shared.storage import LocalStorage, content_key, make_storage
 from tests.gateway.conftest import build_app, close_app
 
 
-def test_media_is_served_with_an_immutable_cache(app, gateway_settings):
+def test_public_media_is_served_with_an_immutable_cache(app, gateway_settings):
     data = b"\x89PNG\r\n\x1a\nfake"
-    key = LocalStorage(gateway_settings.media_dir).put(content_key(data, "png", "images"), data)
+    key = LocalStorage(gateway_settings.media_dir).put(content_key(data, "png", "avatars"), data)
     with app.test_client().get(f"/media/{key}") as response:
         assert response.status_code == 200
         assert response.data == data
         assert response.headers["Content-Type"] == "image/png"
-        assert response.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert response.headers["Cache-Control"] == "public, max-age=604800, immutable"
+
+
+def test_private_media_needs_its_signature(app, gateway_settings):
+    data = b"\x89PNG\r\n\x1a\nprivate"
+    storage = make_storage(gateway_settings)
+    key = storage.put(content_key(data, "png", "images"), data)
+    with app.test_client() as client:
+        with client.get(f"/media/{key}") as unsigned:
+            assert unsigned.status_code == 404
+        with client.get(storage.signed_url(key)) as signed:
+            assert signed.status_code == 200 and signed.data == data
+            assert signed.headers["Cache-Control"].startswith("private, max-age=")
 
 
 @pytest.mark.parametrize("path", [
