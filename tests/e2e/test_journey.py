@@ -66,6 +66,11 @@ def platform(tmp_path, settings_env):
         COMFYUI_URL=f"http://127.0.0.1:{free_port()}",
         RENDER_QUEUE=f"render-e2e-{uuid.uuid4().hex[:8]}",
         EMULATOR_STEP_DELAY="0.02",
+        RATE_LIMIT_REGISTER="1000/hour",
+        RATE_LIMIT_LOGIN="1000/minute",
+        RATE_LIMIT_GENERATE="1000/minute",
+        RATE_LIMIT_GLOBAL="100000/minute",
+        RATE_LIMIT_NAMESPACE=f"ratelimit-e2e-{uuid.uuid4().hex[:8]}",
     )
     log_path = tmp_path / "platform.log"
     with open(log_path, "wb") as log_file:
