@@ -65,6 +65,8 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
         "credits": gunicorn("services.credits.app", f"127.0.0.1:{_port(settings.credits_url, 8002)}", 2, 8),
         "gallery": gunicorn("services.gallery.app", f"127.0.0.1:{_port(settings.gallery_url, 8003)}", 2, 8),
         "credits-sweeper": [PY, "-m", "services.credits.sweeper"],
+        "credits-events": [PY, "-m", "services.credits.events"],
+        "gallery-events": [PY, "-m", "flask", "--app", "services.gallery.app:create_app", "gallery", "consume-events"],
         "worker": [PY, "-m", "celery", "-A", "services.render_worker.worker:celery", "worker",
                    "-Q", settings.render_queue, "--concurrency", "1", "-n", f"render-{os.getpid()}@%h",
                    "--without-gossip", "--without-mingle", "--loglevel", settings.log_level],

@@ -33,6 +33,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1, got {value}")
+    return value
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -137,7 +144,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         service_token=_service_token(env, app_env, data_dir),
         jwt_private_key_path=private_key,
         jwt_public_key_path=public_key,
-        access_token_minutes=_int(env, "ACCESS_TOKEN_MINUTES", 60),
+        access_token_minutes=_positive(env, "ACCESS_TOKEN_MINUTES", 15),
         gateway_port=gateway_port,
         auth_url=_str(env, "AUTH_URL", f"http://127.0.0.1:{auth_port}"),
         credits_url=_str(env, "CREDITS_URL", f"http://127.0.0.1:{credits_port}"),

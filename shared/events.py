@@ -1,20 +1,35 @@
-"""The Redis event bus: live events for one user, and a short replayable stream per job.
+"""The Redis event bus: live events for one user, a short replayable stream per job, and
+the platform announcements services send each other.
 
-Every event is ``{"type", "data", "ts"}`` (plus ``"id"``, the job stream entry id, for
+Every user event is ``{"type", "data", "ts"}`` (plus ``"id"``, the job stream entry id, for
 job events). It is published to the user's pub/sub channel for live delivery; job
 events are also appended to a capped per-job stream so a client that reconnects can
 ask for everything after the last id it saw.
+
+Platform announcements (``user.deleted``, …) go to the stream ``platform:events`` as flat
+string fields ``{"type", "ts", …}``. Each interested service reads it through its own
+consumer group (``GroupConsumer``), so each sees every announcement once, even one made
+while it was down.
 """
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
-from typing import Any, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator
 
 import redis
 
+log = logging.getLogger(__name__)
+
 JOB_STREAM_MAXLEN = 500
 JOB_STREAM_TTL_SECONDS = 24 * 3600
+PLATFORM_STREAM = "platform:events"
+# Generous: consumer groups read within seconds; the cap only bounds a stream nobody reads.
+PLATFORM_STREAM_MAXLEN = 100_000
 
 
 def redis_client(url: str) -> redis.Redis:
@@ -66,3 +81,73 @@ class EventBus:
                 yield json.loads(message["data"]) if message else None
         finally:
             pubsub.close()
+
+
+def announce(client: redis.Redis, event_type: str, **fields: str) -> str:
+    """Append one announcement ``{"type", "ts", **fields}`` to ``platform:events``; returns its id."""
+    ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return client.xadd(PLATFORM_STREAM, {"type": event_type, "ts": ts, **fields},
+                       maxlen=PLATFORM_STREAM_MAXLEN, approximate=True)
+
+
+def ensure_group(client: redis.Redis, group: str, stream: str = PLATFORM_STREAM) -> None:
+    """Create the consumer group if missing, reading from the start of the stream, so
+    announcements made before the consumer's first run still apply."""
+    try:
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+@dataclass
+class GroupConsumer:
+    """One named consumer of a consumer group: hands each entry's fields to ``handle`` and
+    acknowledges the entry only once ``handle`` returned.
+
+    ``handle`` must be idempotent: an entry whose handling failed or was cut short by a
+    crash stays pending and is handled again, by this consumer on its next pass, or by any
+    consumer of the group once it has been idle for ``claim_idle_ms`` (consumer names
+    usually carry a pid, so a restarted process would otherwise never see it again).
+    """
+
+    client: redis.Redis
+    group: str
+    name: str
+    handle: Callable[[dict[str, str]], None]
+    stream: str = PLATFORM_STREAM
+    claim_idle_ms: int = 60_000
+    batch: int = 100
+
+    def ensure_group(self) -> None:
+        ensure_group(self.client, self.group, self.stream)
+
+    def consume_once(self, block_ms: int = 5000) -> int:
+        """Take over entries abandoned by other consumers, handle this consumer's pending
+        entries, then new ones (waiting up to ``block_ms``); returns how many were handled."""
+        self.client.xautoclaim(self.stream, self.group, self.name, self.claim_idle_ms, count=self.batch,
+                               justid=True)
+        handled = 0
+        for start in ("0", ">"):
+            batches = self.client.xreadgroup(self.group, self.name, {self.stream: start}, count=self.batch,
+                                             block=block_ms if start == ">" else None)
+            for _stream, entries in batches or []:
+                for entry_id, fields in entries:
+                    if fields:  # a pending entry trimmed off the stream comes back without fields
+                        self.handle(fields)
+                    self.client.xack(self.stream, self.group, entry_id)
+                    handled += 1
+        return handled
+
+    def run(self, stop: threading.Event, retry_seconds: float = 5.0) -> None:
+        """Consume until ``stop`` is set. A failed pass (Redis or the handler's database
+        unreachable) is logged and retried after ``retry_seconds``; its entry stays pending."""
+        while not stop.is_set():
+            try:
+                self.ensure_group()
+                while not stop.is_set():
+                    self.consume_once()
+            except Exception:  # a long-running consumer must outlive an outage; nothing is acked
+                log.exception("%s/%s could not consume %s; retrying in %s s", self.group, self.name,
+                              self.stream, retry_seconds)
+                stop.wait(retry_seconds)

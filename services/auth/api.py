@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, request
 from marshmallow import Schema, ValidationError
 
 from shared.errors import ok
+from shared.openapi import doc, spec_response
 from shared.tokens import bearer_token, optional_user, require_admin, require_user
 from shared.web import load_json, load_query
 from services.auth.avatars import MAX_AVATAR_BYTES
@@ -40,24 +41,32 @@ def _avatar_upload() -> bytes:
 
 
 @bp.post("/api/users/register")
+@doc("Register and sign in", body=RegisterSchema, status=201, errors={409: "USERNAME_TAKEN, EMAIL_TAKEN"},
+     description="Answers the user, an access token and a refresh token; opens the credit account.")
 def register():
     data = load_json(RegisterSchema())
     return ok(_auth().register(data["username"], data["email"], data["password"]).to_dict(), 201)
 
 
 @bp.post("/api/users/login")
+@doc("Sign in with username or e-mail", body=LoginSchema,
+     errors={401: "INVALID_CREDENTIALS", 403: "ACCOUNT_DISABLED"})
 def login():
     data = load_json(LoginSchema())
     return ok(_auth().login(data["username"], data["password"], data["remember_me"]).to_dict())
 
 
 @bp.post("/api/users/token/refresh")
+@doc("Rotate a refresh token for a new pair", body=RefreshSchema,
+     errors={401: "REFRESH_TOKEN_INVALID, REFRESH_TOKEN_EXPIRED, TOKEN_REVOKED, TOKEN_REUSED", 403: "ACCOUNT_DISABLED"})
 def refresh():
     data = load_json(RefreshSchema())
     return ok(_auth().refresh(data["refresh_token"]).to_dict())
 
 
 @bp.post("/api/users/logout")
+@doc("Sign out: end this session (access token and/or refresh token)", auth="optional", body=LogoutSchema,
+     errors={401: "NO_TOKEN when neither token is given"})
 def logout():
     data = _optional_json(LogoutSchema())
     _auth().logout(optional_user(), data["refresh_token"])
@@ -65,12 +74,15 @@ def logout():
 
 
 @bp.get("/api/users/profile")
+@doc("The caller's profile", auth="user", errors={404: "USER_NOT_FOUND"})
 def profile():
     claims = require_user()
     return ok({"user": _auth().profile(claims.user_id)})
 
 
 @bp.put("/api/users/profile")
+@doc("Update the caller's profile and privacy settings", auth="user", body=ProfileUpdateSchema,
+     errors={409: "USERNAME_TAKEN, EMAIL_TAKEN"})
 def update_profile():
     claims = require_user()
     data = load_json(ProfileUpdateSchema())
@@ -78,6 +90,8 @@ def update_profile():
 
 
 @bp.put("/api/users/password")
+@doc("Change the password (ends every other session)", auth="user", body=PasswordChangeSchema,
+     errors={403: "INVALID_PASSWORD", 409: "PASSWORD_CHANGED"})
 def change_password():
     claims = require_user()
     data = load_json(PasswordChangeSchema())
@@ -85,6 +99,8 @@ def change_password():
 
 
 @bp.post("/api/users/password/forgot")
+@doc("Mail a password-reset link (same answer whether the address is known or not)",
+     body=ForgotPasswordSchema)
 def forgot_password():
     data = load_json(ForgotPasswordSchema())
     _auth().request_password_reset(data["email"])
@@ -92,6 +108,8 @@ def forgot_password():
 
 
 @bp.post("/api/users/password/reset")
+@doc("Set a new password with a reset token (ends every session)", body=ResetPasswordSchema,
+     errors={400: "RESET_TOKEN_INVALID, RESET_TOKEN_EXPIRED"})
 def reset_password():
     data = load_json(ResetPasswordSchema())
     _auth().reset_password(data["token"], data["new_password"])
@@ -99,6 +117,8 @@ def reset_password():
 
 
 @bp.post("/api/users/avatar")
+@doc("Upload an avatar (PNG, JPEG or WebP up to 2 MB; stored as a square WebP)", auth="user",
+     multipart={"avatar": "The picture"}, errors={413: "PAYLOAD_TOO_LARGE", 422: "INVALID_IMAGE"})
 def upload_avatar():
     claims = require_user()
     user = _auth().set_avatar(claims.user_id, _avatar_upload())
@@ -106,6 +126,8 @@ def upload_avatar():
 
 
 @bp.delete("/api/users/me")
+@doc("Delete the caller's account, works and files", auth="user", body=DeleteAccountSchema,
+     errors={403: "INVALID_PASSWORD"})
 def delete_account():
     claims = require_user()
     data = load_json(DeleteAccountSchema())
@@ -114,17 +136,21 @@ def delete_account():
 
 
 @bp.get("/api/users/me/export")
+@doc("Export the caller's profile, credit history and works as JSON", auth="user",
+     errors={503: "SERVICE_UNAVAILABLE"})
 def export_account():
     claims = require_user()
     return ok(_auth().export(claims, bearer_token()))
 
 
 @bp.get("/api/users/<username>/public")
+@doc("A user's public profile", auth="optional", errors={404: "USER_NOT_FOUND (also for hidden profiles)"})
 def public_profile(username: str):
     return ok(_auth().public_profile(username, optional_user()))
 
 
 @bp.get("/api/admin/users")
+@doc("List and search users", auth="admin", query=AdminUsersQuerySchema)
 def admin_list_users():
     require_admin()
     query = load_query(AdminUsersQuerySchema())
@@ -132,16 +158,21 @@ def admin_list_users():
 
 
 @bp.post("/api/admin/users/<int:user_id>/disable")
+@doc("Disable a user (their tokens stop at once)", auth="admin",
+     errors={404: "USER_NOT_FOUND", 409: "CANNOT_DISABLE_SELF"})
 def admin_disable_user(user_id: int):
     return ok({"user": _auth().set_active(require_admin(), user_id, False)})
 
 
 @bp.post("/api/admin/users/<int:user_id>/enable")
+@doc("Enable a user", auth="admin", errors={404: "USER_NOT_FOUND"})
 def admin_enable_user(user_id: int):
     return ok({"user": _auth().set_active(require_admin(), user_id, True)})
 
 
 @bp.put("/api/admin/users/<int:user_id>/role")
+@doc("Change a user's role", auth="admin", body=RoleSchema,
+     errors={404: "USER_NOT_FOUND", 409: "CANNOT_CHANGE_OWN_ROLE"})
 def admin_set_role(user_id: int):
     admin = require_admin()
     data = load_json(RoleSchema())
@@ -149,11 +180,19 @@ def admin_set_role(user_id: int):
 
 
 @bp.get("/internal/users/ids")
+@doc("Page through every user id (for sweeps by other services)", query=UserIdsQuerySchema)
 def internal_user_ids():
     query = load_query(UserIdsQuerySchema())
     return ok(_auth().user_ids(query["after"], query["limit"]))
 
 
 @bp.get("/internal/users/<int:user_id>")
+@doc("A user's directory entry (name, avatar, role, state)", errors={404: "USER_NOT_FOUND"})
 def internal_user(user_id: int):
     return ok(_auth().directory_entry(user_id))
+
+
+@bp.get("/openapi.json")
+@doc("This service's OpenAPI description")
+def openapi_spec():
+    return spec_response("AIGC platform: auth")

@@ -45,11 +45,9 @@ def create_app(settings: Settings | None = None, auth_settings: AuthSettings | N
                       else OutboxMailer(settings.data_dir / "mail", auth_settings.mail_from))
     app.extensions["db"] = db
     app.extensions["redis"] = redis  # shared.tokens checks revocations with it on every request
-    app.extensions["auth"] = AuthService(
-        db, auth_settings,
-        TokenSigner(settings.jwt_private_key_path.read_text(), auth_settings.access_token_minutes),
-        Revocations(redis, auth_settings.access_token_seconds), LocalStorage(settings.media_dir), mailer,
-        redis, peers)
+    signer = TokenSigner(settings.jwt_private_key_path.read_text(), settings.access_token_minutes)
+    app.extensions["auth"] = AuthService(db, auth_settings, signer, Revocations(redis, signer.expires_in),
+                                         LocalStorage(settings.media_dir), mailer, redis, peers)
 
     def database_ready() -> None:
         with db.engine.connect() as connection:

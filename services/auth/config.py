@@ -1,4 +1,8 @@
-"""Settings only the auth service reads: token lifetimes, password reset and outgoing mail."""
+"""Settings only the auth service reads: refresh-token lifetimes, password reset and outgoing mail.
+
+The access-token lifetime is the platform's ``Settings.access_token_minutes`` (shared/config.py):
+every service's revocation marks and the tokens auth signs must agree on it.
+"""
 from __future__ import annotations
 
 import os
@@ -6,9 +10,6 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from shared.config import ConfigError, _bool, _int, _str
-
-# Until shared/config.py defaults ACCESS_TOKEN_MINUTES to 15, auth applies its own default.
-DEFAULT_ACCESS_TOKEN_MINUTES = 15
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,6 @@ class SmtpSettings:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    access_token_minutes: int
     refresh_token_days: int
     remember_me_days: int
     password_reset_minutes: int
@@ -30,10 +30,6 @@ class AuthSettings:
     mail_from: str
     public_url: str
     smtp: SmtpSettings | None  # None: messages go to the log and DATA_DIR/mail (not in production)
-
-    @property
-    def access_token_seconds(self) -> int:
-        return self.access_token_minutes * 60
 
 
 def load_auth_settings(env: Mapping[str, str] | None = None) -> AuthSettings:
@@ -47,7 +43,6 @@ def load_auth_settings(env: Mapping[str, str] | None = None) -> AuthSettings:
     elif app_env == "production":
         raise ConfigError("SMTP_HOST must be set in production (password-reset mail)")
     settings = AuthSettings(
-        access_token_minutes=_int(env, "ACCESS_TOKEN_MINUTES", DEFAULT_ACCESS_TOKEN_MINUTES),
         refresh_token_days=_int(env, "REFRESH_TOKEN_DAYS", 1),
         remember_me_days=_int(env, "REMEMBER_ME_DAYS", 30),
         password_reset_minutes=_int(env, "PASSWORD_RESET_MINUTES", 30),
@@ -57,7 +52,7 @@ def load_auth_settings(env: Mapping[str, str] | None = None) -> AuthSettings:
         public_url=_str(env, "PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
         smtp=smtp,
     )
-    for name in ("access_token_minutes", "refresh_token_days", "remember_me_days", "password_reset_minutes"):
+    for name in ("refresh_token_days", "remember_me_days", "password_reset_minutes"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{name.upper()} must be at least 1")
     if not 4 <= settings.bcrypt_rounds <= 16:

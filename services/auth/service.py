@@ -384,7 +384,7 @@ class AuthService:
         with self.db.read() as session:
             user = self._user(session, user_id)
         return {"id": user.id, "username": user.username, "avatarUrl": user.avatar_url(self.storage),
-                "role": user.role, "isActive": user.is_active}
+                "role": user.role, "isActive": user.is_active, "newWorksPublic": user.new_works_public}
 
     # Helpers
 
@@ -400,7 +400,7 @@ class AuthService:
                         int(lifetime.total_seconds()))
 
     def _end_sessions(self, session: Session, user_id: int, now: datetime, *, family_id: str) -> None:
-        since = now - timedelta(seconds=self.settings.access_token_seconds)
+        since = now - timedelta(seconds=self.signer.expires_in)
         self.revocations.revoke_tokens(sessions.revoke_sessions(session, user_id, now=now, since=since,
                                                                 family_id=family_id))
 

@@ -12,6 +12,7 @@ from services.credits import api
 from services.credits.cli import credits_cli
 from services.credits.config import CreditsConfig, load_credits_config
 from services.credits.models import protect_ledger
+from services.credits.notifications import GalleryNotifications
 from services.credits.service import CreditsService
 
 
@@ -23,7 +24,9 @@ def create_app(settings: Settings | None = None, config: CreditsConfig | None = 
     protect_ledger(db.engine)
     redis = redis_client(settings.redis_url)
     app.extensions["db"] = db
-    app.extensions["credits"] = CreditsService(db, EventBus(redis), config, settings.signup_bonus)
+    app.extensions["redis"] = redis  # shared.tokens checks revocations with it on every request
+    app.extensions["credits"] = CreditsService(db, EventBus(redis), config, settings.signup_bonus,
+                                               GalleryNotifications(settings.gallery_url, settings.service_token))
 
     def database_ready() -> None:
         with db.engine.connect() as connection:

@@ -1,5 +1,6 @@
 """Credit tables: one account per user, an append-only ledger, one hold per render job,
-and redeem codes. Ledger rows are never updated or deleted (see ``protect_ledger``)."""
+and redeem codes. Ledger rows are never updated or deleted (see ``protect_ledger``), not
+even when their user is deleted: they are the financial record."""
 from __future__ import annotations
 
 import re
@@ -16,7 +17,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 LEDGER_TYPES = ("signup_bonus", "hold", "capture", "release", "admin_grant", "admin_deduct", "redeem")
 INFLOW_TYPES = ("signup_bonus", "admin_grant", "redeem")
-HOLD_STATUSES = ("open", "settled", "expired")
+HOLD_STATUSES = ("open", "settled", "expired", "closed")  # closed: its account was closed
 
 
 class Base(DeclarativeBase):
@@ -25,7 +26,9 @@ class Base(DeclarativeBase):
 
 class CreditAccount(Base):
     """Balances of one user. ``lifetime_earned − lifetime_spent = available + held`` always:
-    earned counts signup bonus, grants and redeems; spent counts captures and admin deductions."""
+    earned counts signup bonus, grants and redeems; spent counts captures and admin deductions.
+    A closed account (``closed_at`` set: its user was deleted) keeps its row and balances but
+    no longer moves."""
 
     __tablename__ = "credit_accounts"
 
@@ -36,6 +39,7 @@ class CreditAccount(Base):
     lifetime_spent: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class CreditLedger(Base):

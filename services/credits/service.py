@@ -10,6 +10,9 @@ transactions are already ``BEGIN IMMEDIATE``) and look the idempotency key up af
 the lock. Lock order is always hold or code → account, so movements cannot deadlock each
 other; a call that still collides on a unique key (two identical calls at once) or loses a
 MariaDB deadlock is run again and then finds the recorded result.
+
+A closed account (its user was deleted) refuses every movement: the account UPDATE of each
+movement requires ``closed_at IS NULL``, so no movement can slip in after the closing commits.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Protocol, TypeVar
 from uuid import uuid4
 
 import redis
@@ -40,7 +43,7 @@ CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 # The hot paths run these statements, built once so SQLAlchemy reuses their compiled form.
 _accounts, _ledger, _holds = CreditAccount.__table__, CreditLedger.__table__, CreditHold.__table__
 MOVE = (update(_accounts)
-        .where(_accounts.c.user_id == bindparam("p_user_id"),
+        .where(_accounts.c.user_id == bindparam("p_user_id"), _accounts.c.closed_at.is_(None),
                _accounts.c.available + bindparam("p_amount") >= 0)
         .values(available=_accounts.c.available + bindparam("p_amount"),
                 held=_accounts.c.held + bindparam("p_held_change"),
@@ -64,6 +67,10 @@ DEADLOCK_ERRORS = (1205, 1213)  # MySQL/MariaDB lock wait timeout, deadlock
 DEADLOCK_RETRIES = 3
 
 
+class GrantNotifier(Protocol):
+    def credits_granted(self, user_id: int, amount: int, reason: str, key: str) -> None: ...
+
+
 @dataclass(frozen=True)
 class Balance:
     available: int
@@ -84,6 +91,14 @@ class HoldResult:
     def to_dict(self) -> dict[str, Any]:
         return {"jobId": self.job_id, "amount": self.amount, "pricePerImage": self.price_per_image,
                 **self.balance.to_dict()}
+
+
+@dataclass(frozen=True)
+class ClosedAccount:
+    user_id: int
+    released: dict[str, int]  # job id → credits returned to available
+    closed_at: datetime
+    already_closed: bool
 
 
 @dataclass(frozen=True)
@@ -119,18 +134,22 @@ def spent_by(entry_type: str, amount: int, held_change: int) -> int:
 
 
 class CreditsService:
-    def __init__(self, db: Database, events: EventBus, config: CreditsConfig, signup_bonus: int) -> None:
+    def __init__(self, db: Database, events: EventBus, config: CreditsConfig, signup_bonus: int,
+                 notifier: GrantNotifier | None = None) -> None:
         self.db = db
         self.events = events
         self.config = config
         self.signup_bonus = signup_bonus
+        self.notifier = notifier  # told about admin grants after they commit
 
     # Accounts and the signup bonus
 
     def open_account(self, user_id: int) -> Balance:
-        """The user's balance, opening the account with the signup bonus (once, by key) if missing."""
+        """The user's balance, opening the account with the signup bonus (once, by key) if missing.
+        409 ACCOUNT_CLOSED for the account of a deleted user."""
         def work(session: Session) -> Balance:
-            self._open(session, user_id)
+            if not self._open(session, user_id):
+                self._refuse_if_closed(session, user_id, status=409)
             return self._balance(session, user_id)
         return self._unit_of_work(work)
 
@@ -149,7 +168,9 @@ class CreditsService:
             keys = {f"signup_bonus:{user_id}": user_id for user_id in wanted}
             done = set(session.scalars(select(CreditLedger.idempotency_key)
                                        .where(CreditLedger.idempotency_key.in_(list(keys)))))
-            granted = [user_id for key, user_id in keys.items() if key not in done]
+            closed = set(session.scalars(select(CreditAccount.user_id).where(
+                CreditAccount.user_id.in_(wanted), CreditAccount.closed_at.is_not(None))))
+            granted = [user_id for key, user_id in keys.items() if key not in done and user_id not in closed]
             for user_id in granted:
                 if not self._open(session, user_id):
                     self._grant_bonus(session, user_id)
@@ -184,6 +205,7 @@ class CreditsService:
             if balance is None and self._open(session, user_id):
                 balance = self._move(session, user_id, "hold", f"hold:{job_id}", **movement)
             if balance is None:
+                self._refuse_if_closed(session, user_id, status=403)
                 available = self._balance(session, user_id).available
                 raise PaymentRequired(f"This needs {cost} credits; you have {available}.",
                                       details={"available": available, "required": cost,
@@ -252,6 +274,45 @@ class CreditsService:
             return self._settle(session, hold, f"expire:{job_id}", "expired",
                                 f"Hold of job {job_id} expired; {_remaining(hold)} credits returned")
         return self._unit_of_work(work)
+
+    # Closing (the user was deleted)
+
+    def close_account(self, user_id: int) -> ClosedAccount:
+        """Close a deleted user's account: return every open hold to available (ledger
+        ``release`` rows keyed ``close:<jobId>``, holds marked ``closed``), then mark the account
+        closed so nothing moves it again. Running it again changes nothing.
+
+        Nothing is deleted: the account row and every ledger row stay, because the ledger is
+        the financial record and outlives the user. A user without an account gets an empty,
+        closed one, so a late call cannot open it with a signup bonus.
+        """
+        def work(session: Session) -> ClosedAccount:
+            released = self._close_open_holds(session, user_id)
+            account = session.execute(select(CreditAccount.closed_at).where(CreditAccount.user_id == user_id)
+                                      .with_for_update()).first()
+            # A hold admitted while we waited for the account's lock has committed by now; with
+            # the lock held, no further hold can be admitted before the closing commits.
+            released.update(self._close_open_holds(session, user_id))
+            if account is not None and account.closed_at is not None:
+                return ClosedAccount(user_id, released, account.closed_at, already_closed=True)
+            now = utcnow()
+            if account is None:
+                session.execute(insert(CreditAccount).values(
+                    user_id=user_id, available=0, held=0, lifetime_earned=0, lifetime_spent=0, created_at=now,
+                    updated_at=now, closed_at=now))
+            else:
+                session.execute(update(CreditAccount).where(CreditAccount.user_id == user_id)
+                                .values(closed_at=now, updated_at=now))
+            return ClosedAccount(user_id, released, now, already_closed=False)
+        return self._unit_of_work(work)
+
+    def _close_open_holds(self, session: Session, user_id: int) -> dict[str, int]:
+        holds = session.execute(select(_holds).where(_holds.c.user_id == user_id, _holds.c.status == "open")
+                                .order_by(_holds.c.job_id).with_for_update()).all()
+        return {hold.job_id: self._settle(session, hold, f"close:{hold.job_id}", "closed",
+                                          f"Account closed; {_remaining(hold)} credits held for job "
+                                          f"{hold.job_id} returned")
+                for hold in holds}
 
     # Administration
 
@@ -427,8 +488,16 @@ class CreditsService:
         """A movement that cannot lack funds (it adds, or only moves held credits)."""
         balance = self._move(session, user_id, entry_type, key, **movement)
         if balance is None:
+            self._refuse_if_closed(session, user_id, status=409)
             raise _no_account(user_id)
         return balance
+
+    def _refuse_if_closed(self, session: Session, user_id: int, status: int) -> None:
+        """Raise ACCOUNT_CLOSED (with ``status``) when the user's account is closed."""
+        closed_at = session.scalar(select(CreditAccount.closed_at).where(CreditAccount.user_id == user_id))
+        if closed_at is not None:
+            raise ServiceError(f"The credit account of user {user_id} is closed.", status=status,
+                               code="ACCOUNT_CLOSED", details={"closedAt": isoformat(closed_at)})
 
     def _balance(self, session: Session, user_id: int) -> Balance:
         row = session.execute(BALANCE, {"p_user_id": user_id}).first()
@@ -460,7 +529,11 @@ class CreditsService:
             balance = self._move(session, user_id, entry_type, key, amount=amount, held_change=0,
                                  description=reason, operator_id=operator_id)
             if balance is not None:
+                if entry_type == "admin_grant" and self.notifier is not None:
+                    notifier = self.notifier
+                    after_commit(session, lambda: notifier.credits_granted(user_id, amount, reason, key))
                 return balance
+            self._refuse_if_closed(session, user_id, status=409)
             available = self._balance(session, user_id).available  # 404 when there is no account
             raise Conflict(f"The account holds only {available} available credits.", code="BALANCE_TOO_LOW",
                            details={"available": available, "requested": -amount})
@@ -534,7 +607,8 @@ def _no_account(user_id: int) -> NotFound:
 def _account(row: CreditAccount) -> dict[str, Any]:
     return {"userId": row.user_id, "available": row.available, "held": row.held,
             "lifetimeEarned": row.lifetime_earned, "lifetimeSpent": row.lifetime_spent,
-            "createdAt": isoformat(row.created_at), "updatedAt": isoformat(row.updated_at)}
+            "createdAt": isoformat(row.created_at), "updatedAt": isoformat(row.updated_at),
+            "closedAt": isoformat(row.closed_at)}
 
 
 def _redeem_code(row: RedeemCode) -> dict[str, Any]:

@@ -14,20 +14,18 @@ import threading
 
 import redis
 
+from shared import events
+from shared.events import PLATFORM_STREAM, GroupConsumer
+
 from .service import Gallery, remove_user
 
 log = logging.getLogger(__name__)
-STREAM = "platform:events"
+STREAM = PLATFORM_STREAM
 GROUP = "gallery"
 
 
 def ensure_group(client: redis.Redis) -> None:
-    try:
-        # From the start of the stream: deletions announced before the first run still apply.
-        client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-    except redis.ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+    events.ensure_group(client, GROUP, STREAM)
 
 
 def handle(gallery: Gallery, fields: dict[str, str]) -> None:
@@ -42,25 +40,14 @@ def handle(gallery: Gallery, fields: dict[str, str]) -> None:
     log.info("user %s deleted: removed %s works and %s likes", user_id, removed["works"], removed["likes"])
 
 
-def consume_once(gallery: Gallery, client: redis.Redis, consumer: str, block_ms: int = 5000) -> int:
-    """Handle this consumer's pending entries, then new ones (waiting up to ``block_ms``); returns how many."""
-    handled = 0
-    for start in ("0", ">"):
-        batches = client.xreadgroup(GROUP, consumer, {STREAM: start}, count=100,
-                                    block=block_ms if start == ">" else None)
-        for _stream, entries in batches or []:
-            for entry_id, fields in entries:
-                handle(gallery, fields)
-                client.xack(STREAM, GROUP, entry_id)
-                handled += 1
-    return handled
+def consumer(gallery: Gallery, client: redis.Redis, name: str) -> GroupConsumer:
+    return GroupConsumer(client, GROUP, name, lambda fields: handle(gallery, fields), STREAM)
 
 
-def consume_forever(gallery: Gallery, client: redis.Redis, consumer: str, stop: threading.Event) -> None:
-    ensure_group(client)
-    while not stop.is_set():
-        try:
-            consume_once(gallery, client, consumer)
-        except redis.RedisError as exc:
-            log.warning("platform events unreadable (%s); retrying in 5 s", exc)
-            stop.wait(5)
+def consume_once(gallery: Gallery, client: redis.Redis, name: str, block_ms: int = 5000) -> int:
+    """Handle pending entries, then new ones (waiting up to ``block_ms``); returns how many."""
+    return consumer(gallery, client, name).consume_once(block_ms)
+
+
+def consume_forever(gallery: Gallery, client: redis.Redis, name: str, stop: threading.Event) -> None:
+    consumer(gallery, client, name).run(stop)

@@ -5,10 +5,10 @@ from sqlalchemy import func, select
 
 from shared.config import load_settings
 from shared.embedded import free_port
+from shared.events import PLATFORM_STREAM
 from services.auth.app import create_app
 from services.auth.config import load_auth_settings
 from services.auth.models import RefreshToken, User
-from services.auth.platform_events import PLATFORM_STREAM
 from tests.auth.helpers import picture, upload
 
 

@@ -88,7 +88,10 @@ def test_internal_directory(make_account, client, service_headers):
         assert client.get(f"/internal/users/ids?{query}", headers=service_headers).status_code == 422
     entry = client.get(f"/internal/users/{ids[0]}", headers=service_headers).json["data"]
     assert entry == {"id": ids[0], "username": accounts[0].username, "avatarUrl": None, "role": "user",
-                     "isActive": True}
+                     "isActive": True, "newWorksPublic": True}
+    accounts[1].call("PUT", "/api/users/profile", json={"privacy": {"newWorksPublic": False}})
+    private = client.get(f"/internal/users/{ids[1]}", headers=service_headers).json["data"]
+    assert private["newWorksPublic"] is False
     for unknown in (999999999, 2**63, 10**30):
         assert client.get(f"/internal/users/{unknown}", headers=service_headers).status_code == 404
     assert client.get(f"/internal/users/ids?after={10**30}", headers=service_headers).status_code == 422

@@ -1,7 +1,12 @@
 """Login, the profile, and the admin command."""
 from __future__ import annotations
 
-from shared.tokens import decode_access_token
+import jwt
+
+from shared.config import load_settings
+from shared.tokens import decode_access_token, revoked_token_key
+from services.auth.app import create_app
+from services.auth.config import load_auth_settings
 from services.auth.models import User
 
 
@@ -78,13 +83,13 @@ def test_create_admin_command(auth_app, client, service_headers, unique):
     assert "taken" in again.output
 
 
-def test_remember_me_lengthens_the_refresh_token(register, client, service_headers, auth_app, unique):
+def test_remember_me_lengthens_the_refresh_token(register, client, service_headers, auth_settings, unique):
     register(username=f"Rm_{unique}")
     short = login(client, service_headers, f"Rm_{unique}", "secret123").json["data"]
     long = client.post("/api/users/login", headers=service_headers, json={
         "username": f"rm_{unique}", "password": "secret123", "rememberMe": True}).json["data"]
     assert (short["refreshExpiresIn"], long["refreshExpiresIn"]) == (24 * 3600, 30 * 24 * 3600)
-    assert short["expiresIn"] == long["expiresIn"] == 15 * 60
+    assert short["expiresIn"] == long["expiresIn"] == auth_settings.access_token_minutes * 60
     # The lifetime class survives rotation.
     rotated = client.post("/api/users/token/refresh", headers=service_headers,
                           json={"refreshToken": long["refreshToken"]}).json["data"]
@@ -92,3 +97,23 @@ def test_remember_me_lengthens_the_refresh_token(register, client, service_heade
     not_bool = client.post("/api/users/login", headers=service_headers, json={
         "username": f"rm_{unique}", "password": "secret123", "rememberMe": "yes"})
     assert not_bool.status_code == 422
+
+
+def test_the_platform_setting_is_the_one_access_token_lifetime(auth_env, redis_conn, service_headers, unique):
+    """ACCESS_TOKEN_MINUTES (shared Settings) sets the token's expiry, the advertised
+    expiresIn and how long a sign-out's revocation mark lives."""
+    env = {**auth_env, "ACCESS_TOKEN_MINUTES": "7"}
+    app = create_app(load_settings(env), load_auth_settings(env))
+    try:
+        client = app.test_client()
+        data = client.post("/api/users/register", headers=service_headers, json={
+            "username": f"Lt_{unique}", "email": f"lt{unique}@example.com", "password": "secret123"}).json["data"]
+        assert data["expiresIn"] == 7 * 60
+        claims = jwt.decode(data["accessToken"], options={"verify_signature": False})
+        assert claims["exp"] - int(claims["iat"]) == 7 * 60
+        headers = {**service_headers, "Authorization": f"Bearer {data['accessToken']}"}
+        assert client.post("/api/users/logout", headers=headers, json={}).status_code == 200
+        assert 6 * 60 < redis_conn.ttl(revoked_token_key(claims["jti"])) <= 7 * 60
+    finally:
+        app.extensions["db"].dispose()
+        app.extensions["redis"].close()

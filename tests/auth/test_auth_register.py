@@ -13,7 +13,8 @@ from services.auth.config import load_auth_settings
 
 def test_register_returns_a_verifiable_token_and_500_credits(register, auth_settings, credits_url,
                                                              service_headers, unique):
-    """Registration signs in at once: a 15-minute access token and a one-day refresh token."""
+    """Registration signs in at once: an access token of the platform's lifetime
+    (ACCESS_TOKEN_MINUTES) and a one-day refresh token."""
     response = register(username=f"Ann_{unique}", email=f"Ann.{unique}@Example.COM")
     assert response.status_code == 201
     data = response.json["data"]
@@ -21,7 +22,8 @@ def test_register_returns_a_verifiable_token_and_500_credits(register, auth_sett
     assert data["user"]["email"] == f"ann.{unique}@example.com"
     assert data["user"]["role"] == "user"
     assert data["user"]["createdAt"].endswith("Z")
-    assert (data["tokenType"], data["expiresIn"], data["refreshExpiresIn"]) == ("Bearer", 15 * 60, 24 * 3600)
+    assert (data["tokenType"], data["expiresIn"], data["refreshExpiresIn"]) == (
+        "Bearer", auth_settings.access_token_minutes * 60, 24 * 3600)
     assert len(data["refreshToken"]) >= 40
     assert data["credits"] == {"available": 500, "held": 0}
 

@@ -1,6 +1,6 @@
 """Fixtures for the credits service: the app, a test client, fresh user and job ids, callers
-with a user's or an admin's token, and stand-ins for the gateway's job lookup and auth's
-user-id listing served over real HTTP."""
+with a user's or an admin's token, and stand-ins for the gateway's job lookup, auth's
+user-id listing and the gallery's notifications, served over real HTTP."""
 from __future__ import annotations
 
 import threading
@@ -10,22 +10,27 @@ from typing import Iterator
 
 import pytest
 from flask import Flask, jsonify, request
+from marshmallow import ValidationError
 from werkzeug.serving import make_server
 
 from services.credits.app import create_app
+from services.gallery.schemas import InternalNotificationSchema
 
 SERVICE_TOKEN = "test-service-token"  # the value tests/conftest.py puts in SERVICE_TOKEN
 
 
 @dataclass
 class FakePeers:
-    """The gateway's ``/internal/jobs/<id>`` (from ``jobs``: id → status; missing → 404) and
-    auth's ``/internal/users/ids`` (from ``user_ids``), with the service-token check."""
+    """The gateway's ``/internal/jobs/<id>`` (from ``jobs``: id → status; missing → 404),
+    auth's ``/internal/users/ids`` (from ``user_ids``) and the gallery's
+    ``POST /internal/notifications`` (validated with the gallery's own schema, kept in
+    ``notifications``), with the service-token check."""
 
     url: str = ""
     jobs: dict[str, str] = field(default_factory=dict)
     user_ids: list[int] = field(default_factory=list)
     broken_jobs: set[str] = field(default_factory=set)
+    notifications: list[dict] = field(default_factory=list)
 
 
 def _peers_app(fake: FakePeers) -> Flask:
@@ -57,6 +62,15 @@ def _peers_app(fake: FakePeers) -> Flask:
         more = bool(page) and page[-1] < max(fake.user_ids)
         return jsonify({"success": True, "data": {"ids": page, "next": page[-1] if more else None}})
 
+    @app.post("/internal/notifications")
+    def notification():
+        try:
+            InternalNotificationSchema().load(request.get_json())
+        except ValidationError:
+            return error(422, "VALIDATION_ERROR")
+        fake.notifications.append(request.get_json())
+        return jsonify({"success": True, "data": {"notification": {"id": len(fake.notifications)}}}), 201
+
     return app
 
 
@@ -74,7 +88,8 @@ def fake_peers() -> Iterator[FakePeers]:
 
 @pytest.fixture
 def settings_env(settings_env, fake_peers):
-    return {**settings_env, "GATEWAY_INTERNAL_URL": fake_peers.url, "AUTH_URL": fake_peers.url}
+    return {**settings_env, "GATEWAY_INTERNAL_URL": fake_peers.url, "AUTH_URL": fake_peers.url,
+            "GALLERY_URL": fake_peers.url}
 
 
 @pytest.fixture

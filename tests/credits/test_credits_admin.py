@@ -174,3 +174,41 @@ def test_parallel_redeems_by_one_user_credit_once(credits_app, credits, as_user,
     assert credits.balance(user_id).available == 550
     with credits.db.read() as session:
         assert session.get(RedeemCode, code).uses == 1
+
+
+def test_a_grant_notifies_the_user_through_the_gallery(client, credits, admin, fake_peers, new_user_id):
+    user_id = 2**30 + new_user_id() % 2**30  # the gallery takes 32-bit user ids
+    credits.open_account(user_id)
+    key = uuid.uuid4().hex
+    body = {"userId": user_id, "amount": 40, "reason": "contest prize", "idempotencyKey": key}
+    assert client.post("/api/admin/credits/grant", json=body, headers=admin).status_code == 200
+    assert client.post("/api/admin/credits/grant", json=body, headers=admin).status_code == 200  # a replay
+    client.post("/api/admin/credits/deduct", json={**body, "idempotencyKey": None}, headers=admin)
+    sent = [note for note in fake_peers.notifications if note["userId"] == user_id]
+    assert sent == [{"userId": user_id, "type": "credits.granted", "title": "获得积分 / Credits granted",
+                     "body": "40 credits: contest prize", "data": {"amount": 40, "reason": "contest prize"},
+                     "dedupeKey": f"admin_grant:{key}"}]
+
+    long_key = "k" * 150  # the ledger key outgrows the gallery's 128: it is digested, still per grant
+    client.post("/api/admin/credits/grant", json={**body, "idempotencyKey": long_key}, headers=admin)
+    [note] = [note for note in fake_peers.notifications if note["userId"] == user_id][1:]
+    assert note["dedupeKey"].startswith("admin_grant:sha256:") and len(note["dedupeKey"]) <= 128
+
+
+def test_a_grant_stands_when_the_gallery_is_down(settings_env, as_user, new_user_id, caplog):
+    from shared.config import load_settings
+    from shared.embedded import free_port
+    from services.credits.app import create_app
+
+    app = create_app(load_settings({**settings_env, "GALLERY_URL": f"http://127.0.0.1:{free_port()}"}))
+    try:
+        user_id = new_user_id()
+        app.extensions["credits"].open_account(user_id)
+        granted = app.test_client().post("/api/admin/credits/grant", headers=as_user(new_user_id(), role="admin"),
+                                         json={"userId": user_id, "amount": 25, "reason": "sorry"})
+        assert granted.status_code == 200
+        assert granted.json["data"] == {"available": 525, "held": 0}
+    finally:
+        app.extensions["db"].dispose()
+    assert any(record.levelname == "WARNING" and "GALLERY_UNAVAILABLE" in record.getMessage()
+               for record in caplog.records)

@@ -35,3 +35,9 @@ def test_each_service_may_have_its_own_database(tmp_path):
 def test_bad_or_missing_settings_stop_start_up(tmp_path, env, message):
     with pytest.raises(ConfigError, match=message):
         load_settings({"DATA_DIR": str(tmp_path), **env})
+
+
+def test_access_tokens_are_short_lived_and_never_zero(tmp_path):
+    assert load_settings({"DATA_DIR": str(tmp_path)}).access_token_minutes == 15
+    with pytest.raises(ConfigError, match="ACCESS_TOKEN_MINUTES"):
+        load_settings({"DATA_DIR": str(tmp_path), "ACCESS_TOKEN_MINUTES": "0"})

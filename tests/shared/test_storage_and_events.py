@@ -1,8 +1,10 @@
 import json
+import threading
+import time
 
 import pytest
 
-from shared.events import EventBus, redis_client
+from shared.events import PLATFORM_STREAM, EventBus, GroupConsumer, announce, redis_client
 from shared.storage import LocalStorage, content_key
 
 
@@ -91,3 +93,60 @@ def test_storage_configuration(settings):
         with pytest.raises(ConfigError):
             load_storage_config(settings, env)
     assert load_storage_config(settings, {}).signing_secret != settings.service_token
+
+
+def test_announcements_are_flat_string_entries_on_the_platform_stream(redis_url, unique):
+    client = redis_client(redis_url)
+    entry_id = announce(client, "test.announced", userId=unique)
+    [(found_id, fields)] = client.xrange(PLATFORM_STREAM, min=entry_id, max=entry_id)
+    assert found_id == entry_id
+    assert fields["type"] == "test.announced" and fields["userId"] == unique
+    assert fields["ts"].endswith("Z") and fields["ts"][:2] == "20"
+
+
+def test_a_group_consumer_acks_only_what_it_handled(redis_url, unique):
+    """A failing handler leaves its entry pending for the next pass; an entry abandoned by
+    a consumer that went away is taken over once idle; a trimmed entry is dropped."""
+    client, stream = redis_client(redis_url), f"test:stream:{unique}"
+    seen: list[str] = []
+    failures = {"n": 1}
+
+    def handle(fields):
+        if failures["n"]:
+            failures["n"] -= 1
+            raise RuntimeError("database down")
+        seen.append(fields["n"])
+
+    first = GroupConsumer(client, "g", "first", handle, stream)
+    first.ensure_group()
+    first.ensure_group()  # idempotent
+    client.xadd(stream, {"n": "1"})
+    client.xadd(stream, {"n": "2"})
+    with pytest.raises(RuntimeError):
+        first.consume_once(block_ms=10)
+    assert client.xpending(stream, "g")["pending"] == 2
+    assert first.consume_once(block_ms=10) == 2 and seen == ["1", "2"]
+
+    client.xadd(stream, {"n": "3"})
+    client.xreadgroup("g", "gone", {stream: ">"})  # delivered to a consumer that then died
+    later = GroupConsumer(client, "g", "later", handle, stream, claim_idle_ms=50)
+    assert later.consume_once(block_ms=10) == 0  # not idle long enough yet
+    time.sleep(0.06)
+    assert later.consume_once(block_ms=10) == 1 and seen == ["1", "2", "3"]
+
+    trimmed = client.xadd(stream, {"n": "4"})
+    client.xreadgroup("g", "later", {stream: ">"})
+    client.xdel(stream, trimmed)
+    later.consume_once(block_ms=10)  # dropped (by XAUTOCLAIM on Redis 7), never handled
+    assert seen == ["1", "2", "3"] and client.xpending(stream, "g")["pending"] == 0
+
+    stop = threading.Event()
+    runner = threading.Thread(target=later.run, args=(stop,))
+    runner.start()
+    client.xadd(stream, {"n": "5"})
+    deadline = time.monotonic() + 5
+    while seen[-1] != "5" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    runner.join(timeout=10)
+    assert not runner.is_alive() and seen[-1] == "5"
