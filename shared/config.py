@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -18,12 +19,12 @@ class ConfigError(RuntimeError):
     """A setting is missing or malformed; the process must not start."""
 
 
-def _str(env: Mapping[str, str], name: str, default: str) -> str:
+def env_str(env: Mapping[str, str], name: str, default: str) -> str:
     value = env.get(name)
     return default if value is None or value == "" else value
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -33,14 +34,22 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
-def _positive(env: Mapping[str, str], name: str, default: int) -> int:
-    value = _int(env, name, default)
+def env_positive(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env_int(env, name, default)
     if value < 1:
-        raise ConfigError(f"{name} must be at least 1, got {value}")
+        raise ConfigError(f"{name} must be positive (at least 1), got {value}")
     return value
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+def env_timezone(env: Mapping[str, str], name: str, default: str) -> ZoneInfo:
+    zone_name = env_str(env, name, default)
+    try:
+        return ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{name} is not a known time zone: {zone_name!r}") from exc
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -116,44 +125,44 @@ def _service_token(env: Mapping[str, str], app_env: str, data_dir: Path) -> str:
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    app_env = _str(env, "APP_ENV", "development")
+    app_env = env_str(env, "APP_ENV", "development")
     if app_env not in ("development", "production", "test"):
         raise ConfigError(f"APP_ENV must be development, production or test, got {app_env!r}")
-    data_dir = Path(_str(env, "DATA_DIR", str(PROJECT_ROOT / "var"))).resolve()
-    database_url = _str(env, "DATABASE_URL", _default_sqlite_url(data_dir))
+    data_dir = Path(env_str(env, "DATA_DIR", str(PROJECT_ROOT / "var"))).resolve()
+    database_url = env_str(env, "DATABASE_URL", _default_sqlite_url(data_dir))
     keys_dir = data_dir / "keys"
-    private_key = Path(_str(env, "JWT_PRIVATE_KEY_PATH", str(keys_dir / "jwt_private.pem")))
-    public_key = Path(_str(env, "JWT_PUBLIC_KEY_PATH", str(keys_dir / "jwt_public.pem")))
+    private_key = Path(env_str(env, "JWT_PRIVATE_KEY_PATH", str(keys_dir / "jwt_private.pem")))
+    public_key = Path(env_str(env, "JWT_PUBLIC_KEY_PATH", str(keys_dir / "jwt_public.pem")))
     if app_env == "production" and not (env.get("JWT_PRIVATE_KEY_PATH") or env.get("JWT_PUBLIC_KEY_PATH")):
         raise ConfigError("JWT_PRIVATE_KEY_PATH and JWT_PUBLIC_KEY_PATH must be set in production")
-    auth_port = _int(env, "AUTH_PORT", 8001)
-    credits_port = _int(env, "CREDITS_PORT", 8002)
-    gallery_port = _int(env, "GALLERY_PORT", 8003)
-    gateway_port = _int(env, "GATEWAY_PORT", 8000)
+    auth_port = env_int(env, "AUTH_PORT", 8001)
+    credits_port = env_int(env, "CREDITS_PORT", 8002)
+    gallery_port = env_int(env, "GALLERY_PORT", 8003)
+    gateway_port = env_int(env, "GATEWAY_PORT", 8000)
     return Settings(
         env=app_env,
         data_dir=data_dir,
         database_url=database_url,
-        auth_database_url=_str(env, "AUTH_DATABASE_URL", database_url),
-        credits_database_url=_str(env, "CREDITS_DATABASE_URL", database_url),
-        gallery_database_url=_str(env, "GALLERY_DATABASE_URL", database_url),
-        render_database_url=_str(env, "RENDER_DATABASE_URL", database_url),
-        redis_url=_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0"),
-        comfyui_url=_str(env, "COMFYUI_URL", "http://127.0.0.1:8188").rstrip("/"),
-        demo_backend=_bool(env, "DEMO_BACKEND", False),
+        auth_database_url=env_str(env, "AUTH_DATABASE_URL", database_url),
+        credits_database_url=env_str(env, "CREDITS_DATABASE_URL", database_url),
+        gallery_database_url=env_str(env, "GALLERY_DATABASE_URL", database_url),
+        render_database_url=env_str(env, "RENDER_DATABASE_URL", database_url),
+        redis_url=env_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0"),
+        comfyui_url=env_str(env, "COMFYUI_URL", "http://127.0.0.1:8188").rstrip("/"),
+        demo_backend=env_bool(env, "DEMO_BACKEND", False),
         service_token=_service_token(env, app_env, data_dir),
         jwt_private_key_path=private_key,
         jwt_public_key_path=public_key,
-        access_token_minutes=_positive(env, "ACCESS_TOKEN_MINUTES", 15),
+        access_token_minutes=env_positive(env, "ACCESS_TOKEN_MINUTES", 15),
         gateway_port=gateway_port,
-        auth_url=_str(env, "AUTH_URL", f"http://127.0.0.1:{auth_port}"),
-        credits_url=_str(env, "CREDITS_URL", f"http://127.0.0.1:{credits_port}"),
-        gallery_url=_str(env, "GALLERY_URL", f"http://127.0.0.1:{gallery_port}"),
-        gateway_internal_url=_str(env, "GATEWAY_INTERNAL_URL", f"http://127.0.0.1:{gateway_port}"),
-        web_root=Path(_str(env, "WEB_ROOT", str(PROJECT_ROOT / "web" / "plain"))),
-        signup_bonus=_int(env, "SIGNUP_BONUS", 500),
-        price_per_image=_int(env, "PRICE_PER_IMAGE", 15),
-        render_queue=_str(env, "RENDER_QUEUE", "render"),
-        job_deadline_seconds=_int(env, "JOB_DEADLINE_SECONDS", 600),
-        log_level=_str(env, "LOG_LEVEL", "INFO"),
+        auth_url=env_str(env, "AUTH_URL", f"http://127.0.0.1:{auth_port}"),
+        credits_url=env_str(env, "CREDITS_URL", f"http://127.0.0.1:{credits_port}"),
+        gallery_url=env_str(env, "GALLERY_URL", f"http://127.0.0.1:{gallery_port}"),
+        gateway_internal_url=env_str(env, "GATEWAY_INTERNAL_URL", f"http://127.0.0.1:{gateway_port}"),
+        web_root=Path(env_str(env, "WEB_ROOT", str(PROJECT_ROOT / "web" / "plain"))),
+        signup_bonus=env_int(env, "SIGNUP_BONUS", 500),
+        price_per_image=env_int(env, "PRICE_PER_IMAGE", 15),
+        render_queue=env_str(env, "RENDER_QUEUE", "render"),
+        job_deadline_seconds=env_int(env, "JOB_DEADLINE_SECONDS", 600),
+        log_level=env_str(env, "LOG_LEVEL", "INFO"),
     )

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from shared.config import ConfigError, _bool, _int, _str
+from shared.config import ConfigError, env_bool, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -34,22 +34,22 @@ class AuthSettings:
 
 def load_auth_settings(env: Mapping[str, str] | None = None) -> AuthSettings:
     env = os.environ if env is None else env
-    app_env = _str(env, "APP_ENV", "development")
+    app_env = env_str(env, "APP_ENV", "development")
     smtp = None
-    if _str(env, "SMTP_HOST", ""):
-        smtp = SmtpSettings(host=_str(env, "SMTP_HOST", ""), port=_int(env, "SMTP_PORT", 587),
-                            username=_str(env, "SMTP_USERNAME", ""), password=_str(env, "SMTP_PASSWORD", ""),
-                            starttls=_bool(env, "SMTP_STARTTLS", True))
+    if env_str(env, "SMTP_HOST", ""):
+        smtp = SmtpSettings(host=env_str(env, "SMTP_HOST", ""), port=env_int(env, "SMTP_PORT", 587),
+                            username=env_str(env, "SMTP_USERNAME", ""), password=env_str(env, "SMTP_PASSWORD", ""),
+                            starttls=env_bool(env, "SMTP_STARTTLS", True))
     elif app_env == "production":
         raise ConfigError("SMTP_HOST must be set in production (password-reset mail)")
     settings = AuthSettings(
-        refresh_token_days=_int(env, "REFRESH_TOKEN_DAYS", 1),
-        remember_me_days=_int(env, "REMEMBER_ME_DAYS", 30),
-        password_reset_minutes=_int(env, "PASSWORD_RESET_MINUTES", 30),
+        refresh_token_days=env_int(env, "REFRESH_TOKEN_DAYS", 1),
+        remember_me_days=env_int(env, "REMEMBER_ME_DAYS", 30),
+        password_reset_minutes=env_int(env, "PASSWORD_RESET_MINUTES", 30),
         # The lowest bcrypt cost keeps the test suite fast; every other environment pays full cost.
-        bcrypt_rounds=_int(env, "BCRYPT_ROUNDS", 4 if app_env == "test" else 12),
-        mail_from=_str(env, "MAIL_FROM", "AIGC Platform <no-reply@localhost>"),
-        public_url=_str(env, "PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        bcrypt_rounds=env_int(env, "BCRYPT_ROUNDS", 4 if app_env == "test" else 12),
+        mail_from=env_str(env, "MAIL_FROM", "AIGC Platform <no-reply@localhost>"),
+        public_url=env_str(env, "PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
         smtp=smtp,
     )
     for name in ("refresh_token_days", "remember_me_days", "password_reset_minutes"):

@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from shared.config import ConfigError, Settings
+from shared.config import ConfigError, Settings, env_positive, env_timezone
 
 DEFAULT_PRICING = {"text2img": 15, "img2img": 15, "upscale": 10, "text2img_lora": 15, "flux_text2img": 15}
 MAX_PRICE_PER_IMAGE = 100_000
@@ -45,28 +45,11 @@ def parse_pricing(raw: str) -> dict[str, int]:
     return pricing
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
-    return value
-
-
 def load_credits_config(settings: Settings, env: Mapping[str, str] | None = None) -> CreditsConfig:
     env = os.environ if env is None else env
     raw_pricing = env.get("CREDITS_PRICING")
     pricing = parse_pricing(raw_pricing) if raw_pricing else dict(DEFAULT_PRICING)
-    zone_name = env.get("CREDITS_TIMEZONE") or "Asia/Shanghai"
-    try:
-        zone = ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"CREDITS_TIMEZONE is not a known time zone: {zone_name!r}") from exc
-    ttl = _positive_int(env, "CREDITS_HOLD_TTL_SECONDS", 2 * settings.job_deadline_seconds)
+    zone = env_timezone(env, "CREDITS_TIMEZONE", "Asia/Shanghai")
+    ttl = env_positive(env, "CREDITS_HOLD_TTL_SECONDS", 2 * settings.job_deadline_seconds)
     return CreditsConfig(pricing=pricing, hold_ttl=timedelta(seconds=ttl), timezone=zone,
-                         sweep_interval_seconds=_positive_int(env, "CREDITS_SWEEP_INTERVAL_SECONDS", 60))
+                         sweep_interval_seconds=env_positive(env, "CREDITS_SWEEP_INTERVAL_SECONDS", 60))

@@ -12,9 +12,9 @@ import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from shared.config import ConfigError
+from shared.config import env_positive, env_timezone
 
 
 @dataclass(frozen=True)
@@ -26,30 +26,13 @@ class GalleryConfig:
     author_cache_seconds: int = 300
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
-    return value
-
-
 def load_gallery_config(env: Mapping[str, str] | None = None) -> GalleryConfig:
     env = os.environ if env is None else env
-    zone_name = env.get("GALLERY_TIMEZONE") or "Asia/Shanghai"
-    try:
-        zone = ZoneInfo(zone_name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"GALLERY_TIMEZONE is not a known time zone: {zone_name!r}") from exc
+    zone = env_timezone(env, "GALLERY_TIMEZONE", "Asia/Shanghai")
     return GalleryConfig(
         timezone=zone,
-        view_window=timedelta(minutes=_positive_int(env, "GALLERY_VIEW_WINDOW_MINUTES", 30)),
-        download_window=timedelta(minutes=_positive_int(env, "GALLERY_DOWNLOAD_WINDOW_MINUTES", 60)),
-        featured_likes=_positive_int(env, "GALLERY_FEATURED_LIKES", 10),
-        author_cache_seconds=_positive_int(env, "GALLERY_AUTHOR_CACHE_SECONDS", 300),
+        view_window=timedelta(minutes=env_positive(env, "GALLERY_VIEW_WINDOW_MINUTES", 30)),
+        download_window=timedelta(minutes=env_positive(env, "GALLERY_DOWNLOAD_WINDOW_MINUTES", 60)),
+        featured_likes=env_positive(env, "GALLERY_FEATURED_LIKES", 10),
+        author_cache_seconds=env_positive(env, "GALLERY_AUTHOR_CACHE_SECONDS", 300),
     )

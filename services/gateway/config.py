@@ -12,7 +12,7 @@ from typing import Mapping
 
 from services.gateway.clientaddr import Network, parse_networks
 from services.gateway.ratelimit import Rate, RateLimits, parse_rate
-from shared.config import ConfigError, _str
+from shared.config import ConfigError, env_str
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
 
 
 def _rate(env: Mapping[str, str], name: str, default: str) -> Rate:
-    text = _str(env, name, default)
+    text = env_str(env, name, default)
     try:
         return parse_rate(text)
     except ValueError as exc:
@@ -58,7 +58,7 @@ def _origins(raw: str) -> frozenset[str]:
 def load_gateway_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
     env = os.environ if env is None else env
     try:
-        trusted = parse_networks(_str(env, "TRUSTED_PROXIES", ""))
+        trusted = parse_networks(env_str(env, "TRUSTED_PROXIES", ""))
     except ValueError as exc:
         raise ConfigError(f"TRUSTED_PROXIES: {exc}") from exc
     return GatewayConfig(
@@ -68,10 +68,10 @@ def load_gateway_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
             register=_rate(env, "RATE_LIMIT_REGISTER", "3/hour"),
             password_forgot=_rate(env, "RATE_LIMIT_PASSWORD_FORGOT", "5/hour"),
             generate=_rate(env, "RATE_LIMIT_GENERATE", "20/minute"),
-            namespace=_str(env, "RATE_LIMIT_NAMESPACE", "ratelimit"),
+            namespace=env_str(env, "RATE_LIMIT_NAMESPACE", "ratelimit"),
         ),
         trusted_proxies=trusted,
-        cors_origins=_origins(_str(env, "CORS_ORIGINS", "")),
+        cors_origins=_origins(env_str(env, "CORS_ORIGINS", "")),
         connect_timeout=_seconds(env, "UPSTREAM_CONNECT_TIMEOUT", 2.0),
         read_timeout=_seconds(env, "UPSTREAM_READ_TIMEOUT", 30.0),
         get_read_timeout=_seconds(env, "UPSTREAM_GET_READ_TIMEOUT", 10.0),
