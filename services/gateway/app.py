@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.gateway import files, health, proxy, ratelimit, render_api, security, ws
+from services.gateway import files, health, openapi, proxy, ratelimit, render_api, security, ws
 from services.gateway.config import GatewayConfig, load_gateway_config
 from shared.config import Settings, load_settings
 from shared.events import redis_client
@@ -17,7 +17,7 @@ WEBSOCKET_OPTIONS = {"ping_interval": 25, "max_message_size": 64 * 1024}
 def create_app(settings: Settings | None = None, config: GatewayConfig | None = None) -> Flask:
     settings = settings or load_settings()
     config = config or load_gateway_config()
-    app = Flask(__name__, static_folder=str(settings.web_root), static_url_path="/static")
+    app = Flask(__name__, static_folder=None)
     app.config["SOCK_SERVER_OPTIONS"] = WEBSOCKET_OPTIONS
 
     redis = redis_client(settings.redis_url)
@@ -39,5 +39,6 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     ws.sock.init_app(app)
     app.register_blueprint(files.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     render_api.init_app(app, settings)
     return app

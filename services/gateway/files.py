@@ -108,8 +108,22 @@ def media(key: str) -> Response:
     return response
 
 
-@bp.get("/")
-def index() -> Response:
-    response = send_from_directory(_settings().web_root, "index.html")
+# Paths the web client never owns: an unknown one is a JSON 404, not the app's page.
+NOT_CLIENT_ROUTES = ("api", "media", "internal", "ws", "healthz", "readyz")
+
+
+@bp.get("/", defaults={"path": ""})
+@bp.get("/<path:path>")
+def web_client(path: str) -> Response:
+    """The built web client: its files, and index.html for every client-side route."""
+    if path.split("/", 1)[0] in NOT_CLIENT_ROUTES:
+        raise NotFound("Not found.")
+    web_root = _settings().web_root
+    if path and (web_root / path).is_file():
+        response = send_from_directory(web_root, path)
+        if path.startswith("assets/"):  # Vite names these by content hash
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
+        return response
+    response = send_from_directory(web_root, "index.html")
     response.headers["Cache-Control"] = "no-cache"
     return response

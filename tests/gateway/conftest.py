@@ -1,6 +1,8 @@
 """Fixtures for the gateway: tiny real upstream services and a gateway pointed at them."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import base64
 import hashlib
 import hmac
@@ -98,8 +100,19 @@ def upstreams() -> Iterator[dict[str, RunningServer]]:
 
 
 @pytest.fixture
-def gateway_env(settings_env, upstreams, unique) -> dict[str, str]:
+def web_root(tmp_path) -> Path:
+    """A stand-in for the built web client: its page and one hashed asset."""
+    root = tmp_path / "web"
+    (root / "assets").mkdir(parents=True)
+    (root / "index.html").write_text('<!doctype html><script type="module" src="/assets/index-abc123.js"></script>')
+    (root / "assets" / "index-abc123.js").write_text("console.log('client')")
+    return root
+
+
+@pytest.fixture
+def gateway_env(settings_env, upstreams, unique, web_root) -> dict[str, str]:
     settings_env.update({
+        "WEB_ROOT": str(web_root),
         "AUTH_URL": upstreams["auth"].url,
         "CREDITS_URL": upstreams["credits"].url,
         "GALLERY_URL": upstreams["gallery"].url,

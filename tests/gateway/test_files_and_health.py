@@ -48,15 +48,31 @@ def test_media_traversal_and_missing_files_are_404(client, gateway_settings, pat
         assert b"do not serve" not in response.data
 
 
-def test_web_page_and_static_assets(client):
+def test_web_client_files_and_client_side_routes(client):
     with client.get("/") as page:
-        assert page.status_code == 200
-        assert page.mimetype == "text/html"
-        assert b'src="/static/app.js"' in page.data
-    with client.get("/static/app.js") as script:
-        assert script.status_code == 200
-        assert "javascript" in script.mimetype
-    assert client.get("/static/../app.py").status_code == 404
+        assert page.status_code == 200 and page.mimetype == "text/html"
+        assert page.headers["Cache-Control"] == "no-cache"
+        assert b"/assets/index-abc123.js" in page.data
+    for route in ("/gallery", "/works/7", "/u/alice", "/profile/credits"):
+        with client.get(route) as page:
+            assert page.status_code == 200 and b"/assets/index-abc123.js" in page.data
+    with client.get("/assets/index-abc123.js") as script:
+        assert script.status_code == 200 and "javascript" in script.mimetype
+        assert script.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+
+def test_web_client_serves_nothing_outside_its_folder(client, web_root):
+    (web_root.parent / "secret.txt").write_text("do not serve")
+    for path in ("/../secret.txt", "/assets/../../secret.txt", "/%2e%2e/secret.txt"):
+        with client.get(path) as response:
+            assert b"do not serve" not in response.data
+
+
+@pytest.mark.parametrize("path", ["/api/nothing", "/internal/nothing", "/media", "/healthz/x"])
+def test_reserved_prefixes_never_fall_back_to_the_page(client, path):
+    with client.get(path) as response:
+        assert response.status_code == 404
+        assert response.get_json()["success"] is False
 
 
 @pytest.mark.parametrize("path", ["/", "/api/health", "/api/works/gallery", "/api/x"])
