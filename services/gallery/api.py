@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, request
 
 from shared.errors import ok
+from shared.openapi import doc, spec_response
 from shared.tokens import optional_user, require_admin, require_user
 from shared.web import load_json, load_query
 
@@ -31,46 +32,60 @@ def _visitor() -> engagement.Visitor:
 # Works
 
 @bp.post("/api/works/save")
+@doc("Save one of the caller's render outputs as a work", auth="user", body=SaveWorkSchema, status=201,
+     errors={403: "NOT_YOUR_OUTPUT", 404: "OUTPUT_NOT_FOUND", 409: "ALREADY_SAVED", 503: "GATEWAY_UNAVAILABLE"})
 def save_work():
     user = require_user()
     return ok({"work": service.save_work(_gallery(), user, load_json(SaveWorkSchema()))}, 201)
 
 
 @bp.post("/api/works/save-job")
+@doc("Save every output of one of the caller's jobs as works", auth="user", body=SaveJobSchema, status=201,
+     errors={403: "NOT_YOUR_OUTPUT", 404: "JOB_NOT_FOUND", 409: "JOB_HAS_NO_OUTPUTS", 503: "GATEWAY_UNAVAILABLE"})
 def save_job():
     user = require_user()
     return ok(service.save_job(_gallery(), user, load_json(SaveJobSchema())), 201)
 
 
 @bp.post("/api/works/batch")
+@doc("Publish, hide, tag or delete several of the caller's works", auth="user", body=BatchSchema,
+     errors={404: "WORK_NOT_FOUND (one is missing or not the caller's)"})
 def batch():
     user = require_user()
     return ok(service.batch_update(_gallery(), user, load_json(BatchSchema())))
 
 
 @bp.get("/api/works/gallery")
+@doc("The public gallery (search, filters, sort, cursor pages)", auth="optional",
+     query=GalleryQuerySchema, errors={400: "INVALID_CURSOR"})
 def list_gallery():
     viewer = optional_user()
     return ok(listing.list_gallery(_gallery(), viewer, load_query(GalleryQuerySchema())))
 
 
 @bp.get("/api/works/my")
+@doc("The caller's works", auth="user", query=MyWorksQuerySchema, errors={400: "INVALID_CURSOR"})
 def list_my_works():
     user = require_user()
     return ok(listing.list_my_works(_gallery(), user, load_query(MyWorksQuerySchema())))
 
 
 @bp.get("/api/works/stats")
+@doc("The caller's work statistics", auth="user")
 def my_stats():
     return ok(service.my_stats(_gallery(), require_user()))
 
 
 @bp.get("/api/works/<int:work_id>")
+@doc("One work (a private or hidden one only for its author or an admin)", auth="optional",
+     errors={404: "WORK_NOT_FOUND"})
 def get_work(work_id: int):
     return ok({"work": service.get_work(_gallery(), optional_user(), work_id)})
 
 
 @bp.put("/api/works/<int:work_id>")
+@doc("Edit a work's title, description, tags or visibility", auth="user", body=UpdateWorkSchema,
+     errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND"})
 def update_work(work_id: int):
     user = require_user()
     changes = load_json(UpdateWorkSchema())
@@ -78,11 +93,13 @@ def update_work(work_id: int):
 
 
 @bp.delete("/api/works/<int:work_id>")
+@doc("Delete a work", auth="user", errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND"})
 def delete_work(work_id: int):
     return ok(service.delete_work(_gallery(), require_user(), work_id))
 
 
 @bp.get("/api/works/<int:work_id>/remix")
+@doc("The parameters to generate a work again", auth="optional", errors={404: "WORK_NOT_FOUND"})
 def remix(work_id: int):
     return ok(service.remix(_gallery(), optional_user(), work_id))
 
@@ -90,26 +107,32 @@ def remix(work_id: int):
 # Engagement
 
 @bp.put("/api/works/<int:work_id>/like")
+@doc("Like a work (idempotent)", auth="user", errors={404: "WORK_NOT_FOUND"})
 def like_work(work_id: int):
     return ok(engagement.like_work(_gallery(), require_user(), work_id))
 
 
 @bp.delete("/api/works/<int:work_id>/like")
+@doc("Take a like back (idempotent)", auth="user", errors={404: "WORK_NOT_FOUND"})
 def unlike_work(work_id: int):
     return ok(engagement.unlike_work(_gallery(), require_user(), work_id))
 
 
 @bp.post("/api/works/<int:work_id>/like")
+@doc("Toggle the caller's like", auth="user", errors={404: "WORK_NOT_FOUND"})
 def toggle_like(work_id: int):
     return ok(engagement.toggle_like(_gallery(), require_user(), work_id))
 
 
 @bp.post("/api/works/<int:work_id>/view")
+@doc("Count a view (once per visitor and window)", auth="optional", errors={404: "WORK_NOT_FOUND"})
 def record_view(work_id: int):
     return ok(engagement.record_view(_gallery(), _visitor(), work_id))
 
 
 @bp.get("/api/works/<int:work_id>/download")
+@doc("Download a work's image (counted)", auth="optional", content_type="image/png",
+     errors={404: "WORK_NOT_FOUND", 503: "STORAGE_UNAVAILABLE"})
 def download(work_id: int):
     file = engagement.download(_gallery(), _visitor(), work_id)
     return Response(file.data, mimetype=file.mimetype, headers={
@@ -117,6 +140,8 @@ def download(work_id: int):
 
 
 @bp.post("/api/works/<int:work_id>/report")
+@doc("Report a work to the moderators", auth="user", body=ReportSchema, status=201,
+     errors={403: "OWN_WORK", 404: "WORK_NOT_FOUND", 409: "ALREADY_REPORTED"})
 def report_work(work_id: int):
     user = require_user()
     reason = load_json(ReportSchema())["reason"]
@@ -126,17 +151,21 @@ def report_work(work_id: int):
 # Moderation
 
 @bp.get("/api/admin/works/reports")
+@doc("List reports", auth="admin", query=ReportsQuerySchema)
 def list_reports():
     require_admin()
     return ok(moderation.list_reports(_gallery(), load_query(ReportsQuerySchema())))
 
 
 @bp.post("/api/admin/works/reports/<int:report_id>/resolve")
+@doc("Resolve a report", auth="admin", errors={404: "REPORT_NOT_FOUND"})
 def resolve_report(report_id: int):
     return ok({"report": moderation.resolve_report(_gallery(), require_admin(), report_id)})
 
 
 @bp.post("/api/admin/works/<int:work_id>/hide")
+@doc("Hide a work from everyone but its author", auth="admin", body=HideSchema,
+     errors={404: "WORK_NOT_FOUND"})
 def hide_work(work_id: int):
     admin = require_admin()
     reason = load_json(HideSchema())["reason"]
@@ -144,16 +173,19 @@ def hide_work(work_id: int):
 
 
 @bp.post("/api/admin/works/<int:work_id>/restore")
+@doc("Restore a hidden work", auth="admin", errors={404: "WORK_NOT_FOUND"})
 def restore_work(work_id: int):
     return ok({"work": moderation.restore_work(_gallery(), require_admin(), work_id)})
 
 
 @bp.put("/api/admin/works/<int:work_id>/feature")
+@doc("Feature a work", auth="admin", errors={404: "WORK_NOT_FOUND"})
 def feature_work(work_id: int):
     return ok({"work": moderation.set_featured(_gallery(), require_admin(), work_id, True)})
 
 
 @bp.delete("/api/admin/works/<int:work_id>/feature")
+@doc("Stop featuring a work", auth="admin", errors={404: "WORK_NOT_FOUND"})
 def unfeature_work(work_id: int):
     return ok({"work": moderation.set_featured(_gallery(), require_admin(), work_id, False)})
 
@@ -161,27 +193,32 @@ def unfeature_work(work_id: int):
 # Notifications
 
 @bp.get("/api/notifications")
+@doc("The caller's notifications", auth="user", query=NotificationsQuerySchema)
 def list_notifications():
     user = require_user()
     return ok(notifications.list_notifications(_gallery(), user, load_query(NotificationsQuerySchema())))
 
 
 @bp.get("/api/notifications/unread-count")
+@doc("How many of the caller's notifications are unread", auth="user")
 def unread_count():
     return ok(notifications.unread_count(_gallery(), require_user()))
 
 
 @bp.post("/api/notifications/<int:note_id>/read")
+@doc("Mark a notification read", auth="user", errors={404: "NOTIFICATION_NOT_FOUND"})
 def mark_read(note_id: int):
     return ok(notifications.mark_read(_gallery(), require_user(), note_id))
 
 
 @bp.post("/api/notifications/read-all")
+@doc("Mark all the caller's notifications read", auth="user")
 def mark_all_read():
     return ok(notifications.mark_all_read(_gallery(), require_user()))
 
 
 @bp.delete("/api/notifications/<int:note_id>")
+@doc("Delete a notification", auth="user", errors={404: "NOTIFICATION_NOT_FOUND"})
 def delete_notification(note_id: int):
     return ok(notifications.delete_notification(_gallery(), require_user(), note_id))
 
@@ -189,22 +226,33 @@ def delete_notification(note_id: int):
 # Internal (service token only, enforced for every path by init_service_app)
 
 @bp.post("/internal/notifications")
+@doc("Create a notification for a user (idempotent by key)", body=InternalNotificationSchema, status=201,
+     description="201 when created, 200 when the key was seen before.")
 def create_notification():
     note, created = notifications.create_from_service(_gallery(), load_json(InternalNotificationSchema()))
     return ok({"notification": note}, 201 if created else 200)
 
 
 @bp.get("/internal/users/<int:user_id>/stats")
+@doc("A user's public counts (works, likes received)")
 def user_stats(user_id: int):
     return ok(service.public_profile_stats(_gallery(), user_id))
 
 
 @bp.get("/internal/media/<path:key>/access")
+@doc("Whether a media key belongs to a listed work (served without a signature)")
 def media_access(key: str):
     return ok({"key": key, "public": service.media_is_public(_gallery(), key)})
 
 
 @bp.post("/internal/media/referenced")
+@doc("Which of these media keys any work still uses", body=MediaKeysSchema)
 def media_referenced():
     keys = load_json(MediaKeysSchema())["keys"]
     return ok({"referenced": service.keys_in_use(_gallery(), keys)})
+
+
+@bp.get("/openapi.json")
+@doc("This service's OpenAPI description")
+def openapi_spec():
+    return spec_response("AIGC platform: gallery")

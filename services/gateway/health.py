@@ -12,6 +12,7 @@ from services.render_worker.catalog import read_live_catalogs
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import ok
+from shared.openapi import doc
 from shared.web import run_probes
 
 PROBE_TIMEOUT = (1.0, 2.0)
@@ -62,6 +63,7 @@ def informational_checks(redis_client: redis.Redis) -> dict[str, Callable[[], ob
 
 
 @bp.get("/api/health")
+@doc("The platform's state for the web client: each component, live render workers, demo notice")
 def health():
     settings: Settings = current_app.config["SETTINGS"]
     checks: dict[str, Callable[[], None]] = current_app.extensions["gateway_checks"]

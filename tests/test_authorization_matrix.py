@@ -1,0 +1,536 @@
+"""The authorization matrix: every route of auth, credits and gallery, and the gateway's own
+``/api`` and ``/internal`` routes, called as each persona, with the status each must get.
+
+Personas: anonymous (no token), owner (owns the resource the route acts on), other (another
+user), admin, disabled (a user an admin disabled; the token they held before), expired
+(the owner's token, past its expiry) and tampered (the owner's token with its claims
+edited). One more column: the owner's call without the service token, which every
+internal service must refuse (403) except its health probes.
+
+The apps are the real ones over real HTTP where they call each other (auth ⇄ credits ⇄
+gallery, gateway → all three); the only stand-in is the gateway's render-output lookup
+the gallery calls (no worker runs here). Users are registered through auth. The route
+list is read from each app's ``url_map``: a route without a row here fails
+``test_every_route_is_in_the_matrix``.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import jwt
+import pytest
+from flask import Flask
+from redis import Redis
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from services.auth.app import create_app as create_auth_app
+from services.auth.config import load_auth_settings
+from services.credits.app import create_app as create_credits_app
+from services.gallery.app import create_app as create_gallery_app
+from services.gateway.app import create_app as create_gateway_app
+from services.gateway.config import load_gateway_config
+from services.render_worker.catalog import catalog_key, publish_catalog
+from shared.config import load_settings
+from shared.events import redis_client
+from shared.tokens import ensure_dev_keys
+from tests.auth.helpers import multipart, picture
+from tests.conftest import TEST_SERVICE_TOKEN
+from tests.gallery.conftest import FakeGateway, _gateway_app
+
+SERVICE_HEADERS = {"X-Service-Token": TEST_SERVICE_TOKEN}
+PASSWORD = "secret123"
+PERSONAS = ("anonymous", "owner", "other", "admin", "disabled", "expired", "tampered")
+NO_SERVICE_TOKEN = "without service token"
+MATRIX_WORKER = "matrix@worker"
+MODEL = "sd15_demo.safetensors"
+
+
+# Expected statuses by kind of route.
+
+def public(status: int) -> dict[str, int]:
+    """The route reads no token: every caller gets the same answer."""
+    return dict.fromkeys(PERSONAS, status)
+
+
+def optional(status: int) -> dict[str, int]:
+    """A token is optional, but one that is presented must be valid."""
+    return {**public(status), "disabled": 401, "expired": 401, "tampered": 401}
+
+
+def signed_in(owner: int, other: int | None = None, admin: int | None = None) -> dict[str, int]:
+    return {"anonymous": 401, "owner": owner, "other": owner if other is None else other,
+            "admin": owner if admin is None else admin, "disabled": 401, "expired": 401, "tampered": 401}
+
+
+def admins(status: int) -> dict[str, int]:
+    return {"anonymous": 401, "owner": 403, "other": 403, "admin": status, "disabled": 401, "expired": 401,
+            "tampered": 401}
+
+
+# The world: real apps, people, and helpers that make fresh resources.
+
+class LateApp:
+    """A WSGI app bound after its server starts, so two services can know each other's URL."""
+
+    app: Flask | None = None
+
+    def __call__(self, environ, start_response):
+        return self.app(environ, start_response)
+
+
+def serve(app) -> BaseWSGIServer:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    return server
+
+
+def url(server: BaseWSGIServer) -> str:
+    return f"http://127.0.0.1:{server.server_port}"
+
+
+@dataclass
+class Person:
+    id: int
+    username: str
+    token: str
+
+
+@dataclass
+class People:
+    owner: Person
+    other: Person
+    admin: Person
+    disabled: Person
+    jobs: list[str] = field(default_factory=list)  # render jobs count against a per-user limit: reuse one
+
+    def token(self, persona: str, world: World) -> str | None:
+        if persona == "anonymous":
+            return None
+        if persona == "expired":
+            return world.expired_token(self.owner)
+        if persona == "tampered":
+            return tampered(self.owner.token)
+        return getattr(self, persona).token
+
+
+def tampered(token: str) -> str:
+    """The same signature over edited claims (role raised to admin)."""
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    edited = base64.urlsafe_b64encode(json.dumps({**claims, "role": "admin"}).encode()).rstrip(b"=").decode()
+    return f"{header}.{edited}.{signature}"
+
+
+class World:
+    def __init__(self, apps: dict[str, Flask], outputs: FakeGateway, private_key: str, redis: Redis) -> None:
+        self.apps = apps
+        self.outputs = outputs
+        self.private_key = private_key
+        self.redis = redis
+        self.disabled: Person | None = None
+        self._shared: People | None = None
+
+    def publish_worker(self) -> None:
+        """A live render worker's catalog, so the gateway admits jobs (no worker consumes them)."""
+        publish_catalog(self.redis, {
+            "workerId": MATRIX_WORKER, "comfyuiUrl": "http://127.0.0.1:9", "comfyuiVersion": "0.3.64",
+            "checkpoints": [MODEL], "samplers": ["euler"], "schedulers": ["normal"], "upscale_models": [],
+            "workflows": ["text2img"], "slots": 1, "updatedAt": "now"})
+
+    def call(self, service: str, method: str, path: str, token: str | None = None, service_token: bool = True,
+             **kwargs: Any):
+        headers = dict(SERVICE_HEADERS) if service_token else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        with self.apps[service].test_client().open(path, method=method, headers=headers, **kwargs) as response:
+            response.get_data()
+            return response
+
+    def ok(self, service: str, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+        response = self.call(service, method, path, token, **kwargs)
+        assert response.status_code in (200, 201, 202), (path, response.status_code, response.get_json())
+        return response.get_json()["data"]
+
+    # People
+
+    def register(self) -> Person:
+        name = f"m{uuid.uuid4().hex[:12]}"
+        data = self.ok("auth", "POST", "/api/users/register",
+                       json={"username": name, "email": f"{name}@example.com", "password": PASSWORD})
+        return Person(data["user"]["id"], name, data["accessToken"])
+
+    def make_admin(self) -> Person:
+        name = f"a{uuid.uuid4().hex[:12]}"
+        self.apps["auth"].extensions["auth"].create_user(name, f"{name}@example.com", PASSWORD, role="admin")
+        data = self.ok("auth", "POST", "/api/users/login", json={"username": name, "password": PASSWORD})
+        return Person(data["user"]["id"], name, data["accessToken"])
+
+    def shared_people(self) -> People:
+        """People for routes that leave them as they were, made once."""
+        if self._shared is None:
+            self._shared = self.people()
+        return self._shared
+
+    def people(self) -> People:
+        admin = self.make_admin()
+        if self.disabled is None:  # one is enough: nothing a disabled user tries changes anything
+            self.disabled = self.register()
+            self.ok("auth", "POST", f"/api/admin/users/{self.disabled.id}/disable", admin.token)
+        return People(self.register(), self.register(), admin, self.disabled)
+
+    def expired_token(self, person: Person) -> str:
+        now = dt.datetime.now(dt.timezone.utc)
+        claims = {"sub": str(person.id), "username": person.username, "role": "user", "type": "access",
+                  "jti": uuid.uuid4().hex, "iat": now - dt.timedelta(minutes=30),
+                  "exp": now - dt.timedelta(minutes=15)}
+        return jwt.encode(claims, self.private_key, algorithm="RS256")
+
+    def refresh_token(self, person: Person) -> str:
+        return self.ok("auth", "POST", "/api/users/login",
+                       json={"username": person.username, "password": PASSWORD})["refreshToken"]
+
+    # Resources
+
+    def output(self, person: Person, job_id: str | None = None) -> str:
+        return self.outputs.add_output(person.id, storage=self.apps["gallery"].extensions["gallery"].storage,
+                                       job_id=job_id)
+
+    def work(self, person: Person, public: bool = True) -> int:
+        return self.ok("gallery", "POST", "/api/works/save", person.token,
+                       json={"outputId": self.output(person), "title": "Matrix", "isPublic": public})["work"]["id"]
+
+    def hidden_work(self, owner: Person, admin: Person) -> int:
+        work_id = self.work(owner)
+        self.ok("gallery", "POST", f"/api/admin/works/{work_id}/hide", admin.token, json={"reason": "matrix"})
+        return work_id
+
+    def report(self, owner: Person, reporter: Person) -> int:
+        work_id = self.work(owner)
+        return self.ok("gallery", "POST", f"/api/works/{work_id}/report", reporter.token,
+                       json={"reason": "matrix"})["report"]["id"]
+
+    def notification(self, person: Person) -> int:
+        return self.ok("gallery", "POST", "/internal/notifications", json={
+            "userId": person.id, "type": "system.notice", "title": "Matrix",
+            "dedupeKey": uuid.uuid4().hex})["notification"]["id"]
+
+    def hold(self, person: Person) -> str:
+        job_id = f"matrix-{uuid.uuid4().hex}"
+        self.ok("credits", "POST", "/internal/holds",
+                json={"userId": person.id, "jobId": job_id, "workflow": "text2img", "images": 1})
+        return job_id
+
+    def redeem_code(self, admin: Person) -> str:
+        return self.ok("credits", "POST", "/api/admin/credits/redeem-codes", admin.token,
+                       json={"amount": 5, "maxUses": 1})["code"]
+
+    def job(self, person: Person) -> str:
+        data = self.ok("gateway", "POST", "/api/generate", person.token, service_token=False,
+                       json={"prompt": "a matrix", "model": MODEL, "steps": 1})
+        return data["job"]["id"]
+
+
+# The matrix. ``request(world, people)`` returns the path arguments and the request's
+# keyword arguments; it runs once per persona, so each call gets fresh resources.
+
+Request = Callable[[World, People], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Case:
+    service: str
+    method: str
+    rule: str
+    expect: dict[str, int]
+    request: Request = lambda world, people: {}
+    without_service_token: int | None = 403  # None: a public gateway route, no service token involved
+    fresh_people: bool = False  # the route ends the callers' sessions or counts against their limits
+
+    @property
+    def id(self) -> str:
+        return f"{self.service} {self.method} {self.rule}"
+
+
+def body(**fields: Any) -> Request:
+    return lambda world, people: {"json": fields}
+
+
+def avatar(world: World, people: People) -> dict[str, Any]:
+    return {"data": multipart("avatar", picture("PNG", size=(64, 64))),
+            "content_type": "multipart/form-data; boundary=b0undary"}
+
+
+def image_upload(world: World, people: People) -> dict[str, Any]:
+    return {"data": multipart("image", picture("PNG", size=(64, 64))),
+            "content_type": "multipart/form-data; boundary=b0undary"}
+
+
+def fresh_name(world: World, people: People) -> dict[str, Any]:
+    name = f"r{uuid.uuid4().hex[:12]}"
+    return {"json": {"username": name, "email": f"{name}@example.com", "password": PASSWORD}}
+
+
+def work_of_owner(world: World, people: People) -> dict[str, Any]:
+    return {"work_id": world.work(people.owner)}
+
+
+def private_work(world: World, people: People) -> dict[str, Any]:
+    return {"work_id": world.work(people.owner, public=False)}
+
+
+def victim(world: World, people: People) -> dict[str, Any]:
+    return {"user_id": world.register().id}
+
+
+def hold_of_owner(world: World, people: People) -> dict[str, Any]:
+    return {"job_id": world.hold(people.owner)}
+
+
+def job_of_owner(world: World, people: People) -> dict[str, Any]:
+    if not people.jobs:
+        people.jobs.append(world.job(people.owner))
+    return {"job_id": people.jobs[0]}
+
+
+def finished_job_of_owner(world: World, people: People) -> dict[str, Any]:
+    job_id = uuid.uuid4().hex
+    world.output(people.owner, job_id=job_id)
+    return {"json": {"jobId": job_id, "title": "Matrix"}}
+
+
+def note_of_owner(world: World, people: People) -> dict[str, Any]:
+    return {"note_id": world.notification(people.owner)}
+
+
+HEALTH = [
+    Case(service, "GET", path, public(200), without_service_token=200)
+    for service in ("auth", "credits", "gallery") for path in ("/healthz", "/readyz")
+] + [Case(service, "GET", "/openapi.json", public(200)) for service in ("auth", "credits", "gallery")]
+
+AUTH = [
+    Case("auth", "POST", "/api/users/register", public(201), fresh_name),
+    Case("auth", "POST", "/api/users/login", public(200),
+         lambda w, p: {"json": {"username": p.owner.username, "password": PASSWORD}}),
+    Case("auth", "POST", "/api/users/token/refresh", public(200),
+         lambda w, p: {"json": {"refreshToken": w.refresh_token(p.owner)}}),
+    Case("auth", "POST", "/api/users/logout", {**optional(200), "anonymous": 401}, body(), fresh_people=True),
+    Case("auth", "GET", "/api/users/profile", signed_in(200)),
+    Case("auth", "PUT", "/api/users/profile", signed_in(200), body(bio="matrix")),
+    Case("auth", "PUT", "/api/users/password", signed_in(200),
+         body(currentPassword=PASSWORD, newPassword="another123"), fresh_people=True),
+    Case("auth", "POST", "/api/users/password/forgot", public(200), body(email="nobody@example.com")),
+    Case("auth", "POST", "/api/users/password/reset", public(400),  # no valid reset token: the link is mailed
+         body(token="no-such-token", newPassword="another123")),
+    Case("auth", "POST", "/api/users/avatar", signed_in(200), avatar),
+    Case("auth", "DELETE", "/api/users/me", signed_in(200), body(password=PASSWORD), fresh_people=True),
+    Case("auth", "GET", "/api/users/me/export", signed_in(200)),
+    Case("auth", "GET", "/api/users/<username>/public", optional(200), lambda w, p: {"username": p.owner.username}),
+    Case("auth", "GET", "/api/admin/users", admins(200)),
+    Case("auth", "POST", "/api/admin/users/<int:user_id>/disable", admins(200), victim),
+    Case("auth", "POST", "/api/admin/users/<int:user_id>/enable", admins(200), victim),
+    Case("auth", "PUT", "/api/admin/users/<int:user_id>/role", admins(200),
+         lambda w, p: {**victim(w, p), "json": {"role": "admin"}}),
+    Case("auth", "GET", "/internal/users/ids", public(200)),
+    Case("auth", "GET", "/internal/users/<int:user_id>", public(200), lambda w, p: {"user_id": p.owner.id}),
+]
+
+CREDITS = [
+    Case("credits", "GET", "/api/credits/pricing", public(200)),
+    Case("credits", "POST", "/internal/accounts", public(200), lambda w, p: {"json": {"userId": p.owner.id}}),
+    Case("credits", "POST", "/internal/holds", public(201), lambda w, p: {"json": {
+        "userId": p.owner.id, "jobId": f"matrix-{uuid.uuid4().hex}", "workflow": "text2img", "images": 1}}),
+    Case("credits", "POST", "/internal/holds/<job_id>/capture", public(200),
+         lambda w, p: {**hold_of_owner(w, p), "json": {"amount": 5, "idempotencyKey": uuid.uuid4().hex}}),
+    Case("credits", "POST", "/internal/holds/<job_id>/release", public(200),
+         lambda w, p: {**hold_of_owner(w, p), "json": {"idempotencyKey": uuid.uuid4().hex}}),
+    Case("credits", "GET", "/api/users/credits", signed_in(200)),
+    Case("credits", "GET", "/api/users/credits/stats", signed_in(200)),
+    Case("credits", "GET", "/api/users/credits/transactions", signed_in(200)),
+    Case("credits", "POST", "/api/users/credits/redeem", signed_in(200),
+         lambda w, p: {"json": {"code": w.redeem_code(p.admin)}}),
+    Case("credits", "POST", "/api/admin/credits/grant", admins(200),
+         lambda w, p: {"json": {"userId": p.owner.id, "amount": 5, "reason": "matrix"}}),
+    Case("credits", "POST", "/api/admin/credits/deduct", admins(200),
+         lambda w, p: {"json": {"userId": p.owner.id, "amount": 1, "reason": "matrix"}}),
+    Case("credits", "GET", "/api/admin/credits/accounts", admins(200)),
+    Case("credits", "GET", "/api/admin/credits/accounts/<int:user_id>/transactions", admins(200),
+         lambda w, p: {"user_id": p.owner.id}),
+    Case("credits", "POST", "/api/admin/credits/redeem-codes", admins(201), body(amount=5, maxUses=1)),
+    Case("credits", "GET", "/api/admin/credits/redeem-codes", admins(200)),
+]
+
+GALLERY = [
+    Case("gallery", "POST", "/api/works/save", signed_in(201, other=403, admin=403),
+         lambda w, p: {"json": {"outputId": w.output(p.owner), "title": "Matrix"}}),
+    Case("gallery", "POST", "/api/works/save-job", signed_in(201, other=403, admin=403), finished_job_of_owner),
+    Case("gallery", "POST", "/api/works/batch", signed_in(200, other=404, admin=404),
+         lambda w, p: {"json": {"ids": [w.work(p.owner)], "action": "unpublish"}}),
+    Case("gallery", "GET", "/api/works/gallery", optional(200)),
+    Case("gallery", "GET", "/api/works/my", signed_in(200)),
+    Case("gallery", "GET", "/api/works/stats", signed_in(200)),
+    Case("gallery", "GET", "/api/works/<int:work_id>", {**optional(200), "anonymous": 404, "other": 404},
+         private_work),
+    Case("gallery", "PUT", "/api/works/<int:work_id>", signed_in(200, other=403, admin=403),
+         lambda w, p: {**work_of_owner(w, p), "json": {"title": "Renamed"}}),
+    Case("gallery", "DELETE", "/api/works/<int:work_id>", signed_in(200, other=403, admin=403), work_of_owner),
+    Case("gallery", "GET", "/api/works/<int:work_id>/remix", optional(200), work_of_owner),
+    Case("gallery", "PUT", "/api/works/<int:work_id>/like", signed_in(200), work_of_owner),
+    Case("gallery", "DELETE", "/api/works/<int:work_id>/like", signed_in(200), work_of_owner),
+    Case("gallery", "POST", "/api/works/<int:work_id>/like", signed_in(200), work_of_owner),
+    Case("gallery", "POST", "/api/works/<int:work_id>/view", optional(200), work_of_owner),
+    Case("gallery", "GET", "/api/works/<int:work_id>/download", optional(200), work_of_owner),
+    Case("gallery", "POST", "/api/works/<int:work_id>/report", signed_in(403, other=201, admin=201),
+         lambda w, p: {**work_of_owner(w, p), "json": {"reason": "matrix"}}),
+    Case("gallery", "GET", "/api/admin/works/reports", admins(200)),
+    Case("gallery", "POST", "/api/admin/works/reports/<int:report_id>/resolve", admins(200),
+         lambda w, p: {"report_id": w.report(p.owner, p.other)}),
+    Case("gallery", "POST", "/api/admin/works/<int:work_id>/hide", admins(200),
+         lambda w, p: {**work_of_owner(w, p), "json": {"reason": "matrix"}}),
+    Case("gallery", "POST", "/api/admin/works/<int:work_id>/restore", admins(200),
+         lambda w, p: {"work_id": w.hidden_work(p.owner, p.admin)}),
+    Case("gallery", "PUT", "/api/admin/works/<int:work_id>/feature", admins(200), work_of_owner),
+    Case("gallery", "DELETE", "/api/admin/works/<int:work_id>/feature", admins(200), work_of_owner),
+    Case("gallery", "GET", "/api/notifications", signed_in(200)),
+    Case("gallery", "GET", "/api/notifications/unread-count", signed_in(200)),
+    Case("gallery", "POST", "/api/notifications/<int:note_id>/read", signed_in(200, other=404, admin=404),
+         note_of_owner),
+    Case("gallery", "POST", "/api/notifications/read-all", signed_in(200)),
+    Case("gallery", "DELETE", "/api/notifications/<int:note_id>", signed_in(200, other=404, admin=404),
+         note_of_owner),
+    Case("gallery", "POST", "/internal/notifications", public(201), lambda w, p: {"json": {
+        "userId": p.owner.id, "type": "system.notice", "title": "Matrix", "dedupeKey": uuid.uuid4().hex}}),
+    Case("gallery", "GET", "/internal/users/<int:user_id>/stats", public(200), lambda w, p: {"user_id": p.owner.id}),
+    Case("gallery", "GET", "/internal/media/<path:key>/access", public(200),
+         lambda w, p: {"key": "images/ab/cd/x.png"}),
+    Case("gallery", "POST", "/internal/media/referenced", public(200), body(keys=["images/ab/cd/x.png"])),
+]
+
+GATEWAY = [
+    Case("gateway", "POST", "/api/generate", signed_in(202), without_service_token=None,
+         request=body(prompt="a matrix", model=MODEL, steps=1)),
+    Case("gateway", "GET", "/api/jobs", signed_in(200), without_service_token=None),
+    Case("gateway", "GET", "/api/jobs/<job_id>", signed_in(200, other=404, admin=404), job_of_owner,
+         without_service_token=None),
+    Case("gateway", "DELETE", "/api/jobs/<job_id>", signed_in(200, other=404, admin=404), job_of_owner,
+         without_service_token=None),
+    Case("gateway", "POST", "/api/jobs/<job_id>/retry", signed_in(202, other=404, admin=404), job_of_owner,
+         without_service_token=None),
+    Case("gateway", "POST", "/api/uploads", signed_in(201), image_upload, without_service_token=None),
+    Case("gateway", "GET", "/api/models", optional(200), without_service_token=None),
+    Case("gateway", "GET", "/api/health", public(200), without_service_token=None),
+    Case("gateway", "GET", "/api/openapi.json", public(200), without_service_token=None),
+    Case("gateway", "GET", "/api/docs", public(200), without_service_token=None),
+    Case("gateway", "GET", "/internal/outputs/<output_id>", public(404), lambda w, p: {"output_id": "nothing-here"}),
+    Case("gateway", "GET", "/internal/jobs/<job_id>", public(200), job_of_owner),
+    Case("gateway", "GET", "/internal/jobs/<job_id>/outputs", public(200), job_of_owner),
+]
+
+MATRIX = HEALTH + AUTH + CREDITS + GALLERY + GATEWAY
+
+# Gateway routes outside the matrix, and why.
+GATEWAY_EXEMPT = {
+    "proxy.": "proxied paths: each is a route of auth, credits or gallery, in the matrix there",
+    "static": "the web client's files",
+    "openapi.static": "the docs page's script and style sheet",
+    "files.web_client": "the web client's pages and files",
+    "files.media": "files are reached by signature or publication, never by token (tests/gateway)",
+    "__flask_sock.": "the WebSocket authenticates with its own token check (tests/gateway/test_ws.py)",
+    "healthz": "probes", "readyz": "probes",
+}
+
+
+def exempt(endpoint: str) -> bool:
+    return any(endpoint == name or name.endswith(".") and endpoint.startswith(name) for name in GATEWAY_EXEMPT)
+
+
+@pytest.fixture(scope="module")
+def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World]:
+    servers = {name: LateApp() for name in ("auth", "credits", "gallery")}
+    running = {name: serve(app) for name, app in servers.items()}
+    outputs = FakeGateway()
+    running["outputs"] = serve(_gateway_app(outputs))
+    unique = uuid.uuid4().hex[:8]
+    env = {"APP_ENV": "test", "DATA_DIR": str(tmp_path_factory.mktemp("matrix") / "data"),
+           "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SERVICE_TOKEN": TEST_SERVICE_TOKEN,
+           "JWT_PRIVATE_KEY_PATH": str(keys_dir / "jwt_private.pem"),
+           "JWT_PUBLIC_KEY_PATH": str(keys_dir / "jwt_public.pem"),
+           "AUTH_URL": url(running["auth"]), "CREDITS_URL": url(running["credits"]),
+           "GALLERY_URL": url(running["gallery"]), "GATEWAY_INTERNAL_URL": url(running["outputs"]),
+           "RENDER_QUEUE": f"render-matrix-{unique}", "RATE_LIMIT_NAMESPACE": f"ratelimit-matrix-{unique}",
+           "RATE_LIMIT_GLOBAL": "100000/minute", "RATE_LIMIT_GENERATE": "100000/minute"}
+    settings = load_settings(env)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dev_keys(settings)
+    apps = {"auth": create_auth_app(settings, load_auth_settings(env)), "credits": create_credits_app(settings),
+            "gallery": create_gallery_app(settings)}
+    for name, late in servers.items():
+        late.app = apps[name]
+    apps["gateway"] = create_gateway_app(settings, load_gateway_config(env))
+    redis = redis_client(redis_url)
+    yield World(apps, outputs, settings.jwt_private_key_path.read_text(), redis)
+    redis.delete(catalog_key(MATRIX_WORKER), settings.render_queue)
+    redis.close()
+    for server in running.values():
+        server.shutdown()
+        server.server_close()
+    gateway = apps["gateway"]
+    for name in ("gateway_proxy", "gateway_probes"):
+        gateway.extensions[name].close()
+    gateway.extensions["gateway_openapi"].services.close()
+    gateway.extensions["render"].db.dispose()
+    gateway.extensions["gateway_redis"].close()
+    apps["auth"].extensions["db"].dispose()
+    apps["credits"].extensions["db"].dispose()
+    apps["gallery"].extensions["gallery"].db.dispose()
+    gallery = apps["gallery"].extensions["gallery"]
+    gallery.outputs.close()
+    gallery.authors.close()
+
+
+def path_of(rule: str, arguments: dict[str, Any]) -> str:
+    return re.sub(r"<(?:\w+:)?(\w+)>", lambda match: str(arguments.pop(match[1])), rule)
+
+
+@pytest.mark.parametrize("case", MATRIX, ids=lambda case: case.id)
+def test_route_answers_each_persona_as_the_matrix_says(world, case):
+    people = world.people() if case.fresh_people or case.service == "gateway" else world.shared_people()
+    if case.service == "gateway":
+        world.publish_worker()  # its catalog expires 30 s after it is written
+    seen = {}
+    columns = [*PERSONAS] + ([NO_SERVICE_TOKEN] if case.without_service_token is not None else [])
+    for persona in columns:
+        arguments = case.request(world, people)
+        path = path_of(case.rule, arguments)
+        if persona == NO_SERVICE_TOKEN:
+            token, service_token = people.owner.token, False
+        else:
+            token = people.token(persona, world)
+            service_token = case.without_service_token is not None
+        seen[persona] = world.call(case.service, case.method, path, token, service_token=service_token,
+                                   **arguments).status_code
+    expected = {**case.expect}
+    if case.without_service_token is not None:
+        expected[NO_SERVICE_TOKEN] = case.without_service_token
+    assert seen == expected
+
+
+def test_every_route_is_in_the_matrix(world):
+    in_matrix = {(case.service, case.method, case.rule) for case in MATRIX}
+    routes = set()
+    for service, app in world.apps.items():
+        for rule in app.url_map.iter_rules():
+            if service == "gateway" and exempt(rule.endpoint):
+                continue
+            if rule.endpoint == "static":
+                continue
+            routes |= {(service, method, rule.rule) for method in rule.methods - {"HEAD", "OPTIONS"}}
+    assert sorted(routes - in_matrix) == [], "routes without a row in the matrix"
+    assert sorted(in_matrix - routes) == [], "rows for routes that no longer exist"
+    assert len(MATRIX) == len(in_matrix), "a route is in the matrix twice"
