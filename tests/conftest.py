@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pymysql
 import pytest
 from sqlalchemy.engine import make_url
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from shared.config import Settings, load_settings
 from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
@@ -23,6 +26,31 @@ from shared.tokens import ensure_dev_keys
 
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/"
 TEST_SERVICE_TOKEN = "test-service-token"
+
+
+@dataclass
+class RunningServer:
+    """A WSGI app served over real HTTP on a free local port, in a background thread."""
+
+    server: BaseWSGIServer
+    thread: threading.Thread
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def serve(app) -> RunningServer:
+    """Serve ``app`` (a stand-in for another service, or a real one) until ``stop()``."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return RunningServer(server, thread)
 
 
 def _mysql_server_url() -> str | None:

@@ -19,7 +19,6 @@ import base64
 import datetime as dt
 import json
 import re
-import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -28,7 +27,7 @@ import jwt
 import pytest
 from flask import Flask
 from redis import Redis
-from werkzeug.serving import BaseWSGIServer, make_server
+
 
 from services.auth.app import create_app as create_auth_app
 from services.auth.config import load_auth_settings
@@ -41,7 +40,7 @@ from shared.config import load_settings
 from shared.events import redis_client
 from shared.tokens import ensure_dev_keys
 from tests.auth.helpers import multipart, picture
-from tests.conftest import TEST_SERVICE_TOKEN
+from tests.conftest import TEST_SERVICE_TOKEN, serve
 from tests.gallery.conftest import FakeGateway, _gateway_app
 
 SERVICE_HEADERS = {"X-Service-Token": TEST_SERVICE_TOKEN}
@@ -83,16 +82,6 @@ class LateApp:
 
     def __call__(self, environ, start_response):
         return self.app(environ, start_response)
-
-
-def serve(app) -> BaseWSGIServer:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return server
-
-
-def url(server: BaseWSGIServer) -> str:
-    return f"http://127.0.0.1:{server.server_port}"
 
 
 @dataclass
@@ -461,8 +450,8 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SERVICE_TOKEN": TEST_SERVICE_TOKEN,
            "JWT_PRIVATE_KEY_PATH": str(keys_dir / "jwt_private.pem"),
            "JWT_PUBLIC_KEY_PATH": str(keys_dir / "jwt_public.pem"),
-           "AUTH_URL": url(running["auth"]), "CREDITS_URL": url(running["credits"]),
-           "GALLERY_URL": url(running["gallery"]), "GATEWAY_INTERNAL_URL": url(running["outputs"]),
+           "AUTH_URL": running["auth"].url, "CREDITS_URL": running["credits"].url,
+           "GALLERY_URL": running["gallery"].url, "GATEWAY_INTERNAL_URL": running["outputs"].url,
            "RENDER_QUEUE": f"render-matrix-{unique}", "RATE_LIMIT_NAMESPACE": f"ratelimit-matrix-{unique}",
            "RATE_LIMIT_GLOBAL": "100000/minute", "RATE_LIMIT_GENERATE": "100000/minute"}
     settings = load_settings(env)
@@ -478,8 +467,7 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
     redis.delete(catalog_key(MATRIX_WORKER), settings.render_queue)
     redis.close()
     for server in running.values():
-        server.shutdown()
-        server.server_close()
+        server.stop()
     gateway = apps["gateway"]
     for name in ("gateway_proxy", "gateway_probes"):
         gateway.extensions[name].close()

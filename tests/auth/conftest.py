@@ -2,7 +2,6 @@
 HTTP, the auth app and its client, and accounts that are registered and signed in."""
 from __future__ import annotations
 
-import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -11,23 +10,15 @@ import jwt
 import pytest
 import redis
 from flask import Flask, jsonify, request
-from werkzeug.serving import make_server
 
 from shared.config import load_settings
 from shared.tokens import ensure_dev_keys
 from services.auth.app import create_app as create_auth_app
 from services.auth.config import load_auth_settings
 from services.credits.app import create_app as create_credits_app
-from tests.conftest import TEST_SERVICE_TOKEN
+from tests.conftest import TEST_SERVICE_TOKEN, serve
 
 PASSWORD = "secret123"
-
-
-def serve(app: Flask) -> tuple[str, Any, threading.Thread]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    return f"http://127.0.0.1:{server.server_port}", server, thread
 
 
 @pytest.fixture(scope="session")
@@ -48,10 +39,9 @@ def base_env(db_backend, database_url, redis_url, keys_dir, tmp_path_factory) ->
 def credits_url(base_env) -> Iterator[str]:
     """The real credits app, served on a free port."""
     app = create_credits_app(load_settings(base_env))
-    url, server, thread = serve(app)
-    yield url
-    server.shutdown()
-    thread.join(timeout=5)
+    running = serve(app)
+    yield running.url
+    running.stop()
     app.extensions["db"].dispose()
 
 
@@ -102,10 +92,10 @@ class GalleryStandIn:
 @pytest.fixture(scope="session")
 def gallery(keys_dir) -> Iterator[GalleryStandIn]:
     stand_in = GalleryStandIn(keys_dir / "jwt_public.pem")
-    stand_in.url, server, thread = serve(stand_in.app())
+    running = serve(stand_in.app())
+    stand_in.url = running.url
     yield stand_in
-    server.shutdown()
-    thread.join(timeout=5)
+    running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,6 @@ with a user's or an admin's token, and stand-ins for the gateway's job lookup, a
 user-id listing and the gallery's notifications, served over real HTTP."""
 from __future__ import annotations
 
-import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -11,12 +10,12 @@ from typing import Iterator
 import pytest
 from flask import Flask, jsonify, request
 from marshmallow import ValidationError
-from werkzeug.serving import make_server
 
 from services.credits.app import create_app
+from tests.conftest import TEST_SERVICE_TOKEN, serve
 from services.gallery.schemas import InternalNotificationSchema
 
-SERVICE_TOKEN = "test-service-token"  # the value tests/conftest.py puts in SERVICE_TOKEN
+SERVICE_TOKEN = TEST_SERVICE_TOKEN
 
 
 @dataclass
@@ -77,13 +76,10 @@ def _peers_app(fake: FakePeers) -> Flask:
 @pytest.fixture(scope="session")
 def fake_peers() -> Iterator[FakePeers]:
     fake = FakePeers()
-    server = make_server("127.0.0.1", 0, _peers_app(fake), threaded=True)
-    fake.url = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    running = serve(_peers_app(fake))
+    fake.url = running.url
     yield fake
-    server.shutdown()
-    thread.join(timeout=10)
+    running.stop()
 
 
 @pytest.fixture
@@ -132,9 +128,6 @@ def as_user(service_headers, issue_token):
 @pytest.fixture
 def credits_server(credits_app) -> Iterator[str]:
     """The credits app served over real HTTP on a free port; yields its base URL."""
-    server = make_server("127.0.0.1", 0, credits_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
+    running = serve(credits_app)
+    yield running.url
+    running.stop()

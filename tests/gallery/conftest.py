@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import random
-import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,12 +12,12 @@ from typing import Any
 import pytest
 from flask import Flask, jsonify, request
 from PIL import Image
-from werkzeug.serving import make_server
 
 from services.gallery.app import create_app
+from tests.conftest import TEST_SERVICE_TOKEN, serve
 from shared.storage import Storage, content_key
 
-SERVICE_TOKEN = "test-service-token"  # the value tests/conftest.py puts in SERVICE_TOKEN
+SERVICE_TOKEN = TEST_SERVICE_TOKEN
 
 
 def image_bytes(fmt: str) -> bytes:
@@ -99,13 +98,10 @@ def _gateway_app(fake: FakeGateway) -> Flask:
 @pytest.fixture(scope="session")
 def fake_gateway():
     fake = FakeGateway()
-    server = make_server("127.0.0.1", 0, _gateway_app(fake), threaded=True)
-    fake.url = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    running = serve(_gateway_app(fake))
+    fake.url = running.url
     yield fake
-    server.shutdown()
-    thread.join(timeout=10)
+    running.stop()
 
 
 @pytest.fixture

@@ -7,10 +7,8 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Iterator
 
 import jwt
@@ -18,36 +16,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, Response, jsonify, request
-from werkzeug.serving import BaseWSGIServer, make_server
 
 from services.gateway.app import create_app
 from services.gateway.config import load_gateway_config
 from shared.config import Settings, load_settings
 from shared.embedded import free_port
 from shared.tokens import ensure_dev_keys
-
-
-@dataclass
-class RunningServer:
-    server: BaseWSGIServer
-    thread: threading.Thread
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-def serve(app: Flask) -> RunningServer:
-    """Run ``app`` on a free local port in a background thread."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    return RunningServer(server, thread)
+from tests.conftest import RunningServer, serve
 
 
 def echo_app(name: str) -> Flask:

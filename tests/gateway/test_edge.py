@@ -16,7 +16,8 @@ from services.gateway.clientaddr import parse_networks, resolve_client
 from services.gateway.config import load_gateway_config
 from shared.config import ConfigError
 from shared.web import log_handler
-from tests.gateway.conftest import build_app, close_app, serve
+from tests.conftest import serve
+from tests.gateway.conftest import build_app, close_app
 
 TRUSTED = parse_networks("10.0.0.0/8, 192.168.1.7 fd00::/8")
 

@@ -5,7 +5,8 @@ import pytest
 import requests
 
 from tests.conftest import TEST_SERVICE_TOKEN
-from tests.gateway.conftest import build_app, close_app, serve
+from tests.conftest import serve
+from tests.gateway.conftest import build_app, close_app
 
 
 @pytest.mark.parametrize(("path", "service"), [

@@ -11,7 +11,8 @@ import websocket
 
 from shared.events import EventBus, redis_client
 from shared.tokens import revoked_token_key, revoked_user_key
-from tests.gateway.conftest import ATTACKS, RunningServer, build_app, close_app, serve
+from tests.conftest import RunningServer, serve
+from tests.gateway.conftest import ATTACKS, build_app, close_app
 
 
 @pytest.fixture
