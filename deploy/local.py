@@ -67,9 +67,8 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
         "credits-sweeper": [PY, "-m", "services.credits.sweeper"],
         "credits-events": [PY, "-m", "services.credits.events"],
         "gallery-events": [PY, "-m", "flask", "--app", "services.gallery.app:create_app", "gallery", "consume-events"],
-        "worker": [PY, "-m", "celery", "-A", "services.render_worker.worker:celery", "worker",
-                   "-Q", settings.render_queue, "--concurrency", "1", "-n", f"render-{os.getpid()}@%h",
-                   "--without-gossip", "--without-mingle", "--loglevel", settings.log_level],
+        "worker": [PY, "-m", "services.render_worker", "--comfyui", settings.comfyui_url,
+                   "--name", f"render-{os.getpid()}", "--loglevel", settings.log_level],
     }
 
 

@@ -32,8 +32,14 @@ PLATFORM_STREAM = "platform:events"
 PLATFORM_STREAM_MAXLEN = 100_000
 
 
+# Each open browser socket holds one pub/sub connection of its gateway process; redis-py's
+# default pool of 100 would refuse the 101st.
+MAX_CONNECTIONS = 2000
+
+
 def redis_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    return redis.Redis.from_url(url, decode_responses=True, health_check_interval=30,
+                                max_connections=MAX_CONNECTIONS)
 
 
 def user_channel(user_id: int) -> str:

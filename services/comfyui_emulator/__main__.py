@@ -26,12 +26,20 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--preview-method", choices=PREVIEW_METHODS, default="none")
     parser.add_argument("--checkpoints", type=_names, default=list(DEFAULT_CHECKPOINTS))
     parser.add_argument("--upscale-models", type=_names, default=list(DEFAULT_UPSCALE_MODELS))
+    parser.add_argument("--loras", type=_names, default=None, help="comma-separated LoRA files ('' for none)")
+    parser.add_argument("--diffusion-models", type=_names, default=None,
+                        help="comma-separated diffusion (UNET) model files ('' for none)")
     args = parser.parse_args(argv)
-    return EmulatorConfig(
+    config = EmulatorConfig(
         host=args.host, port=args.port, data_dir=args.data_dir, step_delay=args.step_delay,
         load_delay=args.load_delay, preview_method=args.preview_method, checkpoints=args.checkpoints,
         upscale_models=args.upscale_models,
     )
+    if args.loras is not None:
+        config.loras = args.loras
+    if args.diffusion_models is not None:
+        config.diffusion_models = args.diffusion_models
+    return config
 
 
 async def serve(config: EmulatorConfig) -> None:

@@ -9,18 +9,32 @@ from typing import Any
 PREVIEW_METHODS = ("none", "latent2rgb")
 DEFAULT_CHECKPOINTS = ("sd15_demo.safetensors", "sdxl_demo.safetensors")
 DEFAULT_UPSCALE_MODELS = ("demo_x4.safetensors",)
+# Model lists POST /emulator/config may replace at run time (ComfyUI rereads its folders too).
+MODEL_LISTS = ("checkpoints", "upscale_models", "loras", "diffusion_models", "text_encoders", "vaes")
 
 
 @dataclass
 class Faults:
-    """Faults armed for the next run. One-shot unless `persistent` is set."""
+    """Faults armed for the next run (or, for request faults, the next matching request).
+    One-shot unless `persistent` is set.
+
+    ``truncate_history``: ``GET /history/<id>`` answers a cut-off JSON body.
+    ``view_not_found``: ``GET /view`` answers 404 (the file is gone).
+    ``lose_history``: the next run leaves no history entry, as after a restart.
+    """
 
     execution_error: str | None = None
     hang: bool = False
     drop_socket_after_steps: int | None = None
     crash: bool = False
     reject_with_html: bool = False
+    truncate_history: bool = False
+    view_not_found: bool = False
+    lose_history: bool = False
     persistent: bool = False
+
+    # Faults that act on one HTTP request (consumed there), not on a run.
+    REQUEST_FAULTS = ("reject_with_html", "truncate_history", "view_not_found")
 
 
 @dataclass
@@ -49,6 +63,7 @@ class EmulatorConfig:
             "step_delay": self.step_delay,
             "load_delay": self.load_delay,
             "preview_method": self.preview_method,
+            **{name: list(getattr(self, name)) for name in MODEL_LISTS},
             "faults": dataclasses.asdict(self.faults),
         }
 
@@ -62,6 +77,8 @@ class EmulatorConfig:
                 if value not in PREVIEW_METHODS:
                     raise ValueError(f"preview_method must be one of {PREVIEW_METHODS}")
                 self.preview_method = value
+            elif key in MODEL_LISTS and isinstance(value, list):
+                setattr(self, key, [str(name) for name in value])
             elif key == "faults" and isinstance(value, dict):
                 self.apply_update(value)
             elif key in fault_names:

@@ -301,7 +301,7 @@ class Engine:
         """Snapshot the armed faults for one run; disarm them unless persistent."""
         faults = dataclasses.replace(self.config.faults)
         if not faults.persistent:
-            self.config.faults = Faults(reject_with_html=faults.reject_with_html)
+            self.config.faults = Faults(**{name: getattr(faults, name) for name in Faults.REQUEST_FAULTS})
         return faults
 
     async def run_forever(self) -> None:
@@ -316,7 +316,7 @@ class Engine:
             await self.broadcast_status()
             run = Run(self, item, self.consume_faults())
             outcome = await run.execute()
-            self.history[item.prompt_id] = {
+            entry = {
                 "prompt": item.as_list(),
                 "outputs": run.outputs if outcome == "execution_success" or run.outputs else {},
                 "status": {
@@ -326,6 +326,8 @@ class Engine:
                 },
                 "meta": run.meta,
             }
+            if not run.faults.lose_history:
+                self.history[item.prompt_id] = entry
             self.running = None
             self.last_node_id = None
             await self.broadcast_status()

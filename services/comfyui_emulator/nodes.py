@@ -108,6 +108,10 @@ async def flux_guidance(ctx: NodeContext, conditioning: Conditioning, guidance: 
     return (replace(conditioning, guidance=guidance),), None
 
 
+async def conditioning_zero_out(ctx: NodeContext, conditioning: Conditioning) -> NodeResult:
+    return (Conditioning(""),), None
+
+
 async def empty_latent(ctx: NodeContext, width: int, height: int, batch_size: int = 1) -> NodeResult:
     return (Latent(width, height, batch_size),), None
 
@@ -226,6 +230,7 @@ NODE_FUNCTIONS: dict[str, Callable[..., Awaitable[NodeResult]]] = {
     "UpscaleModelLoader": upscale_model_loader,
     "CLIPTextEncode": clip_text_encode,
     "FluxGuidance": flux_guidance,
+    "ConditioningZeroOut": conditioning_zero_out,
     "EmptyLatentImage": empty_latent,
     "EmptySD3LatentImage": empty_latent,
     "KSampler": ksampler,

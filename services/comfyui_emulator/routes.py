@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import mimetypes
 import platform
 import uuid
@@ -110,9 +111,7 @@ async def prompt_summary(request: web.Request) -> web.Response:
 @routes.post("/prompt")
 async def post_prompt(request: web.Request) -> web.Response:
     config, engine = _config(request), _engine(request)
-    if config.faults.reject_with_html:
-        if not config.faults.persistent:
-            config.faults.reject_with_html = False
+    if _take_request_fault(config, "reject_with_html"):
         return web.Response(status=502, text=REJECT_HTML, content_type="text/html")
     body = await request.json()
     number = float(body["number"]) if "number" in body else engine.take_number(bool(body.get("front")))
@@ -129,6 +128,14 @@ async def post_prompt(request: web.Request) -> web.Response:
         extra_data["client_id"] = body["client_id"]
     await engine.enqueue(number, prompt_id, body["prompt"], extra_data, result.outputs)
     return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": result.node_errors})
+
+
+def _take_request_fault(config: EmulatorConfig, name: str) -> bool:
+    """Whether a request fault is armed; a one-shot fault is disarmed by taking it."""
+    armed = bool(getattr(config.faults, name))
+    if armed and not config.faults.persistent:
+        setattr(config.faults, name, False)
+    return armed
 
 
 def _rejection(rejected: PromptRejected) -> web.Response:
@@ -181,6 +188,9 @@ async def get_history(request: web.Request) -> web.Response:
 async def get_history_entry(request: web.Request) -> web.Response:
     prompt_id = request.match_info["prompt_id"]
     entry = _engine(request).history.get(prompt_id)
+    if entry and _take_request_fault(_config(request), "truncate_history"):
+        body = json.dumps({prompt_id: entry})
+        return web.Response(text=body[: len(body) // 2], content_type="application/json")
     return web.json_response({prompt_id: entry} if entry else {})
 
 
@@ -213,7 +223,7 @@ async def upload_image(request: web.Request) -> web.Response:
 @routes.get("/view")
 async def view(request: web.Request) -> web.StreamResponse:
     query = request.rel_url.query
-    if "filename" not in query:
+    if "filename" not in query or _take_request_fault(_config(request), "view_not_found"):
         return web.Response(status=404)
     status, path = _storage(request).view_path(query.get("type", "output"), query.get("subfolder"), query["filename"])
     if path is None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.gateway import files, health, openapi, proxy, ratelimit, render_api, security, ws
+from services.gateway import files, health, openapi, proxy, ratelimit, render, security, ws
 from services.gateway.config import GatewayConfig, load_gateway_config
 from shared.config import Settings, load_settings
 from shared.events import redis_client
@@ -40,5 +40,5 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.register_blueprint(files.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
-    render_api.init_app(app, settings)
+    render.init_app(app, settings)
     return app

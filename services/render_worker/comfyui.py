@@ -1,17 +1,22 @@
 """Client for one ComfyUI server (HTTP + WebSocket), following PROTOCOL.md.
 
-``run`` connects the WebSocket first, submits the graph under a prompt id we chose,
-follows only that prompt's messages until ``executing`` with ``node: null``, then reads
-``/history/<id>`` and downloads the images of the template's output nodes. It never
-sends an Origin header (ComfyUI rejects foreign origins with 403).
+``run`` connects the WebSocket first, submits the graph under a prompt id we chose and
+with our own client id, follows only that prompt's messages (state keyed by prompt id,
+never by arrival order) until ``executing`` with ``node: null``, and returns the output
+images of the template's save nodes, read from ``/history/<id>`` or, when ComfyUI lost
+its history (a restart), from the ``executed`` messages it sent. A dropped socket or an
+unreachable server is retried with backoff and reconciled through ``/history`` and
+``/queue``. It never sends an Origin header (ComfyUI rejects foreign origins with 403).
 """
 from __future__ import annotations
 
 import json
 import logging
+import struct
+import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,13 +27,13 @@ log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 10.0
 VIEW_TIMEOUT = 60.0
-WS_POLL_SECONDS = 0.5
-# With no message about our prompt for this long, ask /history whether it finished.
+WS_POLL_SECONDS = 0.25
+# With no message about our prompt for this long, ask /history and /queue how it is doing.
 SILENCE_CHECK_SECONDS = 5.0
 INTERRUPT_GRACE_SECONDS = 30.0
-
-ProgressCallback = Callable[[int, int], None]
-CancelCheck = Callable[[], bool]
+MAX_SOCKET_DROPS = 5
+HISTORY_READS = 4
+PREVIEW_LEGACY, PREVIEW_WITH_METADATA = 1, 4
 
 
 class ComfyUIError(Exception):
@@ -42,7 +47,7 @@ class ComfyUIError(Exception):
 
 
 class PromptRejected(ComfyUIError):
-    """ComfyUI refused the graph at validation (400)."""
+    """ComfyUI refused the graph at validation (``node_errors``)."""
 
     def __init__(self, message: str, node_errors: dict[str, Any] | None = None) -> None:
         super().__init__(message, code="PROMPT_REJECTED", error_class="user")
@@ -50,8 +55,8 @@ class PromptRejected(ComfyUIError):
 
 
 class ComfyUIUnavailable(ComfyUIError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="COMFYUI_UNAVAILABLE")
+    def __init__(self, message: str, code: str = "COMFYUI_UNAVAILABLE") -> None:
+        super().__init__(message, code=code)
 
 
 class PromptInterrupted(Exception):
@@ -66,10 +71,14 @@ class ImageRef:
     type: str
 
 
-@dataclass(frozen=True)
-class FetchedImage:
-    ref: ImageRef
-    data: bytes
+@dataclass
+class RunHooks:
+    """Callbacks of one run; each is optional."""
+
+    on_submitted: Callable[[], None] | None = None
+    on_progress: Callable[[int, int, int], None] | None = None  # step, total steps, overall percent
+    on_preview: Callable[[bytes], None] | None = None  # JPEG/PNG bytes of a preview frame
+    should_cancel: Callable[[], bool] | None = None
 
 
 def combo_choices(spec: Any) -> list[str]:
@@ -83,109 +92,24 @@ def combo_choices(spec: Any) -> list[str]:
     return []
 
 
-class ComfyUIClient:
-    def __init__(self, base_url: str, *, timeout: float = HTTP_TIMEOUT) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.session = requests.Session()
-
-    def close(self) -> None:
-        self.session.close()
-
-    def _url(self, path: str) -> str:
-        return self.base_url + path
-
-    def _ws_url(self, client_id: str) -> str:
-        parts = urlsplit(self.base_url)
-        scheme = "wss" if parts.scheme == "https" else "ws"
-        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", f"clientId={client_id}", ""))
-
-    def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> requests.Response:
+def preview_image(frame: bytes, prompt_id: str) -> bytes | None:
+    """The image of a binary preview frame (event 1, or event 4 naming our prompt), else None."""
+    if len(frame) < 8:
+        return None
+    event, second = struct.unpack(">II", frame[:8])
+    if event == PREVIEW_LEGACY:
+        return frame[8:]
+    if event == PREVIEW_WITH_METADATA:
         try:
-            return self.session.request(method, self._url(path), timeout=timeout or self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise ComfyUIUnavailable(f"ComfyUI at {self.base_url} is unreachable ({exc.__class__.__name__}).") from exc
-
-    def _get_json(self, path: str, **kwargs: Any) -> Any:
-        response = self._request("GET", path, **kwargs)
-        if response.status_code != 200:
-            raise ComfyUIUnavailable(f"GET {path} answered {response.status_code}.")
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ComfyUIUnavailable(f"GET {path} did not answer JSON.") from exc
-
-    def object_info(self, node_class: str) -> dict[str, Any]:
-        """The node class's spec, or {} when the server does not know it."""
-        return self._get_json(f"/object_info/{node_class}").get(node_class, {})
-
-    def system_stats(self) -> dict[str, Any]:
-        return self._get_json("/system_stats")
-
-    def history(self, prompt_id: str) -> dict[str, Any] | None:
-        """The finished prompt's history entry, or None while it is unknown/unfinished."""
-        return self._get_json(f"/history/{prompt_id}").get(prompt_id)
-
-    def interrupt(self, prompt_id: str) -> None:
-        """Stop our prompt if it runs (targeted interrupt) and drop it if still pending."""
-        self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
-        self._request("POST", "/queue", json={"delete": [prompt_id]})
-
-    def is_queued(self, prompt_id: str) -> bool:
-        queue = self._get_json("/queue")
-        items = queue.get("queue_running", []) + queue.get("queue_pending", [])
-        return any(len(item) > 1 and item[1] == prompt_id for item in items)
-
-    def submit(self, graph: dict[str, Any], prompt_id: str, client_id: str) -> None:
-        response = self._request("POST", "/prompt", json={"prompt": graph, "client_id": client_id,
-                                                          "prompt_id": prompt_id})
-        if response.status_code == 200:
-            return
-        try:
-            body = response.json()
+            metadata = json.loads(frame[8:8 + second])
         except ValueError:
-            body = None
-        if response.status_code == 400 and isinstance(body, dict):
-            raise PromptRejected(describe_rejection(body), body.get("node_errors"))
-        raise ComfyUIUnavailable(f"POST /prompt answered {response.status_code}.")
-
-    def fetch_image(self, ref: ImageRef) -> bytes:
-        response = self._request("GET", "/view", timeout=VIEW_TIMEOUT,
-                                 params={"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type})
-        if response.status_code != 200:
-            raise ComfyUIError(f"GET /view of {ref.filename} answered {response.status_code}.",
-                               code="OUTPUT_MISSING")
-        return response.content
-
-    def run(self, graph: dict[str, Any], output_nodes: list[str], *, deadline: float,
-            prompt_id: str | None = None, on_progress: ProgressCallback | None = None,
-            should_cancel: CancelCheck | None = None) -> list[FetchedImage]:
-        """Execute ``graph`` and return the images of ``output_nodes`` in order.
-
-        ``deadline`` is a ``time.monotonic()`` value. Raises PromptRejected, ComfyUIError
-        (execution error, deadline, lost connection) or PromptInterrupted.
-        """
-        prompt_id = prompt_id or str(uuid.uuid4())
-        run = _PromptRun(self, prompt_id, deadline, on_progress, should_cancel)
-        run.execute(graph)
-        entry = self._history_after_finish(prompt_id)
-        refs = [ImageRef(node_id, image["filename"], image.get("subfolder", ""), image.get("type", "output"))
-                for node_id in output_nodes
-                for image in (entry.get("outputs", {}).get(node_id, {}).get("images", []))]
-        return [FetchedImage(ref, self.fetch_image(ref)) for ref in refs]
-
-    def _history_after_finish(self, prompt_id: str) -> dict[str, Any]:
-        for _ in range(20):
-            entry = self.history(prompt_id)
-            if entry is not None:
-                return entry
-            time.sleep(0.1)
-        raise ComfyUIError("ComfyUI reported the prompt finished but has no history for it.",
-                           code="HISTORY_MISSING")
+            return None
+        return frame[8 + second:] if metadata.get("prompt_id") == prompt_id else None
+    return None
 
 
 def describe_rejection(body: dict[str, Any]) -> str:
-    """A readable message from a 400 ``{"error", "node_errors"}`` body, naming node and reason."""
+    """A readable message from a ``{"error", "node_errors"}`` body, naming node and reason."""
     error = body.get("error") or {}
     parts = []
     for node_id, node in (body.get("node_errors") or {}).items():
@@ -200,8 +124,7 @@ def describe_rejection(body: dict[str, Any]) -> str:
 def outcome_from_history(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """("success" | "error" | "interrupted", payload) from a history entry."""
     status = entry.get("status") or {}
-    messages = status.get("messages") or []
-    for kind, payload in reversed(messages):
+    for kind, payload in reversed(status.get("messages") or []):
         if kind == "execution_error":
             return "error", payload
         if kind == "execution_interrupted":
@@ -211,63 +134,271 @@ def outcome_from_history(entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "error", {"exception_message": f"ComfyUI ended the prompt with status {status.get('status_str')!r}"}
 
 
-def _close(ws: websocket.WebSocket) -> None:
-    """Close politely if still open, and always release the socket."""
-    try:
-        ws.close(timeout=1)
-    except (websocket.WebSocketException, OSError):
-        pass  # the peer is already gone; shutdown below frees the socket
-    ws.shutdown()
+def image_refs(outputs: dict[str, Any], output_nodes: list[str]) -> list[ImageRef]:
+    """The images of ``output_nodes`` in order, from a history/executed ``outputs`` dict."""
+    return [ImageRef(node_id, str(image["filename"]), str(image.get("subfolder", "")), str(image.get("type", "output")))
+            for node_id in output_nodes
+            for image in (outputs.get(node_id) or {}).get("images", [])
+            if isinstance(image, dict) and "filename" in image]
 
 
-class _PromptRun:
-    """One prompt's life on the WebSocket: submit, follow, reconcile after a drop."""
+class ComfyUIClient:
+    def __init__(self, base_url: str, *, timeout: float = HTTP_TIMEOUT, retry_seconds: float = 20.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.retry_seconds = retry_seconds
+        self._local = threading.local()
 
-    def __init__(self, client: ComfyUIClient, prompt_id: str, deadline: float,
-                 on_progress: ProgressCallback | None, should_cancel: CancelCheck | None) -> None:
-        self.client = client
-        self.prompt_id = prompt_id
-        self.deadline = deadline
-        self.on_progress = on_progress
-        self.should_cancel = should_cancel
-        self.client_id = uuid.uuid4().hex
-        self.outcome: str | None = None
-        self.ending = "success"  # what the final ``executing: null`` will mean
-        self.payload: dict[str, Any] = {}
-        self.cancelling = False
-        self.interrupt_sent_at = 0.0
+    @property
+    def session(self) -> requests.Session:
+        """One pooled session per thread (a worker runs several jobs at once)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def close(self) -> None:
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            self._local.session = None
+
+    def ws_url(self, client_id: str) -> str:
+        parts = urlsplit(self.base_url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", f"clientId={client_id}", ""))
+
+    def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> requests.Response:
+        try:
+            return self.session.request(method, self.base_url + path, timeout=timeout or self.timeout, **kwargs)
+        except requests.RequestException as exc:
+            raise ComfyUIUnavailable(f"ComfyUI at {self.base_url} did not answer {method} {path} "
+                                     f"({exc.__class__.__name__}).") from exc
+
+    def _get_json(self, path: str, **kwargs: Any) -> Any:
+        response = self._request("GET", path, **kwargs)
+        if response.status_code != 200:
+            raise ComfyUIUnavailable(f"GET {path} answered {response.status_code}.")
+        try:
+            return response.json()
+        except ValueError as exc:
+            kind = response.headers.get("Content-Type", "?")
+            raise ComfyUIUnavailable(f"GET {path} did not answer readable JSON ({kind}).",
+                                     code="COMFYUI_BAD_RESPONSE") from exc
+
+    def object_info_all(self) -> dict[str, Any]:
+        return self._get_json("/object_info")
+
+    def object_info(self, node_class: str) -> dict[str, Any]:
+        """The node class's spec, or {} when the server does not know it."""
+        return self._get_json(f"/object_info/{node_class}").get(node_class, {})
+
+    def system_stats(self) -> dict[str, Any]:
+        return self._get_json("/system_stats")
+
+    def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The finished prompt's history entry, or None while it is unknown/unfinished."""
+        return self._get_json(f"/history/{prompt_id}").get(prompt_id)
+
+    def queue_state(self, prompt_id: str) -> str | None:
+        """"running", "pending" or None for our prompt in ``GET /queue``."""
+        queue = self._get_json("/queue")
+        if any(len(item) > 1 and item[1] == prompt_id for item in queue.get("queue_running", [])):
+            return "running"
+        if any(len(item) > 1 and item[1] == prompt_id for item in queue.get("queue_pending", [])):
+            return "pending"
+        return None
+
+    def cancel(self, prompt_id: str) -> str | None:
+        """Remove our prompt if still pending, else interrupt it if it runs — only ever the
+        targeted interrupt. Returns the state it was found in."""
+        state = self.queue_state(prompt_id)
+        if state == "pending":
+            self._request("POST", "/queue", json={"delete": [prompt_id]})
+            if self.queue_state(prompt_id) == "running":  # it started meanwhile
+                self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
+                return "running"
+        elif state == "running":
+            self._request("POST", "/interrupt", json={"prompt_id": prompt_id})
+        return state
+
+    def upload_image(self, data: bytes, name: str) -> str:
+        """Put an input image into ComfyUI's ``input/`` and return the name LoadImage takes."""
+        response = self._request("POST", "/upload/image", timeout=VIEW_TIMEOUT,
+                                 files={"image": (name, data, "application/octet-stream")},
+                                 data={"type": "input", "overwrite": "true"})
+        try:
+            body = response.json() if response.status_code == 200 else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or "name" not in body:
+            raise ComfyUIUnavailable(f"POST /upload/image answered {response.status_code}.")
+        subfolder = body.get("subfolder") or ""
+        return f"{subfolder}/{body['name']}" if subfolder else str(body["name"])
+
+    def submit(self, graph: dict[str, Any], prompt_id: str, client_id: str, output_nodes: list[str]) -> None:
+        """POST /prompt. 400 and a 200 whose ``node_errors`` touch our outputs → PromptRejected;
+        anything else unusable → ComfyUIUnavailable."""
+        response = self._request("POST", "/prompt", json={"prompt": graph, "client_id": client_id,
+                                                          "prompt_id": prompt_id})
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code == 400 and isinstance(body, dict):
+            raise PromptRejected(describe_rejection(body), body.get("node_errors"))
+        if response.status_code != 200 or not isinstance(body, dict):
+            kind = response.headers.get("Content-Type", "no content type")
+            raise ComfyUIUnavailable(f"POST /prompt answered {response.status_code} ({kind}).")
+        node_errors = body.get("node_errors") or {}
+        broken = {node_id for node_id, node in node_errors.items()} | {
+            str(out) for node in node_errors.values() for out in node.get("dependent_outputs", [])}
+        if broken & set(output_nodes):
+            self.cancel(prompt_id)  # it may be queued with other outputs only
+            raise PromptRejected(describe_rejection(body), node_errors)
+
+    def fetch_image(self, ref: ImageRef) -> bytes:
+        response = self._request("GET", "/view", timeout=VIEW_TIMEOUT,
+                                 params={"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type})
+        if response.status_code != 200 or not response.content:
+            raise ComfyUIError(f"ComfyUI could not hand over {ref.filename!r}: GET /view answered "
+                               f"{response.status_code}.", code="OUTPUT_MISSING")
+        return response.content
+
+    def run(self, graph: dict[str, Any], output_nodes: list[str], *, deadline: float, prompt_id: str,
+            hooks: RunHooks | None = None) -> list[ImageRef]:
+        """Execute ``graph`` and return the image references of ``output_nodes`` in order.
+
+        ``deadline`` is a ``time.monotonic()`` value. Raises PromptRejected, ComfyUIError
+        (execution error, deadline, lost connection) or PromptInterrupted.
+        """
+        run = PromptRun(self, graph, output_nodes, prompt_id, deadline, hooks or RunHooks())
+        run.execute()
+        return run.results()
+
+
+class ProgressTracker:
+    """Turns node execution and sampler steps into one overall percentage.
+
+    Each node weighs 1, a sampler node weighs its step count; cached nodes count as done.
+    """
+
+    def __init__(self, graph: dict[str, Any]) -> None:
+        self.weights = {node_id: max(1, int(node["inputs"]["steps"]))
+                        if isinstance(node.get("inputs", {}).get("steps"), int) else 1
+                        for node_id, node in graph.items()}
+        self.done: set[str] = set()
+        self.current: str | None = None
+        self.fraction = 0.0
+
+    def cached(self, nodes: list[str]) -> None:
+        self.done.update(n for n in nodes if n in self.weights)
+
+    def executing(self, node: str) -> None:
+        if self.current is not None and self.current != node:
+            self.done.add(self.current)
+        self.current, self.fraction = node, 0.0
+
+    def step(self, node: str | None, value: int, maximum: int) -> None:
+        if node is not None and node != self.current:
+            self.executing(node)
+        self.fraction = value / maximum if maximum else 0.0
+
+    def percent(self) -> int:
+        total = sum(self.weights.values())
+        finished = sum(self.weights[n] for n in self.done)
+        if self.current in self.weights and self.current not in self.done:
+            finished += self.weights[self.current] * self.fraction
+        return min(99, int(100 * finished / total)) if total else 0
+
+
+@dataclass
+class PromptRun:
+    """One prompt's life: connect, submit, follow, reconcile after a drop or silence."""
+
+    client: ComfyUIClient
+    graph: dict[str, Any]
+    output_nodes: list[str]
+    prompt_id: str
+    deadline: float
+    hooks: RunHooks
+    client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    outcome: str | None = None
+    ending: str = "success"  # what the final ``executing: null`` will mean
+    payload: dict[str, Any] = field(default_factory=dict)
+    executed_outputs: dict[str, Any] = field(default_factory=dict)
+    cancelling: bool = False
+    interrupt_sent_at: float = 0.0
+    history_entry: dict[str, Any] | None = None
+    last_step: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        self.tracker = ProgressTracker(self.graph)
         self.last_heard = time.monotonic()
 
-    def _connect(self) -> websocket.WebSocket:
-        try:
-            return websocket.create_connection(self.client._ws_url(self.client_id), timeout=self.client.timeout,
-                                               suppress_origin=True)
-        except (websocket.WebSocketException, OSError) as exc:
-            raise ComfyUIUnavailable(f"ComfyUI WebSocket is unreachable ({exc.__class__.__name__}).") from exc
+    # -- connection -------------------------------------------------------------------
+    def _backoff(self, what: str, attempt: Callable[[], Any]) -> Any:
+        """Call ``attempt`` until it succeeds or ``retry_seconds`` pass (0.25 s doubling to 4 s)."""
+        give_up = time.monotonic() + self.client.retry_seconds
+        delay = 0.25
+        while True:
+            try:
+                return attempt()
+            except ComfyUIUnavailable as exc:
+                if time.monotonic() + delay > min(give_up, self.deadline):
+                    raise ComfyUIUnavailable(f"{exc.message} Gave up on {what} after retrying.",
+                                             code=exc.code) from exc
+                log.warning("%s failed (%s); retrying in %.2f s", what, exc.message, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 4.0)
 
-    def execute(self, graph: dict[str, Any]) -> None:
+    def _connect(self) -> websocket.WebSocket:
+        def attempt() -> websocket.WebSocket:
+            try:
+                return websocket.create_connection(self.client.ws_url(self.client_id), timeout=self.client.timeout,
+                                                   suppress_origin=True, enable_multithread=False)
+            except (websocket.WebSocketException, OSError) as exc:
+                raise ComfyUIUnavailable(f"ComfyUI's WebSocket is unreachable ({exc.__class__.__name__}).") from exc
+        return self._backoff("connecting to ComfyUI's WebSocket", attempt)
+
+    def _submit(self) -> None:
+        def attempt() -> None:
+            try:
+                self.client.submit(self.graph, self.prompt_id, self.client_id, self.output_nodes)
+            except ComfyUIUnavailable:
+                # The post may have arrived before the answer failed: our own prompt id tells.
+                try:
+                    if self.client.queue_state(self.prompt_id) or self.client.history(self.prompt_id):
+                        return
+                except ComfyUIUnavailable:
+                    pass
+                raise
+        self._backoff("submitting the prompt", attempt)
+        if self.hooks.on_submitted:
+            self.hooks.on_submitted()
+
+    def execute(self) -> None:
         ws = self._connect()
-        reconnected = False
+        drops = 0
         try:
-            self.client.submit(graph, self.prompt_id, self.client_id)
+            self._submit()
             while self.outcome is None:
                 try:
                     self._follow(ws)
-                except (websocket.WebSocketConnectionClosedException, ConnectionError, OSError) as exc:
-                    if reconnected:
-                        raise ComfyUIError("Lost the ComfyUI WebSocket twice during one job.",
+                except (websocket.WebSocketException, ConnectionError, OSError) as exc:
+                    drops += 1
+                    if drops > MAX_SOCKET_DROPS:
+                        raise ComfyUIError("Lost the connection to ComfyUI too often during one job.",
                                            code="COMFYUI_CONNECTION_LOST") from exc
                     log.warning("ComfyUI socket dropped during prompt %s; reconnecting", self.prompt_id)
-                    reconnected = True
                     _close(ws)
-                    ws = self._connect()
-                    self._reconcile()
+                    ws = self._connect()  # same client id: ComfyUI resumes sending our messages
+                    self._backoff("reconciling after a dropped socket", self._reconcile)
         finally:
             _close(ws)
         self._raise_for_outcome()
 
     def _follow(self, ws: websocket.WebSocket) -> None:
-        """Read messages until the prompt finishes; check cancel, silence and the deadline meanwhile."""
         ws.settimeout(WS_POLL_SECONDS)
         while self.outcome is None:
             try:
@@ -276,31 +407,75 @@ class _PromptRun:
                 self._on_idle()
                 continue
             if opcode == websocket.ABNF.OPCODE_CLOSE:
-                raise websocket.WebSocketConnectionClosedException("server closed the socket")
-            if opcode != websocket.ABNF.OPCODE_TEXT:
-                continue  # binary preview frames are not used yet
-            self._on_message(json.loads(frame))
+                raise websocket.WebSocketConnectionClosedException("ComfyUI closed the socket")
+            if opcode == websocket.ABNF.OPCODE_BINARY:
+                self._on_binary(frame)
+            elif opcode == websocket.ABNF.OPCODE_TEXT:
+                try:
+                    message = json.loads(frame)
+                except ValueError:
+                    continue
+                if isinstance(message, dict):
+                    self._on_message(message)
+            if self.outcome is None and time.monotonic() > self.deadline:
+                self._on_idle()
+
+    # -- messages ---------------------------------------------------------------------
+    def _on_binary(self, frame: bytes) -> None:
+        if self.hooks.on_preview is None:
+            return
+        image = preview_image(frame, self.prompt_id)
+        if image:
+            self.hooks.on_preview(image)
 
     def _on_message(self, message: dict[str, Any]) -> None:
         kind, data = message.get("type"), message.get("data") or {}
-        if data.get("prompt_id") != self.prompt_id:
+        if not isinstance(data, dict):
             return
+        if kind == "executing" and "prompt_id" not in data and data.get("node") is not None:
+            # After a reconnect ComfyUI names the running node without a prompt id; only our
+            # client id receives it, so it is ours.
+            self.tracker.executing(str(data["node"]))
+            return
+        if data.get("prompt_id") != self.prompt_id:
+            return  # status broadcasts, other clients' prompts
         self.last_heard = time.monotonic()
-        if kind == "progress" and self.on_progress is not None:
-            self.on_progress(int(data.get("value", 0)), int(data.get("max", 0)))
+        if kind == "execution_cached":
+            self.tracker.cached([str(n) for n in data.get("nodes", [])])
+        elif kind == "executing" and data.get("node") is None:
+            self.outcome = self.ending
+        elif kind == "executing":
+            self.tracker.executing(str(data["node"]))
+            self._report_progress(None)
+        elif kind == "progress":
+            self.tracker.step(str(data["node"]) if data.get("node") is not None else None,
+                              int(data.get("value", 0)), int(data.get("max", 0)))
+            self._report_progress((int(data.get("value", 0)), int(data.get("max", 0))))
             self._check_cancel()
+        elif kind == "executed" and isinstance(data.get("output"), dict):
+            self.executed_outputs[str(data.get("node"))] = data["output"]
+        elif kind == "execution_success":
+            self.ending = "success"
         elif kind == "execution_error":
             self.payload, self.ending = data, "error"
         elif kind == "execution_interrupted":
-            self.ending = "interrupted"
-        elif kind == "executing" and data.get("node") is None:
-            self.outcome = self.ending
+            self.payload, self.ending = data, "interrupted"
+
+    def _report_progress(self, step: tuple[int, int] | None) -> None:
+        """Overall percent, with the latest sampler step (kept while other nodes run)."""
+        if step is not None:
+            self.last_step = step
+        if self.hooks.on_progress is not None:
+            self.hooks.on_progress(*self.last_step, self.tracker.percent())
 
     def _on_idle(self) -> None:
         now = time.monotonic()
         self._check_cancel()
-        if now > self.deadline and not self.cancelling:
-            self.client.interrupt(self.prompt_id)
+        if now > self.deadline and self.outcome is None:
+            try:
+                self.client.cancel(self.prompt_id)
+            except ComfyUIUnavailable:
+                log.warning("could not stop prompt %s after its deadline", self.prompt_id)
             raise ComfyUIError("The job ran past its deadline and was stopped.", code="DEADLINE_EXCEEDED")
         if now - self.last_heard > SILENCE_CHECK_SECONDS:
             self.last_heard = now
@@ -309,25 +484,75 @@ class _PromptRun:
             raise ComfyUIError("ComfyUI did not stop the prompt after an interrupt.", code="INTERRUPT_TIMEOUT")
 
     def _check_cancel(self) -> None:
-        if self.cancelling or self.should_cancel is None or not self.should_cancel():
+        if self.cancelling or self.hooks.should_cancel is None or not self.hooks.should_cancel():
             return
         self.cancelling = True
         self.interrupt_sent_at = time.monotonic()
-        self.client.interrupt(self.prompt_id)
-        self._reconcile()
+        state = self.client.cancel(self.prompt_id)
+        if state == "pending":
+            self.outcome = "interrupted"  # removed before it started: ComfyUI will say nothing
+        elif state is None:
+            self._reconcile()
 
     def _reconcile(self) -> None:
-        """Learn the outcome from /history (after a socket drop, silence or a cancel)."""
-        entry = self.client.history(self.prompt_id)
+        """Learn the outcome from /history and /queue (after a drop, silence or a cancel)."""
+        try:
+            entry = self.client.history(self.prompt_id)
+        except ComfyUIUnavailable as exc:
+            if exc.code != "COMFYUI_BAD_RESPONSE":
+                raise
+            entry = None  # unreadable history: the queue still tells whether it is alive
         if entry is not None:
             self.outcome, self.payload = outcome_from_history(entry)
-        elif self.cancelling and not self.client.is_queued(self.prompt_id):
-            self.outcome = "interrupted"  # deleted from the queue before it started: no message will come
+            self.history_entry = entry
+            return
+        if self.client.queue_state(self.prompt_id) is not None:
+            return  # still pending or running: keep following
+        if self.cancelling:
+            self.outcome = "interrupted"
+        elif self.ending in ("error", "interrupted") or self.executed_outputs:
+            self.outcome = self.ending  # finished, but its history is gone (ComfyUI restarted)
+        else:
+            raise ComfyUIError("ComfyUI lost the prompt (it is neither queued nor in its history; "
+                               "was ComfyUI restarted?).", code="PROMPT_LOST")
 
     def _raise_for_outcome(self) -> None:
         if self.outcome == "interrupted":
-            raise PromptInterrupted(self.prompt_id)
+            if self.cancelling:
+                raise PromptInterrupted(self.prompt_id)
+            raise ComfyUIError("ComfyUI interrupted the prompt.", code="INTERRUPTED")
         if self.outcome == "error":
             node = self.payload.get("node_type") or self.payload.get("node_id") or "?"
             message = self.payload.get("exception_message") or "ComfyUI failed while running the workflow."
             raise ComfyUIError(f"{str(message).strip()} (node {node})", code="EXECUTION_ERROR")
+
+    # -- results ----------------------------------------------------------------------
+    def results(self) -> list[ImageRef]:
+        """Output images from /history; from the ``executed`` messages when history is gone."""
+        entry = self.history_entry
+        problem = "ComfyUI has no history for the finished prompt."
+        for attempt in range(HISTORY_READS):
+            if entry is not None:
+                break
+            try:
+                entry = self.client.history(self.prompt_id)
+                if entry is None:
+                    break  # {}: lost (restart) — fall back to executed messages
+            except ComfyUIUnavailable as exc:
+                problem = exc.message
+                time.sleep(0.1 * (attempt + 1))
+        refs = image_refs(entry.get("outputs") or {}, self.output_nodes) if entry else []
+        if not refs:
+            refs = image_refs(self.executed_outputs, self.output_nodes)
+        if not refs and entry is None:
+            raise ComfyUIError(f"Could not read the prompt's outputs: {problem}", code="HISTORY_UNREADABLE")
+        return refs
+
+
+def _close(ws: websocket.WebSocket) -> None:
+    """Close politely if still open, and always release the socket."""
+    try:
+        ws.close(timeout=1)
+    except (websocket.WebSocketException, OSError):
+        pass  # the peer is already gone; shutdown below frees the socket
+    ws.shutdown()

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Callable
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shared.db import isoformat, utcnow
 from shared.errors import Conflict, NotFound
-from shared.storage import LocalStorage
+from shared.storage import Storage
 
 from .models import FINISHED_STATUSES, RenderJob, RenderOutput
+
+ACTIVE_STATUSES = ("queued", "running")
 from .workflows import Template
 
 
@@ -40,11 +43,13 @@ def new_job_id() -> str:
 
 
 def create_job(session: Session, *, job_id: str, user_id: int, template: Template, params: dict[str, Any],
+               price_per_image: int, queue: str, source_key: str | None = None, source_ref: str | None = None,
                idempotency_key: str | None = None) -> RenderJob:
     job = RenderJob(id=job_id, user_id=user_id, workflow=template.name, workflow_version=template.version,
-                    params=params, price_per_image=template.price_per_image,
+                    params=params, price_per_image=price_per_image, queue=queue,
                     images_requested=int(params.get("batchSize", 1)), status="queued", cancel_requested=False,
-                    progress=0, images_delivered=0, attempts=0, idempotency_key=idempotency_key)
+                    progress=0, images_delivered=0, attempts=0, idempotency_key=idempotency_key,
+                    source_key=source_key, source_ref=source_ref)
     session.add(job)
     session.flush()
     return job
@@ -80,10 +85,37 @@ def list_user_jobs(session: Session, user_id: int, *, status: str | None = None,
     return list(rows), total
 
 
-def queue_position(session: Session, job: RenderJob) -> int:
-    """How many queued jobs were created before this one (0 = next in line)."""
+def active_count(session: Session, user_id: int) -> int:
+    """The user's queued plus running jobs."""
     return session.scalar(select(func.count()).select_from(RenderJob).where(
-        RenderJob.status == "queued", RenderJob.created_at < job.created_at)) or 0
+        RenderJob.user_id == user_id, RenderJob.status.in_(ACTIVE_STATUSES))) or 0
+
+
+def queue_position(session: Session, job: RenderJob) -> int:
+    """How many queued jobs of the same queue are ahead of this one (0 = next in line)."""
+    return session.scalar(select(func.count()).select_from(RenderJob).where(
+        RenderJob.queue == job.queue, RenderJob.status == "queued",
+        (RenderJob.created_at < job.created_at)
+        | ((RenderJob.created_at == job.created_at) & (RenderJob.id < job.id)))) or 0
+
+
+def queued_jobs(session: Session, queue: str, limit: int) -> list[RenderJob]:
+    """The first ``limit`` queued jobs of a queue, in line order."""
+    return list(session.scalars(select(RenderJob).where(RenderJob.queue == queue, RenderJob.status == "queued")
+                                .order_by(RenderJob.created_at, RenderJob.id).limit(limit)))
+
+
+def running_count(session: Session, queue: str) -> int:
+    return session.scalar(select(func.count()).select_from(RenderJob).where(
+        RenderJob.queue == queue, RenderJob.status == "running")) or 0
+
+
+def jobs_in_status(session: Session, status: str, updated_before: datetime | None = None,
+                   limit: int = 200) -> list[RenderJob]:
+    conditions = [RenderJob.status == status]
+    if updated_before is not None:
+        conditions.append(RenderJob.updated_at < updated_before)
+    return list(session.scalars(select(RenderJob).where(*conditions).order_by(RenderJob.created_at).limit(limit)))
 
 
 def outputs_of(session: Session, job_ids: list[str]) -> dict[str, list[RenderOutput]]:
@@ -105,25 +137,56 @@ def _transition(session: Session, job_id: str, allowed_from: tuple[str, ...], **
     return result.rowcount == 1
 
 
-def claim_job(session: Session, job_id: str, worker: str) -> RenderJob | None:
-    """Mark the job running for this worker; None when it is finished, cancelled or unknown.
+def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable[[str], bool]) -> RenderJob | None:
+    """Mark the job running for this worker; None when someone else holds it or it is over.
 
-    ``running → running`` is allowed: that is a message redelivered after a worker died.
+    A queued, uncancelled job is taken. A running job is taken over only when the worker
+    that ran it is dead (its heartbeat expired): that is a message redelivered after a
+    crash. A job still running on a live worker is left alone. ``started_at`` is the
+    start of the current attempt (the reconciler's deadline counts from it).
     """
     job = session.get(RenderJob, job_id)
-    if job is None or job.status not in ("queued", "running"):
+    if job is None or job.status not in ACTIVE_STATUSES:
         return None
-    claimed = _transition(session, job_id, ("queued", "running"), status="running", worker=worker,
-                          attempts=RenderJob.attempts + 1,
-                          started_at=func.coalesce(RenderJob.started_at, utcnow()))
+    if job.status == "queued":
+        claimed = session.execute(
+            update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "queued",
+                                    RenderJob.cancel_requested.is_(False))
+            .values(status="running", worker=worker, attempts=RenderJob.attempts + 1, progress=0,
+                    started_at=utcnow(), updated_at=utcnow())
+            .execution_options(synchronize_session=False)).rowcount == 1
+    else:
+        previous = job.worker
+        if previous == worker or (previous and worker_alive(previous)):
+            return None
+        claimed = session.execute(
+            update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "running",
+                                    RenderJob.worker == previous)
+            .values(worker=worker, attempts=RenderJob.attempts + 1, progress=0, started_at=utcnow(),
+                    updated_at=utcnow())
+            .execution_options(synchronize_session=False)).rowcount == 1
     if not claimed:
         return None
     session.refresh(job)
     return job
 
 
-def record_prompt(session: Session, job_id: str, prompt_id: str) -> None:
-    _transition(session, job_id, ("running",), comfy_prompt_id=prompt_id)
+def requeue(session: Session, job_id: str, worker: str | None) -> bool:
+    """Put a running job whose worker died back in line (the caller sends a new message)."""
+    held_by = RenderJob.worker.is_(None) if worker is None else RenderJob.worker == worker
+    return session.execute(
+        update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "running", held_by)
+        .values(status="queued", worker=None, progress=0, updated_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount == 1
+
+
+def record_prompt(session: Session, job_id: str, prompt_id: str, variant: str, graph: dict[str, Any]) -> None:
+    _transition(session, job_id, ("running",), comfy_prompt_id=prompt_id, variant=variant, graph=graph)
+
+
+def touch(session: Session, job_id: str) -> None:
+    """A heartbeat on the row: the job is being worked on."""
+    _transition(session, job_id, ("running",))
 
 
 def record_progress(session: Session, job_id: str, percent: int) -> bool:
@@ -179,13 +242,14 @@ def request_cancel(session: Session, user_id: int, job_id: str) -> str:
     raise Conflict("This job has already finished.", code="JOB_FINISHED")
 
 
-def job_json(job: RenderJob, outputs: list[RenderOutput], storage: LocalStorage) -> dict[str, Any]:
+def job_json(job: RenderJob, outputs: list[RenderOutput], storage: Storage) -> dict[str, Any]:
     error = None
     if job.error_code:
         error = {"code": job.error_code, "class": job.error_class, "message": job.error_message}
     return {
         "id": job.id,
         "workflow": job.workflow,
+        "workflowVersion": job.workflow_version,
         "params": job.params,
         "status": job.status,
         "progress": job.progress,
@@ -193,6 +257,10 @@ def job_json(job: RenderJob, outputs: list[RenderOutput], storage: LocalStorage)
         "imagesRequested": job.images_requested,
         "imagesDelivered": job.images_delivered,
         "cost": job.images_delivered * job.price_per_image,
+        "cancelRequested": job.cancel_requested,
+        "worker": job.worker,
+        "comfyPromptId": job.comfy_prompt_id,
+        "attempts": job.attempts,
         "error": error,
         "outputs": [output_json(output, storage) for output in outputs],
         "createdAt": isoformat(job.created_at),
@@ -201,18 +269,29 @@ def job_json(job: RenderJob, outputs: list[RenderOutput], storage: LocalStorage)
     }
 
 
-def output_json(output: RenderOutput, storage: LocalStorage) -> dict[str, Any]:
-    return {"id": output.id, "index": output.index, "imageUrl": storage.url(output.image_key),
-            "thumbnailUrl": storage.url(output.thumbnail_key), "width": output.width, "height": output.height}
+def output_json(output: RenderOutput, storage: Storage) -> dict[str, Any]:
+    """An unsaved output is private: its URLs are signed for the owner and expire."""
+    return {"id": output.id, "index": output.index, "imageUrl": storage.signed_url(output.image_key),
+            "thumbnailUrl": storage.signed_url(output.thumbnail_key), "width": output.width,
+            "height": output.height}
+
+
+CONTRACT_PARAMS = ("prompt", "negativePrompt", "model", "width", "height", "batchSize", "steps", "cfgScale",
+                   "seed", "sampler", "scheduler")
 
 
 def output_record(output: RenderOutput, job: RenderJob) -> dict[str, Any]:
-    """The internal contract of ``GET /internal/outputs/<id>`` (read by the gallery)."""
-    param_names = ("prompt", "negativePrompt", "model", "width", "height", "batchSize", "steps", "cfgScale",
-                   "seed", "sampler", "scheduler")
+    """The internal contract of ``GET /internal/outputs/<id>`` (read by the gallery).
+
+    ``params`` always has the contract's names (None where the workflow has no such
+    parameter) plus the workflow's own; ``graph`` is the exact graph sent to ComfyUI.
+    """
+    params = {name: job.params.get(name) for name in CONTRACT_PARAMS}
+    params.update({k: v for k, v in job.params.items() if k not in params})
+    source_work = job.source_ref.split(":", 1)[1] if job.source_ref and job.source_ref.startswith("work:") else None
     return {"id": output.id, "jobId": output.job_id, "userId": output.user_id, "index": output.index,
             "imageKey": output.image_key, "thumbnailKey": output.thumbnail_key, "width": output.width,
             "height": output.height, "fileSize": output.file_size, "sha256": output.sha256,
-            "workflow": job.workflow, "params": {name: job.params.get(name) for name in param_names},
+            "workflow": job.workflow, "workflowVersion": job.workflow_version, "params": params,
+            "graph": job.graph, "sourceWorkId": int(source_work) if source_work and source_work.isdigit() else None,
             "createdAt": isoformat(output.created_at)}
-

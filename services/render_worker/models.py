@@ -23,6 +23,8 @@ class RenderJob(Base):
         UniqueConstraint("user_id", "idempotency_key"),
         Index("ix_render_jobs_user_id_created_at", "user_id", "created_at"),
         Index("ix_render_jobs_status_created_at", "status", "created_at"),
+        Index("ix_render_jobs_user_id_status", "user_id", "status"),
+        Index("ix_render_jobs_queue_status_created_at", "queue", "status", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -31,6 +33,11 @@ class RenderJob(Base):
     workflow_version: Mapped[int] = mapped_column(Integer)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
     price_per_image: Mapped[int] = mapped_column(Integer)
+    queue: Mapped[str] = mapped_column(String(64), default="render")
+    variant: Mapped[str | None] = mapped_column(String(64))
+    graph: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    source_key: Mapped[str | None] = mapped_column(String(255))
+    source_ref: Mapped[str | None] = mapped_column(String(100))
     images_requested: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -59,6 +66,22 @@ class RenderOutput(Base):
     index: Mapped[int] = mapped_column(Integer)
     image_key: Mapped[str] = mapped_column(String(255))
     thumbnail_key: Mapped[str] = mapped_column(String(255))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    file_size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RenderUpload(Base):
+    """An image a user uploaded as the source of image-to-image or upscale."""
+
+    __tablename__ = "render_uploads"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    image_key: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(8))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     file_size: Mapped[int] = mapped_column(Integer)

@@ -1,37 +1,53 @@
 """``render_job``: run one admitted job from claim to a final state.
 
-Order per image: store files → insert the output row (commit) → capture its price
-(key ``capture:<job>:<index>``) → publish ``job.image``. At the end the rest of the hold
-is released (key ``release:<job>``). Every step is idempotent, so a redelivered message
-repeats nothing that already happened, and a finished job is skipped.
+Claim (only a queued, uncancelled job, or a running one whose worker died) → pick the
+workflow variant this ComfyUI runs → upload the source image under a per-job name →
+build the graph → run it in ComfyUI → per image: fetch, store original and thumbnail,
+insert the output row (commit), capture its price (key ``capture:<job>:<index>``),
+publish ``job.image`` → finish and release the rest of the hold (key ``release:<job>``).
+Every step is idempotent, so a redelivered message repeats nothing that already
+happened, and a finished job is skipped. The job succeeds only when every requested
+image was delivered and charged.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import logging
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
+import redis
+from celery import Celery
 from PIL import Image
 
 from services.credits.client import CreditsClient
 from shared.config import Settings
 from shared.db import Database
+from shared.errors import ServiceError
 from shared.events import EventBus, redis_client
-from shared.storage import LocalStorage, content_key
+from shared.storage import Storage, StorageError, content_key, make_storage
 
 from . import jobs
-from .comfyui import ComfyUIClient, ComfyUIError, FetchedImage, PromptInterrupted
+from .catalog import choices_from_object_info, worker_alive
+from .comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
+                      outcome_from_history)
+from .config import RenderConfig
+from .dispatch import clear_marker, publish_positions, send_job
 from .models import RenderJob
-from .workflows import Template, build_graph, load_templates
+from .workflows import Template, TemplateStore, Variant, build_graph
 
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 512
 PROGRESS_INTERVAL_SECONDS = 0.1
+PROGRESS_STORE_SECONDS = 0.5
 CANCEL_POLL_SECONDS = 0.5
+# A job that this worker's ComfyUI cannot serve (a model it lacks) is passed on this often.
+MAX_HOPS = 8
 
 
 @dataclass
@@ -39,92 +55,242 @@ class RenderContext:
     """What a worker process needs to run jobs; built once per process."""
 
     settings: Settings
+    config: RenderConfig
     db: Database
     comfyui: ComfyUIClient
     credits: CreditsClient
     events: EventBus
-    storage: LocalStorage
+    storage: Storage
     worker_id: str
-    templates: dict[str, Template] = field(default_factory=load_templates)
+    templates: TemplateStore
+    celery: Celery | None = None
+    capabilities_cache: tuple[float, set[str], dict[str, list[str]]] | None = None
+
+    def capabilities(self) -> tuple[set[str], dict[str, list[str]]]:
+        """Node classes and catalog kinds of this worker's ComfyUI (re-read every 30 s)."""
+        cached = self.capabilities_cache
+        if cached is None or time.monotonic() - cached[0] > 30:
+            info = self.comfyui.object_info_all()
+            cached = self.capabilities_cache = (time.monotonic(), set(info), choices_from_object_info(info))
+        return cached[1], cached[2]
+
+    def alive(self, worker_id: str) -> bool:
+        return worker_alive(self.events.redis, worker_id)
 
 
-def build_context(settings: Settings, worker_id: str) -> RenderContext:
-    return RenderContext(settings=settings, db=Database(settings.render_database_url),
-                         comfyui=ComfyUIClient(settings.comfyui_url),
+def build_context(settings: Settings, config: RenderConfig, worker_id: str, celery: Celery | None = None,
+                  templates: TemplateStore | None = None) -> RenderContext:
+    return RenderContext(settings=settings, config=config, db=Database(settings.render_database_url),
+                         comfyui=ComfyUIClient(settings.comfyui_url, retry_seconds=config.comfyui_retry_seconds),
                          credits=CreditsClient(settings.credits_url, settings.service_token),
                          events=EventBus(redis_client(settings.redis_url)),
-                         storage=LocalStorage(settings.media_dir), worker_id=worker_id)
+                         storage=make_storage(settings), worker_id=worker_id,
+                         templates=templates or TemplateStore(), celery=celery)
 
 
-def render_job(job_id: str, ctx: RenderContext) -> None:
+class JobFailed(Exception):
+    def __init__(self, message: str, code: str, error_class: str = "system") -> None:
+        super().__init__(message)
+        self.message, self.code, self.error_class = message, code, error_class
+
+
+class PassOn(Exception):
+    """This worker cannot serve the job; another worker of the pool may."""
+
+
+def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
     with ctx.db.transaction() as session:
-        job = jobs.claim_job(session, job_id, ctx.worker_id)
+        job = jobs.claim_job(session, job_id, ctx.worker_id, ctx.alive)
     if job is None:
-        log.info("job %s is finished, cancelled or unknown; skipping", job_id)
+        log.info("job %s is finished, cancelled, held by a live worker or unknown; skipping", job_id)
         return
-    _publish(ctx, job, "job.started", {})
     try:
-        if job.cancel_requested:
-            raise PromptInterrupted(job_id)
-        images = _execute(ctx, job)
-        delivered = _deliver(ctx, job, images)
-        if delivered == 0:
-            raise ComfyUIError("The workflow finished without producing an image.", code="NO_OUTPUT")
+        clear_marker(ctx.events.redis, job_id)
+    except redis.RedisError:
+        pass  # the reconciler only looks at queued jobs
+    _publish(ctx, job, "job.started", {"attempt": job.attempts, "worker": ctx.worker_id})
+    template = ctx.templates.get(job.workflow)
+    _publish_positions(ctx, job, template)
+    delivered = 0
+    try:
+        if job.attempts > ctx.config.max_attempts:
+            raise JobFailed(f"The job was interrupted {job.attempts - 1} times (its worker kept dying).",
+                            "TOO_MANY_ATTEMPTS")
+        if template is None:
+            raise JobFailed(f"The workflow {job.workflow!r} is no longer available.", "WORKFLOW_UNAVAILABLE")
+        delivered = _run(ctx, job, template, hops)
+    except PassOn:
+        return
     except PromptInterrupted:
-        _finish(ctx, job, "cancelled")
-    except ComfyUIError as exc:
+        _finish(ctx, job, "cancelled", delivered=_delivered(ctx, job))
+    except (ComfyUIError, JobFailed) as exc:
         log.warning("job %s failed: %s %s", job_id, exc.code, exc.message)
-        _finish(ctx, job, "failed", code=exc.code, error_class=exc.error_class, message=exc.message)
+        _finish(ctx, job, "failed", delivered=_delivered(ctx, job), code=exc.code, error_class=exc.error_class,
+                message=exc.message)
+    except ServiceError as exc:
+        log.warning("job %s failed: a platform service answered %s %s", job_id, exc.code, exc.message)
+        _finish(ctx, job, "failed", delivered=_delivered(ctx, job), code=exc.code or "SERVICE_UNAVAILABLE",
+                error_class="system", message="A platform service failed during the render; try again.")
     except Exception:
         log.exception("job %s failed unexpectedly", job_id)
-        _finish(ctx, job, "failed", code="INTERNAL_ERROR", error_class="system",
+        _finish(ctx, job, "failed", delivered=_delivered(ctx, job), code="INTERNAL_ERROR", error_class="system",
                 message="The render failed on our side.")
-        raise
     else:
-        _finish(ctx, job, "succeeded", delivered=delivered)
+        if delivered < job.images_requested:
+            code = "NO_OUTPUT" if delivered == 0 else "PARTIAL_OUTPUT"
+            _finish(ctx, job, "failed", delivered=delivered, code=code, error_class="system",
+                    message=f"ComfyUI produced {delivered} of {job.images_requested} images; "
+                            "the missing ones were not charged.")
+        else:
+            _finish(ctx, job, "succeeded", delivered=delivered)
+    finally:
+        _publish_positions(ctx, job, template)
 
 
-def _execute(ctx: RenderContext, job: RenderJob) -> list[FetchedImage]:
-    template = ctx.templates[job.workflow]
-    graph = build_graph(template, job.params)
-    prompt_id = jobs.new_job_id()
+def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int) -> int:
+    node_classes, choices = ctx.capabilities()
+    variant = template.variant_for(node_classes, choices)
+    missing = _missing_models(template, job.params, choices)
+    if variant is None or missing:
+        _pass_on(ctx, job, hops, missing or [f"workflow {template.name}"])
+    params = _complete_params(template, variant, job.params, choices)
+    hooks = _Hooks(ctx, job)
+    deadline = time.monotonic() + min(template.deadline_seconds, ctx.settings.job_deadline_seconds)
+    refs = _adopt_previous_prompt(ctx, job, variant)
+    if refs is None:
+        if hooks.should_cancel():
+            raise PromptInterrupted(job.id)
+        overrides = {name: _upload_source(ctx, job) for name in template.image_parameters if name in params}
+        graph = build_graph(template, variant, params, overrides)
+        prompt_id = str(uuid.uuid4())
+        with ctx.db.transaction() as session:
+            jobs.record_prompt(session, job.id, prompt_id, variant.name, graph)
+        refs = ctx.comfyui.run(graph, variant.outputs, deadline=deadline, prompt_id=prompt_id,
+                               hooks=RunHooks(on_progress=hooks.progress, on_preview=hooks.preview,
+                                              should_cancel=hooks.should_cancel))
+    return _deliver(ctx, job, refs)
+
+
+def _missing_models(template: Template, params: dict[str, Any], choices: dict[str, list[str]]) -> list[str]:
+    """Catalog values the job asks for that this ComfyUI does not have."""
+    return [f"{p['name']}={params[p['name']]!r}" for p in template.parameters
+            if "from" in p and p["name"] in params and params[p["name"]] not in choices.get(p["from"], [])]
+
+
+def _complete_params(template: Template, variant: Variant, params: dict[str, Any],
+                     choices: dict[str, list[str]]) -> dict[str, Any]:
+    """Fill optional catalog parameters the variant binds from this worker's catalog."""
+    completed = dict(params)
+    for param in template.parameters:
+        name = param["name"]
+        if name not in completed and name in variant.binds and "from" in param:
+            names = choices.get(param["from"], [])
+            if names:
+                completed[name] = names[0]
+    return completed
+
+
+def _pass_on(ctx: RenderContext, job: RenderJob, hops: int, missing: list[str]) -> None:
+    """Hand the job back to its queue for another worker, or fail it after MAX_HOPS."""
+    if hops >= MAX_HOPS or ctx.celery is None:
+        raise JobFailed(f"No render worker could serve this job (missing {', '.join(missing)}).",
+                        "MODEL_UNAVAILABLE")
     with ctx.db.transaction() as session:
-        jobs.record_prompt(session, job.id, prompt_id)
-    progress = _ProgressReporter(ctx, job)
-    return ctx.comfyui.run(graph, template.outputs, prompt_id=prompt_id,
-                           deadline=time.monotonic() + ctx.settings.job_deadline_seconds,
-                           on_progress=progress.report, should_cancel=progress.cancel_requested)
+        requeued = jobs.requeue(session, job.id, ctx.worker_id)
+    if not requeued:
+        raise JobFailed("The job could not be handed to another worker.", "MODEL_UNAVAILABLE")
+    log.info("job %s needs %s, which this worker lacks; passing it on", job.id, missing)
+    time.sleep(min(0.1 * (hops + 1), 1.0))
+    send_job(ctx.celery, ctx.events.redis, job.queue, job.id, hops + 1)
+    raise PassOn()
 
 
-def _deliver(ctx: RenderContext, job: RenderJob, images: list[FetchedImage]) -> int:
-    """Store, record, charge and announce each image; returns how many were delivered."""
+def _adopt_previous_prompt(ctx: RenderContext, job: RenderJob, variant: Variant) -> list[ImageRef] | None:
+    """After a crash: reuse the dead worker's prompt if it finished in this ComfyUI, else stop it."""
+    if not job.comfy_prompt_id or job.attempts <= 1:
+        return None
+    try:
+        entry = ctx.comfyui.history(job.comfy_prompt_id)
+        if entry is None:
+            ctx.comfyui.cancel(job.comfy_prompt_id)
+            return None
+    except ComfyUIError:
+        return None
+    outcome, _ = outcome_from_history(entry)
+    if outcome != "success":
+        return None
+    log.info("job %s: adopting the finished prompt %s of its previous attempt", job.id, job.comfy_prompt_id)
+    return image_refs(entry.get("outputs") or {}, variant.outputs)
+
+
+def _upload_source(ctx: RenderContext, job: RenderJob) -> str:
+    """Copy the job's source image into ComfyUI's input folder under a per-job name."""
+    if not job.source_key:
+        raise JobFailed("The job has no source image.", "SOURCE_MISSING", "user")
+    try:
+        data = ctx.storage.read(job.source_key)
+    except (OSError, StorageError) as exc:
+        raise JobFailed("The source image is no longer stored.", "SOURCE_MISSING") from exc
+    extension = job.source_key.rsplit(".", 1)[-1]
+    return ctx.comfyui.upload_image(data, f"aigc-job-{job.id}-{job.attempts}.{extension}")
+
+
+def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef]) -> int:
+    """Fetch, store, record, charge and announce each image; returns how many were delivered."""
     delivered = 0
-    for index, image in enumerate(images[:job.images_requested]):
-        file = _store(ctx.storage, index, image.data)
+    for index, ref in enumerate(refs[:job.images_requested]):
+        data = ctx.comfyui.fetch_image(ref)
+        file = _store(ctx.storage, index, data)
         with ctx.db.transaction() as session:
             output = jobs.add_output(session, job, file)
         ctx.credits.capture(job.id, job.price_per_image, f"capture:{job.id}:{index}")
         delivered += 1
         _publish(ctx, job, "job.image", {"outputId": output.id, "index": index,
-                                         "imageUrl": ctx.storage.url(output.image_key),
-                                         "thumbnailUrl": ctx.storage.url(output.thumbnail_key),
+                                         "imageUrl": ctx.storage.signed_url(output.image_key),
+                                         "thumbnailUrl": ctx.storage.signed_url(output.thumbnail_key),
                                          "width": output.width, "height": output.height})
     return delivered
 
 
-def _store(storage: LocalStorage, index: int, png: bytes) -> jobs.OutputFile:
-    """Keep the original PNG and a WebP thumbnail that fits in 512×512."""
-    with Image.open(io.BytesIO(png)) as original:
-        width, height = original.size
-        thumbnail = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
+def _delivered(ctx: RenderContext, job: RenderJob) -> int:
+    with ctx.db.read() as session:
+        return len(jobs.outputs_of(session, [job.id])[job.id])
+
+
+def _store(storage: Storage, index: int, data: bytes) -> jobs.OutputFile:
+    """Keep the original (as PNG) and a WebP thumbnail that fits in 512×512."""
+    try:
+        with Image.open(io.BytesIO(data)) as original:
+            original.load()
+            width, height = original.size
+            if original.format != "PNG":
+                buffer = io.BytesIO()
+                original.save(buffer, format="PNG")
+                data = buffer.getvalue()
+            thumbnail = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE") from exc
     thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
     buffer = io.BytesIO()
-    thumbnail.save(buffer, format="WEBP", quality=80)
-    image_key = storage.put(content_key(png, "png", "images"), png)
+    thumbnail.save(buffer, format="WEBP", quality=80, method=2)  # method 2: half the encode time of the default
+    image_key = storage.put(content_key(data, "png", "images"), data)
     thumb_bytes = buffer.getvalue()
     thumbnail_key = storage.put(content_key(thumb_bytes, "webp", "thumbs"), thumb_bytes)
     return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key, width=width,
-                           height=height, file_size=len(png), sha256=hashlib.sha256(png).hexdigest())
+                           height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest())
+
+
+def fail_and_refund(ctx_db: Database, credits: CreditsClient, events: EventBus, job: RenderJob, code: str,
+                    message: str) -> bool:
+    """Fail a job from outside its worker (the reconciler) and return its unspent hold."""
+    with ctx_db.transaction() as session:
+        changed = jobs.finish_job(session, job.id, "failed", error_code=code, error_class="system",
+                                  error_message=message)
+    if changed:
+        released = credits.release(job.id, f"release:{job.id}").get("released", 0)
+        events.publish(job.user_id, "job.failed", {"jobId": job.id, "errorCode": code, "errorClass": "system",
+                                                   "message": message, "refunded": released}, job_id=job.id)
+    return changed
 
 
 def _finish(ctx: RenderContext, job: RenderJob, status: str, *, delivered: int = 0, code: str | None = None,
@@ -137,45 +303,89 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, *, delivered: int =
         log.info("job %s was already finished; not finishing it again", job.id)
         return
     released = ctx.credits.release(job.id, f"release:{job.id}").get("released", 0)
+    charged = delivered * job.price_per_image
     if status == "succeeded":
-        _publish(ctx, job, "job.succeeded", {"images": delivered, "charged": delivered * job.price_per_image})
+        _publish(ctx, job, "job.succeeded", {"images": delivered, "charged": charged})
     elif status == "failed":
         _publish(ctx, job, "job.failed", {"errorCode": code, "errorClass": error_class, "message": message,
-                                          "refunded": released})
+                                          "refunded": released, "images": delivered, "charged": charged})
     else:
-        _publish(ctx, job, "job.cancelled", {"refunded": released})
+        _publish(ctx, job, "job.cancelled", {"refunded": released, "images": delivered, "charged": charged})
 
 
 def _publish(ctx: RenderContext, job: RenderJob, event_type: str, data: dict[str, Any]) -> None:
-    ctx.events.publish(job.user_id, event_type, {"jobId": job.id, **data}, job_id=job.id)
+    """Live events are best effort: the job row is the truth, and a Redis outage must not
+    fail a render that ComfyUI is finishing."""
+    try:
+        ctx.events.publish(job.user_id, event_type, {"jobId": job.id, **data}, job_id=job.id)
+    except redis.RedisError as exc:
+        log.warning("event %s of job %s not published: %s", event_type, job.id, exc)
 
 
-class _ProgressReporter:
-    """Publishes sampler progress at most every 100 ms (always the last step), stores it on
-    the row, and answers the client's "should I cancel?" from the row."""
+def _publish_positions(ctx: RenderContext, job: RenderJob, template: Template | None) -> None:
+    try:
+        with ctx.db.read() as session:
+            publish_positions(session, ctx.events, job.queue, job.workflow,
+                              template.estimated_seconds if template else 10.0)
+    except Exception:  # positions are a courtesy; the job's own outcome matters more
+        log.warning("could not publish queue positions for %s", job.queue, exc_info=True)
+
+
+class _Hooks:
+    """Progress (throttled; stored on the row twice a second), previews (downscaled WebP,
+    throttled) and the cancel flag (read from the row twice a second)."""
 
     def __init__(self, ctx: RenderContext, job: RenderJob) -> None:
         self.ctx = ctx
         self.job = job
+        now = time.monotonic()  # the claim just read and wrote the row: no store or poll needed yet
         self.last_published = 0.0
-        self.last_polled = 0.0
+        self.last_stored = now
+        self.last_polled = now
+        self.last_preview = 0.0
+        self.last_percent = -1
+        self.last_step = (0, 0)
         self.cancelled = False
 
-    def report(self, step: int, total: int) -> None:
+    def progress(self, step: int, total: int, percent: int) -> None:
         now = time.monotonic()
-        if now - self.last_published < PROGRESS_INTERVAL_SECONDS and step < total:
+        final_step = total > 0 and step == total and (step, total) != self.last_step
+        if (now - self.last_published < PROGRESS_INTERVAL_SECONDS and not final_step) or \
+                (percent == self.last_percent and not final_step):
             return
-        self.last_published = now
-        percent = int(step * 100 / total) if total else 0
-        with self.ctx.db.transaction() as session:
-            self.cancelled = jobs.record_progress(session, self.job.id, percent)
-        self.last_polled = now
+        self.last_published, self.last_percent, self.last_step = now, percent, (step, total)
         _publish(self.ctx, self.job, "job.progress", {"step": step, "totalSteps": total, "percent": percent})
+        if now - self.last_stored >= PROGRESS_STORE_SECONDS:
+            self.last_stored = self.last_polled = now
+            with self.ctx.db.transaction() as session:
+                self.cancelled = jobs.record_progress(session, self.job.id, percent)
 
-    def cancel_requested(self) -> bool:
+    def preview(self, image: bytes) -> None:
+        now = time.monotonic()
+        if now - self.last_preview < self.ctx.config.preview_interval:
+            return
+        self.last_preview = now
+        try:
+            with Image.open(io.BytesIO(image)) as frame:
+                small = frame.convert("RGB")
+        except (OSError, SyntaxError, ValueError):
+            return
+        size = self.ctx.config.preview_size
+        small.thumbnail((size, size))
+        buffer = io.BytesIO()
+        small.save(buffer, format="WEBP", quality=60)
+        data_url = "data:image/webp;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        try:
+            self.ctx.events.publish(self.job.user_id, "job.preview", {"jobId": self.job.id, "image": data_url})
+        except redis.RedisError:
+            pass  # a lost preview is replaced by the next one
+
+    def should_cancel(self) -> bool:
         now = time.monotonic()
         if not self.cancelled and now - self.last_polled >= CANCEL_POLL_SECONDS:
             self.last_polled = now
             with self.ctx.db.transaction() as session:
                 self.cancelled = jobs.cancel_requested(session, self.job.id)
+                jobs.touch(session, self.job.id)
         return self.cancelled
+

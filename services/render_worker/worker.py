@@ -1,28 +1,94 @@
-"""The render worker's Celery app.
+"""The render worker's Celery app and its lifetime hooks.
 
-    celery -A services.render_worker.worker:celery worker -Q render --concurrency 1 -n render@%h
+Start one per ComfyUI (one per GPU), preferably with ``python -m services.render_worker
+--comfyui URL`` (see ``__main__``), which consumes exactly the queues of the workflows
+that ComfyUI can run and keeps ``RENDER_PROMPTS_IN_FLIGHT`` prompts inside it. Plain
+``celery -A services.render_worker.worker:celery worker -Q ...`` works too: when the
+worker is ready it adds the queues of every workflow its ComfyUI can run.
+
+A worker id is ``<celery hostname>#<boot token>``: unique per start, shared by the pool's
+processes. While the worker lives, a thread refreshes its heartbeat and catalog, and a
+second one runs the reconciler (one pass at a time in the whole pool).
 """
 from __future__ import annotations
 
-from celery.signals import worker_ready
+import logging
+import threading
+import uuid
+
+from celery.signals import worker_ready, worker_shutdown
 
 from shared.config import load_settings
-from shared.events import redis_client
 from shared.tasks import make_celery
 
-from .catalog import CatalogPublisher
-from .comfyui import ComfyUIClient
-from .workflows import load_templates
+from .catalog import CatalogPublisher, runnable_workflows
+from .comfyui import ComfyUIError
+from .config import load_render_config
+from .dispatch import queue_name
+from .pipeline import RenderContext, build_context
+from .reconciler import ReconcilerThread
+
+log = logging.getLogger(__name__)
 
 settings = load_settings()
+config = load_render_config(settings)
 celery = make_celery(settings, "render_worker")
+celery.conf.update(
+    broker_transport_options={"visibility_timeout": config.visibility_timeout},
+    worker_prefetch_multiplier=1,
+    task_create_missing_queues=True,
+)
+BOOT_TOKEN = uuid.uuid4().hex[:8]
+
+_lock = threading.Lock()
+_contexts: dict[str, RenderContext] = {}
+_threads: list[CatalogPublisher | ReconcilerThread] = []
+
+
+def worker_id(hostname: str | None) -> str:
+    return f"{hostname or 'render'}#{BOOT_TOKEN}"
+
+
+def context(hostname: str | None) -> RenderContext:
+    """One context (DB pool, HTTP sessions, templates) per worker process."""
+    wid = worker_id(hostname)
+    with _lock:
+        if wid not in _contexts:
+            _contexts[wid] = build_context(settings, config, wid, celery=celery)
+        return _contexts[wid]
+
+
+def capable_queues(ctx: RenderContext) -> list[str]:
+    node_classes, choices = ctx.capabilities()
+    return [queue_name(settings.render_queue, name)
+            for name in runnable_workflows(ctx.templates.all(), node_classes, choices)]
 
 
 @worker_ready.connect
-def start_catalog_publisher(sender, **_kwargs) -> None:
-    """Advertise this worker's models while it runs (the thread dies with the process)."""
-    CatalogPublisher(ComfyUIClient(settings.comfyui_url), redis_client(settings.redis_url), sender.hostname,
-                     sorted(load_templates())).start()
+def start_worker_threads(sender, **_kwargs) -> None:
+    """Consume the capable queues, then start the heartbeat/catalog and reconciler threads."""
+    ctx = context(sender.hostname)
+    try:
+        for queue in capable_queues(ctx):
+            sender.add_task_queue(queue)
+    except ComfyUIError as exc:
+        log.warning("ComfyUI did not answer at start (%s); consuming only the queues given with -Q", exc)
+    queues = sorted(sender.app.amqp.queues.consume_from or [])
+    publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, ctx.worker_id, ctx.templates.all, queues,
+                                 config.prompts_in_flight, interval=config.heartbeat_seconds,
+                                 alive_ttl=config.alive_ttl, object_info_seconds=config.object_info_seconds)
+    publisher.refresh()
+    publisher.start()
+    reconciler = ReconcilerThread(ctx)
+    reconciler.start()
+    _threads.extend([publisher, reconciler])
+    log.info("render worker %s serving %s on %s", ctx.worker_id, queues, settings.comfyui_url)
+
+
+@worker_shutdown.connect
+def stop_worker_threads(**_kwargs) -> None:
+    for thread in _threads:
+        thread.stop()
 
 
 from . import tasks  # noqa: E402,F401  (registers the tasks on ``celery``)

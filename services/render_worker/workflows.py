@@ -1,31 +1,71 @@
 """Workflow templates: a ComfyUI API-format graph plus the parameters a user may set.
 
-A template declares each parameter's type, limits and the graph inputs it binds to.
-``build_graph`` copies the parsed graph and assigns values to those inputs, so no user
-text ever becomes part of the graph's structure.
+A template file declares each parameter (type, default, limits or choices, or "from the
+catalog", labels) and where its value goes: ``bind`` lists ``[node id, input name]``
+pairs (optionally ``[node, input, multiplier]``). A template may offer several
+``variants`` (for example upscale with a model, or a model-free resize); each variant
+has its own graph, outputs, binds and ``requires`` (node classes and model kinds), and a
+worker runs the first variant its ComfyUI can run.
+
+``build_graph`` copies the parsed graph and assigns values to the bound inputs, so no
+user text ever becomes part of the graph's structure. Files are validated when loaded
+and reloaded when they change (``TemplateStore``).
 """
 from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 import secrets
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shared.config import PROJECT_ROOT
 from shared.errors import Unprocessable
 
+log = logging.getLogger(__name__)
+
 WORKFLOWS_DIR = PROJECT_ROOT / "workflows"
-PARAM_TYPES = {"string", "int", "float"}
+PARAM_TYPES = {"string", "int", "float", "image"}
+# Catalog kinds a parameter may take its choices from (see catalog.MODEL_INPUTS).
+CATALOG_KINDS = {"checkpoints", "loras", "upscale_models", "diffusion_models", "text_encoders", "vaes",
+                 "samplers", "schedulers"}
 # Seeds stay below 2**53 so browsers can hold them exactly.
 RANDOM_SEED_LIMIT = 2**53
 SIZE_PATTERN = re.compile(r"^\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*$")
+# Fields of the original product that are accepted and ignored.
+IGNORED_LEGACY_FIELDS = ("clipSkip", "frontendTaskId")
+RELOAD_CHECK_SECONDS = 1.0
 
 
 class TemplateError(ValueError):
-    """A workflow file is malformed; the process must not start with it."""
+    """A workflow file is malformed; it is not loaded."""
+
+
+@dataclass(frozen=True)
+class Bind:
+    node: str
+    input: str
+    multiplier: float | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One runnable graph of a workflow."""
+
+    name: str
+    graph: dict[str, Any]
+    outputs: list[str]
+    binds: dict[str, list[Bind]]
+    node_classes: list[str]
+    model_kinds: list[str]
+
+    def runnable_on(self, node_classes: set[str], models: dict[str, list[str]]) -> bool:
+        return set(self.node_classes) <= node_classes and all(models.get(kind) for kind in self.model_kinds)
 
 
 @dataclass(frozen=True)
@@ -33,75 +73,151 @@ class Template:
     name: str
     version: int
     labels: dict[str, str]
-    price_per_image: int
-    graph: dict[str, Any]
     parameters: list[dict[str, Any]]
-    outputs: list[str]
-    requires: dict[str, Any]
+    variants: list[Variant]
+    max_pixels: int
+    deadline_seconds: int
+    estimated_seconds: float
+    source: Path | None = field(default=None, compare=False)
 
     def parameter(self, name: str) -> dict[str, Any] | None:
         return next((p for p in self.parameters if p["name"] == name), None)
 
-    def public(self) -> dict[str, Any]:
+    @property
+    def image_parameters(self) -> list[str]:
+        return [p["name"] for p in self.parameters if p["type"] == "image"]
+
+    def variant_for(self, node_classes: set[str], models: dict[str, list[str]]) -> Variant | None:
+        return next((v for v in self.variants if v.runnable_on(node_classes, models)), None)
+
+    def variant(self, name: str) -> Variant:
+        return next(v for v in self.variants if v.name == name)
+
+    def public(self, price_per_image: int | None = None) -> dict[str, Any]:
         """What clients see in the model catalog."""
         return {"name": self.name, "version": self.version, "labels": self.labels,
-                "pricePerImage": self.price_per_image,
-                "parameters": [{k: v for k, v in p.items() if k != "bind"} for p in self.parameters]}
+                "pricePerImage": price_per_image, "maxPixels": self.max_pixels,
+                "parameters": [{k: v for k, v in p.items() if k != "bind"} for p in self.parameters],
+                "variants": [v.name for v in self.variants]}
 
 
 def _fits(kind: str, value: Any) -> bool:
     if isinstance(value, bool):
         return False
-    if kind == "string":
+    if kind in ("string", "image"):
         return isinstance(value, str)
     if kind == "int":
         return isinstance(value, int)
     return isinstance(value, (int, float))
 
 
-def parse_template(data: dict[str, Any]) -> Template:
-    """Check a parsed template: every binding names an existing node input of a fitting type."""
-    try:
-        graph, parameters, outputs = data["graph"], data["parameters"], data["outputs"]
-        template = Template(name=str(data["name"]), version=int(data["version"]), labels=dict(data["labels"]),
-                            price_per_image=int(data["pricePerImage"]), graph=graph,
-                            parameters=list(parameters), outputs=[str(o) for o in outputs],
-                            requires=dict(data.get("requires", {})))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TemplateError(f"workflow template is missing or has a malformed field: {exc}") from exc
+def _parse_binds(name: str, raw: Any) -> list[Bind]:
+    if not isinstance(raw, list) or not raw:
+        raise TemplateError(f"parameter {name} binds to nothing")
+    binds = []
+    for entry in raw:
+        if not isinstance(entry, list) or len(entry) not in (2, 3):
+            raise TemplateError(f"parameter {name}: a bind is [node, input] or [node, input, multiplier]")
+        binds.append(Bind(str(entry[0]), str(entry[1]), float(entry[2]) if len(entry) == 3 else None))
+    return binds
+
+
+def _check_variant(template_name: str, variant: Variant, parameters: list[dict[str, Any]]) -> None:
+    graph = variant.graph
+    where = f"{template_name}/{variant.name}"
     for node_id, node in graph.items():
-        if not isinstance(node, dict) or "class_type" not in node or not isinstance(node.get("inputs"), dict):
-            raise TemplateError(f"{template.name}: node {node_id} needs class_type and inputs")
-    for output in template.outputs:
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str) \
+                or not isinstance(node.get("inputs"), dict):
+            raise TemplateError(f"{where}: node {node_id} needs class_type and inputs")
+        for input_name, value in node["inputs"].items():
+            if isinstance(value, list) and (len(value) != 2 or str(value[0]) not in graph):
+                raise TemplateError(f"{where}: {node_id}.{input_name} links to a missing node")
+    if not variant.outputs:
+        raise TemplateError(f"{where}: no output nodes")
+    for output in variant.outputs:
         if output not in graph:
-            raise TemplateError(f"{template.name}: output node {output} is not in the graph")
-    seen: set[str] = set()
-    for param in template.parameters:
-        name, kind = param.get("name"), param.get("type")
-        if not name or name in seen or kind not in PARAM_TYPES:
-            raise TemplateError(f"{template.name}: parameter {name!r} has a missing/duplicate name or bad type")
-        seen.add(name)
-        if "default" in param and not _fits(kind, param["default"]):
-            raise TemplateError(f"{template.name}: default of {name} is not a {kind}")
-        if not param.get("bind"):
-            raise TemplateError(f"{template.name}: parameter {name} binds to nothing")
-        for node_id, input_name in param["bind"]:
-            inputs = graph.get(node_id, {}).get("inputs", {})
-            if input_name not in inputs:
-                raise TemplateError(f"{template.name}: {name} binds to missing input {node_id}.{input_name}")
-            current = inputs[input_name]
-            if isinstance(current, list) or not _fits(kind, current) and not (kind == "int" and isinstance(current, float)):
-                raise TemplateError(f"{template.name}: {name} ({kind}) cannot fill {node_id}.{input_name}={current!r}")
-    return template
+            raise TemplateError(f"{where}: output node {output} is not in the graph")
+    kinds = {p["name"]: p["type"] for p in parameters}
+    for name, binds in variant.binds.items():
+        if name not in kinds:
+            raise TemplateError(f"{where}: binds unknown parameter {name}")
+        for bind in binds:
+            inputs = graph.get(bind.node, {}).get("inputs", {})
+            if bind.input not in inputs:
+                raise TemplateError(f"{where}: {name} binds to missing input {bind.node}.{bind.input}")
+            current = inputs[bind.input]
+            kind = "float" if bind.multiplier is not None else kinds[name]
+            fits = _fits(kind, current) or (kind == "int" and isinstance(current, float)) \
+                or (kind == "float" and isinstance(current, int))
+            if isinstance(current, list) or not fits:
+                raise TemplateError(f"{where}: {name} ({kind}) cannot fill {bind.node}.{bind.input}={current!r}")
+    unbound = [p["name"] for p in parameters if p["name"] not in variant.binds and not p.get("optional")]
+    if unbound:
+        raise TemplateError(f"{where}: parameters bound nowhere: {unbound}")
+
+
+def _check_parameter(template_name: str, param: dict[str, Any], seen: set[str]) -> None:
+    name, kind = param.get("name"), param.get("type")
+    if not isinstance(name, str) or not name or name in seen or kind not in PARAM_TYPES:
+        raise TemplateError(f"{template_name}: parameter {name!r} has a missing/duplicate name or bad type")
+    seen.add(name)
+    if "default" in param and not _fits(kind, param["default"]):
+        raise TemplateError(f"{template_name}: default of {name} is not a {kind}")
+    if "from" in param and param["from"] not in CATALOG_KINDS:
+        raise TemplateError(f"{template_name}: {name} takes choices from unknown kind {param['from']!r}")
+    if "choices" in param and not (isinstance(param["choices"], list) and param["choices"]
+                                   and all(_fits(kind, c) for c in param["choices"])):
+        raise TemplateError(f"{template_name}: choices of {name} must be a non-empty list of {kind}")
+    if not isinstance(param.get("labels"), dict) or not {"zh", "en"} <= set(param["labels"]):
+        raise TemplateError(f"{template_name}: parameter {name} needs zh and en labels")
+
+
+def parse_template(data: dict[str, Any], source: Path | None = None) -> Template:
+    """Check a parsed template file and build its Template (TemplateError when it does not hold)."""
+    try:
+        name = str(data["name"])
+        parameters = list(data["parameters"])
+        seen: set[str] = set()
+        for param in parameters:
+            _check_parameter(name, param, seen)
+        raw_variants = data.get("variants") or [{
+            "name": "default", "graph": data["graph"], "outputs": data["outputs"],
+            "requires": data.get("requires", {}),
+            "bind": {p["name"]: p["bind"] for p in parameters if "bind" in p}}]
+        variants = []
+        for raw in raw_variants:
+            graph = raw["graph"]
+            requires = raw.get("requires") or {}
+            classes = sorted({str(node.get("class_type")) for node in graph.values() if isinstance(node, dict)}
+                             | set(requires.get("nodes", [])))
+            variant = Variant(name=str(raw["name"]), graph=graph, outputs=[str(o) for o in raw["outputs"]],
+                              binds={str(k): _parse_binds(k, v) for k, v in raw.get("bind", {}).items()},
+                              node_classes=classes, model_kinds=[str(k) for k in requires.get("models", [])])
+            _check_variant(name, variant, parameters)
+            variants.append(variant)
+        if len({v.name for v in variants}) != len(variants):
+            raise TemplateError(f"{name}: variant names must be unique")
+        return Template(name=name, version=int(data["version"]), labels=dict(data["labels"]),
+                        parameters=parameters, variants=variants, max_pixels=int(data.get("maxPixels", 2048 * 2048)),
+                        deadline_seconds=int(data.get("deadlineSeconds", 600)),
+                        estimated_seconds=float(data.get("estimatedSeconds", 10)), source=source)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        if isinstance(exc, TemplateError):
+            raise
+        raise TemplateError(f"workflow template is missing or has a malformed field: {exc!r}") from exc
 
 
 def load_template(path: Path) -> Template:
     with open(path, encoding="utf-8") as handle:
-        return parse_template(json.load(handle))
+        try:
+            data = json.load(handle)
+        except ValueError as exc:
+            raise TemplateError(f"{path.name} is not valid JSON: {exc}") from exc
+    return parse_template(data, path)
 
 
 def load_templates(directory: Path = WORKFLOWS_DIR) -> dict[str, Template]:
-    """Every ``*.json`` template in ``directory``, by name."""
+    """Every ``*.json`` template in ``directory``, by name; a malformed file raises."""
     templates = {}
     for path in sorted(directory.glob("*.json")):
         template = load_template(path)
@@ -111,20 +227,79 @@ def load_templates(directory: Path = WORKFLOWS_DIR) -> dict[str, Template]:
     return templates
 
 
-def build_graph(template: Template, params: dict[str, Any]) -> dict[str, Any]:
-    """A fresh copy of the template's graph with every bound input set from ``params``."""
-    graph = copy.deepcopy(template.graph)
-    for param in template.parameters:
-        if param["name"] not in params:
+class TemplateStore:
+    """The templates of a folder, reloaded when a file's mtime or the file set changes.
+
+    A file that fails validation on reload is skipped (and logged); the previous good
+    version of that workflow stays in service.
+    """
+
+    def __init__(self, directory: Path = WORKFLOWS_DIR) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._stamp: tuple[tuple[str, float], ...] = ()
+        self._checked = 0.0
+        self._templates: dict[str, Template] = {}
+        self._reload(self._scan())
+        if not self._templates:
+            raise TemplateError(f"no valid workflow templates in {directory}")
+
+    def _scan(self) -> tuple[tuple[str, float], ...]:
+        return tuple(sorted((p.name, p.stat().st_mtime) for p in self.directory.glob("*.json")))
+
+    def _reload(self, stamp: tuple[tuple[str, float], ...]) -> None:
+        previous = {t.source.name if t.source else "": t for t in self._templates.values()}
+        loaded: dict[str, Template] = {}
+        for file_name, _ in stamp:
+            try:
+                template = load_template(self.directory / file_name)
+            except (TemplateError, OSError) as exc:
+                log.error("workflow %s not loaded: %s", file_name, exc)
+                if file_name in previous:
+                    template = previous[file_name]
+                else:
+                    continue
+            loaded[template.name] = template
+        self._templates, self._stamp = loaded, stamp
+
+    def all(self) -> dict[str, Template]:
+        now = time.monotonic()
+        if now - self._checked >= RELOAD_CHECK_SECONDS:
+            with self._lock:
+                self._checked = now
+                stamp = self._scan()
+                if stamp != self._stamp:
+                    self._reload(stamp)
+        return self._templates
+
+    def get(self, name: str) -> Template | None:
+        return self.all().get(name)
+
+
+def _bound_value(value: Any, bind: Bind) -> Any:
+    return value if bind.multiplier is None else float(value) * bind.multiplier
+
+
+def build_graph(template: Template, variant: Variant, params: dict[str, Any],
+                overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A fresh copy of the variant's graph with every bound input set from ``params``.
+
+    ``overrides`` replaces parameter values at run time (an image parameter becomes the
+    file name ComfyUI gave the uploaded image).
+    """
+    values = {**params, **(overrides or {})}
+    graph = copy.deepcopy(variant.graph)
+    for name, binds in variant.binds.items():
+        if name not in values or values[name] is None:
             continue
-        for node_id, input_name in param["bind"]:
-            graph[node_id]["inputs"][input_name] = params[param["name"]]
+        for bind in binds:
+            graph[bind.node]["inputs"][bind.input] = _bound_value(values[name], bind)
     return graph
 
 
 def _normalise_legacy(raw: dict[str, Any], errors: dict[str, list[str]]) -> dict[str, Any]:
     """Accept the original product's ``size: "WxH"`` alongside ``width``/``height``."""
-    values = dict(raw)
+    values = {k: v for k, v in raw.items() if k not in IGNORED_LEGACY_FIELDS}
     if "size" in values:
         size = values.pop("size")
         match = SIZE_PATTERN.match(size) if isinstance(size, str) else None
@@ -137,20 +312,27 @@ def _normalise_legacy(raw: dict[str, Any], errors: dict[str, list[str]]) -> dict
     return values
 
 
+def _type_problem(kind: str) -> str:
+    return {"string": "Must be a string.", "image": "Must be a string such as \"upload:<id>\".",
+            "int": "Must be an integer.", "float": "Must be a number."}[kind]
+
+
 def _check(param: dict[str, Any], value: Any, choices: dict[str, list[str]] | None) -> tuple[Any, str | None]:
     """The accepted value, or an error message."""
     kind = param["type"]
     if not _fits(kind, value):
-        return None, {"string": "Must be a string.", "int": "Must be an integer.",
-                      "float": "Must be a number."}[kind]
-    if kind == "string":
+        return None, _type_problem(kind)
+    if kind in ("string", "image"):
         if param.get("required") and not value.strip():
             return None, "Must not be empty."
-        if "maxLength" in param and len(value) > param["maxLength"]:
-            return None, f"Must be at most {param['maxLength']} characters."
+        if len(value) > param.get("maxLength", 2000):
+            return None, f"Must be at most {param.get('maxLength', 2000)} characters."
         source = param.get("from")
-        if source and choices and choices.get(source) and value not in choices[source]:
-            return None, f"Unknown {source[:-1] if source.endswith('s') else source}: {value!r}."
+        if source and choices is not None and value not in choices.get(source, []):
+            return None, f"Not available: {value!r}."
+    if "choices" in param and value not in param["choices"]:
+        return None, f"Must be one of {param['choices']}."
+    if kind in ("string", "image"):
         return value, None
     if kind == "float":
         value = float(value)
@@ -165,13 +347,22 @@ def _check(param: dict[str, Any], value: Any, choices: dict[str, list[str]] | No
     return value, None
 
 
+def _catalog_default(param: dict[str, Any], choices: dict[str, list[str]] | None) -> Any:
+    """The first catalog entry matching ``match`` (or the first at all), else None."""
+    names = (choices or {}).get(param.get("from", ""), [])
+    pattern = param.get("match")
+    preferred = [n for n in names if pattern and re.search(pattern, n)]
+    return (preferred or names or [None])[0]
+
+
 def validate_params(template: Template, raw: Any,
                     choices: dict[str, list[str]] | None = None) -> dict[str, Any]:
     """Check user input against the template and return the complete resolved parameters.
 
-    ``choices`` holds the live worker catalog (``checkpoints``, ``samplers``, ``schedulers``);
-    when given, ``from`` parameters must be one of them and a missing one defaults to the first.
-    Unknown fields and bad values raise 422 with one message list per field.
+    ``choices`` holds the live catalog by kind (``checkpoints``, ``samplers``, …); when
+    given, ``from`` parameters must be one of them and a missing one defaults to the first
+    (preferring names that match the parameter's ``match``). Unknown fields and bad values
+    raise 422 with one message list per field. The seed −1 becomes a concrete number.
     """
     if not isinstance(raw, dict):
         raise Unprocessable("The parameters must be a JSON object.", details={"_schema": ["Must be an object."]})
@@ -187,14 +378,16 @@ def validate_params(template: Template, raw: Any,
         if name in errors:
             continue
         if name not in values or values[name] is None:
-            source_choices = (choices or {}).get(param.get("from", ""), [])
-            if "default" in param:
-                value = param["default"]
-            elif source_choices and not param.get("required"):
-                value = source_choices[0]
-            else:
+            value = param["default"] if "default" in param else None
+            if value is None and "from" in param and not param.get("required"):
+                value = _catalog_default(param, choices)
+            if value is None:
+                if param.get("optional"):
+                    continue
                 errors[name] = ["Missing data for required field."]
                 continue
+            if "from" in param and choices is not None and value not in choices.get(param["from"], []):
+                value = _catalog_default(param, choices) or value
         else:
             value = values[name]
         accepted, problem = _check(param, value, choices)
@@ -202,6 +395,9 @@ def validate_params(template: Template, raw: Any,
             errors[name] = [problem]
         else:
             resolved[name] = accepted
+    if "width" in resolved and "height" in resolved and resolved["width"] * resolved["height"] > template.max_pixels:
+        errors.setdefault("size", []).append(
+            f"{resolved['width']}x{resolved['height']} exceeds {template.max_pixels} pixels.")
     if "size" in raw:  # report problems of the derived width/height under the field the caller sent
         for name in ("width", "height"):
             if name in errors:

@@ -83,6 +83,59 @@ def test_reject_with_html_once(emu: Any) -> None:
     assert requests.post(f"{emu.base_url}/prompt", json={"prompt": text2img(seed=3005)}, timeout=5).status_code == 200
 
 
+def _finish(emu: Any, seed: int) -> str:
+    socket, prompt_id = submit(emu, text2img(seed=seed))
+    socket.until(lambda m: isinstance(m, dict) and m["type"] == "executing" and m["data"]["node"] is None)
+    socket.close()
+    return prompt_id
+
+
+def test_truncated_history_once(emu: Any) -> None:
+    prompt_id = _finish(emu, 3101)
+    emu.configure(truncate_history=True)
+    cut = requests.get(f"{emu.base_url}/history/{prompt_id}", timeout=5)
+    assert cut.status_code == 200 and cut.headers["Content-Type"].startswith("application/json")
+    with pytest.raises(ValueError):
+        cut.json()
+    assert prompt_id in requests.get(f"{emu.base_url}/history/{prompt_id}", timeout=5).json()
+
+
+def test_view_not_found_and_lost_history(emu: Any) -> None:
+    prompt_id = _finish(emu, 3102)
+    image = requests.get(f"{emu.base_url}/history/{prompt_id}", timeout=5).json()[prompt_id]["outputs"]["9"]["images"][0]
+    emu.configure(view_not_found=True)
+    assert requests.get(f"{emu.base_url}/view", params=image, timeout=5).status_code == 404
+    assert requests.get(f"{emu.base_url}/view", params=image, timeout=5).status_code == 200
+    emu.configure(lose_history=True)
+    lost = _finish(emu, 3103)
+    assert requests.get(f"{emu.base_url}/history/{lost}", timeout=5).json() == {}, "as after a restart"
+
+
+def test_model_lists_change_at_run_time(emu: Any) -> None:
+    emu.configure(checkpoints=["only.safetensors"], upscale_models=[])
+    info = requests.get(f"{emu.base_url}/object_info/CheckpointLoaderSimple", timeout=5).json()
+    assert info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] == ["only.safetensors"]
+    rejected = requests.post(f"{emu.base_url}/prompt", json={"prompt": text2img(seed=3105)}, timeout=5)
+    assert rejected.status_code == 400 and "4" in rejected.json()["node_errors"]
+    emu.configure(upscale_models=["demo_x4.safetensors"])
+
+
+def test_flux_graph_with_conditioning_zero_out_runs(emu: Any) -> None:
+    from services.render_worker.workflows import load_templates
+    graph = load_templates()["flux_text2img"].variants[0].graph
+    graph = {**graph, "286": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux_demo.safetensors",
+                                                                     "weight_dtype": "default"}},
+             "285": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
+                                                                "clip_name2": "t5xxl_demo.safetensors",
+                                                                "type": "flux", "device": "default"}},
+             "288": {"class_type": "VAELoader", "inputs": {"vae_name": "ae_demo.safetensors"}},
+             "287": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}}
+    socket, prompt_id = submit(emu, graph)
+    finished = socket.until(lambda m: isinstance(m, dict) and m["type"] == "executing" and m["data"]["node"] is None)
+    socket.close()
+    assert "execution_success" in types(finished)
+
+
 def test_crash_exits_the_process(tmp_path: Path) -> None:
     own = start_emulator(tmp_path)
     try:

@@ -50,8 +50,9 @@ def emulator_faults(emulator_url):
 
     yield _arm
     requests.post(emulator_url + "/emulator/config", json={"faults": {
-        "execution_error": None, "hang": False, "drop_socket_after_steps": None, "persistent": False}},
-        timeout=5).raise_for_status()
+        "execution_error": None, "hang": False, "drop_socket_after_steps": None, "reject_with_html": False,
+        "truncate_history": False, "view_not_found": False, "lose_history": False,
+        "persistent": False}}, timeout=5).raise_for_status()
 
 
 @pytest.fixture

@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import io
+import json
+import struct
 import threading
 import time
+import uuid
 
 import pytest
+import requests
 from PIL import Image
 
 from services.render_worker.catalog import collect_catalog
-from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, PromptInterrupted, PromptRejected,
-                                            combo_choices)
+from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ProgressTracker, PromptInterrupted,
+                                            PromptRejected, RunHooks, combo_choices, preview_image)
 from services.render_worker.workflows import build_graph, load_templates, validate_params
 
 from .conftest import MODEL
@@ -23,7 +27,7 @@ def template():
 
 @pytest.fixture
 def client(emulator_url):
-    client = ComfyUIClient(emulator_url)
+    client = ComfyUIClient(emulator_url, retry_seconds=1.0)
     yield client
     client.close()
 
@@ -31,36 +35,47 @@ def client(emulator_url):
 def graph_for(template, **overrides):
     params = validate_params(template, {"prompt": "a red fox", "model": MODEL, "width": 64, "height": 96,
                                         "steps": 4, **overrides})
-    return build_graph(template, params)
+    return build_graph(template, template.variants[0], params)
 
 
 def deadline(seconds: float = 30) -> float:
     return time.monotonic() + seconds
 
 
+def run(client, template, graph, **kwargs):
+    """Run and fetch: (prompt id, images as bytes)."""
+    prompt_id = str(uuid.uuid4())
+    refs = client.run(graph, template.variants[0].outputs, deadline=kwargs.pop("until", deadline()),
+                      prompt_id=prompt_id, hooks=RunHooks(**kwargs))
+    return prompt_id, [client.fetch_image(ref) for ref in refs]
+
+
 def test_success_returns_every_png_at_the_requested_size(client, template):
     progress = []
-    images = client.run(graph_for(template, batchSize=2), template.outputs, deadline=deadline(),
-                        on_progress=lambda value, total: progress.append((value, total)))
+    _, images = run(client, template, graph_for(template, batchSize=2),
+                    on_progress=lambda step, total, percent: progress.append((step, total, percent)))
     assert len(images) == 2
-    for image in images:
-        assert image.data.startswith(b"\x89PNG")
-        assert Image.open(io.BytesIO(image.data)).size == (64, 96)
-    assert progress[-1] == (4, 4) and [value for value, _ in progress] == sorted(value for value, _ in progress)
+    for data in images:
+        assert data.startswith(b"\x89PNG")
+        assert Image.open(io.BytesIO(data)).size == (64, 96)
+    sampler_steps = [(step, total) for step, total, _ in progress if total]
+    assert sampler_steps[-1] == (4, 4)
+    percents = [percent for *_, percent in progress]
+    assert percents == sorted(percents) and percents[-1] < 100
 
 
 def test_identical_rerun_served_from_cache_still_completes(client, template):
     graph = graph_for(template, seed=12345)
-    first = client.run(graph, template.outputs, deadline=deadline())
-    again = client.run(graph, template.outputs, deadline=deadline())
-    assert [image.data for image in again] == [image.data for image in first]
+    _, first = run(client, template, graph)
+    _, again = run(client, template, graph)
+    assert again == first
 
 
 def test_unknown_checkpoint_is_a_user_error_naming_the_node(client, template):
     graph = graph_for(template)
     graph["4"]["inputs"]["ckpt_name"] = "missing.safetensors"
     with pytest.raises(PromptRejected) as caught:
-        client.run(graph, template.outputs, deadline=deadline())
+        run(client, template, graph)
     assert caught.value.error_class == "user" and caught.value.code == "PROMPT_REJECTED"
     assert "node 4" in caught.value.message and "missing.safetensors" in caught.value.message
     assert "4" in caught.value.node_errors
@@ -69,7 +84,7 @@ def test_unknown_checkpoint_is_a_user_error_naming_the_node(client, template):
 def test_execution_error_is_a_system_failure_with_the_exception_message(client, template, emulator_faults):
     emulator_faults(execution_error="CUDA out of memory (injected)")
     with pytest.raises(ComfyUIError) as caught:
-        client.run(graph_for(template, seed=777), template.outputs, deadline=deadline())
+        run(client, template, graph_for(template, seed=777))
     assert caught.value.code == "EXECUTION_ERROR" and caught.value.error_class == "system"
     assert "CUDA out of memory (injected)" in caught.value.message
 
@@ -78,34 +93,100 @@ def test_cancel_interrupts_the_running_prompt(client, template):
     cancel = threading.Event()
     steps = []
 
-    def on_progress(value, total):
-        steps.append(value)
-        if value >= 2:
+    def on_progress(step, total, percent):
+        steps.append(step)
+        if step >= 2:
             cancel.set()
 
     with pytest.raises(PromptInterrupted):
-        client.run(graph_for(template, steps=100, seed=31337), template.outputs, deadline=deadline(),
-                   on_progress=on_progress, should_cancel=cancel.is_set)
+        run(client, template, graph_for(template, steps=100, seed=31337), on_progress=on_progress,
+            should_cancel=cancel.is_set)
     assert 2 <= max(steps) < 100
+
+
+def test_cancel_of_a_pending_prompt_deletes_it_and_leaves_the_running_one(client, emulator_url, template):
+    """Two prompts in one ComfyUI: cancelling the waiting one must not touch the running one."""
+    results = {}
+
+    def first():
+        results["first"] = run(client, template, graph_for(template, steps=40, seed=1))
+
+    runner = threading.Thread(target=first)
+    runner.start()
+    time.sleep(0.3)
+    other = ComfyUIClient(emulator_url)
+    try:
+        with pytest.raises(PromptInterrupted):
+            run(other, template, graph_for(template, steps=40, seed=2), should_cancel=lambda: True)
+    finally:
+        other.close()
+    runner.join(timeout=30)
+    prompt_id, images = results["first"]
+    assert len(images) == 1, "the running prompt finished undisturbed"
 
 
 def test_socket_drop_reconnects_and_completes(client, template, emulator_faults):
     emulator_faults(drop_socket_after_steps=2)
-    images = client.run(graph_for(template, steps=6, seed=4242), template.outputs, deadline=deadline())
+    _, images = run(client, template, graph_for(template, steps=6, seed=4242))
     assert len(images) == 1
 
 
-def test_deadline_stops_a_hung_prompt(client, template, emulator_faults):
+def test_deadline_stops_a_hung_prompt(client, emulator_url, template, emulator_faults):
     emulator_faults(hang=True)
     with pytest.raises(ComfyUIError) as caught:
-        client.run(graph_for(template, seed=999), template.outputs, deadline=deadline(1.5))
+        run(client, template, graph_for(template, seed=999), until=deadline(1.5))
     assert caught.value.code == "DEADLINE_EXCEEDED"
+    time.sleep(0.2)
+    assert requests.get(emulator_url + "/queue", timeout=5).json()["queue_running"] == []
+
+
+def test_html_answers_are_retried_then_reported(client, template, emulator_faults):
+    emulator_faults(reject_with_html=True, persistent=True)
+    with pytest.raises(ComfyUIError) as caught:
+        run(client, template, graph_for(template, seed=5))
+    assert caught.value.code == "COMFYUI_UNAVAILABLE" and "text/html" in caught.value.message
+
+
+def test_an_unreachable_comfyui_is_a_system_error_after_backoff(template):
+    from shared.embedded import free_port
+    dead = ComfyUIClient(f"http://127.0.0.1:{free_port()}", retry_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(ComfyUIError) as caught:
+        run(dead, template, graph_for(template))
+    assert caught.value.code == "COMFYUI_UNAVAILABLE" and time.monotonic() - started < 5
 
 
 def test_catalog_reads_both_combo_spellings(client):
-    catalog = collect_catalog(client, "render@test", ["text2img"])
+    templates = load_templates()
+    catalog = collect_catalog(client, "render@test", templates, [f"render.{name}" for name in templates], 2)
     assert MODEL in catalog["checkpoints"] and "euler" in catalog["samplers"] and "normal" in catalog["schedulers"]
-    assert catalog["comfyuiVersion"]
+    assert catalog["upscale_models"] == ["demo_x4.safetensors"], "UpscaleModelLoader uses the COMBO spelling"
+    assert catalog["comfyuiVersion"] and catalog["devices"] and "KSampler" in catalog["nodes"]
+    assert set(catalog["workflows"]) == {"text2img", "img2img", "upscale", "text2img_lora", "flux_text2img"}
+    assert catalog["variants"]["upscale"] == "model"
+    only = collect_catalog(client, "render@test", templates, ["render.text2img"], 2)
+    assert only["workflows"] == ["text2img"], "a worker offers only the workflows whose queues it consumes"
     assert combo_choices(["COMBO", {"options": ["a", "b"], "multiselect": False}]) == ["a", "b"]
     assert combo_choices([["x", "y"], {"tooltip": "t"}]) == ["x", "y"]
     assert combo_choices(["INT", {"min": 1}]) == []
+
+
+def test_preview_frames_in_both_layouts():
+    jpeg = b"\xff\xd8jpeg"
+    assert preview_image(struct.pack(">II", 1, 1) + jpeg, "p1") == jpeg
+    metadata = json.dumps({"prompt_id": "p1", "node_id": "3"}).encode()
+    assert preview_image(struct.pack(">II", 4, len(metadata)) + metadata + jpeg, "p1") == jpeg
+    assert preview_image(struct.pack(">II", 4, len(metadata)) + metadata + jpeg, "p2") is None
+    assert preview_image(struct.pack(">II", 3, 1) + b"3text", "p1") is None
+    assert preview_image(b"\x00", "p1") is None
+
+
+def test_progress_counts_cached_nodes_and_weighs_sampler_steps(template):
+    tracker = ProgressTracker(graph_for(template, steps=10))
+    tracker.cached(["4", "6", "7", "5"])
+    start = tracker.percent()
+    tracker.executing("3")
+    tracker.step("3", 5, 10)
+    middle = tracker.percent()
+    tracker.executing("8")
+    assert 0 < start < middle < tracker.percent() < 100

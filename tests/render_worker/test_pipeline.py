@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from services.render_worker import jobs
+from services.render_worker.config import RenderConfig
 from services.render_worker.pipeline import RenderContext, build_context, render_job
 from services.render_worker.workflows import validate_params
 from shared.events import redis_client, user_channel
@@ -17,7 +18,7 @@ from .conftest import MODEL
 
 @pytest.fixture
 def ctx(render_settings):
-    context = build_context(render_settings, "render@test")
+    context = build_context(render_settings, RenderConfig(comfyui_retry_seconds=1.0), "render@test")
     yield context
     context.comfyui.close()
     context.credits.close()
@@ -50,13 +51,14 @@ def channel(render_settings, user_id):
 
 def admit(ctx: RenderContext, user_id: int, **raw) -> str:
     """What the gateway does at admission: validate, hold, insert."""
-    template = ctx.templates["text2img"]
+    template = ctx.templates.get("text2img")
     params = validate_params(template, {"prompt": "a lighthouse", "model": MODEL, "width": 64, "height": 64,
                                         "steps": 5, **raw})
     job_id = jobs.new_job_id()
-    ctx.credits.hold(user_id, job_id, template.price_per_image * params["batchSize"], "test")
+    hold = ctx.credits.hold(user_id, job_id, "text2img", params["batchSize"], "test")
     with ctx.db.transaction() as session:
-        jobs.create_job(session, job_id=job_id, user_id=user_id, template=template, params=params)
+        jobs.create_job(session, job_id=job_id, user_id=user_id, template=template, params=params,
+                        price_per_image=hold["pricePerImage"], queue="render.text2img")
     return job_id
 
 
@@ -92,10 +94,11 @@ def test_two_image_job_succeeds_charges_30_and_announces_in_order(ctx, user_id, 
     kinds = [event["type"] for event in events]
     assert kinds[0] == "job.started" and kinds[-3:] == ["job.image", "job.image", "job.succeeded"]
     assert set(kinds[1:-3]) == {"job.progress"}
-    last_progress = [event["data"] for event in events if event["type"] == "job.progress"][-1]
-    assert last_progress == {"jobId": job_id, "step": 5, "totalSteps": 5, "percent": 100}
+    progress = [event["data"] for event in events if event["type"] == "job.progress"]
+    assert progress[-1]["step"] == progress[-1]["totalSteps"] == 5 and 0 < progress[-1]["percent"] < 100
+    assert [p["percent"] for p in progress] == sorted(p["percent"] for p in progress)
     assert events[-1]["data"] == {"jobId": job_id, "images": 2, "charged": 30}
-    assert events[-2]["data"]["imageUrl"] == ctx.storage.url(outputs[1].image_key)
+    assert events[-2]["data"]["imageUrl"].startswith(ctx.storage.url(outputs[1].image_key) + "?exp=")
 
 
 def test_execution_error_fails_the_job_and_refunds_everything(ctx, user_id, channel, emulator_faults):
@@ -112,14 +115,14 @@ def test_execution_error_fails_the_job_and_refunds_everything(ctx, user_id, chan
     assert failed[-1]["data"]["refunded"] == 30 and failed[-1]["data"]["errorClass"] == "system"
 
 
-def test_rejected_workflow_is_a_user_error(ctx, user_id):
+def test_a_model_no_worker_can_serve_fails_and_refunds(ctx, user_id):
     job_id = admit(ctx, user_id)
     with ctx.db.transaction() as session:
         jobs.get_job(session, job_id).params = {**jobs.get_job(session, job_id).params, "model": "gone.safetensors"}
     render_job(job_id, ctx)
     job, _ = job_state(ctx, job_id)
-    assert (job.status, job.error_code, job.error_class) == ("failed", "PROMPT_REJECTED", "user")
-    assert "node 4" in job.error_message
+    assert (job.status, job.error_code, job.error_class) == ("failed", "MODEL_UNAVAILABLE", "system")
+    assert "gone.safetensors" in job.error_message
     assert ctx.credits.open_account(user_id)["available"] == 500
 
 
@@ -133,29 +136,44 @@ def test_redelivery_charges_once_and_skips_a_finished_job(ctx, user_id):
 
 
 def test_redelivered_running_job_runs_again_without_double_charging(ctx, user_id):
-    """A worker died mid-job: the row says running and one image was already captured."""
+    """A worker died mid-job: the row says running on a dead worker and images were already captured."""
     job_id = admit(ctx, user_id, batchSize=2)
     render_job(job_id, ctx)
     with ctx.db.transaction() as session:
-        session.execute(text("UPDATE render_jobs SET status = 'running', finished_at = NULL WHERE id = :id"),
-                        {"id": job_id})
+        session.execute(text("UPDATE render_jobs SET status = 'running', finished_at = NULL, worker = 'dead@x' "
+                             "WHERE id = :id"), {"id": job_id})
     render_job(job_id, ctx)
     job, outputs = job_state(ctx, job_id)
     assert job.status == "succeeded" and job.attempts == 2 and len(outputs) == 2
     assert ctx.credits.open_account(user_id) == {"available": 470, "held": 0}
 
 
+def test_a_running_job_of_a_live_worker_is_not_taken_over(ctx, user_id):
+    job_id = admit(ctx, user_id)
+    ctx.events.redis.set("render:alive:busy@x", "1", ex=30)
+    with ctx.db.transaction() as session:
+        session.execute(text("UPDATE render_jobs SET status = 'running', worker = 'busy@x', attempts = 1 "
+                             "WHERE id = :id"), {"id": job_id})
+    render_job(job_id, ctx)
+    job, outputs = job_state(ctx, job_id)
+    assert (job.status, job.worker, job.attempts, outputs) == ("running", "busy@x", 1, [])
+    ctx.events.redis.delete("render:alive:busy@x")
+
+
 def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel):
     job_id = admit(ctx, user_id, steps=100)
     original = ctx.comfyui.run
 
-    def run_and_cancel(*args, on_progress, **kwargs):
-        def progress(step, total):
-            on_progress(step, total)
+    def run_and_cancel(*args, hooks, **kwargs):
+        report = hooks.on_progress
+
+        def progress(step, total, percent):
+            report(step, total, percent)
             if step == 3:
                 with ctx.db.transaction() as session:
                     assert jobs.request_cancel(session, user_id, job_id) == "requested"
-        return original(*args, on_progress=progress, **kwargs)
+        hooks.on_progress = progress
+        return original(*args, hooks=hooks, **kwargs)
 
     ctx.comfyui.run = run_and_cancel
     render_job(job_id, ctx)
@@ -163,4 +181,4 @@ def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel)
     assert job.status == "cancelled" and outputs == []
     assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
     assert [event["data"] for event in channel() if event["type"] == "job.cancelled"] == [
-        {"jobId": job_id, "refunded": 15}]
+        {"jobId": job_id, "refunded": 15, "images": 0, "charged": 0}]

@@ -8,8 +8,9 @@ import pytest
 from flask import Flask
 
 from services.credits.client import CreditsClient
-from services.gateway import render_api
+from services.gateway import render
 from services.render_worker.catalog import publish_catalog
+from services.render_worker.config import RenderConfig
 from services.render_worker.pipeline import build_context, render_job
 from shared.events import redis_client
 from shared.tasks import RENDER_RUN_JOB
@@ -31,7 +32,7 @@ def app(render_settings, queue):
     settings = replace(render_settings, render_queue=queue)
     app = Flask(__name__)
     init_service_app(app, settings, internal=False)
-    render_api.init_app(app, settings)
+    render.init_app(app, settings)
     yield app
     app.extensions["render"].db.dispose()
 
@@ -50,7 +51,8 @@ def redis(render_settings):
 def live_worker(redis):
     publish_catalog(redis, {"workerId": "render@a", "comfyuiUrl": "http://x", "comfyuiVersion": "0.3.64",
                             "checkpoints": [MODEL], "samplers": ["euler"], "schedulers": ["normal"],
-                            "workflows": ["text2img"], "updatedAt": "now"})
+                            "upscale_models": [], "workflows": ["text2img", "img2img"], "slots": 2,
+                            "updatedAt": "now"})
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ def test_generate_admits_holds_and_queues_after_commit(app, user, redis, queue, 
     assert job["params"]["width"] == 64 and job["params"]["seed"] >= 0 and "warnings" not in data
     assert isinstance(data["queuePosition"], int)
     assert balance(render_settings, user_id) == {"available": 470, "held": 30}
-    messages = [json.loads(raw) for raw in redis.lrange(queue, 0, -1)]
+    messages = [json.loads(raw) for raw in redis.lrange(f"{queue}.text2img", 0, -1)]
     assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [(RENDER_RUN_JOB, f"['{job['id']}']")]
 
     fetched = app.test_client().get(f"/api/jobs/{job['id']}", headers=headers)
@@ -86,9 +88,10 @@ def test_generate_admits_holds_and_queues_after_commit(app, user, redis, queue, 
     assert [item["id"] for item in listed["items"]] == [job["id"]] and listed["total"] == 1
 
 
-def test_generate_without_any_worker_still_admits_with_a_warning(app, user, redis):
+def test_generate_without_a_worker_for_the_workflow_is_503_and_holds_nothing(app, user, redis, render_settings):
     response = app.test_client().post("/api/generate", json=BODY, headers=user[1])
-    assert response.status_code == 202 and response.json["data"]["warnings"]
+    assert response.status_code == 503 and response.json["error"]["code"] == "RENDER_UNAVAILABLE"
+    assert balance(render_settings, user[0]) == {"available": 500, "held": 0}
 
 
 def test_model_no_live_worker_holds_is_422(app, user, live_worker):
@@ -106,14 +109,30 @@ def test_bad_parameters_are_422_and_charge_nothing(app, user, live_worker, rende
 
 def test_short_balance_is_402_with_details_and_no_job(app, user, live_worker, render_settings):
     user_id, headers = user
+    credits = CreditsClient(render_settings.credits_url, render_settings.service_token)
+    for index in range(8):  # 480 of 500 held elsewhere
+        credits.hold(user_id, f"other-{user_id}-{index}", "text2img", 4, "elsewhere")
     client = app.test_client()
-    for _ in range(8):  # 8 × 60 = 480 of 500
-        assert client.post("/api/generate", json={**BODY, "batchSize": 4}, headers=headers).status_code == 202
     response = client.post("/api/generate", json={**BODY, "batchSize": 4}, headers=headers)
     assert response.status_code == 402
     assert response.json["error"]["code"] == "INSUFFICIENT_CREDITS"
     assert response.json["error"]["details"]["shortfall"] == 40
-    assert client.get("/api/jobs?pageSize=100", headers=headers).json["data"]["total"] == 8
+    assert client.get("/api/jobs", headers=headers).json["data"]["total"] == 0
+
+
+def test_a_fifth_active_job_is_429_until_one_finishes(app, user, live_worker, render_settings):
+    user_id, headers = user
+    client = app.test_client()
+    admitted = [client.post("/api/generate", json=BODY, headers=headers) for _ in range(4)]
+    assert [r.status_code for r in admitted] == [202] * 4
+    assert [r.json["data"]["queuePosition"] for r in admitted] == sorted(r.json["data"]["queuePosition"]
+                                                                           for r in admitted)
+    limited = client.post("/api/generate", json=BODY, headers=headers)
+    assert limited.status_code == 429 and limited.json["error"]["code"] == "QUEUE_LIMIT"
+    assert limited.json["error"]["details"] == {"active": 4, "limit": 4}
+    assert balance(render_settings, user_id) == {"available": 500 - 4 * 30, "held": 120}
+    client.delete(f"/api/jobs/{admitted[0].json['data']['job']['id']}", headers=headers)
+    assert client.post("/api/generate", json=BODY, headers=headers).status_code == 202
 
 
 def test_same_idempotency_key_gives_the_same_job_charged_once(app, user, live_worker, render_settings):
@@ -135,7 +154,7 @@ def test_cancel_of_a_queued_job_refunds_and_a_finished_one_is_409(app, user, liv
     assert cancelled.status_code == 200 and cancelled.json["data"]["status"] == "cancelled"
     assert balance(render_settings, user_id) == {"available": 500, "held": 0}
     assert client.delete(f"/api/jobs/{job_id}", headers=headers).json["error"]["code"] == "JOB_FINISHED"
-    ctx = build_context(render_settings, "render@test")
+    ctx = build_context(render_settings, RenderConfig(), "render@test")
     render_job(job_id, ctx)  # the queued message arrives later: the worker skips it
     assert client.get(f"/api/jobs/{job_id}", headers=headers).json["data"]["status"] == "cancelled"
     assert balance(render_settings, user_id) == {"available": 500, "held": 0}
@@ -154,7 +173,7 @@ def test_other_users_jobs_are_404(app, user, issue_token, live_worker):
 def test_internal_outputs_needs_the_service_token(app, user, live_worker, render_settings, service_headers):
     user_id, headers = user
     job_id = app.test_client().post("/api/generate", json=BODY, headers=headers).json["data"]["job"]["id"]
-    ctx = build_context(render_settings, "render@test")
+    ctx = build_context(render_settings, RenderConfig(), "render@test")
     render_job(job_id, ctx)
     ctx.db.dispose()
     job = app.test_client().get(f"/api/jobs/{job_id}", headers=headers).json["data"]
@@ -166,13 +185,67 @@ def test_internal_outputs_needs_the_service_token(app, user, live_worker, render
     record = client.get(f"/internal/outputs/{output_id}", headers=service_headers).json["data"]
     assert record["jobId"] == job_id and record["userId"] == user_id and record["index"] == 0
     assert record["params"]["prompt"] == "a quiet harbour" and record["params"]["width"] == 64
-    assert job["outputs"][0]["imageUrl"] == f"/media/{record['imageKey']}"
+    assert job["outputs"][0]["imageUrl"].startswith(f"/media/{record['imageKey']}?exp="), "unsaved: signed"
     missing = client.get("/internal/outputs/nope", headers=service_headers)
     assert missing.status_code == 404 and missing.json["error"]["code"] == "OUTPUT_NOT_FOUND"
 
 
-def test_models_lists_the_live_catalog(app, live_worker):
+def test_models_lists_the_live_catalog_with_worker_counts_and_prices(app, live_worker):
     data = app.test_client().get("/api/models").json["data"]
-    assert data["models"] == [{"name": MODEL, "workers": ["render@a"]}] and data["liveWorkers"] == 1
-    assert data["samplers"] == ["euler"] and data["workflows"][0]["name"] == "text2img"
-    assert all("bind" not in p for p in data["workflows"][0]["parameters"])
+    assert data["models"] == [{"name": MODEL, "kind": "checkpoints", "workers": 1}] and data["liveWorkers"] == 1
+    assert data["samplers"] == ["euler"] and data["schedulers"] == ["normal"]
+    workflows = {w["name"]: w for w in data["workflows"]}
+    assert workflows["text2img"]["pricePerImage"] == 15 and workflows["text2img"]["workers"] == 1
+    assert workflows["flux_text2img"]["workers"] == 0
+    assert all("bind" not in p for w in workflows.values() for p in w["parameters"])
+    assert data["workers"][0]["workerId"] == "render@a" and data["workers"][0]["slots"] == 2
+
+
+def test_internal_job_lookup_for_the_credits_sweeper(app, user, live_worker, service_headers):
+    job_id = app.test_client().post("/api/generate", json=BODY, headers=user[1]).json["data"]["job"]["id"]
+    client = app.test_client()
+    assert client.get(f"/internal/jobs/{job_id}").status_code == 403
+    found = client.get(f"/internal/jobs/{job_id}", headers=service_headers).json["data"]
+    assert found == {"id": job_id, "userId": user[0], "status": "queued"}
+    missing = client.get("/internal/jobs/nope", headers=service_headers)
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "JOB_NOT_FOUND"
+    assert client.get(f"/internal/jobs/{job_id}/outputs", headers=service_headers).json["data"] == {"items": []}
+
+
+def _png(width: int, height: int, image_format: str = "PNG") -> bytes:
+    import io
+
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 20, 30)).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data,status,code", [
+    (b"GIF89a not really", 422, "INVALID_IMAGE"),
+    (_png(8, 8, "GIF"), 422, "INVALID_IMAGE"),
+    (_png(8, 8)[:40], 422, "INVALID_IMAGE"),
+    (b"", 422, "INVALID_IMAGE"),
+])
+def test_uploads_must_decode_as_png_jpeg_or_webp(app, user, data, status, code):
+    import io
+    response = app.test_client().post("/api/uploads", headers=user[1],
+                                      data={"image": (io.BytesIO(data), "x.png")})
+    assert response.status_code == status and response.json["error"]["code"] == code
+
+
+def test_an_upload_is_the_users_own_source(app, user, issue_token, live_worker, render_settings):
+    import io
+    client = app.test_client()
+    for image_format in ("PNG", "JPEG", "WEBP"):
+        stored = client.post("/api/uploads", headers=user[1],
+                             data={"image": (io.BytesIO(_png(64, 48, image_format)), "in.bin")})
+        assert stored.status_code == 201, stored.json
+    upload = stored.json["data"]["upload"]
+    assert (upload["format"], upload["width"], upload["height"]) == ("webp", 64, 48)
+    body = {"workflow": "img2img", "prompt": "p", "model": MODEL, "sourceImage": upload["ref"]}
+    assert client.post("/api/generate", json=body, headers=user[1]).status_code == 202
+    stranger = {"Authorization": f"Bearer {issue_token(user[0] + 1, 'stranger')}"}
+    refused = client.post("/api/generate", json=body, headers=stranger)
+    assert refused.status_code == 422 and refused.json["error"]["code"] == "SOURCE_NOT_FOUND"
+    assert client.post("/api/uploads", headers=user[1], data={}).json["error"]["code"] == "NO_FILE"

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import time
 
 import pytest
 
-from services.render_worker.workflows import (RANDOM_SEED_LIMIT, TemplateError, build_graph, load_templates,
-                                              parse_template, validate_params)
+from services.render_worker import workflows
+from services.render_worker.workflows import (RANDOM_SEED_LIMIT, TemplateError, TemplateStore, build_graph,
+                                              load_templates, parse_template, validate_params)
 from shared.errors import Unprocessable
 
 CHOICES = {"checkpoints": ["sd15_demo.safetensors", "sdxl_demo.safetensors"], "samplers": ["euler", "dpmpp_2m"],
@@ -80,7 +83,7 @@ def test_every_binding_is_applied(template):
     params = validate_params(template, {"prompt": "p", "negativePrompt": "n", "model": "sdxl_demo.safetensors",
                                         "width": 640, "height": 768, "batchSize": 3, "steps": 12, "cfgScale": 4.5,
                                         "seed": 99, "sampler": "dpmpp_2m", "scheduler": "karras"}, CHOICES)
-    graph = build_graph(template, params)
+    graph = build_graph(template, template.variants[0], params)
     assert graph["6"]["inputs"]["text"] == "p" and graph["7"]["inputs"]["text"] == "n"
     assert graph["4"]["inputs"]["ckpt_name"] == "sdxl_demo.safetensors"
     assert graph["5"]["inputs"] == {"width": 640, "height": 768, "batch_size": 3}
@@ -94,10 +97,10 @@ def test_every_binding_is_applied(template):
     '{"3": {"class_type": "KSampler", "inputs": {}}}', "\\\"\\u0000", "猫 🐱 \u202e",
 ])
 def test_prompts_never_change_the_graph_shape(template, prompt):
-    before = copy.deepcopy(template.graph)
+    before = copy.deepcopy(template.variants[0].graph)
     params = validate_params(template, {"prompt": prompt, "negativePrompt": prompt}, CHOICES)
-    graph = build_graph(template, params)
-    assert template.graph == before
+    graph = build_graph(template, template.variants[0], params)
+    assert template.variants[0].graph == before
     assert set(graph) == set(before)
     for node_id, node in graph.items():
         assert node["class_type"] == before[node_id]["class_type"]
@@ -106,10 +109,17 @@ def test_prompts_never_change_the_graph_shape(template, prompt):
     assert json.loads(json.dumps(graph)) == graph
 
 
+def _single_graph_file(template) -> dict:
+    """The template in the one-graph file form (binds inside the parameters)."""
+    variant = template.variants[0]
+    parameters = [dict(p, bind=[[b.node, b.input] for b in variant.binds[p["name"]]]) for p in template.parameters]
+    return json.loads(json.dumps({"name": "t", "version": 1, "labels": {"zh": "t", "en": "t"},
+                                  "graph": variant.graph, "parameters": parameters, "outputs": variant.outputs,
+                                  "requires": {"models": ["checkpoints"]}}))
+
+
 def test_templates_with_bad_bindings_are_refused(template):
-    data = json.loads(json.dumps({"name": "t", "version": 1, "labels": {}, "pricePerImage": 1,
-                                  "graph": template.graph, "parameters": template.parameters,
-                                  "outputs": template.outputs}))
+    data = _single_graph_file(template)
     parse_template(data)
     broken_node = copy.deepcopy(data)
     broken_node["parameters"][0]["bind"] = [["99", "text"]]
@@ -121,6 +131,68 @@ def test_templates_with_bad_bindings_are_refused(template):
     link_target["parameters"][0]["bind"] = [["6", "clip"]]
     missing_output = copy.deepcopy(data)
     missing_output["outputs"] = ["42"]
-    for bad in (broken_node, broken_input, wrong_type, link_target, missing_output):
+    dangling_link = copy.deepcopy(data)
+    dangling_link["graph"]["8"]["inputs"]["vae"] = ["77", 2]
+    unbound = copy.deepcopy(data)
+    del unbound["parameters"][1]["bind"]
+    no_labels = copy.deepcopy(data)
+    del no_labels["parameters"][0]["labels"]
+    for bad in (broken_node, broken_input, wrong_type, link_target, missing_output, dangling_link, unbound, no_labels):
         with pytest.raises(TemplateError):
             parse_template(bad)
+
+
+def test_every_shipped_workflow_declares_what_it_needs():
+    templates = load_templates()
+    assert set(templates) == {"text2img", "img2img", "upscale", "text2img_lora", "flux_text2img"}
+    img2img = templates["img2img"].variants[0]
+    assert {"LoadImage", "VAEEncode"} <= set(img2img.node_classes) and img2img.model_kinds == ["checkpoints"]
+    upscale = templates["upscale"]
+    assert [v.name for v in upscale.variants] == ["model", "resize"]
+    assert upscale.variant("model").model_kinds == ["upscale_models"] and upscale.variant("resize").model_kinds == []
+    nodes = {"LoadImage", "ImageScaleBy", "SaveImage", "UpscaleModelLoader", "ImageUpscaleWithModel"}
+    assert upscale.variant_for(nodes, {"upscale_models": ["x4.pth"]}).name == "model"
+    assert upscale.variant_for(nodes, {"upscale_models": []}).name == "resize"
+    assert upscale.variant_for({"SaveImage"}, {}) is None
+    assert "LoraLoader" in templates["text2img_lora"].variants[0].node_classes
+    assert "UNETLoader" in templates["flux_text2img"].variants[0].node_classes
+
+
+def test_a_value_may_feed_several_inputs_and_be_scaled():
+    templates = load_templates()
+    lora = templates["text2img_lora"]
+    params = validate_params(lora, {"prompt": "p", "loraStrength": 0.6}, {**CHOICES, "loras": ["style.safetensors"]})
+    graph = build_graph(lora, lora.variants[0], params)
+    assert graph["10"]["inputs"]["strength_model"] == graph["10"]["inputs"]["strength_clip"] == 0.6
+    assert graph["10"]["inputs"]["lora_name"] == "style.safetensors"
+    upscale = templates["upscale"]
+    params = validate_params(upscale, {"sourceImage": "upload:abc", "scale": 4}, {"upscale_models": ["x4.pth"]})
+    assert build_graph(upscale, upscale.variant("model"), params, {"sourceImage": "in.png"})["4"]["inputs"] == {
+        "image": ["3", 0], "upscale_method": "lanczos", "scale_by": 1.0}
+    assert build_graph(upscale, upscale.variant("resize"), params)["4"]["inputs"]["scale_by"] == 4
+    assert "scale" in errors_of(upscale, {"sourceImage": "upload:abc", "scale": 3}, {})
+
+
+def test_pixel_cap_holds_even_within_each_bound(template):
+    details = errors_of(template, {"prompt": "a", "size": "2048x2048"})
+    assert "exceeds" in details["size"][0]
+    assert validate_params(template, {"prompt": "a", "size": "1536x1024"}, CHOICES)["width"] == 1536
+
+
+def test_templates_reload_when_files_change_and_a_broken_edit_keeps_the_last_good_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(workflows, "RELOAD_CHECK_SECONDS", 0.0)
+    source = workflows.WORKFLOWS_DIR / "text2img.json"
+    target = tmp_path / "text2img.json"
+    target.write_text(source.read_text())
+    store = TemplateStore(tmp_path)
+    assert store.get("text2img").version == 2
+    data = json.loads(source.read_text())
+    data["version"] = 3
+    target.write_text(json.dumps(data))
+    os.utime(target, (time.time() + 5, time.time() + 5))
+    assert store.get("text2img").version == 3
+    target.write_text("{ not json")
+    os.utime(target, (time.time() + 10, time.time() + 10))
+    assert store.get("text2img").version == 3, "a broken edit leaves the last good version in service"
+    (tmp_path / "extra.json").write_text(json.dumps(dict(data, name="extra")))
+    assert set(store.all()) == {"text2img", "extra"}

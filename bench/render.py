@@ -1,0 +1,414 @@
+"""Render pipeline figures, each side by side with a minimal direct ComfyUI client on the
+same emulator, in one run:
+
+    .venv/bin/python bench/render.py [--jobs 100] [--single 60] [--clients 200] [--backend mariadb|sqlite]
+
+Starts a private stack: redis-server, credits and gateway under gunicorn (gthread; the
+gateway as 3 processes × 90 threads, since each open socket holds a thread and one of a
+process's at most 100 pooled Redis connections), two
+ComfyUI emulators and one render worker per emulator (``python -m services.render_worker``,
+2 prompts in flight each), on MariaDB (127.0.0.1:3306, a throwaway database) or SQLite.
+
+(a) per-job overhead for one 512×512 image at zero render time: submit → ``job.succeeded``
+    on the gateway WebSocket, minus the direct client's submit → image bytes (p50/p99).
+(b) GPU busy fraction for 2 workers × 100 jobs of 0.5 s: Σ execution time reported by the
+    emulators' /history (execution_start → execution_success) ÷ (2 × wall time from the
+    first submit to the last job finished).
+(c) idle gap between consecutive prompts in one ComfyUI: next execution_start − previous
+    execution_success, from the same histories.
+(d) progress latency with N WebSocket clients connected to the gateway: receipt of each
+    ``job.progress`` by its owner's socket − the worker's publish time (the event's ``ts``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+import jwt  # noqa: E402
+import pymysql  # noqa: E402
+import requests  # noqa: E402
+import websocket  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from services.credits.client import CreditsClient  # noqa: E402
+from shared.config import load_settings  # noqa: E402
+from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command  # noqa: E402
+from shared.migrate import SERVICES, upgrade  # noqa: E402
+from shared.tokens import ensure_dev_keys  # noqa: E402
+
+PY = sys.executable
+TOKEN = "bench-service-token"
+MODEL = "sd15_demo.safetensors"
+MYSQL_SERVER_URL = os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class Stack:
+    def __init__(self, workdir: Path, backend: str) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen] = []
+        self.mysql_db: str | None = None
+        redis_port = free_port()
+        self.spawn("redis", redis_server_command(redis_server_binary(), redis_port, workdir / "redis"))
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        wait_for(lambda: redis_answers(self.redis_url), 10, "redis")
+        keys = workdir / "keys"
+        self.env = {
+            "APP_ENV": "test", "DATA_DIR": str(workdir / "data"), "DATABASE_URL": self._database(backend),
+            "REDIS_URL": self.redis_url, "SERVICE_TOKEN": TOKEN, "LOG_LEVEL": "WARNING",
+            "JWT_PRIVATE_KEY_PATH": str(keys / "private.pem"), "JWT_PUBLIC_KEY_PATH": str(keys / "public.pem"),
+            "RENDER_QUEUE": "bench", "CREDITS_PORT": str(free_port()), "GATEWAY_PORT": str(free_port()),
+            "RATE_LIMIT_GLOBAL": "1000000/minute", "RATE_LIMIT_GENERATE": "100000/minute",
+        }
+        settings = load_settings(self.env)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dev_keys(settings)
+        for service in SERVICES:
+            upgrade(service, settings.database_url)
+        self.settings = settings
+        self.private_key = settings.jwt_private_key_path.read_text()
+        self.gunicorn("credits", "services.credits.app", settings.credits_url, workers=2, threads=16)
+        self.gateway = f"http://127.0.0.1:{settings.gateway_port}"
+        # Each open /ws holds a thread and a Redis pub/sub connection, and redis-py pools stop at
+        # 100 connections per process: 3 processes × 90 threads carry 200+ sockets.
+        self.gunicorn("gateway", "services.gateway.app", self.gateway, workers=3, threads=90)
+        self.emulators = [self.emulator(name) for name in ("a", "b")]
+        for name, url in zip(("w1", "w2"), self.emulators):
+            self.spawn(f"worker-{name}", [PY, "-m", "services.render_worker", "--comfyui", url, "--name", name,
+                                          "--loglevel", "WARNING"])
+        wait_for(lambda: len(self.get("/api/models")["workers"]) == 2, 60, "two render workers")
+
+    def _database(self, backend: str) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{self.workdir / 'bench.db'}"
+        self.mysql_db = f"aigc_bench_{uuid.uuid4().hex[:8]}"
+        self._mysql(f"CREATE DATABASE `{self.mysql_db}` CHARACTER SET utf8mb4")
+        return make_url(MYSQL_SERVER_URL).set(database=self.mysql_db).render_as_string(hide_password=False)
+
+    @staticmethod
+    def _mysql(statement: str) -> None:
+        parsed = make_url(MYSQL_SERVER_URL)
+        connection = pymysql.connect(host=parsed.host, port=parsed.port or 3306, user=parsed.username,
+                                     password=parsed.password or "")
+        with connection.cursor() as cursor:
+            cursor.execute(statement)
+        connection.close()
+
+    def spawn(self, name: str, command: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "wb")
+        self.procs.append(subprocess.Popen(command, cwd=PROJECT_ROOT, env={**os.environ, **getattr(self, "env", {})},
+                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    def gunicorn(self, name: str, module: str, url: str, workers: int, threads: int) -> None:
+        bind = url.split("//", 1)[1]
+        self.spawn(name, [PY, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers),
+                          "--threads", str(threads), "--bind", bind, "--log-level", "warning",
+                          f"{module}:create_app()"])
+        wait_for(lambda: answers(url + "/healthz"), 30, name)
+
+    def emulator(self, name: str) -> str:
+        port = free_port()
+        self.spawn(f"emulator-{name}", [PY, "-m", "services.comfyui_emulator", "--port", str(port),
+                                        "--data-dir", str(self.workdir / f"comfy-{name}"), "--step-delay", "0",
+                                        "--load-delay", "0"])
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: answers(url + "/system_stats"), 20, f"emulator {name}")
+        return url
+
+    def configure(self, **update) -> None:
+        for url in self.emulators:
+            requests.post(url + "/emulator/config", json=update, timeout=5).raise_for_status()
+
+    def get(self, path: str) -> dict:
+        return requests.get(self.gateway + path, timeout=10).json()["data"]
+
+    def user(self) -> tuple[int, str]:
+        user_id = random.randint(10**7, 10**9)
+        CreditsClient(self.settings.credits_url, TOKEN).open_account(user_id)
+        now = dt.datetime.now(dt.timezone.utc)
+        token = jwt.encode({"sub": str(user_id), "username": f"b{user_id}", "role": "user", "type": "access",
+                            "jti": uuid.uuid4().hex, "iat": now, "exp": now + dt.timedelta(hours=1)},
+                           self.private_key, algorithm="RS256")
+        return user_id, token
+
+    def socket(self, token: str) -> websocket.WebSocket:
+        ws = websocket.create_connection(self.gateway.replace("http", "ws", 1) + f"/ws?token={token}", timeout=30)
+        first = json.loads(ws.recv())
+        if first["type"] != "ready":
+            raise SystemExit(f"the gateway refused a socket: {first}")
+        return ws
+
+    def submit(self, token: str, **body) -> str:
+        payload = {"prompt": f"bench {uuid.uuid4().hex}", "model": MODEL, "size": "512x512", "steps": 1, **body}
+        response = requests.post(self.gateway + "/api/generate", json=payload, timeout=30,
+                                 headers={"Authorization": f"Bearer {token}"})
+        if response.status_code != 202:
+            raise SystemExit(f"admission failed: {response.status_code} {response.text}")
+        return response.json()["data"]["job"]["id"]
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+        if self.mysql_db:
+            self._mysql(f"DROP DATABASE IF EXISTS `{self.mysql_db}`")
+
+
+class DirectClient:
+    """The least a program can do against ComfyUI: one socket, POST, wait for the end, fetch."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.client_id = uuid.uuid4().hex
+        self.session = requests.Session()
+        self.ws = websocket.create_connection(base_url.replace("http", "ws", 1) + f"/ws?clientId={self.client_id}",
+                                              timeout=60, suppress_origin=True)
+
+    def post(self, graph: dict) -> str:
+        return self.session.post(self.base_url + "/prompt", json={"prompt": graph, "client_id": self.client_id},
+                                 timeout=30).json()["prompt_id"]
+
+    def wait(self, pending: set[str]) -> str:
+        while True:
+            frame = self.ws.recv()
+            if isinstance(frame, bytes):
+                continue
+            message = json.loads(frame)
+            data = message.get("data") or {}
+            if message["type"] == "executing" and data.get("node") is None and data.get("prompt_id") in pending:
+                return data["prompt_id"]
+
+    def fetch(self, prompt_id: str) -> list[bytes]:
+        entry = self.session.get(self.base_url + f"/history/{prompt_id}", timeout=30).json()[prompt_id]
+        return [self.session.get(self.base_url + "/view", params=image, timeout=30).content
+                for output in entry["outputs"].values() for image in output.get("images", [])]
+
+    def run(self, graph: dict) -> list[bytes]:
+        prompt_id = self.post(graph)
+        self.wait({prompt_id})
+        return self.fetch(prompt_id)
+
+    def close(self) -> None:
+        self.ws.close()
+        self.session.close()
+
+
+def text2img_graph(seed: int, steps: int, size: int = 512) -> dict:
+    from services.render_worker.workflows import build_graph, load_templates
+    template = load_templates()["text2img"]
+    params = {"prompt": f"direct {seed}", "negativePrompt": "", "model": MODEL, "width": size, "height": size,
+              "batchSize": 1, "steps": steps, "cfgScale": 7.0, "seed": seed, "sampler": "euler",
+              "scheduler": "normal"}
+    return build_graph(template, template.variants[0], params)
+
+
+def wait_final(ws: websocket.WebSocket, job_id: str) -> dict:
+    while True:
+        event = json.loads(ws.recv())
+        if event.get("data", {}).get("jobId") == job_id and event["type"] in ("job.succeeded", "job.failed"):
+            if event["type"] == "job.failed":
+                raise SystemExit(f"job failed: {event}")
+            return event
+
+
+def bench_overhead(stack: Stack, runs: int) -> tuple[list[float], list[float]]:
+    stack.configure(step_delay=0.0)
+    _, token = stack.user()
+    ws = stack.socket(token)
+    platform = []
+    for index in range(runs + 3):
+        started = time.perf_counter()
+        job_id = stack.submit(token)
+        wait_final(ws, job_id)
+        if index >= 3:  # warm-up: first model load, connection pools
+            platform.append((time.perf_counter() - started) * 1000)
+        if (index + 1) % 4 == 0:  # stay under the per-user limit and the signup credits
+            ws.close()
+            _, token = stack.user()
+            ws = stack.socket(token)
+    ws.close()
+    direct_client = DirectClient(stack.emulators[0])
+    direct = []
+    for index in range(runs + 3):
+        started = time.perf_counter()
+        direct_client.run(text2img_graph(random.randrange(2**40), 1))
+        if index >= 3:
+            direct.append((time.perf_counter() - started) * 1000)
+    direct_client.close()
+    return platform, direct
+
+
+def history_intervals(url: str, since_ms: int) -> list[tuple[int, int]]:
+    """(start ms, end ms) of every prompt that ran after ``since_ms``, in run order."""
+    intervals = []
+    for entry in requests.get(url + "/history", timeout=30).json().values():
+        stamps = {kind: data.get("timestamp") for kind, data in entry["status"]["messages"]}
+        if stamps.get("execution_start", 0) >= since_ms and "execution_success" in stamps:
+            intervals.append((stamps["execution_start"], stamps["execution_success"]))
+    return sorted(intervals)
+
+
+def busy_and_gaps(stack: Stack, since_ms: int, wall: float) -> tuple[float, list[float]]:
+    busy, gaps = 0.0, []
+    for url in stack.emulators:
+        intervals = history_intervals(url, since_ms)
+        busy += sum(end - start for start, end in intervals) / 1000
+        gaps += [next_start - end for (_, end), (next_start, _) in zip(intervals, intervals[1:])]
+    return busy / (2 * wall), gaps
+
+
+def bench_throughput_platform(stack: Stack, jobs: int) -> tuple[float, list[float], float]:
+    stack.configure(step_delay=0.05)  # 10 steps × 0.05 s = 0.5 s of "GPU" per job
+    users = [stack.user() for _ in range((jobs + 3) // 4)]
+    since = int(time.time() * 1000)
+    started = time.time()
+    with ThreadPoolExecutor(8) as pool:
+        job_ids = list(pool.map(lambda i: (users[i // 4][1], stack.submit(users[i // 4][1], steps=10, size="64x64")),
+                                range(jobs)))
+    tokens = {job_id: token for token, job_id in job_ids}
+    pending, finished_at = set(tokens), []
+    while pending:
+        time.sleep(0.5)
+        for job_id in list(pending):
+            job = requests.get(stack.gateway + f"/api/jobs/{job_id}", timeout=10,
+                               headers={"Authorization": f"Bearer {tokens[job_id]}"}).json()["data"]
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                if job["status"] != "succeeded":
+                    raise SystemExit(f"job {job_id} ended {job['status']}: {job['error']}")
+                pending.discard(job_id)
+                finished_at.append(dt.datetime.fromisoformat(job["finishedAt"].replace("Z", "+00:00")).timestamp())
+    wall = max(finished_at) - started  # the server's finish time: the polling here adds nothing
+    busy, gaps = busy_and_gaps(stack, since, wall)
+    return busy, gaps, wall
+
+
+def bench_throughput_direct(stack: Stack, jobs: int) -> tuple[float, list[float], float]:
+    """Per emulator one client keeping 2 prompts queued, like a worker with 2 slots."""
+    since = int(time.time() * 1000)
+    started = time.perf_counter()
+
+    def drive(url: str, count: int) -> None:
+        client = DirectClient(url)
+        pending: set[str] = set()
+        submitted = 0
+        while submitted < count or pending:
+            while submitted < count and len(pending) < 2:
+                pending.add(client.post(text2img_graph(random.randrange(2**40), 10, 64)))
+                submitted += 1
+            done = client.wait(pending)
+            pending.discard(done)
+            client.fetch(done)
+        client.close()
+
+    threads = [threading.Thread(target=drive, args=(url, jobs // 2)) for url in stack.emulators]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    busy, gaps = busy_and_gaps(stack, since, wall)
+    return busy, gaps, wall
+
+
+def bench_progress_latency(stack: Stack, clients: int, jobs: int) -> list[float]:
+    stack.configure(step_delay=0.05)
+    users = [stack.user() for _ in range(clients)]
+    sockets = []
+    with ThreadPoolExecutor(16) as pool:
+        sockets = list(pool.map(lambda user: stack.socket(user[1]), users))
+    latencies: list[float] = []
+    for index in range(jobs):
+        ws = sockets[index]
+        job_id = stack.submit(users[index][1], steps=20, size="64x64")
+        while True:
+            event = json.loads(ws.recv())
+            received = time.time()
+            if event.get("data", {}).get("jobId") != job_id:
+                continue
+            if event["type"] == "job.progress":
+                latencies.append((received - event["ts"]) * 1000)
+            if event["type"] in ("job.succeeded", "job.failed"):
+                break
+    for ws in sockets:
+        ws.close()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--single", type=int, default=60, help="sequential jobs for (a)")
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--backend", choices=("mariadb", "sqlite"), default="mariadb")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp:
+        stack = Stack(Path(tmp), args.backend)
+        try:
+            platform, direct = bench_overhead(stack, args.single)
+            p_busy, p_gaps, p_wall = bench_throughput_platform(stack, args.jobs)
+            d_busy, d_gaps, d_wall = bench_throughput_direct(stack, args.jobs)
+            latencies = bench_progress_latency(stack, args.clients, 10)
+        finally:
+            stack.close()
+    print(f"\nrender bench — {args.backend}, 2 emulators × 1 worker (2 prompts in flight), gateway gunicorn gthread")
+    print(f"{'figure':<58}{'platform':>12}{'direct':>12}{'aim':>12}")
+    overhead50 = statistics.median(platform) - statistics.median(direct)
+    overhead99 = pct(platform, 99) - pct(direct, 99)
+    print(f"{'(a) 512² job, zero render: end to end p50 (ms)':<58}{statistics.median(platform):>12.1f}"
+          f"{statistics.median(direct):>12.1f}")
+    print(f"{'    end to end p99 (ms)':<58}{pct(platform, 99):>12.1f}{pct(direct, 99):>12.1f}")
+    print(f"{'    overhead the platform adds p50 / p99 (ms)':<58}{overhead50:>6.1f} /{overhead99:>5.1f}"
+          f"{'':>12}{'≤ 60 p50':>12}")
+    print(f"{f'(b) GPU busy, 2 workers × {args.jobs} jobs of 0.5 s':<58}{p_busy:>11.1%}{d_busy:>12.1%}"
+          f"{'≥ 95 %':>12}")
+    print(f"{'    wall time (s)':<58}{p_wall:>12.1f}{d_wall:>12.1f}")
+    print(f"{'(c) idle gap between prompts in one ComfyUI p50 (ms)':<58}{statistics.median(p_gaps):>12.1f}"
+          f"{statistics.median(d_gaps):>12.1f}{'≤ 5 p50':>12}")
+    print(f"{'    p99 (ms)':<58}{pct(p_gaps, 99):>12.1f}{pct(d_gaps, 99):>12.1f}")
+    print(f"{f'(d) progress latency, {args.clients} sockets connected p50 (ms)':<58}"
+          f"{statistics.median(latencies):>12.1f}{'—':>12}")
+    print(f"{'    p99 (ms)':<58}{pct(latencies, 99):>12.1f}{'—':>12}{'≤ 50 p99':>12}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Render routes in the gateway: ``/api/generate``, ``/api/jobs*``, ``/api/uploads``,
+``/api/models``, and the service-token-only ``/internal/outputs/<id>``,
+``/internal/jobs/<id>`` and ``/internal/jobs/<id>/outputs``."""
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, current_app, request
+from marshmallow import Schema, fields, validate
+
+from services.render_worker.models import JOB_STATUSES
+from shared.errors import BadRequest, Forbidden, ok
+from shared.openapi import doc
+from shared.tokens import bearer_token, optional_user, require_user
+from shared.web import SERVICE_TOKEN_HEADER, load_query
+
+from .service import RenderService
+from .uploads import PayloadTooLarge
+
+bp = Blueprint("render", __name__)
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+UPLOAD_FIELDS = ("image", "file")
+
+
+class JobListQuery(Schema):
+    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
+    page_size = fields.Integer(data_key="pageSize", load_default=20, validate=validate.Range(min=1, max=100))
+
+
+def _service() -> RenderService:
+    return current_app.extensions["render"]
+
+
+def _require_service_token() -> None:
+    presented = request.headers.get(SERVICE_TOKEN_HEADER, "")
+    if not hmac.compare_digest(presented, current_app.config["SETTINGS"].service_token):
+        raise Forbidden("This route accepts calls from the platform only.", code="SERVICE_TOKEN_REQUIRED")
+
+
+def _json_body():
+    body = request.get_json(silent=True)
+    if body is None:
+        raise BadRequest("The request body must be JSON.", code="INVALID_JSON")
+    return body
+
+
+@bp.post("/api/generate")
+@doc("Admit a render job: hold its credits and queue it", auth="user", status=202,
+     raw_body="The workflow's parameters (prompt, negativePrompt, model, width, height, batchSize, steps, "
+              "cfgScale, seed, sampler, scheduler, ...; see GET /api/models). Optional header Idempotency-Key.",
+     errors={400: "INVALID_IDEMPOTENCY_KEY", 402: "INSUFFICIENT_CREDITS", 409: "PRICE_CHANGED",
+             422: "UNKNOWN_WORKFLOW, MODEL_UNAVAILABLE, IMAGE_TOO_LARGE", 429: "QUEUE_LIMIT, RATE_LIMITED",
+             503: "RENDER_UNAVAILABLE, ADMISSION_BUSY, SERVICE_UNAVAILABLE"},
+     description="202 with the queued job; the replay of an Idempotency-Key answers 200 with the same job.")
+def generate():
+    claims = require_user()
+    data, status = _service().admit(claims.user_id, _json_body(), request.headers.get(IDEMPOTENCY_HEADER),
+                                    bearer_token())
+    return ok(data, status)
+
+
+@bp.get("/api/jobs")
+@doc("The caller's jobs, newest first", auth="user", query=JobListQuery)
+def list_jobs():
+    claims = require_user()
+    query = load_query(JobListQuery())
+    return ok(_service().list_jobs(claims.user_id, query.get("status"), query["page"], query["page_size"]))
+
+
+@bp.get("/api/jobs/<job_id>")
+@doc("One of the caller's jobs with its outputs", auth="user", errors={404: "JOB_NOT_FOUND"})
+def get_job(job_id: str):
+    return ok(_service().get_job(require_user().user_id, job_id))
+
+
+@bp.delete("/api/jobs/<job_id>")
+@doc("Cancel a job (a queued one is refunded at once)", auth="user",
+     errors={404: "JOB_NOT_FOUND", 409: "JOB_FINISHED"})
+def cancel_job(job_id: str):
+    return ok(_service().cancel(require_user().user_id, job_id))
+
+
+@bp.post("/api/jobs/<job_id>/retry")
+@doc("Run a job's parameters again as a new job", auth="user", status=202,
+     errors={402: "INSUFFICIENT_CREDITS", 404: "JOB_NOT_FOUND", 429: "QUEUE_LIMIT", 503: "RENDER_UNAVAILABLE"})
+def retry_job(job_id: str):
+    claims = require_user()
+    data, status = _service().retry(claims.user_id, job_id, request.headers.get(IDEMPOTENCY_HEADER), bearer_token())
+    return ok(data, status)
+
+
+@bp.post("/api/uploads")
+@doc("Upload a source image for image-to-image workflows", auth="user", status=201,
+     multipart={"image": "The picture (the field may also be named 'file')"},
+     errors={400: "NO_FILE", 413: "PAYLOAD_TOO_LARGE", 422: "INVALID_IMAGE"})
+def upload():
+    claims = require_user()
+    limit = _service().config.upload_max_bytes
+    if request.content_length is not None and request.content_length > limit + 64 * 1024:
+        raise PayloadTooLarge(f"Uploads are limited to {limit} bytes.")
+    part = next((request.files[name] for name in UPLOAD_FIELDS if name in request.files), None)
+    if part is None:
+        raise BadRequest("Send the image as multipart form data in the field 'image'.", code="NO_FILE")
+    data = part.stream.read(limit + 1)
+    return ok({"upload": _service().upload(claims.user_id, data)}, 201)
+
+
+@bp.get("/api/models")
+@doc("What the live render workers offer: models, samplers, schedulers, workflows", auth="optional")
+def models():
+    optional_user()
+    return ok(_service().catalog())
+
+
+@bp.get("/internal/outputs/<output_id>")
+@doc("A render output's record (for the gallery)", errors={403: "SERVICE_TOKEN_REQUIRED", 404: "OUTPUT_NOT_FOUND"})
+def internal_output(output_id: str):
+    _require_service_token()
+    return ok(_service().output_record(output_id))
+
+
+@bp.get("/internal/jobs/<job_id>")
+@doc("A job's state (for credits' hold sweeper)", errors={403: "SERVICE_TOKEN_REQUIRED", 404: "JOB_NOT_FOUND"})
+def internal_job(job_id: str):
+    _require_service_token()
+    return ok(_service().internal_job(job_id))
+
+
+@bp.get("/internal/jobs/<job_id>/outputs")
+@doc("A job's outputs (for the gallery)", errors={403: "SERVICE_TOKEN_REQUIRED", 404: "JOB_NOT_FOUND"})
+def internal_job_outputs(job_id: str):
+    _require_service_token()
+    return ok(_service().job_outputs(job_id))

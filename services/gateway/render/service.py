@@ -1,0 +1,271 @@
+"""The render domain as the gateway runs it: admission, job queries, cancel, retry,
+uploads, the model catalog and the internal lookups other services use.
+
+Admission validates against the workflow's declaration and the live catalog, then —
+under a per-user Redis lock, so the queue limit holds under concurrency — holds the
+credits (credits prices the job), commits the job row, and only after the commit
+sends ``render.run_job`` to the workflow's queue. A failed insert gives the hold back.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import redis as redis_lib
+from celery import Celery
+from sqlalchemy.exc import IntegrityError
+
+from services.credits.client import CreditsClient
+from services.render_worker import jobs
+from services.render_worker.catalog import MODEL_KINDS, merged_choices, read_live_catalogs, workflow_names
+from services.render_worker.config import RenderConfig
+from services.render_worker.dispatch import capacity, estimated_start_seconds, queue_name, send_job
+from services.render_worker.models import RenderJob, RenderOutput
+from services.render_worker.workflows import Template, TemplateStore, validate_params
+from shared.config import Settings
+from shared.db import Database, after_commit, isoformat, utcnow
+from shared.errors import BadRequest, NotFound, ServiceError, ServiceUnavailable, Unprocessable
+from shared.events import EventBus
+from shared.storage import Storage
+
+from .pricing import PricingCache
+from .uploads import PayloadTooLarge, Source, resolve_source, store_upload, upload_json
+
+log = logging.getLogger(__name__)
+
+ADMISSION_LOCK_SECONDS = 15
+# Live worker catalogs are read with a SCAN; one read per second per process is plenty.
+CATALOG_CACHE_SECONDS = 1.0
+
+
+class QueueLimit(ServiceError):
+    status, code, message = 429, "QUEUE_LIMIT", "You have too many jobs waiting or running."
+
+
+@dataclass
+class RenderService:
+    settings: Settings
+    config: RenderConfig
+    db: Database
+    celery: Celery
+    credits: CreditsClient
+    events: EventBus
+    storage: Storage
+    templates: TemplateStore
+    pricing: PricingCache
+    _catalogs: tuple[float, list[dict]] = (float("-inf"), [])
+
+    def live_catalogs(self) -> list[dict]:
+        read_at, catalogs = self._catalogs
+        if time.monotonic() - read_at > CATALOG_CACHE_SECONDS:
+            catalogs = read_live_catalogs(self.redis)
+            self._catalogs = (time.monotonic(), catalogs)
+        return catalogs
+
+    @property
+    def redis(self) -> redis_lib.Redis:
+        return self.events.redis
+
+    # -- admission --------------------------------------------------------------------
+    def admit(self, user_id: int, body: Any, idempotency_key: str | None, bearer: str | None) -> tuple[dict, int]:
+        """Validate, hold credits, store the job, queue it after commit. Returns (data, status)."""
+        if not isinstance(body, dict):
+            raise Unprocessable("The parameters must be a JSON object.", details={"_schema": ["Must be an object."]})
+        if idempotency_key is not None and not 0 < len(idempotency_key) <= 128:
+            raise BadRequest("Idempotency-Key must be 1 to 128 characters.", code="INVALID_IDEMPOTENCY_KEY")
+        if idempotency_key and (existing := self._existing(user_id, idempotency_key)) is not None:
+            return existing, 200
+        raw = dict(body)
+        template = self._template(raw.pop("workflow", "text2img"))
+        expected_cost = raw.pop("expectedCost", None)
+        if expected_cost is not None and (isinstance(expected_cost, bool) or not isinstance(expected_cost, int)):
+            raise Unprocessable("Some fields are invalid.", details={"expectedCost": ["Must be an integer."]})
+        catalogs = self.live_catalogs()
+        if not any(template.name in workflow_names(c) for c in catalogs):
+            raise ServiceUnavailable("No render worker can run this workflow right now; try again shortly.",
+                                     code="RENDER_UNAVAILABLE")
+        choices = merged_choices(catalogs, template.name)
+        self._check_models(template, raw, choices)
+        params = validate_params(template, raw, choices)
+        source = self._source(template, params, user_id, bearer)
+        return self._enqueue(user_id, template, params, source, idempotency_key, expected_cost, catalogs), 202
+
+    def _template(self, name: Any) -> Template:
+        template = self.templates.get(name) if isinstance(name, str) else None
+        if template is None:
+            raise Unprocessable("Unknown workflow.", code="UNKNOWN_WORKFLOW", details={"workflow": ["Unknown workflow."]})
+        return template
+
+    @staticmethod
+    def _check_models(template: Template, raw: dict[str, Any], choices: dict[str, list[str]]) -> None:
+        """422 MODEL_UNAVAILABLE for a model no live worker (able to run the workflow) holds."""
+        missing = {p["name"]: [f"No live render worker holds {raw[p['name']]!r}."] for p in template.parameters
+                   if p.get("from") in MODEL_KINDS and isinstance(raw.get(p["name"]), str)
+                   and raw[p["name"]] not in choices.get(p["from"], [])}
+        if missing:
+            raise Unprocessable("No live render worker holds this model.", code="MODEL_UNAVAILABLE", details=missing)
+
+    def _source(self, template: Template, params: dict[str, Any], user_id: int, bearer: str | None) -> Source | None:
+        names = [n for n in template.image_parameters if n in params]
+        if not names:
+            return None
+        with self.db.read() as session:
+            source = resolve_source(session, self.settings, self.storage, user_id, params[names[0]], bearer, names[0])
+        scale = int(params.get("scale", 1))
+        if source.width * source.height * scale * scale > template.max_pixels:
+            raise Unprocessable("The result would be too large.", code="IMAGE_TOO_LARGE", details={
+                names[0]: [f"{source.width}x{source.height} × {scale} exceeds {template.max_pixels} pixels."]})
+        return source
+
+    def _enqueue(self, user_id: int, template: Template, params: dict[str, Any], source: Source | None,
+                 idempotency_key: str | None, expected_cost: int | None, catalogs: list[dict]) -> dict[str, Any]:
+        lock = self.redis.lock(f"render:admit:{user_id}", timeout=ADMISSION_LOCK_SECONDS, blocking_timeout=10)
+        if not lock.acquire():
+            raise ServiceUnavailable("Too many submissions at once; try again.", code="ADMISSION_BUSY")
+        try:
+            if idempotency_key and (existing := self._existing(user_id, idempotency_key)) is not None:
+                return existing
+            with self.db.read() as session:
+                active = jobs.active_count(session, user_id)
+            if active >= self.config.user_active_limit:
+                raise QueueLimit(f"You already have {active} jobs waiting or running; "
+                                 f"the limit is {self.config.user_active_limit}.",
+                                 details={"active": active, "limit": self.config.user_active_limit})
+            job_id = jobs.new_job_id()
+            images = int(params.get("batchSize", 1))
+            hold = self.credits.hold(user_id, job_id, template.name, images, f"{template.name} × {images}",
+                                     expected_cost)
+            queue = queue_name(self.settings.render_queue, template.name)
+            try:
+                with self.db.transaction() as session:
+                    job = jobs.create_job(session, job_id=job_id, user_id=user_id, template=template,
+                                          params=params, price_per_image=int(hold["pricePerImage"]), queue=queue,
+                                          source_key=source.image_key if source else None,
+                                          source_ref=source.ref if source else None,
+                                          idempotency_key=idempotency_key)
+                    data = self._job_with_position(session, job, template, catalogs, outputs=[])
+                    after_commit(session, lambda: send_job(self.celery, self.redis, queue, job_id))
+            except BaseException as exc:
+                self.credits.release(job_id, f"release:{job_id}")
+                if idempotency_key and isinstance(exc, IntegrityError):  # a concurrent twin won the insert
+                    if (existing := self._existing(user_id, idempotency_key)) is not None:
+                        return existing
+                raise
+        finally:
+            lock.release()
+        self.events.publish(user_id, "job.queued", {"jobId": job_id, "position": data["queuePosition"],
+                                                    "estimatedStartSeconds": data["estimatedStartSeconds"]},
+                            job_id=job_id)
+        return data
+
+    def _job_with_position(self, session, job: RenderJob, template: Template | None,
+                           catalogs: list[dict] | None = None,
+                           outputs: list[RenderOutput] | None = None) -> dict[str, Any]:
+        job_data = jobs.job_json(job, outputs, self.storage) if outputs is not None else self._job_json(session, job)
+        data: dict[str, Any] = {"job": job_data, "queuePosition": None,
+                                "estimatedStartSeconds": None, "estimatedStartAt": None}
+        if job.status == "queued":
+            position = jobs.queue_position(session, job)
+            slots = capacity(catalogs if catalogs is not None else self.live_catalogs(), job.workflow)
+            seconds = estimated_start_seconds(position, jobs.running_count(session, job.queue), slots,
+                                              template.estimated_seconds if template else 10.0)
+            data.update(queuePosition=position, estimatedStartSeconds=seconds,
+                        estimatedStartAt=isoformat(utcnow() + timedelta(seconds=seconds)) if seconds is not None
+                        else None)
+        return data
+
+    def _existing(self, user_id: int, key: str) -> dict[str, Any] | None:
+        with self.db.read() as session:
+            job = jobs.find_by_idempotency_key(session, user_id, key)
+            if job is None:
+                return None
+            return self._job_with_position(session, job, self.templates.get(job.workflow))
+
+    def _job_json(self, session, job: RenderJob) -> dict[str, Any]:
+        return jobs.job_json(job, jobs.outputs_of(session, [job.id])[job.id], self.storage)
+
+    # -- jobs -------------------------------------------------------------------------
+    def list_jobs(self, user_id: int, status: str | None, page: int, page_size: int) -> dict[str, Any]:
+        with self.db.read() as session:
+            rows, total = jobs.list_user_jobs(session, user_id, status=status, page=page, page_size=page_size)
+            outputs = jobs.outputs_of(session, [job.id for job in rows])
+            items = [jobs.job_json(job, outputs[job.id], self.storage) for job in rows]
+        return {"items": items, "page": page, "pageSize": page_size, "total": total}
+
+    def get_job(self, user_id: int, job_id: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            job = jobs.get_user_job(session, user_id, job_id)
+            data = self._job_with_position(session, job, self.templates.get(job.workflow))
+        return {**data["job"], "queuePosition": data["queuePosition"],
+                "estimatedStartSeconds": data["estimatedStartSeconds"]}
+
+    def cancel(self, user_id: int, job_id: str) -> dict[str, Any]:
+        """A queued job is cancelled now and refunded; a running one is flagged for its worker,
+        which removes or interrupts its prompt and refunds what was not delivered."""
+        with self.db.transaction() as session:
+            outcome = jobs.request_cancel(session, user_id, job_id)
+        if outcome == "cancelled":
+            released = self.credits.release(job_id, f"release:{job_id}").get("released", 0)
+            self.events.publish(user_id, "job.cancelled", {"jobId": job_id, "refunded": released, "images": 0,
+                                                           "charged": 0}, job_id=job_id)
+        return self.get_job(user_id, job_id)
+
+    def retry(self, user_id: int, job_id: str, idempotency_key: str | None, bearer: str | None) -> tuple[dict, int]:
+        """A new job with the same workflow and parameters (the same seed: the same images)."""
+        with self.db.read() as session:
+            job = jobs.get_user_job(session, user_id, job_id)
+            body = {"workflow": job.workflow, **job.params}
+        return self.admit(user_id, body, idempotency_key, bearer)
+
+    # -- uploads ----------------------------------------------------------------------
+    def upload(self, user_id: int, data: bytes) -> dict[str, Any]:
+        if len(data) > self.config.upload_max_bytes:
+            raise PayloadTooLarge(f"Uploads are limited to {self.config.upload_max_bytes} bytes.")
+        with self.db.transaction() as session:
+            upload = store_upload(session, self.storage, user_id, data)
+            return upload_json(upload, self.storage)
+
+    # -- catalog ----------------------------------------------------------------------
+    def catalog(self) -> dict[str, Any]:
+        catalogs = self.live_catalogs()
+        choices = merged_choices(catalogs)
+        prices = self.pricing.prices()
+        models = [{"name": name, "kind": kind, "workers": sum(1 for c in catalogs if name in c.get(kind, []))}
+                  for kind in MODEL_KINDS for name in choices[kind]]
+        workflows = []
+        for template in self.templates.all().values():
+            entry = template.public(prices.get(template.name))
+            entry["workers"] = sum(1 for c in catalogs if template.name in workflow_names(c))
+            workflows.append(entry)
+        return {"models": models, "samplers": choices["samplers"], "schedulers": choices["schedulers"],
+                "workflows": workflows, "liveWorkers": len(catalogs),
+                "workers": [{"workerId": c.get("workerId"), "comfyuiVersion": c.get("comfyuiVersion"),
+                             "devices": c.get("devices", []), "workflows": workflow_names(c),
+                             "slots": c.get("slots"), "updatedAt": c.get("updatedAt")} for c in catalogs]}
+
+    # -- internal ---------------------------------------------------------------------
+    def output_record(self, output_id: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            output = jobs.get_output(session, output_id)
+            if output is None:
+                raise NotFound("No such output.", code="OUTPUT_NOT_FOUND")
+            return jobs.output_record(output, jobs.get_job(session, output.job_id))
+
+    def internal_job(self, job_id: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            job = jobs.get_job(session, job_id)
+            if job is None:
+                raise NotFound("No such job.", code="JOB_NOT_FOUND")
+            return {"id": job.id, "userId": job.user_id, "status": job.status}
+
+    def job_outputs(self, job_id: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            job = jobs.get_job(session, job_id)
+            if job is None:
+                raise NotFound("No such job.", code="JOB_NOT_FOUND")
+            outputs: list[RenderOutput] = jobs.outputs_of(session, [job_id])[job_id]
+            return {"items": [jobs.output_record(output, job) for output in outputs]}
+

@@ -1,0 +1,137 @@
+"""Source images for image-to-image and upscale: uploads, and the user's own outputs or works.
+
+An upload must be a PNG, JPEG or WebP of at most ``RENDER_UPLOAD_MAX_BYTES`` that really
+decodes; it is stored under a content key and recorded as the user's (``render_uploads``).
+A job names its source as ``upload:<id>``, ``output:<id>`` or ``work:<id>``; each is
+resolved here to a stored file the caller owns — anyone else's is reported as not found.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+import warnings
+from dataclasses import dataclass
+
+import requests
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from services.render_worker.models import RenderOutput, RenderUpload
+from shared.config import Settings
+from shared.db import isoformat
+from shared.errors import ServiceError, ServiceUnavailable, Unprocessable
+from shared.storage import Storage, StorageError, content_key
+from shared.web import SERVICE_TOKEN_HEADER
+
+FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
+MAX_UPLOAD_PIXELS = 40_000_000
+GALLERY_TIMEOUT = (2.0, 5.0)
+
+
+@dataclass(frozen=True)
+class Source:
+    ref: str
+    image_key: str
+    width: int
+    height: int
+
+
+class PayloadTooLarge(ServiceError):
+    status, code, message = 413, "PAYLOAD_TOO_LARGE", "The file is too large."
+
+
+def inspect_image(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) of a PNG/JPEG/WebP that fully decodes; 422 otherwise."""
+    bad = Unprocessable("The file is not a PNG, JPEG or WebP image.", code="INVALID_IMAGE",
+                        details={"image": ["Must be a PNG, JPEG or WebP image."]})
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                image_format, (width, height) = probe.format, probe.size
+                if image_format not in FORMATS:
+                    raise bad
+                if width * height > MAX_UPLOAD_PIXELS:
+                    raise Unprocessable("The image has too many pixels.", code="IMAGE_TOO_LARGE",
+                                        details={"image": [f"At most {MAX_UPLOAD_PIXELS} pixels."]})
+                probe.verify()
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+    except ServiceError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise bad from exc
+    return image_format, width, height
+
+
+def store_upload(session: Session, storage: Storage, user_id: int, data: bytes) -> RenderUpload:
+    image_format, width, height = inspect_image(data)
+    key = storage.put(content_key(data, FORMATS[image_format], "uploads"), data)
+    upload = RenderUpload(id=uuid.uuid4().hex, user_id=user_id, image_key=key, format=FORMATS[image_format],
+                          width=width, height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    session.add(upload)
+    session.flush()
+    return upload
+
+
+def upload_json(upload: RenderUpload, storage: Storage) -> dict:
+    return {"id": upload.id, "ref": f"upload:{upload.id}", "url": storage.signed_url(upload.image_key),
+            "format": upload.format, "width": upload.width, "height": upload.height,
+            "fileSize": upload.file_size, "createdAt": isoformat(upload.created_at)}
+
+
+def _not_found(field: str) -> Unprocessable:
+    return Unprocessable("The source image was not found.", code="SOURCE_NOT_FOUND",
+                         details={field: ["No such upload, output or work of yours."]})
+
+
+def resolve_source(session: Session, settings: Settings, storage: Storage, user_id: int, ref: str,
+                   bearer: str | None, field: str = "sourceImage") -> Source:
+    """The stored file behind ``upload:<id>``, ``output:<id>`` or ``work:<id>``, owned by the caller."""
+    kind, _, ident = ref.partition(":")
+    if not ident or len(ident) > 64:
+        raise _not_found(field)
+    if kind == "upload":
+        upload = session.get(RenderUpload, ident)
+        if upload is None or upload.user_id != user_id:
+            raise _not_found(field)
+        return Source(ref, upload.image_key, upload.width, upload.height)
+    if kind == "output":
+        output = session.get(RenderOutput, ident)
+        if output is None or output.user_id != user_id:
+            raise _not_found(field)
+        return Source(ref, output.image_key, output.width, output.height)
+    if kind == "work" and ident.isdigit():
+        return _work_source(settings, storage, ref, ident, bearer, field)
+    raise _not_found(field)
+
+
+def _work_source(settings: Settings, storage: Storage, ref: str, work_id: str, bearer: str | None,
+                 field: str) -> Source:
+    """Ask the gallery (as the caller) for the work; only its owner may use it as a source."""
+    headers = {SERVICE_TOKEN_HEADER: settings.service_token}
+    if bearer:
+        headers["Authorization"] = f"Bearer {bearer}"
+    try:
+        response = requests.get(f"{settings.gallery_url}/api/works/{work_id}", headers=headers,
+                                timeout=GALLERY_TIMEOUT)
+    except requests.RequestException as exc:
+        raise ServiceUnavailable("The gallery is unreachable.", code="GALLERY_UNAVAILABLE") from exc
+    if response.status_code in (403, 404):
+        raise _not_found(field)
+    try:
+        work = response.json()["data"]["work"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ServiceUnavailable("The gallery answered unexpectedly.", code="GALLERY_UNAVAILABLE") from exc
+    prefix = storage.url_prefix + "/"
+    image_url = str(work.get("imageUrl") or "").split("?", 1)[0]  # private works' URLs are signed
+    if not work.get("isOwner") or not image_url.startswith(prefix):
+        raise _not_found(field)
+    key = image_url[len(prefix):]
+    try:
+        with Image.open(io.BytesIO(storage.read(key))) as image:
+            width, height = image.size
+    except (OSError, ValueError, StorageError) as exc:
+        raise _not_found(field) from exc
+    return Source(ref, key, width, height)

@@ -1,0 +1,66 @@
+"""Start a render worker for one ComfyUI:
+
+    python -m services.render_worker --comfyui http://gpu-1:8188 [--name gpu-1] [--prompts 2]
+
+It waits until that ComfyUI answers, works out which workflows it can run (node
+classes and model kinds), and runs a Celery worker consuming exactly those workflows'
+queues (``<RENDER_QUEUE>.<workflow>``) with ``--prompts`` jobs at once (threads), so the
+next prompt is already inside ComfyUI when the current one finishes.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+
+log = logging.getLogger("render_worker")
+
+
+def _wait_for_comfyui(url: str) -> None:
+    from .comfyui import ComfyUIClient, ComfyUIError
+
+    client, delay = ComfyUIClient(url), 0.5
+    while True:
+        try:
+            client.system_stats()
+            return
+        except ComfyUIError as exc:
+            print(f"render worker: ComfyUI at {url} does not answer yet ({exc.message}); retrying in {delay:.1f} s",
+                  file=sys.stderr, flush=True)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.render_worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--comfyui", help="ComfyUI base URL (default: COMFYUI_URL)")
+    parser.add_argument("--name", default=f"render-{socket.gethostname()}-{os.getpid()}",
+                        help="worker name (Celery node name prefix)")
+    parser.add_argument("--prompts", type=int, help="prompts kept inside ComfyUI at once "
+                                                    "(default: RENDER_PROMPTS_IN_FLIGHT, 2)")
+    parser.add_argument("--loglevel", default=os.environ.get("LOG_LEVEL", "INFO"))
+    args = parser.parse_args(argv)
+    if args.comfyui:
+        os.environ["COMFYUI_URL"] = args.comfyui.rstrip("/")
+    if args.prompts:
+        os.environ["RENDER_PROMPTS_IN_FLIGHT"] = str(args.prompts)
+
+    from shared.config import load_settings
+    _wait_for_comfyui(load_settings().comfyui_url)
+
+    from .worker import capable_queues, celery, config, context, settings
+    queues = capable_queues(context(f"{args.name}@{socket.gethostname()}"))
+    if not queues:
+        raise SystemExit(f"ComfyUI at {settings.comfyui_url} can run none of the workflows; not starting.")
+    print(f"render worker: ComfyUI at {settings.comfyui_url} runs {queues}", flush=True)
+    celery.worker_main(["worker", "-Q", ",".join(queues), "--pool", "threads",
+                        "--concurrency", str(config.prompts_in_flight), "-n", f"{args.name}@%h",
+                        "--without-gossip", "--without-mingle", "--loglevel", args.loglevel])
+
+
+if __name__ == "__main__":
+    main()

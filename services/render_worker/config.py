@@ -1,0 +1,79 @@
+"""The render domain's own settings (gateway admission and worker), read from the environment.
+
+| variable | default | meaning |
+|---|---|---|
+| ``RENDER_PROMPTS_IN_FLIGHT`` | 2 | jobs one worker keeps inside its ComfyUI at once (threads) |
+| ``RENDER_USER_ACTIVE_LIMIT`` | 4 | a user's queued + running jobs; more → 429 QUEUE_LIMIT |
+| ``RENDER_HEARTBEAT_SECONDS`` | 10 | worker heartbeat period; it is presumed dead after 3 missed beats |
+| ``RENDER_RECONCILE_SECONDS`` | 15 | period of the reconciler (lost messages, dead workers, overdue jobs) |
+| ``RENDER_LOST_MESSAGE_SECONDS`` | 30 | a queued job with no queue message for this long is re-enqueued |
+| ``RENDER_VISIBILITY_TIMEOUT`` | JOB_DEADLINE_SECONDS + 300 | seconds before Redis redelivers an unacknowledged message |
+| ``RENDER_MAX_ATTEMPTS`` | 3 | runs of one job before a crash-looping job is failed and refunded |
+| ``RENDER_COMFYUI_RETRY_SECONDS`` | 20 | how long an unreachable ComfyUI is retried (with backoff) before failing |
+| ``RENDER_UPLOAD_MAX_BYTES`` | 10485760 | largest accepted upload |
+| ``RENDER_PREVIEW_SIZE`` | 256 | longest side of forwarded previews (WebP) |
+| ``RENDER_PREVIEW_INTERVAL_MS`` | 250 | at most one preview per job per interval |
+| ``RENDER_PRICING_CACHE_SECONDS`` | 30 | how long the gateway trusts the price list read from credits |
+| ``RENDER_OBJECT_INFO_SECONDS`` | 60 | how often a worker re-reads its ComfyUI's ``/object_info`` |
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from shared.config import ConfigError, Settings
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    prompts_in_flight: int = 2
+    user_active_limit: int = 4
+    heartbeat_seconds: float = 10.0
+    reconcile_seconds: float = 15.0
+    lost_message_seconds: float = 30.0
+    visibility_timeout: int = 900
+    max_attempts: int = 3
+    comfyui_retry_seconds: float = 20.0
+    upload_max_bytes: int = 10 * 1024 * 1024
+    preview_size: int = 256
+    preview_interval: float = 0.25
+    pricing_cache_seconds: float = 30.0
+    object_info_seconds: float = 60.0
+
+    @property
+    def alive_ttl(self) -> int:
+        return max(2, int(self.heartbeat_seconds * 3))
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def load_render_config(settings: Settings, env: Mapping[str, str] | None = None) -> RenderConfig:
+    env = os.environ if env is None else env
+    return RenderConfig(
+        prompts_in_flight=int(_number(env, "RENDER_PROMPTS_IN_FLIGHT", 2, integer=True)),
+        user_active_limit=int(_number(env, "RENDER_USER_ACTIVE_LIMIT", 4, integer=True)),
+        heartbeat_seconds=_number(env, "RENDER_HEARTBEAT_SECONDS", 10.0),
+        reconcile_seconds=_number(env, "RENDER_RECONCILE_SECONDS", 15.0),
+        lost_message_seconds=_number(env, "RENDER_LOST_MESSAGE_SECONDS", 30.0),
+        visibility_timeout=int(_number(env, "RENDER_VISIBILITY_TIMEOUT", settings.job_deadline_seconds + 300,
+                                       integer=True)),
+        max_attempts=int(_number(env, "RENDER_MAX_ATTEMPTS", 3, integer=True)),
+        comfyui_retry_seconds=_number(env, "RENDER_COMFYUI_RETRY_SECONDS", 20.0),
+        upload_max_bytes=int(_number(env, "RENDER_UPLOAD_MAX_BYTES", 10 * 1024 * 1024, integer=True)),
+        preview_size=int(_number(env, "RENDER_PREVIEW_SIZE", 256, integer=True)),
+        preview_interval=_number(env, "RENDER_PREVIEW_INTERVAL_MS", 250.0) / 1000,
+        pricing_cache_seconds=_number(env, "RENDER_PRICING_CACHE_SECONDS", 30.0),
+        object_info_seconds=_number(env, "RENDER_OBJECT_INFO_SECONDS", 60.0),
+    )

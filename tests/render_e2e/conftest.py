@@ -1,0 +1,325 @@
+"""A private render stack per test module: its own redis-server, SQLite database, credits
+and gateway servers (threads), ComfyUI emulators and render workers (subprocesses
+started as ``python -m services.render_worker --comfyui URL``).
+
+The private Redis keeps these tests away from the shared one (other sessions flush it)
+and lets a test restart Redis. Timings are shortened through the render settings
+(heartbeat 1 s, reconciler 1 s, lost-message grace 2 s).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import jwt
+import pytest
+import requests
+import websocket
+from sqlalchemy import text
+from werkzeug.serving import make_server
+
+from services.credits.client import CreditsClient
+from shared.config import PROJECT_ROOT, Settings, load_settings
+from shared.db import Database
+from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
+from shared.migrate import SERVICES, upgrade
+from shared.tokens import ensure_dev_keys
+
+pytestmark = pytest.mark.e2e
+SERVICE_TOKEN = "render-e2e-service-token"
+MODEL = "sd15_demo.safetensors"
+
+
+class RedisServer:
+    def __init__(self, data_dir: Path) -> None:
+        self.binary = redis_server_binary()
+        if self.binary is None:
+            pytest.skip("no redis-server binary")
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, fresh: bool = False) -> None:
+        directory = self.data_dir / (uuid.uuid4().hex[:6] if fresh else "data")
+        self.proc = subprocess.Popen(redis_server_command(self.binary, self.port, directory),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: redis_answers(self.url), 10, "redis-server to start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+class ServerThread:
+    """A WSGI app served by werkzeug in a thread (threaded, WebSockets work via flask-sock)."""
+
+    def __init__(self, app) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(timeout=5)
+
+
+@dataclass
+class Proc:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    redis: RedisServer
+    settings: Settings
+    env: dict[str, str]
+    credits_server: ServerThread | None = None
+    gateway_server: ServerThread | None = None
+    emulators: dict[str, tuple[Proc, str]] = field(default_factory=dict)
+    workers: dict[str, Proc] = field(default_factory=dict)
+
+    # -- processes --------------------------------------------------------------------
+    def start_emulator(self, name: str, *args: str) -> str:
+        port = free_port()
+        log = self.tmp / f"emulator-{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "services.comfyui_emulator", "--port", str(port),
+                                     "--data-dir", str(self.tmp / f"comfy-{name}"), "--step-delay", "0.02",
+                                     "--load-delay", "0.01", *args], cwd=PROJECT_ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: _answers(url + "/system_stats"), 20, f"emulator {name}")
+        self.emulators[name] = (Proc(name, proc, log), url)
+        return url
+
+    def emulator_url(self, name: str) -> str:
+        return self.emulators[name][1]
+
+    def configure(self, name: str, **update: Any) -> None:
+        requests.post(self.emulator_url(name) + "/emulator/config", json=update, timeout=5).raise_for_status()
+
+    def start_worker(self, name: str, emulator: str, **env: str) -> Proc:
+        log = self.tmp / f"worker-{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "services.render_worker", "--comfyui",
+                                     self.emulator_url(emulator), "--name", name, "--loglevel", "INFO"],
+                                    cwd=PROJECT_ROOT, env={**os.environ, **self.env, **env}, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        worker = Proc(name, proc, log)
+        self.workers[name] = worker
+        _wait(lambda: self.catalog_of(name) or proc.poll() is not None, 60, f"worker {name} to join")
+        assert proc.poll() is None, worker.output()[-3000:]
+        return worker
+
+    def catalog_of(self, name: str) -> dict | None:
+        models = requests.get(self.gateway("/api/models"), timeout=5).json()["data"]
+        return next((w for w in models["workers"] if (w["workerId"] or "").startswith(f"{name}@")), None)
+
+    def stop_worker(self, name: str, sig: int = signal.SIGTERM) -> None:
+        self.workers.pop(name).kill(sig)
+
+    # -- HTTP -------------------------------------------------------------------------
+    def gateway(self, path: str) -> str:
+        return self.gateway_server.url + path
+
+    def user(self) -> "User":
+        user_id = random.randint(10**7, 10**9)
+        CreditsClient(self.credits_server.url, SERVICE_TOKEN).open_account(user_id)
+        now = dt.datetime.now(dt.timezone.utc)
+        token = jwt.encode({"sub": str(user_id), "username": f"u{user_id}", "role": "user", "type": "access",
+                            "jti": uuid.uuid4().hex, "iat": now, "exp": now + dt.timedelta(minutes=30)},
+                           self.settings.jwt_private_key_path.read_text(), algorithm="RS256")
+        return User(self, user_id, token)
+
+    def sql(self, statement: str, **params: Any) -> list[tuple]:
+        db = Database(self.settings.database_url)
+        try:
+            with db.engine.connect() as connection:
+                return [tuple(row) for row in connection.execute(text(statement), params)]
+        finally:
+            db.dispose()
+
+
+@dataclass
+class User:
+    stack: Stack
+    id: int
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def generate(self, key: str | None = None, **body: Any) -> requests.Response:
+        headers = dict(self.headers, **({"Idempotency-Key": key} if key else {}))
+        payload = {"prompt": "a lighthouse at dusk", "model": MODEL, "size": "64x64", "steps": 6, **body}
+        payload = {name: value for name, value in payload.items() if value is not None}  # None drops a default
+        return requests.post(self.stack.gateway("/api/generate"), json=payload, headers=headers, timeout=15)
+
+    def submit(self, **body: Any) -> str:
+        response = self.generate(**body)
+        assert response.status_code == 202, response.text
+        return response.json()["data"]["job"]["id"]
+
+    def job(self, job_id: str) -> dict:
+        response = requests.get(self.stack.gateway(f"/api/jobs/{job_id}"), headers=self.headers, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+    def wait(self, job_id: str, timeout: float = 30, statuses=("succeeded", "failed", "cancelled")) -> dict:
+        return _wait(lambda: (job := self.job(job_id))["status"] in statuses and job, timeout,
+                     f"job {job_id} to reach {statuses}", interval=0.1)
+
+    def cancel(self, job_id: str) -> requests.Response:
+        return requests.delete(self.stack.gateway(f"/api/jobs/{job_id}"), headers=self.headers, timeout=10)
+
+    def balance(self) -> dict:
+        return CreditsClient(self.stack.credits_server.url, SERVICE_TOKEN).open_account(self.id)
+
+    def settles_at(self, expected: dict, timeout: float = 5) -> bool:
+        """The balance reaches ``expected`` (a worker releases a hold just after the job turns final)."""
+        deadline = time.monotonic() + timeout
+        while (balance := self.balance()) != expected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert balance == expected
+        return True
+
+    def ledger(self) -> list[tuple[str, int, int]]:
+        return [tuple(r) for r in self.stack.sql(
+            "SELECT type, amount, held_change FROM credit_ledger WHERE user_id = :u ORDER BY id", u=self.id)]
+
+    def upload(self, data: bytes, name: str = "source.png") -> requests.Response:
+        return requests.post(self.stack.gateway("/api/uploads"), headers=self.headers, timeout=15,
+                             files={"image": (name, data, "application/octet-stream")})
+
+    def socket(self) -> "Events":
+        ws = websocket.create_connection(self.stack.gateway(f"/ws?token={self.token}").replace("http", "ws", 1),
+                                         timeout=10)
+        assert json.loads(ws.recv())["type"] == "ready"
+        return Events(ws)
+
+
+class Events:
+    def __init__(self, ws: websocket.WebSocket) -> None:
+        self.ws = ws
+        self.seen: list[dict] = []
+
+    def until(self, job_id: str, final=("job.succeeded", "job.failed", "job.cancelled"), timeout: float = 30) -> list:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.ws.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                event = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                break
+            self.seen.append(event)
+            if event.get("data", {}).get("jobId") == job_id and event["type"] in final:
+                return [e for e in self.seen if e.get("data", {}).get("jobId") == job_id]
+        pytest.fail(f"no final event for {job_id}: {[e['type'] for e in self.seen]}")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def build_stack(tmp: Path, **extra_env: str) -> Stack:
+    redis = RedisServer(tmp / "redis")
+    redis.start()
+    keys = tmp / "keys"
+    env = {
+        "APP_ENV": "test", "DATA_DIR": str(tmp / "data"), "DATABASE_URL": f"sqlite:///{tmp / 'render.db'}",
+        "REDIS_URL": redis.url, "SERVICE_TOKEN": SERVICE_TOKEN,
+        "JWT_PRIVATE_KEY_PATH": str(keys / "jwt_private.pem"), "JWT_PUBLIC_KEY_PATH": str(keys / "jwt_public.pem"),
+        "RENDER_QUEUE": f"render-e2e-{uuid.uuid4().hex[:6]}", "JOB_DEADLINE_SECONDS": "60",
+        "RENDER_HEARTBEAT_SECONDS": "1", "RENDER_RECONCILE_SECONDS": "1", "RENDER_LOST_MESSAGE_SECONDS": "2",
+        "RENDER_COMFYUI_RETRY_SECONDS": "3", "RENDER_PRICING_CACHE_SECONDS": "1",
+        "RATE_LIMIT_GLOBAL": "100000/minute", "RATE_LIMIT_GENERATE": "10000/minute", **extra_env,
+    }
+    settings = load_settings(env)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dev_keys(settings)
+    for service in SERVICES:
+        upgrade(service, settings.database_url)
+    stack = Stack(tmp, redis, settings, env)
+    from services.credits.app import create_app as credits_app
+    stack.credits_server = ServerThread(credits_app(settings))
+    env["CREDITS_URL"] = stack.credits_server.url
+    stack.settings = settings = load_settings(env)
+    from services.gateway.app import create_app as gateway_app
+    old = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)  # the render config is read from the environment
+    try:
+        stack.gateway_server = ServerThread(gateway_app(settings))
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return stack
+
+
+def teardown_stack(stack: Stack) -> None:
+    for worker in list(stack.workers.values()):
+        worker.kill(signal.SIGTERM)
+    for proc, _ in stack.emulators.values():
+        proc.kill(signal.SIGTERM)
+    for server in (stack.gateway_server, stack.credits_server):
+        if server:
+            server.stop()
+    stack.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    built = build_stack(tmp_path_factory.mktemp("render-e2e"))
+    yield built
+    teardown_stack(built)
