@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.credits.http import InternalHttp
+from shared.internal_http import InternalHttp
 
 
 class CreditsClient:

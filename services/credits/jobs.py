@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from shared.errors import ServiceError
-from services.credits.http import InternalHttp
+from shared.internal_http import InternalHttp
 
 FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 

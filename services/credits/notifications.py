@@ -2,37 +2,26 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 
-from shared.errors import ServiceError
-from services.credits.http import InternalHttp
-
-log = logging.getLogger(__name__)
+from services.gallery.client import NotificationsClient
 
 MAX_DEDUPE_KEY = 128  # the gallery's limit
 
 
 class GalleryNotifications:
-    """``POST {gallery_url}/internal/notifications`` with the service token, best effort: the
-    grant has committed already, so a gallery that is down or refuses costs only the notice."""
+    """Grant notices through the gallery's bell (best effort: the grant has committed already)."""
 
     def __init__(self, base_url: str, service_token: str, timeout: float = 3.0) -> None:
-        self.http = InternalHttp(base_url, service_token, timeout, unavailable_code="GALLERY_UNAVAILABLE")
+        self.client = NotificationsClient(base_url, service_token, timeout)
 
     def credits_granted(self, user_id: int, amount: int, reason: str, key: str) -> None:
         """Notify ``user_id`` of a grant; ``key`` is the grant's ledger idempotency key, so a
         repeated notice for the same grant is stored once."""
-        body = {"userId": user_id, "type": "credits.granted", "title": "获得积分 / Credits granted",
-                "body": f"{amount} credits: {reason}", "data": {"amount": amount, "reason": reason},
-                "dedupeKey": dedupe_key(key)}
-        try:
-            self.http.post("/internal/notifications", body)
-        except ServiceError as exc:
-            log.warning("user %s was not notified of the %s credits granted (key %s): %s %s",
-                        user_id, amount, key, exc.code, exc.message)
+        self.client.notify(user_id, "credits.granted", "获得积分 / Credits granted", f"{amount} credits: {reason}",
+                           {"amount": amount, "reason": reason}, dedupe_key(key))
 
     def close(self) -> None:
-        self.http.close()
+        self.client.close()
 
 
 def dedupe_key(key: str) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from services.credits.http import InternalHttp
+from shared.internal_http import InternalHttp
 
 MAX_PAGE = 1000
 

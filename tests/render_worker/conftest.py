@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
-from werkzeug.serving import make_server
+from flask import Flask, jsonify, request
 
 from shared.config import PROJECT_ROOT, load_settings
 from shared.embedded import free_port
+from tests.conftest import TEST_SERVICE_TOKEN, serve
 
 MODEL = "sd15_demo.safetensors"
 
@@ -60,16 +60,32 @@ def credits_url(settings):
     """The real credits app on a free port, sharing the test database."""
     from services.credits.app import create_app
 
-    server = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(timeout=5)
+    running = serve(create_app(settings))
+    yield running.url
+    running.stop()
 
 
 @pytest.fixture
-def render_settings(settings_env, emulator_url, credits_url):
-    """Settings with ComfyUI and credits pointing at the real test processes."""
-    env = dict(settings_env, COMFYUI_URL=emulator_url, CREDITS_URL=credits_url, JOB_DEADLINE_SECONDS="60")
+def notifications():
+    """A stand-in for the gallery's bell: records what ``POST /internal/notifications`` receives."""
+    received: list[dict] = []
+    app = Flask("gallery_notifications")
+
+    @app.post("/internal/notifications")
+    def notify():
+        if request.headers.get("X-Service-Token") != TEST_SERVICE_TOKEN:
+            return jsonify({"success": False, "error": {"code": "SERVICE_TOKEN_REQUIRED"}}), 403
+        received.append(request.get_json())
+        return jsonify({"success": True, "data": {"id": len(received)}}), 201
+
+    running = serve(app)
+    yield running.url, received
+    running.stop()
+
+
+@pytest.fixture
+def render_settings(settings_env, emulator_url, credits_url, notifications):
+    """Settings with ComfyUI, credits and the gallery's bell pointing at the real test processes."""
+    env = dict(settings_env, COMFYUI_URL=emulator_url, CREDITS_URL=credits_url, GALLERY_URL=notifications[0],
+               JOB_DEADLINE_SECONDS="60")
     return load_settings(env)

@@ -101,7 +101,8 @@ def test_two_image_job_succeeds_charges_30_and_announces_in_order(ctx, user_id, 
     assert events[-2]["data"]["imageUrl"].startswith(ctx.storage.url(outputs[1].image_key) + "?exp=")
 
 
-def test_execution_error_fails_the_job_and_refunds_everything(ctx, user_id, channel, emulator_faults):
+def test_execution_error_fails_the_job_and_refunds_everything(ctx, user_id, channel, emulator_faults,
+                                                               notifications):
     emulator_faults(execution_error="sampler exploded (injected)")
     job_id = admit(ctx, user_id, batchSize=2)
     render_job(job_id, ctx)
@@ -113,6 +114,9 @@ def test_execution_error_fails_the_job_and_refunds_everything(ctx, user_id, chan
     assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
     failed = [event for event in channel() if event["type"] == "job.failed"]
     assert failed[-1]["data"]["refunded"] == 30 and failed[-1]["data"]["errorClass"] == "system"
+    notice = notifications[1][-1]
+    assert notice["userId"] == user_id and notice["type"] == "job.failed"
+    assert notice["data"]["jobId"] == job_id and notice["dedupeKey"] == f"job.failed:{job_id}"
 
 
 def test_a_model_no_worker_can_serve_fails_and_refunds(ctx, user_id):
