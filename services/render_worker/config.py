@@ -40,6 +40,7 @@ class RenderConfig:
     preview_interval: float = 0.25
     pricing_cache_seconds: float = 30.0
     object_info_seconds: float = 60.0
+    output_retention_days: int = 30
 
     @property
     def alive_ttl(self) -> int:
@@ -76,4 +77,5 @@ def load_render_config(settings: Settings, env: Mapping[str, str] | None = None)
         preview_interval=_number(env, "RENDER_PREVIEW_INTERVAL_MS", 250.0) / 1000,
         pricing_cache_seconds=_number(env, "RENDER_PRICING_CACHE_SECONDS", 30.0),
         object_info_seconds=_number(env, "RENDER_OBJECT_INFO_SECONDS", 60.0),
+        output_retention_days=int(_number(env, "OUTPUT_RETENTION_DAYS", 30, integer=True)),
     )

@@ -70,7 +70,7 @@ class RenderOutput(Base):
     height: Mapped[int] = mapped_column(Integer)
     file_size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class RenderUpload(Base):
