@@ -122,6 +122,11 @@ class Database:
         finally:
             session.close()  # ends the transaction; loaded objects stay readable
 
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query (a readiness probe)."""
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+
     def dispose(self) -> None:
         self.engine.dispose()
 

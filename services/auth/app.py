@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 
 from flask import Flask
-from sqlalchemy import text
 
 from shared.config import ConfigError, Settings, load_settings
 from shared.db import Database
@@ -49,12 +48,8 @@ def create_app(settings: Settings | None = None, auth_settings: AuthSettings | N
     app.extensions["auth"] = AuthService(db, auth_settings, signer, Revocations(redis, signer.expires_in),
                                          LocalStorage(settings.media_dir), mailer, redis, peers)
 
-    def database_ready() -> None:
-        with db.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-
     init_service_app(app, settings, internal=True,
-                     ready_checks={"database": database_ready, "redis": redis.ping})
+                     ready_checks={"database": db.ping, "redis": redis.ping})
     app.register_blueprint(api.bp)
     app.cli.add_command(auth_cli)
     return app

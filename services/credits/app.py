@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask import Flask
-from sqlalchemy import text
 
 from shared.config import Settings, load_settings
 from shared.db import Database
@@ -28,12 +27,8 @@ def create_app(settings: Settings | None = None, config: CreditsConfig | None = 
     app.extensions["credits"] = CreditsService(db, EventBus(redis), config, settings.signup_bonus,
                                                GalleryNotifications(settings.gallery_url, settings.service_token))
 
-    def database_ready() -> None:
-        with db.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-
     init_service_app(app, settings, internal=True,
-                     ready_checks={"database": database_ready, "redis": redis.ping})
+                     ready_checks={"database": db.ping, "redis": redis.ping})
     app.register_blueprint(api.bp)
     app.cli.add_command(credits_cli)
     return app

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from flask import Flask
-from sqlalchemy import text
 
 from shared.config import Settings, load_settings
 from shared.db import Database
@@ -33,11 +32,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         authors=AuthorDirectory(settings.auth_url, settings.service_token, config.author_cache_seconds),
         events=EventBus(redis), config=config)
 
-    def database_ready() -> None:
-        with db.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-
-    init_service_app(app, settings, internal=True, ready_checks={"database": database_ready})
+    init_service_app(app, settings, internal=True, ready_checks={"database": db.ping})
     app.register_blueprint(api.bp)
     app.cli.add_command(gallery_cli)
     return app

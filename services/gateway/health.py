@@ -6,7 +6,6 @@ from typing import Callable
 import redis
 import requests
 from flask import Blueprint, current_app
-from sqlalchemy import text
 
 from services.render_worker.catalog import read_live_catalogs
 from shared.config import Settings
@@ -36,10 +35,7 @@ def _service_probe(session: requests.Session, base_url: str) -> Callable[[], Non
 
 
 def _database_probe(database: Callable[[], Database]) -> Callable[[], None]:
-    def probe() -> None:
-        with database().engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    return probe
+    return lambda: database().ping()
 
 
 def dependency_checks(settings: Settings, session: requests.Session, redis_client: redis.Redis,
