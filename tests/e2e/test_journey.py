@@ -23,7 +23,9 @@ import requests
 import websocket
 from PIL import Image
 
+from services.render_worker.catalog import read_live_catalogs
 from shared.embedded import free_port
+from shared.events import redis_client
 
 pytestmark = pytest.mark.e2e
 
@@ -31,9 +33,11 @@ PROMPT = "a red fox in the snow"
 
 
 class Platform:
-    def __init__(self, base_url: str, log_path) -> None:
+    def __init__(self, base_url: str, log_path, redis_url: str, render_queue: str) -> None:
         self.base_url = base_url
         self.log_path = log_path
+        self.redis_url = redis_url
+        self.render_queue = render_queue
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -76,7 +80,7 @@ def platform(tmp_path, settings_env):
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen([sys.executable, "-m", "deploy.local", "run"], env=env,
                                 stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    running = Platform(f"http://127.0.0.1:{gateway_port}", log_path)
+    running = Platform(f"http://127.0.0.1:{gateway_port}", log_path, env["REDIS_URL"], env["RENDER_QUEUE"])
     try:
         _wait_for(lambda: f"Open http://127.0.0.1:{gateway_port}" in running.log() or proc.poll() is not None,
                   120, "the platform to announce its URL", running)
@@ -91,8 +95,9 @@ def platform(tmp_path, settings_env):
             pytest.fail("the platform did not stop within 30 s of Ctrl-C")
     pids = [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", running.log())]
     assert len(pids) >= 6, running.log()[-2000:]
-    time.sleep(0.5)
-    survivors = [pid for pid in pids if _alive(pid)]
+    deadline = time.monotonic() + 10  # a process group's last members may take a moment to be reaped
+    while (survivors := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not survivors, f"processes left running after Ctrl-C: {survivors}"
 
 
@@ -141,9 +146,13 @@ def test_the_journey(platform: Platform):
     credits = requests.get(platform.url("/api/users/credits"), headers=_auth(token), timeout=10).json()["data"]
     assert credits == {"available": 500, "held": 0}
 
-    models = _wait_for(
-        lambda: (requests.get(platform.url("/api/models"), timeout=10).json()["data"] or {}).get("models"),
-        60, "a render worker to publish its catalog", platform)
+    # This platform's worker, not one left in the shared Redis by an earlier run.
+    redis = redis_client(platform.redis_url)
+    _wait_for(lambda: any(f"{platform.render_queue}.text2img" in catalog.get("queues", [])
+                          for catalog in read_live_catalogs(redis)),
+              60, "this platform's render worker to publish its catalog", platform)
+    redis.close()
+    models = requests.get(platform.url("/api/models"), timeout=10).json()["data"]["models"]
 
     ws = websocket.create_connection(platform.url(f"/ws?token={token}").replace("http", "ws", 1), timeout=10)
     assert json.loads(ws.recv())["type"] == "ready"
