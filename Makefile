@@ -10,7 +10,7 @@ T ?= tests
 WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html web/vite.config.js web/package.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install web web-dev run test migrate admin bench clean
+.PHONY: help install web web-dev run test lint migrate admin bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ run: $(STAMP) web ## start the whole platform on embedded defaults (Ctrl-C stops
 test: $(STAMP) web ## run every test: web unit tests, then pytest (T=tests/path for a subset)
 	cd web && npm test
 	$(PY) -m pytest $(T)
+
+lint: $(STAMP) ## check the Python code with pyflakes
+	$(PY) -m pyflakes services shared tests deploy bench
 
 bench: $(STAMP) ## run the benchmarks and print their figures
 	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

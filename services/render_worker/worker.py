@@ -37,6 +37,7 @@ celery.conf.update(
     broker_transport_options={"visibility_timeout": config.visibility_timeout},
     worker_prefetch_multiplier=1,
     task_create_missing_queues=True,
+    include=["services.render_worker.tasks"],  # imported by the worker at start, registering the tasks
 )
 BOOT_TOKEN = uuid.uuid4().hex[:8]
 
@@ -90,5 +91,3 @@ def stop_worker_threads(**_kwargs) -> None:
     for thread in _threads:
         thread.stop()
 
-
-from . import tasks  # noqa: E402,F401  (registers the tasks on ``celery``)
