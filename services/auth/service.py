@@ -330,8 +330,9 @@ class AuthService:
         may_see_hidden = viewer is not None and user is not None and (viewer.is_admin or viewer.user_id == user.id)
         if user is None or not user.is_active or not (user.profile_visible or may_see_hidden):
             raise NotFound("This user does not exist.", code="USER_NOT_FOUND")
-        return {"username": user.username, "avatarUrl": user.avatar_url(self.storage), "bio": user.bio,
-                "joinedAt": isoformat(user.created_at), "counts": self.peers.gallery.user_stats(user.id)}
+        return {"id": user.id, "username": user.username, "avatarUrl": user.avatar_url(self.storage),
+                "bio": user.bio, "joinedAt": isoformat(user.created_at),
+                "counts": self.peers.gallery.user_stats(user.id)}
 
     # Administration
 

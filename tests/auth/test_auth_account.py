@@ -87,8 +87,9 @@ def test_public_profile_and_its_visibility(make_account, gallery, client, servic
     anonymous = client.get(path, headers=service_headers)
     assert anonymous.status_code == 200
     data = anonymous.json["data"]
-    assert set(data) == {"username", "avatarUrl", "bio", "joinedAt", "counts"}
-    assert (data["username"], data["bio"], data["avatarUrl"]) == (owner.username, "Painter \U0001f3a8", None)
+    assert set(data) == {"id", "username", "avatarUrl", "bio", "joinedAt", "counts"}
+    assert (data["id"], data["username"], data["bio"], data["avatarUrl"]) == (
+        owner.id, owner.username, "Painter \U0001f3a8", None)
     assert data["counts"] == {"works": 7, "likesReceived": 42}
     assert data["joinedAt"].endswith("Z")
 
