@@ -85,6 +85,9 @@ def running(tmp_path, settings_env):
         GALLERY_PORT=str(free_port()), COMFYUI_URL=f"http://127.0.0.1:{free_port()}",
         RENDER_QUEUE=f"render-web-{uuid.uuid4().hex[:8]}",
         EMULATOR_STEP_DELAY="0.1",
+        # Several sign-ups per run (and two runs, one per database) from one address.
+        RATE_LIMIT_REGISTER="1000/hour", RATE_LIMIT_LOGIN="1000/minute", RATE_LIMIT_GENERATE="1000/minute",
+        RATE_LIMIT_GLOBAL="100000/minute", RATE_LIMIT_NAMESPACE=f"ratelimit-web-{uuid.uuid4().hex[:8]}",
     )
     log_path = tmp_path / "platform.log"
     with open(log_path, "wb") as log_file:
@@ -201,8 +204,8 @@ def balance(page) -> int:
 
 
 def wait_balance(page, value: int) -> None:
-    page.wait_for_function(
-        "v => (document.querySelector('[data-testid=balance]')?.innerText || '').replace(/\\D/g, '') === String(v)", arg=value)
+    """Wait for the shell's live balance to read ``value`` (a locator wait: no eval under the real CSP)."""
+    sync_api.expect(page.get_by_test_id("balance")).to_have_text(re.compile(rf"^\D*{value}\D*$"), timeout=TIMEOUT_MS)
 
 
 def register(page, name: str) -> None:
@@ -319,13 +322,13 @@ def _journey(browser: Browser, platform: Platform, alice: str, bob: str, admin: 
     bob_page.goto("/gallery")
     work_card = bob_page.get_by_test_id("work-card").filter(has_text="Red fox").first
     work_card.get_by_test_id("like").click()
-    bob_page.wait_for_function("() => document.querySelector('[data-testid=like].liked') !== null")
+    sync_api.expect(work_card.get_by_test_id("like")).to_have_class(re.compile(r"\bliked\b"))
     shoot(bob_page, "gallery-phone")
 
     # Alice's bell, when the server has notifications.
     has_notifications = requests.get(platform.url("/api/notifications/unread-count"), timeout=10).status_code != 404
     if has_notifications:
-        page.wait_for_function("() => (document.querySelector('[data-testid=bell] sup')?.innerText || '') === '1'")
+        sync_api.expect(page.get_by_test_id("bell").locator("sup")).to_have_text("1")
     else:
         print("skipped: the bell (no /api/notifications on this server)")
 
@@ -376,19 +379,22 @@ def _journey(browser: Browser, platform: Platform, alice: str, bob: str, admin: 
         admin_page.locator("input[data-testid=adjust-reason], textarea[data-testid=adjust-reason], [data-testid=adjust-reason] input").first.fill("browser test")
         admin_page.get_by_test_id("adjust-submit").click()
         wait_balance(page, 570)
+        admin_page.locator(".el-dialog").filter(has=admin_page.get_by_test_id("adjust-submit")).wait_for(state="hidden")
         shoot(admin_page, "admin-tablet")
 
     # The same pages at the other sizes.
     for label, (width, height) in VIEWPORTS.items():
         page.set_viewport_size({"width": width, "height": height})
         for path, name in (("/dashboard", "dashboard"), ("/create", "create"), ("/gallery", "gallery"),
-                           ("/my-works", "my-works"), ("/profile", "profile")):
+                           ("/my-works", "my-works"), ("/profile", "profile"),
+                           ("/notifications", "notifications")):
             page.goto(path)
             page.wait_for_load_state("networkidle")
             shoot(page, f"{name}-{label}")
         if label == "phone":
             page.get_by_role("button", name="菜单").click()
             page.locator(".nav-drawer").get_by_text("我的作品").wait_for()
+            page.wait_for_timeout(500)  # let the drawer finish sliding in before the picture
             shoot(page, "drawer-phone")
 
     # Reload keeps the session and the live balance.

@@ -92,12 +92,13 @@ export const adminApi = {
   grant: (userId, amount, reason, idempotencyKey) => http.post('/api/admin/credits/grant', { userId, amount, reason, idempotencyKey }),
   deduct: (userId, amount, reason, idempotencyKey) => http.post('/api/admin/credits/deduct', { userId, amount, reason, idempotencyKey }),
   reports: (query) => http.get('/api/admin/works/reports', { query }),
-  hideWork: (id) => http.post(`/api/admin/works/${id}/hide`, {}),
+  hideWork: (id, reason) => http.post(`/api/admin/works/${id}/hide`, { reason }),
   restoreWork: (id) => http.post(`/api/admin/works/${id}/restore`, {}),
-  featureWork: (id) => http.post(`/api/admin/works/${id}/feature`, {}),
+  featureWork: (id) => http.put(`/api/admin/works/${id}/feature`, {}),
+  unfeatureWork: (id) => http.del(`/api/admin/works/${id}/feature`),
+  resolveReport: (id) => http.post(`/api/admin/works/reports/${id}/resolve`, {}),
   codes: (query) => http.get('/api/admin/credits/redeem-codes', { query }),
   createCodes: (body) => http.post('/api/admin/credits/redeem-codes', body),
-  jobs: (query) => http.get('/api/admin/jobs', { query }),
 }
 
 /** Save a Blob as a file through a temporary object URL. */

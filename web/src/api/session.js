@@ -44,7 +44,8 @@ export const session = {
       ...current,
       accessToken: data.accessToken,
       refreshToken: data.refreshToken || current.refreshToken,
-      user: data.user || current.user,
+      // Token answers carry a short user record: keep what the profile taught us (avatar, bio…).
+      user: data.user ? { ...current.user, ...data.user } : current.user,
     }
     save()
     listeners.forEach((fn) => fn(current))

@@ -3,7 +3,7 @@ export default {
   common: {
     cancel: 'Cancel', ok: 'OK', save: 'Save', saved: 'Saved', edit: 'Edit', delete: 'Delete', remove: 'Remove', view: 'View',
     back: 'Back', retry: 'Retry', refresh: 'Refresh', loading: 'Loading…', empty: 'Nothing here yet', loadFailed: 'Could not load',
-    networkError: 'Network error. Check your connection and try again.', notAvailable: 'This server does not offer this yet.', unknownError: 'Something went wrong',
+    networkError: 'Network error. Check your connection and try again.', rateLimited: 'Too many attempts. Try again in {s} s.', notAvailable: 'This server does not offer this yet.', unknownError: 'Something went wrong',
   },
   nav: {
     main: 'Main navigation', dashboard: 'Dashboard', create: 'Create', gallery: 'Gallery', myWorks: 'My works', notifications: 'Notifications',
@@ -13,7 +13,7 @@ export default {
   auth: {
     signIn: 'Sign in', register: 'Sign up', signInTitle: 'Welcome back', signInSub: 'Sign in to continue creating', identity: 'Username or e-mail',
     password: 'Password', remember: 'Remember me', forgot: 'Forgot password?', noAccount: 'No account yet?', haveAccount: 'Already have an account?',
-    browseGallery: 'Browse the gallery', fillBoth: 'Enter your username and password', invalidCredentials: 'Wrong username or password',
+    browseGallery: 'Browse the gallery', fillBoth: 'Enter your username and password', accountDisabled: 'This account has been disabled. Contact an administrator.', invalidCredentials: 'Wrong username or password',
     registerTitle: 'Create your account', registerSub: 'Get 500 credits on sign-up and start creating', username: 'Username', email: 'E-mail',
     confirmPassword: 'Confirm password', newPassword: 'New password', createAccount: 'Sign up and start', fixFields: 'Meet every rule first',
     usernameTaken: 'That username is taken', emailTaken: 'That e-mail is already registered', welcomeBonus: 'Welcome! 500 credits are yours.',
@@ -30,6 +30,7 @@ export default {
     unit: 'credits', balanceHint: 'Available credits', heldHint: '{held} more are reserved for running jobs', available: 'Available', held: 'Reserved',
     earned: 'Earned', spent: 'Spent', spentMonth: 'Spent this month', history: 'History', allTypes: 'All types', from: 'From', to: 'To',
     noEntries: 'No entries yet', time: 'Time', type: 'Type', change: 'Change', heldChange: 'Reserved', after: 'Balance', description: 'Description',
+    jobEntry: { hold: 'Held for job {job}', capture: 'Image of job {job}', release: 'Unused credits of job {job} returned' },
     chartTitle: 'Spending, last 30 days', chartLabel: '{total} credits spent in the last 30 days', chartCaption: '{total} credits spent in the last {days} days',
     redeemTitle: 'Redeem a code', redeemHint: 'Enter a code', redeem: 'Redeem', redeemed: 'Redeemed: {n} credits added',
     redeemErrors: {
@@ -91,7 +92,7 @@ export default {
   },
   gallery: {
     title: 'Gallery', subtitle: 'Discover great AI works from the community', search: 'Search titles, descriptions, prompts, tags', tag: 'Tag',
-    sorts: { newest: 'Newest', likes: 'Most liked', views: 'Most viewed', trending: 'Trending' },
+    sorts: { newest: 'Newest', hottest: 'Hottest', likes: 'Most liked', views: 'Most viewed', trending: 'Trending' },
     times: { all: 'All time', today: 'Today', week: 'This week', month: 'This month' },
     empty: 'No works found', clearFilters: 'Clear filters', loadMore: 'Load more', end: 'All {n} works shown', openPage: 'Open as a page',
   },
@@ -117,9 +118,9 @@ export default {
   },
   notifications: {
     title: 'Notifications', subtitle: '{n} unread', readAll: 'Mark all read', unread: 'Unread', read: 'Read', allTypes: 'All types', markRead: 'Mark read', empty: 'No notifications',
-    typeNames: { work_liked: 'Likes', work_featured: 'Featured', work_hidden: 'Hidden works', credits_granted: 'Credits', job_failed: 'Failed jobs' },
+    typeNames: { work_liked: 'Likes', work_featured: 'Featured', work_hidden: 'Hidden works', work_restored: 'Restored works', credits_granted: 'Credits', job_failed: 'Failed jobs' },
     types: {
-      work_liked: '{actor} liked your work “{title}”', work_featured: 'Your work “{title}” was featured',
+      work_liked: '{actor} liked your work “{title}”', work_featured: 'Your work “{title}” was featured', work_restored: 'Your work “{title}” is visible again',
       work_hidden: 'Your work “{title}” was hidden: {reason}', credits_granted: 'You received {amount} credits: {reason}', job_failed: 'A render job failed: {reason}',
     },
   },
@@ -134,7 +135,7 @@ export default {
     confirmHide: 'Hiding removes the work from the gallery. Continue?',
     code: 'Code', codeAuto: 'Leave empty to generate', maxUses: 'Uses', uses: 'Used', expires: 'Expires', never: 'Never',
     createCode: 'Create code', codeCreated: 'Code {code} created', noCodes: 'No codes yet', copied: 'Copied',
-    autoRefresh: 'Refreshes every 5 seconds', liveWorkers: 'Live workers', queueDepth: 'Queued jobs', runningJobs: 'Running jobs', health: 'Overall',
+    dismiss: 'Dismiss', autoRefresh: 'Refreshes every 5 seconds', slots: 'Slots', devices: 'Devices', liveWorkers: 'Live workers', queueDepth: 'Queued jobs', runningJobs: 'Running jobs', health: 'Overall',
     workers: 'Workers', worker: 'Worker', models: 'Models', components: 'Components', ownJobsOnly: 'This server has no fleet-wide job view yet; these are your own jobs.',
   },
   notFound: { title: 'Page not found', text: 'The page you asked for does not exist or was removed.', home: 'Go home' },

@@ -3,7 +3,7 @@ export default {
   common: {
     cancel: '取消', ok: '确定', save: '保存', saved: '已保存', edit: '编辑', delete: '删除', remove: '移除', view: '查看',
     back: '返回', retry: '重试', refresh: '刷新', loading: '加载中…', empty: '暂无数据', loadFailed: '加载失败',
-    networkError: '网络连接失败，请检查网络后重试', notAvailable: '服务器暂未提供此功能', unknownError: '发生未知错误',
+    networkError: '网络连接失败，请检查网络后重试', rateLimited: '操作太频繁，请 {s} 秒后再试', notAvailable: '服务器暂未提供此功能', unknownError: '发生未知错误',
   },
   nav: {
     main: '主导航', dashboard: '工作台', create: '创作', gallery: '画廊', myWorks: '我的作品', notifications: '通知',
@@ -14,7 +14,7 @@ export default {
   auth: {
     signIn: '登录', register: '注册', signInTitle: '欢迎回来', signInSub: '登录后继续你的创作', identity: '用户名或邮箱',
     password: '密码', remember: '记住我', forgot: '忘记密码？', noAccount: '还没有账号？', haveAccount: '已有账号？',
-    browseGallery: '先逛逛画廊', fillBoth: '请输入用户名和密码', invalidCredentials: '用户名或密码错误',
+    browseGallery: '先逛逛画廊', fillBoth: '请输入用户名和密码', accountDisabled: '该账号已被停用，请联系管理员', invalidCredentials: '用户名或密码错误',
     registerTitle: '创建账号', registerSub: '注册即送 500 积分，立即开始 AI 创作', username: '用户名', email: '邮箱',
     confirmPassword: '确认密码', newPassword: '新密码', createAccount: '注册并开始创作', fixFields: '请先满足所有规则',
     usernameTaken: '该用户名已被使用', emailTaken: '该邮箱已被注册', welcomeBonus: '注册成功，已赠送 500 积分！',
@@ -31,6 +31,7 @@ export default {
     unit: '积分', balanceHint: '可用积分余额', heldHint: '另有 {held} 积分为进行中的任务预留', available: '可用积分', held: '预留中',
     earned: '累计获得', spent: '累计消费', spentMonth: '本月消费', history: '积分明细', allTypes: '全部类型', from: '开始日期', to: '结束日期',
     noEntries: '暂无积分记录', time: '时间', type: '类型', change: '变动', heldChange: '预留变动', after: '变动后余额', description: '说明',
+    jobEntry: { hold: '任务 {job} 预留', capture: '任务 {job} 出图扣费', release: '任务 {job} 未用积分退还' },
     chartTitle: '近 30 天消费', chartLabel: '近 30 天共消费 {total} 积分', chartCaption: '近 {days} 天共消费 {total} 积分',
     redeemTitle: '兑换码', redeemHint: '输入兑换码', redeem: '兑换', redeemed: '兑换成功，获得 {n} 积分',
     redeemErrors: {
@@ -92,7 +93,7 @@ export default {
   },
   gallery: {
     title: '创意画廊', subtitle: '发现社区里的精彩 AI 作品', search: '搜索标题、描述、提示词或标签', tag: '标签',
-    sorts: { newest: '最新', likes: '最热', views: '浏览最多', trending: '趋势' },
+    sorts: { newest: '最新', hottest: '最热', likes: '点赞最多', views: '浏览最多', trending: '趋势' },
     times: { all: '全部时间', today: '今天', week: '本周', month: '本月' },
     empty: '没有找到作品', clearFilters: '清除筛选条件', loadMore: '加载更多', end: '已显示全部 {n} 个作品', openPage: '在独立页面打开',
   },
@@ -118,9 +119,9 @@ export default {
   },
   notifications: {
     title: '通知', subtitle: '{n} 条未读', readAll: '全部标为已读', unread: '未读', read: '已读', allTypes: '全部类型', markRead: '标为已读', empty: '暂无通知',
-    typeNames: { work_liked: '作品被点赞', work_featured: '作品被精选', work_hidden: '作品被隐藏', credits_granted: '积分到账', job_failed: '任务失败' },
+    typeNames: { work_liked: '作品被点赞', work_featured: '作品被精选', work_hidden: '作品被隐藏', work_restored: '作品已恢复', credits_granted: '积分到账', job_failed: '任务失败' },
     types: {
-      work_liked: '{actor} 赞了你的作品「{title}」', work_featured: '你的作品「{title}」被选为精选',
+      work_liked: '{actor} 赞了你的作品「{title}」', work_featured: '你的作品「{title}」被选为精选', work_restored: '你的作品「{title}」已恢复显示',
       work_hidden: '你的作品「{title}」已被隐藏：{reason}', credits_granted: '你获得了 {amount} 积分：{reason}', job_failed: '生成任务失败：{reason}',
     },
   },
@@ -135,7 +136,7 @@ export default {
     confirmHide: '隐藏后该作品将从画廊中移除，确定吗？',
     code: '兑换码', codeAuto: '留空自动生成', maxUses: '可用次数', uses: '已用', expires: '过期时间', never: '永不过期',
     createCode: '创建兑换码', codeCreated: '已创建兑换码 {code}', noCodes: '暂无兑换码', copied: '已复制',
-    autoRefresh: '每 5 秒自动刷新', liveWorkers: '在线节点', queueDepth: '排队任务', runningJobs: '运行中的任务', health: '整体状态',
+    dismiss: '驳回举报', autoRefresh: '每 5 秒自动刷新', slots: '并发', devices: '设备', liveWorkers: '在线节点', queueDepth: '排队任务', runningJobs: '运行中的任务', health: '整体状态',
     workers: '渲染节点', worker: '节点', models: '模型', components: '组件状态', ownJobsOnly: '服务器暂未提供全局任务视图，以下仅显示你自己的任务。',
   },
   notFound: { title: '页面不存在', text: '你访问的页面不存在或已被移除。', home: '返回首页' },

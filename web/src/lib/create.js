@@ -69,7 +69,7 @@ export function generateBody(form, workflow) {
     seed: form.seed,
     sampler: form.sampler,
     scheduler: form.scheduler,
-    sourceImage: form.sourceImage?.id ?? form.sourceImage,
+    sourceImage: form.sourceImage?.ref ?? form.sourceImage,
     denoise: form.denoise,
   }
   const body = { workflow: workflow?.name || 'text2img' }

@@ -2,6 +2,13 @@
 
 export const ACTIVE = new Set(['queued', 'running'])
 
+/** Credits given back for a job that ended short (what was held minus what was captured). */
+function refundOf(api) {
+  if (!['failed', 'cancelled'].includes(api.status)) return null
+  if (typeof api.pricePerImage !== 'number' || typeof api.imagesRequested !== 'number') return null
+  return Math.max(0, api.pricePerImage * api.imagesRequested - (api.cost || 0))
+}
+
 export function jobFromApi(api) {
   return {
     id: api.id,
@@ -11,14 +18,14 @@ export function jobFromApi(api) {
     percent: typeof api.progress === 'number' ? api.progress : 0,
     step: null,
     totalSteps: null,
-    position: null,
+    position: api.queuePosition ?? null,
     preview: null,
     pricePerImage: api.pricePerImage,
     imagesRequested: api.imagesRequested,
     imagesDelivered: api.imagesDelivered,
     cost: api.cost,
-    charged: null,
-    refunded: null,
+    charged: api.status === 'succeeded' && typeof api.cost === 'number' ? api.cost : null,
+    refunded: refundOf(api),
     error: api.error || null,
     outputs: [...(api.outputs || [])].sort((a, b) => a.index - b.index),
     createdAt: api.createdAt,
@@ -38,6 +45,7 @@ export function applyJobEvent(job, event) {
   const ts = typeof event.ts === 'number' ? event.ts : Date.now() / 1000
   switch (event.type) {
     case 'job.queued':
+    case 'job.position':
       if (job.status === 'queued') job.position = data.position ?? job.position
       break
     case 'job.started':

@@ -16,6 +16,7 @@ export function useFormat() {
 export function errorText(t, error) {
   if (!error) return ''
   if (error.code === 'NETWORK_ERROR') return t('common.networkError')
+  if (error.code === 'RATE_LIMITED') return t('common.rateLimited', { s: error.details?.retryAfter ?? '—' })
   if (error.status === 404 && String(error.code).startsWith('HTTP_')) return t('common.notAvailable')
   return error.message || t('common.unknownError')
 }

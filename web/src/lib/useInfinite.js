@@ -1,11 +1,11 @@
 import { onBeforeUnmount, reactive, ref, watch } from 'vue'
 
 /**
- * Paged list with infinite scroll: load(params) -> { items, total, nextCursor? }.
- * Uses the cursor when the server gives one, else page numbers.
+ * A cursor-paged list with infinite scroll: fetchPage({ cursor?, pageSize }) -> { items, nextCursor }.
+ * The first page goes without a cursor; the list ends when the server gives no nextCursor.
  */
 export function useInfinite(fetchPage, pageSize = 24) {
-  const state = reactive({ items: [], total: 0, loading: false, error: null, done: false, page: 0, cursor: null })
+  const state = reactive({ items: [], loading: false, error: null, done: false, cursor: null })
   const sentinel = ref(null)
   let generation = 0
   let observer = null
@@ -16,15 +16,13 @@ export function useInfinite(fetchPage, pageSize = 24) {
     state.error = null
     const mine = generation
     try {
-      const query = state.cursor ? { cursor: state.cursor, pageSize } : { page: state.page + 1, pageSize }
+      const query = state.cursor ? { cursor: state.cursor, pageSize } : { pageSize }
       const data = await fetchPage(query)
       if (mine !== generation) return
       const seen = new Set(state.items.map((item) => item.id))
       state.items.push(...data.items.filter((item) => !seen.has(item.id)))
-      state.total = data.total ?? state.items.length
-      state.page += 1
       state.cursor = data.nextCursor || null
-      state.done = data.nextCursor ? false : (data.items.length < pageSize || state.items.length >= state.total)
+      state.done = !state.cursor
     } catch (e) {
       if (mine === generation) state.error = e
     } finally {
@@ -34,7 +32,7 @@ export function useInfinite(fetchPage, pageSize = 24) {
 
   function reset() {
     generation += 1
-    Object.assign(state, { items: [], total: 0, loading: false, error: null, done: false, page: 0, cursor: null })
+    Object.assign(state, { items: [], loading: false, error: null, done: false, cursor: null })
     return more()
   }
 

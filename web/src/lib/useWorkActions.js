@@ -57,11 +57,6 @@ export function useWorkActions() {
     try {
       saveBlob(await worksApi.download(work.id), name)
     } catch (e) {
-      if (e.status === 404 && String(e.code).startsWith('HTTP_') && work.imageUrl) {
-        // No download route on this server yet: fetch the original file itself.
-        const response = await fetch(work.imageUrl)
-        if (response.ok) return saveBlob(await response.blob(), name)
-      }
       ElMessage.error(errorText(t, e))
     }
   }

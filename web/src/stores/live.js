@@ -28,8 +28,9 @@ export const useLiveStore = defineStore('live', () => {
       if (ACTIVE.has(existing.status) || !ACTIVE.has(fresh.status)) {
         Object.assign(existing, { ...fresh, samples: existing.samples, preview: existing.preview,
           step: existing.step ?? fresh.step, totalSteps: existing.totalSteps ?? fresh.totalSteps,
-          position: existing.position, percent: Math.max(existing.percent, fresh.percent),
+          position: existing.position ?? fresh.position, percent: Math.max(existing.percent, fresh.percent),
           outputs: fresh.outputs.length >= existing.outputs.length ? fresh.outputs : existing.outputs,
+          charged: existing.charged ?? fresh.charged, refunded: existing.refunded ?? fresh.refunded,
           status: ACTIVE.has(fresh.status) && !ACTIVE.has(existing.status) ? existing.status : fresh.status })
       }
       return existing

@@ -11,7 +11,7 @@ export const useNotificationStore = defineStore('notifications', () => {
   async function refresh() {
     try {
       const data = await notificationsApi.unreadCount()
-      unread.value = data?.count ?? data?.unread ?? 0
+      unread.value = data?.unreadCount ?? 0
       available.value = true
     } catch (error) {
       if (error.status === 404) available.value = false
@@ -20,7 +20,7 @@ export const useNotificationStore = defineStore('notifications', () => {
 
   function pushed(notification) {
     latest.value = notification
-    if (!notification || !notification.readAt) unread.value += 1
+    if (!notification || !notification.isRead) unread.value += 1
     version.value += 1
   }
 

@@ -32,6 +32,11 @@ describe('cost and the disabled reason', () => {
     expect(body).toEqual({ workflow: 'text2img', prompt: 'a fox', model: 'm.safetensors', width: 512, height: 512, batchSize: 2,
       steps: 20, cfgScale: 7, seed: -1, sampler: 'euler', scheduler: 'normal' })
   })
+  it('names the source image by its reference (upload:, output:, work:)', () => {
+    const workflow = { name: 'img2img', parameters: [{ name: 'prompt' }, { name: 'sourceImage' }] }
+    const body = generateBody({ ...form, sourceImage: { id: 'abc', ref: 'upload:abc', url: '/x' } }, workflow)
+    expect(body).toEqual({ workflow: 'img2img', prompt: 'a fox', sourceImage: 'upload:abc' })
+  })
   it('labels cfg and steps like the original', () => {
     expect([3, 7.5, 12, 18].map(cfgLabelKey)).toEqual(['create.cfgLabels.conservative', 'create.cfgLabels.balanced', 'create.cfgLabels.bold', 'create.cfgLabels.wild'])
     expect([20, 30, 40].map(stepsLabelKey)).toEqual(['create.stepsLabels.fast', 'create.stepsLabels.standard', 'create.stepsLabels.high'])

@@ -22,6 +22,17 @@ describe('job events', () => {
     applyJobEvent(job, { type: 'job.failed', data: { jobId: 'j', errorCode: 'COMFYUI_ERROR', errorClass: 'permanent', message: 'boom', refunded: 30 } })
     expect(job).toMatchObject({ status: 'failed', refunded: 30, error: { code: 'COMFYUI_ERROR', message: 'boom' } })
   })
+  it('derives the refund of a cancelled job from the API row (held minus captured)', () => {
+    const job = jobFromApi({ id: 'j', status: 'cancelled', pricePerImage: 15, imagesRequested: 2, cost: 15, outputs: [] })
+    expect(job.refunded).toBe(15)
+    expect(jobFromApi({ id: 'j', status: 'succeeded', pricePerImage: 15, imagesRequested: 2, cost: 30 })).toMatchObject({ charged: 30, refunded: null })
+  })
+  it('takes the queue position from the API and from job.position updates', () => {
+    const job = jobFromApi({ id: 'j', status: 'queued', queuePosition: 3, outputs: [] })
+    expect(job.position).toBe(3)
+    applyJobEvent(job, { type: 'job.position', data: { jobId: 'j', position: 1, estimatedStartSeconds: 4 } })
+    expect(job.position).toBe(1)
+  })
   it('estimates the time left from real progress only', () => {
     const job = emptyJob('j')
     applyJobEvent(job, { type: 'job.progress', data: { jobId: 'j', step: 1, totalSteps: 10, percent: 10 }, ts: 100 })
