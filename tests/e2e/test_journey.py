@@ -10,11 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 
@@ -23,90 +18,17 @@ import requests
 import websocket
 from PIL import Image
 
-from services.render_worker.catalog import read_live_catalogs
-from shared.embedded import free_port
-from shared.events import redis_client
+from tests.platform import Platform, start_platform
 
 pytestmark = pytest.mark.e2e
 
 PROMPT = "a red fox in the snow"
 
 
-class Platform:
-    def __init__(self, base_url: str, log_path, redis_url: str, render_queue: str) -> None:
-        self.base_url = base_url
-        self.log_path = log_path
-        self.redis_url = redis_url
-        self.render_queue = render_queue
-
-    def url(self, path: str) -> str:
-        return f"{self.base_url}{path}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def _wait_for(predicate, timeout: float, what: str, platform: Platform | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    tail = platform.log()[-4000:] if platform else ""
-    pytest.fail(f"timed out waiting for {what}\n{tail}")
-
-
 @pytest.fixture
-def platform(tmp_path, settings_env):
-    gateway_port = free_port()
-    env = dict(
-        os.environ,
-        **settings_env,
-        GATEWAY_PORT=str(gateway_port),
-        AUTH_PORT=str(free_port()),
-        CREDITS_PORT=str(free_port()),
-        GALLERY_PORT=str(free_port()),
-        COMFYUI_URL=f"http://127.0.0.1:{free_port()}",
-        RENDER_QUEUE=f"render-e2e-{uuid.uuid4().hex[:8]}",
-        EMULATOR_STEP_DELAY="0.02",
-        RATE_LIMIT_REGISTER="1000/hour",
-        RATE_LIMIT_LOGIN="1000/minute",
-        RATE_LIMIT_GENERATE="1000/minute",
-        RATE_LIMIT_GLOBAL="100000/minute",
-        RATE_LIMIT_NAMESPACE=f"ratelimit-e2e-{uuid.uuid4().hex[:8]}",
-    )
-    log_path = tmp_path / "platform.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "deploy.local", "run"], env=env,
-                                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    running = Platform(f"http://127.0.0.1:{gateway_port}", log_path, env["REDIS_URL"], env["RENDER_QUEUE"])
-    try:
-        _wait_for(lambda: f"Open http://127.0.0.1:{gateway_port}" in running.log() or proc.poll() is not None,
-                  120, "the platform to announce its URL", running)
-        assert proc.poll() is None, running.log()[-4000:]
+def platform(tmp_path_factory, settings_env):
+    with start_platform(tmp_path_factory, settings_env, EMULATOR_STEP_DELAY="0.02") as running:
         yield running
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("the platform did not stop within 30 s of Ctrl-C")
-    pids = [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", running.log())]
-    assert len(pids) >= 6, running.log()[-2000:]
-    deadline = time.monotonic() + 10  # a process group's last members may take a moment to be reaped
-    while (survivors := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not survivors, f"processes left running after Ctrl-C: {survivors}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _register(platform: Platform, name: str) -> dict:
@@ -146,12 +68,6 @@ def test_the_journey(platform: Platform):
     credits = requests.get(platform.url("/api/users/credits"), headers=_auth(token), timeout=10).json()["data"]
     assert credits == {"available": 500, "held": 0}
 
-    # This platform's worker, not one left in the shared Redis by an earlier run.
-    redis = redis_client(platform.redis_url)
-    _wait_for(lambda: any(f"{platform.render_queue}.text2img" in catalog.get("queues", [])
-                          for catalog in read_live_catalogs(redis)),
-              60, "this platform's render worker to publish its catalog", platform)
-    redis.close()
     models = requests.get(platform.url("/api/models"), timeout=10).json()["data"]["models"]
 
     ws = websocket.create_connection(platform.url(f"/ws?token={token}").replace("http", "ws", 1), timeout=10)

@@ -1,0 +1,114 @@
+"""The whole platform as ``make run`` starts it, for end-to-end tests.
+
+``start_platform`` launches ``python -m deploy.local run`` (gateway, auth, credits,
+gallery, a render worker, the ComfyUI emulator, the background processes) on free ports
+against the test database and Redis, waits until this platform's own worker has published
+its catalog (not a stale one left in the shared Redis by an earlier run), and on exit
+stops it with Ctrl-C (SIGINT), checking that every process it started is gone.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import pytest
+
+from services.render_worker.catalog import read_live_catalogs
+from shared.config import PROJECT_ROOT
+from shared.embedded import free_port
+from shared.events import redis_client
+
+T = TypeVar("T")
+
+
+class Platform:
+    def __init__(self, base_url: str, log_path: Path, env: dict[str, str]) -> None:
+        self.base_url = base_url
+        self.log_path = log_path
+        self.env = env
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float, what: str) -> T:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.2)
+        pytest.fail(f"timed out waiting for {what}\n{self.log()[-4000:]}")
+
+    def worker_ready(self) -> bool:
+        queue = f"{self.env['RENDER_QUEUE']}.text2img"
+        client = redis_client(self.env["REDIS_URL"])
+        try:
+            return any(queue in catalog.get("queues", []) for catalog in read_live_catalogs(client))
+        finally:
+            client.close()
+
+
+@contextmanager
+def start_platform(tmp_path_factory: pytest.TempPathFactory, settings_env: dict[str, str],
+                   **extra_env: str) -> Iterator[Platform]:
+    """The platform's data folder is shared by every platform a test session starts, as the
+    session's database is: a public work saved by one run has its files where the next run
+    (which lists it in the gallery) looks for them."""
+    gateway_port = free_port()
+    env = {**os.environ, **settings_env, "DATA_DIR": str(tmp_path_factory.getbasetemp() / "platform-data")}
+    env.update(
+        GATEWAY_PORT=str(gateway_port), AUTH_PORT=str(free_port()), CREDITS_PORT=str(free_port()),
+        GALLERY_PORT=str(free_port()), COMFYUI_URL=f"http://127.0.0.1:{free_port()}",
+        RENDER_QUEUE=f"render-e2e-{uuid.uuid4().hex[:8]}",
+        # Several sign-ups per run (and one run per database) from one address.
+        RATE_LIMIT_REGISTER="1000/hour", RATE_LIMIT_LOGIN="1000/minute", RATE_LIMIT_GENERATE="1000/minute",
+        RATE_LIMIT_GLOBAL="100000/minute", RATE_LIMIT_NAMESPACE=f"ratelimit-e2e-{uuid.uuid4().hex[:8]}",
+        **extra_env,
+    )
+    log_path = tmp_path_factory.mktemp("platform") / "platform.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "deploy.local", "run"], env=env, cwd=PROJECT_ROOT,
+                                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    platform = Platform(f"http://127.0.0.1:{gateway_port}", log_path, env)
+    try:
+        platform.wait_for(lambda: f"Open http://127.0.0.1:{gateway_port}" in platform.log() or proc.poll() is not None,
+                          120, "the platform to announce its URL")
+        assert proc.poll() is None, platform.log()[-4000:]
+        platform.wait_for(platform.worker_ready, 120, "this platform's render worker to publish its catalog")
+        yield platform
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the platform did not stop within 30 s of Ctrl-C")
+    _assert_all_stopped(platform)
+
+
+def _assert_all_stopped(platform: Platform) -> None:
+    pids = [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", platform.log())]
+    assert len(pids) >= 6, platform.log()[-2000:]
+    deadline = time.monotonic() + 10  # a process group's last members may take a moment to be reaped
+    while (survivors := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not survivors, f"processes left running after Ctrl-C: {survivors}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
