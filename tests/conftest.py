@@ -11,15 +11,18 @@ import subprocess
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pymysql
 import pytest
+import requests
 from sqlalchemy.engine import make_url
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from shared.config import Settings, load_settings
+from shared.config import PROJECT_ROOT, Settings, load_settings
 from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
 from shared.migrate import SERVICES, upgrade
 from shared.tokens import ensure_dev_keys
@@ -51,6 +54,39 @@ def serve(app) -> RunningServer:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     return RunningServer(server, thread)
+
+
+@contextmanager
+def running_process(command: list[str], ready: Callable[[], bool], what: str,
+                    timeout: float = 20) -> Iterator[subprocess.Popen]:
+    """Start ``command``, wait until ``ready()`` (failing the test if it exits or times out),
+    and terminate it afterwards."""
+    proc = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{what} did not start")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def answers(url: str) -> Callable[[], bool]:
+    """A readiness check: ``url`` answers an HTTP GET with any status."""
+    def check() -> bool:
+        try:
+            requests.get(url, timeout=1).close()
+        except requests.RequestException:
+            return False
+        return True
+    return check
 
 
 def _mysql_server_url() -> str | None:
@@ -102,18 +138,10 @@ def redis_url(tmp_path_factory):
     if binary is None:
         pytest.fail("no Redis answers and no redis-server binary is installed")
     port = free_port()
-    proc = subprocess.Popen(redis_server_command(binary, port, tmp_path_factory.mktemp("redis")),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not redis_answers(url):
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("embedded redis-server did not start")
-        time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_process(redis_server_command(binary, port, tmp_path_factory.mktemp("redis")),
+                         lambda: redis_answers(url), "the embedded redis-server"):
+        yield url
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import sys
-import time
 import uuid
 
 import boto3
 import pytest
-import requests
 from sqlalchemy import func, select
 
 from services.gallery.models import Work
 from shared.config import load_settings
 from shared.embedded import free_port
 from shared.storage import S3Storage, StorageError, content_key, make_storage
+from tests.conftest import answers, running_process
 
 CREDENTIALS = {"S3_ACCESS_KEY_ID": "test", "S3_SECRET_ACCESS_KEY": "test", "S3_REGION": "us-east-1"}
 
@@ -23,22 +21,10 @@ CREDENTIALS = {"S3_ACCESS_KEY_ID": "test", "S3_SECRET_ACCESS_KEY": "test", "S3_R
 @pytest.fixture(scope="session")
 def s3_endpoint():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(url, timeout=1)
-            break
-        except requests.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("the local S3 server did not start")
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    with running_process([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], answers(url),
+                         "the local S3 server", timeout=30):
+        yield url
 
 
 @pytest.fixture

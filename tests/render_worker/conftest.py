@@ -1,18 +1,15 @@
 """Real parts for the render tests: a ComfyUI emulator process and a credits server."""
 from __future__ import annotations
 
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import requests
 from flask import Flask, jsonify, request
 
-from shared.config import PROJECT_ROOT, load_settings
+from shared.config import load_settings
 from shared.embedded import free_port
-from tests.conftest import TEST_SERVICE_TOKEN, serve
+from tests.conftest import TEST_SERVICE_TOKEN, answers, running_process, serve
 
 MODEL = "sd15_demo.safetensors"
 
@@ -21,24 +18,11 @@ MODEL = "sd15_demo.safetensors"
 def emulator_url(tmp_path_factory):
     """A real emulator process (tiny step delay), one per test session."""
     port = free_port()
-    data_dir: Path = tmp_path_factory.mktemp("comfyui")
-    proc = subprocess.Popen([sys.executable, "-m", "services.comfyui_emulator", "--port", str(port),
-                             "--data-dir", str(data_dir), "--step-delay", "0.02", "--load-delay", "0.01"],
-                            cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            requests.get(url + "/system_stats", timeout=1).raise_for_status()
-            break
-        except requests.RequestException:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("the ComfyUI emulator did not start")
-            time.sleep(0.1)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    command = [sys.executable, "-m", "services.comfyui_emulator", "--port", str(port),
+               "--data-dir", str(tmp_path_factory.mktemp("comfyui")), "--step-delay", "0.02", "--load-delay", "0.01"]
+    with running_process(command, answers(url + "/system_stats"), "the ComfyUI emulator"):
+        yield url
 
 
 @pytest.fixture
