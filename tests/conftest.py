@@ -164,6 +164,19 @@ def database_url(db_backend, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def platform_database_url(db_backend, tmp_path_factory):
+    """An empty database for the whole-platform tests, which migrate it themselves. The other
+    tests' public works point at files in their own data folders: a platform sharing their
+    database would list works whose files it cannot serve."""
+    if db_backend == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('platform-sqlite') / 'platform.db'}"
+        return
+    url = create_mysql_database(MYSQL_SERVER_URL)
+    yield url
+    drop_mysql_database(url)
+
+
+@pytest.fixture(scope="session")
 def keys_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("keys")
 

@@ -60,13 +60,14 @@ class Platform:
 
 
 @contextmanager
-def start_platform(tmp_path_factory: pytest.TempPathFactory, settings_env: dict[str, str],
+def start_platform(tmp_path_factory: pytest.TempPathFactory, settings_env: dict[str, str], database_url: str,
                    **extra_env: str) -> Iterator[Platform]:
-    """The platform's data folder is shared by every platform a test session starts, as the
-    session's database is: a public work saved by one run has its files where the next run
+    """The platforms a test session starts share one data folder and, per backend, one
+    database of their own: a public work saved by one run has its files where the next run
     (which lists it in the gallery) looks for them."""
     gateway_port = free_port()
-    env = {**os.environ, **settings_env, "DATA_DIR": str(tmp_path_factory.getbasetemp() / "platform-data")}
+    env = {**os.environ, **settings_env, "DATABASE_URL": database_url,
+           "DATA_DIR": str(tmp_path_factory.getbasetemp() / "platform-data")}
     env.update(
         GATEWAY_PORT=str(gateway_port), AUTH_PORT=str(free_port()), CREDITS_PORT=str(free_port()),
         GALLERY_PORT=str(free_port()), COMFYUI_URL=f"http://127.0.0.1:{free_port()}",

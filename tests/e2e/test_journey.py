@@ -26,8 +26,8 @@ PROMPT = "a red fox in the snow"
 
 
 @pytest.fixture
-def platform(tmp_path_factory, settings_env):
-    with start_platform(tmp_path_factory, settings_env, EMULATOR_STEP_DELAY="0.02") as running:
+def platform(tmp_path_factory, settings_env, platform_database_url):
+    with start_platform(tmp_path_factory, settings_env, platform_database_url, EMULATOR_STEP_DELAY="0.02") as running:
         yield running
 
 

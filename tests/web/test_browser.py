@@ -46,8 +46,8 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright pac
 
 
 @pytest.fixture
-def running(tmp_path_factory, settings_env):
-    with start_platform(tmp_path_factory, settings_env, WEB_ROOT=str(DIST), EMULATOR_STEP_DELAY="0.1") as platform:
+def running(tmp_path_factory, settings_env, platform_database_url):
+    with start_platform(tmp_path_factory, settings_env, platform_database_url, WEB_ROOT=str(DIST), EMULATOR_STEP_DELAY="0.1") as platform:
         yield platform
 
 
