@@ -405,6 +405,7 @@ GATEWAY = [
     Case("gateway", "POST", "/api/generate", signed_in(202), without_service_token=None,
          request=body(prompt="a matrix", model=MODEL, steps=1)),
     Case("gateway", "GET", "/api/jobs", signed_in(200), without_service_token=None),
+    Case("gateway", "GET", "/api/admin/jobs", admins(200), without_service_token=None),
     Case("gateway", "GET", "/api/jobs/<job_id>", signed_in(200, other=404, admin=404), job_of_owner,
          without_service_token=None),
     Case("gateway", "DELETE", "/api/jobs/<job_id>", signed_in(200, other=404, admin=404), job_of_owner,

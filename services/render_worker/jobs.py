@@ -72,10 +72,10 @@ def find_by_idempotency_key(session: Session, user_id: int, key: str) -> RenderJ
                                                    RenderJob.idempotency_key == key)).first()
 
 
-def list_user_jobs(session: Session, user_id: int, *, status: str | None = None, page: int = 1,
-                   page_size: int = 20) -> tuple[list[RenderJob], int]:
-    """One page of the user's jobs, newest first, and the total count."""
-    conditions = [RenderJob.user_id == user_id]
+def list_jobs(session: Session, user_id: int | None, *, status: str | None = None, page: int = 1,
+              page_size: int = 20) -> tuple[list[RenderJob], int]:
+    """One page of one user's jobs (every user's when ``user_id`` is None), newest first, and the total."""
+    conditions = [] if user_id is None else [RenderJob.user_id == user_id]
     if status:
         conditions.append(RenderJob.status == status)
     total = session.scalar(select(func.count()).select_from(RenderJob).where(*conditions)) or 0

@@ -88,6 +88,17 @@ def test_generate_admits_holds_and_queues_after_commit(app, user, redis, queue, 
     assert [item["id"] for item in listed["items"]] == [job["id"]] and listed["total"] == 1
 
 
+def test_admins_see_every_users_jobs(app, user, issue_token, live_worker):
+    user_id, headers = user
+    job_id = app.test_client().post("/api/generate", json=BODY, headers=headers).json["data"]["job"]["id"]
+    admin = {"Authorization": f"Bearer {issue_token(1, 'root', role='admin')}"}
+    listed = app.test_client().get("/api/admin/jobs?status=queued&pageSize=100", headers=admin)
+    assert listed.status_code == 200
+    mine = [item for item in listed.json["data"]["items"] if item["id"] == job_id]
+    assert mine and mine[0]["userId"] == user_id and listed.json["data"]["total"] >= 1
+    assert app.test_client().get("/api/admin/jobs", headers=headers).status_code == 403
+
+
 def test_generate_without_a_worker_for_the_workflow_is_503_and_holds_nothing(app, user, redis, render_settings):
     response = app.test_client().post("/api/generate", json=BODY, headers=user[1])
     assert response.status_code == 503 and response.json["error"]["code"] == "RENDER_UNAVAILABLE"

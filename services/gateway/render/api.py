@@ -11,7 +11,7 @@ from marshmallow import Schema, fields, validate
 from services.render_worker.models import JOB_STATUSES
 from shared.errors import BadRequest, Forbidden, ok
 from shared.openapi import doc
-from shared.tokens import bearer_token, optional_user, require_user
+from shared.tokens import bearer_token, optional_user, require_admin, require_user
 from shared.web import SERVICE_TOKEN_HEADER, load_query
 
 from .service import RenderService
@@ -66,6 +66,15 @@ def list_jobs():
     claims = require_user()
     query = load_query(JobListQuery())
     return ok(_service().list_jobs(claims.user_id, query.get("status"), query["page"], query["page_size"]))
+
+
+@bp.get("/api/admin/jobs")
+@doc("Every user's jobs, newest first (the render fleet's queue and running jobs)", auth="admin",
+     query=JobListQuery)
+def list_all_jobs():
+    require_admin()
+    query = load_query(JobListQuery())
+    return ok(_service().list_jobs(None, query.get("status"), query["page"], query["page_size"]))
 
 
 @bp.get("/api/jobs/<job_id>")

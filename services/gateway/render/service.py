@@ -188,11 +188,15 @@ class RenderService:
         return jobs.job_json(job, jobs.outputs_of(session, [job.id])[job.id], self.storage)
 
     # -- jobs -------------------------------------------------------------------------
-    def list_jobs(self, user_id: int, status: str | None, page: int, page_size: int) -> dict[str, Any]:
+    def list_jobs(self, user_id: int | None, status: str | None, page: int, page_size: int) -> dict[str, Any]:
+        """One user's jobs, or every user's (``user_id`` None, for administrators, with ``userId``)."""
         with self.db.read() as session:
-            rows, total = jobs.list_user_jobs(session, user_id, status=status, page=page, page_size=page_size)
+            rows, total = jobs.list_jobs(session, user_id, status=status, page=page, page_size=page_size)
             outputs = jobs.outputs_of(session, [job.id for job in rows])
             items = [jobs.job_json(job, outputs[job.id], self.storage) for job in rows]
+        if user_id is None:
+            for item, job in zip(items, rows):
+                item["userId"] = job.user_id
         return {"items": items, "page": page, "pageSize": page_size, "total": total}
 
     def get_job(self, user_id: int, job_id: str) -> dict[str, Any]:

@@ -50,6 +50,7 @@ export const renderApi = {
   generate: (params, key = newIdempotencyKey()) =>
     http.post('/api/generate', params, { headers: { 'Idempotency-Key': key } }),
   jobs: (query) => http.get('/api/jobs', { query }),
+  allJobs: (query) => http.get('/api/admin/jobs', { query }),
   job: (id) => http.get(`/api/jobs/${enc(id)}`),
   cancel: (id) => http.del(`/api/jobs/${enc(id)}`),
   retry: (id) => http.post(`/api/jobs/${enc(id)}/retry`, {}, { headers: { 'Idempotency-Key': newIdempotencyKey() } }),

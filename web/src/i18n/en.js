@@ -136,7 +136,7 @@ export default {
     code: 'Code', codeAuto: 'Leave empty to generate', maxUses: 'Uses', uses: 'Used', expires: 'Expires', never: 'Never',
     createCode: 'Create code', codeCreated: 'Code {code} created', noCodes: 'No codes yet', copied: 'Copied',
     dismiss: 'Dismiss', autoRefresh: 'Refreshes every 5 seconds', slots: 'Slots', devices: 'Devices', liveWorkers: 'Live workers', queueDepth: 'Queued jobs', runningJobs: 'Running jobs', health: 'Overall',
-    workers: 'Workers', worker: 'Worker', models: 'Models', components: 'Components', ownJobsOnly: 'This server has no fleet-wide job view yet; these are your own jobs.',
+    workers: 'Workers', worker: 'Worker', models: 'Models', components: 'Components', user: 'User',
   },
   notFound: { title: 'Page not found', text: 'The page you asked for does not exist or was removed.', home: 'Go home' },
 }

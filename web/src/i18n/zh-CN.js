@@ -137,7 +137,7 @@ export default {
     code: '兑换码', codeAuto: '留空自动生成', maxUses: '可用次数', uses: '已用', expires: '过期时间', never: '永不过期',
     createCode: '创建兑换码', codeCreated: '已创建兑换码 {code}', noCodes: '暂无兑换码', copied: '已复制',
     dismiss: '驳回举报', autoRefresh: '每 5 秒自动刷新', slots: '并发', devices: '设备', liveWorkers: '在线节点', queueDepth: '排队任务', runningJobs: '运行中的任务', health: '整体状态',
-    workers: '渲染节点', worker: '节点', models: '模型', components: '组件状态', ownJobsOnly: '服务器暂未提供全局任务视图，以下仅显示你自己的任务。',
+    workers: '渲染节点', worker: '节点', models: '模型', components: '组件状态', user: '用户',
   },
   notFound: { title: '页面不存在', text: '你访问的页面不存在或已被移除。', home: '返回首页' },
 }
