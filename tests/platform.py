@@ -18,6 +18,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
+from urllib.parse import urlparse
 
 import pytest
 
@@ -66,7 +67,7 @@ def start_platform(tmp_path_factory: pytest.TempPathFactory, settings_env: dict[
     database of their own: a public work saved by one run has its files where the next run
     (which lists it in the gallery) looks for them."""
     gateway_port = free_port()
-    env = {**os.environ, **settings_env, "DATABASE_URL": database_url,
+    env = {**os.environ, **settings_env, "DATABASE_URL": database_url, "REDIS_URL": _own_redis(settings_env["REDIS_URL"]),
            "DATA_DIR": str(tmp_path_factory.getbasetemp() / "platform-data")}
     env.update(
         GATEWAY_PORT=str(gateway_port), AUTH_PORT=str(free_port()), CREDITS_PORT=str(free_port()),
@@ -96,6 +97,18 @@ def start_platform(tmp_path_factory: pytest.TempPathFactory, settings_env: dict[
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail("the platform did not stop within 30 s of Ctrl-C")
     _assert_all_stopped(platform)
+
+
+def _own_redis(url: str) -> str:
+    """The next Redis database of the tests' server, emptied: the other tests leave entries (such
+    as ``user.deleted`` on the platform stream) that this platform's consumers would act on."""
+    parsed = urlparse(url)
+    database = (int(parsed.path.lstrip("/") or 0) + 1) % 16
+    own = parsed._replace(path=f"/{database}").geturl()
+    client = redis_client(own)
+    client.flushdb()
+    client.close()
+    return own
 
 
 def _assert_all_stopped(platform: Platform) -> None:
