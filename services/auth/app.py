@@ -8,7 +8,7 @@ from flask import Flask
 from shared.config import ConfigError, Settings, load_settings
 from shared.db import Database
 from shared.events import redis_client
-from shared.storage import LocalStorage
+from shared.storage import make_storage
 from shared.tokens import ensure_dev_keys
 from shared.web import init_service_app
 from services.auth import api
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, auth_settings: AuthSettings | N
     app.extensions["redis"] = redis  # shared.tokens checks revocations with it on every request
     signer = TokenSigner(settings.jwt_private_key_path.read_text(), settings.access_token_minutes)
     app.extensions["auth"] = AuthService(db, auth_settings, signer, Revocations(redis, signer.expires_in),
-                                         LocalStorage(settings.media_dir), mailer, redis, peers)
+                                         make_storage(settings), mailer, redis, peers)
 
     init_service_app(app, settings, internal=True,
                      ready_checks={"database": db.ping, "redis": redis.ping})

@@ -7,7 +7,7 @@ from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, isoformat, new_metadata, utcnow
-from shared.storage import LocalStorage
+from shared.storage import Storage
 
 # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -39,14 +39,14 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    def avatar_url(self, storage: LocalStorage) -> str | None:
+    def avatar_url(self, storage: Storage) -> str | None:
         return storage.url(self.avatar_key) if self.avatar_key else None
 
     def summary(self) -> dict:
         return {"id": self.id, "username": self.username, "email": self.email, "role": self.role,
                 "createdAt": isoformat(self.created_at)}
 
-    def profile(self, storage: LocalStorage) -> dict:
+    def profile(self, storage: Storage) -> dict:
         return {**self.summary(), "bio": self.bio, "website": self.website, "location": self.location,
                 "avatarUrl": self.avatar_url(storage),
                 "privacy": {"newWorksPublic": self.new_works_public, "profileVisible": self.profile_visible},

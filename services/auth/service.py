@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import Database, after_commit, isoformat, utcnow
 from shared.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceError, Unauthorized
-from shared.storage import LocalStorage, content_key
+from shared.storage import Storage, content_key
 from shared.tokens import Claims
 from services.auth import sessions
 from services.auth.avatars import render_avatar
@@ -70,7 +70,7 @@ class Peers:
 
 class AuthService:
     def __init__(self, db: Database, settings: AuthSettings, signer: TokenSigner, revocations: Revocations,
-                 storage: LocalStorage, mailer: Mailer, events: redis.Redis, peers: Peers) -> None:
+                 storage: Storage, mailer: Mailer, events: redis.Redis, peers: Peers) -> None:
         self.db = db
         self.settings = settings
         self.signer = signer
