@@ -81,10 +81,8 @@ class Settings:
     auth_url: str
     credits_url: str
     gallery_url: str
-    gateway_internal_url: str
+    render_url: str  # the render domain's API, mounted by the gateway
     web_root: Path
-    signup_bonus: int
-    price_per_image: int
     render_queue: str
     job_deadline_seconds: int
     log_level: str
@@ -158,10 +156,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth_url=env_str(env, "AUTH_URL", f"http://127.0.0.1:{auth_port}"),
         credits_url=env_str(env, "CREDITS_URL", f"http://127.0.0.1:{credits_port}"),
         gallery_url=env_str(env, "GALLERY_URL", f"http://127.0.0.1:{gallery_port}"),
-        gateway_internal_url=env_str(env, "GATEWAY_INTERNAL_URL", f"http://127.0.0.1:{gateway_port}"),
+        render_url=env_str(env, "RENDER_URL", f"http://127.0.0.1:{gateway_port}"),
         web_root=Path(env_str(env, "WEB_ROOT", str(PROJECT_ROOT / "web" / "dist"))),
-        signup_bonus=env_int(env, "SIGNUP_BONUS", 500),
-        price_per_image=env_int(env, "PRICE_PER_IMAGE", 15),
         render_queue=env_str(env, "RENDER_QUEUE", "render"),
         job_deadline_seconds=env_int(env, "JOB_DEADLINE_SECONDS", 600),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),

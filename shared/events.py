@@ -30,6 +30,7 @@ JOB_STREAM_TTL_SECONDS = 24 * 3600
 PLATFORM_STREAM = "platform:events"
 # Generous: consumer groups read within seconds; the cap only bounds a stream nobody reads.
 PLATFORM_STREAM_MAXLEN = 100_000
+USER_DELETED = "user.deleted"
 
 
 # Each open browser socket holds one pub/sub connection of its gateway process; redis-py's
@@ -94,6 +95,23 @@ def announce(client: redis.Redis, event_type: str, **fields: str) -> str:
     ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return client.xadd(PLATFORM_STREAM, {"type": event_type, "ts": ts, **fields},
                        maxlen=PLATFORM_STREAM_MAXLEN, approximate=True)
+
+
+def announce_user_deleted(client: redis.Redis, user_id: int) -> str:
+    """Auth deleted a user: credits closes the account, the gallery removes works and files."""
+    return announce(client, USER_DELETED, userId=str(user_id))
+
+
+def deleted_user_id(fields: dict[str, str]) -> int | None:
+    """The user id of a ``user.deleted`` announcement; None for any other entry (a malformed
+    one is logged and skipped: retrying it could never succeed)."""
+    if fields.get("type") != USER_DELETED:
+        return None
+    try:
+        return int(fields["userId"])
+    except (KeyError, ValueError):
+        log.error("user.deleted without a valid userId: %r; skipped", fields)
+        return None
 
 
 def ensure_group(client: redis.Redis, group: str, stream: str = PLATFORM_STREAM) -> None:

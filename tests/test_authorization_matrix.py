@@ -452,7 +452,7 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
            "JWT_PRIVATE_KEY_PATH": str(keys_dir / "jwt_private.pem"),
            "JWT_PUBLIC_KEY_PATH": str(keys_dir / "jwt_public.pem"),
            "AUTH_URL": running["auth"].url, "CREDITS_URL": running["credits"].url,
-           "GALLERY_URL": running["gallery"].url, "GATEWAY_INTERNAL_URL": running["outputs"].url,
+           "GALLERY_URL": running["gallery"].url, "RENDER_URL": running["outputs"].url,
            "RENDER_QUEUE": f"render-matrix-{unique}", "RATE_LIMIT_NAMESPACE": f"ratelimit-matrix-{unique}",
            "RATE_LIMIT_GLOBAL": "100000/minute", "RATE_LIMIT_GENERATE": "100000/minute"}
     settings = load_settings(env)

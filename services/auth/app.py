@@ -14,13 +14,13 @@ from shared.web import init_service_app
 from services.auth import api
 from services.auth.avatars import MAX_AVATAR_BYTES
 from services.auth.cli import auth_cli
-from services.auth.clients import CreditsReader, GalleryReader
 from services.auth.config import AuthSettings, load_auth_settings
 from services.auth.mail import Mailer, OutboxMailer, SmtpMailer
 from services.auth.revocation import Revocations
 from services.auth.service import AuthService, Peers
 from services.auth.tokens import TokenSigner
 from services.credits.client import CreditsClient
+from services.gallery.client import GalleryClient
 
 # The avatar plus multipart framing; anything larger is refused with 413 before it is read.
 MAX_REQUEST_BYTES = MAX_AVATAR_BYTES + 64 * 1024
@@ -38,8 +38,7 @@ def create_app(settings: Settings | None = None, auth_settings: AuthSettings | N
     db = Database(settings.auth_database_url)
     redis = redis_client(settings.redis_url)
     peers = Peers(credits=CreditsClient(settings.credits_url, settings.service_token),
-                  credits_reader=CreditsReader(settings.credits_url, settings.service_token),
-                  gallery=GalleryReader(settings.gallery_url, settings.service_token))
+                  gallery=GalleryClient(settings.gallery_url, settings.service_token))
     mailer: Mailer = (SmtpMailer(auth_settings.smtp, auth_settings.mail_from) if auth_settings.smtp
                       else OutboxMailer(settings.data_dir / "mail", auth_settings.mail_from))
     app.extensions["db"] = db

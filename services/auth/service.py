@@ -24,20 +24,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.db import Database, after_commit, isoformat, utcnow
+from shared.events import announce_user_deleted
 from shared.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceError, Unauthorized
 from shared.storage import Storage, content_key
 from shared.tokens import Claims
 from services.auth import sessions
 from services.auth.avatars import render_avatar
-from services.auth.clients import CreditsReader, GalleryReader
 from services.auth.config import AuthSettings
 from services.auth.mail import Mailer
 from services.auth.models import MAX_ID, PasswordResetToken, RefreshToken, User
 from services.auth.passwords import hash_password, verify_password
-from services.auth.platform_events import publish_user_deleted
 from services.auth.revocation import Revocations
 from services.auth.tokens import TokenSigner, new_secret, secret_digest
 from services.credits.client import CreditsClient
+from services.gallery.client import GalleryClient
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,7 @@ class Peers:
     """The other services auth calls."""
 
     credits: CreditsClient
-    credits_reader: CreditsReader
-    gallery: GalleryReader
+    gallery: GalleryClient
 
 
 class AuthService:
@@ -309,7 +308,7 @@ class AuthService:
 
     def _announce_deletion(self, user_id: int) -> None:
         try:
-            publish_user_deleted(self.events, user_id)
+            announce_user_deleted(self.events, user_id)
         except redis.RedisError:
             # The account is gone either way; an operator replays the event from this line.
             log.error("user.deleted for user %s NOT announced on platform:events; replay it", user_id,
@@ -319,7 +318,7 @@ class AuthService:
         """Everything the platform holds about the caller, as JSON: profile, credit history, works."""
         profile = self.profile(claims.user_id)
         return {"exportedAt": isoformat(utcnow()), "profile": profile,
-                "credits": {"transactions": self.peers.credits_reader.transactions(access_token)},
+                "credits": {"transactions": self.peers.credits.transactions(access_token)},
                 "works": self.peers.gallery.my_works(access_token)}
 
     # Public profile
@@ -332,7 +331,16 @@ class AuthService:
             raise NotFound("This user does not exist.", code="USER_NOT_FOUND")
         return {"id": user.id, "username": user.username, "avatarUrl": user.avatar_url(self.storage),
                 "bio": user.bio, "joinedAt": isoformat(user.created_at),
-                "counts": self.peers.gallery.user_stats(user.id)}
+                "counts": self._public_counts(user.id)}
+
+    def _public_counts(self, user_id: int) -> dict[str, int]:
+        """The gallery's counts of a user; zeros (with a warning) when the gallery cannot say."""
+        try:
+            return self.peers.gallery.user_stats(user_id)
+        except (ServiceError, KeyError, TypeError, ValueError) as exc:
+            log.warning("gallery stats of user %s unavailable (%s); showing zeros", user_id,
+                        getattr(exc, "code", exc.__class__.__name__))
+            return {"works": 0, "likesReceived": 0}
 
     # Administration
 

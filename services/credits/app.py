@@ -24,7 +24,7 @@ def create_app(settings: Settings | None = None, config: CreditsConfig | None = 
     redis = redis_client(settings.redis_url)
     app.extensions["db"] = db
     app.extensions["redis"] = redis  # shared.tokens checks revocations with it on every request
-    app.extensions["credits"] = CreditsService(db, EventBus(redis), config, settings.signup_bonus,
+    app.extensions["credits"] = CreditsService(db, EventBus(redis), config, config.signup_bonus,
                                                GalleryNotifications(settings.gallery_url, settings.service_token))
 
     init_service_app(app, settings, internal=True,

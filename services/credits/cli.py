@@ -6,10 +6,10 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from shared.errors import ServiceError
+from services.auth.client import MAX_ID_PAGE, AuthClient
 from services.credits.audit import audit
 from services.credits.service import CreditsService
 from services.credits.sweeper import jobs_client, sweep_holds
-from services.credits.users import MAX_PAGE, UsersClient
 
 credits_cli = AppGroup("credits", help="Check and repair credit accounts.")
 
@@ -19,14 +19,14 @@ def _credits() -> CreditsService:
 
 
 @credits_cli.command("init-credits")
-@click.option("--page-size", default=MAX_PAGE, show_default=True, type=click.IntRange(1, MAX_PAGE))
+@click.option("--page-size", default=MAX_ID_PAGE, show_default=True, type=click.IntRange(1, MAX_ID_PAGE))
 def init_credits(page_size: int) -> None:
     """Give the signup bonus to every user who never received it (by key), whatever their balance."""
     settings = current_app.config["SETTINGS"]
-    users = UsersClient(settings.auth_url, settings.service_token)
+    users = AuthClient(settings.auth_url, settings.service_token, timeout=10.0)
     seen = granted = 0
     try:
-        for ids in users.id_pages(page_size):
+        for ids in users.user_id_pages(page_size):
             seen += len(ids)
             done = _credits().grant_signup_bonuses(ids)
             granted += len(done)
@@ -56,7 +56,7 @@ def sweep_holds_command(limit: int) -> None:
     """Release expired holds whose jobs are finished or unknown to the gateway."""
     jobs = jobs_client(current_app)
     try:
-        report = sweep_holds(_credits(), jobs.status, limit=limit)
+        report = sweep_holds(_credits(), jobs.job_status, limit=limit)
     finally:
         jobs.close()
     for job_id, credits in report.released.items():

@@ -1,13 +1,14 @@
-"""HTTP client for the credits internal API, used by auth, the gateway and the render worker."""
+"""The credits service's API as other services call it: accounts, holds, captures and
+releases (auth, render admission, the render worker), a user's ledger (auth's export)."""
 from __future__ import annotations
 
 from typing import Any
 
-from shared.internal_http import InternalHttp
+from shared.internal_http import InternalHttp, Timeout
 
 
 class CreditsClient:
-    def __init__(self, base_url: str, service_token: str, timeout: float = 5.0) -> None:
+    def __init__(self, base_url: str, service_token: str, timeout: Timeout = 5.0) -> None:
         self.http = InternalHttp(base_url, service_token, timeout, unavailable_code="CREDITS_UNAVAILABLE")
 
     def open_account(self, user_id: int) -> dict:
@@ -31,6 +32,10 @@ class CreditsClient:
 
     def release(self, job_id: str, idempotency_key: str) -> dict:
         return self.http.post(f"/internal/holds/{job_id}/release", {"idempotencyKey": idempotency_key})
+
+    def transactions(self, access_token: str) -> list[dict[str, Any]]:
+        """The whole ledger of the user whose access token is forwarded, newest first."""
+        return self.http.get_all_pages("/api/users/credits/transactions", access_token)
 
     def pricing(self) -> dict:
         """``{"pricing": {workflow: price per image}, "currency": "credits"}``."""

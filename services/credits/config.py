@@ -1,5 +1,6 @@
 """The credits service's own settings, read once from the environment and typed.
 
+``SIGNUP_BONUS``           credits every new account receives once (default 500)
 ``CREDITS_PRICING``        JSON object workflow → credits per image (positive integers)
 ``CREDITS_HOLD_TTL_SECONDS`` how long an unsettled hold lives (default 2 × JOB_DEADLINE_SECONDS)
 ``CREDITS_TIMEZONE``       IANA zone for "this month" in the stats (default Asia/Shanghai)
@@ -14,7 +15,7 @@ from datetime import timedelta
 from typing import Mapping
 from zoneinfo import ZoneInfo
 
-from shared.config import ConfigError, Settings, env_positive, env_timezone
+from shared.config import ConfigError, Settings, env_int, env_positive, env_timezone
 
 DEFAULT_PRICING = {"text2img": 15, "img2img": 15, "upscale": 10, "text2img_lora": 15, "flux_text2img": 15}
 MAX_PRICE_PER_IMAGE = 100_000
@@ -22,6 +23,7 @@ MAX_PRICE_PER_IMAGE = 100_000
 
 @dataclass(frozen=True)
 class CreditsConfig:
+    signup_bonus: int = 500
     pricing: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PRICING))
     hold_ttl: timedelta = timedelta(seconds=1200)
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
@@ -51,5 +53,8 @@ def load_credits_config(settings: Settings, env: Mapping[str, str] | None = None
     pricing = parse_pricing(raw_pricing) if raw_pricing else dict(DEFAULT_PRICING)
     zone = env_timezone(env, "CREDITS_TIMEZONE", "Asia/Shanghai")
     ttl = env_positive(env, "CREDITS_HOLD_TTL_SECONDS", 2 * settings.job_deadline_seconds)
-    return CreditsConfig(pricing=pricing, hold_ttl=timedelta(seconds=ttl), timezone=zone,
+    signup_bonus = env_int(env, "SIGNUP_BONUS", 500)
+    if signup_bonus < 0:
+        raise ConfigError(f"SIGNUP_BONUS must not be negative, got {signup_bonus}")
+    return CreditsConfig(signup_bonus=signup_bonus, pricing=pricing, hold_ttl=timedelta(seconds=ttl), timezone=zone,
                          sweep_interval_seconds=env_positive(env, "CREDITS_SWEEP_INTERVAL_SECONDS", 60))

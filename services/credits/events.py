@@ -16,7 +16,7 @@ import threading
 
 import redis
 
-from shared.events import PLATFORM_STREAM, GroupConsumer, redis_client
+from shared.events import PLATFORM_STREAM, GroupConsumer, deleted_user_id, redis_client
 from services.credits.service import CreditsService
 
 log = logging.getLogger(__name__)
@@ -24,12 +24,8 @@ GROUP = "credits"
 
 
 def handle(credits: CreditsService, fields: dict[str, str]) -> None:
-    if fields.get("type") != "user.deleted":
-        return
-    try:
-        user_id = int(fields["userId"])
-    except (KeyError, ValueError):
-        log.error("user.deleted without a valid userId: %r; skipped", fields)
+    user_id = deleted_user_id(fields)
+    if user_id is None:
         return
     closed = credits.close_account(user_id)
     if not closed.already_closed or closed.released:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 
-from services.gallery.client import NotificationsClient
+from services.gallery.client import GalleryClient
 
 MAX_DEDUPE_KEY = 128  # the gallery's limit
 
@@ -12,7 +12,7 @@ class GalleryNotifications:
     """Grant notices through the gallery's bell (best effort: the grant has committed already)."""
 
     def __init__(self, base_url: str, service_token: str, timeout: float = 3.0) -> None:
-        self.client = NotificationsClient(base_url, service_token, timeout)
+        self.client = GalleryClient(base_url, service_token, timeout)
 
     def credits_granted(self, user_id: int, amount: int, reason: str, key: str) -> None:
         """Notify ``user_id`` of a grant; ``key`` is the grant's ledger idempotency key, so a

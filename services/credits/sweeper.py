@@ -4,8 +4,8 @@ Run periodically with ``python -m services.credits.sweeper`` (one process), or o
 ``flask --app services.credits.app:create_app credits sweep-holds``.
 
 A hold outlives its job's deadline (``CREDITS_HOLD_TTL_SECONDS``, default twice the job
-deadline). Past that, the sweeper asks the gateway about the job: when it has finished or
-the gateway does not know it, the rest of the hold goes back to the user under the key
+deadline). Past that, the sweeper asks the render domain about the job: when it has finished or
+the render domain does not know it, the rest of the hold goes back to the user under the key
 ``expire:<jobId>``; a job still queued or running keeps its hold (its worker settles it).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Callable
 from flask import Flask
 
 from shared.errors import ServiceError
-from services.credits.jobs import FINISHED_STATUSES, JobsClient
+from services.render.client import FINISHED_JOB_STATUSES, RenderClient
 from services.credits.service import CreditsService
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ JobStatus = Callable[[str], "str | None"]
 class SweepReport:
     released: dict[str, int] = field(default_factory=dict)  # job id → credits returned
     kept: list[str] = field(default_factory=list)  # jobs still running
-    unreachable: list[str] = field(default_factory=list)  # the gateway could not say
+    unreachable: list[str] = field(default_factory=list)  # the render domain could not say
 
     def summary(self) -> str:
         return (f"released {len(self.released)} holds ({sum(self.released.values())} credits), "
@@ -46,10 +46,10 @@ def sweep_holds(credits: CreditsService, job_status: JobStatus, now: datetime | 
         try:
             status = job_status(job_id)
         except ServiceError as exc:
-            log.warning("could not ask the gateway about job %s: %s", job_id, exc.message)
+            log.warning("could not ask the render domain about job %s: %s", job_id, exc.message)
             report.unreachable.append(job_id)
             continue
-        if status is not None and status not in FINISHED_STATUSES:
+        if status is not None and status not in FINISHED_JOB_STATUSES:
             report.kept.append(job_id)
             continue
         released = credits.expire_hold(job_id, now)
@@ -58,9 +58,9 @@ def sweep_holds(credits: CreditsService, job_status: JobStatus, now: datetime | 
     return report
 
 
-def jobs_client(app: Flask) -> JobsClient:
+def jobs_client(app: Flask) -> RenderClient:
     settings = app.config["SETTINGS"]
-    return JobsClient(settings.gateway_internal_url, settings.service_token)
+    return RenderClient(settings.render_url, settings.service_token)
 
 
 def run_sweeper(app: Flask, interval: float, stop: threading.Event | None = None) -> None:
@@ -75,7 +75,7 @@ def run_sweeper(app: Flask, interval: float, stop: threading.Event | None = None
     try:
         while not stop.is_set():
             try:
-                report = sweep_holds(credits, jobs.status)
+                report = sweep_holds(credits, jobs.job_status)
                 if report.released or report.unreachable:
                     log.info("hold sweep: %s", report.summary())
             except Exception:  # a background loop must outlive one bad pass (e.g. the database restarting)

@@ -11,9 +11,10 @@ from shared.web import configure_logging, init_service_app
 
 from . import api
 from .authors import AuthorDirectory
+from services.auth.client import AuthClient
+from services.render.client import RenderClient
 from .cli import gallery_cli
 from .config import load_gallery_config
-from .outputs import OutputsClient
 from .service import Gallery
 
 
@@ -27,9 +28,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     redis = redis_client(settings.redis_url)
     app.extensions["redis"] = redis  # shared.tokens checks revoked tokens with it
     app.extensions["gallery"] = Gallery(
-        db=db, outputs=OutputsClient(settings.gateway_internal_url, settings.service_token),
+        db=db, outputs=RenderClient(settings.render_url, settings.service_token),
         storage=make_storage(settings),
-        authors=AuthorDirectory(settings.auth_url, settings.service_token, config.author_cache_seconds),
+        authors=AuthorDirectory(AuthClient(settings.auth_url, settings.service_token, timeout=2.0),
+                                config.author_cache_seconds),
         events=EventBus(redis), config=config)
 
     init_service_app(app, settings, internal=True, ready_checks={"database": db.ping})

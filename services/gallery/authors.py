@@ -13,9 +13,8 @@ import threading
 import time
 from typing import Any, Iterable
 
-import requests
-
-from shared.web import SERVICE_TOKEN_HEADER
+from services.auth.client import AuthClient
+from shared.errors import ServiceError
 
 log = logging.getLogger(__name__)
 FAILURE_CACHE_SECONDS = 30
@@ -23,23 +22,15 @@ MAX_ENTRIES = 50_000
 
 
 class AuthorDirectory:
-    def __init__(self, auth_url: str, service_token: str, ttl_seconds: int, timeout: float = 2.0) -> None:
-        self.base_url = auth_url.rstrip("/")
+    def __init__(self, auth: AuthClient, ttl_seconds: int) -> None:
+        self.auth = auth
         self.ttl = ttl_seconds
-        self.timeout = timeout
-        self.session = requests.Session()
-        self.session.headers[SERVICE_TOKEN_HEADER] = service_token
         self._cache: dict[int, tuple[float, dict[str, Any] | None]] = {}
         self._lock = threading.Lock()
 
     def fetch(self, user_id: int) -> dict[str, Any] | None:
-        """The directory entry (``id, username, avatarUrl, role, isActive`` and whatever else
-        auth adds); None for an unknown user. Raises requests/ValueError errors when auth fails."""
-        response = self.session.get(f"{self.base_url}/internal/users/{user_id}", timeout=self.timeout)
-        if response.status_code == 404:
-            return None
-        response.raise_for_status()
-        return dict(response.json()["data"])
+        """The directory entry, uncached; None for an unknown user (ServiceError when auth fails)."""
+        return self.auth.user(user_id)
 
     def lookup(self, user_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """Cached entries of the known users among ``user_ids``."""
@@ -56,7 +47,7 @@ class AuthorDirectory:
     def _refresh(self, user_id: int, now: float) -> tuple[float, dict[str, Any] | None]:
         try:
             entry: tuple[float, dict[str, Any] | None] = (now + self.ttl, self.fetch(user_id))
-        except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
+        except (ServiceError, ValueError, TypeError) as exc:
             log.warning("author %s not readable from auth (%s)", user_id, exc.__class__.__name__)
             entry = (now + FAILURE_CACHE_SECONDS, None)
         with self._lock:
@@ -66,4 +57,4 @@ class AuthorDirectory:
         return entry
 
     def close(self) -> None:
-        self.session.close()
+        self.auth.close()

@@ -1,25 +1,26 @@
-"""The gallery's internal API as other services call it: the notification bell."""
+"""The gallery's internal API as other services call it: the notification bell, a user's
+works and public counts, and which media files are public or still used."""
 from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from shared.errors import ServiceError
-from shared.internal_http import InternalHttp
+from shared.internal_http import InternalHttp, Timeout
 
 log = logging.getLogger(__name__)
 
 
-class NotificationsClient:
-    """``POST {gallery_url}/internal/notifications``, best effort: the caller's own change has
-    committed already, so a gallery that is down or refuses costs only the notice."""
-
-    def __init__(self, base_url: str, service_token: str, timeout: float = 3.0) -> None:
+class GalleryClient:
+    def __init__(self, base_url: str, service_token: str, timeout: Timeout = 5.0) -> None:
         self.http = InternalHttp(base_url, service_token, timeout, unavailable_code="GALLERY_UNAVAILABLE")
 
     def notify(self, user_id: int, kind: str, title: str, body: str = "", data: dict[str, Any] | None = None,
                dedupe_key: str | None = None) -> bool:
-        """Store and push one notification; the same ``dedupe_key`` is stored once."""
+        """Store and push one notification; the same ``dedupe_key`` is stored once. Best effort:
+        the caller's own change has committed already, so a gallery that is down or refuses
+        costs only the notice (logged, False)."""
         payload: dict[str, Any] = {"userId": user_id, "type": kind, "title": title, "body": body,
                                    "data": data or {}}
         if dedupe_key:
@@ -31,6 +32,23 @@ class NotificationsClient:
                         exc.code, exc.message)
             return False
         return True
+
+    def my_works(self, access_token: str) -> list[dict[str, Any]]:
+        """Every work of the user whose access token is forwarded."""
+        return self.http.get_all_pages("/api/works/my", access_token)
+
+    def user_stats(self, user_id: int) -> dict[str, int]:
+        """``{"works", "likesReceived"}`` of a user."""
+        stats = self.http.get(f"/internal/users/{user_id}/stats")
+        return {"works": int(stats["works"]), "likesReceived": int(stats["likesReceived"])}
+
+    def media_is_public(self, key: str) -> bool:
+        """Whether a media key belongs to a listed work (served without a signature)."""
+        return self.http.get(f"/internal/media/{quote(key)}/access")["public"] is True
+
+    def referenced_keys(self, keys: list[str]) -> set[str]:
+        """Which of ``keys`` any work still uses."""
+        return set(self.http.post("/internal/media/referenced", {"keys": keys})["referenced"])
 
     def close(self) -> None:
         self.http.close()

@@ -15,7 +15,7 @@ import threading
 import redis
 
 from shared import events
-from shared.events import PLATFORM_STREAM, GroupConsumer
+from shared.events import PLATFORM_STREAM, GroupConsumer, deleted_user_id
 
 from .service import Gallery, remove_user
 
@@ -29,12 +29,8 @@ def ensure_group(client: redis.Redis) -> None:
 
 
 def handle(gallery: Gallery, fields: dict[str, str]) -> None:
-    if fields.get("type") != "user.deleted":
-        return
-    try:
-        user_id = int(fields["userId"])
-    except (KeyError, ValueError):
-        log.error("user.deleted without a valid userId: %r; skipped", fields)
+    user_id = deleted_user_id(fields)
+    if user_id is None:
         return
     removed = remove_user(gallery, user_id)
     log.info("user %s deleted: removed %s works and %s likes", user_id, removed["works"], removed["likes"])

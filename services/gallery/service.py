@@ -29,7 +29,7 @@ from shared.tokens import Claims
 from .authors import AuthorDirectory
 from .config import GalleryConfig
 from .models import Notification, Work, WorkHit, WorkLike, WorkReport, WorkTag
-from .outputs import OutputsClient, RenderOutput
+from services.render.client import OutputRecord, RenderClient
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Gallery:
     """What the gallery's functions depend on, built once per app."""
 
     db: Database
-    outputs: OutputsClient
+    outputs: RenderClient
     storage: Storage
     authors: AuthorDirectory
     events: EventBus | None
@@ -182,7 +182,7 @@ def _work_key(output_key: str) -> str:
     return WORK_KEY_PREFIX + output_key
 
 
-def _copy_files(gallery: Gallery, output: RenderOutput) -> tuple[str, str]:
+def _copy_files(gallery: Gallery, output: OutputRecord) -> tuple[str, str]:
     """Give the work its own copies of the output's image and thumbnail."""
     pairs = [(output.image_key, _work_key(output.image_key)),
              (output.thumbnail_key, _work_key(output.thumbnail_key))]
@@ -199,7 +199,7 @@ def _copy_files(gallery: Gallery, output: RenderOutput) -> tuple[str, str]:
     return pairs[0][1], pairs[1][1]
 
 
-def _ensure_copied(gallery: Gallery, outputs: list[RenderOutput]) -> None:
+def _ensure_copied(gallery: Gallery, outputs: list[OutputRecord]) -> None:
     """After commit: restore a copy that a concurrent delete of an identical work removed."""
     for output in outputs:
         for source in (output.image_key, output.thumbnail_key):
@@ -230,7 +230,7 @@ def _already_saved(session: Session, output_id: str) -> Conflict:
                     details={"workId": work_id})
 
 
-def _new_work(user: Claims, output: RenderOutput, keys: tuple[str, str], title: str,
+def _new_work(user: Claims, output: OutputRecord, keys: tuple[str, str], title: str,
               data: dict[str, Any], is_public: bool, now: datetime) -> Work:
     tags = data.get("tags", [])
     description = data.get("description", "")
@@ -253,7 +253,7 @@ def _set_tags(session: Session, work_id: int, tags: list[str]) -> None:
         session.add_all([WorkTag(work_id=work_id, tag=tag) for tag in folded])
 
 
-def _insert_works(gallery: Gallery, user: Claims, rows: list[tuple[RenderOutput, str, tuple[str, str]]],
+def _insert_works(gallery: Gallery, user: Claims, rows: list[tuple[OutputRecord, str, tuple[str, str]]],
                   data: dict[str, Any], is_public: bool) -> list[dict[str, Any]]:
     with gallery.db.transaction() as session:
         now = utcnow()
@@ -272,14 +272,14 @@ def _insert_works(gallery: Gallery, user: Claims, rows: list[tuple[RenderOutput,
         return [dump_detail(gallery, session, work, user) for work in works]
 
 
-def _own_output(output: RenderOutput, user: Claims) -> None:
+def _own_output(output: OutputRecord, user: Claims) -> None:
     if output.user_id != user.user_id:
         raise Forbidden("This output belongs to someone else.", code="NOT_YOUR_OUTPUT")
 
 
 def save_work(gallery: Gallery, user: Claims, data: dict[str, Any]) -> dict[str, Any]:
     """Save one of the caller's render outputs as a work (one work per output)."""
-    output = gallery.outputs.get_output(data["output_id"])
+    output = gallery.outputs.output(data["output_id"])
     _own_output(output, user)
     with gallery.db.read() as session:
         if session.scalar(select(Work.id).where(Work.output_id == output.id)) is not None:

@@ -13,16 +13,14 @@ from __future__ import annotations
 import mimetypes
 import threading
 import time
-from urllib.parse import quote
 
-import requests
 from flask import Blueprint, Response, current_app, request, send_file, send_from_directory
 from flask.blueprints import BlueprintSetupState
 
+from services.gallery.client import GalleryClient
 from shared.config import Settings
-from shared.errors import Forbidden, NotFound
+from shared.errors import Forbidden, NotFound, ServiceError
 from shared.storage import SignatureExpired, SignatureInvalid, Storage, is_valid_key, make_storage
-from shared.web import SERVICE_TOKEN_HEADER
 
 PUBLIC_CACHE_CONTROL = "public, max-age=604800, immutable"
 PUBLIC_PREFIXES = ("avatars/",)
@@ -36,10 +34,8 @@ class PublicMedia:
     """Asks the gallery whether a key belongs to a listed work, with a short in-process cache.
     When the gallery cannot answer, the key is treated as not public (fail closed)."""
 
-    def __init__(self, gallery_url: str, service_token: str) -> None:
-        self.base_url = gallery_url.rstrip("/")
-        self.session = requests.Session()
-        self.session.headers[SERVICE_TOKEN_HEADER] = service_token
+    def __init__(self, gallery: GalleryClient) -> None:
+        self.gallery = gallery
         self._cache: dict[str, tuple[float, bool]] = {}
         self._lock = threading.Lock()
 
@@ -51,9 +47,8 @@ class PublicMedia:
         if cached and cached[0] > now:
             return cached[1]
         try:
-            response = self.session.get(f"{self.base_url}/internal/media/{quote(key)}/access", timeout=(1, 3))
-            public = response.status_code == 200 and response.json()["data"]["public"] is True
-        except (requests.RequestException, ValueError, KeyError, TypeError):
+            public = self.gallery.media_is_public(key)
+        except (ServiceError, KeyError, TypeError):
             return False
         with self._lock:
             if len(self._cache) >= ACCESS_CACHE_MAX:
@@ -66,7 +61,8 @@ class PublicMedia:
 def _setup(state: BlueprintSetupState) -> None:
     settings: Settings = state.app.config["SETTINGS"]
     state.app.extensions["media_storage"] = make_storage(settings)
-    state.app.extensions["media_public"] = PublicMedia(settings.gallery_url, settings.service_token)
+    state.app.extensions["media_public"] = PublicMedia(GalleryClient(settings.gallery_url, settings.service_token,
+                                                                    timeout=(1.0, 3.0)))
 
 
 def _settings() -> Settings:

@@ -25,7 +25,7 @@ from celery import Celery
 from PIL import Image
 
 from services.credits.client import CreditsClient
-from services.gallery.client import NotificationsClient
+from services.gallery.client import GalleryClient
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import ServiceError
@@ -60,7 +60,7 @@ class RenderContext:
     db: Database
     comfyui: ComfyUIClient
     credits: CreditsClient
-    notifications: NotificationsClient
+    gallery: GalleryClient
     events: EventBus
     storage: Storage
     worker_id: str
@@ -85,7 +85,7 @@ def build_context(settings: Settings, config: RenderConfig, worker_id: str, cele
     return RenderContext(settings=settings, config=config, db=Database(settings.render_database_url),
                          comfyui=ComfyUIClient(settings.comfyui_url, retry_seconds=config.comfyui_retry_seconds),
                          credits=CreditsClient(settings.credits_url, settings.service_token),
-                         notifications=NotificationsClient(settings.gallery_url, settings.service_token),
+                         gallery=GalleryClient(settings.gallery_url, settings.service_token, timeout=10.0),
                          events=EventBus(redis_client(settings.redis_url)),
                          storage=make_storage(settings), worker_id=worker_id,
                          templates=templates or TemplateStore(), celery=celery)
@@ -312,7 +312,7 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, *, delivered: int =
     elif status == "failed":
         _publish(ctx, job, "job.failed", {"errorCode": code, "errorClass": error_class, "message": message,
                                           "refunded": released, "images": delivered, "charged": charged})
-        ctx.notifications.notify(job.user_id, "job.failed", "生成失败 / Generation failed", message or "",
+        ctx.gallery.notify(job.user_id, "job.failed", "生成失败 / Generation failed", message or "",
                                  {"jobId": job.id, "errorCode": code, "refunded": released},
                                  dedupe_key=f"job.failed:{job.id}")
     else:

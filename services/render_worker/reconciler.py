@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.db import utcnow
-from shared.internal_http import InternalHttp
 
 from . import jobs
 from .dispatch import message_marked, send_job
@@ -102,15 +101,13 @@ class ReconcilerThread(threading.Thread):
     def __init__(self, ctx: RenderContext) -> None:
         super().__init__(name="render-reconciler", daemon=True)
         self.ctx = ctx
-        self.gallery = InternalHttp(ctx.settings.gallery_url, ctx.settings.service_token, 10.0,
-                                    unavailable_code="GALLERY_UNAVAILABLE")
         self._stopped = threading.Event()
 
     def run(self) -> None:
         while not self._stopped.wait(self.ctx.config.reconcile_seconds):
             try:
                 reconcile_once(self.ctx)
-                sweep_if_due(self.ctx, self.gallery)
+                sweep_if_due(self.ctx)
             except Exception:  # a failed pass is retried on the next tick
                 log.exception("reconciler pass failed")
 

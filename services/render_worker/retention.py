@@ -15,7 +15,6 @@ from sqlalchemy import delete, select
 
 from shared.db import utcnow
 from shared.errors import ServiceError
-from shared.internal_http import InternalHttp
 from shared.storage import remove_unreferenced
 
 from .models import RenderOutput
@@ -28,7 +27,7 @@ LOCK_KEY = "render:retention:lock"
 LOCK_SECONDS = 3600
 
 
-def sweep_expired_outputs(ctx: RenderContext, gallery: InternalHttp, now: datetime | None = None,
+def sweep_expired_outputs(ctx: RenderContext, now: datetime | None = None,
                           batch: int = 500) -> int:
     """Remove outputs older than the retention and their unreferenced files; returns rows removed."""
     cutoff = (now or utcnow()) - timedelta(days=ctx.config.output_retention_days)
@@ -45,7 +44,7 @@ def sweep_expired_outputs(ctx: RenderContext, gallery: InternalHttp, now: dateti
             used = set(session.scalars(select(RenderOutput.image_key).where(RenderOutput.image_key.in_(candidates))))
             used |= set(session.scalars(select(RenderOutput.thumbnail_key)
                                         .where(RenderOutput.thumbnail_key.in_(candidates))))
-        return used | set(gallery.post("/internal/media/referenced", {"keys": candidates})["referenced"])
+        return used | ctx.gallery.referenced_keys(candidates)
 
     try:
         remove_unreferenced(ctx.storage, keys, referenced)
@@ -54,11 +53,11 @@ def sweep_expired_outputs(ctx: RenderContext, gallery: InternalHttp, now: dateti
     return len(expired)
 
 
-def sweep_if_due(ctx: RenderContext, gallery: InternalHttp) -> int | None:
+def sweep_if_due(ctx: RenderContext) -> int | None:
     """Sweep when no worker of the pool did within the last hour; None when not due."""
     if not ctx.events.redis.set(LOCK_KEY, ctx.worker_id, nx=True, ex=LOCK_SECONDS):
         return None
-    removed = sweep_expired_outputs(ctx, gallery)
+    removed = sweep_expired_outputs(ctx)
     if removed:
         log.info("removed %s outputs older than %s days", removed, ctx.config.output_retention_days)
     return removed

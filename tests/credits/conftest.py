@@ -84,7 +84,7 @@ def fake_peers() -> Iterator[FakePeers]:
 
 @pytest.fixture
 def settings_env(settings_env, fake_peers):
-    return {**settings_env, "GATEWAY_INTERNAL_URL": fake_peers.url, "AUTH_URL": fake_peers.url,
+    return {**settings_env, "RENDER_URL": fake_peers.url, "AUTH_URL": fake_peers.url,
             "GALLERY_URL": fake_peers.url}
 
 

@@ -167,7 +167,7 @@ def test_an_entry_is_acknowledged_only_after_the_closing_committed(
     user_id = new_user_id()
     hold(client, service_headers, user_id, job_id)
     unreachable = Database(f"sqlite:///{tmp_path / 'missing' / 'credits.db'}")
-    broken = CreditsService(unreachable, EventBus(redis), CreditsConfig(), settings.signup_bonus)
+    broken = CreditsService(unreachable, EventBus(redis), CreditsConfig(), CreditsConfig().signup_bonus)
     failing = events.consumer(broken, redis, "worker-1", stream=stream)
     failing.ensure_group()
     redis.xadd(stream, {"type": "user.deleted", "userId": str(user_id), "ts": "x"})

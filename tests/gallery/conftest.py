@@ -106,7 +106,7 @@ def fake_gateway():
 
 @pytest.fixture
 def settings_env(settings_env, fake_gateway):
-    return {**settings_env, "GATEWAY_INTERNAL_URL": fake_gateway.url, "AUTH_URL": fake_gateway.url}
+    return {**settings_env, "RENDER_URL": fake_gateway.url, "AUTH_URL": fake_gateway.url}
 
 
 @pytest.fixture

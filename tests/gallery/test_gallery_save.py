@@ -129,19 +129,19 @@ def test_saving_the_same_output_twice_is_409_with_the_work_id(make_user, add_out
     assert _count_works(app, output_id) == 1
 
 
-def test_save_when_the_gateway_is_down_is_503(settings_env, service_headers, issue_token):
-    settings = load_settings({**settings_env, "GATEWAY_INTERNAL_URL": f"http://127.0.0.1:{free_port()}"})
+def test_save_when_the_render_api_is_down_is_503(settings_env, service_headers, issue_token):
+    settings = load_settings({**settings_env, "RENDER_URL": f"http://127.0.0.1:{free_port()}"})
     app = create_app(settings)
     headers = {**service_headers, "Authorization": f"Bearer {issue_token(7, 'seven')}"}
 
     response = app.test_client().post("/api/works/save", headers=headers, json={"outputId": "abc", "title": "x"})
 
     assert response.status_code == 503
-    assert response.get_json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert response.get_json()["error"]["code"] == "RENDER_UNAVAILABLE"
     app.extensions["gallery"].db.dispose()
 
 
-def test_save_when_the_gateway_fails_is_503(make_user, add_output, fake_gateway):
+def test_save_when_the_render_api_fails_is_503(make_user, add_output, fake_gateway):
     response = make_user().post("/api/works/save", json={"outputId": fake_gateway.BROKEN_ID, "title": "x"})
     assert response.status_code == 503
     assert response.get_json()["error"]["details"] == {"upstreamStatus": 500}

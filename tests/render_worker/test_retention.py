@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -13,16 +14,8 @@ from services.render_worker.models import RenderOutput
 from services.render_worker.pipeline import build_context
 from services.render_worker.retention import sweep_expired_outputs
 from shared.db import utcnow
-from shared.internal_http import InternalHttp
 from shared.storage import content_key
 from tests.conftest import TEST_SERVICE_TOKEN, serve
-
-
-@pytest.fixture
-def ctx(render_settings):
-    context = build_context(render_settings, RenderConfig(output_retention_days=30), "render@retention")
-    yield context
-    context.db.dispose()
 
 
 @pytest.fixture
@@ -38,8 +31,16 @@ def gallery_keys():
         return jsonify({"success": True, "data": {"referenced": [key for key in keys if key in used]}})
 
     running = serve(app)
-    yield InternalHttp(running.url, TEST_SERVICE_TOKEN, 5.0, unavailable_code="GALLERY_UNAVAILABLE"), used
+    yield running.url, used
     running.stop()
+
+
+@pytest.fixture
+def ctx(render_settings, gallery_keys):
+    settings = replace(render_settings, gallery_url=gallery_keys[0])
+    context = build_context(settings, RenderConfig(output_retention_days=30), "render@retention")
+    yield context
+    context.db.dispose()
 
 
 def _output(ctx, age_days: float, content: bytes) -> RenderOutput:
@@ -54,7 +55,7 @@ def _output(ctx, age_days: float, content: bytes) -> RenderOutput:
 
 
 def test_expired_outputs_go_with_their_files_and_recent_ones_stay(ctx, gallery_keys):
-    gallery, used = gallery_keys
+    used = gallery_keys[1]
     marker = uuid.uuid4().bytes
     old = _output(ctx, 31, b"old" + marker)
     old_in_a_work = _output(ctx, 40, b"saved" + marker)
@@ -63,7 +64,7 @@ def test_expired_outputs_go_with_their_files_and_recent_ones_stay(ctx, gallery_k
     old_twin, recent_twin = _output(ctx, 35, shared_content), _output(ctx, 1, shared_content)
     recent = _output(ctx, 29, b"recent" + marker)
 
-    removed = sweep_expired_outputs(ctx, gallery, batch=10_000)
+    removed = sweep_expired_outputs(ctx, batch=10_000)
 
     assert removed >= 3
     with ctx.db.read() as session:
@@ -74,4 +75,4 @@ def test_expired_outputs_go_with_their_files_and_recent_ones_stay(ctx, gallery_k
     assert ctx.storage.exists(old_in_a_work.image_key), "a work still uses it"
     assert ctx.storage.exists(old_twin.image_key), "a recent output has the same content"
     assert ctx.storage.exists(recent.image_key)
-    assert sweep_expired_outputs(ctx, gallery) == 0
+    assert sweep_expired_outputs(ctx) == 0

@@ -8,7 +8,6 @@ def test_development_defaults_put_everything_under_the_data_folder(tmp_path):
     assert settings.database_url == f"sqlite:///{tmp_path / 'platform.db'}"
     assert settings.credits_database_url == settings.database_url
     assert settings.jwt_private_key_path.parent == tmp_path / "keys"
-    assert settings.signup_bonus == 500 and settings.price_per_image == 15
 
 
 def test_development_service_token_is_generated_once_per_data_folder(tmp_path):

@@ -1,0 +1,38 @@
+"""The auth service's internal API as other services call it: the user directory."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+from shared.errors import ServiceError
+from shared.internal_http import InternalHttp, Timeout, is_not_found
+
+MAX_ID_PAGE = 1000
+
+
+class AuthClient:
+    def __init__(self, base_url: str, service_token: str, timeout: Timeout = 5.0) -> None:
+        self.http = InternalHttp(base_url, service_token, timeout, unavailable_code="AUTH_UNAVAILABLE")
+
+    def user(self, user_id: int) -> dict[str, Any] | None:
+        """The directory entry (``id, username, avatarUrl, role, isActive``, …); None for an unknown user."""
+        try:
+            return dict(self.http.get(f"/internal/users/{user_id}"))
+        except ServiceError as exc:
+            if is_not_found(exc, "USER_NOT_FOUND"):
+                return None
+            raise
+
+    def user_id_pages(self, page_size: int = MAX_ID_PAGE) -> Iterator[list[int]]:
+        """Every user id in ascending pages of at most ``page_size``."""
+        after = 0
+        while True:
+            data = self.http.get("/internal/users/ids", params={"after": after, "limit": min(page_size, MAX_ID_PAGE)})
+            ids = [int(user_id) for user_id in data["ids"]]
+            if ids:
+                yield ids
+            if data.get("next") is None or not ids:
+                return
+            after = int(data["next"])
+
+    def close(self) -> None:
+        self.http.close()
