@@ -234,7 +234,7 @@ class DirectClient:
 
 
 def text2img_graph(seed: int, steps: int, size: int = 512) -> dict:
-    from services.render_worker.workflows import build_graph, load_templates
+    from services.render.workflows import build_graph, load_templates
     template = load_templates()["text2img"]
     params = {"prompt": f"direct {seed}", "negativePrompt": "", "model": MODEL, "width": size, "height": size,
               "batchSize": 1, "steps": steps, "cfgScale": 7.0, "seed": seed, "sampler": "euler",

@@ -22,6 +22,7 @@ import requests
 from honcho.manager import Manager
 from honcho.printer import Printer
 
+from services.render.config import load_config as load_render_config
 from shared.config import Settings, load_settings
 from shared.embedded import redis_answers, redis_server_binary, redis_server_command
 from shared.migrate import upgrade_all
@@ -67,13 +68,14 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
         "credits-sweeper": [PY, "-m", "services.credits.sweeper"],
         "credits-events": [PY, "-m", "services.credits.events"],
         "gallery-events": [PY, "-m", "flask", "--app", "services.gallery.app:create_app", "gallery", "consume-events"],
-        "worker": [PY, "-m", "services.render_worker", "--comfyui", settings.comfyui_url,
+        "worker": [PY, "-m", "services.render_worker", "--comfyui", load_render_config(settings).comfyui_url,
                    "--name", f"render-{os.getpid()}", "--loglevel", settings.log_level],
     }
 
 
 def backing_services(settings: Settings, env: dict[str, str]) -> dict[str, list[str]]:
     """Embedded Redis and the ComfyUI emulator, only for what does not already answer."""
+    comfyui_url = load_render_config(settings).comfyui_url
     commands: dict[str, list[str]] = {}
     if not redis_answers(settings.redis_url):
         binary = redis_server_binary()
@@ -82,15 +84,15 @@ def backing_services(settings: Settings, env: dict[str, str]) -> dict[str, list[
         port = _port(settings.redis_url, 6379)
         commands["redis"] = redis_server_command(binary, port, settings.data_dir / "redis")
         print(f"Redis: none answers at {settings.redis_url}; starting an embedded redis-server on port {port}")
-    if not comfyui_answers(settings.comfyui_url):
-        port = _port(settings.comfyui_url, 8188)
+    if not comfyui_answers(comfyui_url):
+        port = _port(comfyui_url, 8188)
         commands["comfyui-emulator"] = [
             PY, "-m", "services.comfyui_emulator", "--host", "127.0.0.1", "--port", str(port),
             "--data-dir", str(settings.data_dir / "comfyui-emulator"),
             "--step-delay", os.environ.get("EMULATOR_STEP_DELAY", "0.15"),
         ]
         env["DEMO_BACKEND"] = "true"
-        print(f"ComfyUI: none answers at {settings.comfyui_url}; starting the built-in emulator "
+        print(f"ComfyUI: none answers at {comfyui_url}; starting the built-in emulator "
               "(demo backend: images are synthetic, not from a real model)")
     return commands
 

@@ -71,8 +71,6 @@ class Settings:
     gallery_database_url: str
     render_database_url: str
     redis_url: str
-    comfyui_url: str
-    demo_backend: bool
     service_token: str
     jwt_private_key_path: Path
     jwt_public_key_path: Path
@@ -83,7 +81,6 @@ class Settings:
     gallery_url: str
     render_url: str  # the render domain's API, mounted by the gateway
     web_root: Path
-    render_queue: str
     job_deadline_seconds: int
     log_level: str
 
@@ -146,8 +143,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         gallery_database_url=env_str(env, "GALLERY_DATABASE_URL", database_url),
         render_database_url=env_str(env, "RENDER_DATABASE_URL", database_url),
         redis_url=env_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0"),
-        comfyui_url=env_str(env, "COMFYUI_URL", "http://127.0.0.1:8188").rstrip("/"),
-        demo_backend=env_bool(env, "DEMO_BACKEND", False),
         service_token=_service_token(env, app_env, data_dir),
         jwt_private_key_path=private_key,
         jwt_public_key_path=public_key,
@@ -158,7 +153,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         gallery_url=env_str(env, "GALLERY_URL", f"http://127.0.0.1:{gallery_port}"),
         render_url=env_str(env, "RENDER_URL", f"http://127.0.0.1:{gateway_port}"),
         web_root=Path(env_str(env, "WEB_ROOT", str(PROJECT_ROOT / "web" / "dist"))),
-        render_queue=env_str(env, "RENDER_QUEUE", "render"),
         job_deadline_seconds=env_int(env, "JOB_DEADLINE_SECONDS", 600),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
     )

@@ -17,7 +17,10 @@ from alembic.config import Config
 
 from shared.config import PROJECT_ROOT, Settings, load_settings
 
-SERVICES = ("auth", "credits", "gallery", "render_worker")
+SERVICES = ("auth", "credits", "gallery", "render")
+# The render tables' history was begun when they lived in the worker's package; its version
+# table keeps that name, so existing databases do not replay their history.
+VERSION_TABLES = {"render": "alembic_version_render_worker"}
 
 
 def database_url(settings: Settings, service: str) -> str:
@@ -25,7 +28,7 @@ def database_url(settings: Settings, service: str) -> str:
         "auth": settings.auth_database_url,
         "credits": settings.credits_database_url,
         "gallery": settings.gallery_database_url,
-        "render_worker": settings.render_database_url,
+        "render": settings.render_database_url,
     }[service]
 
 
@@ -35,7 +38,7 @@ def alembic_config(service: str, url: str) -> Config:
     config.set_main_option("path_separator", "os")
     config.set_main_option("version_locations", str(PROJECT_ROOT / "services" / service / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    config.set_main_option("version_table", f"alembic_version_{service}")
+    config.set_main_option("version_table", VERSION_TABLES.get(service, f"alembic_version_{service}"))
     config.attributes["target_metadata"] = importlib.import_module(f"services.{service}.models").Base.metadata
     return config
 

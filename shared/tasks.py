@@ -1,5 +1,5 @@
 """Celery app factory and the names of every task, so services send tasks by name
-without importing worker code."""
+without importing worker code (senders name the queue; see services.render.dispatch)."""
 from __future__ import annotations
 
 from celery import Celery
@@ -21,7 +21,5 @@ def make_celery(settings: Settings, name: str) -> Celery:
         broker_connection_retry_on_startup=True,
         # Above the longest job, so an unacknowledged job is redelivered only after its worker died.
         broker_transport_options={"visibility_timeout": settings.job_deadline_seconds + 300},
-        task_routes={RENDER_RUN_JOB: {"queue": settings.render_queue}},
-        task_default_queue=settings.render_queue,
     )
     return app

@@ -27,6 +27,8 @@ from shared.embedded import free_port, redis_answers, redis_server_binary, redis
 from shared.migrate import SERVICES, upgrade
 from shared.tokens import ensure_dev_keys
 
+pytest_plugins = ["tests.render_fixtures"]
+
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/"
 TEST_SERVICE_TOKEN = "test-service-token"
 

@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from services.render_worker.catalog import read_live_catalogs
+from services.render.catalog import read_live_catalogs
 from shared.config import PROJECT_ROOT
 from shared.embedded import free_port
 from shared.events import redis_client

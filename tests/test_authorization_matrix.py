@@ -34,8 +34,9 @@ from services.auth.config import load_auth_settings
 from services.credits.app import create_app as create_credits_app
 from services.gallery.app import create_app as create_gallery_app
 from services.gateway.app import create_app as create_gateway_app
-from services.gateway.config import load_gateway_config
-from services.render_worker.catalog import catalog_key, publish_catalog
+from services.gateway.config import load_config as load_gateway_config
+from services.render.config import load_config as load_render_config
+from services.render.catalog import catalog_key, publish_catalog
 from shared.config import load_settings
 from shared.events import redis_client
 from shared.tokens import ensure_dev_keys
@@ -462,10 +463,10 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
             "gallery": create_gallery_app(settings)}
     for name, late in servers.items():
         late.app = apps[name]
-    apps["gateway"] = create_gateway_app(settings, load_gateway_config(env))
+    apps["gateway"] = create_gateway_app(settings, load_gateway_config(settings, env), load_render_config(settings, env))
     redis = redis_client(redis_url)
     yield World(apps, outputs, settings.jwt_private_key_path.read_text(), redis)
-    redis.delete(catalog_key(MATRIX_WORKER), settings.render_queue)
+    redis.delete(catalog_key(MATRIX_WORKER), *redis.keys(f"render-matrix-{unique}.*"))
     redis.close()
     for server in running.values():
         server.stop()
@@ -474,7 +475,7 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
         gateway.extensions[name].close()
     gateway.extensions["gateway_openapi"].services.close()
     gateway.extensions["render"].db.dispose()
-    gateway.extensions["gateway_redis"].close()
+    gateway.extensions["redis"].close()
     apps["auth"].extensions["db"].dispose()
     apps["credits"].extensions["db"].dispose()
     apps["gallery"].extensions["gallery"].db.dispose()

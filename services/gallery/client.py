@@ -37,6 +37,11 @@ class GalleryClient:
         """Every work of the user whose access token is forwarded."""
         return self.http.get_all_pages("/api/works/my", access_token)
 
+    def work(self, work_id: int, access_token: str | None) -> dict[str, Any]:
+        """One work as the user whose token is forwarded sees it (``isOwner``, file URLs);
+        the callee's 404/403 when it is not theirs to see."""
+        return self.http.get(f"/api/works/{work_id}", access_token=access_token)["work"]
+
     def user_stats(self, user_id: int) -> dict[str, int]:
         """``{"works", "likesReceived"}`` of a user."""
         stats = self.http.get(f"/internal/users/{user_id}/stats")

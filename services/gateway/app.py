@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from flask import Flask
 
-from services.gateway import files, health, openapi, proxy, ratelimit, render, security, ws
-from services.gateway.config import GatewayConfig, load_gateway_config
+from services.gateway import files, health, openapi, proxy, ratelimit, security, ws
+from services.gateway.config import GatewayConfig, load_config
+from services.render.app import init_app as init_render
+from services.render.config import RenderConfig
 from shared.config import Settings, load_settings
 from shared.events import redis_client
 from shared.web import init_service_app
@@ -14,24 +16,25 @@ UPSTREAM_POOL_SIZE = 64
 WEBSOCKET_OPTIONS = {"ping_interval": 25, "max_message_size": 64 * 1024}
 
 
-def create_app(settings: Settings | None = None, config: GatewayConfig | None = None) -> Flask:
+def create_app(settings: Settings | None = None, config: GatewayConfig | None = None,
+               render_config: RenderConfig | None = None) -> Flask:
     settings = settings or load_settings()
-    config = config or load_gateway_config()
+    config = config or load_config(settings)
     app = Flask(__name__, static_folder=None)
     app.config["SOCK_SERVER_OPTIONS"] = WEBSOCKET_OPTIONS
 
     redis = redis_client(settings.redis_url)
+    render = init_render(app, settings, render_config)  # the render domain's API, mounted here: admission costs no extra hop
     probes = health.probe_session()
-    checks = health.dependency_checks(settings, probes, redis, lambda: app.extensions["render"].db)
+    checks = health.dependency_checks(settings, probes, redis, render)
     app.extensions["gateway_config"] = config
-    app.extensions["gateway_redis"] = redis
-    app.extensions["redis"] = redis  # shared.tokens checks revocations with it
+    app.extensions["redis"] = redis  # shared.tokens checks revocations with it; rate limits, sockets
     app.extensions["gateway_probes"] = probes
     app.extensions["gateway_checks"] = checks
 
     # Hooks run in this order: request id, body limits, rate limits, CORS preflight.
     init_service_app(app, settings, internal=False, ready_checks=checks,
-                     ready_info=health.informational_checks(redis))
+                     ready_info=health.informational_checks(render))
     security.init_security(app)
     ratelimit.init_rate_limits(app, config.rate_limits, redis, settings.service_token)
     security.init_cors(app, config.cors_origins)
@@ -40,5 +43,4 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.register_blueprint(files.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
-    render.init_app(app, settings)
     return app

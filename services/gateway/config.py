@@ -1,5 +1,5 @@
 """Settings only the gateway reads: the edge's rate limits, trusted proxies, CORS origins,
-upstream timeouts. Each is an environment variable; the README lists them.
+upstream timeouts, the demo notice. Each is an environment variable; the README lists them.
 
 ``RATE_LIMIT_*`` values are ``<count>/<period>`` such as ``5/minute``, ``3/hour`` or
 ``10/30 seconds`` (see ``services.gateway.ratelimit.parse_rate``).
@@ -12,7 +12,7 @@ from typing import Mapping
 
 from services.gateway.clientaddr import Network, parse_networks
 from services.gateway.ratelimit import Rate, RateLimits, parse_rate
-from shared.config import ConfigError, env_str
+from shared.config import ConfigError, Settings, env_bool, env_str
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class GatewayConfig:
     read_timeout: float      # for writes: an upstream may legitimately work for a while
     get_read_timeout: float  # reads should be quick; a hung upstream fails fast
     ws_recheck_seconds: float  # how often an open socket re-checks its token's revocation
+    demo_backend: bool = False  # images come from the ComfyUI emulator (make run says so on the page)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -55,7 +56,7 @@ def _origins(raw: str) -> frozenset[str]:
     return origins
 
 
-def load_gateway_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
+def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> GatewayConfig:
     env = os.environ if env is None else env
     try:
         trusted = parse_networks(env_str(env, "TRUSTED_PROXIES", ""))
@@ -76,4 +77,5 @@ def load_gateway_config(env: Mapping[str, str] | None = None) -> GatewayConfig:
         read_timeout=_seconds(env, "UPSTREAM_READ_TIMEOUT", 30.0),
         get_read_timeout=_seconds(env, "UPSTREAM_GET_READ_TIMEOUT", 10.0),
         ws_recheck_seconds=_seconds(env, "WS_RECHECK_SECONDS", 30.0),
+        demo_backend=env_bool(env, "DEMO_BACKEND", False),
     )

@@ -7,9 +7,9 @@ import redis
 import requests
 from flask import Blueprint, current_app
 
-from services.render_worker.catalog import read_live_catalogs
+from services.gateway.config import GatewayConfig
+from services.render.service import RenderService
 from shared.config import Settings
-from shared.db import Database
 from shared.errors import ok
 from shared.openapi import doc
 from shared.web import run_probes
@@ -34,12 +34,8 @@ def _service_probe(session: requests.Session, base_url: str) -> Callable[[], Non
     return probe
 
 
-def _database_probe(database: Callable[[], Database]) -> Callable[[], None]:
-    return lambda: database().ping()
-
-
 def dependency_checks(settings: Settings, session: requests.Session, redis_client: redis.Redis,
-                      render_database: Callable[[], Database]) -> dict[str, Callable[[], None]]:
+                      render: RenderService) -> dict[str, Callable[[], None]]:
     """One probe per required dependency; each raises when its dependency is not ready.
 
     Each downstream service's own ``/readyz`` covers its database and Redis.
@@ -49,22 +45,21 @@ def dependency_checks(settings: Settings, session: requests.Session, redis_clien
         "credits": _service_probe(session, settings.credits_url),
         "gallery": _service_probe(session, settings.gallery_url),
         "redis": redis_client.ping,
-        "renderDatabase": _database_probe(render_database),
+        "renderDatabase": render.db.ping,
     }
 
 
-def informational_checks(redis_client: redis.Redis) -> dict[str, Callable[[], object]]:
+def informational_checks(render: RenderService) -> dict[str, Callable[[], object]]:
     """Reported by ``/readyz`` but never failing it: jobs wait in the queue until a worker starts."""
-    return {"renderWorkers": lambda: len(read_live_catalogs(redis_client))}
+    return {"renderWorkers": lambda: len(render.live_catalogs())}
 
 
 @bp.get("/api/health")
 @doc("The platform's state for the web client: each component, live render workers, demo notice")
 def health():
-    settings: Settings = current_app.config["SETTINGS"]
     checks: dict[str, Callable[[], None]] = current_app.extensions["gateway_checks"]
-    redis_client = current_app.extensions["gateway_redis"]
-    outcomes = run_probes({**checks, **informational_checks(redis_client)})
+    config: GatewayConfig = current_app.extensions["gateway_config"]
+    outcomes = run_probes({**checks, **informational_checks(current_app.extensions["render"])})
     components: dict[str, object] = {name: "down" if isinstance(outcomes[name], Exception) else "ok"
                                      for name in checks}
     workers = outcomes["renderWorkers"]
@@ -73,7 +68,7 @@ def health():
     healthy = healthy and components["renderWorkers"] > 0
     return ok({
         "status": "ok" if healthy else "degraded",
-        "demoBackend": settings.demo_backend,
-        "notice": DEMO_NOTICE if settings.demo_backend else None,
+        "demoBackend": config.demo_backend,
+        "notice": DEMO_NOTICE if config.demo_backend else None,
         "components": components,
     })

@@ -23,7 +23,6 @@ from flask import current_app, request
 from flask_sock import Sock
 from simple_websocket import Server
 
-from services.render_worker import jobs
 from shared.config import Settings
 from shared.errors import NotFound, ServiceError, ServiceUnavailable, Unauthorized
 from shared.events import EventBus
@@ -113,9 +112,7 @@ def _handle_frame(ws: Server, raw: str | bytes, claims: Claims, bus: EventBus) -
 
 def _check_job_owner(user_id: int, job_id: str) -> None:
     """Raise NotFound unless the job is the user's (the socket's one database read)."""
-    db = current_app.extensions["render"].db
-    with db.transaction() as session:
-        jobs.get_user_job(session, user_id, job_id)
+    current_app.extensions["render"].check_job_owner(user_id, job_id)
 
 
 def _resume(ws: Server, frame: dict[str, Any], claims: Claims, bus: EventBus) -> None:
@@ -134,7 +131,7 @@ def _resume(ws: Server, frame: dict[str, Any], claims: Claims, bus: EventBus) ->
 
 @sock.route("/ws")
 def events_socket(ws: Server) -> None:
-    redis_client: redis.Redis = current_app.extensions["gateway_redis"]
+    redis_client: redis.Redis = current_app.extensions["redis"]
     recheck_every: float = current_app.extensions["gateway_config"].ws_recheck_seconds
     try:
         session = _authenticate(ws, redis_client)

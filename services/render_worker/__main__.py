@@ -20,7 +20,7 @@ log = logging.getLogger("render_worker")
 
 
 def _wait_for_comfyui(url: str) -> None:
-    from .comfyui import ComfyUIClient, ComfyUIError
+    from services.render_worker.comfyui import ComfyUIClient, ComfyUIError
 
     client, delay = ComfyUIClient(url), 0.5
     while True:
@@ -49,14 +49,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.prompts:
         os.environ["RENDER_PROMPTS_IN_FLIGHT"] = str(args.prompts)
 
+    from services.render.config import load_config
     from shared.config import load_settings
-    _wait_for_comfyui(load_settings().comfyui_url)
+    _wait_for_comfyui(load_config(load_settings()).comfyui_url)
 
-    from .worker import capable_queues, celery, config, context, settings
+    from services.render_worker.worker import capable_queues, celery, config, context
     queues = capable_queues(context(f"{args.name}@{socket.gethostname()}"))
     if not queues:
-        raise SystemExit(f"ComfyUI at {settings.comfyui_url} can run none of the workflows; not starting.")
-    print(f"render worker: ComfyUI at {settings.comfyui_url} runs {queues}", flush=True)
+        raise SystemExit(f"ComfyUI at {config.comfyui_url} can run none of the workflows; not starting.")
+    print(f"render worker: ComfyUI at {config.comfyui_url} runs {queues}", flush=True)
     celery.worker_main(["worker", "-Q", ",".join(queues), "--pool", "threads",
                         "--concurrency", str(config.prompts_in_flight), "-n", f"{args.name}@%h",
                         "--without-gossip", "--without-mingle", "--loglevel", args.loglevel])

@@ -32,14 +32,15 @@ from shared.errors import ServiceError
 from shared.events import EventBus, redis_client
 from shared.storage import Storage, StorageError, content_key, make_storage
 
-from . import jobs
-from .catalog import choices_from_object_info, worker_alive
-from .comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
+from services.render import jobs
+from services.render.catalog import worker_alive
+from services.render_worker.heartbeat import choices_from_object_info
+from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
                       outcome_from_history)
-from .config import RenderConfig
-from .dispatch import clear_marker, publish_positions, send_job
-from .models import RenderJob
-from .workflows import Template, TemplateStore, Variant, build_graph
+from services.render.config import RenderConfig
+from services.render.dispatch import clear_marker, publish_positions, send_job
+from services.render.models import RenderJob
+from services.render.workflows import Template, TemplateStore, Variant, build_graph
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class RenderContext:
 def build_context(settings: Settings, config: RenderConfig, worker_id: str, celery: Celery | None = None,
                   templates: TemplateStore | None = None) -> RenderContext:
     return RenderContext(settings=settings, config=config, db=Database(settings.render_database_url),
-                         comfyui=ComfyUIClient(settings.comfyui_url, retry_seconds=config.comfyui_retry_seconds),
+                         comfyui=ComfyUIClient(config.comfyui_url, retry_seconds=config.comfyui_retry_seconds),
                          credits=CreditsClient(settings.credits_url, settings.service_token),
                          gallery=GalleryClient(settings.gallery_url, settings.service_token, timeout=10.0),
                          events=EventBus(redis_client(settings.redis_url)),
@@ -283,28 +284,23 @@ def _store(storage: Storage, index: int, data: bytes) -> jobs.OutputFile:
                            height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
-def fail_and_refund(ctx_db: Database, credits: CreditsClient, events: EventBus, job: RenderJob, code: str,
-                    message: str) -> bool:
-    """Fail a job from outside its worker (the reconciler) and return its unspent hold."""
-    with ctx_db.transaction() as session:
-        changed = jobs.finish_job(session, job.id, "failed", error_code=code, error_class="system",
-                                  error_message=message)
-    if changed:
-        released = credits.release(job.id, f"release:{job.id}").get("released", 0)
-        events.publish(job.user_id, "job.failed", {"jobId": job.id, "errorCode": code, "errorClass": "system",
-                                                   "message": message, "refunded": released}, job_id=job.id)
-    return changed
+def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str) -> bool:
+    """Fail a job from outside its worker (the reconciler): charge what was delivered, return
+    the rest of the hold. False when the job had finished already."""
+    return _finish(ctx, job, "failed", delivered=_delivered(ctx, job), code=code, error_class="system",
+                   message=message)
 
 
 def _finish(ctx: RenderContext, job: RenderJob, status: str, *, delivered: int = 0, code: str | None = None,
-            error_class: str | None = None, message: str | None = None) -> None:
-    """Record the final state, return the unspent hold, then announce it."""
+            error_class: str | None = None, message: str | None = None) -> bool:
+    """Record the final state, return the unspent hold, then announce it; False when the job
+    had finished already."""
     with ctx.db.transaction() as session:
         changed = jobs.finish_job(session, job.id, status, error_code=code, error_class=error_class,
                                   error_message=message)
     if not changed:
         log.info("job %s was already finished; not finishing it again", job.id)
-        return
+        return False
     released = ctx.credits.release(job.id, f"release:{job.id}").get("released", 0)
     charged = delivered * job.price_per_image
     if status == "succeeded":
@@ -317,6 +313,7 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, *, delivered: int =
                                  dedupe_key=f"job.failed:{job.id}")
     else:
         _publish(ctx, job, "job.cancelled", {"refunded": released, "images": delivered, "charged": charged})
+    return True
 
 
 def _publish(ctx: RenderContext, job: RenderJob, event_type: str, data: dict[str, Any]) -> None:

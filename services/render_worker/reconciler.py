@@ -18,10 +18,10 @@ from datetime import timedelta
 
 from shared.db import utcnow
 
-from . import jobs
-from .dispatch import message_marked, send_job
-from .pipeline import RenderContext, fail_and_refund
-from .retention import sweep_if_due
+from services.render import jobs
+from services.render.dispatch import message_marked, send_job
+from services.render_worker.pipeline import RenderContext, fail_and_refund
+from services.render_worker.retention import sweep_if_due
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,14 @@ def _running(ctx: RenderContext, report: Report) -> None:
                        ctx.settings.job_deadline_seconds)
         if ctx.alive(job.worker or ""):
             overdue = job.started_at and now - job.started_at > timedelta(seconds=deadline + OVERDUE_GRACE_SECONDS)
-            if overdue and fail_and_refund(ctx.db, ctx.credits, ctx.events, job, "DEADLINE_EXCEEDED",
+            if overdue and fail_and_refund(ctx, job, "DEADLINE_EXCEEDED",
                                            "The job ran far past its deadline and was stopped."):
                 report.failed += 1
             continue
         if now - job.updated_at < timedelta(seconds=ctx.config.alive_ttl):
             continue  # just claimed or just beat; give the heartbeat its time
         if job.attempts >= ctx.config.max_attempts:
-            if fail_and_refund(ctx.db, ctx.credits, ctx.events, job, "WORKER_LOST",
+            if fail_and_refund(ctx, job, "WORKER_LOST",
                                f"The render worker was lost {job.attempts} times while running this job."):
                 report.failed += 1
             continue

@@ -17,8 +17,8 @@ from shared.db import utcnow
 from shared.errors import ServiceError
 from shared.storage import remove_unreferenced
 
-from .models import RenderOutput
-from .pipeline import RenderContext
+from services.render.models import RenderOutput
+from services.render_worker.pipeline import RenderContext
 
 log = logging.getLogger(__name__)
 

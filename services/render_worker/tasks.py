@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from shared.tasks import RENDER_RUN_JOB
 
-from .pipeline import render_job
-from .worker import celery, context
+from services.render_worker.pipeline import render_job
+from services.render_worker.worker import celery, context
 
 
 @celery.task(name=RENDER_RUN_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True)

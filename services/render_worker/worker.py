@@ -21,17 +21,18 @@ from celery.signals import worker_ready, worker_shutdown
 from shared.config import load_settings
 from shared.tasks import make_celery
 
-from .catalog import CatalogPublisher, runnable_workflows
-from .comfyui import ComfyUIError
-from .config import load_render_config
-from .dispatch import queue_name
-from .pipeline import RenderContext, build_context
-from .reconciler import ReconcilerThread
+from services.render.catalog import runnable_workflows
+from services.render_worker.heartbeat import CatalogPublisher
+from services.render_worker.comfyui import ComfyUIError
+from services.render.config import load_config
+from services.render.dispatch import queue_name
+from services.render_worker.pipeline import RenderContext, build_context
+from services.render_worker.reconciler import ReconcilerThread
 
 log = logging.getLogger(__name__)
 
 settings = load_settings()
-config = load_render_config(settings)
+config = load_config(settings)
 celery = make_celery(settings, "render_worker")
 celery.conf.update(
     broker_transport_options={"visibility_timeout": config.visibility_timeout},
@@ -61,7 +62,7 @@ def context(hostname: str | None) -> RenderContext:
 
 def capable_queues(ctx: RenderContext) -> list[str]:
     node_classes, choices = ctx.capabilities()
-    return [queue_name(settings.render_queue, name)
+    return [queue_name(config.queue_prefix, name)
             for name in runnable_workflows(ctx.templates.all(), node_classes, choices)]
 
 
@@ -83,7 +84,7 @@ def start_worker_threads(sender, **_kwargs) -> None:
     reconciler = ReconcilerThread(ctx)
     reconciler.start()
     _threads.extend([publisher, reconciler])
-    log.info("render worker %s serving %s on %s", ctx.worker_id, queues, settings.comfyui_url)
+    log.info("render worker %s serving %s on %s", ctx.worker_id, queues, config.comfyui_url)
 
 
 @worker_shutdown.connect

@@ -121,7 +121,7 @@ def test_model_lists_change_at_run_time(emu: Any) -> None:
 
 
 def test_flux_graph_with_conditioning_zero_out_runs(emu: Any) -> None:
-    from services.render_worker.workflows import load_templates
+    from services.render.workflows import load_templates
     graph = load_templates()["flux_text2img"].variants[0].graph
     graph = {**graph, "286": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux_demo.safetensors",
                                                                      "weight_dtype": "default"}},

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, Response, jsonify, request
 
 from services.gateway.app import create_app
-from services.gateway.config import load_gateway_config
+from services.gateway.config import load_config
 from shared.config import Settings, load_settings
 from shared.embedded import free_port
 from shared.tokens import ensure_dev_keys
@@ -111,7 +111,8 @@ def gateway_settings(gateway_env) -> Settings:
 
 def build_app(env: dict[str, str]) -> Flask:
     """A gateway built from ``env`` alone (settings and the gateway's own settings)."""
-    return create_app(build_settings(env), load_gateway_config(env))
+    settings = build_settings(env)
+    return create_app(settings, load_config(settings, env))
 
 
 @pytest.fixture
@@ -125,7 +126,7 @@ def close_app(app: Flask) -> None:
     app.extensions["gateway_proxy"].close()
     app.extensions["gateway_probes"].close()
     app.extensions["render"].db.dispose()
-    app.extensions["gateway_redis"].close()
+    app.extensions["redis"].close()
 
 
 @pytest.fixture

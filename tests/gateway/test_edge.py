@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from services.gateway.clientaddr import parse_networks, resolve_client
-from services.gateway.config import load_gateway_config
+from services.gateway.config import load_config
 from shared.config import ConfigError
 from shared.web import log_handler
 from tests.conftest import serve
@@ -60,14 +60,15 @@ def test_client_address_resolution(peer, forwarded, trusted, client):
     ("TRUSTED_PROXIES", "10.0.0.0/33"), ("TRUSTED_PROXIES", "proxy.local"),
     ("CORS_ORIGINS", "*"), ("CORS_ORIGINS", "example.com"),
     ("RATE_LIMIT_LOGIN", "lots"), ("UPSTREAM_READ_TIMEOUT", "0"), ("UPSTREAM_GET_READ_TIMEOUT", "soon"),
+    ("DEMO_BACKEND", "maybe"),
 ])
-def test_bad_edge_settings_stop_start_up(name, value):
+def test_bad_edge_settings_stop_start_up(name, value, settings):
     with pytest.raises(ConfigError, match=name):
-        load_gateway_config({name: value})
+        load_config(settings, {name: value})
 
 
-def test_edge_settings_defaults():
-    config = load_gateway_config({})
+def test_edge_settings_defaults(settings):
+    config = load_config(settings, {})
     assert config.trusted_proxies == () and config.cors_origins == frozenset()
     limits = config.rate_limits
     assert [rate.text for rate in (limits.global_ip, limits.login, limits.register, limits.generate)] == [

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from services.render_worker.catalog import catalog_key
+from services.render.catalog import catalog_key
 from shared.storage import LocalStorage, content_key, make_storage
 from tests.gateway.conftest import build_app, close_app
 
@@ -90,7 +90,7 @@ def test_security_headers_on_every_response(client, path):
 
 @pytest.fixture
 def live_worker(app, unique):
-    redis = app.extensions["gateway_redis"]
+    redis = app.extensions["redis"]
     key = catalog_key(f"test-{unique}")
     redis.set(key, json.dumps({"workerId": f"test-{unique}", "checkpoints": ["demo.safetensors"]}), ex=30)
     yield
@@ -146,7 +146,7 @@ def test_readyz_is_ready_when_every_dependency_answers(client, live_worker):
 
 def test_readyz_reports_no_render_worker_without_failing(client, redis_url):
     from shared.events import redis_client
-    from services.render_worker.catalog import read_live_catalogs
+    from services.render.catalog import read_live_catalogs
     probe = redis_client(redis_url)
     live = len(read_live_catalogs(probe))
     probe.close()

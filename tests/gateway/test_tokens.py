@@ -28,7 +28,7 @@ def test_revoked_tokens_are_refused_on_gateway_routes(app, client, issue_token, 
     token = issue_token(user_id, f"r_{unique}")
     headers = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/jobs", headers=headers).status_code == 200
-    redis = app.extensions["gateway_redis"]
+    redis = app.extensions["redis"]
     claims = jwt.decode(token, options={"verify_signature": False})
     key = revoked_token_key(claims["jti"]) if mark == "token" else revoked_user_key(user_id)
     redis.set(key, str(claims["iat"] + 1), ex=60)

@@ -182,8 +182,8 @@ def test_client_disconnect_unsubscribes(connect, issue_token, bus, unique):
 
 
 def test_resume_replays_own_job_events_only(app, connect, issue_token, bus, unique):
-    from services.render_worker import jobs
-    from services.render_worker.workflows import load_templates
+    from services.render import jobs
+    from services.render.workflows import load_templates
 
     owner_id, stranger_id = 5_000_000 + int(unique[:5], 16), 6_000_000 + int(unique[:5], 16)
     job_id = jobs.new_job_id()

@@ -12,12 +12,13 @@ import pytest
 import requests
 from PIL import Image
 
-from services.render_worker.catalog import collect_catalog
+from services.render.catalog import CATALOG_KINDS
+from services.render_worker.heartbeat import collect_catalog
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ProgressTracker, PromptInterrupted,
                                             PromptRejected, RunHooks, combo_choices, preview_image)
-from services.render_worker.workflows import build_graph, load_templates, validate_params
+from services.render.workflows import build_graph, load_templates, validate_params
 
-from .conftest import MODEL
+from tests.render_fixtures import MODEL
 
 
 @pytest.fixture(scope="module")
@@ -164,6 +165,7 @@ def test_catalog_reads_both_combo_spellings(client):
     assert catalog["comfyuiVersion"] and catalog["devices"] and "KSampler" in catalog["nodes"]
     assert set(catalog["workflows"]) == {"text2img", "img2img", "upscale", "text2img_lora", "flux_text2img"}
     assert catalog["variants"]["upscale"] == "model"
+    assert set(CATALOG_KINDS) <= set(catalog), "the worker reads every kind the render domain lists"
     only = collect_catalog(client, "render@test", templates, ["render.text2img"], 2)
     assert only["workflows"] == ["text2img"], "a worker offers only the workflows whose queues it consumes"
     assert combo_choices(["COMBO", {"options": ["a", "b"], "multiselect": False}]) == ["a", "b"]

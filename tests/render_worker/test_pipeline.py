@@ -3,22 +3,22 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
 from sqlalchemy import text
 
-from services.render_worker import jobs
-from services.render_worker.config import RenderConfig
+from services.render import jobs
 from services.render_worker.pipeline import RenderContext, build_context, render_job
-from services.render_worker.workflows import validate_params
+from services.render.workflows import validate_params
 from shared.events import redis_client, user_channel
 
-from .conftest import MODEL
+from tests.render_fixtures import MODEL
 
 
 @pytest.fixture
-def ctx(render_settings):
-    context = build_context(render_settings, RenderConfig(comfyui_retry_seconds=1.0), "render@test")
+def ctx(render_settings, render_config):
+    context = build_context(render_settings, replace(render_config, comfyui_retry_seconds=1.0), "render@test")
     yield context
     context.comfyui.close()
     context.credits.close()

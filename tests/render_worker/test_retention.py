@@ -9,8 +9,7 @@ import pytest
 from flask import Flask, jsonify, request
 from sqlalchemy import select
 
-from services.render_worker.config import RenderConfig
-from services.render_worker.models import RenderOutput
+from services.render.models import RenderOutput
 from services.render_worker.pipeline import build_context
 from services.render_worker.retention import sweep_expired_outputs
 from shared.db import utcnow
@@ -36,9 +35,9 @@ def gallery_keys():
 
 
 @pytest.fixture
-def ctx(render_settings, gallery_keys):
+def ctx(render_settings, render_config, gallery_keys):
     settings = replace(render_settings, gallery_url=gallery_keys[0])
-    context = build_context(settings, RenderConfig(output_retention_days=30), "render@retention")
+    context = build_context(settings, replace(render_config, output_retention_days=30), "render@retention")
     yield context
     context.db.dispose()
 

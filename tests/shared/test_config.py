@@ -29,7 +29,6 @@ def test_each_service_may_have_its_own_database(tmp_path):
     ({"APP_ENV": "production", "SERVICE_TOKEN": "x"}, "JWT_PRIVATE_KEY_PATH"),
     ({"APP_ENV": "staging"}, "APP_ENV"),
     ({"GATEWAY_PORT": "eighty"}, "GATEWAY_PORT"),
-    ({"DEMO_BACKEND": "maybe"}, "DEMO_BACKEND"),
 ])
 def test_bad_or_missing_settings_stop_start_up(tmp_path, env, message):
     with pytest.raises(ConfigError, match=message):

@@ -16,7 +16,7 @@ from services.auth.config import load_auth_settings
 from services.credits.app import create_app as create_credits_app
 from services.gallery.app import create_app as create_gallery_app
 from services.gateway.app import create_app as create_gateway_app
-from services.gateway.config import load_gateway_config
+from services.gateway.config import load_config as load_gateway_config
 from services.gateway.proxy import ROUTES
 from shared.config import load_settings
 from shared.errors import ok
@@ -156,13 +156,13 @@ def gateway(env, service_apps, unique) -> Iterator[tuple[Flask, dict[str, Served
     served = {name: Served(app) for name, app in service_apps.items()}
     gateway_env = {**env, "AUTH_URL": served["auth"].url, "CREDITS_URL": served["credits"].url,
                    "GALLERY_URL": served["gallery"].url, "RATE_LIMIT_NAMESPACE": f"ratelimit-openapi-{unique}"}
-    app = create_gateway_app(load_settings(gateway_env), load_gateway_config(gateway_env))
+    app = create_gateway_app(settings := load_settings(gateway_env), load_gateway_config(settings, gateway_env))
     yield app, served
     app.extensions["gateway_openapi"].services.close()
     app.extensions["gateway_proxy"].close()
     app.extensions["gateway_probes"].close()
     app.extensions["render"].db.dispose()
-    app.extensions["gateway_redis"].close()
+    app.extensions["redis"].close()
     for server in served.values():
         server.stop()
 

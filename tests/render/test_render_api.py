@@ -1,22 +1,19 @@
-"""The gateway's render routes, through a Flask app built like the gateway builds it."""
+"""The render domain's HTTP API (the routes the gateway mounts)."""
 from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 
 import pytest
-from flask import Flask
-
 from services.credits.client import CreditsClient
-from services.gateway import render
-from services.render_worker.catalog import publish_catalog
-from services.render_worker.config import RenderConfig
+from services.render.app import create_app
+from services.render.catalog import publish_catalog
 from services.render_worker.pipeline import build_context, render_job
 from shared.events import redis_client
 from shared.tasks import RENDER_RUN_JOB
-from shared.web import init_service_app
 
-from .conftest import MODEL
+from tests.render_fixtures import MODEL
 
 
 @pytest.fixture
@@ -26,13 +23,8 @@ def queue(render_settings, unique):
 
 
 @pytest.fixture
-def app(render_settings, queue):
-    from dataclasses import replace
-
-    settings = replace(render_settings, render_queue=queue)
-    app = Flask(__name__)
-    init_service_app(app, settings, internal=False)
-    render.init_app(app, settings)
+def app(render_settings, render_config, queue):
+    app = create_app(render_settings, replace(render_config, queue_prefix=queue))
     yield app
     app.extensions["render"].db.dispose()
 
@@ -157,7 +149,7 @@ def test_same_idempotency_key_gives_the_same_job_charged_once(app, user, live_wo
     assert balance(render_settings, user_id) == {"available": 470, "held": 30}
 
 
-def test_cancel_of_a_queued_job_refunds_and_a_finished_one_is_409(app, user, live_worker, render_settings, redis):
+def test_cancel_of_a_queued_job_refunds_and_a_finished_one_is_409(app, user, live_worker, render_settings, redis, render_config):
     user_id, headers = user
     client = app.test_client()
     job_id = client.post("/api/generate", json=BODY, headers=headers).json["data"]["job"]["id"]
@@ -165,7 +157,7 @@ def test_cancel_of_a_queued_job_refunds_and_a_finished_one_is_409(app, user, liv
     assert cancelled.status_code == 200 and cancelled.json["data"]["status"] == "cancelled"
     assert balance(render_settings, user_id) == {"available": 500, "held": 0}
     assert client.delete(f"/api/jobs/{job_id}", headers=headers).json["error"]["code"] == "JOB_FINISHED"
-    ctx = build_context(render_settings, RenderConfig(), "render@test")
+    ctx = build_context(render_settings, render_config, "render@test")
     render_job(job_id, ctx)  # the queued message arrives later: the worker skips it
     assert client.get(f"/api/jobs/{job_id}", headers=headers).json["data"]["status"] == "cancelled"
     assert balance(render_settings, user_id) == {"available": 500, "held": 0}
@@ -181,10 +173,10 @@ def test_other_users_jobs_are_404(app, user, issue_token, live_worker):
     assert app.test_client().get(f"/api/jobs/{job_id}").status_code == 401
 
 
-def test_internal_outputs_needs_the_service_token(app, user, live_worker, render_settings, service_headers):
+def test_internal_outputs_needs_the_service_token(app, user, live_worker, render_settings, service_headers, render_config):
     user_id, headers = user
     job_id = app.test_client().post("/api/generate", json=BODY, headers=headers).json["data"]["job"]["id"]
-    ctx = build_context(render_settings, RenderConfig(), "render@test")
+    ctx = build_context(render_settings, render_config, "render@test")
     render_job(job_id, ctx)
     ctx.db.dispose()
     job = app.test_client().get(f"/api/jobs/{job_id}", headers=headers).json["data"]
@@ -260,3 +252,52 @@ def test_an_upload_is_the_users_own_source(app, user, issue_token, live_worker, 
     refused = client.post("/api/generate", json=body, headers=stranger)
     assert refused.status_code == 422 and refused.json["error"]["code"] == "SOURCE_NOT_FOUND"
     assert client.post("/api/uploads", headers=user[1], data={}).json["error"]["code"] == "NO_FILE"
+
+
+@pytest.fixture
+def gallery_works():
+    """A stand-in for the gallery's ``GET /api/works/<id>``: ``works`` maps an id to the bearer
+    token of its owner and its media key; anyone else sees it as a stranger would."""
+    from flask import Flask, jsonify, request
+
+    from tests.conftest import serve
+
+    works: dict[int, tuple[str, str]] = {}
+    gallery = Flask("gallery_works")
+
+    @gallery.get("/api/works/<int:work_id>")
+    def work(work_id: int):
+        if work_id not in works:
+            return jsonify({"success": False, "error": {"code": "WORK_NOT_FOUND", "message": "No such work.",
+                                                        "details": None}}), 404
+        owner_token, key = works[work_id]
+        is_owner = request.headers.get("Authorization") == f"Bearer {owner_token}"
+        return jsonify({"success": True, "data": {"work": {"id": work_id, "isOwner": is_owner,
+                                                           "imageUrl": f"/media/{key}?exp=1&sig=x"}}})
+
+    running = serve(gallery)
+    yield running.url, works
+    running.stop()
+
+
+def test_a_work_is_a_source_only_for_its_owner(render_settings, render_config, queue, user, issue_token,
+                                               live_worker, gallery_works):
+    from shared.storage import content_key, make_storage
+
+    gallery_url, works = gallery_works
+    app = create_app(replace(render_settings, gallery_url=gallery_url), replace(render_config, queue_prefix=queue))
+    image = _png(64, 48)
+    key = make_storage(render_settings).put(content_key(image, "png", "works"), image)
+    user_id, headers = user
+    works[7] = (headers["Authorization"].split(" ", 1)[1], key)
+    client = app.test_client()
+    body = {"workflow": "img2img", "prompt": "p", "model": MODEL, "sourceImage": "work:7"}
+
+    admitted = client.post("/api/generate", json=body, headers=headers)
+    assert admitted.status_code == 202, admitted.json
+    assert admitted.json["data"]["job"]["params"]["sourceImage"] == "work:7"
+    stranger = {"Authorization": f"Bearer {issue_token(user_id + 1, 'stranger')}"}
+    for who, ref in ((stranger, "work:7"), (headers, "work:8"), (headers, "work:seven")):
+        refused = client.post("/api/generate", json={**body, "sourceImage": ref}, headers=who)
+        assert refused.status_code == 422 and refused.json["error"]["code"] == "SOURCE_NOT_FOUND", (ref, refused.json)
+    app.extensions["render"].db.dispose()

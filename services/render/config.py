@@ -1,7 +1,10 @@
-"""The render domain's own settings (gateway admission and worker), read from the environment.
+"""The render domain's own settings (admission in the gateway, and the workers), read from
+the environment.
 
 | variable | default | meaning |
 |---|---|---|
+| ``COMFYUI_URL`` | http://127.0.0.1:8188 | the ComfyUI a worker drives (``--comfyui`` overrides it) |
+| ``RENDER_QUEUE`` | render | prefix of the Celery queues, one per workflow (``render.text2img``, …) |
 | ``RENDER_PROMPTS_IN_FLIGHT`` | 2 | jobs one worker keeps inside its ComfyUI at once (threads) |
 | ``RENDER_USER_ACTIVE_LIMIT`` | 4 | a user's queued + running jobs; more → 429 QUEUE_LIMIT |
 | ``RENDER_HEARTBEAT_SECONDS`` | 10 | worker heartbeat period; it is presumed dead after 3 missed beats |
@@ -22,11 +25,13 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from shared.config import ConfigError, Settings
+from shared.config import ConfigError, Settings, env_str
 
 
 @dataclass(frozen=True)
 class RenderConfig:
+    comfyui_url: str = "http://127.0.0.1:8188"
+    queue_prefix: str = "render"
     prompts_in_flight: int = 2
     user_active_limit: int = 4
     heartbeat_seconds: float = 10.0
@@ -60,9 +65,11 @@ def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool 
     return value
 
 
-def load_render_config(settings: Settings, env: Mapping[str, str] | None = None) -> RenderConfig:
+def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> RenderConfig:
     env = os.environ if env is None else env
     return RenderConfig(
+        comfyui_url=env_str(env, "COMFYUI_URL", "http://127.0.0.1:8188").rstrip("/"),
+        queue_prefix=env_str(env, "RENDER_QUEUE", "render"),
         prompts_in_flight=int(_number(env, "RENDER_PROMPTS_IN_FLIGHT", 2, integer=True)),
         user_active_limit=int(_number(env, "RENDER_USER_ACTIVE_LIMIT", 4, integer=True)),
         heartbeat_seconds=_number(env, "RENDER_HEARTBEAT_SECONDS", 10.0),

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from shared.events import EventBus
 from shared.tasks import RENDER_RUN_JOB
 
-from . import jobs
-from .catalog import read_live_catalogs, workflow_names
+from services.render import jobs
+from services.render.catalog import read_live_catalogs, workflow_names
 
 log = logging.getLogger(__name__)
 

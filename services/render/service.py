@@ -1,4 +1,4 @@
-"""The render domain as the gateway runs it: admission, job queries, cancel, retry,
+"""The render domain's service: admission, job queries, cancel, retry,
 uploads, the model catalog and the internal lookups other services use.
 
 Admission validates against the workflow's declaration and the live catalog, then —
@@ -19,20 +19,22 @@ from celery import Celery
 from sqlalchemy.exc import IntegrityError
 
 from services.credits.client import CreditsClient
-from services.render_worker import jobs
-from services.render_worker.catalog import MODEL_KINDS, merged_choices, read_live_catalogs, workflow_names
-from services.render_worker.config import RenderConfig
-from services.render_worker.dispatch import capacity, estimated_start_seconds, queue_name, send_job
-from services.render_worker.models import RenderJob, RenderOutput
-from services.render_worker.workflows import Template, TemplateStore, validate_params
+from services.gallery.client import GalleryClient
+from services.render import jobs
+from services.render.catalog import MODEL_KINDS, merged_choices, read_live_catalogs, workflow_names
+from services.render.config import RenderConfig
+from services.render.dispatch import capacity, estimated_start_seconds, queue_name, send_job
+from services.render.models import RenderJob, RenderOutput
+from services.render.workflows import Template, TemplateStore, validate_params
 from shared.config import Settings
 from shared.db import Database, after_commit, isoformat, utcnow
 from shared.errors import BadRequest, NotFound, ServiceError, ServiceUnavailable, Unprocessable
 from shared.events import EventBus
 from shared.storage import Storage
 
-from .pricing import PricingCache
-from .uploads import PayloadTooLarge, Source, resolve_source, store_upload, upload_json
+from services.render.pricing import PricingCache
+from services.render.schemas import job_json, output_record, upload_json
+from services.render.uploads import PayloadTooLarge, Source, resolve_source, store_upload
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class RenderService:
     db: Database
     celery: Celery
     credits: CreditsClient
+    gallery: GalleryClient
     events: EventBus
     storage: Storage
     templates: TemplateStore
@@ -113,7 +116,7 @@ class RenderService:
         if not names:
             return None
         with self.db.read() as session:
-            source = resolve_source(session, self.settings, self.storage, user_id, params[names[0]], bearer, names[0])
+            source = resolve_source(session, self.gallery, self.storage, user_id, params[names[0]], bearer, names[0])
         scale = int(params.get("scale", 1))
         if source.width * source.height * scale * scale > template.max_pixels:
             raise Unprocessable("The result would be too large.", code="IMAGE_TOO_LARGE", details={
@@ -138,7 +141,7 @@ class RenderService:
             images = int(params.get("batchSize", 1))
             hold = self.credits.hold(user_id, job_id, template.name, images, f"{template.name} × {images}",
                                      expected_cost)
-            queue = queue_name(self.settings.render_queue, template.name)
+            queue = queue_name(self.config.queue_prefix, template.name)
             try:
                 with self.db.transaction() as session:
                     job = jobs.create_job(session, job_id=job_id, user_id=user_id, template=template,
@@ -164,7 +167,7 @@ class RenderService:
     def _job_with_position(self, session, job: RenderJob, template: Template | None,
                            catalogs: list[dict] | None = None,
                            outputs: list[RenderOutput] | None = None) -> dict[str, Any]:
-        job_data = jobs.job_json(job, outputs, self.storage) if outputs is not None else self._job_json(session, job)
+        job_data = job_json(job, outputs, self.storage) if outputs is not None else self._job_json(session, job)
         data: dict[str, Any] = {"job": job_data, "queuePosition": None,
                                 "estimatedStartSeconds": None, "estimatedStartAt": None}
         if job.status == "queued":
@@ -185,7 +188,7 @@ class RenderService:
             return self._job_with_position(session, job, self.templates.get(job.workflow))
 
     def _job_json(self, session, job: RenderJob) -> dict[str, Any]:
-        return jobs.job_json(job, jobs.outputs_of(session, [job.id])[job.id], self.storage)
+        return job_json(job, jobs.outputs_of(session, [job.id])[job.id], self.storage)
 
     # -- jobs -------------------------------------------------------------------------
     def list_jobs(self, user_id: int | None, status: str | None, page: int, page_size: int) -> dict[str, Any]:
@@ -193,7 +196,7 @@ class RenderService:
         with self.db.read() as session:
             rows, total = jobs.list_jobs(session, user_id, status=status, page=page, page_size=page_size)
             outputs = jobs.outputs_of(session, [job.id for job in rows])
-            items = [jobs.job_json(job, outputs[job.id], self.storage) for job in rows]
+            items = [job_json(job, outputs[job.id], self.storage) for job in rows]
         if user_id is None:
             for item, job in zip(items, rows):
                 item["userId"] = job.user_id
@@ -205,6 +208,11 @@ class RenderService:
             data = self._job_with_position(session, job, self.templates.get(job.workflow))
         return {**data["job"], "queuePosition": data["queuePosition"],
                 "estimatedStartSeconds": data["estimatedStartSeconds"]}
+
+    def check_job_owner(self, user_id: int, job_id: str) -> None:
+        """NotFound (JOB_NOT_FOUND) unless the job is the user's."""
+        with self.db.read() as session:
+            jobs.get_user_job(session, user_id, job_id)
 
     def cancel(self, user_id: int, job_id: str) -> dict[str, Any]:
         """A queued job is cancelled now and refunded; a running one is flagged for its worker,
@@ -256,7 +264,7 @@ class RenderService:
             output = jobs.get_output(session, output_id)
             if output is None:
                 raise NotFound("No such output.", code="OUTPUT_NOT_FOUND")
-            return jobs.output_record(output, jobs.get_job(session, output.job_id))
+            return output_record(output, jobs.get_job(session, output.job_id))
 
     def internal_job(self, job_id: str) -> dict[str, Any]:
         with self.db.read() as session:
@@ -271,5 +279,5 @@ class RenderService:
             if job is None:
                 raise NotFound("No such job.", code="JOB_NOT_FOUND")
             outputs: list[RenderOutput] = jobs.outputs_of(session, [job_id])[job_id]
-            return {"items": [jobs.output_record(output, job) for output in outputs]}
+            return {"items": [output_record(output, job) for output in outputs]}
 

@@ -13,20 +13,16 @@ import uuid
 import warnings
 from dataclasses import dataclass
 
-import requests
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from services.render_worker.models import RenderOutput, RenderUpload
-from shared.config import Settings
-from shared.db import isoformat
+from services.gallery.client import GalleryClient
+from services.render.models import RenderOutput, RenderUpload
 from shared.errors import ServiceError, ServiceUnavailable, Unprocessable
 from shared.storage import Storage, StorageError, content_key
-from shared.web import SERVICE_TOKEN_HEADER
 
 FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 MAX_UPLOAD_PIXELS = 40_000_000
-GALLERY_TIMEOUT = (2.0, 5.0)
 
 
 @dataclass(frozen=True)
@@ -75,18 +71,12 @@ def store_upload(session: Session, storage: Storage, user_id: int, data: bytes) 
     return upload
 
 
-def upload_json(upload: RenderUpload, storage: Storage) -> dict:
-    return {"id": upload.id, "ref": f"upload:{upload.id}", "url": storage.signed_url(upload.image_key),
-            "format": upload.format, "width": upload.width, "height": upload.height,
-            "fileSize": upload.file_size, "createdAt": isoformat(upload.created_at)}
-
-
 def _not_found(field: str) -> Unprocessable:
     return Unprocessable("The source image was not found.", code="SOURCE_NOT_FOUND",
                          details={field: ["No such upload, output or work of yours."]})
 
 
-def resolve_source(session: Session, settings: Settings, storage: Storage, user_id: int, ref: str,
+def resolve_source(session: Session, gallery: GalleryClient, storage: Storage, user_id: int, ref: str,
                    bearer: str | None, field: str = "sourceImage") -> Source:
     """The stored file behind ``upload:<id>``, ``output:<id>`` or ``work:<id>``, owned by the caller."""
     kind, _, ident = ref.partition(":")
@@ -103,26 +93,20 @@ def resolve_source(session: Session, settings: Settings, storage: Storage, user_
             raise _not_found(field)
         return Source(ref, output.image_key, output.width, output.height)
     if kind == "work" and ident.isdigit():
-        return _work_source(settings, storage, ref, ident, bearer, field)
+        return _work_source(gallery, storage, ref, ident, bearer, field)
     raise _not_found(field)
 
 
-def _work_source(settings: Settings, storage: Storage, ref: str, work_id: str, bearer: str | None,
+def _work_source(gallery: GalleryClient, storage: Storage, ref: str, work_id: str, bearer: str | None,
                  field: str) -> Source:
     """Ask the gallery (as the caller) for the work; only its owner may use it as a source."""
-    headers = {SERVICE_TOKEN_HEADER: settings.service_token}
-    if bearer:
-        headers["Authorization"] = f"Bearer {bearer}"
     try:
-        response = requests.get(f"{settings.gallery_url}/api/works/{work_id}", headers=headers,
-                                timeout=GALLERY_TIMEOUT)
-    except requests.RequestException as exc:
-        raise ServiceUnavailable("The gallery is unreachable.", code="GALLERY_UNAVAILABLE") from exc
-    if response.status_code in (403, 404):
-        raise _not_found(field)
-    try:
-        work = response.json()["data"]["work"]
-    except (ValueError, KeyError, TypeError) as exc:
+        work = gallery.work(int(work_id), bearer)
+    except ServiceError as exc:
+        if exc.status in (403, 404):
+            raise _not_found(field) from exc
+        raise
+    except (KeyError, TypeError) as exc:
         raise ServiceUnavailable("The gallery answered unexpectedly.", code="GALLERY_UNAVAILABLE") from exc
     prefix = storage.url_prefix + "/"
     image_url = str(work.get("imageUrl") or "").split("?", 1)[0]  # private works' URLs are signed

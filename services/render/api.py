@@ -1,31 +1,24 @@
-"""Render routes in the gateway: ``/api/generate``, ``/api/jobs*``, ``/api/uploads``,
-``/api/models``, and the service-token-only ``/internal/outputs/<id>``,
+"""The render domain's routes (mounted by the gateway): ``/api/generate``, ``/api/jobs*``,
+``/api/admin/jobs``, ``/api/uploads``, ``/api/models``, and the service-token-only ``/internal/outputs/<id>``,
 ``/internal/jobs/<id>`` and ``/internal/jobs/<id>/outputs``."""
 from __future__ import annotations
 
 import hmac
 
 from flask import Blueprint, current_app, request
-from marshmallow import Schema, fields, validate
 
-from services.render_worker.models import JOB_STATUSES
 from shared.errors import BadRequest, Forbidden, ok
 from shared.openapi import doc
 from shared.tokens import bearer_token, optional_user, require_admin, require_user
 from shared.web import SERVICE_TOKEN_HEADER, load_query
 
-from .service import RenderService
-from .uploads import PayloadTooLarge
+from services.render.schemas import JobListQuery
+from services.render.service import RenderService
+from services.render.uploads import PayloadTooLarge
 
 bp = Blueprint("render", __name__)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 UPLOAD_FIELDS = ("image", "file")
-
-
-class JobListQuery(Schema):
-    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
-    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
-    page_size = fields.Integer(data_key="pageSize", load_default=20, validate=validate.Range(min=1, max=100))
 
 
 def _service() -> RenderService:

@@ -1,15 +1,12 @@
-"""What each live render worker can render, kept in Redis with a heartbeat that expires.
+"""The worker's heartbeat: its liveness key every tick, and its ComfyUI's catalog whenever
+ComfyUI answers (the format is the render domain's, ``services.render.catalog``).
 
 A worker reads its ComfyUI's ``/object_info`` and ``/system_stats`` at start and every
-``object_info_seconds``, and writes ``catalog:worker:<workerId>`` every 10 s (TTL 30 s):
-models by kind, samplers, schedulers, node classes, ComfyUI version, GPU/VRAM, and the
-workflows (with the variant) it can run. Independently of ComfyUI it refreshes
-``render:alive:<workerId>``, the liveness the reconciler trusts. The gateway reads only
-these keys, so no user request ever waits on ComfyUI.
+``object_info_seconds``; between full reads a cheap ``/system_stats`` probe each beat
+keeps a dead ComfyUI from being advertised.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,19 +14,16 @@ from typing import Any, Callable
 
 import redis
 
+from services.render.catalog import (CATALOG_TTL_SECONDS, REFRESH_SECONDS, alive_key, catalog_key,
+                                     publish_catalog, runnable_workflows)
+from services.render.workflows import Template
+from services.render_worker.comfyui import ComfyUIClient, ComfyUIError, combo_choices
 from shared.db import isoformat, utcnow
-
-from .comfyui import ComfyUIClient, ComfyUIError, combo_choices
-from .workflows import Template
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "catalog:worker:"
-ALIVE_PREFIX = "render:alive:"
-CATALOG_TTL_SECONDS = 30
-REFRESH_SECONDS = 10
-# Where each model kind is listed in /object_info: (node class, input name).
-MODEL_INPUTS = {
+# Where each catalog kind is listed in /object_info: (node class, input name).
+OBJECT_INFO_INPUTS = {
     "checkpoints": ("CheckpointLoaderSimple", "ckpt_name"),
     "loras": ("LoraLoader", "lora_name"),
     "upscale_models": ("UpscaleModelLoader", "model_name"),
@@ -39,40 +33,16 @@ MODEL_INPUTS = {
     "samplers": ("KSampler", "sampler_name"),
     "schedulers": ("KSampler", "scheduler"),
 }
-MODEL_KINDS = ("checkpoints", "loras", "upscale_models", "diffusion_models", "text_encoders", "vaes")
-
-
-def catalog_key(worker_id: str) -> str:
-    return KEY_PREFIX + worker_id
-
-
-def alive_key(worker_id: str) -> str:
-    return ALIVE_PREFIX + worker_id
-
-
-def worker_alive(redis_client: redis.Redis, worker_id: str | None) -> bool:
-    return bool(worker_id) and bool(redis_client.exists(alive_key(worker_id)))
 
 
 def choices_from_object_info(object_info: dict[str, Any]) -> dict[str, list[str]]:
     """Every catalog kind's names, read from a full ``/object_info``."""
     found: dict[str, list[str]] = {}
-    for kind, (node_class, input_name) in MODEL_INPUTS.items():
+    for kind, (node_class, input_name) in OBJECT_INFO_INPUTS.items():
         spec = object_info.get(node_class, {}).get("input", {})
         found[kind] = combo_choices(spec.get("required", {}).get(input_name)
                                     or spec.get("optional", {}).get(input_name))
     return found
-
-
-def runnable_workflows(templates: dict[str, Template], node_classes: set[str],
-                       choices: dict[str, list[str]]) -> dict[str, str]:
-    """Workflow name → the first variant this ComfyUI can run."""
-    runnable = {}
-    for name, template in sorted(templates.items()):
-        variant = template.variant_for(node_classes, choices)
-        if variant is not None:
-            runnable[name] = variant.name
-    return runnable
 
 
 def devices(stats: dict[str, Any]) -> list[dict[str, Any]]:
@@ -103,44 +73,6 @@ def collect_catalog(comfyui: ComfyUIClient, worker_id: str, templates: dict[str,
         "slots": slots,
         "updatedAt": isoformat(utcnow()),
     }
-
-
-def publish_catalog(redis_client: redis.Redis, catalog: dict[str, Any]) -> None:
-    redis_client.set(catalog_key(catalog["workerId"]), json.dumps(catalog), ex=CATALOG_TTL_SECONDS)
-
-
-def read_live_catalogs(redis_client: redis.Redis) -> list[dict[str, Any]]:
-    """Catalogs of every worker that refreshed within the TTL, sorted by worker id.
-
-    SCAN walks the whole keyspace, so callers on a hot path cache the answer briefly
-    (the gateway keeps it for ``CATALOG_CACHE_SECONDS``).
-    """
-    keys = sorted(redis_client.scan_iter(match=KEY_PREFIX + "*", count=1000))
-    catalogs = []
-    for raw in redis_client.mget(keys) if keys else []:
-        if raw is None:
-            continue  # expired between SCAN and MGET
-        try:
-            catalogs.append(json.loads(raw))
-        except ValueError:
-            log.warning("ignoring a malformed worker catalog")
-    return catalogs
-
-
-def workflow_names(catalog: dict[str, Any]) -> list[str]:
-    return list(catalog.get("workflows") or [])
-
-
-def merged_choices(catalogs: list[dict[str, Any]], workflow: str | None = None) -> dict[str, list[str]]:
-    """Union of the live workers' catalog kinds, in first-seen order; only workers that can
-    run ``workflow`` when it is given."""
-    merged: dict[str, list[str]] = {kind: [] for kind in MODEL_INPUTS}
-    for catalog in catalogs:
-        if workflow is not None and workflow not in workflow_names(catalog):
-            continue
-        for kind, names in merged.items():
-            names.extend(name for name in catalog.get(kind, []) if name not in names)
-    return merged
 
 
 class CatalogPublisher(threading.Thread):

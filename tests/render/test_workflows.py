@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from services.render_worker import workflows
-from services.render_worker.workflows import (RANDOM_SEED_LIMIT, TemplateError, TemplateStore, build_graph,
+from services.render import workflows
+from services.render.workflows import (RANDOM_SEED_LIMIT, TemplateError, TemplateStore, build_graph,
                                               load_templates, parse_template, validate_params)
 from shared.errors import Unprocessable
 

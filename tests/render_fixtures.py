@@ -1,4 +1,5 @@
-"""Real parts for the render tests: a ComfyUI emulator process and a credits server."""
+"""Real parts for the render domain's and the render worker's tests (a pytest plugin the root
+conftest loads): a ComfyUI emulator process, a credits server, the gallery's bell."""
 from __future__ import annotations
 
 import sys
@@ -7,6 +8,7 @@ import pytest
 import requests
 from flask import Flask, jsonify, request
 
+from services.render.config import RenderConfig
 from shared.config import load_settings
 from shared.embedded import free_port
 from tests.conftest import TEST_SERVICE_TOKEN, answers, running_process, serve
@@ -68,8 +70,13 @@ def notifications():
 
 
 @pytest.fixture
-def render_settings(settings_env, emulator_url, credits_url, notifications):
-    """Settings with ComfyUI, credits and the gallery's bell pointing at the real test processes."""
-    env = dict(settings_env, COMFYUI_URL=emulator_url, CREDITS_URL=credits_url, GALLERY_URL=notifications[0],
-               JOB_DEADLINE_SECONDS="60")
+def render_settings(settings_env, credits_url, notifications):
+    """Settings with credits and the gallery's bell pointing at the real test processes."""
+    env = dict(settings_env, CREDITS_URL=credits_url, GALLERY_URL=notifications[0], JOB_DEADLINE_SECONDS="60")
     return load_settings(env)
+
+
+@pytest.fixture
+def render_config(emulator_url) -> RenderConfig:
+    """The render domain's settings with the worker driving the test emulator."""
+    return RenderConfig(comfyui_url=emulator_url)

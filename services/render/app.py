@@ -1,0 +1,49 @@
+"""The render domain's HTTP API: admission, jobs, uploads, the model catalog, and the
+internal lookups other services make (``services.render.client``).
+
+The gateway mounts it in its own process (``init_app``), so admitting a job costs no
+extra hop; ``create_app`` builds it alone (tests, or a separate process behind ``RENDER_URL``).
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from services.credits.client import CreditsClient
+from services.gallery.client import GalleryClient
+from services.render import api
+from services.render.config import RenderConfig, load_config
+from services.render.pricing import PricingCache
+from services.render.service import RenderService
+from services.render.workflows import TemplateStore
+from shared.config import Settings, load_settings
+from shared.db import Database
+from shared.events import EventBus, redis_client
+from shared.storage import make_storage
+from shared.tasks import make_celery
+from shared.web import init_service_app
+
+
+def create_app(settings: Settings | None = None, config: RenderConfig | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask(__name__)
+    service = init_app(app, settings, config)
+    app.extensions["db"] = service.db
+    app.extensions["redis"] = service.redis  # shared.tokens checks revocations with it
+    init_service_app(app, settings, internal=False,
+                     ready_checks={"database": service.db.ping, "redis": service.redis.ping})
+    return app
+
+
+def init_app(app: Flask, settings: Settings, config: RenderConfig | None = None) -> RenderService:
+    """Bind the render domain to ``app`` (``app.extensions["render"]``) and register its routes."""
+    config = config or load_config(settings)
+    credits = CreditsClient(settings.credits_url, settings.service_token)
+    service = RenderService(
+        settings=settings, config=config, db=Database(settings.render_database_url),
+        celery=make_celery(settings, "render"), credits=credits,
+        gallery=GalleryClient(settings.gallery_url, settings.service_token, timeout=(2.0, 5.0)), events=EventBus(redis_client(settings.redis_url)),
+        storage=make_storage(settings), templates=TemplateStore(),
+        pricing=PricingCache(credits, config.pricing_cache_seconds))
+    app.extensions["render"] = service
+    app.register_blueprint(api.bp)
+    return service
