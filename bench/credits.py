@@ -14,8 +14,6 @@ import argparse
 import itertools
 import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,67 +21,16 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+from _harness import Processes, fresh_database, gunicorn_command, is_ready, percentile
 
-import pymysql  # noqa: E402
-import requests  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
-
-from shared.config import load_settings  # noqa: E402
-from shared.embedded import free_port  # noqa: E402
-from shared.migrate import upgrade  # noqa: E402
-from services.credits.app import create_app  # noqa: E402
-from services.credits.audit import audit  # noqa: E402
-from services.credits.client import CreditsClient  # noqa: E402
+from shared.config import load_settings
+from shared.embedded import free_port
+from shared.migrate import upgrade
+from services.credits.app import create_app
+from services.credits.audit import audit
+from services.credits.client import CreditsClient
 
 ACCOUNTS = 1000
-MYSQL_SERVER_URL = os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
-
-
-def _mysql(url: str, statement: str) -> None:
-    parsed = make_url(url)
-    connection = pymysql.connect(host=parsed.host, port=parsed.port or 3306, user=parsed.username,
-                                 password=parsed.password or "")
-    with connection.cursor() as cursor:
-        cursor.execute(statement)
-    connection.close()
-
-
-def create_database(backend: str, workdir: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{workdir / 'bench.db'}"
-    name = f"aigc_bench_{uuid.uuid4().hex[:10]}"
-    _mysql(MYSQL_SERVER_URL, f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-    return make_url(MYSQL_SERVER_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(url: str) -> None:
-    if make_url(url).get_backend_name() != "sqlite":
-        _mysql(MYSQL_SERVER_URL, f"DROP DATABASE IF EXISTS `{make_url(url).database}`")
-
-
-def start_service(env: dict[str, str], workdir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    log_path = workdir / "gunicorn.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "2", "--threads", "16",
-             "-b", f"127.0.0.1:{port}", "--log-level", "warning", "services.credits.app:create_app()"],
-            cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise SystemExit(f"the credits service did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.1)
 
 
 def run_cycles(client: CreditsClient, users: list[int], clients: int, seconds: float) -> tuple[int, list[float]]:
@@ -111,24 +58,19 @@ def run_cycles(client: CreditsClient, users: list[int], clients: int, seconds: f
     return len(latencies), latencies
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
-
-
 def bench(backend: str, seconds: float, clients: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-credits-{backend}-"))
-    url = create_database(backend, workdir)
-    env = {"APP_ENV": "development", "DATA_DIR": str(workdir), "DATABASE_URL": url,
-           "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
-           "SERVICE_TOKEN": secrets.token_urlsafe(24), "LOG_LEVEL": "WARNING"}
-    proc = None
-    try:
+    with fresh_database(backend, workdir) as url, Processes(workdir) as processes:
+        env = {"APP_ENV": "development", "DATA_DIR": str(workdir), "DATABASE_URL": url,
+               "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+               "SERVICE_TOKEN": secrets.token_urlsafe(24), "LOG_LEVEL": "WARNING"}
         upgrade("credits", url)
         settings = load_settings(env)
         local = create_app(settings)  # for the one setup grant and the audit, in-process
         credits = local.extensions["credits"]
-        proc, base_url = start_service(env, workdir)
+        base_url = f"http://127.0.0.1:{free_port()}"
+        processes.start("gunicorn", gunicorn_command("services.credits.app", base_url.split("//", 1)[1], 2, 16),
+                        env={**os.environ, **env}, ready=lambda: is_ready(f"{base_url}/readyz"), timeout=30)
         client = CreditsClient(base_url, env["SERVICE_TOKEN"], timeout=30)
         users = list(range(1, ACCOUNTS + 1))
         started = time.perf_counter()
@@ -144,16 +86,11 @@ def bench(backend: str, seconds: float, clients: int) -> None:
             cycles, latencies = run_cycles(client, pool_users, clients, seconds)
             print(f"[{backend}] {label}: {cycles / seconds:7.1f} hold→capture cycles/s "
                   f"({clients} clients, {cycles} cycles in {seconds:.0f} s; cycle p50 "
-                  f"{percentile(latencies, 0.5):.1f} ms, p95 {percentile(latencies, 0.95):.1f} ms)")
+                  f"{percentile(latencies, 0.5) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms)")
         client.close()
         found = audit(credits.db)
         print(f"[{backend}] audit: {'clean' if not found else f'{len(found)} discrepancies'}")
         local.extensions["db"].dispose()
-    finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=15)
-        drop_database(url)
 
 
 def main() -> None:

@@ -14,79 +14,36 @@ Auth is not started: author avatars fall back to the stored username (fast, cach
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import http.client
 import os
 import random
 import secrets
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+from _harness import PROJECT_ROOT, Processes, access_token, fresh_database, is_ready, percentile
 
-import jwt  # noqa: E402
-import pymysql  # noqa: E402
-from sqlalchemy import func, select  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
-from deploy.local import service_commands  # noqa: E402
-from services.gallery.models import Work  # noqa: E402
-from services.gallery.seed import seed_demo  # noqa: E402
-from shared.config import load_settings  # noqa: E402
-from shared.db import Database  # noqa: E402
-from shared.embedded import free_port  # noqa: E402
-from shared.migrate import upgrade_all  # noqa: E402
-from shared.tokens import ensure_dev_keys  # noqa: E402
+from deploy.local import service_commands
+from services.gallery.models import Work
+from services.gallery.seed import seed_demo
+from shared.config import load_settings
+from shared.db import Database
+from shared.embedded import free_port
+from shared.migrate import upgrade_all
+from shared.tokens import ensure_dev_keys
 
-MYSQL_SERVER_URL = os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 FIRST_USER_ID = 900_000_000
 
 
-def _mysql(statement: str) -> None:
-    parsed = make_url(MYSQL_SERVER_URL)
-    connection = pymysql.connect(host=parsed.host, port=parsed.port or 3306, user=parsed.username,
-                                 password=parsed.password or "")
-    with connection.cursor() as cursor:
-        cursor.execute(statement)
-    connection.close()
-
-
-def _token(private_key: str, user_id: int) -> str:
-    now = dt.datetime.now(dt.timezone.utc)
-    return jwt.encode({"sub": str(user_id), "username": f"demo_{user_id}", "role": "user", "type": "access",
-                       "jti": uuid.uuid4().hex, "iat": now, "exp": now + dt.timedelta(hours=2)},
-                      private_key, algorithm="RS256")
-
-
-def _start(commands: dict[str, list[str]], env: dict[str, str], log_dir: Path) -> list[subprocess.Popen]:
-    procs = []
-    for name in ("gallery", "gateway"):
-        command = [part for part in commands[name] if part not in ("--access-logfile", "-")]
-        log = open(log_dir / f"{name}.log", "wb")
-        procs.append(subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True))
-    return procs
-
-
-def _wait_ready(port: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            connection.request("GET", "/api/works/gallery?pageSize=1")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("gateway/gallery did not become ready; see the logs")
+def _without_access_log(command: list[str]) -> list[str]:
+    return [part for part in command if part not in ("--access-logfile", "-")]
 
 
 def _run(port: int, clients: int, seconds: float, make_request) -> tuple[float, list[float], int]:
@@ -125,10 +82,6 @@ def _run(port: int, clients: int, seconds: float, make_request) -> tuple[float, 
     return len(flat) / elapsed, flat, sum(errors)
 
 
-def _pct(values: list[float], fraction: float) -> float:
-    return values[min(len(values) - 1, int(len(values) * fraction))] if values else float("nan")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--works", type=int, default=100_000)
@@ -140,38 +93,35 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="gallery-bench-"))
-    created = None
-    if args.database_url:
-        url = args.database_url
-    else:
-        created = f"aigc_bench_{uuid.uuid4().hex[:10]}"
-        _mysql(f"CREATE DATABASE `{created}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
-        url = make_url(MYSQL_SERVER_URL).set(database=created).render_as_string(hide_password=False)
-    gateway_port, gallery_port = free_port(), free_port()
-    env = {**os.environ, "APP_ENV": "development", "DATA_DIR": str(workdir), "DATABASE_URL": url,
-           "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
-           "SERVICE_TOKEN": secrets.token_urlsafe(24), "GATEWAY_PORT": str(gateway_port),
-           "GALLERY_PORT": str(gallery_port), "AUTH_URL": f"http://127.0.0.1:{free_port()}",
-           "LOG_LEVEL": "WARNING", "PYTHONPATH": str(PROJECT_ROOT),
-           "RATE_LIMIT_GLOBAL": "100000000/minute"}  # one client address makes every request here
-    settings = load_settings(env)
-    ensure_dev_keys(settings)
-    procs: list[subprocess.Popen] = []
-    try:
+    database = contextlib.nullcontext(args.database_url) if args.database_url else fresh_database("mariadb", workdir)
+    with database as url, Processes(workdir) as processes:
+        gateway_port, gallery_port = free_port(), free_port()
+        env = {**os.environ, "APP_ENV": "development", "DATA_DIR": str(workdir), "DATABASE_URL": url,
+               "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+               "SERVICE_TOKEN": secrets.token_urlsafe(24), "GATEWAY_PORT": str(gateway_port),
+               "GALLERY_PORT": str(gallery_port), "AUTH_URL": f"http://127.0.0.1:{free_port()}",
+               "LOG_LEVEL": "WARNING", "PYTHONPATH": str(PROJECT_ROOT),
+               "RATE_LIMIT_GLOBAL": "100000000/minute"}  # one client address makes every request here
+        settings = load_settings(env)
+        ensure_dev_keys(settings)
         db = Database(url)
-        if created:
+        if not args.database_url:
             upgrade_all(settings)
-            print(f"seeding {args.works} works / {args.users} users / {args.likes} likes into {created} ...")
+            print(f"seeding {args.works} works / {args.users} users / {args.likes} likes into "
+                  f"{make_url(url).database} ...")
             summary = seed_demo(db, works=args.works, users=args.users, likes=args.likes,
                                 first_user_id=FIRST_USER_ID, echo=lambda line: None)
             print(f"seeded in {summary['seconds']:.0f} s")
         with db.read() as session:
             low, high = session.execute(select(func.min(Work.id), func.max(Work.id))).one()
         db.dispose()
-        procs = _start(service_commands(settings), env, workdir)
-        _wait_ready(gateway_port)
+        commands = service_commands(settings)
+        processes.start("gallery", _without_access_log(commands["gallery"]), env=env)
+        processes.start("gateway", _without_access_log(commands["gateway"]), env=env,
+                        ready=lambda: is_ready(f"http://127.0.0.1:{gateway_port}/api/works/gallery?pageSize=1"))
         private_key = settings.jwt_private_key_path.read_text()
-        tokens = [_token(private_key, FIRST_USER_ID + args.users + i) for i in range(200)]
+        tokens = [access_token(private_key, user_id, f"demo_{user_id}", dt.timedelta(hours=2))
+                  for user_id in range(FIRST_USER_ID + args.users, FIRST_USER_ID + args.users + 200)]
 
         def page(sort: str):
             return lambda rng: ("GET", f"/api/works/gallery?sort={sort}&pageSize=24", {})
@@ -192,15 +142,8 @@ def main() -> None:
         for name, make_request in scenarios.items():
             _run(gateway_port, args.clients, 1.0, make_request)  # warm caches and pools
             rate, latencies, errors = _run(gateway_port, args.clients, args.seconds, make_request)
-            print(f"{name:<20}{rate:>9.0f}{_pct(latencies, 0.5):>9.1f}{_pct(latencies, 0.99):>9.1f}{errors:>8}")
-    finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            proc.wait(timeout=20)
-        if created:
-            _mysql(f"DROP DATABASE IF EXISTS `{created}`")
-
+            print(f"{name:<20}{rate:>9.0f}{percentile(latencies, 0.5):>9.1f}{percentile(latencies, 0.99):>9.1f}"
+                  f"{errors:>8}")
 
 if __name__ == "__main__":
     main()

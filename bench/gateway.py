@@ -22,23 +22,21 @@ import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+from _harness import Processes, is_ready, percentile
 
-import requests  # noqa: E402
+import requests
 
-from deploy.local import service_commands  # noqa: E402
-from shared.config import load_settings  # noqa: E402
-from shared.embedded import free_port  # noqa: E402
-from shared.migrate import upgrade  # noqa: E402
-from shared.tokens import ensure_dev_keys  # noqa: E402
+from deploy.local import service_commands
+from shared.config import load_settings
+from shared.embedded import free_port
+from shared.migrate import upgrade
+from shared.tokens import ensure_dev_keys
 
 PATH = "/api/credits/pricing"
 
@@ -49,24 +47,6 @@ class Result:
     p99_ms: float
     rps: float
     requests: int
-
-
-def start(name: str, command: list[str], env: dict[str, str], ready_url: str, workdir: Path) -> subprocess.Popen:
-    log_path = workdir / f"{name}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(ready_url, timeout=2).status_code == 200:
-                return proc
-        except requests.RequestException:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            raise SystemExit(f"{name} did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
 
 
 _WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
@@ -113,9 +93,8 @@ def run_threads(url: str, headers: dict[str, str], clients: int, seconds: float)
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
-    ordered = sorted(latencies)
-    return Result(ordered[len(ordered) // 2] * 1000, ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000,
-                  len(ordered) / elapsed, len(ordered))
+    return Result(percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000,
+                  len(latencies) / elapsed, len(latencies))
 
 
 def combine(results: list[Result]) -> Result:
@@ -164,23 +143,19 @@ def main() -> None:
     upgrade("credits", settings.credits_database_url)
     commands = service_commands(settings)
     service_url, gateway_url = settings.credits_url, f"http://127.0.0.1:{settings.gateway_port}"
-    processes = []
     try:
-        processes.append(start("credits", commands["credits"], env, f"{service_url}/readyz", workdir))
-        processes.append(start("gateway", commands["gateway"], env, f"{gateway_url}/healthz", workdir))
-        targets = {"direct": (service_url + PATH, {"X-Service-Token": token}),
-                   "gateway": (gateway_url + PATH, {})}
-        use_wrk = shutil.which("wrk") is not None and not args.python_client
-        runner = run_wrk if use_wrk else run_threads
-        print(f"gateway and credits under gunicorn as `make run` starts them; load from "
-              f"{'wrk' if use_wrk else 'Python threads (requests.Session)'}; {os.cpu_count()} CPU cores")
-        measure("Under load", runner, targets, args.clients, args.seconds, args.rounds)
-        measure("Unloaded", runner, targets, 1, args.seconds, args.rounds)
+        with Processes(workdir) as processes:
+            processes.start("credits", commands["credits"], env=env, ready=lambda: is_ready(f"{service_url}/readyz"))
+            processes.start("gateway", commands["gateway"], env=env, ready=lambda: is_ready(f"{gateway_url}/healthz"))
+            targets = {"direct": (service_url + PATH, {"X-Service-Token": token}),
+                       "gateway": (gateway_url + PATH, {})}
+            use_wrk = shutil.which("wrk") is not None and not args.python_client
+            runner = run_wrk if use_wrk else run_threads
+            print(f"gateway and credits under gunicorn as `make run` starts them; load from "
+                  f"{'wrk' if use_wrk else 'Python threads (requests.Session)'}; {os.cpu_count()} CPU cores")
+            measure("Under load", runner, targets, args.clients, args.seconds, args.rounds)
+            measure("Unloaded", runner, targets, 1, args.seconds, args.rounds)
     finally:
-        for proc in processes:
-            proc.terminate()
-        for proc in processes:
-            proc.wait(timeout=15)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -27,7 +27,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,65 +35,46 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT_ROOT))
+from _harness import Processes, access_token, fresh_database, gunicorn_command, is_ready, wait_for
 
-import jwt  # noqa: E402
-import pymysql  # noqa: E402
-import requests  # noqa: E402
-import websocket  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import requests
+import websocket
 
-from services.credits.client import CreditsClient  # noqa: E402
-from shared.config import load_settings  # noqa: E402
-from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command  # noqa: E402
-from shared.migrate import SERVICES, upgrade  # noqa: E402
-from shared.tokens import ensure_dev_keys  # noqa: E402
+from services.credits.client import CreditsClient
+from shared.config import load_settings
+from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
+from shared.migrate import SERVICES, upgrade
+from shared.tokens import ensure_dev_keys
 
 PY = sys.executable
 TOKEN = "bench-service-token"
 MODEL = "sd15_demo.safetensors"
-MYSQL_SERVER_URL = os.environ.get("BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
 
 
 def pct(values: list[float], p: float) -> float:
+    """The value nearest to rank p % over the n − 1 gaps of the sorted values. Not
+    ``_harness.percentile``: this bench's figures stay comparable with its earlier runs."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
-def answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
-
-
 class Stack:
-    def __init__(self, workdir: Path, backend: str) -> None:
+    def __init__(self, workdir: Path, database_url: str, processes: Processes) -> None:
         self.workdir = workdir
-        self.procs: list[subprocess.Popen] = []
-        self.mysql_db: str | None = None
+        self.processes = processes
         redis_port = free_port()
-        self.spawn("redis", redis_server_command(redis_server_binary(), redis_port, workdir / "redis"))
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        wait_for(lambda: redis_answers(self.redis_url), 10, "redis")
+        processes.start("redis", redis_server_command(redis_server_binary(), redis_port, workdir / "redis"),
+                        ready=lambda: redis_answers(self.redis_url), timeout=10)
         keys = workdir / "keys"
         self.env = {
-            "APP_ENV": "test", "DATA_DIR": str(workdir / "data"), "DATABASE_URL": self._database(backend),
+            "APP_ENV": "test", "DATA_DIR": str(workdir / "data"), "DATABASE_URL": database_url,
             "REDIS_URL": self.redis_url, "SERVICE_TOKEN": TOKEN, "LOG_LEVEL": "WARNING",
             "JWT_PRIVATE_KEY_PATH": str(keys / "private.pem"), "JWT_PUBLIC_KEY_PATH": str(keys / "public.pem"),
             "RENDER_QUEUE": "bench", "CREDITS_PORT": str(free_port()), "GATEWAY_PORT": str(free_port()),
             "RATE_LIMIT_GLOBAL": "1000000/minute", "RATE_LIMIT_GENERATE": "100000/minute",
         }
+        self.process_env = {**os.environ, **self.env}
         settings = load_settings(self.env)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         ensure_dev_keys(settings)
@@ -109,45 +89,21 @@ class Stack:
         self.gunicorn("gateway", "services.gateway.app", self.gateway, workers=3, threads=90)
         self.emulators = [self.emulator(name) for name in ("a", "b")]
         for name, url in zip(("w1", "w2"), self.emulators):
-            self.spawn(f"worker-{name}", [PY, "-m", "services.render_worker", "--comfyui", url, "--name", name,
-                                          "--loglevel", "WARNING"])
+            processes.start(f"worker-{name}", [PY, "-m", "services.render_worker", "--comfyui", url, "--name", name,
+                                               "--loglevel", "WARNING"], env=self.process_env)
         wait_for(lambda: len(self.get("/api/models")["workers"]) == 2, 60, "two render workers")
 
-    def _database(self, backend: str) -> str:
-        if backend == "sqlite":
-            return f"sqlite:///{self.workdir / 'bench.db'}"
-        self.mysql_db = f"aigc_bench_{uuid.uuid4().hex[:8]}"
-        self._mysql(f"CREATE DATABASE `{self.mysql_db}` CHARACTER SET utf8mb4")
-        return make_url(MYSQL_SERVER_URL).set(database=self.mysql_db).render_as_string(hide_password=False)
-
-    @staticmethod
-    def _mysql(statement: str) -> None:
-        parsed = make_url(MYSQL_SERVER_URL)
-        connection = pymysql.connect(host=parsed.host, port=parsed.port or 3306, user=parsed.username,
-                                     password=parsed.password or "")
-        with connection.cursor() as cursor:
-            cursor.execute(statement)
-        connection.close()
-
-    def spawn(self, name: str, command: list[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "wb")
-        self.procs.append(subprocess.Popen(command, cwd=PROJECT_ROOT, env={**os.environ, **getattr(self, "env", {})},
-                                           stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-
     def gunicorn(self, name: str, module: str, url: str, workers: int, threads: int) -> None:
-        bind = url.split("//", 1)[1]
-        self.spawn(name, [PY, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers),
-                          "--threads", str(threads), "--bind", bind, "--log-level", "warning",
-                          f"{module}:create_app()"])
-        wait_for(lambda: answers(url + "/healthz"), 30, name)
+        self.processes.start(name, gunicorn_command(module, url.split("//", 1)[1], workers, threads),
+                             env=self.process_env, ready=lambda: is_ready(url + "/healthz"), timeout=30)
 
     def emulator(self, name: str) -> str:
         port = free_port()
-        self.spawn(f"emulator-{name}", [PY, "-m", "services.comfyui_emulator", "--port", str(port),
-                                        "--data-dir", str(self.workdir / f"comfy-{name}"), "--step-delay", "0",
-                                        "--load-delay", "0"])
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: answers(url + "/system_stats"), 20, f"emulator {name}")
+        self.processes.start(f"emulator-{name}", [PY, "-m", "services.comfyui_emulator", "--port", str(port),
+                                                  "--data-dir", str(self.workdir / f"comfy-{name}"),
+                                                  "--step-delay", "0", "--load-delay", "0"],
+                             env=self.process_env, ready=lambda: is_ready(url + "/system_stats"), timeout=20)
         return url
 
     def configure(self, **update) -> None:
@@ -160,11 +116,7 @@ class Stack:
     def user(self) -> tuple[int, str]:
         user_id = random.randint(10**7, 10**9)
         CreditsClient(self.settings.credits_url, TOKEN).open_account(user_id)
-        now = dt.datetime.now(dt.timezone.utc)
-        token = jwt.encode({"sub": str(user_id), "username": f"b{user_id}", "role": "user", "type": "access",
-                            "jti": uuid.uuid4().hex, "iat": now, "exp": now + dt.timedelta(hours=1)},
-                           self.private_key, algorithm="RS256")
-        return user_id, token
+        return user_id, access_token(self.private_key, user_id, f"b{user_id}", dt.timedelta(hours=1))
 
     def socket(self, token: str) -> websocket.WebSocket:
         ws = websocket.create_connection(self.gateway.replace("http", "ws", 1) + f"/ws?token={token}", timeout=30)
@@ -180,18 +132,6 @@ class Stack:
         if response.status_code != 202:
             raise SystemExit(f"admission failed: {response.status_code} {response.text}")
         return response.json()["data"]["job"]["id"]
-
-    def close(self) -> None:
-        for proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, 15)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-        if self.mysql_db:
-            self._mysql(f"DROP DATABASE IF EXISTS `{self.mysql_db}`")
 
 
 class DirectClient:
@@ -381,15 +321,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--backend", choices=("mariadb", "sqlite"), default="mariadb")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp:
-        stack = Stack(Path(tmp), args.backend)
-        try:
-            platform, direct = bench_overhead(stack, args.single)
-            p_busy, p_gaps, p_wall = bench_throughput_platform(stack, args.jobs)
-            d_busy, d_gaps, d_wall = bench_throughput_direct(stack, args.jobs)
-            latencies = bench_progress_latency(stack, args.clients, 10)
-        finally:
-            stack.close()
+    with (tempfile.TemporaryDirectory(prefix="bench-render-") as tmp,
+          fresh_database(args.backend, Path(tmp)) as database_url,
+          Processes(Path(tmp)) as processes):
+        stack = Stack(Path(tmp), database_url, processes)
+        platform, direct = bench_overhead(stack, args.single)
+        p_busy, p_gaps, p_wall = bench_throughput_platform(stack, args.jobs)
+        d_busy, d_gaps, d_wall = bench_throughput_direct(stack, args.jobs)
+        latencies = bench_progress_latency(stack, args.clients, 10)
     print(f"\nrender bench — {args.backend}, 2 emulators × 1 worker (2 prompts in flight), gateway gunicorn gthread")
     print(f"{'figure':<58}{'platform':>12}{'direct':>12}{'aim':>12}")
     overhead50 = statistics.median(platform) - statistics.median(direct)

@@ -1,1 +1,1 @@
-"""A stand-in ComfyUI server speaking ComfyUI's HTTP and WebSocket protocol (see PROTOCOL.md)."""
+"""A stand-in ComfyUI server speaking ComfyUI's HTTP and WebSocket protocol (see docs/comfyui-protocol.md)."""

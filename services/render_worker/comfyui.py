@@ -1,4 +1,4 @@
-"""Client for one ComfyUI server (HTTP + WebSocket), following PROTOCOL.md.
+"""Client for one ComfyUI server (HTTP + WebSocket), as docs/comfyui-protocol.md describes it.
 
 ``run`` connects the WebSocket first, submits the graph under a prompt id we chose and
 with our own client id, follows only that prompt's messages (state keyed by prompt id,

@@ -1,14 +1,18 @@
-"""Derive the small conformance fixtures from the recorded ComfyUI traces.
+"""Derive the small conformance fixtures from recorded ComfyUI traces.
 
-Run from anywhere: python tests/comfyui_emulator/make_fixtures.py
+The committed ``fixtures/*.json`` were made from the traces recorded on a real ComfyUI
+0.3.64 server (commit a125cd84, see docs/comfyui-protocol.md), which are kept outside the
+project. To remake them, point this script at a folder holding those traces:
+
+    python tests/comfyui_emulator/make_fixtures.py /path/to/traces
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
 
-TRACES = Path(__file__).resolve().parents[3] / "shared" / "comfyui" / "traces"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 WS_TRACES = [
@@ -84,8 +88,8 @@ def body_shape(body: Any) -> Any:
     return None
 
 
-def ws_fixture(name: str, entry: dict[str, Any]) -> dict[str, Any]:
-    frames = json.loads((TRACES / name).read_text())
+def ws_fixture(traces: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    frames = json.loads((traces / name).read_text())
     bodies = entry.get("request_body") or []
     bodies = bodies if isinstance(bodies, list) else [bodies]
     return {
@@ -98,8 +102,8 @@ def ws_fixture(name: str, entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def http_fixture(name: str) -> dict[str, Any]:
-    exchange = json.loads((TRACES / name).read_text())
+def http_fixture(traces: Path, name: str) -> dict[str, Any]:
+    exchange = json.loads((traces / name).read_text())
     request = exchange["request"]
     response = exchange["response"]
     return {
@@ -110,10 +114,13 @@ def http_fixture(name: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    index = json.loads((TRACES / "index.json").read_text())["files"]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("traces", type=Path, help="folder with the recorded traces and their index.json")
+    traces = parser.parse_args().traces
+    index = json.loads((traces / "index.json").read_text())["files"]
     FIXTURES.mkdir(exist_ok=True)
-    ws = {name.removesuffix(".json"): ws_fixture(name, index[name]) for name in WS_TRACES}
-    http = {name.removesuffix(".json"): http_fixture(name) for name in HTTP_TRACES}
+    ws = {name.removesuffix(".json"): ws_fixture(traces, name, index[name]) for name in WS_TRACES}
+    http = {name.removesuffix(".json"): http_fixture(traces, name) for name in HTTP_TRACES}
     (FIXTURES / "ws_sequences.json").write_text(json.dumps(ws, indent=1) + "\n")
     (FIXTURES / "http_shapes.json").write_text(json.dumps(http, indent=1) + "\n")
 
