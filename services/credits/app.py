@@ -9,7 +9,7 @@ from shared.events import EventBus, redis_client
 from shared.web import init_service_app
 from services.credits import api
 from services.credits.cli import credits_cli
-from services.credits.config import CreditsConfig, load_credits_config
+from services.credits.config import CreditsConfig, load_config
 from services.credits.models import protect_ledger
 from services.credits.notifications import GalleryNotifications
 from services.credits.service import CreditsService
@@ -17,7 +17,7 @@ from services.credits.service import CreditsService
 
 def create_app(settings: Settings | None = None, config: CreditsConfig | None = None) -> Flask:
     settings = settings or load_settings()
-    config = config or load_credits_config(settings)
+    config = config or load_config(settings)
     app = Flask(__name__)
     db = Database(settings.credits_database_url)
     protect_ledger(db.engine)

@@ -11,7 +11,7 @@ from sqlalchemy import delete, event, select, text, update
 from shared.config import ConfigError
 from shared.db import utcnow
 from services.credits.app import create_app
-from services.credits.config import load_credits_config
+from services.credits.config import load_config
 from services.credits.models import CreditAccount, CreditHold, CreditLedger, LedgerImmutable, RedeemCode
 
 
@@ -112,11 +112,11 @@ def test_ledger_rows_cannot_be_updated_or_deleted(credits, new_user_id):
 ])
 def test_bad_configuration_stops_start_up(settings, env, message):
     with pytest.raises(ConfigError, match=message):
-        load_credits_config(settings, env)
+        load_config(settings, env)
 
 
 def test_configuration_is_typed_with_defaults(settings):
-    config = load_credits_config(settings, {"CREDITS_PRICING": '{"text2img": 20, "upscale": 5}'})
+    config = load_config(settings, {"CREDITS_PRICING": '{"text2img": 20, "upscale": 5}'})
     assert config.pricing == {"text2img": 20, "upscale": 5}
     assert config.hold_ttl.total_seconds() == 2 * settings.job_deadline_seconds
     assert config.timezone.key == "Asia/Shanghai"

@@ -89,10 +89,10 @@ def test_upscale_is_priced_per_image_and_expected_cost_is_checked(client, servic
 def test_a_job_keeps_the_price_it_was_admitted_at(settings, client, service_headers, new_user_id, job_id):
     """After a price rise, a replay of the admission returns the old hold, and the worker
     captures the old price per image."""
-    from services.credits.config import load_credits_config
+    from services.credits.config import load_config
     user_id = new_user_id()
     assert post(client, service_headers, "/internal/holds", hold_body(user_id, job_id, 2, expectedCost=30)).status_code == 201
-    dearer = create_app(settings, load_credits_config(settings, {"CREDITS_PRICING": '{"text2img": 20}'}))
+    dearer = create_app(settings, load_config(settings, {"CREDITS_PRICING": '{"text2img": 20}'}))
     try:
         again = dearer.test_client().post("/internal/holds", headers=service_headers,
                                           json=hold_body(user_id, job_id, 2, expectedCost=30))
