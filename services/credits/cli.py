@@ -42,7 +42,7 @@ def init_credits(page_size: int) -> None:
 @credits_cli.command("audit")
 def audit_command() -> None:
     """Check every invariant for every account; exit 1 if anything is off."""
-    found = audit(_credits().db)
+    found = audit(current_app.extensions["db"])
     for item in found:
         click.echo(item.render())
     if found:

@@ -72,14 +72,14 @@ def test_bad_transaction_queries_are_422(client, as_user, new_user_id, query):
     assert response.json["error"]["code"] == "VALIDATION_ERROR"
 
 
-def test_stats_show_lifetime_totals_and_this_months_spend(credits, client, service_headers, as_user, new_user_id,
-                                                          job_id):
+def test_stats_show_lifetime_totals_and_this_months_spend(adjustments, client, service_headers, as_user,
+                                                          new_user_id, job_id):
     user_id = new_user_id()
     hold(client, service_headers, user_id, job_id, images=3)
     for index in range(2):
         client.post(f"/internal/holds/{job_id}/capture", headers=service_headers,
                     json={"amount": 15, "idempotencyKey": f"capture:{job_id}:{index}"})
-    credits.deduct(user_id, 5, "chargeback", operator_id=1)
+    adjustments.deduct(user_id, 5, "chargeback", operator_id=1)
     stats = client.get("/api/users/credits/stats", headers=as_user(user_id))
     assert stats.status_code == 200
     month = datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m")
@@ -87,7 +87,7 @@ def test_stats_show_lifetime_totals_and_this_months_spend(credits, client, servi
                                   "month": month, "timezone": "Asia/Shanghai"}
 
 
-def test_this_months_spend_starts_at_local_midnight(credits, new_user_id):
+def test_this_months_spend_starts_at_local_midnight(credits, reports, new_user_id):
     """A deduction at 31 Jan 17:00 UTC is 1 Feb 01:00 in Shanghai: February's spend."""
     user_id = new_user_id()
     credits.open_account(user_id)
@@ -99,7 +99,7 @@ def test_this_months_spend_starts_at_local_midnight(credits, new_user_id):
                 created_at=datetime(2025, 1, 31, hour)))
         session.execute(update(CreditAccount).where(CreditAccount.user_id == user_id)
                         .values(available=470, lifetime_spent=30))
-    stats = credits.stats(user_id, now=datetime(2025, 2, 10, tzinfo=timezone.utc))
+    stats = reports.stats(user_id, now=datetime(2025, 2, 10, tzinfo=timezone.utc))
     assert (stats["month"], stats["spentThisMonth"], stats["spent"]) == ("2025-02", 15, 30)
 
 

@@ -28,10 +28,11 @@ def ledger_keys(credits, user_id):
                                .order_by(CreditLedger.id)).all()
 
 
-def test_init_credits_grants_the_bonus_once_whatever_the_balance(credits_app, credits, fake_peers, new_user_id):
+def test_init_credits_grants_the_bonus_once_whatever_the_balance(credits_app, credits, adjustments, fake_peers,
+                                                                new_user_id):
     never_seen, spent_to_zero, without_row = new_user_id(), new_user_id(), new_user_id()
     credits.open_account(spent_to_zero)
-    credits.deduct(spent_to_zero, 500, "spent it all", operator_id=1)
+    adjustments.deduct(spent_to_zero, 500, "spent it all", operator_id=1)
     with credits.db.transaction() as session:  # an account from before the ledger existed
         session.add(CreditAccount(user_id=without_row, available=0, held=0, lifetime_earned=0, lifetime_spent=0))
     fake_peers.user_ids = [spent_to_zero, without_row, never_seen]

@@ -17,6 +17,7 @@ from shared.tokens import revoked_token_key, revoked_user_key
 from services.credits import events
 from services.credits.audit import audit
 from services.credits.config import CreditsConfig
+from services.credits.ledger import Ledger
 from services.credits.models import CreditHold, CreditLedger
 from services.credits.service import CreditsService
 
@@ -167,7 +168,8 @@ def test_an_entry_is_acknowledged_only_after_the_closing_committed(
     user_id = new_user_id()
     hold(client, service_headers, user_id, job_id)
     unreachable = Database(f"sqlite:///{tmp_path / 'missing' / 'credits.db'}")
-    broken = CreditsService(unreachable, EventBus(redis), CreditsConfig(), CreditsConfig().signup_bonus)
+    broken = CreditsService(unreachable, Ledger(unreachable, EventBus(redis), CreditsConfig().signup_bonus),
+                            CreditsConfig())
     failing = events.consumer(broken, redis, "worker-1", stream=stream)
     failing.ensure_group()
     redis.xadd(stream, {"type": "user.deleted", "userId": str(user_id), "ts": "x"})

@@ -45,9 +45,10 @@ def snapshot(credits, user_id, job_id):
 
 @pytest.mark.parametrize("movement", ["open", "hold", "capture", "release", "expire", "grant", "deduct", "redeem",
                                       "bonus"])
-def test_a_failure_after_the_ledger_insert_leaves_nothing_half_written(credits, new_user_id, job_id, movement):
+def test_a_failure_after_the_ledger_insert_leaves_nothing_half_written(credits, adjustments, redeem_codes, new_user_id,
+                                                                       job_id, movement):
     user_id = new_user_id()
-    code = credits.create_redeem_code(amount=5, max_uses=3, operator_id=1)["code"]
+    code = redeem_codes.create(amount=5, max_uses=3, operator_id=1).code
     if movement == "bonus":  # an account without its bonus row, as the original's were
         with credits.db.transaction() as session:
             session.add(CreditAccount(user_id=user_id, available=0, held=0, lifetime_earned=0, lifetime_spent=0))
@@ -61,9 +62,9 @@ def test_a_failure_after_the_ledger_insert_leaves_nothing_half_written(credits, 
         "capture": lambda: credits.capture(job_id, 15, f"capture:{job_id}:0"),
         "release": lambda: credits.release(job_id, f"release:{job_id}"),
         "expire": lambda: credits.expire_hold(job_id, now=utcnow() + timedelta(days=365)),
-        "grant": lambda: credits.grant(user_id, 10, "r", operator_id=1),
-        "deduct": lambda: credits.deduct(user_id, 10, "r", operator_id=1),
-        "redeem": lambda: credits.redeem(user_id, code),
+        "grant": lambda: adjustments.grant(user_id, 10, "r", operator_id=1),
+        "deduct": lambda: adjustments.deduct(user_id, 10, "r", operator_id=1),
+        "redeem": lambda: redeem_codes.redeem(user_id, code),
         "bonus": lambda: credits.grant_signup_bonuses([new_user_id(), user_id]),
     }[movement]
     before = snapshot(credits, user_id, job_id)
