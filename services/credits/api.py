@@ -67,11 +67,14 @@ def hold():
 
 
 @bp.post("/internal/holds/<job_id>/capture")
-@doc("Spend part of a job's hold (idempotent by key)", body=CaptureSchema,
-     errors={404: "HOLD_NOT_FOUND", 409: "HOLD_EXCEEDED, HOLD_SETTLED, IDEMPOTENCY_CONFLICT"})
+@doc("Spend delivered images of a job's hold at its price per image (idempotent by key)", body=CaptureSchema,
+     errors={404: "HOLD_NOT_FOUND", 409: "HOLD_EXCEEDED, HOLD_SETTLED, HOLD_UNPRICED, IDEMPOTENCY_CONFLICT"},
+     description="`images` (default 1) is how many images this capture delivered; credits charges "
+                 "images × the price per image the hold was admitted at. Replaying a key with another "
+                 "image count is 409 IDEMPOTENCY_CONFLICT.")
 def capture(job_id: str):
     data = load_json(CaptureSchema())
-    return ok(_credits().capture(job_id, data["amount"], data["idempotency_key"]))
+    return ok(_credits().capture(job_id, data["idempotency_key"], data["images"]))
 
 
 @bp.post("/internal/holds/<job_id>/release")

@@ -44,7 +44,7 @@ class HoldSchema(Schema):
 
 
 class CaptureSchema(Schema):
-    amount = fields.Integer(required=True, strict=True, validate=AMOUNT)
+    images = fields.Integer(load_default=1, strict=True, validate=validate.Range(min=1, max=MAX_IMAGES))
     idempotency_key = fields.String(data_key="idempotencyKey", required=True, validate=KEY)
 
 

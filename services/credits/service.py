@@ -141,16 +141,19 @@ class CreditsService:
             return HoldResult(job_id, cost, price, balance, created=True)
         return self.ledger.unit_of_work(work)
 
-    def capture(self, job_id: str, amount: int, idempotency_key: str) -> dict[str, Any]:
-        """Move ``amount`` of a job's hold from held to spent; never more than remains held."""
+    def capture(self, job_id: str, idempotency_key: str, images: int = 1) -> dict[str, Any]:
+        """Spend ``images`` delivered images of a job's hold, at the price per image the hold
+        was admitted at: that much moves from held to spent, never more than remains held."""
         def work(session: Session) -> dict[str, Any]:
             hold = self._locked_hold(session, job_id)
+            price = _price_per_image(hold)
+            amount = images * price
             recorded = self.ledger.recorded(session, idempotency_key, "capture", reference=job_id)
             if recorded is not None:
                 if -recorded.held_change != amount:
                     raise Conflict("This idempotency key was used for a different capture.",
                                    code="IDEMPOTENCY_CONFLICT",
-                                   details={"amount": -recorded.held_change, "requested": amount})
+                                   details={"images": -recorded.held_change // price, "requested": images})
                 return {"jobId": job_id, "captured": amount,
                         "remaining": self._held_after(session, job_id, recorded.id)}
             if hold.status != "open":
@@ -274,3 +277,13 @@ class CreditsService:
 
 def _remaining(hold: Row) -> int:
     return hold.amount - hold.captured - hold.released
+
+
+def _price_per_image(hold: Row) -> int:
+    """The price per image a hold was admitted at. Holds from before migration c0002 stored
+    neither their price nor their image count, so they cannot be captured by image (409
+    HOLD_UNPRICED; they are released, by their job or by the sweeper)."""
+    if hold.price_per_image is None:
+        raise Conflict(f"The hold of job {hold.job_id} predates prices per image; it can only be released.",
+                       code="HOLD_UNPRICED", details={"amount": hold.amount})
+    return hold.price_per_image

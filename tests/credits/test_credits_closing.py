@@ -62,7 +62,7 @@ def test_user_deleted_releases_holds_closes_the_account_and_keeps_the_ledger(
     for job in (running, half_done, finished):
         hold(client, service_headers, user_id, job)
     client.post(f"/internal/holds/{half_done}/capture", headers=service_headers,
-                json={"amount": 15, "idempotencyKey": f"capture:{half_done}:0"})
+                json={"idempotencyKey": f"capture:{half_done}:0"})
     client.post(f"/internal/holds/{finished}/release", headers=service_headers,
                 json={"idempotencyKey": f"release:{finished}"})
     credits.open_account(bystander)
@@ -115,7 +115,7 @@ def test_a_closed_account_refuses_every_movement(credits, client, service_header
                            json={"code": code.json["data"]["code"]})
     assert (redeemed.status_code, redeemed.json["error"]["code"]) == (409, "ACCOUNT_CLOSED")
     captured = client.post(f"/internal/holds/{job_id}/capture", headers=service_headers,
-                           json={"amount": 15, "idempotencyKey": f"capture:{job_id}:0"})
+                           json={"idempotencyKey": f"capture:{job_id}:0"})
     assert (captured.status_code, captured.json["error"]["code"]) == (409, "HOLD_SETTLED")
     released = client.post(f"/internal/holds/{job_id}/release", headers=service_headers,
                            json={"idempotencyKey": f"release:{job_id}"})

@@ -59,7 +59,7 @@ def test_a_failure_after_the_ledger_insert_leaves_nothing_half_written(credits, 
     run = {
         "open": lambda: credits.open_account(user_id),
         "hold": lambda: credits.hold(user_id, job_id, "text2img", 2),
-        "capture": lambda: credits.capture(job_id, 15, f"capture:{job_id}:0"),
+        "capture": lambda: credits.capture(job_id, f"capture:{job_id}:0"),
         "release": lambda: credits.release(job_id, f"release:{job_id}"),
         "expire": lambda: credits.expire_hold(job_id, now=utcnow() + timedelta(days=365)),
         "grant": lambda: adjustments.grant(user_id, 10, "r", operator_id=1),

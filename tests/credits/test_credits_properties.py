@@ -88,7 +88,7 @@ def apply(credits, adjustments, user_id: int, model: Model, jobs: list[str], ste
         if kind == "capture":
             key, amount = f"capture:{job}:{step[2]}", hold["price"] * step[3]
             try:
-                credits.capture(job, amount, key)
+                credits.capture(job, key, images=step[3])
                 if key not in model.captures:
                     assert hold["open"] and hold["captured"] + amount <= hold["amount"]
                     hold["captured"] += amount
