@@ -337,7 +337,7 @@ CREDITS = [
     Case("credits", "POST", "/internal/holds", public(201), lambda w, p: {"json": {
         "userId": p.owner.id, "jobId": f"matrix-{uuid.uuid4().hex}", "workflow": "text2img", "images": 1}}),
     Case("credits", "POST", "/internal/holds/<job_id>/capture", public(200),
-         lambda w, p: {**hold_of_owner(w, p), "json": {"amount": 5, "idempotencyKey": uuid.uuid4().hex}}),
+         lambda w, p: {**hold_of_owner(w, p), "json": {"images": 1, "idempotencyKey": uuid.uuid4().hex}}),
     Case("credits", "POST", "/internal/holds/<job_id>/release", public(200),
          lambda w, p: {**hold_of_owner(w, p), "json": {"idempotencyKey": uuid.uuid4().hex}}),
     Case("credits", "GET", "/api/users/credits", signed_in(200)),

@@ -8,16 +8,32 @@ from shared.errors import ok
 from shared.openapi import doc, spec_response
 from shared.tokens import require_admin, require_user
 from shared.web import load_json, load_query
+from services.credits.adjustments import Adjustments
+from services.credits.redeem import RedeemCodes
+from services.credits.reports import LedgerFilter, Reports
 from services.credits.schemas import (AccountsQuerySchema, AdjustSchema, CaptureSchema, HoldSchema,
                                       OpenAccountSchema, PageQuerySchema, RedeemCodeCreateSchema, RedeemSchema,
-                                      ReleaseSchema, TransactionsQuerySchema)
-from services.credits.service import CreditsService, LedgerFilter
+                                      ReleaseSchema, TransactionsQuerySchema, account_json,
+                                      admin_ledger_entry_json, ledger_entry_json, page_json, redeem_code_json)
+from services.credits.service import CreditsService
 
 bp = Blueprint("credits", __name__)
 
 
 def _credits() -> CreditsService:
     return current_app.extensions["credits"]
+
+
+def _adjustments() -> Adjustments:
+    return current_app.extensions["credits_adjustments"]
+
+
+def _redeem_codes() -> RedeemCodes:
+    return current_app.extensions["credits_redeem_codes"]
+
+
+def _reports() -> Reports:
+    return current_app.extensions["credits_reports"]
 
 
 def _ledger_filter(query: dict) -> LedgerFilter:
@@ -27,7 +43,7 @@ def _ledger_filter(query: dict) -> LedgerFilter:
 @bp.get("/api/credits/pricing")
 @doc("Prices of each workflow, in credits per image")
 def pricing():
-    return ok({"pricing": dict(_credits().config.pricing), "currency": "credits"})
+    return ok({"pricing": _credits().pricing(), "currency": "credits"})
 
 
 @bp.post("/internal/accounts")
@@ -51,11 +67,14 @@ def hold():
 
 
 @bp.post("/internal/holds/<job_id>/capture")
-@doc("Spend part of a job's hold (idempotent by key)", body=CaptureSchema,
-     errors={404: "HOLD_NOT_FOUND", 409: "HOLD_EXCEEDED, HOLD_SETTLED, IDEMPOTENCY_CONFLICT"})
+@doc("Spend delivered images of a job's hold at its price per image (idempotent by key)", body=CaptureSchema,
+     errors={404: "HOLD_NOT_FOUND", 409: "HOLD_EXCEEDED, HOLD_SETTLED, HOLD_UNPRICED, IDEMPOTENCY_CONFLICT"},
+     description="`images` (default 1) is how many images this capture delivered; credits charges "
+                 "images × the price per image the hold was admitted at. Replaying a key with another "
+                 "image count is 409 IDEMPOTENCY_CONFLICT.")
 def capture(job_id: str):
     data = load_json(CaptureSchema())
-    return ok(_credits().capture(job_id, data["amount"], data["idempotency_key"]))
+    return ok(_credits().capture(job_id, data["idempotency_key"], data["images"]))
 
 
 @bp.post("/internal/holds/<job_id>/release")
@@ -77,7 +96,7 @@ def my_balance():
 @doc("The caller's credit statistics", auth="user")
 def my_stats():
     claims = require_user()
-    return ok(_credits().stats(claims.user_id))
+    return ok(_reports().stats(claims.user_id))
 
 
 @bp.get("/api/users/credits/transactions")
@@ -85,8 +104,8 @@ def my_stats():
 def my_transactions():
     claims = require_user()
     query = load_query(TransactionsQuerySchema())
-    page = _credits().transactions(claims.user_id, query["page"], query["page_size"], _ledger_filter(query))
-    return ok(page.to_dict())
+    page = _reports().transactions(claims.user_id, query["page"], query["page_size"], _ledger_filter(query))
+    return ok(page_json(page, ledger_entry_json))
 
 
 @bp.post("/api/users/credits/redeem")
@@ -96,7 +115,7 @@ def my_transactions():
 def redeem():
     claims = require_user()
     data = load_json(RedeemSchema())
-    return ok(_credits().redeem(claims.user_id, data["code"]))
+    return ok(_redeem_codes().redeem(claims.user_id, data["code"]))
 
 
 @bp.post("/api/admin/credits/grant")
@@ -105,7 +124,7 @@ def redeem():
 def grant():
     admin = require_admin()
     data = load_json(AdjustSchema())
-    balance = _credits().grant(data["user_id"], data["amount"], data["reason"], admin.user_id,
+    balance = _adjustments().grant(data["user_id"], data["amount"], data["reason"], admin.user_id,
                                data["idempotency_key"])
     return ok(balance.to_dict())
 
@@ -116,7 +135,7 @@ def grant():
 def deduct():
     admin = require_admin()
     data = load_json(AdjustSchema())
-    balance = _credits().deduct(data["user_id"], data["amount"], data["reason"], admin.user_id,
+    balance = _adjustments().deduct(data["user_id"], data["amount"], data["reason"], admin.user_id,
                                 data["idempotency_key"])
     return ok(balance.to_dict())
 
@@ -126,7 +145,7 @@ def deduct():
 def accounts():
     require_admin()
     query = load_query(AccountsQuerySchema())
-    return ok(_credits().accounts(query["page"], query["page_size"], query["user_id"]).to_dict())
+    return ok(page_json(_reports().accounts(query["page"], query["page_size"], query["user_id"]), account_json))
 
 
 @bp.get("/api/admin/credits/accounts/<int:user_id>/transactions")
@@ -134,8 +153,8 @@ def accounts():
 def account_transactions(user_id: int):
     require_admin()
     query = load_query(TransactionsQuerySchema())
-    page = _credits().account_transactions(user_id, query["page"], query["page_size"], _ledger_filter(query))
-    return ok(page.to_dict())
+    page = _reports().account_transactions(user_id, query["page"], query["page_size"], _ledger_filter(query))
+    return ok(page_json(page, admin_ledger_entry_json))
 
 
 @bp.post("/api/admin/credits/redeem-codes")
@@ -144,9 +163,9 @@ def account_transactions(user_id: int):
 def create_redeem_code():
     admin = require_admin()
     data = load_json(RedeemCodeCreateSchema())
-    code = _credits().create_redeem_code(data["amount"], data["max_uses"], admin.user_id, data["code"],
-                                         data["expires_at"], data["description"])
-    return ok(code, 201)
+    code = _redeem_codes().create(data["amount"], data["max_uses"], admin.user_id, data["code"],
+                                  data["expires_at"], data["description"])
+    return ok(redeem_code_json(code), 201)
 
 
 @bp.get("/api/admin/credits/redeem-codes")
@@ -154,7 +173,7 @@ def create_redeem_code():
 def redeem_codes():
     require_admin()
     query = load_query(PageQuerySchema())
-    return ok(_credits().redeem_codes(query["page"], query["page_size"]).to_dict())
+    return ok(page_json(_redeem_codes().list_codes(query["page"], query["page_size"]), redeem_code_json))
 
 
 @bp.get("/openapi.json")

@@ -1,4 +1,4 @@
-"""The credits service: prices, balances, holds for render jobs, redeem codes and the ledger."""
+"""The credits service's app factory."""
 from __future__ import annotations
 
 from flask import Flask
@@ -8,24 +8,33 @@ from shared.db import Database
 from shared.events import EventBus, redis_client
 from shared.web import init_service_app
 from services.credits import api
+from services.credits.adjustments import Adjustments
 from services.credits.cli import credits_cli
-from services.credits.config import CreditsConfig, load_credits_config
+from services.credits.config import CreditsConfig, load_config
+from services.credits.ledger import Ledger
 from services.credits.models import protect_ledger
-from services.credits.notifications import GalleryNotifications
+from services.credits.redeem import RedeemCodes
+from services.credits.reports import Reports
 from services.credits.service import CreditsService
+from services.gallery.client import GalleryClient
 
 
 def create_app(settings: Settings | None = None, config: CreditsConfig | None = None) -> Flask:
     settings = settings or load_settings()
-    config = config or load_credits_config(settings)
+    config = config or load_config(settings)
     app = Flask(__name__)
     db = Database(settings.credits_database_url)
     protect_ledger(db.engine)
     redis = redis_client(settings.redis_url)
+    ledger = Ledger(db, EventBus(redis), config.signup_bonus)
+    credits = CreditsService(db, ledger, config)
     app.extensions["db"] = db
     app.extensions["redis"] = redis  # shared.tokens checks revocations with it on every request
-    app.extensions["credits"] = CreditsService(db, EventBus(redis), config, config.signup_bonus,
-                                               GalleryNotifications(settings.gallery_url, settings.service_token))
+    app.extensions["credits"] = credits
+    app.extensions["credits_adjustments"] = Adjustments(
+        ledger, GalleryClient(settings.gallery_url, settings.service_token, timeout=3.0))
+    app.extensions["credits_redeem_codes"] = RedeemCodes(db, ledger)
+    app.extensions["credits_reports"] = Reports(db, config.timezone, credits)
 
     init_service_app(app, settings, internal=True,
                      ready_checks={"database": db.ping, "redis": redis.ping})

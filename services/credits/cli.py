@@ -8,8 +8,9 @@ from flask.cli import AppGroup
 from shared.errors import ServiceError
 from services.auth.client import MAX_ID_PAGE, AuthClient
 from services.credits.audit import audit
+from services.credits.expiry import sweep_holds
 from services.credits.service import CreditsService
-from services.credits.sweeper import jobs_client, sweep_holds
+from services.render.client import RenderClient
 
 credits_cli = AppGroup("credits", help="Check and repair credit accounts.")
 
@@ -42,7 +43,7 @@ def init_credits(page_size: int) -> None:
 @credits_cli.command("audit")
 def audit_command() -> None:
     """Check every invariant for every account; exit 1 if anything is off."""
-    found = audit(_credits().db)
+    found = audit(current_app.extensions["db"])
     for item in found:
         click.echo(item.render())
     if found:
@@ -54,7 +55,8 @@ def audit_command() -> None:
 @click.option("--limit", default=500, show_default=True, type=click.IntRange(1, 10_000))
 def sweep_holds_command(limit: int) -> None:
     """Release expired holds whose jobs are finished or unknown to the gateway."""
-    jobs = jobs_client(current_app)
+    settings = current_app.config["SETTINGS"]
+    jobs = RenderClient(settings.render_url, settings.service_token)
     try:
         report = sweep_holds(_credits(), jobs.job_status, limit=limit)
     finally:

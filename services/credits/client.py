@@ -26,9 +26,12 @@ class CreditsClient:
             body["expectedCost"] = expected_cost
         return self.http.post("/internal/holds", body)
 
-    def capture(self, job_id: str, amount: int, idempotency_key: str) -> dict:
+    def capture(self, job_id: str, idempotency_key: str, images: int = 1) -> dict:
+        """Spend ``images`` delivered images of the job's hold at the price the hold was
+        admitted at: ``{"jobId", "captured", "remaining"}`` (credits). 409 HOLD_EXCEEDED,
+        HOLD_SETTLED, IDEMPOTENCY_CONFLICT (the key was used with another image count)."""
         return self.http.post(f"/internal/holds/{job_id}/capture",
-                              {"amount": amount, "idempotencyKey": idempotency_key})
+                              {"images": images, "idempotencyKey": idempotency_key})
 
     def release(self, job_id: str, idempotency_key: str) -> dict:
         return self.http.post(f"/internal/holds/{job_id}/release", {"idempotencyKey": idempotency_key})

@@ -47,7 +47,7 @@ def parse_pricing(raw: str) -> dict[str, int]:
     return pricing
 
 
-def load_credits_config(settings: Settings, env: Mapping[str, str] | None = None) -> CreditsConfig:
+def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> CreditsConfig:
     env = os.environ if env is None else env
     raw_pricing = env.get("CREDITS_PRICING")
     pricing = parse_pricing(raw_pricing) if raw_pricing else dict(DEFAULT_PRICING)

@@ -17,6 +17,7 @@ import threading
 import redis
 
 from shared.events import PLATFORM_STREAM, GroupConsumer, deleted_user_id, redis_client
+from services.credits.app import create_app
 from services.credits.service import CreditsService
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,6 @@ def consumer(credits: CreditsService, client: redis.Redis, name: str,
 
 def main() -> None:
     """``python -m services.credits.events``: one long-running consumer for the launcher."""
-    from services.credits.app import create_app
-
     app = create_app()
     name = f"{socket.gethostname()}-{os.getpid()}"
     log.info("consuming %s as %s/%s", PLATFORM_STREAM, GROUP, name)

@@ -1,11 +1,17 @@
-"""Input schemas of the credits API. Unknown fields are rejected (marshmallow 4 RAISE)."""
+"""Input schemas of the credits API (unknown fields are rejected: marshmallow 4 RAISE) and
+the JSON of its rows."""
 from __future__ import annotations
 
 from datetime import timezone
+from typing import Any, Callable, TypeVar
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from services.credits.models import LEDGER_TYPES
+from shared.db import isoformat
+from services.credits.models import LEDGER_TYPES, CreditAccount, CreditLedger, RedeemCode
+from services.credits.reports import Page
+
+T = TypeVar("T")
 
 JOB_ID = validate.Length(min=1, max=64)
 KEY = validate.Length(min=1, max=150)
@@ -38,7 +44,7 @@ class HoldSchema(Schema):
 
 
 class CaptureSchema(Schema):
-    amount = fields.Integer(required=True, strict=True, validate=AMOUNT)
+    images = fields.Integer(load_default=1, strict=True, validate=validate.Range(min=1, max=MAX_IMAGES))
     idempotency_key = fields.String(data_key="idempotencyKey", required=True, validate=KEY)
 
 
@@ -90,3 +96,34 @@ class RedeemCodeCreateSchema(Schema):
 
 class RedeemSchema(Schema):
     code = fields.String(required=True, validate=CODE)
+
+
+def page_json(page: Page[T], present: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
+    return {"items": [present(item) for item in page.items], "page": page.page, "pageSize": page.page_size,
+            "total": page.total}
+
+
+def account_json(row: CreditAccount) -> dict[str, Any]:
+    return {"userId": row.user_id, "available": row.available, "held": row.held,
+            "lifetimeEarned": row.lifetime_earned, "lifetimeSpent": row.lifetime_spent,
+            "createdAt": isoformat(row.created_at), "updatedAt": isoformat(row.updated_at),
+            "closedAt": isoformat(row.closed_at)}
+
+
+def redeem_code_json(row: RedeemCode) -> dict[str, Any]:
+    return {"code": row.code, "amount": row.amount, "maxUses": row.max_uses, "uses": row.uses,
+            "expiresAt": isoformat(row.expires_at), "description": row.description,
+            "createdBy": row.created_by, "createdAt": isoformat(row.created_at)}
+
+
+def ledger_entry_json(row: CreditLedger) -> dict[str, Any]:
+    """A ledger row as its user sees it."""
+    return {"id": row.id, "type": row.type, "amount": row.amount, "heldChange": row.held_change,
+            "balanceBefore": row.balance_before, "balanceAfter": row.balance_after,
+            "reference": row.reference, "description": row.description,
+            "createdAt": isoformat(row.created_at)}
+
+
+def admin_ledger_entry_json(row: CreditLedger) -> dict[str, Any]:
+    """A ledger row as administrators see it: with the operator of an adjustment."""
+    return {**ledger_entry_json(row), "operatorId": row.operator_id}

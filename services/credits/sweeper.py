@@ -1,77 +1,31 @@
-"""Releasing holds nobody settled: expired holds whose jobs are finished or gone.
-
-Run periodically with ``python -m services.credits.sweeper`` (one process), or one pass with
-``flask --app services.credits.app:create_app credits sweep-holds``.
-
-A hold outlives its job's deadline (``CREDITS_HOLD_TTL_SECONDS``, default twice the job
-deadline). Past that, the sweeper asks the render domain about the job: when it has finished or
-the render domain does not know it, the rest of the hold goes back to the user under the key
-``expire:<jobId>``; a job still queued or running keeps its hold (its worker settles it).
-"""
+"""The hold sweeper process, ``python -m services.credits.sweeper``: releases expired holds
+of finished or vanished jobs (``services.credits.expiry``) every
+``CREDITS_SWEEP_INTERVAL_SECONDS``. One process per deployment is enough; two do no harm."""
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Callable
 
 from flask import Flask
 
-from shared.errors import ServiceError
-from services.render.client import FINISHED_JOB_STATUSES, RenderClient
+from services.credits.app import create_app
+from services.credits.expiry import sweep_holds
 from services.credits.service import CreditsService
+from services.render.client import RenderClient
 
 log = logging.getLogger(__name__)
 
-JobStatus = Callable[[str], "str | None"]
-
-
-@dataclass
-class SweepReport:
-    released: dict[str, int] = field(default_factory=dict)  # job id → credits returned
-    kept: list[str] = field(default_factory=list)  # jobs still running
-    unreachable: list[str] = field(default_factory=list)  # the render domain could not say
-
-    def summary(self) -> str:
-        return (f"released {len(self.released)} holds ({sum(self.released.values())} credits), "
-                f"kept {len(self.kept)} of running jobs, {len(self.unreachable)} unanswered")
-
-
-def sweep_holds(credits: CreditsService, job_status: JobStatus, now: datetime | None = None,
-                limit: int = 500) -> SweepReport:
-    """One pass over open holds past expiry. Safe to run twice or from two processes."""
-    report = SweepReport()
-    for job_id in credits.expired_holds(now, limit):
-        try:
-            status = job_status(job_id)
-        except ServiceError as exc:
-            log.warning("could not ask the render domain about job %s: %s", job_id, exc.message)
-            report.unreachable.append(job_id)
-            continue
-        if status is not None and status not in FINISHED_JOB_STATUSES:
-            report.kept.append(job_id)
-            continue
-        released = credits.expire_hold(job_id, now)
-        if released is not None:
-            report.released[job_id] = released
-    return report
-
-
-def jobs_client(app: Flask) -> RenderClient:
-    settings = app.config["SETTINGS"]
-    return RenderClient(settings.render_url, settings.service_token)
-
 
 def run_sweeper(app: Flask, interval: float, stop: threading.Event | None = None) -> None:
-    """Sweep every ``interval`` seconds until ``stop`` is set; meant for a daemon thread.
+    """Sweep every ``interval`` seconds until ``stop`` is set.
 
     A failing pass is logged and the next one runs on time: the sweep is idempotent and a
     missed pass only delays a refund.
     """
     stop = stop or threading.Event()
     credits: CreditsService = app.extensions["credits"]
-    jobs = jobs_client(app)
+    settings = app.config["SETTINGS"]
+    jobs = RenderClient(settings.render_url, settings.service_token)
     try:
         while not stop.is_set():
             try:
@@ -86,9 +40,6 @@ def run_sweeper(app: Flask, interval: float, stop: threading.Event | None = None
 
 
 def main() -> None:
-    """``python -m services.credits.sweeper``: one long-running sweeper process for the launcher."""
-    from services.credits.app import create_app
-
     app = create_app()
     run_sweeper(app, app.extensions["credits"].config.sweep_interval_seconds)
 

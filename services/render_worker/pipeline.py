@@ -247,7 +247,7 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef]) -> int:
         file = _store(ctx.storage, index, data)
         with ctx.db.transaction() as session:
             output = jobs.add_output(session, job, file)
-        ctx.credits.capture(job.id, job.price_per_image, f"capture:{job.id}:{index}")
+        ctx.credits.capture(job.id, f"capture:{job.id}:{index}")
         delivered += 1
         _publish(ctx, job, "job.image", {"outputId": output.id, "index": index,
                                          "imageUrl": ctx.storage.signed_url(output.image_key),

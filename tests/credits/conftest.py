@@ -97,8 +97,23 @@ def credits_app(settings):
 
 @pytest.fixture
 def credits(credits_app):
-    """The service object, for calling domain functions directly."""
+    """The accounts and holds service, for calling domain functions directly."""
     return credits_app.extensions["credits"]
+
+
+@pytest.fixture
+def adjustments(credits_app):
+    return credits_app.extensions["credits_adjustments"]
+
+
+@pytest.fixture
+def redeem_codes(credits_app):
+    return credits_app.extensions["credits_redeem_codes"]
+
+
+@pytest.fixture
+def reports(credits_app):
+    return credits_app.extensions["credits_reports"]
 
 
 @pytest.fixture

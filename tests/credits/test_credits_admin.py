@@ -160,8 +160,8 @@ def test_generated_expired_and_unknown_codes(credits, client, as_user, admin, ne
     assert code in {item["code"] for item in listed["items"]}
 
 
-def test_parallel_redeems_by_one_user_credit_once(credits_app, credits, as_user, admin, new_user_id):
-    code = credits.create_redeem_code(amount=50, max_uses=100, operator_id=1)["code"]
+def test_parallel_redeems_by_one_user_credit_once(credits_app, credits, redeem_codes, as_user, admin, new_user_id):
+    code = redeem_codes.create(amount=50, max_uses=100, operator_id=1).code
     user_id = new_user_id()
     credits.open_account(user_id)
 

@@ -28,10 +28,11 @@ def ledger_keys(credits, user_id):
                                .order_by(CreditLedger.id)).all()
 
 
-def test_init_credits_grants_the_bonus_once_whatever_the_balance(credits_app, credits, fake_peers, new_user_id):
+def test_init_credits_grants_the_bonus_once_whatever_the_balance(credits_app, credits, adjustments, fake_peers,
+                                                                new_user_id):
     never_seen, spent_to_zero, without_row = new_user_id(), new_user_id(), new_user_id()
     credits.open_account(spent_to_zero)
-    credits.deduct(spent_to_zero, 500, "spent it all", operator_id=1)
+    adjustments.deduct(spent_to_zero, 500, "spent it all", operator_id=1)
     with credits.db.transaction() as session:  # an account from before the ledger existed
         session.add(CreditAccount(user_id=without_row, available=0, held=0, lifetime_earned=0, lifetime_spent=0))
     fake_peers.user_ids = [spent_to_zero, without_row, never_seen]
@@ -72,7 +73,7 @@ def test_sweep_releases_expired_holds_of_finished_or_gone_jobs(credits_app, cred
         credits.hold(user_id, job, "text2img", 2)
         if name != "fresh":
             expire_now(credits, job)
-    credits.capture(jobs["done"], 15, f"capture:{jobs['done']}:0")
+    credits.capture(jobs["done"], f"capture:{jobs['done']}:0")
     fake_peers.jobs.update({jobs["done"]: "succeeded", jobs["running"]: "running"})
     fake_peers.broken_jobs.add(jobs["broken"])
 
@@ -135,7 +136,7 @@ def test_audit_is_clean_then_reports_every_kind_of_discrepancy(private_app, new_
     for user_id in (drifted, overcharged, gapped):
         credits.open_account(user_id)
     credits.hold(overcharged, "job-over", "text2img", 1)
-    credits.capture("job-over", 15, "capture:job-over:0")
+    credits.capture("job-over", "capture:job-over:0")
     clean = invoke(private_app, "audit")
     assert clean.exit_code == 0, clean.output
     assert "credits audit: clean" in clean.output

@@ -15,7 +15,7 @@ def test_client_round_trip_and_errors(credits_server, settings, new_user_id, job
     assert client.open_account(user_id) == {"available": 500, "held": 0}
     assert client.hold(user_id, job_id, "text2img", 2, "two images", expected_cost=30) == {
         "jobId": job_id, "amount": 30, "pricePerImage": 15, "available": 470, "held": 30}
-    assert client.capture(job_id, 15, f"capture:{job_id}:0") == {"jobId": job_id, "captured": 15, "remaining": 15}
+    assert client.capture(job_id, f"capture:{job_id}:0") == {"jobId": job_id, "captured": 15, "remaining": 15}
     assert client.release(job_id, f"release:{job_id}") == {"jobId": job_id, "released": 15, "remaining": 0}
 
     with pytest.raises(ServiceError) as changed:

@@ -17,6 +17,7 @@ from shared.tokens import revoked_token_key, revoked_user_key
 from services.credits import events
 from services.credits.audit import audit
 from services.credits.config import CreditsConfig
+from services.credits.ledger import Ledger
 from services.credits.models import CreditHold, CreditLedger
 from services.credits.service import CreditsService
 
@@ -61,7 +62,7 @@ def test_user_deleted_releases_holds_closes_the_account_and_keeps_the_ledger(
     for job in (running, half_done, finished):
         hold(client, service_headers, user_id, job)
     client.post(f"/internal/holds/{half_done}/capture", headers=service_headers,
-                json={"amount": 15, "idempotencyKey": f"capture:{half_done}:0"})
+                json={"idempotencyKey": f"capture:{half_done}:0"})
     client.post(f"/internal/holds/{finished}/release", headers=service_headers,
                 json={"idempotencyKey": f"release:{finished}"})
     credits.open_account(bystander)
@@ -114,7 +115,7 @@ def test_a_closed_account_refuses_every_movement(credits, client, service_header
                            json={"code": code.json["data"]["code"]})
     assert (redeemed.status_code, redeemed.json["error"]["code"]) == (409, "ACCOUNT_CLOSED")
     captured = client.post(f"/internal/holds/{job_id}/capture", headers=service_headers,
-                           json={"amount": 15, "idempotencyKey": f"capture:{job_id}:0"})
+                           json={"idempotencyKey": f"capture:{job_id}:0"})
     assert (captured.status_code, captured.json["error"]["code"]) == (409, "HOLD_SETTLED")
     released = client.post(f"/internal/holds/{job_id}/release", headers=service_headers,
                            json={"idempotencyKey": f"release:{job_id}"})
@@ -167,7 +168,8 @@ def test_an_entry_is_acknowledged_only_after_the_closing_committed(
     user_id = new_user_id()
     hold(client, service_headers, user_id, job_id)
     unreachable = Database(f"sqlite:///{tmp_path / 'missing' / 'credits.db'}")
-    broken = CreditsService(unreachable, EventBus(redis), CreditsConfig(), CreditsConfig().signup_bonus)
+    broken = CreditsService(unreachable, Ledger(unreachable, EventBus(redis), CreditsConfig().signup_bonus),
+                            CreditsConfig())
     failing = events.consumer(broken, redis, "worker-1", stream=stream)
     failing.ensure_group()
     redis.xadd(stream, {"type": "user.deleted", "userId": str(user_id), "ts": "x"})

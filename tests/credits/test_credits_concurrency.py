@@ -127,7 +127,7 @@ def test_parallel_identical_admissions_and_captures_charge_once(remote, new_user
     job = f"same-{user_id}"
     with ThreadPoolExecutor(max_workers=16) as pool:
         holds = list(pool.map(lambda _: remote.hold(user_id, job, "text2img", 2), range(16)))
-        captures = list(pool.map(lambda _: remote.capture(job, 15, f"capture:{job}:0"), range(16)))
+        captures = list(pool.map(lambda _: remote.capture(job, f"capture:{job}:0"), range(16)))
     assert {hold["amount"] for hold in holds} == {30}
     assert captures == [{"jobId": job, "captured": 15, "remaining": 15}] * 16
     assert remote.open_account(user_id) == {"available": 470, "held": 15}
@@ -138,7 +138,7 @@ def test_racing_captures_and_releases_settle_a_hold_exactly_once(remote, db, new
     for _round in range(3):
         user_id, job = new_user_id(), f"race-{uuid.uuid4().hex}"
         remote.hold(user_id, job, "text2img", 3)
-        calls = ([lambda i=i: remote.capture(job, 15, f"capture:{job}:{i}") for i in range(3) for _ in range(6)]
+        calls = ([lambda i=i: remote.capture(job, f"capture:{job}:{i}") for i in range(3) for _ in range(6)]
                  + [lambda k=k: remote.release(job, f"release:{job}:{k}") for k in range(6)])
         rng.shuffle(calls)
         with ThreadPoolExecutor(max_workers=24) as pool:

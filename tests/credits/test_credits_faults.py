@@ -11,7 +11,7 @@ from sqlalchemy import delete, event, select, text, update
 from shared.config import ConfigError
 from shared.db import utcnow
 from services.credits.app import create_app
-from services.credits.config import load_credits_config
+from services.credits.config import load_config
 from services.credits.models import CreditAccount, CreditHold, CreditLedger, LedgerImmutable, RedeemCode
 
 
@@ -45,9 +45,10 @@ def snapshot(credits, user_id, job_id):
 
 @pytest.mark.parametrize("movement", ["open", "hold", "capture", "release", "expire", "grant", "deduct", "redeem",
                                       "bonus"])
-def test_a_failure_after_the_ledger_insert_leaves_nothing_half_written(credits, new_user_id, job_id, movement):
+def test_a_failure_after_the_ledger_insert_leaves_nothing_half_written(credits, adjustments, redeem_codes, new_user_id,
+                                                                       job_id, movement):
     user_id = new_user_id()
-    code = credits.create_redeem_code(amount=5, max_uses=3, operator_id=1)["code"]
+    code = redeem_codes.create(amount=5, max_uses=3, operator_id=1).code
     if movement == "bonus":  # an account without its bonus row, as the original's were
         with credits.db.transaction() as session:
             session.add(CreditAccount(user_id=user_id, available=0, held=0, lifetime_earned=0, lifetime_spent=0))
@@ -58,12 +59,12 @@ def test_a_failure_after_the_ledger_insert_leaves_nothing_half_written(credits, 
     run = {
         "open": lambda: credits.open_account(user_id),
         "hold": lambda: credits.hold(user_id, job_id, "text2img", 2),
-        "capture": lambda: credits.capture(job_id, 15, f"capture:{job_id}:0"),
+        "capture": lambda: credits.capture(job_id, f"capture:{job_id}:0"),
         "release": lambda: credits.release(job_id, f"release:{job_id}"),
         "expire": lambda: credits.expire_hold(job_id, now=utcnow() + timedelta(days=365)),
-        "grant": lambda: credits.grant(user_id, 10, "r", operator_id=1),
-        "deduct": lambda: credits.deduct(user_id, 10, "r", operator_id=1),
-        "redeem": lambda: credits.redeem(user_id, code),
+        "grant": lambda: adjustments.grant(user_id, 10, "r", operator_id=1),
+        "deduct": lambda: adjustments.deduct(user_id, 10, "r", operator_id=1),
+        "redeem": lambda: redeem_codes.redeem(user_id, code),
         "bonus": lambda: credits.grant_signup_bonuses([new_user_id(), user_id]),
     }[movement]
     before = snapshot(credits, user_id, job_id)
@@ -112,11 +113,11 @@ def test_ledger_rows_cannot_be_updated_or_deleted(credits, new_user_id):
 ])
 def test_bad_configuration_stops_start_up(settings, env, message):
     with pytest.raises(ConfigError, match=message):
-        load_credits_config(settings, env)
+        load_config(settings, env)
 
 
 def test_configuration_is_typed_with_defaults(settings):
-    config = load_credits_config(settings, {"CREDITS_PRICING": '{"text2img": 20, "upscale": 5}'})
+    config = load_config(settings, {"CREDITS_PRICING": '{"text2img": 20, "upscale": 5}'})
     assert config.pricing == {"text2img": 20, "upscale": 5}
     assert config.hold_ttl.total_seconds() == 2 * settings.job_deadline_seconds
     assert config.timezone.key == "Asia/Shanghai"

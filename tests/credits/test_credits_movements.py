@@ -3,8 +3,10 @@ API, with exact balances and ledger rows; replays, conflicts and late calls."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import update
 
 from services.credits.app import create_app
+from services.credits.models import CreditHold
 
 
 def post(client, headers, path, body):
@@ -55,7 +57,7 @@ def test_hold_quotes_the_price_capture_twice_then_release_nothing(client, servic
 
     for index, remaining in ((0, 15), (1, 0)):
         capture = post(client, service_headers, f"/internal/holds/{job_id}/capture",
-                       {"amount": 15, "idempotencyKey": f"capture:{job_id}:{index}"})
+                       {"images": 1, "idempotencyKey": f"capture:{job_id}:{index}"})
         assert capture.status_code == 200
         assert capture.json["data"] == {"jobId": job_id, "captured": 15, "remaining": remaining}
     assert balance(client, service_headers, user_id) == {"available": 470, "held": 0}
@@ -87,12 +89,12 @@ def test_upscale_is_priced_per_image_and_expected_cost_is_checked(client, servic
 
 
 def test_a_job_keeps_the_price_it_was_admitted_at(settings, client, service_headers, new_user_id, job_id):
-    """After a price rise, a replay of the admission returns the old hold, and the worker
-    captures the old price per image."""
-    from services.credits.config import load_credits_config
+    """After a price rise, a replay of the admission returns the old hold, and captures
+    charge the old price per image: the worker sends only how many images it delivered."""
+    from services.credits.config import load_config
     user_id = new_user_id()
     assert post(client, service_headers, "/internal/holds", hold_body(user_id, job_id, 2, expectedCost=30)).status_code == 201
-    dearer = create_app(settings, load_credits_config(settings, {"CREDITS_PRICING": '{"text2img": 20}'}))
+    dearer = create_app(settings, load_config(settings, {"CREDITS_PRICING": '{"text2img": 20}'}))
     try:
         again = dearer.test_client().post("/internal/holds", headers=service_headers,
                                           json=hold_body(user_id, job_id, 2, expectedCost=30))
@@ -101,8 +103,29 @@ def test_a_job_keeps_the_price_it_was_admitted_at(settings, client, service_head
         new_job = dearer.test_client().post("/internal/holds", headers=service_headers,
                                             json=hold_body(user_id, job_id + "-b", 2, expectedCost=30))
         assert new_job.status_code == 409 and new_job.json["error"]["details"]["cost"] == 40
+        both = dearer.test_client().post(f"/internal/holds/{job_id}/capture", headers=service_headers,
+                                         json={"images": 2, "idempotencyKey": f"capture:{job_id}:0-1"})
+        assert both.json["data"] == {"jobId": job_id, "captured": 30, "remaining": 0}
     finally:
         dearer.extensions["db"].dispose()
+
+
+def test_a_hold_from_before_prices_per_image_cannot_be_captured_only_released(credits, client, service_headers,
+                                                                             new_user_id, job_id):
+    """Holds admitted before migration c0002 stored neither their price per image nor their
+    image count: a capture is refused clearly and charges nothing; the release returns all."""
+    user_id = new_user_id()
+    post(client, service_headers, "/internal/holds", hold_body(user_id, job_id, 2))
+    with credits.db.transaction() as session:
+        session.execute(update(CreditHold).where(CreditHold.job_id == job_id)
+                        .values(workflow=None, images=None, price_per_image=None))
+    refused = post(client, service_headers, f"/internal/holds/{job_id}/capture",
+                   {"idempotencyKey": f"capture:{job_id}:0"})
+    assert (refused.status_code, refused.json["error"]["code"]) == (409, "HOLD_UNPRICED")
+    assert balance(client, service_headers, user_id) == {"available": 470, "held": 30}
+    released = post(client, service_headers, f"/internal/holds/{job_id}/release", {"idempotencyKey": f"release:{job_id}"})
+    assert released.json["data"] == {"jobId": job_id, "released": 30, "remaining": 0}
+    assert balance(client, service_headers, user_id) == {"available": 500, "held": 0}
 
 
 def test_unknown_workflow_is_422(client, service_headers, new_user_id, job_id):
@@ -117,7 +140,7 @@ def test_partial_capture_releases_the_rest(client, service_headers, as_user, new
     post(client, service_headers, "/internal/holds", hold_body(user_id, job_id, 3))
     for index in range(2):
         post(client, service_headers, f"/internal/holds/{job_id}/capture",
-             {"amount": 15, "idempotencyKey": f"capture:{job_id}:{index}"})
+             {"idempotencyKey": f"capture:{job_id}:{index}"})
     release = post(client, service_headers, f"/internal/holds/{job_id}/release", {"idempotencyKey": "r-" + job_id})
     assert release.json["data"] == {"jobId": job_id, "released": 15, "remaining": 0}
     assert balance(client, service_headers, user_id) == {"available": 470, "held": 0}
@@ -134,9 +157,9 @@ def test_replays_change_nothing_twice(client, service_headers, as_user, new_user
     assert replay.status_code == 200
     assert replay.json["data"] == {"jobId": job_id, "amount": 45, "pricePerImage": 15, "available": 455, "held": 45}
 
-    capture = {"amount": 15, "idempotencyKey": f"capture:{job_id}:0"}
+    capture = {"idempotencyKey": f"capture:{job_id}:0"}
     first = post(client, service_headers, f"/internal/holds/{job_id}/capture", capture)
-    post(client, service_headers, f"/internal/holds/{job_id}/capture", {"amount": 15, "idempotencyKey": f"capture:{job_id}:1"})
+    post(client, service_headers, f"/internal/holds/{job_id}/capture", {"idempotencyKey": f"capture:{job_id}:1"})
     again = post(client, service_headers, f"/internal/holds/{job_id}/capture", capture)
     assert first.json == again.json == {"success": True, "data": {"jobId": job_id, "captured": 15, "remaining": 30}}
 
@@ -157,7 +180,7 @@ def test_a_redelivered_capture_after_a_crash_does_not_capture_again(settings, cl
     restarted credits process: the same key returns the first result."""
     user_id = new_user_id()
     post(client, service_headers, "/internal/holds", hold_body(user_id, job_id, 2))
-    body = {"amount": 15, "idempotencyKey": f"capture:{job_id}:0"}
+    body = {"idempotencyKey": f"capture:{job_id}:0"}
     first = post(client, service_headers, f"/internal/holds/{job_id}/capture", body)
     restarted = create_app(settings)
     try:
@@ -192,26 +215,30 @@ def test_replaying_a_job_with_a_different_request_is_409(client, service_headers
 
 def test_capture_conflicts_are_409_or_404(client, service_headers, new_user_id, job_id):
     user_id = new_user_id()
-    post(client, service_headers, "/internal/holds", hold_body(user_id, job_id))
-    exceeded = post(client, service_headers, f"/internal/holds/{job_id}/capture", {"amount": 30, "idempotencyKey": "k1"})
+    post(client, service_headers, "/internal/holds", hold_body(user_id, job_id, 2))
+    exceeded = post(client, service_headers, f"/internal/holds/{job_id}/capture", {"images": 3, "idempotencyKey": "k1"})
     assert exceeded.status_code == 409
     assert exceeded.json["error"]["code"] == "HOLD_EXCEEDED"
-    assert exceeded.json["error"]["details"] == {"remaining": 15, "requested": 30}
+    assert exceeded.json["error"]["details"] == {"remaining": 30, "requested": 45}
 
     key = f"capture:{job_id}:0"
     assert post(client, service_headers, f"/internal/holds/{job_id}/capture",
-                {"amount": 10, "idempotencyKey": key}).status_code == 200
-    other_amount = post(client, service_headers, f"/internal/holds/{job_id}/capture", {"amount": 5, "idempotencyKey": key})
-    assert other_amount.status_code == 409
-    assert other_amount.json["error"]["code"] == "IDEMPOTENCY_CONFLICT"
+                {"images": 1, "idempotencyKey": key}).status_code == 200
+    other_count = post(client, service_headers, f"/internal/holds/{job_id}/capture", {"images": 2, "idempotencyKey": key})
+    assert other_count.status_code == 409
+    assert other_count.json["error"]["code"] == "IDEMPOTENCY_CONFLICT"
+    assert other_count.json["error"]["details"] == {"images": 1, "requested": 2}
     other_job_key = post(client, service_headers, f"/internal/holds/{job_id}/capture",
-                         {"amount": 5, "idempotencyKey": f"hold:{job_id}"})
+                         {"idempotencyKey": f"hold:{job_id}"})
     assert other_job_key.json["error"]["code"] == "IDEMPOTENCY_CONFLICT"
+    beyond = post(client, service_headers, f"/internal/holds/{job_id}/capture", {"images": 2, "idempotencyKey": "k3"})
+    assert (beyond.status_code, beyond.json["error"]["code"]) == (409, "HOLD_EXCEEDED")
+    assert beyond.json["error"]["details"] == {"remaining": 15, "requested": 30}
 
-    missing = post(client, service_headers, "/internal/holds/no-such-job/capture", {"amount": 15, "idempotencyKey": "k2"})
+    missing = post(client, service_headers, "/internal/holds/no-such-job/capture", {"idempotencyKey": "k2"})
     assert missing.status_code == 404
     assert missing.json["error"]["code"] == "HOLD_NOT_FOUND"
-    assert balance(client, service_headers, user_id) == {"available": 485, "held": 5}
+    assert balance(client, service_headers, user_id) == {"available": 470, "held": 15}
 
 
 def test_capture_after_release_is_409(client, service_headers, new_user_id, job_id):
@@ -219,7 +246,7 @@ def test_capture_after_release_is_409(client, service_headers, new_user_id, job_
     post(client, service_headers, "/internal/holds", hold_body(user_id, job_id, 2))
     post(client, service_headers, f"/internal/holds/{job_id}/release", {"idempotencyKey": f"release:{job_id}"})
     late = post(client, service_headers, f"/internal/holds/{job_id}/capture",
-                {"amount": 15, "idempotencyKey": f"capture:{job_id}:0"})
+                {"idempotencyKey": f"capture:{job_id}:0"})
     assert late.status_code == 409
     assert late.json["error"]["code"] == "HOLD_SETTLED"
     assert balance(client, service_headers, user_id) == {"available": 500, "held": 0}

@@ -61,14 +61,14 @@ def check_invariants(credits, user_id: int, model: Model) -> None:
         assert hold.released == 0 if hold.status == "open" else hold.remaining == 0
 
 
-def apply(credits, user_id: int, model: Model, jobs: list[str], step: tuple) -> None:
+def apply(credits, adjustments, user_id: int, model: Model, jobs: list[str], step: tuple) -> None:
     kind = step[0]
     if kind == "grant":
-        credits.grant(user_id, step[1], "property test", operator_id=1)
+        adjustments.grant(user_id, step[1], "property test", operator_id=1)
         model.available += step[1]
     elif kind == "deduct":
         try:
-            credits.deduct(user_id, step[1], "property test", operator_id=1)
+            adjustments.deduct(user_id, step[1], "property test", operator_id=1)
             model.available -= step[1]
         except ServiceError as exc:
             assert exc.code == "BALANCE_TOO_LOW" and step[1] > model.available
@@ -88,7 +88,7 @@ def apply(credits, user_id: int, model: Model, jobs: list[str], step: tuple) -> 
         if kind == "capture":
             key, amount = f"capture:{job}:{step[2]}", hold["price"] * step[3]
             try:
-                credits.capture(job, amount, key)
+                credits.capture(job, key, images=step[3])
                 if key not in model.captures:
                     assert hold["open"] and hold["captured"] + amount <= hold["amount"]
                     hold["captured"] += amount
@@ -113,10 +113,10 @@ def apply(credits, user_id: int, model: Model, jobs: list[str], step: tuple) -> 
 @hypothesis_settings(max_examples=60, deadline=None, database=None,
                      suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(sequence=steps)
-def test_random_movements_keep_every_invariant(credits, sequence):
+def test_random_movements_keep_every_invariant(credits, adjustments, sequence):
     user_id = uuid.uuid4().int % 10**12 + 1
     credits.open_account(user_id)
     model, jobs = Model(), []
     for step in sequence:
-        apply(credits, user_id, model, jobs, step)
+        apply(credits, adjustments, user_id, model, jobs, step)
         check_invariants(credits, user_id, model)

@@ -1,0 +1,184 @@
+"""The ledger: the one way credits move, and the unit of work every movement runs in.
+
+A movement updates the account and appends exactly one ledger row (unique idempotency key),
+inside the caller's unit of work; ``credits.changed`` goes out after the commit.
+
+Concurrency: a movement that takes credits updates the account with a conditional UPDATE
+(``WHERE available >= n``) and checks the row count, so parallel holds never overdraw.
+Callers lock what a movement is about (a hold, a redeem code) before it, so the lock order is
+always hold or code → account and movements cannot deadlock each other; a call that still
+collides on a unique key (two identical calls at once) or loses a MariaDB deadlock is run
+again and then finds the recorded result.
+
+A closed account (its user was deleted) refuses every movement: the account UPDATE of each
+movement requires ``closed_at IS NULL``, so no movement can slip in after the closing commits.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+import redis
+from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from shared.db import Database, after_commit, isoformat, utcnow
+from shared.errors import Conflict, NotFound, ServiceError
+from shared.events import EventBus
+from services.credits.models import INFLOW_TYPES, CreditAccount, CreditLedger
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The hot paths run these statements, built once so SQLAlchemy reuses their compiled form.
+_accounts, _ledger = CreditAccount.__table__, CreditLedger.__table__
+MOVE = (update(_accounts)
+        .where(_accounts.c.user_id == bindparam("p_user_id"), _accounts.c.closed_at.is_(None),
+               _accounts.c.available + bindparam("p_amount") >= 0)
+        .values(available=_accounts.c.available + bindparam("p_amount"),
+                held=_accounts.c.held + bindparam("p_held_change"),
+                lifetime_earned=_accounts.c.lifetime_earned + bindparam("p_earned"),
+                lifetime_spent=_accounts.c.lifetime_spent + bindparam("p_spent"),
+                updated_at=bindparam("p_now")))
+BALANCE = select(_accounts.c.available, _accounts.c.held).where(_accounts.c.user_id == bindparam("p_user_id"))
+INSERT_LEDGER = insert(_ledger)
+RECORDED = (select(_ledger.c.id, _ledger.c.user_id, _ledger.c.type, _ledger.c.amount, _ledger.c.held_change,
+                   _ledger.c.reference)
+            .where(_ledger.c.idempotency_key == bindparam("p_key")))
+DEADLOCK_ERRORS = (1205, 1213)  # MySQL/MariaDB lock wait timeout, deadlock
+DEADLOCK_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class Balance:
+    available: int
+    held: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"available": self.available, "held": self.held}
+
+
+def earned_by(entry_type: str, amount: int) -> int:
+    """What a ledger row adds to lifetime earned."""
+    return amount if entry_type in INFLOW_TYPES else 0
+
+
+def spent_by(entry_type: str, amount: int, held_change: int) -> int:
+    """What a ledger row adds to lifetime spent: captured credits and admin deductions."""
+    if entry_type == "capture":
+        return -held_change
+    if entry_type == "admin_deduct":
+        return -amount
+    return 0
+
+
+def account_not_found(user_id: int) -> NotFound:
+    return NotFound(f"User {user_id} has no credit account.", code="ACCOUNT_NOT_FOUND")
+
+
+class Ledger:
+    def __init__(self, db: Database, events: EventBus, signup_bonus: int) -> None:
+        self.db = db
+        self.events = events
+        self.signup_bonus = signup_bonus
+
+    def unit_of_work(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction. After a unique-key race run it once more, to replay
+        the winner's result; after a MariaDB deadlock run it again, a few times."""
+        replayed, deadlocks = False, 0
+        while True:
+            try:
+                with self.db.transaction() as session:
+                    return work(session)
+            except IntegrityError:
+                if replayed:
+                    raise
+                replayed = True
+                log.info("credit movement raced on a unique key; replaying")
+            except OperationalError as exc:
+                code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
+                if code not in DEADLOCK_ERRORS or deadlocks >= DEADLOCK_RETRIES:
+                    raise
+                deadlocks += 1
+                log.info("credit movement lost a deadlock; running it again")
+
+    def open_if_missing(self, session: Session, user_id: int) -> bool:
+        """Create the account with its signup bonus if it does not exist; True if created."""
+        if session.get(CreditAccount, user_id) is not None:
+            return False
+        now = utcnow()
+        session.execute(insert(CreditAccount).values(user_id=user_id, available=0, held=0, lifetime_earned=0,
+                                                     lifetime_spent=0, created_at=now, updated_at=now))
+        self.grant_bonus(session, user_id)
+        return True
+
+    def grant_bonus(self, session: Session, user_id: int) -> None:
+        self.must_move(session, user_id, "signup_bonus", f"signup_bonus:{user_id}", amount=self.signup_bonus,
+                       held_change=0, description="Signup bonus")
+
+    def move(self, session: Session, user_id: int, entry_type: str, key: str, *, amount: int,
+             held_change: int, reference: str | None = None, description: str = "",
+             operator_id: int | None = None) -> Balance | None:
+        """Apply one movement to the account and append its ledger row. Returns the new
+        balance, or None when the account is missing or would go below zero available."""
+        now = utcnow()
+        moved = session.execute(MOVE, {
+            "p_user_id": user_id, "p_amount": amount, "p_held_change": held_change,
+            "p_earned": earned_by(entry_type, amount), "p_spent": spent_by(entry_type, amount, held_change),
+            "p_now": now}).rowcount
+        if moved != 1:
+            return None
+        balance = self.balance(session, user_id)
+        session.execute(INSERT_LEDGER, {
+            "user_id": user_id, "type": entry_type, "amount": amount, "held_change": held_change,
+            "balance_before": balance.available - amount, "balance_after": balance.available,
+            "reference": reference, "description": description[:255], "idempotency_key": key,
+            "operator_id": operator_id, "created_at": now})
+        self._announce(session, user_id, balance)
+        return balance
+
+    def must_move(self, session: Session, user_id: int, entry_type: str, key: str, **movement: Any) -> Balance:
+        """A movement that cannot lack funds (it adds, or only moves held credits)."""
+        balance = self.move(session, user_id, entry_type, key, **movement)
+        if balance is None:
+            self.refuse_if_closed(session, user_id, status=409)
+            raise account_not_found(user_id)
+        return balance
+
+    def refuse_if_closed(self, session: Session, user_id: int, status: int) -> None:
+        """Raise ACCOUNT_CLOSED (with ``status``) when the user's account is closed."""
+        closed_at = session.scalar(select(CreditAccount.closed_at).where(CreditAccount.user_id == user_id))
+        if closed_at is not None:
+            raise ServiceError(f"The credit account of user {user_id} is closed.", status=status,
+                               code="ACCOUNT_CLOSED", details={"closedAt": isoformat(closed_at)})
+
+    def balance(self, session: Session, user_id: int) -> Balance:
+        """The account's balance in this transaction; 404 when there is no account."""
+        row = session.execute(BALANCE, {"p_user_id": user_id}).first()
+        if row is None:
+            raise account_not_found(user_id)
+        return Balance(*row)
+
+    def recorded(self, session: Session, key: str, entry_type: str, reference: str | None = None) -> Row | None:
+        """The ledger row of ``key`` if it was recorded; IDEMPOTENCY_CONFLICT when the key was
+        used for another kind of movement or another reference."""
+        entry = session.execute(RECORDED, {"p_key": key}).first()
+        if entry is not None and (entry.type != entry_type or entry.reference != reference):
+            raise Conflict("This idempotency key was used for a different movement.",
+                           code="IDEMPOTENCY_CONFLICT")
+        return entry
+
+    def _announce(self, session: Session, user_id: int, balance: Balance) -> None:
+        data = balance.to_dict()
+
+        def publish() -> None:
+            try:
+                self.events.publish(user_id, "credits.changed", data)
+            except redis.RedisError:
+                # The movement is committed; a missed live notification is only cosmetic.
+                log.warning("could not publish credits.changed for user %s", user_id, exc_info=True)
+
+        after_commit(session, publish)
