@@ -102,8 +102,9 @@ def init_jwt(app: Flask, settings: Settings) -> JWTManager:
     Bearer`` header only). The public key is read on first use; auth adds
     ``JWT_PRIVATE_KEY`` to sign."""
     app.config.update(JWT_ALGORITHM=ALGORITHM, JWT_TOKEN_LOCATION=["headers"], JWT_IDENTITY_CLAIM="sub",
-                      JWT_ENCODE_NBF=False,
-                      JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.access_token_minutes))
+                      JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.access_token_minutes),
+                      # No cookies, so no CSRF claim; no "nbf": the claim set stays the platform's.
+                      JWT_COOKIE_CSRF_PROTECT=False, JWT_ENCODE_NBF=False)
     manager = JWTManager(app)
     manager.decode_key_loader(lambda _header, _payload: _public_key())
     manager.token_in_blocklist_loader(_in_blocklist)

@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, config: AuthConfig | None = Non
     ensure_dev_keys(settings)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.config["JWT_PRIVATE_KEY"] = settings.jwt_private_key_path.read_text()  # only auth signs
     db = Database(settings.auth_database_url)
     redis = redis_client(settings.redis_url)
     storage = make_storage(settings)
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None, config: AuthConfig | None = Non
     gallery = GalleryClient(settings.gallery_url, settings.service_token)
     mailer: Mailer = (SmtpMailer(config.smtp, config.mail_from) if config.smtp
                       else OutboxMailer(settings.data_dir / "mail", config.mail_from))
-    signer = TokenSigner(settings.jwt_private_key_path.read_text(), settings.access_token_minutes)
+    signer = TokenSigner(settings.access_token_minutes)
     revocations = Revocations(redis, signer.expires_in)
     sessions = Sessions(db, config, signer, revocations)
     app.extensions["db"] = db

@@ -1,6 +1,9 @@
 """Registration: the user row, the token, the credit account, and every way input can be wrong."""
 from __future__ import annotations
 
+import re
+
+import jwt
 import pytest
 import requests
 
@@ -34,6 +37,21 @@ def test_register_returns_a_verifiable_token_and_500_credits(register, auth_sett
                           headers={**service_headers, "Authorization": f"Bearer {data['accessToken']}"})
     items = ledger.json()["data"]["items"]
     assert [(item["type"], item["amount"]) for item in items] == [("signup_bonus", 500)]
+
+
+def test_access_tokens_carry_the_platform_claims(register, auth_settings, unique):
+    """Signed by flask-jwt-extended, the token still is what every verifier and the web client
+    read: RS256, the user id as a string subject, and an issue time with milliseconds."""
+    data = register().json["data"]
+    token = data["accessToken"]
+    assert jwt.get_unverified_header(token) == {"alg": "RS256", "typ": "JWT"}
+    claims = jwt.decode(token, auth_settings.jwt_public_key_path.read_text(), algorithms=["RS256"])
+    assert set(claims) == {"sub", "username", "role", "jti", "type", "iat", "exp", "fresh"}
+    assert (claims["sub"], claims["username"], claims["role"], claims["type"], claims["fresh"]) == (
+        str(data["user"]["id"]), f"u_{unique}", "user", "access", False)
+    assert re.fullmatch(r"[0-9a-f]{32}", claims["jti"])
+    assert isinstance(claims["iat"], float) and round(claims["iat"], 3) == claims["iat"]
+    assert claims["exp"] == int(claims["iat"]) + auth_settings.access_token_minutes * 60
 
 
 def test_register_succeeds_without_credits(settings_env, settings, service_headers, unique):
