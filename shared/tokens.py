@@ -1,29 +1,40 @@
-"""Access-token verification with the public key (RS256).
+"""Access tokens (RS256) with flask-jwt-extended, bound to every service app by
+``shared.web.init_service_app``.
 
-Only the auth service holds the private key and signs; every other process
-verifies with the public key alone. Development keys are generated once into
-the data folder; production must configure both key paths.
+Only the auth service holds the private key and signs; every other process verifies
+with the public key alone. Development keys are generated once into the data folder;
+production must configure both key paths.
+
+A token carries ``sub`` (the user id as a string), ``username``, ``role``, ``jti``,
+``type`` ("access"), ``iat`` (Unix seconds with milliseconds) and ``exp``. Every refusal
+answers with the platform's envelope: 401 ``NO_TOKEN``, ``TOKEN_INVALID``,
+``TOKEN_EXPIRED`` or ``TOKEN_REVOKED``.
 
 Revocation: auth marks a signed-out token id (``revoked:jti:<jti>``) and a disabled,
 deleted or password-changed user (``revoked:user:<id>``, holding the revocation time in
 Unix seconds: tokens issued before it are refused) in Redis, each for one access-token
-lifetime. An app that keeps a Redis client in ``app.extensions["redis"]`` checks both
-keys on every authenticated request with one MGET; an app without one skips the check.
+lifetime. flask-jwt-extended's blocklist check reads both keys with one MGET on every
+authenticated request of an app that keeps a Redis client in ``app.extensions["redis"]``;
+an app without one skips the check.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-import jwt
 import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from flask import current_app, g, request
+from flask import Flask, current_app, g, request
+from flask_jwt_extended import JWTManager, decode_token, get_current_user, verify_jwt_in_request
+from flask_jwt_extended.exceptions import JWTExtendedException, NoAuthorizationError
+from jwt import ExpiredSignatureError, InvalidTokenError
 
 from shared.config import Settings
-from shared.errors import Forbidden, ServiceUnavailable, Unauthorized
+from shared.errors import Forbidden, ServiceUnavailable, Unauthorized, error_response
 
 ALGORITHM = "RS256"
 
@@ -35,6 +46,7 @@ class Claims:
     role: str
     token_id: str
     issued_at: float = 0.0  # "iat", Unix seconds (auth signs it with sub-second precision)
+    expires_at: float = 0.0  # "exp", Unix seconds
 
     @property
     def is_admin(self) -> bool:
@@ -63,23 +75,90 @@ def _write_private(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
-def decode_access_token(token: str, public_key: str) -> Claims:
-    """Verify signature, expiry and type; raise Unauthorized with a precise code otherwise."""
-    try:
-        payload = jwt.decode(token, public_key, algorithms=[ALGORITHM],
-                             options={"require": ["exp", "iat", "sub", "jti"]})
-    except jwt.ExpiredSignatureError as exc:
-        raise Unauthorized("Your session has expired; sign in again.", code="TOKEN_EXPIRED") from exc
-    except jwt.PyJWTError as exc:
-        raise Unauthorized("The access token is invalid.", code="TOKEN_INVALID") from exc
-    if payload.get("type") != "access":
-        raise Unauthorized("The access token is invalid.", code="TOKEN_INVALID")
+# The refusals, the same for a request (through the callbacks below) and for the socket.
+
+def _no_token() -> Unauthorized:
+    return Unauthorized("Sign in to continue.", code="NO_TOKEN")
+
+
+def _invalid() -> Unauthorized:
+    return Unauthorized("The access token is invalid.", code="TOKEN_INVALID")
+
+
+def _expired() -> Unauthorized:
+    return Unauthorized("Your session has expired; sign in again.", code="TOKEN_EXPIRED")
+
+
+def _revoked() -> Unauthorized:
+    return Unauthorized("This session has ended; sign in again.", code="TOKEN_REVOKED")
+
+
+def _answer(error: Unauthorized):
+    return error_response(error.status, error.code, error.message)
+
+
+def init_jwt(app: Flask, settings: Settings) -> JWTManager:
+    """Verify access tokens in ``app`` with flask-jwt-extended (from the ``Authorization:
+    Bearer`` header only). The public key is read on first use; auth adds
+    ``JWT_PRIVATE_KEY`` to sign."""
+    app.config.update(JWT_ALGORITHM=ALGORITHM, JWT_TOKEN_LOCATION=["headers"], JWT_IDENTITY_CLAIM="sub",
+                      JWT_ACCESS_TOKEN_EXPIRES=timedelta(minutes=settings.access_token_minutes),
+                      # No cookies, so no CSRF claim; no "nbf": the claim set stays the platform's.
+                      JWT_COOKIE_CSRF_PROTECT=False, JWT_ENCODE_NBF=False)
+    manager = JWTManager(app)
+    manager.decode_key_loader(lambda _header, _payload: _public_key())
+    manager.token_in_blocklist_loader(_in_blocklist)
+    manager.user_lookup_loader(lambda _header, payload: _claims(payload))  # None: malformed claims
+    manager.unauthorized_loader(lambda _reason: _answer(_no_token()))
+    manager.invalid_token_loader(lambda _reason: _answer(_invalid()))  # also a refresh-type token
+    manager.user_lookup_error_loader(lambda _header, _payload: _answer(_invalid()))
+    manager.expired_token_loader(lambda _header, _payload: _answer(_expired()))
+    manager.revoked_token_loader(lambda _header, _payload: _answer(_revoked()))
+    return manager
+
+
+def _public_key() -> str:
+    key = current_app.config.get("JWT_PUBLIC_KEY")
+    if key is None:
+        settings: Settings = current_app.config["SETTINGS"]
+        key = current_app.config["JWT_PUBLIC_KEY"] = settings.jwt_public_key_path.read_text()
+    return key
+
+
+def _claims(payload: dict[str, Any]) -> Claims | None:
+    """The claims of a verified payload, or None when one is missing or malformed."""
+    if payload.get("type") != "access" or "exp" not in payload or payload.get("jti") is None:
+        return None
     try:
         return Claims(user_id=int(payload["sub"]), username=str(payload["username"]),
                       role=str(payload["role"]), token_id=str(payload["jti"]),
-                      issued_at=float(payload["iat"]))
-    except (KeyError, ValueError, TypeError) as exc:
-        raise Unauthorized("The access token is invalid.", code="TOKEN_INVALID") from exc
+                      issued_at=float(payload["iat"]), expires_at=float(payload["exp"]))
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def _in_blocklist(_header: dict[str, Any], payload: dict[str, Any]) -> bool:
+    client = current_app.extensions.get("redis")
+    claims = _claims(payload)
+    if client is None or claims is None:  # a malformed token is refused by the user lookup next
+        return False
+    return is_revoked(client, claims)
+
+
+def decode_access_token(token: str) -> Claims:
+    """Verify a token presented outside the ``Authorization`` header (the gateway's socket)
+    with flask-jwt-extended's ``decode_token``, in the app context; refusals are the ones a
+    request gets. The revocation check is left to the caller (``check_not_revoked``)."""
+    try:
+        payload = decode_token(token)
+    except ExpiredSignatureError as exc:
+        raise _expired() from exc
+    except (InvalidTokenError, JWTExtendedException) as exc:
+        raise _invalid() from exc
+    claims = _claims(payload)
+    if claims is None:
+        raise _invalid()
+    return claims
 
 
 def revoked_token_key(token_id: str) -> str:
@@ -90,10 +169,10 @@ def revoked_user_key(user_id: int) -> str:
     return f"revoked:user:{user_id}"
 
 
-def check_not_revoked(client: redis.Redis, claims: Claims) -> None:
-    """Refuse a signed-out token, or one issued before its user was revoked (one MGET).
+def is_revoked(client: redis.Redis, claims: Claims) -> bool:
+    """Whether the token was signed out, or issued before its user was revoked (one MGET).
 
-    Fails closed: when Redis cannot answer, the request is refused with 503 rather than
+    Fails closed: when Redis cannot answer, ServiceUnavailable (503) is raised rather than
     letting a possibly revoked token through.
     """
     try:
@@ -102,10 +181,13 @@ def check_not_revoked(client: redis.Redis, claims: Claims) -> None:
     except redis.RedisError as exc:
         raise ServiceUnavailable("Sign-in cannot be checked right now; try again shortly.",
                                  code="REVOCATION_CHECK_UNAVAILABLE") from exc
-    if token_mark is not None:
-        raise Unauthorized("This session has ended; sign in again.", code="TOKEN_REVOKED")
-    if user_mark is not None and claims.issued_at < _revocation_time(user_mark):
-        raise Unauthorized("This session has ended; sign in again.", code="TOKEN_REVOKED")
+    return token_mark is not None or (user_mark is not None and claims.issued_at < _revocation_time(user_mark))
+
+
+def check_not_revoked(client: redis.Redis, claims: Claims) -> None:
+    """Raise Unauthorized (``TOKEN_REVOKED``) if ``is_revoked``."""
+    if is_revoked(client, claims):
+        raise _revoked()
 
 
 def _revocation_time(mark: str | bytes) -> float:
@@ -116,6 +198,7 @@ def _revocation_time(mark: str | bytes) -> float:
 
 
 def bearer_token() -> str | None:
+    """The raw access token of the request, to forward it to another service."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -123,31 +206,17 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
-def _public_key() -> str:
-    key = current_app.config.get("JWT_PUBLIC_KEY")
-    if key is None:
-        settings: Settings = current_app.config["SETTINGS"]
-        key = settings.jwt_public_key_path.read_text()
-        current_app.config["JWT_PUBLIC_KEY"] = key
-    return key
-
-
 def optional_user() -> Claims | None:
     """The caller's claims if a valid token is presented, else None (a bad token is still a 401)."""
     if "claims" not in g:
-        token = bearer_token()
-        claims = decode_access_token(token, _public_key()) if token else None
-        client = current_app.extensions.get("redis")
-        if claims is not None and client is not None:
-            check_not_revoked(client, claims)
-        g.claims = claims
+        g.claims = get_current_user() if verify_jwt_in_request(optional=True) else None
     return g.claims
 
 
 def require_user() -> Claims:
     claims = optional_user()
     if claims is None:
-        raise Unauthorized("Sign in to continue.", code="NO_TOKEN")
+        raise NoAuthorizationError("no access token")  # answered by the unauthorized callback: NO_TOKEN
     return claims
 
 

@@ -1,5 +1,6 @@
 """Flask plumbing every service app shares: request ids (in every log line), the
-internal service token, JSON body loading, health routes and the error envelope."""
+internal service token, access-token verification (flask-jwt-extended, shared.tokens),
+JSON body loading, health routes and the error envelope."""
 from __future__ import annotations
 
 import hmac
@@ -14,6 +15,7 @@ from marshmallow import Schema
 
 from shared.config import Settings
 from shared.errors import BadRequest, Forbidden, error_response, register_error_handlers
+from shared.tokens import init_jwt
 
 SERVICE_TOKEN_HEADER = "X-Service-Token"
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -97,12 +99,14 @@ def init_service_app(app: Flask, settings: Settings, *, internal: bool,
     ``internal`` services answer only calls that carry the service token (the gateway
     and the worker add it); ``/healthz`` and ``/readyz`` stay open for probes.
     ``/readyz`` fails (503) when a ``ready_checks`` probe raises; ``ready_info`` probes
-    are only reported. Outside tests, log lines go to stderr with the request id
-    (under pytest, its own log capture stays in place).
+    are only reported. Access tokens are verified by flask-jwt-extended (``shared.tokens``).
+    Outside tests, log lines go to stderr with the request id (under pytest, its own log
+    capture stays in place).
     """
     app.config["SETTINGS"] = settings
     app.json.sort_keys = False
     register_error_handlers(app)
+    init_jwt(app, settings)
     if settings.env != "test":
         configure_logging(app.import_name.split(".")[-2] if "." in app.import_name else app.import_name,
                           settings.log_level)

@@ -30,7 +30,7 @@ from redis import Redis
 
 
 from services.auth.app import create_app as create_auth_app
-from services.auth.config import load_auth_settings
+from services.auth.config import load_config as load_auth_config
 from services.credits.app import create_app as create_credits_app
 from services.gallery.app import create_app as create_gallery_app
 from services.gateway.app import create_app as create_gateway_app
@@ -459,7 +459,7 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
     settings = load_settings(env)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_dev_keys(settings)
-    apps = {"auth": create_auth_app(settings, load_auth_settings(env)), "credits": create_credits_app(settings),
+    apps = {"auth": create_auth_app(settings, load_auth_config(settings, env)), "credits": create_credits_app(settings),
             "gallery": create_gallery_app(settings)}
     for name, late in servers.items():
         late.app = apps[name]

@@ -15,13 +15,38 @@ from services.auth.schemas import (AdminUsersQuerySchema, DeleteAccountSchema, F
                                    LoginSchema, LogoutSchema, PasswordChangeSchema, ProfileUpdateSchema,
                                    RefreshSchema, RegisterSchema, ResetPasswordSchema, RoleSchema,
                                    UserIdsQuerySchema)
-from services.auth.service import AuthService
+from services.auth.admin import Administration
+from services.auth.deletion import AccountDeletion
+from services.auth.directory import Directory
+from services.auth.passwords import Passwords
+from services.auth.service import Accounts
+from services.auth.sessions import Sessions
 
 bp = Blueprint("auth", __name__)
 
 
-def _auth() -> AuthService:
+def _accounts() -> Accounts:
     return current_app.extensions["auth"]
+
+
+def _sessions() -> Sessions:
+    return current_app.extensions["auth_sessions"]
+
+
+def _passwords() -> Passwords:
+    return current_app.extensions["auth_passwords"]
+
+
+def _deletion() -> AccountDeletion:
+    return current_app.extensions["auth_deletion"]
+
+
+def _directory() -> Directory:
+    return current_app.extensions["auth_directory"]
+
+
+def _admin() -> Administration:
+    return current_app.extensions["auth_admin"]
 
 
 def _optional_json(schema: Schema) -> Any:
@@ -45,7 +70,7 @@ def _avatar_upload() -> bytes:
      description="Answers the user, an access token and a refresh token; opens the credit account.")
 def register():
     data = load_json(RegisterSchema())
-    return ok(_auth().register(data["username"], data["email"], data["password"]).to_dict(), 201)
+    return ok(_accounts().register(data["username"], data["email"], data["password"]).to_dict(), 201)
 
 
 @bp.post("/api/users/login")
@@ -53,7 +78,7 @@ def register():
      errors={401: "INVALID_CREDENTIALS", 403: "ACCOUNT_DISABLED"})
 def login():
     data = load_json(LoginSchema())
-    return ok(_auth().login(data["username"], data["password"], data["remember_me"]).to_dict())
+    return ok(_sessions().login(data["username"], data["password"], data["remember_me"]).to_dict())
 
 
 @bp.post("/api/users/token/refresh")
@@ -61,7 +86,7 @@ def login():
      errors={401: "REFRESH_TOKEN_INVALID, REFRESH_TOKEN_EXPIRED, TOKEN_REVOKED, TOKEN_REUSED", 403: "ACCOUNT_DISABLED"})
 def refresh():
     data = load_json(RefreshSchema())
-    return ok(_auth().refresh(data["refresh_token"]).to_dict())
+    return ok(_sessions().refresh(data["refresh_token"]).to_dict())
 
 
 @bp.post("/api/users/logout")
@@ -69,7 +94,7 @@ def refresh():
      errors={401: "NO_TOKEN when neither token is given"})
 def logout():
     data = _optional_json(LogoutSchema())
-    _auth().logout(optional_user(), data["refresh_token"])
+    _sessions().logout(optional_user(), data["refresh_token"])
     return ok({"signedOut": True})
 
 
@@ -77,7 +102,7 @@ def logout():
 @doc("The caller's profile", auth="user", errors={404: "USER_NOT_FOUND"})
 def profile():
     claims = require_user()
-    return ok({"user": _auth().profile(claims.user_id)})
+    return ok({"user": _accounts().profile(claims.user_id)})
 
 
 @bp.put("/api/users/profile")
@@ -86,7 +111,7 @@ def profile():
 def update_profile():
     claims = require_user()
     data = load_json(ProfileUpdateSchema())
-    return ok({"user": _auth().update_profile(claims.user_id, data)})
+    return ok({"user": _accounts().update_profile(claims.user_id, data)})
 
 
 @bp.put("/api/users/password")
@@ -95,7 +120,7 @@ def update_profile():
 def change_password():
     claims = require_user()
     data = load_json(PasswordChangeSchema())
-    return ok(_auth().change_password(claims, data["current_password"], data["new_password"]).to_dict())
+    return ok(_passwords().change_password(claims, data["current_password"], data["new_password"]).to_dict())
 
 
 @bp.post("/api/users/password/forgot")
@@ -103,7 +128,7 @@ def change_password():
      body=ForgotPasswordSchema)
 def forgot_password():
     data = load_json(ForgotPasswordSchema())
-    _auth().request_password_reset(data["email"])
+    _passwords().request_password_reset(data["email"])
     return ok({"message": "If an account uses this address, a reset link is on its way."})
 
 
@@ -112,7 +137,7 @@ def forgot_password():
      errors={400: "RESET_TOKEN_INVALID, RESET_TOKEN_EXPIRED"})
 def reset_password():
     data = load_json(ResetPasswordSchema())
-    _auth().reset_password(data["token"], data["new_password"])
+    _passwords().reset_password(data["token"], data["new_password"])
     return ok({"reset": True})
 
 
@@ -121,7 +146,7 @@ def reset_password():
      multipart={"avatar": "The picture"}, errors={413: "PAYLOAD_TOO_LARGE", 422: "INVALID_IMAGE"})
 def upload_avatar():
     claims = require_user()
-    user = _auth().set_avatar(claims.user_id, _avatar_upload())
+    user = _accounts().set_avatar(claims.user_id, _avatar_upload())
     return ok({"avatarUrl": user["avatarUrl"], "user": user})
 
 
@@ -131,7 +156,7 @@ def upload_avatar():
 def delete_account():
     claims = require_user()
     data = load_json(DeleteAccountSchema())
-    _auth().delete_account(claims, data["password"])
+    _deletion().delete_account(claims, data["password"])
     return ok({"deleted": True})
 
 
@@ -140,13 +165,13 @@ def delete_account():
      errors={503: "SERVICE_UNAVAILABLE"})
 def export_account():
     claims = require_user()
-    return ok(_auth().export(claims, bearer_token()))
+    return ok(_directory().export(claims, bearer_token()))
 
 
 @bp.get("/api/users/<username>/public")
 @doc("A user's public profile", auth="optional", errors={404: "USER_NOT_FOUND (also for hidden profiles)"})
 def public_profile(username: str):
-    return ok(_auth().public_profile(username, optional_user()))
+    return ok(_directory().public_profile(username, optional_user()))
 
 
 @bp.get("/api/admin/users")
@@ -154,20 +179,20 @@ def public_profile(username: str):
 def admin_list_users():
     require_admin()
     query = load_query(AdminUsersQuerySchema())
-    return ok(_auth().list_users(query["search"], query["page"], query["page_size"]))
+    return ok(_admin().list_users(query["search"], query["page"], query["page_size"]))
 
 
 @bp.post("/api/admin/users/<int:user_id>/disable")
 @doc("Disable a user (their tokens stop at once)", auth="admin",
      errors={404: "USER_NOT_FOUND", 409: "CANNOT_DISABLE_SELF"})
 def admin_disable_user(user_id: int):
-    return ok({"user": _auth().set_active(require_admin(), user_id, False)})
+    return ok({"user": _admin().set_active(require_admin(), user_id, False)})
 
 
 @bp.post("/api/admin/users/<int:user_id>/enable")
 @doc("Enable a user", auth="admin", errors={404: "USER_NOT_FOUND"})
 def admin_enable_user(user_id: int):
-    return ok({"user": _auth().set_active(require_admin(), user_id, True)})
+    return ok({"user": _admin().set_active(require_admin(), user_id, True)})
 
 
 @bp.put("/api/admin/users/<int:user_id>/role")
@@ -176,20 +201,20 @@ def admin_enable_user(user_id: int):
 def admin_set_role(user_id: int):
     admin = require_admin()
     data = load_json(RoleSchema())
-    return ok({"user": _auth().set_role(admin, user_id, data["role"])})
+    return ok({"user": _admin().set_role(admin, user_id, data["role"])})
 
 
 @bp.get("/internal/users/ids")
 @doc("Page through every user id (for sweeps by other services)", query=UserIdsQuerySchema)
 def internal_user_ids():
     query = load_query(UserIdsQuerySchema())
-    return ok(_auth().user_ids(query["after"], query["limit"]))
+    return ok(_directory().user_ids(query["after"], query["limit"]))
 
 
 @bp.get("/internal/users/<int:user_id>")
 @doc("A user's directory entry (name, avatar, role, state)", errors={404: "USER_NOT_FOUND"})
 def internal_user(user_id: int):
-    return ok(_auth().directory_entry(user_id))
+    return ok(_directory().directory_entry(user_id))
 
 
 @bp.get("/openapi.json")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shared.errors import ServiceUnavailable
-from services.auth.config import SmtpSettings
+from services.auth.config import SmtpConfig
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def _message(sender: str, to: str, subject: str, body: str) -> EmailMessage:
 
 
 class SmtpMailer:
-    def __init__(self, smtp: SmtpSettings, sender: str, timeout: float = 10.0) -> None:
+    def __init__(self, smtp: SmtpConfig, sender: str, timeout: float = 10.0) -> None:
         self.smtp = smtp
         self.sender = sender
         self.timeout = timeout

@@ -1,4 +1,11 @@
-"""Writing the Redis revocation marks that ``shared.tokens`` checks on every request."""
+"""Writing the Redis revocation marks that every service checks on every request
+(flask-jwt-extended's blocklist loader in ``shared.tokens``).
+
+Marks are written inside the unit of work, just before it commits: if Redis cannot take
+them the change is rolled back (503), so a disabled user or a changed password never
+leaves live tokens behind. Other side effects (mail, the ``user.deleted`` announcement,
+removing files) run after commit.
+"""
 from __future__ import annotations
 
 import time

@@ -1,7 +1,8 @@
-"""Signing access tokens (RS256) and minting opaque secrets (refresh and reset tokens).
+"""Signing access tokens and minting opaque secrets (refresh and reset tokens).
 
-Only this service holds the private key; everyone verifies with
-``shared.tokens.decode_access_token`` and the public key.
+Access tokens are signed by flask-jwt-extended's ``create_access_token`` with the private
+key only this service's app holds (``JWT_PRIVATE_KEY``, RS256); every service verifies
+them with the public key (``shared.tokens``).
 """
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import jwt
-
-from shared.tokens import ALGORITHM
+from flask_jwt_extended import create_access_token
 
 
 @dataclass(frozen=True)
@@ -24,18 +23,21 @@ class AccessToken:
 
 
 class TokenSigner:
-    def __init__(self, private_key_pem: str, access_token_minutes: int) -> None:
-        self._private_key = private_key_pem
+    """Signs in the current app context (a request of the auth app)."""
+
+    def __init__(self, access_token_minutes: int) -> None:
         self.expires_in = access_token_minutes * 60  # seconds
 
     def access_token(self, user_id: int, username: str, role: str) -> AccessToken:
-        # "iat" keeps milliseconds so a token issued right after a user's revocation
-        # (``revoked:user``, same clock) is not mistaken for one issued before it.
+        # flask-jwt-extended would write "iat" in whole seconds; it keeps milliseconds here so
+        # a token issued right after a user's revocation (``revoked:user``, same clock) is not
+        # mistaken for one issued before it. "exp" comes from the same reading, and "jti" is
+        # 32 hex digits, the width ``refresh_tokens.access_token_id`` keeps.
         now = round(time.time(), 3)
         token_id = uuid.uuid4().hex
-        claims = {"sub": str(user_id), "username": username, "role": role, "jti": token_id,
-                  "type": "access", "iat": now, "exp": int(now) + self.expires_in}
-        return AccessToken(jwt.encode(claims, self._private_key, algorithm=ALGORITHM), token_id, now)
+        token = create_access_token(str(user_id), additional_claims={
+            "username": username, "role": role, "jti": token_id, "iat": now, "exp": int(now) + self.expires_in})
+        return AccessToken(token, token_id, now)
 
 
 def new_secret() -> tuple[str, str]:

@@ -17,13 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 import redis
 from flask import current_app, request
 from flask_sock import Sock
 from simple_websocket import Server
 
-from shared.config import Settings
 from shared.errors import NotFound, ServiceError, ServiceUnavailable, Unauthorized
 from shared.events import EventBus
 from shared.tokens import Claims, check_not_revoked, decode_access_token
@@ -35,14 +33,6 @@ STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
 LISTEN_TIMEOUT = 0.25
 
 sock = Sock()
-
-
-def _public_key() -> str:
-    key = current_app.config.get("JWT_PUBLIC_KEY")
-    if key is None:
-        settings: Settings = current_app.config["SETTINGS"]
-        key = current_app.config["JWT_PUBLIC_KEY"] = settings.jwt_public_key_path.read_text()
-    return key
 
 
 def _send(ws: Server, event_type: str, data: dict[str, Any] | None = None) -> None:
@@ -73,14 +63,12 @@ def _authenticate(ws: Server, redis_client: redis.Redis) -> SocketSession | None
     try:
         if not token:
             raise Unauthorized("Sign in to receive live events.", code="NO_TOKEN")
-        claims = decode_access_token(token, _public_key())
+        claims = decode_access_token(token)  # flask-jwt-extended's decode_token, in this app's context
         check_not_revoked(redis_client, claims)
     except Unauthorized as error:
         _refuse(ws, error)
         return None
-    # decode_access_token has just verified the signature and required "exp"; read it back.
-    expires_at = float(jwt.decode(token, options={"verify_signature": False})["exp"])
-    return SocketSession(claims, expires_at)
+    return SocketSession(claims, claims.expires_at)
 
 
 def _still_valid(session: SocketSession, redis_client: redis.Redis) -> Unauthorized | None:

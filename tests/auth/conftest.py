@@ -14,7 +14,7 @@ from flask import Flask, jsonify, request
 from shared.config import load_settings
 from shared.tokens import ensure_dev_keys
 from services.auth.app import create_app as create_auth_app
-from services.auth.config import load_auth_settings
+from services.auth.config import load_config
 from services.credits.app import create_app as create_credits_app
 from tests.conftest import TEST_SERVICE_TOKEN, serve
 
@@ -108,9 +108,15 @@ def auth_settings(auth_env):
     return load_settings(auth_env)
 
 
+def build_auth_app(env: dict[str, str]) -> Flask:
+    """The auth app with its settings and config read from ``env`` alone."""
+    settings = load_settings(env)
+    return create_auth_app(settings, load_config(settings, env))
+
+
 @pytest.fixture(scope="session")
-def auth_app(auth_env, auth_settings):
-    app = create_auth_app(auth_settings, load_auth_settings(auth_env))
+def auth_app(auth_env):
+    app = build_auth_app(auth_env)
     yield app
     app.extensions["db"].dispose()
     app.extensions["redis"].close()

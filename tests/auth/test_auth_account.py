@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from shared.config import load_settings
 from shared.embedded import free_port
 from shared.events import PLATFORM_STREAM
-from services.auth.app import create_app
-from services.auth.config import load_auth_settings
 from services.auth.models import RefreshToken, User
+from tests.auth.conftest import build_auth_app
 from tests.auth.helpers import picture, upload
 
 
@@ -70,7 +68,7 @@ def test_export_gathers_profile_credit_history_and_works(make_account, gallery):
 def test_export_is_refused_whole_when_a_service_is_down(make_account, auth_env, service_headers):
     account = make_account()
     env = {**auth_env, "GALLERY_URL": f"http://127.0.0.1:{free_port()}"}
-    app = create_app(load_settings(env), load_auth_settings(env))
+    app = build_auth_app(env)
     try:
         response = app.test_client().get("/api/users/me/export", headers=account.headers)
     finally:

@@ -9,10 +9,8 @@ import uuid
 import jwt
 import pytest
 
-from shared.config import ConfigError, load_settings
-from services.auth.app import create_app
-from services.auth.config import load_auth_settings
-from tests.auth.conftest import PASSWORD
+from shared.config import ConfigError
+from tests.auth.conftest import PASSWORD, build_auth_app
 from tests.auth.helpers import multipart, picture
 
 
@@ -105,7 +103,7 @@ def test_production_refuses_to_start_without_the_private_key(auth_env, tmp_path)
     env = {**auth_env, "APP_ENV": "production", "SMTP_HOST": "mail.example.com",
            "JWT_PRIVATE_KEY_PATH": str(tmp_path / "missing.pem")}
     with pytest.raises(ConfigError, match="private key"):
-        create_app(load_settings(env), load_auth_settings(env))
+        build_auth_app(env)
 
 
 def _expired_token(auth_settings, account) -> str:

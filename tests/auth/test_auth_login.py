@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import jwt
 
-from shared.config import load_settings
 from shared.tokens import decode_access_token, revoked_token_key
-from services.auth.app import create_app
-from services.auth.config import load_auth_settings
 from services.auth.models import User
+from tests.auth.conftest import build_auth_app
 
 
 def login(client, service_headers, username, password):
@@ -15,7 +13,7 @@ def login(client, service_headers, username, password):
                        headers=service_headers)
 
 
-def test_login_by_username_or_email(register, client, service_headers, auth_settings, unique):
+def test_login_by_username_or_email(register, client, service_headers, auth_app, unique):
     registered = register(username=f"Bo_{unique}", email=f"bo{unique}@example.com").json["data"]["user"]
     by_name = login(client, service_headers, f"bo_{unique}", "secret123")
     by_mail = login(client, service_headers, f"BO{unique}@example.com", "secret123")
@@ -24,7 +22,8 @@ def test_login_by_username_or_email(register, client, service_headers, auth_sett
         data = response.json["data"]
         assert data["user"] == registered
         assert data["tokenType"] == "Bearer"
-        claims = decode_access_token(data["accessToken"], auth_settings.jwt_public_key_path.read_text())
+        with auth_app.app_context():
+            claims = decode_access_token(data["accessToken"])
         assert claims.user_id == registered["id"]
 
     token = by_name.json["data"]["accessToken"]
@@ -103,7 +102,7 @@ def test_the_platform_setting_is_the_one_access_token_lifetime(auth_env, redis_c
     """ACCESS_TOKEN_MINUTES (shared Settings) sets the token's expiry, the advertised
     expiresIn and how long a sign-out's revocation mark lives."""
     env = {**auth_env, "ACCESS_TOKEN_MINUTES": "7"}
-    app = create_app(load_settings(env), load_auth_settings(env))
+    app = build_auth_app(env)
     try:
         client = app.test_client()
         data = client.post("/api/users/register", headers=service_headers, json={

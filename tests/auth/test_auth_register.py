@@ -1,17 +1,18 @@
 """Registration: the user row, the token, the credit account, and every way input can be wrong."""
 from __future__ import annotations
 
+import re
+
+import jwt
 import pytest
 import requests
 
 from shared.embedded import free_port
-from shared.config import load_settings
 from shared.tokens import decode_access_token
-from services.auth.app import create_app
-from services.auth.config import load_auth_settings
+from tests.auth.conftest import build_auth_app
 
 
-def test_register_returns_a_verifiable_token_and_500_credits(register, auth_settings, credits_url,
+def test_register_returns_a_verifiable_token_and_500_credits(register, auth_settings, auth_app, credits_url,
                                                              service_headers, unique):
     """Registration signs in at once: an access token of the platform's lifetime
     (ACCESS_TOKEN_MINUTES) and a one-day refresh token."""
@@ -27,7 +28,8 @@ def test_register_returns_a_verifiable_token_and_500_credits(register, auth_sett
     assert len(data["refreshToken"]) >= 40
     assert data["credits"] == {"available": 500, "held": 0}
 
-    claims = decode_access_token(data["accessToken"], auth_settings.jwt_public_key_path.read_text())
+    with auth_app.app_context():
+        claims = decode_access_token(data["accessToken"])
     assert (claims.user_id, claims.username, claims.role) == (data["user"]["id"], f"Ann_{unique}", "user")
     assert len(claims.token_id) == 32
 
@@ -37,9 +39,24 @@ def test_register_returns_a_verifiable_token_and_500_credits(register, auth_sett
     assert [(item["type"], item["amount"]) for item in items] == [("signup_bonus", 500)]
 
 
+def test_access_tokens_carry_the_platform_claims(register, auth_settings, unique):
+    """Signed by flask-jwt-extended, the token still is what every verifier and the web client
+    read: RS256, the user id as a string subject, and an issue time with milliseconds."""
+    data = register().json["data"]
+    token = data["accessToken"]
+    assert jwt.get_unverified_header(token) == {"alg": "RS256", "typ": "JWT"}
+    claims = jwt.decode(token, auth_settings.jwt_public_key_path.read_text(), algorithms=["RS256"])
+    assert set(claims) == {"sub", "username", "role", "jti", "type", "iat", "exp", "fresh"}
+    assert (claims["sub"], claims["username"], claims["role"], claims["type"], claims["fresh"]) == (
+        str(data["user"]["id"]), f"u_{unique}", "user", "access", False)
+    assert re.fullmatch(r"[0-9a-f]{32}", claims["jti"])
+    assert isinstance(claims["iat"], float) and round(claims["iat"], 3) == claims["iat"]
+    assert claims["exp"] == int(claims["iat"]) + auth_settings.access_token_minutes * 60
+
+
 def test_register_succeeds_without_credits(settings_env, settings, service_headers, unique):
     env = {**settings_env, "CREDITS_URL": f"http://127.0.0.1:{free_port()}"}
-    app = create_app(load_settings(env), load_auth_settings(env))
+    app = build_auth_app(env)
     try:
         response = app.test_client().post("/api/users/register", headers=service_headers, json={
             "username": f"nc_{unique}", "email": f"nc{unique}@example.com", "password": "secret123"})

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from shared.config import ConfigError
+from shared.config import ConfigError, load_settings
 from shared.db import utcnow
-from services.auth.config import load_auth_settings
+from services.auth.config import load_config
 from services.auth.models import PasswordResetToken
 
 
@@ -84,7 +84,9 @@ def test_expired_and_bad_reset_tokens(make_account, client, service_headers, aut
 
 
 def test_production_needs_smtp(auth_env):
+    env = {**auth_env, "APP_ENV": "production"}
+    production = load_settings(env)
     with pytest.raises(ConfigError, match="SMTP_HOST"):
-        load_auth_settings({**auth_env, "APP_ENV": "production"})
-    configured = load_auth_settings({**auth_env, "APP_ENV": "production", "SMTP_HOST": "mail.example.com"})
+        load_config(production, env)
+    configured = load_config(production, {**env, "SMTP_HOST": "mail.example.com"})
     assert (configured.smtp.port, configured.smtp.starttls, configured.bcrypt_rounds) == (587, True, 12)

@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 from werkzeug.serving import make_server
 
 from services.auth.app import create_app as create_auth_app
-from services.auth.config import load_auth_settings
+from services.auth.config import load_config as load_auth_config
 from services.credits.app import create_app as create_credits_app
 from services.gallery.app import create_app as create_gallery_app
 from services.gateway.app import create_app as create_gateway_app
@@ -130,7 +130,7 @@ def env(tmp_path_factory, redis_url, keys_dir) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def service_apps(env) -> Iterator[dict[str, Flask]]:
     settings = load_settings(env)
-    apps = {"auth": create_auth_app(settings, load_auth_settings(env)), "credits": create_credits_app(settings),
+    apps = {"auth": create_auth_app(settings, load_auth_config(settings, env)), "credits": create_credits_app(settings),
             "gallery": create_gallery_app(settings)}
     yield apps
     for app in apps.values():

@@ -156,6 +156,12 @@ def _forged(header: dict, payload: dict, key: bytes | None) -> str:
     return f"{signing_input}.{_b64(signature)}"
 
 
+def _signed_without(settings, payload: dict, claim: str) -> str:
+    """A token signed with the platform's key that lacks one claim."""
+    return jwt.encode({name: value for name, value in payload.items() if name != claim},
+                      settings.jwt_private_key_path.read_text(), algorithm="RS256")
+
+
 def test_forged_and_broken_tokens_are_refused(token_settings, sign):
     public_key = token_settings.jwt_public_key_path.read_text()
     now = int(time.time())
@@ -172,15 +178,40 @@ def test_forged_and_broken_tokens_are_refused(token_settings, sign):
         "garbage": "not-a-jwt",
         "refresh type": sign(7, type="refresh")[0],
         "non-numeric subject": sign(7, sub="seven")[0],
+        "numeric subject": sign(7, sub=7)[0],
+        "unknown type": sign(7, type="id")[0],
+        "no subject": _signed_without(token_settings, payload, "sub"),
+        "no token id": _signed_without(token_settings, payload, "jti"),
+        "no issue time": _signed_without(token_settings, payload, "iat"),
+        "no expiry": _signed_without(token_settings, payload, "exp"),
+        "no username": _signed_without(token_settings, payload, "username"),
     }
-    for name, token in cases.items():
-        with pytest.raises(Unauthorized) as caught:
-            decode_access_token(token, public_key)
-        assert getattr(caught.value, "code", None) == "TOKEN_INVALID", name
     expired, _ = sign(7, iat=now - 3600, exp=now - 60)
-    with pytest.raises(Unauthorized) as caught:
-        decode_access_token(expired, public_key)
-    assert caught.value.code == "TOKEN_EXPIRED"
+    app = _app(token_settings, None)
+    refusals = {**{name: (token, "TOKEN_INVALID") for name, token in cases.items()}, "expired": (expired, "TOKEN_EXPIRED")}
+    for name, (token, code) in refusals.items():
+        with app.app_context(), pytest.raises(Unauthorized) as caught:
+            decode_access_token(token)
+        assert getattr(caught.value, "code", None) == code, name
+        for path in ("/me", "/maybe", "/admin"):
+            response = _get(app, path, token)
+            assert (response.status_code, response.json["success"], response.json["error"]["code"]) == \
+                (401, False, code), f"{name}: {path}"
+
+
+def test_missing_token_is_refused_with_no_token_and_bad_headers_never_pass(token_settings, sign):
+    app = _app(token_settings, None)
+    missing = _get(app, "/me")
+    assert (missing.status_code, missing.json["error"]["code"]) == (401, "NO_TOKEN")
+    assert _get(app, "/admin").json["error"]["code"] == "NO_TOKEN"
+    assert _get(app, "/maybe").json["data"] is None
+    token, _ = sign(_user_id())
+    for header in ("Basic " + token, token, "Token " + token):  # not a bearer token: anonymous
+        response = app.test_client().get("/me", headers={"Authorization": header})
+        assert (response.status_code, response.json["error"]["code"]) == (401, "NO_TOKEN"), header
+    for header in ("Bearer", "Bearer " + token + " extra"):
+        response = app.test_client().get("/maybe", headers={"Authorization": header})
+        assert response.status_code == 401, header
 
 
 def test_claims_keep_their_four_field_signature():

@@ -1,0 +1,42 @@
+"""Reading a user inside a unit of work, and the checks several auth classes share.
+
+Every unit of work that signs a token or touches a user's sessions locks the user's row
+first (``get_user(..., lock=True)``): sign-in, refresh, logout, password change and reset,
+disabling and deletion then run one after another per user, always in the order user row
+before token rows, so none signs a token for a user being disabled and none deadlocks.
+"""
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shared.db import Database, after_commit
+from shared.errors import Forbidden, NotFound
+from shared.storage import Storage
+from services.auth.hashing import verify_password
+from services.auth.models import MAX_ID, User
+
+
+def get_user(session: Session, user_id: int, *, lock: bool = False, missing_ok: bool = False) -> User | None:
+    user = session.get(User, user_id, with_for_update=lock) if 0 < user_id <= MAX_ID else None
+    if user is None and not missing_ok:
+        raise NotFound("This user does not exist.", code="USER_NOT_FOUND")
+    return user
+
+
+def verify_own_password(db: Database, user_id: int, password: str) -> str:
+    """Check the caller's password (outside any transaction); returns the verified hash."""
+    with db.read() as session:
+        user = get_user(session, user_id)
+    if not verify_password(password, user.password_hash):
+        raise Forbidden("The password is incorrect.", code="INVALID_PASSWORD")
+    return user.password_hash
+
+
+def remove_avatar_after_commit(session: Session, storage: Storage, key: str, owner_id: int) -> None:
+    """Delete the avatar file once the unit of work commits, unless another account uses the
+    same picture (files are content-addressed)."""
+    shared = session.scalar(select(func.count()).select_from(User)
+                            .where(User.avatar_key == key, User.id != owner_id))
+    if not shared:
+        after_commit(session, lambda: storage.delete(key))
