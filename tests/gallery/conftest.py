@@ -109,14 +109,19 @@ def settings_env(settings_env, fake_gateway):
     return {**settings_env, "RENDER_URL": fake_gateway.url, "AUTH_URL": fake_gateway.url}
 
 
+def close_app(app: Flask) -> None:
+    """Close the gallery app's HTTP clients and database connections."""
+    gallery = app.extensions["gallery"]
+    gallery.outputs.close()
+    gallery.authors.close()
+    app.extensions["db"].dispose()
+
+
 @pytest.fixture
 def app(settings):
     app = create_app(settings)
     yield app
-    gallery = app.extensions["gallery"]
-    gallery.outputs.close()
-    gallery.authors.close()
-    gallery.db.dispose()
+    close_app(app)
 
 
 class Caller:

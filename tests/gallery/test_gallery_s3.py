@@ -90,5 +90,5 @@ def test_unreachable_object_store_fails_the_save_cleanly(s3_env, app, make_user,
 
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "STORAGE_UNAVAILABLE"
-    with app.extensions["gallery"].db.read() as session:
+    with app.extensions["db"].read() as session:
         assert session.scalar(select(func.count()).select_from(Work).where(Work.output_id == output_id)) == 0

@@ -11,7 +11,7 @@ from services.gallery.models import Work
 
 
 def _work_count(app, output_id: str) -> int:
-    with app.extensions["gallery"].db.read() as session:
+    with app.extensions["db"].read() as session:
         return session.scalar(select(func.count()).select_from(Work).where(Work.output_id == output_id))
 
 
