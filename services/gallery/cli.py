@@ -11,8 +11,8 @@ from flask.cli import AppGroup
 
 from shared.events import redis_client
 
-from . import platform_events
-from .seed import seed_demo
+from services.gallery import platform_events
+from services.gallery.seed import seed_demo
 
 gallery_cli = AppGroup("gallery", help="Gallery operations.")
 
@@ -26,7 +26,7 @@ def consume_events(consumer: str) -> None:
     stop = threading.Event()
     click.echo(f"consuming {platform_events.STREAM} as {platform_events.GROUP}/{consumer}")
     try:
-        platform_events.consume_forever(current_app.extensions["gallery"], redis_client(settings.redis_url),
+        platform_events.consume_forever(current_app.extensions["gallery"].works, redis_client(settings.redis_url),
                                         consumer, stop)
     except KeyboardInterrupt:
         stop.set()
@@ -41,8 +41,7 @@ def consume_events(consumer: str) -> None:
 @click.option("--seed", default=1, show_default=True, help="Random seed, for repeatable data.")
 def seed_demo_command(works: int, users: int, likes: int, first_user_id: int, seed: int) -> None:
     """Fill the gallery tables with public demo works, tags and likes (bulk inserts)."""
-    gallery = current_app.extensions["gallery"]
-    summary = seed_demo(gallery.db, works=works, users=users, likes=likes, first_user_id=first_user_id,
-                        seed=seed, echo=click.echo)
+    summary = seed_demo(current_app.extensions["db"], works=works, users=users, likes=likes,
+                        first_user_id=first_user_id, seed=seed, echo=click.echo)
     click.echo(f"seeded {summary['works']} works, {summary['tags']} tags, {summary['likes']} likes "
                f"in {summary['seconds']:.1f} s")

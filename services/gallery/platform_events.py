@@ -17,7 +17,7 @@ import redis
 from shared import events
 from shared.events import PLATFORM_STREAM, GroupConsumer, deleted_user_id
 
-from .service import Gallery, remove_user
+from services.gallery.service import WorksService
 
 log = logging.getLogger(__name__)
 STREAM = PLATFORM_STREAM
@@ -28,22 +28,22 @@ def ensure_group(client: redis.Redis) -> None:
     events.ensure_group(client, GROUP, STREAM)
 
 
-def handle(gallery: Gallery, fields: dict[str, str]) -> None:
+def handle(works: WorksService, fields: dict[str, str]) -> None:
     user_id = deleted_user_id(fields)
     if user_id is None:
         return
-    removed = remove_user(gallery, user_id)
+    removed = works.remove_user(user_id)
     log.info("user %s deleted: removed %s works and %s likes", user_id, removed["works"], removed["likes"])
 
 
-def consumer(gallery: Gallery, client: redis.Redis, name: str) -> GroupConsumer:
-    return GroupConsumer(client, GROUP, name, lambda fields: handle(gallery, fields), STREAM)
+def consumer(works: WorksService, client: redis.Redis, name: str) -> GroupConsumer:
+    return GroupConsumer(client, GROUP, name, lambda fields: handle(works, fields), STREAM)
 
 
-def consume_once(gallery: Gallery, client: redis.Redis, name: str, block_ms: int = 5000) -> int:
+def consume_once(works: WorksService, client: redis.Redis, name: str, block_ms: int = 5000) -> int:
     """Handle pending entries, then new ones (waiting up to ``block_ms``); returns how many."""
-    return consumer(gallery, client, name).consume_once(block_ms)
+    return consumer(works, client, name).consume_once(block_ms)
 
 
-def consume_forever(gallery: Gallery, client: redis.Redis, name: str, stop: threading.Event) -> None:
-    consumer(gallery, client, name).run(stop)
+def consume_forever(works: WorksService, client: redis.Redis, name: str, stop: threading.Event) -> None:
+    consumer(works, client, name).run(stop)

@@ -77,7 +77,7 @@ def test_views_of_private_missing_or_deleted_works_are_404(make_user, save_work,
 def test_download_gives_the_original_named_after_the_title(make_user, save_work, fake_gateway, app, anonymous):
     alice, bob = make_user(), make_user()
     work = save_work(alice, title="夜晚的/城市: 1")
-    original = app.extensions["gallery"].storage.read(fake_gateway.outputs[work["outputId"]]["imageKey"])
+    original = app.extensions["gallery"].files.storage.read(fake_gateway.outputs[work["outputId"]]["imageKey"])
 
     response = bob.get(f"/api/works/{work['id']}/download")
 

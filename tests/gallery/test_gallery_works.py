@@ -16,7 +16,7 @@ def _work_count(app, output_id: str) -> int:
 
 
 def _storage(app):
-    return app.extensions["gallery"].storage
+    return app.extensions["gallery"].files.storage
 
 
 def test_save_keeps_reproduction_data_and_remix_returns_it(make_user, add_output, anonymous):
