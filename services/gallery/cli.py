@@ -1,35 +1,13 @@
 """Operator commands: ``flask --app services.gallery.app:create_app gallery <command>``."""
 from __future__ import annotations
 
-import os
-import socket
-import threading
-
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from shared.events import redis_client
-
-from services.gallery import platform_events
 from services.gallery.seed import seed_demo
 
 gallery_cli = AppGroup("gallery", help="Gallery operations.")
-
-
-@gallery_cli.command("consume-events")
-@click.option("--consumer", default=lambda: f"{socket.gethostname()}-{os.getpid()}",
-              help="Consumer name inside the 'gallery' group.")
-def consume_events(consumer: str) -> None:
-    """Apply platform announcements (user.deleted) until interrupted."""
-    settings = current_app.config["SETTINGS"]
-    stop = threading.Event()
-    click.echo(f"consuming {platform_events.STREAM} as {platform_events.GROUP}/{consumer}")
-    try:
-        platform_events.consume_forever(current_app.extensions["gallery"].works, redis_client(settings.redis_url),
-                                        consumer, stop)
-    except KeyboardInterrupt:
-        stop.set()
 
 
 @gallery_cli.command("seed-demo")
