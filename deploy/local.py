@@ -67,7 +67,7 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
         "gallery": gunicorn("services.gallery.app", f"127.0.0.1:{_port(settings.gallery_url, 8003)}", 2, 8),
         "credits-sweeper": [PY, "-m", "services.credits.sweeper"],
         "credits-events": [PY, "-m", "services.credits.events"],
-        "gallery-events": [PY, "-m", "flask", "--app", "services.gallery.app:create_app", "gallery", "consume-events"],
+        "gallery-events": [PY, "-m", "services.gallery.events"],
         "worker": [PY, "-m", "services.render_worker", "--comfyui", load_render_config(settings).comfyui_url,
                    "--name", f"render-{os.getpid()}", "--loglevel", settings.log_level],
     }

@@ -9,24 +9,24 @@ from shared.errors import ok
 from shared.openapi import doc, spec_response
 from shared.tokens import optional_user, require_admin, require_user
 from shared.web import load_json, load_query
-
-from . import engagement, listing, moderation, notifications, service
-from .schemas import (BatchSchema, GalleryQuerySchema, HideSchema, InternalNotificationSchema, MediaKeysSchema,
-                      MyWorksQuerySchema, NotificationsQuerySchema, ReportSchema, ReportsQuerySchema, SaveJobSchema,
-                      SaveWorkSchema, UpdateWorkSchema)
+from services.gallery.engagement import Visitor
+from services.gallery.schemas import (BatchSchema, GalleryQuerySchema, HideSchema, InternalNotificationSchema,
+                                      MediaKeysSchema, MyWorksQuerySchema, NotificationsQuerySchema, ReportSchema,
+                                      ReportsQuerySchema, SaveJobSchema, SaveWorkSchema, UpdateWorkSchema)
+from services.gallery.service import GalleryServices
 
 bp = Blueprint("gallery", __name__)
 
 
-def _gallery() -> service.Gallery:
+def _gallery() -> GalleryServices:
     return current_app.extensions["gallery"]
 
 
-def _visitor() -> engagement.Visitor:
+def _visitor() -> Visitor:
     """The caller; the gateway puts the direct client address in X-Real-IP."""
     forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
     address = request.headers.get("X-Real-IP") or forwarded or request.remote_addr or ""
-    return engagement.Visitor(optional_user(), address, request.headers.get("User-Agent", "")[:512])
+    return Visitor(optional_user(), address, request.headers.get("User-Agent", "")[:512])
 
 
 # Works
@@ -36,7 +36,7 @@ def _visitor() -> engagement.Visitor:
      errors={403: "NOT_YOUR_OUTPUT", 404: "OUTPUT_NOT_FOUND", 409: "ALREADY_SAVED", 503: "GATEWAY_UNAVAILABLE"})
 def save_work():
     user = require_user()
-    return ok({"work": service.save_work(_gallery(), user, load_json(SaveWorkSchema()))}, 201)
+    return ok({"work": _gallery().works.save_work(user, load_json(SaveWorkSchema()))}, 201)
 
 
 @bp.post("/api/works/save-job")
@@ -44,7 +44,7 @@ def save_work():
      errors={403: "NOT_YOUR_OUTPUT", 404: "JOB_NOT_FOUND", 409: "JOB_HAS_NO_OUTPUTS", 503: "GATEWAY_UNAVAILABLE"})
 def save_job():
     user = require_user()
-    return ok(service.save_job(_gallery(), user, load_json(SaveJobSchema())), 201)
+    return ok(_gallery().works.save_job(user, load_json(SaveJobSchema())), 201)
 
 
 @bp.post("/api/works/batch")
@@ -52,7 +52,7 @@ def save_job():
      errors={404: "WORK_NOT_FOUND (one is missing or not the caller's)"})
 def batch():
     user = require_user()
-    return ok(service.batch_update(_gallery(), user, load_json(BatchSchema())))
+    return ok(_gallery().works.batch_update(user, load_json(BatchSchema())))
 
 
 @bp.get("/api/works/gallery")
@@ -60,27 +60,27 @@ def batch():
      query=GalleryQuerySchema, errors={400: "INVALID_CURSOR"})
 def list_gallery():
     viewer = optional_user()
-    return ok(listing.list_gallery(_gallery(), viewer, load_query(GalleryQuerySchema())))
+    return ok(_gallery().listing.list_gallery(viewer, load_query(GalleryQuerySchema())))
 
 
 @bp.get("/api/works/my")
 @doc("The caller's works", auth="user", query=MyWorksQuerySchema, errors={400: "INVALID_CURSOR"})
 def list_my_works():
     user = require_user()
-    return ok(listing.list_my_works(_gallery(), user, load_query(MyWorksQuerySchema())))
+    return ok(_gallery().listing.list_my_works(user, load_query(MyWorksQuerySchema())))
 
 
 @bp.get("/api/works/stats")
 @doc("The caller's work statistics", auth="user")
 def my_stats():
-    return ok(service.my_stats(_gallery(), require_user()))
+    return ok(_gallery().listing.my_stats(require_user()))
 
 
 @bp.get("/api/works/<int:work_id>")
 @doc("One work (a private or hidden one only for its author or an admin)", auth="optional",
      errors={404: "WORK_NOT_FOUND"})
 def get_work(work_id: int):
-    return ok({"work": service.get_work(_gallery(), optional_user(), work_id)})
+    return ok({"work": _gallery().works.get_work(optional_user(), work_id)})
 
 
 @bp.put("/api/works/<int:work_id>")
@@ -89,19 +89,19 @@ def get_work(work_id: int):
 def update_work(work_id: int):
     user = require_user()
     changes = load_json(UpdateWorkSchema())
-    return ok({"work": service.update_work(_gallery(), user, work_id, changes)})
+    return ok({"work": _gallery().works.update_work(user, work_id, changes)})
 
 
 @bp.delete("/api/works/<int:work_id>")
 @doc("Delete a work", auth="user", errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND"})
 def delete_work(work_id: int):
-    return ok(service.delete_work(_gallery(), require_user(), work_id))
+    return ok(_gallery().works.delete_work(require_user(), work_id))
 
 
 @bp.get("/api/works/<int:work_id>/remix")
 @doc("The parameters to generate a work again", auth="optional", errors={404: "WORK_NOT_FOUND"})
 def remix(work_id: int):
-    return ok(service.remix(_gallery(), optional_user(), work_id))
+    return ok(_gallery().works.remix(optional_user(), work_id))
 
 
 # Engagement
@@ -109,32 +109,32 @@ def remix(work_id: int):
 @bp.put("/api/works/<int:work_id>/like")
 @doc("Like a work (idempotent)", auth="user", errors={404: "WORK_NOT_FOUND"})
 def like_work(work_id: int):
-    return ok(engagement.like_work(_gallery(), require_user(), work_id))
+    return ok(_gallery().engagement.like_work(require_user(), work_id))
 
 
 @bp.delete("/api/works/<int:work_id>/like")
 @doc("Take a like back (idempotent)", auth="user", errors={404: "WORK_NOT_FOUND"})
 def unlike_work(work_id: int):
-    return ok(engagement.unlike_work(_gallery(), require_user(), work_id))
+    return ok(_gallery().engagement.unlike_work(require_user(), work_id))
 
 
 @bp.post("/api/works/<int:work_id>/like")
 @doc("Toggle the caller's like", auth="user", errors={404: "WORK_NOT_FOUND"})
 def toggle_like(work_id: int):
-    return ok(engagement.toggle_like(_gallery(), require_user(), work_id))
+    return ok(_gallery().engagement.toggle_like(require_user(), work_id))
 
 
 @bp.post("/api/works/<int:work_id>/view")
 @doc("Count a view (once per visitor and window)", auth="optional", errors={404: "WORK_NOT_FOUND"})
 def record_view(work_id: int):
-    return ok(engagement.record_view(_gallery(), _visitor(), work_id))
+    return ok(_gallery().engagement.record_view(_visitor(), work_id))
 
 
 @bp.get("/api/works/<int:work_id>/download")
 @doc("Download a work's image (counted)", auth="optional", content_type="image/png",
      errors={404: "WORK_NOT_FOUND", 503: "STORAGE_UNAVAILABLE"})
 def download(work_id: int):
-    file = engagement.download(_gallery(), _visitor(), work_id)
+    file = _gallery().engagement.download(_visitor(), work_id)
     return Response(file.data, mimetype=file.mimetype, headers={
         "Content-Disposition": file.content_disposition, "Cache-Control": "private, no-store"})
 
@@ -145,7 +145,7 @@ def download(work_id: int):
 def report_work(work_id: int):
     user = require_user()
     reason = load_json(ReportSchema())["reason"]
-    return ok({"report": engagement.report_work(_gallery(), user, work_id, reason)}, 201)
+    return ok({"report": _gallery().engagement.report_work(user, work_id, reason)}, 201)
 
 
 # Moderation
@@ -154,13 +154,13 @@ def report_work(work_id: int):
 @doc("List reports", auth="admin", query=ReportsQuerySchema)
 def list_reports():
     require_admin()
-    return ok(moderation.list_reports(_gallery(), load_query(ReportsQuerySchema())))
+    return ok(_gallery().moderation.list_reports(load_query(ReportsQuerySchema())))
 
 
 @bp.post("/api/admin/works/reports/<int:report_id>/resolve")
 @doc("Resolve a report", auth="admin", errors={404: "REPORT_NOT_FOUND"})
 def resolve_report(report_id: int):
-    return ok({"report": moderation.resolve_report(_gallery(), require_admin(), report_id)})
+    return ok({"report": _gallery().moderation.resolve_report(require_admin(), report_id)})
 
 
 @bp.post("/api/admin/works/<int:work_id>/hide")
@@ -169,25 +169,25 @@ def resolve_report(report_id: int):
 def hide_work(work_id: int):
     admin = require_admin()
     reason = load_json(HideSchema())["reason"]
-    return ok({"work": moderation.hide_work(_gallery(), admin, work_id, reason)})
+    return ok({"work": _gallery().moderation.hide_work(admin, work_id, reason)})
 
 
 @bp.post("/api/admin/works/<int:work_id>/restore")
 @doc("Restore a hidden work", auth="admin", errors={404: "WORK_NOT_FOUND"})
 def restore_work(work_id: int):
-    return ok({"work": moderation.restore_work(_gallery(), require_admin(), work_id)})
+    return ok({"work": _gallery().moderation.restore_work(require_admin(), work_id)})
 
 
 @bp.put("/api/admin/works/<int:work_id>/feature")
 @doc("Feature a work", auth="admin", errors={404: "WORK_NOT_FOUND"})
 def feature_work(work_id: int):
-    return ok({"work": moderation.set_featured(_gallery(), require_admin(), work_id, True)})
+    return ok({"work": _gallery().moderation.set_featured(require_admin(), work_id, True)})
 
 
 @bp.delete("/api/admin/works/<int:work_id>/feature")
 @doc("Stop featuring a work", auth="admin", errors={404: "WORK_NOT_FOUND"})
 def unfeature_work(work_id: int):
-    return ok({"work": moderation.set_featured(_gallery(), require_admin(), work_id, False)})
+    return ok({"work": _gallery().moderation.set_featured(require_admin(), work_id, False)})
 
 
 # Notifications
@@ -196,31 +196,31 @@ def unfeature_work(work_id: int):
 @doc("The caller's notifications", auth="user", query=NotificationsQuerySchema)
 def list_notifications():
     user = require_user()
-    return ok(notifications.list_notifications(_gallery(), user, load_query(NotificationsQuerySchema())))
+    return ok(_gallery().notifications.list_notifications(user, load_query(NotificationsQuerySchema())))
 
 
 @bp.get("/api/notifications/unread-count")
 @doc("How many of the caller's notifications are unread", auth="user")
 def unread_count():
-    return ok(notifications.unread_count(_gallery(), require_user()))
+    return ok(_gallery().notifications.unread_count(require_user()))
 
 
 @bp.post("/api/notifications/<int:note_id>/read")
 @doc("Mark a notification read", auth="user", errors={404: "NOTIFICATION_NOT_FOUND"})
 def mark_read(note_id: int):
-    return ok(notifications.mark_read(_gallery(), require_user(), note_id))
+    return ok(_gallery().notifications.mark_read(require_user(), note_id))
 
 
 @bp.post("/api/notifications/read-all")
 @doc("Mark all the caller's notifications read", auth="user")
 def mark_all_read():
-    return ok(notifications.mark_all_read(_gallery(), require_user()))
+    return ok(_gallery().notifications.mark_all_read(require_user()))
 
 
 @bp.delete("/api/notifications/<int:note_id>")
 @doc("Delete a notification", auth="user", errors={404: "NOTIFICATION_NOT_FOUND"})
 def delete_notification(note_id: int):
-    return ok(notifications.delete_notification(_gallery(), require_user(), note_id))
+    return ok(_gallery().notifications.delete_notification(require_user(), note_id))
 
 
 # Internal (service token only, enforced for every path by init_service_app)
@@ -229,27 +229,27 @@ def delete_notification(note_id: int):
 @doc("Create a notification for a user (idempotent by key)", body=InternalNotificationSchema, status=201,
      description="201 when created, 200 when the key was seen before.")
 def create_notification():
-    note, created = notifications.create_from_service(_gallery(), load_json(InternalNotificationSchema()))
+    note, created = _gallery().notifications.create_from_service(load_json(InternalNotificationSchema()))
     return ok({"notification": note}, 201 if created else 200)
 
 
 @bp.get("/internal/users/<int:user_id>/stats")
 @doc("A user's public counts (works, likes received)")
 def user_stats(user_id: int):
-    return ok(service.public_profile_stats(_gallery(), user_id))
+    return ok(_gallery().listing.public_profile_stats(user_id))
 
 
 @bp.get("/internal/media/<path:key>/access")
 @doc("Whether a media key belongs to a listed work (served without a signature)")
 def media_access(key: str):
-    return ok({"key": key, "public": service.media_is_public(_gallery(), key)})
+    return ok({"key": key, "public": _gallery().files.is_public(key)})
 
 
 @bp.post("/internal/media/referenced")
 @doc("Which of these media keys any work still uses", body=MediaKeysSchema)
 def media_referenced():
     keys = load_json(MediaKeysSchema())["keys"]
-    return ok({"referenced": service.keys_in_use(_gallery(), keys)})
+    return ok({"referenced": _gallery().files.in_use(keys)})
 
 
 @bp.get("/openapi.json")

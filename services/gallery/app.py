@@ -7,32 +7,42 @@ from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.events import EventBus, redis_client
 from shared.storage import make_storage
-from shared.web import configure_logging, init_service_app
-
-from . import api
-from .authors import AuthorDirectory
+from shared.web import init_service_app
 from services.auth.client import AuthClient
+from services.gallery import api
+from services.gallery.authors import AuthorDirectory
+from services.gallery.cli import gallery_cli
+from services.gallery.config import GalleryConfig, load_config
+from services.gallery.engagement import Engagement
+from services.gallery.files import WorkFiles
+from services.gallery.listing import WorkListing
+from services.gallery.moderation import Moderation
+from services.gallery.notifications import Notifications
+from services.gallery.schemas import WorkPresenter
+from services.gallery.service import GalleryServices, WorksService
 from services.render.client import RenderClient
-from .cli import gallery_cli
-from .config import load_gallery_config
-from .service import Gallery
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def create_app(settings: Settings | None = None, config: GalleryConfig | None = None) -> Flask:
     settings = settings or load_settings()
-    if settings.env != "test":  # under pytest, keep pytest's own log capture
-        configure_logging("gallery", settings.log_level)
+    config = config or load_config(settings)
     app = Flask(__name__, static_folder=None)
-    config = load_gallery_config()
     db = Database(settings.gallery_database_url)
     redis = redis_client(settings.redis_url)
+    app.extensions["db"] = db
     app.extensions["redis"] = redis  # shared.tokens checks revoked tokens with it
-    app.extensions["gallery"] = Gallery(
-        db=db, outputs=RenderClient(settings.render_url, settings.service_token),
-        storage=make_storage(settings),
-        authors=AuthorDirectory(AuthClient(settings.auth_url, settings.service_token, timeout=2.0),
-                                config.author_cache_seconds),
-        events=EventBus(redis), config=config)
+    files = WorkFiles(db, make_storage(settings))
+    authors = AuthorDirectory(AuthClient(settings.auth_url, settings.service_token, timeout=2.0),
+                              config.author_cache_seconds)
+    presenter = WorkPresenter(files, authors, config.featured_likes)
+    notifications = Notifications(db, EventBus(redis))
+    app.extensions["gallery"] = GalleryServices(
+        works=WorksService(db, RenderClient(settings.render_url, settings.service_token), files, authors, presenter),
+        listing=WorkListing(db, presenter, config.timezone),
+        engagement=Engagement(db, files, notifications, config.view_window, config.download_window),
+        moderation=Moderation(db, presenter, notifications),
+        notifications=notifications,
+        files=files)
 
     init_service_app(app, settings, internal=True, ready_checks={"database": db.ping})
     app.register_blueprint(api.bp)

@@ -1,35 +1,13 @@
 """Operator commands: ``flask --app services.gallery.app:create_app gallery <command>``."""
 from __future__ import annotations
 
-import os
-import socket
-import threading
-
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from shared.events import redis_client
-
-from . import platform_events
-from .seed import seed_demo
+from services.gallery.seed import seed_demo
 
 gallery_cli = AppGroup("gallery", help="Gallery operations.")
-
-
-@gallery_cli.command("consume-events")
-@click.option("--consumer", default=lambda: f"{socket.gethostname()}-{os.getpid()}",
-              help="Consumer name inside the 'gallery' group.")
-def consume_events(consumer: str) -> None:
-    """Apply platform announcements (user.deleted) until interrupted."""
-    settings = current_app.config["SETTINGS"]
-    stop = threading.Event()
-    click.echo(f"consuming {platform_events.STREAM} as {platform_events.GROUP}/{consumer}")
-    try:
-        platform_events.consume_forever(current_app.extensions["gallery"], redis_client(settings.redis_url),
-                                        consumer, stop)
-    except KeyboardInterrupt:
-        stop.set()
 
 
 @gallery_cli.command("seed-demo")
@@ -41,8 +19,7 @@ def consume_events(consumer: str) -> None:
 @click.option("--seed", default=1, show_default=True, help="Random seed, for repeatable data.")
 def seed_demo_command(works: int, users: int, likes: int, first_user_id: int, seed: int) -> None:
     """Fill the gallery tables with public demo works, tags and likes (bulk inserts)."""
-    gallery = current_app.extensions["gallery"]
-    summary = seed_demo(gallery.db, works=works, users=users, likes=likes, first_user_id=first_user_id,
-                        seed=seed, echo=click.echo)
+    summary = seed_demo(current_app.extensions["db"], works=works, users=users, likes=likes,
+                        first_user_id=first_user_id, seed=seed, echo=click.echo)
     click.echo(f"seeded {summary['works']} works, {summary['tags']} tags, {summary['likes']} likes "
                f"in {summary['seconds']:.1f} s")

@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Mapping
 from zoneinfo import ZoneInfo
 
-from shared.config import env_positive, env_timezone
+from shared.config import Settings, env_positive, env_timezone
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class GalleryConfig:
     author_cache_seconds: int = 300
 
 
-def load_gallery_config(env: Mapping[str, str] | None = None) -> GalleryConfig:
+def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> GalleryConfig:
     env = os.environ if env is None else env
     zone = env_timezone(env, "GALLERY_TIMEZONE", "Asia/Shanghai")
     return GalleryConfig(

@@ -21,78 +21,15 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shared.db import isoformat, utcnow
-from shared.errors import Conflict, Forbidden, ServiceUnavailable
-from shared.storage import StorageError
+from shared.db import Database, utcnow
+from shared.errors import Conflict, Forbidden
 from shared.tokens import Claims
+from services.gallery.files import WorkFiles
+from services.gallery.models import Work, WorkHit, WorkLike, WorkReport
+from services.gallery.notifications import Notifications
+from services.gallery.rules import hot_score, is_liked, visible_work
+from services.gallery.schemas import filed_report_json
 
-from .models import Work, WorkHit, WorkLike, WorkReport
-from .notifications import notify
-from .service import Gallery, hot_score, is_liked, visible_work
-
-
-# Likes
-
-def _recount(session: Session, work_id: int, delta: int) -> None:
-    session.execute(update(Work).where(Work.id == work_id).values(likes_count=Work.likes_count + delta)
-                    .execution_options(synchronize_session=False))
-    likes, created_at = session.execute(select(Work.likes_count, Work.created_at).where(Work.id == work_id)).one()
-    session.execute(update(Work).where(Work.id == work_id).values(hot_score=hot_score(likes, created_at))
-                    .execution_options(synchronize_session=False))
-
-
-def _add_like(gallery: Gallery, session: Session, work: Work, user: Claims) -> None:
-    try:
-        with session.begin_nested():
-            session.execute(insert(WorkLike).values(work_id=work.id, user_id=user.user_id, created_at=utcnow()))
-    except IntegrityError:
-        return  # already liked: the unique pair holds, the counter stays
-    _recount(session, work.id, +1)
-    if work.user_id != user.user_id:
-        notify(gallery, session, work.user_id, "work.liked", f"{user.username} liked “{work.title}”",
-               data={"workId": work.id, "userId": user.user_id, "username": user.username},
-               dedupe_key=f"like:{work.id}:{user.user_id}")
-
-
-def _remove_like(session: Session, work_id: int, user_id: int) -> None:
-    removed = session.execute(delete(WorkLike).where(WorkLike.work_id == work_id, WorkLike.user_id == user_id))
-    if removed.rowcount:
-        _recount(session, work_id, -1)
-
-
-def _like_state(session: Session, work_id: int, user_id: int) -> dict[str, Any]:
-    likes = session.scalar(select(Work.likes_count).where(Work.id == work_id))
-    return {"workId": work_id, "likes": likes, "isLiked": is_liked(session, work_id, user_id)}
-
-
-def like_work(gallery: Gallery, user: Claims, work_id: int) -> dict[str, Any]:
-    """Like (idempotent)."""
-    with gallery.db.transaction() as session:
-        work = visible_work(session, work_id, user, lock=True)
-        _add_like(gallery, session, work, user)
-        return _like_state(session, work.id, user.user_id)
-
-
-def unlike_work(gallery: Gallery, user: Claims, work_id: int) -> dict[str, Any]:
-    """Unlike (idempotent)."""
-    with gallery.db.transaction() as session:
-        work = visible_work(session, work_id, user, lock=True)
-        _remove_like(session, work.id, user.user_id)
-        return _like_state(session, work.id, user.user_id)
-
-
-def toggle_like(gallery: Gallery, user: Claims, work_id: int) -> dict[str, Any]:
-    """Like if not liked yet, else unlike (the original product's single button)."""
-    with gallery.db.transaction() as session:
-        work = visible_work(session, work_id, user, lock=True)
-        if is_liked(session, work.id, user.user_id):
-            _remove_like(session, work.id, user.user_id)
-        else:
-            _add_like(gallery, session, work, user)
-        return _like_state(session, work.id, user.user_id)
-
-
-# Views and downloads
 
 @dataclass(frozen=True)
 class Visitor:
@@ -108,6 +45,32 @@ class Visitor:
             return f"u:{self.user.user_id}"
         digest = hashlib.sha256(f"{self.address}\n{self.user_agent}".encode()).hexdigest()
         return f"a:{digest[:40]}"
+
+
+@dataclass(frozen=True)
+class Download:
+    data: bytes
+    mimetype: str
+    content_disposition: str
+
+
+def _recount(session: Session, work_id: int, delta: int) -> None:
+    session.execute(update(Work).where(Work.id == work_id).values(likes_count=Work.likes_count + delta)
+                    .execution_options(synchronize_session=False))
+    likes, created_at = session.execute(select(Work.likes_count, Work.created_at).where(Work.id == work_id)).one()
+    session.execute(update(Work).where(Work.id == work_id).values(hot_score=hot_score(likes, created_at))
+                    .execution_options(synchronize_session=False))
+
+
+def _remove_like(session: Session, work_id: int, user_id: int) -> None:
+    removed = session.execute(delete(WorkLike).where(WorkLike.work_id == work_id, WorkLike.user_id == user_id))
+    if removed.rowcount:
+        _recount(session, work_id, -1)
+
+
+def _like_state(session: Session, work_id: int, user_id: int) -> dict[str, Any]:
+    likes = session.scalar(select(Work.likes_count).where(Work.id == work_id))
+    return {"workId": work_id, "likes": likes, "isLiked": is_liked(session, work_id, user_id)}
 
 
 def _claim_hit(session: Session, work_id: int, kind: str, viewer: str, window: timedelta) -> bool:
@@ -129,28 +92,6 @@ def _claim_hit(session: Session, work_id: int, kind: str, viewer: str, window: t
     return True
 
 
-def record_view(gallery: Gallery, visitor: Visitor, work_id: int) -> dict[str, Any]:
-    """Count a view unless it is the owner's or the same viewer's within the window."""
-    with gallery.db.transaction() as session:
-        work = visible_work(session, work_id, visitor.user)
-        if visitor.user is not None and visitor.user.user_id == work.user_id:
-            return {"workId": work.id, "views": work.views_count, "counted": False, "reason": "owner"}
-        counted = _claim_hit(session, work.id, "view", visitor.key, gallery.config.view_window)
-        if counted:
-            session.execute(update(Work).where(Work.id == work.id).values(views_count=Work.views_count + 1)
-                            .execution_options(synchronize_session=False))
-        views = session.scalar(select(Work.views_count).where(Work.id == work.id))
-        return {"workId": work.id, "views": views, "counted": counted,
-                "reason": None if counted else "recently_counted"}
-
-
-@dataclass(frozen=True)
-class Download:
-    data: bytes
-    mimetype: str
-    content_disposition: str
-
-
 def _filename(title: str, work_id: int, extension: str) -> tuple[str, str]:
     """(UTF-8 name, ASCII fallback) for Content-Disposition, without path or control characters."""
     cleaned = "".join(ch for ch in unicodedata.normalize("NFC", title)
@@ -160,40 +101,99 @@ def _filename(title: str, work_id: int, extension: str) -> tuple[str, str]:
     return f"{name}.{extension}", f"{fallback}.{extension}"
 
 
-def download(gallery: Gallery, visitor: Visitor, work_id: int) -> Download:
-    """The original image, named after the title; counted once per viewer per window (not the owner's)."""
-    with gallery.db.read() as session:
-        work = visible_work(session, work_id, visitor.user)
-    try:
-        data = gallery.storage.read(work.image_key)
-    except (FileNotFoundError, StorageError, OSError) as exc:
-        raise ServiceUnavailable("The image file cannot be read right now.", code="STORAGE_UNAVAILABLE") from exc
-    if visitor.user is None or visitor.user.user_id != work.user_id:
-        with gallery.db.transaction() as session:
-            if _claim_hit(session, work.id, "download", visitor.key, gallery.config.download_window):
-                session.execute(update(Work).where(Work.id == work.id)
-                                .values(downloads_count=Work.downloads_count + 1)
-                                .execution_options(synchronize_session=False))
-    extension = work.image_key.rsplit(".", 1)[-1]
-    name, fallback = _filename(work.title, work.id, extension)
-    disposition = f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
-    return Download(data, mimetypes.guess_type(work.image_key)[0] or "application/octet-stream", disposition)
+class Engagement:
+    def __init__(self, db: Database, files: WorkFiles, notifications: Notifications, view_window: timedelta,
+                 download_window: timedelta) -> None:
+        self.db = db
+        self.files = files
+        self.notifications = notifications
+        self.view_window = view_window
+        self.download_window = download_window
 
+    # Likes
 
-# Reports
-
-def report_work(gallery: Gallery, user: Claims, work_id: int, reason: str) -> dict[str, Any]:
-    with gallery.db.transaction() as session:
-        work = visible_work(session, work_id, user)
-        if work.user_id == user.user_id:
-            raise Forbidden("You cannot report your own work.", code="OWN_WORK")
-        report = WorkReport(work_id=work.id, reporter_id=user.user_id, reason=reason, status="open",
-                            created_at=utcnow())
+    def _add_like(self, session: Session, work: Work, user: Claims) -> None:
         try:
             with session.begin_nested():
-                session.add(report)
-                session.flush()
+                session.execute(insert(WorkLike).values(work_id=work.id, user_id=user.user_id, created_at=utcnow()))
         except IntegrityError:
-            raise Conflict("You have already reported this work.", code="ALREADY_REPORTED") from None
-        return {"id": report.id, "workId": work.id, "reason": report.reason, "status": report.status,
-                "createdAt": isoformat(report.created_at)}
+            return  # already liked: the unique pair holds, the counter stays
+        _recount(session, work.id, +1)
+        if work.user_id != user.user_id:
+            self.notifications.notify(
+                session, work.user_id, "work.liked", f"{user.username} liked “{work.title}”",
+                data={"workId": work.id, "userId": user.user_id, "username": user.username},
+                dedupe_key=f"like:{work.id}:{user.user_id}")
+
+    def like_work(self, user: Claims, work_id: int) -> dict[str, Any]:
+        """Like (idempotent)."""
+        with self.db.transaction() as session:
+            work = visible_work(session, work_id, user, lock=True)
+            self._add_like(session, work, user)
+            return _like_state(session, work.id, user.user_id)
+
+    def unlike_work(self, user: Claims, work_id: int) -> dict[str, Any]:
+        """Unlike (idempotent)."""
+        with self.db.transaction() as session:
+            work = visible_work(session, work_id, user, lock=True)
+            _remove_like(session, work.id, user.user_id)
+            return _like_state(session, work.id, user.user_id)
+
+    def toggle_like(self, user: Claims, work_id: int) -> dict[str, Any]:
+        """Like if not liked yet, else unlike (the original product's single button)."""
+        with self.db.transaction() as session:
+            work = visible_work(session, work_id, user, lock=True)
+            if is_liked(session, work.id, user.user_id):
+                _remove_like(session, work.id, user.user_id)
+            else:
+                self._add_like(session, work, user)
+            return _like_state(session, work.id, user.user_id)
+
+    # Views and downloads
+
+    def record_view(self, visitor: Visitor, work_id: int) -> dict[str, Any]:
+        """Count a view unless it is the owner's or the same viewer's within the window."""
+        with self.db.transaction() as session:
+            work = visible_work(session, work_id, visitor.user)
+            if visitor.user is not None and visitor.user.user_id == work.user_id:
+                return {"workId": work.id, "views": work.views_count, "counted": False, "reason": "owner"}
+            counted = _claim_hit(session, work.id, "view", visitor.key, self.view_window)
+            if counted:
+                session.execute(update(Work).where(Work.id == work.id).values(views_count=Work.views_count + 1)
+                                .execution_options(synchronize_session=False))
+            views = session.scalar(select(Work.views_count).where(Work.id == work.id))
+            return {"workId": work.id, "views": views, "counted": counted,
+                    "reason": None if counted else "recently_counted"}
+
+    def download(self, visitor: Visitor, work_id: int) -> Download:
+        """The original image, named after the title; counted once per viewer per window (not the owner's)."""
+        with self.db.read() as session:
+            work = visible_work(session, work_id, visitor.user)
+        data = self.files.read_image(work)
+        if visitor.user is None or visitor.user.user_id != work.user_id:
+            with self.db.transaction() as session:
+                if _claim_hit(session, work.id, "download", visitor.key, self.download_window):
+                    session.execute(update(Work).where(Work.id == work.id)
+                                    .values(downloads_count=Work.downloads_count + 1)
+                                    .execution_options(synchronize_session=False))
+        extension = work.image_key.rsplit(".", 1)[-1]
+        name, fallback = _filename(work.title, work.id, extension)
+        disposition = f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+        return Download(data, mimetypes.guess_type(work.image_key)[0] or "application/octet-stream", disposition)
+
+    # Reports
+
+    def report_work(self, user: Claims, work_id: int, reason: str) -> dict[str, Any]:
+        with self.db.transaction() as session:
+            work = visible_work(session, work_id, user)
+            if work.user_id == user.user_id:
+                raise Forbidden("You cannot report your own work.", code="OWN_WORK")
+            report = WorkReport(work_id=work.id, reporter_id=user.user_id, reason=reason, status="open",
+                                created_at=utcnow())
+            try:
+                with session.begin_nested():
+                    session.add(report)
+                    session.flush()
+            except IntegrityError:
+                raise Conflict("You have already reported this work.", code="ALREADY_REPORTED") from None
+            return filed_report_json(report)

@@ -1,5 +1,5 @@
-"""Listing works: the public gallery (cursor pages for infinite scroll) and the caller's own
-works (numbered pages with a total).
+"""Listing works and counting them: the public gallery (cursor pages for infinite scroll),
+the caller's own works (numbered pages with a total), and a user's statistics.
 
 Search: every work keeps ``search_text``, its title, description, prompt and tags folded
 by ``normalise``; each search word must occur in it as a substring (``LIKE``). Substrings
@@ -16,15 +16,15 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
-from sqlalchemy.orm import load_only
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select, true
+from sqlalchemy.orm import Session, load_only
 
-from shared.db import utcnow
+from shared.db import Database, utcnow
 from shared.errors import Unprocessable
 from shared.tokens import Claims
-
-from .models import Work, WorkLike, WorkTag
-from .service import Gallery, author_of, dump_item, normalise, period_start
+from services.gallery.models import Work, WorkLike, WorkTag
+from services.gallery.rules import normalise
+from services.gallery.schemas import WorkPresenter
 
 MAX_SEARCH_WORDS = 5
 LIST_COLUMNS = (Work.id, Work.user_id, Work.author_username, Work.title, Work.description, Work.tags,
@@ -36,6 +36,28 @@ GALLERY_SORTS = {"newest": Work.created_at, "hottest": Work.likes_count, "views"
                  "trending": Work.hot_score}
 MY_SORTS = {"newest": (Work.created_at.desc(), Work.id.desc()), "oldest": (Work.created_at, Work.id),
             "likes": (Work.likes_count.desc(), Work.id.desc()), "views": (Work.views_count.desc(), Work.id.desc())}
+
+
+def period_start(period: str, zone: ZoneInfo, now: datetime) -> datetime | None:
+    """Naive-UTC start of today / this week (from Monday) / this month in ``zone``; None for all."""
+    local = now.replace(tzinfo=timezone.utc).astimezone(zone)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "today":
+        start = midnight
+    elif period == "week":
+        start = midnight - timedelta(days=midnight.weekday())
+    elif period == "month":
+        start = midnight.replace(day=1)
+    else:
+        return None
+    # Rebuild through the zone so a DST change between then and now is honoured.
+    start = start.replace(tzinfo=None).replace(tzinfo=zone)
+    return start.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _local_midnight(day: date, zone: ZoneInfo, days: int = 0) -> datetime:
+    start = datetime.combine(day + timedelta(days=days), time(), tzinfo=zone)
+    return start.astimezone(timezone.utc).replace(tzinfo=None)
 
 
 def _search(term: str) -> list[ColumnElement[bool]]:
@@ -73,79 +95,93 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
     return value, work_id
 
 
-def _liked(session, viewer_id: int | None, works: list[Work]) -> set[int]:
+def _liked(session: Session, viewer_id: int | None, works: list[Work]) -> set[int]:
     if viewer_id is None or not works:
         return set()
     return set(session.scalars(select(WorkLike.work_id).where(
         WorkLike.user_id == viewer_id, WorkLike.work_id.in_([w.id for w in works]))))
 
 
-def _items(gallery: Gallery, session, works: list[Work], viewer_id: int | None) -> list[dict[str, Any]]:
-    liked = _liked(session, viewer_id, works)
-    directory = gallery.authors.lookup(w.user_id for w in works)
-    now = utcnow()
-    return [dump_item(gallery, w, viewer_id=viewer_id, liked=w.id in liked,
-                      author=author_of(gallery, w, directory), now=now) for w in works]
+class WorkListing:
+    def __init__(self, db: Database, presenter: WorkPresenter, zone: ZoneInfo) -> None:
+        self.db = db
+        self.presenter = presenter
+        self.zone = zone
 
+    def _items(self, session: Session, works: list[Work], viewer_id: int | None) -> list[dict[str, Any]]:
+        return self.presenter.items(works, viewer_id, _liked(session, viewer_id, works))
 
-def list_gallery(gallery: Gallery, viewer: Claims | None, query: dict[str, Any]) -> dict[str, Any]:
-    """Listed works, filtered and sorted, one cursor page at a time."""
-    sort, size = query["sort"], query["page_size"]
-    column = GALLERY_SORTS[sort]
-    conditions: list[ColumnElement[bool]] = [Work.listed == true(), *_search(query["search"])]
-    if query.get("tag"):
-        conditions.append(_tag(query["tag"]))
-    if query.get("model"):
-        conditions.append(Work.model == query["model"])
-    if query.get("author_id"):
-        conditions.append(Work.user_id == query["author_id"])
-    since = period_start(query["period"], gallery.config.timezone, utcnow())
-    if since is not None:
-        conditions.append(Work.created_at >= since)
-    if query.get("cursor"):
-        value, after_id = decode_cursor(query["cursor"], sort)
-        conditions.append(or_(column < value, and_(column == value, Work.id < after_id)))
-    stmt = (select(Work).options(load_only(*LIST_COLUMNS)).where(*conditions)
-            .order_by(column.desc(), Work.id.desc()).limit(size + 1))
-    viewer_id = viewer.user_id if viewer else None
-    with gallery.db.read() as session:
-        works = list(session.scalars(stmt))
-        more = len(works) > size
-        works = works[:size]
-        items = _items(gallery, session, works, viewer_id)
-    last = works[-1] if works else None
-    next_cursor = encode_cursor(sort, getattr(last, column.key), last.id) if more and last else None
-    return {"items": items, "nextCursor": next_cursor, "pageSize": size}
+    def list_gallery(self, viewer: Claims | None, query: dict[str, Any]) -> dict[str, Any]:
+        """Listed works, filtered and sorted, one cursor page at a time."""
+        sort, size = query["sort"], query["page_size"]
+        column = GALLERY_SORTS[sort]
+        conditions: list[ColumnElement[bool]] = [Work.listed == true(), *_search(query["search"])]
+        if query.get("tag"):
+            conditions.append(_tag(query["tag"]))
+        if query.get("model"):
+            conditions.append(Work.model == query["model"])
+        if query.get("author_id"):
+            conditions.append(Work.user_id == query["author_id"])
+        since = period_start(query["period"], self.zone, utcnow())
+        if since is not None:
+            conditions.append(Work.created_at >= since)
+        if query.get("cursor"):
+            value, after_id = decode_cursor(query["cursor"], sort)
+            conditions.append(or_(column < value, and_(column == value, Work.id < after_id)))
+        stmt = (select(Work).options(load_only(*LIST_COLUMNS)).where(*conditions)
+                .order_by(column.desc(), Work.id.desc()).limit(size + 1))
+        viewer_id = viewer.user_id if viewer else None
+        with self.db.read() as session:
+            works = list(session.scalars(stmt))
+            more = len(works) > size
+            works = works[:size]
+            items = self._items(session, works, viewer_id)
+        last = works[-1] if works else None
+        next_cursor = encode_cursor(sort, getattr(last, column.key), last.id) if more and last else None
+        return {"items": items, "nextCursor": next_cursor, "pageSize": size}
 
+    def list_my_works(self, user: Claims, query: dict[str, Any]) -> dict[str, Any]:
+        """The caller's own works (public, private and hidden), in numbered pages with a total."""
+        conditions: list[ColumnElement[bool]] = [Work.user_id == user.user_id, *_search(query["search"])]
+        visibility = query["visibility"]
+        if visibility == "public":
+            conditions.append(Work.is_public == true())
+        elif visibility == "private":
+            conditions.append(Work.is_public == false())
+        elif visibility == "hidden":
+            conditions.append(Work.is_hidden == true())
+        if query.get("tag"):
+            conditions.append(_tag(query["tag"]))
+        if query.get("model"):
+            conditions.append(Work.model == query["model"])
+        if query.get("date_from"):
+            conditions.append(Work.created_at >= _local_midnight(query["date_from"], self.zone))
+        if query.get("date_to"):
+            conditions.append(Work.created_at < _local_midnight(query["date_to"], self.zone, days=1))
+        page, size = query["page"], query["page_size"]
+        with self.db.read() as session:
+            total = session.scalar(select(func.count()).select_from(Work).where(*conditions))
+            works = list(session.scalars(select(Work).options(load_only(*LIST_COLUMNS)).where(*conditions)
+                                         .order_by(*MY_SORTS[query["sort"]]).offset((page - 1) * size).limit(size)))
+            items = self._items(session, works, user.user_id)
+        return {"items": items, "page": page, "pageSize": size, "total": total}
 
-def list_my_works(gallery: Gallery, user: Claims, query: dict[str, Any]) -> dict[str, Any]:
-    """The caller's own works (public, private and hidden), in numbered pages with a total."""
-    conditions: list[ColumnElement[bool]] = [Work.user_id == user.user_id, *_search(query["search"])]
-    visibility = query["visibility"]
-    if visibility == "public":
-        conditions.append(Work.is_public == true())
-    elif visibility == "private":
-        conditions.append(Work.is_public == false())
-    elif visibility == "hidden":
-        conditions.append(Work.is_hidden == true())
-    if query.get("tag"):
-        conditions.append(_tag(query["tag"]))
-    if query.get("model"):
-        conditions.append(Work.model == query["model"])
-    zone = gallery.config.timezone
-    if query.get("date_from"):
-        conditions.append(Work.created_at >= _local_midnight(query["date_from"], zone))
-    if query.get("date_to"):
-        conditions.append(Work.created_at < _local_midnight(query["date_to"], zone, days=1))
-    page, size = query["page"], query["page_size"]
-    with gallery.db.read() as session:
-        total = session.scalar(select(func.count()).select_from(Work).where(*conditions))
-        works = list(session.scalars(select(Work).options(load_only(*LIST_COLUMNS)).where(*conditions)
-                                     .order_by(*MY_SORTS[query["sort"]]).offset((page - 1) * size).limit(size)))
-        items = _items(gallery, session, works, user.user_id)
-    return {"items": items, "page": page, "pageSize": size, "total": total}
+    def my_stats(self, user: Claims) -> dict[str, Any]:
+        month_start = period_start("month", self.zone, utcnow())
+        with self.db.read() as session:
+            row = session.execute(select(
+                func.count(Work.id), func.coalesce(func.sum(case((Work.is_public == true(), 1), else_=0)), 0),
+                func.coalesce(func.sum(Work.likes_count), 0), func.coalesce(func.sum(Work.views_count), 0),
+                func.coalesce(func.sum(Work.downloads_count), 0),
+            ).where(Work.user_id == user.user_id)).one()
+            this_month = session.scalar(select(func.count(Work.id)).where(
+                Work.user_id == user.user_id, Work.created_at >= month_start))
+        return {"totalWorks": int(row[0]), "publicWorks": int(row[1]), "likesReceived": int(row[2]),
+                "viewsReceived": int(row[3]), "downloadsReceived": int(row[4]), "worksThisMonth": int(this_month)}
 
-
-def _local_midnight(day: date, zone: ZoneInfo, days: int = 0) -> datetime:
-    start = datetime.combine(day + timedelta(days=days), time(), tzinfo=zone)
-    return start.astimezone(timezone.utc).replace(tzinfo=None)
+    def public_profile_stats(self, user_id: int) -> dict[str, int]:
+        """For auth's public profile: the user's listed works and the likes they received."""
+        with self.db.read() as session:
+            works, likes = session.execute(select(func.count(Work.id), func.coalesce(func.sum(Work.likes_count), 0))
+                                           .where(Work.user_id == user_id, Work.listed == true())).one()
+        return {"works": int(works), "likesReceived": int(likes)}

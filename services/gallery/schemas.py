@@ -1,9 +1,16 @@
 """Wire shapes of the gallery: what a request may carry and how a work is rendered."""
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from shared.db import isoformat, utcnow
+from shared.tokens import Claims
+from services.gallery.authors import AuthorDirectory
+from services.gallery.files import WorkFiles
+from services.gallery.models import Notification, Work, WorkReport
 
 MAX_ID = 2**31 - 1
 MAX_TAGS = 10
@@ -16,6 +23,7 @@ PERIODS = ("all", "today", "week", "month")
 BATCH_ACTIONS = ("publish", "unpublish", "tag", "delete")
 OUTPUT_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Not a valid id.")
 NOTIFICATION_TYPE = validate.Regexp(r"^[a-z]+(\.[a-z_]+)+$", error="Not a notification type.")
+NEW_FOR = timedelta(hours=24)
 
 
 class TrimmedString(fields.String):
@@ -177,3 +185,84 @@ class InternalNotificationSchema(Schema):
 class MediaKeysSchema(Schema):
     keys = fields.List(fields.String(validate=validate.Length(min=1, max=255)), required=True,
                        validate=validate.Length(min=1, max=1000))
+
+
+# Rows as JSON
+
+class WorkPresenter:
+    """Works as JSON for one viewer: media URLs from the work's files, and the author's
+    current name and avatar from auth's directory (the name stored on the work when auth
+    does not know it)."""
+
+    def __init__(self, files: WorkFiles, authors: AuthorDirectory, featured_likes: int) -> None:
+        self.files = files
+        self.authors = authors
+        self.featured_likes = featured_likes
+
+    def items(self, works: list[Work], viewer_id: int | None, liked: set[int]) -> list[dict[str, Any]]:
+        """Gallery cards or rows of "my works"; ``liked`` holds the ids the viewer liked."""
+        directory = self.authors.lookup(w.user_id for w in works)
+        now = utcnow()
+        return [self.item(w, viewer_id=viewer_id, liked=w.id in liked, author=_author(w, directory), now=now)
+                for w in works]
+
+    def item(self, work: Work, *, viewer_id: int | None, liked: bool, author: dict[str, Any],
+             now: datetime) -> dict[str, Any]:
+        """A work as a gallery card or a row of "my works"."""
+        image_url, thumbnail_url = self.files.urls(work)
+        item = {
+            "id": work.id, "title": work.title, "description": work.description, "tags": list(work.tags or []),
+            "isPublic": work.is_public, "imageUrl": image_url, "thumbnailUrl": thumbnail_url,
+            "width": work.width, "height": work.height, "prompt": work.prompt, "model": work.model,
+            "author": author, "likes": work.likes_count, "views": work.views_count,
+            "downloads": work.downloads_count, "isLiked": liked,
+            "isOwner": viewer_id is not None and viewer_id == work.user_id,
+            "isNew": now - work.created_at < NEW_FOR,
+            "featured": work.featured_at is not None or work.likes_count >= self.featured_likes,
+            "createdAt": isoformat(work.created_at), "updatedAt": isoformat(work.updated_at),
+        }
+        if item["isOwner"] or work.is_hidden:
+            item["hidden"] = work.is_hidden
+            item["hiddenReason"] = work.hidden_reason if item["isOwner"] else None
+        return item
+
+    def detail(self, work: Work, viewer: Claims | None, liked: bool) -> dict[str, Any]:
+        """Everything about one work, including what it takes to reproduce it."""
+        viewer_id = viewer.user_id if viewer else None
+        directory = self.authors.lookup([work.user_id])
+        item = self.item(work, viewer_id=viewer_id, liked=liked, author=_author(work, directory), now=utcnow())
+        params = dict(work.params or {})
+        item.update({
+            "hidden": work.is_hidden, "hiddenReason": work.hidden_reason if item["isOwner"] else None,
+            "fileSize": work.file_size, "sha256": work.sha256, "workflow": work.workflow,
+            "workflowVersion": work.workflow_version, "negativePrompt": params.get("negativePrompt", ""),
+            "params": params, "graph": work.graph, "sourceWorkId": work.source_work_id,
+            "jobId": work.job_id, "outputId": work.output_id,
+        })
+        return item
+
+
+def _author(work: Work, directory: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    entry = directory.get(work.user_id) or {}
+    return {"id": work.user_id, "username": entry.get("username") or work.author_username,
+            "avatarUrl": entry.get("avatarUrl")}
+
+
+def notification_json(note: Notification) -> dict[str, Any]:
+    return {"id": note.id, "type": note.type, "title": note.title, "body": note.body, "data": note.data or {},
+            "isRead": note.is_read, "createdAt": isoformat(note.created_at), "readAt": isoformat(note.read_at)}
+
+
+def filed_report_json(report: WorkReport) -> dict[str, Any]:
+    """A report as its reporter sees it."""
+    return {"id": report.id, "workId": report.work_id, "reason": report.reason, "status": report.status,
+            "createdAt": isoformat(report.created_at)}
+
+
+def report_json(report: WorkReport, work: Work | None) -> dict[str, Any]:
+    """A report as moderators see it, with a summary of the work when it still exists."""
+    summary = None if work is None else {"id": work.id, "title": work.title, "userId": work.user_id,
+                                         "hidden": work.is_hidden, "isPublic": work.is_public}
+    return {"id": report.id, "workId": report.work_id, "reporterId": report.reporter_id, "reason": report.reason,
+            "status": report.status, "createdAt": isoformat(report.created_at),
+            "resolvedAt": isoformat(report.resolved_at), "resolvedBy": report.resolved_by, "work": summary}

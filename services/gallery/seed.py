@@ -15,9 +15,8 @@ from typing import Any, Callable
 from sqlalchemy import func, insert, select
 
 from shared.db import Database, utcnow
-
-from .models import Work, WorkLike, WorkTag
-from .service import hot_score, search_text
+from services.gallery.models import Work, WorkLike, WorkTag
+from services.gallery.rules import hot_score, search_text
 
 CHUNK = 5_000
 SUBJECTS = ["lighthouse", "fox", "castle", "city", "forest", "robot", "dragon", "ocean", "mountain", "cat",

@@ -109,14 +109,19 @@ def settings_env(settings_env, fake_gateway):
     return {**settings_env, "RENDER_URL": fake_gateway.url, "AUTH_URL": fake_gateway.url}
 
 
+def close_app(app: Flask) -> None:
+    """Close the gallery app's HTTP clients and database connections."""
+    works = app.extensions["gallery"].works
+    works.outputs.close()
+    works.authors.close()
+    app.extensions["db"].dispose()
+
+
 @pytest.fixture
 def app(settings):
     app = create_app(settings)
     yield app
-    gallery = app.extensions["gallery"]
-    gallery.outputs.close()
-    gallery.authors.close()
-    gallery.db.dispose()
+    close_app(app)
 
 
 class Caller:
@@ -172,7 +177,7 @@ def add_output(fake_gateway, app):
     """Record an output of ``user_id`` whose files exist in the app's storage; returns its id."""
 
     def _add(user_id: int, prompt: str = "a lighthouse at dusk, oil painting", **extra: Any) -> str:
-        return fake_gateway.add_output(user_id, prompt, storage=app.extensions["gallery"].storage, **extra)
+        return fake_gateway.add_output(user_id, prompt, storage=app.extensions["gallery"].files.storage, **extra)
 
     return _add
 

@@ -64,7 +64,7 @@ def test_owner_deletes_work_and_its_likes(make_user, save_work, app):
     assert response.get_json()["data"] == {"deleted": True}
     assert alice.get(f"/api/works/{work['id']}").status_code == 404
     assert alice.delete(f"/api/works/{work['id']}").status_code == 404
-    with app.extensions["gallery"].db.transaction() as session:
+    with app.extensions["db"].transaction() as session:
         assert session.scalar(select(func.count()).select_from(WorkLike)
                               .where(WorkLike.work_id == work["id"])) == 0
     again = alice.post("/api/works/save", json={"outputId": work["outputId"], "title": "again"})

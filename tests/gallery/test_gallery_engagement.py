@@ -18,7 +18,7 @@ def _view(caller, work_id, **headers):
 
 
 def _age_hits(app, work_id: int, minutes: int) -> None:
-    with app.extensions["gallery"].db.transaction() as session:
+    with app.extensions["db"].transaction() as session:
         session.execute(update(WorkHit).where(WorkHit.work_id == work_id)
                         .values(counted_at=utcnow() - timedelta(minutes=minutes)))
 
@@ -60,7 +60,7 @@ def test_concurrent_views_of_one_viewer_count_once(make_user, save_work, app):
     for thread in threads:
         thread.join(timeout=60)
     assert results == [200] * 8
-    with app.extensions["gallery"].db.read() as session:
+    with app.extensions["db"].read() as session:
         assert session.scalar(select(Work.views_count).where(Work.id == work["id"])) == 1
 
 
@@ -77,7 +77,7 @@ def test_views_of_private_missing_or_deleted_works_are_404(make_user, save_work,
 def test_download_gives_the_original_named_after_the_title(make_user, save_work, fake_gateway, app, anonymous):
     alice, bob = make_user(), make_user()
     work = save_work(alice, title="夜晚的/城市: 1")
-    original = app.extensions["gallery"].storage.read(fake_gateway.outputs[work["outputId"]]["imageKey"])
+    original = app.extensions["gallery"].files.storage.read(fake_gateway.outputs[work["outputId"]]["imageKey"])
 
     response = bob.get(f"/api/works/{work['id']}/download")
 
@@ -141,10 +141,10 @@ def test_reports_and_admin_moderation(make_user, save_work, anonymous):
     assert kinds == ["work.featured", "work.restored", "work.hidden"]
 
 
-def test_featured_by_like_count(make_user, save_work):
-    from services.gallery.config import load_gallery_config
+def test_featured_by_like_count(make_user, save_work, settings):
+    from services.gallery.config import load_config
 
-    assert load_gallery_config({"GALLERY_FEATURED_LIKES": "1"}).featured_likes == 1
+    assert load_config(settings, {"GALLERY_FEATURED_LIKES": "1"}).featured_likes == 1
     alice, bob = make_user(), make_user()
     work = save_work(alice)
     bob.put(f"/api/works/{work['id']}/like")
@@ -159,5 +159,5 @@ def test_a_like_notifies_the_author_once(make_user, save_work, app):
     alice.put(f"/api/works/{work['id']}/like")  # one's own like notifies nobody
     items = alice.get("/api/notifications").get_json()["data"]["items"]
     assert [(n["type"], n["data"]["userId"]) for n in items] == [("work.liked", bob.user_id)]
-    with app.extensions["gallery"].db.read() as session:
+    with app.extensions["db"].read() as session:
         assert session.scalar(select(func.count()).select_from(Work).where(Work.id == work["id"])) == 1

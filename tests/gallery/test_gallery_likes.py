@@ -11,7 +11,7 @@ from services.gallery.models import Work, WorkLike
 
 def _stored_counts(app, work_id: int) -> tuple[int, int]:
     """(likes_count column, number of like rows) straight from the database."""
-    with app.extensions["gallery"].db.transaction() as session:
+    with app.extensions["db"].transaction() as session:
         counter = session.scalar(select(Work.likes_count).where(Work.id == work_id))
         rows = session.scalar(select(func.count()).select_from(WorkLike).where(WorkLike.work_id == work_id))
     return counter, rows

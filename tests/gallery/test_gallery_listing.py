@@ -142,7 +142,7 @@ def test_gallery_period_excludes_older_works(make_user, anonymous, save_work, ap
     alice = make_user()
     old = save_work(alice, title=f"{marker} old")
     recent = save_work(alice, title=f"{marker} recent")
-    with app.extensions["gallery"].db.transaction() as session:
+    with app.extensions["db"].transaction() as session:
         session.execute(update(Work).where(Work.id == old["id"]).values(created_at=utcnow() - timedelta(days=40)))
 
     def ids(period):

@@ -65,7 +65,7 @@ def test_access_matrix(make_user, save_work, gateway, app, anonymous):
     query = parse_qs(urlsplit(owner_view["imageUrl"]).query)
     tampered = f"{plain}?exp={query['exp'][0]}&sig={'0' * 32}"
     assert _fetch(gateway, tampered).status_code == 403
-    storage = app.extensions["gallery"].storage
+    storage = app.extensions["gallery"].files.storage
     key = plain.removeprefix("/media/")
     expired = storage.signed_url(key, now=time.time() - 3 * storage.signer.ttl)
     response = _fetch(gateway, expired)
@@ -84,7 +84,7 @@ def test_access_matrix(make_user, save_work, gateway, app, anonymous):
 def test_outputs_and_avatars(make_user, add_output, fake_gateway, gateway, app):
     alice = make_user()
     output = fake_gateway.outputs[add_output(alice.user_id)]
-    storage = app.extensions["gallery"].storage
+    storage = app.extensions["gallery"].files.storage
     assert _fetch(gateway, f"/media/{output['imageKey']}").status_code == 404  # unsaved output: signed only
     assert _fetch(gateway, storage.signed_url(output["imageKey"])).status_code == 200
     avatar = storage.put(content_key(b"RIFF....WEBP", "webp", "avatars"), b"RIFF....WEBP")

@@ -1,7 +1,6 @@
 """The S3 implementation of storage, against a real local S3-compatible server (moto's)."""
 from __future__ import annotations
 
-import dataclasses
 import sys
 import uuid
 
@@ -62,9 +61,9 @@ def test_s3_storage_operations(s3_env):
         storage.put("../escape.png", b"x")
 
 
-def test_gallery_saves_and_serves_from_s3(s3_env, app, make_user, fake_gateway):
+def test_gallery_saves_and_serves_from_s3(s3_env, app, make_user, fake_gateway, monkeypatch):
     s3 = make_storage(load_settings(s3_env), s3_env)
-    app.extensions["gallery"] = dataclasses.replace(app.extensions["gallery"], storage=s3)
+    monkeypatch.setattr(app.extensions["gallery"].files, "storage", s3)
     alice = make_user()
     output_id = fake_gateway.add_output(alice.user_id, storage=s3)
     work = alice.post("/api/works/save", json={"outputId": output_id, "title": "s3"}).get_json()["data"]["work"]
@@ -77,12 +76,12 @@ def test_gallery_saves_and_serves_from_s3(s3_env, app, make_user, fake_gateway):
     assert not s3.exists("works/" + record["imageKey"])
 
 
-def test_unreachable_object_store_fails_the_save_cleanly(s3_env, app, make_user, fake_gateway):
+def test_unreachable_object_store_fails_the_save_cleanly(s3_env, app, make_user, fake_gateway, monkeypatch):
     s3 = make_storage(load_settings(s3_env), s3_env)
     alice = make_user()
     output_id = fake_gateway.add_output(alice.user_id, storage=s3)
     broken = make_storage(load_settings(s3_env), {**s3_env, "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"})
-    app.extensions["gallery"] = dataclasses.replace(app.extensions["gallery"], storage=broken)
+    monkeypatch.setattr(app.extensions["gallery"].files, "storage", broken)
     with pytest.raises(StorageError):
         broken.exists("images/aa/bb/" + "a" * 64 + ".png")
 
@@ -90,5 +89,5 @@ def test_unreachable_object_store_fails_the_save_cleanly(s3_env, app, make_user,
 
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "STORAGE_UNAVAILABLE"
-    with app.extensions["gallery"].db.read() as session:
+    with app.extensions["db"].read() as session:
         assert session.scalar(select(func.count()).select_from(Work).where(Work.output_id == output_id)) == 0

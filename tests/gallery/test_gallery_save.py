@@ -11,7 +11,7 @@ from shared.embedded import free_port
 
 
 def _count_works(app, output_id: str) -> int:
-    with app.extensions["gallery"].db.transaction() as session:
+    with app.extensions["db"].transaction() as session:
         return session.scalar(select(func.count()).select_from(Work).where(Work.output_id == output_id))
 
 
@@ -138,7 +138,7 @@ def test_save_when_the_render_api_is_down_is_503(settings_env, service_headers, 
 
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "RENDER_UNAVAILABLE"
-    app.extensions["gallery"].db.dispose()
+    app.extensions["db"].dispose()
 
 
 def test_save_when_the_render_api_fails_is_503(make_user, add_output, fake_gateway):

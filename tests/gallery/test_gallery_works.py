@@ -11,12 +11,12 @@ from services.gallery.models import Work
 
 
 def _work_count(app, output_id: str) -> int:
-    with app.extensions["gallery"].db.read() as session:
+    with app.extensions["db"].read() as session:
         return session.scalar(select(func.count()).select_from(Work).where(Work.output_id == output_id))
 
 
 def _storage(app):
-    return app.extensions["gallery"].storage
+    return app.extensions["gallery"].files.storage
 
 
 def test_save_keeps_reproduction_data_and_remix_returns_it(make_user, add_output, anonymous):
