@@ -44,7 +44,7 @@ lint: $(STAMP) ## check the Python code with pyflakes
 	$(PY) -m pyflakes services shared tests deploy bench
 
 bench: $(STAMP) ## run the benchmarks and print their figures
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@for script in bench/[!_]*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
 migrate: $(STAMP) ## apply every service's database migrations
 	$(PY) -m shared.migrate upgrade

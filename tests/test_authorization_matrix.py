@@ -189,7 +189,7 @@ class World:
     # Resources
 
     def output(self, person: Person, job_id: str | None = None) -> str:
-        return self.outputs.add_output(person.id, storage=self.apps["gallery"].extensions["gallery"].storage,
+        return self.outputs.add_output(person.id, storage=self.apps["gallery"].extensions["gallery"].files.storage,
                                        job_id=job_id)
 
     def work(self, person: Person, public: bool = True) -> int:
@@ -478,10 +478,10 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
     gateway.extensions["redis"].close()
     apps["auth"].extensions["db"].dispose()
     apps["credits"].extensions["db"].dispose()
-    apps["gallery"].extensions["gallery"].db.dispose()
-    gallery = apps["gallery"].extensions["gallery"]
-    gallery.outputs.close()
-    gallery.authors.close()
+    apps["gallery"].extensions["db"].dispose()
+    works = apps["gallery"].extensions["gallery"].works
+    works.outputs.close()
+    works.authors.close()
 
 
 def path_of(rule: str, arguments: dict[str, Any]) -> str:
