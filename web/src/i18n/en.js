@@ -30,7 +30,7 @@ export default {
     resetTitle: 'Choose a new password', resetNoToken: 'This reset link is invalid or incomplete. Request a new one.', resetSubmit: 'Reset password', resetDone: 'Password reset. Sign in with the new one.',
   },
   credits: {
-    goRedeem: 'Redeem a code', priceCard: 'Prices', perImage: '{n} credits / image', byJob: 'By job', entries: 'Entries', job: 'Job', jobLine: '{workflow}: {n} image(s)', jobRunning: 'Running, {held} reserved', openJob: 'Open the job',
+    goRedeem: 'Redeem a code', priceCard: 'Prices', perImage: '{n} credits / image', byJob: 'By job', entries: 'Entries', job: 'Job', jobLine: '{workflow}: {n} image(s)', jobRunning: '{workflow}: running, {held} reserved', jobRefunded: '{workflow}: {status}, fully refunded', openJob: 'Open the job',
     unit: 'credits', balanceHint: 'Available credits', heldHint: '{held} more are reserved for running jobs', available: 'Available', held: 'Reserved',
     earned: 'Earned', spent: 'Spent', spentMonth: 'Spent this month', history: 'History', allTypes: 'All types', from: 'From', to: 'To',
     noEntries: 'No entries yet', time: 'Time', type: 'Type', change: 'Change', heldChange: 'Reserved', after: 'Balance', description: 'Description',

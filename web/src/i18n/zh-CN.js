@@ -31,7 +31,7 @@ export default {
     resetTitle: '设置新密码', resetNoToken: '重置链接无效或不完整，请重新申请。', resetSubmit: '重置密码', resetDone: '密码已重置，请使用新密码登录',
   },
   credits: {
-    goRedeem: '去兑换', priceCard: '价格表', perImage: '{n} 积分/张', byJob: '按任务', entries: '明细', job: '任务', jobLine: '{workflow} 生成 {n} 张', jobRunning: '生成中，已预留 {held}', openJob: '查看任务',
+    goRedeem: '去兑换', priceCard: '价格表', perImage: '{n} 积分/张', byJob: '按任务', entries: '明细', job: '任务', jobLine: '{workflow} 生成 {n} 张', jobRunning: '{workflow} 生成中，已预留 {held}', jobRefunded: '{workflow} · {status}，积分已全部退还', openJob: '查看任务',
     unit: '积分', balanceHint: '可用积分余额', heldHint: '另有 {held} 积分为进行中的任务预留', available: '可用积分', held: '预留中',
     earned: '累计获得', spent: '累计消费', spentMonth: '本月消费', history: '积分明细', allTypes: '全部类型', from: '开始日期', to: '结束日期',
     noEntries: '暂无积分记录', time: '时间', type: '类型', change: '变动', heldChange: '预留变动', after: '变动后余额', description: '说明',
