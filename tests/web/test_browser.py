@@ -497,6 +497,11 @@ def _dark_mode(page) -> None:
     red, green, blue = (int(v) for v in re.findall(r"\d+", background)[:3])
     assert red + green + blue < 150, background
     shoot(page, "gallery-dark-desktop")
+    for path, name in (("/create", "create"), ("/history", "history"), ("/profile?tab=credits", "credits")):
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        shoot(page, f"{name}-dark-desktop")
+    page.goto("/gallery")
     page.get_by_test_id("theme").click()
     page.get_by_test_id("theme-light").click()
     sync_api.expect(page.locator("html")).not_to_have_class(re.compile(r"\bdark\b"))
