@@ -90,6 +90,8 @@ def backing_services(settings: Settings, env: dict[str, str]) -> dict[str, list[
             PY, "-m", "services.comfyui_emulator", "--host", "127.0.0.1", "--port", str(port),
             "--data-dir", str(settings.data_dir / "comfyui-emulator"),
             "--step-delay", os.environ.get("EMULATOR_STEP_DELAY", "0.15"),
+            # Previews on by default so the demo shows the live preview as a real GPU host would.
+            "--preview-method", os.environ.get("EMULATOR_PREVIEW_METHOD", "latent2rgb"),
         ]
         env["DEMO_BACKEND"] = "true"
         print(f"ComfyUI: none answers at {comfyui_url}; starting the built-in emulator "

@@ -1,12 +1,16 @@
 """The web client in a real browser against the real platform.
 
 Starts the platform the way ``make run`` does (``python -m deploy.local run``, ComfyUI
-emulator included) with ``WEB_ROOT`` pointing at the built client in ``web/dist``, then
-drives Debian's Chromium through Playwright: register, create two images and watch the
-progress, cancel a third mid-run and see the refund, save, find it in the gallery, a
-second user likes it, profile edit / avatar / password, and an admin grant that shows up
-in the first user's balance without a reload. Screenshots at 1440×900, 768×1024 and
-390×844 go to ``test-artifacts/``; any console error or uncaught page error fails.
+emulator with live previews included) with ``WEB_ROOT`` pointing at the built client in
+``web/dist``, then drives Debian's Chromium through Playwright: register (with a Chinese
+display name), create on a phone and see the progress without scrolling, images at their own
+aspect ratio, the live preview, cancel with the refund, a fault of the emulator said in
+Chinese with the refund, Ctrl+Enter, the history's "reuse" refilling the form exactly, every
+workflow's declared parameters, the gallery lightbox (reproduction data, arrows, copy prompt),
+a like, the credits page by job, dark mode, profile edits, an admin grant shown live and in
+the users table. Every page is photographed at 1440×900, 768×1024 and 390×844 in Chinese and
+English into ``test-artifacts/`` and checked for horizontal overflow at 390 px; any console
+error or uncaught page error fails.
 
 A call to an API route the server does not have fails the test too.
 """
@@ -114,8 +118,10 @@ def wait_balance(page, value: int) -> None:
     sync_api.expect(page.get_by_test_id("balance")).to_have_text(re.compile(rf"^\D*{value}\D*$"), timeout=TIMEOUT_MS)
 
 
-def register(page, name: str) -> None:
+def register(page, name: str, display_name: str = "") -> None:
     page.goto("/register")
+    if display_name:
+        page.locator("input[name=displayName]").fill(display_name)
     page.locator("input[name=username]").fill(name)
     page.locator("input[name=email]").fill(f"{name}@example.com")
     page.locator("input[name=password]").fill(PASSWORD)
@@ -133,6 +139,22 @@ def login(page, identity: str, password: str) -> None:
     page.wait_for_url("**/dashboard")
 
 
+def fill(page, test_id: str, value: str) -> None:
+    page.locator(f"input[data-testid={test_id}], textarea[data-testid={test_id}], [data-testid={test_id}] input, "
+                 f"[data-testid={test_id}] textarea").first.fill(value)
+
+
+def input_of(page, test_id: str):
+    """The text field of a component (Element Plus puts the test id on the input, or on its wrapper)."""
+    return page.locator(f"input[data-testid={test_id}], textarea[data-testid={test_id}], [data-testid={test_id}] input, "
+                        f"[data-testid={test_id}] textarea").first
+
+
+def field_value(page, test_id: str) -> str:
+    return page.locator(f"input[data-testid={test_id}], textarea[data-testid={test_id}], [data-testid={test_id}] input, "
+                        f"[data-testid={test_id}] textarea").first.input_value()
+
+
 def set_steps(page, steps: int) -> None:
     """Move the steps slider with the keyboard to an exact value."""
     handle = page.get_by_test_id("steps").locator(".el-slider__button-wrapper")
@@ -142,11 +164,55 @@ def set_steps(page, steps: int) -> None:
         page.keyboard.press("ArrowRight")
 
 
-def submit_job(page, prompt: str, batch: int, steps: int) -> None:
-    page.locator("input[data-testid=prompt], textarea[data-testid=prompt], [data-testid=prompt] input").first.fill(prompt)
+def prepare_job(page, prompt: str, batch: int, steps: int, aspect: str = "1:1") -> None:
+    fill(page, "prompt", prompt)
     page.get_by_test_id("batch").get_by_text(str(batch), exact=True).click()
+    page.get_by_test_id(f"aspect-{aspect}").click()
     set_steps(page, steps)
+
+
+def submit_job(page, prompt: str, batch: int, steps: int, aspect: str = "1:1") -> None:
+    prepare_job(page, prompt, batch, steps, aspect)
     page.get_by_test_id("submit").click()
+
+
+def job_card(page, prompt: str):
+    return page.locator("[data-status]").filter(has_text=prompt).first
+
+
+def box_and_natural_ratio(locator) -> tuple[float, float]:
+    """The rendered box's width/height and the picture's own, of an <img>."""
+    w, h, nw, nh = locator.evaluate(
+        "el => { const r = el.getBoundingClientRect(); return [r.width, r.height, el.naturalWidth, el.naturalHeight] }")
+    assert w > 0 and h > 0 and nw > 0 and nh > 0, (w, h, nw, nh)
+    return w / h, nw / nh
+
+
+def assert_aspect(locator, expected: float) -> None:
+    locator.scroll_into_view_if_needed()
+    sync_api.expect(locator).to_be_visible()
+    locator.evaluate("el => el.decode ? el.decode() : null")
+    box, natural = box_and_natural_ratio(locator)
+    assert abs(box - expected) / expected < 0.03, f"box ratio {box:.3f}, expected {expected:.3f}"
+    assert abs(natural - expected) / expected < 0.03, f"picture ratio {natural:.3f}, expected {expected:.3f}"
+
+
+def no_horizontal_overflow(page, what: str) -> None:
+    width = page.viewport_size["width"]
+    scroll = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll <= width, f"{what}: the page is {scroll} px wide in a {width} px screen"
+
+
+def api(page, method: str, path: str, body=None):
+    """An API call with this page's session."""
+    token = page.evaluate("JSON.parse(localStorage.getItem('aigc.session') || sessionStorage.getItem('aigc.session')).accessToken")
+    response = page.request.fetch(path, method=method, headers={"Authorization": f"Bearer {token}"}, data=body)
+    assert response.ok, response.text()
+    return response.json()["data"]
+
+
+def set_language(page, locale: str) -> None:
+    page.evaluate(f"localStorage.setItem('aigc.locale', '{locale}')")
 
 
 def test_browser_journey(running: Platform):
@@ -175,68 +241,276 @@ def _journey(browser: Browser, platform: Platform, alice: str, bob: str, admin: 
     page.goto("/no/such/page")
     page.get_by_role("heading", name="页面不存在").wait_for()
 
-    # Registration with live rule hints, then the dashboard with the live balance.
+    # Registration with live rule hints; a Chinese login name is pointed to the display name.
     page.goto("/register")
     page.locator("input[name=password]").fill("short")
     assert page.locator(".rules li.ok").count() == 1  # only "at least one letter"
-    register(page, alice)
-    shoot(page, "dashboard-desktop")
+    page.locator("input[name=username]").fill("小明创作")
+    page.get_by_test_id("username-ascii-hint").wait_for()
+    register(page, alice, display_name="小明创作")
+    _display_name(page, alice)
+    sync_api.expect(page.get_by_test_id("greeting")).to_have_text(re.compile(r"^欢迎，"))
+    shoot(page, "dashboard-first-run-desktop")
 
-    # Create two images and watch real progress.
+    bob_page = _phone_create(browser, bob)
+    seed = _create_and_watch(page)
+    _fault_is_explained(page, platform)
+    _workflow_parameters(page)
+    _history_reuse(page, seed)
+    _gallery_lightbox(page, bob_page)
+    _credits_by_job(page)
+    _dark_mode(page)
+    _profile(page)
+    admin_page = _admin(browser, platform, page, alice, admin)
+    _every_page(browser, page, admin_page, alice)
+
+    # Reload keeps the session and the live balance; a returning user is welcomed back.
+    page.goto("/dashboard")
+    sync_api.expect(page.get_by_test_id("greeting")).to_have_text(re.compile(r"^欢迎回来"))
+    page.reload()
+    wait_balance(page, 555)
+
+
+def _display_name(page, alice: str) -> None:
+    """The display name round-trips where the server stores it; elsewhere the field says it cannot yet."""
+    profile = api(page, "GET", "/api/users/profile")["user"]
+    page.goto("/profile")
+    if "displayName" in profile:
+        assert profile["displayName"] == "小明创作"
+        sync_api.expect(page.get_by_test_id("profile-name")).to_have_text("小明创作")
+        page.reload()
+        assert field_value(page, "profile-display-name") == "小明创作"
+        sync_api.expect(page.get_by_test_id("user-menu")).to_contain_text("小明创作")
+    else:
+        sync_api.expect(input_of(page, "profile-display-name")).to_be_disabled()
+        page.get_by_text("服务器暂不支持显示名称").wait_for()
+        sync_api.expect(page.get_by_test_id("profile-name")).to_have_text(alice)
+    page.goto("/dashboard")
+
+
+def _phone_create(browser: Browser, bob: str):
+    """On a phone, pressing 开始创作 brings the running job into view."""
+    phone = browser.new_page(VIEWPORTS["phone"])
+    register(phone, bob)
+    phone.goto("/create")
+    phone.get_by_test_id("model").wait_for()
+    no_horizontal_overflow(phone, "create (phone)")
+    submit_job(phone, "a phone-made kite", batch=1, steps=20)
+    card = job_card(phone, "a phone-made kite")
+    sync_api.expect(card).to_be_in_viewport()
+    sync_api.expect(card.get_by_test_id("job-status")).to_be_in_viewport()
+    phone.wait_for_selector("[data-status=succeeded]")
+    no_horizontal_overflow(phone, "create with a result (phone)")
+    shoot(phone, "create-progress-phone")
+    return phone
+
+
+def _create_and_watch(page) -> int:
     page.goto("/create")
     page.get_by_test_id("model").wait_for()
     assert page.get_by_test_id("cost").inner_text() == "15"
+
+    # Two square images with real progress.
     submit_job(page, "a red fox in the snow", batch=2, steps=30)
-    card = page.locator("[data-testid^=job-]").first
-    page.get_by_test_id("job-steps").first.wait_for()
-    assert re.search(r"步骤 \d+ / 30", page.get_by_test_id("job-steps").first.inner_text())
-    page.wait_for_selector("[data-status=succeeded]")
+    card = job_card(page, "a red fox in the snow")
+    card.get_by_test_id("job-steps").wait_for()
+    assert re.search(r"步骤 \d+ / 30", card.get_by_test_id("job-steps").inner_text())
+    sync_api.expect(card).to_have_attribute("data-status", "succeeded", timeout=TIMEOUT_MS)
     assert card.get_by_test_id("result-image").count() == 2
     wait_balance(page, 470)
+
+    # A third image, with the live preview, cancelled mid-run: the hold comes back.
+    submit_job(page, "a slow lighthouse at dusk", batch=1, steps=60)
+    slow = job_card(page, "a slow lighthouse at dusk")
+    slow.get_by_test_id("job-progress").wait_for()
+    slow.get_by_test_id("job-preview").wait_for()
+    wait_balance(page, 455)
+    slow.get_by_test_id("cancel-job").click()
+    page.locator(".el-message-box").get_by_role("button", name="取消任务").click()
+    slow.get_by_test_id("job-cancelled").wait_for()
+    wait_balance(page, 470)
+    assert "退还 15 积分" in slow.get_by_test_id("job-cancelled").inner_text()
+
+    # A portrait image by Ctrl+Enter: shown whole at 2:3, with its seed.
+    prepare_job(page, "a tall pagoda in mist", batch=1, steps=12, aspect="2:3")
+    input_of(page, "prompt").focus()
+    page.keyboard.press("Control+Enter")
+    tall = job_card(page, "a tall pagoda in mist")
+    sync_api.expect(tall).to_have_attribute("data-status", "succeeded", timeout=TIMEOUT_MS)
+    wait_balance(page, 455)
+    assert_aspect(tall.get_by_test_id("result-img").first, 512 / 768)
+    seed = int(re.search(r"(\d+)", tall.get_by_test_id("job-seed").inner_text()).group(1))
     shoot(page, "create-results-desktop")
 
-    # A third image, cancelled mid-run: the hold comes back.
-    submit_job(page, "a slow lighthouse at dusk", batch=1, steps=60)
-    page.get_by_test_id("job-progress").first.wait_for()
-    wait_balance(page, 455)
-    page.get_by_test_id("cancel-job").first.click()
-    page.locator(".el-message-box").get_by_role("button", name="取消任务").click()
-    page.get_by_test_id("job-cancelled").first.wait_for()
-    wait_balance(page, 470)
-    assert "退还 15 积分" in page.get_by_test_id("job-cancelled").first.inner_text()
-
-    # Save the first image of the finished job as a public work.
-    done = page.locator("[data-status=succeeded]").first
-    done.get_by_test_id("result-image").first.hover()
-    done.get_by_test_id("save-one").first.click()
-    page.locator("input[data-testid=save-title], textarea[data-testid=save-title], [data-testid=save-title] input").first.fill("Red fox")
+    # The result lightbox: the whole picture, its parameters, save from there with the job's prompt as title.
+    tall.get_by_test_id("result-open").first.click()
+    viewer = page.locator(".viewer-dialog")
+    sync_api.expect(viewer.get_by_test_id("viewer-param-seed")).to_contain_text(str(seed))
+    assert_aspect(viewer.get_by_test_id("viewer-image"), 512 / 768)
+    viewer.get_by_test_id("viewer-save").click()
+    assert field_value(page, "save-title") == "a tall pagoda in mist"
     page.get_by_test_id("save-confirm").click()
     page.get_by_text("已保存 1 个作品").wait_for()
-
-    # The gallery shows it, also to someone signed out.
-    page.goto("/gallery")
-    page.get_by_test_id("work-card").filter(has_text="Red fox").first.wait_for()
-    shoot(page, "gallery-desktop")
-    page.get_by_test_id("work-card").filter(has_text="Red fox").first.click()
-    page.locator(".el-dialog").get_by_text("a red fox in the snow").wait_for()
     page.keyboard.press("Escape")
+    sync_api.expect(viewer).to_be_hidden()
 
-    # Bob likes it from his own browser context.
-    bob_page = browser.new_page(VIEWPORTS["phone"])
-    register(bob_page, bob)
+    # Save the first square image as "Red fox"; result actions are visible without hovering.
+    done = job_card(page, "a red fox in the snow")
+    sync_api.expect(done.get_by_test_id("save-one").first).to_be_visible()
+    done.get_by_test_id("save-one").first.click()
+    fill(page, "save-title", "Red fox")
+    page.get_by_test_id("save-confirm").click()
+    page.get_by_text("已保存 1 个作品").first.wait_for()
+
+    # The form survives a reload.
+    fill(page, "prompt", "remember this prompt")
+    page.reload()
+    page.get_by_test_id("model").wait_for()
+    assert field_value(page, "prompt") == "remember this prompt"
+    return seed
+
+
+def _fault_is_explained(page, platform: Platform) -> None:
+    """A GPU out-of-memory failure is said in Chinese with the refund; no internal address shows."""
+    response = page.request.post(f"{platform.env['COMFYUI_URL']}/emulator/config", data={
+        "faults": {"execution_error": f"CUDA out of memory. Tried to allocate 2.00 GiB at {platform.env['COMFYUI_URL']} (node KSampler)"}})
+    assert response.ok, response.text()
+    submit_job(page, "a doomed dragon", batch=1, steps=8)
+    failed = job_card(page, "a doomed dragon")
+    sync_api.expect(failed).to_have_attribute("data-status", "failed", timeout=TIMEOUT_MS)
+    error = failed.get_by_test_id("job-error")
+    sync_api.expect(error).to_contain_text("显存不足")
+    sync_api.expect(failed.get_by_test_id("job-refund")).to_have_text(re.compile("已退还 15 积分"))
+    assert "127.0.0.1" not in error.inner_text() and "http" not in error.inner_text()
+    wait_balance(page, 455)
+    shoot(page, "create-error-desktop")
+    page.goto("/notifications")
+    page.get_by_text("生成任务失败：显存不足").first.wait_for()
+    assert "127.0.0.1" not in page.locator(".shell-main").inner_text()
+
+
+def _workflow_parameters(page) -> None:
+    """Each workflow shows every parameter its template declares."""
+    catalog = page.request.get("/api/models").json()["data"]
+    page.goto("/create")
+    page.get_by_test_id("model").wait_for()
+    for workflow in catalog["workflows"]:
+        page.get_by_test_id(f"workflow-{workflow['name']}").click()
+        sync_api.expect(page.get_by_test_id(f"workflow-{workflow['name']}")).to_have_attribute("aria-checked", "true")
+        for parameter in workflow["parameters"]:
+            sync_api.expect(page.get_by_test_id(f"param-{parameter['name']}")).to_have_count(1)
+        no_horizontal_overflow(page, f"create {workflow['name']}")
+        shoot(page, f"create-{workflow['name']}-desktop")
+    page.get_by_test_id("workflow-text2img").click()
+
+
+def _history_reuse(page, seed: int) -> None:
+    """Reusing a job from the history refills the form exactly, seed included."""
+    page.goto("/history")
+    item = page.locator("article[data-testid^=history-]").filter(has_text="a tall pagoda in mist").first
+    sync_api.expect(item.get_by_test_id("history-seed")).to_contain_text(str(seed))
+    shoot(page, "history-desktop")
+    item.get_by_test_id("history-reuse-all").click()
+    page.wait_for_url("**/create**")
+    sync_api.expect(input_of(page, "seed")).to_have_value(str(seed))
+    assert field_value(page, "prompt") == "a tall pagoda in mist"
+    sync_api.expect(page.get_by_test_id("aspect-2:3")).to_have_attribute("aria-checked", "true")
+    sync_api.expect(page.get_by_test_id("param-steps")).to_contain_text("· 12")
+    sync_api.expect(page.get_by_test_id("batch").locator(".is-active")).to_have_text("1")
+    # "Vary" keeps the settings with a random seed.
+    page.goto("/history")
+    page.locator("article[data-testid^=history-]").filter(has_text="a tall pagoda in mist").first.get_by_test_id("history-vary").click()
+    page.wait_for_url("**/create**")
+    page.get_by_test_id("seed-random").wait_for()
+    assert field_value(page, "prompt") == "a tall pagoda in mist"
+
+
+def _gallery_lightbox(page, bob_page) -> None:
+    page.goto("/gallery")
+    cards = page.get_by_test_id("work-card")
+    pagoda = cards.filter(has_text="a tall pagoda in mist").first
+    pagoda.wait_for()
+    assert_aspect(pagoda.get_by_test_id("work-image"), 512 / 768)
+    assert_aspect(cards.filter(has_text="Red fox").first.get_by_test_id("work-image"), 1)
+    shoot(page, "gallery-desktop")
+
+    # Cards take the focus; Enter opens the lightbox with the full reproduction data.
+    pagoda.focus()
+    page.keyboard.press("Enter")
+    viewer = page.locator(".viewer-dialog")
+    for name in ("model", "steps", "cfgScale", "seed", "sampler"):
+        viewer.get_by_test_id(f"viewer-param-{name}").wait_for()
+    sync_api.expect(viewer.get_by_test_id("viewer-param-steps")).to_have_text(re.compile(r"^\s*12\s*$"))
+    sync_api.expect(viewer.get_by_test_id("viewer-param-model")).not_to_contain_text(".safetensors")
+    viewer.get_by_test_id("copy-prompt").click()
+    assert page.evaluate("navigator.clipboard.readText()") == "a tall pagoda in mist"
+    first = viewer.get_by_test_id("viewer-index").inner_text()
+    forward, back = ("ArrowRight", "ArrowLeft") if viewer.get_by_test_id("viewer-next").count() else ("ArrowLeft", "ArrowRight")
+    page.keyboard.press(forward)
+    sync_api.expect(viewer.get_by_test_id("viewer-index")).not_to_have_text(first)
+    sync_api.expect(viewer.get_by_test_id("viewer-prompt")).not_to_have_text("a tall pagoda in mist")
+    page.keyboard.press(back)
+    sync_api.expect(viewer.get_by_test_id("viewer-index")).to_have_text(first)
+    shoot(page, "gallery-lightbox-desktop")
+    page.keyboard.press("Escape")
+    sync_api.expect(viewer).to_be_hidden()
+
+    # "/" jumps to the search box.
+    page.keyboard.press("/")
+    sync_api.expect(input_of(page, "gallery-search")).to_be_focused()
+
+    # Bob likes "Red fox" with a heart from his phone.
     bob_page.goto("/gallery")
     work_card = bob_page.get_by_test_id("work-card").filter(has_text="Red fox").first
     work_card.get_by_test_id("like").click()
     sync_api.expect(work_card.get_by_test_id("like")).to_have_class(re.compile(r"\bliked\b"))
+    no_horizontal_overflow(bob_page, "gallery (phone)")
     shoot(bob_page, "gallery-phone")
 
-    # Alice's bell shows Bob's like.
-    sync_api.expect(page.get_by_test_id("bell").locator("sup")).to_have_text("1")
+    # Alice's bell shows Bob's like (and the failed job).
+    sync_api.expect(page.get_by_test_id("bell").locator("sup")).to_have_text("2")
 
-    # Profile: edit, avatar, password change.
+
+def _credits_by_job(page) -> None:
+    """One line per render job, with its images and net cost; the price card; 去兑换 leads to the code box."""
+    jobs = api(page, "GET", "/api/jobs?pageSize=100")["total"]
+    page.goto("/profile?tab=credits")
+    page.get_by_test_id("ledger").wait_for()
+    rows = page.get_by_test_id("ledger-job-row")
+    sync_api.expect(rows).to_have_count(jobs)
+    sync_api.expect(rows.filter(has_text="生成 2 张").first.get_by_test_id("ledger-amount")).to_have_text(re.compile(r"−\s*30"))
+    sync_api.expect(page.get_by_test_id("ledger-entry-row").filter(has_text="注册奖励")).to_have_count(1)
+    sync_api.expect(page.get_by_test_id("price-card")).to_contain_text("15 积分/张")
+    shoot(page, "profile-credits-desktop")
+    page.goto("/profile?tab=credits&redeem=1")
+    sync_api.expect(input_of(page, "redeem-input")).to_be_focused()
+
+
+def _dark_mode(page) -> None:
+    page.goto("/gallery")
+    page.get_by_test_id("theme").click()
+    page.get_by_test_id("theme-dark").click()
+    sync_api.expect(page.locator("html")).to_have_class(re.compile(r"\bdark\b"))
+    page.reload()
+    sync_api.expect(page.locator("html")).to_have_class(re.compile(r"\bdark\b"))
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    red, green, blue = (int(v) for v in re.findall(r"\d+", background)[:3])
+    assert red + green + blue < 150, background
+    shoot(page, "gallery-dark-desktop")
+    for path, name in (("/create", "create"), ("/history", "history"), ("/profile?tab=credits", "credits")):
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        shoot(page, f"{name}-dark-desktop")
+    page.goto("/gallery")
+    page.get_by_test_id("theme").click()
+    page.get_by_test_id("theme-light").click()
+    sync_api.expect(page.locator("html")).not_to_have_class(re.compile(r"\bdark\b"))
+
+
+def _profile(page) -> None:
     page.goto("/profile")
     page.get_by_test_id("profile-edit").click()
-    page.locator("input[data-testid=profile-bio], textarea[data-testid=profile-bio], [data-testid=profile-bio] input").first.fill("I paint foxes.")
+    fill(page, "profile-bio", "I paint foxes.")
     page.get_by_test_id("profile-save").click()
     page.get_by_text("已保存").first.wait_for()
     buffer = io.BytesIO()
@@ -246,18 +520,21 @@ def _journey(browser: Browser, platform: Platform, alice: str, bob: str, admin: 
     assert avatar_response.value.ok, avatar_response.value.text()
     page.get_by_text("头像已更新").wait_for()
     page.get_by_role("tab", name="账户安全").click()
-    page.locator("input[data-testid=pwd-current], textarea[data-testid=pwd-current], [data-testid=pwd-current] input").first.fill(PASSWORD)
-    page.locator("input[data-testid=pwd-new], textarea[data-testid=pwd-new], [data-testid=pwd-new] input").first.fill(NEW_PASSWORD)
-    page.locator("input[data-testid=pwd-confirm], textarea[data-testid=pwd-confirm], [data-testid=pwd-confirm] input").first.fill(NEW_PASSWORD)
+    # A wrong current password is shown on its field.
+    fill(page, "pwd-current", "not-my-password-1")
+    fill(page, "pwd-new", NEW_PASSWORD)
+    fill(page, "pwd-confirm", NEW_PASSWORD)
+    page.get_by_test_id("pwd-submit").click()
+    page.locator(".el-form-item.is-error").filter(has_text="当前密码").get_by_text("密码不正确").wait_for()
+    fill(page, "pwd-current", PASSWORD)
     with page.expect_response(lambda r: r.url.endswith("/api/users/password")) as password_response:
         page.get_by_test_id("pwd-submit").click()
     assert password_response.value.ok, password_response.value.text()
     page.get_by_text("密码已修改").wait_for()
-    page.get_by_role("tab", name="积分").click()
-    page.get_by_test_id("ledger").wait_for()
-    shoot(page, "profile-credits-desktop")
 
-    # An admin grants credits; Alice's balance updates live, without a reload.
+
+def _admin(browser: Browser, platform: Platform, page, alice: str, admin: str):
+    """An admin grants credits: Alice's balance updates live, and the users table shows the new balance."""
     created = subprocess.run(
         [sys.executable, "-m", "flask", "--app", "services.auth.app:create_app", "auth", "create-admin", admin,
          f"{admin}@example.com", "--password", PASSWORD],
@@ -266,30 +543,52 @@ def _journey(browser: Browser, platform: Platform, alice: str, bob: str, admin: 
     admin_page = browser.new_page(VIEWPORTS["tablet"])
     login(admin_page, admin, PASSWORD)
     admin_page.goto("/admin")
-    admin_page.locator("input[data-testid=admin-search], textarea[data-testid=admin-search], [data-testid=admin-search] input").first.fill(alice)
+    fill(admin_page, "admin-search", alice)
+    sync_api.expect(admin_page.get_by_test_id(f"balance-{alice}")).to_have_text("455")
     admin_page.get_by_test_id(f"grant-{alice}").click()
-    admin_page.locator("input[data-testid=adjust-amount], textarea[data-testid=adjust-amount], [data-testid=adjust-amount] input").first.fill("100")
-    admin_page.locator("input[data-testid=adjust-reason], textarea[data-testid=adjust-reason], [data-testid=adjust-reason] input").first.fill("browser test")
+    fill(admin_page, "adjust-amount", "100")
+    fill(admin_page, "adjust-reason", "browser test")
     admin_page.get_by_test_id("adjust-submit").click()
-    wait_balance(page, 570)
+    wait_balance(page, 555)
     admin_page.locator(".el-dialog").filter(has=admin_page.get_by_test_id("adjust-submit")).wait_for(state="hidden")
+    sync_api.expect(admin_page.get_by_test_id(f"balance-{alice}")).to_have_text("555")
     shoot(admin_page, "admin-tablet")
+    # The jobs tab lists the failed job with its cause in words.
+    admin_page.get_by_role("tab", name="任务").click()
+    admin_page.get_by_test_id("admin-jobs").get_by_text("显存不足").first.wait_for()
+    shoot(admin_page, "admin-jobs-tablet")
+    return admin_page
 
-    # The same pages at the other sizes.
-    for label, (width, height) in VIEWPORTS.items():
-        page.set_viewport_size({"width": width, "height": height})
-        for path, name in (("/dashboard", "dashboard"), ("/create", "create"), ("/gallery", "gallery"),
-                           ("/my-works", "my-works"), ("/profile", "profile"),
-                           ("/notifications", "notifications")):
-            page.goto(path)
-            page.wait_for_load_state("networkidle")
-            shoot(page, f"{name}-{label}")
-        if label == "phone":
-            page.get_by_role("button", name="菜单").click()
-            page.locator(".nav-drawer").get_by_text("我的作品").wait_for()
-            page.wait_for_timeout(500)  # let the drawer finish sliding in before the picture
-            shoot(page, "drawer-phone")
 
-    # Reload keeps the session and the live balance.
-    page.reload()
-    wait_balance(page, 570)
+def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
+    """Every page at every size in both languages: no horizontal overflow on a phone, and a picture of each."""
+    work_id = api(page, "GET", "/api/works/my?pageSize=1")["items"][0]["id"]
+    pages = (("/dashboard", "dashboard"), ("/create", "create"), ("/history", "history"), ("/gallery", "gallery"),
+             ("/my-works", "my-works"), ("/profile", "profile"), ("/profile?tab=credits", "credits"),
+             ("/notifications", "notifications"), (f"/works/{work_id}", "work"), (f"/u/{alice}", "user"))
+    anonymous = browser.new_page()
+    anonymous.goto("/login")
+    for language in ("zh-CN", "en"):
+        for target in (page, admin_page, anonymous):
+            set_language(target, language)
+        for label, (width, height) in VIEWPORTS.items():
+            for target, paths in ((page, pages), (admin_page, (("/admin", "admin"),)),
+                                  (anonymous, (("/login", "login"), ("/register", "register")))):
+                target.set_viewport_size({"width": width, "height": height})
+                for path, name in paths:
+                    target.goto(path)
+                    target.wait_for_load_state("networkidle")
+                    if label == "phone":
+                        no_horizontal_overflow(target, f"{name} ({language})")
+                    shoot(target, f"{name}-{label}-{language}")
+            if label == "phone":
+                page.goto("/dashboard")
+                page.get_by_role("button", name="菜单" if language == "zh-CN" else "Menu").click()
+                page.locator(".nav-drawer").get_by_text("我的作品" if language == "zh-CN" else "My works").wait_for()
+                page.wait_for_timeout(500)  # let the drawer finish sliding in before the picture
+                shoot(page, f"drawer-phone-{language}")
+    page.goto("/gallery")
+    page.get_by_role("heading", name="Gallery").wait_for()
+    for target in (page, admin_page, anonymous):
+        set_language(target, "zh-CN")
+    page.set_viewport_size({"width": VIEWPORTS["desktop"][0], "height": VIEWPORTS["desktop"][1]})

@@ -98,6 +98,8 @@ export const adminApi = {
   featureWork: (id) => http.put(`/api/admin/works/${id}/feature`, {}),
   unfeatureWork: (id) => http.del(`/api/admin/works/${id}/feature`),
   resolveReport: (id) => http.post(`/api/admin/works/reports/${id}/resolve`, {}),
+  accounts: (query) => http.get('/api/admin/credits/accounts', { query }),
+  cancelJob: (id) => http.del(`/api/admin/jobs/${enc(id)}`),
   codes: (query) => http.get('/api/admin/credits/redeem-codes', { query }),
   createCodes: (body) => http.post('/api/admin/credits/redeem-codes', body),
 }

@@ -1,16 +1,19 @@
 export default {
   app: { name: 'AIGC Creative Studio', demoNotice: 'Demo backend: images come from the built-in ComfyUI emulator, not a real model.' },
   common: {
+    separator: ', ',
     cancel: 'Cancel', ok: 'OK', save: 'Save', saved: 'Saved', edit: 'Edit', delete: 'Delete', remove: 'Remove', view: 'View',
     back: 'Back', retry: 'Retry', refresh: 'Refresh', loading: 'Loading…', empty: 'Nothing here yet', loadFailed: 'Could not load',
     networkError: 'Network error. Check your connection and try again.', rateLimited: 'Too many attempts. Try again in {s} s.', notAvailable: 'This server does not offer this yet.', unknownError: 'Something went wrong',
   },
   nav: {
+    history: 'History',
     main: 'Main navigation', dashboard: 'Dashboard', create: 'Create', gallery: 'Gallery', myWorks: 'My works', notifications: 'Notifications',
     profile: 'Profile', admin: 'Admin', logout: 'Sign out', logoutConfirm: 'Sign out now?', menu: 'Menu', language: 'Language', welcomeBack: 'Welcome back',
   },
   live: { offline: 'Live connection lost, reconnecting…' },
   auth: {
+    displayName: 'Display name', displayNamePlaceholder: 'e.g. Xiaoming Studio', displayNameHint: 'The name others see, in any language (optional, change it any time)', loginName: 'Login name',
     signIn: 'Sign in', register: 'Sign up', signInTitle: 'Welcome back', signInSub: 'Sign in to continue creating', identity: 'Username or e-mail',
     password: 'Password', remember: 'Remember me', forgot: 'Forgot password?', noAccount: 'No account yet?', haveAccount: 'Already have an account?',
     browseGallery: 'Browse the gallery', fillBoth: 'Enter your username and password', accountDisabled: 'This account has been disabled. Contact an administrator.', invalidCredentials: 'Wrong username or password',
@@ -19,7 +22,7 @@ export default {
     usernameTaken: 'That username is taken', emailTaken: 'That e-mail is already registered', welcomeBonus: 'Welcome! 500 credits are yours.',
     sessionExpired: 'Your session has expired. Please sign in again.',
     rules: {
-      username: '3–20 characters: letters, digits, underscore', email: 'A valid e-mail address', length: '8–128 characters',
+      username: '3–20 characters: letters, digits, underscore', usernameAscii: 'Login names use Latin letters, digits and underscores; put a Chinese name in Display name above', displayName: 'Display names have 1–30 characters', email: 'A valid e-mail address', length: '8–128 characters',
       letter: 'At least one letter', digit: 'At least one digit', match: 'Both passwords match',
     },
     forgotTitle: 'Reset your password', forgotSub: 'Enter your e-mail and we will send a reset link', sendLink: 'Send reset link',
@@ -27,6 +30,7 @@ export default {
     resetTitle: 'Choose a new password', resetNoToken: 'This reset link is invalid or incomplete. Request a new one.', resetSubmit: 'Reset password', resetDone: 'Password reset. Sign in with the new one.',
   },
   credits: {
+    goRedeem: 'Redeem a code', priceCard: 'Prices', perImage: '{n} credits / image', byJob: 'By job', entries: 'Entries', job: 'Job', jobLine: '{workflow}: {n} image(s)', jobRunning: '{workflow}: running, {held} reserved', jobRefunded: '{workflow}: {status}, fully refunded', openJob: 'Open the job',
     unit: 'credits', balanceHint: 'Available credits', heldHint: '{held} more are reserved for running jobs', available: 'Available', held: 'Reserved',
     earned: 'Earned', spent: 'Spent', spentMonth: 'Spent this month', history: 'History', allTypes: 'All types', from: 'From', to: 'To',
     noEntries: 'No entries yet', time: 'Time', type: 'Type', change: 'Change', heldChange: 'Reserved', after: 'Balance', description: 'Description',
@@ -40,6 +44,7 @@ export default {
     types: { signup_bonus: 'Sign-up bonus', hold: 'Reserved', capture: 'Charged', release: 'Returned', admin_grant: 'Admin grant', admin_deduct: 'Admin deduction', redeem: 'Redeemed' },
   },
   dashboard: {
+    welcomeNew: 'Welcome, {name}!', subtitleNew: '500 credits are ready for you. Describe a picture, press Create, and see your first work in seconds.',
     welcome: 'Welcome back, {name}!', subtitle: 'Turn ideas into images with AI. What will you create today?', startCreating: 'Start creating',
     statWorks: 'Works', statLikes: 'Likes received', statJobs: 'Render jobs', statSpentMonth: 'Credits spent this month',
     recentWorks: 'Recent works', viewAll: 'View all', noWorks: 'No works yet', firstWork: 'Create your first work',
@@ -47,8 +52,9 @@ export default {
     quick: 'Quick actions', quickCreate: 'Text to image',
   },
   create: {
+    perImage: '{n} credits / image', styles: 'Style', auto: 'Automatic', shortcut: 'Shortcut: Ctrl/⌘ + Enter creates', retention: 'Unsaved images are deleted after {n} days: save the ones you like.', retentionSoon: 'Unsaved images are deleted after a while: save the ones you like.', aspects: { '1x1': 'Square', '2x3': 'Portrait', '3x2': 'Landscape', '9x16': 'Phone', '16x9': 'Widescreen' },
     title: 'Create', subtitle: 'Describe your idea, pick the settings, watch it render live', config: 'Workflow settings',
-    workflows: { text2img: 'Text to image', img2img: 'Image to image', upscale: 'Upscale' }, soon: 'Soon',
+    workflows: { text2img: 'Text to image', img2img: 'Image to image', upscale: 'Upscale', text2img_lora: 'LoRA style', flux_text2img: 'Flux text to image' }, soon: 'Soon',
     noWorkers: 'No render worker is online; jobs will wait in the queue.', noWorkerWarning: 'No render worker is online; your job is queued.',
     source: 'Source image', dropHint: 'Click to choose or drop an image here', uploadRules: 'PNG, JPG or WebP, up to 10 MB',
     uploadType: 'Only PNG, JPG or WebP images', uploadSize: 'Images must be 10 MB or smaller', useMyWork: 'Use one of my works',
@@ -67,6 +73,7 @@ export default {
     emptyResults: 'Fill in the description and press Create: results appear here live', recentJobs: 'Recent jobs', noJobs: 'No jobs yet',
   },
   jobs: {
+    nextUp: 'You are next, starting shortly…',
     status: { queued: 'Queued', running: 'Rendering', succeeded: 'Done', failed: 'Failed', cancelled: 'Cancelled' },
     waiting: 'Waiting for a worker…', queuePosition: 'Queued: {n} job(s) ahead', creating: 'AI is creating…', step: 'Step {step} of {total}',
     eta: 'About {time} left', elapsed: '{time} elapsed', preview: 'Live preview', cancel: 'Cancel job', cancelConfirm: 'Cancel this job? Images not yet made are refunded.',
@@ -87,10 +94,12 @@ export default {
     notFound: 'This work does not exist or is hidden',
   },
   params: {
+    width: 'Width', height: 'Height', guidance: 'Guidance', lora: 'LoRA style', loraStrength: 'LoRA strength', scale: 'Scale', upscaleModel: 'Upscale model', clipL: 'CLIP-L encoder', t5: 'T5 encoder', vae: 'VAE',
     workflow: 'Workflow', model: 'Model', size: 'Size', steps: 'Steps', cfgScale: 'Creativity (CFG)', creativity: 'Creativity',
     seed: 'Seed', sampler: 'Sampler', scheduler: 'Scheduler', batchSize: 'Images', prompt: 'Description', negativePrompt: 'Negative prompt', denoise: 'Denoise',
   },
   gallery: {
+    sort: 'Sort', period: 'Period',
     title: 'Gallery', subtitle: 'Discover great AI works from the community', search: 'Search titles, descriptions, prompts, tags', tag: 'Tag',
     sorts: { newest: 'Newest', hottest: 'Hottest', likes: 'Most liked', views: 'Most viewed', trending: 'Trending' },
     times: { all: 'All time', today: 'Today', week: 'This week', month: 'This month' },
@@ -105,6 +114,7 @@ export default {
     deleted: 'Work deleted', batchDone: 'Done', empty: 'No saved works yet', created: 'Created', editTitle: 'Edit work',
   },
   profile: {
+    displayNameSoon: 'This server does not store display names yet.',
     joined: 'Joined', publicPage: 'View my public page', works: 'Works', likes: 'Likes', views: 'Views',
     tabs: { info: 'Profile', security: 'Security', privacy: 'Privacy', credits: 'Credits' },
     bio: 'Bio', website: 'Website', location: 'Location', websiteRule: 'The website must start with http:// or https://',
@@ -125,8 +135,9 @@ export default {
     },
   },
   admin: {
+    balance: 'Balance', ok: 'OK', down: 'Down', healthStates: { ok: 'Healthy', degraded: 'Degraded' }, onWorkers: 'on {n} worker(s)', kinds: { checkpoints: 'Checkpoint', diffusion_models: 'Diffusion model', loras: 'LoRA', upscale_models: 'Upscaler', text_encoders: 'Text encoder', vaes: 'VAE' }, componentNames: { auth: 'Accounts', credits: 'Credits', gallery: 'Works', redis: 'Cache (Redis)', renderDatabase: 'Render database', renderWorkers: 'Render workers' }, noJobs: 'No jobs match', cancelJobConfirm: 'Cancel this job? Images not yet made are refunded.', publicWorks: 'Public works', reportStates: { open: 'Open', resolved: 'Resolved' }, codeStates: { active: 'Active', used: 'Used up', expired: 'Expired' },
     title: 'Admin console', subtitle: 'Users, moderation, redeem codes and the render fleet',
-    tabs: { users: 'Users', works: 'Moderation', codes: 'Redeem codes', fleet: 'Render fleet' },
+    tabs: { users: 'Users', works: 'Moderation', jobs: 'Jobs', codes: 'Redeem codes', fleet: 'Render fleet' },
     searchUsers: 'Search username or e-mail', role: 'Role', status: 'Status', active: 'Active', disabled: 'Disabled', actions: 'Actions',
     grant: 'Grant', deduct: 'Deduct', enable: 'Enable', disable: 'Disable', confirmDisable: 'Disable {name}?',
     grantTitle: 'Grant credits to {name}', deductTitle: 'Deduct credits from {name}', amount: 'Amount', reason: 'Reason', reasonRequired: 'Give a reason',
@@ -139,4 +150,44 @@ export default {
     workers: 'Workers', worker: 'Worker', models: 'Models', components: 'Components', user: 'User',
   },
   notFound: { title: 'Page not found', text: 'The page you asked for does not exist or was removed.', home: 'Go home' },
+  roles: { admin: 'Administrator', user: 'User' },
+  theme: { label: 'Appearance', system: 'System', light: 'Light', dark: 'Dark' },
+  viewer: { prev: 'Previous', next: 'Next', open: 'View large', copyPrompt: 'Copy prompt', promptCopied: 'Prompt copied', copySeed: 'Copy seed', seedCopied: 'Seed copied' },
+  history: {
+    title: 'History', subtitle: 'Everything you generated: reuse a prompt, the settings or the seed in one click', viewAll: 'Show all', empty: 'Nothing generated yet',
+    allStatuses: 'Any status', allWorkflows: 'Any workflow', allModels: 'Any model',
+    reuseAll: 'Reuse settings', reusePrompt: 'Reuse prompt', reuseSeed: 'Reuse seed', vary: 'Vary (new seed)',
+    applied: { all: 'Loaded every setting, seed included', prompt: 'Loaded the prompt', seed: 'Loaded the seed', vary: 'Loaded the settings with a random seed' },
+  },
+  help: {
+    cfgScale: 'Higher follows the description more closely, lower gives the model freedom; 5–9 is typical.', steps: 'More steps add detail but take longer; 20–30 is plenty.',
+    seed: 'The same seed with the same settings makes the same picture again.', sampler: 'The denoising method; the default is fine, others differ slightly in look.',
+    denoise: 'How much changes: 0.3 touches up, 0.7 repaints.', guidance: 'How strongly Flux follows the prompt; 2–4 looks natural.',
+    lora: 'Adds a style or character on top of the model.', loraStrength: 'How strongly the LoRA applies: 0.6–1.0 is common, higher distorts.',
+    scale: 'How many times larger the output is.', upscaleModel: 'The super-resolution model; leave empty to pick automatically.',
+    clipL: 'A Flux text encoder; keep the default.', t5: 'A Flux text encoder; keep the default.', vae: 'Decodes the latent image; keep the default.',
+  },
+  errors: {
+    refunded: '{n} credits refunded', notCharged: 'No credits were charged', internalAddress: '[internal address]', technical: 'Technical details',
+    job: {
+      busy: { title: 'The render worker had a problem', hint: 'Not your fault. Press Retry in a moment; tell an admin if it keeps happening.' },
+      oom: { title: 'Out of GPU memory: the picture is too large', hint: 'Make it smaller or make fewer images, then retry.' },
+      execution: { title: 'Rendering failed midway', hint: 'Try another model or different settings.' },
+      rejected: { title: 'The worker refused these settings', hint: 'Check the model and settings, or pick another model.' },
+      timeout: { title: 'Rendering took too long', hint: 'Use fewer steps, a smaller size or fewer images.' },
+      partial: { title: 'Only some images were made', hint: 'The finished ones are below; the rest were refunded.' },
+      noOutput: { title: 'No image came out', hint: 'Retry in a moment; tell an admin if it keeps happening.' },
+      interrupted: { title: 'The job was interrupted', hint: 'You can simply retry.' },
+      source: { title: 'The source image is gone', hint: 'Upload or pick a source image again.' },
+      unknown: { title: 'Rendering failed', hint: 'Retry in a moment; tell an admin if it keeps happening.' },
+    },
+    api: {
+      INSUFFICIENT_CREDITS: 'Not enough credits', RENDER_UNAVAILABLE: 'No render worker is available; try again shortly', QUEUE_LIMIT: 'Too many jobs at once: wait for some to finish',
+      MODEL_UNAVAILABLE: 'That model is not available; pick another', UNKNOWN_WORKFLOW: 'This workflow is not available', IMAGE_TOO_LARGE: 'Too large for this model; make it smaller',
+      ADMISSION_BUSY: 'Many people are submitting; try again in a few seconds', PRICE_CHANGED: 'The price just changed; check it and submit again', SOURCE_NOT_FOUND: 'The source image is gone; pick it again',
+      INVALID_IMAGE: 'That file is not a PNG, JPG or WebP image we can read', PAYLOAD_TOO_LARGE: 'The file is too large', JOB_FINISHED: 'The job has already ended', JOB_NOT_FOUND: 'No such job',
+      SERVICE_UNAVAILABLE: 'The service is unavailable; try again shortly', WORK_NOT_FOUND: 'This work does not exist or is hidden', ALREADY_SAVED: 'This image is already saved',
+      INVALID_PASSWORD: 'Wrong password', VALIDATION_ERROR: 'Check what you entered',
+    },
+  },
 }

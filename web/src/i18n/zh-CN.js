@@ -1,17 +1,20 @@
 export default {
   app: { name: 'AIGC 创意工作流平台', demoNotice: '演示环境：图像由内置的 ComfyUI 模拟器生成，并非真实模型。' },
   common: {
+    separator: '，',
     cancel: '取消', ok: '确定', save: '保存', saved: '已保存', edit: '编辑', delete: '删除', remove: '移除', view: '查看',
     back: '返回', retry: '重试', refresh: '刷新', loading: '加载中…', empty: '暂无数据', loadFailed: '加载失败',
     networkError: '网络连接失败，请检查网络后重试', rateLimited: '操作太频繁，请 {s} 秒后再试', notAvailable: '服务器暂未提供此功能', unknownError: '发生未知错误',
   },
   nav: {
+    history: '生成记录',
     main: '主导航', dashboard: '工作台', create: '创作', gallery: '画廊', myWorks: '我的作品', notifications: '通知',
     profile: '个人资料', admin: '管理后台', logout: '退出登录', logoutConfirm: '确定要退出登录吗？', menu: '菜单',
     language: '语言', welcomeBack: '欢迎回来',
   },
   live: { offline: '实时连接已断开，正在重连…' },
   auth: {
+    displayName: '显示名称', displayNamePlaceholder: '例如：小明创作', displayNameHint: '别人看到的名字，可以用中文、表情等任意文字（可选，随时可改）', loginName: '登录名',
     signIn: '登录', register: '注册', signInTitle: '欢迎回来', signInSub: '登录后继续你的创作', identity: '用户名或邮箱',
     password: '密码', remember: '记住我', forgot: '忘记密码？', noAccount: '还没有账号？', haveAccount: '已有账号？',
     browseGallery: '先逛逛画廊', fillBoth: '请输入用户名和密码', accountDisabled: '该账号已被停用，请联系管理员', invalidCredentials: '用户名或密码错误',
@@ -20,7 +23,7 @@ export default {
     usernameTaken: '该用户名已被使用', emailTaken: '该邮箱已被注册', welcomeBonus: '注册成功，已赠送 500 积分！',
     sessionExpired: '登录已过期，请重新登录',
     rules: {
-      username: '3–20 个字符，仅限字母、数字和下划线', email: '有效的邮箱地址', length: '8–128 个字符',
+      username: '3–20 个字符，仅限字母、数字和下划线', usernameAscii: '登录名只能用英文字母、数字和下划线；中文名请填在上面的「显示名称」里', displayName: '显示名称为 1–30 个字符', email: '有效的邮箱地址', length: '8–128 个字符',
       letter: '至少包含一个字母', digit: '至少包含一个数字', match: '两次输入的密码一致',
     },
     forgotTitle: '找回密码', forgotSub: '输入注册邮箱，我们会发送重置链接', sendLink: '发送重置链接',
@@ -28,6 +31,7 @@ export default {
     resetTitle: '设置新密码', resetNoToken: '重置链接无效或不完整，请重新申请。', resetSubmit: '重置密码', resetDone: '密码已重置，请使用新密码登录',
   },
   credits: {
+    goRedeem: '去兑换', priceCard: '价格表', perImage: '{n} 积分/张', byJob: '按任务', entries: '明细', job: '任务', jobLine: '{workflow} 生成 {n} 张', jobRunning: '{workflow} 生成中，已预留 {held}', jobRefunded: '{workflow} · {status}，积分已全部退还', openJob: '查看任务',
     unit: '积分', balanceHint: '可用积分余额', heldHint: '另有 {held} 积分为进行中的任务预留', available: '可用积分', held: '预留中',
     earned: '累计获得', spent: '累计消费', spentMonth: '本月消费', history: '积分明细', allTypes: '全部类型', from: '开始日期', to: '结束日期',
     noEntries: '暂无积分记录', time: '时间', type: '类型', change: '变动', heldChange: '预留变动', after: '变动后余额', description: '说明',
@@ -41,6 +45,7 @@ export default {
     types: { signup_bonus: '注册奖励', hold: '预留', capture: '扣费', release: '退还', admin_grant: '管理员发放', admin_deduct: '管理员扣除', redeem: '兑换' },
   },
   dashboard: {
+    welcomeNew: '欢迎，{name}！', subtitleNew: '已为你准备 500 积分。写一句描述，点「开始创作」，几秒后就能看到第一张作品。',
     welcome: '欢迎回来，{name}！', subtitle: '用 AI 将灵感变成作品。今天想创作什么？', startCreating: '开始创作',
     statWorks: '创作作品', statLikes: '获得点赞', statJobs: '生成任务', statSpentMonth: '本月消费积分',
     recentWorks: '最近的创作', viewAll: '查看全部', noWorks: '还没有作品', firstWork: '开始第一个创作',
@@ -48,8 +53,9 @@ export default {
     quick: '快捷入口', quickCreate: '文生图创作',
   },
   create: {
+    perImage: '{n} 积分/张', styles: '风格', auto: '自动选择', shortcut: '快捷键：Ctrl/⌘ + Enter 开始创作', retention: '未保存的图片会在 {n} 天后自动删除，喜欢的请点「保存到作品」。', retentionSoon: '未保存的图片会在一段时间后自动删除，喜欢的请点「保存到作品」。', aspects: { '1x1': '正方形', '2x3': '竖版', '3x2': '横版', '9x16': '手机竖屏', '16x9': '宽屏' },
     title: '创作', subtitle: '描述你的想法，选择参数，AI 实时为你生成', config: '创意工作流配置',
-    workflows: { text2img: '文生图', img2img: '图生图', upscale: '高清放大' }, soon: '即将推出',
+    workflows: { text2img: '文生图', img2img: '图生图', upscale: '高清放大', text2img_lora: 'LoRA 风格', flux_text2img: 'Flux 文生图' }, soon: '即将推出',
     noWorkers: '当前没有在线的渲染节点，提交的任务会排队等待。', noWorkerWarning: '当前没有在线的渲染节点，任务已进入队列等待。',
     source: '源图像', dropHint: '点击选择或拖拽图片到此处', uploadRules: '支持 PNG / JPG / WebP，不超过 10 MB',
     uploadType: '仅支持 PNG、JPG 或 WebP 图片', uploadSize: '图片不能超过 10 MB', useMyWork: '使用我的作品',
@@ -62,12 +68,13 @@ export default {
     reasons: {
       signIn: '请先登录', submitting: '正在提交…', loading: '正在加载…', prompt: '请输入创意描述', promptLong: '描述超过 500 字',
       negativeLong: '反向提示词超过 200 字', source: '请先选择源图像', model: '请选择模型', size: '尺寸需为 64–2048 之间 8 的倍数',
-      credits: '积分不足，请兑换或联系管理员',
+      credits: '积分不足，可去「积分」页兑换',
     },
     insufficient: '积分不足：需要 {required}，当前可用 {available}，还差 {shortfall}', prefilled: '已载入作品「{title}」的参数',
     emptyResults: '在左侧填写描述并点击「开始创作」，生成结果会实时显示在这里', recentJobs: '最近的任务', noJobs: '还没有生成任务',
   },
   jobs: {
+    nextUp: '下一个就轮到你，马上开始…',
     status: { queued: '排队中', running: '生成中', succeeded: '已完成', failed: '失败', cancelled: '已取消' },
     waiting: '等待调度…', queuePosition: '排队中，前面还有 {n} 个任务', creating: 'AI 正在创作中…', step: '步骤 {step} / {total}',
     eta: '预计剩余 {time}', elapsed: '已用时 {time}', preview: '实时预览', cancel: '取消任务', cancelConfirm: '确定要取消这个任务吗？未生成的图片将退还积分。',
@@ -88,10 +95,12 @@ export default {
     notFound: '作品不存在或已被隐藏',
   },
   params: {
+    width: '宽度', height: '高度', guidance: '引导强度', lora: 'LoRA 风格', loraStrength: 'LoRA 强度', scale: '放大倍数', upscaleModel: '放大模型', clipL: 'CLIP-L 编码器', t5: 'T5 编码器', vae: 'VAE',
     workflow: '工作流', model: '模型', size: '尺寸', steps: '生成步数', cfgScale: '创意程度 (CFG)', creativity: '创意程度',
     seed: '种子', sampler: '采样器', scheduler: '调度器', batchSize: '生成数量', prompt: '创意描述', negativePrompt: '反向提示词', denoise: '重绘强度',
   },
   gallery: {
+    sort: '排序', period: '时间',
     title: '创意画廊', subtitle: '发现社区里的精彩 AI 作品', search: '搜索标题、描述、提示词或标签', tag: '标签',
     sorts: { newest: '最新', hottest: '最热', likes: '点赞最多', views: '浏览最多', trending: '趋势' },
     times: { all: '全部时间', today: '今天', week: '本周', month: '本月' },
@@ -106,6 +115,7 @@ export default {
     deleted: '作品已删除', batchDone: '批量操作完成', empty: '还没有保存的作品', created: '创建时间', editTitle: '编辑作品',
   },
   profile: {
+    displayNameSoon: '服务器暂不支持显示名称，升级后即可设置。',
     joined: '加入于', publicPage: '查看我的公开主页', works: '作品', likes: '获赞', views: '浏览',
     tabs: { info: '基本信息', security: '账户安全', privacy: '隐私设置', credits: '积分' },
     bio: '个人简介', website: '个人网站', location: '所在地', websiteRule: '网址需以 http:// 或 https:// 开头',
@@ -126,8 +136,9 @@ export default {
     },
   },
   admin: {
+    balance: '余额', ok: '正常', down: '异常', healthStates: { ok: '正常', degraded: '部分异常' }, onWorkers: '{n} 个节点', kinds: { checkpoints: '主模型', diffusion_models: '扩散模型', loras: 'LoRA', upscale_models: '放大模型', text_encoders: '文本编码器', vaes: 'VAE' }, componentNames: { auth: '账号服务', credits: '积分服务', gallery: '作品服务', redis: '缓存 (Redis)', renderDatabase: '渲染数据库', renderWorkers: '渲染节点' }, noJobs: '没有符合条件的任务', cancelJobConfirm: '确定取消这个任务吗？未生成的图片会退还积分。', publicWorks: '公开作品', reportStates: { open: '待处理', resolved: '已处理' }, codeStates: { active: '可用', used: '已用完', expired: '已过期' },
     title: '管理后台', subtitle: '用户、内容审核、兑换码与渲染集群',
-    tabs: { users: '用户管理', works: '内容审核', codes: '兑换码', fleet: '渲染集群' },
+    tabs: { users: '用户管理', works: '内容审核', jobs: '任务', codes: '兑换码', fleet: '渲染集群' },
     searchUsers: '搜索用户名或邮箱', role: '角色', status: '状态', active: '正常', disabled: '已禁用', actions: '操作',
     grant: '发放积分', deduct: '扣除积分', enable: '启用', disable: '禁用', confirmDisable: '确定要禁用用户 {name} 吗？',
     grantTitle: '向 {name} 发放积分', deductTitle: '从 {name} 扣除积分', amount: '数量', reason: '原因', reasonRequired: '请填写原因',
@@ -140,4 +151,44 @@ export default {
     workers: '渲染节点', worker: '节点', models: '模型', components: '组件状态', user: '用户',
   },
   notFound: { title: '页面不存在', text: '你访问的页面不存在或已被移除。', home: '返回首页' },
+  roles: { admin: '管理员', user: '普通用户' },
+  theme: { label: '外观', system: '跟随系统', light: '浅色', dark: '深色' },
+  viewer: { prev: '上一张', next: '下一张', open: '查看大图', copyPrompt: '复制提示词', promptCopied: '提示词已复制', copySeed: '复制种子', seedCopied: '种子已复制' },
+  history: {
+    title: '生成记录', subtitle: '你生成过的所有图片，一键复用提示词、参数或种子', viewAll: '查看全部记录', empty: '还没有生成记录',
+    allStatuses: '全部状态', allWorkflows: '全部工作流', allModels: '全部模型',
+    reuseAll: '复用全部参数', reusePrompt: '复用提示词', reuseSeed: '复用种子', vary: '换个种子再来',
+    applied: { all: '已载入全部参数（含种子）', prompt: '已载入提示词', seed: '已载入种子', vary: '已载入参数，种子改为随机' },
+  },
+  help: {
+    cfgScale: '数值越高越贴近描述，越低越自由发挥；一般 5–9。', steps: '步数越多细节越好，但更慢；20–30 足够。',
+    seed: '锁定同一个种子、同样参数，可以复现同一张图。', sampler: '去噪算法，默认即可；不同采样器风格略有差异。',
+    denoise: '越高改动越大：0.3 轻微修饰，0.7 大幅重绘。', guidance: 'Flux 的提示词引导强度，2–4 之间效果自然。',
+    lora: '在主模型上叠加一种画风或角色。', loraStrength: 'LoRA 的影响程度：0.6–1.0 常用，过高会失真。',
+    scale: '输出边长是原图的几倍。', upscaleModel: '放大所用的超分模型，留空自动选择。',
+    clipL: 'Flux 的文本编码器，保持默认即可。', t5: 'Flux 的文本编码器，保持默认即可。', vae: '把潜空间解码成图片的模型，保持默认即可。',
+  },
+  errors: {
+    refunded: '已退还 {n} 积分', notCharged: '本次未扣积分', internalAddress: '[内部地址]', technical: '技术详情',
+    job: {
+      busy: { title: '渲染节点暂时出了点问题', hint: '这不是你的问题。稍后点「重试」即可；反复出现请联系管理员。' },
+      oom: { title: '显存不足，这张图太大了', hint: '减小尺寸或生成数量后再试。' },
+      execution: { title: '生成过程中出错', hint: '换个模型或调整参数后重试。' },
+      rejected: { title: '渲染节点不接受这组参数', hint: '检查模型与参数，或换一个模型再试。' },
+      timeout: { title: '生成超时', hint: '减少步数、尺寸或数量后重试。' },
+      partial: { title: '只生成了部分图片', hint: '已生成的图片保留在下方，未生成部分的积分已退还。' },
+      noOutput: { title: '没有生成出图片', hint: '稍后重试；问题持续请联系管理员。' },
+      interrupted: { title: '任务被中断', hint: '可以直接重试。' },
+      source: { title: '找不到源图像', hint: '重新上传或选择一张源图后再试。' },
+      unknown: { title: '生成失败', hint: '稍后重试；问题持续请联系管理员。' },
+    },
+    api: {
+      INSUFFICIENT_CREDITS: '积分不足', RENDER_UNAVAILABLE: '当前没有可用的渲染节点，请稍后再试', QUEUE_LIMIT: '你同时进行的任务太多了，请等前面的完成后再提交',
+      MODEL_UNAVAILABLE: '所选模型暂不可用，请换一个', UNKNOWN_WORKFLOW: '这个工作流暂不可用', IMAGE_TOO_LARGE: '尺寸超出这个模型的上限，请调小一些',
+      ADMISSION_BUSY: '提交的人有点多，请几秒后再试', PRICE_CHANGED: '价格刚刚调整过，请确认新价格后再提交', SOURCE_NOT_FOUND: '找不到源图像，请重新选择',
+      INVALID_IMAGE: '无法识别这张图片，请换一张 PNG、JPG 或 WebP', PAYLOAD_TOO_LARGE: '文件太大了', JOB_FINISHED: '任务已经结束', JOB_NOT_FOUND: '任务不存在',
+      SERVICE_UNAVAILABLE: '服务暂时不可用，请稍后再试', WORK_NOT_FOUND: '作品不存在或已被隐藏', ALREADY_SAVED: '这张图片已经保存过了',
+      INVALID_PASSWORD: '密码不正确', VALIDATION_ERROR: '请检查填写的内容',
+    },
+  },
 }

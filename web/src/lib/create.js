@@ -1,11 +1,79 @@
-/** The create form's rules: cost, and why the submit button is disabled (an i18n key). */
+/** The create form's rules: cost, sizes, presets, the request body, and why the submit button is disabled. */
 
-export const SIZE_PRESETS = [
-  { key: 'square', width: 512, height: 512 },
-  { key: 'portrait', width: 512, height: 768 },
-  { key: 'landscape', width: 768, height: 512 },
-  { key: 'large', width: 1024, height: 1024 },
+/** Aspect ratios offered above the size fields, in the order the original labelled them. */
+export const ASPECTS = [
+  { key: '1:1', w: 1, h: 1 },
+  { key: '2:3', w: 2, h: 3 },
+  { key: '3:2', w: 3, h: 2 },
+  { key: '9:16', w: 9, h: 16 },
+  { key: '16:9', w: 16, h: 9 },
 ]
+
+const roundTo = (value, step) => Math.max(step, Math.round(value / step) * step)
+
+/**
+ * Width and height for an aspect ratio on a model whose native square side is `base`
+ * (the workflow's default width: 512 for SD 1.5, 1024 for SDXL and Flux). Small models
+ * keep their native short side (512×768 like the original); large ones keep their native
+ * area (SDXL's 832×1216 buckets). Never beyond `max` per side or `maxPixels` in all.
+ */
+export function sizeForAspect(aspect, { base = 512, step = 64, max = 2048, maxPixels = Infinity } = {}) {
+  const ratio = aspect.w / aspect.h
+  let width
+  let height
+  if (base <= 768) {
+    width = ratio >= 1 ? base * ratio : base
+    height = ratio >= 1 ? base : base / ratio
+  } else {
+    width = base * Math.sqrt(ratio)
+    height = base / Math.sqrt(ratio)
+  }
+  width = Math.min(max, roundTo(width, step))
+  height = Math.min(max, roundTo(height, step))
+  while (width * height > maxPixels && width > step && height > step) {
+    width -= ratio >= 1 ? step : 0
+    height -= ratio >= 1 ? 0 : step
+  }
+  return { width, height }
+}
+
+/** The aspect key whose size matches, else 'custom'. */
+export function aspectOf(width, height, options) {
+  const match = ASPECTS.find((a) => {
+    const size = sizeForAspect(a, options)
+    return size.width === width && size.height === height
+  })
+  return match ? match.key : 'custom'
+}
+
+/**
+ * Style presets add words to the prompt (models understand English tags best); the label is
+ * localised. Negative presets fill the negative prompt. The catalog may send its own lists
+ * (admin-configured) in the same shape: { key, labels: { zh, en }, text }.
+ */
+export const STYLE_PRESETS = [
+  { key: 'none', labels: { zh: '无风格', en: 'No style' }, text: '' },
+  { key: 'photo', labels: { zh: '写实摄影', en: 'Photo' }, text: 'photorealistic, 35mm photo, natural light, high detail' },
+  { key: 'cinematic', labels: { zh: '电影感', en: 'Cinematic' }, text: 'cinematic still, dramatic lighting, film grain, shallow depth of field' },
+  { key: 'anime', labels: { zh: '二次元', en: 'Anime' }, text: 'anime style, clean line art, vibrant colors' },
+  { key: 'guofeng', labels: { zh: '国风', en: 'Chinese ink' }, text: 'traditional Chinese ink painting, guofeng, elegant brush strokes' },
+  { key: 'watercolor', labels: { zh: '水彩', en: 'Watercolor' }, text: 'watercolor painting, soft edges, paper texture' },
+  { key: 'cyberpunk', labels: { zh: '赛博朋克', en: 'Cyberpunk' }, text: 'cyberpunk, neon lights, futuristic city, night' },
+  { key: '3d', labels: { zh: '3D 渲染', en: '3D render' }, text: '3d render, octane render, soft studio lighting' },
+]
+
+export const NEGATIVE_PRESETS = [
+  { key: 'quality', labels: { zh: '通用画质', en: 'General quality' }, text: 'lowres, blurry, bad quality, jpeg artifacts, watermark, text' },
+  { key: 'anatomy', labels: { zh: '人物结构', en: 'Anatomy' }, text: 'bad anatomy, bad hands, extra fingers, deformed, disfigured' },
+  { key: 'clean', labels: { zh: '干净画面', en: 'Clean frame' }, text: 'signature, logo, frame, border, cropped' },
+]
+
+/** Add a preset's words to a text, once. */
+export function withPreset(text, preset) {
+  const base = String(text || '').trim()
+  if (!preset?.text || base.includes(preset.text)) return base
+  return base ? `${base}, ${preset.text}` : preset.text
+}
 
 export const PROMPT_MAX = 500
 export const NEGATIVE_MAX = 200
@@ -54,31 +122,45 @@ export function blockReason(form, ctx) {
   return null
 }
 
-/** Request body for POST /api/generate from the form (only what the workflow knows). */
+/**
+ * Request body for POST /api/generate: every parameter the workflow declares, read from the
+ * form by its name (so a new template's parameters need no code here). Empty values are left
+ * out so the server applies its defaults; an image is sent by its reference.
+ */
 export function generateBody(form, workflow) {
-  const names = new Set((workflow?.parameters || []).map((p) => p.name))
-  const all = {
-    prompt: form.prompt.trim(),
-    negativePrompt: form.negativePrompt,
-    model: form.model,
-    width: form.width,
-    height: form.height,
-    batchSize: form.batchSize,
-    steps: form.steps,
-    cfgScale: form.cfgScale,
-    seed: form.seed,
-    sampler: form.sampler,
-    scheduler: form.scheduler,
-    sourceImage: form.sourceImage?.ref ?? form.sourceImage,
-    denoise: form.denoise,
-  }
   const body = { workflow: workflow?.name || 'text2img' }
-  for (const [key, value] of Object.entries(all)) {
-    if (names.size && !names.has(key)) continue
+  for (const param of workflow?.parameters || []) {
+    let value = form[param.name]
+    if (value && typeof value === 'object' && 'ref' in value) value = value.ref
+    else if (param.name === 'prompt') value = String(value || '').trim()
     if (value === undefined || value === null || value === '') continue
-    body[key] = value
+    body[param.name] = value
   }
   return body
+}
+
+/**
+ * The form values a finished job (or a saved work) was made with, for "reuse".
+ * mode: 'all' (every setting, seed included), 'prompt' (prompts only), 'seed' (only the seed),
+ * 'vary' (every setting but a new random seed).
+ */
+export function reuseValues(params, mode = 'all') {
+  const p = params || {}
+  if (mode === 'prompt') {
+    const out = {}
+    if (p.prompt !== undefined) out.prompt = p.prompt
+    if (p.negativePrompt !== undefined) out.negativePrompt = p.negativePrompt
+    return out
+  }
+  if (mode === 'seed') return typeof p.seed === 'number' && p.seed >= 0 ? { seed: p.seed, seedLocked: true } : {}
+  const out = { ...p }
+  if (mode === 'vary') {
+    out.seed = -1
+    out.seedLocked = false
+  } else if (typeof p.seed === 'number' && p.seed >= 0) {
+    out.seedLocked = true
+  }
+  return out
 }
 
 export const PASSWORD_RULES = [
@@ -88,3 +170,5 @@ export const PASSWORD_RULES = [
 ]
 
 export const USERNAME_RULE = /^[A-Za-z0-9_]{3,20}$/
+/** Display names: any script, 1–30 characters, no control characters. */
+export const DISPLAY_NAME_RULE = /^[^\p{C}]{1,30}$/u

@@ -3,24 +3,7 @@ import { useI18n } from 'vue-i18n'
 import { saveBlob, worksApi } from '@/api'
 import { useAuthStore } from '@/stores/auth'
 import { errorText } from './useFormat'
-
-async function copyText(text) {
-  try {
-    await navigator.clipboard.writeText(text)
-    return true
-  } catch {
-    const area = document.createElement('textarea')
-    area.value = text
-    area.setAttribute('readonly', '')
-    area.style.position = 'fixed'
-    area.style.opacity = '0'
-    document.body.appendChild(area)
-    area.select()
-    const done = document.execCommand('copy')
-    area.remove()
-    return done
-  }
-}
+import { copyText } from './clipboard'
 
 /** Like, download, share and "use these settings" for a work, shared by every page that shows works. */
 export function useWorkActions() {
@@ -67,9 +50,13 @@ export function useWorkActions() {
     else ElMessage.info(url)
   }
 
-  function useSettings(work) {
-    router.push({ path: '/create', query: { fromWork: String(work.id) } })
+  function useSettings(work, mode = 'all') {
+    router.push({ path: '/create', query: { fromWork: String(work.id), reuse: mode } })
   }
 
-  return { toggleLike, download, copyLink, useSettings, copyText }
+  function searchTag(tag) {
+    router.push({ path: '/gallery', query: { tag } })
+  }
+
+  return { toggleLike, download, copyLink, useSettings, searchTag, copyText }
 }

@@ -9,6 +9,7 @@ const routes = [
   { path: '/reset-password', name: 'reset', component: () => import('@/views/ResetPasswordView.vue'), meta: { bare: true } },
   { path: '/dashboard', name: 'dashboard', component: () => import('@/views/DashboardView.vue'), meta: { auth: true } },
   { path: '/create', name: 'create', component: () => import('@/views/CreateView.vue'), meta: { auth: true } },
+  { path: '/history', name: 'history', component: () => import('@/views/HistoryView.vue'), meta: { auth: true } },
   { path: '/gallery', name: 'gallery', component: () => import('@/views/GalleryView.vue') },
   { path: '/works/:id', name: 'work', component: () => import('@/views/WorkView.vue'), props: true },
   { path: '/u/:username', name: 'user', component: () => import('@/views/UserView.vue'), props: true },
