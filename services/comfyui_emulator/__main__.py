@@ -8,8 +8,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .app import create_app
-from .config import DEFAULT_CHECKPOINTS, DEFAULT_UPSCALE_MODELS, PREVIEW_METHODS, EmulatorConfig
+from services.comfyui_emulator.app import create_app
+from services.comfyui_emulator.config import DEFAULT_CHECKPOINTS, DEFAULT_UPSCALE_MODELS, PREVIEW_METHODS, EmulatorConfig
 
 
 def _names(value: str) -> list[str]:

@@ -11,14 +11,14 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .catalog import Catalog
-from .config import EmulatorConfig
-from .engine import Engine
-from .hub import Hub
-from .routes import routes
-from .state import CATALOG, CONFIG, ENGINE, HUB, STORAGE
-from .storage import Storage
-from .websocket import websocket_handler
+from services.comfyui_emulator.catalog import Catalog
+from services.comfyui_emulator.config import EmulatorConfig
+from services.comfyui_emulator.engine import Engine
+from services.comfyui_emulator.hub import Hub
+from services.comfyui_emulator.routes import routes
+from services.comfyui_emulator.state import CATALOG, CONFIG, ENGINE, HUB, STORAGE
+from services.comfyui_emulator.storage import Storage
+from services.comfyui_emulator.websocket import websocket_handler
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import EmulatorConfig
-from .storage import Storage
+from services.comfyui_emulator.config import EmulatorConfig
+from services.comfyui_emulator.storage import Storage
 
 SPECS_FILE = Path(__file__).with_name("node_specs.json")
 

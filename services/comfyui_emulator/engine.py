@@ -11,14 +11,14 @@ from typing import Any
 
 from PIL import Image
 
-from . import images
-from .catalog import Catalog
-from .config import EmulatorConfig, Faults
-from .graph import ExecutionList, signatures
-from .hub import Hub
-from .nodes import NODE_FUNCTIONS, random_preview_letters
-from .storage import Storage
-from .validation import is_link
+from services.comfyui_emulator import images
+from services.comfyui_emulator.catalog import Catalog
+from services.comfyui_emulator.config import EmulatorConfig, Faults
+from services.comfyui_emulator.graph import ExecutionList, signatures
+from services.comfyui_emulator.hub import Hub
+from services.comfyui_emulator.nodes import NODE_FUNCTIONS, random_preview_letters
+from services.comfyui_emulator.storage import Storage
+from services.comfyui_emulator.validation import is_link
 
 CRASH_EXIT_CODE = 70
 

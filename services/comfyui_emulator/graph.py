@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .validation import is_link
+from services.comfyui_emulator.validation import is_link
 
 
 def signatures(prompt: dict[str, Any]) -> dict[str, str]:

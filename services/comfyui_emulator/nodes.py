@@ -8,9 +8,9 @@ from typing import Any, Protocol
 
 from PIL import Image, ImageOps
 
-from . import images
-from .images import Recipe
-from .storage import Storage
+from services.comfyui_emulator import images
+from services.comfyui_emulator.images import Recipe
+from services.comfyui_emulator.storage import Storage
 
 UI = dict[str, Any] | None
 NodeResult = tuple[tuple[Any, ...], UI]

@@ -11,13 +11,13 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
-from .catalog import MODEL_FOLDERS, Catalog
-from .config import EmulatorConfig
-from .engine import Engine
-from .hub import SERVER_FEATURES
-from .state import CATALOG, CONFIG, ENGINE, STORAGE
-from .storage import FOLDER_TYPES, Storage
-from .validation import PromptRejected, validate_prompt
+from services.comfyui_emulator.catalog import MODEL_FOLDERS, Catalog
+from services.comfyui_emulator.config import EmulatorConfig
+from services.comfyui_emulator.engine import Engine
+from services.comfyui_emulator.hub import SERVER_FEATURES
+from services.comfyui_emulator.state import CATALOG, CONFIG, ENGINE, STORAGE
+from services.comfyui_emulator.storage import FOLDER_TYPES, Storage
+from services.comfyui_emulator.validation import PromptRejected, validate_prompt
 
 COMFYUI_VERSION = "0.3.64"
 FAKE_RAM = 16 * 1024**3

@@ -1,11 +1,11 @@
 """Typed keys for the objects the routes share through the aiohttp application."""
 from aiohttp import web
 
-from .catalog import Catalog
-from .config import EmulatorConfig
-from .engine import Engine
-from .hub import Hub
-from .storage import Storage
+from services.comfyui_emulator.catalog import Catalog
+from services.comfyui_emulator.config import EmulatorConfig
+from services.comfyui_emulator.engine import Engine
+from services.comfyui_emulator.hub import Hub
+from services.comfyui_emulator.storage import Storage
 
 CONFIG = web.AppKey("config", EmulatorConfig)
 STORAGE = web.AppKey("storage", Storage)

@@ -5,8 +5,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .catalog import Catalog
-from .storage import Storage
+from services.comfyui_emulator.catalog import Catalog
+from services.comfyui_emulator.storage import Storage
 
 COMBO_LIST_LIMIT = 20
 

@@ -6,9 +6,9 @@ import uuid
 
 from aiohttp import WSMsgType, web
 
-from .engine import Engine
-from .hub import SERVER_FEATURES, Hub
-from .state import ENGINE, HUB
+from services.comfyui_emulator.engine import Engine
+from services.comfyui_emulator.hub import SERVER_FEATURES, Hub
+from services.comfyui_emulator.state import ENGINE, HUB
 
 
 async def websocket_handler(request: web.Request) -> web.WebSocketResponse:
