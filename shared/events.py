@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -175,3 +177,14 @@ class GroupConsumer:
                 log.exception("%s/%s could not consume %s; retrying in %s s", self.group, self.name,
                               self.stream, retry_seconds)
                 stop.wait(retry_seconds)
+
+
+def consume_forever(client: redis.Redis, group: str, handle: Callable[[dict[str, str]], None]) -> None:
+    """The body of an events process: one consumer of ``group``, named after this host and
+    process, handling ``platform:events`` until interrupted."""
+    name = f"{socket.gethostname()}-{os.getpid()}"
+    log.info("consuming %s as %s/%s", PLATFORM_STREAM, group, name)
+    try:
+        GroupConsumer(client, group, name, handle).run(threading.Event())
+    except KeyboardInterrupt:
+        pass

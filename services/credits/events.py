@@ -10,13 +10,10 @@ a crash redelivers it and the closing, being idempotent, changes nothing the sec
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
 
 import redis
 
-from shared.events import PLATFORM_STREAM, GroupConsumer, deleted_user_id, redis_client
+from shared.events import PLATFORM_STREAM, GroupConsumer, consume_forever, deleted_user_id
 from services.credits.app import create_app
 from services.credits.service import CreditsService
 
@@ -42,13 +39,7 @@ def consumer(credits: CreditsService, client: redis.Redis, name: str,
 def main() -> None:
     """``python -m services.credits.events``: one long-running consumer for the launcher."""
     app = create_app()
-    name = f"{socket.gethostname()}-{os.getpid()}"
-    log.info("consuming %s as %s/%s", PLATFORM_STREAM, GROUP, name)
-    client = redis_client(app.config["SETTINGS"].redis_url)
-    try:
-        consumer(app.extensions["credits"], client, name).run(threading.Event())
-    except KeyboardInterrupt:
-        pass
+    consume_forever(app.extensions["redis"], GROUP, lambda fields: handle(app.extensions["credits"], fields))
 
 
 if __name__ == "__main__":

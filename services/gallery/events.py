@@ -10,13 +10,10 @@ again.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
 
 import redis
 
-from shared.events import PLATFORM_STREAM, GroupConsumer, deleted_user_id
+from shared.events import PLATFORM_STREAM, GroupConsumer, consume_forever, deleted_user_id
 from services.gallery.app import create_app
 from services.gallery.service import WorksService
 
@@ -40,12 +37,7 @@ def consumer(works: WorksService, client: redis.Redis, name: str,
 def main() -> None:
     """``python -m services.gallery.events``: one long-running consumer for the launcher."""
     app = create_app()
-    name = f"{socket.gethostname()}-{os.getpid()}"
-    log.info("consuming %s as %s/%s", PLATFORM_STREAM, GROUP, name)
-    try:
-        consumer(app.extensions["gallery"].works, app.extensions["redis"], name).run(threading.Event())
-    except KeyboardInterrupt:
-        pass
+    consume_forever(app.extensions["redis"], GROUP, lambda fields: handle(app.extensions["gallery"].works, fields))
 
 
 if __name__ == "__main__":
