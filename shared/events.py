@@ -33,6 +33,9 @@ PLATFORM_STREAM = "platform:events"
 # Generous: consumer groups read within seconds; the cap only bounds a stream nobody reads.
 PLATFORM_STREAM_MAXLEN = 100_000
 USER_DELETED = "user.deleted"
+# How long an idle XREADGROUP waits: well below redis-py's default 5 s socket timeout, or an idle
+# consumer's read would time out (and log an error) instead of returning empty.
+CONSUMER_BLOCK_MS = 2000
 
 
 # Each open browser socket holds one pub/sub connection of its gateway process; redis-py's
@@ -148,7 +151,7 @@ class GroupConsumer:
     def ensure_group(self) -> None:
         ensure_group(self.client, self.group, self.stream)
 
-    def consume_once(self, block_ms: int = 5000) -> int:
+    def consume_once(self, block_ms: int = CONSUMER_BLOCK_MS) -> int:
         """Take over entries abandoned by other consumers, handle this consumer's pending
         entries, then new ones (waiting up to ``block_ms``); returns how many were handled."""
         self.client.xautoclaim(self.stream, self.group, self.name, self.claim_idle_ms, count=self.batch,
