@@ -50,7 +50,7 @@ class EmulatorConfig:
     loras: list[str] = field(default_factory=lambda: ["demo_style.safetensors"])
     diffusion_models: list[str] = field(default_factory=lambda: ["flux_demo.safetensors"])
     text_encoders: list[str] = field(default_factory=lambda: ["clip_l.safetensors", "t5xxl_demo.safetensors"])
-    vaes: list[str] = field(default_factory=lambda: ["ae_demo.safetensors", "taesd", "pixel_space"])
+    vaes: list[str] = field(default_factory=lambda: ["ae.safetensors", "taesd", "pixel_space"])
     faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:

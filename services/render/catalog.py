@@ -22,9 +22,11 @@ KEY_PREFIX = "catalog:worker:"
 ALIVE_PREFIX = "render:alive:"
 CATALOG_TTL_SECONDS = 30
 REFRESH_SECONDS = 10
+# Kinds of model files. ComfyUI's built-in VAE options (``pixel_space``, ``taesd``, …) are
+# listed apart, as ``builtin_vaes``: they are not files a job can be charged for loading.
 MODEL_KINDS = ("checkpoints", "loras", "upscale_models", "diffusion_models", "text_encoders", "vaes")
-# Every kind of name a catalog lists: the model kinds, then the sampler options.
-CATALOG_KINDS = MODEL_KINDS + ("samplers", "schedulers")
+# Every kind of name a catalog lists: the model kinds, then ComfyUI's own options.
+CATALOG_KINDS = MODEL_KINDS + ("builtin_vaes", "samplers", "schedulers")
 
 
 def catalog_key(worker_id: str) -> str:

@@ -14,6 +14,7 @@ and reloaded when they change (``TemplateStore``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import re
@@ -22,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from shared.config import PROJECT_ROOT
 from shared.errors import Unprocessable
@@ -31,9 +32,11 @@ log = logging.getLogger(__name__)
 
 WORKFLOWS_DIR = PROJECT_ROOT / "workflows"
 PARAM_TYPES = {"string", "int", "float", "image"}
-# Catalog kinds a parameter may take its choices from (see catalog.MODEL_INPUTS).
+# Catalog kinds a parameter may take its choices from (see services.render.catalog).
 CATALOG_KINDS = {"checkpoints", "loras", "upscale_models", "diffusion_models", "text_encoders", "vaes",
-                 "samplers", "schedulers"}
+                 "builtin_vaes", "samplers", "schedulers"}
+# Kinds of model files: a declared default of these kinds is never swapped for another file.
+FILE_KINDS = {"checkpoints", "loras", "upscale_models", "diffusion_models", "text_encoders", "vaes"}
 # Seeds stay below 2**53 so browsers can hold them exactly.
 RANDOM_SEED_LIMIT = 2**53
 SIZE_PATTERN = re.compile(r"^\s*(\d{1,6})\s*[xX×]\s*(\d{1,6})\s*$")
@@ -92,6 +95,17 @@ class Template:
 
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
+
+    def with_defaults(self, defaults: Mapping[str, Any]) -> Template:
+        """This template with the operator's defaults for some parameters (unknown names raise)."""
+        unknown = sorted(set(defaults) - {p["name"] for p in self.parameters})
+        if unknown:
+            raise TemplateError(f"{self.name}: defaults for unknown parameters {unknown}")
+        parameters = [{**p, "default": defaults[p["name"]]} if p["name"] in defaults else p
+                      for p in self.parameters]
+        for param in parameters:
+            _check_parameter(self.name, param, set())
+        return dataclasses.replace(self, parameters=parameters)
 
     def public(self, price_per_image: int | None = None) -> dict[str, Any]:
         """What clients see in the model catalog."""
@@ -231,11 +245,14 @@ class TemplateStore:
     """The templates of a folder, reloaded when a file's mtime or the file set changes.
 
     A file that fails validation on reload is skipped (and logged); the previous good
-    version of that workflow stays in service.
+    version of that workflow stays in service. ``defaults`` (workflow → parameter → value,
+    from the settings) replace the templates' own defaults.
     """
 
-    def __init__(self, directory: Path = WORKFLOWS_DIR) -> None:
+    def __init__(self, directory: Path = WORKFLOWS_DIR,
+                 defaults: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.directory = directory
+        self.defaults = dict(defaults or {})
         self._lock = threading.Lock()
         self._stamp: tuple[tuple[str, float], ...] = ()
         self._checked = 0.0
@@ -253,6 +270,8 @@ class TemplateStore:
         for file_name, _ in stamp:
             try:
                 template = load_template(self.directory / file_name)
+                if template.name in self.defaults:
+                    template = template.with_defaults(self.defaults[template.name])
             except (TemplateError, OSError) as exc:
                 log.error("workflow %s not loaded: %s", file_name, exc)
                 if file_name in previous:
@@ -386,8 +405,9 @@ def validate_params(template: Template, raw: Any,
                     continue
                 errors[name] = ["Missing data for required field."]
                 continue
-            if "from" in param and choices is not None and value not in choices.get(param["from"], []):
-                value = _catalog_default(param, choices) or value
+            if "from" in param and param["from"] not in FILE_KINDS and choices is not None \
+                    and value not in choices.get(param["from"], []):
+                value = _catalog_default(param, choices) or value  # e.g. another sampler; never another file
         else:
             value = values[name]
         accepted, problem = _check(param, value, choices)

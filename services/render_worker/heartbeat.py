@@ -35,13 +35,21 @@ OBJECT_INFO_INPUTS = {
 }
 
 
+# What VAELoader offers beside the files of models/vae: decoders ComfyUI builds from
+# models/vae_approx, and decoding without a VAE. Options of ComfyUI, not model files.
+BUILTIN_VAES = frozenset({"taesd", "taesdxl", "taesd3", "taef1", "pixel_space"})
+
+
 def choices_from_object_info(object_info: dict[str, Any]) -> dict[str, list[str]]:
-    """Every catalog kind's names, read from a full ``/object_info``."""
+    """Every catalog kind's names, read from a full ``/object_info``; VAE files (``vaes``)
+    apart from ComfyUI's built-in VAE options (``builtin_vaes``)."""
     found: dict[str, list[str]] = {}
     for kind, (node_class, input_name) in OBJECT_INFO_INPUTS.items():
         spec = object_info.get(node_class, {}).get("input", {})
         found[kind] = combo_choices(spec.get("required", {}).get(input_name)
                                     or spec.get("optional", {}).get(input_name))
+    found["builtin_vaes"] = [name for name in found["vaes"] if name in BUILTIN_VAES]
+    found["vaes"] = [name for name in found["vaes"] if name not in BUILTIN_VAES]
     return found
 
 

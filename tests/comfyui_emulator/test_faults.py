@@ -128,7 +128,7 @@ def test_flux_graph_with_conditioning_zero_out_runs(emu: Any) -> None:
              "285": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors",
                                                                 "clip_name2": "t5xxl_demo.safetensors",
                                                                 "type": "flux", "device": "default"}},
-             "288": {"class_type": "VAELoader", "inputs": {"vae_name": "ae_demo.safetensors"}},
+             "288": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
              "287": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}}
     socket, prompt_id = submit(emu, graph)
     finished = socket.until(lambda m: isinstance(m, dict) and m["type"] == "executing" and m["data"]["node"] is None)
@@ -177,7 +177,7 @@ def test_flux_graph_runs(emu: Any) -> None:
     graph = {
         "1": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux_demo.safetensors", "weight_dtype": "default"}},
         "2": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "clip_l.safetensors", "clip_name2": "t5xxl_demo.safetensors", "type": "flux"}},
-        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae_demo.safetensors"}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}},
         "4": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse", "clip": ["2", 0]}},
         "5": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["4", 0], "guidance": 3.5}},
         "6": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 96, "height": 64, "batch_size": 1}},
