@@ -6,7 +6,8 @@
 Uses Redis at REDIS_URL and ComfyUI at COMFYUI_URL when they answer; otherwise starts
 an embedded redis-server and the ComfyUI emulator (and says so: demo backend). Every
 process runs in its own process group under honcho, its output prefixed with its name
-(and copied to DATA_DIR/logs/platform.log); Ctrl-C (or SIGTERM) stops them all.
+(and copied to DATA_DIR/logs/platform.log). A process that dies is restarted with a
+back-off (``deploy/supervisor.py``); Ctrl-C (or SIGTERM) stops them all.
 """
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import time
 from urllib.parse import urlparse
 
 import requests
-from honcho.manager import Manager
 from honcho.printer import Printer
 
+from deploy.supervisor import Supervisor
 from services.render.config import load_config as load_render_config
 from shared.config import Settings, load_settings
 from shared.embedded import redis_answers, redis_server_binary, redis_server_command
@@ -70,6 +71,7 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
         "gallery-events": [PY, "-m", "services.gallery.events"],
         "worker": [PY, "-m", "services.render_worker", "--comfyui", load_render_config(settings).comfyui_url,
                    "--name", f"render-{os.getpid()}", "--loglevel", settings.log_level],
+        "reconciler": [PY, "-m", "services.render_worker.reconciler"],
     }
 
 
@@ -137,7 +139,7 @@ def run(settings: Settings) -> int:
     env = dict(os.environ, DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
     commands = backing_services(settings, env)
     commands.update(service_commands(settings))
-    manager = Manager(Printer(Tee(sys.stdout, settings.data_dir / "logs" / "platform.log")))
+    manager = Supervisor(Printer(Tee(sys.stdout, settings.data_dir / "logs" / "platform.log")))
     for name, command in commands.items():
         # honcho runs commands through a shell; exec keeps one process per group leader.
         manager.add_process(name, f"exec {shlex.join(command)}", env=env)

@@ -14,6 +14,7 @@ from services.render import api
 from services.render.config import RenderConfig, load_config
 from services.render.pricing import PricingCache
 from services.render.service import RenderService
+from services.render.outbox import JobOutbox
 from services.render.workflows import TemplateStore
 from shared.config import Settings, load_settings
 from shared.db import Database
@@ -38,12 +39,16 @@ def init_app(app: Flask, settings: Settings, config: RenderConfig | None = None)
     """Bind the render domain to ``app`` (``app.extensions["render"]``) and register its routes."""
     config = config or load_config(settings)
     credits = CreditsClient(settings.credits_url, settings.service_token)
+    db = Database(settings.render_database_url)
+    gallery = GalleryClient(settings.gallery_url, settings.service_token, timeout=(2.0, 5.0))
+    events = EventBus(redis_client(settings.redis_url))
     service = RenderService(
-        settings=settings, config=config, db=Database(settings.render_database_url),
-        celery=make_celery(settings, "render"), credits=credits,
-        gallery=GalleryClient(settings.gallery_url, settings.service_token, timeout=(2.0, 5.0)), events=EventBus(redis_client(settings.redis_url)),
-        storage=make_storage(settings), templates=TemplateStore(),
-        pricing=PricingCache(credits, config.pricing_cache_seconds))
+        settings=settings, config=config, db=db, celery=make_celery(settings, "render"), credits=credits,
+        gallery=gallery, events=events, storage=make_storage(settings),
+        templates=TemplateStore(defaults=config.parameter_defaults),
+        pricing=PricingCache(credits, config.pricing_cache_seconds),
+        # A user's cancel waits for one answer from credits; the reconciler settles what it did not take.
+        outbox=JobOutbox(db, credits, events, gallery, retry_seconds=0))
     app.extensions["render"] = service
     app.register_blueprint(api.bp)
     return service

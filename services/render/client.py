@@ -14,6 +14,7 @@ from shared.errors import ServiceError, ServiceUnavailable
 from shared.internal_http import InternalHttp, Timeout, is_not_found
 
 FINISHED_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+SETTLING = "settling"
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,17 @@ class RenderClient:
         return sorted((OutputRecord.from_payload(item) for item in items), key=lambda output: output.index)
 
     def job_status(self, job_id: str) -> str | None:
-        """The job's status, or None when the render domain does not know the job."""
+        """The job's status as its hold sees it, or None when the render domain does not know the
+        job. A finished job whose credits are not settled yet reads ``"settling"``: its hold still
+        has captures to take, so it is not swept."""
         try:
-            return str(self.http.get(f"/internal/jobs/{quote(job_id, safe='')}")["status"])
+            job = self.http.get(f"/internal/jobs/{quote(job_id, safe='')}")
         except ServiceError as exc:
             if is_not_found(exc, "JOB_NOT_FOUND"):
                 return None
             raise
+        status = str(job["status"])
+        return SETTLING if status in FINISHED_JOB_STATUSES and job.get("settled") is False else status
 
     def close(self) -> None:
         self.http.close()

@@ -18,6 +18,10 @@ the environment.
 | ``RENDER_PREVIEW_INTERVAL_MS`` | 250 | at most one preview per job per interval |
 | ``RENDER_PRICING_CACHE_SECONDS`` | 30 | how long the gateway trusts the price list read from credits |
 | ``RENDER_OBJECT_INFO_SECONDS`` | 60 | how often a worker re-reads its ComfyUI's ``/object_info`` |
+| ``RENDER_CREDITS_RETRY_SECONDS`` | 10 | how long a worker retries an unanswered capture or release before leaving it to the reconciler |
+| ``RENDER_NO_WORKER_GRACE_SECONDS`` | 300 | queued jobs of a workflow no live worker has offered for this long fail (NO_WORKER) with a refund |
+| ``RENDER_RESUBMIT_LOST`` | true | resubmit once a prompt ComfyUI lost (a restart) before failing the job |
+| ``RENDER_FLUX_VAE`` | ae.safetensors | the VAE file Flux jobs use unless the user names one |
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from shared.config import ConfigError, Settings, env_str
+from shared.config import ConfigError, Settings, env_bool, env_str
 
 
 @dataclass(frozen=True)
@@ -46,10 +50,19 @@ class RenderConfig:
     pricing_cache_seconds: float = 30.0
     object_info_seconds: float = 60.0
     output_retention_days: int = 30
+    credits_retry_seconds: float = 10.0
+    no_worker_grace_seconds: float = 300.0
+    resubmit_lost: bool = True
+    flux_vae: str = "ae.safetensors"
 
     @property
     def alive_ttl(self) -> int:
         return max(2, int(self.heartbeat_seconds * 3))
+
+    @property
+    def parameter_defaults(self) -> dict[str, dict[str, str]]:
+        """Defaults set by the operator, by workflow and parameter (they override the template's)."""
+        return {"flux_text2img": {"vae": self.flux_vae}}
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False) -> float:
@@ -85,4 +98,8 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Ren
         pricing_cache_seconds=_number(env, "RENDER_PRICING_CACHE_SECONDS", 30.0),
         object_info_seconds=_number(env, "RENDER_OBJECT_INFO_SECONDS", 60.0),
         output_retention_days=int(_number(env, "OUTPUT_RETENTION_DAYS", 30, integer=True)),
+        credits_retry_seconds=_number(env, "RENDER_CREDITS_RETRY_SECONDS", 10.0),
+        no_worker_grace_seconds=_number(env, "RENDER_NO_WORKER_GRACE_SECONDS", 300.0),
+        resubmit_lost=env_bool(env, "RENDER_RESUBMIT_LOST", True),
+        flux_vae=env_str(env, "RENDER_FLUX_VAE", "ae.safetensors"),
     )

@@ -197,8 +197,15 @@ def cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.scalar(select(RenderJob.cancel_requested).where(RenderJob.id == job_id)))
 
 
-def add_output(session: Session, job: RenderJob, file: OutputFile) -> RenderOutput:
-    """Insert the output row for ``file.index`` once; a repeat returns the existing row."""
+def add_output(session: Session, job: RenderJob, file: OutputFile) -> RenderOutput | None:
+    """Insert the output row for ``file.index`` once; a repeat returns the existing row.
+
+    None when the job is no longer running (the reconciler finished it meanwhile): an image
+    recorded after its job's settlement would never be charged. The conditional update
+    first locks the row, so a concurrent finish waits for this insert or wins before it.
+    """
+    if not _transition(session, job.id, ("running",)):
+        return None
     existing = session.scalars(select(RenderOutput).where(RenderOutput.job_id == job.id,
                                                           RenderOutput.index == file.index)).first()
     if existing is not None:
@@ -224,6 +231,38 @@ def finish_job(session: Session, job_id: str, status: str, *, error_code: str | 
     if status == "succeeded":
         values["progress"] = 100
     return _transition(session, job_id, ("queued", "running"), **values)
+
+
+def unsettled_jobs(session: Session, finished_before: datetime, limit: int = 200) -> list[RenderJob]:
+    """Finished jobs whose credits are not settled yet, oldest first."""
+    return _owing(session, RenderJob.settled_at, finished_before, limit)
+
+
+def unannounced_jobs(session: Session, finished_before: datetime, limit: int = 200) -> list[RenderJob]:
+    """Finished jobs whose final event was not published yet, oldest first."""
+    return _owing(session, RenderJob.announced_at, finished_before, limit)
+
+
+def _owing(session: Session, done_at: Any, finished_before: datetime, limit: int) -> list[RenderJob]:
+    return list(session.scalars(select(RenderJob).where(
+        done_at.is_(None), RenderJob.status.in_(FINISHED_STATUSES), RenderJob.finished_at < finished_before)
+        .order_by(RenderJob.finished_at).limit(limit)))
+
+
+def mark_settled(session: Session, job_id: str) -> bool:
+    """Record that credits settled the finished job; False if it was recorded already."""
+    return _mark_done(session, job_id, RenderJob.settled_at)
+
+
+def mark_announced(session: Session, job_id: str) -> bool:
+    """Record that the finished job's final event was published; False if it was recorded already."""
+    return _mark_done(session, job_id, RenderJob.announced_at)
+
+
+def _mark_done(session: Session, job_id: str, done_at: Any) -> bool:
+    return session.execute(
+        update(RenderJob).where(RenderJob.id == job_id, RenderJob.status.in_(FINISHED_STATUSES), done_at.is_(None))
+        .values({done_at: utcnow()}).execution_options(synchronize_session=False)).rowcount == 1
 
 
 def request_cancel(session: Session, user_id: int, job_id: str) -> str:

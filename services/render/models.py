@@ -25,6 +25,8 @@ class RenderJob(Base):
         Index("ix_render_jobs_status_created_at", "status", "created_at"),
         Index("ix_render_jobs_user_id_status", "user_id", "status"),
         Index("ix_render_jobs_queue_status_created_at", "queue", "status", "created_at"),
+        Index("ix_render_jobs_settled_at_status", "settled_at", "status"),
+        Index("ix_render_jobs_announced_at_status", "announced_at", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -53,6 +55,10 @@ class RenderJob(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A finished job's outbox (services.render.outbox): when credits took the charge for the
+    # delivered images and returned the rest of the hold, and when its final event went out.
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    announced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

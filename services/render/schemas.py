@@ -41,6 +41,7 @@ def job_json(job: RenderJob, outputs: list[RenderOutput], storage: Storage) -> d
         "createdAt": isoformat(job.created_at),
         "startedAt": isoformat(job.started_at),
         "finishedAt": isoformat(job.finished_at),
+        "settledAt": isoformat(job.settled_at),
     }
 
 

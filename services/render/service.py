@@ -33,6 +33,7 @@ from shared.events import EventBus
 from shared.storage import Storage
 
 from services.render.pricing import PricingCache
+from services.render.outbox import JobOutbox
 from services.render.schemas import job_json, output_record, upload_json
 from services.render.uploads import PayloadTooLarge, Source, resolve_source, store_upload
 
@@ -59,6 +60,7 @@ class RenderService:
     storage: Storage
     templates: TemplateStore
     pricing: PricingCache
+    outbox: JobOutbox
     _catalogs: tuple[float, list[dict]] = (float("-inf"), [])
 
     def live_catalogs(self) -> list[dict]:
@@ -216,13 +218,12 @@ class RenderService:
 
     def cancel(self, user_id: int, job_id: str) -> dict[str, Any]:
         """A queued job is cancelled now and refunded; a running one is flagged for its worker,
-        which removes or interrupts its prompt and refunds what was not delivered."""
+        which removes or interrupts its prompt and refunds what was not delivered. A credits
+        outage does not undo the cancel: the refund (and the event) is then left to the reconciler."""
         with self.db.transaction() as session:
             outcome = jobs.request_cancel(session, user_id, job_id)
         if outcome == "cancelled":
-            released = self.credits.release(job_id, f"release:{job_id}").get("released", 0)
-            self.events.publish(user_id, "job.cancelled", {"jobId": job_id, "refunded": released, "images": 0,
-                                                           "charged": 0}, job_id=job_id)
+            self.outbox.complete(job_id)
         return self.get_job(user_id, job_id)
 
     def retry(self, user_id: int, job_id: str, idempotency_key: str | None, bearer: str | None) -> tuple[dict, int]:
@@ -252,7 +253,8 @@ class RenderService:
             entry = template.public(prices.get(template.name))
             entry["workers"] = sum(1 for c in catalogs if template.name in workflow_names(c))
             workflows.append(entry)
-        return {"models": models, "samplers": choices["samplers"], "schedulers": choices["schedulers"],
+        return {"models": models, "builtinVaes": choices["builtin_vaes"], "samplers": choices["samplers"],
+                "schedulers": choices["schedulers"],
                 "workflows": workflows, "liveWorkers": len(catalogs),
                 "workers": [{"workerId": c.get("workerId"), "comfyuiVersion": c.get("comfyuiVersion"),
                              "devices": c.get("devices", []), "workflows": workflow_names(c),
@@ -271,7 +273,8 @@ class RenderService:
             job = jobs.get_job(session, job_id)
             if job is None:
                 raise NotFound("No such job.", code="JOB_NOT_FOUND")
-            return {"id": job.id, "userId": job.user_id, "status": job.status}
+            return {"id": job.id, "userId": job.user_id, "status": job.status,
+                    "settled": job.settled_at is not None}
 
     def job_outputs(self, job_id: str) -> dict[str, Any]:
         with self.db.read() as session:

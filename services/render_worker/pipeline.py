@@ -2,12 +2,14 @@
 
 Claim (only a queued, uncancelled job, or a running one whose worker died) → pick the
 workflow variant this ComfyUI runs → upload the source image under a per-job name →
-build the graph → run it in ComfyUI → per image: fetch, store original and thumbnail,
-insert the output row (commit), capture its price (key ``capture:<job>:<index>``),
-publish ``job.image`` → finish and release the rest of the hold (key ``release:<job>``).
+build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
+per image: fetch, store original and thumbnail, insert the output row (commit), capture
+its price, publish ``job.image`` → record the final state, then settle the hold and
+announce the outcome (``services.render.outbox``).
 Every step is idempotent, so a redelivered message repeats nothing that already
 happened, and a finished job is skipped. The job succeeds only when every requested
-image was delivered and charged.
+image was delivered. A credits or Redis outage never fails a job: what credits did not
+take and an event Redis did not take are left in the job's outbox for the reconciler.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import io
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -40,6 +42,7 @@ from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRe
 from services.render.config import RenderConfig
 from services.render.dispatch import clear_marker, publish_positions, send_job
 from services.render.models import RenderJob
+from services.render.outbox import JobOutbox
 from services.render.workflows import Template, TemplateStore, Variant, build_graph
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ class RenderContext:
     storage: Storage
     worker_id: str
     templates: TemplateStore
+    outbox: JobOutbox
     celery: Celery | None = None
     capabilities_cache: tuple[float, set[str], dict[str, list[str]]] | None = None
 
@@ -82,14 +86,19 @@ class RenderContext:
 
 
 def build_context(settings: Settings, config: RenderConfig, worker_id: str, celery: Celery | None = None,
-                  templates: TemplateStore | None = None) -> RenderContext:
-    return RenderContext(settings=settings, config=config, db=Database(settings.render_database_url),
+                  templates: TemplateStore | None = None, credits_retry_seconds: float | None = None) -> RenderContext:
+    """``credits_retry_seconds`` (default ``RENDER_CREDITS_RETRY_SECONDS``) bounds how long one
+    settlement waits for credits before leaving the job to the reconciler."""
+    db = Database(settings.render_database_url)
+    credits = CreditsClient(settings.credits_url, settings.service_token)
+    gallery = GalleryClient(settings.gallery_url, settings.service_token, timeout=(2.0, 5.0))
+    events = EventBus(redis_client(settings.redis_url))
+    retry = config.credits_retry_seconds if credits_retry_seconds is None else credits_retry_seconds
+    return RenderContext(settings=settings, config=config, db=db,
                          comfyui=ComfyUIClient(config.comfyui_url, retry_seconds=config.comfyui_retry_seconds),
-                         credits=CreditsClient(settings.credits_url, settings.service_token),
-                         gallery=GalleryClient(settings.gallery_url, settings.service_token, timeout=10.0),
-                         events=EventBus(redis_client(settings.redis_url)),
-                         storage=make_storage(settings), worker_id=worker_id,
-                         templates=templates or TemplateStore(), celery=celery)
+                         credits=credits, gallery=gallery, events=events, storage=make_storage(settings),
+                         worker_id=worker_id, templates=templates or TemplateStore(defaults=config.parameter_defaults),
+                         outbox=JobOutbox(db, credits, events, gallery, retry), celery=celery)
 
 
 class JobFailed(Exception):
@@ -100,6 +109,15 @@ class JobFailed(Exception):
 
 class PassOn(Exception):
     """This worker cannot serve the job; another worker of the pool may."""
+
+
+@dataclass
+class Delivery:
+    """What one attempt delivered so far: images recorded, and those whose capture went through."""
+
+    delivered: int = 0
+    captured: set[int] = field(default_factory=set)
+    credits_answering: bool = True
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
@@ -115,43 +133,43 @@ def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
     _publish(ctx, job, "job.started", {"attempt": job.attempts, "worker": ctx.worker_id})
     template = ctx.templates.get(job.workflow)
     _publish_positions(ctx, job, template)
-    delivered = 0
+    delivery = Delivery()
     try:
         if job.attempts > ctx.config.max_attempts:
             raise JobFailed(f"The job was interrupted {job.attempts - 1} times (its worker kept dying).",
                             "TOO_MANY_ATTEMPTS")
         if template is None:
             raise JobFailed(f"The workflow {job.workflow!r} is no longer available.", "WORKFLOW_UNAVAILABLE")
-        delivered = _run(ctx, job, template, hops)
+        _run(ctx, job, template, hops, delivery)
     except PassOn:
         return
     except PromptInterrupted:
-        _finish(ctx, job, "cancelled", delivered=_delivered(ctx, job))
+        _finish(ctx, job, "cancelled", delivery.captured)
     except (ComfyUIError, JobFailed) as exc:
         log.warning("job %s failed: %s %s", job_id, exc.code, exc.message)
-        _finish(ctx, job, "failed", delivered=_delivered(ctx, job), code=exc.code, error_class=exc.error_class,
+        _finish(ctx, job, "failed", delivery.captured, code=exc.code, error_class=exc.error_class,
                 message=exc.message)
     except ServiceError as exc:
         log.warning("job %s failed: a platform service answered %s %s", job_id, exc.code, exc.message)
-        _finish(ctx, job, "failed", delivered=_delivered(ctx, job), code=exc.code or "SERVICE_UNAVAILABLE",
+        _finish(ctx, job, "failed", delivery.captured, code=exc.code or "SERVICE_UNAVAILABLE",
                 error_class="system", message="A platform service failed during the render; try again.")
     except Exception:
         log.exception("job %s failed unexpectedly", job_id)
-        _finish(ctx, job, "failed", delivered=_delivered(ctx, job), code="INTERNAL_ERROR", error_class="system",
+        _finish(ctx, job, "failed", delivery.captured, code="INTERNAL_ERROR", error_class="system",
                 message="The render failed on our side.")
     else:
-        if delivered < job.images_requested:
-            code = "NO_OUTPUT" if delivered == 0 else "PARTIAL_OUTPUT"
-            _finish(ctx, job, "failed", delivered=delivered, code=code, error_class="system",
-                    message=f"ComfyUI produced {delivered} of {job.images_requested} images; "
+        if delivery.delivered < job.images_requested:
+            code = "NO_OUTPUT" if delivery.delivered == 0 else "PARTIAL_OUTPUT"
+            _finish(ctx, job, "failed", delivery.captured, code=code, error_class="system",
+                    message=f"ComfyUI produced {delivery.delivered} of {job.images_requested} images; "
                             "the missing ones were not charged.")
         else:
-            _finish(ctx, job, "succeeded", delivered=delivered)
+            _finish(ctx, job, "succeeded", delivery.captured)
     finally:
         _publish_positions(ctx, job, template)
 
 
-def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int) -> int:
+def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int, delivery: Delivery) -> None:
     node_classes, choices = ctx.capabilities()
     variant = template.variant_for(node_classes, choices)
     missing = _missing_models(template, job.params, choices)
@@ -162,17 +180,32 @@ def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int) -> i
     deadline = time.monotonic() + min(template.deadline_seconds, ctx.settings.job_deadline_seconds)
     refs = _adopt_previous_prompt(ctx, job, variant)
     if refs is None:
-        if hooks.should_cancel():
-            raise PromptInterrupted(job.id)
-        overrides = {name: _upload_source(ctx, job) for name in template.image_parameters if name in params}
-        graph = build_graph(template, variant, params, overrides)
-        prompt_id = str(uuid.uuid4())
-        with ctx.db.transaction() as session:
-            jobs.record_prompt(session, job.id, prompt_id, variant.name, graph)
-        refs = ctx.comfyui.run(graph, variant.outputs, deadline=deadline, prompt_id=prompt_id,
-                               hooks=RunHooks(on_progress=hooks.progress, on_preview=hooks.preview,
-                                              should_cancel=hooks.should_cancel))
-    return _deliver(ctx, job, refs)
+        try:
+            refs = _submit(ctx, job, template, variant, params, hooks, deadline)
+        except ComfyUIError as exc:
+            if exc.code != "PROMPT_LOST" or not ctx.config.resubmit_lost:
+                raise
+            # A ComfyUI restart forgot the prompt: the same graph (same seed) once more delivers
+            # what the user paid for; the image keys and the hold are the job's, so nothing is
+            # charged twice.
+            log.warning("job %s: ComfyUI lost prompt %s; submitting it once more", job.id, exc.message)
+            refs = _submit(ctx, job, template, variant, params, hooks, deadline)
+    _deliver(ctx, job, refs, delivery)
+
+
+def _submit(ctx: RenderContext, job: RenderJob, template: Template, variant: Variant, params: dict[str, Any],
+            hooks: "_Hooks", deadline: float) -> list[ImageRef]:
+    """Upload the source, build the graph, record the prompt id, run it in ComfyUI."""
+    if hooks.should_cancel():
+        raise PromptInterrupted(job.id)
+    overrides = {name: _upload_source(ctx, job) for name in template.image_parameters if name in params}
+    graph = build_graph(template, variant, params, overrides)
+    prompt_id = str(uuid.uuid4())
+    with ctx.db.transaction() as session:
+        jobs.record_prompt(session, job.id, prompt_id, variant.name, graph)
+    return ctx.comfyui.run(graph, variant.outputs, deadline=deadline, prompt_id=prompt_id,
+                           hooks=RunHooks(on_progress=hooks.progress, on_preview=hooks.preview,
+                                          should_cancel=hooks.should_cancel))
 
 
 def _missing_models(template: Template, params: dict[str, Any], choices: dict[str, list[str]]) -> list[str]:
@@ -239,26 +272,30 @@ def _upload_source(ctx: RenderContext, job: RenderJob) -> str:
     return ctx.comfyui.upload_image(data, f"aigc-job-{job.id}-{job.attempts}.{extension}")
 
 
-def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef]) -> int:
-    """Fetch, store, record, charge and announce each image; returns how many were delivered."""
-    delivered = 0
+def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery: Delivery) -> None:
+    """Fetch, store, record, charge and announce each image, noting each step in ``delivery``.
+
+    Once credits does not take a capture, the remaining images are delivered without trying:
+    the settlement at the end charges every delivered image that is still owed.
+    """
     for index, ref in enumerate(refs[:job.images_requested]):
         data = ctx.comfyui.fetch_image(ref)
         file = _store(ctx.storage, index, data)
         with ctx.db.transaction() as session:
             output = jobs.add_output(session, job, file)
-        ctx.credits.capture(job.id, f"capture:{job.id}:{index}")
-        delivered += 1
+        if output is None:
+            log.warning("job %s was finished while delivering image %s; keeping nothing more", job.id, index)
+            return
+        delivery.delivered += 1
+        if delivery.credits_answering:
+            if ctx.outbox.capture_image(job, index):
+                delivery.captured.add(index)
+            else:
+                delivery.credits_answering = False
         _publish(ctx, job, "job.image", {"outputId": output.id, "index": index,
                                          "imageUrl": ctx.storage.signed_url(output.image_key),
                                          "thumbnailUrl": ctx.storage.signed_url(output.thumbnail_key),
                                          "width": output.width, "height": output.height})
-    return delivered
-
-
-def _delivered(ctx: RenderContext, job: RenderJob) -> int:
-    with ctx.db.read() as session:
-        return len(jobs.outputs_of(session, [job.id])[job.id])
 
 
 def _store(storage: Storage, index: int, data: bytes) -> jobs.OutputFile:
@@ -287,32 +324,20 @@ def _store(storage: Storage, index: int, data: bytes) -> jobs.OutputFile:
 def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str) -> bool:
     """Fail a job from outside its worker (the reconciler): charge what was delivered, return
     the rest of the hold. False when the job had finished already."""
-    return _finish(ctx, job, "failed", delivered=_delivered(ctx, job), code=code, error_class="system",
-                   message=message)
+    return _finish(ctx, job, "failed", code=code, error_class="system", message=message)
 
 
-def _finish(ctx: RenderContext, job: RenderJob, status: str, *, delivered: int = 0, code: str | None = None,
-            error_class: str | None = None, message: str | None = None) -> bool:
-    """Record the final state, return the unspent hold, then announce it; False when the job
-    had finished already."""
+def _finish(ctx: RenderContext, job: RenderJob, status: str, captured: set[int] | None = None, *,
+            code: str | None = None, error_class: str | None = None, message: str | None = None) -> bool:
+    """Record the final state, then settle the hold and announce the outcome; False when the
+    job had finished already. Neither waits for credits or Redis beyond the outbox's retries."""
     with ctx.db.transaction() as session:
         changed = jobs.finish_job(session, job.id, status, error_code=code, error_class=error_class,
                                   error_message=message)
     if not changed:
         log.info("job %s was already finished; not finishing it again", job.id)
         return False
-    released = ctx.credits.release(job.id, f"release:{job.id}").get("released", 0)
-    charged = delivered * job.price_per_image
-    if status == "succeeded":
-        _publish(ctx, job, "job.succeeded", {"images": delivered, "charged": charged})
-    elif status == "failed":
-        _publish(ctx, job, "job.failed", {"errorCode": code, "errorClass": error_class, "message": message,
-                                          "refunded": released, "images": delivered, "charged": charged})
-        ctx.gallery.notify(job.user_id, "job.failed", "生成失败 / Generation failed", message or "",
-                                 {"jobId": job.id, "errorCode": code, "refunded": released},
-                                 dedupe_key=f"job.failed:{job.id}")
-    else:
-        _publish(ctx, job, "job.cancelled", {"refunded": released, "images": delivered, "charged": charged})
+    ctx.outbox.complete(job.id, captured or set())
     return True
 
 

@@ -7,8 +7,9 @@ that ComfyUI can run and keeps ``RENDER_PROMPTS_IN_FLIGHT`` prompts inside it. P
 worker is ready it adds the queues of every workflow its ComfyUI can run.
 
 A worker id is ``<celery hostname>#<boot token>``: unique per start, shared by the pool's
-processes. While the worker lives, a thread refreshes its heartbeat and catalog, and a
-second one runs the reconciler (one pass at a time in the whole pool).
+processes. While the worker lives, a thread refreshes its heartbeat and catalog. Jobs of
+dead workers, lost messages and unsettled credits are the reconciler's, a process of its
+own (``services.render_worker.reconciler``), so they are looked after with no worker alive.
 """
 from __future__ import annotations
 
@@ -27,7 +28,6 @@ from services.render_worker.comfyui import ComfyUIError
 from services.render.config import load_config
 from services.render.dispatch import queue_name
 from services.render_worker.pipeline import RenderContext, build_context
-from services.render_worker.reconciler import ReconcilerThread
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ BOOT_TOKEN = uuid.uuid4().hex[:8]
 
 _lock = threading.Lock()
 _contexts: dict[str, RenderContext] = {}
-_threads: list[CatalogPublisher | ReconcilerThread] = []
+_threads: list[CatalogPublisher] = []
 
 
 def worker_id(hostname: str | None) -> str:
@@ -68,7 +68,7 @@ def capable_queues(ctx: RenderContext) -> list[str]:
 
 @worker_ready.connect
 def start_worker_threads(sender, **_kwargs) -> None:
-    """Consume the capable queues, then start the heartbeat/catalog and reconciler threads."""
+    """Consume the capable queues, then start the heartbeat/catalog thread."""
     ctx = context(sender.hostname)
     try:
         for queue in capable_queues(ctx):
@@ -81,9 +81,7 @@ def start_worker_threads(sender, **_kwargs) -> None:
                                  alive_ttl=config.alive_ttl, object_info_seconds=config.object_info_seconds)
     publisher.refresh()
     publisher.start()
-    reconciler = ReconcilerThread(ctx)
-    reconciler.start()
-    _threads.extend([publisher, reconciler])
+    _threads.append(publisher)
     log.info("render worker %s serving %s on %s", ctx.worker_id, queues, config.comfyui_url)
 
 

@@ -1,6 +1,8 @@
-"""A private render stack per test module: its own redis-server, SQLite database, credits
-and gateway servers (threads), ComfyUI emulators and render workers (subprocesses
-started as ``python -m services.render_worker --comfyui URL``).
+"""A private render stack per test module: its own redis-server and database (SQLite unless
+given another), the gateway (a thread), and as subprocesses started the way ``make run``
+starts them (``deploy.local.service_commands``): credits, the reconciler and, on demand,
+the gallery; plus ComfyUI emulators and render workers
+(``python -m services.render_worker --comfyui URL``).
 
 The private Redis keeps these tests away from the shared one (other sessions flush it)
 and lets a test restart Redis. Timings are shortened through the render settings
@@ -29,6 +31,7 @@ import websocket
 from sqlalchemy import text
 from werkzeug.serving import make_server
 
+from deploy.local import service_commands
 from services.credits.client import CreditsClient
 from shared.config import PROJECT_ROOT, Settings, load_settings
 from shared.db import Database
@@ -51,10 +54,14 @@ class RedisServer:
         self.proc: subprocess.Popen | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, fresh: bool = False) -> None:
+    def start(self, fresh: bool = False, append_only: bool = True) -> None:
+        """Start on the same port; ``fresh`` in an empty data folder, ``append_only`` False without
+        the append-only file (so a kill loses everything since the start)."""
         directory = self.data_dir / (uuid.uuid4().hex[:6] if fresh else "data")
-        self.proc = subprocess.Popen(redis_server_command(self.binary, self.port, directory),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = redis_server_command(self.binary, self.port, directory)
+        if not append_only:
+            command[command.index("--appendonly") + 1] = "no"
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: redis_answers(self.url), 10, "redis-server to start")
 
     def stop(self) -> None:
@@ -66,8 +73,8 @@ class RedisServer:
 class ServerThread:
     """A WSGI app served by werkzeug in a thread (threaded, WebSockets work via flask-sock)."""
 
-    def __init__(self, app) -> None:
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+    def __init__(self, app, port: int = 0) -> None:
+        self.server = make_server("127.0.0.1", port, app, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"
@@ -86,7 +93,12 @@ class Proc:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def send(self, sig: int) -> None:
+        """Signal the process group without waiting (SIGSTOP, SIGCONT)."""
+        os.killpg(self.proc.pid, sig)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the process group and wait until the process is gone (SIGKILL after 15 s)."""
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, sig)
@@ -115,16 +127,41 @@ class Stack:
     redis: RedisServer
     settings: Settings
     env: dict[str, str]
-    credits_server: ServerThread | None = None
     gateway_server: ServerThread | None = None
+    services: dict[str, Proc] = field(default_factory=dict)
     emulators: dict[str, tuple[Proc, str]] = field(default_factory=dict)
     workers: dict[str, Proc] = field(default_factory=dict)
 
     # -- processes --------------------------------------------------------------------
-    def start_emulator(self, name: str, *args: str) -> str:
-        port = free_port()
+    @property
+    def credits_url(self) -> str:
+        return self.settings.credits_url
+
+    def start_service(self, name: str) -> Proc:
+        """Start one of ``make run``'s processes (``credits``, ``gallery``, ``reconciler``, …) and
+        wait until it answers (a web service) or has run for a moment (the others)."""
+        log = self.tmp / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(service_commands(self.settings)[name], cwd=PROJECT_ROOT,
+                                    env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        service = self.services[name] = Proc(name, proc, log)
+        url = {"credits": self.settings.credits_url, "gallery": self.settings.gallery_url}.get(name)
+        if url:
+            _wait(lambda: _answers(url + "/readyz") or proc.poll() is not None, 30, f"{name} to answer")
+        else:
+            time.sleep(0.5)
+        assert proc.poll() is None, service.output()[-3000:]
+        return service
+
+    def stop_service(self, name: str, sig: int = signal.SIGTERM) -> None:
+        self.services.pop(name).kill(sig)
+
+    def start_emulator(self, name: str, *args: str, port: int | None = None) -> str:
+        """Start emulator ``name`` (again, on its old ``port`` after it died: a ComfyUI restart)."""
+        port = port or free_port()
         log = self.tmp / f"emulator-{name}.log"
-        with open(log, "wb") as out:
+        with open(log, "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "services.comfyui_emulator", "--port", str(port),
                                      "--data-dir", str(self.tmp / f"comfy-{name}"), "--step-delay", "0.02",
                                      "--load-delay", "0.01", *args], cwd=PROJECT_ROOT, stdout=out,
@@ -166,7 +203,7 @@ class Stack:
 
     def user(self) -> "User":
         user_id = random.randint(10**7, 10**9)
-        CreditsClient(self.credits_server.url, SERVICE_TOKEN).open_account(user_id)
+        CreditsClient(self.credits_url, SERVICE_TOKEN).open_account(user_id)
         now = dt.datetime.now(dt.timezone.utc)
         token = jwt.encode({"sub": str(user_id), "username": f"u{user_id}", "role": "user", "type": "access",
                             "jti": uuid.uuid4().hex, "iat": now, "exp": now + dt.timedelta(minutes=30)},
@@ -216,7 +253,7 @@ class User:
         return requests.delete(self.stack.gateway(f"/api/jobs/{job_id}"), headers=self.headers, timeout=10)
 
     def balance(self) -> dict:
-        return CreditsClient(self.stack.credits_server.url, SERVICE_TOKEN).open_account(self.id)
+        return CreditsClient(self.stack.credits_url, SERVICE_TOKEN).open_account(self.id)
 
     def settles_at(self, expected: dict, timeout: float = 5) -> bool:
         """The balance reaches ``expected`` (a worker releases a hold just after the job turns final)."""
@@ -270,13 +307,15 @@ def _answers(url: str) -> bool:
         return False
 
 
-def build_stack(tmp: Path, **extra_env: str) -> Stack:
+def build_stack(tmp: Path, database_url: str | None = None, **extra_env: str) -> Stack:
     redis = RedisServer(tmp / "redis")
     redis.start()
     keys = tmp / "keys"
     env = {
-        "APP_ENV": "test", "DATA_DIR": str(tmp / "data"), "DATABASE_URL": f"sqlite:///{tmp / 'render.db'}",
-        "REDIS_URL": redis.url, "SERVICE_TOKEN": SERVICE_TOKEN,
+        "APP_ENV": "test", "DATA_DIR": str(tmp / "data"),
+        "DATABASE_URL": database_url or f"sqlite:///{tmp / 'render.db'}",
+        "REDIS_URL": redis.url, "SERVICE_TOKEN": SERVICE_TOKEN, "GATEWAY_PORT": str(free_port()),
+        "AUTH_PORT": str(free_port()), "CREDITS_PORT": str(free_port()), "GALLERY_PORT": str(free_port()),
         "JWT_PRIVATE_KEY_PATH": str(keys / "jwt_private.pem"), "JWT_PUBLIC_KEY_PATH": str(keys / "jwt_public.pem"),
         "RENDER_QUEUE": f"render-e2e-{uuid.uuid4().hex[:6]}", "JOB_DEADLINE_SECONDS": "60",
         "RENDER_HEARTBEAT_SECONDS": "1", "RENDER_RECONCILE_SECONDS": "1", "RENDER_LOST_MESSAGE_SECONDS": "2",
@@ -289,15 +328,13 @@ def build_stack(tmp: Path, **extra_env: str) -> Stack:
     for service in SERVICES:
         upgrade(service, settings.database_url)
     stack = Stack(tmp, redis, settings, env)
-    from services.credits.app import create_app as credits_app
-    stack.credits_server = ServerThread(credits_app(settings))
-    env["CREDITS_URL"] = stack.credits_server.url
-    stack.settings = settings = load_settings(env)
+    stack.start_service("credits")
+    stack.start_service("reconciler")
     from services.gateway.app import create_app as gateway_app
     old = {name: os.environ.get(name) for name in env}
     os.environ.update(env)  # the render config is read from the environment
     try:
-        stack.gateway_server = ServerThread(gateway_app(settings))
+        stack.gateway_server = ServerThread(gateway_app(settings), settings.gateway_port)
     finally:
         for name, value in old.items():
             if value is None:
@@ -312,9 +349,12 @@ def teardown_stack(stack: Stack) -> None:
         worker.kill(signal.SIGTERM)
     for proc, _ in stack.emulators.values():
         proc.kill(signal.SIGTERM)
-    for server in (stack.gateway_server, stack.credits_server):
-        if server:
-            server.stop()
+    for service in list(stack.services.values()):
+        if service.proc.poll() is None:
+            service.send(signal.SIGCONT)  # a paused process must run to hear SIGTERM
+        service.kill(signal.SIGTERM)
+    if stack.gateway_server:
+        stack.gateway_server.stop()
     stack.redis.stop()
 
 

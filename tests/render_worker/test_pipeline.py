@@ -82,6 +82,7 @@ def test_two_image_job_succeeds_charges_30_and_announces_in_order(ctx, user_id, 
     job, outputs = job_state(ctx, job_id)
     assert job.status == "succeeded" and job.progress == 100 and job.images_delivered == 2 and job.attempts == 1
     assert job.comfy_prompt_id and job.worker == "render@test" and job.error_code is None
+    assert job.settled_at is not None
     assert [output.index for output in outputs] == [0, 1]
     for output in outputs:
         assert ctx.storage.exists(output.image_key) and ctx.storage.exists(output.thumbnail_key)
@@ -97,7 +98,7 @@ def test_two_image_job_succeeds_charges_30_and_announces_in_order(ctx, user_id, 
     progress = [event["data"] for event in events if event["type"] == "job.progress"]
     assert progress[-1]["step"] == progress[-1]["totalSteps"] == 5 and 0 < progress[-1]["percent"] < 100
     assert [p["percent"] for p in progress] == sorted(p["percent"] for p in progress)
-    assert events[-1]["data"] == {"jobId": job_id, "images": 2, "charged": 30}
+    assert events[-1]["data"] == {"jobId": job_id, "images": 2, "charged": 30, "refunded": 0, "settled": True}
     assert events[-2]["data"]["imageUrl"].startswith(ctx.storage.url(outputs[1].image_key) + "?exp=")
 
 
@@ -185,4 +186,4 @@ def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel)
     assert job.status == "cancelled" and outputs == []
     assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
     assert [event["data"] for event in channel() if event["type"] == "job.cancelled"] == [
-        {"jobId": job_id, "refunded": 15, "images": 0, "charged": 0}]
+        {"jobId": job_id, "refunded": 15, "images": 0, "charged": 0, "settled": True}]
