@@ -215,6 +215,42 @@ def test_internal_job_lookup_for_the_credits_sweeper(app, user, live_worker, ser
     assert client.get(f"/internal/jobs/{job_id}/outputs", headers=service_headers).json["data"] == {"items": []}
 
 
+def test_a_cancel_while_credits_is_down_stands_and_the_hold_sweeper_waits_for_its_refund(
+        render_settings, render_config, queue, app, user, live_worker, service_headers):
+    from services.render.client import RenderClient
+    from shared.embedded import free_port
+    from tests.conftest import serve
+
+    user_id, headers = user
+    job_id = app.test_client().post("/api/generate", json=BODY, headers=headers).json["data"]["job"]["id"]
+    down = create_app(replace(render_settings, credits_url=f"http://127.0.0.1:{free_port()}"),
+                      replace(render_config, queue_prefix=queue))
+    cancelled = down.test_client().delete(f"/api/jobs/{job_id}", headers=headers)
+    assert cancelled.status_code == 200, cancelled.json
+    assert cancelled.json["data"]["status"] == "cancelled" and cancelled.json["data"]["settledAt"] is None
+    assert balance(render_settings, user_id) == {"available": 470, "held": 30}
+
+    served = serve(app)
+    try:
+        jobs = RenderClient(served.url, render_settings.service_token)
+        assert jobs.job_status(job_id) == "settling", "credits' sweeper keeps the hold of a job still settling"
+        assert app.extensions["render"].outbox.settle(job_id)
+        assert jobs.job_status(job_id) == "cancelled"
+    finally:
+        served.stop()
+        down.extensions["render"].db.dispose()
+    assert balance(render_settings, user_id) == {"available": 500, "held": 0}
+    assert app.test_client().get(f"/api/jobs/{job_id}", headers=headers).json["data"]["settledAt"]
+
+
+def test_models_lists_vae_files_as_models_and_comfyuis_builtin_options_apart(app, redis):
+    publish_catalog(redis, {"workerId": "render@flux", "vaes": ["ae.safetensors"],
+                            "builtin_vaes": ["taesd", "pixel_space"], "workflows": ["flux_text2img"], "slots": 1})
+    data = app.test_client().get("/api/models").json["data"]
+    assert [m["name"] for m in data["models"] if m["kind"] == "vaes"] == ["ae.safetensors"]
+    assert data["builtinVaes"] == ["taesd", "pixel_space"]
+
+
 def _png(width: int, height: int, image_format: str = "PNG") -> bytes:
     import io
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from services.render import workflows
+from services.render.config import RenderConfig
 from services.render.workflows import (RANDOM_SEED_LIMIT, TemplateError, TemplateStore, build_graph,
                                               load_templates, parse_template, validate_params)
 from shared.errors import Unprocessable
@@ -171,6 +172,27 @@ def test_a_value_may_feed_several_inputs_and_be_scaled():
         "image": ["3", 0], "upscale_method": "lanczos", "scale_by": 1.0}
     assert build_graph(upscale, upscale.variant("resize"), params)["4"]["inputs"]["scale_by"] == 4
     assert "scale" in errors_of(upscale, {"sourceImage": "upload:abc", "scale": 3}, {})
+
+
+FLUX_CHOICES = {"diffusion_models": ["flux_demo.safetensors"],
+                "text_encoders": ["clip_l.safetensors", "t5xxl_demo.safetensors"],
+                "samplers": ["euler"], "schedulers": ["simple"]}
+
+
+def test_fluxs_vae_is_the_configured_file_never_a_guess_from_the_catalog():
+    store = TemplateStore(defaults=RenderConfig(flux_vae="flux_ae.safetensors").parameter_defaults)
+    flux = store.get("flux_text2img")
+    chosen = validate_params(flux, {"prompt": "p"}, {**FLUX_CHOICES, "vaes": ["sdxl_vae.safetensors",
+                                                                             "flux_ae.safetensors"]})
+    assert chosen["vae"] == "flux_ae.safetensors"
+    details = errors_of(flux, {"prompt": "p"}, {**FLUX_CHOICES, "vaes": ["ae_other.safetensors"],
+                                               "builtin_vaes": ["pixel_space"]})
+    assert details == {"vae": ["Not available: 'flux_ae.safetensors'."]}, "no other file, no built-in option"
+    named = validate_params(flux, {"prompt": "p", "vae": "ae_other.safetensors"},
+                            {**FLUX_CHOICES, "vaes": ["ae_other.safetensors"]})
+    assert named["vae"] == "ae_other.safetensors", "a user may still name a VAE file"
+    with pytest.raises(TemplateError):
+        flux.with_defaults({"nope": 1})
 
 
 def test_pixel_cap_holds_even_within_each_bound(template):

@@ -173,6 +173,12 @@ def test_catalog_reads_both_combo_spellings(client):
     assert combo_choices(["INT", {"min": 1}]) == []
 
 
+def test_builtin_vae_options_are_listed_apart_from_vae_files(client):
+    catalog = collect_catalog(client, "render@test", load_templates(), ["render.flux_text2img"], 1)
+    assert catalog["vaes"] == ["ae.safetensors"], "pixel_space and taesd are ComfyUI's options, not files"
+    assert catalog["builtin_vaes"] == ["taesd", "pixel_space"]
+
+
 def test_preview_frames_in_both_layouts():
     jpeg = b"\xff\xd8jpeg"
     assert preview_image(struct.pack(">II", 1, 1) + jpeg, "p1") == jpeg

@@ -1,78 +1,12 @@
 """render_job end to end: emulator + real credits service + real Redis + real database."""
 from __future__ import annotations
 
-import json
-import random
-from dataclasses import replace
-
-import pytest
 from sqlalchemy import text
 
 from services.render import jobs
-from services.render_worker.pipeline import RenderContext, build_context, render_job
-from services.render.workflows import validate_params
-from shared.events import redis_client, user_channel
+from services.render_worker.pipeline import render_job
 
-from tests.render_fixtures import MODEL
-
-
-@pytest.fixture
-def ctx(render_settings, render_config):
-    context = build_context(render_settings, replace(render_config, comfyui_retry_seconds=1.0), "render@test")
-    yield context
-    context.comfyui.close()
-    context.credits.close()
-    context.db.dispose()
-
-
-@pytest.fixture
-def user_id(ctx) -> int:
-    user = random.randint(10**6, 10**9)
-    assert ctx.credits.open_account(user) == {"available": 500, "held": 0}
-    return user
-
-
-@pytest.fixture
-def channel(render_settings, user_id):
-    """Collects the user's live events (subscribed before the job runs)."""
-    pubsub = redis_client(render_settings.redis_url).pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(user_channel(user_id))
-    pubsub.get_message(timeout=1)
-
-    def drain() -> list[dict]:
-        events = []
-        while (message := pubsub.get_message(timeout=0.5)) is not None:
-            events.append(json.loads(message["data"]))
-        return events
-
-    yield drain
-    pubsub.close()
-
-
-def admit(ctx: RenderContext, user_id: int, **raw) -> str:
-    """What the gateway does at admission: validate, hold, insert."""
-    template = ctx.templates.get("text2img")
-    params = validate_params(template, {"prompt": "a lighthouse", "model": MODEL, "width": 64, "height": 64,
-                                        "steps": 5, **raw})
-    job_id = jobs.new_job_id()
-    hold = ctx.credits.hold(user_id, job_id, "text2img", params["batchSize"], "test")
-    with ctx.db.transaction() as session:
-        jobs.create_job(session, job_id=job_id, user_id=user_id, template=template, params=params,
-                        price_per_image=hold["pricePerImage"], queue="render.text2img")
-    return job_id
-
-
-def job_state(ctx: RenderContext, job_id: str):
-    with ctx.db.transaction() as session:
-        job = jobs.get_job(session, job_id)
-        return job, jobs.outputs_of(session, [job_id])[job_id]
-
-
-def ledger(ctx: RenderContext, user_id: int) -> list[tuple[str, int, int]]:
-    with ctx.db.engine.connect() as connection:
-        rows = connection.execute(text("SELECT type, amount, held_change FROM credit_ledger WHERE user_id = :u "
-                                       "ORDER BY id"), {"u": user_id})
-        return [tuple(row) for row in rows]
+from tests.render_worker.helpers import admit, job_state, ledger
 
 
 def test_two_image_job_succeeds_charges_30_and_announces_in_order(ctx, user_id, channel):
