@@ -188,7 +188,7 @@ def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int, deli
             # A ComfyUI restart forgot the prompt: the same graph (same seed) once more delivers
             # what the user paid for; the image keys and the hold are the job's, so nothing is
             # charged twice.
-            log.warning("job %s: ComfyUI lost prompt %s; submitting it once more", job.id, exc.message)
+            log.warning("job %s: %s Submitting the prompt once more.", job.id, exc.message)
             refs = _submit(ctx, job, template, variant, params, hooks, deadline)
     _deliver(ctx, job, refs, delivery)
 
