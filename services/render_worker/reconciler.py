@@ -140,7 +140,9 @@ class Reconciler:
     def _unserved(self, report: Report) -> None:
         """Fail the queued jobs of queues no live worker has offered within the grace."""
         ctx, now = self.ctx, time.monotonic()
-        offered = {queue for catalog in read_live_catalogs(ctx.events.redis) for queue in catalog.get("queues", [])}
+        # A killed worker's catalog outlives it (its key's TTL); its heartbeat does not.
+        offered = {queue for catalog in read_live_catalogs(ctx.events.redis) if ctx.alive(catalog.get("workerId"))
+                   for queue in catalog.get("queues", [])}
         self.offered_at.update((queue, now) for queue in offered)
         grace = ctx.config.no_worker_grace_seconds
         with ctx.db.read() as session:

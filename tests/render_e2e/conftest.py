@@ -1,6 +1,6 @@
 """A private render stack per test module: its own redis-server and database (SQLite unless
-given another), the gateway (a thread), and as subprocesses started the way ``make run``
-starts them (``deploy.local.service_commands``): credits, the reconciler and, on demand,
+given another); as subprocesses started the way ``make run`` starts them
+(``deploy.local.service_commands``): credits, the gateway, the reconciler and, on demand,
 the gallery; plus ComfyUI emulators and render workers
 (``python -m services.render_worker --comfyui URL``).
 
@@ -17,7 +17,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -29,7 +28,6 @@ import pytest
 import requests
 import websocket
 from sqlalchemy import text
-from werkzeug.serving import make_server
 
 from deploy.local import service_commands
 from services.credits.client import CreditsClient
@@ -42,6 +40,8 @@ from shared.tokens import ensure_dev_keys
 pytestmark = pytest.mark.e2e
 SERVICE_TOKEN = "render-e2e-service-token"
 MODEL = "sd15_demo.safetensors"
+# What a render worker logs once its heartbeat and catalog are published (services.render_worker.worker).
+READY_LINE = " serving ["
 
 
 class RedisServer:
@@ -51,37 +51,23 @@ class RedisServer:
             pytest.skip("no redis-server binary")
         self.port = free_port()
         self.data_dir = data_dir
+        self.directory = data_dir / "data"
         self.proc: subprocess.Popen | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, fresh: bool = False, append_only: bool = True) -> None:
-        """Start on the same port; ``fresh`` in an empty data folder, ``append_only`` False without
-        the append-only file (so a kill loses everything since the start)."""
-        directory = self.data_dir / (uuid.uuid4().hex[:6] if fresh else "data")
-        command = redis_server_command(self.binary, self.port, directory)
-        if not append_only:
-            command[command.index("--appendonly") + 1] = "no"
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def start(self, fresh: bool = False) -> None:
+        """Start on the same port, from the data folder of the last start (its append-only file),
+        or ``fresh`` from an empty one: a Redis that lost everything."""
+        if fresh:
+            self.directory = self.data_dir / uuid.uuid4().hex[:6]
+        self.proc = subprocess.Popen(redis_server_command(self.binary, self.port, self.directory),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(lambda: redis_answers(self.url), 10, "redis-server to start")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
-
-
-class ServerThread:
-    """A WSGI app served by werkzeug in a thread (threaded, WebSockets work via flask-sock)."""
-
-    def __init__(self, app, port: int = 0) -> None:
-        self.server = make_server("127.0.0.1", port, app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.thread.join(timeout=5)
 
 
 @dataclass
@@ -127,7 +113,6 @@ class Stack:
     redis: RedisServer
     settings: Settings
     env: dict[str, str]
-    gateway_server: ServerThread | None = None
     services: dict[str, Proc] = field(default_factory=dict)
     emulators: dict[str, tuple[Proc, str]] = field(default_factory=dict)
     workers: dict[str, Proc] = field(default_factory=dict)
@@ -146,9 +131,11 @@ class Stack:
                                     env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         service = self.services[name] = Proc(name, proc, log)
-        url = {"credits": self.settings.credits_url, "gallery": self.settings.gallery_url}.get(name)
-        if url:
-            _wait(lambda: _answers(url + "/readyz") or proc.poll() is not None, 30, f"{name} to answer")
+        # The gateway's /readyz wants auth and the gallery too; it serves the render API without them.
+        probe = {"credits": self.settings.credits_url + "/readyz", "gallery": self.settings.gallery_url + "/readyz",
+                 "gateway": self.gateway("/healthz")}.get(name)
+        if probe:
+            _wait(lambda: _answers(probe) or proc.poll() is not None, 30, f"{name} to answer")
         else:
             time.sleep(0.5)
         assert proc.poll() is None, service.output()[-3000:]
@@ -178,7 +165,9 @@ class Stack:
         requests.post(self.emulator_url(name) + "/emulator/config", json=update, timeout=5).raise_for_status()
 
     def start_worker(self, name: str, emulator: str, **env: str) -> Proc:
+        """Start worker ``name`` and wait until it serves (its heartbeat and catalog are published)."""
         log = self.tmp / f"worker-{name}.log"
+        served_before = log.read_text(errors="replace").count(READY_LINE) if log.exists() else 0
         with open(log, "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "services.render_worker", "--comfyui",
                                      self.emulator_url(emulator), "--name", name, "--loglevel", "INFO"],
@@ -186,7 +175,8 @@ class Stack:
                                     stderr=subprocess.STDOUT, start_new_session=True)
         worker = Proc(name, proc, log)
         self.workers[name] = worker
-        _wait(lambda: self.catalog_of(name) or proc.poll() is not None, 60, f"worker {name} to join")
+        _wait(lambda: worker.output().count(READY_LINE) > served_before or proc.poll() is not None, 60,
+              f"worker {name} to join")
         assert proc.poll() is None, worker.output()[-3000:]
         return worker
 
@@ -199,7 +189,7 @@ class Stack:
 
     # -- HTTP -------------------------------------------------------------------------
     def gateway(self, path: str) -> str:
-        return self.gateway_server.url + path
+        return f"http://127.0.0.1:{self.settings.gateway_port}{path}"
 
     def user(self) -> "User":
         user_id = random.randint(10**7, 10**9)
@@ -328,19 +318,8 @@ def build_stack(tmp: Path, database_url: str | None = None, **extra_env: str) ->
     for service in SERVICES:
         upgrade(service, settings.database_url)
     stack = Stack(tmp, redis, settings, env)
-    stack.start_service("credits")
-    stack.start_service("reconciler")
-    from services.gateway.app import create_app as gateway_app
-    old = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)  # the render config is read from the environment
-    try:
-        stack.gateway_server = ServerThread(gateway_app(settings), settings.gateway_port)
-    finally:
-        for name, value in old.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    for service in ("credits", "gateway", "reconciler"):
+        stack.start_service(service)
     return stack
 
 
@@ -353,8 +332,6 @@ def teardown_stack(stack: Stack) -> None:
         if service.proc.poll() is None:
             service.send(signal.SIGCONT)  # a paused process must run to hear SIGTERM
         service.kill(signal.SIGTERM)
-    if stack.gateway_server:
-        stack.gateway_server.stop()
     stack.redis.stop()
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from sqlalchemy import text
 
-from services.render.catalog import publish_catalog
+from services.render.catalog import alive_key, catalog_key, publish_catalog
 from services.render_worker.pipeline import build_context, render_job
 from services.render_worker.reconciler import Reconciler
 from shared.embedded import free_port
@@ -117,15 +117,18 @@ def test_a_final_event_redis_did_not_take_is_published_by_the_reconciler(
 def test_queued_jobs_no_live_worker_offers_fail_after_the_grace_with_a_full_refund(
         ctx, user_id, channel, reconciler, unique):
     offered, orphaned = f"render-offered-{unique}.text2img", f"render-orphaned-{unique}.text2img"
-    publish_catalog(ctx.events.redis, {"workerId": f"render@{unique}", "queues": [offered],
-                                       "workflows": ["text2img"], "slots": 1})
+    worker = f"render@{unique}"
+    publish_catalog(ctx.events.redis, {"workerId": worker, "queues": [offered], "workflows": ["text2img"], "slots": 1})
+    ctx.events.redis.set(alive_key(worker), "1", ex=30)
+    publish_catalog(ctx.events.redis, {"workerId": f"render@dead-{unique}", "queues": [orphaned],
+                                       "workflows": ["text2img"], "slots": 1})  # its heartbeat has stopped
     waiting = admit(ctx, user_id, queue=offered)
     stranded = admit(ctx, user_id, queue=orphaned, batchSize=2)
     assert ctx.credits.open_account(user_id) == {"available": 455, "held": 45}
 
     time.sleep(0.3)  # past the grace: no worker offered the orphaned queue since the reconciler started
     reconciler.run_once()
-    ctx.events.redis.delete(f"catalog:worker:render@{unique}")
+    ctx.events.redis.delete(catalog_key(worker), alive_key(worker), catalog_key(f"render@dead-{unique}"))
 
     job, _ = job_state(ctx, stranded)
     assert (job.status, job.error_code, job.error_class) == ("failed", "NO_WORKER", "system")

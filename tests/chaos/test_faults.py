@@ -1,0 +1,93 @@
+"""One part of the platform dies while users' jobs run; afterwards no job is lost, no credit
+drifts, and every user heard how each job ended (``Chaos.assert_healed``)."""
+from __future__ import annotations
+
+import signal
+import time
+from urllib.parse import urlparse
+
+import pytest
+
+from tests.chaos.conftest import EMULATORS, Chaos
+from tests.render_e2e.conftest import _wait
+
+pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+BATCH = {"steps": 20, "batchSize": 2}
+
+
+def statuses(states: dict[str, dict]) -> set[tuple[str, str | None]]:
+    return {(state["status"], state["error"]) for state in states.values()}
+
+
+def test_a_worker_killed_mid_batch(chaos: Chaos):
+    jobs = chaos.submit(chaos.users(2), per_user=3, **BATCH)
+    victim = chaos.running_on(jobs)["worker"].split("@")[0]
+    chaos.stack.workers.pop(victim).kill(signal.SIGKILL)
+    chaos.restart_worker(victim)
+
+    assert statuses(chaos.assert_healed()) == {("succeeded", None)}, "its jobs ran again, elsewhere or later"
+
+
+def test_every_worker_dead_ends_their_jobs_with_a_refund_and_the_fleet_comes_back(chaos: Chaos):
+    users = chaos.users(2)
+    jobs = chaos.submit(users, per_user=3, steps=40, batchSize=2)
+    chaos.running_on(jobs)
+    for name in EMULATORS:
+        chaos.stack.workers.pop(name).kill(signal.SIGKILL)
+
+    ended = chaos.assert_healed()  # with no worker alive: the reconciler alone
+    assert ("failed", "NO_WORKER") in statuses(ended)
+    assert statuses(ended) <= {("failed", "NO_WORKER"), ("succeeded", None)}
+
+    for name in EMULATORS:
+        chaos.restart_worker(name)
+    chaos.submit(users[:1], per_user=1, **BATCH)
+    after = chaos.assert_healed()
+    assert after[chaos.jobs[-1][1]]["status"] == "succeeded", "the fleet serves again"
+
+
+def test_credits_down_for_15_seconds_mid_batch_fails_no_job_and_charges_each_image_once(chaos: Chaos):
+    jobs = chaos.submit(chaos.users(2), per_user=3, **BATCH)
+    chaos.running_on(jobs)
+    chaos.stack.stop_service("credits", signal.SIGKILL)
+    time.sleep(15)
+    chaos.stack.start_service("credits")
+
+    assert statuses(chaos.assert_healed()) == {("succeeded", None)}
+
+
+@pytest.mark.parametrize("append_only", [True, False], ids=["with-aof", "without-aof"])
+def test_redis_killed_mid_batch(chaos: Chaos, append_only: bool):
+    jobs = chaos.submit(chaos.users(2), per_user=3, **BATCH)
+    chaos.running_on(jobs)
+    chaos.stack.redis.stop()  # SIGKILL
+    time.sleep(2)
+    chaos.stack.redis.start(fresh=not append_only)  # without its append-only file Redis comes back empty
+
+    assert statuses(chaos.assert_healed()) == {("succeeded", None)}, "queued jobs are sent again, none is lost"
+
+
+def test_a_comfyui_dying_mid_batch_ends_its_jobs_without_waiting_for_it(chaos: Chaos):
+    jobs = chaos.submit(chaos.users(2), per_user=3, **BATCH)
+    chaos.running_on(jobs, worker="w2")
+    proc, url = chaos.stack.emulators.pop("b")
+    proc.kill(signal.SIGKILL)
+
+    ended = chaos.assert_healed()  # while ComfyUI "b" stays dead
+    assert ("failed", "COMFYUI_UNAVAILABLE") in statuses(ended)
+    assert statuses(ended) <= {("failed", "COMFYUI_UNAVAILABLE"), ("succeeded", None)}
+    chaos.stack.start_emulator("b", port=urlparse(url).port)
+    chaos.stack.configure("b", step_delay=0.05)
+    _wait(lambda: chaos.stack.catalog_of("w2"), 30, "worker w2 to offer its ComfyUI again")
+
+
+def test_a_frozen_gallery_delays_no_outcome(chaos: Chaos):
+    for emulator in EMULATORS.values():  # failed jobs ring the gallery's bell
+        chaos.stack.configure(emulator, faults={"execution_error": "injected", "persistent": True})
+    gallery = chaos.stack.services["gallery"]
+    gallery.send(signal.SIGSTOP)
+    try:
+        chaos.submit(chaos.users(2), per_user=2, steps=6)
+        assert statuses(chaos.assert_healed()) == {("failed", "EXECUTION_ERROR")}
+    finally:
+        gallery.send(signal.SIGCONT)
