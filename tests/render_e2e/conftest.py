@@ -318,8 +318,12 @@ def build_stack(tmp: Path, database_url: str | None = None, **extra_env: str) ->
     for service in SERVICES:
         upgrade(service, settings.database_url)
     stack = Stack(tmp, redis, settings, env)
-    for service in ("credits", "gateway", "reconciler"):
-        stack.start_service(service)
+    try:
+        for service in ("credits", "gateway", "reconciler"):
+            stack.start_service(service)
+    except BaseException:  # a service that never answered: stop what did start
+        teardown_stack(stack)
+        raise
     return stack
 
 
