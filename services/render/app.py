@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from flask import Flask
 
+from services.auth.client import AuthClient
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
 from services.render import api
 from services.render.config import RenderConfig, load_config
 from services.render.pricing import PricingCache
+from services.render.registry import ModelRegistry, Presets
 from services.render.service import RenderService
 from services.render.workflows import TemplateStore
 from shared.config import Settings, load_settings
@@ -38,12 +40,15 @@ def init_app(app: Flask, settings: Settings, config: RenderConfig | None = None)
     """Bind the render domain to ``app`` (``app.extensions["render"]``) and register its routes."""
     config = config or load_config(settings)
     credits = CreditsClient(settings.credits_url, settings.service_token)
+    db = Database(settings.render_database_url)
+    storage = make_storage(settings)
+    gallery = GalleryClient(settings.gallery_url, settings.service_token, timeout=(2.0, 5.0))
     service = RenderService(
-        settings=settings, config=config, db=Database(settings.render_database_url),
-        celery=make_celery(settings, "render"), credits=credits,
-        gallery=GalleryClient(settings.gallery_url, settings.service_token, timeout=(2.0, 5.0)), events=EventBus(redis_client(settings.redis_url)),
-        storage=make_storage(settings), templates=TemplateStore(),
-        pricing=PricingCache(credits, config.pricing_cache_seconds))
+        settings=settings, config=config, db=db, celery=make_celery(settings, "render"), credits=credits,
+        gallery=gallery, events=EventBus(redis_client(settings.redis_url)), storage=storage,
+        templates=TemplateStore(), pricing=PricingCache(credits, config.pricing_cache_seconds),
+        auth=AuthClient(settings.auth_url, settings.service_token, timeout=(1.0, 3.0)),
+        models=ModelRegistry(db, storage, gallery), presets=Presets(db))
     app.extensions["render"] = service
     app.register_blueprint(api.bp)
     return service
