@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, TextIO
 
 from flask import Flask, g, jsonify, request
-from marshmallow import Schema
+from marshmallow import Schema, ValidationError, fields
 
 from shared.config import Settings
 from shared.errors import BadRequest, Forbidden, error_response, register_error_handlers
@@ -37,6 +37,26 @@ def load_json(schema: Schema) -> Any:
 
 def load_query(schema: Schema) -> Any:
     return schema.load(request.args.to_dict())
+
+
+class CommaSeparated(fields.Field):
+    """A query parameter holding a comma-separated list (``?ids=a,b,c``): each item is loaded
+    with ``item``; duplicates are dropped, order kept; 1 to ``max_items`` of them (else 422)."""
+
+    def __init__(self, item: fields.Field, max_items: int = 100, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.item = item
+        self.max_items = max_items
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[Any]:
+        if not isinstance(value, str):
+            raise ValidationError("Not a comma-separated list.")
+        parts = [part.strip() for part in value.split(",") if part.strip()]
+        if not parts:
+            raise ValidationError("Give at least one item.")
+        if len(parts) > self.max_items:
+            raise ValidationError(f"At most {self.max_items} items.")
+        return list(dict.fromkeys(self.item.deserialize(part) for part in parts))
 
 
 def request_id() -> str:

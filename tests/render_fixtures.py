@@ -8,12 +8,20 @@ import pytest
 import requests
 from flask import Flask, jsonify, request
 
+from services.credits.client import CreditsClient
 from services.render.config import RenderConfig
 from shared.config import load_settings
 from shared.embedded import free_port
 from tests.conftest import TEST_SERVICE_TOKEN, answers, running_process, serve
 
 MODEL = "sd15_demo.safetensors"
+# A small text-to-image job: two 64×64 images in four steps.
+BODY = {"prompt": "a quiet harbour", "model": MODEL, "size": "64x64", "batchSize": 2, "steps": 4}
+
+
+def balance(settings, user_id: int) -> dict:
+    """The user's ``{available, held}`` as credits reports it."""
+    return CreditsClient(settings.credits_url, settings.service_token).open_account(user_id)
 
 
 @pytest.fixture(scope="session")

@@ -328,12 +328,15 @@ AUTH = [
     Case("auth", "PUT", "/api/admin/users/<int:user_id>/role", admins(200),
          lambda w, p: {**victim(w, p), "json": {"role": "admin"}}),
     Case("auth", "GET", "/internal/users/ids", public(200)),
+    Case("auth", "GET", "/internal/users", public(200), lambda w, p: {"query_string": {"ids": str(p.owner.id)}}),
     Case("auth", "GET", "/internal/users/<int:user_id>", public(200), lambda w, p: {"user_id": p.owner.id}),
 ]
 
 CREDITS = [
     Case("credits", "GET", "/api/credits/pricing", public(200)),
     Case("credits", "POST", "/internal/accounts", public(200), lambda w, p: {"json": {"userId": p.owner.id}}),
+    Case("credits", "GET", "/internal/accounts", public(200),
+         lambda w, p: {"query_string": {"userIds": str(p.owner.id)}}),
     Case("credits", "POST", "/internal/holds", public(201), lambda w, p: {"json": {
         "userId": p.owner.id, "jobId": f"matrix-{uuid.uuid4().hex}", "workflow": "text2img", "images": 1}}),
     Case("credits", "POST", "/internal/holds/<job_id>/capture", public(200),
@@ -354,6 +357,8 @@ CREDITS = [
          lambda w, p: {"user_id": p.owner.id}),
     Case("credits", "POST", "/api/admin/credits/redeem-codes", admins(201), body(amount=5, maxUses=1)),
     Case("credits", "GET", "/api/admin/credits/redeem-codes", admins(200)),
+    Case("credits", "GET", "/api/admin/credits/redeem-codes/<code>/redemptions", admins(200),
+         lambda w, p: {"code": w.redeem_code(p.admin)}),
 ]
 
 GALLERY = [
@@ -378,6 +383,7 @@ GALLERY = [
     Case("gallery", "GET", "/api/works/<int:work_id>/download", optional(200), work_of_owner),
     Case("gallery", "POST", "/api/works/<int:work_id>/report", signed_in(403, other=201, admin=201),
          lambda w, p: {**work_of_owner(w, p), "json": {"reason": "matrix"}}),
+    Case("gallery", "GET", "/api/admin/works", admins(200)),
     Case("gallery", "GET", "/api/admin/works/reports", admins(200)),
     Case("gallery", "POST", "/api/admin/works/reports/<int:report_id>/resolve", admins(200),
          lambda w, p: {"report_id": w.report(p.owner, p.other)}),
@@ -407,6 +413,17 @@ GATEWAY = [
          request=body(prompt="a matrix", model=MODEL, steps=1)),
     Case("gateway", "GET", "/api/jobs", signed_in(200), without_service_token=None),
     Case("gateway", "GET", "/api/admin/jobs", admins(200), without_service_token=None),
+    Case("gateway", "DELETE", "/api/admin/jobs/<job_id>", admins(200), job_of_owner, without_service_token=None),
+    Case("gateway", "GET", "/api/admin/models", admins(200), without_service_token=None),
+    Case("gateway", "GET", "/api/admin/models/<path:name>", admins(200), lambda w, p: {"name": MODEL},
+         without_service_token=None),
+    Case("gateway", "PUT", "/api/admin/models/<path:name>", admins(200),
+         lambda w, p: {"name": MODEL, "json": {"displayNames": {"zh": "演示模型", "en": "Demo"}}},
+         without_service_token=None),
+    Case("gateway", "GET", "/api/admin/presets", admins(200), without_service_token=None),
+    Case("gateway", "PUT", "/api/admin/presets", admins(200), lambda w, p: {"json": {"negativePresets": [
+        {"key": "quality", "labels": {"zh": "通用画质", "en": "General quality"}, "text": "lowres, blurry"}]}},
+         without_service_token=None),
     Case("gateway", "GET", "/api/jobs/<job_id>", signed_in(200, other=404, admin=404), job_of_owner,
          without_service_token=None),
     Case("gateway", "DELETE", "/api/jobs/<job_id>", signed_in(200, other=404, admin=404), job_of_owner,
@@ -419,6 +436,7 @@ GATEWAY = [
     Case("gateway", "GET", "/api/openapi.json", public(200), without_service_token=None),
     Case("gateway", "GET", "/api/docs", public(200), without_service_token=None),
     Case("gateway", "GET", "/internal/outputs/<output_id>", public(404), lambda w, p: {"output_id": "nothing-here"}),
+    Case("gateway", "GET", "/internal/jobs", public(200), lambda w, p: {"query_string": {"ids": job_of_owner(w, p)["job_id"]}}),
     Case("gateway", "GET", "/internal/jobs/<job_id>", public(200), job_of_owner),
     Case("gateway", "GET", "/internal/jobs/<job_id>/outputs", public(200), job_of_owner),
 ]

@@ -14,7 +14,7 @@ from services.auth.avatars import MAX_AVATAR_BYTES
 from services.auth.schemas import (AdminUsersQuerySchema, DeleteAccountSchema, ForgotPasswordSchema,
                                    LoginSchema, LogoutSchema, PasswordChangeSchema, ProfileUpdateSchema,
                                    RefreshSchema, RegisterSchema, ResetPasswordSchema, RoleSchema,
-                                   UserIdsQuerySchema)
+                                   UserIdsLookupSchema, UserIdsQuerySchema)
 from services.auth.admin import Administration
 from services.auth.deletion import AccountDeletion
 from services.auth.directory import Directory
@@ -67,10 +67,12 @@ def _avatar_upload() -> bytes:
 
 @bp.post("/api/users/register")
 @doc("Register and sign in", body=RegisterSchema, status=201, errors={409: "USERNAME_TAKEN, EMAIL_TAKEN"},
-     description="Answers the user, an access token and a refresh token; opens the credit account.")
+     description="Answers the user, an access token and a refresh token; opens the credit account. "
+                 "`rememberMe` (default true) gives the refresh token the remember-me lifetime.")
 def register():
     data = load_json(RegisterSchema())
-    return ok(_accounts().register(data["username"], data["email"], data["password"]).to_dict(), 201)
+    return ok(_accounts().register(data["username"], data["email"], data["password"], data["display_name"],
+                                   data["remember_me"]).to_dict(), 201)
 
 
 @bp.post("/api/users/login")
@@ -116,7 +118,7 @@ def update_profile():
 
 @bp.put("/api/users/password")
 @doc("Change the password (ends every other session)", auth="user", body=PasswordChangeSchema,
-     errors={403: "INVALID_PASSWORD", 409: "PASSWORD_CHANGED"})
+     errors={422: "INVALID_PASSWORD (details.currentPassword)", 409: "PASSWORD_CHANGED"})
 def change_password():
     claims = require_user()
     data = load_json(PasswordChangeSchema())
@@ -152,7 +154,7 @@ def upload_avatar():
 
 @bp.delete("/api/users/me")
 @doc("Delete the caller's account, works and files", auth="user", body=DeleteAccountSchema,
-     errors={403: "INVALID_PASSWORD"})
+     errors={422: "INVALID_PASSWORD (details.password)"})
 def delete_account():
     claims = require_user()
     data = load_json(DeleteAccountSchema())
@@ -175,11 +177,14 @@ def public_profile(username: str):
 
 
 @bp.get("/api/admin/users")
-@doc("List and search users", auth="admin", query=AdminUsersQuerySchema)
+@doc("List and search users (by login name, display name or e-mail), or look up `ids`", auth="admin",
+     query=AdminUsersQuerySchema,
+     description="Each item carries `credits {available, held}` from the credits service (null when it "
+                 "cannot say).")
 def admin_list_users():
     require_admin()
     query = load_query(AdminUsersQuerySchema())
-    return ok(_admin().list_users(query["search"], query["page"], query["page_size"]))
+    return ok(_admin().list_users(query["search"], query["page"], query["page_size"], query["ids"]))
 
 
 @bp.post("/api/admin/users/<int:user_id>/disable")
@@ -209,6 +214,13 @@ def admin_set_role(user_id: int):
 def internal_user_ids():
     query = load_query(UserIdsQuerySchema())
     return ok(_directory().user_ids(query["after"], query["limit"]))
+
+
+@bp.get("/internal/users")
+@doc("Directory entries of up to 100 users at once (unknown ids are left out)", query=UserIdsLookupSchema)
+def internal_users():
+    query = load_query(UserIdsLookupSchema())
+    return ok({"items": _directory().directory_entries(query["ids"])})
 
 
 @bp.get("/internal/users/<int:user_id>")

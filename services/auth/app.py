@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, config: AuthConfig | None = Non
     app.extensions["auth_passwords"] = Passwords(db, config, sessions, revocations, mailer)
     app.extensions["auth_deletion"] = AccountDeletion(db, storage, revocations, redis)
     app.extensions["auth_directory"] = Directory(db, storage, credits, gallery)
-    app.extensions["auth_admin"] = Administration(db, revocations)
+    app.extensions["auth_admin"] = Administration(db, revocations, credits)
 
     init_service_app(app, settings, internal=True,
                      ready_checks={"database": db.ping, "redis": redis.ping})

@@ -14,13 +14,20 @@ class AuthClient:
         self.http = InternalHttp(base_url, service_token, timeout, unavailable_code="AUTH_UNAVAILABLE")
 
     def user(self, user_id: int) -> dict[str, Any] | None:
-        """The directory entry (``id, username, avatarUrl, role, isActive``, …); None for an unknown user."""
+        """The directory entry (``id, username, displayName, avatarUrl, role, isActive``, …); None for an unknown user."""
         try:
             return dict(self.http.get(f"/internal/users/{user_id}"))
         except ServiceError as exc:
             if is_not_found(exc, "USER_NOT_FOUND"):
                 return None
             raise
+
+    def users(self, user_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Directory entries of up to 100 users in one call, by id; unknown users are left out."""
+        if not user_ids:
+            return {}
+        data = self.http.get("/internal/users", params={"ids": ",".join(str(i) for i in user_ids)})
+        return {int(entry["id"]): dict(entry) for entry in data["items"]}
 
     def user_id_pages(self, page_size: int = MAX_ID_PAGE) -> Iterator[list[int]]:
         """Every user id in ascending pages of at most ``page_size``."""

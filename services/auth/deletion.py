@@ -28,7 +28,7 @@ class AccountDeletion:
     def delete_account(self, claims: Claims, password: str) -> None:
         """Delete the user, their sessions and avatar; every token stops at once, and
         ``user.deleted`` is announced after commit."""
-        verify_own_password(self.db, claims.user_id, password)
+        verify_own_password(self.db, claims.user_id, password, "password")
         with self.db.transaction() as session:
             user = get_user(session, claims.user_id, lock=True)
             if user.avatar_key:

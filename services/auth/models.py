@@ -25,6 +25,8 @@ class User(Base):
     username: Mapped[str] = mapped_column(String(20))
     # Usernames are unique regardless of case; the display form keeps the user's casing.
     username_lower: Mapped[str] = mapped_column(String(20), unique=True)
+    # The name people read (any script); None shows the username.
+    display_name: Mapped[str | None] = mapped_column(String(30))
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(10), default="user")
@@ -43,8 +45,8 @@ class User(Base):
         return storage.url(self.avatar_key) if self.avatar_key else None
 
     def summary(self) -> dict:
-        return {"id": self.id, "username": self.username, "email": self.email, "role": self.role,
-                "createdAt": isoformat(self.created_at)}
+        return {"id": self.id, "username": self.username, "displayName": self.display_name, "email": self.email,
+                "role": self.role, "createdAt": isoformat(self.created_at)}
 
     def profile(self, storage: Storage) -> dict:
         return {**self.summary(), "bio": self.bio, "website": self.website, "location": self.location,

@@ -39,7 +39,7 @@ class Passwords:
     def change_password(self, claims: Claims, current_password: str, new_password: str) -> SignedIn:
         """Set a new password, end every other session and every access token issued so far,
         and give the caller a fresh pair in their own session."""
-        verified_hash = verify_own_password(self.db, claims.user_id, current_password)
+        verified_hash = verify_own_password(self.db, claims.user_id, current_password, "currentPassword")
         new_hash = hash_password(new_password, self.config.bcrypt_rounds)
         now = utcnow()
         with self.db.transaction() as session:

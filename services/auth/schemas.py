@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from services.auth.models import MAX_ID
+from shared.web import CommaSeparated
 
 ROLES = ("user", "admin")
 
@@ -40,6 +42,24 @@ USERNAME = validate.Regexp(r"^[A-Za-z0-9_]{3,20}\Z", error="Use 3 to 20 letters,
 PASSWORD = [validate.Length(min=8, max=128), _letter_and_digit, _no_nul]
 
 
+DISPLAY_NAME_MAX = 30
+
+
+class DisplayName(fields.String):
+    """The name people read: any script, 1 to 30 characters once trimmed (NFC), no control,
+    format or private-use characters (so no bidirectional overrides). Blank clears it (None)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        name = unicodedata.normalize("NFC", super()._deserialize(value, attr, data, **kwargs)).strip()
+        if not name:
+            return None
+        if len(name) > DISPLAY_NAME_MAX:
+            raise ValidationError(f"Use at most {DISPLAY_NAME_MAX} characters.")
+        if any(unicodedata.category(char)[0] == "C" or unicodedata.category(char) in ("Zl", "Zp") for char in name):
+            raise ValidationError("Control and formatting characters are not allowed.")
+        return name
+
+
 class LowerEmail(fields.Email):
     """An e-mail address, trimmed and lower-cased."""
 
@@ -59,6 +79,9 @@ class RegisterSchema(Schema):
     username = fields.String(required=True, validate=USERNAME)
     email = LowerEmail(required=True)
     password = fields.String(required=True, validate=PASSWORD)
+    display_name = DisplayName(data_key="displayName", load_default=None, allow_none=True)
+    # The web client keeps a new account's session across browser restarts, like "remember me".
+    remember_me = StrictBoolean(data_key="rememberMe", load_default=True)
 
 
 class LoginSchema(Schema):
@@ -83,6 +106,7 @@ class PrivacySchema(Schema):
 
 
 class ProfileUpdateSchema(Schema):
+    display_name = DisplayName(data_key="displayName", allow_none=True)
     username = fields.String(validate=USERNAME)
     email = LowerEmail()
     bio = fields.String(validate=[validate.Length(max=200), _multi_line])
@@ -128,14 +152,23 @@ class DeleteAccountSchema(Schema):
     password = fields.String(required=True, validate=validate.Length(min=1, max=1024))
 
 
+def _user_ids(**kwargs: Any) -> CommaSeparated:
+    return CommaSeparated(fields.Integer(validate=validate.Range(min=1, max=MAX_ID)), max_items=100, **kwargs)
+
+
 class AdminUsersQuerySchema(Schema):
     search = fields.String(load_default="", validate=[validate.Length(max=100), _single_line])
+    ids = _user_ids(load_default=None)
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100_000))
     page_size = fields.Integer(data_key="pageSize", load_default=20, validate=validate.Range(min=1, max=100))
 
 
 class RoleSchema(Schema):
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
+
+
+class UserIdsLookupSchema(Schema):
+    ids = _user_ids(required=True)
 
 
 class UserIdsQuerySchema(Schema):

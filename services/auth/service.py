@@ -33,12 +33,13 @@ class Accounts:
         self.storage = storage
         self.credits = credits
 
-    def register(self, username: str, email: str, password: str) -> SignedIn:
+    def register(self, username: str, email: str, password: str, display_name: str | None = None,
+                 remember_me: bool = True) -> SignedIn:
         """Create the user and sign them in, then open their credit account (registration
         survives credits being down: the account opens on first use)."""
-        user = self.create_user(username, email, password)
+        user = self.create_user(username, email, password, display_name=display_name)
         with self.db.transaction() as session:
-            signed_in = self.sessions.sign_in(session, get_user(session, user.id), remember_me=False)
+            signed_in = self.sessions.sign_in(session, get_user(session, user.id), remember_me=remember_me)
         try:
             credits = self.credits.open_account(user.id)
         except ServiceError as exc:
@@ -46,13 +47,14 @@ class Accounts:
             credits = None
         return replace(signed_in, credits=credits)
 
-    def create_user(self, username: str, email: str, password: str, role: str = "user") -> User:
+    def create_user(self, username: str, email: str, password: str, role: str = "user",
+                    display_name: str | None = None) -> User:
         password_hash = hash_password(password, self.config.bcrypt_rounds)
 
         def insert(session: Session) -> User:
             _check_available(session, username, email)
             now = utcnow()
-            user = User(username=username, username_lower=username.lower(), email=email,
+            user = User(username=username, username_lower=username.lower(), display_name=display_name, email=email,
                         password_hash=password_hash, role=role, is_active=True, bio="", website="",
                         location="", new_works_public=True, profile_visible=True,
                         created_at=now, updated_at=now)
@@ -76,7 +78,7 @@ class Accounts:
                 _check_available(session, None, email)
             if username is not None:
                 user.username, user.username_lower = username, username.lower()
-            for field in ("email", "bio", "website", "location"):
+            for field in ("display_name", "email", "bio", "website", "location"):
                 if field in changes:
                     setattr(user, field, changes[field])
             for field, value in changes.get("privacy", {}).items():

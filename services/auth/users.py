@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.db import Database, after_commit
-from shared.errors import Forbidden, NotFound
+from shared.errors import NotFound, Unprocessable
 from shared.storage import Storage
 from services.auth.hashing import verify_password
 from services.auth.models import MAX_ID, User
@@ -24,12 +24,14 @@ def get_user(session: Session, user_id: int, *, lock: bool = False, missing_ok: 
     return user
 
 
-def verify_own_password(db: Database, user_id: int, password: str) -> str:
-    """Check the caller's password (outside any transaction); returns the verified hash."""
+def verify_own_password(db: Database, user_id: int, password: str, field: str) -> str:
+    """Check the caller's password (outside any transaction); returns the verified hash. A wrong
+    one is a 422 on ``field``, the form field that holds it."""
     with db.read() as session:
         user = get_user(session, user_id)
     if not verify_password(password, user.password_hash):
-        raise Forbidden("The password is incorrect.", code="INVALID_PASSWORD")
+        raise Unprocessable("The password is incorrect.", code="INVALID_PASSWORD",
+                            details={field: ["The password is incorrect."]})
     return user.password_hash
 
 

@@ -11,10 +11,11 @@ from shared.web import load_json, load_query
 from services.credits.adjustments import Adjustments
 from services.credits.redeem import RedeemCodes
 from services.credits.reports import LedgerFilter, Reports
-from services.credits.schemas import (AccountsQuerySchema, AdjustSchema, CaptureSchema, HoldSchema,
-                                      OpenAccountSchema, PageQuerySchema, RedeemCodeCreateSchema, RedeemSchema,
-                                      ReleaseSchema, TransactionsQuerySchema, account_json,
-                                      admin_ledger_entry_json, ledger_entry_json, page_json, redeem_code_json)
+from services.credits.schemas import (AccountsQuerySchema, AdjustSchema, BalancesQuerySchema, CaptureSchema,
+                                      HoldSchema, LedgerQuerySchema, OpenAccountSchema, PageQuerySchema,
+                                      RedeemCodeCreateSchema, RedeemSchema, ReleaseSchema, TransactionsQuerySchema,
+                                      account_json, admin_ledger_entry_json, job_line_json, ledger_entry_json,
+                                      page_json, redeem_code_json, redemption_json)
 from services.credits.service import CreditsService
 
 bp = Blueprint("credits", __name__)
@@ -52,6 +53,14 @@ def pricing():
 def open_account():
     data = load_json(OpenAccountSchema())
     return ok(_credits().open_account(data["user_id"]).to_dict())
+
+
+@bp.get("/internal/accounts")
+@doc("Balances of up to 100 users at once (users without an account are left out)", query=BalancesQuerySchema)
+def balances():
+    query = load_query(BalancesQuerySchema())
+    return ok({"items": [{"userId": row.user_id, "available": row.available, "held": row.held}
+                         for row in _reports().accounts_of(query["user_ids"])]})
 
 
 @bp.post("/internal/holds")
@@ -100,10 +109,17 @@ def my_stats():
 
 
 @bp.get("/api/users/credits/transactions")
-@doc("The caller's ledger, newest first", auth="user", query=TransactionsQuerySchema)
+@doc("The caller's ledger, newest first", auth="user", query=TransactionsQuerySchema,
+     description="With `groupBy=job`, one row per render job (`kind: \"job\"`: jobId, workflow, status, "
+                 "images, amount, held, prompt, thumbnailUrl, createdAt) beside every other movement "
+                 "(`kind: \"entry\"`).")
 def my_transactions():
     claims = require_user()
     query = load_query(TransactionsQuerySchema())
+    if query["group_by"] == "job":
+        page = _reports().transactions_by_job(claims.user_id, query["page"], query["page_size"],
+                                              _ledger_filter(query))
+        return ok(page_json(page, job_line_json))
     page = _reports().transactions(claims.user_id, query["page"], query["page_size"], _ledger_filter(query))
     return ok(page_json(page, ledger_entry_json))
 
@@ -149,10 +165,10 @@ def accounts():
 
 
 @bp.get("/api/admin/credits/accounts/<int:user_id>/transactions")
-@doc("A user's ledger", auth="admin", query=TransactionsQuerySchema, errors={404: "ACCOUNT_NOT_FOUND"})
+@doc("A user's ledger", auth="admin", query=LedgerQuerySchema, errors={404: "ACCOUNT_NOT_FOUND"})
 def account_transactions(user_id: int):
     require_admin()
-    query = load_query(TransactionsQuerySchema())
+    query = load_query(LedgerQuerySchema())
     page = _reports().account_transactions(user_id, query["page"], query["page_size"], _ledger_filter(query))
     return ok(page_json(page, admin_ledger_entry_json))
 
@@ -174,6 +190,14 @@ def redeem_codes():
     require_admin()
     query = load_query(PageQuerySchema())
     return ok(page_json(_redeem_codes().list_codes(query["page"], query["page_size"]), redeem_code_json))
+
+
+@bp.get("/api/admin/credits/redeem-codes/<code>/redemptions")
+@doc("Who redeemed a code, newest first", auth="admin", query=PageQuerySchema, errors={404: "REDEEM_CODE_NOT_FOUND"})
+def redemptions(code: str):
+    require_admin()
+    query = load_query(PageQuerySchema())
+    return ok(page_json(_redeem_codes().redemptions(code, query["page"], query["page_size"]), redemption_json))
 
 
 @bp.get("/openapi.json")

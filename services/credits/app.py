@@ -17,6 +17,7 @@ from services.credits.redeem import RedeemCodes
 from services.credits.reports import Reports
 from services.credits.service import CreditsService
 from services.gallery.client import GalleryClient
+from services.render.client import RenderClient
 
 
 def create_app(settings: Settings | None = None, config: CreditsConfig | None = None) -> Flask:
@@ -34,7 +35,9 @@ def create_app(settings: Settings | None = None, config: CreditsConfig | None = 
     app.extensions["credits_adjustments"] = Adjustments(
         ledger, GalleryClient(settings.gallery_url, settings.service_token, timeout=3.0))
     app.extensions["credits_redeem_codes"] = RedeemCodes(db, ledger)
-    app.extensions["credits_reports"] = Reports(db, config.timezone, credits)
+    app.extensions["credits_reports"] = Reports(db, config.timezone, credits,
+                                                RenderClient(settings.render_url, settings.service_token,
+                                                             timeout=(1.0, 3.0)))
 
     init_service_app(app, settings, internal=True,
                      ready_checks={"database": db.ping, "redis": redis.ping})

@@ -15,6 +15,12 @@ class CreditsClient:
         """``{"available", "held"}``; opens the account with the signup bonus if missing."""
         return self.http.post("/internal/accounts", {"userId": user_id})
 
+    def balances(self, user_ids: list[int]) -> dict[int, dict[str, int]]:
+        """``{user id: {"available", "held"}}`` of those of ``user_ids`` (at most 100) that have an account."""
+        data = self.http.get("/internal/accounts", params={"userIds": ",".join(str(i) for i in user_ids)})
+        return {int(item["userId"]): {"available": int(item["available"]), "held": int(item["held"])}
+                for item in data["items"]}
+
     def hold(self, user_id: int, job_id: str, workflow: str, images: int, description: str = "",
              expected_cost: int | None = None) -> dict:
         """Reserve price(workflow) × images for a job: ``{"jobId", "amount", "pricePerImage",

@@ -49,6 +49,18 @@ class RedeemCodes:
                                    .offset((page - 1) * page_size).limit(page_size)).all()
             return Page(list(rows), page, page_size, total)
 
+    def redemptions(self, code: str, page: int, page_size: int) -> Page[CreditLedger]:
+        """Who redeemed a code, newest first (its ledger rows); 404 for an unknown code."""
+        code = normalise_code(code)
+        with self.db.read() as session:
+            if session.get(RedeemCode, code) is None:
+                raise NotFound("This code does not exist.", code="REDEEM_CODE_NOT_FOUND")
+            query = select(CreditLedger).where(CreditLedger.reference == code, CreditLedger.type == "redeem")
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.scalars(query.order_by(CreditLedger.id.desc())
+                                   .offset((page - 1) * page_size).limit(page_size)).all()
+            return Page(list(rows), page, page_size, total)
+
     def redeem(self, user_id: int, code: str) -> dict[str, Any]:
         """Add a code's credits to the user's balance, once per user per code."""
         code = normalise_code(code)

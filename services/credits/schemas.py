@@ -8,8 +8,9 @@ from typing import Any, Callable, TypeVar
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from shared.db import isoformat
+from shared.web import CommaSeparated
 from services.credits.models import LEDGER_TYPES, CreditAccount, CreditLedger, RedeemCode
-from services.credits.reports import Page
+from services.credits.reports import JobLine, Page
 
 T = TypeVar("T")
 
@@ -57,7 +58,7 @@ class PageQuerySchema(Schema):
     page_size = fields.Integer(data_key="pageSize", load_default=20, validate=validate.Range(min=1, max=MAX_PAGE_SIZE))
 
 
-class TransactionsQuerySchema(PageQuerySchema):
+class LedgerQuerySchema(PageQuerySchema):
     type = fields.String(load_default=None, validate=validate.OneOf(LEDGER_TYPES))
     date_from = fields.Date(data_key="from", load_default=None)
     date_to = fields.Date(data_key="to", load_default=None)
@@ -66,6 +67,20 @@ class TransactionsQuerySchema(PageQuerySchema):
     def _ordered(self, data, **_kwargs) -> None:
         if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
             raise ValidationError("Must not be before 'from'.", "to")
+
+
+class TransactionsQuerySchema(LedgerQuerySchema):
+    group_by = fields.String(data_key="groupBy", load_default=None, validate=validate.OneOf(("job",)))
+
+    @validates_schema
+    def _one_view(self, data, **_kwargs) -> None:
+        if data.get("group_by") and data.get("type"):
+            raise ValidationError("A ledger read by job is not filtered by type.", "type")
+
+
+class BalancesQuerySchema(Schema):
+    user_ids = CommaSeparated(fields.Integer(validate=USER_ID), max_items=MAX_PAGE_SIZE, data_key="userIds",
+                              required=True)
 
 
 class AccountsQuerySchema(PageQuerySchema):
@@ -122,6 +137,28 @@ def ledger_entry_json(row: CreditLedger) -> dict[str, Any]:
             "balanceBefore": row.balance_before, "balanceAfter": row.balance_after,
             "reference": row.reference, "description": row.description,
             "createdAt": isoformat(row.created_at)}
+
+
+def job_line_json(line: JobLine) -> dict[str, Any]:
+    """A ledger row as read by job: a job's hold with what it finally cost (``amount``, the net
+    change of the available balance so far), what it still holds, the images charged, and the
+    render domain's summary of the job (its fields are null when unknown); other movements
+    as ``ledger_entry_json`` with ``kind: "entry"``."""
+    entry, hold = line.entry, line.hold
+    if hold is None:
+        return {"kind": "entry", **ledger_entry_json(entry)}
+    job = line.job or {}
+    return {"kind": "job", "jobId": hold.job_id, "workflow": hold.workflow, "status": job.get("status"),
+            "holdStatus": hold.status, "imagesRequested": hold.images,
+            "images": hold.captured // hold.price_per_image if hold.price_per_image else None,
+            "pricePerImage": hold.price_per_image, "amount": hold.released - hold.amount,
+            "held": hold.amount - hold.captured - hold.released, "prompt": job.get("prompt"),
+            "thumbnailUrl": job.get("thumbnailUrl"), "width": job.get("width"), "height": job.get("height"),
+            "createdAt": isoformat(entry.created_at)}
+
+
+def redemption_json(row: CreditLedger) -> dict[str, Any]:
+    return {"userId": row.user_id, "amount": row.amount, "createdAt": isoformat(row.created_at)}
 
 
 def admin_ledger_entry_json(row: CreditLedger) -> dict[str, Any]:

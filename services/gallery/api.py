@@ -10,7 +10,7 @@ from shared.openapi import doc, spec_response
 from shared.tokens import optional_user, require_admin, require_user
 from shared.web import load_json, load_query
 from services.gallery.engagement import Visitor
-from services.gallery.schemas import (BatchSchema, GalleryQuerySchema, HideSchema, InternalNotificationSchema,
+from services.gallery.schemas import (AdminWorksQuerySchema, BatchSchema, GalleryQuerySchema, HideSchema, InternalNotificationSchema,
                                       MediaKeysSchema, MyWorksQuerySchema, NotificationsQuerySchema, ReportSchema,
                                       ReportsQuerySchema, SaveJobSchema, SaveWorkSchema, UpdateWorkSchema)
 from services.gallery.service import GalleryServices
@@ -149,6 +149,14 @@ def report_work(work_id: int):
 
 
 # Moderation
+
+@bp.get("/api/admin/works")
+@doc("Every work for moderation, newest first: all, public, private or hidden ones", auth="admin",
+     query=AdminWorksQuerySchema)
+def admin_list_works():
+    require_admin()
+    return ok(_gallery().moderation.list_works(load_query(AdminWorksQuerySchema())))
+
 
 @bp.get("/api/admin/works/reports")
 @doc("List reports", auth="admin", query=ReportsQuerySchema)

@@ -60,7 +60,7 @@ def _local_midnight(day: date, zone: ZoneInfo, days: int = 0) -> datetime:
     return start.astimezone(timezone.utc).replace(tzinfo=None)
 
 
-def _search(term: str) -> list[ColumnElement[bool]]:
+def search_conditions(term: str) -> list[ColumnElement[bool]]:
     words = normalise(term).split()[:MAX_SEARCH_WORDS]
     return [Work.search_text.contains(word, autoescape=True) for word in words]
 
@@ -115,7 +115,7 @@ class WorkListing:
         """Listed works, filtered and sorted, one cursor page at a time."""
         sort, size = query["sort"], query["page_size"]
         column = GALLERY_SORTS[sort]
-        conditions: list[ColumnElement[bool]] = [Work.listed == true(), *_search(query["search"])]
+        conditions: list[ColumnElement[bool]] = [Work.listed == true(), *search_conditions(query["search"])]
         if query.get("tag"):
             conditions.append(_tag(query["tag"]))
         if query.get("model"):
@@ -142,7 +142,7 @@ class WorkListing:
 
     def list_my_works(self, user: Claims, query: dict[str, Any]) -> dict[str, Any]:
         """The caller's own works (public, private and hidden), in numbered pages with a total."""
-        conditions: list[ColumnElement[bool]] = [Work.user_id == user.user_id, *_search(query["search"])]
+        conditions: list[ColumnElement[bool]] = [Work.user_id == user.user_id, *search_conditions(query["search"])]
         visibility = query["visibility"]
         if visibility == "public":
             conditions.append(Work.is_public == true())

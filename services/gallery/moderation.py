@@ -1,15 +1,16 @@
-"""Moderation by administrators: hide and restore works (the owner is told why), feature
-them, and work through user reports."""
+"""Moderation by administrators: list every work (public, private, hidden), hide and restore
+works (the owner is told why), feature them, and work through user reports."""
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, false, func, select, true
+from sqlalchemy.orm import Session, load_only
 
 from shared.db import Database, utcnow
 from shared.errors import NotFound
 from shared.tokens import Claims
+from services.gallery.listing import LIST_COLUMNS, search_conditions
 from services.gallery.models import Work, WorkReport
 from services.gallery.notifications import Notifications
 from services.gallery.rules import apply_changes, is_liked, visible_work
@@ -27,6 +28,23 @@ class Moderation:
         self.db = db
         self.presenter = presenter
         self.notifications = notifications
+
+    def list_works(self, query: dict[str, Any]) -> dict[str, Any]:
+        """Every work matching the search, newest first: all, the public, the private or the
+        hidden ones, in numbered pages with a total."""
+        conditions: list[ColumnElement[bool]] = search_conditions(query["search"])
+        status = query["status"]
+        if status == "hidden":
+            conditions.append(Work.is_hidden == true())
+        elif status in ("public", "private"):
+            conditions += [Work.is_hidden == false(), Work.is_public == (true() if status == "public" else false())]
+        page, size = query["page"], query["page_size"]
+        with self.db.read() as session:
+            total = session.scalar(select(func.count()).select_from(Work).where(*conditions))
+            works = list(session.scalars(select(Work).options(load_only(*LIST_COLUMNS)).where(*conditions)
+                                         .order_by(Work.created_at.desc(), Work.id.desc())
+                                         .offset((page - 1) * size).limit(size)))
+        return {"items": self.presenter.moderated_items(works), "page": page, "pageSize": size, "total": total}
 
     def _detail(self, session: Session, work: Work, admin: Claims) -> dict[str, Any]:
         return self.presenter.detail(work, admin, is_liked(session, work.id, admin.user_id))

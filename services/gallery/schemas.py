@@ -160,6 +160,13 @@ class HideSchema(Schema):
     reason = TrimmedString(required=True, validate=validate.Length(min=1, max=500))
 
 
+class AdminWorksQuerySchema(Schema):
+    search = _search()
+    status = fields.String(load_default="all", validate=validate.OneOf(("all", "public", "private", "hidden")))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
+    page_size = _page_size()
+
+
 class ReportsQuerySchema(Schema):
     status = fields.String(load_default="open", validate=validate.OneOf(("open", "resolved", "all")))
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
@@ -226,6 +233,13 @@ class WorkPresenter:
             item["hiddenReason"] = work.hidden_reason if item["isOwner"] else None
         return item
 
+    def moderated_items(self, works: list[Work]) -> list[dict[str, Any]]:
+        """Works as moderators list them: with whether and why each is hidden."""
+        directory = self.authors.lookup(w.user_id for w in works)
+        now = utcnow()
+        return [{**self.item(w, viewer_id=None, liked=False, author=_author(w, directory), now=now),
+                 "hidden": w.is_hidden, "hiddenReason": w.hidden_reason, "listed": w.listed} for w in works]
+
     def detail(self, work: Work, viewer: Claims | None, liked: bool) -> dict[str, Any]:
         """Everything about one work, including what it takes to reproduce it."""
         viewer_id = viewer.user_id if viewer else None
@@ -245,7 +259,7 @@ class WorkPresenter:
 def _author(work: Work, directory: dict[int, dict[str, Any]]) -> dict[str, Any]:
     entry = directory.get(work.user_id) or {}
     return {"id": work.user_id, "username": entry.get("username") or work.author_username,
-            "avatarUrl": entry.get("avatarUrl")}
+            "displayName": entry.get("displayName"), "avatarUrl": entry.get("avatarUrl")}
 
 
 def notification_json(note: Notification) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Who may fetch ``/media/<key>`` (keys are content hashes, so knowing one proves nothing):
 - a URL signed by a service (``?exp=&sig=``, see ``shared.storage.MediaSigner``) until it
   expires: private works, hidden works and unsaved render outputs, for their owner;
-- without a signature, avatars (``avatars/``) and the files of listed gallery works. The
+- without a signature, avatars (``avatars/``), model previews (``previews/``) and the files
+  of listed gallery works. The
   gallery answers ``GET /internal/media/<key>/access``; the answer is cached here for
   ``ACCESS_CACHE_SECONDS``, so unpublishing takes effect within that time.
 Everything else is a 404, the same as a missing file.
@@ -23,7 +24,7 @@ from shared.errors import Forbidden, NotFound, ServiceError
 from shared.storage import SignatureExpired, SignatureInvalid, Storage, is_valid_key, make_storage
 
 PUBLIC_CACHE_CONTROL = "public, max-age=604800, immutable"
-PUBLIC_PREFIXES = ("avatars/",)
+PUBLIC_PREFIXES = ("avatars/", "previews/")
 ACCESS_CACHE_SECONDS = 30
 ACCESS_CACHE_MAX = 100_000
 

@@ -1,6 +1,7 @@
 """The render domain's routes (mounted by the gateway): ``/api/generate``, ``/api/jobs*``,
-``/api/admin/jobs``, ``/api/uploads``, ``/api/models``, and the service-token-only ``/internal/outputs/<id>``,
-``/internal/jobs/<id>`` and ``/internal/jobs/<id>/outputs``."""
+``/api/admin/jobs*``, ``/api/admin/models*``, ``/api/admin/presets``, ``/api/uploads``, ``/api/models``, and
+the service-token-only ``/internal/outputs/<id>``, ``/internal/jobs`` (by ids), ``/internal/jobs/<id>`` and
+``/internal/jobs/<id>/outputs``."""
 from __future__ import annotations
 
 import hmac
@@ -10,9 +11,10 @@ from flask import Blueprint, current_app, request
 from shared.errors import BadRequest, Forbidden, ok
 from shared.openapi import doc
 from shared.tokens import bearer_token, optional_user, require_admin, require_user
-from shared.web import SERVICE_TOKEN_HEADER, load_query
+from shared.web import SERVICE_TOKEN_HEADER, load_json, load_query
 
-from services.render.schemas import JobListQuery
+from services.render.registry import ModelRegistry, Presets
+from services.render.schemas import JobIdsQuery, JobListQuery, ModelEntrySchema, PresetsSchema, job_filter
 from services.render.service import RenderService
 from services.render.uploads import PayloadTooLarge
 
@@ -23,6 +25,14 @@ UPLOAD_FIELDS = ("image", "file")
 
 def _service() -> RenderService:
     return current_app.extensions["render"]
+
+
+def _models() -> ModelRegistry:
+    return current_app.extensions["render"].models
+
+
+def _presets() -> Presets:
+    return current_app.extensions["render"].presets
 
 
 def _require_service_token() -> None:
@@ -54,20 +64,30 @@ def generate():
 
 
 @bp.get("/api/jobs")
-@doc("The caller's jobs, newest first", auth="user", query=JobListQuery)
+@doc("The caller's jobs, newest first", auth="user", query=JobListQuery,
+     description="Filters: status, workflow, model (the main model's file name), search (every word must "
+                 "occur in the prompt).")
 def list_jobs():
     claims = require_user()
     query = load_query(JobListQuery())
-    return ok(_service().list_jobs(claims.user_id, query.get("status"), query["page"], query["page_size"]))
+    return ok(_service().list_jobs(claims.user_id, job_filter(query), query["page"], query["page_size"]))
 
 
 @bp.get("/api/admin/jobs")
-@doc("Every user's jobs, newest first (the render fleet's queue and running jobs)", auth="admin",
-     query=JobListQuery)
+@doc("Every user's jobs, newest first (the render fleet's queue and running jobs), with each owner's "
+     "userId, username and displayName", auth="admin", query=JobListQuery)
 def list_all_jobs():
     require_admin()
     query = load_query(JobListQuery())
-    return ok(_service().list_jobs(None, query.get("status"), query["page"], query["page_size"]))
+    return ok(_service().list_jobs(None, job_filter(query), query["page"], query["page_size"]))
+
+
+@bp.delete("/api/admin/jobs/<job_id>")
+@doc("Cancel any user's job, refunded as the owner's cancel is", auth="admin",
+     errors={404: "JOB_NOT_FOUND", 409: "JOB_FINISHED"})
+def admin_cancel_job(job_id: str):
+    require_admin()
+    return ok(_service().admin_cancel(job_id))
 
 
 @bp.get("/api/jobs/<job_id>")
@@ -109,10 +129,53 @@ def upload():
 
 
 @bp.get("/api/models")
-@doc("What the live render workers offer: models, samplers, schedulers, workflows", auth="optional")
+@doc("What the live render workers offer: models (with the registry's displayNames, description, previewUrl, "
+     "recommended), samplers, schedulers, workflows (parameters with labels and help), stylePresets, "
+     "negativePresets, outputRetentionDays", auth="optional")
 def models():
     optional_user()
     return ok(_service().catalog())
+
+
+@bp.get("/api/admin/models")
+@doc("Every model the registry describes", auth="admin")
+def admin_models():
+    require_admin()
+    return ok({"items": _models().entries()})
+
+
+@bp.get("/api/admin/models/<path:name>")
+@doc("The registry's entry of a model (blank when nobody described it)", auth="admin")
+def admin_model(name: str):
+    require_admin()
+    return ok({"model": _models().get(name)})
+
+
+@bp.put("/api/admin/models/<path:name>")
+@doc("Describe a model: displayNames {zh, en}, description {zh, en}, recommended settings, and a preview "
+     "made from an image you can use as a source (\"upload:<id>\", \"output:<id>\", \"work:<id>\"; null "
+     "removes it)", auth="admin", body=ModelEntrySchema, errors={422: "SOURCE_NOT_FOUND"})
+def admin_describe_model(name: str):
+    admin = require_admin()
+    if not 0 < len(name) <= 255:
+        raise BadRequest("A model name is 1 to 255 characters.", code="INVALID_MODEL_NAME")
+    changes = load_json(ModelEntrySchema())
+    return ok({"model": _models().put(admin.user_id, name, changes, bearer_token())})
+
+
+@bp.get("/api/admin/presets")
+@doc("The style and negative prompt presets", auth="admin")
+def admin_presets():
+    require_admin()
+    return ok(_presets().lists())
+
+
+@bp.put("/api/admin/presets")
+@doc("Replace the style presets, the negative presets, or both (each list whole, in order)", auth="admin",
+     body=PresetsSchema)
+def admin_replace_presets():
+    require_admin()
+    return ok(_presets().replace(load_json(PresetsSchema())))
 
 
 @bp.get("/internal/outputs/<output_id>")
@@ -120,6 +183,14 @@ def models():
 def internal_output(output_id: str):
     _require_service_token()
     return ok(_service().output_record(output_id))
+
+
+@bp.get("/internal/jobs")
+@doc("Summaries of up to 100 jobs (for the credits statement)", query=JobIdsQuery,
+     errors={403: "SERVICE_TOKEN_REQUIRED"})
+def internal_jobs():
+    _require_service_token()
+    return ok(_service().job_summaries(load_query(JobIdsQuery())["ids"]))
 
 
 @bp.get("/internal/jobs/<job_id>")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from flask import Flask
 
+from services.auth.client import AuthClient
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
 from services.render import api
 from services.render.config import RenderConfig, load_config
 from services.render.pricing import PricingCache
+from services.render.registry import ModelRegistry, Presets
 from services.render.service import RenderService
 from services.render.outbox import JobOutbox
 from services.render.workflows import TemplateStore
@@ -40,15 +42,18 @@ def init_app(app: Flask, settings: Settings, config: RenderConfig | None = None)
     config = config or load_config(settings)
     credits = CreditsClient(settings.credits_url, settings.service_token)
     db = Database(settings.render_database_url)
+    storage = make_storage(settings)
     gallery = GalleryClient(settings.gallery_url, settings.service_token, timeout=(2.0, 5.0))
     events = EventBus(redis_client(settings.redis_url))
     service = RenderService(
         settings=settings, config=config, db=db, celery=make_celery(settings, "render"), credits=credits,
-        gallery=gallery, events=events, storage=make_storage(settings),
+        gallery=gallery, events=events, storage=storage,
         templates=TemplateStore(defaults=config.parameter_defaults),
         pricing=PricingCache(credits, config.pricing_cache_seconds),
         # A user's cancel waits for one answer from credits; the reconciler settles what it did not take.
-        outbox=JobOutbox(db, credits, events, gallery, retry_seconds=0))
+        outbox=JobOutbox(db, credits, events, gallery, retry_seconds=0),
+        auth=AuthClient(settings.auth_url, settings.service_token, timeout=(1.0, 3.0)),
+        models=ModelRegistry(db, storage, gallery), presets=Presets(db))
     app.extensions["render"] = service
     app.register_blueprint(api.bp)
     return service

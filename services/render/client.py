@@ -71,6 +71,16 @@ class RenderClient:
                                      code="UPSTREAM_MALFORMED") from exc
         return sorted((OutputRecord.from_payload(item) for item in items), key=lambda output: output.index)
 
+    def job_summaries(self, job_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """What the credits statement shows of up to 100 jobs, by id: ``userId, status, workflow,
+        prompt, imagesDelivered, thumbnailUrl, width, height`` (unknown jobs are left out)."""
+        data = self.http.get("/internal/jobs", params={"ids": ",".join(job_ids)})
+        try:
+            return {str(item["id"]): dict(item) for item in data["items"]}
+        except (KeyError, TypeError) as exc:
+            raise ServiceUnavailable("The render service answered with a malformed job list.",
+                                     code="UPSTREAM_MALFORMED") from exc
+
     def job_status(self, job_id: str) -> str | None:
         """The job's status as its hold sees it, or None when the render domain does not know the
         job. A finished job whose credits are not settled yet reads ``"settling"``: its hold still

@@ -21,6 +21,7 @@ from shared.db import utcnow
 from shared.errors import Conflict, NotFound
 
 ACTIVE_STATUSES = ("queued", "running")
+MAX_SEARCH_WORDS = 5
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,28 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def search_text(prompt: Any) -> str | None:
+    """A prompt folded for the history's search: case-folded, whitespace collapsed."""
+    return " ".join(prompt.casefold().split()) if isinstance(prompt, str) else None
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What the history narrows jobs to; each word of ``search`` must occur in the prompt."""
+
+    status: str | None = None
+    workflow: str | None = None
+    model: str | None = None
+    search: str = ""
+
+
 def create_job(session: Session, *, job_id: str, user_id: int, template: Template, params: dict[str, Any],
                price_per_image: int, queue: str, source_key: str | None = None, source_ref: str | None = None,
                idempotency_key: str | None = None) -> RenderJob:
+    model = params.get("model")
     job = RenderJob(id=job_id, user_id=user_id, workflow=template.name, workflow_version=template.version,
-                    params=params, price_per_image=price_per_image, queue=queue,
+                    params=params, model=model if isinstance(model, str) else None,
+                    search_text=search_text(params.get("prompt")), price_per_image=price_per_image, queue=queue,
                     images_requested=int(params.get("batchSize", 1)), status="queued", cancel_requested=False,
                     progress=0, images_delivered=0, attempts=0, idempotency_key=idempotency_key,
                     source_key=source_key, source_ref=source_ref)
@@ -55,6 +73,10 @@ def create_job(session: Session, *, job_id: str, user_id: int, template: Templat
 
 def get_job(session: Session, job_id: str) -> RenderJob | None:
     return session.get(RenderJob, job_id)
+
+
+def jobs_by_id(session: Session, job_ids: list[str]) -> list[RenderJob]:
+    return list(session.scalars(select(RenderJob).where(RenderJob.id.in_(job_ids)))) if job_ids else []
 
 
 def get_user_job(session: Session, user_id: int, job_id: str) -> RenderJob:
@@ -70,12 +92,18 @@ def find_by_idempotency_key(session: Session, user_id: int, key: str) -> RenderJ
                                                    RenderJob.idempotency_key == key)).first()
 
 
-def list_jobs(session: Session, user_id: int | None, *, status: str | None = None, page: int = 1,
+def list_jobs(session: Session, user_id: int | None, filters: JobFilter = JobFilter(), *, page: int = 1,
               page_size: int = 20) -> tuple[list[RenderJob], int]:
     """One page of one user's jobs (every user's when ``user_id`` is None), newest first, and the total."""
     conditions = [] if user_id is None else [RenderJob.user_id == user_id]
-    if status:
-        conditions.append(RenderJob.status == status)
+    if filters.status:
+        conditions.append(RenderJob.status == filters.status)
+    if filters.workflow:
+        conditions.append(RenderJob.workflow == filters.workflow)
+    if filters.model:
+        conditions.append(RenderJob.model == filters.model)
+    for word in (search_text(filters.search) or "").split()[:MAX_SEARCH_WORDS]:
+        conditions.append(RenderJob.search_text.contains(word, autoescape=True))
     total = session.scalar(select(func.count()).select_from(RenderJob).where(*conditions)) or 0
     rows = session.scalars(select(RenderJob).where(*conditions)
                            .order_by(RenderJob.created_at.desc(), RenderJob.id.desc())
@@ -265,12 +293,10 @@ def _mark_done(session: Session, job_id: str, done_at: Any) -> bool:
         .values({done_at: utcnow()}).execution_options(synchronize_session=False)).rowcount == 1
 
 
-def request_cancel(session: Session, user_id: int, job_id: str) -> str:
-    """Cancel a queued job at once ("cancelled") or flag a running one ("requested").
-
-    A finished job raises 409 JOB_FINISHED.
+def request_cancel(session: Session, job_id: str) -> str:
+    """Cancel a queued job at once ("cancelled") or flag a running one ("requested"); the caller
+    has checked who may. A finished job raises 409 JOB_FINISHED.
     """
-    get_user_job(session, user_id, job_id)
     if _transition(session, job_id, ("queued",), status="cancelled", cancel_requested=True,
                    finished_at=utcnow()):
         return "cancelled"

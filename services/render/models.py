@@ -1,4 +1,5 @@
-"""Tables of the render domain: jobs and the images they produced."""
+"""Tables of the render domain: jobs and the images they produced, uploaded source images,
+and what administrators tell about models (the registry) and prompt presets."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -27,6 +28,8 @@ class RenderJob(Base):
         Index("ix_render_jobs_queue_status_created_at", "queue", "status", "created_at"),
         Index("ix_render_jobs_settled_at_status", "settled_at", "status"),
         Index("ix_render_jobs_announced_at_status", "announced_at", "status"),
+        Index("ix_render_jobs_user_id_workflow_created_at", "user_id", "workflow", "created_at"),
+        Index("ix_render_jobs_user_id_model_created_at", "user_id", "model", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -34,6 +37,10 @@ class RenderJob(Base):
     workflow: Mapped[str] = mapped_column(String(64))
     workflow_version: Mapped[int] = mapped_column(Integer)
     params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Copied out of ``params`` for the history's filters: the main model, and the prompt folded
+    # for search (see ``jobs.search_text``).
+    model: Mapped[str | None] = mapped_column(String(255))
+    search_text: Mapped[str | None] = mapped_column(Text)
     price_per_image: Mapped[int] = mapped_column(Integer)
     queue: Mapped[str] = mapped_column(String(64), default="render")
     variant: Mapped[str | None] = mapped_column(String(64))
@@ -93,3 +100,32 @@ class RenderUpload(Base):
     file_size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RenderModel(Base):
+    """What administrators tell users about a model file: localised names and descriptions, a
+    preview picture and recommended settings. Whether a model can be used is the live
+    catalog's business, not this table's."""
+
+    __tablename__ = "render_models"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)  # the file name the catalog lists
+    display_names: Mapped[dict[str, str]] = mapped_column(JSON)  # {"zh", "en"}
+    descriptions: Mapped[dict[str, str]] = mapped_column(JSON)  # {"zh", "en"}
+    preview_key: Mapped[str | None] = mapped_column(String(255))
+    recommended: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_by: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RenderPreset(Base):
+    """A style preset (words added to the prompt) or a negative preset (words for the negative
+    prompt), in the order ``position`` gives."""
+
+    __tablename__ = "render_presets"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "style" or "negative"
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON)  # {"zh", "en"}
+    text: Mapped[str] = mapped_column(String(500))

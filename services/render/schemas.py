@@ -1,23 +1,135 @@
-"""What the render API reads and writes: the job-list query, and jobs, outputs and
-uploads as JSON (for users), plus the internal output record (for the gallery)."""
+"""What the render API reads and writes: the job-list query, the registry's and presets'
+input, and jobs, outputs and uploads as JSON (for users), plus the internal output record
+(for the gallery) and job summaries (for credits)."""
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from typing import Any
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from services.render.jobs import JobFilter
 from services.render.models import JOB_STATUSES, RenderJob, RenderOutput, RenderUpload
 from shared.db import isoformat
 from shared.storage import Storage
+from shared.web import CommaSeparated
+
+JOB_ID = validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$", error="Not a job id.")
+SOURCE_REF = validate.Regexp(r"^(upload|output|work):[A-Za-z0-9_-]{1,64}$",
+                             error='Must be "upload:<id>", "output:<id>" or "work:<id>".')
+PRESET_KEY = validate.Regexp(r"^[a-z0-9][a-z0-9_-]{0,31}$", error="1 to 32 lower-case letters, digits, - or _.")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_PRESETS = 30
+
+
+def _single_line(value: str) -> None:
+    if _CONTROL.search(value):
+        raise ValidationError("Control characters are not allowed.")
+
+
+class Trimmed(fields.String):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return super()._deserialize(value, attr, data, **kwargs).strip()
 
 
 class JobListQuery(Schema):
     status = fields.String(validate=validate.OneOf(JOB_STATUSES))
+    workflow = fields.String(validate=validate.Length(min=1, max=64))
+    model = fields.String(validate=validate.Length(min=1, max=255))
+    search = Trimmed(load_default="", validate=validate.Length(max=100))
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=100000))
     page_size = fields.Integer(data_key="pageSize", load_default=20, validate=validate.Range(min=1, max=100))
 
 
-def job_json(job: RenderJob, outputs: list[RenderOutput], storage: Storage) -> dict[str, Any]:
+def job_filter(query: dict[str, Any]) -> JobFilter:
+    return JobFilter(query.get("status"), query.get("workflow"), query.get("model"), query["search"])
+
+
+class JobIdsQuery(Schema):
+    ids = CommaSeparated(fields.String(validate=JOB_ID), max_items=100, required=True)
+
+
+def localised_text(max_length: int) -> type[Schema]:
+    """A schema of a text in Chinese and English (either may be empty)."""
+    return Schema.from_dict({language: Trimmed(load_default="", validate=[validate.Length(max=max_length), _single_line])
+                             for language in ("zh", "en")}, name=f"LocalisedText{max_length}")
+
+
+NAMES, DESCRIPTIONS, LABELS = localised_text(60), localised_text(300), localised_text(20)
+
+
+class RecommendedSchema(Schema):
+    """Settings that suit a model; the create page applies the ones its workflow declares."""
+
+    steps = fields.Integer(strict=True, validate=validate.Range(min=1, max=150))
+    cfg_scale = fields.Float(data_key="cfgScale", validate=validate.Range(min=0, max=30))
+    sampler = fields.String(validate=[validate.Length(min=1, max=64), _single_line])
+    scheduler = fields.String(validate=[validate.Length(min=1, max=64), _single_line])
+    width = fields.Integer(strict=True, validate=validate.Range(min=64, max=4096))
+    height = fields.Integer(strict=True, validate=validate.Range(min=64, max=4096))
+    guidance = fields.Float(validate=validate.Range(min=0, max=30))
+    denoise = fields.Float(validate=validate.Range(min=0, max=1))
+    negative_prompt = fields.String(data_key="negativePrompt", validate=validate.Length(max=2000))
+
+    @validates_schema
+    def _sizes(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        for name in ("width", "height"):
+            if name in data and data[name] % 8:
+                raise ValidationError("Must be a multiple of 8.", name)
+
+    @post_load
+    def _parameter_names(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        """Stored under the parameter names the workflows declare (``cfgScale``, not ``cfg_scale``)."""
+        return {self.fields[name].data_key or name: value for name, value in data.items()}
+
+
+class ModelEntrySchema(Schema):
+    display_names = fields.Nested(NAMES, data_key="displayNames")
+    description = fields.Nested(DESCRIPTIONS)
+    recommended = fields.Nested(RecommendedSchema)
+    preview = fields.String(allow_none=True, validate=SOURCE_REF)
+
+    @validates_schema
+    def _not_empty(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Give at least one of displayNames, description, recommended, preview.")
+
+
+class PresetSchema(Schema):
+    key = fields.String(required=True, validate=PRESET_KEY)
+    labels = fields.Nested(LABELS, required=True)
+    text = Trimmed(required=True, validate=[validate.Length(min=1, max=500), _single_line])
+
+    @validates_schema
+    def _labelled(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if not data["labels"]["zh"] or not data["labels"]["en"]:
+            raise ValidationError("Give the label in Chinese and English.", "labels")
+
+
+def _preset_list(data_key: str) -> fields.List:
+    return fields.List(fields.Nested(PresetSchema), data_key=data_key, validate=validate.Length(max=MAX_PRESETS))
+
+
+class PresetsSchema(Schema):
+    """Loads to ``{kind: [preset, ...]}`` for the kinds given (``style``, ``negative``)."""
+
+    style = _preset_list("stylePresets")
+    negative = _preset_list("negativePresets")
+
+    @validates_schema
+    def _checked(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        if not data:
+            raise ValidationError("Give stylePresets, negativePresets or both.")
+        for kind, presets in data.items():
+            keys = [preset["key"] for preset in presets]
+            if len(set(keys)) != len(keys):
+                raise ValidationError("Each key may appear once.", self.fields[kind].data_key)
+
+
+def job_json(job: RenderJob, outputs: list[RenderOutput], storage: Storage, retention: timedelta) -> dict[str, Any]:
+    """A job as its owner sees it. Outputs not saved as works are removed ``retention`` after
+    they were made: each carries its ``expiresAt``, the job the earliest of them."""
     error = None
     if job.error_code:
         error = {"code": job.error_code, "class": job.error_class, "message": job.error_message}
@@ -37,7 +149,8 @@ def job_json(job: RenderJob, outputs: list[RenderOutput], storage: Storage) -> d
         "comfyPromptId": job.comfy_prompt_id,
         "attempts": job.attempts,
         "error": error,
-        "outputs": [output_json(output, storage) for output in outputs],
+        "outputs": [output_json(output, storage, retention) for output in outputs],
+        "expiresAt": isoformat(min(output.created_at for output in outputs) + retention) if outputs else None,
         "createdAt": isoformat(job.created_at),
         "startedAt": isoformat(job.started_at),
         "finishedAt": isoformat(job.finished_at),
@@ -45,11 +158,21 @@ def job_json(job: RenderJob, outputs: list[RenderOutput], storage: Storage) -> d
     }
 
 
-def output_json(output: RenderOutput, storage: Storage) -> dict[str, Any]:
+def output_json(output: RenderOutput, storage: Storage, retention: timedelta) -> dict[str, Any]:
     """An unsaved output is private: its URLs are signed for the owner and expire."""
     return {"id": output.id, "index": output.index, "imageUrl": storage.signed_url(output.image_key),
             "thumbnailUrl": storage.signed_url(output.thumbnail_key), "width": output.width,
-            "height": output.height}
+            "height": output.height, "expiresAt": isoformat(output.created_at + retention)}
+
+
+def job_summary(job: RenderJob, outputs: list[RenderOutput], storage: Storage) -> dict[str, Any]:
+    """What the credits statement shows of a job (``GET /internal/jobs?ids=``)."""
+    first = outputs[0] if outputs else None
+    return {"id": job.id, "userId": job.user_id, "status": job.status, "workflow": job.workflow,
+            "prompt": job.params.get("prompt"), "imagesDelivered": job.images_delivered,
+            "thumbnailUrl": storage.signed_url(first.thumbnail_key) if first else None,
+            "width": first.width if first else job.params.get("width"),
+            "height": first.height if first else job.params.get("height")}
 
 
 CONTRACT_PARAMS = ("prompt", "negativePrompt", "model", "width", "height", "batchSize", "steps", "cfgScale",

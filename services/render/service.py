@@ -18,6 +18,7 @@ import redis as redis_lib
 from celery import Celery
 from sqlalchemy.exc import IntegrityError
 
+from services.auth.client import AuthClient
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
 from services.render import jobs
@@ -25,6 +26,7 @@ from services.render.catalog import MODEL_KINDS, merged_choices, read_live_catal
 from services.render.config import RenderConfig
 from services.render.dispatch import capacity, estimated_start_seconds, queue_name, send_job
 from services.render.models import RenderJob, RenderOutput
+from services.render.registry import ModelRegistry, Presets
 from services.render.workflows import Template, TemplateStore, validate_params
 from shared.config import Settings
 from shared.db import Database, after_commit, isoformat, utcnow
@@ -34,7 +36,7 @@ from shared.storage import Storage
 
 from services.render.pricing import PricingCache
 from services.render.outbox import JobOutbox
-from services.render.schemas import job_json, output_record, upload_json
+from services.render.schemas import job_json, job_summary, output_record, upload_json
 from services.render.uploads import PayloadTooLarge, Source, resolve_source, store_upload
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,9 @@ class RenderService:
     templates: TemplateStore
     pricing: PricingCache
     outbox: JobOutbox
+    auth: AuthClient
+    models: ModelRegistry
+    presets: Presets
     _catalogs: tuple[float, list[dict]] = (float("-inf"), [])
 
     def live_catalogs(self) -> list[dict]:
@@ -73,6 +78,11 @@ class RenderService:
     @property
     def redis(self) -> redis_lib.Redis:
         return self.events.redis
+
+    @property
+    def retention(self) -> timedelta:
+        """How long outputs not saved as works are kept."""
+        return timedelta(days=self.config.output_retention_days)
 
     # -- admission --------------------------------------------------------------------
     def admit(self, user_id: int, body: Any, idempotency_key: str | None, bearer: str | None) -> tuple[dict, int]:
@@ -169,7 +179,7 @@ class RenderService:
     def _job_with_position(self, session, job: RenderJob, template: Template | None,
                            catalogs: list[dict] | None = None,
                            outputs: list[RenderOutput] | None = None) -> dict[str, Any]:
-        job_data = job_json(job, outputs, self.storage) if outputs is not None else self._job_json(session, job)
+        job_data = job_json(job, outputs, self.storage, self.retention) if outputs is not None else self._job_json(session, job)
         data: dict[str, Any] = {"job": job_data, "queuePosition": None,
                                 "estimatedStartSeconds": None, "estimatedStartAt": None}
         if job.status == "queued":
@@ -190,19 +200,31 @@ class RenderService:
             return self._job_with_position(session, job, self.templates.get(job.workflow))
 
     def _job_json(self, session, job: RenderJob) -> dict[str, Any]:
-        return job_json(job, jobs.outputs_of(session, [job.id])[job.id], self.storage)
+        return job_json(job, jobs.outputs_of(session, [job.id])[job.id], self.storage, self.retention)
 
     # -- jobs -------------------------------------------------------------------------
-    def list_jobs(self, user_id: int | None, status: str | None, page: int, page_size: int) -> dict[str, Any]:
-        """One user's jobs, or every user's (``user_id`` None, for administrators, with ``userId``)."""
+    def list_jobs(self, user_id: int | None, filters: jobs.JobFilter, page: int, page_size: int) -> dict[str, Any]:
+        """One user's jobs, or every user's (``user_id`` None, for administrators, with each
+        owner's ``userId``, ``username`` and ``displayName``, read from auth in one call)."""
         with self.db.read() as session:
-            rows, total = jobs.list_jobs(session, user_id, status=status, page=page, page_size=page_size)
+            rows, total = jobs.list_jobs(session, user_id, filters, page=page, page_size=page_size)
             outputs = jobs.outputs_of(session, [job.id for job in rows])
-            items = [job_json(job, outputs[job.id], self.storage) for job in rows]
+            items = [job_json(job, outputs[job.id], self.storage, self.retention) for job in rows]
         if user_id is None:
+            owners = self._owners(sorted({job.user_id for job in rows}))
             for item, job in zip(items, rows):
-                item["userId"] = job.user_id
+                owner = owners.get(job.user_id, {})
+                item.update(userId=job.user_id, username=owner.get("username"), displayName=owner.get("displayName"))
         return {"items": items, "page": page, "pageSize": page_size, "total": total}
+
+    def _owners(self, user_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Directory entries of the jobs' owners; empty (with a warning) when auth cannot say."""
+        try:
+            return self.auth.users(user_ids)
+        except (ServiceError, KeyError, TypeError, ValueError) as exc:
+            log.warning("owners of %s jobs unavailable (%s); listed by id", len(user_ids),
+                        getattr(exc, "code", exc.__class__.__name__))
+            return {}
 
     def get_job(self, user_id: int, job_id: str) -> dict[str, Any]:
         with self.db.read() as session:
@@ -217,14 +239,29 @@ class RenderService:
             jobs.get_user_job(session, user_id, job_id)
 
     def cancel(self, user_id: int, job_id: str) -> dict[str, Any]:
-        """A queued job is cancelled now and refunded; a running one is flagged for its worker,
-        which removes or interrupts its prompt and refunds what was not delivered. A credits
-        outage does not undo the cancel: the refund (and the event) is then left to the reconciler."""
+        """The owner cancels: a queued job is cancelled now and refunded; a running one is flagged
+        for its worker, which removes or interrupts its prompt and refunds what was not delivered. A
+        credits outage does not undo the cancel: the refund (and the event) is then left to the reconciler."""
         with self.db.transaction() as session:
-            outcome = jobs.request_cancel(session, user_id, job_id)
+            jobs.get_user_job(session, user_id, job_id)
+            outcome = jobs.request_cancel(session, job_id)
+        self._cancelled(user_id, job_id, outcome)
+        return self.get_job(user_id, job_id)
+
+    def admin_cancel(self, job_id: str) -> dict[str, Any]:
+        """An administrator cancels any user's job, refunded as the owner's own cancel is."""
+        with self.db.transaction() as session:
+            job = jobs.get_job(session, job_id)
+            if job is None:
+                raise NotFound("No such job.", code="JOB_NOT_FOUND")
+            owner = job.user_id
+            outcome = jobs.request_cancel(session, job_id)
+        self._cancelled(owner, job_id, outcome)
+        return {**self.get_job(owner, job_id), "userId": owner}
+
+    def _cancelled(self, owner: int, job_id: str, outcome: str) -> None:
         if outcome == "cancelled":
             self.outbox.complete(job_id)
-        return self.get_job(user_id, job_id)
 
     def retry(self, user_id: int, job_id: str, idempotency_key: str | None, bearer: str | None) -> tuple[dict, int]:
         """A new job with the same workflow and parameters (the same seed: the same images)."""
@@ -243,10 +280,13 @@ class RenderService:
 
     # -- catalog ----------------------------------------------------------------------
     def catalog(self) -> dict[str, Any]:
+        """What the live workers offer, described by the model registry, with the prompt presets
+        and how long unsaved outputs are kept."""
         catalogs = self.live_catalogs()
         choices = merged_choices(catalogs)
         prices = self.pricing.prices()
-        models = [{"name": name, "kind": kind, "workers": sum(1 for c in catalogs if name in c.get(kind, []))}
+        described = self.models.describe(sorted({name for kind in MODEL_KINDS for name in choices[kind]}))
+        models = [{**described[name], "kind": kind, "workers": sum(1 for c in catalogs if name in c.get(kind, []))}
                   for kind in MODEL_KINDS for name in choices[kind]]
         workflows = []
         for template in self.templates.all().values():
@@ -254,8 +294,8 @@ class RenderService:
             entry["workers"] = sum(1 for c in catalogs if template.name in workflow_names(c))
             workflows.append(entry)
         return {"models": models, "builtinVaes": choices["builtin_vaes"], "samplers": choices["samplers"],
-                "schedulers": choices["schedulers"],
-                "workflows": workflows, "liveWorkers": len(catalogs),
+                "schedulers": choices["schedulers"], "workflows": workflows, **self.presets.lists(),
+                "outputRetentionDays": self.config.output_retention_days, "liveWorkers": len(catalogs),
                 "workers": [{"workerId": c.get("workerId"), "comfyuiVersion": c.get("comfyuiVersion"),
                              "devices": c.get("devices", []), "workflows": workflow_names(c),
                              "slots": c.get("slots"), "updatedAt": c.get("updatedAt")} for c in catalogs]}
@@ -275,6 +315,13 @@ class RenderService:
                 raise NotFound("No such job.", code="JOB_NOT_FOUND")
             return {"id": job.id, "userId": job.user_id, "status": job.status,
                     "settled": job.settled_at is not None}
+
+    def job_summaries(self, job_ids: list[str]) -> dict[str, Any]:
+        """What the credits statement shows of each known job among ``job_ids``."""
+        with self.db.read() as session:
+            rows = jobs.jobs_by_id(session, job_ids)
+            outputs = jobs.outputs_of(session, [job.id for job in rows])
+            return {"items": [job_summary(job, outputs[job.id], self.storage) for job in rows]}
 
     def job_outputs(self, job_id: str) -> dict[str, Any]:
         with self.db.read() as session:

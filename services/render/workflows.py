@@ -1,7 +1,7 @@
 """Workflow templates: a ComfyUI API-format graph plus the parameters a user may set.
 
 A template file declares each parameter (type, default, limits or choices, or "from the
-catalog", labels) and where its value goes: ``bind`` lists ``[node id, input name]``
+catalog", labels, and optionally a one-line ``help`` in zh and en) and where its value goes: ``bind`` lists ``[node id, input name]``
 pairs (optionally ``[node, input, multiplier]``). A template may offer several
 ``variants`` (for example upscale with a model, or a model-free resize); each variant
 has its own graph, outputs, binds and ``requires`` (node classes and model kinds), and a
@@ -184,6 +184,10 @@ def _check_parameter(template_name: str, param: dict[str, Any], seen: set[str]) 
         raise TemplateError(f"{template_name}: choices of {name} must be a non-empty list of {kind}")
     if not isinstance(param.get("labels"), dict) or not {"zh", "en"} <= set(param["labels"]):
         raise TemplateError(f"{template_name}: parameter {name} needs zh and en labels")
+    help_text = param.get("help")
+    if help_text is not None and not (isinstance(help_text, dict) and {"zh", "en"} <= set(help_text)
+                                      and all(isinstance(text, str) for text in help_text.values())):
+        raise TemplateError(f"{template_name}: the help of {name} must give zh and en texts")
 
 
 def parse_template(data: dict[str, Any], source: Path | None = None) -> Template:

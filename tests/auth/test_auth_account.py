@@ -17,7 +17,8 @@ def test_deletion_removes_the_row_revokes_and_announces(make_account, auth_app, 
     last_id = (redis_conn.xrevrange(PLATFORM_STREAM, count=1) or [("0-0", {})])[0][0]
 
     wrong = account.call("DELETE", "/api/users/me", json={"password": "nottheone1"})
-    assert (wrong.status_code, wrong.json["error"]["code"]) == (403, "INVALID_PASSWORD")
+    assert (wrong.status_code, wrong.json["error"]["code"]) == (422, "INVALID_PASSWORD")
+    assert list(wrong.json["error"]["details"]) == ["password"]
     assert account.call("DELETE", "/api/users/me", json={}).status_code == 422
 
     deleted = account.call("DELETE", "/api/users/me", json={"password": account.password})
@@ -85,7 +86,7 @@ def test_public_profile_and_its_visibility(make_account, gallery, client, servic
     anonymous = client.get(path, headers=service_headers)
     assert anonymous.status_code == 200
     data = anonymous.json["data"]
-    assert set(data) == {"id", "username", "avatarUrl", "bio", "joinedAt", "counts"}
+    assert set(data) == {"id", "username", "displayName", "avatarUrl", "bio", "joinedAt", "counts"}
     assert (data["id"], data["username"], data["bio"], data["avatarUrl"]) == (
         owner.id, owner.username, "Painter \U0001f3a8", None)
     assert data["counts"] == {"works": 7, "likesReceived": 42}

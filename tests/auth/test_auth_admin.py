@@ -26,7 +26,9 @@ def test_list_and_search_users(make_account):
     data = found.json["data"]
     assert (data["total"], data["page"], data["pageSize"]) == (3, 1, 2)
     assert [user["username"] for user in data["items"]] == names[:2]
-    assert set(data["items"][0]) == {"id", "username", "email", "role", "createdAt", "isActive", "lastLoginAt"}
+    assert set(data["items"][0]) == {"id", "username", "displayName", "email", "role", "createdAt", "isActive",
+                                     "lastLoginAt", "credits"}
+    assert data["items"][0]["credits"] == {"available": 500, "held": 0}
     second = admin.call("GET", f"/api/admin/users?search={marker}&pageSize=2&page=2").json["data"]
     assert [user["username"] for user in second["items"]] == names[2:]
     by_mail = admin.call("GET", f"/api/admin/users?search={names[1]}@example.org").json["data"]
@@ -35,6 +37,51 @@ def test_list_and_search_users(make_account):
         assert admin.call("GET", "/api/admin/users", query_string={"search": search}).json["data"]["total"] == 0
     for query in ("pageSize=101", "page=0", "page=abc", "pageSize=1.5", "sort=id", "search=" + "x" * 101):
         assert admin.call("GET", f"/api/admin/users?{query}").status_code == 422, query
+
+
+def test_users_list_shows_balances_from_one_credits_call_and_finds_display_names(make_account, auth_app):
+    """Each listed user carries their balance, read from credits once per page (not once per row);
+    the search also finds display names; ``ids`` looks users up by id."""
+    admin = make_account("admin")
+    marker = uuid.uuid4().hex[:6]
+    users = [make_account() for _ in range(3)]
+    users[0].call("PUT", "/api/users/profile", json={"displayName": f"小明{marker}"})
+    admin.call("POST", "/api/admin/users/%d/disable" % users[2].id)
+    credits = auth_app.extensions["auth_admin"].credits
+    calls = []
+    original = credits.balances
+    credits.balances = lambda ids: calls.append(list(ids)) or original(ids)
+    try:
+        listed = admin.call("GET", "/api/admin/users", query_string={"ids": ",".join(str(u.id) for u in users)})
+    finally:
+        credits.balances = original
+    assert listed.status_code == 200
+    items = listed.json["data"]["items"]
+    assert [item["id"] for item in items] == [u.id for u in users] and listed.json["data"]["total"] == 3
+    assert [item["credits"] for item in items] == [{"available": 500, "held": 0}] * 3
+    assert calls == [[u.id for u in users]]
+    found = admin.call("GET", "/api/admin/users", query_string={"search": f"小明{marker}"}).json["data"]
+    assert [(item["id"], item["displayName"]) for item in found["items"]] == [(users[0].id, f"小明{marker}")]
+    for query in ("ids=x", "ids=0", "ids=" + ",".join(str(n) for n in range(1, 102))):
+        assert admin.call("GET", f"/api/admin/users?{query}").status_code == 422, query
+
+
+def test_users_list_without_credits_shows_no_balances(make_account, settings_env):
+    env = {**settings_env, "CREDITS_URL": "http://127.0.0.1:9"}
+    app = build_auth_app(env)
+    try:
+        admin_name = f"adm{uuid.uuid4().hex[:8]}"
+        app.extensions["auth"].create_user(admin_name, f"{admin_name}@example.com", PASSWORD, role="admin")
+        client = app.test_client()
+        headers = {"X-Service-Token": env["SERVICE_TOKEN"]}
+        token = client.post("/api/users/login", headers=headers,
+                            json={"username": admin_name, "password": PASSWORD}).json["data"]["accessToken"]
+        listed = client.get("/api/admin/users", query_string={"search": admin_name},
+                            headers={**headers, "Authorization": f"Bearer {token}"})
+        assert listed.status_code == 200
+        assert [(item["username"], item["credits"]) for item in listed.json["data"]["items"]] == [(admin_name, None)]
+    finally:
+        app.extensions["db"].dispose()
 
 
 def test_disable_stops_tokens_at_once_and_enable_restores(make_account, client, service_headers):
@@ -85,14 +132,20 @@ def test_internal_directory(make_account, client, service_headers):
     for query in ("limit=1001", "limit=0", "after=-1", "after=x"):
         assert client.get(f"/internal/users/ids?{query}", headers=service_headers).status_code == 422
     entry = client.get(f"/internal/users/{ids[0]}", headers=service_headers).json["data"]
-    assert entry == {"id": ids[0], "username": accounts[0].username, "avatarUrl": None, "role": "user",
-                     "isActive": True, "newWorksPublic": True}
+    assert entry == {"id": ids[0], "username": accounts[0].username, "displayName": None, "avatarUrl": None,
+                     "role": "user", "isActive": True, "newWorksPublic": True}
     accounts[1].call("PUT", "/api/users/profile", json={"privacy": {"newWorksPublic": False}})
     private = client.get(f"/internal/users/{ids[1]}", headers=service_headers).json["data"]
     assert private["newWorksPublic"] is False
     for unknown in (999999999, 2**63, 10**30):
         assert client.get(f"/internal/users/{unknown}", headers=service_headers).status_code == 404
     assert client.get(f"/internal/users/ids?after={10**30}", headers=service_headers).status_code == 422
+    accounts[2].call("PUT", "/api/users/profile", json={"displayName": "小红"})
+    batch = client.get(f"/internal/users?ids={ids[2]},{ids[0]},999999999,{ids[2]}", headers=service_headers)
+    assert [(e["id"], e["username"], e["displayName"]) for e in batch.json["data"]["items"]] == [
+        (ids[0], accounts[0].username, None), (ids[2], accounts[2].username, "小红")]
+    for query in ("", "ids=", "ids=a", "ids=" + ",".join(str(n) for n in range(1, 102))):
+        assert client.get(f"/internal/users?{query}", headers=service_headers).status_code == 422, query
     assert client.get(f"/internal/users/{ids[0]}").status_code == 403
     # A user's own token is not a service token.
     assert client.get(f"/internal/users/{ids[0]}", headers={

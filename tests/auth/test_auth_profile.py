@@ -22,6 +22,26 @@ def test_profile_fields_round_trip(make_account):
     assert cleared.json["data"]["user"]["privacy"] == {"newWorksPublic": False, "profileVisible": True}
 
 
+def test_display_name_round_trips_and_clears(make_account):
+    """A Chinese display name is stored as typed (NFC, trimmed), shown in the profile and the
+    session's user record, and cleared by a blank one; the login name is untouched."""
+    account = make_account()
+    named = account.call("PUT", "/api/users/profile", json={"displayName": " 小明创作 "})
+    assert named.status_code == 200, named.json
+    assert named.json["data"]["user"]["displayName"] == "小明创作"
+    user = account.call("GET", "/api/users/profile").json["data"]["user"]
+    assert (user["displayName"], user["username"]) == ("小明创作", account.username)
+    decomposed = account.call("PUT", "/api/users/profile", json={"displayName": "Zoe\u0308"}).json["data"]["user"]
+    assert decomposed["displayName"] == "Zo\u00eb"
+    login = account.client.post("/api/users/login", headers=account.service_headers,
+                                json={"username": account.username, "password": account.password})
+    assert login.json["data"]["user"]["displayName"] == "Zo\u00eb"
+    for blank in ("", "   ", None):
+        cleared = account.call("PUT", "/api/users/profile", json={"displayName": blank})
+        assert cleared.json["data"]["user"]["displayName"] is None
+        account.call("PUT", "/api/users/profile", json={"displayName": "x"})
+
+
 def test_username_and_email_changes(make_account):
     account, other = make_account(), make_account()
     renamed = account.call("PUT", "/api/users/profile",
@@ -56,6 +76,9 @@ def test_username_and_email_changes(make_account):
     ({"privacy": True}, "privacy"),
     ({"role": "admin"}, "role"),
     ({"isActive": False}, "isActive"),
+    ({"displayName": "x" * 31}, "displayName"),
+    ({"displayName": "zero\u200bwidth"}, "displayName"),
+    ({"displayName": "\x07bell"}, "displayName"),
 ])
 def test_bad_profile_updates_are_422(make_account, body, field):
     account = make_account()
@@ -92,9 +115,11 @@ def test_password_change_ends_every_other_session(make_account, client, service_
 
 
 def test_password_change_needs_the_current_password(make_account):
+    """A wrong current password is an error on that field, so the form can show it there."""
     account = make_account()
     wrong = account.call("PUT", "/api/users/password", json={"currentPassword": "nottheone1", "newPassword": "brandnew42"})
-    assert (wrong.status_code, wrong.json["error"]["code"]) == (403, "INVALID_PASSWORD")
+    assert (wrong.status_code, wrong.json["error"]["code"]) == (422, "INVALID_PASSWORD")
+    assert list(wrong.json["error"]["details"]) == ["currentPassword"]
     weak = account.call("PUT", "/api/users/password", json={"currentPassword": account.password, "newPassword": "short"})
     assert weak.status_code == 422
     assert account.call("GET", "/api/users/profile").status_code == 200  # nothing was revoked

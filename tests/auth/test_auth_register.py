@@ -15,7 +15,8 @@ from tests.auth.conftest import build_auth_app
 def test_register_returns_a_verifiable_token_and_500_credits(register, auth_settings, auth_app, credits_url,
                                                              service_headers, unique):
     """Registration signs in at once: an access token of the platform's lifetime
-    (ACCESS_TOKEN_MINUTES) and a one-day refresh token."""
+    (ACCESS_TOKEN_MINUTES) and, as the web client keeps a new account's session, a refresh
+    token of the remember-me lifetime."""
     response = register(username=f"Ann_{unique}", email=f"Ann.{unique}@Example.COM")
     assert response.status_code == 201
     data = response.json["data"]
@@ -24,7 +25,8 @@ def test_register_returns_a_verifiable_token_and_500_credits(register, auth_sett
     assert data["user"]["role"] == "user"
     assert data["user"]["createdAt"].endswith("Z")
     assert (data["tokenType"], data["expiresIn"], data["refreshExpiresIn"]) == (
-        "Bearer", auth_settings.access_token_minutes * 60, 24 * 3600)
+        "Bearer", auth_settings.access_token_minutes * 60, 30 * 24 * 3600)
+    assert data["user"]["displayName"] is None
     assert len(data["refreshToken"]) >= 40
     assert data["credits"] == {"available": 500, "held": 0}
 
@@ -37,6 +39,23 @@ def test_register_returns_a_verifiable_token_and_500_credits(register, auth_sett
                           headers={**service_headers, "Authorization": f"Bearer {data['accessToken']}"})
     items = ledger.json()["data"]["items"]
     assert [(item["type"], item["amount"]) for item in items] == [("signup_bonus", 500)]
+
+
+def test_register_without_remember_me_gets_a_one_day_session(register, unique):
+    data = register(rememberMe=False).json["data"]
+    assert data["refreshExpiresIn"] == 24 * 3600
+    assert register(username=f"v_{unique}", email=f"v{unique}@example.com", rememberMe="yes").status_code == 422
+
+
+def test_register_with_a_chinese_display_name(register, client, service_headers, unique):
+    """The display name is any script, trimmed; the login name stays ASCII."""
+    data = register(displayName="  小明创作 🎨 ").json["data"]
+    assert (data["user"]["username"], data["user"]["displayName"]) == (f"u_{unique}", "小明创作 🎨")
+    profile = client.get("/api/users/profile", headers={**service_headers,
+                                                        "Authorization": f"Bearer {data['accessToken']}"})
+    assert profile.json["data"]["user"]["displayName"] == "小明创作 🎨"
+    blank = register(username=f"b_{unique}", email=f"b{unique}@example.com", displayName="   ").json["data"]
+    assert blank["user"]["displayName"] is None
 
 
 def test_access_tokens_carry_the_platform_claims(register, auth_settings, unique):
@@ -99,6 +118,10 @@ def test_duplicates_are_409_case_insensitively(register, unique):
     ({"email": ("x" * 250) + "@example.com"}, "email"),
     ({"email": None}, "email"),
     ({"password": ["secret123"]}, "password"),
+    ({"displayName": "名" * 31}, "displayName"),
+    ({"displayName": "evil\u202egnp.exe"}, "displayName"),  # a bidirectional override
+    ({"displayName": "two\nlines"}, "displayName"),
+    ({"displayName": 5}, "displayName"),
 ])
 def test_bad_registrations_are_422(register, fields, bad_field):
     response = register(**fields)

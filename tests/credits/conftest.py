@@ -20,7 +20,9 @@ SERVICE_TOKEN = TEST_SERVICE_TOKEN
 
 @dataclass
 class FakePeers:
-    """The gateway's ``/internal/jobs/<id>`` (from ``jobs``: id → status; missing → 404),
+    """The gateway's ``/internal/jobs/<id>`` (from ``jobs``: id → status; missing → 404) and
+    ``/internal/jobs?ids=`` (from ``summaries``: id → summary; ``summaries_broken`` answers 500;
+    each call's ids are kept in ``summary_calls``),
     auth's ``/internal/users/ids`` (from ``user_ids``) and the gallery's
     ``POST /internal/notifications`` (validated with the gallery's own schema, kept in
     ``notifications``), with the service-token check."""
@@ -29,6 +31,9 @@ class FakePeers:
     jobs: dict[str, str] = field(default_factory=dict)
     user_ids: list[int] = field(default_factory=list)
     broken_jobs: set[str] = field(default_factory=set)
+    summaries: dict[str, dict] = field(default_factory=dict)
+    summaries_broken: bool = False
+    summary_calls: list[list[str]] = field(default_factory=list)
     notifications: list[dict] = field(default_factory=list)
 
 
@@ -51,6 +56,15 @@ def _peers_app(fake: FakePeers) -> Flask:
         if job_id not in fake.jobs:
             return error(404, "JOB_NOT_FOUND")
         return jsonify({"success": True, "data": {"id": job_id, "userId": 1, "status": fake.jobs[job_id]}})
+
+    @app.get("/internal/jobs")
+    def job_summaries():
+        ids = request.args["ids"].split(",")
+        fake.summary_calls.append(ids)
+        if fake.summaries_broken:
+            return "upstream exploded", 500
+        items = [{"id": job_id, **fake.summaries[job_id]} for job_id in ids if job_id in fake.summaries]
+        return jsonify({"success": True, "data": {"items": items}})
 
     @app.get("/internal/users/ids")
     def user_ids():
@@ -138,6 +152,12 @@ def as_user(service_headers, issue_token):
     def _headers(user_id: int, role: str = "user") -> dict[str, str]:
         return {**service_headers, "Authorization": f"Bearer {issue_token(user_id, f'u{user_id}', role)}"}
     return _headers
+
+
+@pytest.fixture
+def admin(as_user, new_user_id):
+    """Headers of a call made by an administrator."""
+    return as_user(new_user_id(), role="admin")
 
 
 @pytest.fixture

@@ -12,11 +12,6 @@ from sqlalchemy import update
 from services.credits.models import RedeemCode
 
 
-@pytest.fixture
-def admin(as_user, new_user_id):
-    return as_user(new_user_id(), role="admin")
-
-
 def test_only_admins_reach_admin_routes(client, as_user, new_user_id):
     headers = as_user(new_user_id())
     for method, path, body in (("post", "/api/admin/credits/grant", {"userId": 1, "amount": 1, "reason": "r"}),

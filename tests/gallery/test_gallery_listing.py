@@ -26,7 +26,8 @@ def test_gallery_lists_public_works_only_newest_first(make_user, anonymous, save
     item = data["items"][0]
     assert item["thumbnailUrl"].startswith("/media/works/thumbs/") and "sig=" not in item["thumbnailUrl"]
     assert (item["isLiked"], item["isOwner"], item["isNew"], item["featured"]) == (False, False, True, False)
-    assert item["author"] == {"id": alice.user_id, "username": f"user{alice.user_id}", "avatarUrl": None}
+    assert item["author"] == {"id": alice.user_id, "username": f"user{alice.user_id}", "displayName": None,
+                              "avatarUrl": None}
     assert item["createdAt"].endswith("Z")
     assert hidden["id"] not in _ids(alice.get(f"/api/works/gallery?search={marker}"))
 

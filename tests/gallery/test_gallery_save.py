@@ -41,7 +41,8 @@ def test_save_creates_work_from_output_record(make_user, add_output, fake_gatewa
     assert work["prompt"] == "red fox in snow"
     assert work["negativePrompt"] == "blurry"
     assert work["params"] == record["params"]
-    assert work["author"] == {"id": alice.user_id, "username": f"user{alice.user_id}", "avatarUrl": None}
+    assert work["author"] == {"id": alice.user_id, "username": f"user{alice.user_id}", "displayName": None,
+                              "avatarUrl": None}
     assert (work["likes"], work["views"], work["isLiked"], work["isOwner"]) == (0, 0, False, True)
     assert (work["jobId"], work["outputId"]) == (record["jobId"], output_id)
     assert work["createdAt"].endswith("Z") and work["updatedAt"].endswith("Z")

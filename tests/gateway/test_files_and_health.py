@@ -10,9 +10,11 @@ from shared.storage import LocalStorage, content_key, make_storage
 from tests.gateway.conftest import build_app, close_app
 
 
-def test_public_media_is_served_with_an_immutable_cache(app, gateway_settings):
-    data = b"\x89PNG\r\n\x1a\nfake"
-    key = LocalStorage(gateway_settings.media_dir).put(content_key(data, "png", "avatars"), data)
+@pytest.mark.parametrize("prefix", ["avatars", "previews"])
+def test_public_media_is_served_with_an_immutable_cache(app, gateway_settings, prefix):
+    """Avatars and model previews are public: no signature, long cache lifetimes."""
+    data = b"\x89PNG\r\n\x1a\nfake " + prefix.encode()
+    key = LocalStorage(gateway_settings.media_dir).put(content_key(data, "png", prefix), data)
     with app.test_client().get(f"/media/{key}") as response:
         assert response.status_code == 200
         assert response.data == data

@@ -2,63 +2,15 @@
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import replace
 
 import pytest
 from services.credits.client import CreditsClient
 from services.render.app import create_app
-from services.render.catalog import publish_catalog
 from services.render_worker.pipeline import build_context, render_job
-from shared.events import redis_client
 from shared.tasks import RENDER_RUN_JOB
 
-from tests.render_fixtures import MODEL
-
-
-@pytest.fixture
-def queue(render_settings, unique):
-    """A private queue name, so the test can read exactly the messages it caused."""
-    return f"render-test-{unique}"
-
-
-@pytest.fixture
-def app(render_settings, render_config, queue):
-    app = create_app(render_settings, replace(render_config, queue_prefix=queue))
-    yield app
-    app.extensions["render"].db.dispose()
-
-
-@pytest.fixture
-def redis(render_settings):
-    client = redis_client(render_settings.redis_url)
-    for key in client.scan_iter(match="catalog:worker:*"):
-        client.delete(key)
-    yield client
-    for key in client.scan_iter(match="catalog:worker:*"):
-        client.delete(key)
-
-
-@pytest.fixture
-def live_worker(redis):
-    publish_catalog(redis, {"workerId": "render@a", "comfyuiUrl": "http://x", "comfyuiVersion": "0.3.64",
-                            "checkpoints": [MODEL], "samplers": ["euler"], "schedulers": ["normal"],
-                            "upscale_models": [], "workflows": ["text2img", "img2img"], "slots": 2,
-                            "updatedAt": "now"})
-
-
-@pytest.fixture
-def user(render_settings, issue_token):
-    user_id = random.randint(10**6, 10**9)
-    CreditsClient(render_settings.credits_url, render_settings.service_token).open_account(user_id)
-    return user_id, {"Authorization": f"Bearer {issue_token(user_id, f'u{user_id}')}"}
-
-
-def balance(render_settings, user_id) -> dict:
-    return CreditsClient(render_settings.credits_url, render_settings.service_token).open_account(user_id)
-
-
-BODY = {"prompt": "a quiet harbour", "model": MODEL, "size": "64x64", "batchSize": 2, "steps": 4}
+from tests.render_fixtures import BODY, MODEL, balance
 
 
 def test_generate_admits_holds_and_queues_after_commit(app, user, redis, queue, live_worker, render_settings):
@@ -195,7 +147,8 @@ def test_internal_outputs_needs_the_service_token(app, user, live_worker, render
 
 def test_models_lists_the_live_catalog_with_worker_counts_and_prices(app, live_worker):
     data = app.test_client().get("/api/models").json["data"]
-    assert data["models"] == [{"name": MODEL, "kind": "checkpoints", "workers": 1}] and data["liveWorkers"] == 1
+    assert [(m["name"], m["kind"], m["workers"]) for m in data["models"]] == [(MODEL, "checkpoints", 1)]
+    assert data["liveWorkers"] == 1
     assert data["samplers"] == ["euler"] and data["schedulers"] == ["normal"]
     workflows = {w["name"]: w for w in data["workflows"]}
     assert workflows["text2img"]["pricePerImage"] == 15 and workflows["text2img"]["workers"] == 1

@@ -110,7 +110,7 @@ def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel)
             report(step, total, percent)
             if step == 3:
                 with ctx.db.transaction() as session:
-                    assert jobs.request_cancel(session, user_id, job_id) == "requested"
+                    assert jobs.request_cancel(session, job_id) == "requested"
         hooks.on_progress = progress
         return original(*args, hooks=hooks, **kwargs)
 

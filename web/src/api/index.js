@@ -98,10 +98,15 @@ export const adminApi = {
   featureWork: (id) => http.put(`/api/admin/works/${id}/feature`, {}),
   unfeatureWork: (id) => http.del(`/api/admin/works/${id}/feature`),
   resolveReport: (id) => http.post(`/api/admin/works/reports/${id}/resolve`, {}),
-  accounts: (query) => http.get('/api/admin/credits/accounts', { query }),
+  works: (query) => http.get('/api/admin/works', { query }),
   cancelJob: (id) => http.del(`/api/admin/jobs/${enc(id)}`),
   codes: (query) => http.get('/api/admin/credits/redeem-codes', { query }),
   createCodes: (body) => http.post('/api/admin/credits/redeem-codes', body),
+  redemptions: (code, query) => http.get(`/api/admin/credits/redeem-codes/${enc(code)}/redemptions`, { query }),
+  models: () => http.get('/api/admin/models'),
+  describeModel: (name, body) => http.put(`/api/admin/models/${name.split('/').map(enc).join('/')}`, body),
+  presets: () => http.get('/api/admin/presets'),
+  savePresets: (body) => http.put('/api/admin/presets', body),
 }
 
 /** Save a Blob as a file through a temporary object URL. */

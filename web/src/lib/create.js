@@ -1,4 +1,5 @@
-/** The create form's rules: cost, sizes, presets, the request body, and why the submit button is disabled. */
+/** The create form's rules: cost, sizes, presets, recommended settings, the request body, and why the submit button is disabled. */
+import { acceptedValue } from './drafts'
 
 /** Aspect ratios offered above the size fields, in the order the original labelled them. */
 export const ASPECTS = [
@@ -47,26 +48,19 @@ export function aspectOf(width, height, options) {
 }
 
 /**
- * Style presets add words to the prompt (models understand English tags best); the label is
- * localised. Negative presets fill the negative prompt. The catalog may send its own lists
- * (admin-configured) in the same shape: { key, labels: { zh, en }, text }.
+ * The settings a model's registry entry recommends (GET /api/models → models[].recommended:
+ * steps, cfgScale, sampler, width, height…) that this workflow declares and accepts, as form
+ * values. Style presets ({ key, labels: { zh, en }, text }) come from the catalog too.
  */
-export const STYLE_PRESETS = [
-  { key: 'none', labels: { zh: '无风格', en: 'No style' }, text: '' },
-  { key: 'photo', labels: { zh: '写实摄影', en: 'Photo' }, text: 'photorealistic, 35mm photo, natural light, high detail' },
-  { key: 'cinematic', labels: { zh: '电影感', en: 'Cinematic' }, text: 'cinematic still, dramatic lighting, film grain, shallow depth of field' },
-  { key: 'anime', labels: { zh: '二次元', en: 'Anime' }, text: 'anime style, clean line art, vibrant colors' },
-  { key: 'guofeng', labels: { zh: '国风', en: 'Chinese ink' }, text: 'traditional Chinese ink painting, guofeng, elegant brush strokes' },
-  { key: 'watercolor', labels: { zh: '水彩', en: 'Watercolor' }, text: 'watercolor painting, soft edges, paper texture' },
-  { key: 'cyberpunk', labels: { zh: '赛博朋克', en: 'Cyberpunk' }, text: 'cyberpunk, neon lights, futuristic city, night' },
-  { key: '3d', labels: { zh: '3D 渲染', en: '3D render' }, text: '3d render, octane render, soft studio lighting' },
-]
-
-export const NEGATIVE_PRESETS = [
-  { key: 'quality', labels: { zh: '通用画质', en: 'General quality' }, text: 'lowres, blurry, bad quality, jpeg artifacts, watermark, text' },
-  { key: 'anatomy', labels: { zh: '人物结构', en: 'Anatomy' }, text: 'bad anatomy, bad hands, extra fingers, deformed, disfigured' },
-  { key: 'clean', labels: { zh: '干净画面', en: 'Clean frame' }, text: 'signature, logo, frame, border, cropped' },
-]
+export function recommendedFor(model, workflow, catalog) {
+  const out = {}
+  for (const [name, value] of Object.entries(model?.recommended || {})) {
+    const param = workflow?.parameters?.find((p) => p.name === name)
+    if (!param || param.type === 'image') continue
+    if (acceptedValue(param, value, catalog) === value) out[name] = value
+  }
+  return out
+}
 
 /** Add a preset's words to a text, once. */
 export function withPreset(text, preset) {

@@ -28,6 +28,7 @@ export function jobFromApi(api) {
     refunded: refundOf(api),
     error: api.error || null,
     outputs: [...(api.outputs || [])].sort((a, b) => a.index - b.index),
+    expiresAt: api.expiresAt ?? null, // when the unsaved outputs are removed
     createdAt: api.createdAt,
     startedAt: api.startedAt,
     finishedAt: api.finishedAt,

@@ -2,17 +2,18 @@ import { reactive } from 'vue'
 import { adminApi } from '@/api'
 
 /**
- * Names for the user ids admin lists carry (jobs, workers). The users API has no lookup by id,
- * so the first 100 users are read once and unknown ids are shown as "#id".
+ * Names for the user ids an admin list carries (code redemptions): the ids of a page are looked
+ * up in one call (GET /api/admin/users?ids=…); an id not found reads "#id".
  */
-const names = reactive({})
-let loading = null
-
 export function useUserNames() {
-  if (!loading) {
-    loading = adminApi.users({ page: 1, pageSize: 100 })
-      .then(({ items }) => { for (const user of items) names[user.id] = user.displayName || user.username })
-      .catch(() => { loading = null })
+  const names = reactive({})
+  async function lookup(ids) {
+    const missing = [...new Set(ids)].filter((id) => !(id in names))
+    if (!missing.length) return
+    try {
+      const { items } = await adminApi.users({ ids: missing.join(','), pageSize: 100 })
+      for (const user of items) names[user.id] = user.displayName || user.username
+    } catch { /* shown by id */ }
   }
-  return (id) => names[id] || `#${id}`
+  return { lookup, nameOf: (id) => names[id] || `#${id}` }
 }

@@ -37,8 +37,9 @@ export const useAuthStore = defineStore('auth', () => {
     return data
   }
 
+  /** A new account stays signed in like "remember me": the server gives the long refresh token. */
   async function register(form) {
-    const data = await authApi.register(form)
+    const data = await authApi.register({ ...form, rememberMe: true })
     begin(data, true)
     return data
   }

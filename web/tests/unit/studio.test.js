@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { ASPECTS, aspectOf, generateBody, reuseValues, sizeForAspect, withPreset } from '../../src/lib/create.js'
-import { groupByJob } from '../../src/lib/credits.js'
+import { ASPECTS, aspectOf, generateBody, recommendedFor, reuseValues, sizeForAspect, withPreset } from '../../src/lib/create.js'
 import { jobErrorKind, scrubDetail } from '../../src/lib/errors.js'
 import { defaultOption, modelLabel, optionsFor, prettyFileName } from '../../src/lib/catalog.js'
 import { acceptedValue, valuesFor } from '../../src/lib/drafts.js'
@@ -70,20 +69,22 @@ describe('remembered settings', () => {
   })
 })
 
-describe('credits by job', () => {
-  it('folds a job hold, its captures and its release into one line with the net change', () => {
-    const entries = [
-      { id: 5, type: 'release', amount: 15, heldChange: -15, reference: 'job1', createdAt: '2026-01-01T00:00:05Z' },
-      { id: 4, type: 'capture', amount: 0, heldChange: -15, reference: 'job1', createdAt: '2026-01-01T00:00:04Z' },
-      { id: 3, type: 'hold', amount: -30, heldChange: 30, reference: 'job1', createdAt: '2026-01-01T00:00:03Z' },
-      { id: 2, type: 'hold', amount: -15, heldChange: 15, reference: 'job2', createdAt: '2026-01-01T00:00:02Z' },
-      { id: 1, type: 'signup_bonus', amount: 500, heldChange: 0, reference: null, createdAt: '2026-01-01T00:00:01Z' },
-    ]
-    const rows = groupByJob(entries)
-    expect(rows.map((r) => r.kind)).toEqual(['job', 'job', 'entry'])
-    expect(rows[0]).toMatchObject({ jobId: 'job1', amount: -15, images: 1, open: false, createdAt: '2026-01-01T00:00:03Z' })
-    expect(rows[1]).toMatchObject({ jobId: 'job2', amount: -15, open: true })
-    expect(rows[2].amount).toBe(500)
+describe('recommended settings', () => {
+  const catalog = { models: [{ name: 'a.safetensors', kind: 'checkpoints' }], samplers: ['euler', 'dpmpp_2m'], schedulers: ['normal'] }
+  const workflow = { parameters: [
+    { name: 'steps', type: 'int', min: 1, max: 100, default: 20 },
+    { name: 'cfgScale', type: 'float', min: 1, max: 30, default: 7 },
+    { name: 'sampler', type: 'string', from: 'samplers' },
+    { name: 'width', type: 'int', min: 64, max: 2048, multipleOf: 8, default: 512 },
+  ] }
+  it('keeps what the workflow declares and accepts', () => {
+    const model = { recommended: { steps: 28, cfgScale: 6.5, sampler: 'dpmpp_2m', width: 768, guidance: 3 } }
+    expect(recommendedFor(model, workflow, catalog)).toEqual({ steps: 28, cfgScale: 6.5, sampler: 'dpmpp_2m', width: 768 })
+  })
+  it('drops values the form would refuse', () => {
+    const model = { recommended: { steps: 500, sampler: 'gone', width: 770 } }
+    expect(recommendedFor(model, workflow, catalog)).toEqual({})
+    expect(recommendedFor({}, workflow, catalog)).toEqual({})
   })
 })
 
