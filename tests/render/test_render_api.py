@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from services.credits.client import CreditsClient
 from services.render.app import create_app
+from services.render.catalog import publish_catalog
 from services.render_worker.pipeline import build_context, render_job
 from shared.tasks import RENDER_RUN_JOB
 
