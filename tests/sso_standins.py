@@ -129,6 +129,10 @@ class OidcStandIn:
         def logout():
             return "signed out of the test provider"
 
+        @app.get("/favicon.ico")
+        def favicon():
+            return "", 204
+
         return app
 
     def _check_authorization(self, args: dict[str, str]) -> str | None:
@@ -246,6 +250,10 @@ class WeComStandIn:
         def qr_confirm():
             args = request.form.to_dict()
             return issue(args, args.get("userid") or None)
+
+        @app.get("/favicon.ico")
+        def favicon():
+            return "", 204
 
         @app.get("/connect/oauth2/authorize")
         def in_client():

@@ -167,6 +167,9 @@ def _oidc_provider(entry: dict[str, Any], env: Mapping[str, str], default_admin_
         email_claim=str(field("emailClaim", "email")), avatar_claim=str(field("avatarClaim", "picture")),
         groups_claim=str(field("groupsClaim", "groups")), admin_groups=groups(field("adminGroups", default_admin_groups)),
         auto_link_verified_email=auto_link)
+    if provider.icon and not provider.icon.startswith(("/", "data:image/")):
+        # The page's Content-Security-Policy loads pictures only from this site or data: URLs.
+        raise ConfigError(f"OIDC provider {key!r}: its icon must be a path of this site or a data:image URL")
     missing = [name for name in ("issuer", "client_id", "client_secret") if not getattr(provider, name)]
     if missing:
         raise ConfigError(f"OIDC provider {key!r}: set {', '.join(prefix + name.upper() for name in missing)} "

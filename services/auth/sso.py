@@ -234,6 +234,7 @@ class SingleSignOn:
 
     def _signed_in(self, signed_in: SignedIn, flow: SignInFlow, profile: ExternalProfile) -> dict[str, Any]:
         return {"status": "signedIn", **signed_in.to_dict(), "provider": flow.provider,
+                "providerName": self.providers[flow.provider].name, "rememberMe": flow.remember_me,
                 "logoutUrl": profile.logout_url, "next": flow.next}
 
     @staticmethod

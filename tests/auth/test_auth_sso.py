@@ -42,7 +42,7 @@ def wecom() -> Iterator[WeComStandIn]:
 
 @pytest.fixture(scope="module")
 def sso_app(auth_env, oidc, wecom):
-    providers = [{"key": IDP, "name": "Test IdP", "icon": "https://idp.example/icon.png", "issuer": oidc.url,
+    providers = [{"key": IDP, "name": "Test IdP", "icon": "/icons/idp.svg", "issuer": oidc.url,
                   "clientId": CLIENT_ID, "scopes": "openid profile email groups", "adminGroups": ["platform-admins"],
                   "autoLinkVerifiedEmail": True}]
     app = build_auth_app({**auth_env, "PUBLIC_URL": PUBLIC_URL, "OIDC_PROVIDERS": json.dumps(providers),
