@@ -66,7 +66,7 @@ def start_platform(tmp_path_factory: pytest.TempPathFactory, settings_env: dict[
     """The platforms a test session starts share one data folder and, per backend, one
     database of their own: a public work saved by one run has its files where the next run
     (which lists it in the gallery) looks for them."""
-    gateway_port = free_port()
+    gateway_port = int(extra_env.pop("GATEWAY_PORT", 0)) or free_port()  # given when PUBLIC_URL must name it
     env = {**os.environ, **settings_env, "DATABASE_URL": database_url, "REDIS_URL": _own_redis(settings_env["REDIS_URL"]),
            "DATA_DIR": str(tmp_path_factory.getbasetemp() / "platform-data")}
     env.update(

@@ -327,6 +327,20 @@ AUTH = [
     Case("auth", "POST", "/api/admin/users/<int:user_id>/enable", admins(200), victim),
     Case("auth", "PUT", "/api/admin/users/<int:user_id>/role", admins(200),
          lambda w, p: {**victim(w, p), "json": {"role": "admin"}}),
+    Case("auth", "GET", "/api/auth/providers", public(200)),
+    Case("auth", "POST", "/api/auth/sso/<provider>/start", optional(200), lambda w, p: {"provider": "wecom", "json": {}}),
+    Case("auth", "GET", "/api/auth/sso/<provider>/callback", public(302),  # to the web client, with the error
+         lambda w, p: {"provider": "wecom", "query_string": {"code": "c", "state": "not-started"}}),
+    Case("auth", "POST", "/api/auth/sso/exchange", public(400), body(ticket="spent", binding="b")),
+    Case("auth", "POST", "/api/auth/sso/register", public(400), body(ticket="spent", binding="b", username="nobody")),
+    Case("auth", "POST", "/api/auth/sso/link", signed_in(400), body(ticket="spent", binding="b")),
+    Case("auth", "GET", "/api/users/me/identities", signed_in(200)),
+    Case("auth", "DELETE", "/api/users/me/identities/<int:identity_id>", signed_in(404),
+         lambda w, p: {"identity_id": 2**62}),
+    Case("auth", "GET", "/api/admin/users/<int:user_id>/identities", admins(200), victim),
+    Case("auth", "GET", "/api/admin/auth/providers", admins(200)),
+    Case("auth", "PUT", "/api/admin/auth/providers/<provider>", admins(200),
+         lambda w, p: {"provider": "wecom", "json": {"enabled": True}}),
     Case("auth", "GET", "/internal/users/ids", public(200)),
     Case("auth", "GET", "/internal/users", public(200), lambda w, p: {"query_string": {"ids": str(p.owner.id)}}),
     Case("auth", "GET", "/internal/users/<int:user_id>", public(200), lambda w, p: {"user_id": p.owner.id}),
@@ -473,7 +487,10 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
            "AUTH_URL": running["auth"].url, "CREDITS_URL": running["credits"].url,
            "GALLERY_URL": running["gallery"].url, "RENDER_URL": running["outputs"].url,
            "RENDER_QUEUE": f"render-matrix-{unique}", "RATE_LIMIT_NAMESPACE": f"ratelimit-matrix-{unique}",
-           "RATE_LIMIT_GLOBAL": "100000/minute", "RATE_LIMIT_GENERATE": "100000/minute"}
+           "RATE_LIMIT_GLOBAL": "100000/minute", "RATE_LIMIT_GENERATE": "100000/minute",
+           # WeCom sign-in is on (its start needs no network; nothing here reaches WeCom).
+           "WECHAT_CORP_ID": "wwmatrix", "WECHAT_AGENT_ID": "1", "WECHAT_SECRET": "matrix",
+           "WECHAT_API_URL": "http://127.0.0.1:9"}
     settings = load_settings(env)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     ensure_dev_keys(settings)

@@ -1,9 +1,11 @@
-"""The auth service: accounts, passwords, sessions and the signing of access tokens (the
-only holder of the private key). It owns the tables ``users``, ``refresh_tokens`` and
-``password_reset_tokens``.
+"""The auth service: accounts, passwords, sessions, single sign-on and the signing of access
+tokens (the only holder of the private key). It owns the tables ``users``, ``refresh_tokens``,
+``password_reset_tokens``, ``external_identities`` and ``sso_provider_switches``.
 
 Its classes, each with the dependencies it uses: ``service.Accounts`` (registration,
 profile, avatar), ``sessions.Sessions`` (sign-in, refresh, sign-out), ``passwords.Passwords``
 (change and reset), ``deletion.AccountDeletion``, ``directory.Directory`` (public profiles,
-export, the internal directory) and ``admin.Administration``.
+export, the internal directory), ``admin.Administration``, and single sign-on:
+``sso.SingleSignOn`` (the flow), ``oidc.OidcProvider`` and ``wecom.WeComProvider`` (the
+providers), ``identities.LinkedIdentities`` and ``identities.ProviderSwitches``.
 """

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, redirect, request
 from marshmallow import Schema, ValidationError
 
 from shared.errors import ok
@@ -13,14 +13,17 @@ from shared.web import load_json, load_query
 from services.auth.avatars import MAX_AVATAR_BYTES
 from services.auth.schemas import (AdminUsersQuerySchema, DeleteAccountSchema, ForgotPasswordSchema,
                                    LoginSchema, LogoutSchema, PasswordChangeSchema, ProfileUpdateSchema,
-                                   RefreshSchema, RegisterSchema, ResetPasswordSchema, RoleSchema,
-                                   UserIdsLookupSchema, UserIdsQuerySchema)
+                                   ProviderSwitchSchema, RefreshSchema, RegisterSchema, ResetPasswordSchema,
+                                   RoleSchema, SsoCallbackQuerySchema, SsoRegisterSchema, SsoStartSchema,
+                                   SsoTicketSchema, UserIdsLookupSchema, UserIdsQuerySchema)
 from services.auth.admin import Administration
 from services.auth.deletion import AccountDeletion
 from services.auth.directory import Directory
+from services.auth.identities import LinkedIdentities, ProviderSwitches
 from services.auth.passwords import Passwords
 from services.auth.service import Accounts
 from services.auth.sessions import Sessions
+from services.auth.sso import SingleSignOn
 
 bp = Blueprint("auth", __name__)
 
@@ -47,6 +50,18 @@ def _directory() -> Directory:
 
 def _admin() -> Administration:
     return current_app.extensions["auth_admin"]
+
+
+def _sso() -> SingleSignOn:
+    return current_app.extensions["auth_sso"]
+
+
+def _identities() -> LinkedIdentities:
+    return current_app.extensions["auth_identities"]
+
+
+def _switches() -> ProviderSwitches:
+    return current_app.extensions["auth_provider_switches"]
 
 
 def _optional_json(schema: Schema) -> Any:
@@ -118,7 +133,8 @@ def update_profile():
 
 @bp.put("/api/users/password")
 @doc("Change the password (ends every other session)", auth="user", body=PasswordChangeSchema,
-     errors={422: "INVALID_PASSWORD (details.currentPassword)", 409: "PASSWORD_CHANGED"})
+     errors={422: "INVALID_PASSWORD (details.currentPassword)", 409: "PASSWORD_CHANGED"},
+     description="An account made by single sign-on sets its first password without currentPassword.")
 def change_password():
     claims = require_user()
     data = load_json(PasswordChangeSchema())
@@ -154,7 +170,7 @@ def upload_avatar():
 
 @bp.delete("/api/users/me")
 @doc("Delete the caller's account, works and files", auth="user", body=DeleteAccountSchema,
-     errors={422: "INVALID_PASSWORD (details.password)"})
+     errors={422: "INVALID_PASSWORD (details.password)", 403: "PASSWORD_NOT_SET"})
 def delete_account():
     claims = require_user()
     data = load_json(DeleteAccountSchema())
@@ -207,6 +223,102 @@ def admin_set_role(user_id: int):
     admin = require_admin()
     data = load_json(RoleSchema())
     return ok({"user": _admin().set_role(admin, user_id, data["role"])})
+
+
+@bp.get("/api/auth/providers")
+@doc("The sign-in providers that are on (never their secrets or endpoints)")
+def sso_providers():
+    return ok({"providers": _sso().public_providers()})
+
+
+@bp.post("/api/auth/sso/<provider>/start")
+@doc("Start signing in (or, signed in, linking) with a provider", auth="optional", body=SsoStartSchema,
+     errors={401: "NO_TOKEN (linking needs a session)", 403: "PROVIDER_DISABLED", 404: "PROVIDER_NOT_FOUND",
+             502: "PROVIDER_UNAVAILABLE"},
+     description="Answers the provider's authorization URL and a binding secret the web client keeps in its "
+                 "tab and presents with the ticket.")
+def sso_start(provider: str):
+    claims = optional_user()
+    data = _optional_json(SsoStartSchema())
+    return ok(_sso().start(provider, data["intent"], claims, data["remember_me"], data["next"],
+                           request.headers.get("User-Agent", "")))
+
+
+@bp.get("/api/auth/sso/<provider>/callback")
+@doc("Where the provider sends the browser back", query=SsoCallbackQuerySchema, status=302,
+     description="Redirects to the web client's /sso/callback with a one-time ticket, or an error code, in the "
+                 "URL fragment (never sent to a server).")
+def sso_callback(provider: str):
+    params = load_query(SsoCallbackQuerySchema())
+    response = redirect(_sso().callback(provider, params), code=302)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@bp.post("/api/auth/sso/exchange")
+@doc("Spend a sign-in ticket: a session, or a sign-up or link to confirm", body=SsoTicketSchema,
+     errors={400: "TICKET_INVALID, BROWSER_MISMATCH", 403: "PROVIDER_DISABLED, ACCOUNT_DISABLED",
+             409: "ALREADY_LINKED, IDENTITY_LINKED_ELSEWHERE, PROVIDER_ALREADY_LINKED"},
+     description="status is signedIn (with the session, as login answers), signup or link.")
+def sso_exchange():
+    data = load_json(SsoTicketSchema())
+    return ok(_sso().exchange(data["ticket"], data["binding"]))
+
+
+@bp.post("/api/auth/sso/register")
+@doc("Make a new account (without a password) for a new identity, and sign in", body=SsoRegisterSchema,
+     status=201, errors={400: "TICKET_INVALID, BROWSER_MISMATCH", 403: "PROVIDER_DISABLED",
+                         409: "USERNAME_TAKEN, IDENTITY_LINKED"})
+def sso_register():
+    data = load_json(SsoRegisterSchema())
+    return ok(_sso().register(data["ticket"], data["binding"], data["username"]), 201)
+
+
+@bp.post("/api/auth/sso/link")
+@doc("Confirm linking the identity of a link sign-in to the caller's account", auth="user", body=SsoTicketSchema,
+     errors={400: "TICKET_INVALID, BROWSER_MISMATCH", 403: "PROVIDER_DISABLED",
+             409: "ALREADY_LINKED, IDENTITY_LINKED_ELSEWHERE, PROVIDER_ALREADY_LINKED"})
+def sso_link():
+    claims = require_user()
+    data = load_json(SsoTicketSchema())
+    return ok(_sso().link(claims, data["ticket"], data["binding"]))
+
+
+@bp.get("/api/users/me/identities")
+@doc("The caller's linked identities", auth="user")
+def my_identities():
+    return ok(_identities().of_user(require_user().user_id))
+
+
+@bp.delete("/api/users/me/identities/<int:identity_id>")
+@doc("Unlink one of the caller's identities", auth="user",
+     errors={404: "IDENTITY_NOT_FOUND", 409: "LAST_SIGN_IN_METHOD"})
+def unlink_identity(identity_id: int):
+    return ok(_identities().unlink(require_user().user_id, identity_id))
+
+
+@bp.get("/api/admin/users/<int:user_id>/identities")
+@doc("A user's linked identities", auth="admin", errors={404: "USER_NOT_FOUND"})
+def admin_user_identities(user_id: int):
+    require_admin()
+    return ok(_identities().of_user(user_id))
+
+
+@bp.get("/api/admin/auth/providers")
+@doc("Every configured sign-in provider and whether it is on", auth="admin")
+def admin_providers():
+    require_admin()
+    return ok({"providers": _switches().states()})
+
+
+@bp.put("/api/admin/auth/providers/<provider>")
+@doc("Turn a sign-in provider on or off (off stops sign-ins at once, even those under way)", auth="admin",
+     body=ProviderSwitchSchema, errors={404: "PROVIDER_NOT_FOUND"})
+def admin_switch_provider(provider: str):
+    admin = require_admin()
+    data = load_json(ProviderSwitchSchema())
+    return ok({"provider": _switches().set_enabled(admin.user_id, provider, data["enabled"])})
 
 
 @bp.get("/internal/users/ids")

@@ -1,6 +1,7 @@
 """The auth service's app: users, passwords, sessions and access tokens (the only signer of JWTs)."""
 from __future__ import annotations
 
+import redis
 from flask import Flask
 
 from shared.config import ConfigError, Settings, load_settings
@@ -16,12 +17,17 @@ from services.auth.cli import auth_cli
 from services.auth.config import AuthConfig, load_config
 from services.auth.deletion import AccountDeletion
 from services.auth.directory import Directory
+from services.auth.external import IdentityProvider
+from services.auth.identities import LinkedIdentities, ProviderSwitches
 from services.auth.mail import Mailer, OutboxMailer, SmtpMailer
 from services.auth.passwords import Passwords
 from services.auth.revocation import Revocations
 from services.auth.service import Accounts
+from services.auth.oidc import OidcProvider
 from services.auth.sessions import Sessions
+from services.auth.sso import SingleSignOn
 from services.auth.tokens import TokenSigner
+from services.auth.wecom import WeComProvider
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
 
@@ -51,15 +57,35 @@ def create_app(settings: Settings | None = None, config: AuthConfig | None = Non
     sessions = Sessions(db, config, signer, revocations)
     app.extensions["db"] = db
     app.extensions["redis"] = redis  # shared.tokens checks revocations with it on every request
-    app.extensions["auth"] = Accounts(db, config, sessions, storage, credits)
+    accounts = Accounts(db, config, sessions, storage, credits)
+    providers = identity_providers(config, redis)
+    switches = ProviderSwitches(db, providers)
+    identities = LinkedIdentities(db, providers)
+    app.extensions["auth"] = accounts
     app.extensions["auth_sessions"] = sessions
     app.extensions["auth_passwords"] = Passwords(db, config, sessions, revocations, mailer)
     app.extensions["auth_deletion"] = AccountDeletion(db, storage, revocations, redis)
     app.extensions["auth_directory"] = Directory(db, storage, credits, gallery)
     app.extensions["auth_admin"] = Administration(db, revocations, credits)
+    app.extensions["auth_sso"] = SingleSignOn(db, config, sessions, accounts, revocations, redis, providers,
+                                              switches, identities)
+    app.extensions["auth_identities"] = identities
+    app.extensions["auth_provider_switches"] = switches
 
     init_service_app(app, settings, internal=True,
                      ready_checks={"database": db.ping, "redis": redis.ping})
     app.register_blueprint(api.bp)
     app.cli.add_command(auth_cli)
     return app
+
+
+def identity_providers(config: AuthConfig, cache: redis.Redis) -> list[IdentityProvider]:
+    """The configured single sign-on providers, OpenID Connect ones first, in configured order."""
+    def callback(key: str) -> str:
+        return f"{config.public_url}/api/auth/sso/{key}/callback"
+
+    providers: list[IdentityProvider] = [OidcProvider(provider, callback(provider.key), f"{config.public_url}/login")
+                                         for provider in config.oidc_providers]
+    if config.wecom is not None:
+        providers.append(WeComProvider(config.wecom, callback("wecom"), cache))
+    return providers

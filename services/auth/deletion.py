@@ -1,4 +1,4 @@
-"""Deleting an account: the user, their sessions and avatar, then the ``user.deleted``
+"""Deleting an account: the user, their sessions, linked identities and avatar, then the ``user.deleted``
 announcement on which credits and gallery close the account and remove the works."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from shared.db import Database, after_commit
 from shared.events import announce_user_deleted
 from shared.storage import Storage
 from shared.tokens import Claims
-from services.auth.models import PasswordResetToken, RefreshToken
+from services.auth.models import ExternalIdentity, PasswordResetToken, RefreshToken
 from services.auth.revocation import Revocations
 from services.auth.users import get_user, remove_avatar_after_commit, verify_own_password
 
@@ -35,6 +35,7 @@ class AccountDeletion:
                 remove_avatar_after_commit(session, self.storage, user.avatar_key, user.id)
             session.execute(delete(RefreshToken).where(RefreshToken.user_id == user.id))
             session.execute(delete(PasswordResetToken).where(PasswordResetToken.user_id == user.id))
+            session.execute(delete(ExternalIdentity).where(ExternalIdentity.user_id == user.id))
             session.delete(user)
             session.flush()
             self.revocations.revoke_user(claims.user_id)

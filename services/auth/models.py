@@ -1,9 +1,10 @@
-"""The auth service's tables: users, their refresh tokens and password-reset tokens."""
+"""The auth service's tables: users, their refresh tokens, password-reset tokens, the external
+identities (OpenID Connect, WeCom) linked to them and the operator's sign-in provider switches."""
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, isoformat, new_metadata, utcnow
@@ -27,8 +28,10 @@ class User(Base):
     username_lower: Mapped[str] = mapped_column(String(20), unique=True)
     # The name people read (any script); None shows the username.
     display_name: Mapped[str | None] = mapped_column(String(30))
-    email: Mapped[str] = mapped_column(String(254), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(100))
+    # None for an account made by single sign-on whose provider gave no verified, free address.
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
+    # None: no password (an account made by single sign-on, until its owner sets one).
+    password_hash: Mapped[str | None] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(10), default="user")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     bio: Mapped[str] = mapped_column(Text, default="")
@@ -46,7 +49,8 @@ class User(Base):
 
     def summary(self) -> dict:
         return {"id": self.id, "username": self.username, "displayName": self.display_name, "email": self.email,
-                "role": self.role, "createdAt": isoformat(self.created_at)}
+                "role": self.role, "hasPassword": self.password_hash is not None,
+                "createdAt": isoformat(self.created_at)}
 
     def profile(self, storage: Storage) -> dict:
         return {**self.summary(), "bio": self.bio, "website": self.website, "location": self.location,
@@ -84,3 +88,41 @@ class PasswordResetToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ExternalIdentity(Base):
+    """An account at an outside identity provider (an OpenID Connect issuer, or WeCom) linked
+    to a user: one per provider and subject, and at most one per provider and user."""
+
+    __tablename__ = "external_identities"
+    __table_args__ = (UniqueConstraint("provider", "subject"), UniqueConstraint("user_id", "provider"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    provider: Mapped[str] = mapped_column(String(40))
+    subject: Mapped[str] = mapped_column(String(255))  # OIDC "sub", WeCom "userid"
+    email: Mapped[str | None] = mapped_column(String(254))
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    display_name: Mapped[str] = mapped_column(String(100), default="")
+    avatar_url: Mapped[str | None] = mapped_column(String(500))
+    department: Mapped[str] = mapped_column(String(200), default="")  # WeCom department ids
+    position: Mapped[str] = mapped_column(String(100), default="")    # WeCom job title
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def view(self) -> dict:
+        return {"id": self.id, "provider": self.provider, "subject": self.subject, "email": self.email,
+                "emailVerified": self.email_verified, "displayName": self.display_name,
+                "avatarUrl": self.avatar_url, "department": self.department, "position": self.position,
+                "createdAt": isoformat(self.created_at), "lastLoginAt": isoformat(self.last_login_at)}
+
+
+class ProviderSwitch(Base):
+    """An operator's switch for one configured sign-in provider; a provider without a row is on."""
+
+    __tablename__ = "sso_provider_switches"
+
+    provider: Mapped[str] = mapped_column(String(40), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    updated_by: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

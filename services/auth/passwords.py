@@ -36,10 +36,12 @@ class Passwords:
         self.revocations = revocations
         self.mailer = mailer
 
-    def change_password(self, claims: Claims, current_password: str, new_password: str) -> SignedIn:
+    def change_password(self, claims: Claims, current_password: str | None, new_password: str) -> SignedIn:
         """Set a new password, end every other session and every access token issued so far,
-        and give the caller a fresh pair in their own session."""
-        verified_hash = verify_own_password(self.db, claims.user_id, current_password, "currentPassword")
+        and give the caller a fresh pair in their own session. An account made by single
+        sign-on sets its first password without a current one."""
+        verified_hash = verify_own_password(self.db, claims.user_id, current_password, "currentPassword",
+                                            unset_ok=True)
         new_hash = hash_password(new_password, self.config.bcrypt_rounds)
         now = utcnow()
         with self.db.transaction() as session:

@@ -5,7 +5,7 @@ import re
 import unicodedata
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from services.auth.models import MAX_ID
 from shared.web import CommaSeparated
@@ -134,7 +134,8 @@ class ProfileUpdateSchema(Schema):
 
 
 class PasswordChangeSchema(Schema):
-    current_password = fields.String(data_key="currentPassword", required=True,
+    # Left out only by an account without a password yet (made by single sign-on).
+    current_password = fields.String(data_key="currentPassword", load_default=None,
                                      validate=validate.Length(min=1, max=1024))
     new_password = fields.String(data_key="newPassword", required=True, validate=PASSWORD)
 
@@ -175,3 +176,39 @@ class UserIdsQuerySchema(Schema):
     after = fields.Integer(load_default=0, validate=validate.Range(min=0, max=MAX_ID))
     limit = fields.Integer(load_default=1000, validate=validate.Range(min=1, max=1000))
 
+
+
+SECRET = [validate.Length(min=1, max=200), _single_line]
+# A path of this site (not "//host", which a browser reads as another site).
+NEXT_PATH = validate.Regexp(r"^/(?![/\\])[^\s\\]{0,199}\Z", error="Give a path of this site, such as /dashboard.")
+
+
+class SsoStartSchema(Schema):
+    intent = fields.String(load_default="login", validate=validate.OneOf(("login", "link")))
+    remember_me = StrictBoolean(data_key="rememberMe", load_default=False)
+    next = fields.String(load_default="/dashboard", validate=NEXT_PATH)
+
+
+class SsoCallbackQuerySchema(Schema):
+    """What a provider sends back; anything else it adds (session_state, iss, appid…) is ignored."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    state = fields.String(load_default="", validate=validate.Length(max=1000))
+    code = fields.String(load_default="", validate=validate.Length(max=4000))
+    error = fields.String(load_default="", validate=validate.Length(max=1000))
+    error_description = fields.String(load_default="", validate=validate.Length(max=1000))
+
+
+class SsoTicketSchema(Schema):
+    ticket = fields.String(required=True, validate=SECRET)
+    binding = fields.String(required=True, validate=SECRET)
+
+
+class SsoRegisterSchema(SsoTicketSchema):
+    username = fields.String(required=True, validate=USERNAME)
+
+
+class ProviderSwitchSchema(Schema):
+    enabled = StrictBoolean(required=True)

@@ -6,19 +6,18 @@ import logging
 from dataclasses import replace
 from typing import Any, Callable
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.db import Database, utcnow
-from shared.errors import Conflict, ServiceError
+from shared.errors import ServiceError
 from shared.storage import Storage, content_key
 from services.auth.avatars import render_avatar
 from services.auth.config import AuthConfig
 from services.auth.hashing import hash_password
 from services.auth.models import User
 from services.auth.sessions import Sessions, SignedIn
-from services.auth.users import get_user, remove_avatar_after_commit
+from services.auth.users import add_user, check_available, get_user, remove_avatar_after_commit
 from services.credits.client import CreditsClient
 
 log = logging.getLogger(__name__)
@@ -35,34 +34,27 @@ class Accounts:
 
     def register(self, username: str, email: str, password: str, display_name: str | None = None,
                  remember_me: bool = True) -> SignedIn:
-        """Create the user and sign them in, then open their credit account (registration
-        survives credits being down: the account opens on first use)."""
+        """Create the user and sign them in, then open their credit account."""
         user = self.create_user(username, email, password, display_name=display_name)
         with self.db.transaction() as session:
             signed_in = self.sessions.sign_in(session, get_user(session, user.id), remember_me=remember_me)
-        try:
-            credits = self.credits.open_account(user.id)
-        except ServiceError as exc:
-            log.warning("credit account of user %s not opened (%s); it opens on first use", user.id, exc.code)
-            credits = None
-        return replace(signed_in, credits=credits)
+        return replace(signed_in, credits=self.open_credits(user.id))
 
     def create_user(self, username: str, email: str, password: str, role: str = "user",
                     display_name: str | None = None) -> User:
         password_hash = hash_password(password, self.config.bcrypt_rounds)
+        return self.write_names(
+            lambda session: add_user(session, username, email, password_hash, role, display_name=display_name),
+            username, email)
 
-        def insert(session: Session) -> User:
-            _check_available(session, username, email)
-            now = utcnow()
-            user = User(username=username, username_lower=username.lower(), display_name=display_name, email=email,
-                        password_hash=password_hash, role=role, is_active=True, bio="", website="",
-                        location="", new_works_public=True, profile_visible=True,
-                        created_at=now, updated_at=now)
-            session.add(user)
-            session.flush()
-            return user
-
-        return self._write_names(insert, username, email)
+    def open_credits(self, user_id: int) -> dict[str, int] | None:
+        """Open a new user's credit account (the signup bonus, once: credits keys it by user).
+        Sign-up survives credits being down: the account opens on first use."""
+        try:
+            return self.credits.open_account(user_id)
+        except ServiceError as exc:
+            log.warning("credit account of user %s not opened (%s); it opens on first use", user_id, exc.code)
+            return None
 
     def profile(self, user_id: int) -> dict[str, Any]:
         with self.db.read() as session:
@@ -73,9 +65,9 @@ class Accounts:
             user = get_user(session, user_id)
             username, email = changes.get("username"), changes.get("email")
             if username is not None and username.lower() != user.username_lower:
-                _check_available(session, username, None)
+                check_available(session, username, None)
             if email is not None and email != user.email:
-                _check_available(session, None, email)
+                check_available(session, None, email)
             if username is not None:
                 user.username, user.username_lower = username, username.lower()
             for field in ("display_name", "email", "bio", "website", "location"):
@@ -87,7 +79,7 @@ class Accounts:
             session.flush()
             return user.profile(self.storage)
 
-        return self._write_names(apply, changes.get("username"), changes.get("email"))
+        return self.write_names(apply, changes.get("username"), changes.get("email"))
 
     def set_avatar(self, user_id: int, upload: bytes) -> dict[str, Any]:
         """Store the re-encoded picture as the user's avatar; the previous file goes unless
@@ -101,20 +93,13 @@ class Accounts:
                 remove_avatar_after_commit(session, self.storage, old_key, user.id)
             return user.profile(self.storage)
 
-    def _write_names(self, write: Callable[[Session], Any], username: str | None, email: str | None) -> Any:
+    def write_names(self, write: Callable[[Session], Any], username: str | None, email: str | None) -> Any:
         """Run ``write`` in a unit of work; a unique-name race lost at commit becomes a 409."""
         try:
             with self.db.transaction() as session:
                 return write(session)
         except IntegrityError:
             with self.db.read() as session:
-                _check_available(session, username, email)
+                check_available(session, username, email)
             raise
 
-
-def _check_available(session: Session, username: str | None, email: str | None) -> None:
-    if username is not None and session.scalar(
-            select(User.id).where(User.username_lower == username.lower())) is not None:
-        raise Conflict("This username is taken.", code="USERNAME_TAKEN")
-    if email is not None and session.scalar(select(User.id).where(User.email == email)) is not None:
-        raise Conflict("An account with this e-mail already exists.", code="EMAIL_TAKEN")

@@ -37,6 +37,8 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/credits", "credits"),
     ("/api/users", "auth"),
     ("/api/admin/users", "auth"),
+    ("/api/auth", "auth"),
+    ("/api/admin/auth", "auth"),
     ("/api/works", "gallery"),
     ("/api/notifications", "gallery"),
     ("/api/admin/works", "gallery"),

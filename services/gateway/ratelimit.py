@@ -12,7 +12,8 @@ knows (addresses it has seen run out, and until when), and charged to Redis afte
 response has been sent. The charge that uses up an address's allowance blocks that
 address here until Redis says the next request is allowed. So each gateway process
 lets through at most the requests already in flight when the allowance ran out.
-Sign-in, registration, password-reset mail and generation are checked synchronously.
+Sign-in, registration (also by single sign-on), password-reset mail and generation are
+checked synchronously.
 """
 from __future__ import annotations
 
@@ -177,6 +178,8 @@ class RateLimiter:
 
 LOGIN_PATH = "/api/users/login"
 REGISTER_PATH = "/api/users/register"
+SSO_REGISTER_PATH = "/api/auth/sso/register"  # a new account made by single sign-on
+SSO_EXCHANGE_PATH = "/api/auth/sso/exchange"  # a sign-in by single sign-on
 PASSWORD_FORGOT_PATH = "/api/users/password/forgot"
 GENERATE_PATH = "/api/generate"
 # Probes are not clients: an orchestrator must always be able to ask.
@@ -209,7 +212,9 @@ def request_limits(rates: RateLimits, service_token: str) -> list[Limit]:
         account = _account()
         if account is not None:
             limits.append(Limit("login:account", rates.login, account))
-    elif request.path == REGISTER_PATH:
+    elif request.path == SSO_EXCHANGE_PATH:
+        limits.append(Limit("login:ip", rates.login, address))
+    elif request.path in (REGISTER_PATH, SSO_REGISTER_PATH):
         limits.append(Limit("register:ip", rates.register, address))
     elif request.path == PASSWORD_FORGOT_PATH:
         limits.append(Limit("password-forgot:ip", rates.password_forgot, address))

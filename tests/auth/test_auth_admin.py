@@ -26,8 +26,8 @@ def test_list_and_search_users(make_account):
     data = found.json["data"]
     assert (data["total"], data["page"], data["pageSize"]) == (3, 1, 2)
     assert [user["username"] for user in data["items"]] == names[:2]
-    assert set(data["items"][0]) == {"id", "username", "displayName", "email", "role", "createdAt", "isActive",
-                                     "lastLoginAt", "credits"}
+    assert set(data["items"][0]) == {"id", "username", "displayName", "email", "role", "hasPassword", "createdAt",
+                                     "isActive", "lastLoginAt", "credits"}
     assert data["items"][0]["credits"] == {"available": 500, "held": 0}
     second = admin.call("GET", f"/api/admin/users?search={marker}&pageSize=2&page=2").json["data"]
     assert [user["username"] for user in second["items"]] == names[2:]

@@ -114,6 +114,28 @@ def test_registration_is_limited_per_address(limited):
     assert client.post("/api/users/register", json=body, headers={"X-Forwarded-For": "203.0.113.8"}).status_code == 200
 
 
+def test_accounts_made_by_single_sign_on_share_the_registration_limit(limited):
+    client = limited()
+    address = {"X-Forwarded-For": "203.0.113.9"}
+    register = {"username": "x", "email": "x@example.com", "password": "secret123"}
+    sso = {"ticket": "t", "binding": "b", "username": "x"}
+    assert client.post("/api/users/register", json=register, headers=address).status_code == 200
+    assert client.post("/api/auth/sso/register", json=sso, headers=address).status_code == 200
+    assert client.post("/api/auth/sso/register", json=sso, headers=address).status_code == 200
+    assert_limited(client.post("/api/auth/sso/register", json=sso, headers=address), "3/hour", "register:ip")
+    assert_limited(client.post("/api/users/register", json=register, headers=address), "3/hour", "register:ip")
+
+
+def test_sign_in_by_single_sign_on_counts_as_a_sign_in(limited):
+    client = limited(RATE_LIMIT_LOGIN="2/minute")
+    address = {"X-Forwarded-For": "203.0.113.10"}
+    assert login(client, "203.0.113.10").status_code == 200
+    assert client.post("/api/auth/sso/exchange", json={"ticket": "t", "binding": "b"},
+                       headers=address).status_code == 200
+    assert_limited(client.post("/api/auth/sso/exchange", json={"ticket": "t", "binding": "b"}, headers=address),
+                   "2/minute", "login:ip")
+
+
 def test_password_reset_mail_is_limited_per_address(limited):
     client = limited(RATE_LIMIT_PASSWORD_FORGOT="1/hour")
     body = {"email": "x@example.com"}

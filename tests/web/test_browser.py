@@ -141,7 +141,7 @@ def login(page, identity: str, password: str) -> None:
     page.goto("/login")
     page.locator("input[name=username]").fill(identity)
     page.locator("input[name=password]").fill(password)
-    page.get_by_role("button", name="登录").last.click()
+    page.get_by_role("button", name="登录", exact=True).last.click()
     page.wait_for_url("**/dashboard")
 
 

@@ -25,7 +25,9 @@ export const authApi = {
   reset: (token, newPassword) => http.post('/api/users/password/reset', { token, newPassword }, { auth: false }),
   profile: () => http.get('/api/users/profile'),
   updateProfile: (body) => http.put('/api/users/profile', body),
-  changePassword: (currentPassword, newPassword) => http.put('/api/users/password', { currentPassword, newPassword }),
+  // An account made by single sign-on sets its first password without a current one.
+  changePassword: (currentPassword, newPassword) =>
+    http.put('/api/users/password', currentPassword ? { currentPassword, newPassword } : { newPassword }),
   uploadAvatar: (file) => {
     const form = new FormData()
     form.append('avatar', file)
@@ -34,6 +36,16 @@ export const authApi = {
   deleteAccount: (password) => http.del('/api/users/me', { body: { password } }),
   exportData: () => http.blob('/api/users/me/export'),
   publicProfile: (username) => http.get(`/api/users/${enc(username)}/public`, { auth: !!session.access() }),
+}
+
+export const ssoApi = {
+  providers: () => http.get('/api/auth/providers', { auth: false }),
+  start: (provider, body) => http.post(`/api/auth/sso/${enc(provider)}/start`, body, { auth: body.intent === 'link' }),
+  exchange: (ticket, binding) => http.post('/api/auth/sso/exchange', { ticket, binding }, { auth: false }),
+  register: (ticket, binding, username) => http.post('/api/auth/sso/register', { ticket, binding, username }, { auth: false }),
+  link: (ticket, binding) => http.post('/api/auth/sso/link', { ticket, binding }),
+  identities: () => http.get('/api/users/me/identities'),
+  unlink: (id) => http.del(`/api/users/me/identities/${enc(id)}`),
 }
 
 export const creditsApi = {
@@ -90,6 +102,9 @@ export const adminApi = {
   disable: (id) => http.post(`/api/admin/users/${id}/disable`, {}),
   enable: (id) => http.post(`/api/admin/users/${id}/enable`, {}),
   setRole: (id, role) => http.put(`/api/admin/users/${id}/role`, { role }),
+  identities: (id) => http.get(`/api/admin/users/${id}/identities`),
+  providers: () => http.get('/api/admin/auth/providers'),
+  switchProvider: (key, enabled) => http.put(`/api/admin/auth/providers/${enc(key)}`, { enabled }),
   grant: (userId, amount, reason, idempotencyKey) => http.post('/api/admin/credits/grant', { userId, amount, reason, idempotencyKey }),
   deduct: (userId, amount, reason, idempotencyKey) => http.post('/api/admin/credits/deduct', { userId, amount, reason, idempotencyKey }),
   reports: (query) => http.get('/api/admin/works/reports', { query }),

@@ -6,6 +6,7 @@ const routes = [
   { path: '/login', name: 'login', component: () => import('@/views/LoginView.vue'), meta: { guest: true, bare: true } },
   { path: '/register', name: 'register', component: () => import('@/views/RegisterView.vue'), meta: { guest: true, bare: true } },
   { path: '/forgot-password', name: 'forgot', component: () => import('@/views/ForgotPasswordView.vue'), meta: { guest: true, bare: true } },
+  { path: '/sso/callback', name: 'sso-callback', component: () => import('@/views/SsoCallbackView.vue'), meta: { bare: true } },
   { path: '/reset-password', name: 'reset', component: () => import('@/views/ResetPasswordView.vue'), meta: { bare: true } },
   { path: '/dashboard', name: 'dashboard', component: () => import('@/views/DashboardView.vue'), meta: { auth: true } },
   { path: '/create', name: 'create', component: () => import('@/views/CreateView.vue'), meta: { auth: true } },

@@ -1,7 +1,8 @@
 import { defineStore } from 'pinia'
 import { computed, ref } from 'vue'
-import { authApi, creditsApi, onSessionLost } from '@/api'
+import { authApi, creditsApi, onSessionLost, ssoApi } from '@/api'
 import { session } from '@/api/session'
+import { keepSsoBinding, offerProviderLogout, rememberProviderLogout } from '@/lib/sso'
 
 export const useAuthStore = defineStore('auth', () => {
   const user = ref(session.user())
@@ -34,13 +35,28 @@ export const useAuthStore = defineStore('auth', () => {
   async function login(identity, password, rememberMe) {
     const data = await authApi.login({ username: identity, password, rememberMe })
     begin(data, rememberMe)
+    rememberProviderLogout(null)
     return data
+  }
+
+  /** Go to the provider's sign-in page (intent 'login', or 'link' to add it to this account). */
+  async function startSso(provider, { intent = 'login', rememberMe = false, next = '/dashboard' } = {}) {
+    const data = await ssoApi.start(provider, { intent, rememberMe, next })
+    keepSsoBinding(data.binding)
+    window.location.assign(data.authorizeUrl)
+  }
+
+  /** A session from single sign-on (the exchange's or the sign-up's answer). */
+  function beginSso(data, providerName, remember) {
+    begin(data, remember)
+    rememberProviderLogout(data.logoutUrl, providerName)
   }
 
   /** A new account stays signed in like "remember me": the server gives the long refresh token. */
   async function register(form) {
     const data = await authApi.register({ ...form, rememberMe: true })
     begin(data, true)
+    rememberProviderLogout(null)
     return data
   }
 
@@ -50,6 +66,7 @@ export const useAuthStore = defineStore('auth', () => {
     } catch {
       /* the session ends here either way */
     }
+    offerProviderLogout()
     session.clear()
   }
 
@@ -81,5 +98,5 @@ export const useAuthStore = defineStore('auth', () => {
   }
 
   return { user, token, credits, signedIn, isAdmin, available, sessionExpired,
-    login, register, logout, fetchProfile, refreshCredits, setCredits, setUser }
+    login, register, logout, startSso, beginSso, fetchProfile, refreshCredits, setCredits, setUser }
 })
