@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import urlencode
 
 import redis
+from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -40,6 +41,7 @@ from services.auth.external import (ExternalProfile, IdentityProvider, SignInFlo
 from services.auth.identities import LinkedIdentities, ProviderSwitches, describe
 from services.auth.models import ExternalIdentity, User
 from services.auth.revocation import Revocations
+from services.auth.schemas import DISPLAY_NAME_MAX, DisplayName
 from services.auth.service import Accounts
 from services.auth.sessions import Sessions, SignedIn
 from services.auth.users import add_user, get_user
@@ -122,7 +124,8 @@ class SingleSignOn:
             email = profile.email if profile.email_verified else None
             if email and session.scalar(select(User.id).where(User.email == email)) is not None:
                 email = None  # that account's owner links it from their profile; this one sets its own
-            user = add_user(session, username, email, None, role="admin" if profile.admin else "user")
+            user = add_user(session, username, email, None, role="admin" if profile.admin else "user",
+                            display_name=_display_name(profile.display_name))
             session.add(_new_identity(user.id, profile, now))
             user.last_login_at = now
             return self.sessions.sign_in(session, user, remember_me=flow.remember_me)
@@ -294,3 +297,11 @@ def _ticket_key(ticket: str) -> str:
 
 def _pending_key(ticket: str) -> str:
     return f"sso:pending:{_digest(ticket)}"
+
+
+def _display_name(claimed: str | None) -> str | None:
+    """The provider's name for the person as the account's display name, when it is one we accept."""
+    try:
+        return DisplayName().deserialize((claimed or "")[:DISPLAY_NAME_MAX])
+    except ValidationError:
+        return None

@@ -178,6 +178,7 @@ def test_oidc_new_identity_signs_up_without_password_and_gets_the_bonus_once(bro
     assert created.status_code == 201, created.json
     session = created.json["data"]
     assert session["status"] == "signedIn" and session["user"]["username"] == login
+    assert session["user"]["displayName"] == f"Person {login}", "the provider's name is the display name"
     assert session["user"]["email"] == f"{login}@corp.example" and session["user"]["hasPassword"] is False
     assert session["logoutUrl"].startswith(f"{oidc.url}/logout?client_id={CLIENT_ID}")
     assert session["credits"]["available"] == 500

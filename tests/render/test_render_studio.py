@@ -219,7 +219,7 @@ def test_an_admin_cancels_any_users_job_with_the_refund(app, admin, user, live_w
                 seen = json.loads(message["data"])["data"]
     finally:
         events.close()
-    assert seen == {"jobId": job_id, "refunded": 30, "images": 0, "charged": 0}
+    assert seen == {"jobId": job_id, "refunded": 30, "images": 0, "charged": 0, "settled": True}
     again = client.delete(f"/api/admin/jobs/{job_id}", headers=admin)
     assert (again.status_code, again.json["error"]["code"]) == (409, "JOB_FINISHED")
     missing = client.delete(f"/api/admin/jobs/{uuid.uuid4().hex}", headers=admin)
