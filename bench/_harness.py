@@ -8,14 +8,21 @@ by the same helpers the tests use (``tests/conftest.py``).
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import math
 import os
+import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -23,7 +30,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 import jwt  # noqa: E402
+import psutil  # noqa: E402
+import pymysql  # noqa: E402
 import requests  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from tests.conftest import DEFAULT_MYSQL_URL, create_mysql_database, drop_mysql_database  # noqa: E402
 
@@ -110,6 +120,18 @@ def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
         drop_mysql_database(url)
 
 
+def kept_database(name: str) -> str:
+    """The URL of the MariaDB database ``name`` on BENCH_MYSQL_URL, kept between runs (created
+    empty the first time), for data that takes long to generate."""
+    parsed = make_url(MYSQL_SERVER_URL)
+    connection = pymysql.connect(host=parsed.host, port=parsed.port or 3306, user=parsed.username,
+                                 password=parsed.password or "")
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+    connection.close()
+    return parsed.set(database=name).render_as_string(hide_password=False)
+
+
 def access_token(private_key: str, user_id: int, username: str, lifetime: dt.timedelta) -> str:
     """An access token signed the way auth signs one, for a user the bench made up."""
     now = dt.datetime.now(dt.timezone.utc)
@@ -123,3 +145,168 @@ def percentile(values: list[float], fraction: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class Load:
+    """What one load run measured: requests, requests per second, latency percentiles (ms),
+    and the requests that failed (non-2xx/3xx answers and socket errors)."""
+
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+Request = tuple[str, str, dict[str, str]]  # method, path, headers
+
+_WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_WRK_TOTAL = re.compile(r"(\d+) requests in")
+_WRK_NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
+_WRK_SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def ensure_wrk() -> str | None:
+    """The ``wrk`` binary, installed with apt-get when missing and this process may; None otherwise."""
+    found = shutil.which("wrk")
+    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
+        print("wrk is missing; installing it with apt-get ...")
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False, capture_output=True)
+        found = shutil.which("wrk")
+    return found
+
+
+def _lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def wrk_script(requests_: list[Request]) -> str:
+    """A wrk Lua script sending the given requests in random order (each thread seeded apart)."""
+    rows = []
+    for method, path, headers in requests_:
+        header_table = ", ".join(f"[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items())
+        rows.append(f"  {{{_lua_string(method)}, {_lua_string(path)}, {{{header_table}}}}},")
+    return "\n".join([
+        "local specs = {", *rows, "}",
+        "local counter = 0",
+        "function setup(thread) counter = counter + 1; thread:set('seed', counter) end",
+        "local prepared = {}",
+        "function init(args)",
+        "  math.randomseed(os.time() * 1000 + (seed or 0))",
+        "  for i, spec in ipairs(specs) do prepared[i] = wrk.format(spec[1], spec[2], spec[3]) end",
+        "end",
+        "function request() return prepared[math.random(#prepared)] end",
+    ])
+
+
+def run_wrk(base_url: str, requests_: list[Request], connections: int, seconds: float,
+            threads: int = 2) -> Load:
+    """Load ``base_url`` with wrk (``-t threads -c connections``), picking among ``requests_``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(wrk_script(requests_))
+    try:
+        command = ["wrk", "-t", str(min(threads, connections)), "-c", str(connections), "-d", f"{seconds:g}s",
+                   "--latency", "-s", script.name, base_url]
+        output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(script.name)
+    latency = {percent: float(value) * _UNIT_MS[unit] for percent, value, unit in _WRK_LATENCY.findall(output)}
+    total = int(_WRK_TOTAL.search(output).group(1))
+    non_2xx = _WRK_NON_2XX.search(output)
+    sockets = _WRK_SOCKET.search(output)
+    errors = (int(non_2xx.group(1)) if non_2xx else 0) + (sum(map(int, sockets.groups())) if sockets else 0)
+    return Load(total, float(_WRK_RPS.search(output).group(1)), latency["50"], latency["99"], errors)
+
+
+def run_python_clients(host: str, port: int, requests_: list[Request], connections: int,
+                       seconds: float) -> Load:
+    """The same load from Python threads, each on its own keep-alive connection (when wrk is
+    missing; the client then competes with the servers for the CPU)."""
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    errors = [0] * connections
+    stop_at = time.monotonic() + seconds
+    barrier = threading.Barrier(connections)
+
+    def client(index: int) -> None:
+        rng = random.Random(index)
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        barrier.wait()
+        while time.monotonic() < stop_at:
+            method, path, headers = rng.choice(requests_)
+            started = time.perf_counter()
+            connection.request(method, path, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            latencies[index].append((time.perf_counter() - started) * 1000)
+            if response.status >= 400:
+                errors[index] += 1
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(connections)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    flat = [value for values in latencies for value in values]
+    return Load(len(flat), len(flat) / elapsed, percentile(flat, 0.5), percentile(flat, 0.99), sum(errors))
+
+
+def sequential_latencies(host: str, port: int, requests_: list[Request], count: int) -> tuple[list[float], int]:
+    """One client sending ``count`` requests (cycling through ``requests_``) one after another
+    on one keep-alive connection; returns (latencies in ms, failed requests)."""
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    latencies, errors = [], 0
+    for index in range(count):
+        method, path, headers = requests_[index % len(requests_)]
+        started = time.perf_counter()
+        connection.request(method, path, headers=headers)
+        response = connection.getresponse()
+        response.read()
+        latencies.append((time.perf_counter() - started) * 1000)
+        errors += response.status >= 400
+    connection.close()
+    return latencies, errors
+
+
+class CpuMeter:
+    """CPU seconds (user + system) used by named process trees (a gunicorn master and its
+    workers) between ``start()`` and ``stop()``. Also reads shared servers (Redis, MariaDB)
+    when their processes are visible; those serve other clients of the machine too."""
+
+    SHARED = {"redis": ("redis-server",), "mariadb": ("mariadbd", "mysqld")}
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self.roots = processes
+        self.shared = {label: [p.pid for p in psutil.process_iter(["name"]) if p.info["name"] in names]
+                       for label, names in self.SHARED.items()}
+        self._started: dict[str, float] = {}
+
+    @staticmethod
+    def _tree_seconds(pids: list[int], recursive: bool) -> float:
+        total = 0.0
+        for pid in pids:
+            try:
+                root = psutil.Process(pid)
+                for proc in [root, *(root.children(recursive=True) if recursive else [])]:
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+            except psutil.Error:
+                continue
+        return total
+
+    def _read(self) -> dict[str, float]:
+        readings = {name: self._tree_seconds([pid], True) for name, pid in self.roots.items()}
+        readings.update({name: self._tree_seconds(pids, False) for name, pids in self.shared.items() if pids})
+        return readings
+
+    def start(self) -> None:
+        self._started = self._read()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds per process tree since ``start()``."""
+        return {name: seconds - self._started.get(name, 0.0) for name, seconds in self._read().items()}

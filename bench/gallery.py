@@ -1,149 +1,317 @@
-"""Gallery requests/s and latency through the gateway, on MariaDB with demo data.
+"""The public gallery through the gateway, as `make run` starts it, on MariaDB with demo data.
 
-    .venv/bin/python bench/gallery.py [--works 100000 --users 10000 --likes 1000000]
-                                      [--clients 16] [--seconds 8] [--database-url URL]
+    .venv/bin/python bench/gallery.py [--works 2000 --users 100 --likes 8500] [--seconds 8]
+                                      [--connections 16] [--wrk | --python-client]
+                                      [--scale-works 1000000] [--scale-backend mariadb|sqlite|both|none]
 
-Creates a fresh MariaDB database (127.0.0.1:3306 as root, or BENCH_MYSQL_URL), applies every
-service's migrations, fills the gallery with the demo generator (``gallery seed-demo``),
-starts the gallery and the gateway under gunicorn as ``deploy/local.py`` runs them (access
-logs off), then runs each scenario with ``--clients`` concurrent keep-alive clients:
-newest page, hottest page, a search, a detail, a like. Prints requests/s, p50 and p99.
-With ``--database-url`` an already seeded database is reused and kept.
-Auth is not started: author avatars fall back to the stored username (fast, cached failure).
+Throughput (the first part): a fresh MariaDB database (127.0.0.1:3306 as root, or
+BENCH_MYSQL_URL) with every service's migrations, filled by the demo generator (the
+issue's comparison size by default: 2,000 public works, 100 authors, ~8,500 likes) and
+with the authors registered in auth, so author names and avatars are real lookups. Auth,
+the gallery and two gateways run under gunicorn with the options `make run` uses (access
+logs off): one gateway as configured (its edge cache on) and one with
+``EDGE_CACHE_SECONDS=0``, so every scenario prints a cached and an uncached figure.
+Load comes from wrk (``-t2 -c16``, a Lua script varying the requests; installed with
+apt-get when missing and possible), or from Python threads with ``--python-client``.
+Scenarios vary sorts and pages (first pages and cursor pages, 20 per page):
+
+  anonymous page   newest / hottest / trending, pages 1–3
+  signed-in page   the same, each request with one of 200 users' access tokens
+  anonymous detail a random work
+  anonymous search Chinese and English words
+
+For each it prints requests/s, p50, p99, failed requests, and the CPU milliseconds each
+process spent per request (gateway, gallery, auth; Redis and MariaDB are shared with
+anything else running on the machine, so theirs are indicative only).
+
+At scale (the second part): a database of ``--scale-works`` works (1,000,000), kept
+between runs (``bench_gallery_scale_<works>`` on MariaDB, ``var/bench/`` for SQLite) and
+seeded only once, behind an uncached gateway; one client, one request at a time: pages
+(newest / hottest, first and deep cursor pages) and searches (Chinese and English, one
+and two words, sorted newest and hottest), p50 and p99 each, and the query plans of the
+search.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import datetime as dt
-import http.client
 import os
 import random
 import secrets
+import shutil
 import tempfile
-import threading
-import time
 from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote, urlencode
 
-from _harness import PROJECT_ROOT, Processes, access_token, fresh_database, is_ready, percentile
-
-from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
+import requests
+from _harness import (PROJECT_ROOT, CpuMeter, Load, Processes, Request, access_token, ensure_wrk,
+                      fresh_database, is_ready, kept_database, percentile, run_python_clients, run_wrk,
+                      sequential_latencies)
+from sqlalchemy import func, insert, select
 
 from deploy.local import service_commands
+from services.auth.models import User
 from services.gallery.models import Work
 from services.gallery.seed import seed_demo
-from shared.config import load_settings
-from shared.db import Database
+from shared.config import Settings, load_settings
+from shared.db import Database, utcnow
 from shared.embedded import free_port
 from shared.migrate import upgrade_all
 from shared.tokens import ensure_dev_keys
 
 FIRST_USER_ID = 900_000_000
+PAGE_SIZE = 20
+SORTS = ("newest", "hottest", "trending")
+SEARCH_WORDS = ("castle", "lighthouse", "oil painting", "robot rain", "赛博朋克", "水墨仙鹤", "星空", "山水 油画")
+SCALE_SEARCHES = ("castle", "fox", "oil painting", "dragon dusk", "pixel", "赛博朋克", "星空", "水墨", "古镇 雨中",
+                  "樱花 油画")
 
 
 def _without_access_log(command: list[str]) -> list[str]:
     return [part for part in command if part not in ("--access-logfile", "-")]
 
 
-def _run(port: int, clients: int, seconds: float, make_request) -> tuple[float, list[float], int]:
-    """Each client loops on its own keep-alive connection; returns (req/s, latencies ms, errors)."""
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    statuses: dict[int, bytes] = {}
-    stop_at = time.monotonic() + seconds
-    barrier = threading.Barrier(clients)
+def register_authors(db: Database, users: int) -> None:
+    """Auth's users for the demo authors (ids from FIRST_USER_ID), so author lookups find them."""
+    now = utcnow()
+    rows = [{"id": FIRST_USER_ID + index, "username": f"demo_{index:05d}", "username_lower": f"demo_{index:05d}",
+             "email": f"demo_{index:05d}@bench.invalid", "password_hash": "-", "role": "user", "is_active": True,
+             "bio": "", "website": "", "location": "", "avatar_key": None, "new_works_public": True,
+             "profile_visible": True, "created_at": now, "updated_at": now} for index in range(users)]
+    with db.transaction() as session:
+        existing = session.scalar(select(func.count()).select_from(User).where(User.id >= FIRST_USER_ID))
+        if not existing:
+            for start in range(0, len(rows), 5000):
+                session.execute(insert(User), rows[start:start + 5000])
 
-    def client(index: int) -> None:
-        rng = random.Random(index)
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        barrier.wait()
-        while time.monotonic() < stop_at:
-            method, path, headers = make_request(rng)
-            started = time.perf_counter()
-            connection.request(method, path, headers=headers)
-            response = connection.getresponse()
-            body = response.read()
-            latencies[index].append((time.perf_counter() - started) * 1000)
-            if response.status != 200:
-                errors[index] += 1
-                statuses.setdefault(response.status, body[:200])
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
-    flat = sorted(value for values in latencies for value in values)
-    for status, body in statuses.items():
-        print(f"    (status {status}: {body!r})")
-    return len(flat) / elapsed, flat, sum(errors)
+def seed(db: Database, settings: Settings, works: int, users: int, likes: int) -> None:
+    upgrade_all(settings)
+    with db.read() as session:
+        present = session.scalar(select(func.count()).select_from(Work))
+    if present >= works:
+        print(f"reusing {present} seeded works")
+    else:
+        print(f"seeding {works} works / {users} authors / {likes} likes ...", flush=True)
+        summary = seed_demo(db, works=works, users=users, likes=likes, first_user_id=FIRST_USER_ID,
+                            echo=lambda line: print(line, flush=True) if works >= 100_000 else None)
+        print(f"seeded in {summary['seconds']:.0f} s", flush=True)
+    register_authors(db, users)
+
+
+class Stack:
+    """Auth, the gallery and two gateways (edge cache on, and off) over one database."""
+
+    def __init__(self, processes: Processes, workdir: Path, database_url: str) -> None:
+        self.ports = {name: free_port() for name in ("gateway", "uncached", "auth", "gallery", "credits")}
+        self.env = {**os.environ, "APP_ENV": "development", "DATA_DIR": str(workdir), "DATABASE_URL": database_url,
+                    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+                    "SERVICE_TOKEN": secrets.token_urlsafe(24), "GATEWAY_PORT": str(self.ports["gateway"]),
+                    "AUTH_PORT": str(self.ports["auth"]), "GALLERY_PORT": str(self.ports["gallery"]),
+                    "CREDITS_PORT": str(self.ports["credits"]), "LOG_LEVEL": "WARNING",
+                    "PYTHONPATH": str(PROJECT_ROOT),
+                    # One client address makes every request here.
+                    "RATE_LIMIT_GLOBAL": "1000000000/minute",
+                    "RATE_LIMIT_NAMESPACE": f"bench-{secrets.token_hex(4)}",
+                    "EDGE_CACHE_NAMESPACE": f"bench-{secrets.token_hex(4)}"}
+        self.settings = load_settings(self.env)
+        ensure_dev_keys(self.settings)
+        self.processes = processes
+
+    def start(self, with_auth: bool = True) -> dict[str, int]:
+        """Start the processes; returns their pids by name."""
+        commands = service_commands(self.settings)
+        uncached_env = {**self.env, "GATEWAY_PORT": str(self.ports["uncached"]), "EDGE_CACHE_SECONDS": "0"}
+        uncached = service_commands(load_settings(uncached_env))["gateway"]
+        ready = {name: (lambda port=port: is_ready(f"http://127.0.0.1:{port}/readyz"))
+                 for name, port in (("auth", self.ports["auth"]), ("gallery", self.ports["gallery"]))}
+        pids = {}
+        if with_auth:
+            pids["auth"] = self.processes.start("auth", _without_access_log(commands["auth"]), env=self.env,
+                                                ready=ready["auth"]).pid
+        pids["gallery"] = self.processes.start("gallery", _without_access_log(commands["gallery"]), env=self.env,
+                                               ready=ready["gallery"]).pid
+        for name, command, env in (("gateway", commands["gateway"], self.env), ("uncached", uncached, uncached_env)):
+            port = int(env["GATEWAY_PORT"])
+            pids[name] = self.processes.start(
+                name, _without_access_log(command), env=env,
+                ready=lambda port=port: is_ready(f"http://127.0.0.1:{port}/api/works/gallery?pageSize=1")).pid
+        return pids
+
+    def url(self, gateway: str) -> str:
+        return f"http://127.0.0.1:{self.ports[gateway]}"
+
+
+def gallery_query(**params) -> str:
+    return "/api/works/gallery?" + urlencode(params, quote_via=quote)
+
+
+def page_paths(base_url: str, sorts: tuple[str, ...], pages: int, search: str = "") -> list[str]:
+    """First pages and the cursor pages after them, as a visitor scrolling would ask for them."""
+    paths = []
+    for sort in sorts:
+        params = {"sort": sort, "pageSize": PAGE_SIZE, **({"search": search} if search else {})}
+        for _ in range(pages):
+            path = gallery_query(**params)
+            paths.append(path)
+            cursor = requests.get(base_url + path, timeout=60).json()["data"]["nextCursor"]
+            if cursor is None:
+                break
+            params["cursor"] = cursor
+    return paths
+
+
+class Throughput:
+    def __init__(self, stack: Stack, pids: dict[str, int], use_wrk: bool, connections: int, seconds: float) -> None:
+        self.stack = stack
+        self.use_wrk = use_wrk
+        self.connections = connections
+        self.seconds = seconds
+        self.meter = CpuMeter({name: pid for name, pid in pids.items()})
+
+    def load(self, gateway: str, requests_: list[Request], seconds: float) -> Load:
+        if self.use_wrk:
+            return run_wrk(self.stack.url(gateway), requests_, self.connections, seconds)
+        return run_python_clients("127.0.0.1", self.stack.ports[gateway], requests_, self.connections, seconds)
+
+    def measure(self, name: str, requests_: list[Request]) -> None:
+        for gateway in ("gateway", "uncached"):
+            self.load(gateway, requests_, 1.0)  # warm pools, caches and imports
+            self.meter.start()
+            result = self.load(gateway, requests_, self.seconds)
+            cpu = self.meter.stop()
+            label = "cached" if gateway == "gateway" else "uncached"
+            per_request = {process: seconds * 1000 / max(result.requests, 1) for process, seconds in cpu.items()
+                           if process in ("auth", "gallery", "redis", "mariadb") or process == gateway}
+            cpu_text = "  ".join(f"{'gateway' if p in ('gateway', 'uncached') else p} {ms:.2f}"
+                                 for p, ms in per_request.items())
+            print(f"{name:<18}{label:<9}{result.rps:>8.0f}{result.p50_ms:>8.1f}{result.p99_ms:>8.1f}"
+                  f"{result.errors:>7}   {cpu_text}", flush=True)
+
+
+def throughput(args: argparse.Namespace, use_wrk: bool) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="gallery-bench-"))
+    database = contextlib.nullcontext(args.database_url) if args.database_url else fresh_database("mariadb", workdir)
+    with database as url, Processes(workdir) as processes:
+        stack = Stack(processes, workdir, url)
+        db = Database(url)
+        seed(db, stack.settings, args.works, args.users, args.likes)
+        with db.read() as session:
+            ids = list(session.scalars(select(Work.id).where(Work.listed.is_(True))))
+        db.dispose()
+        pids = stack.start()
+        private_key = stack.settings.jwt_private_key_path.read_text()
+        tokens = [access_token(private_key, FIRST_USER_ID + index, f"demo_{index:05d}", dt.timedelta(hours=2))
+                  for index in range(min(args.users, 200))]
+        rng = random.Random(7)
+        pages = page_paths(stack.url("uncached"), SORTS, 3)
+        details = [f"/api/works/{work_id}" for work_id in rng.sample(ids, min(len(ids), 2000))]
+        searches = [gallery_query(search=word, pageSize=PAGE_SIZE) for word in SEARCH_WORDS]
+        scenarios: dict[str, list[Request]] = {
+            "anonymous page": [("GET", path, {}) for path in pages],
+            "signed-in page": [("GET", path, {"Authorization": f"Bearer {token}"})
+                               for path in pages for token in rng.sample(tokens, min(len(tokens), 25))],
+            "anonymous detail": [("GET", path, {}) for path in details],
+            "anonymous search": [("GET", path, {}) for path in searches],
+        }
+        bench = Throughput(stack, pids, use_wrk, args.connections, args.seconds)
+        print(f"\n{args.connections} connections, {args.seconds:g} s each, load from "
+              f"{'wrk -t2' if use_wrk else 'Python threads'}; {len(ids)} public works on MariaDB; "
+              f"{os.cpu_count()} cores")
+        print(f"{'scenario':<18}{'gateway':<9}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}   "
+              f"CPU ms per request by process")
+        for name, requests_ in scenarios.items():
+            bench.measure(name, requests_)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scale_database(backend: str, works: int) -> Iterator[str]:
+    if backend == "sqlite":
+        folder = PROJECT_ROOT / "var" / "bench"
+        folder.mkdir(parents=True, exist_ok=True)
+        yield f"sqlite:///{folder / f'gallery-scale-{works}.db'}"
+        return
+    yield kept_database(f"bench_gallery_scale_{works}")
+
+
+def at_scale(args: argparse.Namespace, backend: str) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="gallery-scale-"))
+    with scale_database(backend, args.scale_works) as url, Processes(workdir) as processes:
+        stack = Stack(processes, workdir, url)
+        db = Database(url)
+        seed(db, stack.settings, args.scale_works, 10_000, args.scale_works)
+        db.dispose()
+        stack.start()
+        base = stack.url("uncached")
+        rng = random.Random(11)
+        print(f"\nAt scale ({backend}, {args.scale_works} works), one client, uncached gateway, "
+              f"{args.requests} requests per row")
+        print(f"{'what':<34}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}")
+        for sort in ("newest", "hottest"):
+            paths = page_paths(base, (sort,), 6)
+            deep = [gallery_query(sort=sort, pageSize=PAGE_SIZE, cursor=cursor)
+                    for cursor in deep_cursors(base, sort, rng)]
+            report(stack, f"gallery {sort}, pages 1-6 + deep", paths + deep, args.requests)
+        for sort in ("newest", "hottest"):
+            for language, words in (("English", [w for w in SCALE_SEARCHES if w.isascii()]),
+                                    ("Chinese", [w for w in SCALE_SEARCHES if not w.isascii()])):
+                paths = [gallery_query(search=word, sort=sort, pageSize=PAGE_SIZE) for word in words]
+                paths += [path for word in words[:2] for path in page_paths(base, (sort,), 3, word)[1:]]
+                report(stack, f"search {language}, {sort}", paths, args.requests)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def deep_cursors(base_url: str, sort: str, rng: random.Random) -> list[str]:
+    """Cursors deep into the listing, found by following a few pages of 100."""
+    cursors, params = [], {"sort": sort, "pageSize": 100}
+    for _ in range(10):
+        data = requests.get(base_url + gallery_query(**params), timeout=60).json()["data"]
+        if data["nextCursor"] is None:
+            break
+        cursors.append(data["nextCursor"])
+        params["cursor"] = data["nextCursor"]
+    return rng.sample(cursors, min(len(cursors), 5))
+
+
+def report(stack: Stack, what: str, paths: list[str], count: int) -> None:
+    sequential_latencies("127.0.0.1", stack.ports["uncached"], [("GET", p, {}) for p in paths], len(paths))
+    latencies, errors = sequential_latencies("127.0.0.1", stack.ports["uncached"],
+                                             [("GET", p, {}) for p in paths], count)
+    print(f"{what:<34}{percentile(latencies, 0.5):>8.1f}{percentile(latencies, 0.99):>8.1f}{errors:>7}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--works", type=int, default=100_000)
-    parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--likes", type=int, default=1_000_000)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--works", type=int, default=2_000)
+    parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--likes", type=int, default=8_500)
+    parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--database-url", help="reuse this seeded database (not dropped)")
+    parser.add_argument("--database-url", help="reuse this seeded database for the throughput part (kept)")
+    loaders = parser.add_mutually_exclusive_group()
+    loaders.add_argument("--wrk", action="store_true", help="load from wrk (installed if missing); the default "
+                                                            "when wrk is installed")
+    loaders.add_argument("--python-client", action="store_true", help="load from Python threads")
+    parser.add_argument("--scale-works", type=int, default=1_000_000)
+    parser.add_argument("--scale-backend", choices=("mariadb", "sqlite", "both", "none"), default="mariadb")
+    parser.add_argument("--requests", type=int, default=300, help="requests per row at scale")
+    parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="gallery-bench-"))
-    database = contextlib.nullcontext(args.database_url) if args.database_url else fresh_database("mariadb", workdir)
-    with database as url, Processes(workdir) as processes:
-        gateway_port, gallery_port = free_port(), free_port()
-        env = {**os.environ, "APP_ENV": "development", "DATA_DIR": str(workdir), "DATABASE_URL": url,
-               "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
-               "SERVICE_TOKEN": secrets.token_urlsafe(24), "GATEWAY_PORT": str(gateway_port),
-               "GALLERY_PORT": str(gallery_port), "AUTH_URL": f"http://127.0.0.1:{free_port()}",
-               "LOG_LEVEL": "WARNING", "PYTHONPATH": str(PROJECT_ROOT),
-               "RATE_LIMIT_GLOBAL": "100000000/minute"}  # one client address makes every request here
-        settings = load_settings(env)
-        ensure_dev_keys(settings)
-        db = Database(url)
-        if not args.database_url:
-            upgrade_all(settings)
-            print(f"seeding {args.works} works / {args.users} users / {args.likes} likes into "
-                  f"{make_url(url).database} ...")
-            summary = seed_demo(db, works=args.works, users=args.users, likes=args.likes,
-                                first_user_id=FIRST_USER_ID, echo=lambda line: None)
-            print(f"seeded in {summary['seconds']:.0f} s")
-        with db.read() as session:
-            low, high = session.execute(select(func.min(Work.id), func.max(Work.id))).one()
-        db.dispose()
-        commands = service_commands(settings)
-        processes.start("gallery", _without_access_log(commands["gallery"]), env=env)
-        processes.start("gateway", _without_access_log(commands["gateway"]), env=env,
-                        ready=lambda: is_ready(f"http://127.0.0.1:{gateway_port}/api/works/gallery?pageSize=1"))
-        private_key = settings.jwt_private_key_path.read_text()
-        tokens = [access_token(private_key, user_id, f"demo_{user_id}", dt.timedelta(hours=2))
-                  for user_id in range(FIRST_USER_ID + args.users, FIRST_USER_ID + args.users + 200)]
+    use_wrk = False
+    if not args.python_client:
+        use_wrk = ensure_wrk() is not None
+        if args.wrk and not use_wrk:
+            raise SystemExit("wrk is not installed and could not be installed (apt-get install wrk)")
+    if not args.skip_throughput:
+        throughput(args, use_wrk)
+    if args.scale_backend != "none":
+        for backend in (("mariadb", "sqlite") if args.scale_backend == "both" else (args.scale_backend,)):
+            at_scale(args, backend)
 
-        def page(sort: str):
-            return lambda rng: ("GET", f"/api/works/gallery?sort={sort}&pageSize=24", {})
-
-        scenarios = {
-            "newest page": page("newest"),
-            "hottest page": page("hottest"),
-            "search 'castle'": lambda rng: ("GET", "/api/works/gallery?search=castle&pageSize=24", {}),
-            "search '赛博朋克'": lambda rng: ("GET", "/api/works/gallery?search=%E8%B5%9B%E5%8D%9A%E6%9C%8B%E5%85%8B"
-                                                   "&pageSize=24", {}),
-            "detail": lambda rng: ("GET", f"/api/works/{rng.randint(low, high)}", {}),
-            "like": lambda rng: ("PUT", f"/api/works/{rng.randint(low, high)}/like",
-                                 {"Authorization": f"Bearer {rng.choice(tokens)}"}),
-        }
-        print(f"\n{args.clients} clients, {args.seconds:.0f} s each, through the gateway (MariaDB, "
-              f"{high - low + 1} works)")
-        print(f"{'scenario':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-        for name, make_request in scenarios.items():
-            _run(gateway_port, args.clients, 1.0, make_request)  # warm caches and pools
-            rate, latencies, errors = _run(gateway_port, args.clients, args.seconds, make_request)
-            print(f"{name:<20}{rate:>9.0f}{percentile(latencies, 0.5):>9.1f}{percentile(latencies, 0.99):>9.1f}"
-                  f"{errors:>8}")
 
 if __name__ == "__main__":
     main()
