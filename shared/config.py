@@ -83,6 +83,7 @@ class Settings:
     web_root: Path
     job_deadline_seconds: int
     log_level: str
+    edge_cache_namespace: str = "edge"  # Redis key prefix of the gateway's edge cache, shared with its invalidators
 
     @property
     def media_dir(self) -> Path:
@@ -155,4 +156,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         web_root=Path(env_str(env, "WEB_ROOT", str(PROJECT_ROOT / "web" / "dist"))),
         job_deadline_seconds=env_int(env, "JOB_DEADLINE_SECONDS", 600),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
+        edge_cache_namespace=env_str(env, "EDGE_CACHE_NAMESPACE", "edge"),
     )

@@ -417,6 +417,8 @@ GALLERY = [
     Case("gallery", "POST", "/internal/notifications", public(201), lambda w, p: {"json": {
         "userId": p.owner.id, "type": "system.notice", "title": "Matrix", "dedupeKey": uuid.uuid4().hex}}),
     Case("gallery", "GET", "/internal/users/<int:user_id>/stats", public(200), lambda w, p: {"user_id": p.owner.id}),
+    Case("gallery", "GET", "/internal/users/<int:user_id>/liked", public(200),
+         lambda w, p: {"user_id": p.owner.id, "query_string": {"workIds": "1,2"}}),
     Case("gallery", "GET", "/internal/media/<path:key>/access", public(200),
          lambda w, p: {"key": "images/ab/cd/x.png"}),
     Case("gallery", "POST", "/internal/media/referenced", public(200), body(keys=["images/ab/cd/x.png"])),

@@ -10,8 +10,9 @@ from shared.openapi import doc, spec_response
 from shared.tokens import optional_user, require_admin, require_user
 from shared.web import load_json, load_query
 from services.gallery.engagement import Visitor
-from services.gallery.schemas import (AdminWorksQuerySchema, BatchSchema, GalleryQuerySchema, HideSchema, InternalNotificationSchema,
-                                      MediaKeysSchema, MyWorksQuerySchema, NotificationsQuerySchema, ReportSchema,
+from services.gallery.schemas import (AdminWorksQuerySchema, BatchSchema, GalleryQuerySchema, HideSchema,
+                                      InternalNotificationSchema, LikedQuerySchema, MediaKeysSchema,
+                                      MyWorksQuerySchema, NotificationsQuerySchema, ReportSchema,
                                       ReportsQuerySchema, SaveJobSchema, SaveWorkSchema, UpdateWorkSchema)
 from services.gallery.service import GalleryServices
 
@@ -245,6 +246,13 @@ def create_notification():
 @doc("A user's public counts (works, likes received)")
 def user_stats(user_id: int):
     return ok(_gallery().listing.public_profile_stats(user_id))
+
+
+@bp.get("/internal/users/<int:user_id>/liked")
+@doc("Which of these works a user likes (the gateway lays it over cached public pages)", query=LikedQuerySchema)
+def liked_works(user_id: int):
+    work_ids = load_query(LikedQuerySchema())["work_ids"]
+    return ok({"workIds": _gallery().engagement.liked_among(user_id, work_ids)})
 
 
 @bp.get("/internal/media/<path:key>/access")

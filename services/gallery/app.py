@@ -20,6 +20,7 @@ from services.gallery.moderation import Moderation
 from services.gallery.notifications import Notifications
 from services.gallery.schemas import WorkPresenter
 from services.gallery.service import GalleryServices, WorksService
+from services.gateway.client import EdgeCacheClient
 from services.render.client import RenderClient
 
 
@@ -36,11 +37,13 @@ def create_app(settings: Settings | None = None, config: GalleryConfig | None = 
                               config.author_cache_seconds)
     presenter = WorkPresenter(files, authors, config.featured_likes)
     notifications = Notifications(db, EventBus(redis))
+    edge_cache = EdgeCacheClient(redis, settings.edge_cache_namespace)  # told when what the public sees changes
     app.extensions["gallery"] = GalleryServices(
-        works=WorksService(db, RenderClient(settings.render_url, settings.service_token), files, authors, presenter),
+        works=WorksService(db, RenderClient(settings.render_url, settings.service_token), files, authors, presenter,
+                           edge_cache),
         listing=WorkListing(db, presenter, config.timezone),
         engagement=Engagement(db, files, notifications, config.view_window, config.download_window),
-        moderation=Moderation(db, presenter, notifications),
+        moderation=Moderation(db, presenter, notifications, edge_cache),
         notifications=notifications,
         files=files)
 

@@ -15,6 +15,7 @@ from services.gallery.models import Work, WorkReport
 from services.gallery.notifications import Notifications
 from services.gallery.rules import apply_changes, is_liked, visible_work
 from services.gallery.schemas import WorkPresenter, report_json
+from services.gateway.client import EdgeCacheClient
 
 
 def _resolve_reports(session: Session, work_id: int, admin: Claims) -> None:
@@ -24,10 +25,12 @@ def _resolve_reports(session: Session, work_id: int, admin: Claims) -> None:
 
 
 class Moderation:
-    def __init__(self, db: Database, presenter: WorkPresenter, notifications: Notifications) -> None:
+    def __init__(self, db: Database, presenter: WorkPresenter, notifications: Notifications,
+                 edge_cache: EdgeCacheClient) -> None:
         self.db = db
         self.presenter = presenter
         self.notifications = notifications
+        self.edge_cache = edge_cache
 
     def list_works(self, query: dict[str, Any]) -> dict[str, Any]:
         """Every work matching the search, newest first: all, the public, the private or the
@@ -58,6 +61,7 @@ class Moderation:
                                       f"“{work.title}” was hidden by a moderator", reason,
                                       {"workId": work.id, "reason": reason})
             _resolve_reports(session, work.id, admin)
+            self.edge_cache.changed_after_commit(session)
             session.flush()
             return self._detail(session, work, admin)
 
@@ -69,6 +73,7 @@ class Moderation:
                 apply_changes(session, work, {"is_hidden": False})
                 self.notifications.notify(session, work.user_id, "work.restored",
                                           f"“{work.title}” is visible again", data={"workId": work.id})
+                self.edge_cache.changed_after_commit(session)
             session.flush()
             return self._detail(session, work, admin)
 
@@ -81,6 +86,7 @@ class Moderation:
                                           data={"workId": work.id}, dedupe_key=f"featured:{work.id}")
             elif not featured:
                 work.featured_at = None
+            self.edge_cache.changed_after_commit(session)
             session.flush()
             return self._detail(session, work, admin)
 

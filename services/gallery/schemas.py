@@ -189,6 +189,25 @@ class InternalNotificationSchema(Schema):
     dedupe_key = fields.String(data_key="dedupeKey", validate=validate.Length(min=1, max=128))
 
 
+class IdList(fields.Field):
+    """Up to ``MAX_PAGE_SIZE`` comma-separated work ids (``1,2,3``), duplicates dropped."""
+
+    default_error_messages = {"invalid": "Give comma-separated ids (at most 100)."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[int]:
+        parts = value.split(",") if isinstance(value, str) and value else []
+        if not parts or len(parts) > MAX_PAGE_SIZE or not all(part.isdigit() and len(part) <= 10 for part in parts):
+            raise self.make_error("invalid")
+        ids = list(dict.fromkeys(int(part) for part in parts))
+        if not all(1 <= work_id <= MAX_ID for work_id in ids):
+            raise self.make_error("invalid")
+        return ids
+
+
+class LikedQuerySchema(Schema):
+    work_ids = IdList(data_key="workIds", required=True)
+
+
 class MediaKeysSchema(Schema):
     keys = fields.List(fields.String(validate=validate.Length(min=1, max=255)), required=True,
                        validate=validate.Length(min=1, max=1000))

@@ -27,6 +27,7 @@ from services.gallery.moderation import Moderation
 from services.gallery.notifications import Notifications
 from services.gallery.rules import apply_changes, hot_score, is_liked, owned_work, search_text, set_tags, visible_work
 from services.gallery.schemas import WorkPresenter
+from services.gateway.client import EdgeCacheClient
 from services.render.client import OutputRecord, RenderClient
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,13 @@ def _remove_work_rows(session: Session, work_ids: list[int]) -> None:
 
 class WorksService:
     def __init__(self, db: Database, outputs: RenderClient, files: WorkFiles, authors: AuthorDirectory,
-                 presenter: WorkPresenter) -> None:
+                 presenter: WorkPresenter, edge_cache: EdgeCacheClient) -> None:
         self.db = db
         self.outputs = outputs
         self.files = files
         self.authors = authors
         self.presenter = presenter
+        self.edge_cache = edge_cache
 
     def _detail(self, session: Session, work: Work, viewer: Claims | None) -> dict[str, Any]:
         return self.presenter.detail(work, viewer, is_liked(session, work.id, viewer.user_id if viewer else None))
@@ -109,6 +111,8 @@ class WorksService:
                     raise _already_saved(session, output.id) from None
                 set_tags(session, work.id, work.tags)
                 works.append(work)
+            if is_public:
+                self.edge_cache.changed_after_commit(session)
             session.flush()
             return [self._detail(session, work, user) for work in works]
 
@@ -163,6 +167,7 @@ class WorksService:
         with self.db.transaction() as session:
             work = owned_work(session, work_id, user)
             apply_changes(session, work, changes)
+            self.edge_cache.changed_after_commit(session)
             session.flush()
             return self._detail(session, work, user)
 
@@ -172,6 +177,7 @@ class WorksService:
             keys = [work.image_key, work.thumbnail_key]
             _remove_work_rows(session, [work.id])
             self.files.remove_after_commit(session, keys)
+            self.edge_cache.changed_after_commit(session)
         return {"deleted": True}
 
     def batch_update(self, user: Claims, data: dict[str, Any]) -> dict[str, Any]:
@@ -185,6 +191,7 @@ class WorksService:
                 raise NotFound("Some of these works do not exist or are not yours.", code="WORK_NOT_FOUND",
                                details={"missing": missing})
             action = data["action"]
+            self.edge_cache.changed_after_commit(session)
             if action == "delete":
                 keys = [key for work in works for key in (work.image_key, work.thumbnail_key)]
                 _remove_work_rows(session, ids)
@@ -219,6 +226,7 @@ class WorksService:
             session.execute(delete(WorkReport).where(WorkReport.reporter_id == user_id))
             session.execute(delete(Notification).where(Notification.user_id == user_id))
             self.files.remove_after_commit(session, [key for row in works for key in row[1:]])
+            self.edge_cache.changed_after_commit(session)
         return {"works": len(works), "likes": len(liked)}
 
 

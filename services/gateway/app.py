@@ -1,10 +1,14 @@
 """The gateway application: ``gunicorn -k gthread --threads 64 -w 2 'services.gateway.app:create_app()'``."""
 from __future__ import annotations
 
+import redis as redis_module
 from flask import Flask
 
+from services.gallery.client import GalleryClient
 from services.gateway import files, health, openapi, proxy, ratelimit, security, ws
+from services.gateway.cache import EdgeCache
 from services.gateway.config import GatewayConfig, load_config
+from services.gateway.public_reads import PublicReads
 from services.render.app import init_app as init_render
 from services.render.config import RenderConfig
 from shared.config import Settings, load_settings
@@ -31,6 +35,12 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.extensions["redis"] = redis  # shared.tokens checks revocations with it; rate limits, sockets
     app.extensions["gateway_probes"] = probes
     app.extensions["gateway_checks"] = checks
+    # Cached bodies are bytes: the edge cache has its own binary Redis client.
+    edge_cache = EdgeCache(redis_module.Redis.from_url(settings.redis_url), settings.edge_cache_namespace,
+                           config.edge_cache_seconds)
+    app.extensions["gateway_public_reads"] = PublicReads(
+        edge_cache, GalleryClient(settings.gallery_url, settings.service_token, timeout=(config.connect_timeout,
+                                                                                          config.get_read_timeout)))
 
     # Hooks run in this order: request id, body limits, rate limits, CORS preflight.
     init_service_app(app, settings, internal=False, ready_checks=checks,

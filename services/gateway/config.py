@@ -1,5 +1,5 @@
 """Settings only the gateway reads: the edge's rate limits, trusted proxies, CORS origins,
-upstream timeouts, the demo notice. Each is an environment variable; the README lists them.
+upstream timeouts, the edge cache's lifetime, the demo notice. Each is an environment variable; the README lists them.
 
 ``RATE_LIMIT_*`` values are ``<count>/<period>`` such as ``5/minute``, ``3/hour`` or
 ``10/30 seconds`` (see ``services.gateway.ratelimit.parse_rate``).
@@ -25,6 +25,7 @@ class GatewayConfig:
     get_read_timeout: float  # reads should be quick; a hung upstream fails fast
     ws_recheck_seconds: float  # how often an open socket re-checks its token's revocation
     demo_backend: bool = False  # images come from the ComfyUI emulator (make run says so on the page)
+    edge_cache_seconds: float = 5.0  # how long anonymous public reads are kept (0: not cached)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -37,6 +38,19 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
     if not 0 < value <= 3600:
         raise ConfigError(f"{name} must be between 0 and 3600 seconds, got {raw!r}")
+    return value
+
+
+def _cache_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if not 0 <= value <= 300:
+        raise ConfigError(f"{name} must be between 0 (off) and 300 seconds, got {raw!r}")
     return value
 
 
@@ -78,4 +92,5 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Gat
         get_read_timeout=_seconds(env, "UPSTREAM_GET_READ_TIMEOUT", 10.0),
         ws_recheck_seconds=_seconds(env, "WS_RECHECK_SECONDS", 30.0),
         demo_backend=env_bool(env, "DEMO_BACKEND", False),
+        edge_cache_seconds=_cache_seconds(env, "EDGE_CACHE_SECONDS", 5.0),
     )

@@ -21,6 +21,7 @@ from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionErr
 
 from services.gateway.clientaddr import client_address
 from services.gateway.config import GatewayConfig
+from services.gateway.public_reads import PublicReads
 from shared.config import Settings
 from shared.errors import ServiceUnavailable
 from shared.web import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, request_id
@@ -87,7 +88,8 @@ class Proxy:
         for upstream in self.upstreams.values():
             upstream.close()
 
-    def forward(self, service: str) -> Response:
+    def forward(self, service: str, anonymous: bool = False) -> Response:
+        """The upstream's answer to the current request (``anonymous``: without its Authorization)."""
         upstream = self.upstreams[service]
         path = upstream.prefix + quote(request.path)
         if request.query_string:
@@ -95,7 +97,7 @@ class Proxy:
         method = request.method
         timeout = self.get_timeout if method == "GET" else self.read_timeout
         body = request.get_data(cache=False) or None
-        headers = self._request_headers()
+        headers = self._request_headers(anonymous)
         attempts = 2 if method in IDEMPOTENT_METHODS else 1
         for attempt in range(attempts):
             try:
@@ -117,9 +119,11 @@ class Proxy:
                 raise _unavailable(service, "failed") from exc
         return _response(answer)
 
-    def _request_headers(self) -> dict[str, str]:
+    def _request_headers(self, anonymous: bool) -> dict[str, str]:
         incoming = request.headers
         headers = {name: value for name in FORWARDED_REQUEST_HEADERS if (value := incoming.get(name))}
+        if anonymous:
+            headers.pop("Authorization", None)
         client = client_address()
         headers[SERVICE_TOKEN_HEADER] = self.service_token
         headers[REQUEST_ID_HEADER] = request_id()
@@ -163,6 +167,9 @@ def _response_headers(upstream_headers) -> list[tuple[str, str]]:
 
 def forward(service: str, rest: str = "") -> Response:
     proxy: Proxy = current_app.extensions["gateway_proxy"]
+    public_reads: PublicReads = current_app.extensions["gateway_public_reads"]
+    if public_reads.handles(request):  # gallery pages and work details: the edge cache
+        return public_reads.answer(request, lambda anonymous: proxy.forward(service, anonymous))
     return proxy.forward(service)
 
 

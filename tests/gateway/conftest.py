@@ -93,6 +93,10 @@ def gateway_env(settings_env, upstreams, unique, web_root) -> dict[str, str]:
         "GALLERY_URL": upstreams["gallery"].url,
         # Each test counts its requests apart, so limits never leak between tests or runs.
         "RATE_LIMIT_NAMESPACE": f"ratelimit-test-{unique}",
+        # The echo upstreams answer with what they received: the edge cache is off for them
+        # (test_edge_cache.py turns it on in front of a real gallery).
+        "EDGE_CACHE_SECONDS": "0",
+        "EDGE_CACHE_NAMESPACE": f"edge-test-{unique}",
     })
     return settings_env
 
@@ -124,6 +128,7 @@ def app(gateway_env) -> Iterator[Flask]:
 
 def close_app(app: Flask) -> None:
     app.extensions["gateway_proxy"].close()
+    app.extensions["gateway_public_reads"].close()
     app.extensions["gateway_probes"].close()
     app.extensions["render"].db.dispose()
     app.extensions["redis"].close()

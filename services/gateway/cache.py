@@ -1,0 +1,195 @@
+"""The edge cache: anonymous public reads answered by the gateway without the hop.
+
+Which requests: ``GET`` without an ``Authorization`` header of a gallery page
+(``/api/works/gallery``) or a work's details (``/api/works/<id>``). Only 200 answers are
+kept, so a private, hidden or deleted work (404 to an anonymous caller) never enters it.
+A signed-in request is answered from the same entries by ``services/gateway/overlay.py``.
+
+Key: the path and its query parameters sorted (``pageSize=20&sort=newest`` and
+``sort=newest&pageSize=20`` share an entry).
+
+Two layers: each gateway process keeps a small dictionary in front of Redis, which all
+gateway processes share. An entry carries its body, its ``ETag`` (a digest of the body) and
+when it was fetched; it is served while younger than ``EDGE_CACHE_SECONDS``, with
+``Cache-Control: public, max-age=<what is left>``, ``Age`` and ``Vary: Authorization``, and a
+matching ``If-None-Match`` gets 304. So counters (likes, views) lag by at most that long.
+
+Invalidation: services move the generation counter on after a change the public sees
+(``services/gateway/client.py``); entries are stored under the generation they were fetched
+in, and each process reads the counter at most every ``GENERATION_CHECK_SECONDS``, so a
+change shows within that time. If Redis is unreachable the cache steps aside and requests
+go to the service.
+
+One fetch per key at a time (striped locks), and an entry in its last fifth of life is
+refetched by the first request that sees it while the others are still served from it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import redis
+from flask import Request, Response
+
+from services.gateway.client import GENERATION_CHECK_SECONDS, generation_key
+
+log = logging.getLogger(__name__)
+
+CACHED_PATHS = re.compile(r"/api/works/(?:gallery|[1-9][0-9]{0,9})")
+LOCAL_ENTRIES = 4096
+LOCK_STRIPES = 64
+REFRESH_AT = 0.8  # of the lifetime: from then on, one request refetches while the rest are served
+REDIS_RETRY_SECONDS = 5.0  # after a Redis failure, how long the cache stays aside
+
+
+@dataclass(frozen=True)
+class Entry:
+    generation: int
+    fetched_at: float  # Unix seconds (shared by processes through Redis)
+    etag: str
+    content_type: str
+    body: bytes
+
+    def pack(self) -> bytes:
+        return b"%d\n%.3f\n%s\n%s\n" % (self.generation, self.fetched_at, self.etag.encode(),
+                                         self.content_type.encode()) + self.body
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Entry:
+        generation, fetched_at, etag, content_type, body = data.split(b"\n", 4)
+        return cls(int(generation), float(fetched_at), etag.decode(), content_type.decode(), body)
+
+
+def cache_key(request: Request) -> str:
+    """The request's path and its query parameters in sorted order."""
+    query = request.query_string
+    if not query:
+        return request.path
+    return request.path + "?" + "&".join(sorted(query.decode("latin-1").split("&")))
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    return any(candidate.strip().removeprefix("W/") in (etag, "*") for candidate in header.split(","))
+
+
+class EdgeCache:
+    """Anonymous answers by key: the process's own layer in front of Redis."""
+
+    def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: float) -> None:
+        self.redis = client
+        self.namespace = namespace
+        self.ttl = ttl_seconds
+        self._generation_key = generation_key(namespace)
+        self._generation = 0
+        self._generation_read_at = 0.0
+        self._local: dict[str, Entry] = {}
+        self._locks = [threading.Lock() for _ in range(LOCK_STRIPES)]
+        self._aside_until = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0
+
+    def handles(self, request: Request) -> bool:
+        """A public read this cache answers (signed in or not)."""
+        return self.enabled and request.method == "GET" and CACHED_PATHS.fullmatch(request.path) is not None
+
+    def generation(self) -> int | None:
+        """The current generation (read from Redis at most every GENERATION_CHECK_SECONDS);
+        None while Redis is unreachable."""
+        now = time.monotonic()
+        if now < self._aside_until:
+            return None
+        if now - self._generation_read_at >= GENERATION_CHECK_SECONDS:
+            try:
+                self._generation = int(self.redis.get(self._generation_key) or 0)
+            except redis.RedisError as exc:
+                self._step_aside(exc)
+                return None
+            self._generation_read_at = now
+        return self._generation
+
+    def get(self, key: str, fetch: Callable[[], Response]) -> tuple[Entry | Response, str]:
+        """The fresh entry for ``key`` and whether it was a "HIT" or a "MISS"; on a miss,
+        ``fetch()`` answers and a 200 is kept. The upstream's response itself comes back
+        ("PASS") when it is not kept (an error, a 404) or Redis is unreachable."""
+        generation = self.generation()
+        if generation is None:
+            return fetch(), "PASS"
+        entry = self._fresh(key, generation)
+        lock = self._locks[hash(key) % LOCK_STRIPES]
+        if entry is not None:
+            if time.time() - entry.fetched_at < self.ttl * REFRESH_AT or not lock.acquire(blocking=False):
+                return entry, "HIT"
+            try:
+                return self._fill(key, generation, fetch)
+            finally:
+                lock.release()
+        with lock:
+            entry = self._fresh(key, generation)
+            return (entry, "HIT") if entry is not None else self._fill(key, generation, fetch)
+
+    def respond(self, request: Request, entry: Entry, state: str) -> Response:
+        """The entry as an answer to ``request`` (304 when its ETag matches)."""
+        age = max(0, int(time.time() - entry.fetched_at))
+        headers = {"ETag": entry.etag, "Cache-Control": f"public, max-age={max(0, int(self.ttl) - age)}",
+                   "Age": str(age), "Vary": "Authorization", "X-Edge-Cache": state}
+        if etag_matches(request.headers.get("If-None-Match"), entry.etag):
+            return Response(status=304, headers=headers)
+        return Response(entry.body, status=200, headers=headers, content_type=entry.content_type)
+
+    def _fresh(self, key: str, generation: int) -> Entry | None:
+        now = time.time()
+        entry = self._local.get(key)
+        if entry is not None and entry.generation == generation and now - entry.fetched_at < self.ttl:
+            return entry
+        try:
+            packed = self.redis.get(self._redis_key(key, generation))
+        except redis.RedisError as exc:
+            self._step_aside(exc)
+            return None
+        if packed is None:
+            return None
+        entry = Entry.unpack(packed)
+        if now - entry.fetched_at >= self.ttl:
+            return None
+        self._remember(key, entry)
+        return entry
+
+    def _fill(self, key: str, generation: int, fetch: Callable[[], Response]) -> tuple[Entry | Response, str]:
+        fetched_at = time.time()
+        response = fetch()
+        if response.status_code != 200 or response.is_streamed or not response.is_json:
+            return response, "PASS"
+        body = response.get_data()
+        entry = Entry(generation, fetched_at, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"',
+                      response.content_type, body)
+        self._remember(key, entry)
+        try:
+            self.redis.set(self._redis_key(key, generation), entry.pack(), px=int(self.ttl * 1000))
+        except redis.RedisError as exc:
+            self._step_aside(exc)
+        return entry, "MISS"
+
+    def _remember(self, key: str, entry: Entry) -> None:
+        if len(self._local) >= LOCAL_ENTRIES:
+            self._local.clear()
+        self._local[key] = entry
+
+    def _redis_key(self, key: str, generation: int) -> str:
+        return f"{self.namespace}:{generation}:{key}"
+
+    def _step_aside(self, exc: Exception) -> None:
+        log.warning("edge cache unavailable for %g s (Redis: %s)", REDIS_RETRY_SECONDS, exc.__class__.__name__)
+        self._aside_until = time.monotonic() + REDIS_RETRY_SECONDS
+        self._local.clear()
+
+    def close(self) -> None:
+        self.redis.close()

@@ -1,0 +1,258 @@
+"""The edge cache in front of a real gallery: what it keeps, for how long, and for whom.
+
+Each test runs a real gallery app over HTTP (its own works, made by the demo generator for
+an author no other test uses) behind a gateway whose edge cache is on.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Callable, Iterator
+
+import pytest
+import redis
+import requests
+from flask import Flask
+from sqlalchemy import select, update
+
+from services.gallery.app import create_app as create_gallery
+from services.gallery.models import Work
+from services.gallery.seed import seed_demo
+from shared.config import load_settings
+from shared.db import Database
+from tests.conftest import TEST_SERVICE_TOKEN, serve
+from tests.gateway.conftest import build_app, close_app
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting until {what}")
+        time.sleep(0.05)
+
+
+class Stack:
+    """A gateway (test client) in front of a served gallery, and one author's works."""
+
+    def __init__(self, gateway: Flask, gallery_url: str, db: Database, author_id: int, issue_token) -> None:
+        self.gateway = gateway
+        self.client = gateway.test_client()
+        self.gallery_url = gallery_url
+        self.db = db
+        self.author_id = author_id
+        self.issue_token = issue_token
+        with db.read() as session:
+            self.work_ids = list(session.scalars(select(Work.id).where(Work.user_id == author_id)
+                                                 .order_by(Work.created_at.desc(), Work.id.desc())))
+        self.page = f"/api/works/gallery?authorId={author_id}&pageSize=20"
+
+    def token(self, user_id: int, role: str = "user") -> str:
+        return self.issue_token(user_id, f"u{user_id}", role)
+
+    def get(self, path: str, token: str | None = None, **headers: str):
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.client.get(path, headers=headers)
+
+    def items(self, token: str | None = None) -> list[dict]:
+        response = self.get(self.page, token)
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["data"]["items"]
+
+    def cached_bodies(self, namespace: str) -> list[bytes]:
+        client = redis.Redis.from_url(self.gateway.config["SETTINGS"].redis_url)
+        try:
+            return [client.get(key) or b"" for key in client.scan_iter(f"{namespace}:*")]
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def make_stack(gateway_env, issue_token) -> Iterator[Callable[..., Stack]]:
+    started: list[tuple[Flask, object, Database]] = []
+
+    def _make(cache_seconds: str = "60", works: int = 3) -> Stack:
+        author_id = uuid.uuid4().int % 1_000_000_000 + 1_000_000_000
+        db = Database(gateway_env["DATABASE_URL"])
+        seed_demo(db, works=works, users=1, likes=0, first_user_id=author_id, seed=author_id, echo=lambda _: None)
+        gallery = serve(create_gallery(load_settings(gateway_env)))
+        gateway = build_app({**gateway_env, "GALLERY_URL": gallery.url, "EDGE_CACHE_SECONDS": cache_seconds})
+        started.append((gateway, gallery, db))
+        return Stack(gateway, gallery.url, db, author_id, issue_token)
+
+    yield _make
+    for gateway, gallery, db in started:
+        close_app(gateway)
+        gallery.stop()
+        db.dispose()
+
+
+def test_anonymous_reads_come_from_the_cache_with_validators(make_stack):
+    stack = make_stack()
+    first = stack.get(stack.page)
+    second = stack.get(stack.page)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert (first.headers["X-Edge-Cache"], second.headers["X-Edge-Cache"]) == ("MISS", "HIT")
+    assert first.get_data() == second.get_data() and first.headers["ETag"] == second.headers["ETag"]
+    assert second.headers["Vary"] == "Authorization"
+    assert second.headers["Cache-Control"].startswith("public, max-age=")
+    assert 0 <= int(second.headers["Age"]) <= 60
+    # The same query spelled in another order is the same entry.
+    reordered = stack.get(f"/api/works/gallery?pageSize=20&authorId={stack.author_id}")
+    assert reordered.headers["X-Edge-Cache"] == "HIT" and reordered.headers["ETag"] == first.headers["ETag"]
+
+    unchanged = stack.get(stack.page, **{"If-None-Match": first.headers["ETag"]})
+    assert unchanged.status_code == 304 and unchanged.get_data() == b""
+    assert unchanged.headers["ETag"] == first.headers["ETag"]
+    assert stack.get(stack.page, **{"If-None-Match": '"other"'}).status_code == 200
+
+    detail = f"/api/works/{stack.work_ids[0]}"
+    assert stack.get(detail).headers["X-Edge-Cache"] == "MISS"
+    hit = stack.get(detail)
+    assert hit.headers["X-Edge-Cache"] == "HIT"
+    assert hit.get_json()["data"]["work"]["id"] == stack.work_ids[0]
+    # Security headers and the request id still come with a cached answer.
+    assert hit.headers["X-Content-Type-Options"] == "nosniff" and hit.headers["X-Request-ID"]
+
+
+def test_edits_hides_features_and_deletes_show_at_once(make_stack):
+    stack = make_stack(cache_seconds="300")  # far longer than the test: only invalidation can explain a change
+    owner = stack.token(stack.author_id)
+    admin = stack.token(uuid.uuid4().int % 1_000_000 + 1, role="admin")
+    edited, hidden, deleted = stack.work_ids
+    detail = f"/api/works/{edited}"
+    assert stack.get(detail).status_code == 200 and stack.get(detail).headers["X-Edge-Cache"] == "HIT"
+    assert len(stack.items()) == 3
+
+    new_title = f"renamed {uuid.uuid4().hex[:6]}"
+    assert stack.get(detail, owner).status_code == 200
+    assert stack.client.put(detail, json={"title": new_title}, headers={"Authorization": f"Bearer {owner}"}
+                            ).status_code == 200
+    wait_for(lambda: stack.get(detail).get_json()["data"]["work"]["title"] == new_title, "the detail shows the edit")
+    wait_for(lambda: new_title in [item["title"] for item in stack.items()], "the page shows the edit")
+
+    assert stack.client.post(f"/api/admin/works/{hidden}/hide", json={"reason": "spam"},
+                             headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+    wait_for(lambda: hidden not in [item["id"] for item in stack.items()], "the hidden work leaves the page")
+    assert stack.get(f"/api/works/{hidden}").status_code == 404
+
+    assert stack.client.put(f"/api/admin/works/{edited}/feature",
+                            headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+    wait_for(lambda: stack.get(detail).get_json()["data"]["work"]["featured"] is True, "the work shows featured")
+
+    assert stack.client.delete(f"/api/works/{deleted}", headers={"Authorization": f"Bearer {owner}"}
+                               ).status_code == 200
+    wait_for(lambda: [item["id"] for item in stack.items()] == [edited], "the deleted work leaves the page")
+    assert stack.get(f"/api/works/{deleted}").status_code == 404
+
+
+def test_a_like_shows_within_the_cache_lifetime(make_stack):
+    stack = make_stack(cache_seconds="1")
+    work_id = stack.work_ids[0]
+    before = stack.get(f"/api/works/{work_id}").get_json()["data"]["work"]["likes"]
+    fan = stack.token(uuid.uuid4().int % 1_000_000 + 1)
+    assert stack.client.put(f"/api/works/{work_id}/like", headers={"Authorization": f"Bearer {fan}"}
+                            ).status_code == 200
+    wait_for(lambda: stack.get(f"/api/works/{work_id}").get_json()["data"]["work"]["likes"] == before + 1,
+             "the detail counts the like")
+    wait_for(lambda: {item["id"]: item["likes"] for item in stack.items()}[work_id] == before + 1,
+             "the page counts the like")
+
+
+def test_a_private_work_never_enters_the_cache(make_stack, gateway_env):
+    stack = make_stack()
+    owner = stack.token(stack.author_id)
+    private, public, _ = stack.work_ids
+    secret_title = f"secret {uuid.uuid4().hex}"
+    response = stack.client.put(f"/api/works/{private}", json={"title": secret_title, "isPublic": False},
+                                headers={"Authorization": f"Bearer {owner}"})
+    assert response.status_code == 200
+
+    for _ in range(3):
+        refused = stack.get(f"/api/works/{private}")
+        assert refused.status_code == 404 and "X-Edge-Cache" not in refused.headers
+    seen_by_owner = stack.get(f"/api/works/{private}", owner)
+    assert seen_by_owner.status_code == 200 and seen_by_owner.get_json()["data"]["work"]["title"] == secret_title
+    assert seen_by_owner.headers.get("X-Edge-Cache") is None  # the gallery's own answer, not a cached one
+    assert private not in [item["id"] for item in stack.items()]
+    assert private not in [item["id"] for item in stack.items(owner)]  # the public gallery lists public works
+    assert stack.get(f"/api/works/{public}").status_code == 200
+
+    cached = stack.cached_bodies(gateway_env["EDGE_CACHE_NAMESPACE"])
+    assert cached and not any(secret_title.encode() in body for body in cached)
+    assert not any(secret_title.encode() in entry.body
+                   for entry in stack.gateway.extensions["gateway_public_reads"].cache._local.values())
+
+
+def test_a_signed_in_users_likes_are_never_served_to_another(make_stack):
+    stack = make_stack()
+    alice_id, bob_id = (uuid.uuid4().int % 1_000_000 + 1 for _ in range(2))
+    alice, bob = stack.token(alice_id), stack.token(bob_id)
+    liked = stack.work_ids[1]
+    assert stack.client.put(f"/api/works/{liked}/like", headers={"Authorization": f"Bearer {alice}"}
+                            ).status_code == 200
+
+    def liked_ids(token: str | None) -> set[int]:
+        return {item["id"] for item in stack.items(token) if item["isLiked"]}
+
+    for _ in range(2):  # the second round is served from a warm cache
+        assert liked_ids(alice) == {liked}
+        assert liked_ids(bob) == set()
+        assert liked_ids(None) == set()
+        assert stack.get(f"/api/works/{liked}", alice).get_json()["data"]["work"]["isLiked"] is True
+        assert stack.get(f"/api/works/{liked}", bob).get_json()["data"]["work"]["isLiked"] is False
+        assert stack.get(f"/api/works/{liked}").get_json()["data"]["work"]["isLiked"] is False
+
+    personal = stack.get(stack.page, alice)
+    assert personal.headers["X-Edge-Cache"] == "PERSONAL"
+    assert personal.headers["Cache-Control"] == "private, no-cache" and "ETag" not in personal.headers
+    # What the overlay says is what the gallery itself says to Alice.
+    direct = requests.get(stack.gallery_url + stack.page, timeout=10, headers={
+        "Authorization": f"Bearer {alice}", "X-Service-Token": TEST_SERVICE_TOKEN})
+    assert personal.get_json() == direct.json()
+    detail = f"/api/works/{liked}"
+    direct_detail = requests.get(stack.gallery_url + detail, timeout=10, headers={
+        "Authorization": f"Bearer {alice}", "X-Service-Token": TEST_SERVICE_TOKEN})
+    assert stack.get(detail, alice).get_json() == direct_detail.json()
+
+
+def test_authors_admins_and_bad_tokens_get_the_gallerys_own_answer(make_stack, issue_token):
+    stack = make_stack()
+    owner = stack.token(stack.author_id)
+    own_items = stack.items(owner)
+    assert all(item["isOwner"] and item["hidden"] is False for item in own_items)
+    assert stack.get(stack.page, owner).headers.get("X-Edge-Cache") is None
+    admin = stack.token(uuid.uuid4().int % 1_000_000 + 1, role="admin")
+    assert stack.get(stack.page, admin).headers.get("X-Edge-Cache") is None
+
+    expired = issue_token(77, "late", minutes=-1)
+    refused = stack.get(stack.page, expired)
+    assert refused.status_code == 401 and refused.get_json()["error"]["code"] == "TOKEN_EXPIRED"
+    garbage = stack.get(f"/api/works/{stack.work_ids[0]}", "not-a-jwt")
+    assert garbage.status_code == 401 and garbage.get_json()["error"]["code"] == "TOKEN_INVALID"
+
+
+def test_counters_written_directly_still_expire(make_stack):
+    """Nothing tells the cache about a counter; its lifetime bounds how stale it gets."""
+    stack = make_stack(cache_seconds="1")
+    work_id = stack.work_ids[0]
+    assert stack.get(f"/api/works/{work_id}").get_json()["data"]["work"]["views"] >= 0
+    with stack.db.transaction() as session:
+        session.execute(update(Work).where(Work.id == work_id).values(views_count=123_456))
+    wait_for(lambda: stack.get(f"/api/works/{work_id}").get_json()["data"]["work"]["views"] == 123_456,
+             "the view count catches up")
+
+
+def test_without_redis_the_cache_steps_aside(make_stack, gateway_env):
+    stack = make_stack()
+    broken = build_app({**gateway_env, "GALLERY_URL": stack.gallery_url, "EDGE_CACHE_SECONDS": "60",
+                        "REDIS_URL": "redis://127.0.0.1:1/0"})
+    try:
+        client = broken.test_client()
+        for _ in range(2):
+            response = client.get(stack.page)
+            assert response.status_code == 200 and "X-Edge-Cache" not in response.headers
+            assert len(response.get_json()["data"]["items"]) == 3
+    finally:
+        close_app(broken)
