@@ -89,10 +89,14 @@ def configure_logging(service: str, level: str) -> None:
     root.setLevel(level)
 
 
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
 def incoming_request_id() -> str:
     """The caller's ``X-Request-ID`` if it is well-formed, else a new one."""
     presented = request.headers.get(REQUEST_ID_HEADER, "")
-    return presented if VALID_REQUEST_ID.fullmatch(presented) else uuid.uuid4().hex
+    return presented if VALID_REQUEST_ID.fullmatch(presented) else new_request_id()
 
 
 def run_probes(checks: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:

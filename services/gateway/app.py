@@ -8,6 +8,7 @@ from services.gallery.client import GalleryClient
 from services.gateway import files, health, openapi, proxy, ratelimit, security, ws
 from services.gateway.cache import EdgeCache
 from services.gateway.config import GatewayConfig, load_config
+from services.gateway.fast_path import CachedReadsFastPath
 from services.gateway.public_reads import PublicReads
 from services.render.app import init_app as init_render
 from services.render.config import RenderConfig
@@ -53,4 +54,7 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.register_blueprint(files.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    if edge_cache.enabled:
+        app.wsgi_app = CachedReadsFastPath(app.wsgi_app, edge_cache, app.extensions["gateway_rate_limiter"],
+                                           config.rate_limits, config.trusted_proxies, bool(config.cors_origins))
     return app

@@ -65,12 +65,13 @@ class Entry:
         return cls(int(generation), float(fetched_at), etag.decode(), content_type.decode(), body)
 
 
+def key_of(path: str, query: str) -> str:
+    """The path and its query parameters in sorted order."""
+    return path + "?" + "&".join(sorted(query.split("&"))) if query else path
+
+
 def cache_key(request: Request) -> str:
-    """The request's path and its query parameters in sorted order."""
-    query = request.query_string
-    if not query:
-        return request.path
-    return request.path + "?" + "&".join(sorted(query.decode("latin-1").split("&")))
+    return key_of(request.path, request.query_string.decode("latin-1"))
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -108,12 +109,12 @@ class EdgeCache:
         if now < self._aside_until:
             return None
         if now - self._generation_read_at >= GENERATION_CHECK_SECONDS:
+            self._generation_read_at = now  # the other threads keep the one they know meanwhile
             try:
                 self._generation = int(self.redis.get(self._generation_key) or 0)
             except redis.RedisError as exc:
                 self._step_aside(exc)
                 return None
-            self._generation_read_at = now
         return self._generation
 
     def get(self, key: str, fetch: Callable[[], Response]) -> tuple[Entry | Response, str]:
@@ -123,29 +124,41 @@ class EdgeCache:
         generation = self.generation()
         if generation is None:
             return fetch(), "PASS"
-        entry = self._fresh(key, generation)
+        entry = self.fresh(key, generation)
         lock = self._locks[hash(key) % LOCK_STRIPES]
         if entry is not None:
-            if time.time() - entry.fetched_at < self.ttl * REFRESH_AT or not lock.acquire(blocking=False):
+            if not self.ageing(entry) or not lock.acquire(blocking=False):
                 return entry, "HIT"
             try:
                 return self._fill(key, generation, fetch)
             finally:
                 lock.release()
         with lock:
-            entry = self._fresh(key, generation)
+            entry = self.fresh(key, generation)
             return (entry, "HIT") if entry is not None else self._fill(key, generation, fetch)
 
-    def respond(self, request: Request, entry: Entry, state: str) -> Response:
-        """The entry as an answer to ``request`` (304 when its ETag matches)."""
-        age = max(0, int(time.time() - entry.fetched_at))
-        headers = {"ETag": entry.etag, "Cache-Control": f"public, max-age={max(0, int(self.ttl) - age)}",
-                   "Age": str(age), "Vary": "Authorization", "X-Edge-Cache": state}
-        if etag_matches(request.headers.get("If-None-Match"), entry.etag):
-            return Response(status=304, headers=headers)
-        return Response(entry.body, status=200, headers=headers, content_type=entry.content_type)
+    def ageing(self, entry: Entry) -> bool:
+        """Whether the entry is in the last part of its life, when one request refetches it."""
+        return time.time() - entry.fetched_at >= self.ttl * REFRESH_AT
 
-    def _fresh(self, key: str, generation: int) -> Entry | None:
+    def answer(self, entry: Entry, state: str, if_none_match: str | None,
+               vary: str = "Authorization") -> tuple[str, list[tuple[str, str]], bytes]:
+        """Status line, headers and body answering with ``entry`` (304 when its ETag matches)."""
+        age = max(0, int(time.time() - entry.fetched_at))
+        headers = [("ETag", entry.etag), ("Cache-Control", f"public, max-age={max(0, int(self.ttl) - age)}"),
+                   ("Age", str(age)), ("Vary", vary), ("X-Edge-Cache", state)]
+        if etag_matches(if_none_match, entry.etag):
+            return "304 Not Modified", headers, b""
+        headers += [("Content-Type", entry.content_type), ("Content-Length", str(len(entry.body)))]
+        return "200 OK", headers, entry.body
+
+    def respond(self, request: Request, entry: Entry, state: str) -> Response:
+        """The entry as a Flask response to ``request``."""
+        status, headers, body = self.answer(entry, state, request.headers.get("If-None-Match"))
+        return Response(body, status=int(status[:3]), headers=headers)
+
+    def fresh(self, key: str, generation: int) -> Entry | None:
+        """The entry of ``key`` in this generation if it is younger than the lifetime."""
         now = time.time()
         entry = self._local.get(key)
         if entry is not None and entry.generation == generation and now - entry.fetched_at < self.ttl:

@@ -8,10 +8,13 @@ account's allowance. Redis's clock is the only clock, so gateways agree.
 
 The global per-address ceiling applies to every request, so it stays off the hot path:
 a request that counts only against it is checked against what this process already
-knows (addresses it has seen run out, and until when), and charged to Redis after its
-response has been sent. The charge that uses up an address's allowance blocks that
-address here until Redis says the next request is allowed. So each gateway process
-lets through at most the requests already in flight when the allowance ran out.
+knows (addresses it has seen run out, and until when), and counted after its response
+has been sent. Counts reach Redis at once while an address is near its allowance (a
+quarter of what is left, or less, would be one batch); otherwise this process gathers up
+to ``COUNT_BATCH`` requests or ``COUNT_BATCH_SECONDS`` per address and charges them in one
+call. A charge that uses up an address's allowance blocks that address here until Redis
+says the next request is allowed. So each gateway process lets through at most the
+requests in flight, plus one batch, when the allowance runs out.
 Sign-in, registration (also by single sign-on), password-reset mail and generation are
 checked synchronously.
 """
@@ -21,6 +24,7 @@ import hmac
 import logging
 import math
 import re
+import threading
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -67,6 +71,23 @@ for i, key in ipairs(KEYS) do
 end
 return {0, 0, next_wait}
 """
+
+# KEYS[1]: the limit. ARGV: its emission interval and period in µs, and how many requests
+# to count. Counts requests already answered, so it always charges them, but never beyond a
+# used-up allowance. Returns {µs until the next request would be admitted, how many more
+# would be admitted now}.
+_COUNT = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local interval, period, count = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+tat = math.min(tat + interval * count, now + period)
+redis.call('SET', KEYS[1], tat, 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+return {math.max(0, tat + interval - period - now), math.max(0, math.floor((period - (tat - now)) / interval))}
+"""
+COUNT_BATCH = 50
+COUNT_BATCH_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -127,14 +148,26 @@ def _seconds_up(microseconds: float) -> int:
     return max(1, math.ceil(microseconds / 1_000_000))
 
 
+@dataclass
+class _Tally:
+    """Requests of one address counted here and not yet charged to Redis."""
+
+    pending: int = 0
+    budget: int = 0    # how many may gather before they are charged
+    due: float = 0.0   # time.monotonic() by which they are charged at the latest
+
+
 class RateLimiter:
-    # Beyond this many blocked addresses, expired entries are dropped.
-    MAX_BLOCKED = 100_000
+    # Beyond this many blocked or counted addresses, expired entries are dropped.
+    MAX_ADDRESSES = 100_000
 
     def __init__(self, client: redis.Redis, namespace: str) -> None:
         self.namespace = namespace
         self._script = client.register_script(_GCRA)
+        self._count_script = client.register_script(_COUNT)
         self._blocked: dict[str, float] = {}  # key → time.monotonic() when it may pass again
+        self._tallies: dict[str, _Tally] = {}
+        self._lock = threading.Lock()
 
     def key(self, limit: Limit) -> str:
         return f"{self.namespace}:{limit.name}:{limit.identity}"
@@ -162,18 +195,43 @@ class RateLimiter:
             if remaining > 0:
                 raise RateLimited(limit, retry_after=_seconds_up(remaining * 1_000_000))
 
-    def charge(self, limit: Limit) -> None:
-        """Charge one request to the limit in Redis and remember here if it is used up."""
-        refused, wait_us, next_wait_us = self._run([limit])
-        wait = wait_us if refused else next_wait_us
-        key = self.key(limit)
-        if wait > 0:
-            if len(self._blocked) >= self.MAX_BLOCKED:
-                now = time.monotonic()
-                self._blocked = {k: until for k, until in self._blocked.items() if until > now}
-            self._blocked[key] = time.monotonic() + wait / 1_000_000
-        else:
-            self._blocked.pop(key, None)
+    def count(self, limit: Limit) -> None:
+        """Count one answered request against the limit: charged to Redis now, or with the
+        address's next batch while it is far from its allowance."""
+        key, now = self.key(limit), time.monotonic()
+        with self._lock:
+            tally = self._tallies.get(key)
+            if tally is None:
+                if len(self._tallies) >= self.MAX_ADDRESSES:
+                    self._tallies = {k: t for k, t in self._tallies.items() if t.pending}
+                tally = self._tallies[key] = _Tally()
+            tally.pending += 1
+            if tally.pending <= tally.budget and now < tally.due:
+                return
+            charged, tally.pending = tally.pending, 0
+        try:
+            wait_us, admissible = self._count_script(
+                keys=[key], args=[limit.rate.interval_us, round(limit.rate.period * 1_000_000), charged])
+        except redis.RedisError:
+            with self._lock:
+                tally.pending += charged  # charged with the next request, when Redis may answer again
+            raise
+        with self._lock:
+            tally.budget, tally.due = min(COUNT_BATCH, int(admissible) // 4), now + COUNT_BATCH_SECONDS
+            if int(wait_us) > 0:
+                if len(self._blocked) >= self.MAX_ADDRESSES:
+                    self._blocked = {k: until for k, until in self._blocked.items() if until > now}
+                self._blocked[key] = now + int(wait_us) / 1_000_000
+            else:
+                self._blocked.pop(key, None)
+
+    def count_quietly(self, limit: Limit) -> None:
+        """``count``, logging rather than raising when Redis cannot answer (the request has
+        been answered; it is counted with the address's next one)."""
+        try:
+            self.count(limit)
+        except redis.RedisError as exc:
+            log.warning("rate limits unavailable, the request is not counted yet: %s", exc)
 
 
 LOGIN_PATH = "/api/users/login"
@@ -236,16 +294,10 @@ def init_rate_limits(app: Flask, rates: RateLimits, client: redis.Redis, service
     limiter = RateLimiter(client, rates.namespace)
     app.extensions["gateway_rate_limiter"] = limiter
 
-    def charge_after_response(limit: Limit) -> None:
-        def _charge() -> None:
-            try:
-                limiter.charge(limit)
-            except redis.RedisError as exc:
-                log.warning("rate limits unavailable, the request was not counted: %s", exc)
-
+    def count_after_response(limit: Limit) -> None:
         @after_this_request
         def _schedule(response: Response) -> Response:
-            response.call_on_close(_charge)
+            response.call_on_close(lambda: limiter.count_quietly(limit))
             return response
 
     @app.before_request
@@ -253,7 +305,7 @@ def init_rate_limits(app: Flask, rates: RateLimits, client: redis.Redis, service
         limits = request_limits(rates, service_token)
         if len(limits) == 1:
             limiter.check_known(limits[0])
-            charge_after_response(limits[0])
+            count_after_response(limits[0])
             return
         try:
             limiter.hit(limits)

@@ -53,7 +53,7 @@ class Stack:
     def get(self, path: str, token: str | None = None, **headers: str):
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        return self.client.get(path, headers=headers)
+        return self.client.get(path, headers=headers, buffered=True)  # closed, so counted, as a server does
 
     def items(self, token: str | None = None) -> list[dict]:
         response = self.get(self.page, token)
@@ -72,12 +72,12 @@ class Stack:
 def make_stack(gateway_env, issue_token) -> Iterator[Callable[..., Stack]]:
     started: list[tuple[Flask, object, Database]] = []
 
-    def _make(cache_seconds: str = "60", works: int = 3) -> Stack:
+    def _make(cache_seconds: str = "60", works: int = 3, **env: str) -> Stack:
         author_id = uuid.uuid4().int % 1_000_000_000 + 1_000_000_000
         db = Database(gateway_env["DATABASE_URL"])
         seed_demo(db, works=works, users=1, likes=0, first_user_id=author_id, seed=author_id, echo=lambda _: None)
         gallery = serve(create_gallery(load_settings(gateway_env)))
-        gateway = build_app({**gateway_env, "GALLERY_URL": gallery.url, "EDGE_CACHE_SECONDS": cache_seconds})
+        gateway = build_app({**gateway_env, "GALLERY_URL": gallery.url, "EDGE_CACHE_SECONDS": cache_seconds, **env})
         started.append((gateway, gallery, db))
         return Stack(gateway, gallery.url, db, author_id, issue_token)
 
@@ -114,6 +114,21 @@ def test_anonymous_reads_come_from_the_cache_with_validators(make_stack):
     assert hit.get_json()["data"]["work"]["id"] == stack.work_ids[0]
     # Security headers and the request id still come with a cached answer.
     assert hit.headers["X-Content-Type-Options"] == "nosniff" and hit.headers["X-Request-ID"]
+
+
+def test_cache_hits_keep_the_edges_duties(make_stack):
+    stack = make_stack(RATE_LIMIT_GLOBAL="4/minute", TRUSTED_PROXIES="127.0.0.1/32")
+    client = {"X-Forwarded-For": "203.0.113.77"}
+    assert stack.get(stack.page, **client).headers["X-Edge-Cache"] == "MISS"
+    hit = stack.get(stack.page, **client, **{"X-Request-ID": "edge-req-1"})
+    assert hit.headers["X-Edge-Cache"] == "HIT" and hit.headers["X-Request-ID"] == "edge-req-1"
+    assert hit.headers["Content-Security-Policy"] and hit.headers["X-Frame-Options"] == "DENY"
+    assert stack.get(stack.page, **client, **{"If-None-Match": hit.headers["ETag"]}).status_code == 304
+    # Hits count against the address's allowance like any request: the fifth is refused.
+    assert stack.get(stack.page, **client).status_code == 200
+    refused = stack.get(stack.page, **client)
+    assert refused.status_code == 429 and refused.get_json()["error"]["details"]["scope"] == "global:ip"
+    assert stack.get(stack.page, **{"X-Forwarded-For": "203.0.113.78"}).headers["X-Edge-Cache"] == "HIT"
 
 
 def test_edits_hides_features_and_deletes_show_at_once(make_stack):
