@@ -2,8 +2,14 @@
 
 SQLite (the embedded default) runs in WAL mode and every transaction starts with
 ``BEGIN IMMEDIATE``, so concurrent writers from several processes queue on the
-database lock instead of failing half-way. MySQL/MariaDB runs at READ COMMITTED
-with pre-pinged pooled connections.
+database lock instead of failing half-way. MySQL/MariaDB runs at READ COMMITTED.
+
+Pooled connections are not pinged before each use (a round trip per transaction): they
+are recycled well within the server's idle timeout, and a connection that died anyway
+(the server restarted) fails its statement with ``connection_invalidated`` set, which
+makes the pool drop every connection it holds. ``is_disconnect`` tells such an error; the
+request fails with 503 ``DATABASE_RECONNECTED`` and the next one gets a fresh connection
+(credits runs its unit of work again instead, see ``services/credits/ledger.py``).
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from typing import Callable, Iterator
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 NAMING_CONVENTION = {
@@ -23,6 +30,9 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# Well below MariaDB's default wait_timeout (8 hours) and common proxies' idle limits.
+POOL_RECYCLE_SECONDS = 600
 
 # Naive UTC timestamps with microseconds on every backend.
 UTCDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -58,12 +68,16 @@ def make_engine(url: str, **kwargs) -> Engine:
             kwargs.setdefault("max_overflow", 20)
         return create_engine(
             parsed,
-            pool_pre_ping=True,
-            pool_recycle=3600,
+            pool_recycle=POOL_RECYCLE_SECONDS,
             isolation_level="READ COMMITTED",
             **kwargs,
         )
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_recycle=POOL_RECYCLE_SECONDS, **kwargs)
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether a database error means the connection was lost (the pool has been emptied)."""
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
 
 
 def _configure_sqlite(engine: Engine) -> None:

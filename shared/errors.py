@@ -10,7 +10,10 @@ from typing import Any
 
 from flask import Flask, jsonify
 from marshmallow import ValidationError
+from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
+
+from shared.db import is_disconnect
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,14 @@ def register_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         code = _HTTP_CODES.get(status, "HTTP_ERROR")
         return error_response(status, code, exc.description or exc.name)
+
+    @app.errorhandler(DBAPIError)
+    def _database_error(exc: DBAPIError):
+        if is_disconnect(exc):
+            log.warning("the database connection was lost; the pool reconnects")
+            return error_response(503, "DATABASE_RECONNECTED", "The database connection was renewed; try again.")
+        log.exception("database error")
+        return error_response(500, "INTERNAL_ERROR", "Something went wrong on our side.")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

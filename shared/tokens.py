@@ -117,11 +117,13 @@ def init_jwt(app: Flask, settings: Settings) -> JWTManager:
     return manager
 
 
-def _public_key() -> str:
+def _public_key() -> Any:
+    """The public key, read and parsed once (PyJWT would parse a PEM text on every token)."""
     key = current_app.config.get("JWT_PUBLIC_KEY")
     if key is None:
         settings: Settings = current_app.config["SETTINGS"]
-        key = current_app.config["JWT_PUBLIC_KEY"] = settings.jwt_public_key_path.read_text()
+        key = current_app.config["JWT_PUBLIC_KEY"] = serialization.load_pem_public_key(
+            settings.jwt_public_key_path.read_bytes())
     return key
 
 

@@ -10,7 +10,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, TextIO
 
+import orjson
 from flask import Flask, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from marshmallow import Schema, ValidationError, fields
 
 from shared.config import Settings
@@ -25,6 +27,25 @@ VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s" [%({x-request-id}o)s]'
 
 log = logging.getLogger(__name__)
+
+
+class OrjsonProvider(DefaultJSONProvider):
+    """Flask's JSON with orjson: several times faster on the listings every page shows.
+    Keys keep their order; what orjson cannot write (Decimal, …) goes through Flask's own
+    ``default``."""
+
+    OPTIONS = orjson.OPT_NON_STR_KEYS
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return orjson.dumps(obj, default=self.default, option=self.OPTIONS).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+    def response(self, *args: Any, **kwargs: Any):
+        obj = self._prepare_response_obj(args, kwargs)
+        return self._app.response_class(orjson.dumps(obj, default=self.default, option=self.OPTIONS),
+                                        mimetype=self.mimetype)
 
 
 def load_json(schema: Schema) -> Any:
@@ -128,7 +149,7 @@ def init_service_app(app: Flask, settings: Settings, *, internal: bool,
     capture stays in place).
     """
     app.config["SETTINGS"] = settings
-    app.json.sort_keys = False
+    app.json = OrjsonProvider(app)
     register_error_handlers(app)
     init_jwt(app, settings)
     if settings.env != "test":

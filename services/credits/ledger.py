@@ -21,10 +21,10 @@ from typing import Any, Callable, TypeVar
 
 import redis
 from sqlalchemy import Row, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from shared.db import Database, after_commit, isoformat, utcnow
+from shared.db import Database, after_commit, is_disconnect, isoformat, utcnow
 from shared.errors import Conflict, NotFound, ServiceError
 from shared.events import EventBus
 from services.credits.models import INFLOW_TYPES, CreditAccount, CreditLedger
@@ -87,8 +87,11 @@ class Ledger:
 
     def unit_of_work(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one transaction. After a unique-key race run it once more, to replay
-        the winner's result; after a MariaDB deadlock run it again, a few times."""
-        replayed, deadlocks = False, 0
+        the winner's result; after a MariaDB deadlock run it again, a few times; after a lost
+        connection (pooled connections are not pinged first) run it once more on a fresh one.
+        Every movement has its idempotency key, so a commit that did land before the
+        connection broke is found and replayed, never applied twice."""
+        replayed, deadlocks, reconnected = False, 0, False
         while True:
             try:
                 with self.db.transaction() as session:
@@ -98,7 +101,13 @@ class Ledger:
                     raise
                 replayed = True
                 log.info("credit movement raced on a unique key; replaying")
-            except OperationalError as exc:
+            except DBAPIError as exc:
+                if is_disconnect(exc) and not reconnected:
+                    reconnected = True
+                    log.warning("the database connection was lost; running the credit movement again")
+                    continue
+                if not isinstance(exc, OperationalError):
+                    raise
                 code = exc.orig.args[0] if exc.orig is not None and exc.orig.args else None
                 if code not in DEADLOCK_ERRORS or deadlocks >= DEADLOCK_RETRIES:
                     raise

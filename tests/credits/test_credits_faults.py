@@ -127,3 +127,27 @@ def test_the_app_refuses_to_start_on_bad_pricing(settings, monkeypatch):
     monkeypatch.setenv("CREDITS_PRICING", "not json")
     with pytest.raises(ConfigError):
         create_app(settings)
+
+
+def test_a_movement_on_a_lost_connection_runs_again_once(credits, new_user_id, db_backend, database_url):
+    """No ping before each transaction: a connection the server dropped fails the first try,
+    the unit of work runs again on a fresh one, and the ledger records the hold once."""
+    if db_backend != "mariadb":
+        pytest.skip("only a server connection can be lost")
+    from sqlalchemy import func
+
+    from tests.shared.test_db import _kill_connections
+
+    user_id = new_user_id()
+    credits.open_account(user_id)
+    engine = credits.db.engine
+    with engine.connect() as probe:
+        pooled = [probe.scalar(text("SELECT CONNECTION_ID()"))]
+    _kill_connections(database_url, pooled)
+    job = f"lost-{user_id}"
+    result = credits.hold(user_id, job, "text2img", 1, "after a lost connection")
+    assert result.created and result.balance.held == result.amount
+    with credits.db.read() as session:
+        rows = session.scalar(select(func.count()).select_from(CreditLedger)
+                              .where(CreditLedger.idempotency_key == f"hold:{job}"))
+    assert rows == 1

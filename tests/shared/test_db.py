@@ -85,3 +85,40 @@ def test_readers_do_not_wait_for_a_writer(db):
         with db.read() as reader:  # would block for busy_timeout if it took the write lock
             assert reader.get(Counter, "r").value == 7
             assert reader.get(Counter, "w") is None
+
+
+def _kill_connections(database_url: str, connection_ids: list[int]) -> None:
+    """End server connections from another client, as a server restart or an idle cut-off would."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    admin = pymysql.connect(host=url.host, port=url.port or 3306, user=url.username, password=url.password or "")
+    with admin.cursor() as cursor:
+        for connection_id in connection_ids:
+            cursor.execute(f"KILL {int(connection_id)}")
+    admin.close()
+
+
+def test_a_lost_pooled_connection_fails_once_then_is_replaced(database_url, db_backend):
+    """Pooled connections are not pinged before use: a dead one fails its statement, is
+    recognised as a disconnect, and the pool starts afresh."""
+    if db_backend != "mariadb":
+        pytest.skip("only a server connection can be lost")
+    from sqlalchemy.exc import DBAPIError
+
+    from shared.db import is_disconnect
+
+    database = Database(database_url, pool_size=1, max_overflow=0)
+    try:
+        with database.read() as session:
+            connection_id = session.scalar(text("SELECT CONNECTION_ID()"))
+        _kill_connections(database_url, [connection_id])
+        with pytest.raises(DBAPIError) as failure:
+            with database.read() as session:
+                session.scalar(text("SELECT 1"))
+        assert is_disconnect(failure.value)
+        with database.read() as session:
+            assert session.scalar(text("SELECT CONNECTION_ID()")) != connection_id
+    finally:
+        database.dispose()
