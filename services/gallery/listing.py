@@ -1,12 +1,9 @@
 """Listing works and counting them: the public gallery (cursor pages for infinite scroll),
 the caller's own works (numbered pages with a total), and a user's statistics.
 
-Search: every work keeps ``search_text``, its title, description, prompt and tags folded
-by ``normalise``; each search word must occur in it as a substring (``LIKE``). Substrings
-need no word segmentation, so Chinese ("赛博朋克") works as well as English, on SQLite and
-on MariaDB alike (MariaDB 10.11 has no n-gram full-text parser). Gallery pages walk an
-index in sort order and stop after one page of matches, so common words are cheap; a rare
-word scans the listed works (see bench/gallery.py for the figures).
+Search in the gallery goes through the term index (``search.py``): each word narrows by an
+indexed range, ranked title-and-tag matches first. The caller's own works are few, so
+their search (and the moderators') is the folded-text check alone (``search_conditions``).
 """
 from __future__ import annotations
 
@@ -23,10 +20,9 @@ from shared.db import Database, utcnow
 from shared.errors import Unprocessable
 from shared.tokens import Claims
 from services.gallery.models import Work, WorkLike, WorkTag
-from services.gallery.rules import normalise
+from services.gallery.search import MAX_SEARCH_WORDS, Search, normalise
 from services.gallery.schemas import WorkPresenter
 
-MAX_SEARCH_WORDS = 5
 LIST_COLUMNS = (Work.id, Work.user_id, Work.author_username, Work.title, Work.description, Work.tags,
                 Work.is_public, Work.listed, Work.is_hidden, Work.hidden_reason, Work.featured_at,
                 Work.image_key, Work.thumbnail_key, Work.width, Work.height, Work.prompt, Work.model,
@@ -69,20 +65,25 @@ def _tag(tag: str) -> ColumnElement[bool]:
     return exists().where(WorkTag.work_id == Work.id, WorkTag.tag == normalise(tag))
 
 
-def encode_cursor(sort: str, value: Any, work_id: int) -> str:
+def encode_cursor(sort: str, value: Any, work_id: int, group: int = 1) -> str:
     if isinstance(value, datetime):
         value = value.isoformat()
-    raw = json.dumps([sort, value, work_id], separators=(",", ":")).encode()
+    parts = [sort, value, work_id] + ([group] if group != 1 else [])
+    raw = json.dumps(parts, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
-    """(sort value, id) after which the next page starts; 422 INVALID_CURSOR when it is not ours."""
+def decode_cursor(cursor: str, sort: str) -> tuple[Any, int, int]:
+    """(sort value, id, search ranking group) after which the next page starts; 422
+    INVALID_CURSOR when it is not ours."""
     invalid = Unprocessable("The cursor is malformed or belongs to another sort.", code="INVALID_CURSOR",
                             details={"cursor": ["Invalid cursor."]})
     try:
-        name, value, work_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        name, value, work_id, *rest = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        group = rest[0] if rest else 1
         if name != sort or not isinstance(work_id, int) or isinstance(work_id, bool) or work_id < 1:
+            raise invalid
+        if len(rest) > 1 or group not in (1, 2) or isinstance(group, bool):
             raise invalid
         if sort == "newest":
             value = datetime.fromisoformat(value)
@@ -92,7 +93,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, int]:
             raise invalid
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise invalid from exc
-    return value, work_id
+    return value, work_id, group
 
 
 def _liked(session: Session, viewer_id: int | None, works: list[Work]) -> set[int]:
@@ -112,10 +113,11 @@ class WorkListing:
         return self.presenter.items(works, viewer_id, _liked(session, viewer_id, works))
 
     def list_gallery(self, viewer: Claims | None, query: dict[str, Any]) -> dict[str, Any]:
-        """Listed works, filtered and sorted, one cursor page at a time."""
+        """Listed works, filtered and sorted, one cursor page at a time; with a search, the
+        works matching every word in their title or tags come first."""
         sort, size = query["sort"], query["page_size"]
         column = GALLERY_SORTS[sort]
-        conditions: list[ColumnElement[bool]] = [Work.listed == true(), *search_conditions(query["search"])]
+        conditions: list[ColumnElement[bool]] = [Work.listed == true()]
         if query.get("tag"):
             conditions.append(_tag(query["tag"]))
         if query.get("model"):
@@ -125,20 +127,35 @@ class WorkListing:
         since = period_start(query["period"], self.zone, utcnow())
         if since is not None:
             conditions.append(Work.created_at >= since)
+        search = Search.parse(query["search"])
+        group, after = 1, []
         if query.get("cursor"):
-            value, after_id = decode_cursor(query["cursor"], sort)
-            conditions.append(or_(column < value, and_(column == value, Work.id < after_id)))
-        stmt = (select(Work).options(load_only(*LIST_COLUMNS)).where(*conditions)
-                .order_by(column.desc(), Work.id.desc()).limit(size + 1))
+            value, after_id, group = decode_cursor(query["cursor"], sort)
+            after = [or_(column < value, and_(column == value, Work.id < after_id))]
         viewer_id = viewer.user_id if viewer else None
         with self.db.read() as session:
-            works = list(session.scalars(stmt))
-            more = len(works) > size
-            works = works[:size]
+            if not search:
+                found = [(work, 1) for work in self._page(session, [*conditions, *after], column, size + 1)]
+            else:
+                found = [(work, group) for work in self._page(
+                    session, [*conditions, *search.group_conditions(group), *after], column, size + 1)]
+                if group == 1 and len(found) <= size:
+                    found += [(work, 2) for work in self._page(
+                        session, [*conditions, *search.group_conditions(2)], column, size + 1 - len(found))]
+            more = len(found) > size
+            found = found[:size]
+            works = [work for work, _group in found]
             items = self._items(session, works, viewer_id)
-        last = works[-1] if works else None
-        next_cursor = encode_cursor(sort, getattr(last, column.key), last.id) if more and last else None
+        next_cursor = None
+        if more and found:
+            last, last_group = found[-1]
+            next_cursor = encode_cursor(sort, getattr(last, column.key), last.id, last_group)
         return {"items": items, "nextCursor": next_cursor, "pageSize": size}
+
+    @staticmethod
+    def _page(session: Session, conditions: list[ColumnElement[bool]], column, limit: int) -> list[Work]:
+        return list(session.scalars(select(Work).options(load_only(*LIST_COLUMNS)).where(*conditions)
+                                    .order_by(column.desc(), Work.id.desc()).limit(limit)))
 
     def list_my_works(self, user: Claims, query: dict[str, Any]) -> dict[str, Any]:
         """The caller's own works (public, private and hidden), in numbered pages with a total."""

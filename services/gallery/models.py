@@ -1,5 +1,5 @@
-"""The gallery's tables: works, their tags, likes, counted views/downloads, reports and
-notifications.
+"""The gallery's tables: works, their tags and search terms, likes, counted views/downloads,
+reports and notifications.
 
 A work copies what it needs from the render output it was saved from (parameters, graph,
 size, hash) and keeps its own copy of the files under ``works/`` keys, so the gallery
@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, SmallInteger, String, Text, UniqueConstraint
+from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, new_metadata, utcnow
@@ -77,6 +78,23 @@ class WorkTag(Base):
 
     work_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tag: Mapped[str] = mapped_column(String(20), primary_key=True)
+
+
+# Terms compare by code point on every backend (MariaDB's default collation would fold
+# case and accents and make prefix ranges inexact).
+SearchTerm = String(32).with_variant(mysql.VARCHAR(32, collation="utf8mb4_bin"), "mysql", "mariadb")
+
+
+class WorkTerm(Base):
+    """One search term of one work (``services/gallery/search.py``); weight 2 when the term is
+    in the title or a tag, else 1. Clustered by term, so a term's works are one range."""
+
+    __tablename__ = "work_terms"
+    __table_args__ = (Index("ix_work_terms_work_id", "work_id"), {"sqlite_with_rowid": False})
+
+    term: Mapped[str] = mapped_column(SearchTerm, primary_key=True)
+    work_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    weight: Mapped[int] = mapped_column(SmallInteger)
 
 
 class WorkLike(Base):

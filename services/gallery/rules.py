@@ -1,12 +1,11 @@
 """What every part of the gallery agrees on about a work: who may see or change it, and
-the derived columns kept in step with its fields (listed, search text, tag rows, trending
-score)."""
+the derived columns kept in step with its fields (listed, search text and terms, tag rows,
+trending score)."""
 from __future__ import annotations
 
 import math
-import unicodedata
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -15,6 +14,7 @@ from shared.db import utcnow
 from shared.errors import Forbidden, NotFound
 from shared.tokens import Claims
 from services.gallery.models import Work, WorkLike, WorkTag
+from services.gallery.search import normalise, search_text, set_terms
 
 MAX_ID = 2**31 - 1
 # Trending: every day of age halves a work's weight, i.e. it needs twice the (likes + 1)
@@ -26,15 +26,6 @@ TRENDING_EPOCH = datetime(2025, 1, 1)
 
 def hot_score(likes: int, created_at: datetime) -> float:
     return math.log2(max(likes, 0) + 1) + (created_at - TRENDING_EPOCH).total_seconds() / TRENDING_HALF_LIFE_SECONDS
-
-
-def normalise(text: str) -> str:
-    """Fold width, compatibility forms and case, so 'ＡＩ' finds 'ai' and search is case-blind."""
-    return unicodedata.normalize("NFKC", text).casefold()
-
-
-def search_text(title: str, description: str, prompt: str, tags: Iterable[str]) -> str:
-    return normalise("\n".join([title, description, prompt, " ".join(tags)]))
 
 
 def work_not_found() -> NotFound:
@@ -83,11 +74,13 @@ def set_tags(session: Session, work_id: int, tags: list[str]) -> None:
 
 
 def apply_changes(session: Session, work: Work, changes: dict[str, Any]) -> None:
-    """Set editable fields and keep the derived columns (listed, search text, tag rows) in step."""
+    """Set editable fields and keep the derived columns (listed, search text and terms, tag rows) in step."""
     for field, value in changes.items():
         setattr(work, field, value)
     work.listed = work.is_public and not work.is_hidden
     work.search_text = search_text(work.title, work.description, work.prompt, work.tags or [])
     if "tags" in changes:
         set_tags(session, work.id, work.tags)
+    if changes.keys() & {"title", "description", "tags"}:
+        set_terms(session, work)
     work.updated_at = utcnow()

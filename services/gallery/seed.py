@@ -15,8 +15,9 @@ from typing import Any, Callable
 from sqlalchemy import func, insert, select
 
 from shared.db import Database, utcnow
-from services.gallery.models import Work, WorkLike, WorkTag
-from services.gallery.rules import hot_score, search_text
+from services.gallery.models import Work, WorkLike, WorkTag, WorkTerm
+from services.gallery.rules import hot_score
+from services.gallery.search import search_text, term_rows
 
 CHUNK = 5_000
 SUBJECTS = ["lighthouse", "fox", "castle", "city", "forest", "robot", "dragon", "ocean", "mountain", "cat",
@@ -61,7 +62,7 @@ def seed_demo(db: Database, *, works: int, users: int, likes: int, first_user_id
         first_id = (session.scalar(select(func.max(Work.id))) or 0) + 1
     tag_total = like_total = 0
     for start in range(0, works, CHUNK):
-        work_rows, tag_rows, like_rows = [], [], []
+        work_rows, tag_rows, like_rows, search_rows = [], [], [], []
         for offset in range(start, min(works, start + CHUNK)):
             work_id = first_id + offset
             user = rng.randrange(users)
@@ -89,12 +90,15 @@ def seed_demo(db: Database, *, works: int, users: int, likes: int, first_user_id
                 "downloads_count": liked // 4, "hot_score": hot_score(liked, created),
                 "created_at": created, "updated_at": created})
             tag_rows.extend({"work_id": work_id, "tag": tag.casefold()} for tag in tags)
+            search_rows.extend(term_rows(work_id, title, description, prompt, tags))
             like_rows.extend({"work_id": work_id, "user_id": first_user_id + liker, "created_at": created}
                              for liker in rng.sample(range(users), liked))
         with db.transaction() as session:
             session.execute(insert(Work), work_rows)
             if tag_rows:
                 session.execute(insert(WorkTag), tag_rows)
+            for index in range(0, len(search_rows), 20_000):
+                session.execute(insert(WorkTerm), search_rows[index:index + 20_000])
             for index in range(0, len(like_rows), 20_000):
                 session.execute(insert(WorkLike), like_rows[index:index + 20_000])
         tag_total += len(tag_rows)

@@ -22,10 +22,11 @@ from services.gallery.authors import AuthorDirectory
 from services.gallery.engagement import Engagement
 from services.gallery.files import WorkFiles
 from services.gallery.listing import WorkListing
-from services.gallery.models import Notification, Work, WorkHit, WorkLike, WorkReport, WorkTag
+from services.gallery.models import Notification, Work, WorkHit, WorkLike, WorkReport, WorkTag, WorkTerm
 from services.gallery.moderation import Moderation
 from services.gallery.notifications import Notifications
-from services.gallery.rules import apply_changes, hot_score, is_liked, owned_work, search_text, set_tags, visible_work
+from services.gallery.rules import apply_changes, hot_score, is_liked, owned_work, set_tags, visible_work
+from services.gallery.search import search_text, set_terms
 from services.gallery.schemas import WorkPresenter
 from services.gateway.client import EdgeCacheClient
 from services.render.client import OutputRecord, RenderClient
@@ -64,7 +65,7 @@ def _remove_work_rows(session: Session, work_ids: list[int]) -> None:
     """Delete works and everything hanging off them (flushes, does not commit)."""
     if not work_ids:
         return
-    for model in (WorkLike, WorkTag, WorkHit, WorkReport):
+    for model in (WorkLike, WorkTag, WorkTerm, WorkHit, WorkReport):
         session.execute(delete(model).where(model.work_id.in_(work_ids)))
     session.execute(delete(Work).where(Work.id.in_(work_ids)).execution_options(synchronize_session=False))
 
@@ -110,6 +111,7 @@ class WorksService:
                 except IntegrityError:
                     raise _already_saved(session, output.id) from None
                 set_tags(session, work.id, work.tags)
+                set_terms(session, work)
                 works.append(work)
             if is_public:
                 self.edge_cache.changed_after_commit(session)

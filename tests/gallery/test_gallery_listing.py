@@ -35,7 +35,7 @@ def test_gallery_lists_public_works_only_newest_first(make_user, anonymous, save
 def test_gallery_search_covers_title_description_and_prompt(make_user, anonymous, save_work):
     marker = uuid.uuid4().hex[:10]
     alice = make_user()
-    by_title = save_work(alice, title=f"T{marker}")
+    by_title = save_work(alice, title=f"{marker}s")  # a word beginning with the search word
     by_description = save_work(alice, description=f"about {marker.upper()} here")
     by_prompt = save_work(alice, prompt=f"castle {marker}")
     save_work(alice, title="unrelated")
@@ -43,6 +43,43 @@ def test_gallery_search_covers_title_description_and_prompt(make_user, anonymous
     found = _ids(anonymous.get(f"/api/works/gallery?search={marker}"))
 
     assert sorted(found) == sorted([by_title["id"], by_description["id"], by_prompt["id"]])
+
+
+def test_gallery_search_ranks_title_and_tag_matches_first(make_user, anonymous, save_work):
+    marker = uuid.uuid4().hex[:10]
+    alice = make_user()
+    in_prompt = save_work(alice, title=f"{marker} one", prompt="a misty harbour")
+    in_title = save_work(alice, title=f"{marker} misty harbour")
+    in_tag = save_work(alice, title=f"{marker} three", tags=["harbour", "misty"])
+    in_prompt_newer = save_work(alice, title=f"{marker} four", prompt="harbour, misty morning")
+
+    found = _ids(anonymous.get("/api/works/gallery", query_string={"search": f"{marker} misty harbour"}))
+    assert found == [in_tag["id"], in_title["id"], in_prompt_newer["id"], in_prompt["id"]]
+
+    seen, cursor = [], None
+    while True:
+        query = {"search": f"{marker} misty harbour", "pageSize": 1, **({"cursor": cursor} if cursor else {})}
+        data = anonymous.get("/api/works/gallery", query_string=query).get_json()["data"]
+        seen += [item["id"] for item in data["items"]]
+        cursor = data["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == found
+
+
+def test_gallery_search_follows_edits_and_deletions(make_user, anonymous, save_work):
+    marker = uuid.uuid4().hex[:10]
+    alice = make_user()
+    work = save_work(alice, title=f"{marker} 樱花")
+
+    def search(term: str) -> list[int]:
+        return _ids(anonymous.get("/api/works/gallery", query_string={"search": f"{marker} {term}"}))
+
+    assert search("樱") == search("花") == search("樱花") == [work["id"]]
+    assert alice.put(f"/api/works/{work['id']}", json={"title": f"{marker} 雪山", "tags": ["winter"]}).status_code == 200
+    assert search("樱花") == [] and search("雪山") == search("wint") == [work["id"]]
+    assert alice.delete(f"/api/works/{work['id']}").status_code == 200
+    assert search("雪山") == []
 
 
 def test_gallery_search_treats_wildcards_literally(make_user, anonymous, save_work):

@@ -1,0 +1,142 @@
+"""Search of the public gallery through a term index that works for Chinese and English,
+on MariaDB and on SQLite alike (MariaDB 10.11 has no n-gram full-text parser, SQLite's
+FTS5 no word segmentation for Chinese, so the index is our own table).
+
+Terms: a work's title, description, prompt and tags are folded (``rules.normalise``) and
+cut into terms: every Latin/other word (letters and digits) is a term; a run of CJK
+characters gives its overlapping two-character pairs and its last character. Each
+``work_terms`` row (term, work, weight) says the work contains the term, with weight 2
+when it occurs in the title or a tag, else 1. The rows are rewritten whenever the text
+changes (``rules.apply_changes``, saving a work) and go with the work.
+
+A search word matches a work when the work has every term of the word (a Latin term as
+a prefix: "cast" finds "castle"; a CJK word by all its pairs, a single CJK character by
+the pairs it begins and the last character) and, to stay exact, its folded text contains
+the word (``search_text``). So the index narrows by an indexed range per term and the text
+check runs only on what the index found. A word without letters, digits or CJK characters
+("%", "!!!") has no terms: only such a search still reads the works in sort order until a
+page is full.
+
+Ranking: works where every word is found in the title or tags come first, then the rest;
+within each group the chosen sort applies. The gallery's cursor carries the group.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Iterable
+
+from sqlalchemy import ColumnElement, and_, delete, insert, not_, select
+from sqlalchemy.orm import Session
+
+from services.gallery.models import Work, WorkTerm
+
+MAX_SEARCH_WORDS = 5
+MAX_TERM = 32
+TITLE_OR_TAG, ELSEWHERE = 2, 1
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003ffff"
+_TOKENS = re.compile(rf"(?P<cjk>[{_CJK}]+)|(?P<word>[^\W_{_CJK}]+)")
+
+
+def normalise(text: str) -> str:
+    """Fold width, compatibility forms and case, so 'ＡＩ' finds 'ai' and search is case-blind."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def search_text(title: str, description: str, prompt: str, tags: Iterable[str]) -> str:
+    return normalise("\n".join([title, description, prompt, " ".join(tags)]))
+
+
+def _cjk_terms(run: str) -> list[str]:
+    return [run[i:i + 2] for i in range(len(run) - 1)] + [run[-1]]
+
+
+def terms_in(text: str) -> list[str]:
+    """The terms of already folded text, in order (duplicates kept)."""
+    terms: list[str] = []
+    for match in _TOKENS.finditer(text):
+        if match["cjk"]:
+            terms += _cjk_terms(match["cjk"])
+        else:
+            terms.append(match["word"][:MAX_TERM])
+    return terms
+
+
+def work_terms(title: str, description: str, prompt: str, tags: Iterable[str]) -> dict[str, int]:
+    """term → weight for a work's text."""
+    weights = {term: ELSEWHERE for term in terms_in(normalise(f"{description}\n{prompt}"))}
+    weights.update({term: TITLE_OR_TAG for term in terms_in(normalise("\n".join([title, *tags])))})
+    return weights
+
+
+def term_rows(work_id: int, title: str, description: str, prompt: str, tags: Iterable[str]) -> list[dict]:
+    return [{"term": term, "work_id": work_id, "weight": weight}
+            for term, weight in work_terms(title, description, prompt, tags).items()]
+
+
+def set_terms(session: Session, work: Work) -> None:
+    """Rewrite the work's index rows from its text (flushes, does not commit)."""
+    session.execute(delete(WorkTerm).where(WorkTerm.work_id == work.id))
+    rows = term_rows(work.id, work.title, work.description, work.prompt, work.tags or [])
+    if rows:
+        session.execute(insert(WorkTerm), rows)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One indexed lookup: one term, or every term starting with ``term``."""
+
+    term: str
+    prefix: bool
+
+    def works(self, title_or_tag: bool = False):
+        """The ids of the works holding the term (a subquery on the index)."""
+        if self.prefix:
+            following = self.term[:-1] + chr(min(ord(self.term[-1]) + 1, 0x10FFFF))
+            stmt = select(WorkTerm.work_id).where(WorkTerm.term >= self.term, WorkTerm.term < following)
+        else:
+            stmt = select(WorkTerm.work_id).where(WorkTerm.term == self.term)
+        return stmt.where(WorkTerm.weight == TITLE_OR_TAG) if title_or_tag else stmt
+
+
+def word_probes(word: str) -> list[Probe]:
+    """The lookups one folded search word needs."""
+    probes = []
+    for match in _TOKENS.finditer(word):
+        run = match["cjk"]
+        if run and len(run) > 1:
+            probes += [Probe(pair, prefix=False) for pair in dict.fromkeys(run[i:i + 2] for i in range(len(run) - 1))]
+        else:
+            probes.append(Probe((run or match["word"])[:MAX_TERM], prefix=True))
+    return probes
+
+
+@dataclass(frozen=True)
+class Search:
+    """A gallery search: its words and the conditions for each ranking group."""
+
+    words: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Search:
+        return cls(tuple(dict.fromkeys(normalise(text).split()))[:MAX_SEARCH_WORDS])
+
+    def __bool__(self) -> bool:
+        return bool(self.words)
+
+    def matches(self) -> list[ColumnElement[bool]]:
+        """Every word found (index first, then the exact text check)."""
+        conditions = [Work.id.in_(probe.works()) for word in self.words for probe in word_probes(word)]
+        return conditions + [Work.search_text.contains(word, autoescape=True) for word in self.words]
+
+    def in_title_or_tags(self) -> ColumnElement[bool]:
+        """Every word found in the title or the tags (the first ranking group)."""
+        return and_(*[Work.id.in_(probe.works(title_or_tag=True))
+                      for word in self.words for probe in word_probes(word)] or [Work.id.is_(None)])
+
+    def group_conditions(self, group: int) -> list[ColumnElement[bool]]:
+        """The conditions of ranking group 1 (title or tags) or 2 (elsewhere)."""
+        first = self.in_title_or_tags()
+        return [*self.matches(), first if group == 1 else not_(first)]
