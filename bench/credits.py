@@ -1,12 +1,15 @@
-"""Hold → capture cycles per second through the credits service, as production runs it.
+"""Job cycles per second through the credits service, as production runs it, and the
+credits server's CPU per cycle.
 
     .venv/bin/python bench/credits.py [--seconds 8] [--clients 8] [--backend mariadb|sqlite|both]
 
 For each backend: a fresh database (MariaDB: created and dropped on 127.0.0.1:3306 as root,
 or BENCH_MYSQL_URL), the credits migrations, the service under gunicorn (gthread, 2 workers ×
-16 threads), 1,000 accounts opened over HTTP; then 8 concurrent CreditsClient users run
-hold(text2img × 1) → capture(1 image) cycles, first spread over the 1,000 accounts, then all on
-one hot account. Prints cycles/s and cycle latency percentiles.
+16 threads), 1,000 accounts opened over HTTP; then 8 concurrent CreditsClient users run what
+a real job does: hold(text2img × 2) → capture(1 image) → release (the unused image), first
+spread over the 1,000 accounts, then all on one hot account. Prints cycles/s, cycle latency
+percentiles, and the CPU milliseconds the credits processes spent per cycle (robust to a
+busy machine, unlike the rates), also for one client alone.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _harness import Processes, fresh_database, gunicorn_command, is_ready, percentile
+from _harness import CpuMeter, Processes, fresh_database, gunicorn_command, is_ready, percentile
 
 from shared.config import load_settings
 from shared.embedded import free_port
@@ -34,7 +37,7 @@ ACCOUNTS = 1000
 
 
 def run_cycles(client: CreditsClient, users: list[int], clients: int, seconds: float) -> tuple[int, list[float]]:
-    """``clients`` threads each loop hold → capture until ``seconds`` pass; returns
+    """``clients`` threads each loop hold → capture → release until ``seconds`` pass; returns
     (cycles, latencies in seconds)."""
     stop_at = time.monotonic() + seconds
     next_user = itertools.cycle(users)
@@ -47,8 +50,9 @@ def run_cycles(client: CreditsClient, users: list[int], clients: int, seconds: f
                 user_id = next(next_user)
             job = uuid.uuid4().hex
             started = time.perf_counter()
-            client.hold(user_id, job, "text2img", 1, "bench")
+            client.hold(user_id, job, "text2img", 2, "bench")
             client.capture(job, f"capture:{job}:0")
+            client.release(job, f"release:{job}")
             elapsed = time.perf_counter() - started
             with lock:
                 latencies.append(elapsed)
@@ -69,8 +73,9 @@ def bench(backend: str, seconds: float, clients: int) -> None:
         local = create_app(settings)  # for the one setup grant and the audit, in-process
         credits = local.extensions["credits"]
         base_url = f"http://127.0.0.1:{free_port()}"
-        processes.start("gunicorn", gunicorn_command("services.credits.app", base_url.split("//", 1)[1], 2, 16),
+        server = processes.start("gunicorn", gunicorn_command("services.credits.app", base_url.split("//", 1)[1], 2, 16),
                         env={**os.environ, **env}, ready=lambda: is_ready(f"{base_url}/readyz"), timeout=30)
+        meter = CpuMeter({"credits": server.pid})
         client = CreditsClient(base_url, env["SERVICE_TOKEN"], timeout=30)
         users = list(range(1, ACCOUNTS + 1))
         started = time.perf_counter()
@@ -79,15 +84,18 @@ def bench(backend: str, seconds: float, clients: int) -> None:
         opened = time.perf_counter() - started
         print(f"[{backend}] opened {ACCOUNTS} accounts in {opened:.1f} s ({ACCOUNTS / opened:.0f}/s)")
 
-        for label, pool_users in (("across 1,000 accounts", users), ("one hot account", [ACCOUNTS + 1])):
-            if len(pool_users) == 1:
-                credits.open_account(pool_users[0])
-                local.extensions["credits_adjustments"].grant(pool_users[0], 1_000_000, "bench hot account",
-                                                              operator_id=0)
-            cycles, latencies = run_cycles(client, pool_users, clients, seconds)
-            print(f"[{backend}] {label}: {cycles / seconds:7.1f} hold→capture cycles/s "
-                  f"({clients} clients, {cycles} cycles in {seconds:.0f} s; cycle p50 "
-                  f"{percentile(latencies, 0.5) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms)")
+        credits.open_account(ACCOUNTS + 1)
+        local.extensions["credits_adjustments"].grant(ACCOUNTS + 1, 1_000_000, "bench hot account", operator_id=0)
+        for label, pool_users, concurrency in (("across 1,000 accounts", users, clients),
+                                               ("one hot account", [ACCOUNTS + 1], clients),
+                                               ("one client alone", users, 1)):
+            meter.start()
+            cycles, latencies = run_cycles(client, pool_users, concurrency, seconds)
+            cpu_ms = meter.stop()["credits"] * 1000 / max(cycles, 1)
+            print(f"[{backend}] {label}: {cycles / seconds:7.1f} hold→capture→release cycles/s "
+                  f"({concurrency} clients, {cycles} cycles in {seconds:.0f} s; cycle p50 "
+                  f"{percentile(latencies, 0.5) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
+                  f"credits CPU {cpu_ms:.2f} ms per cycle)", flush=True)
         client.close()
         found = audit(credits.db)
         print(f"[{backend}] audit: {'clean' if not found else f'{len(found)} discrepancies'}")

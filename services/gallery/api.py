@@ -56,9 +56,17 @@ def batch():
     return ok(_gallery().works.batch_update(user, load_json(BatchSchema())))
 
 
+EDGE_CACHED = ("Served through the gateway's edge cache: anonymous answers carry an ETag (If-None-Match gets "
+               "304) and Cache-Control; likes, views and downloads may lag by up to EDGE_CACHE_SECONDS (5 s), "
+               "while publishing, edits, hiding, deleting and featuring show at once. Signed in, isLiked is the "
+               "caller's own, current.")
+
+
 @bp.get("/api/works/gallery")
 @doc("The public gallery (search, filters, sort, cursor pages)", auth="optional",
-     query=GalleryQuerySchema, errors={400: "INVALID_CURSOR"})
+     query=GalleryQuerySchema, errors={400: "INVALID_CURSOR"},
+     description="A search matches every word (a word as the start of a word, Chinese by its characters), "
+                 "title and tag matches first. " + EDGE_CACHED)
 def list_gallery():
     viewer = optional_user()
     return ok(_gallery().listing.list_gallery(viewer, load_query(GalleryQuerySchema())))
@@ -79,7 +87,7 @@ def my_stats():
 
 @bp.get("/api/works/<int:work_id>")
 @doc("One work (a private or hidden one only for its author or an admin)", auth="optional",
-     errors={404: "WORK_NOT_FOUND"})
+     errors={404: "WORK_NOT_FOUND"}, description=EDGE_CACHED)
 def get_work(work_id: int):
     return ok({"work": _gallery().works.get_work(optional_user(), work_id)})
 

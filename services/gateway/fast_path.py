@@ -50,28 +50,28 @@ class CachedReadsFastPath:
         self.trusted = trusted_proxies
         self.vary = "Authorization, Origin" if cors else "Authorization"
 
-    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        if environ["REQUEST_METHOD"] != "GET" or any(environ.get(name) for name in _NOT_FOR_THE_FAST_PATH):
-            return self.app(environ, start_response)
-        path = environ.get("PATH_INFO", "")
+    def __call__(self, wsgi_env: dict, start_response: Callable) -> Iterable[bytes]:
+        if wsgi_env["REQUEST_METHOD"] != "GET" or any(wsgi_env.get(name) for name in _NOT_FOR_THE_FAST_PATH):
+            return self.app(wsgi_env, start_response)
+        path = wsgi_env.get("PATH_INFO", "")
         if CACHED_PATHS.fullmatch(path) is None:
-            return self.app(environ, start_response)
+            return self.app(wsgi_env, start_response)
         generation = self.cache.generation()
-        entry = self.cache.fresh(key_of(path, environ.get("QUERY_STRING", "")), generation) \
+        entry = self.cache.fresh(key_of(path, wsgi_env.get("QUERY_STRING", "")), generation) \
             if generation is not None else None
         if entry is None or self.cache.ageing(entry):
-            return self.app(environ, start_response)  # Flask fetches it (one request per key; others wait or are served)
-        peer = environ.get("REMOTE_ADDR", "")
-        address = resolve_client(peer, [environ.get("HTTP_X_FORWARDED_FOR", "")], self.trusted) \
+            return self.app(wsgi_env, start_response)  # Flask fetches it (one request per key; others wait or are served)
+        peer = wsgi_env.get("REMOTE_ADDR", "")
+        address = resolve_client(peer, [wsgi_env.get("HTTP_X_FORWARDED_FOR", "")], self.trusted) \
             if self.trusted else peer
         limit = Limit("global:ip", self.rates.global_ip, address)
         try:
             self.limiter.check_known(limit)
         except RateLimited:
-            return self.app(environ, start_response)  # Flask answers the 429
+            return self.app(wsgi_env, start_response)  # Flask answers the 429
 
-        presented = environ.get("HTTP_X_REQUEST_ID", "")
-        status, headers, body = self.cache.answer(entry, "HIT", environ.get("HTTP_IF_NONE_MATCH"), self.vary)
+        presented = wsgi_env.get("HTTP_X_REQUEST_ID", "")
+        status, headers, body = self.cache.answer(entry, "HIT", wsgi_env.get("HTTP_IF_NONE_MATCH"), self.vary)
         headers += _SECURITY_HEADERS
         headers.append((REQUEST_ID_HEADER, presented if VALID_REQUEST_ID.fullmatch(presented) else new_request_id()))
         start_response(status, headers)
