@@ -261,7 +261,29 @@ def at_scale(args: argparse.Namespace, backend: str) -> None:
                 paths = [gallery_query(search=word, sort=sort, pageSize=PAGE_SIZE) for word in words]
                 paths += [path for word in words[:2] for path in page_paths(base, (sort,), 3, word)[1:]]
                 report(stack, f"search {language}, {sort}", paths, args.requests)
+        for words in ("castle", "赛博朋克"):
+            print(f"\nplan of a search for {words!r}, newest first ({backend}):")
+            print("\n".join(explain(url, words, "newest")))
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def explain(url: str, words: str, sort: str) -> list[str]:
+    """The database's plan for the first ranking group of a gallery search."""
+    from services.gallery.listing import GALLERY_SORTS
+    from services.gallery.search import Search
+
+    column = GALLERY_SORTS[sort]
+    stmt = (select(Work.id).where(Work.listed.is_(True), *Search.parse(words).group_conditions(1))
+            .order_by(column.desc(), Work.id.desc()).limit(PAGE_SIZE + 1))
+    db = Database(url)
+    try:
+        sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
+        with db.engine.connect() as connection:
+            prefix = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
+            result = connection.exec_driver_sql(prefix + sql)
+            return ["  " + " | ".join(str(value) for value in row) for row in result]
+    finally:
+        db.dispose()
 
 
 def deep_cursors(base_url: str, sort: str, rng: random.Random) -> list[str]:
