@@ -75,6 +75,13 @@ def spent_by(entry_type: str, amount: int, held_change: int) -> int:
     return 0
 
 
+def replaying(session: Session) -> bool:
+    """Whether this unit of work runs again after its idempotency key was found taken: a
+    movement that skips looking its key up when it cannot be a repeat looks it up then
+    (see ``CreditsService``)."""
+    return bool(session.info.get("replaying"))
+
+
 def account_not_found(user_id: int) -> NotFound:
     return NotFound(f"User {user_id} has no credit account.", code="ACCOUNT_NOT_FOUND")
 
@@ -87,7 +94,8 @@ class Ledger:
 
     def unit_of_work(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one transaction. After a unique-key race run it once more, to replay
-        the winner's result; after a MariaDB deadlock run it again, a few times; after a lost
+        the winner's result (``replaying(session)`` is then true, so the work looks its key up
+        first); after a MariaDB deadlock run it again, a few times; after a lost
         connection (pooled connections are not pinged first) run it once more on a fresh one.
         Every movement has its idempotency key, so a commit that did land before the
         connection broke is found and replayed, never applied twice."""
@@ -95,6 +103,7 @@ class Ledger:
         while True:
             try:
                 with self.db.transaction() as session:
+                    session.info["replaying"] = replayed
                     return work(session)
             except IntegrityError:
                 if replayed:
