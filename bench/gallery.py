@@ -49,7 +49,7 @@ import requests
 from _harness import (PROJECT_ROOT, CpuMeter, Load, Processes, Request, access_token, ensure_wrk,
                       fresh_database, is_ready, kept_database, percentile, run_python_clients, run_wrk,
                       sequential_latencies)
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, true
 
 from deploy.local import service_commands
 from services.auth.models import User
@@ -273,15 +273,19 @@ def explain(url: str, words: str, sort: str) -> list[str]:
     from services.gallery.search import Search
 
     column = GALLERY_SORTS[sort]
-    stmt = (select(Work.id).where(Work.listed.is_(True), *Search.parse(words).group_conditions(1))
-            .order_by(column.desc(), Work.id.desc()).limit(PAGE_SIZE + 1))
     db = Database(url)
+    search = Search.parse(words)
+    with db.read() as session:
+        candidates = search.candidates(session, 1)
+    stmt = (select(Work.id).where(Work.listed == true(), *search.group_conditions(1, candidates))
+            .order_by(column.desc(), Work.id.desc()).limit(PAGE_SIZE + 1))
     try:
         sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
         with db.engine.connect() as connection:
             prefix = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
             result = connection.exec_driver_sql(prefix + sql)
-            return ["  " + " | ".join(str(value) for value in row) for row in result]
+            plan = "read in sort order" if candidates is None else f"from {len(candidates)} candidates of the index"
+            return [f"  ({plan})"] + ["  " + " | ".join(str(value) for value in row) for row in result]
     finally:
         db.dispose()
 

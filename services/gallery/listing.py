@@ -20,7 +20,7 @@ from shared.db import Database, utcnow
 from shared.errors import Unprocessable
 from shared.tokens import Claims
 from services.gallery.models import Work, WorkLike, WorkTag
-from services.gallery.search import MAX_SEARCH_WORDS, Search, normalise
+from services.gallery.search import MAX_SEARCH_WORDS, WALK_ROWS, Search, normalise
 from services.gallery.schemas import WorkPresenter
 
 LIST_COLUMNS = (Work.id, Work.user_id, Work.author_username, Work.title, Work.description, Work.tags,
@@ -133,15 +133,12 @@ class WorkListing:
             value, after_id, group = decode_cursor(query["cursor"], sort)
             after = [or_(column < value, and_(column == value, Work.id < after_id))]
         viewer_id = viewer.user_id if viewer else None
+        resume = None
         with self.db.read() as session:
             if not search:
                 found = [(work, 1) for work in self._page(session, [*conditions, *after], column, size + 1)]
             else:
-                found = [(work, group) for work in self._page(
-                    session, [*conditions, *search.group_conditions(group), *after], column, size + 1)]
-                if group == 1 and len(found) <= size:
-                    found += [(work, 2) for work in self._page(
-                        session, [*conditions, *search.group_conditions(2)], column, size + 1 - len(found))]
+                found, resume = self._search(session, search, conditions, group, after, column, size)
             more = len(found) > size
             found = found[:size]
             works = [work for work, _group in found]
@@ -150,7 +147,31 @@ class WorkListing:
         if more and found:
             last, last_group = found[-1]
             next_cursor = encode_cursor(sort, getattr(last, column.key), last.id, last_group)
+        elif resume is not None:
+            next_cursor = encode_cursor(sort, *resume)
         return {"items": items, "nextCursor": next_cursor, "pageSize": size}
+
+    def _search(self, session: Session, search: Search, conditions: list[ColumnElement[bool]], group: int,
+                after: list[ColumnElement[bool]], column, size: int) -> tuple[list[tuple[Work, int]], tuple | None]:
+        """Up to ``size`` + 1 matches from ``group`` on, and where to read on when the page
+        stopped at the reading bound before filling: ``(sort value, id, group)`` or None."""
+        found: list[tuple[Work, int]] = []
+        while group <= 2:
+            candidates, bounded = search.candidates(session, group), []
+            boundary = None if candidates is not None else session.execute(
+                select(column, Work.id).where(*conditions, *after).order_by(column.desc(), Work.id.desc())
+                .offset(WALK_ROWS - 1).limit(1)).first()
+            if boundary is not None:
+                bounded = [or_(column > boundary[0], and_(column == boundary[0], Work.id >= boundary[1]))]
+            found += [(work, group) for work in self._page(
+                session, [*conditions, *after, *bounded, *search.group_conditions(group, candidates)], column,
+                size + 1 - len(found))]
+            if len(found) > size:
+                return found, None
+            if boundary is not None:
+                return found, (boundary[0], boundary[1], group)
+            group, after = group + 1, []
+        return found, None
 
     @staticmethod
     def _page(session: Session, conditions: list[ColumnElement[bool]], column, limit: int) -> list[Work]:

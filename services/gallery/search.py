@@ -27,13 +27,15 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import ColumnElement, and_, delete, insert, not_, select
+from sqlalchemy import ColumnElement, and_, delete, insert, literal, not_, select
 from sqlalchemy.orm import Session
 
 from services.gallery.models import Work, WorkTerm
 
 MAX_SEARCH_WORDS = 5
 MAX_TERM = 32
+DRIVING_LIMIT = 2000  # a term with fewer index rows drives the query from the index
+WALK_ROWS = 2000      # otherwise, at most this many works are read in sort order per page
 TITLE_OR_TAG, ELSEWHERE = 2, 1
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003ffff"
@@ -91,14 +93,28 @@ class Probe:
     term: str
     prefix: bool
 
+    def _term(self) -> ColumnElement[bool]:
+        if not self.prefix:
+            return WorkTerm.term == self.term
+        following = self.term[:-1] + chr(min(ord(self.term[-1]) + 1, 0x10FFFF))
+        return and_(WorkTerm.term >= self.term, WorkTerm.term < following)
+
+    def _weight(self, title_or_tag: bool) -> list[ColumnElement[bool]]:
+        return [WorkTerm.weight == TITLE_OR_TAG] if title_or_tag else []
+
     def works(self, title_or_tag: bool = False):
-        """The ids of the works holding the term (a subquery on the index)."""
-        if self.prefix:
-            following = self.term[:-1] + chr(min(ord(self.term[-1]) + 1, 0x10FFFF))
-            stmt = select(WorkTerm.work_id).where(WorkTerm.term >= self.term, WorkTerm.term < following)
-        else:
-            stmt = select(WorkTerm.work_id).where(WorkTerm.term == self.term)
-        return stmt.where(WorkTerm.weight == TITLE_OR_TAG) if title_or_tag else stmt
+        """The ids of the works holding the term: a range of the index (drives a query)."""
+        return select(WorkTerm.work_id).where(self._term(), *self._weight(title_or_tag))
+
+    def held_by_work(self, title_or_tag: bool = False) -> ColumnElement[bool]:
+        """The work of the current row holds the term: a lookup per row by work id. A scalar
+        subquery, so no optimizer turns it into a join over the whole range."""
+        return (select(literal(1)).where(WorkTerm.work_id == Work.id, self._term(), *self._weight(title_or_tag))
+                .limit(1).scalar_subquery().is_not(None))
+
+    def work_ids(self, session: Session, cap: int, title_or_tag: bool = False) -> list[int]:
+        """The works holding the term, reading no more than ``cap`` index rows."""
+        return list(dict.fromkeys(session.scalars(self.works(title_or_tag).limit(cap))))
 
 
 def word_probes(word: str) -> list[Probe]:
@@ -115,7 +131,13 @@ def word_probes(word: str) -> list[Probe]:
 
 @dataclass(frozen=True)
 class Search:
-    """A gallery search: its words and the conditions for each ranking group."""
+    """A gallery search: its words, and the conditions of each ranking group.
+
+    Two plans, both bounded: when some term is rare (fewer than ``DRIVING_LIMIT`` index
+    rows), its works are read from the index and the query starts from them, the other terms
+    looked up per work; when all are common, the works are read in sort order, each checked
+    by lookups, at most ``WALK_ROWS`` per page (a page may then hold fewer works than asked,
+    with a cursor to read on)."""
 
     words: tuple[str, ...]
 
@@ -126,17 +148,31 @@ class Search:
     def __bool__(self) -> bool:
         return bool(self.words)
 
-    def matches(self) -> list[ColumnElement[bool]]:
-        """Every word found (index first, then the exact text check)."""
-        conditions = [Work.id.in_(probe.works()) for word in self.words for probe in word_probes(word)]
-        return conditions + [Work.search_text.contains(word, autoescape=True) for word in self.words]
+    def probes(self) -> list[Probe]:
+        return [probe for word in self.words for probe in word_probes(word)]
 
-    def in_title_or_tags(self) -> ColumnElement[bool]:
-        """Every word found in the title or the tags (the first ranking group)."""
-        return and_(*[Work.id.in_(probe.works(title_or_tag=True))
-                      for word in self.words for probe in word_probes(word)] or [Work.id.is_(None)])
+    def candidates(self, session: Session, group: int) -> list[int] | None:
+        """The works of the group's rarest term (group 1: in a title or tag) when it is rare
+        enough to drive the query (they are then named by id, so every database starts from
+        them); None to read in sort order."""
+        rarest: list[int] | None = None
+        for probe in self.probes():
+            ids = probe.work_ids(session, DRIVING_LIMIT, title_or_tag=group == 1)
+            if len(ids) < DRIVING_LIMIT and (rarest is None or len(ids) < len(rarest)):
+                rarest = ids
+            if rarest is not None and not rarest:
+                break
+        return rarest
 
-    def group_conditions(self, group: int) -> list[ColumnElement[bool]]:
-        """The conditions of ranking group 1 (title or tags) or 2 (elsewhere)."""
-        first = self.in_title_or_tags()
-        return [*self.matches(), first if group == 1 else not_(first)]
+    def group_conditions(self, group: int, candidates: list[int] | None = None) -> list[ColumnElement[bool]]:
+        """Ranking group 1 (every word in the title or tags) or 2 (the others)."""
+        probes = self.probes()
+        driven = [Work.id.in_(candidates)] if candidates is not None else []
+        if group == 1:
+            found = [probe.held_by_work(title_or_tag=True) for probe in probes]
+            rank: list[ColumnElement[bool]] = [] if probes else [Work.id.is_(None)]
+        else:
+            found = [probe.held_by_work() for probe in probes]
+            rank = [not_(and_(*[probe.held_by_work(title_or_tag=True) for probe in probes]))] if probes else []
+        exact = [Work.search_text.contains(word, autoescape=True) for word in self.words]
+        return [*driven, *found, *exact, *rank]

@@ -270,3 +270,31 @@ def test_bad_token_is_401_even_where_anonymous_is_allowed(anonymous):
     response = anonymous.get("/api/works/gallery")
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize("walk", [False, True])
+def test_gallery_search_pages_through_every_match_with_either_plan(make_user, anonymous, save_work, monkeypatch,
+                                                                   walk):
+    """Read from the index's candidates, or (every term common) works read in sort order a
+    few at a time: pages may then come short, but the cursors reach every match once."""
+    if walk:
+        monkeypatch.setattr("services.gallery.search.DRIVING_LIMIT", 1)
+        monkeypatch.setattr("services.gallery.listing.WALK_ROWS", 3)
+    marker = uuid.uuid4().hex[:10]
+    alice = make_user()
+    works = [save_work(alice, title=f"{marker} {'kite' if i % 3 == 0 else 'other'} {i}",
+                       prompt="a kite over the sea" if i % 3 == 1 else "a quiet street") for i in range(9)]
+    in_title = [w["id"] for w in reversed(works) if "kite" in w["title"]]
+    in_prompt = [w["id"] for w in reversed(works) if "kite" not in w["title"] and w["prompt"].startswith("a kite")]
+
+    seen, cursor, pages = [], None, 0
+    while pages < 50:
+        query = {"search": f"kite {marker}", "pageSize": 2, "authorId": alice.user_id,
+                 **({"cursor": cursor} if cursor else {})}
+        data = anonymous.get("/api/works/gallery", query_string=query).get_json()["data"]
+        seen += [item["id"] for item in data["items"]]
+        pages += 1
+        cursor = data["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == in_title + in_prompt
