@@ -27,15 +27,15 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import ColumnElement, and_, delete, insert, literal, not_, select
+from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, not_, select
 from sqlalchemy.orm import Session
 
 from services.gallery.models import Work, WorkTerm
 
 MAX_SEARCH_WORDS = 5
 MAX_TERM = 32
-DRIVING_LIMIT = 2000  # a term with fewer index rows drives the query from the index
-WALK_ROWS = 2000      # otherwise, at most this many works are read in sort order per page
+DRIVING_LIMIT = 1000  # a term with fewer index rows drives the query from the index
+WALK_ROWS = 1000      # otherwise, at most this many works are read in sort order per page
 TITLE_OR_TAG, ELSEWHERE = 2, 1
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af\U00020000-\U0003ffff"
@@ -112,9 +112,12 @@ class Probe:
         return (select(literal(1)).where(WorkTerm.work_id == Work.id, self._term(), *self._weight(title_or_tag))
                 .limit(1).scalar_subquery().is_not(None))
 
-    def work_ids(self, session: Session, cap: int, title_or_tag: bool = False) -> list[int]:
-        """The works holding the term, reading no more than ``cap`` index rows."""
-        return list(dict.fromkeys(session.scalars(self.works(title_or_tag).limit(cap))))
+    def count(self, session: Session, cap: int, title_or_tag: bool = False) -> int:
+        """How many index rows the term has, counting no further than ``cap``."""
+        return session.scalar(select(func.count()).select_from(self.works(title_or_tag).limit(cap).subquery()))
+
+    def work_ids(self, session: Session, title_or_tag: bool = False) -> list[int]:
+        return list(dict.fromkeys(session.scalars(self.works(title_or_tag))))
 
 
 def word_probes(word: str) -> list[Probe]:
@@ -155,14 +158,14 @@ class Search:
         """The works of the group's rarest term (group 1: in a title or tag) when it is rare
         enough to drive the query (they are then named by id, so every database starts from
         them); None to read in sort order."""
-        rarest: list[int] | None = None
+        rarest: tuple[int, Probe] | None = None
         for probe in self.probes():
-            ids = probe.work_ids(session, DRIVING_LIMIT, title_or_tag=group == 1)
-            if len(ids) < DRIVING_LIMIT and (rarest is None or len(ids) < len(rarest)):
-                rarest = ids
-            if rarest is not None and not rarest:
-                break
-        return rarest
+            found = probe.count(session, DRIVING_LIMIT, title_or_tag=group == 1)
+            if found < DRIVING_LIMIT and (rarest is None or found < rarest[0]):
+                rarest = (found, probe)
+            if rarest is not None and rarest[0] == 0:
+                return []
+        return None if rarest is None else rarest[1].work_ids(session, title_or_tag=group == 1)
 
     def group_conditions(self, group: int, candidates: list[int] | None = None) -> list[ColumnElement[bool]]:
         """Ranking group 1 (every word in the title or tags) or 2 (the others)."""
