@@ -16,7 +16,7 @@ apt-get when missing and possible), or from Python threads with ``--python-clien
 Scenarios vary sorts and pages (first pages and cursor pages, 20 per page):
 
   anonymous page   newest / hottest / trending, pages 1–3
-  signed-in page   the same, each request with one of 200 users' access tokens
+  signed-in page   the same, each request with one of 200 readers' access tokens
   anonymous detail a random work
   anonymous search Chinese and English words
 
@@ -203,8 +203,10 @@ def throughput(args: argparse.Namespace, use_wrk: bool) -> None:
         db.dispose()
         pids = stack.start()
         private_key = stack.settings.jwt_private_key_path.read_text()
-        tokens = [access_token(private_key, FIRST_USER_ID + index, f"demo_{index:05d}", dt.timedelta(hours=2))
-                  for index in range(min(args.users, 200))]
+        # Readers, not authors: 200 signed-in users who own none of the works (an author seeing
+        # a page with their own work is answered by the gallery itself, as before).
+        tokens = [access_token(private_key, FIRST_USER_ID + args.users + index, f"reader_{index:05d}",
+                               dt.timedelta(hours=2)) for index in range(200)]
         rng = random.Random(7)
         pages = page_paths(stack.url("uncached"), SORTS, 3)
         details = [f"/api/works/{work_id}" for work_id in rng.sample(ids, min(len(ids), 2000))]
