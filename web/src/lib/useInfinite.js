@@ -1,5 +1,9 @@
 import { onBeforeUnmount, reactive, ref, watch } from 'vue'
 
+// A server may answer a short page and a cursor to read on (the gallery's search reads a
+// bounded number of works per request): up to this many pages are fetched in a row to fill one.
+const MAX_PAGES_PER_FILL = 10
+
 /**
  * A cursor-paged list with infinite scroll: fetchPage({ cursor?, pageSize }) -> { items, nextCursor }.
  * The first page goes without a cursor; the list ends when the server gives no nextCursor.
@@ -16,13 +20,18 @@ export function useInfinite(fetchPage, pageSize = 24) {
     state.error = null
     const mine = generation
     try {
-      const query = state.cursor ? { cursor: state.cursor, pageSize } : { pageSize }
-      const data = await fetchPage(query)
-      if (mine !== generation) return
-      const seen = new Set(state.items.map((item) => item.id))
-      state.items.push(...data.items.filter((item) => !seen.has(item.id)))
-      state.cursor = data.nextCursor || null
-      state.done = !state.cursor
+      let added = 0
+      for (let page = 0; page < MAX_PAGES_PER_FILL && added < pageSize && !state.done; page += 1) {
+        const query = state.cursor ? { cursor: state.cursor, pageSize } : { pageSize }
+        const data = await fetchPage(query)
+        if (mine !== generation) return
+        const seen = new Set(state.items.map((item) => item.id))
+        const fresh = data.items.filter((item) => !seen.has(item.id))
+        state.items.push(...fresh)
+        added += fresh.length
+        state.cursor = data.nextCursor || null
+        state.done = !state.cursor
+      }
     } catch (e) {
       if (mine === generation) state.error = e
     } finally {
