@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from flask import Flask
 
+from services.auth.client import AuthClient
 from services.gateway import files, health, openapi, proxy, ratelimit, security, ws
+from services.gateway.api_tokens import TokenExchange, init_api_tokens
 from services.gateway.config import GatewayConfig, load_config
 from services.render.app import init_app as init_render
 from services.render.config import RenderConfig
@@ -32,9 +34,11 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.extensions["gateway_probes"] = probes
     app.extensions["gateway_checks"] = checks
 
-    # Hooks run in this order: request id, body limits, rate limits, CORS preflight.
+    # Hooks run in this order: request id, API token exchange, body limits, rate limits, CORS preflight.
     init_service_app(app, settings, internal=False, ready_checks=checks,
                      ready_info=health.informational_checks(render))
+    init_api_tokens(app, TokenExchange(AuthClient(settings.auth_url, settings.service_token, timeout=(2.0, 5.0)),
+                                       config.api_token_cache_seconds))
     security.init_security(app)
     ratelimit.init_rate_limits(app, config.rate_limits, redis, settings.service_token)
     security.init_cors(app, config.cors_origins)
