@@ -59,4 +59,4 @@ def init_api_tokens(app: Flask, exchange: TokenExchange) -> None:
     def _exchange_api_token() -> None:
         presented = bearer_token()
         if presented is not None and presented.startswith(API_TOKEN_PREFIX):
-            request.environ["HTTP_AUTHORIZATION"] = f"Bearer {exchange.access_token(presented)}"
+            request.environ.update(HTTP_AUTHORIZATION=f"Bearer {exchange.access_token(presented)}")
