@@ -125,7 +125,10 @@ class CreditsService:
             movement = dict(amount=-cost, held_change=cost, reference=job_id,
                             description=description or f"{workflow} × {images}")
             balance = self.ledger.move(session, user_id, "hold", f"hold:{job_id}", **movement)
-            if balance is None and self.ledger.open_if_missing(session, user_id):
+            if balance is None:
+                # No account yet, or one a concurrent first hold opened after this MOVE missed it:
+                # either way the account exists now, so the MOVE is tried once more.
+                self.ledger.open_if_missing(session, user_id)
                 balance = self.ledger.move(session, user_id, "hold", f"hold:{job_id}", **movement)
             if balance is None:
                 self.ledger.refuse_if_closed(session, user_id, status=403)
