@@ -41,7 +41,7 @@ test: $(STAMP) web ## run every test: web unit tests, then pytest (T=tests/path 
 	$(PY) -m pytest $(T)
 
 lint: $(STAMP) ## check the Python code with pyflakes
-	$(PY) -m pyflakes services shared tests deploy bench
+	$(PY) -m pyflakes services shared tests deploy bench clients
 
 bench: $(STAMP) ## run the benchmarks and print their figures
 	@for script in bench/[!_]*.py; do echo "== $$script"; $(PY) $$script || exit 1; done

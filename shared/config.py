@@ -70,7 +70,9 @@ class Settings:
     credits_database_url: str
     gallery_database_url: str
     render_database_url: str
+    integrations_database_url: str
     redis_url: str
+    broker_url: str  # Celery's broker and the queue API's: Redis (the default) or RabbitMQ (amqp://)
     service_token: str
     jwt_private_key_path: Path
     jwt_public_key_path: Path
@@ -79,6 +81,7 @@ class Settings:
     auth_url: str
     credits_url: str
     gallery_url: str
+    integrations_url: str
     render_url: str  # the render domain's API, mounted by the gateway
     web_root: Path
     job_deadline_seconds: int
@@ -119,6 +122,13 @@ def _service_token(env: Mapping[str, str], app_env: str, data_dir: Path) -> str:
         return path.read_text().strip()
 
 
+def _broker_url(env: Mapping[str, str], redis_url: str) -> str:
+    url = env_str(env, "BROKER_URL", redis_url)
+    if url.split("://", 1)[0] not in ("redis", "rediss", "amqp", "amqps"):
+        raise ConfigError(f"BROKER_URL must be a redis:// or amqp:// URL, got {url!r}")
+    return url
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     app_env = env_str(env, "APP_ENV", "development")
@@ -135,6 +145,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     credits_port = env_int(env, "CREDITS_PORT", 8002)
     gallery_port = env_int(env, "GALLERY_PORT", 8003)
     gateway_port = env_int(env, "GATEWAY_PORT", 8000)
+    integrations_port = env_int(env, "INTEGRATIONS_PORT", 8005)
+    redis_url = env_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0")
     return Settings(
         env=app_env,
         data_dir=data_dir,
@@ -143,7 +155,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         credits_database_url=env_str(env, "CREDITS_DATABASE_URL", database_url),
         gallery_database_url=env_str(env, "GALLERY_DATABASE_URL", database_url),
         render_database_url=env_str(env, "RENDER_DATABASE_URL", database_url),
-        redis_url=env_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0"),
+        integrations_database_url=env_str(env, "INTEGRATIONS_DATABASE_URL", database_url),
+        redis_url=redis_url,
+        broker_url=_broker_url(env, redis_url),
         service_token=_service_token(env, app_env, data_dir),
         jwt_private_key_path=private_key,
         jwt_public_key_path=public_key,
@@ -152,6 +166,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         auth_url=env_str(env, "AUTH_URL", f"http://127.0.0.1:{auth_port}"),
         credits_url=env_str(env, "CREDITS_URL", f"http://127.0.0.1:{credits_port}"),
         gallery_url=env_str(env, "GALLERY_URL", f"http://127.0.0.1:{gallery_port}"),
+        integrations_url=env_str(env, "INTEGRATIONS_URL", f"http://127.0.0.1:{integrations_port}"),
         render_url=env_str(env, "RENDER_URL", f"http://127.0.0.1:{gateway_port}"),
         web_root=Path(env_str(env, "WEB_ROOT", str(PROJECT_ROOT / "web" / "dist"))),
         job_deadline_seconds=env_int(env, "JOB_DEADLINE_SECONDS", 600),

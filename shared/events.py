@@ -9,7 +9,10 @@ ask for everything after the last id it saw.
 Platform announcements (``user.deleted``, …) go to the stream ``platform:events`` as flat
 string fields ``{"type", "ts", …}``. Each interested service reads it through its own
 consumer group (``GroupConsumer``), so each sees every announcement once, even one made
-while it was down.
+while it was down. The final event of a job (``job.succeeded``, ``job.failed``,
+``job.cancelled``) is announced there too, in the same Redis transaction as its job-stream
+entry, whoever publishes it: services that must not miss an outcome (the queue API, the
+webhooks) read it there rather than from live pub/sub. So is ``credits.low``.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ USER_DELETED = "user.deleted"
 # How long an idle XREADGROUP waits: well below redis-py's default 5 s socket timeout, or an idle
 # consumer's read would time out (and log an error) instead of returning empty.
 CONSUMER_BLOCK_MS = 2000
+JOB_OUTCOMES = frozenset({"job.succeeded", "job.failed", "job.cancelled"})
+CREDITS_LOW = "credits.low"
 
 
 # Each open browser socket holds one pub/sub connection of its gateway process; redis-py's
@@ -69,6 +74,10 @@ class EventBus:
             pipe = self.redis.pipeline()
             pipe.xadd(stream, {"event": body}, maxlen=JOB_STREAM_MAXLEN, approximate=True)
             pipe.expire(stream, JOB_STREAM_TTL_SECONDS)
+            if event_type in JOB_OUTCOMES:
+                pipe.xadd(PLATFORM_STREAM, _announcement(event_type, userId=str(user_id), jobId=job_id,
+                                                         data=json.dumps(data)),
+                          maxlen=PLATFORM_STREAM_MAXLEN, approximate=True)
             event["id"] = pipe.execute()[0]
         self.redis.publish(user_channel(user_id), json.dumps(event))
         return event
@@ -95,16 +104,53 @@ class EventBus:
             pubsub.close()
 
 
+def _announcement(event_type: str, **fields: str) -> dict[str, str]:
+    ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"type": event_type, "ts": ts, **fields}
+
+
 def announce(client: redis.Redis, event_type: str, **fields: str) -> str:
     """Append one announcement ``{"type", "ts", **fields}`` to ``platform:events``; returns its id."""
-    ts = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return client.xadd(PLATFORM_STREAM, {"type": event_type, "ts": ts, **fields},
+    return client.xadd(PLATFORM_STREAM, _announcement(event_type, **fields),
                        maxlen=PLATFORM_STREAM_MAXLEN, approximate=True)
 
 
 def announce_user_deleted(client: redis.Redis, user_id: int) -> str:
     """Auth deleted a user: credits closes the account, the gallery removes works and files."""
     return announce(client, USER_DELETED, userId=str(user_id))
+
+
+def announce_credits_low(client: redis.Redis, user_id: int, available: int, threshold: int) -> str:
+    """A movement took the user's available credits below ``threshold``."""
+    return announce(client, CREDITS_LOW, userId=str(user_id),
+                    data=json.dumps({"available": available, "threshold": threshold}))
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """A job outcome or ``credits.low`` read from ``platform:events``."""
+
+    type: str
+    user_id: int
+    job_id: str | None
+    data: dict[str, Any]
+    ts: str
+
+
+def user_announcement(fields: dict[str, str]) -> Announcement | None:
+    """The job outcome or ``credits.low`` in an entry; None for any other entry (a malformed
+    one is logged and skipped)."""
+    kind = fields.get("type")
+    if kind not in JOB_OUTCOMES and kind != CREDITS_LOW:
+        return None
+    try:
+        data = json.loads(fields["data"])
+        if not isinstance(data, dict):
+            raise ValueError("data is not an object")
+        return Announcement(kind, int(fields["userId"]), fields.get("jobId"), data, fields.get("ts", ""))
+    except (KeyError, ValueError) as exc:
+        log.error("%s announcement is malformed (%s): %r; skipped", kind, exc, fields)
+        return None
 
 
 def deleted_user_id(fields: dict[str, str]) -> int | None:

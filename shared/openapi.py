@@ -117,7 +117,8 @@ class _SpecBuilder:
                             plugins=[self.plugin], info={"description": description})
         self.service_token = service_token
         self.spec.components.security_scheme(BEARER, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                                      "description": "The access token auth signs (RS256)."})
+                                                      "description": "The access token auth signs (RS256), or an API token "
+                                                                     "(`pat_…`), which the gateway exchanges for one."})
         if service_token:
             self.spec.components.security_scheme(SERVICE_TOKEN, {
                 "type": "apiKey", "in": "header", "name": "X-Service-Token",

@@ -119,10 +119,12 @@ class Storage(ABC):
     def url(self, key: str) -> str:
         return f"{self.url_prefix}/{key}"
 
-    def signed_url(self, key: str, now: float | None = None) -> str:
+    def signed_url(self, key: str, now: float | None = None, ttl: int | None = None) -> str:
+        """A URL of the private file ``key`` valid between ``ttl`` (default ``MEDIA_URL_TTL_SECONDS``)
+        and twice that."""
         if self.signer is None:
             raise RuntimeError("this storage has no signing secret (build it with make_storage)")
-        expires, signature = self.signer.sign(key, now)
+        expires, signature = self.signer.sign(key, now, ttl)
         return f"{self.url_prefix}/{key}?exp={expires}&sig={signature}"
 
 

@@ -1,5 +1,11 @@
 """Celery app factory and the names of every task, so services send tasks by name
-without importing worker code (senders name the queue; see services.render.dispatch)."""
+without importing worker code (senders name the queue; see services.render.dispatch).
+
+The broker is ``BROKER_URL``: Redis (the default, ``REDIS_URL``) or RabbitMQ (``amqp://``).
+Nothing the platform sends depends on the broker's kind: the markers of queued jobs
+(``render:msg:<job>``) live in Redis either way. ``visibility_timeout`` only means
+something to the Redis transport; RabbitMQ redelivers when the consumer's channel closes.
+"""
 from __future__ import annotations
 
 from celery import Celery
@@ -10,7 +16,7 @@ RENDER_RUN_JOB = "render.run_job"
 
 
 def make_celery(settings: Settings, name: str) -> Celery:
-    app = Celery(name, broker=settings.redis_url)
+    app = Celery(name, broker=settings.broker_url)
     app.conf.update(
         task_ignore_result=True,
         task_acks_late=True,

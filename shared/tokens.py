@@ -16,6 +16,12 @@ Unix seconds: tokens issued before it are refused) in Redis, each for one access
 lifetime. flask-jwt-extended's blocklist check reads both keys with one MGET on every
 authenticated request of an app that keeps a Redis client in ``app.extensions["redis"]``;
 an app without one skips the check.
+
+API tokens (``pat_…``, auth's ``/api/tokens``) never reach a service: the gateway exchanges
+one for a short-lived access token that auth signs with two more claims, ``scopes`` (what
+the token may do) and ``pat`` (the API token's id; revoking it marks ``revoked:pat:<id>``,
+checked in the same MGET). A route states the scope it serves (``require_user(scope=...)``);
+a route that states none, such as everything about the account itself, refuses them.
 """
 from __future__ import annotations
 
@@ -37,6 +43,8 @@ from shared.config import Settings
 from shared.errors import Forbidden, ServiceUnavailable, Unauthorized, error_response
 
 ALGORITHM = "RS256"
+# What an API token may be allowed to do; a route serving one states it.
+SCOPES = ("generate", "works:read", "works:write", "credits:read", "webhooks")
 
 
 @dataclass(frozen=True)
@@ -47,10 +55,17 @@ class Claims:
     token_id: str
     issued_at: float = 0.0  # "iat", Unix seconds (auth signs it with sub-second precision)
     expires_at: float = 0.0  # "exp", Unix seconds
+    scopes: tuple[str, ...] | None = None  # only on a token exchanged for an API token
+    api_token_id: str | None = None  # "pat": the API token it was exchanged for
+    kind: str = "person"  # "service" for a service account
 
     @property
     def is_admin(self) -> bool:
-        return self.role == "admin"
+        return self.role == "admin" and self.api_token_id is None
+
+    @property
+    def is_service_account(self) -> bool:
+        return self.kind == "service"
 
 
 def ensure_dev_keys(settings: Settings) -> None:
@@ -131,10 +146,16 @@ def _claims(payload: dict[str, Any]) -> Claims | None:
     """The claims of a verified payload, or None when one is missing or malformed."""
     if payload.get("type") != "access" or "exp" not in payload or payload.get("jti") is None:
         return None
+    scopes = payload.get("scopes")
+    if scopes is not None and (not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes)):
+        return None
     try:
         return Claims(user_id=int(payload["sub"]), username=str(payload["username"]),
                       role=str(payload["role"]), token_id=str(payload["jti"]),
-                      issued_at=float(payload["iat"]), expires_at=float(payload["exp"]))
+                      issued_at=float(payload["iat"]), expires_at=float(payload["exp"]),
+                      scopes=tuple(scopes) if scopes is not None else None,
+                      api_token_id=str(payload["pat"]) if payload.get("pat") is not None else None,
+                      kind=str(payload.get("kind", "person")))
     except (KeyError, ValueError, TypeError):
         return None
 
@@ -171,19 +192,27 @@ def revoked_user_key(user_id: int) -> str:
     return f"revoked:user:{user_id}"
 
 
+def revoked_api_token_key(api_token_id: str) -> str:
+    return f"revoked:pat:{api_token_id}"
+
+
 def is_revoked(client: redis.Redis, claims: Claims) -> bool:
-    """Whether the token was signed out, or issued before its user was revoked (one MGET).
+    """Whether the token was signed out, issued before its user was revoked, or exchanged
+    for an API token since revoked (one MGET).
 
     Fails closed: when Redis cannot answer, ServiceUnavailable (503) is raised rather than
     letting a possibly revoked token through.
     """
+    keys = [revoked_token_key(claims.token_id), revoked_user_key(claims.user_id)]
+    if claims.api_token_id is not None:
+        keys.append(revoked_api_token_key(claims.api_token_id))
     try:
-        token_mark, user_mark = client.mget([revoked_token_key(claims.token_id),
-                                             revoked_user_key(claims.user_id)])
+        token_mark, user_mark, *api_token_mark = client.mget(keys)
     except redis.RedisError as exc:
         raise ServiceUnavailable("Sign-in cannot be checked right now; try again shortly.",
                                  code="REVOCATION_CHECK_UNAVAILABLE") from exc
-    return token_mark is not None or (user_mark is not None and claims.issued_at < _revocation_time(user_mark))
+    return (token_mark is not None or any(mark is not None for mark in api_token_mark)
+            or (user_mark is not None and claims.issued_at < _revocation_time(user_mark)))
 
 
 def check_not_revoked(client: redis.Redis, claims: Claims) -> None:
@@ -208,21 +237,31 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
-def optional_user() -> Claims | None:
-    """The caller's claims if a valid token is presented, else None (a bad token is still a 401)."""
+def optional_user(scope: str | None = None) -> Claims | None:
+    """The caller's claims if a valid token is presented, else None (a bad token is still a 401).
+
+    A token exchanged for an API token must carry ``scope``; where the route states no scope
+    it is refused (403 ``INSUFFICIENT_SCOPE``)."""
     if "claims" not in g:
         g.claims = get_current_user() if verify_jwt_in_request(optional=True) else None
-    return g.claims
+    claims = g.claims
+    if claims is not None and claims.scopes is not None and (scope is None or scope not in claims.scopes):
+        raise Forbidden("This API token may not do this." if scope is None
+                        else f"This API token lacks the scope {scope!r}.", code="INSUFFICIENT_SCOPE",
+                        details={"required": scope, "granted": list(claims.scopes)})
+    return claims
 
 
-def require_user() -> Claims:
-    claims = optional_user()
+def require_user(scope: str | None = None) -> Claims:
+    """The signed-in caller. An API token's access token is accepted only with ``scope``."""
+    claims = optional_user(scope)
     if claims is None:
         raise NoAuthorizationError("no access token")  # answered by the unauthorized callback: NO_TOKEN
     return claims
 
 
 def require_admin() -> Claims:
+    """An administrator's own session: never an API token."""
     claims = require_user()
     if not claims.is_admin:
         raise Forbidden("Administrators only.", code="ADMIN_REQUIRED")

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import pymysql
 import pytest
 import requests
+from kombu import Connection
 from sqlalchemy.engine import make_url
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -30,6 +31,7 @@ from shared.tokens import ensure_dev_keys
 pytest_plugins = ["tests.render_fixtures"]
 
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
 TEST_SERVICE_TOKEN = "test-service-token"
 
 
@@ -104,6 +106,22 @@ def _mysql_server_url() -> str | None:
 
 MYSQL_SERVER_URL = _mysql_server_url()
 BACKENDS = ["sqlite"] + (["mariadb"] if MYSQL_SERVER_URL else [])
+
+
+def _amqp_url() -> str | None:
+    """RabbitMQ for the tests that run on both brokers (``TEST_AMQP_URL``), if one answers."""
+    url = os.environ.get("TEST_AMQP_URL", DEFAULT_AMQP_URL)
+    try:
+        with Connection(url, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception:  # any failure to connect means: no RabbitMQ here
+        return None
+    return url
+
+
+AMQP_URL = _amqp_url()
+# The brokers the broker-dependent tests run on: Redis always, RabbitMQ when one answers.
+BROKERS = ["redis"] + (["rabbitmq"] if AMQP_URL else [])
 
 
 def create_mysql_database(server_url: str) -> str:

@@ -11,17 +11,20 @@ from shared.openapi import doc, spec_response
 from shared.tokens import bearer_token, optional_user, require_admin, require_user
 from shared.web import load_json, load_query
 from services.auth.avatars import MAX_AVATAR_BYTES
-from services.auth.schemas import (AdminUsersQuerySchema, DeleteAccountSchema, ForgotPasswordSchema,
-                                   LoginSchema, LogoutSchema, PasswordChangeSchema, ProfileUpdateSchema,
-                                   ProviderSwitchSchema, RefreshSchema, RegisterSchema, ResetPasswordSchema,
-                                   RoleSchema, SsoCallbackQuerySchema, SsoRegisterSchema, SsoStartSchema,
-                                   SsoTicketSchema, UserIdsLookupSchema, UserIdsQuerySchema)
+from services.auth.schemas import (AdminUsersQuerySchema, ApiTokenCreateSchema, DeleteAccountSchema,
+                                   ForgotPasswordSchema, LoginSchema, LogoutSchema, PasswordChangeSchema,
+                                   ProfileUpdateSchema, ProviderSwitchSchema, RefreshSchema, RegisterSchema,
+                                   ResetPasswordSchema, RoleSchema, ServiceAccountUserSchema, SsoCallbackQuerySchema,
+                                   SsoRegisterSchema, SsoStartSchema, SsoTicketSchema, TokenExchangeSchema,
+                                   TokenOwnerQuerySchema, UserIdsLookupSchema, UserIdsQuerySchema)
 from services.auth.admin import Administration
+from services.auth.api_tokens import ApiTokens
 from services.auth.deletion import AccountDeletion
 from services.auth.directory import Directory
 from services.auth.identities import LinkedIdentities, ProviderSwitches
 from services.auth.passwords import Passwords
 from services.auth.service import Accounts
+from services.auth.service_accounts import ServiceAccounts
 from services.auth.sessions import Sessions
 from services.auth.sso import SingleSignOn
 
@@ -62,6 +65,14 @@ def _identities() -> LinkedIdentities:
 
 def _switches() -> ProviderSwitches:
     return current_app.extensions["auth_provider_switches"]
+
+
+def _api_tokens() -> ApiTokens:
+    return current_app.extensions["auth_api_tokens"]
+
+
+def _service_accounts() -> ServiceAccounts:
+    return current_app.extensions["auth_service_accounts"]
 
 
 def _optional_json(schema: Schema) -> Any:
@@ -319,6 +330,52 @@ def admin_switch_provider(provider: str):
     admin = require_admin()
     data = load_json(ProviderSwitchSchema())
     return ok({"provider": _switches().set_enabled(admin.user_id, provider, data["enabled"])})
+
+
+@bp.get("/api/tokens")
+@doc("The caller's API tokens (an administrator may name a service account with userId)", auth="user",
+     query=TokenOwnerQuerySchema, errors={403: "INSUFFICIENT_SCOPE, NOT_A_SERVICE_ACCOUNT", 404: "USER_NOT_FOUND"},
+     description="Never with an API token: tokens are managed from a signed-in session.")
+def list_api_tokens():
+    claims = require_user()
+    return ok(_api_tokens().list_tokens(claims, load_query(TokenOwnerQuerySchema())["user_id"]))
+
+
+@bp.post("/api/tokens")
+@doc("Create an API token (shown once) with scopes and an expiry", auth="user", body=ApiTokenCreateSchema,
+     status=201, errors={403: "INSUFFICIENT_SCOPE, NOT_A_SERVICE_ACCOUNT", 404: "USER_NOT_FOUND", 409: "TOKEN_LIMIT"},
+     description="Scopes: generate, works:read, works:write, credits:read, webhooks. Use the token as "
+                 "`Authorization: Bearer pat_…` on the REST API; it is never accepted by account routes "
+                 "(profile, password, e-mail, tokens).")
+def create_api_token():
+    claims = require_user()
+    data = load_json(ApiTokenCreateSchema())
+    return ok(_api_tokens().create(claims, data["user_id"], data["name"], data["scopes"], data["expires_in_days"]),
+              201)
+
+
+@bp.delete("/api/tokens/<token_id>")
+@doc("Revoke an API token (refused everywhere at once)", auth="user", query=TokenOwnerQuerySchema,
+     errors={403: "INSUFFICIENT_SCOPE, NOT_A_SERVICE_ACCOUNT", 404: "TOKEN_NOT_FOUND, USER_NOT_FOUND"})
+def revoke_api_token(token_id: str):
+    claims = require_user()
+    return ok({"apiToken": _api_tokens().revoke(claims, load_query(TokenOwnerQuerySchema())["user_id"], token_id)})
+
+
+@bp.post("/internal/tokens/exchange")
+@doc("Exchange an API token for a short-lived access token with its scopes (for the gateway)",
+     body=TokenExchangeSchema, errors={401: "TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED"})
+def exchange_api_token():
+    return ok(_api_tokens().exchange(load_json(TokenExchangeSchema())["token"]))
+
+
+@bp.post("/internal/service-accounts")
+@doc("Create a service account's user (idempotent by name; for the integrations service)",
+     body=ServiceAccountUserSchema, status=201, errors={409: "USERNAME_TAKEN"},
+     description="201 when created, 200 when the service account already existed.")
+def create_service_account_user():
+    user, created = _service_accounts().create(load_json(ServiceAccountUserSchema())["username"])
+    return ok({"user": user}, 201 if created else 200)
 
 
 @bp.get("/internal/users/ids")

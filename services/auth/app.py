@@ -12,6 +12,7 @@ from shared.tokens import ensure_dev_keys
 from shared.web import init_service_app
 from services.auth import api
 from services.auth.admin import Administration
+from services.auth.api_tokens import ApiTokens
 from services.auth.avatars import MAX_AVATAR_BYTES
 from services.auth.cli import auth_cli
 from services.auth.config import AuthConfig, load_config
@@ -24,6 +25,7 @@ from services.auth.passwords import Passwords
 from services.auth.revocation import Revocations
 from services.auth.service import Accounts
 from services.auth.oidc import OidcProvider
+from services.auth.service_accounts import ServiceAccounts
 from services.auth.sessions import Sessions
 from services.auth.sso import SingleSignOn
 from services.auth.tokens import TokenSigner
@@ -71,6 +73,8 @@ def create_app(settings: Settings | None = None, config: AuthConfig | None = Non
                                               switches, identities)
     app.extensions["auth_identities"] = identities
     app.extensions["auth_provider_switches"] = switches
+    app.extensions["auth_api_tokens"] = ApiTokens(db, signer, revocations)
+    app.extensions["auth_service_accounts"] = ServiceAccounts(db, config)
 
     init_service_app(app, settings, internal=True,
                      ready_checks={"database": db.ping, "redis": redis.ping})

@@ -1,4 +1,5 @@
-"""The auth service's internal API as other services call it: the user directory."""
+"""The auth service's internal API as other services call it: the user directory, the
+exchange of API tokens (the gateway) and service accounts' users (integrations)."""
 from __future__ import annotations
 
 from typing import Any, Iterator
@@ -40,6 +41,15 @@ class AuthClient:
             if data.get("next") is None or not ids:
                 return
             after = int(data["next"])
+
+    def exchange_token(self, token: str) -> dict[str, Any]:
+        """``{"accessToken", "expiresAt", "tokenId", "userId", "scopes"}`` for a valid API token;
+        the callee's 401 (TOKEN_INVALID, TOKEN_EXPIRED, TOKEN_REVOKED) otherwise."""
+        return dict(self.http.post("/internal/tokens/exchange", {"token": token}))
+
+    def create_service_account(self, username: str) -> dict[str, Any]:
+        """The service account's user (created if missing); 409 USERNAME_TAKEN for a person's name."""
+        return dict(self.http.post("/internal/service-accounts", {"username": username})["user"])
 
     def close(self) -> None:
         self.http.close()

@@ -86,7 +86,7 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Aut
         # The lowest bcrypt cost keeps the test suite fast; every other environment pays full cost.
         bcrypt_rounds=env_int(env, "BCRYPT_ROUNDS", 4 if settings.env == "test" else 12),
         mail_from=env_str(env, "MAIL_FROM", "AIGC Platform <no-reply@localhost>"),
-        public_url=env_str(env, "PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        public_url=env_str(env, "PUBLIC_URL", f"http://127.0.0.1:{settings.gateway_port}").rstrip("/"),
         smtp=smtp,
         oidc_providers=_oidc_providers(env),
         wecom=_wecom(env),

@@ -70,5 +70,5 @@ class Directory:
 
     def _entry(self, user: User) -> dict[str, Any]:
         return {"id": user.id, "username": user.username, "displayName": user.display_name,
-                "avatarUrl": user.avatar_url(self.storage), "role": user.role, "isActive": user.is_active,
-                "newWorksPublic": user.new_works_public}
+                "avatarUrl": user.avatar_url(self.storage), "role": user.role, "kind": user.kind,
+                "isActive": user.is_active, "newWorksPublic": user.new_works_public}

@@ -1,10 +1,11 @@
-"""The auth service's tables: users, their refresh tokens, password-reset tokens, the external
-identities (OpenID Connect, WeCom) linked to them and the operator's sign-in provider switches."""
+"""The auth service's tables: users (people and service accounts), their refresh tokens,
+password-reset tokens and API tokens, the external identities (OpenID Connect, WeCom) linked to
+them and the operator's sign-in provider switches."""
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, isoformat, new_metadata, utcnow
@@ -13,6 +14,7 @@ from shared.storage import Storage
 # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 MAX_ID = 2**63 - 1  # larger ids in a path or query cannot exist (and would overflow the driver)
+USER_KINDS = ("person", "service")  # a service account never signs in with a password
 
 
 class Base(DeclarativeBase):
@@ -33,6 +35,7 @@ class User(Base):
     # None: no password (an account made by single sign-on, until its owner sets one).
     password_hash: Mapped[str | None] = mapped_column(String(100))
     role: Mapped[str] = mapped_column(String(10), default="user")
+    kind: Mapped[str] = mapped_column(String(10), default="person")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     bio: Mapped[str] = mapped_column(Text, default="")
     website: Mapped[str] = mapped_column(String(200), default="")
@@ -49,7 +52,7 @@ class User(Base):
 
     def summary(self) -> dict:
         return {"id": self.id, "username": self.username, "displayName": self.display_name, "email": self.email,
-                "role": self.role, "hasPassword": self.password_hash is not None,
+                "role": self.role, "kind": self.kind, "hasPassword": self.password_hash is not None,
                 "createdAt": isoformat(self.created_at)}
 
     def profile(self, storage: Storage) -> dict:
@@ -126,3 +129,23 @@ class ProviderSwitch(Base):
     enabled: Mapped[bool] = mapped_column(Boolean)
     updated_by: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ApiToken(Base):
+    """A long-lived, scoped token (``pat_…``) of a person or a service account. Only its
+    SHA-256 is kept; the gateway exchanges it for a short-lived access token carrying its
+    scopes. Revoked at once everywhere through ``revoked:pat:<id>``."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, to recognise it in a list
+    created_by: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

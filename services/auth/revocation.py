@@ -13,7 +13,7 @@ import time
 import redis
 
 from shared.errors import ServiceUnavailable
-from shared.tokens import revoked_token_key, revoked_user_key
+from shared.tokens import revoked_api_token_key, revoked_token_key, revoked_user_key
 
 
 class Revocations:
@@ -26,6 +26,10 @@ class Revocations:
     def revoke_tokens(self, token_ids: list[str]) -> None:
         if token_ids:
             self._write({revoked_token_key(token_id): "1" for token_id in token_ids})
+
+    def revoke_api_token(self, api_token_id: str) -> None:
+        """Refuse at once every access token exchanged for this API token."""
+        self._write({revoked_api_token_key(api_token_id): "1"})
 
     def revoke_user(self, user_id: int) -> float:
         """Refuse every access token of the user issued until now; returns the revocation time."""

@@ -9,6 +9,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, val
 
 from services.auth.models import MAX_ID
 from shared.web import CommaSeparated
+from shared.tokens import SCOPES
 
 ROLES = ("user", "admin")
 
@@ -212,3 +213,24 @@ class SsoRegisterSchema(SsoTicketSchema):
 
 class ProviderSwitchSchema(Schema):
     enabled = StrictBoolean(required=True)
+
+
+class TokenOwnerQuerySchema(Schema):
+    user_id = fields.Integer(data_key="userId", load_default=None, validate=validate.Range(min=1, max=MAX_ID))
+
+
+class ApiTokenCreateSchema(Schema):
+    name = fields.String(required=True, validate=[validate.Length(min=1, max=100), _single_line])
+    scopes = fields.List(fields.String(validate=validate.OneOf(SCOPES)), required=True,
+                         validate=validate.Length(min=1, max=len(SCOPES)))
+    expires_in_days = fields.Integer(data_key="expiresInDays", load_default=90, allow_none=True, strict=True,
+                                     validate=validate.Range(min=1, max=3650))
+    user_id = fields.Integer(data_key="userId", load_default=None, strict=True, validate=validate.Range(min=1, max=MAX_ID))
+
+
+class TokenExchangeSchema(Schema):
+    token = fields.String(required=True, validate=[validate.Length(min=1, max=200), _single_line])
+
+
+class ServiceAccountUserSchema(Schema):
+    username = fields.String(required=True, validate=USERNAME)

@@ -57,7 +57,7 @@ class Sessions:
         # bcrypt runs outside any transaction: on SQLite a transaction holds the write lock.
         with self.db.read() as session:
             user = session.scalar(select(User).where(_login_matches(login)))
-        if user is None or user.password_hash is None:  # no such user, or one without a password
+        if user is None or user.password_hash is None or user.kind == "service":  # unknown, no password, or a service account
             verify_password(password, self._dummy_hash)
             raise _invalid_credentials()
         if not verify_password(password, user.password_hash):

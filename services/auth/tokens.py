@@ -11,6 +11,7 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from flask_jwt_extended import create_access_token
 
@@ -20,6 +21,7 @@ class AccessToken:
     token: str
     token_id: str
     issued_at: float
+    expires_at: int = 0
 
 
 class TokenSigner:
@@ -28,16 +30,22 @@ class TokenSigner:
     def __init__(self, access_token_minutes: int) -> None:
         self.expires_in = access_token_minutes * 60  # seconds
 
-    def access_token(self, user_id: int, username: str, role: str) -> AccessToken:
+    def access_token(self, user_id: int, username: str, role: str, *, expires_at: float | None = None,
+                     extra: dict[str, Any] | None = None) -> AccessToken:
+        """``extra``: the claims of a token exchanged for an API token (``scopes``, ``pat``,
+        ``kind``); ``expires_at`` (Unix seconds) shortens its life to the API token's."""
         # flask-jwt-extended would write "iat" in whole seconds; it keeps milliseconds here so
         # a token issued right after a user's revocation (``revoked:user``, same clock) is not
         # mistaken for one issued before it. "exp" comes from the same reading, and "jti" is
         # 32 hex digits, the width ``refresh_tokens.access_token_id`` keeps.
         now = round(time.time(), 3)
         token_id = uuid.uuid4().hex
+        expires = int(now) + self.expires_in
+        if expires_at is not None:
+            expires = min(expires, int(expires_at))
         token = create_access_token(str(user_id), additional_claims={
-            "username": username, "role": role, "jti": token_id, "iat": now, "exp": int(now) + self.expires_in})
-        return AccessToken(token, token_id, now)
+            **(extra or {}), "username": username, "role": role, "jti": token_id, "iat": now, "exp": expires})
+        return AccessToken(token, token_id, now, expires)
 
 
 def new_secret() -> tuple[str, str]:

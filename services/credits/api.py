@@ -19,6 +19,7 @@ from services.credits.schemas import (AccountsQuerySchema, AdjustSchema, Balance
 from services.credits.service import CreditsService
 
 bp = Blueprint("credits", __name__)
+READ_SCOPE = "credits:read"  # what an API token needs to read the balance and the ledger
 
 
 def _credits() -> CreditsService:
@@ -48,11 +49,11 @@ def pricing():
 
 
 @bp.post("/internal/accounts")
-@doc("Open a user's account and grant the signup bonus once", body=OpenAccountSchema,
-     errors={409: "ACCOUNT_CLOSED"})
+@doc("Open a user's account and grant the signup bonus once (signupBonus false: a service account)",
+     body=OpenAccountSchema, errors={409: "ACCOUNT_CLOSED"})
 def open_account():
     data = load_json(OpenAccountSchema())
-    return ok(_credits().open_account(data["user_id"]).to_dict())
+    return ok(_credits().open_account(data["user_id"], data["signup_bonus"]).to_dict())
 
 
 @bp.get("/internal/accounts")
@@ -97,14 +98,14 @@ def release(job_id: str):
 @bp.get("/api/users/credits")
 @doc("The caller's balance (available and held)", auth="user")
 def my_balance():
-    claims = require_user()
+    claims = require_user(scope=READ_SCOPE)
     return ok(_credits().balance(claims.user_id).to_dict())
 
 
 @bp.get("/api/users/credits/stats")
 @doc("The caller's credit statistics", auth="user")
 def my_stats():
-    claims = require_user()
+    claims = require_user(scope=READ_SCOPE)
     return ok(_reports().stats(claims.user_id))
 
 
@@ -114,7 +115,7 @@ def my_stats():
                  "images, amount, held, prompt, thumbnailUrl, createdAt) beside every other movement "
                  "(`kind: \"entry\"`).")
 def my_transactions():
-    claims = require_user()
+    claims = require_user(scope=READ_SCOPE)
     query = load_query(TransactionsQuerySchema())
     if query["group_by"] == "job":
         page = _reports().transactions_by_job(claims.user_id, query["page"], query["page_size"],

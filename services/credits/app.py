@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, config: CreditsConfig | None = 
     db = Database(settings.credits_database_url)
     protect_ledger(db.engine)
     redis = redis_client(settings.redis_url)
-    ledger = Ledger(db, EventBus(redis), config.signup_bonus)
+    ledger = Ledger(db, EventBus(redis), config.signup_bonus, config.low_threshold)
     credits = CreditsService(db, ledger, config)
     app.extensions["db"] = db
     app.extensions["redis"] = redis  # shared.tokens checks revocations with it on every request

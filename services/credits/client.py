@@ -1,5 +1,6 @@
 """The credits service's API as other services call it: accounts, holds, captures and
-releases (auth, render admission, the render worker), a user's ledger (auth's export)."""
+releases (auth, render admission, the render worker), a user's ledger (auth's export), and
+an administrator's grants and account view (integrations, for service accounts' budgets)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,9 +12,22 @@ class CreditsClient:
     def __init__(self, base_url: str, service_token: str, timeout: Timeout = 5.0) -> None:
         self.http = InternalHttp(base_url, service_token, timeout, unavailable_code="CREDITS_UNAVAILABLE")
 
-    def open_account(self, user_id: int) -> dict:
-        """``{"available", "held"}``; opens the account with the signup bonus if missing."""
-        return self.http.post("/internal/accounts", {"userId": user_id})
+    def open_account(self, user_id: int, signup_bonus: bool = True) -> dict:
+        """``{"available", "held"}``; opens the account with the signup bonus if missing (a
+        service account's without it)."""
+        return self.http.post("/internal/accounts", {"userId": user_id, "signupBonus": signup_bonus})
+
+    def grant(self, user_id: int, amount: int, reason: str, idempotency_key: str | None, access_token: str) -> dict:
+        """An administrator's grant (their access token is forwarded: the ledger names them)."""
+        body: dict[str, Any] = {"userId": user_id, "amount": amount, "reason": reason}
+        if idempotency_key is not None:
+            body["idempotencyKey"] = idempotency_key
+        return self.http.post("/api/admin/credits/grant", body, access_token)
+
+    def account(self, user_id: int, access_token: str) -> dict[str, Any] | None:
+        """An account's balances and lifetime totals, read as an administrator; None if it has none."""
+        items = self.http.get("/api/admin/credits/accounts", {"userId": user_id}, access_token)["items"]
+        return items[0] if items else None
 
     def balances(self, user_ids: list[int]) -> dict[int, dict[str, int]]:
         """``{user id: {"available", "held"}}`` of those of ``user_ids`` (at most 100) that have an account."""

@@ -5,6 +5,7 @@
 ``CREDITS_HOLD_TTL_SECONDS`` how long an unsettled hold lives (default 2 × JOB_DEADLINE_SECONDS)
 ``CREDITS_TIMEZONE``       IANA zone for "this month" in the stats (default Asia/Shanghai)
 ``CREDITS_SWEEP_INTERVAL_SECONDS`` period of the expired-hold sweeper (default 60)
+``CREDITS_LOW_THRESHOLD``  a movement taking available credits below it announces ``credits.low`` (default 100)
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class CreditsConfig:
     hold_ttl: timedelta = timedelta(seconds=1200)
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
     sweep_interval_seconds: int = 60
+    low_threshold: int = 100
 
 
 def parse_pricing(raw: str) -> dict[str, int]:
@@ -56,5 +58,9 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Cre
     signup_bonus = env_int(env, "SIGNUP_BONUS", 500)
     if signup_bonus < 0:
         raise ConfigError(f"SIGNUP_BONUS must not be negative, got {signup_bonus}")
+    low_threshold = env_int(env, "CREDITS_LOW_THRESHOLD", 100)
+    if low_threshold < 0:
+        raise ConfigError(f"CREDITS_LOW_THRESHOLD must not be negative, got {low_threshold}")
     return CreditsConfig(signup_bonus=signup_bonus, pricing=pricing, hold_ttl=timedelta(seconds=ttl), timezone=zone,
-                         sweep_interval_seconds=env_positive(env, "CREDITS_SWEEP_INTERVAL_SECONDS", 60))
+                         sweep_interval_seconds=env_positive(env, "CREDITS_SWEEP_INTERVAL_SECONDS", 60),
+                         low_threshold=low_threshold)

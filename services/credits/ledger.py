@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from shared.db import Database, after_commit, is_disconnect, isoformat, utcnow
 from shared.errors import Conflict, NotFound, ServiceError
-from shared.events import EventBus
+from shared.events import EventBus, announce_credits_low
 from services.credits.models import INFLOW_TYPES, CreditAccount, CreditLedger
 
 log = logging.getLogger(__name__)
@@ -87,10 +87,11 @@ def account_not_found(user_id: int) -> NotFound:
 
 
 class Ledger:
-    def __init__(self, db: Database, events: EventBus, signup_bonus: int) -> None:
+    def __init__(self, db: Database, events: EventBus, signup_bonus: int, low_threshold: int = 0) -> None:
         self.db = db
         self.events = events
         self.signup_bonus = signup_bonus
+        self.low_threshold = low_threshold  # a movement taking available below it announces credits.low
 
     def unit_of_work(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in one transaction. After a unique-key race run it once more, to replay
@@ -123,19 +124,24 @@ class Ledger:
                 deadlocks += 1
                 log.info("credit movement lost a deadlock; running it again")
 
-    def open_if_missing(self, session: Session, user_id: int) -> bool:
-        """Create the account with its signup bonus if it does not exist; True if created."""
+    def open_if_missing(self, session: Session, user_id: int, signup_bonus: bool = True) -> bool:
+        """Create the account with its signup bonus if it does not exist; True if created.
+
+        Without the bonus (a service account, whose budget an administrator grants) the
+        ``signup_bonus`` row is still written, for 0 credits: it records that the account
+        had its opening, so no later sweep grants one."""
         if session.get(CreditAccount, user_id) is not None:
             return False
         now = utcnow()
         session.execute(insert(CreditAccount).values(user_id=user_id, available=0, held=0, lifetime_earned=0,
                                                      lifetime_spent=0, created_at=now, updated_at=now))
-        self.grant_bonus(session, user_id)
+        self.grant_bonus(session, user_id, self.signup_bonus if signup_bonus else 0)
         return True
 
-    def grant_bonus(self, session: Session, user_id: int) -> None:
-        self.must_move(session, user_id, "signup_bonus", f"signup_bonus:{user_id}", amount=self.signup_bonus,
-                       held_change=0, description="Signup bonus")
+    def grant_bonus(self, session: Session, user_id: int, amount: int | None = None) -> None:
+        amount = self.signup_bonus if amount is None else amount
+        self.must_move(session, user_id, "signup_bonus", f"signup_bonus:{user_id}", amount=amount,
+                       held_change=0, description="Signup bonus" if amount else "Opened without a signup bonus")
 
     def move(self, session: Session, user_id: int, entry_type: str, key: str, *, amount: int,
              held_change: int, reference: str | None = None, description: str = "",
@@ -155,7 +161,7 @@ class Ledger:
             "balance_before": balance.available - amount, "balance_after": balance.available,
             "reference": reference, "description": description[:255], "idempotency_key": key,
             "operator_id": operator_id, "created_at": now})
-        self._announce(session, user_id, balance)
+        self._announce(session, user_id, balance, balance.available - amount)
         return balance
 
     def must_move(self, session: Session, user_id: int, entry_type: str, key: str, **movement: Any) -> Balance:
@@ -189,14 +195,17 @@ class Ledger:
                            code="IDEMPOTENCY_CONFLICT")
         return entry
 
-    def _announce(self, session: Session, user_id: int, balance: Balance) -> None:
+    def _announce(self, session: Session, user_id: int, balance: Balance, available_before: int) -> None:
         data = balance.to_dict()
+        crossed_low = balance.available < self.low_threshold <= available_before
 
         def publish() -> None:
             try:
                 self.events.publish(user_id, "credits.changed", data)
+                if crossed_low:
+                    announce_credits_low(self.events.redis, user_id, balance.available, self.low_threshold)
             except redis.RedisError:
-                # The movement is committed; a missed live notification is only cosmetic.
+                # The movement is committed; a missed notification is not worth failing it for.
                 log.warning("could not publish credits.changed for user %s", user_id, exc_info=True)
 
         after_commit(session, publish)

@@ -32,6 +32,7 @@ def _user_id(**kwargs) -> fields.Integer:
 
 class OpenAccountSchema(Schema):
     user_id = _user_id(required=True)
+    signup_bonus = fields.Boolean(data_key="signupBonus", load_default=True, truthy={True}, falsy={False})
 
 
 class HoldSchema(Schema):

@@ -66,11 +66,11 @@ class CreditsService:
 
     # Accounts and the signup bonus
 
-    def open_account(self, user_id: int) -> Balance:
-        """The user's balance, opening the account with the signup bonus (once, by key) if missing.
-        409 ACCOUNT_CLOSED for the account of a deleted user."""
+    def open_account(self, user_id: int, signup_bonus: bool = True) -> Balance:
+        """The user's balance, opening the account with the signup bonus (once, by key) if missing;
+        a service account's opens without one. 409 ACCOUNT_CLOSED for the account of a deleted user."""
         def work(session: Session) -> Balance:
-            if not self.ledger.open_if_missing(session, user_id):
+            if not self.ledger.open_if_missing(session, user_id, signup_bonus):
                 self.ledger.refuse_if_closed(session, user_id, status=409)
             return self.ledger.balance(session, user_id)
         return self.ledger.unit_of_work(work)
@@ -128,7 +128,10 @@ class CreditsService:
             movement = dict(amount=-cost, held_change=cost, reference=job_id,
                             description=description or f"{workflow} × {images}")
             balance = self.ledger.move(session, user_id, "hold", f"hold:{job_id}", **movement)
-            if balance is None and self.ledger.open_if_missing(session, user_id):
+            if balance is None:
+                # No account yet, or one a concurrent first hold opened after this MOVE missed it:
+                # either way the account exists now, so the MOVE is tried once more.
+                self.ledger.open_if_missing(session, user_id)
                 balance = self.ledger.move(session, user_id, "hold", f"hold:{job_id}", **movement)
             if balance is None:
                 self.ledger.refuse_if_closed(session, user_id, status=403)

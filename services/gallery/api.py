@@ -19,6 +19,10 @@ from services.gallery.service import GalleryServices
 bp = Blueprint("gallery", __name__)
 
 
+# What an API token needs: reading works (the caller's, the gallery, downloads) or changing them.
+READ, WRITE = "works:read", "works:write"
+
+
 def _gallery() -> GalleryServices:
     return current_app.extensions["gallery"]
 
@@ -27,7 +31,7 @@ def _visitor() -> Visitor:
     """The caller; the gateway puts the direct client address in X-Real-IP."""
     forwarded = request.headers.get("X-Forwarded-For", "").split(",")[0].strip()
     address = request.headers.get("X-Real-IP") or forwarded or request.remote_addr or ""
-    return Visitor(optional_user(), address, request.headers.get("User-Agent", "")[:512])
+    return Visitor(optional_user(scope=READ), address, request.headers.get("User-Agent", "")[:512])
 
 
 # Works
@@ -36,7 +40,7 @@ def _visitor() -> Visitor:
 @doc("Save one of the caller's render outputs as a work", auth="user", body=SaveWorkSchema, status=201,
      errors={403: "NOT_YOUR_OUTPUT", 404: "OUTPUT_NOT_FOUND", 409: "ALREADY_SAVED", 503: "GATEWAY_UNAVAILABLE"})
 def save_work():
-    user = require_user()
+    user = require_user(scope=WRITE)
     return ok({"work": _gallery().works.save_work(user, load_json(SaveWorkSchema()))}, 201)
 
 
@@ -44,7 +48,7 @@ def save_work():
 @doc("Save every output of one of the caller's jobs as works", auth="user", body=SaveJobSchema, status=201,
      errors={403: "NOT_YOUR_OUTPUT", 404: "JOB_NOT_FOUND", 409: "JOB_HAS_NO_OUTPUTS", 503: "GATEWAY_UNAVAILABLE"})
 def save_job():
-    user = require_user()
+    user = require_user(scope=WRITE)
     return ok(_gallery().works.save_job(user, load_json(SaveJobSchema())), 201)
 
 
@@ -52,7 +56,7 @@ def save_job():
 @doc("Publish, hide, tag or delete several of the caller's works", auth="user", body=BatchSchema,
      errors={404: "WORK_NOT_FOUND (one is missing or not the caller's)"})
 def batch():
-    user = require_user()
+    user = require_user(scope=WRITE)
     return ok(_gallery().works.batch_update(user, load_json(BatchSchema())))
 
 
@@ -68,35 +72,35 @@ EDGE_CACHED = ("Served through the gateway's edge cache: anonymous answers carry
      description="A search matches every word (a word as the start of a word, Chinese by its characters), "
                  "title and tag matches first. " + EDGE_CACHED)
 def list_gallery():
-    viewer = optional_user()
+    viewer = optional_user(scope=READ)
     return ok(_gallery().listing.list_gallery(viewer, load_query(GalleryQuerySchema())))
 
 
 @bp.get("/api/works/my")
 @doc("The caller's works", auth="user", query=MyWorksQuerySchema, errors={400: "INVALID_CURSOR"})
 def list_my_works():
-    user = require_user()
+    user = require_user(scope=READ)
     return ok(_gallery().listing.list_my_works(user, load_query(MyWorksQuerySchema())))
 
 
 @bp.get("/api/works/stats")
 @doc("The caller's work statistics", auth="user")
 def my_stats():
-    return ok(_gallery().listing.my_stats(require_user()))
+    return ok(_gallery().listing.my_stats(require_user(scope=READ)))
 
 
 @bp.get("/api/works/<int:work_id>")
 @doc("One work (a private or hidden one only for its author or an admin)", auth="optional",
      errors={404: "WORK_NOT_FOUND"}, description=EDGE_CACHED)
 def get_work(work_id: int):
-    return ok({"work": _gallery().works.get_work(optional_user(), work_id)})
+    return ok({"work": _gallery().works.get_work(optional_user(scope=READ), work_id)})
 
 
 @bp.put("/api/works/<int:work_id>")
 @doc("Edit a work's title, description, tags or visibility", auth="user", body=UpdateWorkSchema,
      errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND"})
 def update_work(work_id: int):
-    user = require_user()
+    user = require_user(scope=WRITE)
     changes = load_json(UpdateWorkSchema())
     return ok({"work": _gallery().works.update_work(user, work_id, changes)})
 
@@ -104,13 +108,13 @@ def update_work(work_id: int):
 @bp.delete("/api/works/<int:work_id>")
 @doc("Delete a work", auth="user", errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND"})
 def delete_work(work_id: int):
-    return ok(_gallery().works.delete_work(require_user(), work_id))
+    return ok(_gallery().works.delete_work(require_user(scope=WRITE), work_id))
 
 
 @bp.get("/api/works/<int:work_id>/remix")
 @doc("The parameters to generate a work again", auth="optional", errors={404: "WORK_NOT_FOUND"})
 def remix(work_id: int):
-    return ok(_gallery().works.remix(optional_user(), work_id))
+    return ok(_gallery().works.remix(optional_user(scope=READ), work_id))
 
 
 # Engagement

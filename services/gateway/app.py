@@ -4,8 +4,10 @@ from __future__ import annotations
 import redis as redis_module
 from flask import Flask
 
+from services.auth.client import AuthClient
 from services.gallery.client import GalleryClient
 from services.gateway import files, health, openapi, proxy, ratelimit, security, ws
+from services.gateway.api_tokens import TokenExchange, init_api_tokens
 from services.gateway.cache import EdgeCache
 from services.gateway.config import GatewayConfig, load_config
 from services.gateway.fast_path import CachedReadsFastPath
@@ -43,9 +45,11 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
         edge_cache, GalleryClient(settings.gallery_url, settings.service_token, timeout=(config.connect_timeout,
                                                                                           config.get_read_timeout)))
 
-    # Hooks run in this order: request id, body limits, rate limits, CORS preflight.
+    # Hooks run in this order: request id, API token exchange, body limits, rate limits, CORS preflight.
     init_service_app(app, settings, internal=False, ready_checks=checks,
                      ready_info=health.informational_checks(render))
+    init_api_tokens(app, TokenExchange(AuthClient(settings.auth_url, settings.service_token, timeout=(2.0, 5.0)),
+                                       config.api_token_cache_seconds))
     security.init_security(app)
     ratelimit.init_rate_limits(app, config.rate_limits, redis, settings.service_token)
     security.init_cors(app, config.cors_origins)

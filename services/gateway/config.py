@@ -24,6 +24,7 @@ class GatewayConfig:
     read_timeout: float      # for writes: an upstream may legitimately work for a while
     get_read_timeout: float  # reads should be quick; a hung upstream fails fast
     ws_recheck_seconds: float  # how often an open socket re-checks its token's revocation
+    api_token_cache_seconds: float = 60.0  # how long an API token's exchanged access token is reused
     demo_backend: bool = False  # images come from the ComfyUI emulator (make run says so on the page)
     edge_cache_seconds: float = 5.0  # how long anonymous public reads are kept (0: not cached)
 
@@ -91,6 +92,7 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Gat
         read_timeout=_seconds(env, "UPSTREAM_READ_TIMEOUT", 30.0),
         get_read_timeout=_seconds(env, "UPSTREAM_GET_READ_TIMEOUT", 10.0),
         ws_recheck_seconds=_seconds(env, "WS_RECHECK_SECONDS", 30.0),
+        api_token_cache_seconds=_seconds(env, "API_TOKEN_CACHE_SECONDS", 60.0),
         demo_backend=env_bool(env, "DEMO_BACKEND", False),
         edge_cache_seconds=_cache_seconds(env, "EDGE_CACHE_SECONDS", 5.0),
     )

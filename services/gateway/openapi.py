@@ -1,5 +1,5 @@
 """The public API description: the gateway's own ``/api`` routes merged with those of auth,
-credits and gallery, at ``GET /api/openapi.json``, and a page to browse it at ``GET /api/docs``.
+credits, gallery and integrations, at ``GET /api/openapi.json``, and a page to browse it at ``GET /api/docs``.
 
 Each service publishes its own spec at ``/openapi.json`` (behind the service token); the
 gateway fetches them, keeps only the public ``/api`` paths, prefixes their component
@@ -29,7 +29,9 @@ TITLE = "AIGC platform API"
 SCHEMA_REF = "#/components/schemas/"
 SHARED_SCHEMAS = frozenset({"Error"})  # built by shared.openapi, the same in every service
 DESCRIPTION = (
-    "The public HTTP API, all behind this gateway. Send the access token as `Authorization: Bearer <token>`. "
+    "The public HTTP API, all behind this gateway. Send the access token as `Authorization: Bearer <token>`, "
+    "or an API token (`/api/tokens`) as `Authorization: Bearer pat_…` on the routes of its scopes. "
+    "Signed webhooks: `/api/webhooks`. Internal services can also render over the message queue (docs/queue-api.md). "
     "Every answer is the envelope `{success, data}` or `{success: false, error: {code, message, details}}`. "
     "Live job events: WebSocket `/ws?token=<access token>`. Files: `/media/<key>`."
 )
@@ -170,7 +172,8 @@ def _as_proxied(operation: dict[str, Any]) -> None:
 def _setup(state: BlueprintSetupState) -> None:
     settings: Settings = state.app.config["SETTINGS"]
     services = ServiceSpecs({"auth": settings.auth_url, "credits": settings.credits_url,
-                             "gallery": settings.gallery_url}, settings.service_token)
+                             "gallery": settings.gallery_url, "integrations": settings.integrations_url},
+                            settings.service_token)
     state.app.extensions["gateway_openapi"] = PublicSpec(services)
 
 

@@ -277,7 +277,7 @@ def request_limits(rates: RateLimits, service_token: str) -> list[Limit]:
     elif request.path == PASSWORD_FORGOT_PATH:
         limits.append(Limit("password-forgot:ip", rates.password_forgot, address))
     elif request.path == GENERATE_PATH:
-        claims = optional_user()  # a bad token is a 401 here, as it would be in the route
+        claims = optional_user(scope="generate")  # a bad token is a 401 here, as it would be in the route
         if claims is not None:
             limits.append(Limit("generate:user", rates.generate, str(claims.user_id)))
     return limits

@@ -1,7 +1,8 @@
 """The render domain's routes (mounted by the gateway): ``/api/generate``, ``/api/jobs*``,
 ``/api/admin/jobs*``, ``/api/admin/models*``, ``/api/admin/presets``, ``/api/uploads``, ``/api/models``, and
-the service-token-only ``/internal/outputs/<id>``, ``/internal/jobs`` (by ids), ``/internal/jobs/<id>`` and
-``/internal/jobs/<id>/outputs``."""
+the service-token-only ``/internal/outputs/<id>``, ``/internal/jobs`` (GET by ids; POST: admission on behalf
+of a service account), ``/internal/jobs/<id>`` and ``/internal/jobs/<id>/outputs``. API tokens reach the user
+routes with the scope ``generate``."""
 from __future__ import annotations
 
 import hmac
@@ -13,14 +14,17 @@ from shared.openapi import doc
 from shared.tokens import bearer_token, optional_user, require_admin, require_user
 from shared.web import SERVICE_TOKEN_HEADER, load_json, load_query
 
+from services.render.accounts import ServiceAccountLimits
 from services.render.registry import ModelRegistry, Presets
-from services.render.schemas import JobIdsQuery, JobListQuery, ModelEntrySchema, PresetsSchema, job_filter
-from services.render.service import RenderService
+from services.render.schemas import (InternalAdmissionSchema, JobIdsQuery, JobListQuery, ModelEntrySchema,
+                                     PresetsSchema, job_filter)
+from services.render.service import AccountLimits, RenderService
 from services.render.uploads import PayloadTooLarge
 
 bp = Blueprint("render", __name__)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 UPLOAD_FIELDS = ("image", "file")
+SCOPE = "generate"
 
 
 def _service() -> RenderService:
@@ -33,6 +37,10 @@ def _models() -> ModelRegistry:
 
 def _presets() -> Presets:
     return current_app.extensions["render"].presets
+
+
+def _limits() -> ServiceAccountLimits:
+    return current_app.extensions["render_account_limits"]
 
 
 def _require_service_token() -> None:
@@ -57,9 +65,9 @@ def _json_body():
              503: "RENDER_UNAVAILABLE, ADMISSION_BUSY, SERVICE_UNAVAILABLE"},
      description="202 with the queued job; the replay of an Idempotency-Key answers 200 with the same job.")
 def generate():
-    claims = require_user()
+    claims = require_user(scope=SCOPE)
     data, status = _service().admit(claims.user_id, _json_body(), request.headers.get(IDEMPOTENCY_HEADER),
-                                    bearer_token())
+                                    bearer_token(), _limits().for_caller(claims))
     return ok(data, status)
 
 
@@ -68,7 +76,7 @@ def generate():
      description="Filters: status, workflow, model (the main model's file name), search (every word must "
                  "occur in the prompt).")
 def list_jobs():
-    claims = require_user()
+    claims = require_user(scope=SCOPE)
     query = load_query(JobListQuery())
     return ok(_service().list_jobs(claims.user_id, job_filter(query), query["page"], query["page_size"]))
 
@@ -93,22 +101,23 @@ def admin_cancel_job(job_id: str):
 @bp.get("/api/jobs/<job_id>")
 @doc("One of the caller's jobs with its outputs", auth="user", errors={404: "JOB_NOT_FOUND"})
 def get_job(job_id: str):
-    return ok(_service().get_job(require_user().user_id, job_id))
+    return ok(_service().get_job(require_user(scope=SCOPE).user_id, job_id))
 
 
 @bp.delete("/api/jobs/<job_id>")
 @doc("Cancel a job (a queued one is refunded at once)", auth="user",
      errors={404: "JOB_NOT_FOUND", 409: "JOB_FINISHED"})
 def cancel_job(job_id: str):
-    return ok(_service().cancel(require_user().user_id, job_id))
+    return ok(_service().cancel(require_user(scope=SCOPE).user_id, job_id))
 
 
 @bp.post("/api/jobs/<job_id>/retry")
 @doc("Run a job's parameters again as a new job", auth="user", status=202,
      errors={402: "INSUFFICIENT_CREDITS", 404: "JOB_NOT_FOUND", 429: "QUEUE_LIMIT", 503: "RENDER_UNAVAILABLE"})
 def retry_job(job_id: str):
-    claims = require_user()
-    data, status = _service().retry(claims.user_id, job_id, request.headers.get(IDEMPOTENCY_HEADER), bearer_token())
+    claims = require_user(scope=SCOPE)
+    data, status = _service().retry(claims.user_id, job_id, request.headers.get(IDEMPOTENCY_HEADER), bearer_token(),
+                                    _limits().for_caller(claims))
     return ok(data, status)
 
 
@@ -117,7 +126,7 @@ def retry_job(job_id: str):
      multipart={"image": "The picture (the field may also be named 'file')"},
      errors={400: "NO_FILE", 413: "PAYLOAD_TOO_LARGE", 422: "INVALID_IMAGE"})
 def upload():
-    claims = require_user()
+    claims = require_user(scope=SCOPE)
     limit = _service().config.upload_max_bytes
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
         raise PayloadTooLarge(f"Uploads are limited to {limit} bytes.")
@@ -133,7 +142,7 @@ def upload():
      "recommended), samplers, schedulers, workflows (parameters with labels and help), stylePresets, "
      "negativePresets, outputRetentionDays", auth="optional")
 def models():
-    optional_user()
+    optional_user(scope=SCOPE)
     return ok(_service().catalog())
 
 
@@ -191,6 +200,23 @@ def internal_output(output_id: str):
 def internal_jobs():
     _require_service_token()
     return ok(_service().job_summaries(load_query(JobIdsQuery())["ids"]))
+
+
+@bp.post("/internal/jobs")
+@doc("Admit a job on behalf of a service account, with its limits (for the queue API)",
+     body=InternalAdmissionSchema, status=202,
+     errors={402: "INSUFFICIENT_CREDITS", 403: "SERVICE_TOKEN_REQUIRED, WORKFLOW_NOT_ALLOWED", 409: "PRICE_CHANGED",
+             422: "UNKNOWN_WORKFLOW, MODEL_UNAVAILABLE, IMAGE_TOO_LARGE", 429: "QUEUE_LIMIT",
+             503: "RENDER_UNAVAILABLE, ADMISSION_BUSY"},
+     description="The same admission as POST /api/generate (validation, prices, expectedCost, the credits "
+                 "hold, the queue); 200 with the existing job when the idempotency key was used already.")
+def internal_admit():
+    _require_service_token()
+    data = load_json(InternalAdmissionSchema())
+    limits = AccountLimits(data["max_active_jobs"],
+                           frozenset(data["workflows"]) if data["workflows"] is not None else None)
+    job, status = _service().admit(data["user_id"], data["params"], data["idempotency_key"], None, limits)
+    return ok(job, status)
 
 
 @bp.get("/internal/jobs/<job_id>")

@@ -11,7 +11,9 @@ from flask import Flask
 from services.auth.client import AuthClient
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
+from services.integrations.client import IntegrationsClient
 from services.render import api
+from services.render.accounts import ServiceAccountLimits
 from services.render.config import RenderConfig, load_config
 from services.render.pricing import PricingCache
 from services.render.registry import ModelRegistry, Presets
@@ -55,5 +57,7 @@ def init_app(app: Flask, settings: Settings, config: RenderConfig | None = None)
         auth=AuthClient(settings.auth_url, settings.service_token, timeout=(1.0, 3.0)),
         models=ModelRegistry(db, storage, gallery), presets=Presets(db))
     app.extensions["render"] = service
+    app.extensions["render_account_limits"] = ServiceAccountLimits(
+        IntegrationsClient(settings.integrations_url, settings.service_token, timeout=(2.0, 5.0)))
     app.register_blueprint(api.bp)
     return service

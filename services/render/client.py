@@ -1,5 +1,6 @@
 """The render domain's internal API as other services call it (mounted by the gateway):
-outputs and jobs, for the gallery (saving works) and credits (the hold sweeper).
+outputs and jobs, for the gallery (saving works), credits (the hold sweeper) and
+integrations (admission on behalf of service accounts, and the outputs of their jobs).
 
 The gallery never trusts file keys from a browser: it resolves an output id to its owner,
 file keys and parameters here.
@@ -80,6 +81,23 @@ class RenderClient:
         except (KeyError, TypeError) as exc:
             raise ServiceUnavailable("The render service answered with a malformed job list.",
                                      code="UPSTREAM_MALFORMED") from exc
+
+    def admit(self, user_id: int, params: dict[str, Any], idempotency_key: str, max_active_jobs: int,
+              workflows: list[str] | None) -> dict[str, Any]:
+        """Admit a job on behalf of a service account, exactly as ``POST /api/generate`` would:
+        ``{"job", "queuePosition", "estimatedStartSeconds", ...}``. The callee's refusal is a
+        ``ServiceError`` with its code; no answer at all is ``ServiceUnavailable`` (RENDER_UNAVAILABLE)."""
+        return self.http.post("/internal/jobs", {"userId": user_id, "params": params, "idempotencyKey": idempotency_key,
+                                                 "maxActiveJobs": max_active_jobs, "workflows": workflows})
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        """``{"id", "userId", "status", "idempotencyKey"}``, or None for an unknown job."""
+        try:
+            return dict(self.http.get(f"/internal/jobs/{quote(job_id, safe='')}"))
+        except ServiceError as exc:
+            if is_not_found(exc, "JOB_NOT_FOUND"):
+                return None
+            raise
 
     def job_status(self, job_id: str) -> str | None:
         """The job's status as its hold sees it, or None when the render domain does not know the

@@ -33,6 +33,18 @@ class Trimmed(fields.String):
         return super()._deserialize(value, attr, data, **kwargs).strip()
 
 
+class InternalAdmissionSchema(Schema):
+    """``POST /internal/jobs``: ``params`` is the body of ``POST /api/generate``."""
+
+    user_id = fields.Integer(data_key="userId", required=True, strict=True, validate=validate.Range(min=1, max=2**63 - 1))
+    params = fields.Dict(required=True)
+    idempotency_key = fields.String(data_key="idempotencyKey", required=True, validate=validate.Length(min=1, max=128))
+    max_active_jobs = fields.Integer(data_key="maxActiveJobs", required=True, strict=True,
+                                     validate=validate.Range(min=1, max=10_000))
+    workflows = fields.List(fields.String(validate=validate.Length(min=1, max=64)), load_default=None,
+                            allow_none=True)
+
+
 class JobListQuery(Schema):
     status = fields.String(validate=validate.OneOf(JOB_STATUSES))
     workflow = fields.String(validate=validate.Length(min=1, max=64))

@@ -30,7 +30,7 @@ from services.render.registry import ModelRegistry, Presets
 from services.render.workflows import Template, TemplateStore, validate_params
 from shared.config import Settings
 from shared.db import Database, after_commit, isoformat, utcnow
-from shared.errors import BadRequest, NotFound, ServiceError, ServiceUnavailable, Unprocessable
+from shared.errors import BadRequest, Forbidden, NotFound, ServiceError, ServiceUnavailable, Unprocessable
 from shared.events import EventBus
 from shared.storage import Storage
 
@@ -48,6 +48,15 @@ CATALOG_CACHE_SECONDS = 1.0
 
 class QueueLimit(ServiceError):
     status, code, message = 429, "QUEUE_LIMIT", "You have too many jobs waiting or running."
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """A service account's own limits (integrations keeps them): its queued + running jobs
+    instead of ``RENDER_USER_ACTIVE_LIMIT``, and the workflows it may run (None: all)."""
+
+    active_limit: int
+    workflows: frozenset[str] | None = None
 
 
 @dataclass
@@ -85,8 +94,12 @@ class RenderService:
         return timedelta(days=self.config.output_retention_days)
 
     # -- admission --------------------------------------------------------------------
-    def admit(self, user_id: int, body: Any, idempotency_key: str | None, bearer: str | None) -> tuple[dict, int]:
-        """Validate, hold credits, store the job, queue it after commit. Returns (data, status)."""
+    def admit(self, user_id: int, body: Any, idempotency_key: str | None, bearer: str | None,
+              limits: AccountLimits | None = None) -> tuple[dict, int]:
+        """Validate, hold credits, store the job, queue it after commit. Returns (data, status).
+
+        The one admission path: a browser's ``POST /api/generate``, an API token's, and the
+        queue API's (``POST /internal/jobs``, on behalf of a service account, with its limits)."""
         if not isinstance(body, dict):
             raise Unprocessable("The parameters must be a JSON object.", details={"_schema": ["Must be an object."]})
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 128:
@@ -95,6 +108,9 @@ class RenderService:
             return existing, 200
         raw = dict(body)
         template = self._template(raw.pop("workflow", "text2img"))
+        if limits is not None and limits.workflows is not None and template.name not in limits.workflows:
+            raise Forbidden("This account may not run this workflow.", code="WORKFLOW_NOT_ALLOWED",
+                            details={"workflow": template.name, "allowed": sorted(limits.workflows)})
         expected_cost = raw.pop("expectedCost", None)
         if expected_cost is not None and (isinstance(expected_cost, bool) or not isinstance(expected_cost, int)):
             raise Unprocessable("Some fields are invalid.", details={"expectedCost": ["Must be an integer."]})
@@ -106,7 +122,9 @@ class RenderService:
         self._check_models(template, raw, choices)
         params = validate_params(template, raw, choices)
         source = self._source(template, params, user_id, bearer)
-        return self._enqueue(user_id, template, params, source, idempotency_key, expected_cost, catalogs), 202
+        active_limit = limits.active_limit if limits is not None else self.config.user_active_limit
+        return self._enqueue(user_id, template, params, source, idempotency_key, expected_cost, catalogs,
+                             active_limit), 202
 
     def _template(self, name: Any) -> Template:
         template = self.templates.get(name) if isinstance(name, str) else None
@@ -136,7 +154,8 @@ class RenderService:
         return source
 
     def _enqueue(self, user_id: int, template: Template, params: dict[str, Any], source: Source | None,
-                 idempotency_key: str | None, expected_cost: int | None, catalogs: list[dict]) -> dict[str, Any]:
+                 idempotency_key: str | None, expected_cost: int | None, catalogs: list[dict],
+                 active_limit: int) -> dict[str, Any]:
         lock = self.redis.lock(f"render:admit:{user_id}", timeout=ADMISSION_LOCK_SECONDS, blocking_timeout=10)
         if not lock.acquire():
             raise ServiceUnavailable("Too many submissions at once; try again.", code="ADMISSION_BUSY")
@@ -145,10 +164,9 @@ class RenderService:
                 return existing
             with self.db.read() as session:
                 active = jobs.active_count(session, user_id)
-            if active >= self.config.user_active_limit:
-                raise QueueLimit(f"You already have {active} jobs waiting or running; "
-                                 f"the limit is {self.config.user_active_limit}.",
-                                 details={"active": active, "limit": self.config.user_active_limit})
+            if active >= active_limit:
+                raise QueueLimit(f"You already have {active} jobs waiting or running; the limit is {active_limit}.",
+                                 details={"active": active, "limit": active_limit})
             job_id = jobs.new_job_id()
             images = int(params.get("batchSize", 1))
             hold = self.credits.hold(user_id, job_id, template.name, images, f"{template.name} × {images}",
@@ -263,12 +281,13 @@ class RenderService:
         if outcome == "cancelled":
             self.outbox.complete(job_id)
 
-    def retry(self, user_id: int, job_id: str, idempotency_key: str | None, bearer: str | None) -> tuple[dict, int]:
+    def retry(self, user_id: int, job_id: str, idempotency_key: str | None, bearer: str | None,
+              limits: AccountLimits | None = None) -> tuple[dict, int]:
         """A new job with the same workflow and parameters (the same seed: the same images)."""
         with self.db.read() as session:
             job = jobs.get_user_job(session, user_id, job_id)
             body = {"workflow": job.workflow, **job.params}
-        return self.admit(user_id, body, idempotency_key, bearer)
+        return self.admit(user_id, body, idempotency_key, bearer, limits)
 
     # -- uploads ----------------------------------------------------------------------
     def upload(self, user_id: int, data: bytes) -> dict[str, Any]:
@@ -314,7 +333,7 @@ class RenderService:
             if job is None:
                 raise NotFound("No such job.", code="JOB_NOT_FOUND")
             return {"id": job.id, "userId": job.user_id, "status": job.status,
-                    "settled": job.settled_at is not None}
+                    "settled": job.settled_at is not None, "idempotencyKey": job.idempotency_key}
 
     def job_summaries(self, job_ids: list[str]) -> dict[str, Any]:
         """What the credits statement shows of each known job among ``job_ids``."""

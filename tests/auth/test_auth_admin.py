@@ -26,8 +26,8 @@ def test_list_and_search_users(make_account):
     data = found.json["data"]
     assert (data["total"], data["page"], data["pageSize"]) == (3, 1, 2)
     assert [user["username"] for user in data["items"]] == names[:2]
-    assert set(data["items"][0]) == {"id", "username", "displayName", "email", "role", "hasPassword", "createdAt",
-                                     "isActive", "lastLoginAt", "credits"}
+    assert set(data["items"][0]) == {"id", "username", "displayName", "email", "role", "kind", "hasPassword",
+                                     "createdAt", "isActive", "lastLoginAt", "credits"}
     assert data["items"][0]["credits"] == {"available": 500, "held": 0}
     second = admin.call("GET", f"/api/admin/users?search={marker}&pageSize=2&page=2").json["data"]
     assert [user["username"] for user in second["items"]] == names[2:]
@@ -133,7 +133,7 @@ def test_internal_directory(make_account, client, service_headers):
         assert client.get(f"/internal/users/ids?{query}", headers=service_headers).status_code == 422
     entry = client.get(f"/internal/users/{ids[0]}", headers=service_headers).json["data"]
     assert entry == {"id": ids[0], "username": accounts[0].username, "displayName": None, "avatarUrl": None,
-                     "role": "user", "isActive": True, "newWorksPublic": True}
+                     "role": "user", "kind": "person", "isActive": True, "newWorksPublic": True}
     accounts[1].call("PUT", "/api/users/profile", json={"privacy": {"newWorksPublic": False}})
     private = client.get(f"/internal/users/{ids[1]}", headers=service_headers).json["data"]
     assert private["newWorksPublic"] is False

@@ -163,7 +163,7 @@ def test_internal_job_lookup_for_the_credits_sweeper(app, user, live_worker, ser
     client = app.test_client()
     assert client.get(f"/internal/jobs/{job_id}").status_code == 403
     found = client.get(f"/internal/jobs/{job_id}", headers=service_headers).json["data"]
-    assert found == {"id": job_id, "userId": user[0], "status": "queued", "settled": False}
+    assert found == {"id": job_id, "userId": user[0], "status": "queued", "settled": False, "idempotencyKey": None}
     missing = client.get("/internal/jobs/nope", headers=service_headers)
     assert missing.status_code == 404 and missing.json["error"]["code"] == "JOB_NOT_FOUND"
     assert client.get(f"/internal/jobs/{job_id}/outputs", headers=service_headers).json["data"] == {"items": []}

@@ -6,7 +6,8 @@ the gallery; plus ComfyUI emulators and render workers
 
 The private Redis keeps these tests away from the shared one (other sessions flush it)
 and lets a test restart Redis. Timings are shortened through the render settings
-(heartbeat 1 s, reconciler 1 s, lost-message grace 2 s).
+(heartbeat 1 s, reconciler 1 s, lost-message grace 2 s). Every module runs once per Celery
+broker: the private Redis, and RabbitMQ when one answers (``TEST_AMQP_URL``).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from shared.db import Database
 from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
 from shared.migrate import SERVICES, upgrade
 from shared.tokens import ensure_dev_keys
+from tests.conftest import AMQP_URL, BROKERS
 
 pytestmark = pytest.mark.e2e
 SERVICE_TOKEN = "render-e2e-service-token"
@@ -297,9 +299,11 @@ def _answers(url: str) -> bool:
         return False
 
 
-def build_stack(tmp: Path, database_url: str | None = None, **extra_env: str) -> Stack:
+def build_stack(tmp: Path, database_url: str | None = None, broker: str = "redis", **extra_env: str) -> Stack:
     redis = RedisServer(tmp / "redis")
     redis.start()
+    if broker == "rabbitmq":
+        extra_env = {"BROKER_URL": AMQP_URL, **extra_env}
     keys = tmp / "keys"
     env = {
         "APP_ENV": "test", "DATA_DIR": str(tmp / "data"),
@@ -339,8 +343,8 @@ def teardown_stack(stack: Stack) -> None:
     stack.redis.stop()
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    built = build_stack(tmp_path_factory.mktemp("render-e2e"))
+@pytest.fixture(scope="module", params=BROKERS)
+def stack(request, tmp_path_factory):
+    built = build_stack(tmp_path_factory.mktemp("render-e2e"), broker=request.param)
     yield built
     teardown_stack(built)

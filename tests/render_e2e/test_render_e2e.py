@@ -85,7 +85,8 @@ def test_a_job_streams_progress_previews_and_images_and_charges_what_it_delivere
     assert [o["index"] for o in listed] == [0, 1]
     internal = requests.get(pool.gateway(f"/internal/jobs/{job_id}"), headers={"X-Service-Token": SERVICE_TOKEN},
                             timeout=5)
-    assert internal.json()["data"] == {"id": job_id, "userId": user.id, "status": "succeeded", "settled": True}
+    assert internal.json()["data"] == {"id": job_id, "userId": user.id, "status": "succeeded", "settled": True,
+                                       "idempotencyKey": None}
     assert requests.get(pool.gateway("/internal/jobs/nope"), headers={"X-Service-Token": SERVICE_TOKEN},
                         timeout=5).json()["error"]["code"] == "JOB_NOT_FOUND"
     assert requests.get(pool.gateway(f"/internal/jobs/{job_id}"), timeout=5).status_code == 403

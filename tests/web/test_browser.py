@@ -283,6 +283,7 @@ def _journey(browser: Browser, platform: Platform, alice: str, bob: str, admin: 
     _dark_mode(page)
     _profile(page)
     _admin(admin_page, page, bob_page, alice, bob)
+    _developer(page, admin_page)
     _every_page(browser, page, admin_page, alice)
 
     # Reload keeps the session and the live balance; a returning user is welcomed back.
@@ -698,12 +699,36 @@ def wait_until(condition, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.25)
 
 
+def _developer(page, admin_page) -> None:
+    """Alice makes an API token (shown once, then listed by its prefix) and is refused a loopback
+    webhook; the admin creates a service account and sees its credentials once."""
+    page.goto("/developer")
+    fill(page, "token-name", "browser script")
+    page.get_by_test_id("create-token").click()
+    token = page.get_by_test_id("new-token")
+    sync_api.expect(token).to_have_text(re.compile(r"^pat_"))
+    page.get_by_test_id("api-tokens").get_by_text(token.inner_text()[:12] + "…").wait_for()
+    fill(page, "hook-url", "http://127.0.0.1:9/hook")
+    page.get_by_test_id("add-hook").click()
+    sync_api.expect(page.get_by_test_id("hook-error")).to_contain_text("Webhook")
+    shoot(page, "developer-desktop")
+    admin_page.goto("/admin")
+    admin_page.get_by_role("tab", name="服务账号").click()
+    admin_page.get_by_test_id("sa-new").click()
+    fill(admin_page, "sa-name", f"svc_{uuid.uuid4().hex[:8]}")
+    admin_page.get_by_test_id("sa-create").click()
+    sync_api.expect(admin_page.get_by_test_id("credentials")).to_contain_text("qsec_")
+    shoot(admin_page, "admin-service-account-credentials-tablet")
+    admin_page.keyboard.press("Escape")
+
+
 def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
     """Every page at every size in both languages: no horizontal overflow on a phone, and a picture of each."""
     work_id = api(page, "GET", "/api/works/my?pageSize=1")["items"][0]["id"]
     pages = (("/dashboard", "dashboard"), ("/create", "create"), ("/history", "history"), ("/gallery", "gallery"),
              ("/my-works", "my-works"), ("/profile", "profile"), ("/profile?tab=credits", "credits"),
-             ("/notifications", "notifications"), (f"/works/{work_id}", "work"), (f"/u/{alice}", "user"))
+             ("/notifications", "notifications"), (f"/works/{work_id}", "work"), (f"/u/{alice}", "user"),
+             ("/developer", "developer"))
     anonymous = browser.new_page()
     anonymous.goto("/login")
     for language in ("zh-CN", "en"):

@@ -122,6 +122,24 @@ export const adminApi = {
   describeModel: (name, body) => http.put(`/api/admin/models/${name.split('/').map(enc).join('/')}`, body),
   presets: () => http.get('/api/admin/presets'),
   savePresets: (body) => http.put('/api/admin/presets', body),
+  serviceAccounts: (query) => http.get('/api/admin/service-accounts', { query }),
+  createServiceAccount: (body) => http.post('/api/admin/service-accounts', body),
+  updateServiceAccount: (id, body) => http.put(`/api/admin/service-accounts/${id}`, body),
+  rotateServiceAccountKey: (id) => http.post(`/api/admin/service-accounts/${id}/key`, {}),
+  grantBudget: (id, amount, reason, idempotencyKey) => http.post(`/api/admin/service-accounts/${id}/budget`, { amount, reason, idempotencyKey }),
+  deadLetters: (query) => http.get('/api/admin/queue-api/dead-letters', { query }),
+}
+
+/** API tokens and webhooks of the signed-in user (or, for an admin, of a service account: ``userId``). */
+export const developerApi = {
+  tokens: (userId) => http.get('/api/tokens', { query: userId ? { userId } : {} }),
+  createToken: (body) => http.post('/api/tokens', body),
+  revokeToken: (id, userId) => http.del(`/api/tokens/${enc(id)}`, { query: userId ? { userId } : {} }),
+  webhooks: (userId) => http.get('/api/webhooks', { query: userId ? { userId } : {} }),
+  createWebhook: (body) => http.post('/api/webhooks', body),
+  deleteWebhook: (id) => http.del(`/api/webhooks/${id}`),
+  deliveries: (id, query) => http.get(`/api/webhooks/${id}/deliveries`, { query }),
+  redeliver: (id, deliveryId) => http.post(`/api/webhooks/${id}/deliveries/${enc(deliveryId)}/redeliver`, {}),
 }
 
 /** Save a Blob as a file through a temporary object URL. */

@@ -7,6 +7,7 @@ export default {
     networkError: 'Network error. Check your connection and try again.', rateLimited: 'Too many attempts. Try again in {s} s.', notAvailable: 'This server does not offer this yet.', unknownError: 'Something went wrong',
   },
   nav: {
+    developer: 'Developer',
     history: 'History',
     main: 'Main navigation', dashboard: 'Dashboard', create: 'Create', gallery: 'Gallery', myWorks: 'My works', notifications: 'Notifications',
     profile: 'Profile', admin: 'Admin', logout: 'Sign out', logoutConfirm: 'Sign out now?', menu: 'Menu', language: 'Language', welcomeBack: 'Welcome back',
@@ -135,9 +136,18 @@ export default {
     },
   },
   admin: {
+    sa: {
+      create: 'New service account', deadLetters: 'Queue dead letters: {n}', none: 'No service accounts yet', paused: 'Paused',
+      topUp: 'Add budget', token: 'New API token', rotate: 'Rotate key', rotateConfirm: 'Give {name} a new signing key? Messages signed with the old one are refused at once.',
+      pause: 'Pause', resume: 'Resume', available: 'Budget left', spent: 'Spent', granted: 'Granted', requests: 'Queue requests', succeeded: 'Succeeded',
+      rejected: 'Refused or failed', limits: 'up to {n} jobs at once', allWorkflows: 'every workflow', name: 'Name (lower-case letters, digits, _)',
+      budget: 'Budget (credits)', maxActiveJobs: 'Jobs at once', urlTtlHours: 'Result URLs valid for (hours)', workflows: 'Allowed workflows',
+      workflowsHint: 'e.g. text2img, upscale (empty: all)', reason: 'Reason',
+      docs: 'Hand these to the team that runs the service; docs/queue-api.md tells them the rest.',
+    },
     balance: 'Balance', ok: 'OK', down: 'Down', healthStates: { ok: 'Healthy', degraded: 'Degraded' }, onWorkers: 'on {n} worker(s)', kinds: { checkpoints: 'Checkpoint', diffusion_models: 'Diffusion model', loras: 'LoRA', upscale_models: 'Upscaler', text_encoders: 'Text encoder', vaes: 'VAE' }, componentNames: { auth: 'Accounts', credits: 'Credits', gallery: 'Works', redis: 'Cache (Redis)', renderDatabase: 'Render database', renderWorkers: 'Render workers' }, noJobs: 'No jobs match', cancelJobConfirm: 'Cancel this job? Images not yet made are refunded.', reportStates: { open: 'Open', resolved: 'Resolved' }, codeStates: { active: 'Active', used: 'Used up', expired: 'Expired' },
     title: 'Admin console', subtitle: 'Users, moderation, redeem codes and the render fleet',
-    tabs: { users: 'Users', works: 'Moderation', jobs: 'Jobs', models: 'Models & presets', codes: 'Redeem codes', fleet: 'Render fleet', sso: 'Sign-in providers' },
+    tabs: { users: 'Users', works: 'Moderation', jobs: 'Jobs', models: 'Models & presets', codes: 'Redeem codes', services: 'Service accounts', fleet: 'Render fleet', sso: 'Sign-in providers' },
     allWorks: 'All works', workStates: { all: 'All', public: 'Public', private: 'Private', hidden: 'Hidden' }, hiddenBecause: 'Hidden: {reason}',
     redemptionsOf: 'Who redeemed {code}',
     modelRegistry: 'Models', modelRegistryHint: 'What users read about each model and the settings applied when they pick it. Whether a model can be used depends on the live render workers.',
@@ -211,6 +221,18 @@ export default {
       IDENTITY_CONFLICT: 'This identity was used at the same moment elsewhere. Sign in again.',
     },
   },
+  developer: {
+    title: 'Developer', subtitle: 'API tokens for scripts and integrations, and webhooks that tell your systems when jobs end',
+    tokens: 'API tokens', tokensHint: 'Use as "Authorization: Bearer pat_…" on the REST API (see /api/docs). A token can never change your password, e-mail or tokens.',
+    tokenName: 'Name', tokenNamePlaceholder: 'e.g. CMS plugin', expiresInDays: 'Expires in (days)', scopes: 'Allowed to',
+    scopeNames: { generate: 'Generate images and read jobs', works_read: 'Read works', works_write: 'Change works', credits_read: 'Read credits', webhooks: 'Manage webhooks' },
+    createToken: 'Create token', shownOnce: 'Copy it now: it is shown only this once.', copy: 'Copy', noTokens: 'No API tokens yet',
+    lastUsed: 'Last used', never: 'never', expires: 'Expires', revoked: 'Revoked', revoke: 'Revoke', revokeConfirm: 'Revoke "{name}"? Anything using it stops at once.',
+    webhooks: 'Webhooks', webhooksHint: 'Signed POSTs (X-Webhook-Signature: t=…,v1=HMAC-SHA256 of "t.body"), retried for a day until your endpoint answers 2xx.',
+    url: 'Endpoint URL', events: 'Events', addWebhook: 'Add webhook', secretShownOnce: 'The signing secret, shown only this once:', noWebhooks: 'No webhooks yet',
+    deliveries: 'Deliveries', deleteHookConfirm: 'Delete the webhook to {url}?', noDeliveries: 'Nothing delivered yet',
+    states: { pending: 'Retrying', succeeded: 'Delivered', failed: 'Given up' }, attempts: '{n} attempt(s)', nextAttempt: 'Next attempt', resend: 'Send again', resent: 'Queued to send again',
+  },
   errors: {
     refunded: '{n} credits refunded', notCharged: 'No credits were charged', internalAddress: '[internal address]', technical: 'Technical details',
     job: {
@@ -226,6 +248,8 @@ export default {
       unknown: { title: 'Rendering failed', hint: 'Retry in a moment; tell an admin if it keeps happening.' },
     },
     api: {
+      INSUFFICIENT_SCOPE: 'This API token may not do this', TOKEN_LIMIT: 'Too many API tokens: revoke one first', WEBHOOK_LIMIT: 'Too many webhooks: delete one first',
+      WEBHOOK_URL_REFUSED: 'That URL cannot receive webhooks (it must be a public http(s) address)', SERVICE_ACCOUNT_EXISTS: 'A service account with this name exists', USERNAME_TAKEN: 'That name is taken',
       INSUFFICIENT_CREDITS: 'Not enough credits', RENDER_UNAVAILABLE: 'No render worker is available; try again shortly', QUEUE_LIMIT: 'Too many jobs at once: wait for some to finish',
       MODEL_UNAVAILABLE: 'That model is not available; pick another', UNKNOWN_WORKFLOW: 'This workflow is not available', IMAGE_TOO_LARGE: 'Too large for this model; make it smaller',
       ADMISSION_BUSY: 'Many people are submitting; try again in a few seconds', PRICE_CHANGED: 'The price just changed; check it and submit again', SOURCE_NOT_FOUND: 'The source image is gone; pick it again',

@@ -7,6 +7,7 @@ export default {
     networkError: '网络连接失败，请检查网络后重试', rateLimited: '操作太频繁，请 {s} 秒后再试', notAvailable: '服务器暂未提供此功能', unknownError: '发生未知错误',
   },
   nav: {
+    developer: '开发者',
     history: '生成记录',
     main: '主导航', dashboard: '工作台', create: '创作', gallery: '画廊', myWorks: '我的作品', notifications: '通知',
     profile: '个人资料', admin: '管理后台', logout: '退出登录', logoutConfirm: '确定要退出登录吗？', menu: '菜单',
@@ -136,9 +137,18 @@ export default {
     },
   },
   admin: {
+    sa: {
+      create: '新建服务账号', deadLetters: '队列死信：{n}', none: '还没有服务账号', paused: '已暂停',
+      topUp: '追加预算', token: '新建 API 令牌', rotate: '轮换密钥', rotateConfirm: '为 {name} 生成新的签名密钥？用旧密钥签名的消息会立即被拒绝。',
+      pause: '暂停', resume: '恢复', available: '剩余预算', spent: '已花费', granted: '已发放', requests: '队列请求', succeeded: '成功',
+      rejected: '被拒或失败', limits: '最多同时 {n} 个任务', allWorkflows: '全部工作流', name: '名称（小写字母、数字、下划线）',
+      budget: '预算（积分）', maxActiveJobs: '同时任务数', urlTtlHours: '结果链接有效期（小时）', workflows: '允许的工作流',
+      workflowsHint: '例如 text2img, upscale（留空：全部）', reason: '原因',
+      docs: '把这些交给运行该服务的团队；其余内容见 docs/queue-api.md。',
+    },
     balance: '余额', ok: '正常', down: '异常', healthStates: { ok: '正常', degraded: '部分异常' }, onWorkers: '{n} 个节点', kinds: { checkpoints: '主模型', diffusion_models: '扩散模型', loras: 'LoRA', upscale_models: '放大模型', text_encoders: '文本编码器', vaes: 'VAE' }, componentNames: { auth: '账号服务', credits: '积分服务', gallery: '作品服务', redis: '缓存 (Redis)', renderDatabase: '渲染数据库', renderWorkers: '渲染节点' }, noJobs: '没有符合条件的任务', cancelJobConfirm: '确定取消这个任务吗？未生成的图片会退还积分。', reportStates: { open: '待处理', resolved: '已处理' }, codeStates: { active: '可用', used: '已用完', expired: '已过期' },
     title: '管理后台', subtitle: '用户、内容审核、兑换码与渲染集群',
-    tabs: { users: '用户管理', works: '内容审核', jobs: '任务', models: '模型与预设', codes: '兑换码', fleet: '渲染集群', sso: '登录方式' },
+    tabs: { users: '用户管理', works: '内容审核', jobs: '任务', models: '模型与预设', codes: '兑换码', services: '服务账号', fleet: '渲染集群', sso: '登录方式' },
     allWorks: '全部作品', workStates: { all: '全部', public: '公开', private: '私有', hidden: '已隐藏' }, hiddenBecause: '已隐藏：{reason}',
     redemptionsOf: '兑换码 {code} 的兑换记录',
     modelRegistry: '模型', modelRegistryHint: '用户看到的模型名称、介绍与预览图，以及选择模型时自动应用的推荐参数。模型能否使用由在线的渲染节点决定。',
@@ -212,6 +222,18 @@ export default {
       IDENTITY_CONFLICT: '该身份同时在别处被使用，请重新登录。',
     },
   },
+  developer: {
+    title: '开发者', subtitle: '供脚本和集成使用的 API 令牌，以及在任务结束时通知你系统的 Webhook',
+    tokens: 'API 令牌', tokensHint: '在 REST API 上以 "Authorization: Bearer pat_…" 使用（见 /api/docs）。令牌永远不能修改你的密码、邮箱或令牌。',
+    tokenName: '名称', tokenNamePlaceholder: '例如 CMS 插件', expiresInDays: '有效期（天）', scopes: '允许',
+    scopeNames: { generate: '生成图片并查看任务', works_read: '读取作品', works_write: '修改作品', credits_read: '读取积分', webhooks: '管理 Webhook' },
+    createToken: '创建令牌', shownOnce: '请立即复制：它只显示这一次。', copy: '复制', noTokens: '还没有 API 令牌',
+    lastUsed: '最近使用', never: '从未', expires: '到期', revoked: '已吊销', revoke: '吊销', revokeConfirm: '吊销“{name}”？使用它的程序会立即停止工作。',
+    webhooks: 'Webhook', webhooksHint: '签名的 POST 请求（X-Webhook-Signature: t=…,v1=对 "t.正文" 的 HMAC-SHA256），在你的端点返回 2xx 之前重试一天。',
+    url: '端点 URL', events: '事件', addWebhook: '添加 Webhook', secretShownOnce: '签名密钥，只显示这一次：', noWebhooks: '还没有 Webhook',
+    deliveries: '投递记录', deleteHookConfirm: '删除发往 {url} 的 Webhook？', noDeliveries: '还没有投递',
+    states: { pending: '重试中', succeeded: '已送达', failed: '已放弃' }, attempts: '{n} 次尝试', nextAttempt: '下次尝试', resend: '重新发送', resent: '已安排重新发送',
+  },
   errors: {
     refunded: '已退还 {n} 积分', notCharged: '本次未扣积分', internalAddress: '[内部地址]', technical: '技术详情',
     job: {
@@ -227,6 +249,8 @@ export default {
       unknown: { title: '生成失败', hint: '稍后重试；问题持续请联系管理员。' },
     },
     api: {
+      INSUFFICIENT_SCOPE: '这个 API 令牌无权执行此操作', TOKEN_LIMIT: 'API 令牌太多：请先吊销一个', WEBHOOK_LIMIT: 'Webhook 太多：请先删除一个',
+      WEBHOOK_URL_REFUSED: '这个 URL 不能接收 Webhook（必须是公网 http(s) 地址）', SERVICE_ACCOUNT_EXISTS: '已有同名服务账号', USERNAME_TAKEN: '该名称已被占用',
       INSUFFICIENT_CREDITS: '积分不足', RENDER_UNAVAILABLE: '当前没有可用的渲染节点，请稍后再试', QUEUE_LIMIT: '你同时进行的任务太多了，请等前面的完成后再提交',
       MODEL_UNAVAILABLE: '所选模型暂不可用，请换一个', UNKNOWN_WORKFLOW: '这个工作流暂不可用', IMAGE_TOO_LARGE: '尺寸超出这个模型的上限，请调小一些',
       ADMISSION_BUSY: '提交的人有点多，请几秒后再试', PRICE_CHANGED: '价格刚刚调整过，请确认新价格后再提交', SOURCE_NOT_FOUND: '找不到源图像，请重新选择',

@@ -16,6 +16,7 @@ const routes = [
   { path: '/u/:username', name: 'user', component: () => import('@/views/UserView.vue'), props: true },
   { path: '/my-works', name: 'my-works', component: () => import('@/views/MyWorksView.vue'), meta: { auth: true } },
   { path: '/profile', name: 'profile', component: () => import('@/views/ProfileView.vue'), meta: { auth: true } },
+  { path: '/developer', name: 'developer', component: () => import('@/views/DeveloperView.vue'), meta: { auth: true } },
   { path: '/notifications', name: 'notifications', component: () => import('@/views/NotificationsView.vue'), meta: { auth: true } },
   { path: '/admin', name: 'admin', component: () => import('@/views/admin/AdminView.vue'), meta: { auth: true, admin: true } },
   { path: '/:pathMatch(.*)*', name: 'not-found', component: () => import('@/views/NotFoundView.vue') },

@@ -1,0 +1,128 @@
+"""The queue API's contract without a broker: the order of the checks a request passes, the
+published JSON Schemas, signatures (the platform's and the client's agree), queue names, and
+the webhook URL guard."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from aigc_queue_client import sign, verify_webhook
+from jsonschema import Draft202012Validator
+
+from services.integrations.contract import (SCHEMAS, DeadLetter, QueueNames, Rejection, Request, read_request,
+                                            rejection_reply, reply, schema, schema_errors)
+from services.integrations.signing import QUEUE_KEY, WEBHOOK_KEY, SigningKeys, verify_body, webhook_signature
+from services.integrations.ssrf import UrlRefused, check_url
+
+NAMES = QueueNames("queue-api")
+KEYS = SigningKeys(b"x" * 32)
+KEY_ID = "qk_0123456789abcdef01234567"
+SECRET = KEYS.secret(KEY_ID)
+GOOD = {"version": 1, "requestId": "r-1", "workflow": "text2img", "params": {"prompt": "a fox"}}
+
+
+def read(document=GOOD, *, body: bytes | None = None, headers: dict | None = None, max_bytes: int = 65536):
+    body = json.dumps(document).encode() if body is None else body
+    headers = {"x-key-id": KEY_ID, "x-signature": sign(SECRET, body)} if headers is None else headers
+    return read_request(body, headers, "banners", KEY_ID, SECRET, NAMES, max_bytes)
+
+
+def test_every_published_schema_is_a_valid_json_schema():
+    names = sorted(path.name for path in SCHEMAS.glob("*.json"))
+    assert names == ["queue-dead-letter.v1.json", "queue-reply.v1.json", "queue-request.v1.json",
+                     "webhook-event.v1.json"]
+    for name in names:
+        Draft202012Validator.check_schema(schema(name))
+
+
+def test_a_good_request_becomes_the_body_of_post_api_generate():
+    verdict = read({**GOOD, "expectedCost": 15, "metadata": {"sku": 1}, "progress": True})
+    assert isinstance(verdict, Request)
+    assert verdict.admission_body() == {"prompt": "a fox", "workflow": "text2img", "expectedCost": 15}
+    assert verdict.reply_to == "queue-api.banners.replies" and verdict.metadata == {"sku": 1} and verdict.progress
+
+
+@pytest.mark.parametrize("case, reason", [
+    ({"body": b"x" * 65537}, "OVERSIZED"),
+    ({"headers": {}}, "UNSIGNED"),
+    ({"headers": {"x-key-id": KEY_ID}}, "UNSIGNED"),
+    ({"headers": {"x-key-id": "qk_other", "x-signature": "v1=00"}}, "UNKNOWN_KEY"),
+    ({"headers": {"x-key-id": KEY_ID, "x-signature": sign("qsec_wrong", json.dumps(GOOD).encode())}}, "BAD_SIGNATURE"),
+    ({"body": b"{nope"}, "MALFORMED"),
+    ({"body": b"\xff\xfe"}, "MALFORMED"),
+    ({"document": {**GOOD, "requestId": "has spaces"}}, "INVALID_REQUEST"),
+    ({"document": [GOOD]}, "INVALID_REQUEST"),
+])
+def test_messages_that_cannot_be_answered_are_dead_letters(case, reason):
+    verdict = read(case.get("document", GOOD), body=case.get("body"), headers=case.get("headers"))
+    assert isinstance(verdict, DeadLetter) and verdict.reason == reason, verdict
+
+
+def test_the_size_is_checked_before_anything_else():
+    assert read(body=b"x" * 100, headers={}, max_bytes=10).reason == "OVERSIZED"
+
+
+@pytest.mark.parametrize("document, code", [
+    ({**GOOD, "params": "prompt"}, "VALIDATION_ERROR"),
+    ({**GOOD, "version": 2}, "VALIDATION_ERROR"),
+    ({**GOOD, "extra": 1}, "VALIDATION_ERROR"),
+    ({**GOOD, "expectedCost": 0}, "VALIDATION_ERROR"),
+    ({**GOOD, "replyTo": "queue-api.other.replies"}, "REPLY_TO_NOT_ALLOWED"),
+    ({**GOOD, "replyTo": "queue-api.banners.replies.x y"}, "REPLY_TO_NOT_ALLOWED"),
+])
+def test_signed_requests_with_mistakes_are_answered_with_a_rejection(document, code):
+    verdict = read(document)
+    assert isinstance(verdict, Rejection) and verdict.code == code and verdict.request_id == "r-1"
+    assert verdict.reply_to == "queue-api.banners.replies"
+    message = rejection_reply(verdict, 422)
+    assert not schema_errors("queue-reply.v1.json", message) and message["data"]["retryable"] is False
+
+
+def test_a_sub_queue_of_the_accounts_reply_queue_may_take_the_replies():
+    assert read({**GOOD, "replyTo": "queue-api.banners.replies.night"}).reply_to == "queue-api.banners.replies.night"
+    assert NAMES.requests("banners") == "queue-api.banners.requests" and NAMES.dead_letter == "queue-api.dead-letter"
+
+
+def test_replies_follow_the_published_schema():
+    image = {"index": 0, "url": "http://h/media/a.png?exp=1&sig=2", "thumbnailUrl": "http://h/t.webp", "width": 64,
+             "height": 64, "sha256": "ab", "expiresAt": "2026-01-01T00:00:00Z"}
+    good = [reply("request.accepted", "r", "j", None, {"cost": 15, "pricePerImage": 15, "images": 1,
+                                                        "queuePosition": 0, "estimatedStartSeconds": 0.0}),
+            reply("job.succeeded", "r", "j", {"a": 1}, {"jobId": "j", "charged": 15, "images": [image]}),
+            reply("job.failed", "r", "j", None, {"charged": 0, "refunded": 15,
+                                                  "error": {"code": "NO_OUTPUT", "message": "x", "class": "system"}}),
+            reply("request.duplicate", "r", None, None, {"status": "admitted", "firstReceivedAt": "2026"})]
+    for message in good:
+        assert not schema_errors("queue-reply.v1.json", message), message
+    broken = reply("job.succeeded", "r", "j", None, {"charged": 15, "images": [{"index": 0}]})
+    assert schema_errors("queue-reply.v1.json", broken)
+
+
+def test_signatures_of_the_platform_and_of_the_client_agree():
+    body = b'{"a": 1}'
+    assert verify_body(SECRET, body, sign(SECRET, body))
+    assert not verify_body(SECRET, body + b" ", sign(SECRET, body))
+    assert KEYS.secret(KEY_ID) == SECRET and SigningKeys(b"y" * 32).secret(KEY_ID) != SECRET
+    assert SECRET.startswith("qsec_") and KEYS.new_key_id(QUEUE_KEY).startswith("qk_")
+    hook_key = KEYS.new_key_id(WEBHOOK_KEY)
+    secret = KEYS.secret(hook_key)
+    header = webhook_signature(secret, 1_700_000_000, body)
+    headers = {"X-Webhook-Signature": header}
+    assert verify_webhook(secret, headers, body, now=1_700_000_100)
+    assert not verify_webhook(secret, headers, body, now=1_700_000_400), "too old: a replayed delivery"
+    assert not verify_webhook(secret, headers, b'{"a": 2}', now=1_700_000_100)
+    assert not verify_webhook(secret, {}, body)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/hook", "http://10.1.2.3/", "http://192.168.0.1:8080/",
+                                 "http://[::1]/", "http://169.254.169.254/latest", "http://0.0.0.0/",
+                                 "http://[::ffff:127.0.0.1]/", "ftp://93.184.216.34/", "http://u:p@93.184.216.34/",
+                                 "http:///nohost", "http://no-such-host.invalid/"])
+def test_webhooks_may_not_target_private_addresses(url):
+    with pytest.raises(UrlRefused):
+        check_url(url, allow_private=False)
+
+
+def test_public_addresses_and_allowed_private_ones_pass():
+    check_url("https://93.184.216.34/hooks/render", allow_private=False)
+    check_url("http://127.0.0.1:9000/hook", allow_private=True)
