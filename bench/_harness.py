@@ -25,6 +25,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 import jwt  # noqa: E402
 import requests  # noqa: E402
 
+from shared.internal_http import SERVER_KEEPALIVE_SECONDS  # noqa: E402
 from tests.conftest import DEFAULT_MYSQL_URL, create_mysql_database, drop_mysql_database  # noqa: E402
 
 MYSQL_SERVER_URL = os.environ.get("BENCH_MYSQL_URL", DEFAULT_MYSQL_URL)
@@ -34,7 +35,8 @@ STOP_SECONDS = 20
 def gunicorn_command(app_module: str, bind: str, workers: int, threads: int) -> list[str]:
     """A service under gunicorn (gthread) without access logs, for benches that size it themselves."""
     return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers),
-            "--threads", str(threads), "--bind", bind, "--log-level", "warning", f"{app_module}:create_app()"]
+            "--threads", str(threads), "--bind", bind, "--keep-alive", str(SERVER_KEEPALIVE_SECONDS),
+            "--log-level", "warning", f"{app_module}:create_app()"]
 
 
 def is_ready(url: str) -> bool:

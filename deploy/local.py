@@ -26,6 +26,7 @@ from deploy.supervisor import Supervisor
 from services.render.config import load_config as load_render_config
 from shared.config import Settings, load_settings
 from shared.embedded import redis_answers, redis_server_binary, redis_server_command
+from shared.internal_http import SERVER_KEEPALIVE_SECONDS
 from shared.migrate import upgrade_all
 from shared.tokens import ensure_dev_keys
 from shared.web import ACCESS_LOG_FORMAT
@@ -58,6 +59,7 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
     def gunicorn(app: str, bind: str, workers: int, threads: int) -> list[str]:
         return [PY, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers),
                 "--threads", str(threads), "--bind", bind, "--timeout", "120",
+                "--keep-alive", str(SERVER_KEEPALIVE_SECONDS),
                 "--graceful-timeout", "5", "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
                 f"{app}:create_app()"]
 
