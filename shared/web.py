@@ -6,6 +6,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, TextIO
@@ -61,6 +62,12 @@ class CommaSeparated(fields.Field):
 
 def request_id() -> str:
     return getattr(g, "request_id", "-")
+
+
+def request_received_at() -> float:
+    """When the platform received the current request (Unix seconds): when this app began
+    it, or earlier, as a trusted proxy in front of the gateway stamped it (X-Request-Start)."""
+    return g.get("request_received_at") or time.time()
 
 
 class RequestIdFilter(logging.Filter):
@@ -134,6 +141,7 @@ def init_service_app(app: Flask, settings: Settings, *, internal: bool,
     @app.before_request
     def _identify_request():
         g.request_id = incoming_request_id()
+        g.request_received_at = time.time()
         if internal and request.path not in ("/healthz", "/readyz"):
             presented = request.headers.get(SERVICE_TOKEN_HEADER, "")
             if not hmac.compare_digest(presented, settings.service_token):

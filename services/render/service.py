@@ -50,6 +50,11 @@ class QueueLimit(ServiceError):
     status, code, message = 429, "QUEUE_LIMIT", "You have too many jobs waiting or running."
 
 
+class AdmissionExpired(ServiceUnavailable):
+    code = "ADMISSION_EXPIRED"
+    message = "This request waited too long to be admitted, so nothing was charged; try again."
+
+
 @dataclass
 class RenderService:
     settings: Settings
@@ -85,8 +90,14 @@ class RenderService:
         return timedelta(days=self.config.output_retention_days)
 
     # -- admission --------------------------------------------------------------------
-    def admit(self, user_id: int, body: Any, idempotency_key: str | None, bearer: str | None) -> tuple[dict, int]:
-        """Validate, hold credits, store the job, queue it after commit. Returns (data, status)."""
+    def admit(self, user_id: int, body: Any, idempotency_key: str | None, bearer: str | None,
+              received_at: float | None = None) -> tuple[dict, int]:
+        """Validate, hold credits, store the job, queue it after commit. Returns (data, status):
+        202 for a new job, 200 for the replay of an idempotency key.
+
+        ``received_at`` (Unix seconds) starts the admission deadline: a request that waited
+        longer than ``RENDER_ADMISSION_DEADLINE_SECONDS`` (its client has most likely given
+        up) is refused before anything is held."""
         if not isinstance(body, dict):
             raise Unprocessable("The parameters must be a JSON object.", details={"_schema": ["Must be an object."]})
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 128:
@@ -106,7 +117,8 @@ class RenderService:
         self._check_models(template, raw, choices)
         params = validate_params(template, raw, choices)
         source = self._source(template, params, user_id, bearer)
-        return self._enqueue(user_id, template, params, source, idempotency_key, expected_cost, catalogs), 202
+        deadline = None if received_at is None else received_at + self.config.admission_deadline_seconds
+        return self._enqueue(user_id, template, params, source, idempotency_key, expected_cost, catalogs, deadline)
 
     def _template(self, name: Any) -> Template:
         template = self.templates.get(name) if isinstance(name, str) else None
@@ -136,13 +148,16 @@ class RenderService:
         return source
 
     def _enqueue(self, user_id: int, template: Template, params: dict[str, Any], source: Source | None,
-                 idempotency_key: str | None, expected_cost: int | None, catalogs: list[dict]) -> dict[str, Any]:
+                 idempotency_key: str | None, expected_cost: int | None, catalogs: list[dict],
+                 deadline: float | None) -> tuple[dict[str, Any], int]:
         lock = self.redis.lock(f"render:admit:{user_id}", timeout=ADMISSION_LOCK_SECONDS, blocking_timeout=10)
         if not lock.acquire():
             raise ServiceUnavailable("Too many submissions at once; try again.", code="ADMISSION_BUSY")
         try:
             if idempotency_key and (existing := self._existing(user_id, idempotency_key)) is not None:
-                return existing
+                return existing, 200
+            if deadline is not None and time.time() > deadline:
+                raise AdmissionExpired()
             with self.db.read() as session:
                 active = jobs.active_count(session, user_id)
             if active >= self.config.user_active_limit:
@@ -167,14 +182,14 @@ class RenderService:
                 self.credits.release(job_id, f"release:{job_id}")
                 if idempotency_key and isinstance(exc, IntegrityError):  # a concurrent twin won the insert
                     if (existing := self._existing(user_id, idempotency_key)) is not None:
-                        return existing
+                        return existing, 200
                 raise
         finally:
             lock.release()
         self.events.publish(user_id, "job.queued", {"jobId": job_id, "position": data["queuePosition"],
                                                     "estimatedStartSeconds": data["estimatedStartSeconds"]},
                             job_id=job_id)
-        return data
+        return data, 202
 
     def _job_with_position(self, session, job: RenderJob, template: Template | None,
                            catalogs: list[dict] | None = None,
@@ -263,12 +278,13 @@ class RenderService:
         if outcome == "cancelled":
             self.outbox.complete(job_id)
 
-    def retry(self, user_id: int, job_id: str, idempotency_key: str | None, bearer: str | None) -> tuple[dict, int]:
+    def retry(self, user_id: int, job_id: str, idempotency_key: str | None, bearer: str | None,
+              received_at: float | None = None) -> tuple[dict, int]:
         """A new job with the same workflow and parameters (the same seed: the same images)."""
         with self.db.read() as session:
             job = jobs.get_user_job(session, user_id, job_id)
             body = {"workflow": job.workflow, **job.params}
-        return self.admit(user_id, body, idempotency_key, bearer)
+        return self.admit(user_id, body, idempotency_key, bearer, received_at)
 
     # -- uploads ----------------------------------------------------------------------
     def upload(self, user_id: int, data: bytes) -> dict[str, Any]:

@@ -123,6 +123,7 @@ def app(gateway_env) -> Iterator[Flask]:
 
 
 def close_app(app: Flask) -> None:
+    app.extensions["gateway_fanout"].close()
     app.extensions["gateway_proxy"].close()
     app.extensions["gateway_probes"].close()
     app.extensions["render"].db.dispose()
