@@ -10,14 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -112,8 +114,9 @@ def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
         drop_mysql_database(url)
 
 
-def access_token(private_key: str, user_id: int, username: str, lifetime: dt.timedelta) -> str:
-    """An access token signed the way auth signs one, for a user the bench made up."""
+def access_token(private_key: Any, user_id: int, username: str, lifetime: dt.timedelta) -> str:
+    """An access token signed the way auth signs one, for a user the bench made up. The key is
+    the PEM text, or (to sign thousands: parsing PEM costs tens of ms) the loaded key."""
     now = dt.datetime.now(dt.timezone.utc)
     return jwt.encode({"sub": str(user_id), "username": username, "role": "user", "type": "access",
                        "jti": uuid.uuid4().hex, "iat": now, "exp": now + lifetime}, private_key, algorithm="RS256")
@@ -125,3 +128,31 @@ def percentile(values: list[float], fraction: float) -> float:
         return math.nan
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+@dataclass
+class Result:
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    requests: int
+
+
+_WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
+_WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
+_WRK_TOTAL = re.compile(r"(\d+) requests in")
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(url: str, headers: dict[str, str], clients: int, seconds: float) -> Result:
+    """GET ``url`` from ``clients`` keep-alive connections for ``seconds`` with wrk (C, so the
+    load generator takes little CPU from the servers); any non-2xx answer ends the bench."""
+    command = ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx" in output:
+        raise SystemExit(f"wrk saw errors:\n{output}")
+    latency = {percent: float(value) * _UNIT_MS[unit] for percent, value, unit in _WRK_LATENCY.findall(output)}
+    return Result(latency["50"], latency["99"], float(_WRK_RPS.search(output).group(1)),
+                  int(_WRK_TOTAL.search(output).group(1)))
