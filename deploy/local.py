@@ -72,6 +72,7 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
         "auth": gunicorn("services.auth.app", f"127.0.0.1:{_port(settings.auth_url, 8001)}", 2, *threads),
         "credits": gunicorn("services.credits.app", f"127.0.0.1:{_port(settings.credits_url, 8002)}", 2, *threads),
         "gallery": gunicorn("services.gallery.app", f"127.0.0.1:{_port(settings.gallery_url, 8003)}", 2, *threads),
+        "auth-outbox": [PY, "-m", "services.auth.relay"],
         "credits-sweeper": [PY, "-m", "services.credits.sweeper"],
         "credits-events": [PY, "-m", "services.credits.events"],
         "gallery-events": [PY, "-m", "services.gallery.events"],

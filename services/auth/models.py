@@ -126,3 +126,17 @@ class ProviderSwitch(Base):
     enabled: Mapped[bool] = mapped_column(Boolean)
     updated_by: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OutboxEntry(Base):
+    """An announcement for ``platform:events`` written in the transaction that makes it true
+    (a deleted user), so it is sent even if Redis is down at that moment
+    (``services.auth.outbox``). ``fields`` is the announcement's fields as a JSON object."""
+
+    __tablename__ = "auth_outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_type: Mapped[str] = mapped_column(String(40))
+    fields: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
