@@ -37,6 +37,10 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
+# The largest id a signed 64-bit column holds: a larger one in a path or query cannot exist
+# (and would overflow the driver).
+MAX_ID = 2**63 - 1
+
 # Naive UTC timestamps with microseconds on every backend.
 UTCDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 

@@ -12,7 +12,6 @@ from shared.storage import Storage
 
 # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
-MAX_ID = 2**63 - 1  # larger ids in a path or query cannot exist (and would overflow the driver)
 
 
 class Base(DeclarativeBase):

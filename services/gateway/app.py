@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.extensions["gateway_config"] = config
     app.extensions["redis"] = redis  # shared.tokens checks revocations with it; rate limits, sockets
     app.extensions["gateway_probes"] = probes
-    app.extensions["gateway_checks"] = checks
+    app.extensions["gateway_component_states"] = health.component_states(settings, probes, redis, render)
 
     # Hooks run in this order: request id, proxy's receipt time, body limits, rate limits, CORS preflight.
     init_service_app(app, settings, internal=False, ready_checks=checks,

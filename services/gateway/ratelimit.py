@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import redis
-from flask import Flask, Response, after_this_request, request
+from flask import Flask, request
 
 from services.gateway.clientaddr import client_address
 from shared.errors import ServiceError, ServiceUnavailable, error_response
 from shared.tokens import optional_user
-from shared.web import SERVICE_TOKEN_HEADER
+from shared.web import SERVICE_TOKEN_HEADER, after_response
 
 log = logging.getLogger(__name__)
 
@@ -243,10 +243,7 @@ def init_rate_limits(app: Flask, rates: RateLimits, client: redis.Redis, service
             except redis.RedisError as exc:
                 log.warning("rate limits unavailable, the request was not counted: %s", exc)
 
-        @after_this_request
-        def _schedule(response: Response) -> Response:
-            response.call_on_close(_charge)
-            return response
+        after_response(_charge)
 
     @app.before_request
     def _rate_limit() -> None:
