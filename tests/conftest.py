@@ -1,6 +1,9 @@
 """Fixtures every test shares: real Redis, real databases (SQLite, and MariaDB when one
 answers), migrated once per session, and typed settings pointing at them.
 
+With ``TEST_REQUIRE_MARIADB=1`` (``.ci/run`` sets it: CI machines run MariaDB) a MariaDB
+that does not answer fails the run instead of dropping the MariaDB half of the tests.
+
 Tests that take ``database_url`` run once per backend. Tables are not emptied between
 tests: each test makes its own users and rows with unique names (see ``unique``).
 """
@@ -104,6 +107,12 @@ def _mysql_server_url() -> str | None:
 
 MYSQL_SERVER_URL = _mysql_server_url()
 BACKENDS = ["sqlite"] + (["mariadb"] if MYSQL_SERVER_URL else [])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("TEST_REQUIRE_MARIADB") == "1" and MYSQL_SERVER_URL is None:
+        raise pytest.UsageError("TEST_REQUIRE_MARIADB=1, but no MariaDB answers at "
+                                f"{os.environ.get('TEST_MYSQL_URL', DEFAULT_MYSQL_URL)}: the MariaDB backend is mandatory")
 
 
 def create_mysql_database(server_url: str) -> str:
