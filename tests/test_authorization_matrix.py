@@ -20,7 +20,9 @@ import datetime as dt
 import json
 import re
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import jwt
@@ -473,14 +475,15 @@ def exempt(endpoint: str) -> bool:
     return any(endpoint == name or name.endswith(".") and endpoint.startswith(name) for name in GATEWAY_EXEMPT)
 
 
-@pytest.fixture(scope="module")
-def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World]:
+@contextmanager
+def running_world(database_url: str, redis_url: str, keys_dir: Path, data_dir: Path) -> Iterator[World]:
+    """Every app of the platform, the internal ones served over HTTP, the gateway in process."""
     servers = {name: LateApp() for name in ("auth", "credits", "gallery")}
     running = {name: serve(app) for name, app in servers.items()}
     outputs = FakeGateway()
     running["outputs"] = serve(_gateway_app(outputs))
     unique = uuid.uuid4().hex[:8]
-    env = {"APP_ENV": "test", "DATA_DIR": str(tmp_path_factory.mktemp("matrix") / "data"),
+    env = {"APP_ENV": "test", "DATA_DIR": str(data_dir),
            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SERVICE_TOKEN": TEST_SERVICE_TOKEN,
            "JWT_PRIVATE_KEY_PATH": str(keys_dir / "jwt_private.pem"),
            "JWT_PUBLIC_KEY_PATH": str(keys_dir / "jwt_public.pem"),
@@ -509,6 +512,7 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
     for name in ("gateway_proxy", "gateway_probes"):
         gateway.extensions[name].close()
     gateway.extensions["gateway_openapi"].services.close()
+    gateway.extensions["gateway_fanout"].close()
     gateway.extensions["render"].db.dispose()
     gateway.extensions["redis"].close()
     apps["auth"].extensions["db"].dispose()
@@ -517,6 +521,12 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
     works = apps["gallery"].extensions["gallery"].works
     works.outputs.close()
     works.authors.close()
+
+
+@pytest.fixture(scope="module")
+def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World]:
+    with running_world(database_url, redis_url, keys_dir, tmp_path_factory.mktemp("matrix") / "data") as built:
+        yield built
 
 
 def path_of(rule: str, arguments: dict[str, Any]) -> str:
