@@ -1,11 +1,12 @@
 """The auth service: accounts, passwords, sessions, single sign-on and the signing of access
 tokens (the only holder of the private key). It owns the tables ``users``, ``refresh_tokens``,
-``password_reset_tokens``, ``external_identities`` and ``sso_provider_switches``.
+``password_reset_tokens``, ``external_identities``, ``sso_provider_switches`` and ``auth_outbox``.
 
 Its classes, each with the dependencies it uses: ``service.Accounts`` (registration,
 profile, avatar), ``sessions.Sessions`` (sign-in, refresh, sign-out), ``passwords.Passwords``
 (change and reset), ``deletion.AccountDeletion``, ``directory.Directory`` (public profiles,
-export, the internal directory), ``admin.Administration``, and single sign-on:
+export, the internal directory), ``admin.Administration``, ``outbox.Outbox`` (announcements
+that must reach ``platform:events``; sent on by the ``relay`` process), and single sign-on:
 ``sso.SingleSignOn`` (the flow), ``oidc.OidcProvider`` and ``wecom.WeComProvider`` (the
 providers), ``identities.LinkedIdentities`` and ``identities.ProviderSwitches``.
 """

@@ -32,12 +32,13 @@ from shared.config import Settings
 from shared.db import Database, after_commit, isoformat, utcnow
 from shared.errors import BadRequest, NotFound, ServiceError, ServiceUnavailable, Unprocessable
 from shared.events import EventBus
+from shared.offload import run_blocking
 from shared.storage import Storage
 
 from services.render.pricing import PricingCache
 from services.render.outbox import JobOutbox
 from services.render.schemas import job_json, job_summary, output_record, upload_json
-from services.render.uploads import PayloadTooLarge, Source, resolve_source, store_upload
+from services.render.uploads import PayloadTooLarge, Source, inspect_image, resolve_source, store_upload
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +291,9 @@ class RenderService:
     def upload(self, user_id: int, data: bytes) -> dict[str, Any]:
         if len(data) > self.config.upload_max_bytes:
             raise PayloadTooLarge(f"Uploads are limited to {self.config.upload_max_bytes} bytes.")
+        image = run_blocking(inspect_image, data)  # a full decode: off the gateway's event loop
         with self.db.transaction() as session:
-            upload = store_upload(session, self.storage, user_id, data)
+            upload = store_upload(session, self.storage, user_id, data, image)
             return upload_json(upload, self.storage)
 
     # -- catalog ----------------------------------------------------------------------
