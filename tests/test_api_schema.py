@@ -25,7 +25,8 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.conftest import serve
+from shared.migrate import SERVICES, upgrade
+from tests.conftest import MYSQL_SERVER_URL, create_mysql_database, drop_mysql_database, serve
 from tests.test_authorization_matrix import Person, World, running_world
 
 EXAMPLES_PER_MODE = 5
@@ -33,10 +34,25 @@ CHECKS = [not_a_server_error, response_schema_conformance]
 
 
 @pytest.fixture(scope="module")
-def api(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[tuple[World, str]]:
+def own_database_url(db_backend, tmp_path_factory) -> Iterator[str]:
+    """A database of its own: other tests' works point at files in their own data folders,
+    which this world could not serve."""
+    if db_backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('schema-sqlite') / 'schema.db'}"
+    else:
+        url = create_mysql_database(MYSQL_SERVER_URL)
+    for service in SERVICES:
+        upgrade(service, url)
+    yield url
+    if db_backend == "mariadb":
+        drop_mysql_database(url)
+
+
+@pytest.fixture(scope="module")
+def api(own_database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[tuple[World, str]]:
     """The world, its gateway served over HTTP, and a render worker's catalog kept live (as the
     worker's heartbeat would) for the whole run."""
-    with running_world(database_url, redis_url, keys_dir, tmp_path_factory.mktemp("schema") / "data") as world:
+    with running_world(own_database_url, redis_url, keys_dir, tmp_path_factory.mktemp("schema") / "data") as world:
         gateway = serve(world.apps["gateway"])
         stop = threading.Event()
 
