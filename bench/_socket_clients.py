@@ -3,9 +3,10 @@
     python bench/_socket_clients.py WS_URL TOKENS_FILE
 
 Opens one socket per token (a line of TOKENS_FILE), prints ``ready <n>`` once every socket
-has had its "ready" frame, then, until a line arrives on stdin, records the delivery latency
-of every ``job.progress`` event (now − the event's ``ts``, the publisher's clock, the same
-machine). Finally prints one JSON line: latencies in ms, sockets that dropped, frames seen.
+has had its "ready" frame, then, until a line arrives on stdin, records when each
+``job.progress`` event arrived and its delivery latency (arrival − the event's ``ts``, the
+publisher's clock, the same machine). Finally prints one JSON line: ``progress`` as
+[arrival time, latency in ms] pairs, sockets that dropped, frames seen.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class Clients:
     def __init__(self, url: str, tokens: list[str]) -> None:
         self.url = url
         self.tokens = tokens
-        self.latencies_ms: list[float] = []
+        self.progress: list[tuple[float, float]] = []
         self.dropped = 0
         self.frames = 0
         self.closing = False
@@ -39,7 +40,7 @@ class Clients:
             self.closing = True
             await asyncio.gather(*(ws.close() for ws in sockets))
             await asyncio.gather(*readers)
-        print(json.dumps({"latenciesMs": self.latencies_ms, "dropped": self.dropped, "frames": self.frames}),
+        print(json.dumps({"progress": self.progress, "dropped": self.dropped, "frames": self.frames}),
               flush=True)
 
     async def _open(self, session: aiohttp.ClientSession, gate: asyncio.Semaphore,
@@ -59,7 +60,7 @@ class Clients:
             self.frames += 1
             event = json.loads(message.data)
             if event.get("type") == "job.progress":
-                self.latencies_ms.append((received - event["ts"]) * 1000)
+                self.progress.append((received, (received - event["ts"]) * 1000))
         if not self.closing:
             self.dropped += 1
 
