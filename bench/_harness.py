@@ -24,7 +24,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
@@ -35,6 +35,7 @@ import pymysql  # noqa: E402
 import requests  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from shared.internal_http import SERVER_KEEPALIVE_SECONDS  # noqa: E402
 from tests.conftest import DEFAULT_MYSQL_URL, create_mysql_database, drop_mysql_database  # noqa: E402
 
 MYSQL_SERVER_URL = os.environ.get("BENCH_MYSQL_URL", DEFAULT_MYSQL_URL)
@@ -44,7 +45,8 @@ STOP_SECONDS = 20
 def gunicorn_command(app_module: str, bind: str, workers: int, threads: int) -> list[str]:
     """A service under gunicorn (gthread) without access logs, for benches that size it themselves."""
     return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers),
-            "--threads", str(threads), "--bind", bind, "--log-level", "warning", f"{app_module}:create_app()"]
+            "--threads", str(threads), "--bind", bind, "--keep-alive", str(SERVER_KEEPALIVE_SECONDS),
+            "--log-level", "warning", f"{app_module}:create_app()"]
 
 
 def is_ready(url: str) -> bool:
@@ -132,8 +134,9 @@ def kept_database(name: str) -> str:
     return parsed.set(database=name).render_as_string(hide_password=False)
 
 
-def access_token(private_key: str, user_id: int, username: str, lifetime: dt.timedelta) -> str:
-    """An access token signed the way auth signs one, for a user the bench made up."""
+def access_token(private_key: Any, user_id: int, username: str, lifetime: dt.timedelta) -> str:
+    """An access token signed the way auth signs one, for a user the bench made up. The key is
+    the PEM text, or (to sign thousands: parsing PEM costs tens of ms) the loaded key."""
     now = dt.datetime.now(dt.timezone.utc)
     return jwt.encode({"sub": str(user_id), "username": username, "role": "user", "type": "access",
                        "jti": uuid.uuid4().hex, "iat": now, "exp": now + lifetime}, private_key, algorithm="RS256")

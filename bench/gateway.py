@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import secrets
 import shutil
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from _harness import Processes, is_ready, percentile
+from _harness import Processes, Result, is_ready, percentile, run_wrk
 
 import requests
 
@@ -39,32 +36,6 @@ from shared.migrate import upgrade
 from shared.tokens import ensure_dev_keys
 
 PATH = "/api/credits/pricing"
-
-
-@dataclass
-class Result:
-    p50_ms: float
-    p99_ms: float
-    rps: float
-    requests: int
-
-
-_WRK_LATENCY = re.compile(r"^\s*(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", re.MULTILINE)
-_WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
-_WRK_TOTAL = re.compile(r"(\d+) requests in")
-_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def run_wrk(url: str, headers: dict[str, str], clients: int, seconds: float) -> Result:
-    command = ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--latency"]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    output = subprocess.run(command + [url], capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in output:
-        raise SystemExit(f"wrk saw errors:\n{output}")
-    latency = {percent: float(value) * _UNIT_MS[unit] for percent, value, unit in _WRK_LATENCY.findall(output)}
-    return Result(latency["50"], latency["99"], float(_WRK_RPS.search(output).group(1)),
-                  int(_WRK_TOTAL.search(output).group(1)))
 
 
 def run_threads(url: str, headers: dict[str, str], clients: int, seconds: float) -> Result:

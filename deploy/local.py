@@ -23,9 +23,11 @@ import requests
 from honcho.printer import Printer
 
 from deploy.supervisor import Supervisor
+from services.gateway.config import load_config as load_gateway_config
 from services.render.config import load_config as load_render_config
 from shared.config import Settings, load_settings
 from shared.embedded import redis_answers, redis_server_binary, redis_server_command
+from shared.internal_http import SERVER_KEEPALIVE_SECONDS
 from shared.migrate import upgrade_all
 from shared.tokens import ensure_dev_keys
 from shared.web import ACCESS_LOG_FORMAT
@@ -55,19 +57,24 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
     """The platform's own processes, as run in production (gunicorn, celery)."""
     gateway_host = os.environ.get("GATEWAY_HOST", "127.0.0.1")
 
-    def gunicorn(app: str, bind: str, workers: int, threads: int) -> list[str]:
-        return [PY, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers),
-                "--threads", str(threads), "--bind", bind, "--timeout", "120",
+    def gunicorn(app: str, bind: str, workers: int, *worker: str) -> list[str]:
+        return [PY, "-m", "gunicorn", *worker, "--workers", str(workers), "--bind", bind, "--timeout", "120",
+                "--keep-alive", str(SERVER_KEEPALIVE_SECONDS),
                 "--graceful-timeout", "5", "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
                 f"{app}:create_app()"]
 
+    threads = ("--worker-class", "gthread", "--threads", "8")
     return {
-        "gateway": gunicorn("services.gateway.app", f"{gateway_host}:{settings.gateway_port}", 2, 64),
-        "auth": gunicorn("services.auth.app", f"127.0.0.1:{_port(settings.auth_url, 8001)}", 2, 8),
-        "credits": gunicorn("services.credits.app", f"127.0.0.1:{_port(settings.credits_url, 8002)}", 2, 8),
-        "gallery": gunicorn("services.gallery.app", f"127.0.0.1:{_port(settings.gallery_url, 8003)}", 2, 8),
+        # Greenlets: every socket and request its own, none waiting for a thread (services/gateway/ws.py).
+        "gateway": gunicorn("services.gateway.app", f"{gateway_host}:{settings.gateway_port}", 2,
+                            "--worker-class", "gevent", "--worker-connections",
+                            str(load_gateway_config(settings).worker_connections)),
+        "auth": gunicorn("services.auth.app", f"127.0.0.1:{_port(settings.auth_url, 8001)}", 2, *threads),
+        "credits": gunicorn("services.credits.app", f"127.0.0.1:{_port(settings.credits_url, 8002)}", 2, *threads),
+        "gallery": gunicorn("services.gallery.app", f"127.0.0.1:{_port(settings.gallery_url, 8003)}", 2, *threads),
+        "auth-outbox": [PY, "-m", "services.auth.relay"],
         "integrations": gunicorn("services.integrations.app",
-                                 f"127.0.0.1:{_port(settings.integrations_url, 8005)}", 1, 8),
+                                 f"127.0.0.1:{_port(settings.integrations_url, 8005)}", 1, *threads),
         "credits-sweeper": [PY, "-m", "services.credits.sweeper"],
         "credits-events": [PY, "-m", "services.credits.events"],
         "gallery-events": [PY, "-m", "services.gallery.events"],

@@ -10,9 +10,16 @@ are recycled well within the server's idle timeout, and a connection that died a
 makes the pool drop every connection it holds. ``is_disconnect`` tells such an error; the
 request fails with 503 ``DATABASE_RECONNECTED`` and the next one gets a fresh connection
 (credits runs its unit of work again instead, see ``services/credits/ledger.py``).
+
+A writer waits for SQLite's lock in Python, not in SQLite's own busy handler: that one
+sleeps inside the C library, which under the gateway's gevent worker would stall every
+greenlet of the process (all its sockets and requests) for as long as another process
+writes. ``time.sleep`` between attempts is cooperative there (gevent patches it), and a
+plain sleep elsewhere. Other statements keep a short busy timeout (WAL readers rarely wait).
 """
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Callable, Iterator
@@ -22,6 +29,12 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+# A statement waits at most this long inside SQLite for a lock; a writer waits up to
+# SQLITE_LOCK_WAIT_SECONDS for the database lock, polling from Python.
+SQLITE_BUSY_MS = 50
+SQLITE_LOCK_WAIT_SECONDS = 30.0
+SQLITE_LOCK_POLL_MAX_SECONDS = 0.025
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -33,6 +46,9 @@ NAMING_CONVENTION = {
 
 # Well below MariaDB's default wait_timeout (8 hours) and common proxies' idle limits.
 POOL_RECYCLE_SECONDS = 600
+# The largest id a signed 64-bit column holds: a larger one in a path or query cannot exist
+# (and would overflow the driver).
+MAX_ID = 2**63 - 1
 
 # Naive UTC timestamps with microseconds on every backend.
 UTCDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -88,15 +104,36 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection):
         # Readers (Database.read) take no write lock; WAL lets them run beside a writer.
-        read_only = connection.get_execution_options().get("read_only", False)
-        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+        if connection.get_execution_options().get("read_only", False):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            _begin_immediate(connection.connection.driver_connection)
+
+
+def _begin_immediate(sqlite_connection) -> None:
+    """``BEGIN IMMEDIATE``, waiting for another writer's lock with cooperative sleeps."""
+    deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
+    pause = 0.001
+    sqlite_connection.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                sqlite_connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite_connection.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, SQLITE_LOCK_POLL_MAX_SECONDS)
+    finally:
+        sqlite_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
 
 
 class Database:

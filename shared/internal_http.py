@@ -5,14 +5,27 @@ A non-2xx envelope becomes ``ServiceError`` carrying the callee's own status, co
 details; no answer, a timeout or a reply without an envelope becomes ``ServiceUnavailable``
 with the client's ``unavailable_code``. A call made on behalf of a user may forward the
 user's access token (``access_token=``), so the callee applies that user's rights.
+
+Kept-alive connections: a server closes a connection that stayed idle for its keep-alive
+time, and a request written onto it at that moment meets a closed connection. Two rules
+keep that from failing a call. The pools here never reuse a connection idle longer than
+``POOL_IDLE_SECONDS``, half the keep-alive every internal gunicorn runs with
+(``SERVER_KEEPALIVE_SECONDS``, set by ``deploy/local.py``), so a reused connection is never
+one the server is closing. And an idempotent call (a GET, or a POST the callee applies once
+per idempotency key: every credits movement carries one) is sent once more on a fresh
+connection when the connection was reset or closed before any response came.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import requests
 from flask import has_request_context
 from requests.adapters import HTTPAdapter
+from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connection import HTTPConnection
+from urllib3.util import parse_url
 
 from shared.errors import ServiceError, ServiceUnavailable
 from shared.web import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, request_id
@@ -20,6 +33,54 @@ from shared.web import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, request_id
 Timeout = float | tuple[float, float]
 PAGE_SIZE = 100
 MAX_PAGES = 1000  # 100 000 items: a bound, so a misbehaving service cannot loop a caller forever
+# gunicorn's --keep-alive for every internal service (deploy/local.py), and the longest a
+# pooled connection may stay idle before a caller would rather open a new one.
+SERVER_KEEPALIVE_SECONDS = 10
+POOL_IDLE_SECONDS = SERVER_KEEPALIVE_SECONDS / 2
+
+
+class _ExpiresIdleConnections:
+    """A urllib3 pool that closes (and so reconnects) a connection idle longer than ``max_idle``.
+
+    urllib3 already drops a connection the server has visibly closed; this covers the one it
+    is about to close, which no check can see in time.
+    """
+
+    max_idle: float = POOL_IDLE_SECONDS
+
+    def _get_conn(self, timeout: float | None = None) -> HTTPConnection:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        idle_since = getattr(conn, "idle_since", None)
+        if idle_since is not None and time.monotonic() - idle_since > self.max_idle:
+            conn.close()
+        return conn
+
+    def _put_conn(self, conn: HTTPConnection | None) -> None:
+        if conn is not None:
+            conn.idle_since = time.monotonic()  # type: ignore[attr-defined]
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class FreshHTTPConnectionPool(_ExpiresIdleConnections, HTTPConnectionPool):
+    pass
+
+
+class FreshHTTPSConnectionPool(_ExpiresIdleConnections, HTTPSConnectionPool):
+    pass
+
+
+def fresh_pool(base_url: str, **kwargs: Any) -> HTTPConnectionPool:
+    """A keep-alive pool to ``base_url`` that never reuses a connection idle too long."""
+    url = parse_url(base_url)
+    pool_class = FreshHTTPSConnectionPool if url.scheme == "https" else FreshHTTPConnectionPool
+    return pool_class(url.host, url.port, **kwargs)
+
+
+class _FreshAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": FreshHTTPConnectionPool,
+                                                   "https": FreshHTTPSConnectionPool}
 
 
 class InternalHttp:
@@ -30,16 +91,20 @@ class InternalHttp:
         self.unavailable_code = unavailable_code
         self.session = requests.Session()
         self.session.trust_env = False  # internal calls never go through a proxy set in the environment
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+        adapter = _FreshAdapter(pool_connections=4, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers[SERVICE_TOKEN_HEADER] = service_token
 
     def get(self, path: str, params: dict[str, Any] | None = None, access_token: str | None = None) -> Any:
-        return self._call("GET", path, access_token, params=params)
+        return self._call("GET", path, access_token, idempotent=True, params=params)
 
-    def post(self, path: str, body: dict[str, Any], access_token: str | None = None) -> Any:
-        return self._call("POST", path, access_token, json=body)
+    def post(self, path: str, body: dict[str, Any], access_token: str | None = None,
+             idempotent: bool = False) -> Any:
+        """``idempotent``: the callee applies this call once however often it arrives (an
+        idempotency key in ``body``, or a read), so a call cut off by a closed connection is
+        sent again."""
+        return self._call("POST", path, access_token, idempotent=idempotent, json=body)
 
     def get_all_pages(self, path: str, access_token: str | None = None) -> list[dict[str, Any]]:
         """Every item of a paged listing (``{"items", "total"}`` with ``page``/``pageSize``)."""
@@ -54,16 +119,24 @@ class InternalHttp:
     def close(self) -> None:
         self.session.close()
 
-    def _call(self, method: str, path: str, access_token: str | None, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, access_token: str | None, idempotent: bool, **kwargs: Any) -> Any:
         headers = {REQUEST_ID_HEADER: request_id()} if has_request_context() else {}
         if access_token:
             headers["Authorization"] = f"Bearer {access_token}"
-        try:
-            response = self.session.request(method, self.base_url + path, headers=headers,
-                                            timeout=self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise ServiceUnavailable(f"{self.base_url} is unreachable ({exc.__class__.__name__}).",
-                                     code=self.unavailable_code) from exc
+        attempts = 2 if idempotent else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self.session.request(method, self.base_url + path, headers=headers,
+                                                timeout=self.timeout, **kwargs)
+                break
+            except requests.ConnectionError as exc:
+                # Reset, closed before any answer, or refused: nothing was applied twice, as the
+                # callee applies an idempotent call once. A connect timeout is not retried.
+                if attempt < attempts and not isinstance(exc, requests.ConnectTimeout):
+                    continue
+                raise self._unreachable(exc) from exc
+            except requests.RequestException as exc:
+                raise self._unreachable(exc) from exc
         envelope = _envelope(response)
         if envelope is None:
             raise ServiceUnavailable(f"{self.base_url} answered {response.status_code} without an envelope.",
@@ -73,6 +146,11 @@ class InternalHttp:
         error = envelope.get("error") or {}
         raise ServiceError(error.get("message"), code=error.get("code"), status=response.status_code,
                            details=error.get("details"))
+
+
+    def _unreachable(self, exc: requests.RequestException) -> ServiceUnavailable:
+        return ServiceUnavailable(f"{self.base_url} is unreachable ({exc.__class__.__name__}).",
+                                  code=self.unavailable_code)
 
 
 def is_not_found(exc: ServiceError, code: str) -> bool:

@@ -18,6 +18,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask, current_app, jsonify
 from marshmallow import Schema
 
+from shared.db import MAX_ID
+
 OPENAPI_VERSION = "3.0.3"
 API_VERSION = "0.1.0"  # the project's version (pyproject.toml)
 BEARER = "bearerAuth"
@@ -39,7 +41,11 @@ STATUS_TEXT = {
     413: "Body too large", 422: "Invalid fields", 429: "Rate limited", 503: "A dependency is unavailable",
 }
 _RULE_ARGUMENT = re.compile(r"<(?:(?P<converter>\w+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
-_CONVERTER_TYPES = {"int": "integer", "float": "number"}
+_CONVERTER_SCHEMAS: dict[str, dict[str, Any]] = {
+    "int": {"type": "integer"},
+    "float": {"type": "number"},
+    "id": {"type": "integer", "format": "int64", "minimum": 1, "maximum": MAX_ID},  # shared.web.IdConverter
+}
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ def _schema_name(schema: SchemaLike) -> str:
 
 def _openapi_path(rule: str) -> tuple[str, list[dict[str, Any]]]:
     parameters = [{"name": match["name"], "in": "path", "required": True,
-                   "schema": {"type": _CONVERTER_TYPES.get(match["converter"] or "", "string")}}
+                   "schema": dict(_CONVERTER_SCHEMAS.get(match["converter"] or "", {"type": "string"}))}
                   for match in _RULE_ARGUMENT.finditer(rule)]
     return _RULE_ARGUMENT.sub(lambda match: "{" + match["name"] + "}", rule), parameters
 

@@ -29,6 +29,8 @@ STREAM_CHUNK = 64 * 1024
 DEFAULT_URL_TTL_SECONDS = 3600
 # Keys are "<prefix>/<aa>/<bb>/<sha256>.<ext>", possibly under a further prefix ("works/images/...").
 KEY_PATTERN = re.compile(r"^(?:[a-z]+/){1,3}[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z0-9]{2,5}$")
+# Expiry times and the URL lifetime: ASCII digits, at most 12 of them.
+EXPIRY = re.compile(r"[0-9]{1,12}")
 
 
 def content_key(data: bytes, extension: str, prefix: str) -> str:
@@ -76,9 +78,9 @@ class MediaSigner:
 
     def verify(self, key: str, expires: str, signature: str, now: float | None = None) -> int:
         """Seconds the URL remains valid; SignatureInvalid or SignatureExpired otherwise."""
-        if not expires.isdigit() or len(expires) > 12:
+        if not EXPIRY.fullmatch(expires):  # ASCII digits only: str.isdigit() also accepts "²"
             raise SignatureInvalid("malformed expiry")
-        if not hmac.compare_digest(self._digest(key, int(expires)), signature):
+        if not hmac.compare_digest(self._digest(key, int(expires)).encode(), signature.encode()):
             raise SignatureInvalid("bad signature")
         remaining = int(expires) - int(time.time() if now is None else now)
         if remaining <= 0:
@@ -288,7 +290,7 @@ def load_storage_config(settings: Settings, env: Mapping[str, str] | None = None
     if backend == "s3" and not bucket:
         raise ConfigError("S3_BUCKET must be set when STORAGE_BACKEND=s3")
     raw_ttl = env.get("MEDIA_URL_TTL_SECONDS") or str(DEFAULT_URL_TTL_SECONDS)
-    if not raw_ttl.isdigit() or int(raw_ttl) < 60:
+    if not EXPIRY.fullmatch(raw_ttl) or int(raw_ttl) < 60:
         raise ConfigError(f"MEDIA_URL_TTL_SECONDS must be an integer of at least 60, got {raw_ttl!r}")
     secret = env.get("MEDIA_SIGNING_SECRET") or ""
     if not secret:

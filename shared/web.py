@@ -7,16 +7,19 @@ import hmac
 import json
 import logging
 import re
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, TextIO
 
 import orjson
-from flask import Flask, g, jsonify, request
+from flask import Flask, Response, after_this_request, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from marshmallow import Schema, ValidationError, fields
+from werkzeug import routing
 
 from shared.config import Settings
+from shared.db import MAX_ID
 from shared.errors import BadRequest, Forbidden, error_response, register_error_handlers
 from shared.tokens import init_jwt
 
@@ -28,6 +31,63 @@ VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s" [%({x-request-id}o)s]'
 
 log = logging.getLogger(__name__)
+
+
+class IdConverter(routing.BaseConverter):
+    """``<id:name>`` in a route: a row id, 1 to 2⁶³−1. Any other text matches no route (404),
+    so an id no 64-bit column can hold never reaches the database driver."""
+
+    regex = r"[1-9][0-9]{0,18}"
+    part_isolating = True
+
+    def to_python(self, value: str) -> int:
+        number = int(value)
+        if number > MAX_ID:
+            raise routing.ValidationError()
+        return number
+
+    def to_url(self, value: Any) -> str:
+        return str(int(value))
+
+
+# JSON nested deeper than this is refused before it is parsed (Python's parser would recurse
+# until RecursionError); no request of the platform nests beyond a handful of levels.
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+class JsonTooDeep(ValueError):
+    pass
+
+
+def json_too_deep(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``text`` nests arrays or objects more than ``limit`` deep (not parsing it)."""
+    if isinstance(text, (bytes, bytearray)):
+        text = bytes(text).decode("utf-8", errors="replace")
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def after_response(callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the current response has been sent, outside the request: work
+    whose duration must not show in the answer (or delay it). A failure is logged."""
+    def run() -> None:
+        try:
+            callback()
+        except Exception:  # the client has its answer; nobody else would see the error
+            log.exception("work after the response failed")
+
+    @after_this_request
+    def _schedule(response: Response) -> Response:
+        response.call_on_close(run)
+        return response
 
 
 class OrjsonProvider(DefaultJSONProvider):
@@ -48,6 +108,8 @@ class OrjsonProvider(DefaultJSONProvider):
         return self._encode(obj).decode()
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        if json_too_deep(s):  # refused as malformed JSON (400) before parsing
+            raise JsonTooDeep(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
         return orjson.loads(s)
 
     def response(self, *args: Any, **kwargs: Any):
@@ -89,6 +151,12 @@ class CommaSeparated(fields.Field):
 
 def request_id() -> str:
     return getattr(g, "request_id", "-")
+
+
+def request_received_at() -> float:
+    """When the platform received the current request (Unix seconds): when this app began
+    it, or earlier, as a trusted proxy in front of the gateway stamped it (X-Request-Start)."""
+    return g.get("request_received_at") or time.time()
 
 
 class RequestIdFilter(logging.Filter):
@@ -157,6 +225,7 @@ def init_service_app(app: Flask, settings: Settings, *, internal: bool,
     """
     app.config["SETTINGS"] = settings
     app.json = OrjsonProvider(app)
+    app.url_map.converters["id"] = IdConverter
     register_error_handlers(app)
     init_jwt(app, settings)
     if settings.env != "test":
@@ -166,6 +235,7 @@ def init_service_app(app: Flask, settings: Settings, *, internal: bool,
     @app.before_request
     def _identify_request():
         g.request_id = incoming_request_id()
+        g.request_received_at = time.time()
         if internal and request.path not in ("/healthz", "/readyz"):
             presented = request.headers.get(SERVICE_TOKEN_HEADER, "")
             if not hmac.compare_digest(presented, settings.service_token):

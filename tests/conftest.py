@@ -1,6 +1,9 @@
 """Fixtures every test shares: real Redis, real databases (SQLite, and MariaDB when one
 answers), migrated once per session, and typed settings pointing at them.
 
+With ``TEST_REQUIRE_MARIADB=1`` (``.ci/run`` sets it: CI machines run MariaDB) a MariaDB
+that does not answer fails the run instead of dropping the MariaDB half of the tests.
+
 Tests that take ``database_url`` run once per backend. Tables are not emptied between
 tests: each test makes its own users and rows with unique names (see ``unique``).
 """
@@ -62,10 +65,10 @@ def serve(app) -> RunningServer:
 
 @contextmanager
 def running_process(command: list[str], ready: Callable[[], bool], what: str,
-                    timeout: float = 20) -> Iterator[subprocess.Popen]:
-    """Start ``command``, wait until ``ready()`` (failing the test if it exits or times out),
-    and terminate it afterwards."""
-    proc = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    timeout: float = 20, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """Start ``command`` (in ``env``, else this environment), wait until ``ready()`` (failing
+    the test if it exits or times out), and terminate it afterwards."""
+    proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + timeout
         while not ready():
@@ -122,6 +125,12 @@ def _amqp_url() -> str | None:
 AMQP_URL = _amqp_url()
 # The brokers the broker-dependent tests run on: Redis always, RabbitMQ when one answers.
 BROKERS = ["redis"] + (["rabbitmq"] if AMQP_URL else [])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("TEST_REQUIRE_MARIADB") == "1" and MYSQL_SERVER_URL is None:
+        raise pytest.UsageError("TEST_REQUIRE_MARIADB=1, but no MariaDB answers at "
+                                f"{os.environ.get('TEST_MYSQL_URL', DEFAULT_MYSQL_URL)}: the MariaDB backend is mandatory")
 
 
 def create_mysql_database(server_url: str) -> str:
@@ -240,8 +249,10 @@ def issue_token(settings):
     import datetime as dt
 
     import jwt
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    private_key = settings.jwt_private_key_path.read_text()
+    # Loaded once: parsing the PEM costs tens of milliseconds, signing with the loaded key about one.
+    private_key = load_pem_private_key(settings.jwt_private_key_path.read_bytes(), password=None)
 
     def _issue(user_id: int, username: str, role: str = "user", minutes: int = 15) -> str:
         now = dt.datetime.now(dt.timezone.utc)

@@ -23,7 +23,9 @@ import datetime as dt
 import json
 import re
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import jwt
@@ -368,9 +370,9 @@ AUTH = [
     Case("auth", "GET", "/api/users/me/export", signed_in(200)),
     Case("auth", "GET", "/api/users/<username>/public", optional(200), lambda w, p: {"username": p.owner.username}),
     Case("auth", "GET", "/api/admin/users", admins(200)),
-    Case("auth", "POST", "/api/admin/users/<int:user_id>/disable", admins(200), victim),
-    Case("auth", "POST", "/api/admin/users/<int:user_id>/enable", admins(200), victim),
-    Case("auth", "PUT", "/api/admin/users/<int:user_id>/role", admins(200),
+    Case("auth", "POST", "/api/admin/users/<id:user_id>/disable", admins(200), victim),
+    Case("auth", "POST", "/api/admin/users/<id:user_id>/enable", admins(200), victim),
+    Case("auth", "PUT", "/api/admin/users/<id:user_id>/role", admins(200),
          lambda w, p: {**victim(w, p), "json": {"role": "admin"}}),
     Case("auth", "GET", "/api/auth/providers", public(200)),
     Case("auth", "POST", "/api/auth/sso/<provider>/start", optional(200), lambda w, p: {"provider": "wecom", "json": {}}),
@@ -380,9 +382,9 @@ AUTH = [
     Case("auth", "POST", "/api/auth/sso/register", public(400), body(ticket="spent", binding="b", username="nobody")),
     Case("auth", "POST", "/api/auth/sso/link", signed_in(400), body(ticket="spent", binding="b")),
     Case("auth", "GET", "/api/users/me/identities", signed_in(200)),
-    Case("auth", "DELETE", "/api/users/me/identities/<int:identity_id>", signed_in(404),
+    Case("auth", "DELETE", "/api/users/me/identities/<id:identity_id>", signed_in(404),
          lambda w, p: {"identity_id": 2**62}),
-    Case("auth", "GET", "/api/admin/users/<int:user_id>/identities", admins(200), victim),
+    Case("auth", "GET", "/api/admin/users/<id:user_id>/identities", admins(200), victim),
     Case("auth", "GET", "/api/admin/auth/providers", admins(200)),
     Case("auth", "PUT", "/api/admin/auth/providers/<provider>", admins(200),
          lambda w, p: {"provider": "wecom", "json": {"enabled": True}}),
@@ -397,7 +399,7 @@ AUTH = [
          lambda w, p: {"json": {"username": f"s{uuid.uuid4().hex[:12]}"}}),
     Case("auth", "GET", "/internal/users/ids", public(200)),
     Case("auth", "GET", "/internal/users", public(200), lambda w, p: {"query_string": {"ids": str(p.owner.id)}}),
-    Case("auth", "GET", "/internal/users/<int:user_id>", public(200), lambda w, p: {"user_id": p.owner.id}),
+    Case("auth", "GET", "/internal/users/<id:user_id>", public(200), lambda w, p: {"user_id": p.owner.id}),
 ]
 
 CREDITS = [
@@ -421,7 +423,7 @@ CREDITS = [
     Case("credits", "POST", "/api/admin/credits/deduct", admins(200),
          lambda w, p: {"json": {"userId": p.owner.id, "amount": 1, "reason": "matrix"}}),
     Case("credits", "GET", "/api/admin/credits/accounts", admins(200)),
-    Case("credits", "GET", "/api/admin/credits/accounts/<int:user_id>/transactions", admins(200),
+    Case("credits", "GET", "/api/admin/credits/accounts/<id:user_id>/transactions", admins(200),
          lambda w, p: {"user_id": p.owner.id}),
     Case("credits", "POST", "/api/admin/credits/redeem-codes", admins(201), body(amount=5, maxUses=1)),
     Case("credits", "GET", "/api/admin/credits/redeem-codes", admins(200)),
@@ -438,40 +440,40 @@ GALLERY = [
     Case("gallery", "GET", "/api/works/gallery", optional(200)),
     Case("gallery", "GET", "/api/works/my", signed_in(200)),
     Case("gallery", "GET", "/api/works/stats", signed_in(200)),
-    Case("gallery", "GET", "/api/works/<int:work_id>", {**optional(200), "anonymous": 404, "other": 404},
+    Case("gallery", "GET", "/api/works/<id:work_id>", {**optional(200), "anonymous": 404, "other": 404},
          private_work),
-    Case("gallery", "PUT", "/api/works/<int:work_id>", signed_in(200, other=403, admin=403),
+    Case("gallery", "PUT", "/api/works/<id:work_id>", signed_in(200, other=403, admin=403),
          lambda w, p: {**work_of_owner(w, p), "json": {"title": "Renamed"}}),
-    Case("gallery", "DELETE", "/api/works/<int:work_id>", signed_in(200, other=403, admin=403), work_of_owner),
-    Case("gallery", "GET", "/api/works/<int:work_id>/remix", optional(200), work_of_owner),
-    Case("gallery", "PUT", "/api/works/<int:work_id>/like", signed_in(200), work_of_owner),
-    Case("gallery", "DELETE", "/api/works/<int:work_id>/like", signed_in(200), work_of_owner),
-    Case("gallery", "POST", "/api/works/<int:work_id>/like", signed_in(200), work_of_owner),
-    Case("gallery", "POST", "/api/works/<int:work_id>/view", optional(200), work_of_owner),
-    Case("gallery", "GET", "/api/works/<int:work_id>/download", optional(200), work_of_owner),
-    Case("gallery", "POST", "/api/works/<int:work_id>/report", signed_in(403, other=201, admin=201),
+    Case("gallery", "DELETE", "/api/works/<id:work_id>", signed_in(200, other=403, admin=403), work_of_owner),
+    Case("gallery", "GET", "/api/works/<id:work_id>/remix", optional(200), work_of_owner),
+    Case("gallery", "PUT", "/api/works/<id:work_id>/like", signed_in(200), work_of_owner),
+    Case("gallery", "DELETE", "/api/works/<id:work_id>/like", signed_in(200), work_of_owner),
+    Case("gallery", "POST", "/api/works/<id:work_id>/like", signed_in(200), work_of_owner),
+    Case("gallery", "POST", "/api/works/<id:work_id>/view", optional(200), work_of_owner),
+    Case("gallery", "GET", "/api/works/<id:work_id>/download", optional(200), work_of_owner),
+    Case("gallery", "POST", "/api/works/<id:work_id>/report", signed_in(403, other=201, admin=201),
          lambda w, p: {**work_of_owner(w, p), "json": {"reason": "matrix"}}),
     Case("gallery", "GET", "/api/admin/works", admins(200)),
     Case("gallery", "GET", "/api/admin/works/reports", admins(200)),
-    Case("gallery", "POST", "/api/admin/works/reports/<int:report_id>/resolve", admins(200),
+    Case("gallery", "POST", "/api/admin/works/reports/<id:report_id>/resolve", admins(200),
          lambda w, p: {"report_id": w.report(p.owner, p.other)}),
-    Case("gallery", "POST", "/api/admin/works/<int:work_id>/hide", admins(200),
+    Case("gallery", "POST", "/api/admin/works/<id:work_id>/hide", admins(200),
          lambda w, p: {**work_of_owner(w, p), "json": {"reason": "matrix"}}),
-    Case("gallery", "POST", "/api/admin/works/<int:work_id>/restore", admins(200),
+    Case("gallery", "POST", "/api/admin/works/<id:work_id>/restore", admins(200),
          lambda w, p: {"work_id": w.hidden_work(p.owner, p.admin)}),
-    Case("gallery", "PUT", "/api/admin/works/<int:work_id>/feature", admins(200), work_of_owner),
-    Case("gallery", "DELETE", "/api/admin/works/<int:work_id>/feature", admins(200), work_of_owner),
+    Case("gallery", "PUT", "/api/admin/works/<id:work_id>/feature", admins(200), work_of_owner),
+    Case("gallery", "DELETE", "/api/admin/works/<id:work_id>/feature", admins(200), work_of_owner),
     Case("gallery", "GET", "/api/notifications", signed_in(200)),
     Case("gallery", "GET", "/api/notifications/unread-count", signed_in(200)),
-    Case("gallery", "POST", "/api/notifications/<int:note_id>/read", signed_in(200, other=404, admin=404),
+    Case("gallery", "POST", "/api/notifications/<id:note_id>/read", signed_in(200, other=404, admin=404),
          note_of_owner),
     Case("gallery", "POST", "/api/notifications/read-all", signed_in(200)),
-    Case("gallery", "DELETE", "/api/notifications/<int:note_id>", signed_in(200, other=404, admin=404),
+    Case("gallery", "DELETE", "/api/notifications/<id:note_id>", signed_in(200, other=404, admin=404),
          note_of_owner),
     Case("gallery", "POST", "/internal/notifications", public(201), lambda w, p: {"json": {
         "userId": p.owner.id, "type": "system.notice", "title": "Matrix", "dedupeKey": uuid.uuid4().hex}}),
-    Case("gallery", "GET", "/internal/users/<int:user_id>/stats", public(200), lambda w, p: {"user_id": p.owner.id}),
-    Case("gallery", "GET", "/internal/users/<int:user_id>/liked", public(200),
+    Case("gallery", "GET", "/internal/users/<id:user_id>/stats", public(200), lambda w, p: {"user_id": p.owner.id}),
+    Case("gallery", "GET", "/internal/users/<id:user_id>/liked", public(200),
          lambda w, p: {"user_id": p.owner.id, "query_string": {"workIds": "1,2"}}),
     Case("gallery", "GET", "/internal/media/<path:key>/access", public(200),
          lambda w, p: {"key": "images/ab/cd/x.png"}),
@@ -490,25 +492,25 @@ INTEGRATIONS = [
     Case("integrations", "GET", "/api/admin/service-accounts", admins(200)),
     Case("integrations", "POST", "/api/admin/service-accounts", admins(201),
          lambda w, p: {"json": {"name": f"s{uuid.uuid4().hex[:12]}", "ownerId": p.owner.id, "budget": 5}}),
-    Case("integrations", "GET", "/api/admin/service-accounts/<int:user_id>", admins(200), service_account),
-    Case("integrations", "PUT", "/api/admin/service-accounts/<int:user_id>", admins(200),
+    Case("integrations", "GET", "/api/admin/service-accounts/<id:user_id>", admins(200), service_account),
+    Case("integrations", "PUT", "/api/admin/service-accounts/<id:user_id>", admins(200),
          lambda w, p: {**service_account(w, p), "json": {"maxActiveJobs": 2}}),
-    Case("integrations", "POST", "/api/admin/service-accounts/<int:user_id>/key", admins(200), service_account),
-    Case("integrations", "POST", "/api/admin/service-accounts/<int:user_id>/budget", admins(200),
+    Case("integrations", "POST", "/api/admin/service-accounts/<id:user_id>/key", admins(200), service_account),
+    Case("integrations", "POST", "/api/admin/service-accounts/<id:user_id>/budget", admins(200),
          lambda w, p: {**service_account(w, p), "json": {"amount": 5, "reason": "matrix"}}),
     Case("integrations", "GET", "/api/admin/queue-api/dead-letters", admins(200)),
     Case("integrations", "GET", "/api/webhooks", signed_in(200)),
     Case("integrations", "POST", "/api/webhooks", signed_in(201),
          body(url="http://127.0.0.1:9/hook", events=["job.failed"]), fresh_people=True),
-    Case("integrations", "DELETE", "/api/webhooks/<int:webhook_id>", signed_in(200, other=404, admin=404),
+    Case("integrations", "DELETE", "/api/webhooks/<id:webhook_id>", signed_in(200, other=404, admin=404),
          webhook_of_owner, fresh_people=True),  # each person may have 20 webhooks
-    Case("integrations", "GET", "/api/webhooks/<int:webhook_id>/deliveries", signed_in(200, other=404, admin=404),
+    Case("integrations", "GET", "/api/webhooks/<id:webhook_id>/deliveries", signed_in(200, other=404, admin=404),
          webhook_of_owner, fresh_people=True),
-    Case("integrations", "POST", "/api/webhooks/<int:webhook_id>/deliveries/<delivery_id>/redeliver",
+    Case("integrations", "POST", "/api/webhooks/<id:webhook_id>/deliveries/<delivery_id>/redeliver",
          signed_in(200, other=404, admin=404),
          lambda w, p: {"webhook_id": (hook := w.webhook(p.owner)), "delivery_id": w.delivery(hook)},
          fresh_people=True),
-    Case("integrations", "GET", "/internal/service-accounts/<int:user_id>/limits", public(200), service_account),
+    Case("integrations", "GET", "/internal/service-accounts/<id:user_id>/limits", public(200), service_account),
 ]
 
 GATEWAY = [
@@ -560,9 +562,9 @@ SCOPED = {
     ("gallery", "DELETE", "/api/works/<int:work_id>"), ("gallery", "GET", "/api/works/<int:work_id>/remix"),
     ("gallery", "POST", "/api/works/<int:work_id>/view"), ("gallery", "GET", "/api/works/<int:work_id>/download"),
     ("integrations", "GET", "/api/webhooks"), ("integrations", "POST", "/api/webhooks"),
-    ("integrations", "DELETE", "/api/webhooks/<int:webhook_id>"),
-    ("integrations", "GET", "/api/webhooks/<int:webhook_id>/deliveries"),
-    ("integrations", "POST", "/api/webhooks/<int:webhook_id>/deliveries/<delivery_id>/redeliver"),
+    ("integrations", "DELETE", "/api/webhooks/<id:webhook_id>"),
+    ("integrations", "GET", "/api/webhooks/<id:webhook_id>/deliveries"),
+    ("integrations", "POST", "/api/webhooks/<id:webhook_id>/deliveries/<delivery_id>/redeliver"),
     ("gateway", "POST", "/api/generate"), ("gateway", "GET", "/api/jobs"), ("gateway", "GET", "/api/jobs/<job_id>"),
     ("gateway", "DELETE", "/api/jobs/<job_id>"), ("gateway", "POST", "/api/jobs/<job_id>/retry"),
     ("gateway", "POST", "/api/uploads"), ("gateway", "GET", "/api/models"),
@@ -596,14 +598,15 @@ def exempt(endpoint: str) -> bool:
     return any(endpoint == name or name.endswith(".") and endpoint.startswith(name) for name in GATEWAY_EXEMPT)
 
 
-@pytest.fixture(scope="module")
-def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World]:
+@contextmanager
+def running_world(database_url: str, redis_url: str, keys_dir: Path, data_dir: Path) -> Iterator[World]:
+    """Every app of the platform, the internal ones served over HTTP, the gateway in process."""
     servers = {name: LateApp() for name in INTERNAL_SERVICES}
     running = {name: serve(app) for name, app in servers.items()}
     outputs = FakeGateway()
     running["outputs"] = serve(_gateway_app(outputs))
     unique = uuid.uuid4().hex[:8]
-    env = {"APP_ENV": "test", "DATA_DIR": str(tmp_path_factory.mktemp("matrix") / "data"),
+    env = {"APP_ENV": "test", "DATA_DIR": str(data_dir),
            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "SERVICE_TOKEN": TEST_SERVICE_TOKEN,
            "JWT_PRIVATE_KEY_PATH": str(keys_dir / "jwt_private.pem"),
            "JWT_PUBLIC_KEY_PATH": str(keys_dir / "jwt_public.pem"),
@@ -634,6 +637,7 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
     for name in ("gateway_proxy", "gateway_probes"):
         gateway.extensions[name].close()
     gateway.extensions["gateway_openapi"].services.close()
+    gateway.extensions["gateway_fanout"].close()
     gateway.extensions["render"].db.dispose()
     gateway.extensions["redis"].close()
     apps["auth"].extensions["db"].dispose()
@@ -643,6 +647,12 @@ def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World
     works = apps["gallery"].extensions["gallery"].works
     works.outputs.close()
     works.authors.close()
+
+
+@pytest.fixture(scope="module")
+def world(database_url, redis_url, keys_dir, tmp_path_factory) -> Iterator[World]:
+    with running_world(database_url, redis_url, keys_dir, tmp_path_factory.mktemp("matrix") / "data") as built:
+        yield built
 
 
 def path_of(rule: str, arguments: dict[str, Any]) -> str:

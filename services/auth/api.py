@@ -9,7 +9,7 @@ from marshmallow import Schema, ValidationError
 from shared.errors import ok
 from shared.openapi import doc, spec_response
 from shared.tokens import bearer_token, optional_user, require_admin, require_user
-from shared.web import load_json, load_query
+from shared.web import after_response, load_json, load_query
 from services.auth.avatars import MAX_AVATAR_BYTES
 from services.auth.schemas import (AdminUsersQuerySchema, ApiTokenCreateSchema, DeleteAccountSchema,
                                    ForgotPasswordSchema, LoginSchema, LogoutSchema, PasswordChangeSchema,
@@ -153,11 +153,14 @@ def change_password():
 
 
 @bp.post("/api/users/password/forgot")
-@doc("Mail a password-reset link (same answer whether the address is known or not)",
+@doc("Mail a password-reset link (the same answer, in the same time, whether the address is known or not)",
      body=ForgotPasswordSchema)
 def forgot_password():
     data = load_json(ForgotPasswordSchema())
-    _passwords().request_password_reset(data["email"])
+    passwords = _passwords()
+    # Looking the address up, storing a token and mailing happen after the answer has gone,
+    # so its timing cannot tell whether the address has an account.
+    after_response(lambda: passwords.request_password_reset(data["email"]))
     return ok({"message": "If an account uses this address, a reset link is on its way."})
 
 
@@ -214,20 +217,20 @@ def admin_list_users():
     return ok(_admin().list_users(query["search"], query["page"], query["page_size"], query["ids"]))
 
 
-@bp.post("/api/admin/users/<int:user_id>/disable")
+@bp.post("/api/admin/users/<id:user_id>/disable")
 @doc("Disable a user (their tokens stop at once)", auth="admin",
      errors={404: "USER_NOT_FOUND", 409: "CANNOT_DISABLE_SELF"})
 def admin_disable_user(user_id: int):
     return ok({"user": _admin().set_active(require_admin(), user_id, False)})
 
 
-@bp.post("/api/admin/users/<int:user_id>/enable")
+@bp.post("/api/admin/users/<id:user_id>/enable")
 @doc("Enable a user", auth="admin", errors={404: "USER_NOT_FOUND"})
 def admin_enable_user(user_id: int):
     return ok({"user": _admin().set_active(require_admin(), user_id, True)})
 
 
-@bp.put("/api/admin/users/<int:user_id>/role")
+@bp.put("/api/admin/users/<id:user_id>/role")
 @doc("Change a user's role", auth="admin", body=RoleSchema,
      errors={404: "USER_NOT_FOUND", 409: "CANNOT_CHANGE_OWN_ROLE"})
 def admin_set_role(user_id: int):
@@ -302,14 +305,14 @@ def my_identities():
     return ok(_identities().of_user(require_user().user_id))
 
 
-@bp.delete("/api/users/me/identities/<int:identity_id>")
+@bp.delete("/api/users/me/identities/<id:identity_id>")
 @doc("Unlink one of the caller's identities", auth="user",
      errors={404: "IDENTITY_NOT_FOUND", 409: "LAST_SIGN_IN_METHOD"})
 def unlink_identity(identity_id: int):
     return ok(_identities().unlink(require_user().user_id, identity_id))
 
 
-@bp.get("/api/admin/users/<int:user_id>/identities")
+@bp.get("/api/admin/users/<id:user_id>/identities")
 @doc("A user's linked identities", auth="admin", errors={404: "USER_NOT_FOUND"})
 def admin_user_identities(user_id: int):
     require_admin()
@@ -392,7 +395,7 @@ def internal_users():
     return ok({"items": _directory().directory_entries(query["ids"])})
 
 
-@bp.get("/internal/users/<int:user_id>")
+@bp.get("/internal/users/<id:user_id>")
 @doc("A user's directory entry (name, avatar, role, state)", errors={404: "USER_NOT_FOUND"})
 def internal_user(user_id: int):
     return ok(_directory().directory_entry(user_id))

@@ -21,6 +21,7 @@ from services.auth.directory import Directory
 from services.auth.external import IdentityProvider
 from services.auth.identities import LinkedIdentities, ProviderSwitches
 from services.auth.mail import Mailer, OutboxMailer, SmtpMailer
+from services.auth.outbox import Outbox
 from services.auth.passwords import Passwords
 from services.auth.revocation import Revocations
 from services.auth.service import Accounts
@@ -66,7 +67,9 @@ def create_app(settings: Settings | None = None, config: AuthConfig | None = Non
     app.extensions["auth"] = accounts
     app.extensions["auth_sessions"] = sessions
     app.extensions["auth_passwords"] = Passwords(db, config, sessions, revocations, mailer)
-    app.extensions["auth_deletion"] = AccountDeletion(db, storage, revocations, redis)
+    outbox = Outbox(db, redis)
+    app.extensions["auth_outbox"] = outbox
+    app.extensions["auth_deletion"] = AccountDeletion(db, storage, revocations, outbox)
     app.extensions["auth_directory"] = Directory(db, storage, credits, gallery)
     app.extensions["auth_admin"] = Administration(db, revocations, credits)
     app.extensions["auth_sso"] = SingleSignOn(db, config, sessions, accounts, revocations, redis, providers,

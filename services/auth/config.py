@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from shared.config import ConfigError, Settings, env_bool, env_int, env_str
+from shared.config import ConfigError, Settings, env_bool, env_int, env_positive, env_str
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class AuthConfig:
     oidc_providers: tuple[OidcProviderConfig, ...] = ()
     wecom: WeComConfig | None = None
     sso_flow_minutes: int = 10  # how long a started sign-in and its hand-over to the web client live
+    outbox_interval_seconds: float = 5.0  # how often the relay sends what Redis did not take at once
 
 
 def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> AuthConfig:
@@ -91,6 +92,7 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Aut
         oidc_providers=_oidc_providers(env),
         wecom=_wecom(env),
         sso_flow_minutes=env_int(env, "SSO_FLOW_MINUTES", 10),
+        outbox_interval_seconds=env_positive(env, "AUTH_OUTBOX_INTERVAL_SECONDS", 5),
     )
     for name in ("refresh_token_days", "remember_me_days", "password_reset_minutes", "sso_flow_minutes"):
         if getattr(config, name) < 1:

@@ -1,33 +1,30 @@
-"""Deleting an account: the user, their sessions, linked identities and avatar, then the ``user.deleted``
-announcement on which credits and gallery close the account and remove the works."""
+"""Deleting an account: the user, their sessions, linked identities and avatar, and the
+``user.deleted`` announcement (through the outbox, in the same unit of work) on which credits
+and gallery close the account and remove the works."""
 from __future__ import annotations
 
-import logging
-
-import redis
 from sqlalchemy import delete
 
 from shared.db import Database, after_commit
-from shared.events import announce_user_deleted
+from shared.events import USER_DELETED
 from shared.storage import Storage
 from shared.tokens import Claims
 from services.auth.models import ExternalIdentity, PasswordResetToken, RefreshToken
+from services.auth.outbox import Outbox
 from services.auth.revocation import Revocations
 from services.auth.users import get_user, remove_avatar_after_commit, verify_own_password
 
-log = logging.getLogger(__name__)
-
 
 class AccountDeletion:
-    def __init__(self, db: Database, storage: Storage, revocations: Revocations, events: redis.Redis) -> None:
+    def __init__(self, db: Database, storage: Storage, revocations: Revocations, outbox: Outbox) -> None:
         self.db = db
         self.storage = storage
         self.revocations = revocations
-        self.events = events
+        self.outbox = outbox
 
     def delete_account(self, claims: Claims, password: str) -> None:
         """Delete the user, their sessions and avatar; every token stops at once, and
-        ``user.deleted`` is announced after commit."""
+        ``user.deleted`` is announced after commit (or later by the outbox relay)."""
         verify_own_password(self.db, claims.user_id, password, "password")
         with self.db.transaction() as session:
             user = get_user(session, claims.user_id, lock=True)
@@ -38,13 +35,6 @@ class AccountDeletion:
             session.execute(delete(ExternalIdentity).where(ExternalIdentity.user_id == user.id))
             session.delete(user)
             session.flush()
+            self.outbox.add(session, USER_DELETED, userId=str(user.id))
             self.revocations.revoke_user(claims.user_id)
-            after_commit(session, lambda: self._announce(claims.user_id))
-
-    def _announce(self, user_id: int) -> None:
-        try:
-            announce_user_deleted(self.events, user_id)
-        except redis.RedisError:
-            # The account is gone either way; an operator replays the event from this line.
-            log.error("user.deleted for user %s NOT announced on platform:events; replay it", user_id,
-                      exc_info=True)
+            after_commit(session, self.outbox.relay_now)

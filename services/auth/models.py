@@ -13,7 +13,6 @@ from shared.storage import Storage
 
 # SQLite only autoincrements a column declared exactly INTEGER PRIMARY KEY.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
-MAX_ID = 2**63 - 1  # larger ids in a path or query cannot exist (and would overflow the driver)
 USER_KINDS = ("person", "service")  # a service account never signs in with a password
 
 
@@ -149,3 +148,17 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class OutboxEntry(Base):
+    """An announcement for ``platform:events`` written in the transaction that makes it true
+    (a deleted user), so it is sent even if Redis is down at that moment
+    (``services.auth.outbox``). ``fields`` is the announcement's fields as a JSON object."""
+
+    __tablename__ = "auth_outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_type: Mapped[str] = mapped_column(String(40))
+    fields: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)

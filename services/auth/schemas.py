@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from services.auth.models import MAX_ID
+from shared.db import MAX_ID
 from shared.web import CommaSeparated
 from shared.tokens import SCOPES
 

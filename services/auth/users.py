@@ -10,11 +10,11 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from shared.db import Database, after_commit, utcnow
+from shared.db import MAX_ID, Database, after_commit, utcnow
 from shared.errors import Conflict, Forbidden, NotFound, Unprocessable
 from shared.storage import Storage
 from services.auth.hashing import verify_password
-from services.auth.models import MAX_ID, User
+from services.auth.models import User
 
 
 def get_user(session: Session, user_id: int, *, lock: bool = False, missing_ok: bool = False) -> User | None:

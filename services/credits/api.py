@@ -165,7 +165,7 @@ def accounts():
     return ok(page_json(_reports().accounts(query["page"], query["page_size"], query["user_id"]), account_json))
 
 
-@bp.get("/api/admin/credits/accounts/<int:user_id>/transactions")
+@bp.get("/api/admin/credits/accounts/<id:user_id>/transactions")
 @doc("A user's ledger", auth="admin", query=LedgerQuerySchema, errors={404: "ACCOUNT_NOT_FOUND"})
 def account_transactions(user_id: int):
     require_admin()

@@ -15,7 +15,8 @@ class CreditsClient:
     def open_account(self, user_id: int, signup_bonus: bool = True) -> dict:
         """``{"available", "held"}``; opens the account with the signup bonus if missing (a
         service account's without it)."""
-        return self.http.post("/internal/accounts", {"userId": user_id, "signupBonus": signup_bonus})
+        return self.http.post("/internal/accounts", {"userId": user_id, "signupBonus": signup_bonus},
+                              idempotent=True)  # key signup_bonus:<user>
 
     def grant(self, user_id: int, amount: int, reason: str, idempotency_key: str | None, access_token: str) -> dict:
         """An administrator's grant (their access token is forwarded: the ledger names them)."""
@@ -44,17 +45,18 @@ class CreditsClient:
                                 "description": description}
         if expected_cost is not None:
             body["expectedCost"] = expected_cost
-        return self.http.post("/internal/holds", body)
+        return self.http.post("/internal/holds", body, idempotent=True)  # key hold:<job>
 
     def capture(self, job_id: str, idempotency_key: str, images: int = 1) -> dict:
         """Spend ``images`` delivered images of the job's hold at the price the hold was
         admitted at: ``{"jobId", "captured", "remaining"}`` (credits). 409 HOLD_EXCEEDED,
         HOLD_SETTLED, IDEMPOTENCY_CONFLICT (the key was used with another image count)."""
         return self.http.post(f"/internal/holds/{job_id}/capture",
-                              {"images": images, "idempotencyKey": idempotency_key})
+                              {"images": images, "idempotencyKey": idempotency_key}, idempotent=True)
 
     def release(self, job_id: str, idempotency_key: str) -> dict:
-        return self.http.post(f"/internal/holds/{job_id}/release", {"idempotencyKey": idempotency_key})
+        return self.http.post(f"/internal/holds/{job_id}/release", {"idempotencyKey": idempotency_key},
+                              idempotent=True)
 
     def transactions(self, access_token: str) -> list[dict[str, Any]]:
         """The whole ledger of the user whose access token is forwarded, newest first."""

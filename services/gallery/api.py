@@ -89,14 +89,14 @@ def my_stats():
     return ok(_gallery().listing.my_stats(require_user(scope=READ)))
 
 
-@bp.get("/api/works/<int:work_id>")
+@bp.get("/api/works/<id:work_id>")
 @doc("One work (a private or hidden one only for its author or an admin)", auth="optional",
      errors={404: "WORK_NOT_FOUND"}, description=EDGE_CACHED)
 def get_work(work_id: int):
     return ok({"work": _gallery().works.get_work(optional_user(scope=READ), work_id)})
 
 
-@bp.put("/api/works/<int:work_id>")
+@bp.put("/api/works/<id:work_id>")
 @doc("Edit a work's title, description, tags or visibility", auth="user", body=UpdateWorkSchema,
      errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND"})
 def update_work(work_id: int):
@@ -105,13 +105,13 @@ def update_work(work_id: int):
     return ok({"work": _gallery().works.update_work(user, work_id, changes)})
 
 
-@bp.delete("/api/works/<int:work_id>")
+@bp.delete("/api/works/<id:work_id>")
 @doc("Delete a work", auth="user", errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND"})
 def delete_work(work_id: int):
     return ok(_gallery().works.delete_work(require_user(scope=WRITE), work_id))
 
 
-@bp.get("/api/works/<int:work_id>/remix")
+@bp.get("/api/works/<id:work_id>/remix")
 @doc("The parameters to generate a work again", auth="optional", errors={404: "WORK_NOT_FOUND"})
 def remix(work_id: int):
     return ok(_gallery().works.remix(optional_user(scope=READ), work_id))
@@ -119,31 +119,31 @@ def remix(work_id: int):
 
 # Engagement
 
-@bp.put("/api/works/<int:work_id>/like")
+@bp.put("/api/works/<id:work_id>/like")
 @doc("Like a work (idempotent)", auth="user", errors={404: "WORK_NOT_FOUND"})
 def like_work(work_id: int):
     return ok(_gallery().engagement.like_work(require_user(), work_id))
 
 
-@bp.delete("/api/works/<int:work_id>/like")
+@bp.delete("/api/works/<id:work_id>/like")
 @doc("Take a like back (idempotent)", auth="user", errors={404: "WORK_NOT_FOUND"})
 def unlike_work(work_id: int):
     return ok(_gallery().engagement.unlike_work(require_user(), work_id))
 
 
-@bp.post("/api/works/<int:work_id>/like")
+@bp.post("/api/works/<id:work_id>/like")
 @doc("Toggle the caller's like", auth="user", errors={404: "WORK_NOT_FOUND"})
 def toggle_like(work_id: int):
     return ok(_gallery().engagement.toggle_like(require_user(), work_id))
 
 
-@bp.post("/api/works/<int:work_id>/view")
+@bp.post("/api/works/<id:work_id>/view")
 @doc("Count a view (once per visitor and window)", auth="optional", errors={404: "WORK_NOT_FOUND"})
 def record_view(work_id: int):
     return ok(_gallery().engagement.record_view(_visitor(), work_id))
 
 
-@bp.get("/api/works/<int:work_id>/download")
+@bp.get("/api/works/<id:work_id>/download")
 @doc("Download a work's image (counted)", auth="optional", content_type="image/png",
      errors={404: "WORK_NOT_FOUND", 503: "STORAGE_UNAVAILABLE"})
 def download(work_id: int):
@@ -152,7 +152,7 @@ def download(work_id: int):
         "Content-Disposition": file.content_disposition, "Cache-Control": "private, no-store"})
 
 
-@bp.post("/api/works/<int:work_id>/report")
+@bp.post("/api/works/<id:work_id>/report")
 @doc("Report a work to the moderators", auth="user", body=ReportSchema, status=201,
      errors={403: "OWN_WORK", 404: "WORK_NOT_FOUND", 409: "ALREADY_REPORTED"})
 def report_work(work_id: int):
@@ -178,13 +178,13 @@ def list_reports():
     return ok(_gallery().moderation.list_reports(load_query(ReportsQuerySchema())))
 
 
-@bp.post("/api/admin/works/reports/<int:report_id>/resolve")
+@bp.post("/api/admin/works/reports/<id:report_id>/resolve")
 @doc("Resolve a report", auth="admin", errors={404: "REPORT_NOT_FOUND"})
 def resolve_report(report_id: int):
     return ok({"report": _gallery().moderation.resolve_report(require_admin(), report_id)})
 
 
-@bp.post("/api/admin/works/<int:work_id>/hide")
+@bp.post("/api/admin/works/<id:work_id>/hide")
 @doc("Hide a work from everyone but its author", auth="admin", body=HideSchema,
      errors={404: "WORK_NOT_FOUND"})
 def hide_work(work_id: int):
@@ -193,19 +193,19 @@ def hide_work(work_id: int):
     return ok({"work": _gallery().moderation.hide_work(admin, work_id, reason)})
 
 
-@bp.post("/api/admin/works/<int:work_id>/restore")
+@bp.post("/api/admin/works/<id:work_id>/restore")
 @doc("Restore a hidden work", auth="admin", errors={404: "WORK_NOT_FOUND"})
 def restore_work(work_id: int):
     return ok({"work": _gallery().moderation.restore_work(require_admin(), work_id)})
 
 
-@bp.put("/api/admin/works/<int:work_id>/feature")
+@bp.put("/api/admin/works/<id:work_id>/feature")
 @doc("Feature a work", auth="admin", errors={404: "WORK_NOT_FOUND"})
 def feature_work(work_id: int):
     return ok({"work": _gallery().moderation.set_featured(require_admin(), work_id, True)})
 
 
-@bp.delete("/api/admin/works/<int:work_id>/feature")
+@bp.delete("/api/admin/works/<id:work_id>/feature")
 @doc("Stop featuring a work", auth="admin", errors={404: "WORK_NOT_FOUND"})
 def unfeature_work(work_id: int):
     return ok({"work": _gallery().moderation.set_featured(require_admin(), work_id, False)})
@@ -226,7 +226,7 @@ def unread_count():
     return ok(_gallery().notifications.unread_count(require_user()))
 
 
-@bp.post("/api/notifications/<int:note_id>/read")
+@bp.post("/api/notifications/<id:note_id>/read")
 @doc("Mark a notification read", auth="user", errors={404: "NOTIFICATION_NOT_FOUND"})
 def mark_read(note_id: int):
     return ok(_gallery().notifications.mark_read(require_user(), note_id))
@@ -238,7 +238,7 @@ def mark_all_read():
     return ok(_gallery().notifications.mark_all_read(require_user()))
 
 
-@bp.delete("/api/notifications/<int:note_id>")
+@bp.delete("/api/notifications/<id:note_id>")
 @doc("Delete a notification", auth="user", errors={404: "NOTIFICATION_NOT_FOUND"})
 def delete_notification(note_id: int):
     return ok(_gallery().notifications.delete_notification(require_user(), note_id))
@@ -254,13 +254,13 @@ def create_notification():
     return ok({"notification": note}, 201 if created else 200)
 
 
-@bp.get("/internal/users/<int:user_id>/stats")
+@bp.get("/internal/users/<id:user_id>/stats")
 @doc("A user's public counts (works, likes received)")
 def user_stats(user_id: int):
     return ok(_gallery().listing.public_profile_stats(user_id))
 
 
-@bp.get("/internal/users/<int:user_id>/liked")
+@bp.get("/internal/users/<id:user_id>/liked")
 @doc("Which of these works a user likes (the gateway lays it over cached public pages)", query=LikedQuerySchema)
 def liked_works(user_id: int):
     work_ids = load_query(LikedQuerySchema())["work_ids"]

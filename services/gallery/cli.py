@@ -6,6 +6,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from services.gallery.seed import seed_demo
+from shared.db import MAX_ID
 
 gallery_cli = AppGroup("gallery", help="Gallery operations.")
 
@@ -14,7 +15,7 @@ gallery_cli = AppGroup("gallery", help="Gallery operations.")
 @click.option("--works", default=100_000, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--users", default=10_000, show_default=True, type=click.IntRange(1, 10_000_000))
 @click.option("--likes", default=1_000_000, show_default=True, type=click.IntRange(0, 100_000_000))
-@click.option("--first-user-id", default=900_000_000, show_default=True, type=click.IntRange(1, 2**31 - 1),
+@click.option("--first-user-id", default=900_000_000, show_default=True, type=click.IntRange(1, MAX_ID),
               help="Synthetic author ids start here (far above real ones).")
 @click.option("--seed", default=1, show_default=True, help="Random seed, for repeatable data.")
 def seed_demo_command(works: int, users: int, likes: int, first_user_id: int, seed: int) -> None:

@@ -26,7 +26,7 @@ class GalleryClient:
         if dedupe_key:
             payload["dedupeKey"] = dedupe_key
         try:
-            self.http.post("/internal/notifications", payload)
+            self.http.post("/internal/notifications", payload, idempotent=dedupe_key is not None)
         except ServiceError as exc:
             log.warning("user %s was not notified (%s, key %s): %s %s", user_id, kind, dedupe_key,
                         exc.code, exc.message)
@@ -58,7 +58,7 @@ class GalleryClient:
 
     def referenced_keys(self, keys: list[str]) -> set[str]:
         """Which of ``keys`` any work still uses."""
-        return set(self.http.post("/internal/media/referenced", {"keys": keys})["referenced"])
+        return set(self.http.post("/internal/media/referenced", {"keys": keys}, idempotent=True)["referenced"])
 
     def close(self) -> None:
         self.http.close()

@@ -6,13 +6,12 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from shared.db import isoformat, utcnow
+from shared.db import MAX_ID, isoformat, utcnow
 from shared.tokens import Claims
 from services.gallery.authors import AuthorDirectory
 from services.gallery.files import WorkFiles
 from services.gallery.models import Notification, Work, WorkReport
 
-MAX_ID = 2**31 - 1
 MAX_TAGS = 10
 MAX_PAGE = 100_000
 MAX_PAGE_SIZE = 100

@@ -1,4 +1,5 @@
-"""The gateway application: ``gunicorn -k gthread --threads 64 -w 2 'services.gateway.app:create_app()'``."""
+"""The gateway application: ``gunicorn -k gevent --worker-connections N -w 2 'services.gateway.app:create_app()'``
+(``deploy/local.py`` has the whole command; ``services/gateway/ws.py`` says why gevent)."""
 from __future__ import annotations
 
 import redis as redis_module
@@ -6,7 +7,7 @@ from flask import Flask
 
 from services.auth.client import AuthClient
 from services.gallery.client import GalleryClient
-from services.gateway import files, health, openapi, proxy, ratelimit, security, ws
+from services.gateway import clientaddr, files, health, openapi, proxy, ratelimit, security, ws
 from services.gateway.api_tokens import TokenExchange, init_api_tokens
 from services.gateway.cache import EdgeCache
 from services.gateway.config import GatewayConfig, load_config
@@ -18,9 +19,8 @@ from shared.config import Settings, load_settings
 from shared.events import redis_client
 from shared.web import init_service_app
 
-# One pooled upstream connection per gunicorn thread.
+# Pooled connections kept per upstream service; more requests at once open (and close) extra ones.
 UPSTREAM_POOL_SIZE = 64
-WEBSOCKET_OPTIONS = {"ping_interval": 25, "max_message_size": 64 * 1024}
 
 
 def create_app(settings: Settings | None = None, config: GatewayConfig | None = None,
@@ -28,7 +28,6 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     settings = settings or load_settings()
     config = config or load_config(settings)
     app = Flask(__name__, static_folder=None)
-    app.config["SOCK_SERVER_OPTIONS"] = WEBSOCKET_OPTIONS
 
     redis = redis_client(settings.redis_url)
     render = init_render(app, settings, render_config)  # the render domain's API, mounted here: admission costs no extra hop
@@ -38,6 +37,7 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.extensions["redis"] = redis  # shared.tokens checks revocations with it; rate limits, sockets
     app.extensions["gateway_probes"] = probes
     app.extensions["gateway_checks"] = checks
+    app.extensions["gateway_component_states"] = health.component_states(settings, probes, redis, render)
     # Cached bodies are bytes: the edge cache has its own binary Redis client.
     edge_cache = EdgeCache(redis_module.Redis.from_url(settings.redis_url), settings.edge_cache_namespace,
                            config.edge_cache_seconds)
@@ -45,16 +45,18 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
         edge_cache, GalleryClient(settings.gallery_url, settings.service_token, timeout=(config.connect_timeout,
                                                                                           config.get_read_timeout)))
 
-    # Hooks run in this order: request id, API token exchange, body limits, rate limits, CORS preflight.
+    # Hooks run in this order: request id, proxy's receipt time, API token exchange, body limits, rate limits,
+    # CORS preflight.
     init_service_app(app, settings, internal=False, ready_checks=checks,
                      ready_info=health.informational_checks(render))
+    app.before_request(clientaddr.note_proxy_request_start)
     init_api_tokens(app, TokenExchange(AuthClient(settings.auth_url, settings.service_token, timeout=(2.0, 5.0)),
                                        config.api_token_cache_seconds))
     security.init_security(app)
     ratelimit.init_rate_limits(app, config.rate_limits, redis, settings.service_token)
     security.init_cors(app, config.cors_origins)
     proxy.init_proxy(app, settings, config, UPSTREAM_POOL_SIZE)
-    ws.sock.init_app(app)
+    ws.init_sockets(app, config, settings.redis_url, redis)
     app.register_blueprint(files.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)

@@ -1,4 +1,5 @@
-"""The client's address, believing ``X-Forwarded-For`` only as far as trusted proxies vouch.
+"""The client's address, believing ``X-Forwarded-For`` only as far as trusted proxies vouch;
+and when a trusted proxy received the request (``X-Request-Start``).
 
 Each proxy appends the address it received the request from, so the header is read from
 the right: starting at the socket peer, while the current hop is a trusted proxy, step to
@@ -10,6 +11,8 @@ not networks, hence this resolver.
 from __future__ import annotations
 
 import ipaddress
+import re
+import time
 from typing import Iterable, Union
 
 from flask import current_app, g, request
@@ -60,3 +63,39 @@ def client_address() -> str:
         peer = request.remote_addr or ""
         g.client_address = resolve_client(peer, request.headers.getlist("X-Forwarded-For"), trusted) if trusted else peer
     return g.client_address
+
+
+REQUEST_START = re.compile(r"(?:t=)?(\d{1,20}(?:\.\d{1,9})?)")
+# A stamp further back than this is a clock error, not a queue: it is ignored.
+MAX_PROXY_QUEUE_SECONDS = 3600
+
+
+def parse_request_start(header: str, now: float) -> float | None:
+    """``X-Request-Start`` as Unix seconds: ``t=<seconds[.fraction]>`` (nginx), or whole
+    milliseconds (Heroku) or microseconds (Apache) since the epoch; None when it is malformed
+    or implausible (in the future, or over an hour ago)."""
+    match = REQUEST_START.fullmatch(header.strip())
+    if match is None:
+        return None
+    value = float(match.group(1))
+    if value > 1e14:
+        value /= 1_000_000
+    elif value > 1e11:
+        value /= 1000
+    if not now - MAX_PROXY_QUEUE_SECONDS <= value <= now:
+        return None
+    return value
+
+
+def note_proxy_request_start() -> None:
+    """A request that a trusted proxy stamped counts as received when the proxy received it
+    (``shared.web.request_received_at``), so time spent queued in front of the gateway counts
+    against deadlines such as admission's."""
+    trusted = current_app.extensions["gateway_config"].trusted_proxies
+    header = request.headers.get("X-Request-Start")
+    peer = _address(request.remote_addr or "")
+    if not trusted or header is None or peer is None or not any(peer in network for network in trusted):
+        return
+    started = parse_request_start(header, time.time())
+    if started is not None:
+        g.request_received_at = min(g.request_received_at, started)

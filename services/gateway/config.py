@@ -12,7 +12,11 @@ from typing import Mapping
 
 from services.gateway.clientaddr import Network, parse_networks
 from services.gateway.ratelimit import Rate, RateLimits, parse_rate
-from shared.config import ConfigError, Settings, env_bool, env_str
+from shared.config import ConfigError, Settings, env_bool, env_positive, env_str
+
+
+# Connections a gateway process keeps for HTTP beyond its sockets' cap, so sockets never crowd HTTP out.
+HTTP_CONNECTIONS_PER_PROCESS = 1000
 
 
 @dataclass(frozen=True)
@@ -25,8 +29,16 @@ class GatewayConfig:
     get_read_timeout: float  # reads should be quick; a hung upstream fails fast
     ws_recheck_seconds: float  # how often an open socket re-checks its token's revocation
     api_token_cache_seconds: float = 60.0  # how long an API token's exchanged access token is reused
+    ws_ping_seconds: float = 25.0     # the server pings each socket this often; unanswered twice: closed
+    ws_max_per_user: int = 8          # a user's sockets across every gateway process; the oldest gives way
+    ws_max_per_process: int = 4000    # sockets one gateway process holds; beyond: closed with 1013
     demo_backend: bool = False  # images come from the ComfyUI emulator (make run says so on the page)
     edge_cache_seconds: float = 5.0  # how long anonymous public reads are kept (0: not cached)
+
+    @property
+    def worker_connections(self) -> int:
+        """gunicorn's --worker-connections for one gateway process: its sockets, plus room for HTTP."""
+        return self.ws_max_per_process + HTTP_CONNECTIONS_PER_PROCESS
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -93,6 +105,9 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Gat
         get_read_timeout=_seconds(env, "UPSTREAM_GET_READ_TIMEOUT", 10.0),
         ws_recheck_seconds=_seconds(env, "WS_RECHECK_SECONDS", 30.0),
         api_token_cache_seconds=_seconds(env, "API_TOKEN_CACHE_SECONDS", 60.0),
+        ws_ping_seconds=_seconds(env, "WS_PING_SECONDS", 25.0),
+        ws_max_per_user=env_positive(env, "WS_MAX_PER_USER", 8),
+        ws_max_per_process=env_positive(env, "WS_MAX_PER_PROCESS", 4000),
         demo_backend=env_bool(env, "DEMO_BACKEND", False),
         edge_cache_seconds=_cache_seconds(env, "EDGE_CACHE_SECONDS", 5.0),
     )

@@ -7,7 +7,9 @@ connection goes straight back to the pool); large or unsized ones are streamed.
 
 The hot path talks to urllib3's keep-alive pools directly: ``requests`` would add a
 fraction of a millisecond per call (hooks, cookies, environment proxy lookups) for
-features a fixed internal hop does not use.
+features a fixed internal hop does not use. The pools never reuse a connection idle
+longer than the services' keep-alive allows (``shared.internal_http.fresh_pool``), and a
+connection closed before any answer is retried once for methods safe to repeat.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from services.gateway.config import GatewayConfig
 from services.gateway.public_reads import PublicReads
 from shared.config import Settings
 from shared.errors import ServiceUnavailable
+from shared.internal_http import fresh_pool
 from shared.web import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, request_id
 
 STREAM_CHUNK = 64 * 1024
@@ -72,7 +75,7 @@ class Upstream:
     def __init__(self, name: str, base_url: str, pool_size: int) -> None:
         self.name = name
         self.prefix = urlsplit(base_url).path.rstrip("/")
-        self.pool = urllib3.connection_from_url(base_url, maxsize=pool_size, block=False, retries=False)
+        self.pool = fresh_pool(base_url, maxsize=pool_size, block=False, retries=False)
 
     def close(self) -> None:
         self.pool.close()

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import redis
-from flask import Flask, Response, after_this_request, request
+from flask import Flask, request
 
 from services.gateway.clientaddr import client_address
 from shared.errors import ServiceError, ServiceUnavailable, error_response
 from shared.tokens import optional_user
-from shared.web import SERVICE_TOKEN_HEADER
+from shared.web import SERVICE_TOKEN_HEADER, after_response
 
 log = logging.getLogger(__name__)
 
@@ -295,10 +295,7 @@ def init_rate_limits(app: Flask, rates: RateLimits, client: redis.Redis, service
     app.extensions["gateway_rate_limiter"] = limiter
 
     def count_after_response(limit: Limit) -> None:
-        @after_this_request
-        def _schedule(response: Response) -> Response:
-            response.call_on_close(lambda: limiter.count_quietly(limit))
-            return response
+        after_response(lambda: limiter.count_quietly(limit))
 
     @app.before_request
     def _rate_limit() -> None:

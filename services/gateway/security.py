@@ -4,7 +4,8 @@ from __future__ import annotations
 from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from shared.errors import Forbidden
+from shared.errors import BadRequest, Forbidden
+from shared.web import MAX_JSON_DEPTH, json_too_deep
 
 JSON_BODY_LIMIT = 1 * 1024 * 1024
 MULTIPART_BODY_LIMIT = 10 * 1024 * 1024
@@ -48,7 +49,8 @@ def _refuse_oversized_stream() -> None:
 
 
 def init_security(app: Flask) -> None:
-    """Cap request bodies (10 MB multipart, 1 MB otherwise; 413 envelope) and add the headers."""
+    """Cap request bodies (10 MB multipart, 1 MB otherwise; 413 envelope), refuse JSON nested
+    beyond ``MAX_JSON_DEPTH`` before anything parses it (400 JSON_TOO_DEEP), add the headers."""
     app.config["MAX_CONTENT_LENGTH"] = MULTIPART_BODY_LIMIT
 
     @app.before_request
@@ -57,6 +59,8 @@ def init_security(app: Flask) -> None:
             request.max_content_length = JSON_BODY_LIMIT
         if request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower():
             _refuse_oversized_stream()
+        if request.is_json and json_too_deep(request.get_data(cache=True)):
+            raise BadRequest(f"JSON bodies may nest at most {MAX_JSON_DEPTH} levels deep.", code="JSON_TOO_DEEP")
 
     @app.after_request
     def _add_security_headers(response: Response) -> Response:

@@ -52,14 +52,14 @@ def create_service_account():
     return ok(_accounts().create(admin, bearer_token(), data), 201)
 
 
-@bp.get("/api/admin/service-accounts/<int:user_id>")
+@bp.get("/api/admin/service-accounts/<id:user_id>")
 @doc("One service account", auth="admin", errors={404: "SERVICE_ACCOUNT_NOT_FOUND"})
 def get_service_account(user_id: int):
     require_admin()
     return ok({"serviceAccount": _accounts().get(bearer_token(), user_id)})
 
 
-@bp.put("/api/admin/service-accounts/<int:user_id>")
+@bp.put("/api/admin/service-accounts/<id:user_id>")
 @doc("Change a service account's limits or pause it (isActive false: its queue is not read)", auth="admin",
      body=ServiceAccountUpdateSchema, errors={404: "SERVICE_ACCOUNT_NOT_FOUND"})
 def update_service_account(user_id: int):
@@ -68,7 +68,7 @@ def update_service_account(user_id: int):
     return ok({"serviceAccount": _accounts().update(bearer_token(), user_id, changes)})
 
 
-@bp.post("/api/admin/service-accounts/<int:user_id>/key")
+@bp.post("/api/admin/service-accounts/<id:user_id>/key")
 @doc("Rotate the queue signing key (the new secret is shown once; the old key stops at once)", auth="admin",
      errors={404: "SERVICE_ACCOUNT_NOT_FOUND"})
 def rotate_service_account_key(user_id: int):
@@ -76,7 +76,7 @@ def rotate_service_account_key(user_id: int):
     return ok(_accounts().rotate_key(user_id))
 
 
-@bp.post("/api/admin/service-accounts/<int:user_id>/budget")
+@bp.post("/api/admin/service-accounts/<id:user_id>/budget")
 @doc("Add credits to a service account's budget (ledger admin_grant)", auth="admin", body=BudgetSchema,
      errors={404: "SERVICE_ACCOUNT_NOT_FOUND", 409: "IDEMPOTENCY_CONFLICT, ACCOUNT_CLOSED"})
 def grant_budget(user_id: int):
@@ -116,7 +116,7 @@ def create_webhook():
     return ok(_webhooks().register(claims, data["user_id"], data["url"], data["events"], data["description"]), 201)
 
 
-@bp.delete("/api/webhooks/<int:webhook_id>")
+@bp.delete("/api/webhooks/<id:webhook_id>")
 @doc("Delete a webhook (its pending deliveries are given up)", auth="user",
      errors={403: "INSUFFICIENT_SCOPE", 404: "WEBHOOK_NOT_FOUND"})
 def delete_webhook(webhook_id: int):
@@ -124,7 +124,7 @@ def delete_webhook(webhook_id: int):
     return ok({"webhook": _webhooks().delete(claims, webhook_id)})
 
 
-@bp.get("/api/webhooks/<int:webhook_id>/deliveries")
+@bp.get("/api/webhooks/<id:webhook_id>/deliveries")
 @doc("A webhook's deliveries, newest first: status, attempts, last answer or error", auth="user",
      query=PageQuerySchema, errors={403: "INSUFFICIENT_SCOPE", 404: "WEBHOOK_NOT_FOUND"})
 def webhook_deliveries(webhook_id: int):
@@ -133,7 +133,7 @@ def webhook_deliveries(webhook_id: int):
     return ok(_webhooks().deliveries(claims, webhook_id, query["page"], query["page_size"]))
 
 
-@bp.post("/api/webhooks/<int:webhook_id>/deliveries/<delivery_id>/redeliver")
+@bp.post("/api/webhooks/<id:webhook_id>/deliveries/<delivery_id>/redeliver")
 @doc("Send a delivery again now", auth="user",
      errors={403: "INSUFFICIENT_SCOPE", 404: "WEBHOOK_NOT_FOUND, DELIVERY_NOT_FOUND"})
 def redeliver(webhook_id: int, delivery_id: str):
@@ -141,7 +141,7 @@ def redeliver(webhook_id: int, delivery_id: str):
     return ok({"delivery": _webhooks().redeliver(claims, webhook_id, delivery_id)})
 
 
-@bp.get("/internal/service-accounts/<int:user_id>/limits")
+@bp.get("/internal/service-accounts/<id:user_id>/limits")
 @doc("A service account's admission limits (for the render API)", errors={404: "SERVICE_ACCOUNT_NOT_FOUND"})
 def account_limits(user_id: int):
     return ok(_accounts().limits(user_id))

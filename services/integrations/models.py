@@ -61,7 +61,7 @@ class QueueRequest(Base):
     status: Mapped[str] = mapped_column(String(10), default="received")
     job_id: Mapped[str | None] = mapped_column(String(64), index=True)
     reply_to: Mapped[str] = mapped_column(String(255))
-    meta: Mapped[Any] = mapped_column("metadata", JSON)
+    meta: Mapped[Any] = mapped_column("metadata", JSON, nullable=True)
     want_progress: Mapped[bool] = mapped_column(Boolean, default=False)
     cost: Mapped[int | None] = mapped_column(Integer)
     charged: Mapped[int | None] = mapped_column(Integer)

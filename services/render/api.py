@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, request
 from shared.errors import BadRequest, Forbidden, ok
 from shared.openapi import doc
 from shared.tokens import bearer_token, optional_user, require_admin, require_user
-from shared.web import SERVICE_TOKEN_HEADER, load_json, load_query
+from shared.web import SERVICE_TOKEN_HEADER, load_json, load_query, request_received_at
 
 from services.render.accounts import ServiceAccountLimits
 from services.render.registry import ModelRegistry, Presets
@@ -62,12 +62,15 @@ def _json_body():
               "cfgScale, seed, sampler, scheduler, ...; see GET /api/models). Optional header Idempotency-Key.",
      errors={400: "INVALID_IDEMPOTENCY_KEY", 402: "INSUFFICIENT_CREDITS", 409: "PRICE_CHANGED",
              422: "UNKNOWN_WORKFLOW, MODEL_UNAVAILABLE, IMAGE_TOO_LARGE", 429: "QUEUE_LIMIT, RATE_LIMITED",
-             503: "RENDER_UNAVAILABLE, ADMISSION_BUSY, SERVICE_UNAVAILABLE"},
-     description="202 with the queued job; the replay of an Idempotency-Key answers 200 with the same job.")
+             503: "RENDER_UNAVAILABLE, ADMISSION_BUSY, ADMISSION_EXPIRED, SERVICE_UNAVAILABLE"},
+     description="202 with the queued job; the replay of an Idempotency-Key answers 200 with the same job. "
+                 "A request that waited longer than the admission deadline is refused (503 ADMISSION_EXPIRED) "
+                 "with nothing charged.")
 def generate():
     claims = require_user(scope=SCOPE)
     data, status = _service().admit(claims.user_id, _json_body(), request.headers.get(IDEMPOTENCY_HEADER),
-                                    bearer_token(), _limits().for_caller(claims))
+                                    bearer_token(), _limits().for_caller(claims),
+                                    request_received_at())
     return ok(data, status)
 
 
@@ -113,11 +116,13 @@ def cancel_job(job_id: str):
 
 @bp.post("/api/jobs/<job_id>/retry")
 @doc("Run a job's parameters again as a new job", auth="user", status=202,
-     errors={402: "INSUFFICIENT_CREDITS", 404: "JOB_NOT_FOUND", 429: "QUEUE_LIMIT", 503: "RENDER_UNAVAILABLE"})
+     errors={402: "INSUFFICIENT_CREDITS", 404: "JOB_NOT_FOUND", 429: "QUEUE_LIMIT",
+             503: "RENDER_UNAVAILABLE, ADMISSION_EXPIRED"})
 def retry_job(job_id: str):
     claims = require_user(scope=SCOPE)
     data, status = _service().retry(claims.user_id, job_id, request.headers.get(IDEMPOTENCY_HEADER), bearer_token(),
-                                    _limits().for_caller(claims))
+                                    _limits().for_caller(claims),
+                                    request_received_at())
     return ok(data, status)
 
 

@@ -32,12 +32,13 @@ from shared.config import Settings
 from shared.db import Database, after_commit, isoformat, utcnow
 from shared.errors import BadRequest, Forbidden, NotFound, ServiceError, ServiceUnavailable, Unprocessable
 from shared.events import EventBus
+from shared.offload import run_blocking
 from shared.storage import Storage
 
 from services.render.pricing import PricingCache
 from services.render.outbox import JobOutbox
 from services.render.schemas import job_json, job_summary, output_record, upload_json
-from services.render.uploads import PayloadTooLarge, Source, resolve_source, store_upload
+from services.render.uploads import PayloadTooLarge, Source, inspect_image, resolve_source, store_upload
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class AccountLimits:
 
     active_limit: int
     workflows: frozenset[str] | None = None
+
+
+class AdmissionExpired(ServiceUnavailable):
+    code = "ADMISSION_EXPIRED"
+    message = "This request waited too long to be admitted, so nothing was charged; try again."
 
 
 @dataclass
@@ -95,11 +101,15 @@ class RenderService:
 
     # -- admission --------------------------------------------------------------------
     def admit(self, user_id: int, body: Any, idempotency_key: str | None, bearer: str | None,
-              limits: AccountLimits | None = None) -> tuple[dict, int]:
-        """Validate, hold credits, store the job, queue it after commit. Returns (data, status).
+              limits: AccountLimits | None = None, received_at: float | None = None) -> tuple[dict, int]:
+        """Validate, hold credits, store the job, queue it after commit. Returns (data, status):
+        202 for a new job, 200 for the replay of an idempotency key.
 
         The one admission path: a browser's ``POST /api/generate``, an API token's, and the
-        queue API's (``POST /internal/jobs``, on behalf of a service account, with its limits)."""
+        queue API's (``POST /internal/jobs``, on behalf of a service account, with its limits).
+        ``received_at`` (Unix seconds) starts the admission deadline: a request that waited
+        longer than ``RENDER_ADMISSION_DEADLINE_SECONDS`` (its client has most likely given
+        up) is refused before anything is held."""
         if not isinstance(body, dict):
             raise Unprocessable("The parameters must be a JSON object.", details={"_schema": ["Must be an object."]})
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 128:
@@ -123,8 +133,9 @@ class RenderService:
         params = validate_params(template, raw, choices)
         source = self._source(template, params, user_id, bearer)
         active_limit = limits.active_limit if limits is not None else self.config.user_active_limit
+        deadline = None if received_at is None else received_at + self.config.admission_deadline_seconds
         return self._enqueue(user_id, template, params, source, idempotency_key, expected_cost, catalogs,
-                             active_limit), 202
+                             active_limit, deadline)
 
     def _template(self, name: Any) -> Template:
         template = self.templates.get(name) if isinstance(name, str) else None
@@ -155,13 +166,15 @@ class RenderService:
 
     def _enqueue(self, user_id: int, template: Template, params: dict[str, Any], source: Source | None,
                  idempotency_key: str | None, expected_cost: int | None, catalogs: list[dict],
-                 active_limit: int) -> dict[str, Any]:
+                 active_limit: int, deadline: float | None) -> tuple[dict[str, Any], int]:
         lock = self.redis.lock(f"render:admit:{user_id}", timeout=ADMISSION_LOCK_SECONDS, blocking_timeout=10)
         if not lock.acquire():
             raise ServiceUnavailable("Too many submissions at once; try again.", code="ADMISSION_BUSY")
         try:
             if idempotency_key and (existing := self._existing(user_id, idempotency_key)) is not None:
-                return existing
+                return existing, 200
+            if deadline is not None and time.time() > deadline:
+                raise AdmissionExpired()
             with self.db.read() as session:
                 active = jobs.active_count(session, user_id)
             if active >= active_limit:
@@ -185,14 +198,14 @@ class RenderService:
                 self.credits.release(job_id, f"release:{job_id}")
                 if idempotency_key and isinstance(exc, IntegrityError):  # a concurrent twin won the insert
                     if (existing := self._existing(user_id, idempotency_key)) is not None:
-                        return existing
+                        return existing, 200
                 raise
         finally:
             lock.release()
         self.events.publish(user_id, "job.queued", {"jobId": job_id, "position": data["queuePosition"],
                                                     "estimatedStartSeconds": data["estimatedStartSeconds"]},
                             job_id=job_id)
-        return data
+        return data, 202
 
     def _job_with_position(self, session, job: RenderJob, template: Template | None,
                            catalogs: list[dict] | None = None,
@@ -282,19 +295,20 @@ class RenderService:
             self.outbox.complete(job_id)
 
     def retry(self, user_id: int, job_id: str, idempotency_key: str | None, bearer: str | None,
-              limits: AccountLimits | None = None) -> tuple[dict, int]:
+              limits: AccountLimits | None = None, received_at: float | None = None) -> tuple[dict, int]:
         """A new job with the same workflow and parameters (the same seed: the same images)."""
         with self.db.read() as session:
             job = jobs.get_user_job(session, user_id, job_id)
             body = {"workflow": job.workflow, **job.params}
-        return self.admit(user_id, body, idempotency_key, bearer, limits)
+        return self.admit(user_id, body, idempotency_key, bearer, limits, received_at)
 
     # -- uploads ----------------------------------------------------------------------
     def upload(self, user_id: int, data: bytes) -> dict[str, Any]:
         if len(data) > self.config.upload_max_bytes:
             raise PayloadTooLarge(f"Uploads are limited to {self.config.upload_max_bytes} bytes.")
+        image = run_blocking(inspect_image, data)  # a full decode: off the gateway's event loop
         with self.db.transaction() as session:
-            upload = store_upload(session, self.storage, user_id, data)
+            upload = store_upload(session, self.storage, user_id, data, image)
             return upload_json(upload, self.storage)
 
     # -- catalog ----------------------------------------------------------------------

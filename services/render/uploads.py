@@ -61,8 +61,10 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
     return image_format, width, height
 
 
-def store_upload(session: Session, storage: Storage, user_id: int, data: bytes) -> RenderUpload:
-    image_format, width, height = inspect_image(data)
+def store_upload(session: Session, storage: Storage, user_id: int, data: bytes,
+                 image: tuple[str, int, int]) -> RenderUpload:
+    """Store an upload that ``inspect_image`` found to be ``image`` (format, width, height)."""
+    image_format, width, height = image
     key = storage.put(content_key(data, FORMATS[image_format], "uploads"), data)
     upload = RenderUpload(id=uuid.uuid4().hex, user_id=user_id, image_key=key, format=FORMATS[image_format],
                           width=width, height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest())

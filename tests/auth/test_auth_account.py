@@ -1,11 +1,20 @@
 """Account deletion, data export and the public profile."""
 from __future__ import annotations
 
+import json
+import threading
+import time
+
+import redis
 from sqlalchemy import func, select
 
 from shared.embedded import free_port
 from shared.events import PLATFORM_STREAM
-from services.auth.models import RefreshToken, User
+from shared.tokens import Claims
+from services.auth.deletion import AccountDeletion
+from services.auth.models import OutboxEntry, RefreshToken, User
+from services.auth.outbox import Outbox
+from services.auth.relay import run_relay
 from tests.auth.conftest import build_auth_app
 from tests.auth.helpers import picture, upload
 
@@ -41,6 +50,45 @@ def test_deletion_removes_the_row_revokes_and_announces(make_account, auth_app, 
                        json={"username": account.username, "password": account.password}).status_code == 401
     assert client.post("/api/users/register", headers=service_headers, json={
         "username": account.username, "email": account.email, "password": account.password}).status_code == 201
+
+
+def test_a_deletion_while_redis_cannot_take_the_announcement_keeps_it_in_the_outbox_until_relayed(
+        make_account, auth_app, redis_conn):
+    account = make_account()
+    db = auth_app.extensions["db"]
+    unreachable = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    original = auth_app.extensions["auth_deletion"]
+    stranded = AccountDeletion(db, original.storage, original.revocations, Outbox(db, unreachable))
+    claims = Claims(user_id=account.id, username=account.username, role="user", token_id="t")
+    last_id = (redis_conn.xrevrange(PLATFORM_STREAM, count=1) or [("0-0", {})])[0][0]
+
+    stranded.delete_account(claims, account.password)
+
+    with db.read() as session:
+        assert session.get(User, account.id) is None
+        waiting = [entry for entry in session.scalars(select(OutboxEntry)).all()
+                   if json.loads(entry.fields) == {"userId": str(account.id)}]
+    assert [(entry.event_type, entry.attempts) for entry in waiting] == [("user.deleted", 1)]
+    assert not _announced(redis_conn, last_id, account.id)
+
+    stop = threading.Event()
+    relay = threading.Thread(target=run_relay, args=(auth_app, 0.05, stop))
+    relay.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not _announced(redis_conn, last_id, account.id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        relay.join()
+    assert len(_announced(redis_conn, last_id, account.id)) == 1
+    with db.read() as session:
+        assert session.get(OutboxEntry, waiting[0].id) is None
+
+
+def _announced(redis_conn, after: str, user_id: int) -> list[dict]:
+    return [fields for _, fields in redis_conn.xrange(PLATFORM_STREAM, min=f"({after}")
+            if fields.get("type") == "user.deleted" and fields.get("userId") == str(user_id)]
 
 
 def test_deletion_removes_the_avatar_file(make_account, auth_settings):

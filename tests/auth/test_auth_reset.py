@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from shared.config import ConfigError, load_settings
 from shared.db import utcnow
@@ -26,7 +26,10 @@ def reset_token(path: Path) -> str:
 
 
 def forgot(client, service_headers, address):
-    return client.post("/api/users/password/forgot", headers=service_headers, json={"email": address})
+    """The answer, once the server has finished sending it (what follows the answer has run)."""
+    response = client.post("/api/users/password/forgot", headers=service_headers, json={"email": address})
+    response.close()
+    return response
 
 
 def reset(client, service_headers, token, password):
@@ -63,6 +66,20 @@ def test_unknown_address_gets_the_same_answer_and_no_mail(client, service_header
     assert response.status_code == 200
     assert response.json["data"]["message"].startswith("If an account uses this address")
     assert outbox(auth_settings, address) == []
+
+
+def test_the_answer_is_sent_before_the_address_is_even_looked_up(make_account, client, service_headers,
+                                                                  auth_settings, auth_app):
+    """Known and unknown addresses get the same answer in the same time: the lookup, the
+    token and the mail all come after it."""
+    account = make_account()
+    response = client.post("/api/users/password/forgot", headers=service_headers, json={"email": account.email})
+    assert response.status_code == 200
+    with auth_app.extensions["db"].read() as session:
+        assert session.scalars(select(PasswordResetToken).where(PasswordResetToken.user_id == account.id)).all() == []
+    assert outbox(auth_settings, account.email) == []
+    response.close()  # the server has sent the answer
+    assert len(outbox(auth_settings, account.email)) == 1
 
 
 def test_expired_and_bad_reset_tokens(make_account, client, service_headers, auth_settings, auth_app):

@@ -207,3 +207,8 @@ def test_a_grant_stands_when_the_gallery_is_down(settings_env, as_user, new_user
         app.extensions["db"].dispose()
     assert any(record.levelname == "WARNING" and "GALLERY_UNAVAILABLE" in record.getMessage()
                for record in caplog.records)
+
+
+def test_an_account_id_beyond_64_bits_is_404_not_500(client, admin):
+    response = client.get("/api/admin/credits/accounts/9223372036854775808/transactions", headers=admin)
+    assert response.status_code == 404

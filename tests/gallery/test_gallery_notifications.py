@@ -65,3 +65,21 @@ def test_list_filter_mark_and_delete(make_user, anonymous):
     for query in ("status=maybe", "pageSize=0", "before=0", "type=BAD"):
         assert alice.get(f"/api/notifications?{query}").status_code == 422
     assert anonymous.get("/api/notifications").status_code == 401
+
+
+def test_ids_beyond_64_bits_are_404_not_500(make_user):
+    user = make_user()
+    for note_id in ("9223372036854775808", "99999999999999999999999", "9223372036854775807", "0", "-1"):
+        assert user.post(f"/api/notifications/{note_id}/read").status_code == 404, note_id
+        assert user.delete(f"/api/notifications/{note_id}").status_code == 404, note_id
+    assert user.get("/api/works/9223372036854775808").status_code == 404
+
+
+def test_a_64_bit_user_id_gets_notifications(anonymous, service_headers, app, issue_token):
+    user_id = 2**62 + 12345
+    response = _post(anonymous, userId=user_id, type="credits.granted", title="Welcome")
+    assert response.status_code == 201
+    token = issue_token(user_id, "big_user")
+    listed = app.test_client().get("/api/notifications", headers={**service_headers,
+                                                                   "Authorization": f"Bearer {token}"})
+    assert [note["title"] for note in listed.get_json()["data"]["items"]] == ["Welcome"]

@@ -128,6 +128,7 @@ def app(gateway_env) -> Iterator[Flask]:
 
 def close_app(app: Flask) -> None:
     app.extensions["gateway_token_exchange"].close()
+    app.extensions["gateway_fanout"].close()
     app.extensions["gateway_proxy"].close()
     app.extensions["gateway_public_reads"].close()
     app.extensions["gateway_probes"].close()

@@ -3,6 +3,7 @@ failing upstreams that must answer 503 quickly rather than hang."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import socket
 import threading
@@ -12,7 +13,8 @@ from typing import Iterator
 import pytest
 import requests
 
-from services.gateway.clientaddr import parse_networks, resolve_client
+from services.gateway.clientaddr import parse_networks, parse_request_start, resolve_client
+from services.render.catalog import catalog_key
 from services.gateway.config import load_config
 from shared.config import ConfigError
 from shared.web import log_handler
@@ -92,6 +94,48 @@ def test_trusted_proxy_client_address_and_extra_headers_reach_the_service(gatewa
     assert headers["x-real-ip"] == "198.51.100.23"
     assert headers["accept-language"] == "zh-CN,zh;q=0.9"
     assert headers["idempotency-key"] == "save-1"
+
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(("header", "seconds"), [
+    ("t=1799999990.5", 1799999990.5), ("t=1799999990", 1799999990.0), ("1799999990123", 1799999990.123),
+    ("t=1799999990123456", 1799999990.123456),
+    ("t=1800000100", None), ("t=1790000000", None), ("t=abc", None), ("", None), ("t=-5", None),
+])
+def test_a_proxys_request_start_is_read_in_seconds_milliseconds_or_microseconds(header, seconds):
+    assert parse_request_start(header, NOW) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+@pytest.fixture
+def text2img_worker(unique, redis_url):
+    from shared.events import redis_client
+    client = redis_client(redis_url)
+    key = catalog_key(f"edge-{unique}")
+    client.set(key, json.dumps({"workerId": f"edge-{unique}", "workflows": ["text2img"], "slots": 1,
+                                "checkpoints": ["demo.safetensors"], "samplers": ["euler"],
+                                "schedulers": ["normal"]}), ex=30)
+    yield
+    client.delete(key)
+    client.close()
+
+
+@pytest.mark.parametrize(("trusted", "code"), [("127.0.0.0/8", "ADMISSION_EXPIRED"), ("10.0.0.0/8", "CREDITS_UNAVAILABLE")])
+def test_a_generate_request_a_trusted_proxy_queued_too_long_is_refused_before_any_hold(
+        gateway_env, issue_token, unique, text2img_worker, trusted, code):
+    """Stamped 60 s ago by a trusted proxy: past the admission deadline, refused before credits
+    are asked for anything. From an untrusted peer the stamp means nothing, and admission goes on
+    to the hold (here an upstream that answers no envelope: CREDITS_UNAVAILABLE)."""
+    app = build_app({**gateway_env, "TRUSTED_PROXIES": trusted})
+    try:
+        response = app.test_client().post(
+            "/api/generate", json={"prompt": "late", "model": "demo.safetensors"},
+            headers={"Authorization": f"Bearer {issue_token(4242, f'late_{unique}')}",
+                     "X-Request-Start": f"t={time.time() - 60:.3f}"})
+    finally:
+        close_app(app)
+    assert (response.status_code, response.get_json()["error"]["code"]) == (503, code)
 
 
 @pytest.mark.parametrize(("sent", "kept"), [

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 
 import pytest
+from flask import Flask, jsonify
 
 from services.render.catalog import catalog_key
 from shared.storage import LocalStorage, content_key, make_storage
+from tests.conftest import serve
 from tests.gateway.conftest import build_app, close_app
 
 
@@ -32,6 +35,14 @@ def test_private_media_needs_its_signature(app, gateway_settings):
         with client.get(storage.signed_url(key)) as signed:
             assert signed.status_code == 200 and signed.data == data
             assert signed.headers["Cache-Control"].startswith("private, max-age=")
+
+
+@pytest.mark.parametrize(("exp", "sig"), [("%C2%B2", "0"), ("%D9%A3", "0"), ("123", "%C3%A9"), ("9" * 13, "0")])
+def test_a_malformed_media_signature_is_403_never_500(app, gateway_settings, exp, sig):
+    data = b"\x89PNG\r\n\x1a\nodd"
+    key = make_storage(gateway_settings).put(content_key(data, "png", "images"), data)
+    response = app.test_client().get(f"/media/{key}?exp={exp}&sig={sig}")
+    assert (response.status_code, response.get_json()["error"]["code"]) == (403, "MEDIA_LINK_INVALID")
 
 
 @pytest.mark.parametrize("path", [
@@ -155,3 +166,37 @@ def test_readyz_reports_no_render_worker_without_failing(client, redis_url):
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.get_json()["data"]["components"]["renderWorkers"] == live
+
+
+def _readyz_stand_in(database: str, redis: str):
+    """A service whose /readyz reports its database and Redis as given (503 if either is down)."""
+    app = Flask(f"readyz_{database}_{redis}")
+
+    @app.get("/readyz")
+    def readyz():
+        components = {"database": database, "redis": redis}
+        if "ok" == database == redis:
+            return jsonify({"success": True, "data": {"status": "ready", "components": components}})
+        return jsonify({"success": False, "error": {"code": "NOT_READY", "message": "x", "details": components}}), 503
+
+    return serve(app)
+
+
+def test_health_with_redis_down_says_down_and_still_tells_which_services_run(gateway_env, closed_url):
+    running = _readyz_stand_in("ok", "down: ConnectionError")
+    broken = _readyz_stand_in("down: OperationalError", "down: ConnectionError")
+    gateway_env.update(AUTH_URL=running.url, CREDITS_URL=running.url, GALLERY_URL=broken.url,
+                       REDIS_URL=f"redis://127.0.0.1:{urlsplit(closed_url).port}/0")
+    app = build_app(gateway_env)
+    try:
+        response = app.test_client().get("/api/health")
+    finally:
+        close_app(app)
+        running.stop()
+        broken.stop()
+    assert response.status_code == 200
+    data = response.get_json()["data"]
+    assert data["status"] == "down"
+    components = data["components"]
+    assert {name: components[name] for name in ("auth", "credits", "gallery", "redis")} == {
+        "auth": "ok", "credits": "ok", "gallery": "down", "redis": "down"}

@@ -147,3 +147,19 @@ def test_unknown_api_path_is_a_404_envelope(client):
     body = response.get_json()
     assert body["success"] is False
     assert body["error"]["code"] == "NOT_FOUND"
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("path", ["/api/users/login", "/api/generate", "/api/works/save", "/api/users/register"])
+def test_json_nested_too_deep_is_refused_at_the_edge(client, path):
+    response = client.post(path, data=DEEP, content_type="application/json")
+    assert (response.status_code, response.get_json()["error"]["code"]) == (400, "JSON_TOO_DEEP")
+
+
+def test_json_nested_a_little_still_passes(client):
+    body = '{"a": ' * 20 + '"[[[[" ' + "}" * 20
+    response = client.post("/api/works/save", data=body, content_type="application/json")
+    assert response.status_code == 200
+    assert response.get_json()["body"] == body

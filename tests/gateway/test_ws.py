@@ -204,3 +204,94 @@ def test_resume_replays_own_job_events_only(app, connect, issue_token, bus, uniq
     assert receive(stranger)["type"] == "ready"
     stranger.send(json.dumps({"type": "resume", "jobId": job_id, "after": "0"}))
     assert receive(stranger) == {"type": "error", "data": {"code": "JOB_NOT_FOUND", "message": "No such job."}}
+
+
+@pytest.fixture
+def limited_servers(gateway_env) -> Iterator[list[RunningServer]]:
+    """Two gateway processes' worth of apps, each allowing a user two sockets in all and
+    holding three sockets at most, pinging every 0.2 s."""
+    env = {**gateway_env, "WS_MAX_PER_USER": "2", "WS_MAX_PER_PROCESS": "3", "WS_PING_SECONDS": "0.2"}
+    apps = [build_app(env), build_app(env)]
+    servers = [serve(app) for app in apps]
+    yield servers
+    for server in servers:
+        server.stop()
+    for app in apps:
+        close_app(app)
+
+
+def _open(server: RunningServer, query: str, opened: list) -> websocket.WebSocket:
+    ws = websocket.create_connection(f"ws://127.0.0.1:{server.server.server_port}/ws{query}", timeout=5)
+    opened.append(ws)
+    return ws
+
+
+@pytest.fixture
+def opened() -> Iterator[list]:
+    sockets: list[websocket.WebSocket] = []
+    yield sockets
+    for ws in sockets:
+        ws.close()
+        ws.shutdown()
+
+
+def _subscribers(bus: EventBus, user_id: int) -> int:
+    return bus.redis.pubsub_numsub(f"events:user:{user_id}")[0][1]
+
+
+def _wait_for(predicate, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_users_oldest_socket_gives_way_beyond_the_limit_even_in_another_process(
+        limited_servers, opened, issue_token, bus, unique):
+    user_id = 10_000_000 + int(unique[:5], 16)
+    token = issue_token(user_id, f"many_{unique}")
+    first = _open(limited_servers[0], f"?token={token}", opened)
+    assert receive(first)["type"] == "ready"
+    second = _open(limited_servers[1], f"?token={token}", opened)
+    assert receive(second)["type"] == "ready"
+    third = _open(limited_servers[1], f"?token={token}", opened)
+    assert receive(third)["type"] == "ready"
+
+    frame = receive(first)
+    assert (frame["type"], frame["data"]["code"]) == ("error", "TOO_MANY_SOCKETS")
+    assert expect_close(first) == 4429
+    bus.publish(user_id, "credits.changed", {"available": 1, "held": 0})
+    assert receive(second)["type"] == receive(third)["type"] == "credits.changed"
+
+
+def test_a_full_process_refuses_a_socket_with_try_again_later(limited_servers, opened, issue_token, unique):
+    for index in range(3):
+        ws = _open(limited_servers[0], f"?token={issue_token(11_000_000 + index, f'full{index}_{unique}')}", opened)
+        assert receive(ws)["type"] == "ready"
+    refused = _open(limited_servers[0], f"?token={issue_token(11_000_009, f'late_{unique}')}", opened)
+    assert receive(refused)["data"]["code"] == "GATEWAY_BUSY"
+    assert expect_close(refused) == 1013
+
+
+def test_a_peer_that_stops_answering_pings_is_closed(limited_servers, opened, issue_token, bus, unique):
+    user_id = 12_000_000 + int(unique[:5], 16)
+    ws = _open(limited_servers[0], f"?token={issue_token(user_id, f'dead_{unique}')}", opened)
+    assert receive(ws)["type"] == "ready"
+    assert _subscribers(bus, user_id) == 1
+    # The client reads nothing more, so it never answers the server's pings (every 0.2 s).
+    _wait_for(lambda: _subscribers(bus, user_id) == 0, "the dead peer's socket to be closed")
+
+
+def test_one_redis_subscriber_per_process_serves_every_socket(app, connect, issue_token, bus, unique):
+    base = 13_000_000 + int(unique[:5], 16)
+    sockets = [connect(f"?token={issue_token(base + index, f'fan{index}_{unique}')}") for index in range(5)]
+    sockets.append(connect(f"?token={issue_token(base, f'fan0b_{unique}')}"))  # a second socket of one user
+    for ws in sockets:
+        assert receive(ws)["type"] == "ready"
+    name = f"gateway-fanout-{app.extensions['gateway_fanout'].process_id}"
+    subscribers = [client for client in bus.redis.client_list(_type="pubsub") if client["name"] == name]
+    assert len(subscribers) == 1
+    assert int(subscribers[0]["sub"]) == 6  # five users' channels and the process's control channel
+
+    bus.publish(base, "credits.changed", {"available": 5, "held": 0})
+    assert receive(sockets[0])["data"] == receive(sockets[5])["data"] == {"available": 5, "held": 0}

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
@@ -100,6 +102,36 @@ def test_same_idempotency_key_gives_the_same_job_charged_once(app, user, live_wo
     assert (first.status_code, again.status_code) == (202, 200)
     assert first.json["data"]["job"]["id"] == again.json["data"]["job"]["id"]
     assert balance(render_settings, user_id) == {"available": 470, "held": 30}
+
+
+def test_concurrent_replays_of_one_idempotency_key_make_one_job_and_answer_200(app, user, live_worker,
+                                                                             render_settings):
+    user_id, headers = user
+    keyed = {**headers, "Idempotency-Key": "k-race"}
+    start = threading.Barrier(4)
+
+    def submit():
+        client = app.test_client()
+        start.wait()
+        return client.post("/api/generate", json=BODY, headers=keyed)
+
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda _: submit(), range(4)))
+    assert sorted(response.status_code for response in responses) == [200, 200, 200, 202]
+    assert len({response.json["data"]["job"]["id"] for response in responses}) == 1
+    assert balance(render_settings, user_id) == {"available": 470, "held": 30}
+
+
+def test_a_request_older_than_the_admission_deadline_holds_nothing(render_settings, render_config, queue, user,
+                                                                   live_worker):
+    user_id, headers = user
+    app = create_app(render_settings, replace(render_config, queue_prefix=queue, admission_deadline_seconds=1e-9))
+    try:
+        response = app.test_client().post("/api/generate", json=BODY, headers=headers)
+    finally:
+        app.extensions["render"].db.dispose()
+    assert (response.status_code, response.json["error"]["code"]) == (503, "ADMISSION_EXPIRED")
+    assert balance(render_settings, user_id) == {"available": 500, "held": 0}
 
 
 def test_cancel_of_a_queued_job_refunds_and_a_finished_one_is_409(app, user, live_worker, render_settings, redis, render_config):

@@ -1,9 +1,12 @@
+import subprocess
+import sys
 import threading
 
 import pytest
 from sqlalchemy import Integer, String, select, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from shared.config import PROJECT_ROOT
 from shared.db import Database, after_commit, isoformat, new_metadata, utcnow
 
 
@@ -122,3 +125,44 @@ def test_a_lost_pooled_connection_fails_once_then_is_replaced(database_url, db_b
             assert session.scalar(text("SELECT CONNECTION_ID()")) != connection_id
     finally:
         database.dispose()
+
+
+GEVENT_WRITER = """
+from gevent import monkey; monkey.patch_all()
+import sqlite3, sys
+import gevent
+from sqlalchemy import text
+from shared.db import Database
+
+path = sys.argv[1]
+db = Database(f"sqlite:///{path}")
+with db.transaction() as session:
+    session.execute(text("CREATE TABLE t (n INTEGER)"))
+other_writer = sqlite3.connect(path, isolation_level=None)
+other_writer.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+
+def write():
+    with db.transaction() as session:
+        session.execute(text("INSERT INTO t VALUES (1)"))
+
+ticks = []
+writer = gevent.spawn(write)
+ticker = gevent.spawn(lambda: [ticks.append(gevent.sleep(0.01)) for _ in range(20)])
+gevent.sleep(0.3)
+waited_cooperatively = bool(ticks) and not writer.ready()
+other_writer.execute("COMMIT")
+writer.get(timeout=10)
+ticker.join()
+with db.read() as session:
+    rows = session.execute(text("SELECT count(*) FROM t")).scalar()
+print(waited_cooperatively, rows)
+"""
+
+
+def test_under_gevent_a_writer_waiting_for_the_lock_lets_other_greenlets_run(tmp_path):
+    """The gateway runs under gevent: a write waiting for SQLite's lock must not stall the
+    process's other greenlets (sockets, requests), as SQLite's own busy handler would."""
+    result = subprocess.run([sys.executable, "-c", GEVENT_WRITER, str(tmp_path / "gevent.db")],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "1"]

@@ -66,3 +66,20 @@ def test_unknown_routes_and_crashes_still_answer_the_envelope(client):
     crashed = client.get("/crash")
     assert crashed.status_code == 500
     assert crashed.get_json()["error"]["code"] == "INTERNAL_ERROR"
+
+
+def test_json_nested_too_deep_is_malformed_json_not_a_crash():
+    from shared.config import load_settings
+    from shared.web import init_service_app, json_too_deep
+
+    assert json_too_deep("[" * 65 + "]" * 65) and not json_too_deep("[" * 64 + "]" * 64)
+    assert not json_too_deep('["' + "[" * 500 + '"]')  # brackets inside a string do not nest
+    app = Flask("deep")
+    init_service_app(app, load_settings({"APP_ENV": "test", "SERVICE_TOKEN": "t"}), internal=False)
+
+    @app.post("/body")
+    def body():
+        return errors.ok(load_json(_Body()))
+
+    response = app.test_client().post("/body", data="[" * 100_000 + "]" * 100_000, content_type="application/json")
+    assert (response.status_code, response.get_json()["error"]["code"]) == (400, "INVALID_JSON")

@@ -1,12 +1,17 @@
 """How one service sees another's answers through ``shared.internal_http``."""
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 import pytest
 from flask import Flask, jsonify, request
 
 from shared.embedded import free_port
 from shared.errors import ServiceError, ServiceUnavailable
-from shared.internal_http import InternalHttp, is_not_found
+from shared.internal_http import (POOL_IDLE_SECONDS, SERVER_KEEPALIVE_SECONDS, FreshHTTPConnectionPool, InternalHttp,
+                                  is_not_found)
 from tests.conftest import TEST_SERVICE_TOKEN, serve
 
 
@@ -89,3 +94,96 @@ def test_an_unreachable_callee_is_unavailable():
 
 def test_every_page_of_a_listing_is_read(callee):
     assert callee.get_all_pages("/pages") == list(range(250))
+
+
+class KeepAliveRace:
+    """An HTTP/1.1 server that answers the first request of each connection and keeps it
+    alive, then closes it without an answer when the next request arrives: the moment a
+    server's keep-alive timer fires just as a pooled connection is reused (gunicorn closes
+    idle connections after its --keep-alive; calls spaced that far apart meet it)."""
+
+    BODY = b'{"success": true, "data": {"ok": true}}'
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.connections = 0
+        self.answered: list[bytes] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            request = self._read_request(conn)
+            if request is None:
+                return
+            self.answered.append(request.split(b"\r\n", 1)[0])
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (len(self.BODY), self.BODY))
+            self._read_request(conn)  # the reuse: closed unanswered
+
+    @staticmethod
+    def _read_request(conn: socket.socket) -> bytes | None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(body) < length:
+            body += conn.recv(65536)
+        return head
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def race():
+    server = KeepAliveRace()
+    http = InternalHttp(server.url, TEST_SERVICE_TOKEN, 5.0, unavailable_code="RACE_UNAVAILABLE")
+    yield server, http
+    http.close()
+    server.close()
+
+
+def test_an_idempotent_call_on_a_connection_closed_under_it_is_sent_again(race):
+    server, http = race
+    assert http.get("/first") == {"ok": True}
+    assert http.get("/second") == {"ok": True}  # the pooled connection is closed unanswered; a fresh one answers
+    assert http.post("/hold", {"idempotencyKey": "hold:j1"}, idempotent=True) == {"ok": True}
+    assert server.answered == [b"GET /first HTTP/1.1", b"GET /second HTTP/1.1", b"POST /hold HTTP/1.1"]
+
+
+def test_a_call_that_is_not_idempotent_is_never_sent_twice(race):
+    server, http = race
+    http.get("/first")
+    with pytest.raises(ServiceUnavailable) as raised:
+        http.post("/notify", {"title": "hello"})
+    assert raised.value.code == "RACE_UNAVAILABLE"
+    assert server.answered == [b"GET /first HTTP/1.1"]
+
+
+def test_a_connection_idle_past_half_the_servers_keep_alive_is_not_reused(race, monkeypatch):
+    server, http = race
+    monkeypatch.setattr(FreshHTTPConnectionPool, "max_idle", 0.05)
+    assert SERVER_KEEPALIVE_SECONDS >= 2 * POOL_IDLE_SECONDS
+    http.get("/first")
+    time.sleep(0.2)
+    # Not idempotent, so not retried: it succeeds only because no stale connection is reused.
+    assert http.post("/notify", {"title": "hello"}) == {"ok": True}
+    assert server.connections == 2

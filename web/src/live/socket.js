@@ -6,6 +6,8 @@
 
 const TERMINAL = new Set(['job.succeeded', 'job.failed', 'job.cancelled'])
 export const UNAUTHORIZED_CLOSE = 4401
+/** The user opened live events in too many tabs and this one, the oldest, gave way. */
+export const REPLACED_CLOSE = 4429
 
 /** Compare two Redis stream ids ("<ms>-<seq>"); "0" is before everything. */
 export function compareStreamIds(a, b) {
@@ -37,12 +39,14 @@ export class LiveSocket {
     this.stopped = true
     this.timer = null
     this.everOpened = false
+    this.replaced = false // closed by REPLACED_CLOSE: not reconnected until start() is called again
     this.lastIds = new Map() // jobId -> last stream id seen ("0" = none yet)
   }
 
   start() {
     if (!this.stopped) return
     this.stopped = false
+    this.replaced = false
     this.connect()
   }
 
@@ -125,6 +129,12 @@ export class LiveSocket {
     this.ready = false
     if (this.stopped) return
     this.onStatus('closed', { code: event?.code })
+    if (event?.code === REPLACED_CLOSE) {
+      // Reconnecting would push out another of the user's tabs, which would then do the same.
+      this.stopped = true
+      this.replaced = true
+      return
+    }
     if (event?.code === UNAUTHORIZED_CLOSE) {
       const renewed = await this.onUnauthorized()
       if (!renewed || this.stopped) {

@@ -104,6 +104,13 @@ export const useLiveStore = defineStore('live', () => {
     socket.start()
   }
 
+  // A tab whose socket gave way to newer tabs takes live events back when the user returns to it.
+  if (typeof document !== 'undefined') {
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible' && socket?.replaced) socket.start()
+    })
+  }
+
   function stop() {
     socket?.stop()
     socket = null

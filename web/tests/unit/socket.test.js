@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest'
-import { LiveSocket, UNAUTHORIZED_CLOSE, backoffDelay, compareStreamIds } from '../../src/live/socket.js'
+import { LiveSocket, REPLACED_CLOSE, UNAUTHORIZED_CLOSE, backoffDelay, compareStreamIds } from '../../src/live/socket.js'
 
 class FakeSocket {
   static all = []
@@ -118,5 +118,18 @@ describe('LiveSocket', () => {
     renewed.socket.start()
     await FakeSocket.all[0].serverCloses(UNAUTHORIZED_CLOSE)
     expect(renewed.timers.pending).toHaveLength(1)
+  })
+
+  it('gives way without reconnecting when newer tabs replaced it, until started again', async () => {
+    const { socket, timers, statuses } = make()
+    socket.start()
+    FakeSocket.all[0].serverSends({ type: 'ready' })
+    await FakeSocket.all[0].serverCloses(REPLACED_CLOSE)
+    expect(timers.pending).toHaveLength(0)
+    expect(socket.replaced).toBe(true)
+    expect(statuses.at(-1)).toEqual(['closed', { code: REPLACED_CLOSE }])
+    socket.start()
+    expect(FakeSocket.all).toHaveLength(2)
+    expect(socket.replaced).toBe(false)
   })
 })

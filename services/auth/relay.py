@@ -1,0 +1,41 @@
+"""The outbox relay process, ``python -m services.auth.relay``: sends the announcements
+``services.auth.outbox`` holds (those Redis did not take when they were made) every
+``AUTH_OUTBOX_INTERVAL_SECONDS``. One per deployment is enough; two only send twice,
+which the consumers ignore."""
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask
+
+from services.auth.app import create_app
+from services.auth.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+def run_relay(app: Flask, interval: float, stop: threading.Event | None = None) -> None:
+    """Relay the outbox every ``interval`` seconds until ``stop`` is set; a failing pass is
+    logged and retried on the next one."""
+    stop = stop or threading.Event()
+    outbox: Outbox = app.extensions["auth_outbox"]
+    while not stop.is_set():
+        try:
+            if sent := outbox.relay():
+                log.info("relayed %s announcement(s) from the outbox", sent)
+        except Exception:  # a background loop must outlive an outage of Redis or the database
+            log.exception("outbox relay failed; retrying in %s s", interval)
+        stop.wait(interval)
+
+
+def main() -> None:
+    app = create_app()
+    try:
+        run_relay(app, app.extensions["auth"].config.outbox_interval_seconds)
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

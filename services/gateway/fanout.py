@@ -1,0 +1,209 @@
+"""One Redis subscriber per gateway process, fanning live events out to that process's sockets.
+
+Each open socket has a ``Mailbox``. The first mailbox of a user subscribes the process's one
+pub/sub connection to ``events:user:<id>``; when the last one leaves, it unsubscribes. A
+listener thread (a greenlet under gunicorn's gevent worker) owns that connection: between
+reads it applies the subscription changes the sockets asked for, and it drops every message
+into the mailboxes of its user. It never writes to a socket, so a slow client delays only
+itself; a mailbox that fills up marks its socket for closing.
+
+The listener also reads the process's control channel ``ws:control:<process id>``, on which
+any gateway process asks this one to close a socket (a user's oldest, beyond the per-user
+limit). It runs while the process has sockets; if Redis fails, every socket is told
+(``EVENTS_DOWN``) and the next socket starts a new listener.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import uuid
+from typing import Any
+
+import redis
+
+from shared.events import user_channel
+
+log = logging.getLogger(__name__)
+
+# How long the listener waits for a message before it looks for subscription changes: also
+# the longest a new socket waits for its subscription, beyond Redis's round trip.
+POLL_SECONDS = 0.02
+CONTROL_PREFIX = "ws:control:"
+
+# What a mailbox holds: (kind, payload).
+EVENT = "event"          # a user event, the JSON text as published
+FRAME = "frame"          # a frame the client sent
+CLIENT_GONE = "gone"     # the client closed the connection or stopped answering pings
+EVICTED = "evicted"      # a newer socket of the same user took this one's place
+EVENTS_DOWN = "down"     # the event bus (Redis) failed
+
+
+class Mailbox:
+    """What one socket's handler waits on. Bounded: a client that cannot keep up is closed
+    (and resumes its jobs' events after reconnecting) rather than growing the process."""
+
+    def __init__(self, capacity: int) -> None:
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=capacity)
+        self.overflowed = False
+
+    def put(self, kind: str, payload: Any = None) -> None:
+        try:
+            self._queue.put_nowait((kind, payload))
+        except queue.Full:
+            self.overflowed = True
+
+    def get(self, timeout: float) -> tuple[str, Any] | None:
+        try:
+            return self._queue.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+
+class Fanout:
+    def __init__(self, redis_url: str) -> None:
+        self.process_id = uuid.uuid4().hex[:16]
+        # Its own client, named, so an operator sees one "gateway-fanout-…" pub/sub connection per process.
+        self.redis = redis.Redis.from_url(redis_url, decode_responses=True, health_check_interval=30,
+                                          client_name=f"gateway-fanout-{self.process_id}")
+        self.control_channel = CONTROL_PREFIX + self.process_id
+        self._lock = threading.Lock()
+        self._counter = itertools.count(1)
+        self._mailboxes: dict[str, set[Mailbox]] = {}           # channel -> its sockets' mailboxes
+        self._sockets: dict[str, Mailbox] = {}                   # socket id -> mailbox
+        self._subscribed: dict[str, threading.Event] = {}       # channel -> set once subscribed
+        self._changed: set[str] = set()                          # channels to (un)subscribe
+        self._listener: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def socket_count(self) -> int:
+        return len(self._sockets)
+
+    def attach(self, user_id: int, mailbox: Mailbox, timeout: float) -> str:
+        """Register a socket's mailbox and return the socket's id once this process receives
+        the user's events, so nothing published afterwards is missed. Raises
+        ``redis.ConnectionError`` if the subscription is not confirmed within ``timeout``."""
+        channel = user_channel(user_id)
+        socket_id = f"{self.process_id}:{next(self._counter)}"
+        with self._lock:
+            self._sockets[socket_id] = mailbox
+            self._mailboxes.setdefault(channel, set()).add(mailbox)
+            subscribed = self._subscribed.setdefault(channel, threading.Event())
+            self._changed.add(channel)
+            if self._listener is None:
+                self._listener = threading.Thread(target=self._listen, name="gateway-fanout", daemon=True)
+                self._listener.start()
+        if not subscribed.wait(timeout):
+            self.detach(user_id, socket_id, mailbox)
+            raise redis.ConnectionError("the live-event subscription was not confirmed in time")
+        return socket_id
+
+    def detach(self, user_id: int, socket_id: str, mailbox: Mailbox) -> None:
+        channel = user_channel(user_id)
+        with self._lock:
+            self._sockets.pop(socket_id, None)
+            mailboxes = self._mailboxes.get(channel)
+            if mailboxes is None:
+                return
+            mailboxes.discard(mailbox)
+            if not mailboxes:
+                del self._mailboxes[channel]
+                self._subscribed.pop(channel, None)
+                self._changed.add(channel)
+
+    def evict(self, socket_id: str) -> None:
+        """Close a socket of any gateway process (its id names the process)."""
+        with self._lock:
+            mailbox = self._sockets.get(socket_id)
+        if mailbox is not None:
+            mailbox.put(EVICTED)
+        else:
+            process_id = socket_id.split(":", 1)[0]
+            self.redis.publish(CONTROL_PREFIX + process_id, socket_id)
+
+    def close(self) -> None:
+        """Stop listening (the app is shutting down) and wait for the listener to end."""
+        with self._lock:
+            self._closed = True
+            listener = self._listener
+        if listener is not None:
+            listener.join(timeout=5)
+        self.redis.close()
+
+    def _listen(self) -> None:
+        pubsub = self.redis.pubsub()
+        active: set[str] = set()     # channels subscribed on the connection
+        pending: dict[str, int] = {}  # channel -> subscriptions sent and not yet confirmed
+        try:
+            pubsub.subscribe(self.control_channel)
+            while True:
+                with self._lock:
+                    if self._closed or (not self._mailboxes and not self._changed):
+                        self._listener = None
+                        return
+                    changed, self._changed = self._changed, set()
+                    wanted = {channel for channel in changed if channel in self._mailboxes}
+                self._apply(pubsub, changed, wanted, active, pending)
+                message = pubsub.get_message(timeout=POLL_SECONDS)
+                while message is not None:
+                    self._dispatch(message, active, pending)
+                    message = pubsub.get_message(timeout=0)
+        except (redis.RedisError, OSError) as exc:
+            log.warning("live events unavailable, closing this process's sockets: %s", exc)
+            self._fail_all()
+        finally:
+            pubsub.close()
+
+    def _apply(self, pubsub: redis.client.PubSub, changed: set[str], wanted: set[str], active: set[str],
+               pending: dict[str, int]) -> None:
+        subscribe = [channel for channel in wanted if channel not in active]
+        unsubscribe = [channel for channel in changed - wanted if channel in active]
+        if subscribe:
+            pubsub.subscribe(*subscribe)
+            for channel in subscribe:
+                pending[channel] = pending.get(channel, 0) + 1
+            active.update(subscribe)
+        if unsubscribe:
+            pubsub.unsubscribe(*unsubscribe)
+            active.difference_update(unsubscribe)
+        for channel in wanted - set(subscribe):
+            if not pending.get(channel):
+                self._mark_subscribed(channel)  # still subscribed from before: ready at once
+
+    def _dispatch(self, message: dict[str, Any], active: set[str], pending: dict[str, int]) -> None:
+        channel, kind = message["channel"], message["type"]
+        if kind == "subscribe":
+            pending[channel] = pending.get(channel, 1) - 1
+            if channel in active and not pending[channel]:
+                self._mark_subscribed(channel)
+        elif kind != "message":
+            return
+        elif channel == self.control_channel:
+            with self._lock:
+                mailbox = self._sockets.get(message["data"])
+            if mailbox is not None:
+                mailbox.put(EVICTED)
+        else:
+            with self._lock:
+                mailboxes = list(self._mailboxes.get(channel, ()))
+            for mailbox in mailboxes:
+                mailbox.put(EVENT, message["data"])
+
+    def _mark_subscribed(self, channel: str) -> None:
+        with self._lock:
+            subscribed = self._subscribed.get(channel)
+        if subscribed is not None:
+            subscribed.set()
+
+    def _fail_all(self) -> None:
+        with self._lock:
+            mailboxes = list(self._sockets.values())
+            self._mailboxes.clear()
+            self._sockets.clear()
+            self._subscribed.clear()
+            self._changed.clear()
+            self._listener = None
+        for mailbox in mailboxes:
+            mailbox.put(EVENTS_DOWN)
