@@ -37,10 +37,11 @@ import redis
 from flask import Request, Response
 
 from services.gateway.client import GENERATION_CHECK_SECONDS, generation_key
+from shared.web import IdConverter
 
 log = logging.getLogger(__name__)
 
-CACHED_PATHS = re.compile(r"/api/works/(?:gallery|[1-9][0-9]{0,9})")
+CACHED_PATHS = re.compile(rf"/api/works/(?:gallery|{IdConverter.regex})")
 LOCAL_ENTRIES = 4096
 LOCK_STRIPES = 64
 REFRESH_AT = 0.8  # of the lifetime: from then on, one request refetches while the rest are served

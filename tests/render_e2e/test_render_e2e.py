@@ -10,6 +10,8 @@ import pytest
 import requests
 from PIL import Image
 
+from services.render.service import CATALOG_CACHE_SECONDS
+
 from .conftest import MODEL, SERVICE_TOKEN, Stack, _wait
 
 pytestmark = pytest.mark.e2e
@@ -262,6 +264,7 @@ def test_a_worker_takes_only_workflows_its_comfyui_can_run(pool: Stack):
     pool.stop_worker("w1")
     try:
         _wait(lambda: pool.catalog_of("w1") is None, 10, "w1 to leave the catalog")
+        time.sleep(2 * CATALOG_CACHE_SECONDS)  # every gateway process has reread the catalogs since
         user = pool.user()
         refused = user.generate(workflow="text2img_lora")
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "RENDER_UNAVAILABLE"
