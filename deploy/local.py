@@ -79,6 +79,7 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
         "credits-events": [PY, "-m", "services.credits.events"],
         "gallery-events": [PY, "-m", "services.gallery.events"],
         "integrations-events": [PY, "-m", "services.integrations.events"],
+        "render-events": [PY, "-m", "services.render.events"],
         "queue-bridge": [PY, "-m", "services.integrations.queue"],
         "webhooks": [PY, "-m", "services.integrations.webhooks"],
         "worker": [PY, "-m", "services.render_worker", "--comfyui", load_render_config(settings).comfyui_url,
