@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
+from flask import Flask, request
 from aigc_queue_client import sign, verify_webhook
 from jsonschema import Draft202012Validator
 
 from services.integrations.contract import (SCHEMAS, DeadLetter, QueueNames, Rejection, Request, read_request,
                                             rejection_reply, reply, schema, schema_errors)
 from services.integrations.signing import QUEUE_KEY, WEBHOOK_KEY, SigningKeys, verify_body, webhook_signature
-from services.integrations.ssrf import UrlRefused, check_url
+from services.integrations.ssrf import UrlRefused, check_url, public_only_session
+from tests.conftest import serve
 
 NAMES = QueueNames("queue-api")
 KEYS = SigningKeys(b"x" * 32)
@@ -126,3 +129,25 @@ def test_webhooks_may_not_target_private_addresses(url):
 def test_public_addresses_and_allowed_private_ones_pass():
     check_url("https://93.184.216.34/hooks/render", allow_private=False)
     check_url("http://127.0.0.1:9000/hook", allow_private=True)
+
+
+def test_a_delivery_connection_refuses_a_private_address_even_when_dns_passed_the_check():
+    """DNS rebinding: the name checked public, then resolves to 127.0.0.1 when the delivery
+    connects. The connection itself refuses the peer before anything is sent."""
+    received: list[bytes] = []
+    app = Flask("receiver")
+
+    @app.post("/hook")
+    def hook():
+        received.append(request.get_data())
+        return "", 204
+
+    running = serve(app)
+    try:
+        with pytest.raises(requests.ConnectionError, match="not a public address"):
+            public_only_session(allow_private=False).post(f"{running.url}/hook", data=b"secret", timeout=5)
+        assert received == []
+        allowed = public_only_session(allow_private=True).post(f"{running.url}/hook", data=b"ok", timeout=5)
+        assert allowed.status_code == 204 and received == [b"ok"]
+    finally:
+        running.stop()
