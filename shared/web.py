@@ -21,6 +21,7 @@ from werkzeug import routing
 from shared.config import Settings
 from shared.db import MAX_ID
 from shared.errors import BadRequest, Forbidden, error_response, register_error_handlers
+from shared.metrics import init_flask_metrics
 from shared.tokens import init_jwt
 
 SERVICE_TOKEN_HEADER = "X-Service-Token"
@@ -28,6 +29,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's request id is kept only if it is short and plain, so it cannot forge log lines.
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # gunicorn's access log line, ending with the request id the app echoed in its response.
+# Paths an internal service answers without the service token.
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s" [%({x-request-id}o)s]'
 
 log = logging.getLogger(__name__)
@@ -217,7 +220,8 @@ def init_service_app(app: Flask, settings: Settings, *, internal: bool,
     """Bind the shared behaviour to a service app.
 
     ``internal`` services answer only calls that carry the service token (the gateway
-    and the worker add it); ``/healthz`` and ``/readyz`` stay open for probes.
+    and the worker add it); ``/healthz`` and ``/readyz`` stay open for probes, ``/metrics`` for
+    Prometheus (``METRICS_TOKEN`` guards it, ``shared/metrics.py``).
     ``/readyz`` fails (503) when a ``ready_checks`` probe raises; ``ready_info`` probes
     are only reported. Access tokens are verified by flask-jwt-extended (``shared.tokens``).
     Outside tests, log lines go to stderr with the request id (under pytest, its own log
@@ -228,15 +232,16 @@ def init_service_app(app: Flask, settings: Settings, *, internal: bool,
     app.url_map.converters["id"] = IdConverter
     register_error_handlers(app)
     init_jwt(app, settings)
+    service = app.import_name.split(".")[-2] if "." in app.import_name else app.import_name
     if settings.env != "test":
-        configure_logging(app.import_name.split(".")[-2] if "." in app.import_name else app.import_name,
-                          settings.log_level)
+        configure_logging(service, settings.log_level)
+    init_flask_metrics(app, service)  # first, so every request is timed and counted, refused ones too
 
     @app.before_request
     def _identify_request():
         g.request_id = incoming_request_id()
         g.request_received_at = time.time()
-        if internal and request.path not in ("/healthz", "/readyz"):
+        if internal and request.path not in OPEN_PATHS:
             presented = request.headers.get(SERVICE_TOKEN_HEADER, "")
             if not hmac.compare_digest(presented, settings.service_token):
                 raise Forbidden("This service accepts calls from the platform only.",

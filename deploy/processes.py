@@ -1,0 +1,128 @@
+"""The process table: every process of the platform, declared once.
+
+``deploy/local.py`` (``make run``) starts what this table says; ``deploy/compose.yaml`` and
+the Kubernetes manifests (``deploy/k8s/``) are checked against it by
+``tests/deploy/test_process_table.py``: a process added here and missing there (or the
+other way round) fails the tests.
+
+Kinds:
+
+- ``http``: a gunicorn server; probes ``/healthz`` (alive) and ``/readyz`` (its database
+  and Redis answer); ``/metrics`` on its own port (multi-process safe, ``deploy/gunicorn_conf.py``).
+- ``background``: a loop with no HTTP API; ``/metrics`` on ``metrics_port`` (``METRICS_PORT``).
+- ``worker``: a render worker, one per ComfyUI (one per GPU); ``/metrics`` on ``metrics_port``.
+- ``job``: runs once before the others start (migrations).
+
+``singleton`` processes are run once per deployment (more would do no harm but no good);
+the others scale by ``replicas``.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from shared.internal_http import SERVER_KEEPALIVE_SECONDS
+from shared.web import ACCESS_LOG_FORMAT
+
+HTTP, BACKGROUND, WORKER, JOB = "http", "background", "worker", "job"
+KINDS = (HTTP, BACKGROUND, WORKER, JOB)
+# Settings every process reads (README's configuration tables say what each means).
+COMMON_ENV = ("APP_ENV", "DATABASE_URL", "REDIS_URL", "SERVICE_TOKEN", "JWT_PUBLIC_KEY_PATH", "LOG_LEVEL",
+              "LOG_FORMAT")
+SERVICE_URLS = ("AUTH_URL", "CREDITS_URL", "GALLERY_URL", "INTEGRATIONS_URL", "RENDER_URL")
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    kind: str
+    # http: the WSGI app ("services.auth.app:create_app()"); others: the module run with ``python -m``.
+    target: str
+    description: str
+    port: int | None = None  # http: where it listens (and serves /metrics)
+    metrics_port: int | None = None  # background and worker: where /metrics answers
+    env: tuple[str, ...] = ()  # settings beyond COMMON_ENV this process needs
+    replicas: int = 1
+    singleton: bool = False
+    gunicorn: tuple[str, ...] = ()  # http: the worker options
+    gunicorn_workers: int = 2
+    args: tuple[str, ...] = field(default=())  # extra arguments after the module
+
+    @property
+    def probes(self) -> dict[str, str]:
+        return {"liveness": "/healthz", "readiness": "/readyz"} if self.kind == HTTP else {}
+
+    @property
+    def scrape_port(self) -> int | None:
+        """Where Prometheus scrapes ``/metrics``."""
+        return self.port if self.kind == HTTP else self.metrics_port
+
+    def command(self, *, host: str = "0.0.0.0", port: int | None = None, python: str = "python",
+                args: tuple[str, ...] | None = None) -> list[str]:
+        """The command line, as every deployment runs it (``host``/``port`` for http)."""
+        if self.kind == HTTP:
+            return [python, "-m", "gunicorn", "--config", "python:deploy.gunicorn_conf", *self.gunicorn,
+                    "--workers", str(self.gunicorn_workers), "--bind", f"{host}:{port or self.port}",
+                    "--timeout", "120", "--keep-alive", str(SERVER_KEEPALIVE_SECONDS), "--graceful-timeout", "5",
+                    "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT, self.target]
+        return [python, "-m", self.target, *(self.args if args is None else args)]
+
+
+THREADS = ("--worker-class", "gthread", "--threads", "8")
+# The gateway: a greenlet per request and per WebSocket; --worker-connections is WS_MAX_PER_PROCESS
+# plus 1000 for HTTP (deploy/local.py fills in the configured figure).
+GEVENT = ("--worker-class", "gevent", "--worker-connections", "6000")
+
+PROCESSES: tuple[Process, ...] = (
+    Process("migrate", JOB, "shared.migrate", "applies every service's migrations, once before the rest",
+            args=("upgrade",), env=("AUTH_DATABASE_URL", "CREDITS_DATABASE_URL", "GALLERY_DATABASE_URL",
+                                    "RENDER_DATABASE_URL", "INTEGRATIONS_DATABASE_URL")),
+    Process("gateway", HTTP, "services.gateway.app:create_app()",
+            "the public door: proxy, render API, /ws, web client, media", port=8000, gunicorn=GEVENT,
+            env=(*SERVICE_URLS, "PUBLIC_URL", "TRUSTED_PROXIES", "COMFYUI_URL", "BROKER_URL", "DATA_DIR"),
+            replicas=2),
+    Process("auth", HTTP, "services.auth.app:create_app()", "accounts, sessions, tokens, single sign-on",
+            port=8001, gunicorn=THREADS, env=("JWT_PRIVATE_KEY_PATH", "PUBLIC_URL", "SMTP_HOST"), replicas=2),
+    Process("credits", HTTP, "services.credits.app:create_app()", "balances, holds, ledger", port=8002,
+            gunicorn=THREADS, env=("AUTH_URL", "RENDER_URL"), replicas=2),
+    Process("gallery", HTTP, "services.gallery.app:create_app()", "works, search, notifications, media files",
+            port=8003, gunicorn=THREADS, env=("AUTH_URL", "RENDER_URL", "DATA_DIR"), replicas=2),
+    Process("integrations", HTTP, "services.integrations.app:create_app()", "service accounts, webhooks",
+            port=8005, gunicorn=THREADS, gunicorn_workers=1, env=("AUTH_URL", "INTEGRATIONS_SECRET")),
+    Process("auth-outbox", BACKGROUND, "services.auth.relay", "sends the user.deleted announcements Redis missed",
+            metrics_port=9101, singleton=True),
+    Process("credits-sweeper", BACKGROUND, "services.credits.sweeper", "releases expired holds",
+            metrics_port=9102, singleton=True, env=("RENDER_URL",)),
+    Process("credits-events", BACKGROUND, "services.credits.events", "closes deleted users' accounts",
+            metrics_port=9103),
+    Process("gallery-events", BACKGROUND, "services.gallery.events", "removes deleted users' works and files",
+            metrics_port=9104, env=("DATA_DIR",)),
+    Process("integrations-events", BACKGROUND, "services.integrations.events", "removes deleted users' webhooks",
+            metrics_port=9105),
+    Process("queue-bridge", BACKGROUND, "services.integrations.queue", "render requests over the broker",
+            metrics_port=9106, env=("BROKER_URL", "RENDER_URL", "INTEGRATIONS_URL")),
+    Process("webhooks", BACKGROUND, "services.integrations.webhooks", "delivers signed webhook POSTs",
+            metrics_port=9107, env=("INTEGRATIONS_SECRET",)),
+    Process("reconciler", BACKGROUND, "services.render_worker.reconciler",
+            "jobs of dead workers, lost messages, unsettled credits; queue depth metrics", metrics_port=9108,
+            env=("CREDITS_URL", "GALLERY_URL", "BROKER_URL", "DATA_DIR")),
+    Process("worker", WORKER, "services.render_worker", "a render worker: one per ComfyUI (GPU)",
+            metrics_port=9200, args=("--comfyui", "http://127.0.0.1:8188", "--name", "render"),
+            env=("COMFYUI_URL", "CREDITS_URL", "GALLERY_URL", "BROKER_URL", "DATA_DIR", "RENDER_PROMPTS_IN_FLIGHT",
+                 "METRICS_PORT")),
+)
+
+BY_NAME = {process.name: process for process in PROCESSES}
+
+
+def main() -> None:
+    """``python -m deploy.processes``: print the table (what an operator must run)."""
+    width = max(len(p.name) for p in PROCESSES)
+    for p in PROCESSES:
+        where = f":{p.scrape_port}" if p.scrape_port else ""
+        count = "once" if p.kind == JOB else ("1" if p.singleton else f"{p.replicas}+")
+        print(f"{p.name:<{width}}  {p.kind:<10} {count:<4} {where:<6} {' '.join(p.command())}", file=sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
