@@ -16,6 +16,7 @@ import tempfile
 # Named here, not imported: prometheus_client picks its storage when first imported, so the
 # folder must be set before anything imports it (workers fork from this process).
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_OWN_FOLDER = MULTIPROC_ENV not in os.environ
 os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="aigc-metrics-"))
 
 
@@ -29,3 +30,8 @@ def child_exit(server, worker) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server) -> None:
+    if _OWN_FOLDER:
+        shutil.rmtree(os.environ[MULTIPROC_ENV], ignore_errors=True)

@@ -20,6 +20,7 @@ import uuid
 from celery.signals import worker_ready, worker_shutdown
 
 from shared.config import load_settings
+from shared.metrics import serve_metrics
 from shared.tasks import make_celery
 
 from services.render.catalog import runnable_workflows
@@ -83,6 +84,12 @@ def start_worker_threads(sender, **_kwargs) -> None:
     publisher.start()
     _threads.append(publisher)
     log.info("render worker %s serving %s on %s", ctx.worker_id, queues, config.comfyui_url)
+
+
+@worker_ready.connect
+def serve_worker_metrics(sender, **_kwargs) -> None:
+    """``/metrics`` on ``METRICS_PORT``: jobs, durations and ComfyUI reachability of this worker."""
+    serve_metrics("render-worker")
 
 
 @worker_shutdown.connect
