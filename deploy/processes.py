@@ -115,13 +115,70 @@ PROCESSES: tuple[Process, ...] = (
 BY_NAME = {process.name: process for process in PROCESSES}
 
 
+# The container's HEALTHCHECK reads which process ``run`` started (the image runs any of them).
+RUNNING_FILE = "/tmp/aigc-process"
+
+
+def run(name: str, extra: list[str]) -> None:
+    """Replace this process with the table's process ``name`` (the image's entry point):
+    http processes listen on ``0.0.0.0:$PORT`` (default: the table's port); a worker takes
+    ``extra`` as its arguments (``--comfyui URL --name NAME``), others append them."""
+    import os
+
+    process = BY_NAME.get(name)
+    if process is None:
+        raise SystemExit(f"no process {name!r}; the table has: {', '.join(BY_NAME)}")
+    if process.metrics_port:
+        os.environ.setdefault("METRICS_PORT", str(process.metrics_port))
+    port = int(os.environ.get("PORT") or process.port or 0) or None
+    if process.kind == WORKER:
+        command = process.command(python=sys.executable, args=tuple(extra) or process.args)
+    else:
+        command = process.command(python=sys.executable, port=port) + extra
+    try:
+        with open(RUNNING_FILE, "w", encoding="utf-8") as handle:
+            handle.write(name)
+    except OSError:
+        pass  # only the HEALTHCHECK reads it
+    os.execv(command[0], command)
+
+
+def health(name: str | None = None) -> int:
+    """0 when the running process answers: ``/healthz`` (http) or ``/metrics`` (the others)."""
+    import os
+    from urllib.request import urlopen
+
+    if name is None:
+        try:
+            with open(RUNNING_FILE, encoding="utf-8") as handle:
+                name = handle.read().strip()
+        except OSError:
+            return 1
+    process = BY_NAME[name]
+    if process.kind == JOB:
+        return 0
+    port = int(os.environ.get("PORT") or process.port or 0) if process.kind == HTTP \
+        else int(os.environ.get("METRICS_PORT") or process.metrics_port or 0)
+    path = "/healthz" if process.kind == HTTP else "/metrics"
+    try:
+        with urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
+            return 0 if response.status == 200 else 1
+    except OSError:
+        return 1
+
+
 def main() -> None:
-    """``python -m deploy.processes``: print the table (what an operator must run)."""
+    """``python -m deploy.processes``: print the table (what an operator must run);
+    ``… run NAME [ARGS]``: become that process; ``… health [NAME]``: probe it."""
+    if len(sys.argv) > 2 and sys.argv[1] == "run":
+        run(sys.argv[2], sys.argv[3:])
+    if len(sys.argv) > 1 and sys.argv[1] == "health":
+        sys.exit(health(sys.argv[2] if len(sys.argv) > 2 else None))
     width = max(len(p.name) for p in PROCESSES)
     for p in PROCESSES:
         where = f":{p.scrape_port}" if p.scrape_port else ""
         count = "once" if p.kind == JOB else ("1" if p.singleton else f"{p.replicas}+")
-        print(f"{p.name:<{width}}  {p.kind:<10} {count:<4} {where:<6} {' '.join(p.command())}", file=sys.stdout)
+        print(f"{p.name:<{width}}  {p.kind:<10} {count:<4} {where:<6} {' '.join(p.command())}")
 
 
 if __name__ == "__main__":

@@ -6,11 +6,15 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping, TextIO
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Mapping, TextIO
 
 import orjson
 from flask import Flask, Response, after_this_request, g, jsonify, request
@@ -162,23 +166,64 @@ def request_received_at() -> float:
     return g.get("request_received_at") or time.time()
 
 
+# The render job a thread is working on, for its log lines (``job_context``).
+_current_job: ContextVar[str | None] = ContextVar("current_job", default=None)
+
+
+@contextmanager
+def job_context(job_id: str) -> Iterator[None]:
+    """Log lines written inside carry ``job_id`` (``jobId`` in JSON logs)."""
+    token = _current_job.set(job_id)
+    try:
+        yield
+    finally:
+        _current_job.reset(token)
+
+
 class RequestIdFilter(logging.Filter):
-    """Adds the current request id (or '-') to every log record."""
+    """Adds the current request id (or '-') and render job id (or None) to every log record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             record.request_id = request_id()
         except RuntimeError:
             record.request_id = "-"
+        record.job_id = _current_job.get()
         return True
 
 
-def log_handler(service: str, stream: TextIO | None = None) -> logging.Handler:
-    """A handler whose lines carry the service name and the request id."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``LOG_FORMAT=json``): for a log collector to index."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname, "service": self.service, "logger": record.name,
+            "message": record.getMessage()}
+        request = getattr(record, "request_id", "-")
+        if request != "-":
+            line["requestId"] = request
+        if getattr(record, "job_id", None):
+            line["jobId"] = record.job_id
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def log_handler(service: str, stream: TextIO | None = None, log_format: str | None = None) -> logging.Handler:
+    """A handler whose lines carry the service name, the request id and the job id: text, or
+    JSON with ``LOG_FORMAT=json``."""
     handler = logging.StreamHandler(stream)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter(
-        f"%(asctime)s {service} %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
+    if (log_format or os.environ.get("LOG_FORMAT", "text")) == "json":
+        handler.setFormatter(JsonFormatter(service))
+    else:
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s {service} %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
     return handler
 
 

@@ -33,6 +33,7 @@ from shared.db import Database
 from shared.errors import ServiceError
 from shared.events import EventBus, redis_client
 from shared.storage import Storage, StorageError, content_key, make_storage
+from shared.web import job_context
 
 from services.render import jobs
 from services.render import metrics as render_metrics
@@ -122,6 +123,11 @@ class Delivery:
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
+    with job_context(job_id):  # every log line of the job carries its id
+        _render_job(job_id, ctx, hops)
+
+
+def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
     with ctx.db.transaction() as session:
         job = jobs.claim_job(session, job_id, ctx.worker_id, ctx.alive)
     if job is None:

@@ -100,3 +100,34 @@ def test_a_background_process_serves_metrics_on_its_port():
     response = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
     assert response.status_code == 200 and "python_info" in response.text
     assert serve_metrics("test", {}) is None
+
+
+def test_json_logs_carry_the_request_id_and_the_job_id(app_env):
+    import io
+    import json
+    import logging
+
+    from shared.web import job_context, log_handler
+    from tests.shared.metrics_app import create_app
+
+    stream = io.StringIO()
+    handler = log_handler("tests", stream, log_format="json")
+    logger = logging.getLogger("tests.json-logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        app = create_app()
+        with app.test_request_context("/healthz"):
+            app.preprocess_request()
+            logger.info("inside a request")
+        with job_context("job-42"):
+            logger.info("inside a job")
+        logger.info("neither")
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["inside a request", "inside a job", "neither"]
+    assert len(lines[0]["requestId"]) == 32 and "jobId" not in lines[0]
+    assert lines[1]["jobId"] == "job-42" and "requestId" not in lines[1]
+    assert lines[2]["service"] == "tests" and lines[2]["level"] == "INFO" and set(lines[2]) == {
+        "time", "level", "service", "logger", "message"}
