@@ -29,7 +29,9 @@ KINDS = (HTTP, BACKGROUND, WORKER, JOB)
 # Settings every process reads (README's configuration tables say what each means).
 COMMON_ENV = ("APP_ENV", "DATABASE_URL", "REDIS_URL", "SERVICE_TOKEN", "JWT_PUBLIC_KEY_PATH", "LOG_LEVEL",
               "LOG_FORMAT")
-SERVICE_URLS = ("AUTH_URL", "CREDITS_URL", "GALLERY_URL", "INTEGRATIONS_URL", "RENDER_URL")
+# Where the callers of an HTTP process find it (the render API is mounted by the gateway).
+URL_SETTING = {"gateway": "RENDER_URL", "auth": "AUTH_URL", "credits": "CREDITS_URL", "gallery": "GALLERY_URL",
+               "integrations": "INTEGRATIONS_URL"}
 
 
 @dataclass(frozen=True)
@@ -41,12 +43,17 @@ class Process:
     description: str
     port: int | None = None  # http: where it listens (and serves /metrics)
     metrics_port: int | None = None  # background and worker: where /metrics answers
-    env: tuple[str, ...] = ()  # settings beyond COMMON_ENV this process needs
+    env: tuple[str, ...] = ()  # settings beyond COMMON_ENV and the URLs of ``calls`` this process needs
+    calls: tuple[str, ...] = ()  # the HTTP processes it calls (NetworkPolicies let only these in)
     replicas: int = 1
     singleton: bool = False
     gunicorn: tuple[str, ...] = ()  # http: the worker options
     gunicorn_workers: int = 2
     args: tuple[str, ...] = field(default=())  # extra arguments after the module
+
+    @property
+    def needed_env(self) -> tuple[str, ...]:
+        return (*COMMON_ENV, *(URL_SETTING[name] for name in self.calls), *self.env)
 
     @property
     def probes(self) -> dict[str, str]:
@@ -73,43 +80,49 @@ THREADS = ("--worker-class", "gthread", "--threads", "8")
 # plus 1000 for HTTP (deploy/local.py fills in the configured figure).
 GEVENT = ("--worker-class", "gevent", "--worker-connections", "6000")
 
+AUTH_CALLS = ("credits", "gallery")
+CREDITS_CALLS = ("auth", "gallery", "gateway")
+GALLERY_CALLS = ("auth", "gateway")
+INTEGRATIONS_CALLS = ("auth", "credits", "gateway")
+RENDER_CALLS = ("credits", "gallery")
+
 PROCESSES: tuple[Process, ...] = (
     Process("migrate", JOB, "shared.migrate", "applies every service's migrations, once before the rest",
             args=("upgrade",), env=("AUTH_DATABASE_URL", "CREDITS_DATABASE_URL", "GALLERY_DATABASE_URL",
                                     "RENDER_DATABASE_URL", "INTEGRATIONS_DATABASE_URL")),
     Process("gateway", HTTP, "services.gateway.app:create_app()",
             "the public door: proxy, render API, /ws, web client, media", port=8000, gunicorn=GEVENT,
-            env=(*SERVICE_URLS, "PUBLIC_URL", "TRUSTED_PROXIES", "COMFYUI_URL", "BROKER_URL", "DATA_DIR"),
-            replicas=2),
+            calls=("auth", "credits", "gallery", "integrations"),
+            env=("PUBLIC_URL", "TRUSTED_PROXIES", "BROKER_URL", "DATA_DIR"), replicas=2),
     Process("auth", HTTP, "services.auth.app:create_app()", "accounts, sessions, tokens, single sign-on",
-            port=8001, gunicorn=THREADS, env=("JWT_PRIVATE_KEY_PATH", "PUBLIC_URL", "SMTP_HOST"), replicas=2),
+            port=8001, gunicorn=THREADS, calls=AUTH_CALLS, env=("JWT_PRIVATE_KEY_PATH", "PUBLIC_URL", "SMTP_HOST"),
+            replicas=2),
     Process("credits", HTTP, "services.credits.app:create_app()", "balances, holds, ledger", port=8002,
-            gunicorn=THREADS, env=("AUTH_URL", "RENDER_URL"), replicas=2),
+            gunicorn=THREADS, calls=CREDITS_CALLS, replicas=2),
     Process("gallery", HTTP, "services.gallery.app:create_app()", "works, search, notifications, media files",
-            port=8003, gunicorn=THREADS, env=("AUTH_URL", "RENDER_URL", "DATA_DIR"), replicas=2),
+            port=8003, gunicorn=THREADS, calls=GALLERY_CALLS, env=("DATA_DIR",), replicas=2),
     Process("integrations", HTTP, "services.integrations.app:create_app()", "service accounts, webhooks",
-            port=8005, gunicorn=THREADS, gunicorn_workers=1, env=("AUTH_URL", "INTEGRATIONS_SECRET")),
+            port=8005, gunicorn=THREADS, gunicorn_workers=1, calls=INTEGRATIONS_CALLS, env=("INTEGRATIONS_SECRET",)),
     Process("auth-outbox", BACKGROUND, "services.auth.relay", "sends the user.deleted announcements Redis missed",
-            metrics_port=9101, singleton=True),
+            metrics_port=9101, singleton=True, calls=AUTH_CALLS),
     Process("credits-sweeper", BACKGROUND, "services.credits.sweeper", "releases expired holds",
-            metrics_port=9102, singleton=True, env=("RENDER_URL",)),
+            metrics_port=9102, singleton=True, calls=CREDITS_CALLS),
     Process("credits-events", BACKGROUND, "services.credits.events", "closes deleted users' accounts",
-            metrics_port=9103),
+            metrics_port=9103, calls=CREDITS_CALLS),
     Process("gallery-events", BACKGROUND, "services.gallery.events", "removes deleted users' works and files",
-            metrics_port=9104, env=("DATA_DIR",)),
+            metrics_port=9104, calls=GALLERY_CALLS, env=("DATA_DIR",)),
     Process("integrations-events", BACKGROUND, "services.integrations.events", "removes deleted users' webhooks",
-            metrics_port=9105),
+            metrics_port=9105, calls=INTEGRATIONS_CALLS),
     Process("queue-bridge", BACKGROUND, "services.integrations.queue", "render requests over the broker",
-            metrics_port=9106, env=("BROKER_URL", "RENDER_URL", "INTEGRATIONS_URL")),
+            metrics_port=9106, calls=INTEGRATIONS_CALLS, env=("BROKER_URL",)),
     Process("webhooks", BACKGROUND, "services.integrations.webhooks", "delivers signed webhook POSTs",
-            metrics_port=9107, env=("INTEGRATIONS_SECRET",)),
+            metrics_port=9107, calls=INTEGRATIONS_CALLS, env=("INTEGRATIONS_SECRET",)),
     Process("reconciler", BACKGROUND, "services.render_worker.reconciler",
             "jobs of dead workers, lost messages, unsettled credits; queue depth metrics", metrics_port=9108,
-            env=("CREDITS_URL", "GALLERY_URL", "BROKER_URL", "DATA_DIR")),
+            calls=RENDER_CALLS, env=("BROKER_URL", "DATA_DIR")),
     Process("worker", WORKER, "services.render_worker", "a render worker: one per ComfyUI (GPU)",
-            metrics_port=9200, args=("--comfyui", "http://127.0.0.1:8188", "--name", "render"),
-            env=("COMFYUI_URL", "CREDITS_URL", "GALLERY_URL", "BROKER_URL", "DATA_DIR", "RENDER_PROMPTS_IN_FLIGHT",
-                 "METRICS_PORT")),
+            metrics_port=9200, args=("--comfyui", "http://127.0.0.1:8188", "--name", "render"), calls=RENDER_CALLS,
+            env=("COMFYUI_URL", "BROKER_URL", "DATA_DIR", "RENDER_PROMPTS_IN_FLIGHT", "METRICS_PORT")),
 )
 
 BY_NAME = {process.name: process for process in PROCESSES}
