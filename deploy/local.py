@@ -80,13 +80,14 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
 
 def process_env(settings: Settings, name: str) -> dict[str, str]:
     """What one process of the table needs in its environment beyond the platform's settings:
-    its metrics folder (gunicorn's workers add up their samples there) or its metrics port."""
+    its database pool, its metrics folder (gunicorn's workers add up their samples there) or port."""
     process = BY_NAME.get(name)
     if process is None:
         return {}
+    env = {key: value for key, value in process.own_env().items() if key not in os.environ}
     if process.kind == HTTP:
-        return {"PROMETHEUS_MULTIPROC_DIR": str(settings.data_dir / "metrics" / name)}
-    return {"METRICS_PORT": str(process.metrics_port)} if process.metrics_port else {}
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.data_dir / "metrics" / name)
+    return env
 
 
 def backing_services(settings: Settings, env: dict[str, str]) -> dict[str, list[str]]:

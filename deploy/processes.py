@@ -26,6 +26,13 @@ from shared.web import ACCESS_LOG_FORMAT
 
 HTTP, BACKGROUND, WORKER, JOB = "http", "background", "worker", "job"
 KINDS = (HTTP, BACKGROUND, WORKER, JOB)
+# Database connections per engine (DB_POOL_SIZE + DB_MAX_OVERFLOW), by kind: no more than the
+# process can use at once. A gthread server process runs 8 requests at once (4 kept + 4 at a
+# peak); the gevent gateway's greenlets queue for its 8 + 8; a background loop runs one pass at
+# a time (2 + 2 leaves room for a probe); a render worker holds a connection only inside the short
+# transactions of its RENDER_PROMPTS_IN_FLIGHT (2) jobs, never across ComfyUI's work (2 + 2).
+DB_POOLS = {HTTP: (4, 4), BACKGROUND: (2, 2), WORKER: (2, 2), JOB: (1, 1)}
+GATEWAY_DB_POOL = (8, 8)
 # Settings every process reads (README's configuration tables say what each means).
 COMMON_ENV = ("APP_ENV", "DATABASE_URL", "REDIS_URL", "SERVICE_TOKEN", "JWT_PUBLIC_KEY_PATH", "LOG_LEVEL",
               "LOG_FORMAT")
@@ -50,6 +57,17 @@ class Process:
     gunicorn: tuple[str, ...] = ()  # http: the worker options
     gunicorn_workers: int = 2
     args: tuple[str, ...] = field(default=())  # extra arguments after the module
+
+    @property
+    def db_pool(self) -> tuple[int, int]:
+        return GATEWAY_DB_POOL if self.name == "gateway" else DB_POOLS[self.kind]
+
+    def own_env(self) -> dict[str, str]:
+        """What this process sets for itself unless the operator did: its pool, its metrics port."""
+        env = {"DB_POOL_SIZE": str(self.db_pool[0]), "DB_MAX_OVERFLOW": str(self.db_pool[1])}
+        if self.metrics_port:
+            env["METRICS_PORT"] = str(self.metrics_port)
+        return env
 
     @property
     def needed_env(self) -> tuple[str, ...]:
@@ -128,6 +146,25 @@ PROCESSES: tuple[Process, ...] = (
 BY_NAME = {process.name: process for process in PROCESSES}
 
 
+def connection_budget(workers: int, replicas: dict[str, int] | None = None) -> int:
+    """Most database connections the platform can hold at once with ``workers`` render workers:
+    each engine's pool plus overflow, per gunicorn worker process and per replica (``replicas``
+    overrides the table's). The render worker's figure is ``min(pool + overflow, prompts in flight)``:
+    only its prompt threads touch the database."""
+    total = 0
+    for process in PROCESSES:
+        if process.kind == JOB:
+            continue  # the migration runs before the rest, and alone
+        size, overflow = process.db_pool
+        if process.kind == WORKER:
+            total += workers * min(size + overflow, 2)
+            continue
+        count = (replicas or {}).get(process.name, 1 if process.singleton else process.replicas)
+        processes = count * (process.gunicorn_workers if process.kind == HTTP else 1)
+        total += processes * (size + overflow)
+    return total
+
+
 # The container's HEALTHCHECK reads which process ``run`` started (the image runs any of them).
 RUNNING_FILE = "/tmp/aigc-process"
 
@@ -141,8 +178,8 @@ def run(name: str, extra: list[str]) -> None:
     process = BY_NAME.get(name)
     if process is None:
         raise SystemExit(f"no process {name!r}; the table has: {', '.join(BY_NAME)}")
-    if process.metrics_port:
-        os.environ.setdefault("METRICS_PORT", str(process.metrics_port))
+    for key, value in process.own_env().items():
+        os.environ.setdefault(key, value)
     port = int(os.environ.get("PORT") or process.port or 0) or None
     if process.kind == WORKER:
         command = process.command(python=sys.executable, args=tuple(extra) or process.args)
