@@ -165,6 +165,14 @@ def connection_budget(workers: int, replicas: dict[str, int] | None = None) -> i
     return total
 
 
+def gateway_worker_connections() -> int:
+    """The gateway's ``--worker-connections``: WS_MAX_PER_PROCESS plus room for HTTP."""
+    from services.gateway.config import load_config
+    from shared.config import load_settings
+
+    return load_config(load_settings()).worker_connections
+
+
 # The container's HEALTHCHECK reads which process ``run`` started (the image runs any of them).
 RUNNING_FILE = "/tmp/aigc-process"
 
@@ -185,6 +193,8 @@ def run(name: str, extra: list[str]) -> None:
         command = process.command(python=sys.executable, args=tuple(extra) or process.args)
     else:
         command = process.command(python=sys.executable, port=port) + extra
+    if process.name == "gateway":
+        command[command.index("--worker-connections") + 1] = str(gateway_worker_connections())
     try:
         with open(RUNNING_FILE, "w", encoding="utf-8") as handle:
             handle.write(name)
