@@ -45,3 +45,19 @@ def test_queue_depth_and_oldest_age_are_read_at_scrape_time(ctx, user_id):
                 for collector in (depth, oldest) for family in collector.collect()}
     assert measured["render_queue_depth"]["render.metrics-probe"] == 1
     assert measured["render_queue_oldest_age_seconds"]["render.metrics-probe"] >= 0
+
+
+def test_comfyui_reachability_is_reported_per_worker(ctx, unique):
+    from prometheus_client import REGISTRY
+
+    from services.render_worker.comfyui import ComfyUIClient
+    from services.render_worker.heartbeat import CatalogPublisher
+
+    def up(worker: str, url: str) -> float | None:
+        return REGISTRY.get_sample_value("render_comfyui_up", {"worker": worker, "comfyui": url})
+
+    answering = CatalogPublisher(ctx.comfyui, ctx.events.redis, f"up-{unique}", ctx.templates.all, [], 1)
+    assert answering.refresh() and up(f"up-{unique}", ctx.comfyui.base_url) == 1
+    gone = ComfyUIClient("http://127.0.0.1:9", retry_seconds=0)
+    silent = CatalogPublisher(gone, ctx.events.redis, f"down-{unique}", ctx.templates.all, [], 1)
+    assert not silent.refresh() and up(f"down-{unique}", gone.base_url) == 0
