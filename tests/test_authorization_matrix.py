@@ -346,7 +346,7 @@ def note_of_owner(world: World, people: People) -> dict[str, Any]:
 INTERNAL_SERVICES = ("auth", "credits", "gallery", "integrations")
 HEALTH = [
     Case(service, "GET", path, public(200), without_service_token=200)
-    for service in INTERNAL_SERVICES for path in ("/healthz", "/readyz")
+    for service in INTERNAL_SERVICES for path in ("/healthz", "/readyz", "/metrics")
 ] + [Case(service, "GET", "/openapi.json", public(200)) for service in INTERNAL_SERVICES]
 
 AUTH = [
@@ -590,7 +590,7 @@ GATEWAY_EXEMPT = {
     "files.web_client": "the web client's pages and files",
     "files.media": "files are reached by signature or publication, never by token (tests/gateway)",
     "__flask_sock.": "the WebSocket authenticates with its own token check (tests/gateway/test_ws.py)",
-    "healthz": "probes", "readyz": "probes",
+    "healthz": "probes", "readyz": "probes", "metrics": "Prometheus (METRICS_TOKEN; tests/shared/test_metrics.py)",
 }
 
 

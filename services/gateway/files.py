@@ -106,7 +106,7 @@ def media(key: str) -> Response:
 
 
 # Paths the web client never owns: an unknown one is a JSON 404, not the app's page.
-NOT_CLIENT_ROUTES = ("api", "media", "internal", "ws", "healthz", "readyz")
+NOT_CLIENT_ROUTES = ("api", "media", "internal", "ws", "healthz", "readyz", "metrics")
 
 
 @bp.get("/", defaults={"path": ""})

@@ -240,8 +240,8 @@ SSO_REGISTER_PATH = "/api/auth/sso/register"  # a new account made by single sig
 SSO_EXCHANGE_PATH = "/api/auth/sso/exchange"  # a sign-in by single sign-on
 PASSWORD_FORGOT_PATH = "/api/users/password/forgot"
 GENERATE_PATH = "/api/generate"
-# Probes are not clients: an orchestrator must always be able to ask.
-UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
+# Probes and scrapes are not clients: an orchestrator and Prometheus must always be able to ask.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_ACCOUNT_KEY = 254
 
 

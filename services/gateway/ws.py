@@ -41,6 +41,7 @@ from services.gateway.config import GatewayConfig
 from services.gateway.fanout import (CLIENT_GONE, EVENT, EVENTS_DOWN, EVICTED, FRAME, Fanout, Mailbox)
 from shared.errors import Forbidden, NotFound, ServiceError, Unauthorized
 from shared.events import EventBus
+from shared.metrics import Gauge
 from shared.tokens import Claims, bearer_token, check_not_revoked, decode_access_token
 
 CLOSE_UNAUTHORIZED = 4401
@@ -258,6 +259,10 @@ class LiveSocket:
             self.ws.send(json.dumps(event))
 
 
+# Summed over the gateway's gunicorn workers (a dead worker's sockets drop out with it).
+OPEN_SOCKETS = Gauge("gateway_open_websockets", "Open live-event WebSockets", multiprocess_mode="livesum")
+
+
 @sock.route("/ws")
 def events_socket(ws: Server) -> None:
     redis_client: redis.Redis = current_app.extensions["redis"]
@@ -274,11 +279,13 @@ def events_socket(ws: Server) -> None:
             return
         mailbox = Mailbox(MAILBOX_CAPACITY)
         socket_id = fanout.attach(claims.user_id, mailbox, SUBSCRIBE_TIMEOUT)
+        OPEN_SOCKETS.inc()
         try:
             for evicted in user_sockets.register(claims.user_id, socket_id):
                 fanout.evict(evicted)
             LiveSocket(ws, claims, redis_client, config.ws_recheck_seconds).run(mailbox)
         finally:
+            OPEN_SOCKETS.dec()
             fanout.detach(claims.user_id, socket_id, mailbox)
             try:
                 user_sockets.unregister(claims.user_id, socket_id)

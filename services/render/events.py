@@ -16,6 +16,7 @@ from services.render.app import create_app
 from services.render.erasure import remove_user
 from services.render.service import RenderService
 from shared.events import PLATFORM_STREAM, GroupConsumer, consume_forever, deleted_user_id
+from shared.metrics import serve_metrics
 
 log = logging.getLogger(__name__)
 GROUP = "render"
@@ -38,6 +39,7 @@ def consumer(render: RenderService, client: redis.Redis, name: str,
 def main() -> None:
     """``python -m services.render.events``: one long-running consumer for the launcher."""
     app = create_app()
+    serve_metrics("render-events")
     consume_forever(app.extensions["redis"], GROUP, lambda fields: handle(app.extensions["render"], fields))
 
 

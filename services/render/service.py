@@ -22,6 +22,7 @@ from services.auth.client import AuthClient
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
 from services.render import jobs
+from services.render import metrics as render_metrics
 from services.render.catalog import MODEL_KINDS, merged_choices, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig
 from services.render.dispatch import capacity, estimated_start_seconds, queue_name, send_job
@@ -245,7 +246,8 @@ class RenderService:
             owners = self._owners(sorted({job.user_id for job in rows}))
             for item, job in zip(items, rows):
                 owner = owners.get(job.user_id, {})
-                item.update(userId=job.user_id, username=owner.get("username"), displayName=owner.get("displayName"))
+                item.update(userId=job.user_id, username=owner.get("username"), displayName=owner.get("displayName"),
+                            timings=render_metrics.timings(job))
         return {"items": items, "page": page, "pageSize": page_size, "total": total}
 
     def _owners(self, user_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -274,9 +276,9 @@ class RenderService:
         for its worker, which removes or interrupts its prompt and refunds what was not delivered. A
         credits outage does not undo the cancel: the refund (and the event) is then left to the reconciler."""
         with self.db.transaction() as session:
-            jobs.get_user_job(session, user_id, job_id)
+            job = jobs.get_user_job(session, user_id, job_id)
             outcome = jobs.request_cancel(session, job_id)
-        self._cancelled(user_id, job_id, outcome)
+        self._cancelled(job, outcome)
         return self.get_job(user_id, job_id)
 
     def admin_cancel(self, job_id: str) -> dict[str, Any]:
@@ -287,12 +289,13 @@ class RenderService:
                 raise NotFound("No such job.", code="JOB_NOT_FOUND")
             owner = job.user_id
             outcome = jobs.request_cancel(session, job_id)
-        self._cancelled(owner, job_id, outcome)
+        self._cancelled(job, outcome)
         return {**self.get_job(owner, job_id), "userId": owner}
 
-    def _cancelled(self, owner: int, job_id: str, outcome: str) -> None:
-        if outcome == "cancelled":
-            self.outbox.complete(job_id)
+    def _cancelled(self, job: RenderJob, outcome: str) -> None:
+        if outcome == "cancelled":  # a queued job: finished here (a running one by its worker)
+            render_metrics.job_finished(job, "cancelled", None)
+            self.outbox.complete(job.id)
 
     def retry(self, user_id: int, job_id: str, idempotency_key: str | None, bearer: str | None,
               limits: AccountLimits | None = None, received_at: float | None = None) -> tuple[dict, int]:

@@ -17,6 +17,7 @@ import redis
 from services.render.catalog import (CATALOG_TTL_SECONDS, REFRESH_SECONDS, alive_key, catalog_key,
                                      publish_catalog, runnable_workflows)
 from services.render.workflows import Template
+from services.render.metrics import COMFYUI_UP
 from services.render_worker.comfyui import ComfyUIClient, ComfyUIError, combo_choices
 from shared.db import isoformat, utcnow
 
@@ -116,8 +117,10 @@ class CatalogPublisher(threading.Thread):
                 self.catalog["devices"] = devices(self.comfyui.system_stats())
                 self.catalog["updatedAt"] = isoformat(utcnow())
             publish_catalog(self.redis, self.catalog)
+            COMFYUI_UP.labels(self.worker_id, self.comfyui.base_url).set(1)
             return True
         except ComfyUIError as exc:
+            COMFYUI_UP.labels(self.worker_id, self.comfyui.base_url).set(0)
             log.warning("worker catalog not refreshed (ComfyUI): %s", exc)
             self.catalog = None
             self.redis.delete(catalog_key(self.worker_id))  # a dead ComfyUI is not advertised

@@ -33,8 +33,10 @@ from shared.db import Database
 from shared.errors import ServiceError
 from shared.events import EventBus, redis_client
 from shared.storage import Storage, StorageError, content_key, make_storage
+from shared.web import job_context
 
 from services.render import jobs
+from services.render import metrics as render_metrics
 from services.render.catalog import worker_alive
 from services.render_worker.heartbeat import choices_from_object_info
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
@@ -121,11 +123,17 @@ class Delivery:
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
+    with job_context(job_id):  # every log line of the job carries its id
+        _render_job(job_id, ctx, hops)
+
+
+def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
     with ctx.db.transaction() as session:
         job = jobs.claim_job(session, job_id, ctx.worker_id, ctx.alive)
     if job is None:
         log.info("job %s is finished, cancelled, held by a live worker or unknown; skipping", job_id)
         return
+    render_metrics.job_picked(job)
     try:
         clear_marker(ctx.events.redis, job_id)
     except redis.RedisError:
@@ -337,8 +345,22 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, captured: set[int] 
     if not changed:
         log.info("job %s was already finished; not finishing it again", job.id)
         return False
+    render_metrics.job_finished(job, status, code)
     ctx.outbox.complete(job.id, captured or set())
+    _observe_timings(ctx, job.id)
     return True
+
+
+def _observe_timings(ctx: RenderContext, job_id: str) -> None:
+    """Render seconds and overhead, once the job is settled (else the reconciler settles it later,
+    unobserved: the histograms are a sample of the jobs that settled at once)."""
+    try:
+        with ctx.db.read() as session:
+            row = jobs.get_job(session, job_id)
+            if row is not None and row.settled_at is not None:
+                render_metrics.job_settled(row)
+    except Exception:  # metrics are for watching; the job's outcome stands
+        log.warning("timings of job %s not observed", job_id, exc_info=True)
 
 
 def _publish(ctx: RenderContext, job: RenderJob, event_type: str, data: dict[str, Any]) -> None:
@@ -381,6 +403,9 @@ class _Hooks:
         if (now - self.last_published < PROGRESS_INTERVAL_SECONDS and not final_step) or \
                 (percent == self.last_percent and not final_step):
             return
+        if self.last_percent < 0:  # the attempt's first progress: ComfyUI began sampling
+            with self.ctx.db.transaction() as session:
+                jobs.record_first_progress(session, self.job.id)
         self.last_published, self.last_percent, self.last_step = now, percent, (step, total)
         _publish(self.ctx, self.job, "job.progress", {"step": step, "totalSteps": total, "percent": percent})
         if now - self.last_stored >= PROGRESS_STORE_SECONDS:

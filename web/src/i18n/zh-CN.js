@@ -146,7 +146,7 @@ export default {
       workflowsHint: '例如 text2img, upscale（留空：全部）', reason: '原因',
       docs: '把这些交给运行该服务的团队；其余内容见 docs/queue-api.md。',
     },
-    balance: '余额', ok: '正常', down: '异常', healthStates: { ok: '正常', degraded: '部分异常', down: '不可用' }, onWorkers: '{n} 个节点', kinds: { checkpoints: '主模型', diffusion_models: '扩散模型', loras: 'LoRA', upscale_models: '放大模型', text_encoders: '文本编码器', vaes: 'VAE' }, componentNames: { auth: '账号服务', credits: '积分服务', gallery: '作品服务', redis: '缓存 (Redis)', renderDatabase: '渲染数据库', renderWorkers: '渲染节点' }, noJobs: '没有符合条件的任务', cancelJobConfirm: '确定取消这个任务吗？未生成的图片会退还积分。', reportStates: { open: '待处理', resolved: '已处理' }, codeStates: { active: '可用', used: '已用完', expired: '已过期' },
+    balance: '余额', ok: '正常', down: '异常', healthStates: { ok: '正常', degraded: '部分异常', down: '不可用' }, onWorkers: '{n} 个节点', kinds: { checkpoints: '主模型', diffusion_models: '扩散模型', loras: 'LoRA', upscale_models: '放大模型', text_encoders: '文本编码器', vaes: 'VAE' }, componentNames: { auth: '账号服务', credits: '积分服务', gallery: '作品服务', redis: '缓存 (Redis)', renderDatabase: '渲染数据库', renderWorkers: '渲染节点' }, noJobs: '没有符合条件的任务', timings: { queuedAt: '排队', pickedAt: '被工作节点领取', submittedAt: '提交给 ComfyUI', firstProgressAt: '首次进度', lastImageAt: '最后一张图', finishedAt: '结束', settledAt: '积分结算' }, cancelJobConfirm: '确定取消这个任务吗？未生成的图片会退还积分。', reportStates: { open: '待处理', resolved: '已处理' }, codeStates: { active: '可用', used: '已用完', expired: '已过期' },
     title: '管理后台', subtitle: '用户、内容审核、兑换码与渲染集群',
     tabs: { users: '用户管理', works: '内容审核', jobs: '任务', models: '模型与预设', codes: '兑换码', services: '服务账号', fleet: '渲染集群', sso: '登录方式' },
     allWorks: '全部作品', workStates: { all: '全部', public: '公开', private: '私有', hidden: '已隐藏' }, hiddenBecause: '已隐藏：{reason}',
