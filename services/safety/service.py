@@ -95,7 +95,7 @@ class TermList:
         """Add many entries at once (an imported list); already listed ones are skipped."""
         added, skipped, seen = 0, 0, set()
         with self.db.transaction() as session:
-            existing = set(session.execute(select(SafetyTerm.kind, SafetyTerm.normalised)).tuples())
+            existing = {tuple(row) for row in session.execute(select(SafetyTerm.kind, SafetyTerm.normalised))}
             rows = []
             for item in data["items"]:
                 key = _normalised(item["kind"], item["text"])
