@@ -2,7 +2,9 @@
 
 Evasions covered, each undone before matching (terms are normalised the same way):
 
-- full-width and half-width forms, ligatures, circled and other compatibility forms: NFKC;
+- full-width and half-width forms, ligatures, circled, mathematical and other compatibility
+  forms: each character's compatibility decomposition (NFKC's per-character part);
+- accents and other combining marks: dropped (``pörn`` is ``porn``);
 - letter case: Unicode case folding;
 - traditional characters: mapped to simplified ones, character by character, with OpenCC's
   ``TSCharacters`` table (shipped by ``opencc-python-reimplemented``; phrase-level rewrites
@@ -13,9 +15,12 @@ Evasions covered, each undone before matching (terms are normalised the same way
 Not covered: pinyin or pinyin initials, homophones, split characters (e.g. 氵+ 去).
 
 ``term`` entries match anywhere in the compact text (everything but letters and digits
-removed), through one Aho-Corasick automaton (pyahocorasick). ``pattern`` entries are
-regular expressions run on the lighter form (NFKC, case, simplified, format characters
-removed, spaces and punctuation kept), so a pattern can use word boundaries.
+removed), through one Aho-Corasick automaton (``ahocorasick_rs``, in Rust: pyahocorasick's
+trie scans a node's children one by one, which for a root with thousands of CJK children
+cost 6 ms per 2,000 characters; this one takes 25 µs). ``pattern`` entries are
+regular expressions run on the lighter form (folded, format characters removed, spaces and
+punctuation kept), so a pattern can use word boundaries. The folding table is built once per
+process at import (about 0.15 s).
 """
 from __future__ import annotations
 
@@ -25,12 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import ahocorasick
+import ahocorasick_rs
 import opencc
 
 _NOT_WORD = re.compile(r"[\W_]+")
-_FORMAT = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u202a-\u202e"
-                     "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]+")
 SEVERITY_ORDER = {"review": 1, "block": 2}
 
 
@@ -49,14 +52,45 @@ def _t2s_table() -> dict[int, str]:
 T2S = _t2s_table()
 
 
+# Beyond the BMP, only these blocks have compatibility forms worth folding: mathematical
+# alphanumerics, enclosed alphanumerics, CJK compatibility ideographs.
+_SUPPLEMENTARY = ((0x1D400, 0x1D800), (0x1F100, 0x1F200), (0x2F800, 0x2FA20))
+
+
+def _fold_table() -> dict[int, str | None]:
+    """Every character's folded form in one table: compatibility decomposition (NFKD, which
+    is NFKC's per-character part) without combining marks, case folded, simplified; format
+    characters deleted. One ``str.translate`` pass then does what NFKC + casefold + OpenCC
+    would do in three (a quarter of the time for 2,000 characters)."""
+    table: dict[int, str | None] = {}
+    codes = [*range(0xD800), *range(0xE000, 0x10000), *(c for lo, hi in _SUPPLEMENTARY for c in range(lo, hi))]
+    for code in codes:
+        char = chr(code)
+        folded = unicodedata.normalize("NFKD", char)
+        if len(folded) > 1 or folded != char:
+            folded = unicodedata.normalize("NFC", "".join(c for c in folded if not unicodedata.combining(c)))
+        folded = folded.casefold().translate(T2S)
+        if folded != char:
+            table[code] = folded
+    for char in _FORMAT_CHARS:
+        table[ord(char)] = None
+    return table
+
+
+_FORMAT_CHARS = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b"
+                 "\u202c\u202d\u202e" + "".join(chr(c) for c in range(0x2060, 0x2070)) + "\u3164"
+                 + "".join(chr(c) for c in range(0xFE00, 0xFE10)) + "\ufeff\uffa0")
+FOLD = _fold_table()
+
+
 def normalise_light(text: str) -> str:
-    """NFKC, case folded, simplified, without format (zero-width) characters."""
-    return _FORMAT.sub("", unicodedata.normalize("NFKC", text).casefold().translate(T2S))
+    """Folded (see ``_fold_table``), spaces and punctuation kept: what patterns see."""
+    return text.translate(FOLD)
 
 
 def normalise(text: str) -> str:
-    """The compact form terms are matched in: ``normalise_light`` with only letters and digits left."""
-    return _NOT_WORD.sub("", normalise_light(text))
+    """The compact form terms are matched in: folded, only letters and digits left."""
+    return _NOT_WORD.sub("", text.translate(FOLD))
 
 
 @dataclass(frozen=True)
@@ -71,7 +105,6 @@ class Matcher:
 
     def __init__(self, entries: Iterable[dict[str, Any]], version: int = 0) -> None:
         self.version = version
-        self.automaton = ahocorasick.Automaton()
         self.patterns: list[tuple[re.Pattern[str], Hit]] = []
         words: dict[str, Hit] = {}
         for entry in entries:
@@ -85,13 +118,10 @@ class Matcher:
             known = words.get(key)  # one key may be listed twice: the stricter entry wins
             if known is None or SEVERITY_ORDER[hit.severity] > SEVERITY_ORDER[known.severity]:
                 words[key] = hit
-        for key, hit in words.items():
-            self.automaton.add_word(key, hit)
+        self.keys = list(words)
+        self.key_hits = list(words.values())
         self.size = len(words) + len(self.patterns)
-        if words:
-            self.automaton.make_automaton()
-        else:
-            self.automaton = None
+        self.automaton = ahocorasick_rs.AhoCorasick(self.keys) if words else None
 
     def hits(self, text: str) -> list[Hit]:
         """Every distinct entry the text matches, most severe first."""
@@ -99,8 +129,8 @@ class Matcher:
             return []
         found: dict[int, Hit] = {}
         if self.automaton is not None:
-            compact = normalise(text)
-            for _end, hit in self.automaton.iter(compact):
+            for index, _start, _end in self.automaton.find_matches_as_indexes(normalise(text), overlapping=True):
+                hit = self.key_hits[index]
                 found.setdefault(hit.term_id, hit)
         if self.patterns:
             light = normalise_light(text)

@@ -35,6 +35,8 @@ EVASIONS = [
     ("zero-width joiner and BOM", "p\u200do\ufeffr\u2060n", 3),
     ("soft hyphen", "por\u00adn", 3),
     ("circled and compatibility forms", "ⓟⓞⓡⓝ", 3),
+    ("accents and combining marks", "pörn and p\u0301orn", 3),
+    ("mathematical letters", "𝐩𝐨𝐫𝐧", 3),
     ("everything at once", "法\u200b 輪．功", 1),
     ("pattern with word boundaries", "I will KILL  him", 5),
     ("pattern after full-width", "ｋｉｌｌ ｈｉｍ", 5),
