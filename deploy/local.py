@@ -75,6 +75,8 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
         "auth-outbox": [PY, "-m", "services.auth.relay"],
         "integrations": gunicorn("services.integrations.app",
                                  f"127.0.0.1:{_port(settings.integrations_url, 8005)}", 1, *threads),
+        "safety": gunicorn("services.safety.app", f"127.0.0.1:{_port(settings.safety_url, 8004)}", 1, *threads),
+        "safety-recorder": [PY, "-m", "services.safety.recorder"],
         "credits-sweeper": [PY, "-m", "services.credits.sweeper"],
         "credits-events": [PY, "-m", "services.credits.events"],
         "gallery-events": [PY, "-m", "services.gallery.events"],

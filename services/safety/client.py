@@ -19,8 +19,10 @@ from typing import Any, Mapping
 
 import redis as redis_lib
 
+from shared.config import Settings
 from shared.errors import ServiceError, Unprocessable
 from shared.internal_http import InternalHttp, Timeout
+from services.safety.config import load_config
 from services.safety.categories import category_name, language, rejection_message
 from services.safety.matcher import Hit, Matcher, normalise, normalise_light
 
@@ -101,6 +103,12 @@ class ContentFilter:
         self._checked_at = float("-inf")
         self._fallback_after = float("-inf")
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, redis: redis_lib.Redis) -> "ContentFilter":
+        """The filter a service's process keeps (``SAFETY_REFRESH_SECONDS``, ``SAFETY_URL``)."""
+        return cls(redis, SafetyClient(settings.safety_url, settings.service_token),
+                   load_config(settings).refresh_seconds)
 
     # -- the list ---------------------------------------------------------------------
     def matcher(self) -> Matcher:
