@@ -13,7 +13,8 @@ from services.gallery.engagement import Visitor
 from services.gallery.schemas import (AdminWorksQuerySchema, BatchSchema, GalleryQuerySchema, HideSchema,
                                       InternalNotificationSchema, LikedQuerySchema, MediaKeysSchema,
                                       MyWorksQuerySchema, NotificationsQuerySchema, ReportSchema,
-                                      ReportsQuerySchema, SaveJobSchema, SaveWorkSchema, UpdateWorkSchema)
+                                      ReportsQuerySchema, ReviewDecisionSchema, ReviewQueueQuerySchema, SaveJobSchema,
+                                      SaveWorkSchema, UpdateWorkSchema)
 from services.gallery.service import GalleryServices
 
 bp = Blueprint("gallery", __name__)
@@ -169,6 +170,22 @@ def report_work(work_id: int):
 def admin_list_works():
     require_admin()
     return ok(_gallery().moderation.list_works(load_query(AdminWorksQuerySchema())))
+
+
+@bp.get("/api/admin/works/review")
+@doc("The publishing review queue: works in one review state (pending by default), oldest first", auth="admin",
+     query=ReviewQueueQuerySchema)
+def review_queue():
+    require_admin()
+    return ok(_gallery().moderation.review_queue(load_query(ReviewQueueQuerySchema())))
+
+
+@bp.post("/api/admin/works/review")
+@doc("Approve, or reject with a reason, up to 100 works at once (all or nothing; authors are told; audited)",
+     auth="admin", body=ReviewDecisionSchema, errors={404: "WORK_NOT_FOUND"})
+def decide_review():
+    admin = require_admin()
+    return ok(_gallery().moderation.decide(admin, load_json(ReviewDecisionSchema())))
 
 
 @bp.get("/api/admin/works/reports")
