@@ -106,9 +106,9 @@ def export_audit():
 
 
 @bp.get("/internal/terms")
-@doc("The whole term list with its version (for content filters when Redis holds none)")
+@doc("The whole term list with its version (for content filters when Redis holds none; publishes it there again)")
 def internal_terms():
-    return ok(_terms().snapshot())
+    return ok(_terms().republished_snapshot())
 
 
 @bp.get("/openapi.json")

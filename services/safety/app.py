@@ -31,5 +31,4 @@ def create_app(settings: Settings | None = None, config: SafetyConfig | None = N
     init_service_app(app, settings, internal=True, ready_checks={"database": db.ping, "redis": redis.ping})
     app.register_blueprint(api.bp)
     app.cli.add_command(safety_cli)
-    terms.publish()  # Redis may have lost the list (a flush, a new instance): every start writes it again
     return app

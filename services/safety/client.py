@@ -5,8 +5,9 @@ HTTP API (``SafetyClient``).
 The list travels through Redis: the safety service writes it to ``safety:terms`` and moves
 ``safety:terms:version`` on every change. A filter asks for the version at most every
 ``SAFETY_REFRESH_SECONDS`` and rebuilds its automaton when it moved. When Redis holds no
-list it reads the safety service's ``GET /internal/terms``; when neither answers it keeps
-the list it has (fail-soft: the last list, or none before the first load, logged).
+list it reads the safety service's ``GET /internal/terms`` (at most every 10 s; the service
+then writes the list to Redis again); when neither answers it keeps the list it has
+(fail-soft: the last list, or none before the first load, logged).
 """
 from __future__ import annotations
 
@@ -137,10 +138,10 @@ class ContentFilter:
             return
         if self.safety is None or time.monotonic() < self._fallback_after:
             return
+        self._fallback_after = time.monotonic() + FALLBACK_BACKOFF_SECONDS
         try:
             self._load(self.safety.terms())
         except ServiceError as exc:
-            self._fallback_after = time.monotonic() + FALLBACK_BACKOFF_SECONDS
             log.warning("term list unavailable (%s); keeping version %s", exc.code, self._matcher.version)
 
     def _load(self, data: Mapping[str, Any]) -> None:

@@ -166,6 +166,17 @@ class TermList:
                      for t in session.scalars(select(SafetyTerm).order_by(SafetyTerm.id))]
         return {"version": self.version(), "items": items}
 
+    def republished_snapshot(self) -> dict[str, Any]:
+        """For filters that found no list in Redis: publish it again if Redis lost it (a flush,
+        a new instance), then answer it."""
+        try:
+            missing = self.redis.get(VERSION_KEY) is None
+        except redis_lib.RedisError:
+            missing = False
+        if missing:
+            self.publish()
+        return self.snapshot()
+
     def version(self) -> int:
         try:
             return int(self.redis.get(VERSION_KEY) or 0)

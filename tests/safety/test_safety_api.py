@@ -10,9 +10,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from services.safety.client import ContentRejected
+from services.safety.client import LIST_KEY, VERSION_KEY, ContentFilter, ContentRejected, SafetyClient
 from services.safety.models import SafetyAudit
 from shared.db import utcnow
+from tests.conftest import TEST_SERVICE_TOKEN, serve
 
 
 def add_term(admin, text: str, **fields):
@@ -124,3 +125,16 @@ def test_the_filter_keeps_its_last_list_when_redis_fails(admin, content_filter, 
 
     content_filter.redis = Broken()
     assert content_filter.matcher().hits(marker)
+
+
+def test_a_filter_finds_the_list_through_the_service_when_redis_lost_it(admin, app, marker):
+    add_term(admin, marker)
+    redis = app.extensions["redis"]
+    redis.delete(LIST_KEY, VERSION_KEY)  # as after a flush
+    running = serve(app)
+    try:
+        fresh = ContentFilter(redis, SafetyClient(running.url, TEST_SERVICE_TOKEN), refresh_seconds=0)
+        assert fresh.matcher().hits(marker)
+    finally:
+        running.stop()
+    assert redis.get(VERSION_KEY) is not None  # the service wrote it back
