@@ -57,7 +57,7 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
     """The platform's own processes (``deploy/processes.py``), as run in production (gunicorn, celery)."""
     ports = {"gateway": settings.gateway_port, "auth": _port(settings.auth_url, 8001),
              "credits": _port(settings.credits_url, 8002), "gallery": _port(settings.gallery_url, 8003),
-             "integrations": _port(settings.integrations_url, 8005)}
+             "integrations": _port(settings.integrations_url, 8005), "safety": _port(settings.safety_url, 8004)}
     commands: dict[str, list[str]] = {}
     for process in PROCESSES:
         if process.kind == JOB:

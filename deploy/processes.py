@@ -38,7 +38,7 @@ COMMON_ENV = ("APP_ENV", "DATABASE_URL", "REDIS_URL", "SERVICE_TOKEN", "JWT_PUBL
               "LOG_FORMAT")
 # Where the callers of an HTTP process find it (the render API is mounted by the gateway).
 URL_SETTING = {"gateway": "RENDER_URL", "auth": "AUTH_URL", "credits": "CREDITS_URL", "gallery": "GALLERY_URL",
-               "integrations": "INTEGRATIONS_URL"}
+               "integrations": "INTEGRATIONS_URL", "safety": "SAFETY_URL"}
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,9 @@ THREADS = ("--worker-class", "gthread", "--threads", "8")
 # plus 1000 for HTTP (deploy/local.py fills in the configured figure).
 GEVENT = ("--worker-class", "gevent", "--worker-connections", "6000")
 
-AUTH_CALLS = ("credits", "gallery")
+AUTH_CALLS = ("credits", "gallery", "safety")
 CREDITS_CALLS = ("auth", "gallery", "gateway")
-GALLERY_CALLS = ("auth", "gateway")
+GALLERY_CALLS = ("auth", "gateway", "safety")
 INTEGRATIONS_CALLS = ("auth", "credits", "gateway")
 RENDER_CALLS = ("credits", "gallery")
 
@@ -110,7 +110,7 @@ PROCESSES: tuple[Process, ...] = (
                                     "RENDER_DATABASE_URL", "INTEGRATIONS_DATABASE_URL")),
     Process("gateway", HTTP, "services.gateway.app:create_app()",
             "the public door: proxy, render API, /ws, web client, media", port=8000, gunicorn=GEVENT,
-            calls=("auth", "credits", "gallery", "integrations"),
+            calls=("auth", "credits", "gallery", "integrations", "safety"),
             env=("PUBLIC_URL", "TRUSTED_PROXIES", "BROKER_URL", "DATA_DIR"), replicas=2),
     Process("auth", HTTP, "services.auth.app:create_app()", "accounts, sessions, tokens, single sign-on",
             port=8001, gunicorn=THREADS, calls=AUTH_CALLS, env=("JWT_PRIVATE_KEY_PATH", "PUBLIC_URL", "SMTP_HOST"),
@@ -121,6 +121,8 @@ PROCESSES: tuple[Process, ...] = (
             port=8003, gunicorn=THREADS, calls=GALLERY_CALLS, env=("DATA_DIR",), replicas=2),
     Process("integrations", HTTP, "services.integrations.app:create_app()", "service accounts, webhooks",
             port=8005, gunicorn=THREADS, gunicorn_workers=1, calls=INTEGRATIONS_CALLS, env=("INTEGRATIONS_SECRET",)),
+    Process("safety", HTTP, "services.safety.app:create_app()", "the content term list and the audit log",
+            port=8004, gunicorn=THREADS, gunicorn_workers=1),
     Process("auth-outbox", BACKGROUND, "services.auth.relay", "sends the user.deleted announcements Redis missed",
             metrics_port=9101, singleton=True, calls=AUTH_CALLS),
     Process("credits-sweeper", BACKGROUND, "services.credits.sweeper", "releases expired holds",
@@ -138,6 +140,8 @@ PROCESSES: tuple[Process, ...] = (
             metrics_port=9106, calls=INTEGRATIONS_CALLS, env=("BROKER_URL",)),
     Process("webhooks", BACKGROUND, "services.integrations.webhooks", "delivers signed webhook POSTs",
             metrics_port=9107, calls=INTEGRATIONS_CALLS, env=("INTEGRATIONS_SECRET",)),
+    Process("safety-recorder", BACKGROUND, "services.safety.recorder",
+            "stores blocks, flags and review decisions in the audit log; applies its retention", metrics_port=9110),
     Process("reconciler", BACKGROUND, "services.render_worker.reconciler",
             "jobs of dead workers, lost messages, unsettled credits; queue depth metrics", metrics_port=9108,
             calls=RENDER_CALLS, env=("BROKER_URL", "DATA_DIR")),

@@ -13,7 +13,8 @@ from services.gallery.engagement import Visitor
 from services.gallery.schemas import (AdminWorksQuerySchema, BatchSchema, GalleryQuerySchema, HideSchema,
                                       InternalNotificationSchema, LikedQuerySchema, MediaKeysSchema,
                                       MyWorksQuerySchema, NotificationsQuerySchema, ReportSchema,
-                                      ReportsQuerySchema, SaveJobSchema, SaveWorkSchema, UpdateWorkSchema)
+                                      ReportsQuerySchema, ReviewDecisionSchema, ReviewQueueQuerySchema, SaveJobSchema,
+                                      SaveWorkSchema, UpdateWorkSchema)
 from services.gallery.service import GalleryServices
 
 bp = Blueprint("gallery", __name__)
@@ -38,7 +39,10 @@ def _visitor() -> Visitor:
 
 @bp.post("/api/works/save")
 @doc("Save one of the caller's render outputs as a work", auth="user", body=SaveWorkSchema, status=201,
-     errors={403: "NOT_YOUR_OUTPUT", 404: "OUTPUT_NOT_FOUND", 409: "ALREADY_SAVED", 503: "GATEWAY_UNAVAILABLE"})
+     errors={403: "NOT_YOUR_OUTPUT", 404: "OUTPUT_NOT_FOUND", 409: "ALREADY_SAVED", 422: "CONTENT_REJECTED",
+             503: "GATEWAY_UNAVAILABLE"},
+     description="A public work matching the term list, or any under GALLERY_REVIEW_MODE all, is saved with "
+                 "reviewState pending and listed only once a moderator approves it.")
 def save_work():
     user = require_user(scope=WRITE)
     return ok({"work": _gallery().works.save_work(user, load_json(SaveWorkSchema()))}, 201)
@@ -46,7 +50,8 @@ def save_work():
 
 @bp.post("/api/works/save-job")
 @doc("Save every output of one of the caller's jobs as works", auth="user", body=SaveJobSchema, status=201,
-     errors={403: "NOT_YOUR_OUTPUT", 404: "JOB_NOT_FOUND", 409: "JOB_HAS_NO_OUTPUTS", 503: "GATEWAY_UNAVAILABLE"})
+     errors={403: "NOT_YOUR_OUTPUT", 404: "JOB_NOT_FOUND", 409: "JOB_HAS_NO_OUTPUTS", 422: "CONTENT_REJECTED",
+             503: "GATEWAY_UNAVAILABLE"})
 def save_job():
     user = require_user(scope=WRITE)
     return ok(_gallery().works.save_job(user, load_json(SaveJobSchema())), 201)
@@ -54,7 +59,7 @@ def save_job():
 
 @bp.post("/api/works/batch")
 @doc("Publish, hide, tag or delete several of the caller's works", auth="user", body=BatchSchema,
-     errors={404: "WORK_NOT_FOUND (one is missing or not the caller's)"})
+     errors={404: "WORK_NOT_FOUND (one is missing or not the caller's)", 422: "CONTENT_REJECTED"})
 def batch():
     user = require_user(scope=WRITE)
     return ok(_gallery().works.batch_update(user, load_json(BatchSchema())))
@@ -98,7 +103,7 @@ def get_work(work_id: int):
 
 @bp.put("/api/works/<id:work_id>")
 @doc("Edit a work's title, description, tags or visibility", auth="user", body=UpdateWorkSchema,
-     errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND"})
+     errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND", 422: "CONTENT_REJECTED"})
 def update_work(work_id: int):
     user = require_user(scope=WRITE)
     changes = load_json(UpdateWorkSchema())
@@ -154,7 +159,7 @@ def download(work_id: int):
 
 @bp.post("/api/works/<id:work_id>/report")
 @doc("Report a work to the moderators", auth="user", body=ReportSchema, status=201,
-     errors={403: "OWN_WORK", 404: "WORK_NOT_FOUND", 409: "ALREADY_REPORTED"})
+     errors={403: "OWN_WORK", 404: "WORK_NOT_FOUND", 409: "ALREADY_REPORTED", 422: "CONTENT_REJECTED"})
 def report_work(work_id: int):
     user = require_user()
     reason = load_json(ReportSchema())["reason"]
@@ -169,6 +174,22 @@ def report_work(work_id: int):
 def admin_list_works():
     require_admin()
     return ok(_gallery().moderation.list_works(load_query(AdminWorksQuerySchema())))
+
+
+@bp.get("/api/admin/works/review")
+@doc("The publishing review queue: works in one review state (pending by default), oldest first", auth="admin",
+     query=ReviewQueueQuerySchema)
+def review_queue():
+    require_admin()
+    return ok(_gallery().moderation.review_queue(load_query(ReviewQueueQuerySchema())))
+
+
+@bp.post("/api/admin/works/review")
+@doc("Approve, or reject with a reason, up to 100 works at once (all or nothing; authors are told; audited)",
+     auth="admin", body=ReviewDecisionSchema, errors={404: "WORK_NOT_FOUND"})
+def decide_review():
+    admin = require_admin()
+    return ok(_gallery().moderation.decide(admin, load_json(ReviewDecisionSchema())))
 
 
 @bp.get("/api/admin/works/reports")

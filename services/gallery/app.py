@@ -20,7 +20,9 @@ from services.gallery.moderation import Moderation
 from services.gallery.notifications import Notifications
 from services.gallery.schemas import WorkPresenter
 from services.gallery.service import GalleryServices, WorksService
+from services.gallery.review import ReviewPolicy
 from services.gateway.client import EdgeCacheClient
+from services.safety.client import ContentFilter
 from services.render.client import RenderClient
 
 
@@ -38,12 +40,13 @@ def create_app(settings: Settings | None = None, config: GalleryConfig | None = 
     presenter = WorkPresenter(files, authors, config.featured_likes)
     notifications = Notifications(db, EventBus(redis))
     edge_cache = EdgeCacheClient(redis, settings.edge_cache_namespace)  # told when what the public sees changes
+    review = ReviewPolicy(config.review_mode, ContentFilter.from_settings(settings, redis))
     app.extensions["gallery"] = GalleryServices(
         works=WorksService(db, RenderClient(settings.render_url, settings.service_token), files, authors, presenter,
-                           edge_cache),
+                           edge_cache, review),
         listing=WorkListing(db, presenter, config.timezone),
-        engagement=Engagement(db, files, notifications, config.view_window, config.download_window),
-        moderation=Moderation(db, presenter, notifications, edge_cache),
+        engagement=Engagement(db, files, notifications, config.view_window, config.download_window, review),
+        moderation=Moderation(db, presenter, notifications, edge_cache, review),
         notifications=notifications,
         files=files)
 

@@ -27,6 +27,7 @@ from shared.tokens import Claims
 from services.gallery.files import WorkFiles
 from services.gallery.models import Work, WorkHit, WorkLike, WorkReport
 from services.gallery.notifications import Notifications
+from services.gallery.review import ReviewPolicy
 from services.gallery.rules import hot_score, is_liked, visible_work
 from services.gallery.schemas import filed_report_json
 
@@ -103,8 +104,9 @@ def _filename(title: str, work_id: int, extension: str) -> tuple[str, str]:
 
 class Engagement:
     def __init__(self, db: Database, files: WorkFiles, notifications: Notifications, view_window: timedelta,
-                 download_window: timedelta) -> None:
+                 download_window: timedelta, review: ReviewPolicy) -> None:
         self.db = db
+        self.review = review
         self.files = files
         self.notifications = notifications
         self.view_window = view_window
@@ -190,6 +192,9 @@ class Engagement:
     # Reports
 
     def report_work(self, user: Claims, work_id: int, reason: str) -> dict[str, Any]:
+        """File a report; its reason is matched against the term list like any submitted text."""
+        self.review.filter.check({"reason": reason}, source="gallery.report", actor_id=user.user_id,
+                                 actor_name=user.username, subject=f"work:{work_id}")
         with self.db.transaction() as session:
             work = visible_work(session, work_id, user)
             if work.user_id == user.user_id:

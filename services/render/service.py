@@ -40,6 +40,7 @@ from services.render.pricing import PricingCache
 from services.render.outbox import JobOutbox
 from services.render.schemas import job_json, job_summary, output_record, upload_json
 from services.render.uploads import PayloadTooLarge, Source, inspect_image, resolve_source, store_upload
+from services.safety.client import ContentFilter
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ class RenderService:
     auth: AuthClient
     models: ModelRegistry
     presets: Presets
+    content_filter: ContentFilter
     _catalogs: tuple[float, list[dict]] = (float("-inf"), [])
 
     def live_catalogs(self) -> list[dict]:
@@ -132,6 +134,7 @@ class RenderService:
         choices = merged_choices(catalogs, template.name)
         self._check_models(template, raw, choices)
         params = validate_params(template, raw, choices)
+        self._check_text(template, params, user_id)
         source = self._source(template, params, user_id, bearer)
         active_limit = limits.active_limit if limits is not None else self.config.user_active_limit
         deadline = None if received_at is None else received_at + self.config.admission_deadline_seconds
@@ -152,6 +155,14 @@ class RenderService:
                    and raw[p["name"]] not in choices.get(p["from"], [])}
         if missing:
             raise Unprocessable("No live render worker holds this model.", code="MODEL_UNAVAILABLE", details=missing)
+
+    def _check_text(self, template: Template, params: dict[str, Any], user_id: int) -> None:
+        """422 CONTENT_REJECTED for free text (prompt, negative prompt) matching a ``block``
+        entry, before anything is held; a ``review`` match is recorded and the job goes on
+        (the gallery keeps its works from the public until a moderator approves)."""
+        fields = {p["name"]: params[p["name"]] for p in template.parameters
+                  if p["type"] == "string" and "from" not in p and isinstance(params.get(p["name"]), str)}
+        self.content_filter.check(fields, source="render", actor_id=user_id, subject=f"workflow:{template.name}")
 
     def _source(self, template: Template, params: dict[str, Any], user_id: int, bearer: str | None) -> Source | None:
         names = [n for n in template.image_parameters if n in params]

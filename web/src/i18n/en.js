@@ -89,6 +89,7 @@ export default {
     titleRequired: 'Enter a title', tagRules: 'Up to 10 tags of at most 20 characters', done: '{n} work(s) saved', already: 'This image is already saved',
   },
   works: {
+    reviewPending: 'In review', reviewRejected: 'Not approved', reviewRejectedBecause: 'Not approved: {reason}',
     featured: 'Featured', new: 'New', public: 'Public', private: 'Private', views: 'views', likes: 'likes', like: 'Like', liked: 'Liked',
     download: 'Download original', copyLink: 'Copy link', linkCopied: 'Link copied to the clipboard', useSettings: 'Use these settings',
     prompt: 'Prompt', negativePrompt: 'Negative prompt', parameters: 'Parameters', signInToLike: 'Sign in to like works. Go to sign in?',
@@ -136,6 +137,19 @@ export default {
     },
   },
   admin: {
+    safety: {
+      mode: 'Review mode: {mode}', modes: { off: 'off (recorded only)', 'flagged-only': 'works matching the term list', all: 'every public work' },
+      states: { pending: 'Waiting', rejected: 'Rejected', approved: 'Approved' }, approve: 'Approve', reject: 'Reject', rejectTitle: 'Reject {n} works',
+      rejectReason: 'Reason (shown to the author)', selected: '{n} selected', flaggedBy: 'Flagged for', decided: '{n} works done', noQueue: 'Nothing waits for review',
+      term: 'Term', kind: 'Kind', kinds: { term: 'word', pattern: 'regex' }, category: 'Category', severity: 'Action', severities: { block: 'block', review: 'review' },
+      note: 'Note', addTerm: 'Add', importTerms: 'Import', importHint: 'One term a line, with the category and action chosen above', imported: '{added} added, {skipped} already listed',
+      deleteConfirm: 'Delete the term “{text}”?', search: 'Search terms', allCategories: 'All categories', tryText: 'Try a text', tryHint: 'Type some text to see which entries it matches', noHits: 'No match',
+      version: 'List version {v}', noTerms: 'The list is empty',
+      actions: { blocked: 'Blocked', flagged: 'Flagged', review_approved: 'Approved', review_rejected: 'Rejected', term_added: 'Term added', term_updated: 'Term changed', term_removed: 'Term removed', terms_imported: 'Terms imported' },
+      action: 'Event', source: 'Source', actor: 'By', subject: 'Subject', excerpt: 'Content', time: 'Time', exportCsv: 'Export CSV', retention: 'kept {days} days', allActions: 'All events',
+      categoryNames: { politics: 'harmful political content', sexual: 'sexual or vulgar content', violence: 'violence or gore', terrorism: 'terrorism or extremism', gambling: 'gambling', drugs: 'drugs or contraband', fraud: 'fraud', abuse: 'abuse or discrimination', privacy: 'personal information', ads: 'spam or advertising', other: 'other prohibited content' },
+      since: 'From', until: 'Until',
+    },
     sa: {
       create: 'New service account', deadLetters: 'Queue dead letters: {n}', none: 'No service accounts yet', paused: 'Paused',
       topUp: 'Add budget', token: 'New API token', rotate: 'Rotate key', rotateConfirm: 'Give {name} a new signing key? Messages signed with the old one are refused at once.',
@@ -147,7 +161,7 @@ export default {
     },
     balance: 'Balance', ok: 'OK', down: 'Down', healthStates: { ok: 'Healthy', degraded: 'Degraded', down: 'Down' }, onWorkers: 'on {n} worker(s)', kinds: { checkpoints: 'Checkpoint', diffusion_models: 'Diffusion model', loras: 'LoRA', upscale_models: 'Upscaler', text_encoders: 'Text encoder', vaes: 'VAE' }, componentNames: { auth: 'Accounts', credits: 'Credits', gallery: 'Works', redis: 'Cache (Redis)', renderDatabase: 'Render database', renderWorkers: 'Render workers' }, noJobs: 'No jobs match', timings: { queuedAt: 'Queued', pickedAt: 'Picked by a worker', submittedAt: 'Submitted to ComfyUI', firstProgressAt: 'First progress', lastImageAt: 'Last image', finishedAt: 'Finished', settledAt: 'Credits settled' }, cancelJobConfirm: 'Cancel this job? Images not yet made are refunded.', reportStates: { open: 'Open', resolved: 'Resolved' }, codeStates: { active: 'Active', used: 'Used up', expired: 'Expired' },
     title: 'Admin console', subtitle: 'Users, moderation, redeem codes and the render fleet',
-    tabs: { users: 'Users', works: 'Moderation', jobs: 'Jobs', models: 'Models & presets', codes: 'Redeem codes', services: 'Service accounts', fleet: 'Render fleet', sso: 'Sign-in providers' },
+    tabs: { users: 'Users', works: 'Moderation', jobs: 'Jobs', models: 'Models & presets', codes: 'Redeem codes', services: 'Service accounts', fleet: 'Render fleet', sso: 'Sign-in providers', review: 'Publishing review', safety: 'Term list', audit: 'Audit log' },
     allWorks: 'All works', workStates: { all: 'All', public: 'Public', private: 'Private', hidden: 'Hidden' }, hiddenBecause: 'Hidden: {reason}',
     redemptionsOf: 'Who redeemed {code}',
     modelRegistry: 'Models', modelRegistryHint: 'What users read about each model and the settings applied when they pick it. Whether a model can be used depends on the live render workers.',
@@ -248,6 +262,7 @@ export default {
       unknown: { title: 'Rendering failed', hint: 'Retry in a moment; tell an admin if it keeps happening.' },
     },
     api: {
+      CONTENT_REJECTED: 'This text contains {categoryName} and cannot be accepted; please revise it', TERM_EXISTS: 'This term is already listed', INVALID_PATTERN: 'Not a valid regular expression', EMPTY_TERM: 'Nothing is left of this term without spaces and punctuation', TOO_MANY_TERMS: 'The term list is full',
       INSUFFICIENT_SCOPE: 'This API token may not do this', TOKEN_LIMIT: 'Too many API tokens: revoke one first', WEBHOOK_LIMIT: 'Too many webhooks: delete one first',
       WEBHOOK_URL_REFUSED: 'That URL cannot receive webhooks (it must be a public http(s) address)', SERVICE_ACCOUNT_EXISTS: 'A service account with this name exists', USERNAME_TAKEN: 'That name is taken',
       INSUFFICIENT_CREDITS: 'Not enough credits', RENDER_UNAVAILABLE: 'No render worker is available; try again shortly', QUEUE_LIMIT: 'Too many jobs at once: wait for some to finish',

@@ -90,6 +90,7 @@ export default {
     titleRequired: '请输入标题', tagRules: '最多 10 个标签，每个不超过 20 字', done: '已保存 {n} 个作品', already: '这张图片已经保存过了',
   },
   works: {
+    reviewPending: '审核中', reviewRejected: '未通过审核', reviewRejectedBecause: '未通过审核：{reason}',
     featured: '精选', new: '新作', public: '公开', private: '私有', views: '浏览', likes: '点赞', like: '点赞', liked: '已点赞',
     download: '下载原图', copyLink: '复制链接', linkCopied: '链接已复制到剪贴板', useSettings: '使用此参数创作',
     prompt: '提示词', negativePrompt: '反向提示词', parameters: '生成参数', signInToLike: '登录后才能点赞，是否前往登录？',
@@ -137,6 +138,19 @@ export default {
     },
   },
   admin: {
+    safety: {
+      mode: '审核模式：{mode}', modes: { off: '关闭（只记录）', 'flagged-only': '仅命中词库的作品', all: '全部公开作品' },
+      states: { pending: '待审核', rejected: '已驳回', approved: '已通过' }, approve: '通过', reject: '驳回', rejectTitle: '驳回 {n} 个作品',
+      rejectReason: '驳回原因（作者可见）', selected: '已选 {n} 项', flaggedBy: '命中类别', decided: '已处理 {n} 个作品', noQueue: '没有待审核的作品',
+      term: '词条', kind: '类型', kinds: { term: '词语', pattern: '正则' }, category: '类别', severity: '处理', severities: { block: '拦截', review: '人工审核' },
+      note: '备注', addTerm: '添加', importTerms: '批量导入', importHint: '每行一个词条，使用上方选择的类别和处理方式', imported: '导入 {added} 条，跳过 {skipped} 条已有词条',
+      deleteConfirm: '删除词条「{text}」？', search: '搜索词条', allCategories: '全部类别', tryText: '测试文本', tryHint: '输入一段文字，查看会命中哪些词条', noHits: '没有命中',
+      version: '词库版本 {v}', noTerms: '词库为空',
+      actions: { blocked: '拦截', flagged: '标记待审', review_approved: '审核通过', review_rejected: '审核驳回', term_added: '添加词条', term_updated: '修改词条', term_removed: '删除词条', terms_imported: '批量导入' },
+      action: '事件', source: '来源', actor: '操作者', subject: '对象', excerpt: '内容', time: '时间', exportCsv: '导出 CSV', retention: '保留 {days} 天', allActions: '全部事件',
+      categoryNames: { politics: '涉政有害', sexual: '色情低俗', violence: '暴力血腥', terrorism: '暴恐极端', gambling: '赌博', drugs: '毒品违禁品', fraud: '诈骗', abuse: '辱骂歧视', privacy: '个人隐私', ads: '垃圾广告', other: '其他违规' },
+      since: '开始时间', until: '结束时间',
+    },
     sa: {
       create: '新建服务账号', deadLetters: '队列死信：{n}', none: '还没有服务账号', paused: '已暂停',
       topUp: '追加预算', token: '新建 API 令牌', rotate: '轮换密钥', rotateConfirm: '为 {name} 生成新的签名密钥？用旧密钥签名的消息会立即被拒绝。',
@@ -148,7 +162,7 @@ export default {
     },
     balance: '余额', ok: '正常', down: '异常', healthStates: { ok: '正常', degraded: '部分异常', down: '不可用' }, onWorkers: '{n} 个节点', kinds: { checkpoints: '主模型', diffusion_models: '扩散模型', loras: 'LoRA', upscale_models: '放大模型', text_encoders: '文本编码器', vaes: 'VAE' }, componentNames: { auth: '账号服务', credits: '积分服务', gallery: '作品服务', redis: '缓存 (Redis)', renderDatabase: '渲染数据库', renderWorkers: '渲染节点' }, noJobs: '没有符合条件的任务', timings: { queuedAt: '排队', pickedAt: '被工作节点领取', submittedAt: '提交给 ComfyUI', firstProgressAt: '首次进度', lastImageAt: '最后一张图', finishedAt: '结束', settledAt: '积分结算' }, cancelJobConfirm: '确定取消这个任务吗？未生成的图片会退还积分。', reportStates: { open: '待处理', resolved: '已处理' }, codeStates: { active: '可用', used: '已用完', expired: '已过期' },
     title: '管理后台', subtitle: '用户、内容审核、兑换码与渲染集群',
-    tabs: { users: '用户管理', works: '内容审核', jobs: '任务', models: '模型与预设', codes: '兑换码', services: '服务账号', fleet: '渲染集群', sso: '登录方式' },
+    tabs: { users: '用户管理', works: '内容审核', jobs: '任务', models: '模型与预设', codes: '兑换码', services: '服务账号', fleet: '渲染集群', sso: '登录方式', review: '发布审核', safety: '敏感词', audit: '审计日志' },
     allWorks: '全部作品', workStates: { all: '全部', public: '公开', private: '私有', hidden: '已隐藏' }, hiddenBecause: '已隐藏：{reason}',
     redemptionsOf: '兑换码 {code} 的兑换记录',
     modelRegistry: '模型', modelRegistryHint: '用户看到的模型名称、介绍与预览图，以及选择模型时自动应用的推荐参数。模型能否使用由在线的渲染节点决定。',
@@ -249,6 +263,7 @@ export default {
       unknown: { title: '生成失败', hint: '稍后重试；问题持续请联系管理员。' },
     },
     api: {
+      CONTENT_REJECTED: '内容包含「{categoryName}」相关信息，无法提交，请修改后重试', TERM_EXISTS: '该词条已存在', INVALID_PATTERN: '正则表达式无效', EMPTY_TERM: '词条去掉空格和标点后为空', TOO_MANY_TERMS: '词库已达上限',
       INSUFFICIENT_SCOPE: '这个 API 令牌无权执行此操作', TOKEN_LIMIT: 'API 令牌太多：请先吊销一个', WEBHOOK_LIMIT: 'Webhook 太多：请先删除一个',
       WEBHOOK_URL_REFUSED: '这个 URL 不能接收 Webhook（必须是公网 http(s) 地址）', SERVICE_ACCOUNT_EXISTS: '已有同名服务账号', USERNAME_TAKEN: '该名称已被占用',
       INSUFFICIENT_CREDITS: '积分不足', RENDER_UNAVAILABLE: '当前没有可用的渲染节点，请稍后再试', QUEUE_LIMIT: '你同时进行的任务太多了，请等前面的完成后再提交',
