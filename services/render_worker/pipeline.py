@@ -3,8 +3,8 @@
 Claim (only a queued, uncancelled job, or a running one whose worker died) → pick the
 workflow variant this ComfyUI runs → upload the source image under a per-job name →
 build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
-per image: fetch, store original and thumbnail, insert the output row (commit), capture
-its price, publish ``job.image`` → record the final state, then settle the hold and
+per image: fetch, check it (``CONTENT_IMAGE_CHECKER``), label and store original and
+thumbnail, insert the output row (commit), capture its price, publish ``job.image`` → record the final state, then settle the hold and
 announce the outcome (``services.render.outbox``).
 Every step is idempotent, so a redelivered message repeats nothing that already
 happened, and a finished job is skipped. The job succeeds only when every requested
@@ -32,6 +32,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.errors import ServiceError
 from shared.events import EventBus, redis_client
+from shared.labels import ImageLabel, LabelConfig, encode_derived, label_png, load_label_config
 from shared.storage import Storage, StorageError, content_key, make_storage
 
 from services.render import jobs
@@ -70,6 +71,7 @@ class RenderContext:
     worker_id: str
     templates: TemplateStore
     outbox: JobOutbox
+    labels: LabelConfig
     celery: Celery | None = None
     capabilities_cache: tuple[float, set[str], dict[str, list[str]]] | None = None
 
@@ -98,7 +100,8 @@ def build_context(settings: Settings, config: RenderConfig, worker_id: str, cele
                          comfyui=ComfyUIClient(config.comfyui_url, retry_seconds=config.comfyui_retry_seconds),
                          credits=credits, gallery=gallery, events=events, storage=make_storage(settings),
                          worker_id=worker_id, templates=templates or TemplateStore(defaults=config.parameter_defaults),
-                         outbox=JobOutbox(db, credits, events, gallery, retry), celery=celery)
+                         outbox=JobOutbox(db, credits, events, gallery, retry),
+                         labels=load_label_config(settings), celery=celery)
 
 
 class JobFailed(Exception):
@@ -280,7 +283,7 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
     """
     for index, ref in enumerate(refs[:job.images_requested]):
         data = ctx.comfyui.fetch_image(ref)
-        file = _store(ctx.storage, index, data)
+        file = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
         with ctx.db.transaction() as session:
             output = jobs.add_output(session, job, file)
         if output is None:
@@ -298,8 +301,16 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
                                          "width": output.width, "height": output.height})
 
 
-def _store(storage: Storage, index: int, data: bytes) -> jobs.OutputFile:
-    """Keep the original (as PNG) and a WebP thumbnail that fits in 512×512."""
+def _label(ctx: RenderContext, job: RenderJob, index: int) -> ImageLabel:
+    """The implicit label of one image. Its output id is chosen now (the same for every attempt)
+    and the time is the job's admission, so a repeated attempt writes identical files."""
+    output_id = uuid.uuid5(uuid.NAMESPACE_URL, f"aigc-output:{job.id}:{index}").hex
+    created = job.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ImageLabel(producer=ctx.labels.producer, produce_id=output_id, job_id=job.id, generated_at=created)
+
+
+def _store(storage: Storage, index: int, data: bytes, label: ImageLabel, secret: bytes) -> jobs.OutputFile:
+    """Keep the original (as PNG) and a WebP thumbnail that fits in 512×512, both labelled."""
     try:
         with Image.open(io.BytesIO(data)) as original:
             original.load()
@@ -309,16 +320,17 @@ def _store(storage: Storage, index: int, data: bytes) -> jobs.OutputFile:
                 original.save(buffer, format="PNG")
                 data = buffer.getvalue()
             thumbnail = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
+        data = label_png(data, label, secret)
     except (OSError, SyntaxError, ValueError) as exc:
         raise ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE") from exc
     thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    buffer = io.BytesIO()
-    thumbnail.save(buffer, format="WEBP", quality=80, method=2)  # method 2: half the encode time of the default
+    # method 2: half the encode time of the default
+    thumb_bytes = encode_derived(thumbnail, "WEBP", label, secret, quality=80, method=2)
     image_key = storage.put(content_key(data, "png", "images"), data)
-    thumb_bytes = buffer.getvalue()
     thumbnail_key = storage.put(content_key(thumb_bytes, "webp", "thumbs"), thumb_bytes)
     return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key, width=width,
-                           height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest())
+                           height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                           output_id=label.produce_id)
 
 
 def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str) -> bool:
