@@ -59,6 +59,7 @@ TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trai
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 XMP_KEYWORD = b"XML:com.adobe.xmp"
 EXIF_IMAGE_DESCRIPTION = 0x010E
+MAX_TEXT_BYTES = 1024 * 1024
 POSITIONS = ("top-left", "top-right", "bottom-left", "bottom-right")
 # CJK fonts looked for when CONTENT_LABEL_FONT is not set (Debian/Ubuntu packages, then macOS).
 FONT_CANDIDATES = (
@@ -261,6 +262,30 @@ def _xmp_value(xmp: str, name: str) -> str | None:
     return html.unescape(match.group(1) or match.group(2) or "") if match else None
 
 
+def _inflate(data: bytes) -> bytes:
+    """A compressed text chunk, at most MAX_TEXT_BYTES of it (an uploaded file may be a zip bomb)."""
+    return zlib.decompressobj().decompress(data, MAX_TEXT_BYTES)
+
+
+def _png_text(data: bytes) -> dict[str, str]:
+    """The text chunks of a PNG (tEXt, zTXt, iTXt), read from the chunk list without decoding pixels."""
+    text: dict[str, str] = {}
+    for kind, chunk in _png_chunks(data):
+        if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+            continue
+        keyword, _, rest = chunk[8:-4].partition(b"\x00")
+        if kind == b"tEXt":
+            value = rest.decode("latin-1")
+        elif kind == b"zTXt":
+            value = _inflate(rest[1:]).decode("latin-1")
+        else:
+            compressed, body = rest[:1] == b"\x01", rest[2:]
+            body = body.split(b"\x00", 2)[-1]  # after the language tag and the translated keyword
+            value = (_inflate(body) if compressed else body).decode("utf-8", "replace")
+        text.setdefault(keyword.decode("latin-1"), value)
+    return text
+
+
 def _parse_aigc(raw: str | None) -> dict[str, str] | None:
     if not raw:
         return None
@@ -277,11 +302,11 @@ def read_label(data: bytes, secret: bytes) -> FoundLabel | None:
     """The label an image file carries (PNG text, XMP, or EXIF, in that order), or None.
     ``authentic`` is whether its protection codes are ours (nothing else checks the pixels)."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            text = dict(getattr(image, "text", {}) or {}) if image.format == "PNG" else {}
-            xmp_raw = image.info.get("xmp") or text.get(XMP_KEYWORD.decode()) or b""
+        text = _png_text(data) if data.startswith(PNG_SIGNATURE) else {}
+        with Image.open(io.BytesIO(data)) as image:  # reads the headers, never the pixels
+            xmp_raw = text.get(XMP_KEYWORD.decode()) or image.info.get("xmp") or b""
             exif = image.getexif()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except (OSError, SyntaxError, ValueError, zlib.error, Image.DecompressionBombError):
         return None
     xmp = xmp_raw.decode("utf-8", "replace") if isinstance(xmp_raw, bytes) else str(xmp_raw)
     found: tuple[dict[str, str], str] | None = None
