@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import logging
 import time
 import uuid
@@ -31,12 +32,14 @@ from services.gallery.client import GalleryClient
 from shared.config import Settings
 from shared.db import Database
 from shared.errors import ServiceError
-from shared.events import EventBus, redis_client
+from shared.config import ConfigError
+from shared.events import EventBus, announce, redis_client
 from shared.labels import ImageLabel, LabelConfig, encode_derived, label_png, load_label_config
 from shared.storage import Storage, StorageError, content_key, make_storage
 
 from services.render import jobs
 from services.render.catalog import worker_alive
+from services.render_worker.checkers import CheckerUnavailable, ImageChecker, load_checker
 from services.render_worker.heartbeat import choices_from_object_info
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
                       outcome_from_history)
@@ -72,6 +75,7 @@ class RenderContext:
     templates: TemplateStore
     outbox: JobOutbox
     labels: LabelConfig
+    checker: ImageChecker
     celery: Celery | None = None
     capabilities_cache: tuple[float, set[str], dict[str, list[str]]] | None = None
 
@@ -96,12 +100,16 @@ def build_context(settings: Settings, config: RenderConfig, worker_id: str, cele
     gallery = GalleryClient(settings.gallery_url, settings.service_token, timeout=(2.0, 5.0))
     events = EventBus(redis_client(settings.redis_url))
     retry = config.credits_retry_seconds if credits_retry_seconds is None else credits_retry_seconds
+    try:
+        checker = load_checker(config.image_checker, config.image_checker_timeout, config.image_checker_token)
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(f"CONTENT_IMAGE_CHECKER: {exc}") from exc
     return RenderContext(settings=settings, config=config, db=db,
                          comfyui=ComfyUIClient(config.comfyui_url, retry_seconds=config.comfyui_retry_seconds),
                          credits=credits, gallery=gallery, events=events, storage=make_storage(settings),
                          worker_id=worker_id, templates=templates or TemplateStore(defaults=config.parameter_defaults),
                          outbox=JobOutbox(db, credits, events, gallery, retry),
-                         labels=load_label_config(settings), celery=celery)
+                         labels=load_label_config(settings), checker=checker, celery=celery)
 
 
 class JobFailed(Exception):
@@ -119,6 +127,7 @@ class Delivery:
     """What one attempt delivered so far: images recorded, and those whose capture went through."""
 
     delivered: int = 0
+    flagged: int = 0
     captured: set[int] = field(default_factory=set)
     credits_answering: bool = True
 
@@ -161,7 +170,11 @@ def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
         _finish(ctx, job, "failed", delivery.captured, code="INTERNAL_ERROR", error_class="system",
                 message="The render failed on our side.")
     else:
-        if delivery.delivered < job.images_requested:
+        if delivery.flagged:
+            _finish(ctx, job, "failed", delivery.captured, code="OUTPUT_FLAGGED", error_class="user",
+                    message=f"{delivery.flagged} of {job.images_requested} images were withheld by the content "
+                            "check and not charged.")
+        elif delivery.delivered < job.images_requested:
             code = "NO_OUTPUT" if delivery.delivered == 0 else "PARTIAL_OUTPUT"
             _finish(ctx, job, "failed", delivery.captured, code=code, error_class="system",
                     message=f"ComfyUI produced {delivery.delivered} of {job.images_requested} images; "
@@ -283,6 +296,8 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
     """
     for index, ref in enumerate(refs[:job.images_requested]):
         data = ctx.comfyui.fetch_image(ref)
+        if not _passes_check(ctx, job, index, data, delivery):
+            continue
         file = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
         with ctx.db.transaction() as session:
             output = jobs.add_output(session, job, file)
@@ -299,6 +314,40 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
                                          "imageUrl": ctx.storage.signed_url(output.image_key),
                                          "thumbnailUrl": ctx.storage.signed_url(output.thumbnail_key),
                                          "width": output.width, "height": output.height})
+
+
+def _passes_check(ctx: RenderContext, job: RenderJob, index: int, data: bytes, delivery: Delivery) -> bool:
+    """Whether the output check lets this image through. A flagged image is neither stored nor
+    shown nor charged; it is logged and announced (``content.output_flagged`` on ``platform:events``)
+    for moderators. A checker without an answer lets it through (fail open) or fails the job."""
+    if ctx.checker.name == "none":
+        return True
+    context = {"jobId": job.id, "userId": job.user_id, "index": index, "workflow": job.workflow,
+               "prompt": (job.params or {}).get("prompt")}
+    try:
+        verdict = ctx.checker.check(data, context)
+    except CheckerUnavailable as exc:
+        if ctx.config.image_checker_fail_closed:
+            log.error("job %s image %s: the output check gave no answer (%s); failing closed", job.id, index, exc)
+            raise JobFailed("The content check is unavailable, so the image was not delivered; nothing was "
+                            "charged for it. Try again later.", "OUTPUT_CHECK_UNAVAILABLE") from exc
+        log.warning("job %s image %s delivered unchecked: the output check gave no answer (%s); failing open",
+                    job.id, index, exc)
+        return True
+    if not verdict.flagged:
+        return True
+    delivery.flagged += 1
+    digest = hashlib.sha256(data).hexdigest()
+    log.warning("job %s image %s of user %s withheld: flagged by %s (categories %s, reason %r, sha256 %s)",
+                job.id, index, job.user_id, ctx.checker.name, ",".join(verdict.categories) or "-", verdict.reason,
+                digest)
+    try:
+        announce(ctx.events.redis, "content.output_flagged", userId=str(job.user_id), jobId=job.id,
+                 data=json.dumps({"index": index, "categories": list(verdict.categories), "reason": verdict.reason,
+                                  "checker": ctx.checker.name, "sha256": digest, "workflow": job.workflow}))
+    except redis.RedisError as exc:
+        log.error("content.output_flagged of job %s image %s not announced: %s", job.id, index, exc)
+    return False
 
 
 def _label(ctx: RenderContext, job: RenderJob, index: int) -> ImageLabel:
@@ -402,8 +451,8 @@ class _Hooks:
 
     def preview(self, image: bytes) -> None:
         now = time.monotonic()
-        if now - self.last_preview < self.ctx.config.preview_interval:
-            return
+        if now - self.last_preview < self.ctx.config.preview_interval or self.ctx.checker.name != "none":
+            return  # with an output check, nothing of an image is shown before it passed
         self.last_preview = now
         try:
             with Image.open(io.BytesIO(image)) as frame:
