@@ -159,15 +159,18 @@ def _aigc_json(label: ImageLabel, secret: bytes, ascii_only: bool = False) -> st
     return json.dumps(aigc_field(label, secret), ensure_ascii=ascii_only, separators=(",", ":"))
 
 
+def _attr(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
 def xmp_packet(label: ImageLabel, secret: bytes) -> bytes:
-    attr = lambda value: html.escape(value, quote=True)  # noqa: E731
     return (
         '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
         f'<rdf:Description rdf:about="" xmlns:TC260="{TC260_NS}" xmlns:Iptc4xmpExt="{IPTC_EXT_NS}" '
-        f'xmlns:aigcp="{PLATFORM_NS}" TC260:AIGC="{attr(_aigc_json(label, secret))}" '
+        f'xmlns:aigcp="{PLATFORM_NS}" TC260:AIGC="{_attr(_aigc_json(label, secret))}" '
         f'Iptc4xmpExt:DigitalSourceType="{TRAINED_ALGORITHMIC_MEDIA}" '
-        f'aigcp:JobId="{attr(label.job_id)}" aigcp:GeneratedAt="{attr(label.generated_at)}"/>'
+        f'aigcp:JobId="{_attr(label.job_id)}" aigcp:GeneratedAt="{_attr(label.generated_at)}"/>'
         '</rdf:RDF></x:xmpmeta><?xpacket end="w"?>').encode("utf-8")
 
 
@@ -366,7 +369,9 @@ def draw_visible_label(image: Image.Image, config: LabelConfig) -> Image.Image:
     width, height = base.size
     size = max(12, round(min(width, height) * 0.035))
     font, cjk = _font(config, size)
-    text = config.visible_text if cjk else f"AI-generated · {config.platform.encode('ascii', 'ignore').decode().strip() or 'AIGC'}"
+    text = config.visible_text
+    if not cjk:
+        text = f"AI-generated · {config.platform.encode('ascii', 'ignore').decode().strip() or 'AIGC'}"
     overlay = Image.new("RGBA", base.size, (0, 0, 0, 0))
     draw = ImageDraw.Draw(overlay)
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
@@ -380,9 +385,9 @@ def draw_visible_label(image: Image.Image, config: LabelConfig) -> Image.Image:
     return Image.alpha_composite(base, overlay)
 
 
-def download_copy(data: bytes, config: LabelConfig, propagate_id: str, visible: bool) -> bytes:
+def download_copy(data: bytes, config: LabelConfig, propagate_id: str | None, visible: bool) -> bytes:
     """A stored PNG as handed out: the visible label drawn on it when ``visible``, and the implicit
-    label with the platform as propagator (``PropagateID`` = ``propagate_id``)."""
+    label, with the platform as propagator when ``propagate_id`` is given."""
     label = label_of(data, config.secret)
     if visible:
         with Image.open(io.BytesIO(data)) as original:
@@ -394,4 +399,6 @@ def download_copy(data: bytes, config: LabelConfig, propagate_id: str, visible: 
         data = buffer.getvalue()
     if label is None:  # not ours (an image stored before labels existed): say nothing we cannot sign
         return data
-    return label_png(data, replace(label, propagator=config.producer, propagate_id=propagate_id), config.secret)
+    if propagate_id is not None:
+        label = replace(label, propagator=config.producer, propagate_id=propagate_id)
+    return label_png(data, label, config.secret)

@@ -65,19 +65,20 @@ def _verdict(answer: Any) -> Verdict:
         categories = answer.get("categories") or []
         if not isinstance(categories, list):
             raise CheckerUnavailable("categories is not a list")
-        return Verdict(answer["flagged"], tuple(str(c)[:64] for c in categories[:20]), str(answer.get("reason") or "")[:500])
+        return Verdict(answer["flagged"], tuple(str(category)[:64] for category in categories[:20]),
+                       str(answer.get("reason") or "")[:500])
     raise CheckerUnavailable(f"the checker answered {type(answer).__name__}, not a verdict")
 
 
 class CallableChecker:
-    """A local classifier, run on a worker thread so a slow one is abandoned after the timeout."""
-
-    _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="image-check")
+    """A local classifier, run on a thread of its own pool so a slow one is abandoned after the
+    timeout (Python cannot stop it: it finishes in the background, its answer ignored)."""
 
     def __init__(self, name: str, function: Callable[[bytes, dict[str, Any]], Any], timeout: float) -> None:
         self.name = name
         self.function = function
         self.timeout = timeout
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="image-check")
 
     def check(self, image: bytes, context: dict[str, Any]) -> Verdict:
         future = self._pool.submit(self.function, image, context)
