@@ -114,3 +114,9 @@ export function estimateRemaining(job) {
   if (dp <= 0 || dt <= 0) return null
   return Math.max(0, Math.round(((100 - last.percent) * dt) / dp))
 }
+
+/** The "download original" address of an output: the gateway draws the visible AI-content label on it. */
+export function labelledDownloadUrl(imageUrl) {
+  if (!imageUrl) return imageUrl
+  return imageUrl + (imageUrl.includes('?') ? '&' : '?') + 'download=1'
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { applyJobEvent, emptyJob, estimateRemaining, jobFromApi } from '../../src/lib/jobs.js'
+import { applyJobEvent, emptyJob, estimateRemaining, jobFromApi, labelledDownloadUrl } from '../../src/lib/jobs.js'
 import { dailySpending, spentBy } from '../../src/lib/credits.js'
 
 describe('job events', () => {
@@ -57,5 +57,13 @@ describe('credit spending', () => {
       { type: 'capture', heldChange: -15, createdAt: '2024-01-01T00:00:00Z' },
     ], 3, now, 'UTC')
     expect(data).toEqual([{ day: '2024-03-03', spent: 0 }, { day: '2024-03-04', spent: 15 }, { day: '2024-03-05', spent: 30 }])
+  })
+})
+
+describe('labelledDownloadUrl', () => {
+  it('asks the gateway for the labelled download, keeping the signature', () => {
+    expect(labelledDownloadUrl('/media/images/ab/cd/x.png?exp=1&sig=2')).toBe('/media/images/ab/cd/x.png?exp=1&sig=2&download=1')
+    expect(labelledDownloadUrl('/media/works/images/ab/cd/x.png')).toBe('/media/works/images/ab/cd/x.png?download=1')
+    expect(labelledDownloadUrl(undefined)).toBe(undefined)
   })
 })
