@@ -247,7 +247,7 @@ class FoundLabel:
     """A label read from a file: its ``AIGC`` object, where it was found, and whether we wrote it."""
 
     aigc: dict[str, str]
-    source: str  # png-itxt | xmp | exif
+    source: str  # png-text | xmp | exif
     job_id: str | None
     generated_at: str | None
     authentic: bool
@@ -314,7 +314,7 @@ def read_label(data: bytes, secret: bytes) -> FoundLabel | None:
     xmp = xmp_raw.decode("utf-8", "replace") if isinstance(xmp_raw, bytes) else str(xmp_raw)
     found: tuple[dict[str, str], str] | None = None
     if (aigc := _parse_aigc(text.get("AIGC"))) is not None:
-        found = (aigc, "png-itxt")
+        found = (aigc, "png-text")
     elif (match := XMP_AIGC.search(xmp)) and (aigc := _parse_aigc(html.unescape(match.group(1) or match.group(2)))):
         found = (aigc, "xmp")
     elif (aigc := _parse_aigc(exif.get(EXIF_IMAGE_DESCRIPTION))) is not None:

@@ -95,7 +95,7 @@ def test_a_download_carries_the_visible_label_and_the_gallery_as_propagator(app,
 
     assert response.status_code == 200 and response.mimetype == "image/png"
     found = read_label(response.data, app.extensions["gallery"].labels.config.secret)
-    assert found is not None and found.authentic and found.source == "png-itxt"
+    assert found is not None and found.authentic and found.source == "png-text"
     assert found.aigc["ProduceID"] == output_id and found.job_id == job_id
     assert found.aigc["ContentPropagator"] == "AIGC 创意工作流平台" and found.aigc["PropagateID"] == f"work-{work['id']}"
     assert found.aigc["ReservedCode2"].startswith("hmac-sha256:")
@@ -161,7 +161,7 @@ def test_verify_a_labelled_image_names_the_work_to_those_who_may_see_it(app, fak
     original = _read(app, fake_gateway.outputs[output_id]["imageKey"])
 
     mine = alice.post("/api/works/verify-label", **_upload(original)).get_json()["data"]["verification"]
-    assert mine["labelled"] and mine["ours"] and mine["source"] == "png-itxt" and mine["format"] == "PNG"
+    assert mine["labelled"] and mine["ours"] and mine["source"] == "png-text" and mine["format"] == "PNG"
     assert mine["jobId"] == job_id and mine["aigc"]["ProduceID"] == output_id
     assert mine["work"] == {"id": work["id"], "title": "灯塔", "public": False}
     # A private work is not named to others; that the file is ours still is.
@@ -171,7 +171,7 @@ def test_verify_a_labelled_image_names_the_work_to_those_who_may_see_it(app, fak
     # The download (visible label drawn, pixels re-encoded) and the thumbnail verify too.
     download = alice.get(f"/api/works/{work['id']}/download").data
     thumbnail = _read(app, fake_gateway.outputs[output_id]["thumbnailKey"])
-    for data, source in ((download, "png-itxt"), (thumbnail, "xmp")):
+    for data, source in ((download, "png-text"), (thumbnail, "xmp")):
         answer = anonymous.post("/api/works/verify-label", **_upload(data, "image")).get_json()["data"]["verification"]
         assert answer["ours"] and answer["source"] == source and answer["aigc"]["ProduceID"] == output_id
 

@@ -121,7 +121,7 @@ def test_only_the_flagged_image_of_a_batch_is_withheld(checked, moderation, user
     assert job.status == "failed" and job.error_code == "OUTPUT_FLAGGED" and job.images_delivered == 1
     assert [output.index for output in outputs] == [0]
     assert ctx.credits.open_account(user_id) == {"available": 485, "held": 0}
-    for key, source in ((outputs[0].image_key, "png-itxt"), (outputs[0].thumbnail_key, "xmp")):
+    for key, source in ((outputs[0].image_key, "png-text"), (outputs[0].thumbnail_key, "xmp")):
         label = read_label(ctx.storage.read(key), ctx.labels.secret)
         assert label.authentic and label.source == source
         assert label.produce_id == outputs[0].id and label.job_id == job_id
