@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from shared.errors import BadRequest, ServiceError, ok
+from shared.errors import BadRequest, ok
 from shared.openapi import doc, spec_response
 from shared.tokens import optional_user, require_admin, require_user
 from shared.web import load_json, load_query
 from services.gallery.engagement import Visitor
+from services.gallery.labels import VERIFY_MAX_BYTES, PayloadTooLarge
 from services.gallery.schemas import (AdminWorksQuerySchema, BatchSchema, GalleryQuerySchema, HideSchema,
                                       InternalNotificationSchema, LikedQuerySchema, MediaKeysSchema,
                                       MyWorksQuerySchema, NotificationsQuerySchema, ReportSchema,
@@ -17,13 +18,6 @@ from services.gallery.schemas import (AdminWorksQuerySchema, BatchSchema, Galler
 from services.gallery.service import GalleryServices
 
 bp = Blueprint("gallery", __name__)
-
-
-VERIFY_MAX_BYTES = 10 * 1024 * 1024
-
-
-class PayloadTooLarge(ServiceError):
-    status, code, message = 413, "PAYLOAD_TOO_LARGE", "The file is too large."
 
 
 # What an API token needs: reading works (the caller's, the gallery, downloads) or changing them.

@@ -23,6 +23,11 @@ from services.gallery.rules import may_see
 
 log = logging.getLogger(__name__)
 MAX_PIXELS = 25_000_000
+VERIFY_MAX_BYTES = 10 * 1024 * 1024
+
+
+class PayloadTooLarge(ServiceError):
+    status, code, message = 413, "PAYLOAD_TOO_LARGE", "The file is too large."
 
 
 class InvalidImage(ServiceError):

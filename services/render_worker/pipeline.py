@@ -3,9 +3,9 @@
 Claim (only a queued, uncancelled job, or a running one whose worker died) → pick the
 workflow variant this ComfyUI runs → upload the source image under a per-job name →
 build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
-per image: fetch, check it (``CONTENT_IMAGE_CHECKER``), label and store original and
-thumbnail, insert the output row (commit), capture its price, publish ``job.image`` → record the final state, then settle the hold and
-announce the outcome (``services.render.outbox``).
+per image: fetch, check (``CONTENT_IMAGE_CHECKER``), label and store original and thumbnail,
+insert the output row (commit), capture its price, publish ``job.image`` → record the final
+state, then settle the hold and announce the outcome (``services.render.outbox``).
 Every step is idempotent, so a redelivered message repeats nothing that already
 happened, and a finished job is skipped. The job succeeds only when every requested
 image was delivered. A credits or Redis outage never fails a job: what credits did not
@@ -29,10 +29,9 @@ from PIL import Image
 
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
-from shared.config import Settings
+from shared.config import ConfigError, Settings
 from shared.db import Database
 from shared.errors import ServiceError
-from shared.config import ConfigError
 from shared.events import EventBus, announce, redis_client
 from shared.labels import ImageLabel, LabelConfig, encode_derived, label_png, load_label_config
 from shared.storage import Storage, StorageError, content_key, make_storage
