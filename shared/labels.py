@@ -308,7 +308,12 @@ def read_label(data: bytes, secret: bytes) -> FoundLabel | None:
         text = _png_text(data) if data.startswith(PNG_SIGNATURE) else {}
         with Image.open(io.BytesIO(data)) as image:  # reads the headers, never the pixels
             xmp_raw = text.get(XMP_KEYWORD.decode()) or image.info.get("xmp") or b""
-            exif = image.getexif()
+            if image.format == "PNG":  # Pillow's getexif() would decode a PNG's pixels to look after them
+                exif = Image.Exif()
+                if image.info.get("exif"):
+                    exif.load(image.info["exif"])
+            else:
+                exif = image.getexif()
     except (OSError, SyntaxError, ValueError, zlib.error, Image.DecompressionBombError):
         return None
     xmp = xmp_raw.decode("utf-8", "replace") if isinstance(xmp_raw, bytes) else str(xmp_raw)
@@ -395,7 +400,7 @@ def download_copy(data: bytes, config: LabelConfig, propagate_id: str | None, vi
             if original.mode not in ("RGBA", "LA", "P"):
                 marked = marked.convert("RGB")
         buffer = io.BytesIO()
-        marked.save(buffer, format="PNG", compress_level=3)
+        marked.save(buffer, format="PNG", compress_level=1)  # a download is made per request: speed over bytes
         data = buffer.getvalue()
     if label is None:  # not ours (an image stored before labels existed): say nothing we cannot sign
         return data
