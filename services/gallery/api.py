@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from shared.errors import ok
+from shared.errors import BadRequest, ok
 from shared.openapi import doc, spec_response
 from shared.tokens import optional_user, require_admin, require_user
 from shared.web import load_json, load_query
 from services.gallery.engagement import Visitor
+from services.gallery.labels import VERIFY_MAX_BYTES, PayloadTooLarge
 from services.gallery.schemas import (AdminWorksQuerySchema, BatchSchema, GalleryQuerySchema, HideSchema,
                                       InternalNotificationSchema, LikedQuerySchema, MediaKeysSchema,
                                       MyWorksQuerySchema, NotificationsQuerySchema, ReportSchema,
@@ -155,6 +156,25 @@ def download(work_id: int):
     file = _gallery().engagement.download(_visitor(), work_id)
     return Response(file.data, mimetype=file.mimetype, headers={
         "Content-Disposition": file.content_disposition, "Cache-Control": "private, no-store"})
+
+
+@bp.post("/api/works/verify-label")
+@doc("Check whether an image carries the platform's AI-content label, and whose work it is", auth="optional",
+     multipart={"file": "The image (PNG, JPEG or WebP; the field may also be named 'image')"},
+     errors={400: "NO_FILE", 413: "PAYLOAD_TOO_LARGE", 422: "INVALID_IMAGE", 429: "RATE_LIMITED"},
+     description="Reads the implicit label (GB 45438-2025 `AIGC` field in PNG text, XMP or EXIF). `labelled`: a "
+                 "label is present; `ours`: its protection codes are the platform's (then `jobId`, `generatedAt` "
+                 "and, for a caller who may see it, `work`). A copy re-encoded without its metadata (screenshots, "
+                 "most editors and chat apps) is unlabelled. Limited per address by RATE_LIMIT_LABEL_VERIFY.")
+def verify_label():
+    viewer = optional_user(scope=READ)
+    part = next((request.files[name] for name in ("file", "image") if name in request.files), None)
+    if part is None:
+        raise BadRequest("Send the image as multipart form data in the field 'file'.", code="NO_FILE")
+    data = part.stream.read(VERIFY_MAX_BYTES + 1)
+    if len(data) > VERIFY_MAX_BYTES:
+        raise PayloadTooLarge(f"Images to check are limited to {VERIFY_MAX_BYTES} bytes.")
+    return ok({"verification": _gallery().labels.verify(viewer, data)})
 
 
 @bp.post("/api/works/<id:work_id>/report")

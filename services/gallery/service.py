@@ -21,6 +21,7 @@ from shared.tokens import Claims
 from services.gallery.authors import AuthorDirectory
 from services.gallery.engagement import Engagement
 from services.gallery.files import WorkFiles
+from services.gallery.labels import WorkLabels
 from services.gallery.listing import WorkListing
 from services.gallery.models import Notification, Work, WorkHit, WorkLike, WorkReport, WorkTag, WorkTerm
 from services.gallery.moderation import Moderation
@@ -262,3 +263,4 @@ class GalleryServices:
     moderation: Moderation
     notifications: Notifications
     files: WorkFiles
+    labels: WorkLabels

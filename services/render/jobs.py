@@ -35,6 +35,7 @@ class OutputFile:
     height: int
     file_size: int
     sha256: str
+    output_id: str | None = None  # chosen before storing when the file's label names it
 
 
 def new_job_id() -> str:
@@ -246,7 +247,7 @@ def add_output(session: Session, job: RenderJob, file: OutputFile) -> RenderOutp
                                                           RenderOutput.index == file.index)).first()
     if existing is not None:
         return existing
-    output = RenderOutput(id=uuid.uuid4().hex, job_id=job.id, user_id=job.user_id, index=file.index,
+    output = RenderOutput(id=file.output_id or uuid.uuid4().hex, job_id=job.id, user_id=job.user_id, index=file.index,
                           image_key=file.image_key, thumbnail_key=file.thumbnail_key, width=file.width,
                           height=file.height, file_size=file.file_size, sha256=file.sha256)
     session.add(output)

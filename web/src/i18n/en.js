@@ -257,6 +257,8 @@ export default {
       timeout: { title: 'Rendering took too long', hint: 'Use fewer steps, a smaller size or fewer images.' },
       partial: { title: 'Only some images were made', hint: 'The finished ones are below; the rest were refunded.' },
       noOutput: { title: 'No image came out', hint: 'Retry in a moment; tell an admin if it keeps happening.' },
+      flagged: { title: 'The image did not pass the content check and is hidden', hint: 'Images that did not pass are not charged. Change the prompt and try again.' },
+      checkUnavailable: { title: 'The content check is unavailable: the image was not delivered', hint: 'Images not delivered are not charged. Try again later.' },
       interrupted: { title: 'The job was interrupted', hint: 'You can simply retry.' },
       source: { title: 'The source image is gone', hint: 'Upload or pick a source image again.' },
       unknown: { title: 'Rendering failed', hint: 'Retry in a moment; tell an admin if it keeps happening.' },

@@ -258,6 +258,8 @@ export default {
       timeout: { title: '生成超时', hint: '减少步数、尺寸或数量后重试。' },
       partial: { title: '只生成了部分图片', hint: '已生成的图片保留在下方，未生成部分的积分已退还。' },
       noOutput: { title: '没有生成出图片', hint: '稍后重试；问题持续请联系管理员。' },
+      flagged: { title: '图片未通过内容审核，已隐藏', hint: '未通过的图片不扣积分。请修改提示词后再试。' },
+      checkUnavailable: { title: '内容审核暂不可用，图片未交付', hint: '未交付的图片不扣积分。请稍后重试。' },
       interrupted: { title: '任务被中断', hint: '可以直接重试。' },
       source: { title: '找不到源图像', hint: '重新上传或选择一张源图后再试。' },
       unknown: { title: '生成失败', hint: '稍后重试；问题持续请联系管理员。' },

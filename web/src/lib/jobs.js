@@ -130,3 +130,9 @@ export function timingSteps(timings) {
     return { key, at, seconds }
   })
 }
+
+/** The "download original" address of an output: the gateway draws the visible AI-content label on it. */
+export function labelledDownloadUrl(imageUrl) {
+  if (!imageUrl) return imageUrl
+  return imageUrl + (imageUrl.includes('?') ? '&' : '?') + 'download=1'
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { applyJobEvent, emptyJob, estimateRemaining, jobFromApi, TIMING_STEPS, timingSteps } from '../../src/lib/jobs.js'
+import { applyJobEvent, emptyJob, estimateRemaining, jobFromApi, labelledDownloadUrl, TIMING_STEPS, timingSteps } from '../../src/lib/jobs.js'
 import { dailySpending, spentBy } from '../../src/lib/credits.js'
 
 describe('job events', () => {
@@ -74,5 +74,13 @@ describe('timing breakdown', () => {
   })
   it('shows nothing for a job without timings', () => {
     expect(timingSteps(undefined).every((s) => s.at === null && s.seconds === null)).toBe(true)
+  })
+})
+
+describe('labelledDownloadUrl', () => {
+  it('asks the gateway for the labelled download, keeping the signature', () => {
+    expect(labelledDownloadUrl('/media/images/ab/cd/x.png?exp=1&sig=2')).toBe('/media/images/ab/cd/x.png?exp=1&sig=2&download=1')
+    expect(labelledDownloadUrl('/media/works/images/ab/cd/x.png')).toBe('/media/works/images/ab/cd/x.png?download=1')
+    expect(labelledDownloadUrl(undefined)).toBe(undefined)
   })
 })
