@@ -29,6 +29,7 @@ from PIL import Image
 
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
+from services.safety.client import record as record_audit
 from shared.config import ConfigError, Settings
 from shared.db import Database
 from shared.errors import ServiceError
@@ -325,8 +326,8 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
 
 def _passes_check(ctx: RenderContext, job: RenderJob, index: int, data: bytes, delivery: Delivery) -> bool:
     """Whether the output check lets this image through. A flagged image is neither stored nor
-    shown nor charged; it is logged and announced (``content.output_flagged`` on ``platform:events``)
-    for moderators. A checker without an answer lets it through (fail open) or fails the job."""
+    shown nor charged; it is logged, announced (``content.output_flagged`` on ``platform:events``)
+    and recorded in the safety audit log for moderators. A checker without an answer lets it through (fail open) or fails the job."""
     if ctx.checker.name == "none":
         return True
     context = {"jobId": job.id, "userId": job.user_id, "index": index, "workflow": job.workflow,
@@ -354,6 +355,11 @@ def _passes_check(ctx: RenderContext, job: RenderJob, index: int, data: bytes, d
                                   "checker": ctx.checker.name, "sha256": digest, "workflow": job.workflow}))
     except redis.RedisError as exc:
         log.error("content.output_flagged of job %s image %s not announced: %s", job.id, index, exc)
+    record_audit(ctx.events.redis, "output_flagged", "render.output", actor_id=job.user_id,
+                 category=verdict.categories[0] if verdict.categories else None, severity="block",
+                 subject=f"job:{job.id}", excerpt=(job.params or {}).get("prompt") or "",
+                 detail={"index": index, "categories": list(verdict.categories), "reason": verdict.reason,
+                         "checker": ctx.checker.name, "sha256": digest})
     return False
 
 

@@ -16,6 +16,7 @@ from flask import Flask, jsonify, request
 from PIL import Image
 
 from services.render_worker.pipeline import build_context, render_job
+from services.safety.client import AUDIT_STREAM
 from shared.events import PLATFORM_STREAM
 from shared.labels import read_label
 
@@ -105,6 +106,10 @@ def test_a_flagged_image_is_withheld_not_charged_and_announced(checked, moderati
     data = json.loads(announced["data"])
     assert announced["userId"] == str(user_id) and data["index"] == 0 and data["categories"] == ["violence"]
     assert data["checker"] == moderation.url and len(data["sha256"]) == 64
+    [audit] = [json.loads(fields["event"]) for _, fields in ctx.events.redis.xrange(AUDIT_STREAM)
+               if json.loads(fields["event"])["subject"] == f"job:{job_id}"]
+    assert audit["action"] == "output_flagged" and audit["category"] == "violence" and audit["actorId"] == user_id
+    assert audit["detail"]["sha256"] == data["sha256"], "the moderators' audit log has it too"
     [seen] = moderation.seen
     assert seen["job"] == job_id and seen["index"] == 0 and seen["auth"] == "Bearer s3cret"
     assert seen["type"] == "image/png" and Image.open(io.BytesIO(seen["body"])).format == "PNG"
