@@ -84,6 +84,7 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
         "worker": [PY, "-m", "services.render_worker", "--comfyui", load_render_config(settings).comfyui_url,
                    "--name", f"render-{os.getpid()}", "--loglevel", settings.log_level],
         "reconciler": [PY, "-m", "services.render_worker.reconciler"],
+        "scheduler": [PY, "-m", "services.render_worker.scheduler"],
     }
 
 

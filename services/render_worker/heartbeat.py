@@ -1,5 +1,7 @@
 """The worker's heartbeat: its liveness key every tick, and its ComfyUI's catalog whenever
-ComfyUI answers (the format is the render domain's, ``services.render.catalog``).
+ComfyUI answers (the format is the render domain's, ``services.render.catalog``), with
+``loadedModel``: the checkpoint of the last job the worker ran (ComfyUI does not report
+which model it holds), which the scheduler uses for affinity.
 
 A worker reads its ComfyUI's ``/object_info`` and ``/system_stats`` at start and every
 ``object_info_seconds``; between full reads a cheap ``/system_stats`` probe each beat
@@ -89,7 +91,8 @@ class CatalogPublisher(threading.Thread):
     def __init__(self, comfyui: ComfyUIClient, redis_client: redis.Redis, worker_id: str,
                  templates: Callable[[], dict[str, Template]], queues: list[str], slots: int, *,
                  interval: float = REFRESH_SECONDS, alive_ttl: int = CATALOG_TTL_SECONDS,
-                 object_info_seconds: float = 60.0) -> None:
+                 object_info_seconds: float = 60.0,
+                 loaded_model: Callable[[], str | None] = lambda: None) -> None:
         super().__init__(name="render-catalog", daemon=True)
         self.comfyui = comfyui
         self.redis = redis_client
@@ -100,6 +103,7 @@ class CatalogPublisher(threading.Thread):
         self.interval = interval
         self.alive_ttl = alive_ttl
         self.object_info_seconds = object_info_seconds
+        self.loaded_model = loaded_model
         self.catalog: dict[str, Any] | None = None
         self._collected_at = 0.0
         self._stopped = threading.Event()
@@ -115,6 +119,7 @@ class CatalogPublisher(threading.Thread):
             else:  # a cheap probe each beat: a dead ComfyUI stops being advertised at once
                 self.catalog["devices"] = devices(self.comfyui.system_stats())
                 self.catalog["updatedAt"] = isoformat(utcnow())
+            self.catalog["loadedModel"] = self.loaded_model()
             publish_catalog(self.redis, self.catalog)
             return True
         except ComfyUIError as exc:

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from celery import Celery
 from PIL import Image
 
 from services.credits.client import CreditsClient
@@ -40,9 +39,9 @@ from services.render_worker.heartbeat import choices_from_object_info
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
                       outcome_from_history)
 from services.render.config import RenderConfig
-from services.render.dispatch import clear_marker, publish_positions, send_job
 from services.render.models import RenderJob
 from services.render.outbox import JobOutbox
+from services.render.scheduler import FairQueue, entry_for
 from services.render.workflows import Template, TemplateStore, Variant, build_graph
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,10 @@ class RenderContext:
     worker_id: str
     templates: TemplateStore
     outbox: JobOutbox
-    celery: Celery | None = None
+    fair: FairQueue
     capabilities_cache: tuple[float, set[str], dict[str, list[str]]] | None = None
+    # The checkpoint of the last job this worker ran: ComfyUI does not say which model it holds.
+    loaded_model: str | None = None
 
     def capabilities(self) -> tuple[set[str], dict[str, list[str]]]:
         """Node classes and catalog kinds of this worker's ComfyUI (re-read every 30 s)."""
@@ -85,7 +86,7 @@ class RenderContext:
         return worker_alive(self.events.redis, worker_id)
 
 
-def build_context(settings: Settings, config: RenderConfig, worker_id: str, celery: Celery | None = None,
+def build_context(settings: Settings, config: RenderConfig, worker_id: str,
                   templates: TemplateStore | None = None, credits_retry_seconds: float | None = None) -> RenderContext:
     """``credits_retry_seconds`` (default ``RENDER_CREDITS_RETRY_SECONDS``) bounds how long one
     settlement waits for credits before leaving the job to the reconciler."""
@@ -98,7 +99,8 @@ def build_context(settings: Settings, config: RenderConfig, worker_id: str, cele
                          comfyui=ComfyUIClient(config.comfyui_url, retry_seconds=config.comfyui_retry_seconds),
                          credits=credits, gallery=gallery, events=events, storage=make_storage(settings),
                          worker_id=worker_id, templates=templates or TemplateStore(defaults=config.parameter_defaults),
-                         outbox=JobOutbox(db, credits, events, gallery, retry), celery=celery)
+                         outbox=JobOutbox(db, credits, events, gallery, retry),
+                         fair=FairQueue(events.redis, config.queue_prefix))
 
 
 class JobFailed(Exception):
@@ -126,13 +128,10 @@ def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
     if job is None:
         log.info("job %s is finished, cancelled, held by a live worker or unknown; skipping", job_id)
         return
-    try:
-        clear_marker(ctx.events.redis, job_id)
-    except redis.RedisError:
-        pass  # the reconciler only looks at queued jobs
+    if job.model:
+        ctx.loaded_model = job.model
     _publish(ctx, job, "job.started", {"attempt": job.attempts, "worker": ctx.worker_id})
     template = ctx.templates.get(job.workflow)
-    _publish_positions(ctx, job, template)
     delivery = Delivery()
     try:
         if job.attempts > ctx.config.max_attempts:
@@ -166,7 +165,7 @@ def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
         else:
             _finish(ctx, job, "succeeded", delivery.captured)
     finally:
-        _publish_positions(ctx, job, template)
+        _wake_scheduler(ctx)
 
 
 def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int, delivery: Delivery) -> None:
@@ -228,8 +227,8 @@ def _complete_params(template: Template, variant: Variant, params: dict[str, Any
 
 
 def _pass_on(ctx: RenderContext, job: RenderJob, hops: int, missing: list[str]) -> None:
-    """Hand the job back to its queue for another worker, or fail it after MAX_HOPS."""
-    if hops >= MAX_HOPS or ctx.celery is None:
+    """Hand the job back to the scheduler for another worker, or fail it after MAX_HOPS."""
+    if hops >= MAX_HOPS:
         raise JobFailed(f"No render worker could serve this job (missing {', '.join(missing)}).",
                         "MODEL_UNAVAILABLE")
     with ctx.db.transaction() as session:
@@ -237,8 +236,11 @@ def _pass_on(ctx: RenderContext, job: RenderJob, hops: int, missing: list[str]) 
     if not requeued:
         raise JobFailed("The job could not be handed to another worker.", "MODEL_UNAVAILABLE")
     log.info("job %s needs %s, which this worker lacks; passing it on", job.id, missing)
-    time.sleep(min(0.1 * (hops + 1), 1.0))
-    send_job(ctx.celery, ctx.events.redis, job.queue, job.id, hops + 1)
+    try:
+        ctx.fair.enqueue(entry_for(job, ctx.templates.get(job.workflow), hops=hops + 1, avoid=[ctx.worker_id]),
+                         front=True)
+    except redis.RedisError:
+        pass  # the job is queued in the database: the scheduler finds it on its next sync
     raise PassOn()
 
 
@@ -350,13 +352,12 @@ def _publish(ctx: RenderContext, job: RenderJob, event_type: str, data: dict[str
         log.warning("event %s of job %s not published: %s", event_type, job.id, exc)
 
 
-def _publish_positions(ctx: RenderContext, job: RenderJob, template: Template | None) -> None:
+def _wake_scheduler(ctx: RenderContext) -> None:
+    """A slot is free: tell the scheduler now rather than at its next pass."""
     try:
-        with ctx.db.read() as session:
-            publish_positions(session, ctx.events, job.queue, job.workflow,
-                              template.estimated_seconds if template else 10.0)
-    except Exception:  # positions are a courtesy; the job's own outcome matters more
-        log.warning("could not publish queue positions for %s", job.queue, exc_info=True)
+        ctx.fair.wake()
+    except redis.RedisError:
+        pass
 
 
 class _Hooks:

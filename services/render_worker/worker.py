@@ -26,7 +26,7 @@ from services.render.catalog import runnable_workflows
 from services.render_worker.heartbeat import CatalogPublisher
 from services.render_worker.comfyui import ComfyUIError
 from services.render.config import load_config
-from services.render.dispatch import queue_name
+from services.render.dispatch import queue_name, worker_queue
 from services.render_worker.pipeline import RenderContext, build_context
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def context(hostname: str | None) -> RenderContext:
     wid = worker_id(hostname)
     with _lock:
         if wid not in _contexts:
-            _contexts[wid] = build_context(settings, config, wid, celery=celery)
+            _contexts[wid] = build_context(settings, config, wid)
         return _contexts[wid]
 
 
@@ -68,17 +68,20 @@ def capable_queues(ctx: RenderContext) -> list[str]:
 
 @worker_ready.connect
 def start_worker_threads(sender, **_kwargs) -> None:
-    """Consume the capable queues, then start the heartbeat/catalog thread."""
+    """Consume the capable queues and the worker's own (where the scheduler sends it jobs), then
+    start the heartbeat/catalog thread."""
     ctx = context(sender.hostname)
     try:
         for queue in capable_queues(ctx):
             sender.add_task_queue(queue)
     except ComfyUIError as exc:
         log.warning("ComfyUI did not answer at start (%s); consuming only the queues given with -Q", exc)
+    sender.add_task_queue(worker_queue(config.queue_prefix, ctx.worker_id))
     queues = sorted(sender.app.amqp.queues.consume_from or [])
     publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, ctx.worker_id, ctx.templates.all, queues,
                                  config.prompts_in_flight, interval=config.heartbeat_seconds,
-                                 alive_ttl=config.alive_ttl, object_info_seconds=config.object_info_seconds)
+                                 alive_ttl=config.alive_ttl, object_info_seconds=config.object_info_seconds,
+                                 loaded_model=lambda: ctx.loaded_model)
     publisher.refresh()
     publisher.start()
     _threads.append(publisher)

@@ -1,0 +1,229 @@
+"""The scheduler process: ``python -m services.render_worker.scheduler`` (``make run``
+starts one). It releases waiting jobs (``services.render.scheduler``) to workers as their
+prompt slots free up: one Celery message per free slot, to the chosen worker's own queue.
+
+A pass runs whenever admission or a worker nudges it (``<RENDER_QUEUE>:sched:wake``: a job
+arrived, a job ended) and at least every ``RENDER_SCHEDULE_SECONDS``. Each pass
+* counts every live worker's free slots: its catalog's ``slots`` minus its running jobs
+  (the database) minus jobs released to it that it has not claimed yet;
+* takes back jobs released to a worker that died, or that no worker claimed within
+  ``RENDER_LOST_MESSAGE_SECONDS``, and puts them at the front of their lane;
+* asks the planner which waiting jobs go where, and sends them;
+* tells waiting users their new place in line (``job.position``, at most once a second);
+and every ``RENDER_RECONCILE_SECONDS``, or at once when Redis lost its data, it syncs the
+line with the database: queued jobs found in neither the waiting nor the released set are
+put back (in fair order), entries of jobs that no longer wait are dropped.
+
+Run one or more anywhere that reaches the database, Redis and the broker: a lease in
+Redis (``<RENDER_QUEUE>:sched:lock``) lets one release at a time; another takes over
+within a few seconds of the holder's death.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from datetime import timedelta, timezone
+from typing import Any
+
+from celery import Celery
+
+from shared.config import load_settings
+from shared.db import Database, utcnow
+from shared.events import EventBus, redis_client
+from shared.tasks import make_celery
+from shared.web import configure_logging
+
+from services.render import jobs
+from services.render.catalog import MODEL_KINDS, alive_key, read_live_catalogs, workflow_names
+from services.render.config import RenderConfig, load_config
+from services.render.dispatch import estimated_start_seconds, send_job, worker_queue
+from services.render.scheduler import (BATCH, INTERACTIVE, LANES, FairQueue, Policy, WorkerSlots, entry_for,
+                                       interleaved, plan)
+from services.render.workflows import TemplateStore
+
+log = logging.getLogger(__name__)
+
+# A job admitted this recently may not be in line yet (its admission enqueues after the commit).
+SYNC_GRACE_SECONDS = 2.0
+POSITIONS_SECONDS = 1.0
+POSITION_UPDATES_LIMIT = 100
+CATALOG_SECONDS = 1.0
+
+
+class Scheduler:
+    def __init__(self, config: RenderConfig, db: Database, events: EventBus, celery: Celery,
+                 templates: TemplateStore, owner: str) -> None:
+        self.config = config
+        self.db = db
+        self.events = events
+        self.redis = events.redis
+        self.celery = celery
+        self.templates = templates
+        self.owner = owner
+        self.fair = FairQueue(self.redis, config.queue_prefix)
+        self.policy = Policy(batch_share=config.batch_min_share, affinity_wait=config.affinity_wait_seconds)
+        self.lease_seconds = max(5, int(config.schedule_seconds * 5))
+        self._catalogs: tuple[float, list[dict[str, Any]]] = (float("-inf"), [])
+        self._synced_at = float("-inf")
+        self._positions_at = float("-inf")
+        self._positions: dict[str, int] = {}
+        self.slots = 0
+        self.running = 0
+
+    # -- one pass ------------------------------------------------------------------------
+    def run_once(self) -> int | None:
+        """One pass: the number of jobs released, None when another scheduler leads."""
+        if not self._lead():
+            return None
+        if (time.monotonic() - self._synced_at >= self.config.reconcile_seconds
+                or not self.redis.exists(self.fair.epoch_key)):
+            self.sync()
+        waiting = {lane: self.fair.waiting(lane, self.policy.lookahead) for lane in LANES}
+        released = self.fair.released()
+        if not released and not any(waiting.values()):
+            return 0
+        workers = self.workers(released)
+        passes = self.fair.passes()
+        placements = plan(waiting, workers, passes, self.policy, time.time()) if workers else []
+        if placements:
+            self.fair.mark_released(placements, passes)
+            for placement in placements:
+                send_job(self.celery, worker_queue(self.config.queue_prefix, placement.worker),
+                         placement.entry.job_id, placement.entry.hops)
+        self.publish_positions()
+        return len(placements)
+
+    def _lead(self) -> bool:
+        key = self.fair.lock_key
+        if self.redis.set(key, self.owner, nx=True, ex=self.lease_seconds):
+            return True
+        if self.redis.get(key) == self.owner:
+            self.redis.expire(key, self.lease_seconds)
+            return True
+        return False
+
+    def workers(self, released: dict) -> list[WorkerSlots]:
+        """Live workers with their free slots; settles the released set on the way."""
+        read_at, catalogs = self._catalogs
+        if time.monotonic() - read_at > CATALOG_SECONDS:
+            catalogs = read_live_catalogs(self.redis)
+            self._catalogs = (time.monotonic(), catalogs)
+        ids = [str(c.get("workerId")) for c in catalogs]
+        alive = {wid for wid, beat in zip(ids, self.redis.mget([alive_key(w) for w in ids]) if ids else []) if beat}
+        with self.db.read() as session:
+            running = jobs.running_by_worker(session)
+            statuses = jobs.statuses(session, list(released))
+        pending: Counter[str] = Counter()
+        claimed, now = [], time.time()
+        for job_id, item in released.items():
+            if statuses.get(job_id) != "queued":
+                claimed.append(job_id)  # running now (counted above), or over
+            elif item.worker not in alive or now - item.at > self.config.lost_message_seconds:
+                log.warning("job %s: released to %s but never claimed; putting it back in line", job_id, item.worker)
+                self.fair.enqueue(item.entry, front=True)
+            else:
+                pending[item.worker] += 1
+        self.fair.forget_released(claimed)
+        models = self.fair.last_models()
+        found = []
+        for catalog in catalogs:
+            wid = str(catalog.get("workerId"))
+            if wid not in alive:
+                continue
+            slots = int(catalog.get("slots", 1))
+            found.append(WorkerSlots(
+                worker_id=wid, free=slots - running.get(wid, 0) - pending[wid],
+                workflows=frozenset(workflow_names(catalog)),
+                models=frozenset(name for kind in MODEL_KINDS + ("builtin_vaes",) for name in catalog.get(kind, [])),
+                loaded=models.get(wid) or catalog.get("loadedModel")))
+        self.slots = sum(int(c.get("slots", 1)) for c in catalogs if str(c.get("workerId")) in alive)
+        self.running = sum(running.get(w.worker_id, 0) for w in found)
+        return found
+
+    # -- the line against the database ---------------------------------------------------
+    def sync(self) -> int:
+        """Put back queued jobs missing from the line, drop entries of jobs that no longer wait;
+        returns how many were put back."""
+        cutoff = utcnow() - timedelta(seconds=SYNC_GRACE_SECONDS)
+        with self.db.read() as session:
+            queued = jobs.jobs_in_status(session, "queued", updated_before=cutoff, limit=10_000)
+        known = set(self.fair.waiting_ids()) | set(self.fair.released())
+        restored = 0
+        for job in queued:  # oldest first: the fair tags are rebuilt in admission order
+            if job.id not in known:
+                since = job.created_at.replace(tzinfo=timezone.utc).timestamp()
+                restored += self.fair.enqueue(entry_for(job, self.templates.get(job.workflow), since=since))
+        waiting = self.fair.waiting_ids()
+        with self.db.read() as session:
+            statuses = jobs.statuses(session, waiting)
+        for job_id in waiting:
+            if statuses.get(job_id) != "queued":
+                self.fair.remove(job_id)
+        self.fair.prune_last_tags()
+        alive_ids = {str(c.get("workerId")) for c in read_live_catalogs(self.redis)}
+        self.fair.forget_workers([w for w in self.fair.last_models() if w not in alive_ids])
+        self.redis.set(self.fair.epoch_key, self.owner)
+        self._synced_at = time.monotonic()
+        if restored:
+            log.warning("scheduler: put %s queued jobs back in line (Redis had lost them)", restored)
+        return restored
+
+    # -- telling users -------------------------------------------------------------------
+    def publish_positions(self) -> None:
+        """``job.position`` to the owners of the first waiting jobs whose place changed."""
+        now = time.monotonic()
+        if now - self._positions_at < POSITIONS_SECONDS:
+            return
+        self._positions_at = now
+        counts = self.fair.counts()
+        positions: dict[str, int] = {}
+        for lane in LANES:
+            other = counts[BATCH if lane == INTERACTIVE else INTERACTIVE]
+            for rank, (entry, _) in enumerate(self.fair.waiting(lane, POSITION_UPDATES_LIMIT)):
+                position = positions[entry.job_id] = rank + interleaved(rank, other, lane, self.policy.batch_share)
+                if self._positions.get(entry.job_id) == position:
+                    continue
+                template = self.templates.get(entry.workflow)
+                self.events.publish(entry.user_id, "job.position", {
+                    "jobId": entry.job_id, "position": position,
+                    "estimatedStartSeconds": estimated_start_seconds(
+                        position, self.running, self.slots, template.estimated_seconds if template else 10.0)})
+        self._positions = positions
+
+    def run(self, stop: threading.Event) -> None:
+        """Passes until ``stop``: on every nudge, and at least every ``RENDER_SCHEDULE_SECONDS``."""
+        while not stop.is_set():
+            try:
+                self.run_once()
+                self.redis.blpop([self.fair.wake_key], timeout=self.config.schedule_seconds)
+            except Exception:  # the database or Redis away: the next pass tries again
+                log.exception("scheduler pass failed; retrying in %s s", self.config.schedule_seconds)
+                stop.wait(self.config.schedule_seconds)
+        if self.redis.get(self.fair.lock_key) == self.owner:
+            self.redis.delete(self.fair.lock_key)
+
+
+def main() -> None:
+    """``python -m services.render_worker.scheduler``: one scheduler process."""
+    settings = load_settings()
+    config = load_config(settings)
+    configure_logging("render-scheduler", settings.log_level)
+    scheduler = Scheduler(config, Database(settings.render_database_url), EventBus(redis_client(settings.redis_url)),
+                          make_celery(settings, "render_scheduler"),
+                          TemplateStore(defaults=config.parameter_defaults),
+                          f"scheduler@{socket.gethostname()}#{os.getpid()}")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("render scheduler: batch share %s, affinity wait %s s", config.batch_min_share,
+             config.affinity_wait_seconds)
+    scheduler.run(stop)
+
+
+if __name__ == "__main__":
+    main()
