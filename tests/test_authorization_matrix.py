@@ -526,6 +526,9 @@ GATEWAY = [
          lambda w, p: {"name": MODEL, "json": {"displayNames": {"zh": "演示模型", "en": "Demo"}}},
          without_service_token=None),
     Case("gateway", "GET", "/api/admin/presets", admins(200), without_service_token=None),
+    Case("gateway", "GET", "/api/admin/render/shares", admins(200), without_service_token=None),
+    Case("gateway", "PUT", "/api/admin/render/shares/<int:user_id>", admins(200),
+         lambda w, p: {"user_id": p.owner.id, "json": {"weight": 2}}, without_service_token=None),
     Case("gateway", "PUT", "/api/admin/presets", admins(200), lambda w, p: {"json": {"negativePresets": [
         {"key": "quality", "labels": {"zh": "通用画质", "en": "General quality"}, "text": "lowres, blurry"}]}},
          without_service_token=None),

@@ -9,7 +9,8 @@ arrived, a job ended) and at least every ``RENDER_SCHEDULE_SECONDS``. Each pass
 * takes back jobs released to a worker that died, or that no worker claimed within
   ``RENDER_LOST_MESSAGE_SECONDS``, and puts them at the front of their lane;
 * asks the planner which waiting jobs go where, and sends them;
-* tells waiting users their new place in line (``job.position``, at most once a second);
+* tells the owners of the first waiting jobs (the planner's look-ahead) their new place in
+  line (``job.position``, only to those whose place changed);
 and every ``RENDER_RECONCILE_SECONDS``, or at once when Redis lost its data, it syncs the
 line with the database: queued jobs found in neither the waiting nor the released set are
 put back (in fair order), entries of jobs that no longer wait are dropped.
@@ -42,7 +43,7 @@ from services.render import jobs
 from services.render.catalog import MODEL_KINDS, alive_key, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig, load_config
 from services.render.dispatch import estimated_start_seconds, send_job, worker_queue
-from services.render.scheduler import (BATCH, INTERACTIVE, LANES, FairQueue, Policy, WorkerSlots, entry_for,
+from services.render.scheduler import (BATCH, INTERACTIVE, LANES, Entry, FairQueue, Policy, WorkerSlots, entry_for,
                                        interleaved, plan)
 from services.render.workflows import TemplateStore
 
@@ -50,8 +51,6 @@ log = logging.getLogger(__name__)
 
 # A job admitted this recently may not be in line yet (its admission enqueues after the commit).
 SYNC_GRACE_SECONDS = 2.0
-POSITIONS_SECONDS = 1.0
-POSITION_UPDATES_LIMIT = 100
 CATALOG_SECONDS = 1.0
 
 
@@ -70,7 +69,6 @@ class Scheduler:
         self.lease_seconds = max(5, int(config.schedule_seconds * 5))
         self._catalogs: tuple[float, list[dict[str, Any]]] = (float("-inf"), [])
         self._synced_at = float("-inf")
-        self._positions_at = float("-inf")
         self._positions: dict[str, int] = {}
         self.slots = 0
         self.running = 0
@@ -83,11 +81,13 @@ class Scheduler:
         if (time.monotonic() - self._synced_at >= self.config.reconcile_seconds
                 or not self.redis.exists(self.fair.epoch_key)):
             self.sync()
-        waiting = {lane: self.fair.waiting(lane, self.policy.lookahead) for lane in LANES}
         released = self.fair.released()
-        if not released and not any(waiting.values()):
+        if not released and not any(self.fair.counts().values()):
+            self._positions = {}
             return 0
-        workers = self.workers(released)
+        workers = self.workers(released)  # may put back jobs a dead worker never claimed
+        counts = self.fair.counts()
+        waiting = {lane: self.fair.waiting(lane, self.policy.lookahead) for lane in LANES}
         passes = self.fair.passes()
         placements = plan(waiting, workers, passes, self.policy, time.time()) if workers else []
         if placements:
@@ -95,7 +95,9 @@ class Scheduler:
             for placement in placements:
                 send_job(self.celery, worker_queue(self.config.queue_prefix, placement.worker),
                          placement.entry.job_id, placement.entry.hops)
-        self.publish_positions()
+        placed = {p.entry.job_id for p in placements}
+        self.publish_positions({lane: [e for e, _ in items if e.job_id not in placed] for lane, items in waiting.items()},
+                               {lane: counts[lane] - sum(1 for p in placements if p.entry.lane == lane) for lane in LANES})
         return len(placements)
 
     def _lead(self) -> bool:
@@ -154,8 +156,9 @@ class Scheduler:
             queued = jobs.jobs_in_status(session, "queued", updated_before=cutoff, limit=10_000)
         known = set(self.fair.waiting_ids()) | set(self.fair.released())
         restored = 0
+        mine = self.config.queue_prefix + "."
         for job in queued:  # oldest first: the fair tags are rebuilt in admission order
-            if job.id not in known:
+            if job.id not in known and job.queue.startswith(mine):
                 since = job.created_at.replace(tzinfo=timezone.utc).timestamp()
                 restored += self.fair.enqueue(entry_for(job, self.templates.get(job.workflow), since=since))
         waiting = self.fair.waiting_ids()
@@ -174,17 +177,12 @@ class Scheduler:
         return restored
 
     # -- telling users -------------------------------------------------------------------
-    def publish_positions(self) -> None:
+    def publish_positions(self, waiting: dict[str, list[Entry]], counts: dict[str, int]) -> None:
         """``job.position`` to the owners of the first waiting jobs whose place changed."""
-        now = time.monotonic()
-        if now - self._positions_at < POSITIONS_SECONDS:
-            return
-        self._positions_at = now
-        counts = self.fair.counts()
         positions: dict[str, int] = {}
-        for lane in LANES:
-            other = counts[BATCH if lane == INTERACTIVE else INTERACTIVE]
-            for rank, (entry, _) in enumerate(self.fair.waiting(lane, POSITION_UPDATES_LIMIT)):
+        for lane, entries in waiting.items():
+            other = counts.get(BATCH if lane == INTERACTIVE else INTERACTIVE, 0)
+            for rank, entry in enumerate(entries):
                 position = positions[entry.job_id] = rank + interleaved(rank, other, lane, self.policy.batch_share)
                 if self._positions.get(entry.job_id) == position:
                     continue
