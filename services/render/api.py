@@ -109,7 +109,7 @@ def admin_shares():
     return ok(_service().shares())
 
 
-@bp.put("/api/admin/render/shares/<int:user_id>")
+@bp.put("/api/admin/render/shares/<id:user_id>")
 @doc("Set one user's fair-share weight (null: back to the role's weight); applies to jobs submitted "
      "afterwards", auth="admin", body=ShareSchema)
 def admin_set_share(user_id: int):

@@ -25,7 +25,7 @@ from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.events import EventBus, redis_client
 from shared.storage import make_storage
-from shared.web import init_service_app
+from shared.web import IdConverter, init_service_app
 
 
 def create_app(settings: Settings | None = None, config: RenderConfig | None = None) -> Flask:
@@ -57,6 +57,7 @@ def init_app(app: Flask, settings: Settings, config: RenderConfig | None = None)
         auth=AuthClient(settings.auth_url, settings.service_token, timeout=(1.0, 3.0)),
         models=ModelRegistry(db, storage, gallery), presets=Presets(db))
     app.extensions["render"] = service
+    app.url_map.converters["id"] = IdConverter  # before the routes that use it (init_service_app comes later)
     app.extensions["render_account_limits"] = ServiceAccountLimits(
         IntegrationsClient(settings.integrations_url, settings.service_token, timeout=(2.0, 5.0)))
     app.register_blueprint(api.bp)

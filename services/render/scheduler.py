@@ -339,6 +339,10 @@ def plan(waiting: dict[str, list[tuple[Entry, float]]], workers: list[WorkerSlot
 
 def _place(items: list[tuple[Entry, float]], workers: list[WorkerSlots], policy: Policy,
            now: float) -> tuple[int, WorkerSlots] | None:
+    """The first job of the window some idle worker should take, and that worker. A worker
+    that holds the job's checkpoint, or holds none yet, takes it at no switch (the least busy
+    of them, a holder on a tie); switching another's model waits for a busy holder up to
+    the affinity wait, and then picks the worker whose model the window wants least."""
     window = items[:policy.lookahead]
     wanted = {entry.model for entry, _ in window if entry.model}
     for index, (entry, _) in enumerate(window):
@@ -348,11 +352,10 @@ def _place(items: list[tuple[Entry, float]], workers: list[WorkerSlots], policy:
             continue
         if policy.affinity_wait <= 0 or entry.model is None:
             return index, max(idle, key=lambda w: w.free)
-        holders = [w for w in idle if w.loaded == entry.model]
-        if holders:
-            return index, max(holders, key=lambda w: w.free)
+        no_switch = [w for w in idle if w.loaded in (entry.model, None)]
+        if no_switch:
+            return index, max(no_switch, key=lambda w: (w.free, w.loaded == entry.model))
         if now - entry.since < policy.affinity_wait and any(w.loaded == entry.model for w in capable):
             continue  # a busy worker holds its model: wait for it a while, let others pass
-        # Switch the idle worker whose model the waiting jobs want least (an empty one first).
-        return index, min(idle, key=lambda w: (w.loaded is not None, w.loaded in wanted, -w.free))
+        return index, min(idle, key=lambda w: (w.loaded in wanted, -w.free))
     return None

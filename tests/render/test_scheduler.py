@@ -114,6 +114,16 @@ def test_affinity_prefers_a_worker_holding_the_model_and_waits_for_it_only_so_lo
     assert [p.worker for p in placed] == ["wa"]
 
 
+def test_jobs_spread_over_idle_gpus_before_filling_a_workers_second_slot():
+    now = time.time()
+    waiting = {INTERACTIVE: [(entry("j1", 1, since=now), 1.0), (entry("j2", 2, since=now), 1.0)]}
+    placed = plan(waiting, [worker("wa", 2), worker("wb", 2)], {}, Policy(), now)
+    assert sorted(p.worker for p in placed) == ["wa", "wb"]
+    waiting = {INTERACTIVE: [(entry("j1", 1, since=now), 1.0)]}
+    placed = plan(waiting, [worker("wa", 0, MODEL), worker("wb", 2, None)], {}, Policy(), now)
+    assert [p.worker for p in placed] == ["wb"], "a worker that holds no model yet switches nothing"
+
+
 def test_a_job_goes_only_to_workers_that_list_its_model():
     now = time.time()
     rare = entry("j1", 1, model="rare.safetensors", since=now - 100)
