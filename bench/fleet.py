@@ -70,7 +70,7 @@ class Fleet:
             "JWT_PRIVATE_KEY_PATH": str(keys / "private.pem"), "JWT_PUBLIC_KEY_PATH": str(keys / "public.pem"),
             "RENDER_QUEUE": "fleet", "CREDITS_PORT": str(free_port()), "GATEWAY_PORT": str(free_port()),
             "RATE_LIMIT_GLOBAL": "1000000/minute", "RATE_LIMIT_GENERATE": "100000/minute",
-            "RENDER_USER_ACTIVE_LIMIT": "1000", "RENDER_HEARTBEAT_SECONDS": "2",
+            "RENDER_USER_ACTIVE_LIMIT": "1000", "RENDER_HEARTBEAT_SECONDS": "2", "SIGNUP_BONUS": "100000",
         }
         self.process_env = {**os.environ, **self.env}
         self.settings = load_settings(self.env)

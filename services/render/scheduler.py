@@ -83,7 +83,6 @@ class Entry:
     model: str | None  # the main checkpoint: the affinity key
     needs: tuple[str, ...]  # every model file the job names; a worker must list them all
     images: int
-    since: float  # Unix time it started waiting
     hops: int = 0
     avoid: tuple[str, ...] = ()  # workers that already said they cannot serve it
 
@@ -97,7 +96,7 @@ class Entry:
         return cls(**data)
 
 
-def entry_for(job: RenderJob, template: Template | None, *, since: float | None = None, hops: int = 0,
+def entry_for(job: RenderJob, template: Template | None, *, hops: int = 0,
               avoid: Iterable[str] = ()) -> Entry:
     """The entry of a job row (at admission, and when a job is put back in line)."""
     needs = tuple(str(job.params[p["name"]]) for p in (template.parameters if template else [])
@@ -105,7 +104,7 @@ def entry_for(job: RenderJob, template: Template | None, *, since: float | None 
     return Entry(job_id=job.id, user_id=int(job.user_id), lane=job.lane or INTERACTIVE,
                  weight=float(job.share_weight or 1.0), workflow=job.workflow, model=job.model, needs=needs,
                  images=int(job.images_requested or 1),
-                 since=time.time() if since is None else since, hops=hops, avoid=tuple(avoid))
+                 hops=hops, avoid=tuple(avoid))
 
 
 def parse_weights(raw: str) -> dict[str, float]:
@@ -306,9 +305,10 @@ class Policy:
 
 
 def plan(waiting: dict[str, list[tuple[Entry, float]]], workers: list[WorkerSlots], passes: dict[str, float],
-         policy: Policy, now: float) -> list[Placement]:
+         policy: Policy, now: float, passed_over: dict[str, float]) -> list[Placement]:
     """Which waiting jobs go to which workers now, one per free slot. ``passes`` (the lanes'
-    stride counters) is updated in place. Lanes are served lowest pass first; within a lane
+    stride counters) is updated in place, and so is ``passed_over``: when each job was first
+    left waiting for a busy worker holding its model (its affinity wait counts from then). Lanes are served lowest pass first; within a lane
     the first job (fair order) that some idle worker can take, preferring affinity."""
     pending = {lane: list(items) for lane, items in waiting.items() if items}
     placements: list[Placement] = []
@@ -319,7 +319,7 @@ def plan(waiting: dict[str, list[tuple[Entry, float]]], workers: list[WorkerSlot
             passes[lane] = max(passes.get(lane, 0.0), top)
         chosen = None
         for lane in sorted(pending, key=lambda name: (passes[name], LANES.index(name))):
-            found = _place(pending[lane], workers, policy, now)
+            found = _place(pending[lane], workers, policy, now, passed_over)
             if found is not None:
                 chosen = lane, found
                 break
@@ -338,7 +338,7 @@ def plan(waiting: dict[str, list[tuple[Entry, float]]], workers: list[WorkerSlot
 
 
 def _place(items: list[tuple[Entry, float]], workers: list[WorkerSlots], policy: Policy,
-           now: float) -> tuple[int, WorkerSlots] | None:
+           now: float, passed_over: dict[str, float]) -> tuple[int, WorkerSlots] | None:
     """The first job of the window some idle worker should take, and that worker. A worker
     that holds the job's checkpoint, or holds none yet, takes it at no switch (the least busy
     of them, a holder on a tie); switching another's model waits for a busy holder up to
@@ -355,7 +355,8 @@ def _place(items: list[tuple[Entry, float]], workers: list[WorkerSlots], policy:
         no_switch = [w for w in idle if w.loaded in (entry.model, None)]
         if no_switch:
             return index, max(no_switch, key=lambda w: (w.free, w.loaded == entry.model))
-        if now - entry.since < policy.affinity_wait and any(w.loaded == entry.model for w in capable):
+        if (any(w.loaded == entry.model for w in capable)
+                and now - passed_over.setdefault(entry.job_id, now) < policy.affinity_wait):
             continue  # a busy worker holds its model: wait for it a while, let others pass
         return index, min(idle, key=lambda w: (w.loaded in wanted, -w.free))
     return None

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from datetime import timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -70,6 +70,7 @@ class Scheduler:
         self._catalogs: tuple[float, list[dict[str, Any]]] = (float("-inf"), [])
         self._synced_at = float("-inf")
         self._positions: dict[str, int] = {}
+        self._passed_over: dict[str, float] = {}  # see plan()
         self.slots = 0
         self.running = 0
 
@@ -89,7 +90,9 @@ class Scheduler:
         counts = self.fair.counts()
         waiting = {lane: self.fair.waiting(lane, self.policy.lookahead) for lane in LANES}
         passes = self.fair.passes()
-        placements = plan(waiting, workers, passes, self.policy, time.time()) if workers else []
+        placements = plan(waiting, workers, passes, self.policy, time.time(), self._passed_over) if workers else []
+        window = {entry.job_id for items in waiting.values() for entry, _ in items}
+        self._passed_over = {job_id: at for job_id, at in self._passed_over.items() if job_id in window}
         if placements:
             self.fair.mark_released(placements, passes)
             for placement in placements:
@@ -159,8 +162,7 @@ class Scheduler:
         mine = self.config.queue_prefix + "."
         for job in queued:  # oldest first: the fair tags are rebuilt in admission order
             if job.id not in known and job.queue.startswith(mine):
-                since = job.created_at.replace(tzinfo=timezone.utc).timestamp()
-                restored += self.fair.enqueue(entry_for(job, self.templates.get(job.workflow), since=since))
+                restored += self.fair.enqueue(entry_for(job, self.templates.get(job.workflow)))
         waiting = self.fair.waiting_ids()
         with self.db.read() as session:
             statuses = jobs.statuses(session, waiting)

@@ -29,10 +29,10 @@ def fair(redis, unique):
         redis.delete(key)
 
 
-def entry(job_id: str, user: int, *, lane: str = INTERACTIVE, weight: float = 1.0, model: str | None = MODEL,
-          since: float | None = None) -> Entry:
+def entry(job_id: str, user: int, *, lane: str = INTERACTIVE, weight: float = 1.0,
+          model: str | None = MODEL) -> Entry:
     return Entry(job_id=job_id, user_id=user, lane=lane, weight=weight, workflow="text2img", model=model,
-                 needs=(model,) if model else (), images=1, since=time.time() if since is None else since)
+                 needs=(model,) if model else (), images=1)
 
 
 def worker(worker_id: str, free: int = 1, loaded: str | None = None, models=(MODEL, OTHER)) -> WorkerSlots:
@@ -45,7 +45,7 @@ def release(fair: FairQueue, count: int, policy: Policy = Policy()) -> list[str]
     for _ in range(count):
         waiting = {lane: fair.waiting(lane) for lane in (INTERACTIVE, BATCH)}
         passes = fair.passes()
-        placements = plan(waiting, [worker("w")], passes, policy, time.time())
+        placements = plan(waiting, [worker("w")], passes, policy, time.time(), {})
         if not placements:
             break
         fair.mark_released(placements, passes)
@@ -97,39 +97,41 @@ def test_affinity_prefers_a_worker_holding_the_model_and_waits_for_it_only_so_lo
     policy = Policy(affinity_wait=5)
     now = time.time()
     busy_a, idle_b = worker("wa", free=0, loaded=MODEL), worker("wb", free=1, loaded=OTHER)
-    waiting = {INTERACTIVE: [(entry("j1", 1, since=now), 1.0), (entry("j2", 2, model=OTHER, since=now), 1.0)]}
-    placed = plan(waiting, [busy_a, idle_b], {}, policy, now)
+    waiting = {INTERACTIVE: [(entry("j1", 1), 1.0), (entry("j2", 2, model=OTHER), 1.0)]}
+    placed = plan(waiting, [busy_a, idle_b], {}, policy, now, {})
     assert [(p.entry.job_id, p.worker) for p in placed] == [("j2", "wb")], \
         "j1 waits for the busy worker holding its model; j2 passes it to the idle worker holding its own"
 
-    waiting = {INTERACTIVE: [(entry("j1", 1, since=now), 1.0)]}
-    assert plan(waiting, [worker("wa", 0, MODEL), worker("wb", 1, OTHER)], {}, policy, now) == []
-    later = now + 5.1
-    placed = plan(waiting, [worker("wa", 0, MODEL), worker("wb", 1, OTHER)], {}, policy, later)
-    assert [(p.entry.job_id, p.worker) for p in placed] == [("j1", "wb")], "after the wait, any capable worker"
+    waiting = {INTERACTIVE: [(entry("j1", 1), 1.0)]}
+    passed_over: dict[str, float] = {}
+    assert plan(waiting, [worker("wa", 0, MODEL), worker("wb", 1, OTHER)], {}, policy, now, passed_over) == []
+    assert plan(waiting, [worker("wa", 0, MODEL), worker("wb", 1, OTHER)], {}, policy, now + 4.9, passed_over) == []
+    placed = plan(waiting, [worker("wa", 0, MODEL), worker("wb", 1, OTHER)], {}, policy, now + 5.1, passed_over)
+    assert [(p.entry.job_id, p.worker) for p in placed] == [("j1", "wb")], \
+        "after waiting its while (counted from when it was first passed over), any capable worker"
 
-    placed = plan(waiting, [worker("wa", 1, OTHER), worker("wb", 1, MODEL)], {}, policy, now)
+    placed = plan(waiting, [worker("wa", 1, OTHER), worker("wb", 1, MODEL)], {}, policy, now, {})
     assert [p.worker for p in placed] == ["wb"], "an idle holder first"
-    placed = plan(waiting, [worker("wa", 1, MODEL)], {}, Policy(affinity_wait=0), now)
+    placed = plan(waiting, [worker("wa", 1, MODEL)], {}, Policy(affinity_wait=0), now, {})
     assert [p.worker for p in placed] == ["wa"]
 
 
 def test_jobs_spread_over_idle_gpus_before_filling_a_workers_second_slot():
     now = time.time()
-    waiting = {INTERACTIVE: [(entry("j1", 1, since=now), 1.0), (entry("j2", 2, since=now), 1.0)]}
-    placed = plan(waiting, [worker("wa", 2), worker("wb", 2)], {}, Policy(), now)
+    waiting = {INTERACTIVE: [(entry("j1", 1), 1.0), (entry("j2", 2), 1.0)]}
+    placed = plan(waiting, [worker("wa", 2), worker("wb", 2)], {}, Policy(), now, {})
     assert sorted(p.worker for p in placed) == ["wa", "wb"]
-    waiting = {INTERACTIVE: [(entry("j1", 1, since=now), 1.0)]}
-    placed = plan(waiting, [worker("wa", 0, MODEL), worker("wb", 2, None)], {}, Policy(), now)
+    waiting = {INTERACTIVE: [(entry("j1", 1), 1.0)]}
+    placed = plan(waiting, [worker("wa", 0, MODEL), worker("wb", 2, None)], {}, Policy(), now, {})
     assert [p.worker for p in placed] == ["wb"], "a worker that holds no model yet switches nothing"
 
 
 def test_a_job_goes_only_to_workers_that_list_its_model():
     now = time.time()
-    rare = entry("j1", 1, model="rare.safetensors", since=now - 100)
+    rare = entry("j1", 1, model="rare.safetensors")
     waiting = {INTERACTIVE: [(rare, 1.0)]}
-    assert plan(waiting, [worker("wa", 2)], {}, Policy(), now) == []
-    placed = plan(waiting, [worker("wa", 2), worker("wr", 1, models=("rare.safetensors",))], {}, Policy(), now)
+    assert plan(waiting, [worker("wa", 2)], {}, Policy(), now, {}) == []
+    placed = plan(waiting, [worker("wa", 2), worker("wr", 1, models=("rare.safetensors",))], {}, Policy(), now, {})
     assert [p.worker for p in placed] == ["wr"]
 
 
@@ -137,7 +139,7 @@ def test_free_slots_limit_what_is_released(fair):
     for n in range(6):
         fair.enqueue(entry(f"j{n}", n))
     waiting = {INTERACTIVE: fair.waiting(INTERACTIVE)}
-    placed = plan(waiting, [worker("wa", 2, MODEL), worker("wb", 1, MODEL)], {}, Policy(), time.time())
+    placed = plan(waiting, [worker("wa", 2, MODEL), worker("wb", 1, MODEL)], {}, Policy(), time.time(), {})
     assert Counter(p.worker for p in placed) == {"wa": 2, "wb": 1}
 
 
