@@ -7,7 +7,7 @@ Starts a private stack: redis-server, credits and the gateway (gunicorn), the sc
 worker (``python -m services.render_worker``, 2 prompts in flight), emulating a GPU of fixed
 per-step cost (``--step-delay``; a job is ``--job-seconds`` of steps).
 
-(a) throughput at 1, 2, 4, 8, 12 workers on the same job mix (5 jobs per worker, 10 users):
+(a) throughput at 1, 2, 4, 8, 12 workers on the same job mix (10 jobs per worker, 10 users):
     jobs per second from the first submit to the last job finished, as a multiple of one
     worker's (the scaling factor, against N), and the scheduler process's CPU per job
     (its user + system time over the run ÷ jobs). Every process shares this machine's cores.
@@ -42,6 +42,7 @@ import requests
 from sqlalchemy import bindparam, text
 
 from services.credits.client import CreditsClient
+from services.render.service import CATALOG_CACHE_SECONDS
 from shared.config import load_settings
 from shared.db import Database
 from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
@@ -121,6 +122,7 @@ class Fleet:
                                           env=self.process_env)
             self.workers.append((name, psutil.Process(emulator.pid), psutil.Process(worker.pid)))
         wait_for(lambda: len(self.get("/api/models")["workers"]) == count, 120, f"{count} render workers")
+        time.sleep(CATALOG_CACHE_SECONDS + 0.1)  # every gateway process sees them
 
     def get(self, path: str) -> dict:
         return requests.get(self.gateway + path, timeout=10).json()["data"]
@@ -170,13 +172,14 @@ def _ts(value) -> float:
     return value.replace(tzinfo=dt.timezone.utc).timestamp()
 
 
-def throughput(fleet: Fleet, counts: list[int], job_seconds: float) -> None:
-    print(f"(a) throughput: jobs of {job_seconds:g} s (emulated GPU, fixed per-step cost), 5 per worker, 10 users")
+def throughput(fleet: Fleet, counts: list[int], job_seconds: float, per_worker: int) -> None:
+    print(f"(a) throughput: jobs of {job_seconds:g} s (emulated GPU, fixed per-step cost), {per_worker} per worker, "
+          "10 users")
     tokens = [fleet.user() for _ in range(10)]
     base = None
     for count in counts:
         fleet.set_workers(count)
-        jobs = 5 * count
+        jobs = per_worker * count
         cpu_before = fleet.cpu_seconds()
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
@@ -253,6 +256,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="1,2,4,8,12")
     parser.add_argument("--job-seconds", type=float, default=2.0)
+    parser.add_argument("--jobs-per-worker", type=int, default=10)
     parser.add_argument("--affinity-jobs", type=int, default=100)
     parser.add_argument("--affinity-wait", default="5")
     parser.add_argument("--switch-seconds", type=float, default=5.0)
@@ -269,7 +273,7 @@ def main() -> None:
         if args.only in (None, "affinity"):
             affinity(fleet, args.affinity_jobs, args.switch_seconds, args.affinity_wait)
         if args.only in (None, "throughput"):
-            throughput(fleet, [int(n) for n in args.workers.split(",")], args.job_seconds)
+            throughput(fleet, [int(n) for n in args.workers.split(",")], args.job_seconds, args.jobs_per_worker)
 
 
 if __name__ == "__main__":

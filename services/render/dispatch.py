@@ -24,9 +24,10 @@ def worker_queue(base: str, worker_id: str) -> str:
     return f"{base}.worker.{worker_id}"
 
 
-def send_job(celery: Celery, queue: str, job_id: str, hops: int = 0) -> None:
-    """Send ``render.run_job(job_id)`` to ``queue``."""
-    celery.send_task(RENDER_RUN_JOB, args=[job_id], kwargs={"hops": hops} if hops else {}, queue=queue)
+def send_job(celery: Celery, queue: str, job_id: str, hops: int = 0, producer: Any = None) -> None:
+    """Send ``render.run_job(job_id)`` to ``queue`` (on ``producer``: one for a pass's messages)."""
+    celery.send_task(RENDER_RUN_JOB, args=[job_id], kwargs={"hops": hops} if hops else {}, queue=queue,
+                     producer=producer)
 
 
 def capacity(catalogs: list[dict[str, Any]], workflow: str | None = None) -> int:

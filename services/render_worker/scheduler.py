@@ -9,8 +9,8 @@ arrived, a job ended) and at least every ``RENDER_SCHEDULE_SECONDS``. Each pass
 * takes back jobs released to a worker that died, or that no worker claimed within
   ``RENDER_LOST_MESSAGE_SECONDS``, and puts them at the front of their lane;
 * asks the planner which waiting jobs go where, and sends them;
-* tells the owners of the first waiting jobs (the planner's look-ahead) their new place in
-  line (``job.position``, only to those whose place changed);
+* tells the owners of the first waiting jobs (the planner's look-ahead) their place in line
+  (``job.position``: at once for a job new in line, at most once a second when it moved);
 and every ``RENDER_RECONCILE_SECONDS``, or at once when Redis lost its data, it syncs the
 line with the database: queued jobs found in neither the waiting nor the released set are
 put back (in fair order), entries of jobs that no longer wait are dropped.
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 # A job admitted this recently may not be in line yet (its admission enqueues after the commit).
 SYNC_GRACE_SECONDS = 2.0
+POSITIONS_SECONDS = 1.0
+# After a nudge, wait this long for more (a burst of admissions) before a pass.
+COALESCE_SECONDS = 0.02
 CATALOG_SECONDS = 1.0
 
 
@@ -70,6 +73,7 @@ class Scheduler:
         self._catalogs: tuple[float, list[dict[str, Any]]] = (float("-inf"), [])
         self._synced_at = float("-inf")
         self._positions: dict[str, int] = {}
+        self._positions_at = float("-inf")
         self._passed_over: dict[str, float] = {}  # see plan()
         self.slots = 0
         self.running = 0
@@ -95,9 +99,10 @@ class Scheduler:
         self._passed_over = {job_id: at for job_id, at in self._passed_over.items() if job_id in window}
         if placements:
             self.fair.mark_released(placements, passes)
-            for placement in placements:
-                send_job(self.celery, worker_queue(self.config.queue_prefix, placement.worker),
-                         placement.entry.job_id, placement.entry.hops)
+            with self.celery.producer_or_acquire() as producer:
+                for placement in placements:
+                    send_job(self.celery, worker_queue(self.config.queue_prefix, placement.worker),
+                             placement.entry.job_id, placement.entry.hops, producer)
         placed = {p.entry.job_id for p in placements}
         self.publish_positions({lane: [e for e, _ in items if e.job_id not in placed] for lane, items in waiting.items()},
                                {lane: counts[lane] - sum(1 for p in placements if p.entry.lane == lane) for lane in LANES})
@@ -180,14 +185,22 @@ class Scheduler:
 
     # -- telling users -------------------------------------------------------------------
     def publish_positions(self, waiting: dict[str, list[Entry]], counts: dict[str, int]) -> None:
-        """``job.position`` to the owners of the first waiting jobs whose place changed."""
+        """``job.position`` to the owners of the first waiting jobs: at once for a job that has not
+        heard one, and at most every ``POSITIONS_SECONDS`` for a job whose place changed (every
+        release moves every place, and a backlog must not cost one event per job per release)."""
+        refresh = time.monotonic() - self._positions_at >= POSITIONS_SECONDS
+        if refresh:
+            self._positions_at = time.monotonic()
         positions: dict[str, int] = {}
         for lane, entries in waiting.items():
             other = counts.get(BATCH if lane == INTERACTIVE else INTERACTIVE, 0)
             for rank, entry in enumerate(entries):
-                position = positions[entry.job_id] = rank + interleaved(rank, other, lane, self.policy.batch_share)
-                if self._positions.get(entry.job_id) == position:
+                position = rank + interleaved(rank, other, lane, self.policy.batch_share)
+                heard = self._positions.get(entry.job_id)
+                if heard == position or (heard is not None and not refresh):
+                    positions[entry.job_id] = heard
                     continue
+                positions[entry.job_id] = position
                 template = self.templates.get(entry.workflow)
                 self.events.publish(entry.user_id, "job.position", {
                     "jobId": entry.job_id, "position": position,
@@ -200,7 +213,9 @@ class Scheduler:
         while not stop.is_set():
             try:
                 self.run_once()
-                self.redis.blpop([self.fair.wake_key], timeout=self.config.schedule_seconds)
+                if self.redis.blpop([self.fair.wake_key], timeout=self.config.schedule_seconds):
+                    stop.wait(COALESCE_SECONDS)
+                    self.redis.delete(self.fair.wake_key)
             except Exception:  # the database or Redis away: the next pass tries again
                 log.exception("scheduler pass failed; retrying in %s s", self.config.schedule_seconds)
                 stop.wait(self.config.schedule_seconds)
