@@ -187,18 +187,8 @@ class FairQueue:
     def waiting_ids(self) -> list[str]:
         return list(self.redis.hkeys(self.entries_key))
 
-    def counts(self) -> dict[str, int]:
-        pipe = self.redis.pipeline(transaction=False)
-        for lane in LANES:
-            pipe.zcard(self.lane_key(lane))
-        return dict(zip(LANES, pipe.execute()))
-
     def released(self) -> dict[str, Released]:
-        found = {}
-        for job_id, raw in self.redis.hgetall(self.released_key).items():
-            data = json.loads(raw)
-            found[job_id] = Released(Entry.from_json(data["entry"]), data["worker"], data["at"])
-        return found
+        return {job_id: _released(raw) for job_id, raw in self.redis.hgetall(self.released_key).items()}
 
     def position(self, job_id: str, batch_share: float) -> int | None:
         """Jobs ahead of a waiting one in the order the scheduler will release them: its rank in
@@ -214,6 +204,31 @@ class FairQueue:
         rank, other = pipe.execute()
         return None if rank is None else rank + interleaved(rank, other, lane, batch_share)
 
+    def snapshot(self, lookahead: int = LOOKAHEAD) -> "Snapshot":
+        """What one scheduler pass reads, in two round trips."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(self.epoch_key)
+        pipe.hgetall(self.released_key)
+        for lane in LANES:
+            pipe.zcard(self.lane_key(lane))
+            pipe.zrange(self.lane_key(lane), 0, lookahead - 1, withscores=True)
+        pipe.hgetall(self.passes_key)
+        pipe.hgetall(self.vtime_key)
+        pipe.hgetall(self.models_key)
+        epoch, released, *lanes, passes, vtimes, models = pipe.execute()
+        ranked = {lane: lanes[2 * i + 1] for i, lane in enumerate(LANES)}
+        ids = [job_id for items in ranked.values() for job_id, _ in items]
+        raws = dict(zip(ids, self.redis.hmget(self.entries_key, ids))) if ids else {}
+        return Snapshot(
+            synced=bool(epoch),
+            released={job_id: _released(raw) for job_id, raw in released.items()},
+            counts={lane: lanes[2 * i] for i, lane in enumerate(LANES)},
+            waiting={lane: [(Entry.from_json(raws[job_id]), tag) for job_id, tag in items if raws.get(job_id)]
+                     for lane, items in ranked.items()},
+            passes={lane: float(value) for lane, value in passes.items()},
+            vtimes={lane: float(value) for lane, value in vtimes.items()},
+            models=models)
+
     def passes(self) -> dict[str, float]:
         return {lane: float(value) for lane, value in self.redis.hgetall(self.passes_key).items()}
 
@@ -224,10 +239,11 @@ class FairQueue:
         return self.redis.hgetall(self.models_key)
 
     # -- releasing (the scheduler process, under its lock) -------------------------------
-    def mark_released(self, placements: list["Placement"], passes: dict[str, float]) -> None:
-        """Move placed entries to the released set, advance the lanes' virtual times and passes,
-        and note each worker's model."""
-        vtimes = self.vtimes()
+    def mark_released(self, placements: list["Placement"], passes: dict[str, float],
+                      vtimes: dict[str, float]) -> None:
+        """Move placed entries to the released set, advance the lanes' virtual times (``vtimes``:
+        as the pass read them) and passes, and note each worker's model."""
+        vtimes = dict(vtimes)
         pipe = self.redis.pipeline(transaction=True)
         now = time.time()
         for placement in placements:
@@ -262,6 +278,22 @@ class FairQueue:
                      if float(tag) <= vtimes.get(lane, 0.0)]
             if stale:
                 self.redis.hdel(self.finish_key(lane), *stale)
+
+
+def _released(raw: str) -> Released:
+    data = json.loads(raw)
+    return Released(Entry.from_json(data["entry"]), data["worker"], data["at"])
+
+
+@dataclass
+class Snapshot:
+    synced: bool  # the line was synced with the database since Redis last lost its data
+    released: dict[str, Released]
+    counts: dict[str, int]
+    waiting: dict[str, list[tuple[Entry, float]]]
+    passes: dict[str, float]
+    vtimes: dict[str, float]
+    models: dict[str, str]
 
 
 def interleaved(rank: int, other_waiting: int, lane: str, batch_share: float) -> int:

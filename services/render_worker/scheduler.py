@@ -43,8 +43,8 @@ from services.render import jobs
 from services.render.catalog import MODEL_KINDS, alive_key, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig, load_config
 from services.render.dispatch import estimated_start_seconds, send_job, worker_queue
-from services.render.scheduler import (BATCH, INTERACTIVE, LANES, Entry, FairQueue, Policy, WorkerSlots, entry_for,
-                                       interleaved, plan)
+from services.render.scheduler import (BATCH, INTERACTIVE, LANES, Entry, FairQueue, Policy, Released, WorkerSlots,
+                                       entry_for, interleaved, plan)
 from services.render.workflows import TemplateStore
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ SYNC_GRACE_SECONDS = 2.0
 POSITIONS_SECONDS = 1.0
 # After a nudge, wait this long for more (a burst of admissions) before a pass.
 COALESCE_SECONDS = 0.02
+LEASE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
 CATALOG_SECONDS = 1.0
 
 
@@ -75,50 +80,47 @@ class Scheduler:
         self._positions: dict[str, int] = {}
         self._positions_at = float("-inf")
         self._passed_over: dict[str, float] = {}  # see plan()
+        self._taken_back = False
+        # One round trip: take the lease, or renew it when this process holds it.
+        self._lead = self.redis.register_script(LEASE)
         self.slots = 0
         self.running = 0
 
     # -- one pass ------------------------------------------------------------------------
     def run_once(self) -> int | None:
         """One pass: the number of jobs released, None when another scheduler leads."""
-        if not self._lead():
+        if not self._lead(keys=[self.fair.lock_key], args=[self.owner, self.lease_seconds]):
             return None
-        if (time.monotonic() - self._synced_at >= self.config.reconcile_seconds
-                or not self.redis.exists(self.fair.epoch_key)):
+        state = self.fair.snapshot(self.policy.lookahead)
+        if not state.synced or time.monotonic() - self._synced_at >= self.config.reconcile_seconds:
             self.sync()
-        released = self.fair.released()
-        if not released and not any(self.fair.counts().values()):
+            state = self.fair.snapshot(self.policy.lookahead)
+        if not state.released and not any(state.counts.values()):
             self._positions = {}
             return 0
-        workers = self.workers(released)  # may put back jobs a dead worker never claimed
-        counts = self.fair.counts()
-        waiting = {lane: self.fair.waiting(lane, self.policy.lookahead) for lane in LANES}
-        passes = self.fair.passes()
-        placements = plan(waiting, workers, passes, self.policy, time.time(), self._passed_over) if workers else []
-        window = {entry.job_id for items in waiting.values() for entry, _ in items}
-        self._passed_over = {job_id: at for job_id, at in self._passed_over.items() if job_id in window}
+        workers = self.workers(state.released, state.models)
+        if self._taken_back:  # jobs a dead worker never claimed are back in line
+            state = self.fair.snapshot(self.policy.lookahead)
+        placements = []
+        if any(w.free > 0 for w in workers):
+            placements = plan(state.waiting, workers, state.passes, self.policy, time.time(), self._passed_over)
+            window = {entry.job_id for items in state.waiting.values() for entry, _ in items}
+            self._passed_over = {job_id: at for job_id, at in self._passed_over.items() if job_id in window}
         if placements:
-            self.fair.mark_released(placements, passes)
+            self.fair.mark_released(placements, state.passes, state.vtimes)
             with self.celery.producer_or_acquire() as producer:
                 for placement in placements:
                     send_job(self.celery, worker_queue(self.config.queue_prefix, placement.worker),
                              placement.entry.job_id, placement.entry.hops, producer)
         placed = {p.entry.job_id for p in placements}
-        self.publish_positions({lane: [e for e, _ in items if e.job_id not in placed] for lane, items in waiting.items()},
-                               {lane: counts[lane] - sum(1 for p in placements if p.entry.lane == lane) for lane in LANES})
+        self.publish_positions(
+            {lane: [e for e, _ in items if e.job_id not in placed] for lane, items in state.waiting.items()},
+            {lane: state.counts[lane] - sum(1 for p in placements if p.entry.lane == lane) for lane in LANES})
         return len(placements)
 
-    def _lead(self) -> bool:
-        key = self.fair.lock_key
-        if self.redis.set(key, self.owner, nx=True, ex=self.lease_seconds):
-            return True
-        if self.redis.get(key) == self.owner:
-            self.redis.expire(key, self.lease_seconds)
-            return True
-        return False
-
-    def workers(self, released: dict) -> list[WorkerSlots]:
-        """Live workers with their free slots; settles the released set on the way."""
+    def workers(self, released: dict[str, Released], models: dict[str, str]) -> list[WorkerSlots]:
+        """Live workers with their free slots; settles the released set on the way (and notes in
+        ``_taken_back`` whether it put any job back in line)."""
         read_at, catalogs = self._catalogs
         if time.monotonic() - read_at > CATALOG_SECONDS:
             catalogs = read_live_catalogs(self.redis)
@@ -130,16 +132,17 @@ class Scheduler:
             statuses = jobs.statuses(session, list(released))
         pending: Counter[str] = Counter()
         claimed, now = [], time.time()
+        self._taken_back = False
         for job_id, item in released.items():
             if statuses.get(job_id) != "queued":
                 claimed.append(job_id)  # running now (counted above), or over
             elif item.worker not in alive or now - item.at > self.config.lost_message_seconds:
                 log.warning("job %s: released to %s but never claimed; putting it back in line", job_id, item.worker)
                 self.fair.enqueue(item.entry, front=True)
+                self._taken_back = True
             else:
                 pending[item.worker] += 1
         self.fair.forget_released(claimed)
-        models = self.fair.last_models()
         found = []
         for catalog in catalogs:
             wid = str(catalog.get("workerId"))
@@ -192,6 +195,7 @@ class Scheduler:
         if refresh:
             self._positions_at = time.monotonic()
         positions: dict[str, int] = {}
+        events: list[tuple[int, str, dict[str, Any]]] = []
         for lane, entries in waiting.items():
             other = counts.get(BATCH if lane == INTERACTIVE else INTERACTIVE, 0)
             for rank, entry in enumerate(entries):
@@ -202,10 +206,11 @@ class Scheduler:
                     continue
                 positions[entry.job_id] = position
                 template = self.templates.get(entry.workflow)
-                self.events.publish(entry.user_id, "job.position", {
+                events.append((entry.user_id, "job.position", {
                     "jobId": entry.job_id, "position": position,
                     "estimatedStartSeconds": estimated_start_seconds(
-                        position, self.running, self.slots, template.estimated_seconds if template else 10.0)})
+                        position, self.running, self.slots, template.estimated_seconds if template else 10.0)}))
+        self.events.publish_live(events)
         self._positions = positions
 
     def run(self, stop: threading.Event) -> None:

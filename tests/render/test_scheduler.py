@@ -48,7 +48,7 @@ def release(fair: FairQueue, count: int, policy: Policy = Policy()) -> list[str]
         placements = plan(waiting, [worker("w")], passes, policy, time.time(), {})
         if not placements:
             break
-        fair.mark_released(placements, passes)
+        fair.mark_released(placements, passes, fair.vtimes())
         order += [p.entry.job_id for p in placements]
     return order
 
