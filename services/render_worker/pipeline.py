@@ -125,11 +125,24 @@ class Delivery:
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
     if ctx.state is None:
         return _render_job(job_id, ctx, hops)
+    if ctx.state.state == "draining" and ctx.celery is not None:
+        return _decline(ctx, job_id, hops)
     ctx.state.job_started()
     try:
         _render_job(job_id, ctx, hops)
     finally:
         ctx.state.job_ended()
+
+
+def _decline(ctx: RenderContext, job_id: str, hops: int) -> None:
+    """A message that reached a draining worker (Celery's consumer reads once more after a
+    shutdown begins, and a drain is obeyed at the next beat): send it back, unclaimed."""
+    with ctx.db.read() as session:
+        job = jobs.get_job(session, job_id)
+        queue = job.queue if job is not None and job.status == "queued" else None
+    if queue is not None:
+        log.info("job %s declined (this worker is draining); back to %s", job_id, queue)
+        send_job(ctx.celery, ctx.events.redis, queue, job_id, hops)
 
 
 def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
