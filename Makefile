@@ -3,24 +3,33 @@
 # make test       installs what is missing, runs every test (T=tests/path for a subset)
 
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+# Development installs the locked dev set (runtime + local + test tools); images install requirements/runtime.txt.
+LOCK := requirements/dev.txt
+STAMP := $(VENV)/.installed-$(shell cksum $(LOCK) | cut -d' ' -f1)
 T ?= tests
 WEB_SOURCES := $(shell find web/src web/public -type f 2>/dev/null) web/index.html web/vite.config.js web/package.json
 
 .DEFAULT_GOAL := help
-.PHONY: help install web web-dev run test lint migrate admin bench clean
+.PHONY: help install lock web web-dev run test lint migrate admin bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.txt
+$(STAMP): $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r $(LOCK)
 	@rm -f $(VENV)/.installed-* && touch $@
 
-install: $(STAMP) web/node_modules/.package-lock.json ## install the pinned Python and web dependencies
+install: $(STAMP) web/node_modules/.package-lock.json ## install the locked Python (requirements/dev.txt) and web dependencies
+
+# pyproject.toml names the direct dependencies; pip-tools resolves and hashes the rest.
+COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras \
+	--allow-unsafe --no-emit-index-url --no-emit-find-links
+lock: $(STAMP) ## regenerate requirements/runtime.txt and requirements/dev.txt from pyproject.toml (pip-tools)
+	$(COMPILE) --output-file requirements/runtime.txt pyproject.toml
+	$(COMPILE) --extra local --extra dev --output-file requirements/dev.txt pyproject.toml
 
 web/node_modules/.package-lock.json: web/package-lock.json
 	cd web && npm ci --no-audit --no-fund

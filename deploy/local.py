@@ -1,4 +1,5 @@
-"""Run the whole platform on one machine (``make run``).
+"""Run the whole platform on one machine (``make run``): every process of the process table
+(``deploy/processes.py``), the migrations first.
 
     python -m deploy.local run        # prepare, then start and supervise every process
     python -m deploy.local prepare    # data folder, development keys, migrations only
@@ -22,15 +23,14 @@ from urllib.parse import urlparse
 import requests
 from honcho.printer import Printer
 
+from deploy.processes import BY_NAME, HTTP, JOB, PROCESSES, WORKER
 from deploy.supervisor import Supervisor
 from services.gateway.config import load_config as load_gateway_config
 from services.render.config import load_config as load_render_config
 from shared.config import Settings, load_settings
 from shared.embedded import redis_answers, redis_server_binary, redis_server_command
-from shared.internal_http import SERVER_KEEPALIVE_SECONDS
 from shared.migrate import upgrade_all
 from shared.tokens import ensure_dev_keys
-from shared.web import ACCESS_LOG_FORMAT
 
 PY = sys.executable
 
@@ -54,37 +54,40 @@ def _port(url: str, default: int) -> int:
 
 
 def service_commands(settings: Settings) -> dict[str, list[str]]:
-    """The platform's own processes, as run in production (gunicorn, celery)."""
-    gateway_host = os.environ.get("GATEWAY_HOST", "127.0.0.1")
+    """The platform's own processes (``deploy/processes.py``), as run in production (gunicorn, celery)."""
+    ports = {"gateway": settings.gateway_port, "auth": _port(settings.auth_url, 8001),
+             "credits": _port(settings.credits_url, 8002), "gallery": _port(settings.gallery_url, 8003),
+             "integrations": _port(settings.integrations_url, 8005), "safety": _port(settings.safety_url, 8004)}
+    commands: dict[str, list[str]] = {}
+    for process in PROCESSES:
+        if process.kind == JOB:
+            continue  # prepare() has run the migrations
+        if process.kind == HTTP:
+            host = os.environ.get("GATEWAY_HOST", "127.0.0.1") if process.name == "gateway" else "127.0.0.1"
+            command = process.command(host=host, port=ports[process.name], python=PY)
+            if process.name == "gateway":  # greenlets: every socket and request its own (services/gateway/ws.py)
+                command[command.index("--worker-connections") + 1] = str(
+                    load_gateway_config(settings).worker_connections)
+        elif process.kind == WORKER:
+            command = process.command(python=PY, args=(
+                "--comfyui", load_render_config(settings).comfyui_url, "--name", f"render-{os.getpid()}",
+                "--loglevel", settings.log_level))
+        else:
+            command = process.command(python=PY)
+        commands[process.name] = command
+    return commands
 
-    def gunicorn(app: str, bind: str, workers: int, *worker: str) -> list[str]:
-        return [PY, "-m", "gunicorn", *worker, "--workers", str(workers), "--bind", bind, "--timeout", "120",
-                "--keep-alive", str(SERVER_KEEPALIVE_SECONDS),
-                "--graceful-timeout", "5", "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT,
-                f"{app}:create_app()"]
 
-    threads = ("--worker-class", "gthread", "--threads", "8")
-    return {
-        # Greenlets: every socket and request its own, none waiting for a thread (services/gateway/ws.py).
-        "gateway": gunicorn("services.gateway.app", f"{gateway_host}:{settings.gateway_port}", 2,
-                            "--worker-class", "gevent", "--worker-connections",
-                            str(load_gateway_config(settings).worker_connections)),
-        "auth": gunicorn("services.auth.app", f"127.0.0.1:{_port(settings.auth_url, 8001)}", 2, *threads),
-        "credits": gunicorn("services.credits.app", f"127.0.0.1:{_port(settings.credits_url, 8002)}", 2, *threads),
-        "gallery": gunicorn("services.gallery.app", f"127.0.0.1:{_port(settings.gallery_url, 8003)}", 2, *threads),
-        "auth-outbox": [PY, "-m", "services.auth.relay"],
-        "integrations": gunicorn("services.integrations.app",
-                                 f"127.0.0.1:{_port(settings.integrations_url, 8005)}", 1, *threads),
-        "credits-sweeper": [PY, "-m", "services.credits.sweeper"],
-        "credits-events": [PY, "-m", "services.credits.events"],
-        "gallery-events": [PY, "-m", "services.gallery.events"],
-        "integrations-events": [PY, "-m", "services.integrations.events"],
-        "queue-bridge": [PY, "-m", "services.integrations.queue"],
-        "webhooks": [PY, "-m", "services.integrations.webhooks"],
-        "worker": [PY, "-m", "services.render_worker", "--comfyui", load_render_config(settings).comfyui_url,
-                   "--name", f"render-{os.getpid()}", "--loglevel", settings.log_level],
-        "reconciler": [PY, "-m", "services.render_worker.reconciler"],
-    }
+def process_env(settings: Settings, name: str) -> dict[str, str]:
+    """What one process of the table needs in its environment beyond the platform's settings:
+    its database pool, its metrics folder (gunicorn's workers add up their samples there) or port."""
+    process = BY_NAME.get(name)
+    if process is None:
+        return {}
+    env = {key: value for key, value in process.own_env().items() if key not in os.environ}
+    if process.kind == HTTP:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(settings.data_dir / "metrics" / name)
+    return env
 
 
 def backing_services(settings: Settings, env: dict[str, str]) -> dict[str, list[str]]:
@@ -154,7 +157,7 @@ def run(settings: Settings) -> int:
     manager = Supervisor(Printer(Tee(sys.stdout, settings.data_dir / "logs" / "platform.log")))
     for name, command in commands.items():
         # honcho runs commands through a shell; exec keeps one process per group leader.
-        manager.add_process(name, f"exec {shlex.join(command)}", env=env)
+        manager.add_process(name, f"exec {shlex.join(command)}", env={**env, **process_env(settings, name)})
     threading.Thread(target=announce_when_ready, args=(settings,), daemon=True).start()
     manager.loop()
     return manager.returncode or 0

@@ -71,6 +71,7 @@ class Settings:
     gallery_database_url: str
     render_database_url: str
     integrations_database_url: str
+    safety_database_url: str
     redis_url: str
     broker_url: str  # Celery's broker and the queue API's: Redis (the default) or RabbitMQ (amqp://)
     service_token: str
@@ -82,6 +83,7 @@ class Settings:
     credits_url: str
     gallery_url: str
     integrations_url: str
+    safety_url: str
     render_url: str  # the render domain's API, mounted by the gateway
     web_root: Path
     job_deadline_seconds: int
@@ -146,6 +148,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     gallery_port = env_int(env, "GALLERY_PORT", 8003)
     gateway_port = env_int(env, "GATEWAY_PORT", 8000)
     integrations_port = env_int(env, "INTEGRATIONS_PORT", 8005)
+    safety_port = env_int(env, "SAFETY_PORT", 8004)
     redis_url = env_str(env, "REDIS_URL", "redis://127.0.0.1:6379/0")
     return Settings(
         env=app_env,
@@ -156,6 +159,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         gallery_database_url=env_str(env, "GALLERY_DATABASE_URL", database_url),
         render_database_url=env_str(env, "RENDER_DATABASE_URL", database_url),
         integrations_database_url=env_str(env, "INTEGRATIONS_DATABASE_URL", database_url),
+        safety_database_url=env_str(env, "SAFETY_DATABASE_URL", database_url),
         redis_url=redis_url,
         broker_url=_broker_url(env, redis_url),
         service_token=_service_token(env, app_env, data_dir),
@@ -167,6 +171,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         credits_url=env_str(env, "CREDITS_URL", f"http://127.0.0.1:{credits_port}"),
         gallery_url=env_str(env, "GALLERY_URL", f"http://127.0.0.1:{gallery_port}"),
         integrations_url=env_str(env, "INTEGRATIONS_URL", f"http://127.0.0.1:{integrations_port}"),
+        safety_url=env_str(env, "SAFETY_URL", f"http://127.0.0.1:{safety_port}"),
         render_url=env_str(env, "RENDER_URL", f"http://127.0.0.1:{gateway_port}"),
         web_root=Path(env_str(env, "WEB_ROOT", str(PROJECT_ROOT / "web" / "dist"))),
         job_deadline_seconds=env_int(env, "JOB_DEADLINE_SECONDS", 600),

@@ -19,16 +19,19 @@ plain sleep elsewhere. Other statements keep a short busy timeout (WAL readers r
 """
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+
+from shared.config import ConfigError, env_int
 
 # A statement waits at most this long inside SQLite for a lock; a writer waits up to
 # SQLITE_LOCK_WAIT_SECONDS for the database lock, polling from Python.
@@ -70,6 +73,17 @@ def isoformat(value: datetime | None) -> str | None:
     return value.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
+def pool_limits(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """Connections one engine keeps (``DB_POOL_SIZE``) and may open beyond them at a peak
+    (``DB_MAX_OVERFLOW``). The process table gives each kind of process its own small figures
+    (``deploy/processes.py``: a render worker 2 + 2); without them, 10 + 20."""
+    env = os.environ if env is None else env
+    size, overflow = env_int(env, "DB_POOL_SIZE", 10), env_int(env, "DB_MAX_OVERFLOW", 20)
+    if size < 1 or overflow < 0:
+        raise ConfigError(f"DB_POOL_SIZE must be at least 1 and DB_MAX_OVERFLOW at least 0, got {size} and {overflow}")
+    return size, overflow
+
+
 def make_engine(url: str, **kwargs) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -80,8 +94,9 @@ def make_engine(url: str, **kwargs) -> Engine:
         if "charset" not in parsed.query:
             parsed = parsed.update_query_dict({"charset": "utf8mb4"})
         if "poolclass" not in kwargs:
-            kwargs.setdefault("pool_size", 10)
-            kwargs.setdefault("max_overflow", 20)
+            size, overflow = pool_limits()
+            kwargs.setdefault("pool_size", size)
+            kwargs.setdefault("max_overflow", overflow)
         return create_engine(
             parsed,
             pool_recycle=POOL_RECYCLE_SECONDS,

@@ -175,6 +175,11 @@ def ensure_group(client: redis.Redis, group: str, stream: str = PLATFORM_STREAM)
             raise
 
 
+class RetryLater(Exception):
+    """Raised by a handler whose entry cannot be handled yet (it waits on something that ends
+    by itself): the entry stays pending and is handled again on a later pass, logged without alarm."""
+
+
 @dataclass
 class GroupConsumer:
     """One named consumer of a consumer group: hands each entry's fields to ``handle`` and
@@ -222,6 +227,9 @@ class GroupConsumer:
                 self.ensure_group()
                 while not stop.is_set():
                     self.consume_once()
+            except RetryLater as exc:
+                log.info("%s/%s will handle an entry again in %s s: %s", self.group, self.name, retry_seconds, exc)
+                stop.wait(retry_seconds)
             except Exception:  # a long-running consumer must outlive an outage; nothing is acked
                 log.exception("%s/%s could not consume %s; retrying in %s s", self.group, self.name,
                               self.stream, retry_seconds)

@@ -17,7 +17,7 @@ from alembic.config import Config
 
 from shared.config import PROJECT_ROOT, Settings, load_settings
 
-SERVICES = ("auth", "credits", "gallery", "render", "integrations")
+SERVICES = ("auth", "credits", "gallery", "render", "integrations", "safety")
 # The render tables' history was begun when they lived in the worker's package; its version
 # table keeps that name, so existing databases do not replay their history.
 VERSION_TABLES = {"render": "alembic_version_render_worker"}
@@ -30,6 +30,7 @@ def database_url(settings: Settings, service: str) -> str:
         "gallery": settings.gallery_database_url,
         "render": settings.render_database_url,
         "integrations": settings.integrations_database_url,
+        "safety": settings.safety_database_url,
     }[service]
 
 

@@ -25,8 +25,9 @@ API_VERSION = "0.1.0"  # the project's version (pyproject.toml)
 BEARER = "bearerAuth"
 SERVICE_TOKEN = "serviceToken"
 SERVICE_TOKEN_REQUIRED = "SERVICE_TOKEN_REQUIRED"
-# healthz/readyz stay open for probes (shared.web.init_service_app); every other path needs the token.
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# healthz/readyz stay open for probes, metrics for Prometheus (shared.web.init_service_app); every
+# other path needs the token.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 IGNORED_METHODS = frozenset({"HEAD", "OPTIONS"})
 
 Auth = Literal["none", "optional", "user", "admin"]
@@ -69,6 +70,8 @@ class Operation:
 BUILTIN_OPERATIONS = {
     "healthz": Operation("The process is alive"),
     "readyz": Operation("Every required dependency answers", errors={503: "NOT_READY"}),
+    "metrics": Operation("Prometheus metrics (text exposition; METRICS_TOKEN as a bearer when set)",
+                         content_type="text/plain", errors={401: "METRICS_TOKEN_REQUIRED"}),
 }
 
 
@@ -205,7 +208,7 @@ def build_spec(app: Flask, title: str, version: str, *, description: str = "", s
                include: Callable[[str, str], bool] | None = None) -> dict[str, Any]:
     """The OpenAPI 3 document of every route of ``app`` (static files aside).
 
-    ``service_token``: every path but /healthz and /readyz requires ``X-Service-Token``.
+    ``service_token``: every path but /healthz, /readyz and /metrics requires ``X-Service-Token``.
     ``include(path, endpoint)`` keeps only the routes it accepts.
     """
     builder = _SpecBuilder(title, version, description, service_token)

@@ -6,11 +6,15 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping, TextIO
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterator, Mapping, TextIO
 
 import orjson
 from flask import Flask, Response, after_this_request, g, jsonify, request
@@ -21,6 +25,7 @@ from werkzeug import routing
 from shared.config import Settings
 from shared.db import MAX_ID
 from shared.errors import BadRequest, Forbidden, error_response, register_error_handlers
+from shared.metrics import init_flask_metrics
 from shared.tokens import init_jwt
 
 SERVICE_TOKEN_HEADER = "X-Service-Token"
@@ -28,6 +33,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # A caller's request id is kept only if it is short and plain, so it cannot forge log lines.
 VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 # gunicorn's access log line, ending with the request id the app echoed in its response.
+# Paths an internal service answers without the service token.
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s" [%({x-request-id}o)s]'
 
 log = logging.getLogger(__name__)
@@ -159,23 +166,64 @@ def request_received_at() -> float:
     return g.get("request_received_at") or time.time()
 
 
+# The render job a thread is working on, for its log lines (``job_context``).
+_current_job: ContextVar[str | None] = ContextVar("current_job", default=None)
+
+
+@contextmanager
+def job_context(job_id: str) -> Iterator[None]:
+    """Log lines written inside carry ``job_id`` (``jobId`` in JSON logs)."""
+    token = _current_job.set(job_id)
+    try:
+        yield
+    finally:
+        _current_job.reset(token)
+
+
 class RequestIdFilter(logging.Filter):
-    """Adds the current request id (or '-') to every log record."""
+    """Adds the current request id (or '-') and render job id (or None) to every log record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             record.request_id = request_id()
         except RuntimeError:
             record.request_id = "-"
+        record.job_id = _current_job.get()
         return True
 
 
-def log_handler(service: str, stream: TextIO | None = None) -> logging.Handler:
-    """A handler whose lines carry the service name and the request id."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``LOG_FORMAT=json``): for a log collector to index."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname, "service": self.service, "logger": record.name,
+            "message": record.getMessage()}
+        request = getattr(record, "request_id", "-")
+        if request != "-":
+            line["requestId"] = request
+        if getattr(record, "job_id", None):
+            line["jobId"] = record.job_id
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def log_handler(service: str, stream: TextIO | None = None, log_format: str | None = None) -> logging.Handler:
+    """A handler whose lines carry the service name, the request id and the job id: text, or
+    JSON with ``LOG_FORMAT=json``."""
     handler = logging.StreamHandler(stream)
     handler.addFilter(RequestIdFilter())
-    handler.setFormatter(logging.Formatter(
-        f"%(asctime)s {service} %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
+    if (log_format or os.environ.get("LOG_FORMAT", "text")) == "json":
+        handler.setFormatter(JsonFormatter(service))
+    else:
+        handler.setFormatter(logging.Formatter(
+            f"%(asctime)s {service} %(levelname)s [%(request_id)s] %(name)s: %(message)s"))
     return handler
 
 
@@ -217,7 +265,8 @@ def init_service_app(app: Flask, settings: Settings, *, internal: bool,
     """Bind the shared behaviour to a service app.
 
     ``internal`` services answer only calls that carry the service token (the gateway
-    and the worker add it); ``/healthz`` and ``/readyz`` stay open for probes.
+    and the worker add it); ``/healthz`` and ``/readyz`` stay open for probes, ``/metrics`` for
+    Prometheus (``METRICS_TOKEN`` guards it, ``shared/metrics.py``).
     ``/readyz`` fails (503) when a ``ready_checks`` probe raises; ``ready_info`` probes
     are only reported. Access tokens are verified by flask-jwt-extended (``shared.tokens``).
     Outside tests, log lines go to stderr with the request id (under pytest, its own log
@@ -228,15 +277,16 @@ def init_service_app(app: Flask, settings: Settings, *, internal: bool,
     app.url_map.converters["id"] = IdConverter
     register_error_handlers(app)
     init_jwt(app, settings)
+    service = app.import_name.split(".")[-2] if "." in app.import_name else app.import_name
     if settings.env != "test":
-        configure_logging(app.import_name.split(".")[-2] if "." in app.import_name else app.import_name,
-                          settings.log_level)
+        configure_logging(service, settings.log_level)
+    init_flask_metrics(app, service)  # first, so every request is timed and counted, refused ones too
 
     @app.before_request
     def _identify_request():
         g.request_id = incoming_request_id()
         g.request_received_at = time.time()
-        if internal and request.path not in ("/healthz", "/readyz"):
+        if internal and request.path not in OPEN_PATHS:
             presented = request.headers.get(SERVICE_TOKEN_HEADER, "")
             if not hmac.compare_digest(presented, settings.service_token):
                 raise Forbidden("This service accepts calls from the platform only.",

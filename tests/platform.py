@@ -71,7 +71,7 @@ def start_platform(tmp_path_factory: pytest.TempPathFactory, settings_env: dict[
            "DATA_DIR": str(tmp_path_factory.getbasetemp() / "platform-data")}
     env.update(
         GATEWAY_PORT=str(gateway_port), AUTH_PORT=str(free_port()), CREDITS_PORT=str(free_port()),
-        GALLERY_PORT=str(free_port()), COMFYUI_URL=f"http://127.0.0.1:{free_port()}",
+        GALLERY_PORT=str(free_port()), SAFETY_PORT=str(free_port()), COMFYUI_URL=f"http://127.0.0.1:{free_port()}",
         RENDER_QUEUE=f"render-e2e-{uuid.uuid4().hex[:8]}",
         # Several sign-ups per run (and one run per database) from one address.
         RATE_LIMIT_REGISTER="1000/hour", RATE_LIMIT_LOGIN="1000/minute", RATE_LIMIT_GENERATE="1000/minute",

@@ -61,7 +61,8 @@ def credits_url(settings):
 
 @pytest.fixture
 def notifications():
-    """A stand-in for the gallery's bell: records what ``POST /internal/notifications`` receives."""
+    """A stand-in for the gallery: records what its bell (``POST /internal/notifications``)
+    receives, and has no works (``POST /internal/media/referenced`` finds no key in use)."""
     received: list[dict] = []
     app = Flask("gallery_notifications")
 
@@ -71,6 +72,10 @@ def notifications():
             return jsonify({"success": False, "error": {"code": "SERVICE_TOKEN_REQUIRED"}}), 403
         received.append(request.get_json())
         return jsonify({"success": True, "data": {"id": len(received)}}), 201
+
+    @app.post("/internal/media/referenced")
+    def referenced():  # no work uses any file here
+        return jsonify({"success": True, "data": {"referenced": []}})
 
     running = serve(app)
     yield running.url, received

@@ -41,6 +41,7 @@ from services.gallery.app import create_app as create_gallery_app
 from services.gateway.app import create_app as create_gateway_app
 from services.gateway.config import load_config as load_gateway_config
 from services.integrations.app import create_app as create_integrations_app
+from services.safety.app import create_app as create_safety_app
 from services.integrations.config import load_config as load_integrations_config
 from services.integrations.models import WebhookDelivery
 from services.render.config import load_config as load_render_config
@@ -49,7 +50,7 @@ from services.render.catalog import catalog_key, publish_catalog
 from shared.config import load_settings
 from shared.db import isoformat, utcnow
 from shared.events import redis_client
-from shared.tokens import SCOPES, ensure_dev_keys
+from shared.tokens import SCOPES, Claims, ensure_dev_keys
 from tests.auth.helpers import multipart, picture
 from tests.conftest import TEST_SERVICE_TOKEN, serve
 from tests.gallery.conftest import FakeGateway, _gateway_app
@@ -347,10 +348,19 @@ def note_of_owner(world: World, people: People) -> dict[str, Any]:
     return {"note_id": world.notification(people.owner)}
 
 
-INTERNAL_SERVICES = ("auth", "credits", "gallery", "integrations")
+def term(world: World, people: People) -> dict[str, Any]:
+    """A fresh entry of the term list (a made-up word no other test writes)."""
+    terms = world.apps["safety"].extensions["safety_terms"]
+    admin = Claims(user_id=people.admin.id, username=people.admin.username, role="admin", token_id="matrix")
+    added = terms.create(admin, {"text": f"matrix{uuid.uuid4().hex}", "kind": "term", "category": "other",
+                                 "severity": "review", "note": ""})
+    return {"term_id": added["id"]}
+
+
+INTERNAL_SERVICES = ("auth", "credits", "gallery", "integrations", "safety")
 HEALTH = [
     Case(service, "GET", path, public(200), without_service_token=200)
-    for service in INTERNAL_SERVICES for path in ("/healthz", "/readyz")
+    for service in INTERNAL_SERVICES for path in ("/healthz", "/readyz", "/metrics")
 ] + [Case(service, "GET", "/openapi.json", public(200)) for service in INTERNAL_SERVICES]
 
 AUTH = [
@@ -455,10 +465,16 @@ GALLERY = [
     Case("gallery", "POST", "/api/works/<id:work_id>/like", signed_in(200), work_of_owner),
     Case("gallery", "POST", "/api/works/<id:work_id>/view", optional(200), work_of_owner),
     Case("gallery", "GET", "/api/works/<id:work_id>/download", optional(200), work_of_owner),
+    Case("gallery", "POST", "/api/works/verify-label", optional(200),
+         lambda w, p: {"data": multipart("file", picture("PNG", size=(64, 64))),
+                       "content_type": "multipart/form-data; boundary=b0undary"}),
     Case("gallery", "POST", "/api/works/<id:work_id>/report", signed_in(403, other=201, admin=201),
          lambda w, p: {**work_of_owner(w, p), "json": {"reason": "matrix"}}),
     Case("gallery", "GET", "/api/admin/works", admins(200)),
     Case("gallery", "GET", "/api/admin/works/reports", admins(200)),
+    Case("gallery", "GET", "/api/admin/works/review", admins(200)),
+    Case("gallery", "POST", "/api/admin/works/review", admins(200),
+         lambda w, p: {"json": {"ids": [w.work(p.owner)], "action": "approve"}}),
     Case("gallery", "POST", "/api/admin/works/reports/<id:report_id>/resolve", admins(200),
          lambda w, p: {"report_id": w.report(p.owner, p.other)}),
     Case("gallery", "POST", "/api/admin/works/<id:work_id>/hide", admins(200),
@@ -558,7 +574,23 @@ GATEWAY = [
     Case("gateway", "GET", "/internal/jobs/<job_id>/outputs", public(200), job_of_owner),
 ]
 
-MATRIX = HEALTH + AUTH + CREDITS + GALLERY + INTEGRATIONS + GATEWAY
+SAFETY = [
+    Case("safety", "GET", "/api/admin/safety/categories", admins(200)),
+    Case("safety", "GET", "/api/admin/safety/terms", admins(200)),
+    Case("safety", "POST", "/api/admin/safety/terms", admins(201),
+         lambda w, p: {"json": {"text": f"matrix{uuid.uuid4().hex}", "category": "other"}}),
+    Case("safety", "POST", "/api/admin/safety/terms/bulk", admins(200),
+         lambda w, p: {"json": {"items": [{"text": f"matrix{uuid.uuid4().hex}", "category": "ads"}]}}),
+    Case("safety", "PUT", "/api/admin/safety/terms/<id:term_id>", admins(200),
+         lambda w, p: {**term(w, p), "json": {"severity": "block"}}),
+    Case("safety", "DELETE", "/api/admin/safety/terms/<id:term_id>", admins(200), term),
+    Case("safety", "POST", "/api/admin/safety/check", admins(200), body(text="matrix")),
+    Case("safety", "GET", "/api/admin/safety/audit", admins(200)),
+    Case("safety", "GET", "/api/admin/safety/audit/export", admins(200)),
+    Case("safety", "GET", "/internal/terms", public(200)),
+]
+
+MATRIX = HEALTH + AUTH + CREDITS + GALLERY + INTEGRATIONS + SAFETY + GATEWAY
 
 # Routes an API token may reach (the scope they state); every other route that reads the caller refuses it.
 SCOPED = {
@@ -570,6 +602,7 @@ SCOPED = {
     ("gallery", "GET", "/api/works/<id:work_id>"), ("gallery", "PUT", "/api/works/<id:work_id>"),
     ("gallery", "DELETE", "/api/works/<id:work_id>"), ("gallery", "GET", "/api/works/<id:work_id>/remix"),
     ("gallery", "POST", "/api/works/<id:work_id>/view"), ("gallery", "GET", "/api/works/<id:work_id>/download"),
+    ("gallery", "POST", "/api/works/verify-label"),
     ("integrations", "GET", "/api/webhooks"), ("integrations", "POST", "/api/webhooks"),
     ("integrations", "DELETE", "/api/webhooks/<id:webhook_id>"),
     ("integrations", "GET", "/api/webhooks/<id:webhook_id>/deliveries"),
@@ -599,7 +632,7 @@ GATEWAY_EXEMPT = {
     "files.web_client": "the web client's pages and files",
     "files.media": "files are reached by signature or publication, never by token (tests/gateway)",
     "__flask_sock.": "the WebSocket authenticates with its own token check (tests/gateway/test_ws.py)",
-    "healthz": "probes", "readyz": "probes",
+    "healthz": "probes", "readyz": "probes", "metrics": "Prometheus (METRICS_TOKEN; tests/shared/test_metrics.py)",
 }
 
 
@@ -622,6 +655,7 @@ def running_world(database_url: str, redis_url: str, keys_dir: Path, data_dir: P
            "AUTH_URL": running["auth"].url, "CREDITS_URL": running["credits"].url,
            "GALLERY_URL": running["gallery"].url, "RENDER_URL": running["outputs"].url,
            "INTEGRATIONS_URL": running["integrations"].url, "WEBHOOK_ALLOW_PRIVATE": "true",
+           "SAFETY_URL": running["safety"].url,
            "RENDER_QUEUE": f"render-matrix-{unique}", "RATE_LIMIT_NAMESPACE": f"ratelimit-matrix-{unique}",
            "RATE_LIMIT_GLOBAL": "100000/minute", "RATE_LIMIT_GENERATE": "100000/minute",
            # WeCom sign-in is on (its start needs no network; nothing here reaches WeCom).
@@ -632,7 +666,8 @@ def running_world(database_url: str, redis_url: str, keys_dir: Path, data_dir: P
     ensure_dev_keys(settings)
     apps = {"auth": create_auth_app(settings, load_auth_config(settings, env)), "credits": create_credits_app(settings),
             "gallery": create_gallery_app(settings),
-            "integrations": create_integrations_app(settings, load_integrations_config(settings, env))}
+            "integrations": create_integrations_app(settings, load_integrations_config(settings, env)),
+            "safety": create_safety_app(settings)}
     for name, late in servers.items():
         late.app = apps[name]
     apps["gateway"] = create_gateway_app(settings, load_gateway_config(settings, env), load_render_config(settings, env))
@@ -654,6 +689,7 @@ def running_world(database_url: str, redis_url: str, keys_dir: Path, data_dir: P
     apps["credits"].extensions["db"].dispose()
     apps["gallery"].extensions["db"].dispose()
     apps["integrations"].extensions["db"].dispose()
+    apps["safety"].extensions["db"].dispose()
     works = apps["gallery"].extensions["gallery"].works
     works.outputs.close()
     works.authors.close()

@@ -92,7 +92,8 @@ def _avatar_upload() -> bytes:
 
 
 @bp.post("/api/users/register")
-@doc("Register and sign in", body=RegisterSchema, status=201, errors={409: "USERNAME_TAKEN, EMAIL_TAKEN"},
+@doc("Register and sign in", body=RegisterSchema, status=201,
+     errors={409: "USERNAME_TAKEN, EMAIL_TAKEN", 422: "CONTENT_REJECTED (username or display name)"},
      description="Answers the user, an access token and a refresh token; opens the credit account. "
                  "`rememberMe` (default true) gives the refresh token the remember-me lifetime.")
 def register():
@@ -135,7 +136,7 @@ def profile():
 
 @bp.put("/api/users/profile")
 @doc("Update the caller's profile and privacy settings", auth="user", body=ProfileUpdateSchema,
-     errors={409: "USERNAME_TAKEN, EMAIL_TAKEN"})
+     errors={409: "USERNAME_TAKEN, EMAIL_TAKEN", 422: "CONTENT_REJECTED (username, display name or bio)"})
 def update_profile():
     claims = require_user()
     data = load_json(ProfileUpdateSchema())

@@ -33,6 +33,7 @@ from services.auth.tokens import TokenSigner
 from services.auth.wecom import WeComProvider
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
+from services.safety.client import ContentFilter
 
 # The avatar plus multipart framing; anything larger is refused with 413 before it is read.
 MAX_REQUEST_BYTES = MAX_AVATAR_BYTES + 64 * 1024
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None, config: AuthConfig | None = Non
     sessions = Sessions(db, config, signer, revocations)
     app.extensions["db"] = db
     app.extensions["redis"] = redis  # shared.tokens checks revocations with it on every request
-    accounts = Accounts(db, config, sessions, storage, credits)
+    accounts = Accounts(db, config, sessions, storage, credits, ContentFilter.from_settings(settings, redis))
     providers = identity_providers(config, redis)
     switches = ProviderSwitches(db, providers)
     identities = LinkedIdentities(db, providers)

@@ -11,6 +11,7 @@ from flask import Flask
 
 from services.auth.app import create_app
 from services.auth.outbox import Outbox
+from shared.metrics import serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ def run_relay(app: Flask, interval: float, stop: threading.Event | None = None) 
 
 def main() -> None:
     app = create_app()
+    serve_metrics("auth-outbox")
     try:
         run_relay(app, app.extensions["auth"].config.outbox_interval_seconds)
     except KeyboardInterrupt:

@@ -19,14 +19,16 @@ from services.auth.models import User
 from services.auth.sessions import Sessions, SignedIn
 from services.auth.users import add_user, check_available, get_user, remove_avatar_after_commit
 from services.credits.client import CreditsClient
+from services.safety.client import ContentFilter
 
 log = logging.getLogger(__name__)
 
 
 class Accounts:
     def __init__(self, db: Database, config: AuthConfig, sessions: Sessions, storage: Storage,
-                 credits: CreditsClient) -> None:
+                 credits: CreditsClient, content_filter: ContentFilter) -> None:
         self.db = db
+        self.content_filter = content_filter
         self.config = config
         self.sessions = sessions
         self.storage = storage
@@ -35,6 +37,7 @@ class Accounts:
     def register(self, username: str, email: str, password: str, display_name: str | None = None,
                  remember_me: bool = True) -> SignedIn:
         """Create the user and sign them in, then open their credit account."""
+        self.check_text({"username": username, "displayName": display_name}, None, username)
         user = self.create_user(username, email, password, display_name=display_name)
         with self.db.transaction() as session:
             signed_in = self.sessions.sign_in(session, get_user(session, user.id), remember_me=remember_me)
@@ -60,7 +63,15 @@ class Accounts:
         with self.db.read() as session:
             return get_user(session, user_id).profile(self.storage)
 
+    def check_text(self, fields: dict[str, str | None], user_id: int | None, username: str) -> None:
+        """Names and bio against the term list: 422 CONTENT_REJECTED on a ``block`` entry;
+        ``review`` matches are recorded for moderators (the profile is saved)."""
+        self.content_filter.check(fields, source="auth", actor_id=user_id, actor_name=username,
+                                  subject=f"user:{user_id}" if user_id else "user:new")
+
     def update_profile(self, user_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+        self.check_text({"username": changes.get("username"), "displayName": changes.get("display_name"),
+                         "bio": changes.get("bio")}, user_id, changes.get("username") or "")
         def apply(session: Session) -> dict[str, Any]:
             user = get_user(session, user_id)
             username, email = changes.get("username"), changes.get("email")

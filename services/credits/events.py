@@ -14,6 +14,7 @@ import logging
 import redis
 
 from shared.events import PLATFORM_STREAM, GroupConsumer, consume_forever, deleted_user_id
+from shared.metrics import serve_metrics
 from services.credits.app import create_app
 from services.credits.service import CreditsService
 
@@ -39,6 +40,7 @@ def consumer(credits: CreditsService, client: redis.Redis, name: str,
 def main() -> None:
     """``python -m services.credits.events``: one long-running consumer for the launcher."""
     app = create_app()
+    serve_metrics("credits-events")
     consume_forever(app.extensions["redis"], GROUP, lambda fields: handle(app.extensions["credits"], fields))
 
 

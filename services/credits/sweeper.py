@@ -7,11 +7,14 @@ import logging
 import threading
 
 from flask import Flask
+from sqlalchemy import func, select
 
 from services.credits.app import create_app
 from services.credits.expiry import sweep_holds
+from services.credits.models import CreditHold
 from services.credits.service import CreditsService
 from services.render.client import RenderClient
+from shared.metrics import GaugeCollector, register_collector, serve_metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +42,20 @@ def run_sweeper(app: Flask, interval: float, stop: threading.Event | None = None
         jobs.close()
 
 
+def held_credits(app: Flask) -> list[tuple[tuple[str, ...], float]]:
+    """Credits held by open holds (not yet captured or released), read at scrape time."""
+    with app.extensions["db"].read() as session:
+        held = session.scalar(select(func.coalesce(func.sum(CreditHold.amount - CreditHold.captured
+                                                            - CreditHold.released), 0))
+                              .where(CreditHold.status == "open"))
+    return [((), float(held or 0))]
+
+
 def main() -> None:
     app = create_app()
+    register_collector(GaugeCollector("credits_held", "Credits held by open holds (not captured or released yet)",
+                                      (), lambda: held_credits(app)))
+    serve_metrics("credits-sweeper")
     run_sweeper(app, app.extensions["credits"].config.sweep_interval_seconds)
 
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from shared.errors import ok
+from shared.errors import BadRequest, ok
 from shared.openapi import doc, spec_response
 from shared.tokens import optional_user, require_admin, require_user
 from shared.web import load_json, load_query
 from services.gallery.engagement import Visitor
+from services.gallery.labels import VERIFY_MAX_BYTES, PayloadTooLarge
 from services.gallery.schemas import (AdminWorksQuerySchema, BatchSchema, GalleryQuerySchema, HideSchema,
                                       InternalNotificationSchema, LikedQuerySchema, MediaKeysSchema,
                                       MyWorksQuerySchema, NotificationsQuerySchema, ReportSchema,
-                                      ReportsQuerySchema, SaveJobSchema, SaveWorkSchema, UpdateWorkSchema)
+                                      ReportsQuerySchema, ReviewDecisionSchema, ReviewQueueQuerySchema, SaveJobSchema,
+                                      SaveWorkSchema, UpdateWorkSchema)
 from services.gallery.service import GalleryServices
 
 bp = Blueprint("gallery", __name__)
@@ -38,7 +40,10 @@ def _visitor() -> Visitor:
 
 @bp.post("/api/works/save")
 @doc("Save one of the caller's render outputs as a work", auth="user", body=SaveWorkSchema, status=201,
-     errors={403: "NOT_YOUR_OUTPUT", 404: "OUTPUT_NOT_FOUND", 409: "ALREADY_SAVED", 503: "GATEWAY_UNAVAILABLE"})
+     errors={403: "NOT_YOUR_OUTPUT", 404: "OUTPUT_NOT_FOUND", 409: "ALREADY_SAVED", 422: "CONTENT_REJECTED",
+             503: "GATEWAY_UNAVAILABLE"},
+     description="A public work matching the term list, or any under GALLERY_REVIEW_MODE all, is saved with "
+                 "reviewState pending and listed only once a moderator approves it.")
 def save_work():
     user = require_user(scope=WRITE)
     return ok({"work": _gallery().works.save_work(user, load_json(SaveWorkSchema()))}, 201)
@@ -46,7 +51,8 @@ def save_work():
 
 @bp.post("/api/works/save-job")
 @doc("Save every output of one of the caller's jobs as works", auth="user", body=SaveJobSchema, status=201,
-     errors={403: "NOT_YOUR_OUTPUT", 404: "JOB_NOT_FOUND", 409: "JOB_HAS_NO_OUTPUTS", 503: "GATEWAY_UNAVAILABLE"})
+     errors={403: "NOT_YOUR_OUTPUT", 404: "JOB_NOT_FOUND", 409: "JOB_HAS_NO_OUTPUTS", 422: "CONTENT_REJECTED",
+             503: "GATEWAY_UNAVAILABLE"})
 def save_job():
     user = require_user(scope=WRITE)
     return ok(_gallery().works.save_job(user, load_json(SaveJobSchema())), 201)
@@ -54,7 +60,7 @@ def save_job():
 
 @bp.post("/api/works/batch")
 @doc("Publish, hide, tag or delete several of the caller's works", auth="user", body=BatchSchema,
-     errors={404: "WORK_NOT_FOUND (one is missing or not the caller's)"})
+     errors={404: "WORK_NOT_FOUND (one is missing or not the caller's)", 422: "CONTENT_REJECTED"})
 def batch():
     user = require_user(scope=WRITE)
     return ok(_gallery().works.batch_update(user, load_json(BatchSchema())))
@@ -98,7 +104,7 @@ def get_work(work_id: int):
 
 @bp.put("/api/works/<id:work_id>")
 @doc("Edit a work's title, description, tags or visibility", auth="user", body=UpdateWorkSchema,
-     errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND"})
+     errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND", 422: "CONTENT_REJECTED"})
 def update_work(work_id: int):
     user = require_user(scope=WRITE)
     changes = load_json(UpdateWorkSchema())
@@ -152,9 +158,28 @@ def download(work_id: int):
         "Content-Disposition": file.content_disposition, "Cache-Control": "private, no-store"})
 
 
+@bp.post("/api/works/verify-label")
+@doc("Check whether an image carries the platform's AI-content label, and whose work it is", auth="optional",
+     multipart={"file": "The image (PNG, JPEG or WebP; the field may also be named 'image')"},
+     errors={400: "NO_FILE", 413: "PAYLOAD_TOO_LARGE", 422: "INVALID_IMAGE", 429: "RATE_LIMITED"},
+     description="Reads the implicit label (GB 45438-2025 `AIGC` field in PNG text, XMP or EXIF). `labelled`: a "
+                 "label is present; `ours`: its protection codes are the platform's (then `jobId`, `generatedAt` "
+                 "and, for a caller who may see it, `work`). A copy re-encoded without its metadata (screenshots, "
+                 "most editors and chat apps) is unlabelled. Limited per address by RATE_LIMIT_LABEL_VERIFY.")
+def verify_label():
+    viewer = optional_user(scope=READ)
+    part = next((request.files[name] for name in ("file", "image") if name in request.files), None)
+    if part is None:
+        raise BadRequest("Send the image as multipart form data in the field 'file'.", code="NO_FILE")
+    data = part.stream.read(VERIFY_MAX_BYTES + 1)
+    if len(data) > VERIFY_MAX_BYTES:
+        raise PayloadTooLarge(f"Images to check are limited to {VERIFY_MAX_BYTES} bytes.")
+    return ok({"verification": _gallery().labels.verify(viewer, data)})
+
+
 @bp.post("/api/works/<id:work_id>/report")
 @doc("Report a work to the moderators", auth="user", body=ReportSchema, status=201,
-     errors={403: "OWN_WORK", 404: "WORK_NOT_FOUND", 409: "ALREADY_REPORTED"})
+     errors={403: "OWN_WORK", 404: "WORK_NOT_FOUND", 409: "ALREADY_REPORTED", 422: "CONTENT_REJECTED"})
 def report_work(work_id: int):
     user = require_user()
     reason = load_json(ReportSchema())["reason"]
@@ -169,6 +194,22 @@ def report_work(work_id: int):
 def admin_list_works():
     require_admin()
     return ok(_gallery().moderation.list_works(load_query(AdminWorksQuerySchema())))
+
+
+@bp.get("/api/admin/works/review")
+@doc("The publishing review queue: works in one review state (pending by default), oldest first", auth="admin",
+     query=ReviewQueueQuerySchema)
+def review_queue():
+    require_admin()
+    return ok(_gallery().moderation.review_queue(load_query(ReviewQueueQuerySchema())))
+
+
+@bp.post("/api/admin/works/review")
+@doc("Approve, or reject with a reason, up to 100 works at once (all or nothing; authors are told; audited)",
+     auth="admin", body=ReviewDecisionSchema, errors={404: "WORK_NOT_FOUND"})
+def decide_review():
+    admin = require_admin()
+    return ok(_gallery().moderation.decide(admin, load_json(ReviewDecisionSchema())))
 
 
 @bp.get("/api/admin/works/reports")

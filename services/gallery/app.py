@@ -6,6 +6,7 @@ from flask import Flask
 from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.events import EventBus, redis_client
+from shared.labels import load_label_config
 from shared.storage import make_storage
 from shared.web import init_service_app
 from services.auth.client import AuthClient
@@ -15,12 +16,15 @@ from services.gallery.cli import gallery_cli
 from services.gallery.config import GalleryConfig, load_config
 from services.gallery.engagement import Engagement
 from services.gallery.files import WorkFiles
+from services.gallery.labels import WorkLabels
 from services.gallery.listing import WorkListing
 from services.gallery.moderation import Moderation
 from services.gallery.notifications import Notifications
 from services.gallery.schemas import WorkPresenter
 from services.gallery.service import GalleryServices, WorksService
+from services.gallery.review import ReviewPolicy
 from services.gateway.client import EdgeCacheClient
+from services.safety.client import ContentFilter
 from services.render.client import RenderClient
 
 
@@ -37,15 +41,18 @@ def create_app(settings: Settings | None = None, config: GalleryConfig | None = 
                               config.author_cache_seconds)
     presenter = WorkPresenter(files, authors, config.featured_likes)
     notifications = Notifications(db, EventBus(redis))
+    labels = WorkLabels(db, load_label_config(settings))
     edge_cache = EdgeCacheClient(redis, settings.edge_cache_namespace)  # told when what the public sees changes
+    review = ReviewPolicy(config.review_mode, ContentFilter.from_settings(settings, redis))
     app.extensions["gallery"] = GalleryServices(
         works=WorksService(db, RenderClient(settings.render_url, settings.service_token), files, authors, presenter,
-                           edge_cache),
+                           edge_cache, review),
         listing=WorkListing(db, presenter, config.timezone),
-        engagement=Engagement(db, files, notifications, config.view_window, config.download_window),
-        moderation=Moderation(db, presenter, notifications, edge_cache),
+        engagement=Engagement(db, files, labels, notifications, config.view_window, config.download_window, review),
+        moderation=Moderation(db, presenter, notifications, edge_cache, review),
         notifications=notifications,
-        files=files)
+        files=files,
+        labels=labels)
 
     init_service_app(app, settings, internal=True, ready_checks={"database": db.ping})
     app.register_blueprint(api.bp)

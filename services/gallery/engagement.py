@@ -25,8 +25,10 @@ from shared.db import Database, utcnow
 from shared.errors import Conflict, Forbidden
 from shared.tokens import Claims
 from services.gallery.files import WorkFiles
+from services.gallery.labels import WorkLabels
 from services.gallery.models import Work, WorkHit, WorkLike, WorkReport
 from services.gallery.notifications import Notifications
+from services.gallery.review import ReviewPolicy
 from services.gallery.rules import hot_score, is_liked, visible_work
 from services.gallery.schemas import filed_report_json
 
@@ -102,10 +104,12 @@ def _filename(title: str, work_id: int, extension: str) -> tuple[str, str]:
 
 
 class Engagement:
-    def __init__(self, db: Database, files: WorkFiles, notifications: Notifications, view_window: timedelta,
-                 download_window: timedelta) -> None:
+    def __init__(self, db: Database, files: WorkFiles, labels: WorkLabels, notifications: Notifications,
+                 view_window: timedelta, download_window: timedelta, review: ReviewPolicy) -> None:
         self.db = db
+        self.review = review
         self.files = files
+        self.labels = labels
         self.notifications = notifications
         self.view_window = view_window
         self.download_window = download_window
@@ -172,10 +176,11 @@ class Engagement:
                     "reason": None if counted else "recently_counted"}
 
     def download(self, visitor: Visitor, work_id: int) -> Download:
-        """The original image, named after the title; counted once per viewer per window (not the owner's)."""
+        """The original image with the AI-content labels (``labels.py``), named after the title; counted
+        once per viewer per window (not the owner's)."""
         with self.db.read() as session:
             work = visible_work(session, work_id, visitor.user)
-        data = self.files.read_image(work)
+        data = self.labels.download(self.files.read_image(work), work.id)
         if visitor.user is None or visitor.user.user_id != work.user_id:
             with self.db.transaction() as session:
                 if _claim_hit(session, work.id, "download", visitor.key, self.download_window):
@@ -190,6 +195,9 @@ class Engagement:
     # Reports
 
     def report_work(self, user: Claims, work_id: int, reason: str) -> dict[str, Any]:
+        """File a report; its reason is matched against the term list like any submitted text."""
+        self.review.filter.check({"reason": reason}, source="gallery.report", actor_id=user.user_id,
+                                 actor_name=user.username, subject=f"work:{work_id}")
         with self.db.transaction() as session:
             work = visible_work(session, work_id, user)
             if work.user_id == user.user_id:

@@ -14,6 +14,7 @@ import logging
 import redis
 
 from shared.events import PLATFORM_STREAM, GroupConsumer, consume_forever, deleted_user_id
+from shared.metrics import serve_metrics
 from services.gallery.app import create_app
 from services.gallery.service import WorksService
 
@@ -37,6 +38,7 @@ def consumer(works: WorksService, client: redis.Redis, name: str,
 def main() -> None:
     """``python -m services.gallery.events``: one long-running consumer for the launcher."""
     app = create_app()
+    serve_metrics("gallery-events")
     consume_forever(app.extensions["redis"], GROUP, lambda fields: handle(app.extensions["gallery"].works, fields))
 
 

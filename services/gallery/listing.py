@@ -25,6 +25,7 @@ from services.gallery.schemas import WorkPresenter
 
 LIST_COLUMNS = (Work.id, Work.user_id, Work.author_username, Work.title, Work.description, Work.tags,
                 Work.is_public, Work.listed, Work.is_hidden, Work.hidden_reason, Work.featured_at,
+                Work.review_state, Work.review_reason, Work.review_categories,
                 Work.image_key, Work.thumbnail_key, Work.width, Work.height, Work.prompt, Work.model,
                 Work.likes_count, Work.views_count, Work.downloads_count, Work.hot_score,
                 Work.created_at, Work.updated_at)

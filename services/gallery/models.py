@@ -31,6 +31,7 @@ class Work(Base):
         Index("ix_works_user_newest", "user_id", "created_at"),
         Index("ix_works_image_key", "image_key"),
         Index("ix_works_thumbnail_key", "thumbnail_key"),
+        Index("ix_works_review_state", "review_state", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -48,6 +49,13 @@ class Work(Base):
     hidden_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
     hidden_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     featured_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Publishing review (GALLERY_REVIEW_MODE): none | pending | approved | rejected. A public work
+    # that is pending or rejected is not listed.
+    review_state: Mapped[str] = mapped_column(String(16), default="none", server_default="none")
+    review_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    review_categories: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)  # what flagged it
+    reviewed_by: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     image_key: Mapped[str] = mapped_column(String(255))
     thumbnail_key: Mapped[str] = mapped_column(String(255))
     width: Mapped[int] = mapped_column(Integer)

@@ -1,5 +1,6 @@
 """Moderation by administrators: list every work (public, private, hidden), hide and restore
-works (the owner is told why), feature them, and work through user reports."""
+works (the owner is told why), feature them, work through user reports, and decide on works
+waiting for publishing review (approve, or reject with a reason; one or many at once)."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,15 +8,17 @@ from typing import Any
 from sqlalchemy import ColumnElement, false, func, select, true
 from sqlalchemy.orm import Session, load_only
 
-from shared.db import Database, utcnow
+from shared.db import Database, after_commit, utcnow
 from shared.errors import NotFound
 from shared.tokens import Claims
 from services.gallery.listing import LIST_COLUMNS, search_conditions
 from services.gallery.models import Work, WorkReport
 from services.gallery.notifications import Notifications
-from services.gallery.rules import apply_changes, is_liked, visible_work
+from services.gallery.review import ReviewPolicy
+from services.gallery.rules import apply_changes, derive_listed, is_liked, visible_work
 from services.gallery.schemas import WorkPresenter, report_json
 from services.gateway.client import EdgeCacheClient
+from services.safety.client import record
 
 
 def _resolve_reports(session: Session, work_id: int, admin: Claims) -> None:
@@ -26,8 +29,9 @@ def _resolve_reports(session: Session, work_id: int, admin: Claims) -> None:
 
 class Moderation:
     def __init__(self, db: Database, presenter: WorkPresenter, notifications: Notifications,
-                 edge_cache: EdgeCacheClient) -> None:
+                 edge_cache: EdgeCacheClient, review: ReviewPolicy) -> None:
         self.db = db
+        self.review = review
         self.presenter = presenter
         self.notifications = notifications
         self.edge_cache = edge_cache
@@ -109,3 +113,53 @@ class Moderation:
             works = {w.id: w for w in session.scalars(select(Work).where(Work.id.in_({r.work_id for r in reports})))}
         return {"items": [report_json(r, works.get(r.work_id)) for r in reports], "page": page, "pageSize": size,
                 "total": total}
+
+    # Publishing review
+
+    def review_queue(self, query: dict[str, Any]) -> dict[str, Any]:
+        """Works in one review state (``pending`` by default), oldest first: the moderators' queue."""
+        conditions = [Work.review_state == query["state"], *search_conditions(query["search"])]
+        page, size = query["page"], query["page_size"]
+        with self.db.read() as session:
+            total = session.scalar(select(func.count()).select_from(Work).where(*conditions))
+            works = list(session.scalars(select(Work).options(load_only(*LIST_COLUMNS)).where(*conditions)
+                                         .order_by(Work.created_at, Work.id)
+                                         .offset((page - 1) * size).limit(size)))
+        return {"items": self.presenter.moderated_items(works), "page": page, "pageSize": size, "total": total,
+                "mode": self.review.mode}
+
+    def decide(self, admin: Claims, data: dict[str, Any]) -> dict[str, Any]:
+        """Approve or reject (with a reason) works waiting for review: all or nothing. The
+        authors are told, the edge cache moves on, and each decision is audited."""
+        ids, action, reason = sorted(set(data["ids"])), data["action"], data.get("reason") or None
+        with self.db.transaction() as session:
+            works = list(session.scalars(select(Work).where(Work.id.in_(ids)).order_by(Work.id).with_for_update()))
+            missing = sorted(set(ids) - {work.id for work in works})
+            if missing:
+                raise NotFound("Some of these works do not exist.", code="WORK_NOT_FOUND", details={"missing": missing})
+            now = utcnow()
+            decisions = []
+            for work in works:
+                work.review_state = "approved" if action == "approve" else "rejected"
+                work.review_reason = reason if action == "reject" else None
+                work.reviewed_by, work.reviewed_at = admin.user_id, now
+                derive_listed(work)
+                if action == "approve":
+                    self.notifications.notify(session, work.user_id, "work.approved",
+                                              f"“{work.title}” passed review", data={"workId": work.id})
+                else:
+                    self.notifications.notify(session, work.user_id, "work.rejected",
+                                              f"“{work.title}” did not pass review", reason,
+                                              {"workId": work.id, "reason": reason})
+                decisions.append((work.id, work.title, list(work.review_categories or [])))
+            self.edge_cache.changed_after_commit(session)
+            after_commit(session, lambda: self._audit(admin, action, reason, decisions))
+        return {"action": action, "ids": ids}
+
+    def _audit(self, admin: Claims, action: str, reason: str | None,
+               decisions: list[tuple[int, str, list[str]]]) -> None:
+        for work_id, title, categories in decisions:
+            record(self.review.filter.redis, f"review_{'approved' if action == 'approve' else 'rejected'}",
+                   "gallery.review", actor_id=admin.user_id, actor_name=admin.username,
+                   category=categories[0] if categories else None, subject=f"work:{work_id}", excerpt=title,
+                   detail={"reason": reason, "categories": categories})

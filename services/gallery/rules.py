@@ -73,11 +73,16 @@ def set_tags(session: Session, work_id: int, tags: list[str]) -> None:
         session.add_all([WorkTag(work_id=work_id, tag=tag) for tag in folded])
 
 
+def derive_listed(work: Work) -> None:
+    """Listed: public, not hidden, and not waiting for (or refused by) publishing review."""
+    work.listed = bool(work.is_public and not work.is_hidden and work.review_state not in ("pending", "rejected"))
+
+
 def apply_changes(session: Session, work: Work, changes: dict[str, Any]) -> None:
     """Set editable fields and keep the derived columns (listed, search text and terms, tag rows) in step."""
     for field, value in changes.items():
         setattr(work, field, value)
-    work.listed = work.is_public and not work.is_hidden
+    derive_listed(work)
     work.search_text = search_text(work.title, work.description, work.prompt, work.tags or [])
     if "tags" in changes:
         set_tags(session, work.id, work.tags)

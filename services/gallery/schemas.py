@@ -166,6 +166,25 @@ class AdminWorksQuerySchema(Schema):
     page_size = _page_size()
 
 
+class ReviewQueueQuerySchema(Schema):
+    search = _search()
+    state = fields.String(load_default="pending", validate=validate.OneOf(("pending", "rejected", "approved")))
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
+    page_size = _page_size()
+
+
+class ReviewDecisionSchema(Schema):
+    ids = fields.List(fields.Integer(strict=True, validate=validate.Range(min=1, max=2**31 - 1)), required=True,
+                      validate=validate.Length(min=1, max=100))
+    action = fields.String(required=True, validate=validate.OneOf(("approve", "reject")))
+    reason = TrimmedString(load_default="", validate=validate.Length(max=500))
+
+    @validates_schema
+    def _reason_for_rejection(self, data: dict[str, Any], **_: Any) -> None:
+        if data["action"] == "reject" and not data.get("reason"):
+            raise ValidationError("A rejection needs a reason for the author.", field_name="reason")
+
+
 class ReportsQuerySchema(Schema):
     status = fields.String(load_default="open", validate=validate.OneOf(("open", "resolved", "all")))
     page = fields.Integer(load_default=1, validate=validate.Range(min=1, max=MAX_PAGE))
@@ -249,6 +268,10 @@ class WorkPresenter:
         if item["isOwner"] or work.is_hidden:
             item["hidden"] = work.is_hidden
             item["hiddenReason"] = work.hidden_reason if item["isOwner"] else None
+        if item["isOwner"]:
+            # pending: shown as "审核中" to its author; rejected: with the moderator's reason
+            item["reviewState"] = work.review_state
+            item["reviewReason"] = work.review_reason if work.review_state == "rejected" else None
         return item
 
     def moderated_items(self, works: list[Work]) -> list[dict[str, Any]]:
@@ -256,7 +279,9 @@ class WorkPresenter:
         directory = self.authors.lookup(w.user_id for w in works)
         now = utcnow()
         return [{**self.item(w, viewer_id=None, liked=False, author=_author(w, directory), now=now),
-                 "hidden": w.is_hidden, "hiddenReason": w.hidden_reason, "listed": w.listed} for w in works]
+                 "hidden": w.is_hidden, "hiddenReason": w.hidden_reason, "listed": w.listed,
+                 "reviewState": w.review_state, "reviewReason": w.review_reason,
+                 "reviewCategories": list(w.review_categories or [])} for w in works]
 
     def detail(self, work: Work, viewer: Claims | None, liked: bool) -> dict[str, Any]:
         """Everything about one work, including what it takes to reproduce it."""

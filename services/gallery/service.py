@@ -21,11 +21,13 @@ from shared.tokens import Claims
 from services.gallery.authors import AuthorDirectory
 from services.gallery.engagement import Engagement
 from services.gallery.files import WorkFiles
+from services.gallery.labels import WorkLabels
 from services.gallery.listing import WorkListing
 from services.gallery.models import Notification, Work, WorkHit, WorkLike, WorkReport, WorkTag, WorkTerm
 from services.gallery.moderation import Moderation
 from services.gallery.notifications import Notifications
-from services.gallery.rules import apply_changes, hot_score, is_liked, owned_work, set_tags, visible_work
+from services.gallery.review import TEXT_FIELDS, ReviewPolicy
+from services.gallery.rules import apply_changes, derive_listed, hot_score, is_liked, owned_work, set_tags, visible_work
 from services.gallery.search import search_text, set_terms
 from services.gallery.schemas import WorkPresenter
 from services.gateway.client import EdgeCacheClient
@@ -48,7 +50,7 @@ def _new_work(user: Claims, output: OutputRecord, keys: tuple[str, str], title: 
     return Work(
         user_id=user.user_id, author_username=user.username, output_id=output.id, job_id=output.job_id,
         title=title, description=description, tags=tags, is_public=is_public, listed=is_public,
-        is_hidden=False, image_key=keys[0], thumbnail_key=keys[1], width=output.width, height=output.height,
+        is_hidden=False, review_state="none", image_key=keys[0], thumbnail_key=keys[1], width=output.width, height=output.height,
         file_size=output.file_size, sha256=output.sha256, workflow=output.workflow,
         workflow_version=output.workflow_version, model=str(output.params.get("model") or "")[:128],
         source_work_id=output.source_work_id, graph=output.graph, params=output.params, prompt=prompt,
@@ -72,8 +74,9 @@ def _remove_work_rows(session: Session, work_ids: list[int]) -> None:
 
 class WorksService:
     def __init__(self, db: Database, outputs: RenderClient, files: WorkFiles, authors: AuthorDirectory,
-                 presenter: WorkPresenter, edge_cache: EdgeCacheClient) -> None:
+                 presenter: WorkPresenter, edge_cache: EdgeCacheClient, review: ReviewPolicy) -> None:
         self.db = db
+        self.review = review
         self.outputs = outputs
         self.files = files
         self.authors = authors
@@ -97,13 +100,19 @@ class WorksService:
             return False
         return bool(entry.get("newWorksPublic", True))
 
+    def _check_new(self, user: Claims, data: dict[str, Any], title: str) -> list[str]:
+        """The new works' text against the term list (CONTENT_REJECTED on a block); flagged categories."""
+        return self.review.check_text(user, {**data, "title": title}, "work:new")
+
     def _insert_works(self, user: Claims, rows: list[tuple[OutputRecord, str, tuple[str, str]]],
-                      data: dict[str, Any], is_public: bool) -> list[dict[str, Any]]:
+                      data: dict[str, Any], is_public: bool, flags: list[str]) -> list[dict[str, Any]]:
         with self.db.transaction() as session:
             now = utcnow()
             works = []
             for output, title, keys in rows:
                 work = _new_work(user, output, keys, title, data, is_public, now)
+                self.review.settle(work, flags, text_changed=True, published=is_public)
+                derive_listed(work)
                 try:
                     with session.begin_nested():
                         session.add(work)
@@ -122,12 +131,13 @@ class WorksService:
         """Save one of the caller's render outputs as a work (one work per output)."""
         output = self.outputs.output(data["output_id"])
         _own_output(output, user)
+        flags = self._check_new(user, data, data["title"])
         with self.db.read() as session:
             if session.scalar(select(Work.id).where(Work.output_id == output.id)) is not None:
                 raise _already_saved(session, output.id)
         is_public = data["is_public"] if "is_public" in data else self._default_public(user)
         keys = self.files.copy_from(output)
-        [work] = self._insert_works(user, [(output, data["title"], keys)], data, is_public)
+        [work] = self._insert_works(user, [(output, data["title"], keys)], data, is_public, flags)
         self.files.ensure_copied([output])
         return work
 
@@ -138,6 +148,7 @@ class WorksService:
             raise NotFound("This job has no outputs to save.", code="JOB_HAS_NO_OUTPUTS")
         for output in outputs:
             _own_output(output, user)
+        flags = self._check_new(user, data, data["title"])
         with self.db.read() as session:
             saved = set(session.scalars(select(Work.output_id)
                                         .where(Work.output_id.in_([o.id for o in outputs]))))
@@ -147,7 +158,7 @@ class WorksService:
         for output in pending:
             title = data["title"] if len(outputs) == 1 else f"{data['title'][:94]} #{output.index + 1}"
             rows.append((output, title, self.files.copy_from(output)))
-        works = self._insert_works(user, rows, data, is_public) if rows else []
+        works = self._insert_works(user, rows, data, is_public, flags) if rows else []
         self.files.ensure_copied(pending)
         return {"works": works, "skipped": sorted(saved)}
 
@@ -166,9 +177,14 @@ class WorksService:
                     "params": dict(work.params or {})}
 
     def update_work(self, user: Claims, work_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+        flags = self.review.check_text(user, changes, f"work:{work_id}")
         with self.db.transaction() as session:
             work = owned_work(session, work_id, user)
+            was_public = work.is_public
             apply_changes(session, work, changes)
+            self.review.settle(work, flags, text_changed=bool(changes.keys() & set(TEXT_FIELDS)),
+                               published=work.is_public and not was_public)
+            derive_listed(work)
             self.edge_cache.changed_after_commit(session)
             session.flush()
             return self._detail(session, work, user)
@@ -193,6 +209,7 @@ class WorksService:
                 raise NotFound("Some of these works do not exist or are not yours.", code="WORK_NOT_FOUND",
                                details={"missing": missing})
             action = data["action"]
+            flags = self.review.check_text(user, {"tags": data["tags"]}, "works:batch") if action == "tag" else []
             self.edge_cache.changed_after_commit(session)
             if action == "delete":
                 keys = [key for work in works for key in (work.image_key, work.thumbnail_key)]
@@ -205,8 +222,12 @@ class WorksService:
                         raise Conflict("A work may have at most 10 tags.", code="TOO_MANY_TAGS",
                                        details={"workId": work.id})
                     apply_changes(session, work, {"tags": tags})
+                    self.review.settle(work, flags, text_changed=True, published=False)
                 else:
+                    was_public = work.is_public
                     apply_changes(session, work, {"is_public": action == "publish"})
+                    self.review.settle(work, [], text_changed=False, published=work.is_public and not was_public)
+                derive_listed(work)
         return {"action": action, "ids": sorted(ids)}
 
     def remove_user(self, user_id: int) -> dict[str, int]:
@@ -242,3 +263,4 @@ class GalleryServices:
     moderation: Moderation
     notifications: Notifications
     files: WorkFiles
+    labels: WorkLabels

@@ -96,6 +96,7 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Gat
             register=_rate(env, "RATE_LIMIT_REGISTER", "3/hour"),
             password_forgot=_rate(env, "RATE_LIMIT_PASSWORD_FORGOT", "5/hour"),
             generate=_rate(env, "RATE_LIMIT_GENERATE", "20/minute"),
+            label_verify=_rate(env, "RATE_LIMIT_LABEL_VERIFY", "20/minute"),
             namespace=env_str(env, "RATE_LIMIT_NAMESPACE", "ratelimit"),
         ),
         trusted_proxies=trusted,

@@ -8,6 +8,10 @@ Who may fetch ``/media/<key>`` (keys are content hashes, so knowing one proves n
   gallery answers ``GET /internal/media/<key>/access``; the answer is cached here for
   ``ACCESS_CACHE_SECONDS``, so unpublishing takes effect within that time.
 Everything else is a 404, the same as a missing file.
+
+``?download=1`` on a generated image (``images/…png``, ``works/images/…png``) answers it as an
+attachment with the visible AI-content label drawn on it (``CONTENT_LABEL_VISIBLE``) and its
+implicit label kept (``shared.labels``): the web client's "download original" links use it.
 """
 from __future__ import annotations
 
@@ -20,13 +24,16 @@ from flask.blueprints import BlueprintSetupState
 
 from services.gallery.client import GalleryClient
 from shared.config import Settings
-from shared.errors import Forbidden, NotFound, ServiceError
-from shared.storage import SignatureExpired, SignatureInvalid, Storage, is_valid_key, make_storage
+from shared.errors import Forbidden, NotFound, ServiceError, ServiceUnavailable
+from shared.labels import download_copy, load_label_config
+from shared.offload import run_blocking
+from shared.storage import SignatureExpired, SignatureInvalid, Storage, StorageError, is_valid_key, make_storage
 
 PUBLIC_CACHE_CONTROL = "public, max-age=604800, immutable"
 PUBLIC_PREFIXES = ("avatars/", "previews/")
 ACCESS_CACHE_SECONDS = 30
 ACCESS_CACHE_MAX = 100_000
+GENERATED_IMAGES = ("images/", "works/images/")
 
 bp = Blueprint("files", __name__)
 
@@ -62,6 +69,7 @@ class PublicMedia:
 def _setup(state: BlueprintSetupState) -> None:
     settings: Settings = state.app.config["SETTINGS"]
     state.app.extensions["media_storage"] = make_storage(settings)
+    state.app.extensions["media_labels"] = load_label_config(settings)
     state.app.extensions["media_public"] = PublicMedia(GalleryClient(settings.gallery_url, settings.service_token,
                                                                     timeout=(1.0, 3.0)))
 
@@ -92,6 +100,8 @@ def media(key: str) -> Response:
         raise NotFound("No such file.", code="MEDIA_NOT_FOUND")
     storage: Storage = current_app.extensions["media_storage"]
     cache_control = _cache_control(storage, key)
+    if request.args.get("download") == "1" and key.startswith(GENERATED_IMAGES) and key.endswith(".png"):
+        return _labelled_download(storage, key)
     path = storage.local_path(key)
     if path is not None:
         if not path.is_file():
@@ -105,8 +115,25 @@ def media(key: str) -> Response:
     return response
 
 
+def _labelled_download(storage: Storage, key: str) -> Response:
+    try:
+        data = storage.read(key)
+    except FileNotFoundError:
+        raise NotFound("No such file.", code="MEDIA_NOT_FOUND") from None
+    except (StorageError, OSError) as exc:
+        raise ServiceUnavailable("The file cannot be read right now.", code="STORAGE_UNAVAILABLE") from exc
+    labels = current_app.extensions["media_labels"]
+    try:
+        data = run_blocking(download_copy, data, labels, None, labels.visible)  # Pillow, off the gevent hub
+    except (OSError, SyntaxError, ValueError) as exc:
+        current_app.logger.error("media %s cannot be labelled (%s); handing it out as stored", key, exc)
+    name = key.rsplit("/", 1)[-1]
+    return Response(data, mimetype="image/png", headers={
+        "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "private, no-store"})
+
+
 # Paths the web client never owns: an unknown one is a JSON 404, not the app's page.
-NOT_CLIENT_ROUTES = ("api", "media", "internal", "ws", "healthz", "readyz")
+NOT_CLIENT_ROUTES = ("api", "media", "internal", "ws", "healthz", "readyz", "metrics")
 
 
 @bp.get("/", defaults={"path": ""})

@@ -1,5 +1,5 @@
 """The public API description: the gateway's own ``/api`` routes merged with those of auth,
-credits, gallery and integrations, at ``GET /api/openapi.json``, and a page to browse it at ``GET /api/docs``.
+credits, gallery, integrations and safety, at ``GET /api/openapi.json``, and a page to browse it at ``GET /api/docs``.
 
 Each service publishes its own spec at ``/openapi.json`` (behind the service token); the
 gateway fetches them, keeps only the public ``/api`` paths, prefixes their component
@@ -172,7 +172,8 @@ def _as_proxied(operation: dict[str, Any]) -> None:
 def _setup(state: BlueprintSetupState) -> None:
     settings: Settings = state.app.config["SETTINGS"]
     services = ServiceSpecs({"auth": settings.auth_url, "credits": settings.credits_url,
-                             "gallery": settings.gallery_url, "integrations": settings.integrations_url},
+                             "gallery": settings.gallery_url, "integrations": settings.integrations_url,
+                             "safety": settings.safety_url},
                             settings.service_token)
     state.app.extensions["gateway_openapi"] = PublicSpec(services)
 

@@ -1,5 +1,5 @@
-"""Reverse proxy from the public ``/api`` paths to the internal auth, credits, gallery and
-integrations services.
+"""Reverse proxy from the public ``/api`` paths to the internal auth, credits, gallery,
+integrations and safety services.
 
 Only a fixed set of client headers is forwarded; the gateway adds the service token,
 its request id and the client address. Small upstream bodies are read whole (the
@@ -50,6 +50,7 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/webhooks", "integrations"),
     ("/api/admin/service-accounts", "integrations"),
     ("/api/admin/queue-api", "integrations"),
+    ("/api/admin/safety", "safety"),
 )
 
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
@@ -87,7 +88,7 @@ class Proxy:
     def __init__(self, settings: Settings, config: GatewayConfig, pool_size: int) -> None:
         self.upstreams = {name: Upstream(name, url, pool_size) for name, url in (
             ("auth", settings.auth_url), ("credits", settings.credits_url), ("gallery", settings.gallery_url),
-            ("integrations", settings.integrations_url))}
+            ("integrations", settings.integrations_url), ("safety", settings.safety_url))}
         self.service_token = settings.service_token
         self.read_timeout = urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout)
         self.get_timeout = urllib3.Timeout(connect=config.connect_timeout, read=config.get_read_timeout)

@@ -122,6 +122,7 @@ class RateLimits:
     register: Rate         # registration, per client address
     password_forgot: Rate  # password-reset mail, per client address
     generate: Rate         # POST /api/generate, per signed-in user
+    label_verify: Rate     # POST /api/works/verify-label (decodes an uploaded image), per client address
     namespace: str         # Redis key prefix of the counters
 
 
@@ -240,8 +241,9 @@ SSO_REGISTER_PATH = "/api/auth/sso/register"  # a new account made by single sig
 SSO_EXCHANGE_PATH = "/api/auth/sso/exchange"  # a sign-in by single sign-on
 PASSWORD_FORGOT_PATH = "/api/users/password/forgot"
 GENERATE_PATH = "/api/generate"
-# Probes are not clients: an orchestrator must always be able to ask.
-UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
+LABEL_VERIFY_PATH = "/api/works/verify-label"
+# Probes and scrapes are not clients: an orchestrator and Prometheus must always be able to ask.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_ACCOUNT_KEY = 254
 
 
@@ -276,6 +278,8 @@ def request_limits(rates: RateLimits, service_token: str) -> list[Limit]:
         limits.append(Limit("register:ip", rates.register, address))
     elif request.path == PASSWORD_FORGOT_PATH:
         limits.append(Limit("password-forgot:ip", rates.password_forgot, address))
+    elif request.path == LABEL_VERIFY_PATH:
+        limits.append(Limit("label-verify:ip", rates.label_verify, address))
     elif request.path == GENERATE_PATH:
         claims = optional_user(scope="generate")  # a bad token is a 401 here, as it would be in the route
         if claims is not None:

@@ -1,8 +1,10 @@
 """The live event socket: authenticate, receive the caller's events, relay.
 
 The browser cannot set headers on a WebSocket, so the access token comes in the
-``token`` query parameter. The socket holds no business logic: it forwards the
-user's events and answers ``ping`` and ``resume`` frames.
+``token`` query parameter; other clients may send ``Authorization: Bearer`` instead. An API
+token (``pat_…``, with the ``generate`` scope: the events are its jobs' and credits') is
+accepted in either place and exchanged like on any route. The socket holds no business
+logic: it forwards the user's events and answers ``ping`` and ``resume`` frames.
 
 The gateway runs under gunicorn's gevent worker: every socket and every HTTP request is
 a greenlet, so sockets never wait for (or hold) a slot of a bounded thread pool. Events
@@ -15,9 +17,10 @@ How a socket ends (error frame ``{"type": "error", "data": {"code", "message"}}`
 | close code | error code | when |
 |---|---|---|
 | 4401 | ``NO_TOKEN``, ``TOKEN_INVALID``, ``TOKEN_EXPIRED``, ``TOKEN_REVOKED`` | the token is missing or bad, expired, or was revoked (re-checked every ``WS_RECHECK_SECONDS``): reconnect with a fresh token |
+| 4403 | ``INSUFFICIENT_SCOPE`` | an API token without the ``generate`` scope |
 | 4429 | ``TOO_MANY_SOCKETS`` | the user opened more than ``WS_MAX_PER_USER`` sockets: the oldest is closed; do not reconnect it |
 | 1013 | ``GATEWAY_BUSY``, ``SLOW_CONSUMER`` | the process holds ``WS_MAX_PER_PROCESS`` sockets, or the client fell too far behind: reconnect after a back-off |
-| 1011 | ``EVENTS_UNAVAILABLE``, ``REVOCATION_CHECK_UNAVAILABLE`` | Redis cannot be reached: reconnect after a back-off |
+| 1011 | ``EVENTS_UNAVAILABLE``, ``REVOCATION_CHECK_UNAVAILABLE``, auth's 503 | Redis cannot be reached, or auth cannot exchange an API token now: reconnect after a back-off |
 | 1008 | — | the client did not answer the server's pings (``WS_PING_SECONDS``): a dead peer |
 """
 from __future__ import annotations
@@ -33,13 +36,16 @@ from flask import Flask, current_app, request
 from flask_sock import Sock
 from simple_websocket import ConnectionClosed, Server
 
+from services.gateway.api_tokens import API_TOKEN_PREFIX
 from services.gateway.config import GatewayConfig
 from services.gateway.fanout import (CLIENT_GONE, EVENT, EVENTS_DOWN, EVICTED, FRAME, Fanout, Mailbox)
-from shared.errors import NotFound, ServiceUnavailable, Unauthorized
+from shared.errors import Forbidden, NotFound, ServiceError, Unauthorized
 from shared.events import EventBus
-from shared.tokens import Claims, check_not_revoked, decode_access_token
+from shared.metrics import Gauge
+from shared.tokens import Claims, bearer_token, check_not_revoked, decode_access_token
 
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY_SOCKETS = 4429
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_INTERNAL_ERROR = 1011
@@ -48,6 +54,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 # Events waiting for one socket; beyond it the client is too slow and is closed (it resumes).
 MAILBOX_CAPACITY = 1000
 SUBSCRIBE_TIMEOUT = 5.0
+SOCKET_SCOPE = "generate"  # what an API token needs to receive its jobs' events
 USER_SOCKETS_TTL_SECONDS = 24 * 3600
 
 sock = Sock()
@@ -133,17 +140,33 @@ def _close(ws: Server, close_code: int, code: str, message: str) -> None:
 
 
 def _authenticate(ws: Server, redis_client: redis.Redis) -> Claims | None:
-    """The caller's verified claims, or None after telling the client why and closing with 4401."""
-    token = request.args.get("token", "")
+    """The caller's verified claims, or None after telling the client why and closing (4401, 4403)."""
     try:
+        token = _presented_token()
         if not token:
             raise Unauthorized("Sign in to receive live events.", code="NO_TOKEN")
         claims = decode_access_token(token)  # flask-jwt-extended's decode_token, in this app's context
         check_not_revoked(redis_client, claims)
-    except Unauthorized as error:
-        _close(ws, CLOSE_UNAUTHORIZED, error.code, error.message)
+        if claims.scopes is not None and SOCKET_SCOPE not in claims.scopes:
+            raise Forbidden(f"This API token lacks the scope {SOCKET_SCOPE!r}.", code="INSUFFICIENT_SCOPE")
+    except (Unauthorized, Forbidden) as error:
+        _close(ws, CLOSE_FORBIDDEN if error.status == 403 else CLOSE_UNAUTHORIZED, error.code, error.message)
+        return None
+    except ServiceError as error:
+        if error.status != 401:  # auth could not exchange an API token now
+            raise
+        _close(ws, CLOSE_UNAUTHORIZED, error.code, error.message)  # auth refused the API token
         return None
     return claims
+
+
+def _presented_token() -> str:
+    """The query's token, else the header's (an API token there was exchanged by the edge hook);
+    an API token in the query is exchanged here."""
+    token = request.args.get("token") or bearer_token() or ""
+    if token.startswith(API_TOKEN_PREFIX):
+        token = current_app.extensions["gateway_token_exchange"].access_token(token)
+    return token
 
 
 def _read_frames(ws: Server, mailbox: Mailbox) -> None:
@@ -236,6 +259,10 @@ class LiveSocket:
             self.ws.send(json.dumps(event))
 
 
+# Summed over the gateway's gunicorn workers (a dead worker's sockets drop out with it).
+OPEN_SOCKETS = Gauge("gateway_open_websockets", "Open live-event WebSockets", multiprocess_mode="livesum")
+
+
 @sock.route("/ws")
 def events_socket(ws: Server) -> None:
     redis_client: redis.Redis = current_app.extensions["redis"]
@@ -252,17 +279,19 @@ def events_socket(ws: Server) -> None:
             return
         mailbox = Mailbox(MAILBOX_CAPACITY)
         socket_id = fanout.attach(claims.user_id, mailbox, SUBSCRIBE_TIMEOUT)
+        OPEN_SOCKETS.inc()
         try:
             for evicted in user_sockets.register(claims.user_id, socket_id):
                 fanout.evict(evicted)
             LiveSocket(ws, claims, redis_client, config.ws_recheck_seconds).run(mailbox)
         finally:
+            OPEN_SOCKETS.dec()
             fanout.detach(claims.user_id, socket_id, mailbox)
             try:
                 user_sockets.unregister(claims.user_id, socket_id)
             except redis.RedisError:
                 pass  # the entry expires, or is pushed out as the user's oldest
-    except ServiceUnavailable as error:  # revocation cannot be checked: Redis is down
+    except ServiceError as error:  # revocation cannot be checked (Redis down), or auth cannot exchange now
         _close(ws, CLOSE_INTERNAL_ERROR, error.code, error.message)
     except redis.RedisError:
         # Without the event bus the socket is useless; the client reconnects with back-off.

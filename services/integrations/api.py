@@ -4,7 +4,7 @@ with the scope ``webhooks``, administrators for service accounts), and the inter
 lookup."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, request
 
 from shared.errors import ok
 from shared.openapi import doc, spec_response
@@ -12,7 +12,7 @@ from shared.tokens import bearer_token, require_admin, require_user
 from shared.web import load_json, load_query
 from services.integrations.endpoints import WebhookEndpoints
 from services.integrations.request_log import RequestLog
-from services.integrations.schemas import (BudgetSchema, PageQuerySchema, ServiceAccountCreateSchema,
+from services.integrations.schemas import (BudgetSchema, PageQuerySchema, RotateKeySchema, ServiceAccountCreateSchema,
                                            ServiceAccountUpdateSchema, WebhookCreateSchema, WebhookOwnerQuerySchema)
 from services.integrations.service import ServiceAccounts
 
@@ -69,11 +69,13 @@ def update_service_account(user_id: int):
 
 
 @bp.post("/api/admin/service-accounts/<id:user_id>/key")
-@doc("Rotate the queue signing key (the new secret is shown once; the old key stops at once)", auth="admin",
-     errors={404: "SERVICE_ACCOUNT_NOT_FOUND"})
+@doc("Rotate the queue signing key: the new secret is shown once; the old key stops at once, or "
+     "after graceSeconds (at most a week) so the service can switch without a dead letter",
+     auth="admin", body=RotateKeySchema, errors={404: "SERVICE_ACCOUNT_NOT_FOUND"})
 def rotate_service_account_key(user_id: int):
     require_admin()
-    return ok(_accounts().rotate_key(user_id))
+    options = load_json(RotateKeySchema()) if request.get_data() else RotateKeySchema().load({})
+    return ok(_accounts().rotate_key(user_id, options["grace_seconds"]))
 
 
 @bp.post("/api/admin/service-accounts/<id:user_id>/budget")

@@ -27,13 +27,14 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import redis
 from kombu.message import Message
 from sqlalchemy import select
 
-from shared.db import Database
+from shared.db import Database, utcnow
 from shared.errors import ServiceError, ServiceUnavailable
 from shared.events import JOB_OUTCOMES, Announcement, GroupConsumer, job_stream, user_announcement
 from services.integrations.broker import Broker, Puller
@@ -60,11 +61,19 @@ IDEMPOTENCY_PREFIX = "queue:"
 class Account:
     user_id: int
     name: str
-    key_id: str
-    secret: str
+    keys: dict[str, str]  # accepted signing keys: id → secret
+    previous_key_id: str | None  # dropped from ``keys`` once ``previous_key_expires`` passes
+    previous_key_expires: datetime | None
     max_active_jobs: int
     workflows: list[str] | None
     url_ttl_seconds: int
+
+
+def accepted_keys(account: Account, now: datetime | None = None) -> dict[str, str]:
+    """The account's keys a message may be signed with now (the previous one only until it expires)."""
+    if account.previous_key_expires is None or account.previous_key_expires > (now or utcnow()):
+        return account.keys
+    return {key: secret for key, secret in account.keys.items() if key != account.previous_key_id}
 
 
 class AccountDirectory:
@@ -84,11 +93,16 @@ class AccountDirectory:
                 with self.db.read() as session:
                     rows = session.scalars(select(ServiceAccount).where(ServiceAccount.is_active.is_(True))
                                            .order_by(ServiceAccount.user_id)).all()
-                self._accounts = {row.user_id: Account(row.user_id, row.name, row.key_id, self.keys.secret(row.key_id),
-                                                       row.max_active_jobs, row.allowed_workflows, row.url_ttl_seconds)
-                                  for row in rows}
+                self._accounts = {row.user_id: self._account(row) for row in rows}
                 self._read_at = time.monotonic()
             return list(self._accounts.values())
+
+    def _account(self, row: ServiceAccount) -> Account:
+        keys = {row.key_id: self.keys.secret(row.key_id)}
+        if row.previous_key_id is not None:
+            keys[row.previous_key_id] = self.keys.secret(row.previous_key_id)
+        return Account(row.user_id, row.name, keys, row.previous_key_id, row.previous_key_expires_at,
+                       row.max_active_jobs, row.allowed_workflows, row.url_ttl_seconds)
 
     def by_user(self, user_id: int) -> Account | None:
         return {account.user_id: account for account in self.accounts()}.get(user_id)
@@ -234,7 +248,7 @@ class Admissions:
         body = message.body if isinstance(message.body, bytes) else str(message.body).encode("utf-8")
         headers = dict(message.headers or {})
         queue = self.names.requests(account.name)
-        verdict = read_request(body, headers, account.name, account.key_id, account.secret, self.names,
+        verdict = read_request(body, headers, account.name, accepted_keys(account), self.names,
                                self.max_bytes)
         if isinstance(verdict, DeadLetter):
             self.broker.publish(self.names.dead_letter, dead_letter_message(verdict, queue, headers, body))

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any
+from typing import Any, Mapping
 
 from jsonschema import Draft202012Validator
 
@@ -122,19 +122,22 @@ class Rejection:
     details: Any = None
 
 
-def read_request(body: bytes, headers: dict[str, Any], account: str, key_id: str, secret: str,
+def read_request(body: bytes, headers: dict[str, Any], account: str, keys: Mapping[str, str],
                  names: QueueNames, max_bytes: int) -> Request | DeadLetter | Rejection:
-    """Check one message of ``account``'s request queue, in the order the documentation gives."""
+    """Check one message of ``account``'s request queue, in the order the documentation gives.
+    ``keys`` are the account's accepted signing keys (id → secret): the current one, and the
+    one before it during a rotation's grace period."""
     presented_key, signature = headers.get(KEY_HEADER), headers.get(SIGNATURE_HEADER)
     if len(body) > max_bytes:
         return DeadLetter(OVERSIZED, f"{len(body)} bytes; the limit is {max_bytes}.", _text(presented_key))
     if not isinstance(presented_key, str) or not isinstance(signature, str):
         return DeadLetter(UNSIGNED, f"The headers {KEY_HEADER} and {SIGNATURE_HEADER} are required.",
                           _text(presented_key))
-    if presented_key != key_id:
+    if presented_key not in keys:
         return DeadLetter(UNKNOWN_KEY, f"{presented_key[:64]!r} is not the current key of this queue's account.",
                           presented_key[:64])
-    if not verify_body(secret, body, signature):
+    key_id = presented_key
+    if not verify_body(keys[key_id], body, signature):
         return DeadLetter(BAD_SIGNATURE, "The signature does not match the body.", key_id)
     try:
         document = json.loads(body)

@@ -26,7 +26,7 @@ from services.integrations.config import IntegrationsConfig
 from services.integrations.models import WebhookDelivery, WebhookEndpoint
 from services.integrations.outcomes import JobOutcomes
 from services.integrations.signing import SigningKeys, webhook_signature
-from services.integrations.ssrf import UrlRefused, check_url
+from services.integrations.ssrf import UrlRefused, check_url, public_only_session
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,7 @@ class Deliveries:
         self.config = config
         self.keys = keys
         self.outcomes = outcomes
-        self.http = requests.Session()
-        self.http.trust_env = False  # deliveries never go through a proxy set in the environment
+        self.http = public_only_session(config.webhook_allow_private)
         self.http.headers["User-Agent"] = USER_AGENT
 
     def record(self, fields: dict[str, str]) -> int:

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from shared.db import Database, utcnow
 from shared.events import consume_forever, deleted_user_id
+from shared.metrics import serve_metrics
 from services.integrations.app import create_app
 from services.integrations.models import ServiceAccount, WebhookDelivery, WebhookEndpoint
 
@@ -45,6 +46,7 @@ class DeletedUsers:
 def main() -> None:
     """``python -m services.integrations.events``: one long-running consumer for the launcher."""
     app = create_app()
+    serve_metrics("integrations-events")
     consume_forever(app.extensions["redis"], GROUP, DeletedUsers(app.extensions["db"]).handle)
 
 

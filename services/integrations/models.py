@@ -26,7 +26,8 @@ class Base(DeclarativeBase):
 
 class ServiceAccount(Base):
     """An internal service's settings. ``key_id`` names the current queue signing key (its
-    secret is derived from ``INTEGRATIONS_SECRET`` and never stored)."""
+    secret is derived from ``INTEGRATIONS_SECRET`` and never stored); ``previous_key_id`` the
+    one it replaced, accepted until ``previous_key_expires_at``."""
 
     __tablename__ = "service_accounts"
 
@@ -39,6 +40,9 @@ class ServiceAccount(Base):
     url_ttl_seconds: Mapped[int] = mapped_column(Integer)
     key_id: Mapped[str] = mapped_column(String(40), unique=True)
     key_created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The key before the last rotation, still accepted until then (a rotation with a grace period).
+    previous_key_id: Mapped[str | None] = mapped_column(String(40))
+    previous_key_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_by: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

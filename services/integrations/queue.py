@@ -15,6 +15,7 @@ import threading
 from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.events import redis_client
+from shared.metrics import serve_metrics
 from shared.storage import make_storage
 from shared.web import configure_logging
 from services.integrations.bridge import AccountDirectory, Admissions, FlowControl, OutcomeRelay, ProgressRelay
@@ -76,6 +77,7 @@ class QueueBridge:
 def main() -> None:
     settings = load_settings()
     configure_logging("integrations-queue", settings.log_level)
+    serve_metrics("queue-bridge")
     bridge = QueueBridge(settings, load_config(settings))
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())

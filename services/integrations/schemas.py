@@ -46,6 +46,11 @@ class ServiceAccountUpdateSchema(Schema):
             raise ValidationError("Give at least one field to change.")
 
 
+class RotateKeySchema(Schema):
+    grace_seconds = fields.Integer(data_key="graceSeconds", load_default=0, strict=True,
+                                   validate=validate.Range(min=0, max=WEEK))
+
+
 class BudgetSchema(Schema):
     amount = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=1_000_000))
     reason = fields.String(required=True, validate=validate.Length(min=1, max=255))

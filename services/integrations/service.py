@@ -9,6 +9,7 @@ cut short is completed by running it again.
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -89,11 +90,16 @@ class ServiceAccounts:
             row.updated_at = utcnow()
         return self._detail(row, bearer)
 
-    def rotate_key(self, user_id: int) -> dict[str, Any]:
-        """A new signing key; messages signed with the old one are dead-lettered from now on."""
+    def rotate_key(self, user_id: int, grace_seconds: int = 0) -> dict[str, Any]:
+        """A new signing key. The old one keeps working for ``grace_seconds`` (so the service can
+        switch without losing a message); after that, or at once with no grace, messages signed
+        with it are dead-lettered. A key from an earlier rotation stops now either way."""
+        now = utcnow()
         with self.db.transaction() as session:
             row = _get(session, user_id, lock=True)
-            row.key_id, row.key_created_at, row.updated_at = self.keys.new_key_id(QUEUE_KEY), utcnow(), utcnow()
+            row.previous_key_id = row.key_id if grace_seconds else None
+            row.previous_key_expires_at = now + timedelta(seconds=grace_seconds) if grace_seconds else None
+            row.key_id, row.key_created_at, row.updated_at = self.keys.new_key_id(QUEUE_KEY), now, now
         return {"credentials": self._credentials(row)}
 
     def grant(self, bearer: str, user_id: int, amount: int, reason: str, idempotency_key: str | None) -> dict:
@@ -127,6 +133,7 @@ class ServiceAccounts:
         return {"id": row.user_id, "name": row.name, "ownerId": row.owner_user_id, "description": row.description,
                 "allowedWorkflows": row.allowed_workflows, "maxActiveJobs": row.max_active_jobs,
                 "urlTtlSeconds": row.url_ttl_seconds, "keyId": row.key_id, "keyCreatedAt": isoformat(row.key_created_at),
+                "previousKey": _previous_key(row),
                 "isActive": row.is_active, "createdAt": isoformat(row.created_at), "queues": self._queues(row),
                 "usage": usage, "credits": None if credits is None else {
                     "available": credits["available"], "held": credits["held"],
@@ -138,3 +145,10 @@ def _get(session, user_id: int, lock: bool = False) -> ServiceAccount:
     if row is None:
         raise NotFound("No such service account.", code="SERVICE_ACCOUNT_NOT_FOUND")
     return row
+
+
+def _previous_key(row: ServiceAccount) -> dict[str, str] | None:
+    """The key a rotation replaced while it is still accepted, else None."""
+    if row.previous_key_id is None or row.previous_key_expires_at is None or row.previous_key_expires_at <= utcnow():
+        return None
+    return {"keyId": row.previous_key_id, "expiresAt": isoformat(row.previous_key_expires_at)}

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.events import GroupConsumer, redis_client
+from shared.metrics import serve_metrics
 from shared.storage import make_storage
 from shared.web import configure_logging
 from services.integrations.config import IntegrationsConfig, load_config
@@ -74,6 +75,7 @@ class WebhookDispatcher:
 def main() -> None:
     settings = load_settings()
     configure_logging("integrations-webhooks", settings.log_level)
+    serve_metrics("webhooks")
     dispatcher = WebhookDispatcher(settings, load_config(settings))
     signal.signal(signal.SIGTERM, lambda *_: dispatcher.stop_event.set())
     log.info("webhook dispatcher started")

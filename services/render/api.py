@@ -61,7 +61,7 @@ def _json_body():
      raw_body="The workflow's parameters (prompt, negativePrompt, model, width, height, batchSize, steps, "
               "cfgScale, seed, sampler, scheduler, ...; see GET /api/models). Optional header Idempotency-Key.",
      errors={400: "INVALID_IDEMPOTENCY_KEY", 402: "INSUFFICIENT_CREDITS", 409: "PRICE_CHANGED",
-             422: "UNKNOWN_WORKFLOW, MODEL_UNAVAILABLE, IMAGE_TOO_LARGE", 429: "QUEUE_LIMIT, RATE_LIMITED",
+             422: "UNKNOWN_WORKFLOW, MODEL_UNAVAILABLE, IMAGE_TOO_LARGE, CONTENT_REJECTED (prompt or negative prompt matches the term list; nothing is held)", 429: "QUEUE_LIMIT, RATE_LIMITED",
              503: "RENDER_UNAVAILABLE, ADMISSION_BUSY, ADMISSION_EXPIRED, SERVICE_UNAVAILABLE"},
      description="202 with the queued job; the replay of an Idempotency-Key answers 200 with the same job. "
                  "A request that waited longer than the admission deadline is refused (503 ADMISSION_EXPIRED) "

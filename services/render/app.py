@@ -20,6 +20,7 @@ from services.render.registry import ModelRegistry, Presets
 from services.render.service import RenderService
 from services.render.outbox import JobOutbox
 from services.render.workflows import TemplateStore
+from services.safety.client import ContentFilter
 from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.events import EventBus, redis_client
@@ -55,7 +56,8 @@ def init_app(app: Flask, settings: Settings, config: RenderConfig | None = None)
         # A user's cancel waits for one answer from credits; the reconciler settles what it did not take.
         outbox=JobOutbox(db, credits, events, gallery, retry_seconds=0),
         auth=AuthClient(settings.auth_url, settings.service_token, timeout=(1.0, 3.0)),
-        models=ModelRegistry(db, storage, gallery), presets=Presets(db))
+        models=ModelRegistry(db, storage, gallery), presets=Presets(db),
+        content_filter=ContentFilter.from_settings(settings, events.redis))
     app.extensions["render"] = service
     app.extensions["render_account_limits"] = ServiceAccountLimits(
         IntegrationsClient(settings.integrations_url, settings.service_token, timeout=(2.0, 5.0)))

@@ -24,6 +24,10 @@ the environment.
 | ``RENDER_FLUX_VAE`` | ae.safetensors | the VAE file Flux jobs use unless the user names one |
 | ``RENDER_DRAIN_SECONDS`` | 60 | on SIGTERM a worker stops taking jobs and gives those in flight this long to finish; then it hands the rest back to the queue |
 | ``RENDER_ADMISSION_DEADLINE_SECONDS`` | 20 | a generate request older than this (its client has likely given up) is refused, nothing held |
+| ``CONTENT_IMAGE_CHECKER`` | none | checks each image before it is stored: none, ``module:callable`` or an http(s) URL (``services/render_worker/checkers.py``) |
+| ``CONTENT_IMAGE_CHECKER_TIMEOUT`` | 5 | seconds one check may take |
+| ``CONTENT_IMAGE_CHECKER_FAIL`` | open | a checker that fails or times out: ``open`` delivers unchecked, ``closed`` fails the job (refunded) |
+| ``CONTENT_IMAGE_CHECKER_TOKEN`` | — | bearer token for an HTTP checker |
 """
 from __future__ import annotations
 
@@ -58,6 +62,10 @@ class RenderConfig:
     flux_vae: str = "ae.safetensors"
     admission_deadline_seconds: float = 20.0
     drain_seconds: float = 60.0
+    image_checker: str = "none"
+    image_checker_timeout: float = 5.0
+    image_checker_fail_closed: bool = False
+    image_checker_token: str = ""
 
     @property
     def alive_ttl(self) -> int:
@@ -108,4 +116,16 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Ren
         flux_vae=env_str(env, "RENDER_FLUX_VAE", "ae.safetensors"),
         admission_deadline_seconds=_number(env, "RENDER_ADMISSION_DEADLINE_SECONDS", 20.0),
         drain_seconds=_number(env, "RENDER_DRAIN_SECONDS", 60.0),
+        image_checker=env_str(env, "CONTENT_IMAGE_CHECKER", "none").strip(),
+        image_checker_timeout=_number(env, "CONTENT_IMAGE_CHECKER_TIMEOUT", 5.0),
+        image_checker_fail_closed=_fail_mode(env),
+        image_checker_token=env.get("CONTENT_IMAGE_CHECKER_TOKEN") or "",
     )
+
+
+def _fail_mode(env: Mapping[str, str]) -> bool:
+    """True for ``closed``."""
+    mode = env_str(env, "CONTENT_IMAGE_CHECKER_FAIL", "open").strip().lower()
+    if mode not in ("open", "closed"):
+        raise ConfigError(f"CONTENT_IMAGE_CHECKER_FAIL must be open or closed, got {mode!r}")
+    return mode == "closed"

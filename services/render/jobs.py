@@ -35,6 +35,7 @@ class OutputFile:
     height: int
     file_size: int
     sha256: str
+    output_id: str | None = None  # chosen before storing when the file's label names it
 
 
 def new_job_id() -> str:
@@ -179,7 +180,7 @@ def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable
             update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "queued",
                                     RenderJob.cancel_requested.is_(False))
             .values(status="running", worker=worker, attempts=RenderJob.attempts + 1, progress=0,
-                    started_at=utcnow(), updated_at=utcnow())
+                    started_at=utcnow(), submitted_at=None, first_progress_at=None, updated_at=utcnow())
             .execution_options(synchronize_session=False)).rowcount == 1
     else:
         previous = job.worker
@@ -189,7 +190,7 @@ def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable
             update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "running",
                                     RenderJob.worker == previous)
             .values(worker=worker, attempts=RenderJob.attempts + 1, progress=0, started_at=utcnow(),
-                    updated_at=utcnow())
+                    submitted_at=None, first_progress_at=None, updated_at=utcnow())
             .execution_options(synchronize_session=False)).rowcount == 1
     if not claimed:
         return None
@@ -209,7 +210,15 @@ def requeue(session: Session, job_id: str, worker: str | None, *, attempt_used: 
 
 
 def record_prompt(session: Session, job_id: str, prompt_id: str, variant: str, graph: dict[str, Any]) -> None:
-    _transition(session, job_id, ("running",), comfy_prompt_id=prompt_id, variant=variant, graph=graph)
+    _transition(session, job_id, ("running",), comfy_prompt_id=prompt_id, variant=variant, graph=graph,
+                submitted_at=utcnow())
+
+
+def record_first_progress(session: Session, job_id: str) -> None:
+    """ComfyUI reported the attempt's first sampler step (the timing breakdown)."""
+    session.execute(update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "running",
+                                            RenderJob.first_progress_at.is_(None))
+                    .values(first_progress_at=utcnow()).execution_options(synchronize_session=False))
 
 
 def touch(session: Session, job_id: str) -> None:
@@ -240,14 +249,14 @@ def add_output(session: Session, job: RenderJob, file: OutputFile) -> RenderOutp
                                                           RenderOutput.index == file.index)).first()
     if existing is not None:
         return existing
-    output = RenderOutput(id=uuid.uuid4().hex, job_id=job.id, user_id=job.user_id, index=file.index,
+    output = RenderOutput(id=file.output_id or uuid.uuid4().hex, job_id=job.id, user_id=job.user_id, index=file.index,
                           image_key=file.image_key, thumbnail_key=file.thumbnail_key, width=file.width,
                           height=file.height, file_size=file.file_size, sha256=file.sha256)
     session.add(output)
     session.flush()
     delivered = session.scalar(select(func.count()).select_from(RenderOutput)
                                .where(RenderOutput.job_id == job.id)) or 0
-    _transition(session, job.id, ("running",), images_delivered=delivered)
+    _transition(session, job.id, ("running",), images_delivered=delivered, last_image_at=utcnow())
     return output
 
 

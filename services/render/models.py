@@ -60,7 +60,12 @@ class RenderJob(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The timing breakdown: queued (created_at) → picked (started_at, the current attempt) →
+    # submitted to ComfyUI → first progress → last image delivered → finished → settled.
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    first_progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_image_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A finished job's outbox (services.render.outbox): when credits took the charge for the
     # delivered images and returned the rest of the hold, and when its final event went out.

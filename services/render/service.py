@@ -22,6 +22,7 @@ from services.auth.client import AuthClient
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
 from services.render import fleet, jobs
+from services.render import metrics as render_metrics
 from services.render.catalog import MODEL_KINDS, merged_choices, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig
 from services.render.dispatch import capacity, estimated_start_seconds, queue_name, send_job
@@ -39,6 +40,7 @@ from services.render.pricing import PricingCache
 from services.render.outbox import JobOutbox
 from services.render.schemas import job_json, job_summary, output_record, upload_json
 from services.render.uploads import PayloadTooLarge, Source, inspect_image, resolve_source, store_upload
+from services.safety.client import ContentFilter
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class RenderService:
     auth: AuthClient
     models: ModelRegistry
     presets: Presets
+    content_filter: ContentFilter
     _catalogs: tuple[float, list[dict]] = (float("-inf"), [])
 
     def live_catalogs(self) -> list[dict]:
@@ -131,6 +134,7 @@ class RenderService:
         choices = merged_choices(catalogs, template.name)
         self._check_models(template, raw, choices)
         params = validate_params(template, raw, choices)
+        self._check_text(template, params, user_id)
         source = self._source(template, params, user_id, bearer)
         active_limit = limits.active_limit if limits is not None else self.config.user_active_limit
         deadline = None if received_at is None else received_at + self.config.admission_deadline_seconds
@@ -151,6 +155,14 @@ class RenderService:
                    and raw[p["name"]] not in choices.get(p["from"], [])}
         if missing:
             raise Unprocessable("No live render worker holds this model.", code="MODEL_UNAVAILABLE", details=missing)
+
+    def _check_text(self, template: Template, params: dict[str, Any], user_id: int) -> None:
+        """422 CONTENT_REJECTED for free text (prompt, negative prompt) matching a ``block``
+        entry, before anything is held; a ``review`` match is recorded and the job goes on
+        (the gallery keeps its works from the public until a moderator approves)."""
+        fields = {p["name"]: params[p["name"]] for p in template.parameters
+                  if p["type"] == "string" and "from" not in p and isinstance(params.get(p["name"]), str)}
+        self.content_filter.check(fields, source="render", actor_id=user_id, subject=f"workflow:{template.name}")
 
     def _source(self, template: Template, params: dict[str, Any], user_id: int, bearer: str | None) -> Source | None:
         names = [n for n in template.image_parameters if n in params]
@@ -245,7 +257,8 @@ class RenderService:
             owners = self._owners(sorted({job.user_id for job in rows}))
             for item, job in zip(items, rows):
                 owner = owners.get(job.user_id, {})
-                item.update(userId=job.user_id, username=owner.get("username"), displayName=owner.get("displayName"))
+                item.update(userId=job.user_id, username=owner.get("username"), displayName=owner.get("displayName"),
+                            timings=render_metrics.timings(job))
         return {"items": items, "page": page, "pageSize": page_size, "total": total}
 
     def _owners(self, user_ids: list[int]) -> dict[int, dict[str, Any]]:
@@ -274,9 +287,9 @@ class RenderService:
         for its worker, which removes or interrupts its prompt and refunds what was not delivered. A
         credits outage does not undo the cancel: the refund (and the event) is then left to the reconciler."""
         with self.db.transaction() as session:
-            jobs.get_user_job(session, user_id, job_id)
+            job = jobs.get_user_job(session, user_id, job_id)
             outcome = jobs.request_cancel(session, job_id)
-        self._cancelled(user_id, job_id, outcome)
+        self._cancelled(job, outcome)
         return self.get_job(user_id, job_id)
 
     # -- the fleet (operators) ----------------------------------------------------------
@@ -310,12 +323,13 @@ class RenderService:
                 raise NotFound("No such job.", code="JOB_NOT_FOUND")
             owner = job.user_id
             outcome = jobs.request_cancel(session, job_id)
-        self._cancelled(owner, job_id, outcome)
+        self._cancelled(job, outcome)
         return {**self.get_job(owner, job_id), "userId": owner}
 
-    def _cancelled(self, owner: int, job_id: str, outcome: str) -> None:
-        if outcome == "cancelled":
-            self.outbox.complete(job_id)
+    def _cancelled(self, job: RenderJob, outcome: str) -> None:
+        if outcome == "cancelled":  # a queued job: finished here (a running one by its worker)
+            render_metrics.job_finished(job, "cancelled", None)
+            self.outbox.complete(job.id)
 
     def retry(self, user_id: int, job_id: str, idempotency_key: str | None, bearer: str | None,
               limits: AccountLimits | None = None, received_at: float | None = None) -> tuple[dict, int]:

@@ -22,6 +22,7 @@ from services.render.catalog import (CATALOG_TTL_SECONDS, MODEL_KINDS, REFRESH_S
                                      catalog_key, publish_catalog, runnable_workflows)
 from services.render import fleet
 from services.render.workflows import Template
+from services.render.metrics import COMFYUI_UP
 from services.render_worker.comfyui import ComfyUIClient, ComfyUIError, combo_choices
 from services.render_worker.drain import WorkerState
 from shared.db import isoformat, utcnow
@@ -129,9 +130,11 @@ class CatalogPublisher(threading.Thread):
             if self.state is not None:
                 self.catalog.update(self._live())
             publish_catalog(self.redis, self.catalog)
+            COMFYUI_UP.labels(self.worker_id, self.comfyui.base_url).set(1)
             self._record(reachable=True)
             return True
         except ComfyUIError as exc:
+            COMFYUI_UP.labels(self.worker_id, self.comfyui.base_url).set(0)
             log.warning("worker catalog not refreshed (ComfyUI): %s", exc)
             self.catalog = None
             self.redis.delete(catalog_key(self.worker_id))  # a dead ComfyUI is not advertised

@@ -3,9 +3,9 @@
 Claim (only a queued, uncancelled job, or a running one whose worker died) → pick the
 workflow variant this ComfyUI runs → upload the source image under a per-job name →
 build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
-per image: fetch, store original and thumbnail, insert the output row (commit), capture
-its price, publish ``job.image`` → record the final state, then settle the hold and
-announce the outcome (``services.render.outbox``).
+per image: fetch, check (``CONTENT_IMAGE_CHECKER``), label and store original and thumbnail,
+insert the output row (commit), capture its price, publish ``job.image`` → record the final
+state, then settle the hold and announce the outcome (``services.render.outbox``).
 Every step is idempotent, so a redelivered message repeats nothing that already
 happened, and a finished job is skipped. The job succeeds only when every requested
 image was delivered. A credits or Redis outage never fails a job: what credits did not
@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import logging
 import time
 import uuid
@@ -28,15 +29,20 @@ from PIL import Image
 
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
-from shared.config import Settings
+from services.safety.client import record as record_audit
+from shared.config import ConfigError, Settings
 from shared.db import Database
 from shared.errors import ServiceError
-from shared.events import EventBus, redis_client
+from shared.events import EventBus, announce, redis_client
+from shared.labels import ImageLabel, LabelConfig, encode_derived, label_png, load_label_config
 from shared.storage import Storage, StorageError, content_key, make_storage
+from shared.web import job_context
 
 from services.render import jobs
+from services.render import metrics as render_metrics
 from services.render.catalog import worker_alive
 from services.render_worker.drain import WorkerState
+from services.render_worker.checkers import CheckerUnavailable, ImageChecker, load_checker
 from services.render_worker.heartbeat import choices_from_object_info
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
                       outcome_from_history)
@@ -71,6 +77,8 @@ class RenderContext:
     worker_id: str
     templates: TemplateStore
     outbox: JobOutbox
+    labels: LabelConfig
+    checker: ImageChecker
     celery: Celery | None = None
     state: WorkerState | None = None  # a worker's (not the reconciler's): drain, counters, loaded model
     capabilities_cache: tuple[float, set[str], dict[str, list[str]]] | None = None
@@ -96,11 +104,16 @@ def build_context(settings: Settings, config: RenderConfig, worker_id: str, cele
     gallery = GalleryClient(settings.gallery_url, settings.service_token, timeout=(2.0, 5.0))
     events = EventBus(redis_client(settings.redis_url))
     retry = config.credits_retry_seconds if credits_retry_seconds is None else credits_retry_seconds
+    try:
+        checker = load_checker(config.image_checker, config.image_checker_timeout, config.image_checker_token)
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(f"CONTENT_IMAGE_CHECKER: {exc}") from exc
     return RenderContext(settings=settings, config=config, db=db,
                          comfyui=ComfyUIClient(config.comfyui_url, retry_seconds=config.comfyui_retry_seconds),
                          credits=credits, gallery=gallery, events=events, storage=make_storage(settings),
                          worker_id=worker_id, templates=templates or TemplateStore(defaults=config.parameter_defaults),
-                         outbox=JobOutbox(db, credits, events, gallery, retry), celery=celery)
+                         outbox=JobOutbox(db, credits, events, gallery, retry),
+                         labels=load_label_config(settings), checker=checker, celery=celery)
 
 
 class JobFailed(Exception):
@@ -118,20 +131,22 @@ class Delivery:
     """What one attempt delivered so far: images recorded, and those whose capture went through."""
 
     delivered: int = 0
+    flagged: int = 0
     captured: set[int] = field(default_factory=set)
     credits_answering: bool = True
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
-    if ctx.state is None:
-        return _render_job(job_id, ctx, hops)
-    if ctx.state.state == "draining" and ctx.celery is not None:
-        return _decline(ctx, job_id, hops)
-    ctx.state.job_started()
-    try:
-        _render_job(job_id, ctx, hops)
-    finally:
-        ctx.state.job_ended()
+    with job_context(job_id):  # every log line of the job carries its id
+        if ctx.state is None:
+            return _render_job(job_id, ctx, hops)
+        if ctx.state.state == "draining" and ctx.celery is not None:
+            return _decline(ctx, job_id, hops)
+        ctx.state.job_started()
+        try:
+            _render_job(job_id, ctx, hops)
+        finally:
+            ctx.state.job_ended()
 
 
 def _decline(ctx: RenderContext, job_id: str, hops: int) -> None:
@@ -151,6 +166,7 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
     if job is None:
         log.info("job %s is finished, cancelled, held by a live worker or unknown; skipping", job_id)
         return
+    render_metrics.job_picked(job)
     try:
         clear_marker(ctx.events.redis, job_id)
     except redis.RedisError:
@@ -184,7 +200,11 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
         _finish(ctx, job, "failed", delivery.captured, code="INTERNAL_ERROR", error_class="system",
                 message="The render failed on our side.")
     else:
-        if delivery.delivered < job.images_requested:
+        if delivery.flagged:
+            _finish(ctx, job, "failed", delivery.captured, code="OUTPUT_FLAGGED", error_class="user",
+                    message=f"{delivery.flagged} of {job.images_requested} images were withheld by the content "
+                            "check and not charged.")
+        elif delivery.delivered < job.images_requested:
             code = "NO_OUTPUT" if delivery.delivered == 0 else "PARTIAL_OUTPUT"
             _finish(ctx, job, "failed", delivery.captured, code=code, error_class="system",
                     message=f"ComfyUI produced {delivery.delivered} of {job.images_requested} images; "
@@ -328,7 +348,9 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
     """
     for index, ref in enumerate(refs[:job.images_requested]):
         data = ctx.comfyui.fetch_image(ref)
-        file = _store(ctx.storage, index, data)
+        if not _passes_check(ctx, job, index, data, delivery):
+            continue
+        file = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
         with ctx.db.transaction() as session:
             output = jobs.add_output(session, job, file)
         if output is None:
@@ -346,8 +368,55 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
                                          "width": output.width, "height": output.height})
 
 
-def _store(storage: Storage, index: int, data: bytes) -> jobs.OutputFile:
-    """Keep the original (as PNG) and a WebP thumbnail that fits in 512×512."""
+def _passes_check(ctx: RenderContext, job: RenderJob, index: int, data: bytes, delivery: Delivery) -> bool:
+    """Whether the output check lets this image through. A flagged image is neither stored nor
+    shown nor charged; it is logged, announced (``content.output_flagged`` on ``platform:events``)
+    and recorded in the safety audit log for moderators. A checker without an answer lets it through (fail open) or fails the job."""
+    if ctx.checker.name == "none":
+        return True
+    context = {"jobId": job.id, "userId": job.user_id, "index": index, "workflow": job.workflow,
+               "prompt": (job.params or {}).get("prompt")}
+    try:
+        verdict = ctx.checker.check(data, context)
+    except CheckerUnavailable as exc:
+        if ctx.config.image_checker_fail_closed:
+            log.error("job %s image %s: the output check gave no answer (%s); failing closed", job.id, index, exc)
+            raise JobFailed("The content check is unavailable, so the image was not delivered; nothing was "
+                            "charged for it. Try again later.", "OUTPUT_CHECK_UNAVAILABLE") from exc
+        log.warning("job %s image %s delivered unchecked: the output check gave no answer (%s); failing open",
+                    job.id, index, exc)
+        return True
+    if not verdict.flagged:
+        return True
+    delivery.flagged += 1
+    digest = hashlib.sha256(data).hexdigest()
+    log.warning("job %s image %s of user %s withheld: flagged by %s (categories %s, reason %r, sha256 %s)",
+                job.id, index, job.user_id, ctx.checker.name, ",".join(verdict.categories) or "-", verdict.reason,
+                digest)
+    try:
+        announce(ctx.events.redis, "content.output_flagged", userId=str(job.user_id), jobId=job.id,
+                 data=json.dumps({"index": index, "categories": list(verdict.categories), "reason": verdict.reason,
+                                  "checker": ctx.checker.name, "sha256": digest, "workflow": job.workflow}))
+    except redis.RedisError as exc:
+        log.error("content.output_flagged of job %s image %s not announced: %s", job.id, index, exc)
+    record_audit(ctx.events.redis, "output_flagged", "render.output", actor_id=job.user_id,
+                 category=verdict.categories[0] if verdict.categories else None, severity="block",
+                 subject=f"job:{job.id}", excerpt=(job.params or {}).get("prompt") or "",
+                 detail={"index": index, "categories": list(verdict.categories), "reason": verdict.reason,
+                         "checker": ctx.checker.name, "sha256": digest})
+    return False
+
+
+def _label(ctx: RenderContext, job: RenderJob, index: int) -> ImageLabel:
+    """The implicit label of one image. Its output id is chosen now (the same for every attempt)
+    and the time is the job's admission, so a repeated attempt writes identical files."""
+    output_id = uuid.uuid5(uuid.NAMESPACE_URL, f"aigc-output:{job.id}:{index}").hex
+    created = job.created_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ImageLabel(producer=ctx.labels.producer, produce_id=output_id, job_id=job.id, generated_at=created)
+
+
+def _store(storage: Storage, index: int, data: bytes, label: ImageLabel, secret: bytes) -> jobs.OutputFile:
+    """Keep the original (as PNG) and a WebP thumbnail that fits in 512×512, both labelled."""
     try:
         with Image.open(io.BytesIO(data)) as original:
             original.load()
@@ -357,16 +426,17 @@ def _store(storage: Storage, index: int, data: bytes) -> jobs.OutputFile:
                 original.save(buffer, format="PNG")
                 data = buffer.getvalue()
             thumbnail = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
+        data = label_png(data, label, secret)
     except (OSError, SyntaxError, ValueError) as exc:
         raise ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE") from exc
     thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    buffer = io.BytesIO()
-    thumbnail.save(buffer, format="WEBP", quality=80, method=2)  # method 2: half the encode time of the default
+    # method 2: half the encode time of the default
+    thumb_bytes = encode_derived(thumbnail, "WEBP", label, secret, quality=80, method=2)
     image_key = storage.put(content_key(data, "png", "images"), data)
-    thumb_bytes = buffer.getvalue()
     thumbnail_key = storage.put(content_key(thumb_bytes, "webp", "thumbs"), thumb_bytes)
     return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key, width=width,
-                           height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest())
+                           height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                           output_id=label.produce_id)
 
 
 def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str) -> bool:
@@ -385,10 +455,24 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, captured: set[int] 
     if not changed:
         log.info("job %s was already finished; not finishing it again", job.id)
         return False
+    render_metrics.job_finished(job, status, code)
     if ctx.state is not None:
         ctx.state.count(status)
     ctx.outbox.complete(job.id, captured or set())
+    _observe_timings(ctx, job.id)
     return True
+
+
+def _observe_timings(ctx: RenderContext, job_id: str) -> None:
+    """Render seconds and overhead, once the job is settled (else the reconciler settles it later,
+    unobserved: the histograms are a sample of the jobs that settled at once)."""
+    try:
+        with ctx.db.read() as session:
+            row = jobs.get_job(session, job_id)
+            if row is not None and row.settled_at is not None:
+                render_metrics.job_settled(row)
+    except Exception:  # metrics are for watching; the job's outcome stands
+        log.warning("timings of job %s not observed", job_id, exc_info=True)
 
 
 def _publish(ctx: RenderContext, job: RenderJob, event_type: str, data: dict[str, Any]) -> None:
@@ -431,6 +515,9 @@ class _Hooks:
         if (now - self.last_published < PROGRESS_INTERVAL_SECONDS and not final_step) or \
                 (percent == self.last_percent and not final_step):
             return
+        if self.last_percent < 0:  # the attempt's first progress: ComfyUI began sampling
+            with self.ctx.db.transaction() as session:
+                jobs.record_first_progress(session, self.job.id)
         self.last_published, self.last_percent, self.last_step = now, percent, (step, total)
         _publish(self.ctx, self.job, "job.progress", {"step": step, "totalSteps": total, "percent": percent})
         if now - self.last_stored >= PROGRESS_STORE_SECONDS:
@@ -440,8 +527,8 @@ class _Hooks:
 
     def preview(self, image: bytes) -> None:
         now = time.monotonic()
-        if now - self.last_preview < self.ctx.config.preview_interval:
-            return
+        if now - self.last_preview < self.ctx.config.preview_interval or self.ctx.checker.name != "none":
+            return  # with an output check, nothing of an image is shown before it passed
         self.last_preview = now
         try:
             with Image.open(io.BytesIO(image)) as frame:

@@ -30,12 +30,14 @@ from datetime import timedelta
 from shared.config import load_settings
 from shared.db import utcnow
 from shared.tasks import make_celery
+from shared.metrics import register_collector, serve_metrics
 from shared.web import configure_logging
 
 from services.render import jobs
 from services.render.catalog import read_live_catalogs
 from services.render.config import load_config
 from services.render.dispatch import clear_marker, message_marked, send_job
+from services.render.metrics import queue_collectors
 from services.render_worker.pipeline import RenderContext, build_context, fail_and_refund
 from services.render_worker.retention import sweep_if_due
 
@@ -185,6 +187,9 @@ def main() -> None:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    for collector in queue_collectors(ctx.db):
+        register_collector(collector)
+    serve_metrics("reconciler")
     log.info("render reconciler: a pass every %s s", config.reconcile_seconds)
     Reconciler(ctx).run(stop)
 

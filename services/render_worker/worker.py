@@ -14,15 +14,18 @@ own (``services.render_worker.reconciler``), so they are looked after with no wo
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import uuid
 from typing import Callable
 
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
 
 from shared.config import load_settings
+from shared.metrics import serve_metrics
 from shared.tasks import make_celery
+from shared.web import configure_logging
 
 from services.render.catalog import runnable_workflows
 from services.render_worker.drain import WorkerState
@@ -108,6 +111,21 @@ def start_worker_threads(sender, **_kwargs) -> None:
     publisher.start()
     _threads.append(publisher)
     log.info("render worker %s serving %s on %s", ctx.worker_id, queues, config.comfyui_url)
+
+
+@worker_ready.connect
+def serve_worker_metrics(sender, **_kwargs) -> None:
+    """``/metrics`` on ``METRICS_PORT``: jobs, durations and ComfyUI reachability of this worker."""
+    serve_metrics("render-worker")
+
+
+def _platform_logging(loglevel=None, **_kwargs) -> None:
+    """JSON log lines like every other process (with the job id), instead of Celery's own."""
+    configure_logging("render-worker", loglevel or settings.log_level)
+
+
+if os.environ.get("LOG_FORMAT") == "json":
+    setup_logging.connect(_platform_logging)
 
 
 @worker_shutting_down.connect

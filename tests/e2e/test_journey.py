@@ -109,7 +109,8 @@ def test_the_journey(platform: Platform):
         assert original.status_code == 200
         image = Image.open(io.BytesIO(original.content))
         assert (image.format, image.size) == ("PNG", (512, 512))
-    first, second = (requests.get(platform.url(o["imageUrl"]), timeout=10).content for o in job["outputs"])
+    first, second = (Image.open(io.BytesIO(requests.get(platform.url(o["imageUrl"]), timeout=10).content)).tobytes()
+                     for o in job["outputs"])
     assert first != second, "the two images of a batch must differ"
 
     saved = requests.post(platform.url("/api/works/save"), headers=_auth(token), timeout=10, json={
@@ -124,6 +125,13 @@ def test_the_journey(platform: Platform):
     thumbnail = requests.get(platform.url(listed["thumbnailUrl"]), timeout=10)
     assert thumbnail.status_code == 200
     assert Image.open(io.BytesIO(thumbnail.content)).format == "WEBP"
+    # The work's download carries the AI-content labels, and the verification endpoint knows it.
+    download = requests.get(platform.url(f"/api/works/{work['id']}/download"), timeout=10)
+    assert download.status_code == 200 and '"Label":"1"' in Image.open(io.BytesIO(download.content)).text["AIGC"]
+    verified = requests.post(platform.url("/api/works/verify-label"), files={"file": ("x.png", download.content)},
+                             timeout=10).json()["data"]["verification"]
+    assert verified["ours"] and verified["jobId"] == job_id and verified["work"]["id"] == work["id"]
+    assert verified["aigc"]["ProduceID"] == job["outputs"][0]["id"]
 
     bob = _register(platform, f"bob_{suffix}")
     detail = requests.get(platform.url(f"/api/works/{work['id']}"), headers=_auth(bob["accessToken"]), timeout=10)

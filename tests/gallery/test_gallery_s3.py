@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 import uuid
 
 import boto3
@@ -64,6 +65,8 @@ def test_s3_storage_operations(s3_env):
 def test_gallery_saves_and_serves_from_s3(s3_env, app, make_user, fake_gateway, monkeypatch):
     s3 = make_storage(load_settings(s3_env), s3_env)
     monkeypatch.setattr(app.extensions["gallery"].files, "storage", s3)
+    labels = app.extensions["gallery"].labels  # no visible label: the download is the stored bytes
+    monkeypatch.setattr(labels, "config", replace(labels.config, visible=False))
     alice = make_user()
     output_id = fake_gateway.add_output(alice.user_id, storage=s3)
     work = alice.post("/api/works/save", json={"outputId": output_id, "title": "s3"}).get_json()["data"]["work"]

@@ -6,15 +6,21 @@ import datetime as dt
 import uuid
 from typing import Iterator
 
+import json
+
 import jwt
 import pytest
+import websocket
 from flask import Flask, jsonify, request
 
+from shared.events import EventBus
 from shared.tokens import revoked_api_token_key
 from tests.conftest import RunningServer, serve
 from tests.gateway.conftest import build_app, close_app
 
 GOOD = "pat_good_token_of_the_stand_in"
+READ_ONLY = "pat_read_only_token_of_the_stand_in"
+SCOPES = {GOOD: ["generate"], READ_ONLY: ["works:read"]}
 
 
 class AuthStandIn:
@@ -32,17 +38,18 @@ class AuthStandIn:
         @app.post("/internal/tokens/exchange")
         def exchange():
             self.exchanges += 1
-            if request.get_json()["token"] != GOOD:
+            presented = request.get_json()["token"]
+            if presented not in SCOPES:
                 return jsonify({"success": False, "error": {"code": "TOKEN_INVALID", "message": "no",
                                                             "details": None}}), 401
             now = dt.datetime.now(dt.timezone.utc)
             expires = now + dt.timedelta(minutes=15)
             token = jwt.encode({"sub": str(self.user_id), "username": "bot", "role": "user", "type": "access",
-                                "jti": uuid.uuid4().hex, "iat": now, "exp": expires, "scopes": ["generate"],
+                                "jti": uuid.uuid4().hex, "iat": now, "exp": expires, "scopes": SCOPES[presented],
                                 "pat": self.token_id, "kind": "service"}, self.private_key, algorithm="RS256")
             return jsonify({"success": True, "data": {"accessToken": token, "expiresAt": int(expires.timestamp()),
                                                       "tokenId": self.token_id, "userId": self.user_id,
-                                                      "scopes": ["generate"]}})
+                                                      "scopes": SCOPES[presented]}})
 
         @app.route("/api/<path:path>", methods=["GET", "POST"])
         def echo(path: str):
@@ -96,3 +103,45 @@ def test_a_revoked_api_token_stops_at_once_despite_the_cache(gateway, stand_in):
 def test_an_unknown_api_token_gets_auths_answer(gateway, stand_in):
     answer = gateway.test_client().get("/api/jobs", headers={"Authorization": "Bearer pat_unknown"})
     assert answer.status_code == 401 and answer.get_json()["error"]["code"] == "TOKEN_INVALID"
+
+
+@pytest.fixture
+def socket_url(gateway) -> Iterator[str]:
+    server = serve(gateway)
+    yield f"ws://127.0.0.1:{server.server.server_port}/ws"
+    server.stop()
+
+
+def _first_frame_and_close(ws: websocket.WebSocket) -> tuple[dict, int]:
+    frame = json.loads(ws.recv())
+    opcode, payload = ws.recv_data(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    return frame, int.from_bytes(payload[:2], "big")
+
+
+@pytest.mark.parametrize("where", ["query", "header"])
+def test_an_integrator_receives_its_events_on_the_socket_with_its_api_token(gateway, stand_in, socket_url, where):
+    auth, _ = stand_in
+    if where == "query":
+        ws = websocket.create_connection(f"{socket_url}?token={GOOD}", timeout=5)
+    else:
+        ws = websocket.create_connection(socket_url, timeout=5, header=[f"Authorization: Bearer {GOOD}"])
+    try:
+        assert json.loads(ws.recv()) == {"type": "ready", "data": {"userId": auth.user_id}}
+        EventBus(gateway.extensions["redis"]).publish(auth.user_id, "credits.changed", {"available": 485, "held": 15})
+        assert json.loads(ws.recv())["data"] == {"available": 485, "held": 15}
+    finally:
+        ws.close()
+        ws.shutdown()
+
+
+@pytest.mark.parametrize("token,close_code,code", [("pat_unknown", 4401, "TOKEN_INVALID"),
+                                                   (READ_ONLY, 4403, "INSUFFICIENT_SCOPE")])
+def test_a_socket_refuses_an_unknown_or_unscoped_api_token(socket_url, token, close_code, code):
+    ws = websocket.create_connection(f"{socket_url}?token={token}", timeout=5)
+    try:
+        frame, closed_with = _first_frame_and_close(ws)
+    finally:
+        ws.close()
+        ws.shutdown()
+    assert frame["type"] == "error" and frame["data"]["code"] == code and closed_with == close_code

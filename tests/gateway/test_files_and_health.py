@@ -1,13 +1,16 @@
 """Media files, the web page, security headers, and the health and readiness probes."""
 from __future__ import annotations
 
+import io
 import json
 from urllib.parse import urlsplit
 
 import pytest
 from flask import Flask, jsonify
+from PIL import Image, ImageChops
 
 from services.render.catalog import catalog_key
+from shared.labels import ImageLabel, label_png, load_label_config, read_label
 from shared.storage import LocalStorage, content_key, make_storage
 from tests.conftest import serve
 from tests.gateway.conftest import build_app, close_app
@@ -35,6 +38,31 @@ def test_private_media_needs_its_signature(app, gateway_settings):
         with client.get(storage.signed_url(key)) as signed:
             assert signed.status_code == 200 and signed.data == data
             assert signed.headers["Cache-Control"].startswith("private, max-age=")
+
+
+def test_a_generated_image_downloads_with_its_labels(app, gateway_settings):
+    """``?download=1`` on a signed output URL: the visible label drawn, the implicit one kept."""
+    storage = make_storage(gateway_settings)
+    secret = load_label_config(gateway_settings).secret
+    picture = Image.new("RGB", (300, 200), (20, 90, 160))
+    buffer = io.BytesIO()
+    picture.save(buffer, "PNG")
+    data = label_png(buffer.getvalue(), ImageLabel("AIGC 创意工作流平台", "out-1", "job-1", "2026-12-04T10:00:00Z"),
+                     secret)
+    key = storage.put(content_key(data, "png", "images"), data)
+    with app.test_client() as client:
+        with client.get(storage.signed_url(key) + "&download=1") as download:
+            assert download.status_code == 200 and download.mimetype == "image/png"
+            assert download.headers["Content-Disposition"].startswith("attachment;")
+            found = read_label(download.data, secret)
+            assert found.authentic and found.produce_id == "out-1" and found.job_id == "job-1"
+            with Image.open(io.BytesIO(download.data)) as labelled:
+                changed = ImageChops.difference(labelled.convert("RGB"), picture).getbbox()
+            assert changed is not None and changed[1] > 100  # drawn in the lower half
+        with client.get(f"/media/{key}?download=1") as unsigned:
+            assert unsigned.status_code == 404  # the signature is still needed
+        with client.get(storage.signed_url(key)) as shown:
+            assert shown.data == data  # what the page shows is the stored file
 
 
 @pytest.mark.parametrize(("exp", "sig"), [("%C2%B2", "0"), ("%D9%A3", "0"), ("123", "%C3%A9"), ("9" * 13, "0")])

@@ -143,6 +143,16 @@ def test_password_reset_mail_is_limited_per_address(limited):
     assert_limited(client.post("/api/users/password/forgot", json=body), "1/hour", "password-forgot:ip")
 
 
+def test_label_verification_is_limited_per_address(limited):
+    client = limited(RATE_LIMIT_LABEL_VERIFY="1/hour")
+    upload = {"data": b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\r\nx\r\n--b--\r\n",
+              "content_type": "multipart/form-data; boundary=b"}
+    assert client.post("/api/works/verify-label", headers={"X-Forwarded-For": "203.0.113.7"}, **upload).status_code != 429
+    assert_limited(client.post("/api/works/verify-label", headers={"X-Forwarded-For": "203.0.113.7"}, **upload),
+                   "1/hour", "label-verify:ip")
+    assert client.post("/api/works/verify-label", headers={"X-Forwarded-For": "203.0.113.8"}, **upload).status_code != 429
+
+
 def test_generation_is_limited_per_user(limited, issue_token, unique):
     client = limited(RATE_LIMIT_GENERATE="2/minute")
     first = {"Authorization": f"Bearer {issue_token(1, f'a_{unique}')}"}

@@ -295,3 +295,20 @@ def test_one_redis_subscriber_per_process_serves_every_socket(app, connect, issu
 
     bus.publish(base, "credits.changed", {"available": 5, "held": 0})
     assert receive(sockets[0])["data"] == receive(sockets[5])["data"] == {"available": 5, "held": 0}
+
+
+def test_open_sockets_are_counted_for_metrics(connect, issue_token, unique):
+    from prometheus_client import REGISTRY
+
+    def open_sockets() -> float:
+        return REGISTRY.get_sample_value("gateway_open_websockets")
+
+    before = open_sockets()
+    ws = connect(f"?token={issue_token(1, f'gauge_{unique}')}")
+    assert receive(ws)["type"] == "ready"
+    assert open_sockets() == before + 1
+    ws.close()
+    deadline = time.monotonic() + 10
+    while open_sockets() != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open_sockets() == before

@@ -129,6 +129,16 @@ def test_limits_key_rotation_and_top_ups(world: World):
     rotated = world.call("integrations", "POST", f"/api/admin/service-accounts/{user_id}/key", admin).json["data"]
     assert rotated["credentials"]["keyId"] != old["keyId"] and rotated["credentials"]["secret"] != old["secret"]
     assert rotated["credentials"]["requestQueue"] == old["requestQueue"]
+    key_path = f"/api/admin/service-accounts/{user_id}/key"
+    graced = world.call("integrations", "POST", key_path, admin, json={"graceSeconds": 3600}).json["data"]
+    shown = world.call("integrations", "GET", f"/api/admin/service-accounts/{user_id}", admin).json["data"]
+    assert shown["serviceAccount"]["keyId"] == graced["credentials"]["keyId"]
+    assert shown["serviceAccount"]["previousKey"]["keyId"] == rotated["credentials"]["keyId"]
+    abrupt = world.call("integrations", "POST", key_path, admin, json={}).json["data"]
+    shown = world.call("integrations", "GET", f"/api/admin/service-accounts/{user_id}", admin).json["data"]
+    assert shown["serviceAccount"]["keyId"] == abrupt["credentials"]["keyId"] and shown["serviceAccount"]["previousKey"] is None
+    too_long = world.call("integrations", "POST", key_path, admin, json={"graceSeconds": 8 * 86400})
+    assert too_long.status_code == 422 and "graceSeconds" in too_long.json["error"]["details"]
 
     path = f"/api/admin/service-accounts/{user_id}/budget"
     granted = world.call("integrations", "POST", path, admin, json={"amount": 50, "reason": "June", "idempotencyKey": "june"})

@@ -4,15 +4,20 @@ the webhook URL guard."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
+from flask import Flask, request
 from aigc_queue_client import sign, verify_webhook
 from jsonschema import Draft202012Validator
 
+from services.integrations.bridge import Account, accepted_keys
 from services.integrations.contract import (SCHEMAS, DeadLetter, QueueNames, Rejection, Request, read_request,
                                             rejection_reply, reply, schema, schema_errors)
 from services.integrations.signing import QUEUE_KEY, WEBHOOK_KEY, SigningKeys, verify_body, webhook_signature
-from services.integrations.ssrf import UrlRefused, check_url
+from services.integrations.ssrf import UrlRefused, check_url, public_only_session
+from tests.conftest import serve
 
 NAMES = QueueNames("queue-api")
 KEYS = SigningKeys(b"x" * 32)
@@ -24,7 +29,7 @@ GOOD = {"version": 1, "requestId": "r-1", "workflow": "text2img", "params": {"pr
 def read(document=GOOD, *, body: bytes | None = None, headers: dict | None = None, max_bytes: int = 65536):
     body = json.dumps(document).encode() if body is None else body
     headers = {"x-key-id": KEY_ID, "x-signature": sign(SECRET, body)} if headers is None else headers
-    return read_request(body, headers, "banners", KEY_ID, SECRET, NAMES, max_bytes)
+    return read_request(body, headers, "banners", {KEY_ID: SECRET}, NAMES, max_bytes)
 
 
 def test_every_published_schema_is_a_valid_json_schema():
@@ -126,3 +131,43 @@ def test_webhooks_may_not_target_private_addresses(url):
 def test_public_addresses_and_allowed_private_ones_pass():
     check_url("https://93.184.216.34/hooks/render", allow_private=False)
     check_url("http://127.0.0.1:9000/hook", allow_private=True)
+
+
+def test_a_delivery_connection_refuses_a_private_address_even_when_dns_passed_the_check():
+    """DNS rebinding: the name checked public, then resolves to 127.0.0.1 when the delivery
+    connects. The connection itself refuses the peer before anything is sent."""
+    received: list[bytes] = []
+    app = Flask("receiver")
+
+    @app.post("/hook")
+    def hook():
+        received.append(request.get_data())
+        return "", 204
+
+    running = serve(app)
+    try:
+        with pytest.raises(requests.ConnectionError, match="not a public address"):
+            public_only_session(allow_private=False).post(f"{running.url}/hook", data=b"secret", timeout=5)
+        assert received == []
+        allowed = public_only_session(allow_private=True).post(f"{running.url}/hook", data=b"ok", timeout=5)
+        assert allowed.status_code == 204 and received == [b"ok"]
+    finally:
+        running.stop()
+
+
+def test_a_rotated_key_is_accepted_until_its_grace_period_ends():
+    new_key = KEYS.new_key_id(QUEUE_KEY)
+    expires = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
+    account = Account(1, "banners", {new_key: KEYS.secret(new_key), KEY_ID: SECRET}, KEY_ID, expires, 8, None, 3600)
+    body = json.dumps(GOOD).encode()
+    old_headers = {"x-key-id": KEY_ID, "x-signature": sign(SECRET, body)}
+    new_headers = {"x-key-id": new_key, "x-signature": sign(KEYS.secret(new_key), body)}
+    during = accepted_keys(account, now=expires - timedelta(seconds=1))
+    after = accepted_keys(account, now=expires)
+    assert isinstance(read_request(body, old_headers, "banners", during, NAMES, 65536), Request)
+    assert isinstance(read_request(body, new_headers, "banners", during, NAMES, 65536), Request)
+    refused = read_request(body, old_headers, "banners", after, NAMES, 65536)
+    assert isinstance(refused, DeadLetter) and refused.reason == "UNKNOWN_KEY"
+    assert isinstance(read_request(body, new_headers, "banners", after, NAMES, 65536), Request)
+    forged = {"x-key-id": KEY_ID, "x-signature": sign(KEYS.secret(new_key), body)}  # the new secret, the old id
+    assert read_request(body, forged, "banners", during, NAMES, 65536).reason == "BAD_SIGNATURE"

@@ -43,6 +43,8 @@ def test_admins_see_every_users_jobs(app, user, issue_token, live_worker):
     assert listed.status_code == 200
     mine = [item for item in listed.json["data"]["items"] if item["id"] == job_id]
     assert mine and mine[0]["userId"] == user_id and listed.json["data"]["total"] >= 1
+    timings = mine[0]["timings"]  # the timing breakdown: only queued so far
+    assert timings["queuedAt"] and not any(timings[step] for step in ("pickedAt", "submittedAt", "settledAt"))
     assert app.test_client().get("/api/admin/jobs", headers=headers).status_code == 403
 
 

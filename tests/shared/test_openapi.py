@@ -17,6 +17,7 @@ from services.credits.app import create_app as create_credits_app
 from services.gallery.app import create_app as create_gallery_app
 from services.gateway.app import create_app as create_gateway_app
 from services.integrations.app import create_app as create_integrations_app
+from services.safety.app import create_app as create_safety_app
 from services.gateway.config import load_config as load_gateway_config
 from services.gateway.proxy import ROUTES
 from shared.config import load_settings
@@ -27,7 +28,7 @@ from shared.web import init_service_app
 from tests.conftest import TEST_SERVICE_TOKEN
 
 SERVICE_HEADERS = {"X-Service-Token": TEST_SERVICE_TOKEN}
-SERVICES = ("auth", "credits", "gallery", "integrations")
+SERVICES = ("auth", "credits", "gallery", "integrations", "safety")
 
 
 class ThingSchema(Schema):
@@ -132,7 +133,8 @@ def env(tmp_path_factory, redis_url, keys_dir) -> dict[str, str]:
 def service_apps(env) -> Iterator[dict[str, Flask]]:
     settings = load_settings(env)
     apps = {"auth": create_auth_app(settings, load_auth_config(settings, env)), "credits": create_credits_app(settings),
-            "gallery": create_gallery_app(settings), "integrations": create_integrations_app(settings)}
+            "gallery": create_gallery_app(settings), "integrations": create_integrations_app(settings),
+            "safety": create_safety_app(settings)}
     yield apps
     for app in apps.values():
         db = app.extensions.get("db") or app.extensions["gallery"].db
@@ -157,7 +159,7 @@ def gateway(env, service_apps, unique) -> Iterator[tuple[Flask, dict[str, Served
     served = {name: Served(app) for name, app in service_apps.items()}
     gateway_env = {**env, "AUTH_URL": served["auth"].url, "CREDITS_URL": served["credits"].url,
                    "GALLERY_URL": served["gallery"].url, "INTEGRATIONS_URL": served["integrations"].url,
-                   "RATE_LIMIT_NAMESPACE": f"ratelimit-openapi-{unique}"}
+                   "SAFETY_URL": served["safety"].url, "RATE_LIMIT_NAMESPACE": f"ratelimit-openapi-{unique}"}
     app = create_gateway_app(settings := load_settings(gateway_env), load_gateway_config(settings, gateway_env))
     yield app, served
     app.extensions["gateway_openapi"].services.close()

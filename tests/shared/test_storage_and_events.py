@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from shared.events import PLATFORM_STREAM, EventBus, GroupConsumer, announce, redis_client
+from shared.events import PLATFORM_STREAM, EventBus, GroupConsumer, RetryLater, announce, redis_client
 from shared.storage import LocalStorage, content_key
 
 
@@ -150,3 +150,31 @@ def test_a_group_consumer_acks_only_what_it_handled(redis_url, unique):
     stop.set()
     runner.join(timeout=10)
     assert not runner.is_alive() and seen[-1] == "5"
+
+
+def test_an_entry_that_must_wait_is_handled_again_by_the_running_consumer(redis_url, unique, caplog):
+    """``RetryLater`` (a job still running, say) leaves the entry pending without an error log;
+    the consumer handles it again on its next pass."""
+    client, stream = redis_client(redis_url), f"test:stream:{unique}"
+    attempts: list[str] = []
+    done = threading.Event()
+
+    def handle(fields):
+        attempts.append(fields["n"])
+        if len(attempts) < 3:
+            raise RetryLater("the user's job is still running")
+        done.set()
+
+    consumer = GroupConsumer(client, "g", "patient", handle, stream)
+    consumer.ensure_group()
+    client.xadd(stream, {"n": "1"})
+    stop = threading.Event()
+    runner = threading.Thread(target=consumer.run, args=(stop, 0.05), daemon=True)
+    runner.start()
+    try:
+        assert done.wait(30), attempts
+    finally:
+        stop.set()
+        runner.join(30)
+    assert attempts == ["1", "1", "1"] and client.xpending(stream, "g")["pending"] == 0
+    assert not [record for record in caplog.records if record.levelname == "ERROR"]

@@ -41,7 +41,7 @@ async function readEnvelope(response) {
  * session: { access(): string|null, refresh(): string|null, update(data), clear() }
  * onLogout(): called once the session is gone (refresh failed or impossible).
  */
-export function createHttp({ baseUrl = '', fetchImpl = (...a) => fetch(...a), session, onLogout = () => {} }) {
+export function createHttp({ baseUrl = '', fetchImpl = (...a) => fetch(...a), session, onLogout = () => {}, language = () => null }) {
   let refreshing = null
 
   async function refreshOnce() {
@@ -66,6 +66,8 @@ export function createHttp({ baseUrl = '', fetchImpl = (...a) => fetch(...a), se
   async function send(method, path, options = {}) {
     const { body, query, headers = {}, auth = true, retry = true, form, blob = false, signal } = options
     const init = { method, headers: { Accept: 'application/json', ...headers }, signal }
+    const lang = language()
+    if (lang) init.headers['Accept-Language'] = lang // localised refusals (CONTENT_REJECTED names a category)
     if (form) {
       init.body = form
     } else if (body !== undefined) {

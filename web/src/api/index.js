@@ -1,12 +1,14 @@
 /** Every call the client makes, named after what it does. */
 import { createHttp } from './http'
 import { session } from './session'
+import { currentLocale } from '@/i18n'
 
 const logoutHandlers = new Set()
 export const onSessionLost = (fn) => logoutHandlers.add(fn)
 
 export const http = createHttp({
   session,
+  language: currentLocale,
   onLogout: (error) => logoutHandlers.forEach((fn) => fn(error)),
 })
 
@@ -131,6 +133,17 @@ export const adminApi = {
   rotateServiceAccountKey: (id) => http.post(`/api/admin/service-accounts/${id}/key`, {}),
   grantBudget: (id, amount, reason, idempotencyKey) => http.post(`/api/admin/service-accounts/${id}/budget`, { amount, reason, idempotencyKey }),
   deadLetters: (query) => http.get('/api/admin/queue-api/dead-letters', { query }),
+  reviewQueue: (query) => http.get('/api/admin/works/review', { query }),
+  decideReview: (ids, action, reason) => http.post('/api/admin/works/review', { ids, action, reason }),
+  safetyCategories: () => http.get('/api/admin/safety/categories'),
+  safetyTerms: (query) => http.get('/api/admin/safety/terms', { query }),
+  addSafetyTerm: (body) => http.post('/api/admin/safety/terms', body),
+  importSafetyTerms: (items) => http.post('/api/admin/safety/terms/bulk', { items }),
+  updateSafetyTerm: (id, body) => http.put(`/api/admin/safety/terms/${id}`, body),
+  deleteSafetyTerm: (id) => http.del(`/api/admin/safety/terms/${id}`),
+  checkSafetyText: (text) => http.post('/api/admin/safety/check', { text }),
+  safetyAudit: (query) => http.get('/api/admin/safety/audit', { query }),
+  safetyAuditCsv: (query) => http.blob('/api/admin/safety/audit/export', { query }),
 }
 
 /** API tokens and webhooks of the signed-in user (or, for an admin, of a service account: ``userId``). */

@@ -9,6 +9,7 @@ const JOB_KINDS = {
   PROMPT_LOST: 'busy', INTERNAL_ERROR: 'busy', OUTPUT_MISSING: 'busy', OUTPUT_UNREADABLE: 'busy', GALLERY_UNAVAILABLE: 'busy',
   EXECUTION_ERROR: 'execution', PROMPT_REJECTED: 'rejected', DEADLINE_EXCEEDED: 'timeout', PARTIAL_OUTPUT: 'partial',
   NO_OUTPUT: 'noOutput', INTERRUPTED: 'interrupted', INTERRUPT_TIMEOUT: 'interrupted', SOURCE_NOT_FOUND: 'source',
+  OUTPUT_FLAGGED: 'flagged', OUTPUT_CHECK_UNAVAILABLE: 'checkUnavailable',
 }
 
 const OUT_OF_MEMORY = /out of memory|OOM\b|CUDA error/i

@@ -114,3 +114,25 @@ export function estimateRemaining(job) {
   if (dp <= 0 || dt <= 0) return null
   return Math.max(0, Math.round(((100 - last.percent) * dt) / dp))
 }
+
+/** The steps of a job's timing breakdown (the admin job view), in order: queued → picked →
+ * submitted → first progress → last image → finished → settled. Each step carries its time
+ * and the seconds since the step before it that happened (null when it did not happen). */
+export const TIMING_STEPS = ['queuedAt', 'pickedAt', 'submittedAt', 'firstProgressAt', 'lastImageAt', 'finishedAt', 'settledAt']
+
+export function timingSteps(timings) {
+  let previous = null
+  return TIMING_STEPS.map((key) => {
+    const at = timings?.[key] || null
+    const ms = at ? Date.parse(at) : null
+    const seconds = ms !== null && previous !== null ? Math.max(0, (ms - previous) / 1000) : null
+    if (ms !== null) previous = ms
+    return { key, at, seconds }
+  })
+}
+
+/** The "download original" address of an output: the gateway draws the visible AI-content label on it. */
+export function labelledDownloadUrl(imageUrl) {
+  if (!imageUrl) return imageUrl
+  return imageUrl + (imageUrl.includes('?') ? '&' : '?') + 'download=1'
+}

@@ -27,6 +27,13 @@ describe('http wrapper', () => {
     expect(init.headers.Authorization).toBe('Bearer A1')
   })
 
+  it('sends the interface language, so refusals come back in it', async () => {
+    const fetchImpl = vi.fn(async () => json(200, { success: true, data: {} }))
+    const http = createHttp({ fetchImpl, session: memorySession(), language: () => 'en' })
+    await http.post('/api/generate', {})
+    expect(fetchImpl.mock.calls[0][1].headers['Accept-Language']).toBe('en')
+  })
+
   it('throws an ApiError with the code, message, details and status', async () => {
     const fetchImpl = async () => json(402, { success: false, error: { code: 'INSUFFICIENT_CREDITS', message: 'Short', details: { shortfall: 15 } } })
     const http = createHttp({ fetchImpl, session: memorySession() })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { applyJobEvent, emptyJob, estimateRemaining, jobFromApi } from '../../src/lib/jobs.js'
+import { applyJobEvent, emptyJob, estimateRemaining, jobFromApi, labelledDownloadUrl, TIMING_STEPS, timingSteps } from '../../src/lib/jobs.js'
 import { dailySpending, spentBy } from '../../src/lib/credits.js'
 
 describe('job events', () => {
@@ -57,5 +57,30 @@ describe('credit spending', () => {
       { type: 'capture', heldChange: -15, createdAt: '2024-01-01T00:00:00Z' },
     ], 3, now, 'UTC')
     expect(data).toEqual([{ day: '2024-03-03', spent: 0 }, { day: '2024-03-04', spent: 15 }, { day: '2024-03-05', spent: 30 }])
+  })
+})
+
+describe('timing breakdown', () => {
+  it('gives each step the seconds since the step before that happened', () => {
+    const steps = timingSteps({ queuedAt: '2026-01-01T00:00:00.000Z', pickedAt: '2026-01-01T00:00:02.500Z',
+      submittedAt: '2026-01-01T00:00:03.000Z', firstProgressAt: null, lastImageAt: '2026-01-01T00:00:13.000Z',
+      finishedAt: '2026-01-01T00:00:13.200Z', settledAt: '2026-01-01T00:00:13.500Z' })
+    expect(steps.map((s) => s.key)).toEqual(TIMING_STEPS)
+    expect(steps[0].seconds).toBeNull()
+    expect(steps[1].seconds).toBe(2.5)
+    expect(steps[3]).toMatchObject({ at: null, seconds: null })
+    expect(steps[4].seconds).toBe(10)
+    expect(steps[6].seconds).toBeCloseTo(0.3)
+  })
+  it('shows nothing for a job without timings', () => {
+    expect(timingSteps(undefined).every((s) => s.at === null && s.seconds === null)).toBe(true)
+  })
+})
+
+describe('labelledDownloadUrl', () => {
+  it('asks the gateway for the labelled download, keeping the signature', () => {
+    expect(labelledDownloadUrl('/media/images/ab/cd/x.png?exp=1&sig=2')).toBe('/media/images/ab/cd/x.png?exp=1&sig=2&download=1')
+    expect(labelledDownloadUrl('/media/works/images/ab/cd/x.png')).toBe('/media/works/images/ab/cd/x.png?download=1')
+    expect(labelledDownloadUrl(undefined)).toBe(undefined)
   })
 })

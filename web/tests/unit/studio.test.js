@@ -93,6 +93,8 @@ describe('error copy', () => {
     expect(jobErrorKind({ code: 'EXECUTION_ERROR', message: 'CUDA out of memory (node KSampler)' })).toBe('oom')
     expect(jobErrorKind({ code: 'EXECUTION_ERROR', message: 'bad tensor' })).toBe('execution')
     expect(jobErrorKind({ code: 'COMFYUI_UNAVAILABLE', message: '' })).toBe('busy')
+    expect(jobErrorKind({ code: 'OUTPUT_FLAGGED', message: '1 of 1 images were withheld' })).toBe('flagged')
+    expect(jobErrorKind({ code: 'OUTPUT_CHECK_UNAVAILABLE' })).toBe('checkUnavailable')
     expect(jobErrorKind({ code: 'SOMETHING_NEW' })).toBe('unknown')
   })
   it('never shows an internal address', () => {

@@ -1,0 +1,178 @@
+"""The output check (``CONTENT_IMAGE_CHECKER``) in a real render: an operator's moderation service
+over HTTP (a stand-in Flask app) and the shipped test checker. A flagged image is not stored, not
+shown, not charged and is announced for moderators; a checker that times out lets the image
+through when failing open and fails the job, refunded, when failing closed. Every image that is
+delivered carries the implicit label."""
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+from flask import Flask, jsonify, request
+from PIL import Image
+
+from services.render_worker.pipeline import build_context, render_job
+from services.safety.client import AUDIT_STREAM
+from shared.events import PLATFORM_STREAM
+from shared.labels import read_label
+
+from tests.conftest import serve
+from tests.render_worker.helpers import admit, job_state, ledger
+
+
+class Moderation:
+    """The operator's moderation service: flags the indexes in ``flag``; sleeps ``delay`` seconds first."""
+
+    def __init__(self) -> None:
+        self.flag: set[int] = set()
+        self.delay = 0.0
+        self.seen: list[dict] = []
+        self.release = threading.Event()
+        app = Flask("moderation")
+
+        @app.post("/check")
+        def check():
+            self.seen.append({"type": request.content_type, "job": request.headers.get("X-Job-Id"),
+                              "index": int(request.headers["X-Output-Index"]),
+                              "auth": request.headers.get("Authorization"), "body": request.get_data()})
+            if self.delay:
+                self.release.wait(self.delay)
+            flagged = int(request.headers["X-Output-Index"]) in self.flag
+            return jsonify({"flagged": flagged, "categories": ["violence"] if flagged else [], "reason": "test"})
+
+        self.running = serve(app)
+        self.url = self.running.url + "/check"
+
+
+@pytest.fixture
+def moderation():
+    service = Moderation()
+    yield service
+    service.release.set()
+    service.running.stop()
+
+
+@pytest.fixture
+def checked(render_settings, render_config):
+    """A worker context with the given checker settings."""
+    made = []
+
+    def _make(**checker) -> object:
+        config = replace(render_config, comfyui_retry_seconds=1.0, **checker)
+        context = build_context(render_settings, config, "render@checked")
+        made.append(context)
+        return context
+
+    yield _make
+    for context in made:
+        context.comfyui.close()
+        context.credits.close()
+        context.db.dispose()
+
+
+def _announcements(ctx, job_id: str) -> list[dict]:
+    return [fields for _, fields in ctx.events.redis.xrange(PLATFORM_STREAM)
+            if fields.get("type") == "content.output_flagged" and fields.get("jobId") == job_id]
+
+
+def _images_in_storage(ctx) -> set[str]:
+    return {str(path) for path in (ctx.storage.root / "images").rglob("*.png")}
+
+
+def test_a_flagged_image_is_withheld_not_charged_and_announced(checked, moderation, user_id, channel):
+    ctx = checked(image_checker=moderation.url, image_checker_token="s3cret")
+    moderation.flag = {0}
+    before = _images_in_storage(ctx)
+    job_id = admit(ctx, user_id)
+
+    render_job(job_id, ctx)
+
+    job, outputs = job_state(ctx, job_id)
+    assert job.status == "failed" and job.error_code == "OUTPUT_FLAGGED" and job.error_class == "user"
+    assert "withheld by the content check" in job.error_message and job.images_delivered == 0
+    assert outputs == [] and _images_in_storage(ctx) == before  # nothing stored for the user
+    assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
+    assert [row[0] for row in ledger(ctx, user_id)] == ["signup_bonus", "hold", "release"]
+    events = [event for event in channel() if event["data"].get("jobId") == job_id]
+    assert "job.image" not in [event["type"] for event in events]
+    assert "job.preview" not in [event["type"] for event in events]  # nothing shown before the check
+    assert events[-1]["type"] == "job.failed" and events[-1]["data"]["errorCode"] == "OUTPUT_FLAGGED"
+    assert events[-1]["data"]["refunded"] == 15 and events[-1]["data"]["charged"] == 0
+    [announced] = _announcements(ctx, job_id)
+    data = json.loads(announced["data"])
+    assert announced["userId"] == str(user_id) and data["index"] == 0 and data["categories"] == ["violence"]
+    assert data["checker"] == moderation.url and len(data["sha256"]) == 64
+    [audit] = [json.loads(fields["event"]) for _, fields in ctx.events.redis.xrange(AUDIT_STREAM)
+               if json.loads(fields["event"])["subject"] == f"job:{job_id}"]
+    assert audit["action"] == "output_flagged" and audit["category"] == "violence" and audit["actorId"] == user_id
+    assert audit["detail"]["sha256"] == data["sha256"], "the moderators' audit log has it too"
+    [seen] = moderation.seen
+    assert seen["job"] == job_id and seen["index"] == 0 and seen["auth"] == "Bearer s3cret"
+    assert seen["type"] == "image/png" and Image.open(io.BytesIO(seen["body"])).format == "PNG"
+
+
+def test_only_the_flagged_image_of_a_batch_is_withheld(checked, moderation, user_id):
+    ctx = checked(image_checker=moderation.url)
+    moderation.flag = {1}
+    job_id = admit(ctx, user_id, batchSize=2)
+
+    render_job(job_id, ctx)
+
+    job, outputs = job_state(ctx, job_id)
+    assert job.status == "failed" and job.error_code == "OUTPUT_FLAGGED" and job.images_delivered == 1
+    assert [output.index for output in outputs] == [0]
+    assert ctx.credits.open_account(user_id) == {"available": 485, "held": 0}
+    for key, source in ((outputs[0].image_key, "png-text"), (outputs[0].thumbnail_key, "xmp")):
+        label = read_label(ctx.storage.read(key), ctx.labels.secret)
+        assert label.authentic and label.source == source
+        assert label.produce_id == outputs[0].id and label.job_id == job_id
+
+
+@pytest.mark.parametrize("fail_closed", [False, True], ids=["fail-open", "fail-closed"])
+def test_a_checker_that_times_out(checked, moderation, user_id, fail_closed):
+    ctx = checked(image_checker=moderation.url, image_checker_timeout=0.3, image_checker_fail_closed=fail_closed)
+    moderation.delay, moderation.flag = 30.0, {0}  # it would flag, but answers far too late
+    job_id = admit(ctx, user_id)
+
+    started = time.monotonic()
+    render_job(job_id, ctx)
+    assert time.monotonic() - started < 25  # the worker did not wait for the checker's answer
+
+    job, outputs = job_state(ctx, job_id)
+    if fail_closed:
+        assert job.status == "failed" and job.error_code == "OUTPUT_CHECK_UNAVAILABLE" and outputs == []
+        assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
+        assert [row[0] for row in ledger(ctx, user_id)] == ["signup_bonus", "hold", "release"]
+    else:
+        assert job.status == "succeeded" and len(outputs) == 1
+        assert ctx.credits.open_account(user_id) == {"available": 485, "held": 0}
+    assert _announcements(ctx, job_id) == []
+
+
+def test_an_unreachable_checker_under_both_fail_modes(checked, user_id):
+    for fail_closed, status in ((False, "succeeded"), (True, "failed")):
+        ctx = checked(image_checker="http://127.0.0.1:9/check", image_checker_fail_closed=fail_closed)
+        job_id = admit(ctx, user_id)
+        render_job(job_id, ctx)
+        assert job_state(ctx, job_id)[0].status == status
+
+
+def test_the_shipped_test_checker_flags_a_marked_prompt(checked, user_id):
+    ctx = checked(image_checker="services.render_worker.checkers:demo_checker")
+    flagged, clean = admit(ctx, user_id, prompt="a lighthouse [flag-test]"), admit(ctx, user_id)
+    render_job(flagged, ctx)
+    render_job(clean, ctx)
+    assert job_state(ctx, flagged)[0].error_code == "OUTPUT_FLAGGED" and job_state(ctx, flagged)[1] == []
+    assert job_state(ctx, clean)[0].status == "succeeded"
+    assert ctx.credits.open_account(user_id) == {"available": 485, "held": 0}
+
+
+def test_a_checker_setting_that_names_nothing_stops_the_worker(render_settings, render_config):
+    from shared.config import ConfigError
+    for spec in ("services.render_worker.checkers:nothing_here", "no_such_module_x:check", "just-a-word"):
+        with pytest.raises(ConfigError):
+            build_context(render_settings, replace(render_config, image_checker=spec), "render@bad")
