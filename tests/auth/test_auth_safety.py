@@ -2,13 +2,11 @@
 with 422 CONTENT_REJECTED (nothing saved); a ``review`` match is saved and recorded."""
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from services.safety.app import create_app as create_safety_app
 from shared.config import load_settings
-from shared.tokens import Claims
+from tests.safety_fixtures import add_term, audit_rows
 
 
 @pytest.fixture
@@ -20,21 +18,14 @@ def safety(auth_env):
 
 @pytest.fixture
 def listed(safety, auth_app):
+    """Add a made-up term (unique to the test) to the list; returns it."""
     auth_app.extensions["auth"].content_filter.refresh_seconds = 0
-    admin = Claims(user_id=1, username="moderator", role="admin", token_id="t")
 
     def _add(severity: str, category: str = "abuse") -> str:
-        code = uuid.uuid4().int
-        text = chr(0x4E00 + code % 20000) + chr(0x4E00 + (code >> 20) % 20000) + f"a{code % 10**6}"
-        safety.extensions["safety_terms"].create(admin, {"text": text, "kind": "term", "category": category,
-                                                        "severity": severity, "note": ""})
-        return text
+        return add_term(safety, severity, category, "a")
 
     return _add
 
-
-def audit_rows(safety, **query):
-    return safety.extensions["safety_audit"].search({"page": 1, "page_size": 50, **query})["items"]
 
 
 @pytest.mark.parametrize("field", ["displayName", "bio"])

@@ -3,7 +3,6 @@ moderator, the public listing, unsigned media, the edge cache's generation), the
 queue with approve and reject (bulk), refusals of blocked text, and an audit row per decision."""
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 
 import pytest
@@ -12,7 +11,7 @@ from services.gallery.app import create_app
 from services.gallery.config import load_config
 from services.gateway.client import generation_key
 from services.safety.app import create_app as create_safety_app
-from shared.tokens import Claims
+from tests.safety_fixtures import add_term, audit_rows
 from tests.gallery.conftest import close_app
 
 
@@ -38,20 +37,13 @@ def safety(settings):
 
 @pytest.fixture
 def listed(safety):
-    admin = Claims(user_id=1, username="moderator", role="admin", token_id="t")
+    """Add a made-up term (unique to the test) to the list; returns it."""
 
     def _add(severity: str, category: str = "ads") -> str:
-        code = uuid.uuid4().int
-        text = chr(0x4E00 + code % 20000) + chr(0x4E00 + (code >> 20) % 20000) + f"r{code % 10**6}"
-        safety.extensions["safety_terms"].create(admin, {"text": text, "kind": "term", "category": category,
-                                                        "severity": severity, "note": ""})
-        return text
+        return add_term(safety, severity, category, "r")
 
     return _add
 
-
-def audit_rows(safety, **query):
-    return safety.extensions["safety_audit"].search({"page": 1, "page_size": 50, **query})["items"]
 
 
 def visibility(work_id: int, author, other, anonymous, moderator) -> dict[str, int]:

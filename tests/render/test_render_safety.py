@@ -2,12 +2,11 @@
 anything is held or queued; a prompt matching a ``review`` entry is admitted and flagged."""
 from __future__ import annotations
 
-import uuid
 
 import pytest
 
 from services.safety.app import create_app as create_safety_app
-from shared.tokens import Claims
+from tests.safety_fixtures import add_term, audit_rows
 from tests.render_fixtures import BODY, balance
 
 
@@ -21,20 +20,12 @@ def safety(render_settings):
 @pytest.fixture
 def listed(safety):
     """Add a made-up term (unique to the test) to the list; returns it."""
-    admin = Claims(user_id=1, username="moderator", role="admin", token_id="t")
 
     def _add(severity: str, category: str) -> str:
-        code = uuid.uuid4().int
-        text = chr(0x4E00 + code % 20000) + chr(0x4E00 + (code >> 20) % 20000) + f"q{code % 10**6}"
-        safety.extensions["safety_terms"].create(admin, {"text": text, "kind": "term", "category": category,
-                                                        "severity": severity, "note": ""})
-        return text
+        return add_term(safety, severity, category, "q")
 
     return _add
 
-
-def audit_rows(safety, **query):
-    return safety.extensions["safety_audit"].search({"page": 1, "page_size": 50, **query})["items"]
 
 
 @pytest.mark.parametrize("field", ["prompt", "negativePrompt"])

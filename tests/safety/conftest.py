@@ -10,6 +10,7 @@ from flask import Flask
 
 from services.safety.app import create_app
 from services.safety.client import ContentFilter
+from tests.safety_fixtures import made_up_term
 
 
 class Caller:
@@ -61,6 +62,5 @@ def content_filter(app) -> ContentFilter:
 
 @pytest.fixture
 def marker() -> str:
-    """A made-up Chinese word no other test writes: two random CJK characters plus a tag."""
-    code = uuid.uuid4().int
-    return chr(0x4E00 + code % 20000) + chr(0x4E00 + (code >> 20) % 20000) + f"x{code % 10**6}"
+    """A made-up Chinese word no other test writes."""
+    return made_up_term()
