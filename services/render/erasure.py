@@ -71,12 +71,7 @@ def _cancel_active(render: RenderService, user_id: int) -> None:
 
 
 def _referenced(render: RenderService, candidates: list[str]) -> set[str]:
-    """Which of ``candidates`` another user's output, upload, job source or work still uses
-    (files are content-addressed: identical images share a key)."""
+    """Which of ``candidates`` another user's render rows or a work still use."""
     with render.db.read() as session:
-        used = set(session.scalars(select(RenderOutput.image_key).where(RenderOutput.image_key.in_(candidates))))
-        used |= set(session.scalars(select(RenderOutput.thumbnail_key)
-                                    .where(RenderOutput.thumbnail_key.in_(candidates))))
-        used |= set(session.scalars(select(RenderUpload.image_key).where(RenderUpload.image_key.in_(candidates))))
-        used |= set(session.scalars(select(RenderJob.source_key).where(RenderJob.source_key.in_(candidates))))
+        used = jobs.keys_in_use(session, candidates)
     return used | render.gallery.referenced_keys(candidates)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from services.render.models import FINISHED_STATUSES, RenderJob, RenderOutput
+from services.render.models import FINISHED_STATUSES, RenderJob, RenderOutput, RenderUpload
 from services.render.workflows import Template
 from shared.db import utcnow
 from shared.errors import Conflict, NotFound
@@ -312,3 +312,14 @@ def request_cancel(session: Session, job_id: str) -> str:
     if _transition(session, job_id, ("running",), cancel_requested=True):
         return "requested"
     raise Conflict("This job has already finished.", code="JOB_FINISHED")
+
+
+def keys_in_use(session: Session, candidates: list[str]) -> set[str]:
+    """Which of the stored files ``candidates`` a render row still uses: an output's image or
+    thumbnail, an upload, or a job's source (files are content-addressed, so identical images
+    of different rows share a key). The gallery's works are asked separately."""
+    used = set(session.scalars(select(RenderOutput.image_key).where(RenderOutput.image_key.in_(candidates))))
+    used |= set(session.scalars(select(RenderOutput.thumbnail_key).where(RenderOutput.thumbnail_key.in_(candidates))))
+    used |= set(session.scalars(select(RenderUpload.image_key).where(RenderUpload.image_key.in_(candidates))))
+    used |= set(session.scalars(select(RenderJob.source_key).where(RenderJob.source_key.in_(candidates))))
+    return used

@@ -3,8 +3,8 @@ the rows go, and so do their files unless something else still uses them.
 
 A saved work has its own copy of the files (the gallery copies them under ``works/``), so
 an output expiring never breaks a work. Files are content-addressed, so a key may still
-be used by another output (an identical image) or, for works saved before the gallery
-made copies, by a work: both are asked after the rows are gone.
+be used by another output (an identical image), an upload or a job's source, or, for works
+saved before the gallery made copies, by a work: all are asked after the rows are gone.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from shared.db import utcnow
 from shared.errors import ServiceError
 from shared.storage import remove_unreferenced
 
+from services.render import jobs
 from services.render.models import RenderOutput
 from services.render_worker.pipeline import RenderContext
 
@@ -41,9 +42,7 @@ def sweep_expired_outputs(ctx: RenderContext, now: datetime | None = None,
 
     def referenced(candidates: list[str]) -> set[str]:
         with ctx.db.read() as session:
-            used = set(session.scalars(select(RenderOutput.image_key).where(RenderOutput.image_key.in_(candidates))))
-            used |= set(session.scalars(select(RenderOutput.thumbnail_key)
-                                        .where(RenderOutput.thumbnail_key.in_(candidates))))
+            used = jobs.keys_in_use(session, candidates)
         return used | ctx.gallery.referenced_keys(candidates)
 
     try:
