@@ -45,9 +45,10 @@ from services.safety.app import create_app as create_safety_app
 from services.integrations.config import load_config as load_integrations_config
 from services.integrations.models import WebhookDelivery
 from services.render.config import load_config as load_render_config
+from services.render import fleet
 from services.render.catalog import catalog_key, publish_catalog
 from shared.config import load_settings
-from shared.db import utcnow
+from shared.db import isoformat, utcnow
 from shared.events import redis_client
 from shared.tokens import SCOPES, Claims, ensure_dev_keys
 from tests.auth.helpers import multipart, picture
@@ -60,6 +61,7 @@ PERSONAS = ("anonymous", "owner", "other", "admin", "disabled", "expired", "tamp
 API_TOKEN = "api token"
 NO_SERVICE_TOKEN = "without service token"
 MATRIX_WORKER = "matrix@worker"
+MATRIX_WORKER_NAME = "matrix"
 MODEL = "sd15_demo.safetensors"
 
 
@@ -149,6 +151,8 @@ class World:
             "workerId": MATRIX_WORKER, "comfyuiUrl": "http://127.0.0.1:9", "comfyuiVersion": "0.3.64",
             "checkpoints": [MODEL], "samplers": ["euler"], "schedulers": ["normal"], "upscale_models": [],
             "workflows": ["text2img"], "slots": 1, "updatedAt": "now"})
+        fleet.record(self.redis, {"name": MATRIX_WORKER_NAME, "workerId": MATRIX_WORKER, "state": "active",
+                                  "lastHeartbeat": isoformat(utcnow())})
 
     def call(self, service: str, method: str, path: str, token: str | None = None, service_token: bool = True,
              **kwargs: Any):
@@ -542,6 +546,11 @@ GATEWAY = [
          lambda w, p: {"name": MODEL, "json": {"displayNames": {"zh": "演示模型", "en": "Demo"}}},
          without_service_token=None),
     Case("gateway", "GET", "/api/admin/presets", admins(200), without_service_token=None),
+    Case("gateway", "GET", "/api/admin/workers", admins(200), without_service_token=None),
+    Case("gateway", "POST", "/api/admin/workers/<name>/drain", admins(200), lambda w, p: {"name": MATRIX_WORKER_NAME},
+         without_service_token=None),
+    Case("gateway", "POST", "/api/admin/workers/<name>/resume", admins(200), lambda w, p: {"name": MATRIX_WORKER_NAME},
+         without_service_token=None),
     Case("gateway", "PUT", "/api/admin/presets", admins(200), lambda w, p: {"json": {"negativePresets": [
         {"key": "quality", "labels": {"zh": "通用画质", "en": "General quality"}, "text": "lowres, blurry"}]}},
          without_service_token=None),
@@ -664,7 +673,8 @@ def running_world(database_url: str, redis_url: str, keys_dir: Path, data_dir: P
     apps["gateway"] = create_gateway_app(settings, load_gateway_config(settings, env), load_render_config(settings, env))
     redis = redis_client(redis_url)
     yield World(apps, outputs, settings.jwt_private_key_path.read_text(), redis)
-    redis.delete(catalog_key(MATRIX_WORKER), *redis.keys(f"render-matrix-{unique}.*"))
+    redis.delete(catalog_key(MATRIX_WORKER), *redis.keys(f"render-matrix-{unique}.*"), fleet.drain_key(MATRIX_WORKER_NAME))
+    redis.hdel(fleet.REGISTRY_KEY, MATRIX_WORKER_NAME)
     redis.close()
     for server in running.values():
         server.stop()

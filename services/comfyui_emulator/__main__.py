@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     parser.add_argument("--data-dir", type=Path, default=None, help="input/output/temp live here (default: a temp dir)")
     parser.add_argument("--step-delay", type=float, default=0.05, help="seconds per sampler step")
     parser.add_argument("--load-delay", type=float, default=0.2, help="seconds to 'load' a model on first use")
+    parser.add_argument("--model-load-seconds", type=float, default=0.0,
+                        help="seconds to switch the resident checkpoint (one at a time, as on a GPU)")
     parser.add_argument("--preview-method", choices=PREVIEW_METHODS, default="none")
     parser.add_argument("--checkpoints", type=_names, default=list(DEFAULT_CHECKPOINTS))
     parser.add_argument("--upscale-models", type=_names, default=list(DEFAULT_UPSCALE_MODELS))
@@ -32,7 +34,7 @@ def parse_args(argv: list[str] | None = None) -> EmulatorConfig:
     args = parser.parse_args(argv)
     config = EmulatorConfig(
         host=args.host, port=args.port, data_dir=args.data_dir, step_delay=args.step_delay,
-        load_delay=args.load_delay, preview_method=args.preview_method, checkpoints=args.checkpoints,
+        load_delay=args.load_delay, model_load_seconds=args.model_load_seconds, preview_method=args.preview_method, checkpoints=args.checkpoints,
         upscale_models=args.upscale_models,
     )
     if args.loras is not None:

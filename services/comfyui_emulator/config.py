@@ -44,6 +44,7 @@ class EmulatorConfig:
     data_dir: Path | None = None
     step_delay: float = 0.05
     load_delay: float = 0.2
+    model_load_seconds: float = 0.0  # a checkpoint switch (one checkpoint resident at a time)
     preview_method: str = "none"
     checkpoints: list[str] = field(default_factory=lambda: list(DEFAULT_CHECKPOINTS))
     upscale_models: list[str] = field(default_factory=lambda: list(DEFAULT_UPSCALE_MODELS))
@@ -62,6 +63,7 @@ class EmulatorConfig:
         return {
             "step_delay": self.step_delay,
             "load_delay": self.load_delay,
+            "model_load_seconds": self.model_load_seconds,
             "preview_method": self.preview_method,
             **{name: list(getattr(self, name)) for name in MODEL_LISTS},
             "faults": dataclasses.asdict(self.faults),
@@ -71,7 +73,7 @@ class EmulatorConfig:
         """Partial update from POST /emulator/config; unknown keys raise ValueError."""
         fault_names = {f.name for f in dataclasses.fields(Faults)}
         for key, value in update.items():
-            if key in ("step_delay", "load_delay"):
+            if key in ("step_delay", "load_delay", "model_load_seconds"):
                 setattr(self, key, float(value))
             elif key == "preview_method":
                 if value not in PREVIEW_METHODS:

@@ -99,6 +99,18 @@ class Run:
             await asyncio.sleep(self.engine.config.load_delay)
             self.engine.loaded_models.add(name)
 
+    async def switch_checkpoint(self, name: str) -> None:
+        """One checkpoint (or diffusion model) is resident at a time, as in a GPU's VRAM: another
+        one costs ``model_load_seconds``. Real ComfyUI does not tell which one is loaded
+        (neither ``/system_stats`` nor ``/object_info``), so neither does the emulator; the
+        render worker remembers the last one it ran, and ``/emulator/stats`` tells tests."""
+        engine = self.engine
+        if engine.resident_checkpoint != name:
+            await asyncio.sleep(engine.config.model_load_seconds)
+            engine.resident_checkpoint = name
+            engine.checkpoint_loads += 1
+        await self.load_model(name)
+
     def preview_prefix(self) -> str:
         letters = self.engine.preview_letters.setdefault(self.node_id, random_preview_letters())
         return f"ComfyUI_temp_{letters}"
@@ -244,6 +256,8 @@ class Engine:
         self.history: dict[str, dict[str, Any]] = {}
         self.cache: dict[str, CachedNode] = {}
         self.loaded_models: set[str] = set()
+        self.resident_checkpoint: str | None = None
+        self.checkpoint_loads = 0
         self.preview_letters: dict[str, str] = {}
         self.interrupt_requested = False
         self.last_node_id: str | None = None

@@ -66,18 +66,20 @@ class NodeContext(Protocol):
 
     async def load_model(self, name: str) -> None: ...
 
+    async def switch_checkpoint(self, name: str) -> None: ...
+
     async def sampler_step(self, step: int, total: int, picture: Image.Image) -> None: ...
 
     def preview_prefix(self) -> str: ...
 
 
 async def checkpoint_loader(ctx: NodeContext, ckpt_name: str) -> NodeResult:
-    await ctx.load_model(ckpt_name)
+    await ctx.switch_checkpoint(ckpt_name)
     return (Model(ckpt_name), Clip(ckpt_name), Vae(ckpt_name)), None
 
 
 async def unet_loader(ctx: NodeContext, unet_name: str, weight_dtype: str) -> NodeResult:
-    await ctx.load_model(unet_name)
+    await ctx.switch_checkpoint(unet_name)
     return (Model(unet_name),), None
 
 

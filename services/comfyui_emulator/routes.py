@@ -173,6 +173,7 @@ async def free(request: web.Request) -> web.Response:
     body = await _json_body_or_none(request) or {}
     if body.get("unload_models") or body.get("free_memory"):
         _engine(request).loaded_models.clear()
+        _engine(request).resident_checkpoint = None
     return web.Response(status=200)
 
 
@@ -263,6 +264,14 @@ def _png_response(picture: Image.Image, headers: dict[str, str]) -> web.Response
 @routes.get("/emulator/config")
 async def get_emulator_config(request: web.Request) -> web.Response:
     return web.json_response(_config(request).control_view())
+
+
+@routes.get("/emulator/stats")
+async def get_emulator_stats(request: web.Request) -> web.Response:
+    """What tests and benches count: the resident checkpoint and how often it was switched."""
+    engine = _engine(request)
+    return web.json_response({"resident_checkpoint": engine.resident_checkpoint,
+                              "checkpoint_loads": engine.checkpoint_loads})
 
 
 @routes.post("/emulator/config")

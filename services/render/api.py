@@ -1,5 +1,5 @@
 """The render domain's routes (mounted by the gateway): ``/api/generate``, ``/api/jobs*``,
-``/api/admin/jobs*``, ``/api/admin/models*``, ``/api/admin/presets``, ``/api/uploads``, ``/api/models``, and
+``/api/admin/jobs*``, ``/api/admin/models*``, ``/api/admin/workers*``, ``/api/admin/presets``, ``/api/uploads``, ``/api/models``, and
 the service-token-only ``/internal/outputs/<id>``, ``/internal/jobs`` (GET by ids; POST: admission on behalf
 of a service account), ``/internal/jobs/<id>`` and ``/internal/jobs/<id>/outputs``. API tokens reach the user
 routes with the scope ``generate``."""
@@ -190,6 +190,32 @@ def admin_presets():
 def admin_replace_presets():
     require_admin()
     return ok(_presets().replace(load_json(PresetsSchema())))
+
+
+@bp.get("/api/admin/workers")
+@doc("The render workers seen lately: name, host, workerId, comfyuiUrl, comfyuiVersion, comfyuiReachable, "
+     "devices (VRAM), models by kind, loadedCheckpoint, workflows, slots, inFlight, done, failed, "
+     "lastHeartbeat, state (active, draining, dead) and drainRequested", auth="admin",
+     errors={503: "REDIS_UNAVAILABLE"})
+def admin_workers():
+    require_admin()
+    return ok(_service().workers())
+
+
+@bp.post("/api/admin/workers/<name>/drain")
+@doc("Drain a render worker: on its next heartbeat it stops taking jobs, finishes those in flight and "
+     "stays alive until resumed", auth="admin", errors={404: "WORKER_NOT_FOUND", 503: "REDIS_UNAVAILABLE"})
+def admin_drain_worker(name: str):
+    require_admin()
+    return ok(_service().drain_worker(name, True))
+
+
+@bp.post("/api/admin/workers/<name>/resume")
+@doc("Resume a drained render worker: it takes jobs again on its next heartbeat", auth="admin",
+     errors={404: "WORKER_NOT_FOUND", 503: "REDIS_UNAVAILABLE"})
+def admin_resume_worker(name: str):
+    require_admin()
+    return ok(_service().drain_worker(name, False))
 
 
 @bp.get("/internal/outputs/<output_id>")

@@ -22,6 +22,7 @@ the environment.
 | ``RENDER_NO_WORKER_GRACE_SECONDS`` | 300 | queued jobs of a workflow no live worker has offered for this long fail (NO_WORKER) with a refund |
 | ``RENDER_RESUBMIT_LOST`` | true | resubmit once a prompt ComfyUI lost (a restart) before failing the job |
 | ``RENDER_FLUX_VAE`` | ae.safetensors | the VAE file Flux jobs use unless the user names one |
+| ``RENDER_DRAIN_SECONDS`` | 60 | on SIGTERM a worker stops taking jobs and gives those in flight this long to finish; then it hands the rest back to the queue |
 | ``RENDER_ADMISSION_DEADLINE_SECONDS`` | 20 | a generate request older than this (its client has likely given up) is refused, nothing held |
 | ``CONTENT_IMAGE_CHECKER`` | none | checks each image before it is stored: none, ``module:callable`` or an http(s) URL (``services/render_worker/checkers.py``) |
 | ``CONTENT_IMAGE_CHECKER_TIMEOUT`` | 5 | seconds one check may take |
@@ -60,6 +61,7 @@ class RenderConfig:
     resubmit_lost: bool = True
     flux_vae: str = "ae.safetensors"
     admission_deadline_seconds: float = 20.0
+    drain_seconds: float = 60.0
     image_checker: str = "none"
     image_checker_timeout: float = 5.0
     image_checker_fail_closed: bool = False
@@ -113,6 +115,7 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Ren
         resubmit_lost=env_bool(env, "RENDER_RESUBMIT_LOST", True),
         flux_vae=env_str(env, "RENDER_FLUX_VAE", "ae.safetensors"),
         admission_deadline_seconds=_number(env, "RENDER_ADMISSION_DEADLINE_SECONDS", 20.0),
+        drain_seconds=_number(env, "RENDER_DRAIN_SECONDS", 60.0),
         image_checker=env_str(env, "CONTENT_IMAGE_CHECKER", "none").strip(),
         image_checker_timeout=_number(env, "CONTENT_IMAGE_CHECKER_TIMEOUT", 5.0),
         image_checker_fail_closed=_fail_mode(env),

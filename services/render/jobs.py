@@ -198,12 +198,14 @@ def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable
     return job
 
 
-def requeue(session: Session, job_id: str, worker: str | None) -> bool:
-    """Put a running job whose worker died back in line (the caller sends a new message)."""
+def requeue(session: Session, job_id: str, worker: str | None, *, attempt_used: bool = True) -> bool:
+    """Put a running job back in line (the caller sends a new message): its worker died, or
+    could not serve it, or (``attempt_used=False``) handed it back while shutting down."""
     held_by = RenderJob.worker.is_(None) if worker is None else RenderJob.worker == worker
+    attempts = RenderJob.attempts if attempt_used else RenderJob.attempts - 1
     return session.execute(
         update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "running", held_by)
-        .values(status="queued", worker=None, progress=0, updated_at=utcnow())
+        .values(status="queued", worker=None, progress=0, attempts=attempts, updated_at=utcnow())
         .execution_options(synchronize_session=False)).rowcount == 1
 
 

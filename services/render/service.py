@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from services.auth.client import AuthClient
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
-from services.render import jobs
+from services.render import fleet, jobs
 from services.render import metrics as render_metrics
 from services.render.catalog import MODEL_KINDS, merged_choices, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig
@@ -291,6 +291,29 @@ class RenderService:
             outcome = jobs.request_cancel(session, job_id)
         self._cancelled(job, outcome)
         return self.get_job(user_id, job_id)
+
+    # -- the fleet (operators) ----------------------------------------------------------
+    def workers(self) -> dict[str, Any]:
+        """Every render worker seen lately, live or dead (``services.render.fleet``)."""
+        try:
+            return {"items": fleet.list_workers(self.redis)}
+        except redis_lib.RedisError as exc:
+            raise ServiceUnavailable("The worker registry (Redis) does not answer.", code="REDIS_UNAVAILABLE") from exc
+
+    def drain_worker(self, name: str, drained: bool) -> dict[str, Any]:
+        """Ask the worker ``name`` to stop consuming (it obeys on its next heartbeat and stays
+        alive, finishing its jobs) or to consume again."""
+        try:
+            if not fleet.known(self.redis, name):
+                raise NotFound("No render worker of that name has been seen.", code="WORKER_NOT_FOUND")
+            fleet.set_drain(self.redis, name, drained)
+            worker = next(w for w in fleet.list_workers(self.redis) if w["name"] == name)
+        except redis_lib.RedisError as exc:
+            raise ServiceUnavailable("The worker registry (Redis) does not answer.", code="REDIS_UNAVAILABLE") from exc
+        except StopIteration:
+            raise NotFound("No render worker of that name has been seen.", code="WORKER_NOT_FOUND") from None
+        log.info("render worker %s %s by an administrator", name, "drained" if drained else "resumed")
+        return {"worker": worker}
 
     def admin_cancel(self, job_id: str) -> dict[str, Any]:
         """An administrator cancels any user's job, refunded as the owner's own cancel is."""

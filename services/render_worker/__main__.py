@@ -1,11 +1,18 @@
 """Start a render worker for one ComfyUI:
 
     python -m services.render_worker --comfyui http://gpu-1:8188 [--name gpu-1] [--prompts 2]
+                                     [--workflows text2img,img2img]
 
 It waits until that ComfyUI answers, works out which workflows it can run (node
 classes and model kinds), and runs a Celery worker consuming exactly those workflows'
 queues (``<RENDER_QUEUE>.<workflow>``) with ``--prompts`` jobs at once (threads), so the
-next prompt is already inside ComfyUI when the current one finishes.
+next prompt is already inside ComfyUI when the current one finishes. ``--workflows``
+narrows that to the workflows named (those the ComfyUI can run).
+
+SIGTERM drains the worker: it stops taking jobs, gives those in flight
+``RENDER_DRAIN_SECONDS`` to finish, hands the rest back to their queue for another worker,
+and exits. A second SIGTERM (or SIGQUIT) stops at once; the reconciler then re-queues what
+was running once the heartbeat expires.
 """
 from __future__ import annotations
 
@@ -42,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="worker name (Celery node name prefix)")
     parser.add_argument("--prompts", type=int, help="prompts kept inside ComfyUI at once "
                                                     "(default: RENDER_PROMPTS_IN_FLIGHT, 2)")
+    parser.add_argument("--workflows", help="comma-separated workflows to serve (default: every one the "
+                                              "ComfyUI can run)")
     parser.add_argument("--loglevel", default=os.environ.get("LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     if args.comfyui:
@@ -53,10 +62,14 @@ def main(argv: list[str] | None = None) -> None:
     from shared.config import load_settings
     _wait_for_comfyui(load_config(load_settings()).comfyui_url)
 
+    from services.render_worker import worker
     from services.render_worker.worker import capable_queues, celery, config, context
+    if args.workflows:
+        worker.only_workflows = {name.strip() for name in args.workflows.split(",") if name.strip()}
     queues = capable_queues(context(f"{args.name}@{socket.gethostname()}"))
     if not queues:
-        raise SystemExit(f"ComfyUI at {config.comfyui_url} can run none of the workflows; not starting.")
+        raise SystemExit(f"ComfyUI at {config.comfyui_url} can run none of the workflows "
+                         f"{sorted(worker.only_workflows or []) or ''}; not starting.")
     print(f"render worker: ComfyUI at {config.comfyui_url} runs {queues}", flush=True)
     celery.worker_main(["worker", "-Q", ",".join(queues), "--pool", "threads",
                         "--concurrency", str(config.prompts_in_flight), "-n", f"{args.name}@%h",

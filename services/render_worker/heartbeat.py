@@ -4,6 +4,10 @@ ComfyUI answers (the format is the render domain's, ``services.render.catalog``)
 A worker reads its ComfyUI's ``/object_info`` and ``/system_stats`` at start and every
 ``object_info_seconds``; between full reads a cheap ``/system_stats`` probe each beat
 keeps a dead ComfyUI from being advertised.
+
+Each beat also writes the worker's summary for operators (``services.render.fleet``:
+state, prompts in flight, jobs done and failed, loaded checkpoint) and obeys an
+administrator's drain or resume (``on_pause``).
 """
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ from typing import Any, Callable
 
 import redis
 
-from services.render.catalog import (CATALOG_TTL_SECONDS, REFRESH_SECONDS, alive_key, catalog_key,
-                                     publish_catalog, runnable_workflows)
+from services.render.catalog import (CATALOG_TTL_SECONDS, MODEL_KINDS, REFRESH_SECONDS, alive_key,
+                                     catalog_key, publish_catalog, runnable_workflows)
+from services.render import fleet
 from services.render.workflows import Template
 from services.render.metrics import COMFYUI_UP
 from services.render_worker.comfyui import ComfyUIClient, ComfyUIError, combo_choices
+from services.render_worker.drain import WorkerState
 from shared.db import isoformat, utcnow
 
 log = logging.getLogger(__name__)
@@ -90,8 +96,11 @@ class CatalogPublisher(threading.Thread):
     def __init__(self, comfyui: ComfyUIClient, redis_client: redis.Redis, worker_id: str,
                  templates: Callable[[], dict[str, Template]], queues: list[str], slots: int, *,
                  interval: float = REFRESH_SECONDS, alive_ttl: int = CATALOG_TTL_SECONDS,
-                 object_info_seconds: float = 60.0) -> None:
+                 object_info_seconds: float = 60.0, state: WorkerState | None = None,
+                 on_pause: Callable[[bool], None] | None = None) -> None:
         super().__init__(name="render-catalog", daemon=True)
+        self.state = state
+        self.on_pause = on_pause
         self.comfyui = comfyui
         self.redis = redis_client
         self.worker_id = worker_id
@@ -108,6 +117,8 @@ class CatalogPublisher(threading.Thread):
     def refresh(self) -> bool:
         try:
             self.redis.set(alive_key(self.worker_id), "1", ex=self.alive_ttl)
+            if self.state is not None:
+                self._obey_drain()
             now = time.monotonic()
             if self.catalog is None or now - self._collected_at >= self.object_info_seconds:
                 self.catalog = collect_catalog(self.comfyui, self.worker_id, self.templates(), self.queues,
@@ -116,18 +127,50 @@ class CatalogPublisher(threading.Thread):
             else:  # a cheap probe each beat: a dead ComfyUI stops being advertised at once
                 self.catalog["devices"] = devices(self.comfyui.system_stats())
                 self.catalog["updatedAt"] = isoformat(utcnow())
+            if self.state is not None:
+                self.catalog.update(self._live())
             publish_catalog(self.redis, self.catalog)
             COMFYUI_UP.labels(self.worker_id, self.comfyui.base_url).set(1)
+            self._record(reachable=True)
             return True
         except ComfyUIError as exc:
             COMFYUI_UP.labels(self.worker_id, self.comfyui.base_url).set(0)
             log.warning("worker catalog not refreshed (ComfyUI): %s", exc)
             self.catalog = None
             self.redis.delete(catalog_key(self.worker_id))  # a dead ComfyUI is not advertised
+            self._record(reachable=False)
             return False
         except redis.RedisError as exc:
             log.warning("worker catalog not refreshed (Redis): %s", exc)
             return False
+
+    def _obey_drain(self) -> None:
+        """Stop or resume consuming as an administrator asked (``services.render.fleet``)."""
+        wanted = fleet.drain_requested(self.redis, self.state.name)
+        if wanted != self.state.paused and self.on_pause is not None:
+            self.on_pause(wanted)
+            self.state.paused = wanted
+            log.warning("render worker %s %s by an administrator", self.state.name,
+                        "drained" if wanted else "resumed")
+
+    def _live(self) -> dict[str, Any]:
+        state = self.state
+        return {"name": state.name, "host": state.host, "state": state.state, "inFlight": state.in_flight,
+                "done": state.done, "failed": state.failed, "loadedCheckpoint": state.loaded_checkpoint,
+                "startedAt": state.started_at}
+
+    def _record(self, reachable: bool) -> None:
+        """The operator's row of this worker (``GET /api/admin/workers``)."""
+        if self.state is None:
+            return
+        catalog = self.catalog or {}
+        fleet.record(self.redis, {
+            **self._live(), "workerId": self.worker_id, "comfyuiUrl": self.comfyui.base_url,
+            "comfyuiReachable": reachable, "comfyuiVersion": catalog.get("comfyuiVersion"),
+            "devices": catalog.get("devices", []),
+            "models": {kind: catalog.get(kind, []) for kind in MODEL_KINDS},
+            "workflows": catalog.get("workflows", []), "queues": self.queues, "slots": self.slots,
+            "lastHeartbeat": isoformat(utcnow())})
 
     def run(self) -> None:
         while not self._stopped.is_set():

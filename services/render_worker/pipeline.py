@@ -41,6 +41,7 @@ from shared.web import job_context
 from services.render import jobs
 from services.render import metrics as render_metrics
 from services.render.catalog import worker_alive
+from services.render_worker.drain import WorkerState
 from services.render_worker.checkers import CheckerUnavailable, ImageChecker, load_checker
 from services.render_worker.heartbeat import choices_from_object_info
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
@@ -79,6 +80,7 @@ class RenderContext:
     labels: LabelConfig
     checker: ImageChecker
     celery: Celery | None = None
+    state: WorkerState | None = None  # a worker's (not the reconciler's): drain, counters, loaded model
     capabilities_cache: tuple[float, set[str], dict[str, list[str]]] | None = None
 
     def capabilities(self) -> tuple[set[str], dict[str, list[str]]]:
@@ -136,7 +138,26 @@ class Delivery:
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
     with job_context(job_id):  # every log line of the job carries its id
-        _render_job(job_id, ctx, hops)
+        if ctx.state is None:
+            return _render_job(job_id, ctx, hops)
+        if ctx.state.state == "draining" and ctx.celery is not None:
+            return _decline(ctx, job_id, hops)
+        ctx.state.job_started()
+        try:
+            _render_job(job_id, ctx, hops)
+        finally:
+            ctx.state.job_ended()
+
+
+def _decline(ctx: RenderContext, job_id: str, hops: int) -> None:
+    """A message that reached a draining worker (Celery's consumer reads once more after a
+    shutdown begins, and a drain is obeyed at the next beat): send it back, unclaimed."""
+    with ctx.db.read() as session:
+        job = jobs.get_job(session, job_id)
+        queue = job.queue if job is not None and job.status == "queued" else None
+    if queue is not None:
+        log.info("job %s declined (this worker is draining); back to %s", job_id, queue)
+        send_job(ctx.celery, ctx.events.redis, queue, job_id, hops)
 
 
 def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
@@ -164,7 +185,8 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
     except PassOn:
         return
     except PromptInterrupted:
-        _finish(ctx, job, "cancelled", delivery.captured)
+        if not (ctx.state and ctx.state.hand_back.is_set() and _hand_back(ctx, job)):
+            _finish(ctx, job, "cancelled", delivery.captured)
     except (ComfyUIError, JobFailed) as exc:
         log.warning("job %s failed: %s %s", job_id, exc.code, exc.message)
         _finish(ctx, job, "failed", delivery.captured, code=exc.code, error_class=exc.error_class,
@@ -214,6 +236,10 @@ def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int, deli
             # charged twice.
             log.warning("job %s: %s Submitting the prompt once more.", job.id, exc.message)
             refs = _submit(ctx, job, template, variant, params, hooks, deadline)
+    if ctx.state is not None:
+        ctx.state.loaded(next((params.get(p["name"]) for p in template.parameters
+                               if p.get("from") in ("checkpoints", "diffusion_models") and params.get(p["name"])),
+                              None))
     _deliver(ctx, job, refs, delivery)
 
 
@@ -264,6 +290,24 @@ def _pass_on(ctx: RenderContext, job: RenderJob, hops: int, missing: list[str]) 
     time.sleep(min(0.1 * (hops + 1), 1.0))
     send_job(ctx.celery, ctx.events.redis, job.queue, job.id, hops + 1)
     raise PassOn()
+
+
+def _hand_back(ctx: RenderContext, job: RenderJob) -> bool:
+    """The worker is shutting down and the drain time is up: put the interrupted job back in
+    line for another worker, its hold untouched and this attempt not counted. False when the
+    job's owner cancelled it meanwhile (it then ends cancelled)."""
+    with ctx.db.transaction() as session:
+        if jobs.cancel_requested(session, job.id):
+            return False
+        requeued = jobs.requeue(session, job.id, ctx.worker_id, attempt_used=False)
+    if not requeued:
+        return False
+    log.warning("job %s handed back to %s (this worker is shutting down)", job.id, job.queue)
+    try:
+        send_job(ctx.celery, ctx.events.redis, job.queue, job.id)
+    except Exception:  # the reconciler re-sends a queued job whose message is missing
+        log.warning("job %s: its message was not sent; the reconciler will", job.id, exc_info=True)
+    return True
 
 
 def _adopt_previous_prompt(ctx: RenderContext, job: RenderJob, variant: Variant) -> list[ImageRef] | None:
@@ -412,6 +456,8 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, captured: set[int] 
         log.info("job %s was already finished; not finishing it again", job.id)
         return False
     render_metrics.job_finished(job, status, code)
+    if ctx.state is not None:
+        ctx.state.count(status)
     ctx.outbox.complete(job.id, captured or set())
     _observe_timings(ctx, job.id)
     return True
@@ -501,6 +547,8 @@ class _Hooks:
 
     def should_cancel(self) -> bool:
         now = time.monotonic()
+        if self.ctx.state is not None and self.ctx.state.hand_back.is_set():
+            return True  # interrupt the prompt; render_job hands the job back
         if not self.cancelled and now - self.last_polled >= CANCEL_POLL_SECONDS:
             self.last_polled = now
             with self.ctx.db.transaction() as session:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import uuid
+from typing import Callable
 
-from celery.signals import setup_logging, worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
 
 from shared.config import load_settings
 from shared.metrics import serve_metrics
@@ -26,6 +28,7 @@ from shared.tasks import make_celery
 from shared.web import configure_logging
 
 from services.render.catalog import runnable_workflows
+from services.render_worker.drain import WorkerState
 from services.render_worker.heartbeat import CatalogPublisher
 from services.render_worker.comfyui import ComfyUIError
 from services.render.config import load_config
@@ -48,6 +51,7 @@ BOOT_TOKEN = uuid.uuid4().hex[:8]
 _lock = threading.Lock()
 _contexts: dict[str, RenderContext] = {}
 _threads: list[CatalogPublisher] = []
+_states: dict[str, WorkerState] = {}
 
 
 def worker_id(hostname: str | None) -> str:
@@ -55,18 +59,38 @@ def worker_id(hostname: str | None) -> str:
 
 
 def context(hostname: str | None) -> RenderContext:
-    """One context (DB pool, HTTP sessions, templates) per worker process."""
+    """One context (DB pool, HTTP sessions, templates, the worker's state) per worker process."""
     wid = worker_id(hostname)
     with _lock:
         if wid not in _contexts:
+            name, _, host = (hostname or "render").partition("@")
+            state = _states.setdefault(wid, WorkerState(name, host or socket.gethostname(), config.drain_seconds))
             _contexts[wid] = build_context(settings, config, wid, celery=celery)
+            _contexts[wid].state = state
         return _contexts[wid]
+
+
+def _pause(hostname: str, queues: list[str]) -> Callable[[bool], None]:
+    """Stop or resume consuming ``queues``: Celery's remote control, addressed to this worker
+    (the consumer is not thread-safe, so the heartbeat thread asks it as an operator would)."""
+    def pause(paused: bool) -> None:
+        for queue in queues:
+            if paused:
+                celery.control.cancel_consumer(queue, destination=[hostname], reply=True, timeout=5)
+            else:
+                celery.control.add_consumer(queue, destination=[hostname], reply=True, timeout=5)
+    return pause
+
+
+# ``--workflows``: the workflows this worker may serve (None: every one its ComfyUI can run).
+only_workflows: set[str] | None = None
 
 
 def capable_queues(ctx: RenderContext) -> list[str]:
     node_classes, choices = ctx.capabilities()
     return [queue_name(config.queue_prefix, name)
-            for name in runnable_workflows(ctx.templates.all(), node_classes, choices)]
+            for name in runnable_workflows(ctx.templates.all(), node_classes, choices)
+            if only_workflows is None or name in only_workflows]
 
 
 @worker_ready.connect
@@ -81,7 +105,8 @@ def start_worker_threads(sender, **_kwargs) -> None:
     queues = sorted(sender.app.amqp.queues.consume_from or [])
     publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, ctx.worker_id, ctx.templates.all, queues,
                                  config.prompts_in_flight, interval=config.heartbeat_seconds,
-                                 alive_ttl=config.alive_ttl, object_info_seconds=config.object_info_seconds)
+                                 alive_ttl=config.alive_ttl, object_info_seconds=config.object_info_seconds,
+                                 state=ctx.state, on_pause=_pause(sender.hostname, queues))
     publisher.refresh()
     publisher.start()
     _threads.append(publisher)
@@ -103,8 +128,20 @@ if os.environ.get("LOG_FORMAT") == "json":
     setup_logging.connect(_platform_logging)
 
 
+@worker_shutting_down.connect
+def drain(sender=None, **_kwargs) -> None:
+    """SIGTERM (a warm shutdown; runs in the signal handler): Celery stops consuming, the
+    jobs in flight get ``RENDER_DRAIN_SECONDS``, then the rest are handed back (``drain``)."""
+    for state in _states.values():
+        state.start_drain(on_change=lambda: [thread.refresh() for thread in _threads])
+
+
 @worker_shutdown.connect
 def stop_worker_threads(**_kwargs) -> None:
+    """Withdraw the heartbeat once no job is in flight: a job still running on a worker whose
+    heartbeat stopped would be taken over by the reconciler."""
+    for state in _states.values():
+        state.wait_idle(timeout=config.drain_seconds + 30)
     for thread in _threads:
         thread.stop()
 

@@ -13,7 +13,7 @@ import requests
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONTROL = {
-    "step_delay": 0.01, "load_delay": 0.02, "preview_method": "none",
+    "step_delay": 0.01, "load_delay": 0.02, "model_load_seconds": 0.0, "preview_method": "none",
     "faults": {"execution_error": None, "hang": False, "drop_socket_after_steps": None, "crash": False,
                "reject_with_html": False, "truncate_history": False, "view_not_found": False,
                "lose_history": False, "persistent": False},

@@ -39,6 +39,29 @@ def test_config_reads_back(emu: Any) -> None:
     assert requests.post(f"{emu.base_url}/emulator/config", json={"nope": 1}, timeout=5).status_code == 400
 
 
+def test_a_checkpoint_switch_costs_the_model_load_time_and_is_counted(emu: Any) -> None:
+    """One checkpoint is resident at a time; /system_stats and /object_info do not tell which
+    (as real ComfyUI), /emulator/stats does."""
+    emu.configure(model_load_seconds=0.2)
+    before = requests.get(f"{emu.base_url}/emulator/stats", timeout=5).json()["checkpoint_loads"]
+    loads = []
+    for seed, checkpoint in enumerate(["sd15_demo.safetensors", "sd15_demo.safetensors", "sdxl_demo.safetensors",
+                                       "sd15_demo.safetensors"], start=4100):
+        graph = text2img(seed=seed)
+        loader = next(node for node in graph.values() if node["class_type"] == "CheckpointLoaderSimple")
+        loader["inputs"]["ckpt_name"] = checkpoint
+        socket, prompt_id = submit(emu, graph)
+        assert "execution_success" in types(socket.until_finished(prompt_id))
+        socket.close()
+        stats = requests.get(f"{emu.base_url}/emulator/stats", timeout=5).json()
+        loads.append((stats["resident_checkpoint"], stats["checkpoint_loads"] - before))
+    assert [resident for resident, _ in loads] == ["sd15_demo.safetensors", "sd15_demo.safetensors",
+                                                  "sdxl_demo.safetensors", "sd15_demo.safetensors"]
+    assert loads[-1][1] - loads[0][1] == 2, "the same checkpoint twice in a row is not loaded again"
+    system = requests.get(f"{emu.base_url}/system_stats", timeout=5).json()
+    assert "sd15" not in str(system) and set(system) == {"system", "devices"}
+
+
 def test_execution_error_is_one_shot(emu: Any) -> None:
     emu.configure(execution_error="CUDA out of memory")
     socket, prompt_id = submit(emu, text2img(seed=3001))
