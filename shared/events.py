@@ -82,6 +82,15 @@ class EventBus:
         self.redis.publish(user_channel(user_id), json.dumps(event))
         return event
 
+    def publish_live(self, events: list[tuple[int, str, dict[str, Any]]]) -> None:
+        """Publish live-only events (user id, type, data) in one round trip."""
+        if not events:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for user_id, event_type, data in events:
+            pipe.publish(user_channel(user_id), json.dumps({"type": event_type, "data": data, "ts": time.time()}))
+        pipe.execute()
+
     def job_events_after(self, job_id: str, last_id: str = "0") -> list[dict[str, Any]]:
         """Events of one job after ``last_id`` (exclusive), oldest first."""
         entries = self.redis.xrange(job_stream(job_id), min=f"({last_id}" if last_id != "0" else "-")

@@ -2,8 +2,8 @@
 without importing worker code (senders name the queue; see services.render.dispatch).
 
 The broker is ``BROKER_URL``: Redis (the default, ``REDIS_URL``) or RabbitMQ (``amqp://``).
-Nothing the platform sends depends on the broker's kind: the markers of queued jobs
-(``render:msg:<job>``) live in Redis either way. ``visibility_timeout`` only means
+Nothing the platform sends depends on the broker's kind: the scheduler's waiting lines
+(``services.render.scheduler``) live in Redis either way. ``visibility_timeout`` only means
 something to the Redis transport; RabbitMQ redelivers when the consumer's channel closes.
 """
 from __future__ import annotations

@@ -551,6 +551,9 @@ GATEWAY = [
          without_service_token=None),
     Case("gateway", "POST", "/api/admin/workers/<name>/resume", admins(200), lambda w, p: {"name": MATRIX_WORKER_NAME},
          without_service_token=None),
+    Case("gateway", "GET", "/api/admin/render/shares", admins(200), without_service_token=None),
+    Case("gateway", "PUT", "/api/admin/render/shares/<id:user_id>", admins(200),
+         lambda w, p: {"user_id": p.owner.id, "json": {"weight": 2}}, without_service_token=None),
     Case("gateway", "PUT", "/api/admin/presets", admins(200), lambda w, p: {"json": {"negativePresets": [
         {"key": "quality", "labels": {"zh": "通用画质", "en": "General quality"}, "text": "lowres, blurry"}]}},
          without_service_token=None),

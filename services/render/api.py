@@ -1,5 +1,6 @@
 """The render domain's routes (mounted by the gateway): ``/api/generate``, ``/api/jobs*``,
-``/api/admin/jobs*``, ``/api/admin/models*``, ``/api/admin/workers*``, ``/api/admin/presets``, ``/api/uploads``, ``/api/models``, and
+``/api/admin/jobs*``, ``/api/admin/models*``, ``/api/admin/workers*``, ``/api/admin/render/shares*``, ``/api/admin/presets``,
+``/api/uploads``, ``/api/models``, and
 the service-token-only ``/internal/outputs/<id>``, ``/internal/jobs`` (GET by ids; POST: admission on behalf
 of a service account), ``/internal/jobs/<id>`` and ``/internal/jobs/<id>/outputs``. API tokens reach the user
 routes with the scope ``generate``."""
@@ -17,7 +18,7 @@ from shared.web import SERVICE_TOKEN_HEADER, load_json, load_query, request_rece
 from services.render.accounts import ServiceAccountLimits
 from services.render.registry import ModelRegistry, Presets
 from services.render.schemas import (InternalAdmissionSchema, JobIdsQuery, JobListQuery, ModelEntrySchema,
-                                     PresetsSchema, job_filter)
+                                     PresetsSchema, ShareSchema, job_filter)
 from services.render.service import AccountLimits, RenderService
 from services.render.uploads import PayloadTooLarge
 
@@ -70,7 +71,7 @@ def generate():
     claims = require_user(scope=SCOPE)
     data, status = _service().admit(claims.user_id, _json_body(), request.headers.get(IDEMPOTENCY_HEADER),
                                     bearer_token(), _limits().for_caller(claims),
-                                    request_received_at())
+                                    request_received_at(), claims.role)
     return ok(data, status)
 
 
@@ -101,6 +102,22 @@ def admin_cancel_job(job_id: str):
     return ok(_service().admin_cancel(job_id))
 
 
+@bp.get("/api/admin/render/shares")
+@doc("The fair-share scheduler: role weights, users' own weights, and the jobs waiting per user and lane",
+     auth="admin")
+def admin_shares():
+    require_admin()
+    return ok(_service().shares())
+
+
+@bp.put("/api/admin/render/shares/<id:user_id>")
+@doc("Set one user's fair-share weight (null: back to the role's weight); applies to jobs submitted "
+     "afterwards", auth="admin", body=ShareSchema)
+def admin_set_share(user_id: int):
+    admin = require_admin()
+    return ok(_service().set_share(admin.user_id, user_id, load_json(ShareSchema())["weight"]))
+
+
 @bp.get("/api/jobs/<job_id>")
 @doc("One of the caller's jobs with its outputs", auth="user", errors={404: "JOB_NOT_FOUND"})
 def get_job(job_id: str):
@@ -122,7 +139,7 @@ def retry_job(job_id: str):
     claims = require_user(scope=SCOPE)
     data, status = _service().retry(claims.user_id, job_id, request.headers.get(IDEMPOTENCY_HEADER), bearer_token(),
                                     _limits().for_caller(claims),
-                                    request_received_at())
+                                    request_received_at(), claims.role)
     return ok(data, status)
 
 
@@ -194,7 +211,7 @@ def admin_replace_presets():
 
 @bp.get("/api/admin/workers")
 @doc("The render workers seen lately: name, host, workerId, comfyuiUrl, comfyuiVersion, comfyuiReachable, "
-     "devices (VRAM), models by kind, loadedCheckpoint, workflows, slots, inFlight, done, failed, "
+     "devices (VRAM), models by kind, loadedModel, workflows, slots, inFlight, done, failed, "
      "lastHeartbeat, state (active, draining, dead) and drainRequested", auth="admin",
      errors={503: "REDIS_UNAVAILABLE"})
 def admin_workers():

@@ -17,6 +17,7 @@ from services.render.accounts import ServiceAccountLimits
 from services.render.config import RenderConfig, load_config
 from services.render.pricing import PricingCache
 from services.render.registry import ModelRegistry, Presets
+from services.render.scheduler import FairQueue
 from services.render.service import RenderService
 from services.render.outbox import JobOutbox
 from services.render.workflows import TemplateStore
@@ -25,8 +26,7 @@ from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.events import EventBus, redis_client
 from shared.storage import make_storage
-from shared.tasks import make_celery
-from shared.web import init_service_app
+from shared.web import IdConverter, init_service_app
 
 
 def create_app(settings: Settings | None = None, config: RenderConfig | None = None) -> Flask:
@@ -49,7 +49,7 @@ def init_app(app: Flask, settings: Settings, config: RenderConfig | None = None)
     gallery = GalleryClient(settings.gallery_url, settings.service_token, timeout=(2.0, 5.0))
     events = EventBus(redis_client(settings.redis_url))
     service = RenderService(
-        settings=settings, config=config, db=db, celery=make_celery(settings, "render"), credits=credits,
+        settings=settings, config=config, db=db, fair=FairQueue(events.redis, config.queue_prefix), credits=credits,
         gallery=gallery, events=events, storage=storage,
         templates=TemplateStore(defaults=config.parameter_defaults),
         pricing=PricingCache(credits, config.pricing_cache_seconds),
@@ -59,6 +59,7 @@ def init_app(app: Flask, settings: Settings, config: RenderConfig | None = None)
         models=ModelRegistry(db, storage, gallery), presets=Presets(db),
         content_filter=ContentFilter.from_settings(settings, events.redis))
     app.extensions["render"] = service
+    app.url_map.converters["id"] = IdConverter  # before the routes that use it (init_service_app comes later)
     app.extensions["render_account_limits"] = ServiceAccountLimits(
         IntegrationsClient(settings.integrations_url, settings.service_token, timeout=(2.0, 5.0)))
     app.register_blueprint(api.bp)

@@ -9,7 +9,7 @@ the environment.
 | ``RENDER_USER_ACTIVE_LIMIT`` | 4 | a user's queued + running jobs; more → 429 QUEUE_LIMIT |
 | ``RENDER_HEARTBEAT_SECONDS`` | 10 | worker heartbeat period; it is presumed dead after 3 missed beats |
 | ``RENDER_RECONCILE_SECONDS`` | 15 | period of the reconciler (lost messages, dead workers, overdue jobs) |
-| ``RENDER_LOST_MESSAGE_SECONDS`` | 30 | a queued job with no queue message for this long is re-enqueued |
+| ``RENDER_LOST_MESSAGE_SECONDS`` | 30 | a job released to a worker and not claimed for this long is put back in line |
 | ``RENDER_VISIBILITY_TIMEOUT`` | JOB_DEADLINE_SECONDS + 300 | seconds before Redis redelivers an unacknowledged message |
 | ``RENDER_MAX_ATTEMPTS`` | 3 | runs of one job before a crash-looping job is failed and refunded |
 | ``RENDER_COMFYUI_RETRY_SECONDS`` | 20 | how long an unreachable ComfyUI is retried (with backoff) before failing |
@@ -28,6 +28,10 @@ the environment.
 | ``CONTENT_IMAGE_CHECKER_TIMEOUT`` | 5 | seconds one check may take |
 | ``CONTENT_IMAGE_CHECKER_FAIL`` | open | a checker that fails or times out: ``open`` delivers unchecked, ``closed`` fails the job (refunded) |
 | ``CONTENT_IMAGE_CHECKER_TOKEN`` | — | bearer token for an HTTP checker |
+| ``RENDER_SHARE_WEIGHTS`` | (every role 1) | fair-share weights by role, e.g. ``admin=4,user=1``; an administrator may set one user's |
+| ``RENDER_BATCH_MIN_SHARE`` | 0.2 | the batch lane's (service accounts') share of releases while the interactive lane waits too |
+| ``RENDER_AFFINITY_WAIT_SECONDS`` | 5 | how long a job waits for a busy worker holding its checkpoint before any capable worker takes it; 0: no affinity |
+| ``RENDER_SCHEDULE_SECONDS`` | 1 | the scheduler's longest pause between passes when nothing nudges it |
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from shared.config import ConfigError, Settings, env_bool, env_str
+
+from services.render.scheduler import parse_weights
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,13 @@ class RenderConfig:
     image_checker_timeout: float = 5.0
     image_checker_fail_closed: bool = False
     image_checker_token: str = ""
+    share_weights: tuple[tuple[str, float], ...] = ()
+    batch_min_share: float = 0.2
+    affinity_wait_seconds: float = 5.0
+    schedule_seconds: float = 1.0
+
+    def role_weight(self, role: str | None) -> float:
+        return dict(self.share_weights).get(role or "", 1.0)
 
     @property
     def alive_ttl(self) -> int:
@@ -77,7 +90,8 @@ class RenderConfig:
         return {"flux_text2img": {"vae": self.flux_vae}}
 
 
-def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False,
+            zero: bool = False) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -85,7 +99,7 @@ def _number(env: Mapping[str, str], name: str, default: float, *, integer: bool 
         value = int(raw) if integer else float(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
-    if value <= 0:
+    if value < 0 or (value == 0 and not zero):
         raise ConfigError(f"{name} must be positive, got {raw!r}")
     return value
 
@@ -120,6 +134,10 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Ren
         image_checker_timeout=_number(env, "CONTENT_IMAGE_CHECKER_TIMEOUT", 5.0),
         image_checker_fail_closed=_fail_mode(env),
         image_checker_token=env.get("CONTENT_IMAGE_CHECKER_TOKEN") or "",
+        share_weights=_weights(env),
+        batch_min_share=_share(env),
+        affinity_wait_seconds=_number(env, "RENDER_AFFINITY_WAIT_SECONDS", 5.0, zero=True),
+        schedule_seconds=_number(env, "RENDER_SCHEDULE_SECONDS", 1.0),
     )
 
 
@@ -129,3 +147,19 @@ def _fail_mode(env: Mapping[str, str]) -> bool:
     if mode not in ("open", "closed"):
         raise ConfigError(f"CONTENT_IMAGE_CHECKER_FAIL must be open or closed, got {mode!r}")
     return mode == "closed"
+
+
+def _weights(env: Mapping[str, str]) -> tuple[tuple[str, float], ...]:
+    raw = env.get("RENDER_SHARE_WEIGHTS", "")
+    try:
+        return tuple(sorted(parse_weights(raw).items()))
+    except ValueError as exc:
+        raise ConfigError(f"RENDER_SHARE_WEIGHTS must read like admin=4,user=1 (weights 0 to 1000), "
+                          f"got {raw!r}") from exc
+
+
+def _share(env: Mapping[str, str]) -> float:
+    share = _number(env, "RENDER_BATCH_MIN_SHARE", 0.2)
+    if share >= 1:
+        raise ConfigError(f"RENDER_BATCH_MIN_SHARE must be below 1, got {share}")
+    return share

@@ -1,54 +1,38 @@
-"""Sending render jobs to the right queue, and telling waiting users where they stand.
+"""Queue names, sending a released job to a worker, and the waiting-time estimate.
 
-Each workflow has its own Celery queue, ``<RENDER_QUEUE>.<workflow>``; a worker consumes
-only the queues of the workflows its ComfyUI can run, so a job never reaches a worker
-that cannot run it. Next to each message the sender writes ``render:msg:<jobId>``: when
-Redis loses its data (a restart without persistence) both vanish together, and the
-reconciler re-sends every queued job whose marker is gone.
+Each workflow has a Celery queue ``<RENDER_QUEUE>.<workflow>`` that every worker able to
+run it consumes, and each worker its own, ``<RENDER_QUEUE>.worker.<workerId>``. The
+scheduler (``services.render.scheduler``) sends every job to the queue of the worker it
+chose; the workflow queues carry only jobs a worker passes on.
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import redis
 from celery import Celery
-from sqlalchemy.orm import Session
 
-from shared.events import EventBus
 from shared.tasks import RENDER_RUN_JOB
 
-from services.render import jobs
-from services.render.catalog import read_live_catalogs, workflow_names
-
-log = logging.getLogger(__name__)
-
-MARKER_PREFIX = "render:msg:"
-MARKER_TTL_SECONDS = 7 * 24 * 3600
-POSITION_UPDATES_LIMIT = 100
+from services.render.catalog import workflow_names
 
 
 def queue_name(base: str, workflow: str) -> str:
     return f"{base}.{workflow}"
 
 
-def send_job(celery: Celery, redis_client: redis.Redis, queue: str, job_id: str, hops: int = 0) -> None:
-    """Mark, then send ``render.run_job(job_id)`` to ``queue``."""
-    redis_client.set(MARKER_PREFIX + job_id, queue, ex=MARKER_TTL_SECONDS)
-    celery.send_task(RENDER_RUN_JOB, args=[job_id], kwargs={"hops": hops} if hops else {}, queue=queue)
+def worker_queue(base: str, worker_id: str) -> str:
+    return f"{base}.worker.{worker_id}"
 
 
-def message_marked(redis_client: redis.Redis, job_id: str) -> bool:
-    return bool(redis_client.exists(MARKER_PREFIX + job_id))
+def send_job(celery: Celery, queue: str, job_id: str, hops: int = 0, producer: Any = None) -> None:
+    """Send ``render.run_job(job_id)`` to ``queue`` (on ``producer``: one for a pass's messages)."""
+    celery.send_task(RENDER_RUN_JOB, args=[job_id], kwargs={"hops": hops} if hops else {}, queue=queue,
+                     producer=producer)
 
 
-def clear_marker(redis_client: redis.Redis, job_id: str) -> None:
-    redis_client.delete(MARKER_PREFIX + job_id)
-
-
-def capacity(catalogs: list[dict[str, Any]], workflow: str) -> int:
-    """Prompt slots of the live workers that run ``workflow``."""
-    return sum(int(c.get("slots", 1)) for c in catalogs if workflow in workflow_names(c))
+def capacity(catalogs: list[dict[str, Any]], workflow: str | None = None) -> int:
+    """Prompt slots of the live workers (those that run ``workflow`` when it is given)."""
+    return sum(int(c.get("slots", 1)) for c in catalogs if workflow is None or workflow in workflow_names(c))
 
 
 def estimated_start_seconds(position: int, running: int, slots: int, job_seconds: float) -> float | None:
@@ -57,16 +41,3 @@ def estimated_start_seconds(position: int, running: int, slots: int, job_seconds
         return None
     waves = (position + running) // slots
     return round(waves * job_seconds, 1)
-
-
-def publish_positions(session: Session, events: EventBus, queue: str, workflow: str, job_seconds: float) -> None:
-    """Tell the owners of the first queued jobs of ``queue`` their place in line."""
-    waiting = jobs.queued_jobs(session, queue, POSITION_UPDATES_LIMIT)
-    if not waiting:
-        return
-    running = jobs.running_count(session, queue)
-    slots = capacity(read_live_catalogs(events.redis), workflow)
-    for position, job in enumerate(waiting):
-        events.publish(job.user_id, "job.position", {
-            "jobId": job.id, "position": position,
-            "estimatedStartSeconds": estimated_start_seconds(position, running, slots, job_seconds)})

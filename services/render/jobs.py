@@ -59,14 +59,15 @@ class JobFilter:
 
 def create_job(session: Session, *, job_id: str, user_id: int, template: Template, params: dict[str, Any],
                price_per_image: int, queue: str, source_key: str | None = None, source_ref: str | None = None,
-               idempotency_key: str | None = None) -> RenderJob:
+               idempotency_key: str | None = None, lane: str = "interactive",
+               share_weight: float = 1.0) -> RenderJob:
     model = params.get("model")
     job = RenderJob(id=job_id, user_id=user_id, workflow=template.name, workflow_version=template.version,
                     params=params, model=model if isinstance(model, str) else None,
                     search_text=search_text(params.get("prompt")), price_per_image=price_per_image, queue=queue,
                     images_requested=int(params.get("batchSize", 1)), status="queued", cancel_requested=False,
                     progress=0, images_delivered=0, attempts=0, idempotency_key=idempotency_key,
-                    source_key=source_key, source_ref=source_ref)
+                    source_key=source_key, source_ref=source_ref, lane=lane, share_weight=share_weight)
     session.add(job)
     session.flush()
     return job
@@ -118,23 +119,29 @@ def active_count(session: Session, user_id: int) -> int:
         RenderJob.user_id == user_id, RenderJob.status.in_(ACTIVE_STATUSES))) or 0
 
 
-def queue_position(session: Session, job: RenderJob) -> int:
-    """How many queued jobs of the same queue are ahead of this one (0 = next in line)."""
-    return session.scalar(select(func.count()).select_from(RenderJob).where(
-        RenderJob.queue == job.queue, RenderJob.status == "queued",
-        (RenderJob.created_at < job.created_at)
-        | ((RenderJob.created_at == job.created_at) & (RenderJob.id < job.id)))) or 0
-
-
-def queued_jobs(session: Session, queue: str, limit: int) -> list[RenderJob]:
-    """The first ``limit`` queued jobs of a queue, in line order."""
-    return list(session.scalars(select(RenderJob).where(RenderJob.queue == queue, RenderJob.status == "queued")
-                                .order_by(RenderJob.created_at, RenderJob.id).limit(limit)))
-
-
 def running_count(session: Session, queue: str) -> int:
     return session.scalar(select(func.count()).select_from(RenderJob).where(
         RenderJob.queue == queue, RenderJob.status == "running")) or 0
+
+
+def running_count_all(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(RenderJob).where(RenderJob.status == "running")) or 0
+
+
+def running_by_worker(session: Session) -> dict[str, int]:
+    """Running jobs per worker id."""
+    return {worker: count for worker, count in session.execute(
+        select(RenderJob.worker, func.count()).where(RenderJob.status == "running").group_by(RenderJob.worker))
+        if worker}
+
+
+def statuses(session: Session, job_ids: list[str]) -> dict[str, str]:
+    """Status of each known job among ``job_ids``."""
+    found: dict[str, str] = {}
+    for start in range(0, len(job_ids), 500):
+        found.update((job_id, status) for job_id, status in session.execute(
+            select(RenderJob.id, RenderJob.status).where(RenderJob.id.in_(job_ids[start:start + 500]))))
+    return found
 
 
 def jobs_in_status(session: Session, status: str, updated_before: datetime | None = None,
@@ -199,7 +206,7 @@ def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable
 
 
 def requeue(session: Session, job_id: str, worker: str | None, *, attempt_used: bool = True) -> bool:
-    """Put a running job back in line (the caller sends a new message): its worker died, or
+    """Put a running job back in line (the caller puts it back in the fair line): its worker died, or
     could not serve it, or (``attempt_used=False``) handed it back while shutting down."""
     held_by = RenderJob.worker.is_(None) if worker is None else RenderJob.worker == worker
     attempts = RenderJob.attempts if attempt_used else RenderJob.attempts - 1

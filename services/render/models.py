@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.db import UTCDateTime, new_metadata, utcnow
@@ -58,6 +58,10 @@ class RenderJob(Base):
     error_class: Mapped[str | None] = mapped_column(String(16))
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The fair-share scheduler's (services.render.scheduler): the lane ("interactive" for people,
+    # "batch" for service accounts) and the owner's weight when the job was admitted.
+    lane: Mapped[str] = mapped_column(String(16), default="interactive")
+    share_weight: Mapped[float] = mapped_column(Float, default=1.0)
     idempotency_key: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The timing breakdown: queued (created_at) → picked (started_at, the current attempt) →
@@ -134,3 +138,15 @@ class RenderPreset(Base):
     position: Mapped[int] = mapped_column(Integer)
     labels: Mapped[dict[str, str]] = mapped_column(JSON)  # {"zh", "en"}
     text: Mapped[str] = mapped_column(String(500))
+
+
+class RenderUserShare(Base):
+    """An administrator's fair-share weight for one user (instead of the role's, from
+    ``RENDER_SHARE_WEIGHTS``); applies to the jobs the user submits afterwards."""
+
+    __tablename__ = "render_user_shares"
+
+    user_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    weight: Mapped[float] = mapped_column(Float)
+    updated_by: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -108,6 +108,13 @@ class ModelEntrySchema(Schema):
             raise ValidationError("Give at least one of displayNames, description, recommended, preview.")
 
 
+class ShareSchema(Schema):
+    """An administrator's fair-share weight for one user; null restores the role's."""
+
+    weight = fields.Float(required=True, allow_none=True, allow_nan=False,
+                          validate=validate.Range(min=0.01, max=1000))
+
+
 class PresetSchema(Schema):
     key = fields.String(required=True, validate=PRESET_KEY)
     labels = fields.Nested(LABELS, required=True)

@@ -3,8 +3,9 @@ uploads, the model catalog and the internal lookups other services use.
 
 Admission validates against the workflow's declaration and the live catalog, then —
 under a per-user Redis lock, so the queue limit holds under concurrency — holds the
-credits (credits prices the job), commits the job row, and only after the commit
-sends ``render.run_job`` to the workflow's queue. A failed insert gives the hold back.
+credits (credits prices the job), commits the job row, and only after the commit puts
+it in the fair-share scheduler's line (``services.render.scheduler``), which releases it
+to a worker when one has a free slot. A failed insert gives the hold back.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 import redis as redis_lib
-from celery import Celery
 from sqlalchemy.exc import IntegrityError
 
 from services.auth.client import AuthClient
@@ -25,12 +25,13 @@ from services.render import fleet, jobs
 from services.render import metrics as render_metrics
 from services.render.catalog import MODEL_KINDS, merged_choices, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig
-from services.render.dispatch import capacity, estimated_start_seconds, queue_name, send_job
-from services.render.models import RenderJob, RenderOutput
+from services.render.dispatch import capacity, estimated_start_seconds, queue_name
+from services.render.models import RenderJob, RenderOutput, RenderUserShare
+from services.render.scheduler import BATCH, INTERACTIVE, LANES, FairQueue, entry_for
 from services.render.registry import ModelRegistry, Presets
 from services.render.workflows import Template, TemplateStore, validate_params
 from shared.config import Settings
-from shared.db import Database, after_commit, isoformat, utcnow
+from shared.db import Database, isoformat, utcnow
 from shared.errors import BadRequest, Forbidden, NotFound, ServiceError, ServiceUnavailable, Unprocessable
 from shared.events import EventBus
 from shared.offload import run_blocking
@@ -72,7 +73,7 @@ class RenderService:
     settings: Settings
     config: RenderConfig
     db: Database
-    celery: Celery
+    fair: FairQueue
     credits: CreditsClient
     gallery: GalleryClient
     events: EventBus
@@ -104,7 +105,8 @@ class RenderService:
 
     # -- admission --------------------------------------------------------------------
     def admit(self, user_id: int, body: Any, idempotency_key: str | None, bearer: str | None,
-              limits: AccountLimits | None = None, received_at: float | None = None) -> tuple[dict, int]:
+              limits: AccountLimits | None = None, received_at: float | None = None,
+              role: str | None = None) -> tuple[dict, int]:
         """Validate, hold credits, store the job, queue it after commit. Returns (data, status):
         202 for a new job, 200 for the replay of an idempotency key.
 
@@ -112,7 +114,8 @@ class RenderService:
         queue API's (``POST /internal/jobs``, on behalf of a service account, with its limits).
         ``received_at`` (Unix seconds) starts the admission deadline: a request that waited
         longer than ``RENDER_ADMISSION_DEADLINE_SECONDS`` (its client has most likely given
-        up) is refused before anything is held."""
+        up) is refused before anything is held. A service account's job waits in the batch
+        lane, a person's in the interactive lane, with the user's (or ``role``'s) weight."""
         if not isinstance(body, dict):
             raise Unprocessable("The parameters must be a JSON object.", details={"_schema": ["Must be an object."]})
         if idempotency_key is not None and not 0 < len(idempotency_key) <= 128:
@@ -138,8 +141,9 @@ class RenderService:
         source = self._source(template, params, user_id, bearer)
         active_limit = limits.active_limit if limits is not None else self.config.user_active_limit
         deadline = None if received_at is None else received_at + self.config.admission_deadline_seconds
+        lane = BATCH if limits is not None else INTERACTIVE
         return self._enqueue(user_id, template, params, source, idempotency_key, expected_cost, catalogs,
-                             active_limit, deadline)
+                             active_limit, deadline, lane, role)
 
     def _template(self, name: Any) -> Template:
         template = self.templates.get(name) if isinstance(name, str) else None
@@ -178,7 +182,8 @@ class RenderService:
 
     def _enqueue(self, user_id: int, template: Template, params: dict[str, Any], source: Source | None,
                  idempotency_key: str | None, expected_cost: int | None, catalogs: list[dict],
-                 active_limit: int, deadline: float | None) -> tuple[dict[str, Any], int]:
+                 active_limit: int, deadline: float | None, lane: str,
+                 role: str | None) -> tuple[dict[str, Any], int]:
         lock = self.redis.lock(f"render:admit:{user_id}", timeout=ADMISSION_LOCK_SECONDS, blocking_timeout=10)
         if not lock.acquire():
             raise ServiceUnavailable("Too many submissions at once; try again.", code="ADMISSION_BUSY")
@@ -189,6 +194,8 @@ class RenderService:
                 raise AdmissionExpired()
             with self.db.read() as session:
                 active = jobs.active_count(session, user_id)
+                share = session.get(RenderUserShare, user_id)
+            weight = share.weight if share is not None else self.config.role_weight(role)
             if active >= active_limit:
                 raise QueueLimit(f"You already have {active} jobs waiting or running; the limit is {active_limit}.",
                                  details={"active": active, "limit": active_limit})
@@ -203,9 +210,9 @@ class RenderService:
                                           params=params, price_per_image=int(hold["pricePerImage"]), queue=queue,
                                           source_key=source.image_key if source else None,
                                           source_ref=source.ref if source else None,
-                                          idempotency_key=idempotency_key)
-                    data = self._job_with_position(session, job, template, catalogs, outputs=[])
-                    after_commit(session, lambda: send_job(self.celery, self.redis, queue, job_id))
+                                          idempotency_key=idempotency_key, lane=lane, share_weight=weight)
+                    entry = entry_for(job, template)
+                    job_data = job_json(job, [], self.storage, self.retention)
             except BaseException as exc:
                 self.credits.release(job_id, f"release:{job_id}")
                 if idempotency_key and isinstance(exc, IntegrityError):  # a concurrent twin won the insert
@@ -214,6 +221,11 @@ class RenderService:
                 raise
         finally:
             lock.release()
+        try:
+            self.fair.enqueue(entry)
+        except redis_lib.RedisError as exc:  # the row is the truth: the scheduler finds it on its next sync
+            log.warning("job %s not put in line now (%s); the scheduler will find it", job_id, exc)
+        data = self._position({"job": job_data}, job.status, job_id, template, catalogs)
         self.events.publish(user_id, "job.queued", {"jobId": job_id, "position": data["queuePosition"],
                                                     "estimatedStartSeconds": data["estimatedStartSeconds"]},
                             job_id=job_id)
@@ -223,16 +235,28 @@ class RenderService:
                            catalogs: list[dict] | None = None,
                            outputs: list[RenderOutput] | None = None) -> dict[str, Any]:
         job_data = job_json(job, outputs, self.storage, self.retention) if outputs is not None else self._job_json(session, job)
-        data: dict[str, Any] = {"job": job_data, "queuePosition": None,
-                                "estimatedStartSeconds": None, "estimatedStartAt": None}
-        if job.status == "queued":
-            position = jobs.queue_position(session, job)
-            slots = capacity(catalogs if catalogs is not None else self.live_catalogs(), job.workflow)
-            seconds = estimated_start_seconds(position, jobs.running_count(session, job.queue), slots,
-                                              template.estimated_seconds if template else 10.0)
-            data.update(queuePosition=position, estimatedStartSeconds=seconds,
-                        estimatedStartAt=isoformat(utcnow() + timedelta(seconds=seconds)) if seconds is not None
-                        else None)
+        return self._position({"job": job_data}, job.status, job.id, template, catalogs)
+
+    def _position(self, data: dict[str, Any], status: str, job_id: str, template: Template | None,
+                  catalogs: list[dict] | None = None) -> dict[str, Any]:
+        """``data`` with the job's place in the scheduler's line and its estimated start (None when
+        it does not wait, or Redis cannot say)."""
+        data.update(queuePosition=None, estimatedStartSeconds=None, estimatedStartAt=None)
+        if status != "queued":
+            return data
+        try:
+            position = self.fair.position(job_id, self.config.batch_min_share)
+        except redis_lib.RedisError:
+            return data
+        position = 0 if position is None else position  # released: next to start
+        catalogs = catalogs if catalogs is not None else self.live_catalogs()
+        with self.db.read() as session:
+            running = jobs.running_count_all(session)
+        seconds = estimated_start_seconds(position, running, capacity(catalogs),
+                                          template.estimated_seconds if template else 10.0)
+        data.update(queuePosition=position, estimatedStartSeconds=seconds,
+                    estimatedStartAt=isoformat(utcnow() + timedelta(seconds=seconds)) if seconds is not None
+                    else None)
         return data
 
     def _existing(self, user_id: int, key: str) -> dict[str, Any] | None:
@@ -329,15 +353,51 @@ class RenderService:
     def _cancelled(self, job: RenderJob, outcome: str) -> None:
         if outcome == "cancelled":  # a queued job: finished here (a running one by its worker)
             render_metrics.job_finished(job, "cancelled", None)
+            try:
+                self.fair.remove(job.id)
+            except redis_lib.RedisError:
+                pass  # the scheduler drops entries of finished jobs on its next sync
             self.outbox.complete(job.id)
 
     def retry(self, user_id: int, job_id: str, idempotency_key: str | None, bearer: str | None,
-              limits: AccountLimits | None = None, received_at: float | None = None) -> tuple[dict, int]:
+              limits: AccountLimits | None = None, received_at: float | None = None,
+              role: str | None = None) -> tuple[dict, int]:
         """A new job with the same workflow and parameters (the same seed: the same images)."""
         with self.db.read() as session:
             job = jobs.get_user_job(session, user_id, job_id)
             body = {"workflow": job.workflow, **job.params}
-        return self.admit(user_id, body, idempotency_key, bearer, limits, received_at)
+        return self.admit(user_id, body, idempotency_key, bearer, limits, received_at, role)
+
+    # -- fair share -------------------------------------------------------------------
+    def set_share(self, admin_id: int, user_id: int, weight: float | None) -> dict[str, Any]:
+        """An administrator sets one user's weight (None: back to the role's); it applies to the
+        jobs the user submits from now on."""
+        with self.db.transaction() as session:
+            share = session.get(RenderUserShare, user_id)
+            if weight is None:
+                if share is not None:
+                    session.delete(share)
+            elif share is None:
+                session.add(RenderUserShare(user_id=user_id, weight=weight, updated_by=admin_id))
+            else:
+                share.weight, share.updated_by = weight, admin_id
+        return {"userId": user_id, "weight": weight}
+
+    def shares(self) -> dict[str, Any]:
+        """The scheduler's state for administrators: role weights, users' own weights, and who
+        waits in which lane (with each user's weight and waiting jobs)."""
+        waiting: dict[tuple[int, str], dict[str, Any]] = {}
+        for lane in LANES:
+            for entry, _ in self.fair.waiting(lane, limit=10_000):
+                row = waiting.setdefault((entry.user_id, lane), {"userId": entry.user_id, "lane": lane,
+                                                                 "weight": entry.weight, "waiting": 0})
+                row["waiting"] += 1
+        with self.db.read() as session:
+            users = [{"userId": s.user_id, "weight": s.weight}
+                     for s in session.query(RenderUserShare).order_by(RenderUserShare.user_id)]
+        return {"roleWeights": dict(self.config.share_weights), "batchMinShare": self.config.batch_min_share,
+                "affinityWaitSeconds": self.config.affinity_wait_seconds, "users": users,
+                "waiting": sorted(waiting.values(), key=lambda r: (r["lane"], -r["waiting"], r["userId"]))}
 
     # -- uploads ----------------------------------------------------------------------
     def upload(self, user_id: int, data: bytes) -> dict[str, Any]:

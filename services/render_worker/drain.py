@@ -35,7 +35,7 @@ class WorkerState:
         self.in_flight = 0
         self.done = 0
         self.failed = 0
-        self.loaded_checkpoint: str | None = None
+        self.loaded_model: str | None = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
 
@@ -59,9 +59,9 @@ class WorkerState:
             elif status == "failed":
                 self.failed += 1
 
-    def loaded(self, checkpoint: str | None) -> None:
-        if checkpoint:
-            self.loaded_checkpoint = checkpoint
+    def loaded(self, model: str | None) -> None:
+        if model:
+            self.loaded_model = model
 
     def start_drain(self, on_change: Callable[[], None] | None = None) -> None:
         """SIGTERM: from now on the worker is draining; after ``drain_seconds`` the jobs still

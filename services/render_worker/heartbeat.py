@@ -1,12 +1,14 @@
 """The worker's heartbeat: its liveness key every tick, and its ComfyUI's catalog whenever
-ComfyUI answers (the format is the render domain's, ``services.render.catalog``).
+ComfyUI answers (the format is the render domain's, ``services.render.catalog``), with
+``loadedModel``: the checkpoint of the last job the worker ran (ComfyUI does not report
+which model it holds), which the scheduler uses for affinity.
 
 A worker reads its ComfyUI's ``/object_info`` and ``/system_stats`` at start and every
 ``object_info_seconds``; between full reads a cheap ``/system_stats`` probe each beat
 keeps a dead ComfyUI from being advertised.
 
 Each beat also writes the worker's summary for operators (``services.render.fleet``:
-state, prompts in flight, jobs done and failed, loaded checkpoint) and obeys an
+state, prompts in flight, jobs done and failed, loaded model) and obeys an
 administrator's drain or resume (``on_pause``).
 """
 from __future__ import annotations
@@ -156,7 +158,7 @@ class CatalogPublisher(threading.Thread):
     def _live(self) -> dict[str, Any]:
         state = self.state
         return {"name": state.name, "host": state.host, "state": state.state, "inFlight": state.in_flight,
-                "done": state.done, "failed": state.failed, "loadedCheckpoint": state.loaded_checkpoint,
+                "done": state.done, "failed": state.failed, "loadedModel": state.loaded_model,
                 "startedAt": state.started_at}
 
     def _record(self, reachable: bool) -> None:

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from celery import Celery
 from PIL import Image
 
 from services.credits.client import CreditsClient
@@ -47,9 +46,9 @@ from services.render_worker.heartbeat import choices_from_object_info
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
                       outcome_from_history)
 from services.render.config import RenderConfig
-from services.render.dispatch import clear_marker, publish_positions, send_job
 from services.render.models import RenderJob
 from services.render.outbox import JobOutbox
+from services.render.scheduler import FairQueue, entry_for
 from services.render.workflows import Template, TemplateStore, Variant, build_graph
 
 log = logging.getLogger(__name__)
@@ -79,7 +78,7 @@ class RenderContext:
     outbox: JobOutbox
     labels: LabelConfig
     checker: ImageChecker
-    celery: Celery | None = None
+    fair: FairQueue
     state: WorkerState | None = None  # a worker's (not the reconciler's): drain, counters, loaded model
     capabilities_cache: tuple[float, set[str], dict[str, list[str]]] | None = None
 
@@ -95,7 +94,7 @@ class RenderContext:
         return worker_alive(self.events.redis, worker_id)
 
 
-def build_context(settings: Settings, config: RenderConfig, worker_id: str, celery: Celery | None = None,
+def build_context(settings: Settings, config: RenderConfig, worker_id: str,
                   templates: TemplateStore | None = None, credits_retry_seconds: float | None = None) -> RenderContext:
     """``credits_retry_seconds`` (default ``RENDER_CREDITS_RETRY_SECONDS``) bounds how long one
     settlement waits for credits before leaving the job to the reconciler."""
@@ -113,7 +112,8 @@ def build_context(settings: Settings, config: RenderConfig, worker_id: str, cele
                          credits=credits, gallery=gallery, events=events, storage=make_storage(settings),
                          worker_id=worker_id, templates=templates or TemplateStore(defaults=config.parameter_defaults),
                          outbox=JobOutbox(db, credits, events, gallery, retry),
-                         labels=load_label_config(settings), checker=checker, celery=celery)
+                         labels=load_label_config(settings), checker=checker,
+                         fair=FairQueue(events.redis, config.queue_prefix))
 
 
 class JobFailed(Exception):
@@ -140,7 +140,7 @@ def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
     with job_context(job_id):  # every log line of the job carries its id
         if ctx.state is None:
             return _render_job(job_id, ctx, hops)
-        if ctx.state.state == "draining" and ctx.celery is not None:
+        if ctx.state.state == "draining":
             return _decline(ctx, job_id, hops)
         ctx.state.job_started()
         try:
@@ -151,13 +151,23 @@ def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
 
 def _decline(ctx: RenderContext, job_id: str, hops: int) -> None:
     """A message that reached a draining worker (Celery's consumer reads once more after a
-    shutdown begins, and a drain is obeyed at the next beat): send it back, unclaimed."""
+    shutdown begins, and a drain is obeyed at the next beat): put the job back in line,
+    unclaimed, for the scheduler to give to another worker."""
     with ctx.db.read() as session:
         job = jobs.get_job(session, job_id)
-        queue = job.queue if job is not None and job.status == "queued" else None
-    if queue is not None:
-        log.info("job %s declined (this worker is draining); back to %s", job_id, queue)
-        send_job(ctx.celery, ctx.events.redis, queue, job_id, hops)
+    if job is None or job.status != "queued":
+        return
+    log.info("job %s declined (this worker is draining); back in line", job_id)
+    _back_in_line(ctx, job, hops=hops)
+
+
+def _back_in_line(ctx: RenderContext, job: RenderJob, hops: int = 0) -> None:
+    """Put a queued job at the front of its line, away from this worker."""
+    try:
+        ctx.fair.enqueue(entry_for(job, ctx.templates.get(job.workflow), hops=hops, avoid=[ctx.worker_id]),
+                         front=True)
+    except redis.RedisError:
+        pass  # the job is queued in the database: the scheduler finds it on its next sync
 
 
 def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
@@ -167,13 +177,8 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
         log.info("job %s is finished, cancelled, held by a live worker or unknown; skipping", job_id)
         return
     render_metrics.job_picked(job)
-    try:
-        clear_marker(ctx.events.redis, job_id)
-    except redis.RedisError:
-        pass  # the reconciler only looks at queued jobs
     _publish(ctx, job, "job.started", {"attempt": job.attempts, "worker": ctx.worker_id})
     template = ctx.templates.get(job.workflow)
-    _publish_positions(ctx, job, template)
     delivery = Delivery()
     try:
         if job.attempts > ctx.config.max_attempts:
@@ -212,7 +217,7 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
         else:
             _finish(ctx, job, "succeeded", delivery.captured)
     finally:
-        _publish_positions(ctx, job, template)
+        _wake_scheduler(ctx)
 
 
 def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int, delivery: Delivery) -> None:
@@ -278,8 +283,8 @@ def _complete_params(template: Template, variant: Variant, params: dict[str, Any
 
 
 def _pass_on(ctx: RenderContext, job: RenderJob, hops: int, missing: list[str]) -> None:
-    """Hand the job back to its queue for another worker, or fail it after MAX_HOPS."""
-    if hops >= MAX_HOPS or ctx.celery is None:
+    """Hand the job back to the scheduler for another worker, or fail it after MAX_HOPS."""
+    if hops >= MAX_HOPS:
         raise JobFailed(f"No render worker could serve this job (missing {', '.join(missing)}).",
                         "MODEL_UNAVAILABLE")
     with ctx.db.transaction() as session:
@@ -287,8 +292,7 @@ def _pass_on(ctx: RenderContext, job: RenderJob, hops: int, missing: list[str]) 
     if not requeued:
         raise JobFailed("The job could not be handed to another worker.", "MODEL_UNAVAILABLE")
     log.info("job %s needs %s, which this worker lacks; passing it on", job.id, missing)
-    time.sleep(min(0.1 * (hops + 1), 1.0))
-    send_job(ctx.celery, ctx.events.redis, job.queue, job.id, hops + 1)
+    _back_in_line(ctx, job, hops=hops + 1)
     raise PassOn()
 
 
@@ -302,11 +306,8 @@ def _hand_back(ctx: RenderContext, job: RenderJob) -> bool:
         requeued = jobs.requeue(session, job.id, ctx.worker_id, attempt_used=False)
     if not requeued:
         return False
-    log.warning("job %s handed back to %s (this worker is shutting down)", job.id, job.queue)
-    try:
-        send_job(ctx.celery, ctx.events.redis, job.queue, job.id)
-    except Exception:  # the reconciler re-sends a queued job whose message is missing
-        log.warning("job %s: its message was not sent; the reconciler will", job.id, exc_info=True)
+    log.warning("job %s handed back (this worker is shutting down)", job.id)
+    _back_in_line(ctx, job)
     return True
 
 
@@ -484,13 +485,12 @@ def _publish(ctx: RenderContext, job: RenderJob, event_type: str, data: dict[str
         log.warning("event %s of job %s not published: %s", event_type, job.id, exc)
 
 
-def _publish_positions(ctx: RenderContext, job: RenderJob, template: Template | None) -> None:
+def _wake_scheduler(ctx: RenderContext) -> None:
+    """A slot is free: tell the scheduler now rather than at its next pass."""
     try:
-        with ctx.db.read() as session:
-            publish_positions(session, ctx.events, job.queue, job.workflow,
-                              template.estimated_seconds if template else 10.0)
-    except Exception:  # positions are a courtesy; the job's own outcome matters more
-        log.warning("could not publish queue positions for %s", job.queue, exc_info=True)
+        ctx.fair.wake()
+    except redis.RedisError:
+        pass
 
 
 class _Hooks:

@@ -4,16 +4,18 @@ It is a process of its own, ``python -m services.render_worker.reconciler`` (``m
 starts one), so jobs and holds are looked after while every render worker is dead. Run
 one or more anywhere that reaches the database, Redis and credits: a Redis lock lets one
 pass run at a time. Every ``RENDER_RECONCILE_SECONDS`` a pass finds
-* running jobs whose worker's heartbeat expired (SIGKILL, host lost): put back in line
-  and re-sent, or failed with a refund once they used up ``RENDER_MAX_ATTEMPTS``;
+* running jobs whose worker's heartbeat expired (SIGKILL, host lost): put back at the
+  front of the scheduler's line, or failed with a refund once they used up
+  ``RENDER_MAX_ATTEMPTS``;
 * running jobs far past their deadline on a live worker: failed with a refund (the
   worker's own late finish is then a no-op);
-* queued jobs whose queue message is gone (Redis restarted without its data): re-sent;
 * queued jobs of a queue no live worker has offered for ``RENDER_NO_WORKER_GRACE_SECONDS``:
   failed with ``NO_WORKER`` and refunded;
 * finished jobs whose outbox is not empty (``services.render.outbox``): credits that did
   not answer their worker are settled, final events Redis did not take are published;
-and once an hour it removes expired outputs (``retention``). So nothing stays "running"
+and once an hour it removes expired outputs (``retention``). Queued jobs missing from the
+scheduler's line (Redis restarted without its data) are the scheduler's to find
+(``services.render_worker.scheduler``). So nothing stays "running"
 or "queued" forever, no hold outlives its job, and every job's owner hears how it ended.
 """
 from __future__ import annotations
@@ -29,15 +31,14 @@ from datetime import timedelta
 
 from shared.config import load_settings
 from shared.db import utcnow
-from shared.tasks import make_celery
 from shared.metrics import register_collector, serve_metrics
 from shared.web import configure_logging
 
 from services.render import jobs
 from services.render.catalog import read_live_catalogs
 from services.render.config import load_config
-from services.render.dispatch import clear_marker, message_marked, send_job
 from services.render.metrics import queue_collectors
+from services.render.scheduler import entry_for
 from services.render_worker.pipeline import RenderContext, build_context, fail_and_refund
 from services.render_worker.retention import sweep_if_due
 
@@ -54,7 +55,6 @@ OUTBOX_MARGIN_SECONDS = 10
 @dataclass
 class Report:
     requeued: int = 0
-    resent: int = 0
     failed: int = 0
     unserved: int = 0
     settled: int = 0
@@ -80,7 +80,6 @@ class Reconciler:
         report = Report()
         try:
             self._running(report)
-            self._queued(report)
             self._unserved(report)
             self._outbox(report)
         finally:
@@ -123,21 +122,10 @@ class Reconciler:
                 continue
             with ctx.db.transaction() as session:
                 requeued = jobs.requeue(session, job.id, job.worker)
-            if requeued and ctx.celery is not None:
+            if requeued:
                 log.warning("job %s: worker %s is gone; putting the job back in line", job.id, job.worker)
-                send_job(ctx.celery, ctx.events.redis, job.queue, job.id)
+                ctx.fair.enqueue(entry_for(job, template), front=True)
                 report.requeued += 1
-
-    def _queued(self, report: Report) -> None:
-        ctx = self.ctx
-        cutoff = utcnow() - timedelta(seconds=ctx.config.lost_message_seconds)
-        with ctx.db.read() as session:
-            waiting = jobs.jobs_in_status(session, "queued", updated_before=cutoff)
-        for job in waiting:
-            if ctx.celery is not None and not message_marked(ctx.events.redis, job.id):
-                log.warning("job %s: its queue message is gone; sending it again", job.id)
-                send_job(ctx.celery, ctx.events.redis, job.queue, job.id)
-                report.resent += 1
 
     def _unserved(self, report: Report) -> None:
         """Fail the queued jobs of queues no live worker has offered within the grace."""
@@ -155,7 +143,7 @@ class Reconciler:
             if fail_and_refund(ctx, job, "NO_WORKER",
                                f"No render worker able to run {job.workflow} has been available for "
                                f"{grace:.0f} seconds; the job was stopped and its credits returned."):
-                clear_marker(ctx.events.redis, job.id)
+                ctx.fair.remove(job.id)
                 report.unserved += 1
 
     def _outbox(self, report: Report) -> None:
@@ -183,7 +171,7 @@ def main() -> None:
     configure_logging("render-reconciler", settings.log_level)
     # One answer per settlement call: a pass must not stall on an outage it revisits anyway.
     ctx = build_context(settings, config, f"reconciler@{socket.gethostname()}#{os.getpid()}",
-                        celery=make_celery(settings, "render_reconciler"), credits_retry_seconds=0)
+                        credits_retry_seconds=0)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

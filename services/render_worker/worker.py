@@ -32,7 +32,7 @@ from services.render_worker.drain import WorkerState
 from services.render_worker.heartbeat import CatalogPublisher
 from services.render_worker.comfyui import ComfyUIError
 from services.render.config import load_config
-from services.render.dispatch import queue_name
+from services.render.dispatch import queue_name, worker_queue
 from services.render_worker.pipeline import RenderContext, build_context
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def context(hostname: str | None) -> RenderContext:
         if wid not in _contexts:
             name, _, host = (hostname or "render").partition("@")
             state = _states.setdefault(wid, WorkerState(name, host or socket.gethostname(), config.drain_seconds))
-            _contexts[wid] = build_context(settings, config, wid, celery=celery)
+            _contexts[wid] = build_context(settings, config, wid)
             _contexts[wid].state = state
         return _contexts[wid]
 
@@ -95,13 +95,15 @@ def capable_queues(ctx: RenderContext) -> list[str]:
 
 @worker_ready.connect
 def start_worker_threads(sender, **_kwargs) -> None:
-    """Consume the capable queues, then start the heartbeat/catalog thread."""
+    """Consume the capable queues and the worker's own (where the scheduler sends it jobs), then
+    start the heartbeat/catalog thread."""
     ctx = context(sender.hostname)
     try:
         for queue in capable_queues(ctx):
             sender.add_task_queue(queue)
     except ComfyUIError as exc:
         log.warning("ComfyUI did not answer at start (%s); consuming only the queues given with -Q", exc)
+    sender.add_task_queue(worker_queue(config.queue_prefix, ctx.worker_id))
     queues = sorted(sender.app.amqp.queues.consume_from or [])
     publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, ctx.worker_id, ctx.templates.all, queues,
                                  config.prompts_in_flight, interval=config.heartbeat_seconds,

@@ -206,11 +206,10 @@ def test_resume_replays_own_job_events_only(app, connect, issue_token, bus, uniq
     assert receive(stranger) == {"type": "error", "data": {"code": "JOB_NOT_FOUND", "message": "No such job."}}
 
 
-@pytest.fixture
-def limited_servers(gateway_env) -> Iterator[list[RunningServer]]:
+def _limited_servers(gateway_env, ping_seconds: str) -> Iterator[list[RunningServer]]:
     """Two gateway processes' worth of apps, each allowing a user two sockets in all and
-    holding three sockets at most, pinging every 0.2 s."""
-    env = {**gateway_env, "WS_MAX_PER_USER": "2", "WS_MAX_PER_PROCESS": "3", "WS_PING_SECONDS": "0.2"}
+    holding three sockets at most."""
+    env = {**gateway_env, "WS_MAX_PER_USER": "2", "WS_MAX_PER_PROCESS": "3", "WS_PING_SECONDS": ping_seconds}
     apps = [build_app(env), build_app(env)]
     servers = [serve(app) for app in apps]
     yield servers
@@ -218,6 +217,18 @@ def limited_servers(gateway_env) -> Iterator[list[RunningServer]]:
         server.stop()
     for app in apps:
         close_app(app)
+
+
+@pytest.fixture
+def limited_servers(gateway_env) -> Iterator[list[RunningServer]]:
+    """Pings far apart: a socket the test does not read from meanwhile stays open."""
+    yield from _limited_servers(gateway_env, ping_seconds="60")
+
+
+@pytest.fixture
+def eager_pinging_servers(gateway_env) -> Iterator[list[RunningServer]]:
+    """Pings every 0.2 s, so a peer that does not answer is found dead quickly."""
+    yield from _limited_servers(gateway_env, ping_seconds="0.2")
 
 
 def _open(server: RunningServer, query: str, opened: list) -> websocket.WebSocket:
@@ -273,9 +284,9 @@ def test_a_full_process_refuses_a_socket_with_try_again_later(limited_servers, o
     assert expect_close(refused) == 1013
 
 
-def test_a_peer_that_stops_answering_pings_is_closed(limited_servers, opened, issue_token, bus, unique):
+def test_a_peer_that_stops_answering_pings_is_closed(eager_pinging_servers, opened, issue_token, bus, unique):
     user_id = 12_000_000 + int(unique[:5], 16)
-    ws = _open(limited_servers[0], f"?token={issue_token(user_id, f'dead_{unique}')}", opened)
+    ws = _open(eager_pinging_servers[0], f"?token={issue_token(user_id, f'dead_{unique}')}", opened)
     assert receive(ws)["type"] == "ready"
     assert _subscribers(bus, user_id) == 1
     # The client reads nothing more, so it never answers the server's pings (every 0.2 s).

@@ -9,8 +9,10 @@ import pytest
 
 from services.credits.client import CreditsClient
 from services.render.app import create_app
-from services.render.catalog import publish_catalog
+from services.render.catalog import alive_key, publish_catalog
+from services.render_worker.scheduler import Scheduler
 from shared.events import redis_client
+from shared.tasks import make_celery
 from tests.render_fixtures import MODEL
 
 
@@ -43,6 +45,15 @@ def live_worker(redis):
                             "checkpoints": [MODEL], "samplers": ["euler"], "schedulers": ["normal"],
                             "upscale_models": [], "workflows": ["text2img", "img2img"], "slots": 2,
                             "updatedAt": "now"})
+    redis.set(alive_key("render@a"), "1", ex=30)
+
+
+@pytest.fixture
+def scheduler(app, render_settings):
+    """The scheduler process's passes, run by the test (``run_once``) against the app's queue."""
+    service = app.extensions["render"]
+    return Scheduler(service.config, service.db, service.events, make_celery(render_settings, "render-test"),
+                     service.templates, "scheduler@test")
 
 
 @pytest.fixture

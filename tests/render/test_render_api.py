@@ -16,7 +16,8 @@ from shared.tasks import RENDER_RUN_JOB
 from tests.render_fixtures import BODY, MODEL, balance
 
 
-def test_generate_admits_holds_and_queues_after_commit(app, user, redis, queue, live_worker, render_settings):
+def test_generate_admits_holds_and_queues_after_commit(app, user, redis, queue, live_worker, render_settings,
+                                                       scheduler):
     user_id, headers = user
     response = app.test_client().post("/api/generate", json=BODY, headers=headers)
     assert response.status_code == 202, response.json
@@ -26,8 +27,12 @@ def test_generate_admits_holds_and_queues_after_commit(app, user, redis, queue, 
     assert job["params"]["width"] == 64 and job["params"]["seed"] >= 0 and "warnings" not in data
     assert isinstance(data["queuePosition"], int)
     assert balance(render_settings, user_id) == {"available": 470, "held": 30}
-    messages = [json.loads(raw) for raw in redis.lrange(f"{queue}.text2img", 0, -1)]
+    assert data["queuePosition"] == 0 and redis.lrange(f"{queue}.worker.render@a", 0, -1) == [], \
+        "the job waits in the scheduler's line until a worker has a free slot"
+    assert scheduler.run_once() == 1
+    messages = [json.loads(raw) for raw in redis.lrange(f"{queue}.worker.render@a", 0, -1)]
     assert [(m["headers"]["task"], m["headers"]["argsrepr"]) for m in messages] == [(RENDER_RUN_JOB, f"['{job['id']}']")]
+    assert scheduler.run_once() == 0, "released once"
 
     fetched = app.test_client().get(f"/api/jobs/{job['id']}", headers=headers)
     assert fetched.status_code == 200 and fetched.json["data"]["id"] == job["id"]

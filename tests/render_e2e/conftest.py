@@ -1,6 +1,6 @@
 """A private render stack per test module: its own redis-server and database (SQLite unless
 given another); as subprocesses started the way ``make run`` starts them
-(``deploy.local.service_commands``): credits, the gateway, the reconciler and, on demand,
+(``deploy.local.service_commands``): credits, the gateway, the reconciler, the scheduler and, on demand,
 the gallery; plus ComfyUI emulators and render workers
 (``python -m services.render_worker --comfyui URL``).
 
@@ -323,7 +323,7 @@ def build_stack(tmp: Path, database_url: str | None = None, broker: str = "redis
         upgrade(service, settings.database_url)
     stack = Stack(tmp, redis, settings, env)
     try:
-        for service in ("credits", "gateway", "reconciler"):
+        for service in ("credits", "gateway", "reconciler", "scheduler"):
             stack.start_service(service)
     except BaseException:  # a service that never answered: stop what did start
         teardown_stack(stack)

@@ -115,5 +115,5 @@ def test_an_administrator_drains_and_resumes_a_worker(hosts: Stack):
     finished = user.wait(job_id, 30)
     assert finished["status"] == "succeeded" and finished["worker"].startswith("d5@")
     row = _wait(lambda: (w := _workers(hosts)["d5"])["done"] >= 1 and w, 10, "d5's count")
-    assert row["state"] == "active" and row["loadedCheckpoint"] == "sd15_demo.safetensors" and row["failed"] == 0
+    assert row["state"] == "active" and row["loadedModel"] == "sd15_demo.safetensors" and row["failed"] == 0
     hosts.stop_worker("d5")

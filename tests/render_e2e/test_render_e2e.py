@@ -111,20 +111,24 @@ def test_queue_limit_positions_and_cancel_of_queued_pending_and_running_jobs(poo
     emulator(step_delay=0.15)
     user = pool.user()
     events = user.socket()
-    running = user.submit(steps=40)
-    pending_in_comfyui = user.submit(steps=40)  # the worker's second slot: waiting inside ComfyUI
+    first_two = [user.submit(steps=40), user.submit(steps=40)]  # the worker's two slots
     queued = [user.submit(steps=40), user.submit(steps=40)]
     limited = user.generate(steps=40)
     assert limited.status_code == 429 and limited.json()["error"]["code"] == "QUEUE_LIMIT"
     assert user.settles_at({"available": 500 - 4 * 15, "held": 60})
 
-    _wait(lambda: user.job(pending_in_comfyui)["comfyPromptId"], 10, "both slots to submit their prompts")
+    _wait(lambda: all(user.job(job_id)["comfyPromptId"] for job_id in first_two), 10,
+          "both slots to submit their prompts")
+    comfy = pool.emulator_url("a")
+    running_prompt = _wait(lambda: requests.get(comfy + "/queue", timeout=5).json()["queue_running"], 10,
+                           "ComfyUI to run one")[0][1]
+    # One runs, the other waits inside ComfyUI (the worker's threads submit them in either order).
+    running, pending_in_comfyui = sorted(first_two, key=lambda j: user.job(j)["comfyPromptId"] != running_prompt)
     assert [user.job(job_id)["queuePosition"] for job_id in queued] == [0, 1]
     cancelled = user.cancel(queued[1])
     assert cancelled.status_code == 200 and cancelled.json()["data"]["status"] == "cancelled"
     assert user.cancel(queued[1]).json()["error"]["code"] == "JOB_FINISHED"
 
-    comfy = pool.emulator_url("a")
     queue = requests.get(comfy + "/queue", timeout=5).json()
     pending_prompt = user.job(pending_in_comfyui)["comfyPromptId"]
     assert [item[1] for item in queue["queue_pending"]] == [pending_prompt]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from services.render import jobs
-from services.render_worker.pipeline import render_job
+from services.render_worker.pipeline import MAX_HOPS, render_job
 
 from tests.render_worker.helpers import admit, job_state, ledger
 
@@ -54,11 +54,18 @@ def test_execution_error_fails_the_job_and_refunds_everything(ctx, user_id, chan
     assert notice["data"]["jobId"] == job_id and notice["dedupeKey"] == f"job.failed:{job_id}"
 
 
-def test_a_model_no_worker_can_serve_fails_and_refunds(ctx, user_id):
+def test_a_model_this_worker_lacks_is_passed_on_then_failed_and_refunded(ctx, user_id):
     job_id = admit(ctx, user_id)
     with ctx.db.transaction() as session:
         jobs.get_job(session, job_id).params = {**jobs.get_job(session, job_id).params, "model": "gone.safetensors"}
     render_job(job_id, ctx)
+    job, _ = job_state(ctx, job_id)
+    assert (job.status, job.worker) == ("queued", None), "handed back to the scheduler for another worker"
+    entry = next(entry for entry, _ in ctx.fair.waiting("interactive", 10_000) if entry.job_id == job_id)
+    assert (entry.hops, entry.avoid) == (1, ("render@test",))
+    ctx.fair.remove(job_id)
+
+    render_job(job_id, ctx, hops=MAX_HOPS)  # every worker it was offered to lacked the model
     job, _ = job_state(ctx, job_id)
     assert (job.status, job.error_code, job.error_class) == ("failed", "MODEL_UNAVAILABLE", "system")
     assert "gone.safetensors" in job.error_message

@@ -1,0 +1,254 @@
+"""The scheduler process: ``python -m services.render_worker.scheduler`` (``make run``
+starts one). It releases waiting jobs (``services.render.scheduler``) to workers as their
+prompt slots free up: one Celery message per free slot, to the chosen worker's own queue.
+
+A pass runs whenever admission or a worker nudges it (``<RENDER_QUEUE>:sched:wake``: a job
+arrived, a job ended) and at least every ``RENDER_SCHEDULE_SECONDS``. Each pass
+* counts every live worker's free slots: its catalog's ``slots`` minus its running jobs
+  (the database) minus jobs released to it that it has not claimed yet;
+* takes back jobs released to a worker that died, or that no worker claimed within
+  ``RENDER_LOST_MESSAGE_SECONDS``, and puts them at the front of their lane;
+* asks the planner which waiting jobs go where, and sends them;
+* tells the owners of the first waiting jobs (the planner's look-ahead) their place in line
+  (``job.position``: at once for a job new in line, at most once a second when it moved);
+and every ``RENDER_RECONCILE_SECONDS``, or at once when Redis lost its data, it syncs the
+line with the database: queued jobs found in neither the waiting nor the released set are
+put back (in fair order), entries of jobs that no longer wait are dropped.
+
+Run one or more anywhere that reaches the database, Redis and the broker: a lease in
+Redis (``<RENDER_QUEUE>:sched:lock``) lets one release at a time; another takes over
+within a few seconds of the holder's death.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+
+from shared.config import load_settings
+from shared.db import Database, utcnow
+from shared.events import EventBus, redis_client
+from shared.metrics import serve_metrics
+from shared.tasks import make_celery
+from shared.web import configure_logging
+
+from services.render import jobs
+from services.render.catalog import MODEL_KINDS, alive_key, read_live_catalogs, workflow_names
+from services.render.config import RenderConfig, load_config
+from services.render.dispatch import estimated_start_seconds, send_job, worker_queue
+from services.render.scheduler import (BATCH, INTERACTIVE, LANES, Entry, FairQueue, Policy, Released, WorkerSlots,
+                                       entry_for, interleaved, plan)
+from services.render.workflows import TemplateStore
+
+log = logging.getLogger(__name__)
+
+# A job admitted this recently may not be in line yet (its admission enqueues after the commit).
+SYNC_GRACE_SECONDS = 2.0
+POSITIONS_SECONDS = 1.0
+# After a nudge, wait this long for more (a burst of admissions) before a pass.
+COALESCE_SECONDS = 0.02
+LEASE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+CATALOG_SECONDS = 1.0
+
+
+class Scheduler:
+    def __init__(self, config: RenderConfig, db: Database, events: EventBus, celery: Celery,
+                 templates: TemplateStore, owner: str) -> None:
+        self.config = config
+        self.db = db
+        self.events = events
+        self.redis = events.redis
+        self.celery = celery
+        self.templates = templates
+        self.owner = owner
+        self.fair = FairQueue(self.redis, config.queue_prefix)
+        self.policy = Policy(batch_share=config.batch_min_share, affinity_wait=config.affinity_wait_seconds)
+        self.lease_seconds = max(5, int(config.schedule_seconds * 5))
+        self._catalogs: tuple[float, list[dict[str, Any]]] = (float("-inf"), [])
+        self._synced_at = float("-inf")
+        self._positions: dict[str, int] = {}
+        self._positions_at = float("-inf")
+        self._passed_over: dict[str, float] = {}  # see plan()
+        self._taken_back = False
+        # One round trip: take the lease, or renew it when this process holds it.
+        self._lead = self.redis.register_script(LEASE)
+        self.slots = 0
+        self.running = 0
+
+    # -- one pass ------------------------------------------------------------------------
+    def run_once(self) -> int | None:
+        """One pass: the number of jobs released, None when another scheduler leads."""
+        if not self._lead(keys=[self.fair.lock_key], args=[self.owner, self.lease_seconds]):
+            return None
+        state = self.fair.snapshot(self.policy.lookahead)
+        if not state.synced or time.monotonic() - self._synced_at >= self.config.reconcile_seconds:
+            self.sync()
+            state = self.fair.snapshot(self.policy.lookahead)
+        if not state.released and not any(state.counts.values()):
+            self._positions = {}
+            return 0
+        workers = self.workers(state.released, state.models)
+        if self._taken_back:  # jobs a dead worker never claimed are back in line
+            state = self.fair.snapshot(self.policy.lookahead)
+        placements = []
+        if any(w.free > 0 for w in workers):
+            placements = plan(state.waiting, workers, state.passes, self.policy, time.time(), self._passed_over)
+            window = {entry.job_id for items in state.waiting.values() for entry, _ in items}
+            self._passed_over = {job_id: at for job_id, at in self._passed_over.items() if job_id in window}
+        if placements:
+            self.fair.mark_released(placements, state.passes, state.vtimes)
+            with self.celery.producer_or_acquire() as producer:
+                for placement in placements:
+                    send_job(self.celery, worker_queue(self.config.queue_prefix, placement.worker),
+                             placement.entry.job_id, placement.entry.hops, producer)
+        placed = {p.entry.job_id for p in placements}
+        self.publish_positions(
+            {lane: [e for e, _ in items if e.job_id not in placed] for lane, items in state.waiting.items()},
+            {lane: state.counts[lane] - sum(1 for p in placements if p.entry.lane == lane) for lane in LANES})
+        return len(placements)
+
+    def workers(self, released: dict[str, Released], models: dict[str, str]) -> list[WorkerSlots]:
+        """Live workers with their free slots; settles the released set on the way (and notes in
+        ``_taken_back`` whether it put any job back in line)."""
+        read_at, catalogs = self._catalogs
+        if time.monotonic() - read_at > CATALOG_SECONDS:
+            catalogs = read_live_catalogs(self.redis)
+            self._catalogs = (time.monotonic(), catalogs)
+        ids = [str(c.get("workerId")) for c in catalogs]
+        alive = {wid for wid, beat in zip(ids, self.redis.mget([alive_key(w) for w in ids]) if ids else []) if beat}
+        with self.db.read() as session:
+            running = jobs.running_by_worker(session)
+            statuses = jobs.statuses(session, list(released))
+        draining = {str(c.get("workerId")) for c in catalogs if c.get("state") == "draining"}
+        pending: Counter[str] = Counter()
+        claimed, now = [], time.time()
+        self._taken_back = False
+        for job_id, item in released.items():
+            if statuses.get(job_id) != "queued":
+                claimed.append(job_id)  # running now (counted above), or over
+            elif (item.worker not in alive or item.worker in draining
+                  or now - item.at > self.config.lost_message_seconds):
+                log.warning("job %s: released to %s but not claimed (dead, draining or lost message); "
+                            "putting it back in line", job_id, item.worker)
+                self.fair.enqueue(item.entry, front=True)
+                self._taken_back = True
+            else:
+                pending[item.worker] += 1
+        self.fair.forget_released(claimed)
+        found = []
+        for catalog in catalogs:
+            wid = str(catalog.get("workerId"))
+            if wid not in alive or catalog.get("state") == "draining":  # a draining worker takes no more
+                continue
+            slots = int(catalog.get("slots", 1))
+            found.append(WorkerSlots(
+                worker_id=wid, free=slots - running.get(wid, 0) - pending[wid],
+                workflows=frozenset(workflow_names(catalog)),
+                models=frozenset(name for kind in MODEL_KINDS + ("builtin_vaes",) for name in catalog.get(kind, [])),
+                loaded=models.get(wid) or catalog.get("loadedModel")))
+        self.slots = sum(w.free + running.get(w.worker_id, 0) + pending[w.worker_id] for w in found)
+        self.running = sum(running.get(w.worker_id, 0) for w in found)
+        return found
+
+    # -- the line against the database ---------------------------------------------------
+    def sync(self) -> int:
+        """Put back queued jobs missing from the line, drop entries of jobs that no longer wait;
+        returns how many were put back."""
+        cutoff = utcnow() - timedelta(seconds=SYNC_GRACE_SECONDS)
+        with self.db.read() as session:
+            queued = jobs.jobs_in_status(session, "queued", updated_before=cutoff, limit=10_000)
+        known = set(self.fair.waiting_ids()) | set(self.fair.released())
+        restored = 0
+        mine = self.config.queue_prefix + "."
+        for job in queued:  # oldest first: the fair tags are rebuilt in admission order
+            if job.id not in known and job.queue.startswith(mine):
+                restored += self.fair.enqueue(entry_for(job, self.templates.get(job.workflow)))
+        waiting = self.fair.waiting_ids()
+        with self.db.read() as session:
+            statuses = jobs.statuses(session, waiting)
+        for job_id in waiting:
+            if statuses.get(job_id) != "queued":
+                self.fair.remove(job_id)
+        self.fair.prune_last_tags()
+        alive_ids = {str(c.get("workerId")) for c in read_live_catalogs(self.redis)}
+        self.fair.forget_workers([w for w in self.fair.last_models() if w not in alive_ids])
+        self.redis.set(self.fair.epoch_key, self.owner)
+        self._synced_at = time.monotonic()
+        if restored:
+            log.warning("scheduler: put %s queued jobs back in line (Redis had lost them)", restored)
+        return restored
+
+    # -- telling users -------------------------------------------------------------------
+    def publish_positions(self, waiting: dict[str, list[Entry]], counts: dict[str, int]) -> None:
+        """``job.position`` to the owners of the first waiting jobs: at once for a job that has not
+        heard one, and at most every ``POSITIONS_SECONDS`` for a job whose place changed (every
+        release moves every place, and a backlog must not cost one event per job per release)."""
+        refresh = time.monotonic() - self._positions_at >= POSITIONS_SECONDS
+        if refresh:
+            self._positions_at = time.monotonic()
+        positions: dict[str, int] = {}
+        events: list[tuple[int, str, dict[str, Any]]] = []
+        for lane, entries in waiting.items():
+            other = counts.get(BATCH if lane == INTERACTIVE else INTERACTIVE, 0)
+            for rank, entry in enumerate(entries):
+                position = rank + interleaved(rank, other, lane, self.policy.batch_share)
+                heard = self._positions.get(entry.job_id)
+                if heard == position or (heard is not None and not refresh):
+                    positions[entry.job_id] = heard
+                    continue
+                positions[entry.job_id] = position
+                template = self.templates.get(entry.workflow)
+                events.append((entry.user_id, "job.position", {
+                    "jobId": entry.job_id, "position": position,
+                    "estimatedStartSeconds": estimated_start_seconds(
+                        position, self.running, self.slots, template.estimated_seconds if template else 10.0)}))
+        self.events.publish_live(events)
+        self._positions = positions
+
+    def run(self, stop: threading.Event) -> None:
+        """Passes until ``stop``: on every nudge, and at least every ``RENDER_SCHEDULE_SECONDS``."""
+        while not stop.is_set():
+            try:
+                self.run_once()
+                if self.redis.blpop([self.fair.wake_key], timeout=self.config.schedule_seconds):
+                    stop.wait(COALESCE_SECONDS)
+                    self.redis.delete(self.fair.wake_key)
+            except Exception:  # the database or Redis away: the next pass tries again
+                log.exception("scheduler pass failed; retrying in %s s", self.config.schedule_seconds)
+                stop.wait(self.config.schedule_seconds)
+        if self.redis.get(self.fair.lock_key) == self.owner:
+            self.redis.delete(self.fair.lock_key)
+
+
+def main() -> None:
+    """``python -m services.render_worker.scheduler``: one scheduler process."""
+    settings = load_settings()
+    config = load_config(settings)
+    configure_logging("render-scheduler", settings.log_level)
+    serve_metrics("scheduler")
+    scheduler = Scheduler(config, Database(settings.render_database_url), EventBus(redis_client(settings.redis_url)),
+                          make_celery(settings, "render_scheduler"),
+                          TemplateStore(defaults=config.parameter_defaults),
+                          f"scheduler@{socket.gethostname()}#{os.getpid()}")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    log.info("render scheduler: batch share %s, affinity wait %s s", config.batch_min_share,
+             config.affinity_wait_seconds)
+    scheduler.run(stop)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""The fair-share scheduler: the order it releases jobs in (users, weights, lanes), model
+affinity with a bounded wait, and its consistency with the database (cancel, Redis losing
+its data, a worker dying before it claimed its job)."""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from services.render.catalog import alive_key, publish_catalog
+from services.render.models import RenderJob
+from services.render.scheduler import BATCH, INTERACTIVE, Entry, FairQueue, Policy, WorkerSlots, plan
+from services.credits.client import CreditsClient
+from shared.db import utcnow
+from tests.render_fixtures import BODY, MODEL, balance
+
+OTHER = "other_model.safetensors"
+
+
+@pytest.fixture
+def fair(redis, unique):
+    queue = FairQueue(redis, f"sched-test-{unique}")
+    yield queue
+    for key in redis.scan_iter(match=f"sched-test-{unique}:*"):
+        redis.delete(key)
+
+
+def entry(job_id: str, user: int, *, lane: str = INTERACTIVE, weight: float = 1.0,
+          model: str | None = MODEL) -> Entry:
+    return Entry(job_id=job_id, user_id=user, lane=lane, weight=weight, workflow="text2img", model=model,
+                 needs=(model,) if model else (), images=1)
+
+
+def worker(worker_id: str, free: int = 1, loaded: str | None = None, models=(MODEL, OTHER)) -> WorkerSlots:
+    return WorkerSlots(worker_id, free, frozenset({"text2img"}), frozenset(models), loaded)
+
+
+def release(fair: FairQueue, count: int, policy: Policy = Policy()) -> list[str]:
+    """Release ``count`` jobs one slot at a time, as freed slots come one by one."""
+    order = []
+    for _ in range(count):
+        waiting = {lane: fair.waiting(lane) for lane in (INTERACTIVE, BATCH)}
+        passes = fair.passes()
+        placements = plan(waiting, [worker("w")], passes, policy, time.time(), {})
+        if not placements:
+            break
+        fair.mark_released(placements, passes, fair.vtimes())
+        order += [p.entry.job_id for p in placements]
+    return order
+
+
+def test_a_backlog_of_one_user_does_not_hold_back_users_who_arrive_later(fair):
+    for n in range(1, 9):
+        fair.enqueue(entry(f"a{n}", 1))
+    assert release(fair, 2) == ["a1", "a2"]
+    for user, name in ((2, "b"), (3, "c")):
+        for n in (1, 2):
+            fair.enqueue(entry(f"{name}{n}", user))
+    assert fair.position("c2", 0.2) == 5, "a3 b1 c1 a4 b2 come first"
+    assert release(fair, 12) == ["a3", "b1", "c1", "a4", "b2", "c2", "a5", "a6", "a7", "a8"]
+
+
+def test_weights_divide_the_releases_while_both_users_wait(fair):
+    for n in range(8):
+        fair.enqueue(entry(f"h{n}", 1, weight=3))
+        fair.enqueue(entry(f"l{n}", 2, weight=1))
+    first = release(fair, 8)
+    assert Counter(job[0] for job in first) == {"h": 6, "l": 2}
+
+
+def test_the_batch_lane_gets_its_minimum_share_and_everything_when_people_wait_for_nothing(fair):
+    for n in range(20):
+        fair.enqueue(entry(f"i{n:02}", 1 + n % 3))
+        fair.enqueue(entry(f"b{n:02}", 9, lane=BATCH))
+    first = release(fair, 10, Policy(batch_share=0.2))
+    assert Counter(job[0] for job in first) == {"i": 8, "b": 2}
+    assert fair.position("b05", 0.2) == 3 + 12, "batch's 4th waiting job: 3 batch and 12 interactive ahead"
+    release(fair, 15, Policy(batch_share=0.2))  # the rest of the interactive lane, and some batch
+    rest = release(fair, 20, Policy(batch_share=0.2))
+    assert rest and all(job.startswith("b") for job in rest)
+
+
+def test_an_idle_lane_banks_no_credit(fair):
+    for n in range(30):
+        fair.enqueue(entry(f"i{n:02}", 1))
+    release(fair, 20, Policy(batch_share=0.2))  # people alone for a while
+    for n in range(10):
+        fair.enqueue(entry(f"b{n:02}", 9, lane=BATCH))
+    assert Counter(job[0] for job in release(fair, 5, Policy(batch_share=0.2))) == {"i": 4, "b": 1}
+
+
+def test_affinity_prefers_a_worker_holding_the_model_and_waits_for_it_only_so_long():
+    policy = Policy(affinity_wait=5)
+    now = time.time()
+    busy_a, idle_b = worker("wa", free=0, loaded=MODEL), worker("wb", free=1, loaded=OTHER)
+    waiting = {INTERACTIVE: [(entry("j1", 1), 1.0), (entry("j2", 2, model=OTHER), 1.0)]}
+    placed = plan(waiting, [busy_a, idle_b], {}, policy, now, {})
+    assert [(p.entry.job_id, p.worker) for p in placed] == [("j2", "wb")], \
+        "j1 waits for the busy worker holding its model; j2 passes it to the idle worker holding its own"
+
+    waiting = {INTERACTIVE: [(entry("j1", 1), 1.0)]}
+    passed_over: dict[str, float] = {}
+    assert plan(waiting, [worker("wa", 0, MODEL), worker("wb", 1, OTHER)], {}, policy, now, passed_over) == []
+    assert plan(waiting, [worker("wa", 0, MODEL), worker("wb", 1, OTHER)], {}, policy, now + 4.9, passed_over) == []
+    placed = plan(waiting, [worker("wa", 0, MODEL), worker("wb", 1, OTHER)], {}, policy, now + 5.1, passed_over)
+    assert [(p.entry.job_id, p.worker) for p in placed] == [("j1", "wb")], \
+        "after waiting its while (counted from when it was first passed over), any capable worker"
+
+    placed = plan(waiting, [worker("wa", 1, OTHER), worker("wb", 1, MODEL)], {}, policy, now, {})
+    assert [p.worker for p in placed] == ["wb"], "an idle holder first"
+    placed = plan(waiting, [worker("wa", 1, MODEL)], {}, Policy(affinity_wait=0), now, {})
+    assert [p.worker for p in placed] == ["wa"]
+
+
+def test_jobs_spread_over_idle_gpus_before_filling_a_workers_second_slot():
+    now = time.time()
+    waiting = {INTERACTIVE: [(entry("j1", 1), 1.0), (entry("j2", 2), 1.0)]}
+    placed = plan(waiting, [worker("wa", 2), worker("wb", 2)], {}, Policy(), now, {})
+    assert sorted(p.worker for p in placed) == ["wa", "wb"]
+    waiting = {INTERACTIVE: [(entry("j1", 1), 1.0)]}
+    placed = plan(waiting, [worker("wa", 0, MODEL), worker("wb", 2, None)], {}, Policy(), now, {})
+    assert [p.worker for p in placed] == ["wb"], "a worker that holds no model yet switches nothing"
+
+
+def test_a_job_goes_only_to_workers_that_list_its_model():
+    now = time.time()
+    rare = entry("j1", 1, model="rare.safetensors")
+    waiting = {INTERACTIVE: [(rare, 1.0)]}
+    assert plan(waiting, [worker("wa", 2)], {}, Policy(), now, {}) == []
+    placed = plan(waiting, [worker("wa", 2), worker("wr", 1, models=("rare.safetensors",))], {}, Policy(), now, {})
+    assert [p.worker for p in placed] == ["wr"]
+
+
+def test_free_slots_limit_what_is_released(fair):
+    for n in range(6):
+        fair.enqueue(entry(f"j{n}", n))
+    waiting = {INTERACTIVE: fair.waiting(INTERACTIVE)}
+    placed = plan(waiting, [worker("wa", 2, MODEL), worker("wb", 1, MODEL)], {}, Policy(), time.time(), {})
+    assert Counter(p.worker for p in placed) == {"wa": 2, "wb": 1}
+
+
+# -- against the database and the API ------------------------------------------------------
+def _admit(app, headers, **body) -> str:
+    response = app.test_client().post("/api/generate", json={**BODY, **body}, headers=headers)
+    assert response.status_code == 202, response.json
+    return response.json["data"]["job"]["id"]
+
+
+def _worker_messages(redis, queue: str, worker_id: str) -> list[str]:
+    return [json.loads(raw)["headers"]["argsrepr"][2:-2] for raw in redis.lrange(f"{queue}.worker.{worker_id}", 0, -1)]
+
+
+def test_cancelling_a_waiting_job_removes_it_from_the_line(app, user, live_worker, scheduler, redis, queue,
+                                                           render_settings):
+    user_id, headers = user
+    job_id = _admit(app, headers)
+    assert scheduler.fair.waiting_ids() == [job_id]
+    assert app.test_client().delete(f"/api/jobs/{job_id}", headers=headers).json["data"]["status"] == "cancelled"
+    assert scheduler.fair.waiting_ids() == []
+    assert scheduler.run_once() == 0 and _worker_messages(redis, queue, "render@a") == []
+    assert balance(render_settings, user_id) == {"available": 500, "held": 0}
+
+
+def test_after_redis_lost_the_line_it_is_rebuilt_from_queued_jobs_in_fair_order(app, user, issue_token, live_worker,
+                                                                                 scheduler, redis, queue):
+    heavy, light = user[1], {"Authorization": f"Bearer {issue_token(user[0] + 1, 'light')}"}
+    CreditsClient(app.extensions["render"].settings.credits_url,
+                  app.extensions["render"].settings.service_token).open_account(user[0] + 1)
+    heavy_jobs = [_admit(app, heavy) for _ in range(3)]
+    light_job = _admit(app, light)
+    cancelled = _admit(app, light)
+    app.test_client().delete(f"/api/jobs/{cancelled}", headers=light)
+    for key in redis.scan_iter(match=f"{queue}:sched:*"):  # Redis restarted without its data
+        redis.delete(key)
+    with scheduler.db.transaction() as session:  # admitted a while ago (the sync leaves the newest to admission)
+        session.execute(update(RenderJob).where(RenderJob.id.in_(heavy_jobs + [light_job]))
+                        .values(updated_at=utcnow() - timedelta(minutes=1)))
+    assert scheduler.run_once() == 2
+    released = _worker_messages(redis, queue, "render@a")
+    assert set(released) == {heavy_jobs[0], light_job}, "the light user's job is not behind the heavy user's backlog"
+    assert set(scheduler.fair.waiting_ids()) == set(heavy_jobs[1:])
+    assert scheduler.sync() == 0, "rebuilt once"
+
+
+def test_a_job_released_to_a_worker_that_died_before_claiming_it_goes_to_another(app, user, live_worker, scheduler,
+                                                                                redis, queue):
+    job_id = _admit(app, user[1])
+    assert scheduler.run_once() == 1 and _worker_messages(redis, queue, "render@a") == [job_id]
+    redis.delete(alive_key("render@a"))
+    publish_catalog(redis, {"workerId": "render@b", "checkpoints": [MODEL], "workflows": ["text2img"], "slots": 1})
+    redis.set(alive_key("render@b"), "1", ex=30)
+    scheduler._catalogs = (float("-inf"), [])  # the catalogs it cached a moment ago
+    assert scheduler.run_once() == 1
+    assert _worker_messages(redis, queue, "render@b") == [job_id]
+    assert list(scheduler.fair.released()) == [job_id]
+
+
+def test_administrators_set_a_users_weight_for_the_jobs_they_submit_next(app, user, issue_token, live_worker,
+                                                                         scheduler):
+    user_id, headers = user
+    admin = {"Authorization": f"Bearer {issue_token(1, 'root', role='admin')}"}
+    client = app.test_client()
+    assert client.put(f"/api/admin/render/shares/{user_id}", json={"weight": 3}, headers=headers).status_code == 403
+    assert client.put(f"/api/admin/render/shares/{user_id}", json={"weight": 0}, headers=admin).status_code == 422
+    answer = client.put(f"/api/admin/render/shares/{user_id}", json={"weight": 3}, headers=admin)
+    assert answer.status_code == 200 and answer.json["data"] == {"userId": user_id, "weight": 3.0}
+    job_id = _admit(app, headers)
+    assert [e.weight for e, _ in scheduler.fair.waiting(INTERACTIVE) if e.job_id == job_id] == [3.0]
+    shares = client.get("/api/admin/render/shares", headers=admin).json["data"]
+    assert {"userId": user_id, "weight": 3.0} in shares["users"]
+    assert {"userId": user_id, "lane": INTERACTIVE, "weight": 3.0, "waiting": 1} in shares["waiting"]
+    client.put(f"/api/admin/render/shares/{user_id}", json={"weight": None}, headers=admin)
+    assert {"userId": user_id, "weight": 3.0} not in client.get("/api/admin/render/shares",
+                                                                headers=admin).json["data"]["users"]
+
+
+def test_waiting_users_hear_their_place_in_the_order_the_scheduler_releases(app, user, issue_token, live_worker,
+                                                                          scheduler, redis, render_settings):
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(f"events:user:{user[0]}")
+    pubsub.get_message(timeout=1)
+    jobs = [_admit(app, user[1]) for _ in range(4)]
+    assert scheduler.run_once() == 2, "two slots"
+    heard = {}
+    while (message := pubsub.get_message(timeout=0.5)) is not None:
+        event = json.loads(message["data"])
+        if event["type"] == "job.position":
+            heard[event["data"]["jobId"]] = event["data"]["position"]
+    pubsub.close()
+    assert heard == {jobs[2]: 0, jobs[3]: 1}
