@@ -3,13 +3,15 @@
 Each workflow has a Celery queue ``<RENDER_QUEUE>.<workflow>`` that every worker able to
 run it consumes, and each worker its own, ``<RENDER_QUEUE>.worker.<workerId>``. The
 scheduler (``services.render.scheduler``) sends every job to the queue of the worker it
-chose; the workflow queues carry only jobs a worker passes on.
+chose. Workers still consume the workflow queues, so messages sent there before the
+scheduler existed are not lost on an upgrade; nothing sends there now.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from celery import Celery
+from kombu import Exchange, Queue
 
 from shared.tasks import RENDER_RUN_JOB
 
@@ -20,8 +22,25 @@ def queue_name(base: str, workflow: str) -> str:
     return f"{base}.{workflow}"
 
 
+# A worker's own queue is gone this long after its last consumer left (RabbitMQ's
+# ``x-expires``): worker ids are new on every start, so queues of past starts must not pile up.
+# A job released there unclaimed is taken back by the scheduler long before. (Redis needs
+# nothing: an empty list is no key.)
+WORKER_QUEUE_EXPIRES_SECONDS = 3600
+
+
 def worker_queue(base: str, worker_id: str) -> str:
     return f"{base}.worker.{worker_id}"
+
+
+def declare_worker_queue(celery: Celery, base: str, worker_id: str) -> str:
+    """Register a worker's own queue with its expiry in ``celery``'s routing table (the worker
+    consuming it and the scheduler sending to it must declare it alike); returns its name."""
+    name = worker_queue(base, worker_id)
+    if name not in celery.amqp.queues:
+        celery.amqp.queues.add(Queue(name, Exchange(name, type="direct"), routing_key=name,
+                                     queue_arguments={"x-expires": WORKER_QUEUE_EXPIRES_SECONDS * 1000}))
+    return name
 
 
 def send_job(celery: Celery, queue: str, job_id: str, hops: int = 0, producer: Any = None) -> None:

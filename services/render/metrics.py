@@ -30,6 +30,14 @@ QUEUE_WAIT = Histogram("render_queue_wait_seconds", "Time a job waited in its qu
 OVERHEAD = Histogram("render_overhead_seconds",
                      "Platform time of a job beyond ComfyUI's: picked to settled minus submitted to last image",
                      ("workflow",), buckets=OVERHEAD_BUCKETS)
+SCHEDULER_RELEASED = Counter("render_scheduler_released_total", "Jobs the scheduler released to workers, by lane",
+                             ("lane",))
+SCHEDULER_TAKEN_BACK = Counter("render_scheduler_taken_back_total",
+                               "Jobs released to a worker that died, drained or lost the message, put back in line")
+SCHEDULER_WAITING = Gauge("render_scheduler_waiting", "Jobs waiting in the scheduler's lines, by lane", ("lane",),
+                          multiprocess_mode="livemax")
+SCHEDULER_LEADING = Gauge("render_scheduler_leading", "Whether this scheduler holds the lease (1) or stands by (0)",
+                          multiprocess_mode="livemax")
 COMFYUI_UP = Gauge("render_comfyui_up", "Whether this worker's ComfyUI answered its last heartbeat (1) or not (0)",
                    ("worker", "comfyui"), multiprocess_mode="livemax")
 

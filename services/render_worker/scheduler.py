@@ -41,9 +41,10 @@ from shared.tasks import make_celery
 from shared.web import configure_logging
 
 from services.render import jobs
+from services.render.metrics import SCHEDULER_LEADING, SCHEDULER_RELEASED, SCHEDULER_TAKEN_BACK, SCHEDULER_WAITING
 from services.render.catalog import MODEL_KINDS, alive_key, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig, load_config
-from services.render.dispatch import estimated_start_seconds, send_job, worker_queue
+from services.render.dispatch import declare_worker_queue, estimated_start_seconds, send_job
 from services.render.scheduler import (BATCH, INTERACTIVE, LANES, Entry, FairQueue, Policy, Released, WorkerSlots,
                                        entry_for, interleaved, plan)
 from services.render.workflows import TemplateStore
@@ -91,11 +92,15 @@ class Scheduler:
     def run_once(self) -> int | None:
         """One pass: the number of jobs released, None when another scheduler leads."""
         if not self._lead(keys=[self.fair.lock_key], args=[self.owner, self.lease_seconds]):
+            SCHEDULER_LEADING.set(0)
             return None
+        SCHEDULER_LEADING.set(1)
         state = self.fair.snapshot(self.policy.lookahead)
         if not state.synced or time.monotonic() - self._synced_at >= self.config.reconcile_seconds:
             self.sync()
             state = self.fair.snapshot(self.policy.lookahead)
+        for lane in LANES:
+            SCHEDULER_WAITING.labels(lane).set(state.counts.get(lane, 0))
         if not state.released and not any(state.counts.values()):
             self._positions = {}
             return 0
@@ -111,8 +116,9 @@ class Scheduler:
             self.fair.mark_released(placements, state.passes, state.vtimes)
             with self.celery.producer_or_acquire() as producer:
                 for placement in placements:
-                    send_job(self.celery, worker_queue(self.config.queue_prefix, placement.worker),
+                    send_job(self.celery, declare_worker_queue(self.celery, self.config.queue_prefix, placement.worker),
                              placement.entry.job_id, placement.entry.hops, producer)
+                    SCHEDULER_RELEASED.labels(placement.entry.lane).inc()
         placed = {p.entry.job_id for p in placements}
         self.publish_positions(
             {lane: [e for e, _ in items if e.job_id not in placed] for lane, items in state.waiting.items()},
@@ -143,6 +149,7 @@ class Scheduler:
                 log.warning("job %s: released to %s but not claimed (dead, draining or lost message); "
                             "putting it back in line", job_id, item.worker)
                 self.fair.enqueue(item.entry, front=True)
+                SCHEDULER_TAKEN_BACK.inc()
                 self._taken_back = True
             else:
                 pending[item.worker] += 1

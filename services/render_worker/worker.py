@@ -32,7 +32,7 @@ from services.render_worker.drain import WorkerState
 from services.render_worker.heartbeat import CatalogPublisher
 from services.render_worker.comfyui import ComfyUIError
 from services.render.config import load_config
-from services.render.dispatch import queue_name, worker_queue
+from services.render.dispatch import declare_worker_queue, queue_name
 from services.render_worker.pipeline import RenderContext, build_context
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def start_worker_threads(sender, **_kwargs) -> None:
             sender.add_task_queue(queue)
     except ComfyUIError as exc:
         log.warning("ComfyUI did not answer at start (%s); consuming only the queues given with -Q", exc)
-    sender.add_task_queue(worker_queue(config.queue_prefix, ctx.worker_id))
+    sender.add_task_queue(declare_worker_queue(sender.app, config.queue_prefix, ctx.worker_id))
     queues = sorted(sender.app.amqp.queues.consume_from or [])
     publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, ctx.worker_id, ctx.templates.all, queues,
                                  config.prompts_in_flight, interval=config.heartbeat_seconds,

@@ -37,6 +37,7 @@ def redis(render_settings):
     yield client
     for key in client.scan_iter(match="catalog:worker:*"):
         client.delete(key)
+    client.connection_pool.disconnect()
 
 
 @pytest.fixture
@@ -52,8 +53,9 @@ def live_worker(redis):
 def scheduler(app, render_settings):
     """The scheduler process's passes, run by the test (``run_once``) against the app's queue."""
     service = app.extensions["render"]
-    return Scheduler(service.config, service.db, service.events, make_celery(render_settings, "render-test"),
-                     service.templates, "scheduler@test")
+    celery = make_celery(render_settings, "render-test")
+    yield Scheduler(service.config, service.db, service.events, celery, service.templates, "scheduler@test")
+    celery.close()  # its broker connections: left to the garbage collector they warn as unclosed sockets
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The fair-share scheduler: the order it releases jobs in (users, weights, lanes), model
 affinity with a bounded wait, and its consistency with the database (cancel, Redis losing
-its data, a worker dying before it claimed its job)."""
+its data, a worker dying or draining before it claimed its job)."""
 from __future__ import annotations
 
 import json
@@ -197,6 +197,22 @@ def test_a_job_released_to_a_worker_that_died_before_claiming_it_goes_to_another
     assert scheduler.run_once() == 1
     assert _worker_messages(redis, queue, "render@b") == [job_id]
     assert list(scheduler.fair.released()) == [job_id]
+
+
+def test_a_draining_worker_gets_no_job_and_what_it_has_not_claimed_goes_to_another(app, user, live_worker, scheduler,
+                                                                                   redis, queue):
+    first = _admit(app, user[1])
+    assert scheduler.run_once() == 1 and _worker_messages(redis, queue, "render@a") == [first]
+    publish_catalog(redis, {"workerId": "render@a", "checkpoints": [MODEL], "workflows": ["text2img"], "slots": 2,
+                            "state": "draining"})
+    second = _admit(app, user[1])
+    publish_catalog(redis, {"workerId": "render@b", "checkpoints": [MODEL], "workflows": ["text2img"], "slots": 2})
+    redis.set(alive_key("render@b"), "1", ex=30)
+    scheduler._catalogs = (float("-inf"), [])  # the catalogs it cached a moment ago
+    assert scheduler.run_once() == 2
+    assert sorted(_worker_messages(redis, queue, "render@b")) == sorted([first, second])
+    assert _worker_messages(redis, queue, "render@a") == [first], "only the message it had before draining"
+    assert sorted(scheduler.fair.released()) == sorted([first, second])
 
 
 def test_administrators_set_a_users_weight_for_the_jobs_they_submit_next(app, user, issue_token, live_worker,
