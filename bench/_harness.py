@@ -49,6 +49,14 @@ def gunicorn_command(app_module: str, bind: str, workers: int, threads: int) -> 
             "--log-level", "warning", f"{app_module}:create_app()"]
 
 
+def gateway_command(bind: str, workers: int, connections: int = 2000) -> list[str]:
+    """The gateway as production runs it (gevent: a greenlet per request and per socket),
+    without access logs."""
+    return [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", str(workers),
+            "--worker-connections", str(connections), "--bind", bind,
+            "--keep-alive", str(SERVER_KEEPALIVE_SECONDS), "--log-level", "warning", "services.gateway.app:create_app()"]
+
+
 def is_ready(url: str) -> bool:
     """Whether ``GET url`` answers 200."""
     try:

@@ -3,11 +3,11 @@ same emulator, in one run:
 
     .venv/bin/python bench/render.py [--jobs 100] [--single 60] [--clients 200] [--backend mariadb|sqlite]
 
-Starts a private stack: redis-server, credits and gateway under gunicorn (gthread; the
-gateway as 3 processes × 90 threads, since each open socket holds a thread and one of a
-process's at most 100 pooled Redis connections), two
-ComfyUI emulators and one render worker per emulator (``python -m services.render_worker``,
-2 prompts in flight each), on MariaDB (127.0.0.1:3306, a throwaway database) or SQLite.
+Starts a private stack: redis-server, credits under gunicorn (gthread), the gateway as
+production runs it (gunicorn, 2 gevent workers), the scheduler
+(``python -m services.render_worker.scheduler``), two ComfyUI emulators and one render worker
+per emulator (``python -m services.render_worker``, 2 prompts in flight each), on MariaDB
+(127.0.0.1:3306, a throwaway database) or SQLite.
 
 (a) per-job overhead for one 512×512 image at zero render time: submit → ``job.succeeded``
     on the gateway WebSocket, minus the direct client's submit → image bytes (p50/p99).
@@ -35,7 +35,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _harness import Processes, access_token, fresh_database, gunicorn_command, is_ready, wait_for
+from _harness import Processes, access_token, fresh_database, gateway_command, gunicorn_command, is_ready, wait_for
 
 import requests
 import websocket
@@ -84,9 +84,9 @@ class Stack:
         self.private_key = settings.jwt_private_key_path.read_text()
         self.gunicorn("credits", "services.credits.app", settings.credits_url, workers=2, threads=16)
         self.gateway = f"http://127.0.0.1:{settings.gateway_port}"
-        # Each open /ws holds a thread and a Redis pub/sub connection, and redis-py pools stop at
-        # 100 connections per process: 3 processes × 90 threads carry 200+ sockets.
-        self.gunicorn("gateway", "services.gateway.app", self.gateway, workers=3, threads=90)
+        self.processes.start("gateway", gateway_command(self.gateway.split("//", 1)[1], workers=2),
+                             env=self.process_env, ready=lambda: is_ready(self.gateway + "/healthz"), timeout=30)
+        processes.start("scheduler", [PY, "-m", "services.render_worker.scheduler"], env=self.process_env)
         self.emulators = [self.emulator(name) for name in ("a", "b")]
         for name, url in zip(("w1", "w2"), self.emulators):
             processes.start(f"worker-{name}", [PY, "-m", "services.render_worker", "--comfyui", url, "--name", name,
@@ -329,7 +329,7 @@ def main() -> None:
         p_busy, p_gaps, p_wall = bench_throughput_platform(stack, args.jobs)
         d_busy, d_gaps, d_wall = bench_throughput_direct(stack, args.jobs)
         latencies = bench_progress_latency(stack, args.clients, 10)
-    print(f"\nrender bench — {args.backend}, 2 emulators × 1 worker (2 prompts in flight), gateway gunicorn gthread")
+    print(f"\nrender bench — {args.backend}, 2 emulators × 1 worker (2 prompts in flight), gateway gunicorn gevent, one scheduler")
     print(f"{'figure':<58}{'platform':>12}{'direct':>12}{'aim':>12}")
     overhead50 = statistics.median(platform) - statistics.median(direct)
     overhead99 = pct(platform, 99) - pct(direct, 99)

@@ -8,7 +8,7 @@ the environment.
 | ``RENDER_PROMPTS_IN_FLIGHT`` | 2 | jobs one worker keeps inside its ComfyUI at once (threads) |
 | ``RENDER_USER_ACTIVE_LIMIT`` | 4 | a user's queued + running jobs; more → 429 QUEUE_LIMIT |
 | ``RENDER_HEARTBEAT_SECONDS`` | 10 | worker heartbeat period; it is presumed dead after 3 missed beats |
-| ``RENDER_RECONCILE_SECONDS`` | 15 | period of the reconciler (lost messages, dead workers, overdue jobs) |
+| ``RENDER_RECONCILE_SECONDS`` | 15 | period of the reconciler (dead workers, overdue jobs, unsettled credits) and of the scheduler's sync of its line with the database |
 | ``RENDER_LOST_MESSAGE_SECONDS`` | 30 | a job released to a worker and not claimed for this long is put back in line |
 | ``RENDER_VISIBILITY_TIMEOUT`` | JOB_DEADLINE_SECONDS + 300 | seconds before Redis redelivers an unacknowledged message |
 | ``RENDER_MAX_ATTEMPTS`` | 3 | runs of one job before a crash-looping job is failed and refunded |
