@@ -3,7 +3,7 @@
 Which requests: ``GET`` without an ``Authorization`` header of a gallery page
 (``/api/works/gallery``) or a work's details (``/api/works/<id>``). Only 200 answers are
 kept, so a private, hidden or deleted work (404 to an anonymous caller) never enters it.
-A signed-in request is answered from the same entries by ``services/gateway/overlay.py``.
+A signed-in request is answered from the same entries by ``services/gateway/public_reads.py``.
 
 Key: the path and its query parameters sorted (``pageSize=20&sort=newest`` and
 ``sort=newest&pageSize=20`` share an entry).
@@ -18,7 +18,9 @@ Invalidation: services move the generation counter on after a change the public 
 (``services/gateway/client.py``); entries are stored under the generation they were fetched
 in, and each process reads the counter at most every ``GENERATION_CHECK_SECONDS``, so a
 change shows within that time. If Redis is unreachable the cache steps aside and requests
-go to the service.
+go to the service. ``gateway_edge_cache_total{result}`` counts the answers: ``hit`` (served
+from an entry, in front of Flask or by it), ``miss`` (fetched and kept), ``pass`` (fetched and
+not kept: an error, a 404, Redis away).
 
 One fetch per key at a time (striped locks), and an entry in its last fifth of life is
 refetched by the first request that sees it while the others are still served from it.
@@ -37,9 +39,13 @@ import redis
 from flask import Request, Response
 
 from services.gateway.client import GENERATION_CHECK_SECONDS, generation_key
+from shared.metrics import Counter
 from shared.web import IdConverter
 
 log = logging.getLogger(__name__)
+_ANSWERED = Counter("gateway_edge_cache_total", "Anonymous public reads by how the edge cache answered them",
+                   ("result",))
+ANSWERS = {state: _ANSWERED.labels(state.lower()) for state in ("HIT", "MISS", "PASS")}
 
 CACHED_PATHS = re.compile(rf"/api/works/(?:gallery|{IdConverter.regex})")
 LOCAL_ENTRIES = 4096
@@ -122,6 +128,11 @@ class EdgeCache:
         """The fresh entry for ``key`` and whether it was a "HIT" or a "MISS"; on a miss,
         ``fetch()`` answers and a 200 is kept. The upstream's response itself comes back
         ("PASS") when it is not kept (an error, a 404) or Redis is unreachable."""
+        found, state = self._get(key, fetch)
+        ANSWERS[state].inc()
+        return found, state
+
+    def _get(self, key: str, fetch: Callable[[], Response]) -> tuple[Entry | Response, str]:
         generation = self.generation()
         if generation is None:
             return fetch(), "PASS"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from services.gateway.cache import CACHED_PATHS, EdgeCache, key_of
+from services.gateway.cache import ANSWERS, CACHED_PATHS, EdgeCache, key_of
 from services.gateway.clientaddr import Network, resolve_client
 from services.gateway.ratelimit import Limit, RateLimited, RateLimiter, RateLimits
 from services.gateway.security import SECURITY_HEADERS
@@ -72,6 +72,7 @@ class CachedReadsFastPath:
 
         presented = wsgi_env.get("HTTP_X_REQUEST_ID", "")
         status, headers, body = self.cache.answer(entry, "HIT", wsgi_env.get("HTTP_IF_NONE_MATCH"), self.vary)
+        ANSWERS["HIT"].inc()
         headers += _SECURITY_HEADERS
         headers.append((REQUEST_ID_HEADER, presented if VALID_REQUEST_ID.fullmatch(presented) else new_request_id()))
         start_response(status, headers)

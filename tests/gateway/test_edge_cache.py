@@ -116,6 +116,20 @@ def test_anonymous_reads_come_from_the_cache_with_validators(make_stack):
     assert hit.headers["X-Content-Type-Options"] == "nosniff" and hit.headers["X-Request-ID"]
 
 
+def test_the_caches_answers_are_counted_for_metrics(make_stack):
+    from prometheus_client import REGISTRY
+
+    def answered(result: str) -> float:
+        return REGISTRY.get_sample_value("gateway_edge_cache_total", {"result": result}) or 0.0
+
+    stack = make_stack()
+    before = {result: answered(result) for result in ("hit", "miss", "pass")}
+    assert stack.get(stack.page).headers["X-Edge-Cache"] == "MISS"
+    assert stack.get(stack.page).headers["X-Edge-Cache"] == "HIT"  # in front of Flask
+    assert stack.get(f"/api/works/{2 ** 62}").status_code == 404  # not kept
+    assert {result: answered(result) - before[result] for result in before} == {"hit": 1, "miss": 1, "pass": 1}
+
+
 def test_cache_hits_keep_the_edges_duties(make_stack):
     stack = make_stack(RATE_LIMIT_GLOBAL="4/minute", TRUSTED_PROXIES="127.0.0.1/32")
     client = {"X-Forwarded-For": "203.0.113.77"}
