@@ -745,12 +745,17 @@ def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
                         no_horizontal_overflow(target, f"{name} ({language})")
                     shoot(target, f"{name}-{label}-{language}")
             if label == "phone":
-                for tab in ("works", "jobs", "models", "codes", "fleet"):  # the tabs wrap instead of scrolling
+                for tab in ("users", "works", "review", "safety", "audit", "jobs", "models", "codes", "services",
+                            "fleet", "sso"):  # every tab; the tabs wrap instead of scrolling
                     admin_page.goto("/admin")
                     admin_page.get_by_test_id(f"admin-tab-{tab}").click()
                     admin_page.wait_for_load_state("networkidle")
                     no_horizontal_overflow(admin_page, f"admin {tab} ({language})")
                     shoot(admin_page, f"admin-{tab}-phone-{language}")
+                    if tab == "fleet":  # the fair-share section, further down
+                        admin_page.get_by_role("heading", name="各用户排队任务" if language == "zh-CN"
+                                               else "Waiting jobs by user").scroll_into_view_if_needed()
+                        shoot(admin_page, f"admin-fleet-shares-phone-{language}")
                 page.goto("/dashboard")
                 page.get_by_role("button", name="菜单" if language == "zh-CN" else "Menu").click()
                 page.locator(".nav-drawer").get_by_text("我的作品" if language == "zh-CN" else "My works").wait_for()
