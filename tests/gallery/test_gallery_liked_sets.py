@@ -144,3 +144,15 @@ def test_the_demo_seed_drops_the_sets_of_the_users_it_gives_likes(app, anonymous
     with app.extensions["db"].read() as session:
         seeded = list(session.scalars(select(WorkLike.work_id).where(WorkLike.user_id == user_id)))
     assert len(seeded) == 1 and _ask_gallery(anonymous, user_id, seeded) == seeded
+
+
+def test_without_redis_likes_and_answers_still_work(app, make_user, save_work, anonymous, monkeypatch):
+    """The like commits and the gallery answers from the database; only the set is skipped."""
+    fan = make_user()
+    work = save_work(make_user())["id"]
+    monkeypatch.setattr(app.extensions["gallery"].engagement, "liked_sets",
+                        LikedSets(redis.Redis.from_url("redis://127.0.0.1:1/0")))
+    assert fan.put(f"/api/works/{work}/like").status_code == 200
+    assert _ask_gallery(anonymous, fan.user_id, [work]) == [work]
+    assert fan.delete(f"/api/works/{work}/like").status_code == 200
+    assert _ask_gallery(anonymous, fan.user_id, [work]) == []

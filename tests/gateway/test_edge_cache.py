@@ -274,6 +274,9 @@ def test_the_viewers_likes_come_from_the_gallerys_set_in_redis(make_stack, monke
         store.close()
     assert liked_ids(other) == set()
 
+    monkeypatch.setattr(gallery, "likes", redis.Redis.from_url("redis://127.0.0.1:1/0"))  # the sets unreadable
+    assert liked_ids(fan) == {liked} and asked[3:] == [f"/internal/users/{fan_id}/liked"]
+
 
 def test_authors_admins_and_bad_tokens_get_the_gallerys_own_answer(make_stack, issue_token):
     stack = make_stack()
