@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote, urlencode
 
+import redis
 import requests
 from _harness import (PROJECT_ROOT, CpuMeter, Load, Processes, Request, access_token, ensure_wrk,
                       fresh_database, is_ready, kept_database, percentile, run_python_clients, run_wrk,
@@ -121,7 +122,14 @@ class Stack:
         self.processes = processes
 
     def start(self, with_auth: bool = True) -> dict[str, int]:
-        """Start the processes; returns their pids by name."""
+        """Start the processes; returns their pids by name. The gallery's sets of liked works
+        left in this Redis by an earlier run described another database: they go first."""
+        store = redis.Redis.from_url(self.settings.redis_url)
+        try:
+            for key in store.scan_iter("gallery:liked:*", count=1000):
+                store.delete(key)
+        finally:
+            store.close()
         commands = service_commands(self.settings)
         uncached_env = {**self.env, "GATEWAY_PORT": str(self.ports["uncached"]), "EDGE_CACHE_SECONDS": "0"}
         uncached = service_commands(load_settings(uncached_env))["gateway"]

@@ -302,7 +302,8 @@ def user_stats(user_id: int):
 
 
 @bp.get("/internal/users/<id:user_id>/liked")
-@doc("Which of these works a user likes (the gateway lays it over cached public pages)", query=LikedQuerySchema)
+@doc("Which of these works a user likes (the gateway lays it over cached public pages)", query=LikedQuerySchema,
+     description="Asked when the user's set of liked works in Redis is missing; rebuilds it.")
 def liked_works(user_id: int):
     work_ids = load_query(LikedQuerySchema())["work_ids"]
     return ok({"workIds": _gallery().engagement.liked_among(user_id, work_ids)})

@@ -17,6 +17,7 @@ from services.gallery.config import GalleryConfig, load_config
 from services.gallery.engagement import Engagement
 from services.gallery.files import WorkFiles
 from services.gallery.labels import WorkLabels
+from services.gallery.liked import LikedSets
 from services.gallery.listing import WorkListing
 from services.gallery.moderation import Moderation
 from services.gallery.notifications import Notifications
@@ -44,11 +45,13 @@ def create_app(settings: Settings | None = None, config: GalleryConfig | None = 
     labels = WorkLabels(db, load_label_config(settings))
     edge_cache = EdgeCacheClient(redis, settings.edge_cache_namespace)  # told when what the public sees changes
     review = ReviewPolicy(config.review_mode, ContentFilter.from_settings(settings, redis))
+    liked_sets = LikedSets(redis)  # each user's liked works, read by the gateway
     app.extensions["gallery"] = GalleryServices(
         works=WorksService(db, RenderClient(settings.render_url, settings.service_token), files, authors, presenter,
-                           edge_cache, review),
+                           edge_cache, review, liked_sets),
         listing=WorkListing(db, presenter, config.timezone),
-        engagement=Engagement(db, files, labels, notifications, config.view_window, config.download_window, review),
+        engagement=Engagement(db, files, labels, notifications, config.view_window, config.download_window, review,
+                              liked_sets),
         moderation=Moderation(db, presenter, notifications, edge_cache, review),
         notifications=notifications,
         files=files,

@@ -22,5 +22,6 @@ def seed_demo_command(works: int, users: int, likes: int, first_user_id: int, se
     """Fill the gallery tables with public demo works, tags and likes (bulk inserts)."""
     summary = seed_demo(current_app.extensions["db"], works=works, users=users, likes=likes,
                         first_user_id=first_user_id, seed=seed, echo=click.echo)
+    current_app.extensions["gallery"].engagement.liked_sets.forget(range(first_user_id, first_user_id + users))
     click.echo(f"seeded {summary['works']} works, {summary['tags']} tags, {summary['likes']} likes "
                f"in {summary['seconds']:.1f} s")

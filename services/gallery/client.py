@@ -6,6 +6,9 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
+import redis
+
+from services.gallery.liked import read_liked
 from shared.errors import ServiceError
 from shared.internal_http import InternalHttp, Timeout
 
@@ -13,8 +16,12 @@ log = logging.getLogger(__name__)
 
 
 class GalleryClient:
-    def __init__(self, base_url: str, service_token: str, timeout: Timeout = 5.0) -> None:
+    def __init__(self, base_url: str, service_token: str, timeout: Timeout = 5.0,
+                 likes: redis.Redis | None = None) -> None:
+        """``likes``: the Redis holding the gallery's sets of liked works (``liked.py``), for
+        ``liked``; not closed here."""
         self.http = InternalHttp(base_url, service_token, timeout, unavailable_code="GALLERY_UNAVAILABLE")
+        self.likes = likes
 
     def notify(self, user_id: int, kind: str, title: str, body: str = "", data: dict[str, Any] | None = None,
                dedupe_key: str | None = None) -> bool:
@@ -48,7 +55,18 @@ class GalleryClient:
         return {"works": int(stats["works"]), "likesReceived": int(stats["likesReceived"])}
 
     def liked(self, user_id: int, work_ids: list[int]) -> set[int]:
-        """Which of ``work_ids`` the user likes (one indexed query)."""
+        """Which of ``work_ids`` the user likes: from the user's set in Redis when it is there
+        (one SMISMEMBER), else (missing, or Redis failing) from the gallery, which reads the
+        database and rebuilds the set."""
+        if self.likes is not None:
+            try:
+                found = read_liked(self.likes, user_id, work_ids)
+            except redis.RedisError as exc:
+                log.warning("likes of user %s unreadable in Redis (%s); asking the gallery", user_id,
+                            exc.__class__.__name__)
+            else:
+                if found is not None:
+                    return found
         data = self.http.get(f"/internal/users/{user_id}/liked", {"workIds": ",".join(map(str, work_ids))})
         return set(data["workIds"])
 

@@ -1,7 +1,8 @@
 """Likes, views, downloads and reports.
 
 A like and its counter change together in one transaction; the unique (work, user) pair
-decides a concurrent double like, so the counter only moves when a row really changed.
+decides a concurrent double like, so the counter only moves when a row really changed. Once
+it commits, the user's set of liked works in Redis follows (``liked.py``).
 Views and downloads count once per viewer per window: the viewer's ``work_hits`` row is
 claimed with one conditional UPDATE (or a first INSERT guarded by a unique key), so two
 simultaneous requests of one viewer count once.
@@ -26,6 +27,7 @@ from shared.errors import Conflict, Forbidden
 from shared.tokens import Claims
 from services.gallery.files import WorkFiles
 from services.gallery.labels import WorkLabels
+from services.gallery.liked import LikedSets
 from services.gallery.models import Work, WorkHit, WorkLike, WorkReport
 from services.gallery.notifications import Notifications
 from services.gallery.review import ReviewPolicy
@@ -64,12 +66,6 @@ def _recount(session: Session, work_id: int, delta: int) -> None:
                     .execution_options(synchronize_session=False))
 
 
-def _remove_like(session: Session, work_id: int, user_id: int) -> None:
-    removed = session.execute(delete(WorkLike).where(WorkLike.work_id == work_id, WorkLike.user_id == user_id))
-    if removed.rowcount:
-        _recount(session, work_id, -1)
-
-
 def _like_state(session: Session, work_id: int, user_id: int) -> dict[str, Any]:
     likes = session.scalar(select(Work.likes_count).where(Work.id == work_id))
     return {"workId": work_id, "likes": likes, "isLiked": is_liked(session, work_id, user_id)}
@@ -105,8 +101,10 @@ def _filename(title: str, work_id: int, extension: str) -> tuple[str, str]:
 
 class Engagement:
     def __init__(self, db: Database, files: WorkFiles, labels: WorkLabels, notifications: Notifications,
-                 view_window: timedelta, download_window: timedelta, review: ReviewPolicy) -> None:
+                 view_window: timedelta, download_window: timedelta, review: ReviewPolicy,
+                 liked_sets: LikedSets) -> None:
         self.db = db
+        self.liked_sets = liked_sets
         self.review = review
         self.files = files
         self.labels = labels
@@ -123,11 +121,18 @@ class Engagement:
         except IntegrityError:
             return  # already liked: the unique pair holds, the counter stays
         _recount(session, work.id, +1)
+        self.liked_sets.changed_after_commit(session, user.user_id, [work.id], True)
         if work.user_id != user.user_id:
             self.notifications.notify(
                 session, work.user_id, "work.liked", f"{user.username} liked “{work.title}”",
                 data={"workId": work.id, "userId": user.user_id, "username": user.username},
                 dedupe_key=f"like:{work.id}:{user.user_id}")
+
+    def _remove_like(self, session: Session, work_id: int, user_id: int) -> None:
+        removed = session.execute(delete(WorkLike).where(WorkLike.work_id == work_id, WorkLike.user_id == user_id))
+        if removed.rowcount:
+            _recount(session, work_id, -1)
+            self.liked_sets.changed_after_commit(session, user_id, [work_id], False)
 
     def like_work(self, user: Claims, work_id: int) -> dict[str, Any]:
         """Like (idempotent)."""
@@ -140,7 +145,7 @@ class Engagement:
         """Unlike (idempotent)."""
         with self.db.transaction() as session:
             work = visible_work(session, work_id, user, lock=True)
-            _remove_like(session, work.id, user.user_id)
+            self._remove_like(session, work.id, user.user_id)
             return _like_state(session, work.id, user.user_id)
 
     def toggle_like(self, user: Claims, work_id: int) -> dict[str, Any]:
@@ -148,16 +153,21 @@ class Engagement:
         with self.db.transaction() as session:
             work = visible_work(session, work_id, user, lock=True)
             if is_liked(session, work.id, user.user_id):
-                _remove_like(session, work.id, user.user_id)
+                self._remove_like(session, work.id, user.user_id)
             else:
                 self._add_like(session, work, user)
             return _like_state(session, work.id, user.user_id)
 
     def liked_among(self, user_id: int, work_ids: list[int]) -> list[int]:
-        """Which of ``work_ids`` the user likes: one query on the (work, user) unique index."""
-        with self.db.read() as session:
-            return sorted(session.scalars(select(WorkLike.work_id).where(
-                WorkLike.work_id.in_(work_ids), WorkLike.user_id == user_id)))
+        """Which of ``work_ids`` the user likes. Asked when the user's set in Redis is missing
+        (or unreadable): every like of the user is read (the ``user_id`` index) and the set
+        rebuilt from it (``LikedSets.rebuild``)."""
+        def read() -> list[int]:
+            with self.db.read() as session:
+                return list(session.scalars(select(WorkLike.work_id).where(WorkLike.user_id == user_id)))
+
+        wanted = set(work_ids)
+        return sorted(work_id for work_id in self.liked_sets.rebuild(user_id, read) if work_id in wanted)
 
     # Views and downloads
 

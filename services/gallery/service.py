@@ -22,6 +22,7 @@ from services.gallery.authors import AuthorDirectory
 from services.gallery.engagement import Engagement
 from services.gallery.files import WorkFiles
 from services.gallery.labels import WorkLabels
+from services.gallery.liked import LikedSets
 from services.gallery.listing import WorkListing
 from services.gallery.models import Notification, Work, WorkHit, WorkLike, WorkReport, WorkTag, WorkTerm
 from services.gallery.moderation import Moderation
@@ -63,10 +64,17 @@ def _own_output(output: OutputRecord, user: Claims) -> None:
         raise Forbidden("This output belongs to someone else.", code="NOT_YOUR_OUTPUT")
 
 
-def _remove_work_rows(session: Session, work_ids: list[int]) -> None:
-    """Delete works and everything hanging off them (flushes, does not commit)."""
+def _remove_work_rows(session: Session, work_ids: list[int], liked_sets: LikedSets) -> None:
+    """Delete works and everything hanging off them (flushes, does not commit); once committed,
+    the works leave their likers' sets (a later work may get a deleted one's id on SQLite)."""
     if not work_ids:
         return
+    likers: dict[int, list[int]] = {}
+    for user_id, work_id in session.execute(select(WorkLike.user_id, WorkLike.work_id)
+                                            .where(WorkLike.work_id.in_(work_ids))):
+        likers.setdefault(user_id, []).append(work_id)
+    for user_id, liked in likers.items():
+        liked_sets.changed_after_commit(session, user_id, liked, False)
     for model in (WorkLike, WorkTag, WorkTerm, WorkHit, WorkReport):
         session.execute(delete(model).where(model.work_id.in_(work_ids)))
     session.execute(delete(Work).where(Work.id.in_(work_ids)).execution_options(synchronize_session=False))
@@ -74,8 +82,10 @@ def _remove_work_rows(session: Session, work_ids: list[int]) -> None:
 
 class WorksService:
     def __init__(self, db: Database, outputs: RenderClient, files: WorkFiles, authors: AuthorDirectory,
-                 presenter: WorkPresenter, edge_cache: EdgeCacheClient, review: ReviewPolicy) -> None:
+                 presenter: WorkPresenter, edge_cache: EdgeCacheClient, review: ReviewPolicy,
+                 liked_sets: LikedSets) -> None:
         self.db = db
+        self.liked_sets = liked_sets
         self.review = review
         self.outputs = outputs
         self.files = files
@@ -193,7 +203,7 @@ class WorksService:
         with self.db.transaction() as session:
             work = owned_work(session, work_id, user)
             keys = [work.image_key, work.thumbnail_key]
-            _remove_work_rows(session, [work.id])
+            _remove_work_rows(session, [work.id], self.liked_sets)
             self.files.remove_after_commit(session, keys)
             self.edge_cache.changed_after_commit(session)
         return {"deleted": True}
@@ -213,7 +223,7 @@ class WorksService:
             self.edge_cache.changed_after_commit(session)
             if action == "delete":
                 keys = [key for work in works for key in (work.image_key, work.thumbnail_key)]
-                _remove_work_rows(session, ids)
+                _remove_work_rows(session, ids, self.liked_sets)
                 self.files.remove_after_commit(session, keys)
             for work in works if action != "delete" else []:
                 if action == "tag":
@@ -240,11 +250,12 @@ class WorksService:
                 session.execute(update(Work).where(Work.id.in_(liked)).values(likes_count=Work.likes_count - 1)
                                 .execution_options(synchronize_session=False))
                 session.execute(delete(WorkLike).where(WorkLike.user_id == user_id))
+                self.liked_sets.changed_after_commit(session, user_id, [], None)
                 for work_id, likes, created_at in session.execute(
                         select(Work.id, Work.likes_count, Work.created_at).where(Work.id.in_(liked))):
                     session.execute(update(Work).where(Work.id == work_id)
                                     .values(hot_score=hot_score(likes, created_at)))
-            _remove_work_rows(session, [row.id for row in works])
+            _remove_work_rows(session, [row.id for row in works], self.liked_sets)
             session.execute(delete(WorkHit).where(WorkHit.viewer == f"u:{user_id}"))
             session.execute(delete(WorkReport).where(WorkReport.reporter_id == user_id))
             session.execute(delete(Notification).where(Notification.user_id == user_id))

@@ -42,8 +42,8 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     edge_cache = EdgeCache(redis_module.Redis.from_url(settings.redis_url), settings.edge_cache_namespace,
                            config.edge_cache_seconds)
     app.extensions["gateway_public_reads"] = PublicReads(
-        edge_cache, GalleryClient(settings.gallery_url, settings.service_token, timeout=(config.connect_timeout,
-                                                                                          config.get_read_timeout)))
+        edge_cache, GalleryClient(settings.gallery_url, settings.service_token,
+                                  timeout=(config.connect_timeout, config.get_read_timeout), likes=edge_cache.redis))
 
     # Hooks run in this order: request id, proxy's receipt time, API token exchange, body limits, rate limits,
     # CORS preflight.

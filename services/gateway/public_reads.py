@@ -3,8 +3,10 @@ and signed-in callers alike.
 
 Anonymous: the cached answer (``services/gateway/cache.py``), or 304.
 
-Signed in: the anonymous answer with the viewer's ``isLiked`` laid over it, from one
-indexed query of the gallery for the page's ids (``GalleryClient.liked``). Anything the
+Signed in: the anonymous answer with the viewer's ``isLiked`` laid over it, from the
+gallery's set of the viewer's liked works in Redis (one SMISMEMBER for the page's ids, keyed
+by the verified token's user id), or when that set is missing from one indexed query of the
+gallery, which rebuilds it (``GalleryClient.liked``, ``services/gallery/liked.py``). Anything the
 anonymous answer cannot stand for goes to the gallery as the viewer asked it: a token the
 gateway does not accept (the gallery answers why), an administrator, a work or page showing
 one of the viewer's own works (the author sees more), and anything the anonymous caller is

@@ -16,6 +16,7 @@ from flask import Flask
 from sqlalchemy import select, update
 
 from services.gallery.app import create_app as create_gallery
+from services.gallery.liked import liked_key
 from services.gallery.models import Work
 from services.gallery.seed import seed_demo
 from shared.config import load_settings
@@ -244,6 +245,51 @@ def test_a_signed_in_users_likes_are_never_served_to_another(make_stack):
     direct_detail = requests.get(stack.gallery_url + detail, timeout=10, headers={
         "Authorization": f"Bearer {alice}", "X-Service-Token": TEST_SERVICE_TOKEN})
     assert stack.get(detail, alice).get_json() == direct_detail.json()
+
+
+def test_the_viewers_likes_come_from_the_gallerys_set_in_redis(make_stack, monkeypatch):
+    """The overlay reads the gallery's set of the viewer's liked works (one SMISMEMBER); only
+    when the set is missing does it ask the gallery, which rebuilds it. A like or an unlike
+    shows on the user's own next page at once, and never on anyone else's."""
+    stack = make_stack()
+    gallery = stack.gateway.extensions["gateway_public_reads"].gallery
+    asked: list[str] = []
+    http_get = gallery.http.get
+    monkeypatch.setattr(gallery.http, "get", lambda path, *args, **kwargs: (asked.append(path),
+                                                                             http_get(path, *args, **kwargs))[1])
+    fan_id, other_id = (uuid.uuid4().int % 1_000_000 + 1 for _ in range(2))
+    fan, other = stack.token(fan_id), stack.token(other_id)
+    liked = stack.work_ids[2]
+
+    def liked_ids(token: str) -> set[int]:
+        return {item["id"] for item in stack.items(token) if item["isLiked"]}
+
+    assert liked_ids(fan) == set() and asked == [f"/internal/users/{fan_id}/liked"]  # no set yet: built now
+    assert stack.client.put(f"/api/works/{liked}/like", headers={"Authorization": f"Bearer {fan}"}
+                            ).status_code == 200
+    assert liked_ids(fan) == {liked}
+    assert liked_ids(other) == set() and liked_ids(other) == set()
+    assert asked == [f"/internal/users/{fan_id}/liked", f"/internal/users/{other_id}/liked"]
+
+    assert stack.client.delete(f"/api/works/{liked}/like", headers={"Authorization": f"Bearer {fan}"}
+                               ).status_code == 200
+    assert liked_ids(fan) == set()
+    assert stack.client.put(f"/api/works/{liked}/like", headers={"Authorization": f"Bearer {fan}"}
+                            ).status_code == 200
+    assert len(asked) == 2
+
+    store = redis.Redis.from_url(stack.gateway.config["SETTINGS"].redis_url)
+    try:
+        store.delete(liked_key(fan_id))  # Redis lost it
+        assert liked_ids(fan) == {liked} and asked[2:] == [f"/internal/users/{fan_id}/liked"]
+        assert store.exists(liked_key(fan_id))  # rebuilt
+        assert liked_ids(fan) == {liked} and len(asked) == 3
+    finally:
+        store.close()
+    assert liked_ids(other) == set()
+
+    monkeypatch.setattr(gallery, "likes", redis.Redis.from_url("redis://127.0.0.1:1/0"))  # the sets unreadable
+    assert liked_ids(fan) == {liked} and asked[3:] == [f"/internal/users/{fan_id}/liked"]
 
 
 def test_authors_admins_and_bad_tokens_get_the_gallerys_own_answer(make_stack, issue_token):
