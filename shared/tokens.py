@@ -22,10 +22,16 @@ one for a short-lived access token that auth signs with two more claims, ``scope
 the token may do) and ``pat`` (the API token's id; revoking it marks ``revoked:pat:<id>``,
 checked in the same MGET). A route states the scope it serves (``require_user(scope=...)``);
 a route that states none, such as everything about the account itself, refuses them.
+
+Verified tokens are remembered per app (``VerifiedTokens``): a request presenting the very
+bytes of a token this app verified before skips the signature check (most of the cost of
+authentication), not the expiry or the revocation check, which run on every request.
 """
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -112,6 +118,26 @@ def _answer(error: Unauthorized):
     return error_response(error.status, error.code, error.message)
 
 
+class VerifiedTokens:
+    """Claims of tokens whose signature this app has checked, by the token's exact text. At
+    most ``size`` are kept (the oldest go first); an expired one is never answered."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._claims: dict[str, Claims] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Claims | None:
+        claims = self._claims.get(token)
+        return claims if claims is not None and time.time() < claims.expires_at else None
+
+    def remember(self, token: str, claims: Claims) -> None:
+        with self._lock:
+            if len(self._claims) >= self.size:
+                self._claims.pop(next(iter(self._claims)))
+            self._claims[token] = claims
+
+
 def init_jwt(app: Flask, settings: Settings) -> JWTManager:
     """Verify access tokens in ``app`` with flask-jwt-extended (from the ``Authorization:
     Bearer`` header only). The public key is read on first use; auth adds
@@ -129,6 +155,7 @@ def init_jwt(app: Flask, settings: Settings) -> JWTManager:
     manager.user_lookup_error_loader(lambda _header, _payload: _answer(_invalid()))
     manager.expired_token_loader(lambda _header, _payload: _answer(_expired()))
     manager.revoked_token_loader(lambda _header, _payload: _answer(_revoked()))
+    app.extensions["verified_tokens"] = VerifiedTokens()
     return manager
 
 
@@ -243,12 +270,29 @@ def optional_user(scope: str | None = None) -> Claims | None:
     A token exchanged for an API token must carry ``scope``; where the route states no scope
     it is refused (403 ``INSUFFICIENT_SCOPE``)."""
     if "claims" not in g:
-        g.claims = get_current_user() if verify_jwt_in_request(optional=True) else None
+        g.claims = _verified_caller()
     claims = g.claims
     if claims is not None and claims.scopes is not None and (scope is None or scope not in claims.scopes):
         raise Forbidden("This API token may not do this." if scope is None
                         else f"This API token lacks the scope {scope!r}.", code="INSUFFICIENT_SCOPE",
                         details={"required": scope, "granted": list(claims.scopes)})
+    return claims
+
+
+def _verified_caller() -> Claims | None:
+    """The claims of the request's token: remembered ones after the expiry and revocation
+    checks, others verified by flask-jwt-extended (and then remembered)."""
+    header = request.headers.get("Authorization", "")
+    token = header[len("Bearer "):] if header.startswith("Bearer ") else None
+    remembered: VerifiedTokens | None = current_app.extensions.get("verified_tokens")
+    if token and remembered is not None and (claims := remembered.get(token)) is not None:
+        client = current_app.extensions.get("redis")
+        if client is not None:
+            check_not_revoked(client, claims)
+        return claims
+    claims = get_current_user() if verify_jwt_in_request(optional=True) else None
+    if token and claims is not None and remembered is not None:
+        remembered.remember(token, claims)
     return claims
 
 

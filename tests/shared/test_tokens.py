@@ -18,8 +18,9 @@ from redis.retry import Retry
 from shared.config import load_settings
 from shared.embedded import free_port
 from shared.errors import Unauthorized, ok
-from shared.tokens import (Claims, decode_access_token, ensure_dev_keys, optional_user, require_admin,
-                           require_user, revoked_token_key, revoked_user_key)
+import shared.tokens
+from shared.tokens import (Claims, VerifiedTokens, decode_access_token, ensure_dev_keys, optional_user,
+                           require_admin, require_user, revoked_token_key, revoked_user_key)
 from shared.web import init_service_app
 
 
@@ -111,6 +112,46 @@ def test_revoked_token_id_is_refused_with_one_round_trip(token_settings, sign, c
     assert _get(app, "/maybe", token).status_code == 401
     other, _ = sign(user_id)
     assert _get(app, "/me", other).status_code == 200
+
+
+def test_a_token_seen_before_skips_the_signature_check_but_not_the_revocation_check(
+        token_settings, sign, counting_redis, monkeypatch):
+    verified = []
+    real = shared.tokens.verify_jwt_in_request
+    monkeypatch.setattr(shared.tokens, "verify_jwt_in_request", lambda **kw: verified.append(1) or real(**kw))
+    app = _app(token_settings, counting_redis)
+    token, jti = sign(_user_id())
+    assert [_get(app, "/me", token).status_code for _ in range(3)] == [200, 200, 200]
+    assert len(verified) == 1 and counting_redis.commands == ["MGET"] * 3
+    counting_redis.set(revoked_token_key(jti), "1", ex=60)
+    assert _get(app, "/me", token).json["error"]["code"] == "TOKEN_REVOKED"
+    # Only the exact text is remembered: another spelling of the header is verified afresh.
+    assert app.test_client().get("/me", headers={"Authorization": f"bearer {token}"}).status_code == 401
+
+
+def test_a_token_remembered_by_one_app_is_still_checked_by_an_app_with_another_key(
+        token_settings, sign, tmp_path, counting_redis):
+    token, _ = sign(_user_id())
+    assert _get(_app(token_settings, counting_redis), "/me", token).status_code == 200
+    other_keys = tmp_path / "other-keys"
+    other = load_settings({"APP_ENV": "test", "DATA_DIR": str(tmp_path / "other"), "SERVICE_TOKEN": "t",
+                           "JWT_PRIVATE_KEY_PATH": str(other_keys / "jwt_private.pem"),
+                           "JWT_PUBLIC_KEY_PATH": str(other_keys / "jwt_public.pem")})
+    ensure_dev_keys(other)
+    assert _get(_app(other, counting_redis), "/me", token).json["error"]["code"] == "TOKEN_INVALID"
+
+
+def test_remembered_tokens_expire_with_their_claims_and_the_oldest_make_room():
+    remembered = VerifiedTokens(size=2)
+    live = Claims(user_id=1, username="a", role="user", token_id="j1", expires_at=time.time() + 60)
+    remembered.remember("expired", Claims(user_id=2, username="b", role="user", token_id="j2",
+                                          expires_at=time.time() - 1))
+    remembered.remember("live", live)
+    assert remembered.get("expired") is None and remembered.get("live") == live
+    remembered.remember("newer", live)
+    remembered.remember("newest", live)
+    assert remembered.get("live") is None, "the oldest made room"
+    assert remembered.get("newer") == remembered.get("newest") == live
 
 
 def test_user_revocation_refuses_tokens_issued_before_it(token_settings, sign, counting_redis):
