@@ -395,9 +395,13 @@ class RenderService:
         with self.db.read() as session:
             users = [{"userId": s.user_id, "weight": s.weight}
                      for s in session.query(RenderUserShare).order_by(RenderUserShare.user_id)]
+        rows = sorted(waiting.values(), key=lambda r: (r["lane"], -r["waiting"], r["userId"]))
+        owners = self._owners(sorted({row["userId"] for row in rows + users})[:100])
+        for row in rows + users:  # names for the console; by id alone when auth cannot say
+            owner = owners.get(row["userId"], {})
+            row.update(username=owner.get("username"), displayName=owner.get("displayName"))
         return {"roleWeights": dict(self.config.share_weights), "batchMinShare": self.config.batch_min_share,
-                "affinityWaitSeconds": self.config.affinity_wait_seconds, "users": users,
-                "waiting": sorted(waiting.values(), key=lambda r: (r["lane"], -r["waiting"], r["userId"]))}
+                "affinityWaitSeconds": self.config.affinity_wait_seconds, "users": users, "waiting": rows}
 
     # -- uploads ----------------------------------------------------------------------
     def upload(self, user_id: int, data: bytes) -> dict[str, Any]:
