@@ -58,17 +58,22 @@ class GalleryClient:
         """Which of ``work_ids`` the user likes: from the user's set in Redis when it is there
         (one SMISMEMBER), else (missing, or Redis failing) from the gallery, which reads the
         database and rebuilds the set."""
-        if self.likes is not None:
-            try:
-                found = read_liked(self.likes, user_id, work_ids)
-            except redis.RedisError as exc:
-                log.warning("likes of user %s unreadable in Redis (%s); asking the gallery", user_id,
-                            exc.__class__.__name__)
-            else:
-                if found is not None:
-                    return found
+        found = self.liked_in_redis(user_id, work_ids)
+        if found is not None:
+            return found
         data = self.http.get(f"/internal/users/{user_id}/liked", {"workIds": ",".join(map(str, work_ids))})
         return set(data["workIds"])
+
+    def liked_in_redis(self, user_id: int, work_ids: list[int]) -> set[int] | None:
+        """Which of ``work_ids`` the user likes, from the user's set in Redis only (one
+        SMISMEMBER); None when the set is missing or Redis fails."""
+        if self.likes is None:
+            return None
+        try:
+            return read_liked(self.likes, user_id, work_ids)
+        except redis.RedisError as exc:
+            log.warning("likes of user %s unreadable in Redis (%s)", user_id, exc.__class__.__name__)
+            return None
 
     def media_is_public(self, key: str) -> bool:
         """Whether a media key belongs to a listed work (served without a signature)."""

@@ -62,5 +62,8 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.register_blueprint(openapi.bp)
     if edge_cache.enabled:
         app.wsgi_app = CachedReadsFastPath(app.wsgi_app, edge_cache, app.extensions["gateway_rate_limiter"],
-                                           config.rate_limits, config.trusted_proxies, bool(config.cors_origins))
+                                           config.rate_limits, config.trusted_proxies, bool(config.cors_origins),
+                                           tokens=app.extensions.get("verified_tokens"),
+                                           revocations=app.extensions.get("redis"),
+                                           gallery=app.extensions["gateway_public_reads"].gallery)
     return app

@@ -35,6 +35,27 @@ log = logging.getLogger(__name__)
 Fetch = Callable[[bool], Response]
 
 
+# A signed-in caller's answer: for that caller only, and never kept.
+PERSONAL_HEADERS = (("Cache-Control", "private, no-cache"), ("Vary", "Authorization"), ("X-Edge-Cache", "PERSONAL"))
+
+
+def personal_body(entry: Entry, viewer: Claims, liked: Callable[[list[int]], set[int] | None]) -> bytes | None:
+    """The cached anonymous answer with ``viewer``'s ``isLiked`` laid over it (``liked``: which
+    of these work ids the viewer likes, None when unknown); None when only the gallery can say:
+    the page shows the viewer's own work (the author sees more) or the likes are unknown."""
+    document = orjson.loads(entry.body)
+    data = document.get("data") or {}
+    items: list[dict[str, Any]] = data["items"] if "items" in data else [data["work"]]
+    if any((item.get("author") or {}).get("id") in (viewer.user_id, None) for item in items):
+        return None
+    found = liked([item["id"] for item in items]) if items else set()
+    if found is None:
+        return None
+    for item in items:
+        item["isLiked"] = item["id"] in found
+    return orjson.dumps(document)
+
+
 class PublicReads:
     def __init__(self, cache: EdgeCache, gallery: GalleryClient) -> None:
         self.cache = cache
@@ -57,21 +78,18 @@ class PublicReads:
 
     def _personal(self, entry: Entry, viewer: Claims) -> Response | None:
         """The entry as ``viewer`` sees it, or None when only the gallery can say."""
-        document = orjson.loads(entry.body)
-        data = document.get("data") or {}
-        items: list[dict[str, Any]] = data["items"] if "items" in data else [data["work"]]
-        if any((item.get("author") or {}).get("id") in (viewer.user_id, None) for item in items):
+        def liked(work_ids: list[int]) -> set[int] | None:
+            try:
+                return self.gallery.liked(viewer.user_id, work_ids)
+            except ServiceError as exc:
+                log.warning("likes of user %s unavailable (%s); asking the gallery for the page", viewer.user_id,
+                            exc.code)
+                return None
+
+        body = personal_body(entry, viewer, liked)
+        if body is None:
             return None
-        try:
-            liked = self.gallery.liked(viewer.user_id, [item["id"] for item in items]) if items else set()
-        except ServiceError as exc:
-            log.warning("likes of user %s unavailable (%s); asking the gallery for the page", viewer.user_id, exc.code)
-            return None
-        for item in items:
-            item["isLiked"] = item["id"] in liked
-        return Response(orjson.dumps(document), status=200, content_type=entry.content_type,
-                        headers={"Cache-Control": "private, no-cache", "Vary": "Authorization",
-                                 "X-Edge-Cache": "PERSONAL"})
+        return Response(body, status=200, content_type=entry.content_type, headers=dict(PERSONAL_HEADERS))
 
     def close(self) -> None:
         self.cache.close()

@@ -21,6 +21,7 @@ from services.gallery.models import Work
 from services.gallery.seed import seed_demo
 from shared.config import load_settings
 from shared.db import Database
+from shared.tokens import revoked_token_key
 from tests.conftest import TEST_SERVICE_TOKEN, serve
 from tests.gateway.conftest import build_app, close_app
 
@@ -290,6 +291,45 @@ def test_the_viewers_likes_come_from_the_gallerys_set_in_redis(make_stack, monke
 
     monkeypatch.setattr(gallery, "likes", redis.Redis.from_url("redis://127.0.0.1:1/0"))  # the sets unreadable
     assert liked_ids(fan) == {liked} and asked[3:] == [f"/internal/users/{fan_id}/liked"]
+
+
+def test_a_known_users_hits_are_answered_in_front_of_flask_and_doubts_go_through_it(make_stack):
+    stack = make_stack()
+    viewer_id = uuid.uuid4().int % 1_000_000 + 1
+    token = stack.token(viewer_id)
+    liked = stack.work_ids[2]
+    assert stack.client.put(f"/api/works/{liked}/like", headers={"Authorization": f"Bearer {token}"}
+                            ).status_code == 200
+    reads = stack.gateway.extensions["gateway_public_reads"]
+    through_flask = []
+    answer = reads.answer
+    reads.answer = lambda request, fetch: through_flask.append(request.path) or answer(request, fetch)
+
+    def liked_ids() -> set[int]:
+        response = stack.get(stack.page, token)
+        assert response.headers["X-Edge-Cache"] == "PERSONAL"
+        return {item["id"] for item in response.get_json()["data"]["items"] if item["isLiked"]}
+
+    assert liked_ids() == {liked} and len(through_flask) == 1  # first: the page is fetched, the token verified
+    assert liked_ids() == {liked} and len(through_flask) == 1  # then: in front of Flask
+    detail = stack.get(f"/api/works/{liked}", token)  # fetched once, then in front of Flask
+    assert stack.get(f"/api/works/{liked}", token).get_json()["data"]["work"]["isLiked"] is True
+    assert detail.get_json()["data"]["work"]["isLiked"] is True and len(through_flask) == 2
+
+    likes = redis.Redis.from_url(stack.gateway.config["SETTINGS"].redis_url)
+    try:
+        likes.delete(liked_key(viewer_id))  # Redis lost the set: Flask asks the gallery, which rebuilds it
+        assert liked_ids() == {liked} and len(through_flask) == 3
+        assert liked_ids() == {liked} and len(through_flask) == 3
+        other = stack.token(viewer_id + 1)
+        assert {item["id"] for item in stack.items(other) if item["isLiked"]} == set()
+        assert {item["id"] for item in stack.items(other) if item["isLiked"]} == set()
+        claims = stack.gateway.extensions["verified_tokens"].get(token)
+        likes.set(revoked_token_key(claims.token_id), "1", ex=60)  # signed out: never answered again
+        refused = stack.get(stack.page, token)
+        assert refused.status_code == 401 and refused.get_json()["error"]["code"] == "TOKEN_REVOKED"
+    finally:
+        likes.close()
 
 
 def test_authors_admins_and_bad_tokens_get_the_gallerys_own_answer(make_stack, issue_token):
