@@ -204,9 +204,15 @@ class FairQueue:
         rank, other = pipe.execute()
         return None if rank is None else rank + interleaved(rank, other, lane, batch_share)
 
-    def snapshot(self, lookahead: int = LOOKAHEAD) -> "Snapshot":
-        """What one scheduler pass reads, in two round trips."""
-        pipe = self.redis.pipeline(transaction=False)
+    def snapshot(self, lookahead: int = LOOKAHEAD, pipe: redis.client.Pipeline | None = None,
+                 known: dict[str, Entry] | None = None) -> "Snapshot":
+        """What one scheduler pass reads, in one or two round trips. ``pipe``: a pipeline with the
+        caller's own commands queued first (their answers are the snapshot's ``leading``).
+        ``known``: entries the caller read before, by job id, read again only when missing (a
+        waiting job's entry never changes: ``enqueue`` keeps it, and a new one comes only after
+        the job left the line, released or removed, which the caller must note by dropping it)."""
+        pipe = pipe if pipe is not None else self.redis.pipeline(transaction=False)
+        leading = len(pipe)
         pipe.exists(self.epoch_key)
         pipe.hgetall(self.released_key)
         for lane in LANES:
@@ -215,19 +221,25 @@ class FairQueue:
         pipe.hgetall(self.passes_key)
         pipe.hgetall(self.vtime_key)
         pipe.hgetall(self.models_key)
-        epoch, released, *lanes, passes, vtimes, models = pipe.execute()
+        answers = pipe.execute()
+        epoch, released, *lanes, passes, vtimes, models = answers[leading:]
         ranked = {lane: lanes[2 * i + 1] for i, lane in enumerate(LANES)}
-        ids = [job_id for items in ranked.values() for job_id, _ in items]
-        raws = dict(zip(ids, self.redis.hmget(self.entries_key, ids))) if ids else {}
+        known = known or {}
+        ids = [job_id for items in ranked.values() for job_id, _ in items if job_id not in known]
+        entries = dict(known)
+        if ids:
+            entries.update((job_id, Entry.from_json(raw))
+                           for job_id, raw in zip(ids, self.redis.hmget(self.entries_key, ids)) if raw is not None)
         return Snapshot(
             synced=bool(epoch),
             released={job_id: _released(raw) for job_id, raw in released.items()},
             counts={lane: lanes[2 * i] for i, lane in enumerate(LANES)},
-            waiting={lane: [(Entry.from_json(raws[job_id]), tag) for job_id, tag in items if raws.get(job_id)]
+            waiting={lane: [(entries[job_id], tag) for job_id, tag in items if job_id in entries]
                      for lane, items in ranked.items()},
             passes={lane: float(value) for lane, value in passes.items()},
             vtimes={lane: float(value) for lane, value in vtimes.items()},
-            models=models)
+            models=models,
+            leading=answers[:leading])
 
     def passes(self) -> dict[str, float]:
         return {lane: float(value) for lane, value in self.redis.hgetall(self.passes_key).items()}
@@ -294,6 +306,7 @@ class Snapshot:
     passes: dict[str, float]
     vtimes: dict[str, float]
     models: dict[str, str]
+    leading: list = field(default_factory=list)  # answers to the caller's commands (``pipe``)
 
 
 def interleaved(rank: int, other_waiting: int, lane: str, batch_share: float) -> int:
