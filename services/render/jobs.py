@@ -164,6 +164,14 @@ def jobs_in_status(session: Session, status: str, updated_before: datetime | Non
     return list(session.scalars(select(RenderJob).where(*conditions).order_by(RenderJob.created_at).limit(limit)))
 
 
+def queued_ids(session: Session, updated_before: datetime, limit: int) -> list[tuple[str, str]]:
+    """Ids and queues of queued jobs not updated since ``updated_before``, oldest first (the
+    scheduler's sync loads whole rows only for the few it has to put back)."""
+    return [(job_id, queue) for job_id, queue in session.execute(
+        select(RenderJob.id, RenderJob.queue).where(RenderJob.status == "queued", RenderJob.updated_at < updated_before)
+        .order_by(RenderJob.created_at).limit(limit))]
+
+
 def outputs_of(session: Session, job_ids: list[str]) -> dict[str, list[RenderOutput]]:
     found: dict[str, list[RenderOutput]] = {job_id: [] for job_id in job_ids}
     if job_ids:

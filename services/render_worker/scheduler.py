@@ -85,7 +85,7 @@ class Scheduler:
         self._passed_over: dict[str, float] = {}  # see plan()
         self._taken_back = False
         self._leading = False  # as of the last pass
-        self._entries: dict[str, Entry] = {}  # entries of the jobs in the window, as last read
+        self._entries: dict[str, tuple[Entry, float]] = {}  # the window's entries and tags, as last read
         self._declared: set[str] = set()  # workers whose own queue this process declared
         self.slots = 0
         self.running = 0
@@ -129,7 +129,7 @@ class Scheduler:
             window = {entry.job_id for items in state.waiting.values() for entry, _ in items}
             self._passed_over = {job_id: at for job_id, at in self._passed_over.items() if job_id in window}
         placed = {p.entry.job_id for p in placements}
-        self._entries = {entry.job_id: entry for items in state.waiting.values() for entry, _ in items
+        self._entries = {entry.job_id: (entry, tag) for items in state.waiting.values() for entry, tag in items
                          if entry.job_id not in placed}  # a released job's entry may differ when it comes back
         if placements:
             self.fair.mark_released(placements, state.passes, state.vtimes)
@@ -215,13 +215,17 @@ class Scheduler:
         """Put back queued jobs missing from the line, drop entries of jobs that no longer wait;
         returns how many were put back."""
         cutoff = utcnow() - timedelta(seconds=SYNC_GRACE_SECONDS)
-        with self.db.read() as session:
-            queued = jobs.jobs_in_status(session, "queued", updated_before=cutoff, limit=10_000)
-        known = set(self.fair.waiting_ids()) | set(self.fair.released())
-        restored = 0
         mine = self.config.queue_prefix + "."
-        for job in queued:  # oldest first: the fair tags are rebuilt in admission order
-            if job.id not in known and job.queue.startswith(mine):
+        with self.db.read() as session:
+            queued = jobs.queued_ids(session, cutoff, limit=10_000)
+            known = set(self.fair.waiting_ids()) | set(self.fair.released())
+            missing = [job_id for job_id, queue in queued if job_id not in known and queue.startswith(mine)]
+            rows = {job.id: job for start in range(0, len(missing), 500)
+                    for job in jobs.jobs_by_id(session, missing[start:start + 500])}
+        restored = 0
+        for job_id in missing:  # oldest first: the fair tags are rebuilt in admission order
+            job = rows.get(job_id)
+            if job is not None and job.status == "queued":
                 restored += self.fair.enqueue(entry_for(job, self.templates.get(job.workflow)))
         waiting = self.fair.waiting_ids()
         with self.db.read() as session:
