@@ -43,10 +43,13 @@ def declare_worker_queue(celery: Celery, base: str, worker_id: str) -> str:
     return name
 
 
-def send_job(celery: Celery, queue: str, job_id: str, hops: int = 0, producer: Any = None) -> None:
-    """Send ``render.run_job(job_id)`` to ``queue`` (on ``producer``: one for a pass's messages)."""
+def send_job(celery: Celery, queue: str, job_id: str, hops: int = 0, producer: Any = None,
+             declared: bool = False) -> None:
+    """Send ``render.run_job(job_id)`` to ``queue`` (on ``producer``: one for a pass's messages).
+    ``declared``: the sender declared the queue on the broker already; else Celery declares it
+    with every message (kombu never caches the declaration of a queue with ``x-expires``)."""
     celery.send_task(RENDER_RUN_JOB, args=[job_id], kwargs={"hops": hops} if hops else {}, queue=queue,
-                     producer=producer)
+                     producer=producer, **({"declare": []} if declared else {}))
 
 
 def capacity(catalogs: list[dict[str, Any]], workflow: str | None = None) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.render.models import FINISHED_STATUSES, RenderJob, RenderOutput, RenderUpload
@@ -128,11 +128,23 @@ def running_count_all(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(RenderJob).where(RenderJob.status == "running")) or 0
 
 
-def running_by_worker(session: Session) -> dict[str, int]:
-    """Running jobs per worker id."""
-    return {worker: count for worker, count in session.execute(
-        select(RenderJob.worker, func.count()).where(RenderJob.status == "running").group_by(RenderJob.worker))
-        if worker}
+_RUNNING_OR_LISTED = select(RenderJob.id, RenderJob.worker, RenderJob.status).where(
+    or_(RenderJob.status == "running", RenderJob.id.in_(bindparam("ids", expanding=True))))
+
+
+def running_and_statuses(session: Session, job_ids: list[str]) -> tuple[dict[str, int], dict[str, str]]:
+    """Running jobs per worker id, and the status of each known job among ``job_ids``: one
+    statement, built once and run on the session's connection without the ORM (the scheduler
+    asks both on every pass)."""
+    running: dict[str, int] = {}
+    found: dict[str, str] = {}
+    wanted = set(job_ids)
+    for job_id, worker, status in session.connection().execute(_RUNNING_OR_LISTED, {"ids": job_ids}):
+        if status == "running" and worker:
+            running[worker] = running.get(worker, 0) + 1
+        if job_id in wanted:
+            found[job_id] = status
+    return running, found
 
 
 def statuses(session: Session, job_ids: list[str]) -> dict[str, str]:
@@ -150,6 +162,14 @@ def jobs_in_status(session: Session, status: str, updated_before: datetime | Non
     if updated_before is not None:
         conditions.append(RenderJob.updated_at < updated_before)
     return list(session.scalars(select(RenderJob).where(*conditions).order_by(RenderJob.created_at).limit(limit)))
+
+
+def queued_ids(session: Session, updated_before: datetime, limit: int) -> list[tuple[str, str]]:
+    """Ids and queues of queued jobs not updated since ``updated_before``, oldest first (the
+    scheduler's sync loads whole rows only for the few it has to put back)."""
+    return [(job_id, queue) for job_id, queue in session.execute(
+        select(RenderJob.id, RenderJob.queue).where(RenderJob.status == "queued", RenderJob.updated_at < updated_before)
+        .order_by(RenderJob.created_at).limit(limit))]
 
 
 def outputs_of(session: Session, job_ids: list[str]) -> dict[str, list[RenderOutput]]:

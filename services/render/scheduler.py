@@ -204,30 +204,46 @@ class FairQueue:
         rank, other = pipe.execute()
         return None if rank is None else rank + interleaved(rank, other, lane, batch_share)
 
-    def snapshot(self, lookahead: int = LOOKAHEAD) -> "Snapshot":
-        """What one scheduler pass reads, in two round trips."""
-        pipe = self.redis.pipeline(transaction=False)
+    def snapshot(self, lookahead: int = LOOKAHEAD, pipe: redis.client.Pipeline | None = None,
+                 known: dict[str, tuple[Entry, float]] | None = None) -> "Snapshot":
+        """What one scheduler pass reads, in one or two round trips. ``pipe``: a pipeline with the
+        caller's own commands queued first (their answers are the snapshot's ``leading``).
+        ``known``: entries and tags the caller read before, by job id, read again only when
+        missing (neither changes while the job waits: ``enqueue`` keeps a waiting job as it is,
+        and it changes only after the job left the line, released or removed, which the caller
+        must note by dropping it)."""
+        pipe = pipe if pipe is not None else self.redis.pipeline(transaction=False)
+        leading = len(pipe)
         pipe.exists(self.epoch_key)
         pipe.hgetall(self.released_key)
         for lane in LANES:
             pipe.zcard(self.lane_key(lane))
-            pipe.zrange(self.lane_key(lane), 0, lookahead - 1, withscores=True)
+            pipe.zrange(self.lane_key(lane), 0, lookahead - 1)
         pipe.hgetall(self.passes_key)
         pipe.hgetall(self.vtime_key)
         pipe.hgetall(self.models_key)
-        epoch, released, *lanes, passes, vtimes, models = pipe.execute()
+        answers = pipe.execute()
+        epoch, released, *lanes, passes, vtimes, models = answers[leading:]
         ranked = {lane: lanes[2 * i + 1] for i, lane in enumerate(LANES)}
-        ids = [job_id for items in ranked.values() for job_id, _ in items]
-        raws = dict(zip(ids, self.redis.hmget(self.entries_key, ids))) if ids else {}
+        found = dict(known or {})
+        missing = [(lane, job_id) for lane, ids in ranked.items() for job_id in ids if job_id not in found]
+        if missing:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hmget(self.entries_key, [job_id for _, job_id in missing])
+            for lane, job_id in missing:
+                pipe.zscore(self.lane_key(lane), job_id)
+            raws, *tags = pipe.execute()
+            found.update((job_id, (Entry.from_json(raw), tag))
+                         for (_, job_id), raw, tag in zip(missing, raws, tags) if raw is not None and tag is not None)
         return Snapshot(
             synced=bool(epoch),
             released={job_id: _released(raw) for job_id, raw in released.items()},
             counts={lane: lanes[2 * i] for i, lane in enumerate(LANES)},
-            waiting={lane: [(Entry.from_json(raws[job_id]), tag) for job_id, tag in items if raws.get(job_id)]
-                     for lane, items in ranked.items()},
+            waiting={lane: [found[job_id] for job_id in ids if job_id in found] for lane, ids in ranked.items()},
             passes={lane: float(value) for lane, value in passes.items()},
             vtimes={lane: float(value) for lane, value in vtimes.items()},
-            models=models)
+            models=models,
+            leading=answers[:leading])
 
     def passes(self) -> dict[str, float]:
         return {lane: float(value) for lane, value in self.redis.hgetall(self.passes_key).items()}
@@ -294,6 +310,7 @@ class Snapshot:
     passes: dict[str, float]
     vtimes: dict[str, float]
     models: dict[str, str]
+    leading: list = field(default_factory=list)  # answers to the caller's commands (``pipe``)
 
 
 def interleaved(rank: int, other_waiting: int, lane: str, batch_share: float) -> int:

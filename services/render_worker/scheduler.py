@@ -45,8 +45,8 @@ from services.render.metrics import SCHEDULER_LEADING, SCHEDULER_RELEASED, SCHED
 from services.render.catalog import MODEL_KINDS, alive_key, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig, load_config
 from services.render.dispatch import declare_worker_queue, estimated_start_seconds, send_job
-from services.render.scheduler import (BATCH, INTERACTIVE, LANES, Entry, FairQueue, Policy, Released, WorkerSlots,
-                                       entry_for, interleaved, plan)
+from services.render.scheduler import (BATCH, INTERACTIVE, LANES, Entry, FairQueue, Policy, Released, Snapshot,
+                                       WorkerSlots, entry_for, interleaved, plan)
 from services.render.workflows import TemplateStore
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,10 @@ SYNC_GRACE_SECONDS = 2.0
 POSITIONS_SECONDS = 1.0
 # After a nudge, wait this long for more (a burst of admissions) before a pass.
 COALESCE_SECONDS = 0.02
+# 1: taken (it was free), 2: renewed (this process held it since its last pass), 0: another holds it.
 LEASE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 2 end
 return 0
 """
 CATALOG_SECONDS = 1.0
@@ -83,60 +84,100 @@ class Scheduler:
         self._positions_at = float("-inf")
         self._passed_over: dict[str, float] = {}  # see plan()
         self._taken_back = False
-        # One round trip: take the lease, or renew it when this process holds it.
-        self._lead = self.redis.register_script(LEASE)
+        self._leading = False  # as of the last pass
+        self._entries: dict[str, tuple[Entry, float]] = {}  # the window's entries and tags, as last read
+        self._declared: set[str] = set()  # workers whose own queue this process declared
         self.slots = 0
         self.running = 0
 
     # -- one pass ------------------------------------------------------------------------
     def run_once(self) -> int | None:
         """One pass: the number of jobs released, None when another scheduler leads."""
-        if not self._lead(keys=[self.fair.lock_key], args=[self.owner, self.lease_seconds]):
+        # One round trip: the lease (EVAL: a script object in a pipeline costs a SCRIPT EXISTS round
+        # trip), the live workers' heartbeats when this process leads already, and the line.
+        catalogs = self.live_catalogs() if self._leading else []
+        ids = [str(c.get("workerId")) for c in catalogs]
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.eval(LEASE, 1, self.fair.lock_key, self.owner, self.lease_seconds)
+        if ids:
+            pipe.mget([alive_key(w) for w in ids])
+        state = self.fair.snapshot(self.policy.lookahead, pipe, self._entries)
+        self._leading = bool(state.leading[0])
+        if not self._leading:
             SCHEDULER_LEADING.set(0)
+            self._entries = {}  # another scheduler releases meanwhile
             return None
         SCHEDULER_LEADING.set(1)
-        state = self.fair.snapshot(self.policy.lookahead)
+        alive = {wid for wid, beat in zip(ids, state.leading[1]) if beat} if ids else None
+        if state.leading[0] == 1 and self._entries:  # the lease lapsed: another may have released meanwhile
+            self._entries = {}
+            state = self.snapshot()
         if not state.synced or time.monotonic() - self._synced_at >= self.config.reconcile_seconds:
             self.sync()
-            state = self.fair.snapshot(self.policy.lookahead)
+            state = self.snapshot()
         for lane in LANES:
             SCHEDULER_WAITING.labels(lane).set(state.counts.get(lane, 0))
         if not state.released and not any(state.counts.values()):
-            self._positions = {}
+            self._positions, self._entries = {}, {}
             return 0
-        workers = self.workers(state.released, state.models)
+        workers = self.workers(state.released, state.models, (catalogs, alive) if alive is not None else None)
         if self._taken_back:  # jobs a dead worker never claimed are back in line
-            state = self.fair.snapshot(self.policy.lookahead)
+            state = self.snapshot()
         placements = []
         if any(w.free > 0 for w in workers):
             placements = plan(state.waiting, workers, state.passes, self.policy, time.time(), self._passed_over)
             window = {entry.job_id for items in state.waiting.values() for entry, _ in items}
             self._passed_over = {job_id: at for job_id, at in self._passed_over.items() if job_id in window}
+        placed = {p.entry.job_id for p in placements}
+        self._entries = {entry.job_id: (entry, tag) for items in state.waiting.values() for entry, tag in items
+                         if entry.job_id not in placed}  # a released job's entry may differ when it comes back
         if placements:
             self.fair.mark_released(placements, state.passes, state.vtimes)
-            with self.celery.producer_or_acquire() as producer:
+            with self.celery.producer_or_acquire() as producer, producer.batch():  # one round trip on Redis
                 for placement in placements:
-                    send_job(self.celery, declare_worker_queue(self.celery, self.config.queue_prefix, placement.worker),
-                             placement.entry.job_id, placement.entry.hops, producer)
+                    send_job(self.celery, self.worker_queue(placement.worker, producer), placement.entry.job_id,
+                             placement.entry.hops, producer, declared=True)
                     SCHEDULER_RELEASED.labels(placement.entry.lane).inc()
-        placed = {p.entry.job_id for p in placements}
         self.publish_positions(
             {lane: [e for e, _ in items if e.job_id not in placed] for lane, items in state.waiting.items()},
             {lane: state.counts[lane] - sum(1 for p in placements if p.entry.lane == lane) for lane in LANES})
         return len(placements)
 
-    def workers(self, released: dict[str, Released], models: dict[str, str]) -> list[WorkerSlots]:
-        """Live workers with their free slots; settles the released set on the way (and notes in
-        ``_taken_back`` whether it put any job back in line)."""
+    def snapshot(self) -> Snapshot:
+        """The line read again within a pass (after a sync, or after taking jobs back)."""
+        return self.fair.snapshot(self.policy.lookahead, known=self._entries)
+
+    def worker_queue(self, worker_id: str, producer: Any) -> str:
+        """The worker's own queue, declared on the broker the first time this process sends there
+        (a live worker's queue does not expire: it consumes it; ids are new on every start)."""
+        name = declare_worker_queue(self.celery, self.config.queue_prefix, worker_id)
+        if worker_id not in self._declared:
+            producer.maybe_declare(self.celery.amqp.queues[name])
+            self._declared.add(worker_id)
+        return name
+
+    def live_catalogs(self) -> list[dict[str, Any]]:
+        """The workers' catalogs, read at most every ``CATALOG_SECONDS`` (a SCAN)."""
         read_at, catalogs = self._catalogs
         if time.monotonic() - read_at > CATALOG_SECONDS:
             catalogs = read_live_catalogs(self.redis)
             self._catalogs = (time.monotonic(), catalogs)
-        ids = [str(c.get("workerId")) for c in catalogs]
-        alive = {wid for wid, beat in zip(ids, self.redis.mget([alive_key(w) for w in ids]) if ids else []) if beat}
+        return catalogs
+
+    def workers(self, released: dict[str, Released], models: dict[str, str],
+                seen: tuple[list[dict[str, Any]], set[str]] | None = None) -> list[WorkerSlots]:
+        """Live workers with their free slots; settles the released set on the way (and notes in
+        ``_taken_back`` whether it put any job back in line). ``seen``: the catalogs and which of
+        those workers have a heartbeat, when the pass read them already."""
+        if seen is None:
+            catalogs = self.live_catalogs()
+            ids = [str(c.get("workerId")) for c in catalogs]
+            alive = {wid for wid, beat in zip(ids, self.redis.mget([alive_key(w) for w in ids]) if ids else [])
+                     if beat}
+        else:
+            catalogs, alive = seen
         with self.db.read() as session:
-            running = jobs.running_by_worker(session)
-            statuses = jobs.statuses(session, list(released))
+            running, statuses = jobs.running_and_statuses(session, list(released))
         draining = {str(c.get("workerId")) for c in catalogs if c.get("state") == "draining"}
         pending: Counter[str] = Counter()
         claimed, now = [], time.time()
@@ -174,13 +215,17 @@ class Scheduler:
         """Put back queued jobs missing from the line, drop entries of jobs that no longer wait;
         returns how many were put back."""
         cutoff = utcnow() - timedelta(seconds=SYNC_GRACE_SECONDS)
-        with self.db.read() as session:
-            queued = jobs.jobs_in_status(session, "queued", updated_before=cutoff, limit=10_000)
-        known = set(self.fair.waiting_ids()) | set(self.fair.released())
-        restored = 0
         mine = self.config.queue_prefix + "."
-        for job in queued:  # oldest first: the fair tags are rebuilt in admission order
-            if job.id not in known and job.queue.startswith(mine):
+        with self.db.read() as session:
+            queued = jobs.queued_ids(session, cutoff, limit=10_000)
+            known = set(self.fair.waiting_ids()) | set(self.fair.released())
+            missing = [job_id for job_id, queue in queued if job_id not in known and queue.startswith(mine)]
+            rows = {job.id: job for start in range(0, len(missing), 500)
+                    for job in jobs.jobs_by_id(session, missing[start:start + 500])}
+        restored = 0
+        for job_id in missing:  # oldest first: the fair tags are rebuilt in admission order
+            job = rows.get(job_id)
+            if job is not None and job.status == "queued":
                 restored += self.fair.enqueue(entry_for(job, self.templates.get(job.workflow)))
         waiting = self.fair.waiting_ids()
         with self.db.read() as session:
@@ -193,6 +238,8 @@ class Scheduler:
         self.fair.forget_workers([w for w in self.fair.last_models() if w not in alive_ids])
         self.redis.set(self.fair.epoch_key, self.owner)
         self._synced_at = time.monotonic()
+        self._entries = {}
+        self._declared &= alive_ids
         if restored:
             log.warning("scheduler: put %s queued jobs back in line (Redis had lost them)", restored)
         return restored

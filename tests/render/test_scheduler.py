@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -252,3 +253,18 @@ def test_waiting_users_hear_their_place_in_the_order_the_scheduler_releases(app,
             heard[event["data"]["jobId"]] = event["data"]["position"]
     pubsub.close()
     assert heard == {jobs[2]: 0, jobs[3]: 1}
+
+
+def test_a_job_a_worker_hands_back_goes_to_another_worker_and_the_job_behind_it_to_this_one(app, user, live_worker,
+                                                                                            scheduler, redis, queue):
+    first, second, third = (_admit(app, user[1]) for _ in range(3))
+    assert scheduler.run_once() == 2, "two slots; the third waits (the scheduler keeps its entry between passes)"
+    declined = scheduler.fair.released()[first].entry
+    scheduler.fair.enqueue(replace(declined, avoid=("render@a",)), front=True)  # what a draining worker does
+    assert scheduler.run_once() == 1
+    assert sorted(_worker_messages(redis, queue, "render@a")) == sorted([first, second, third])
+    assert scheduler.fair.waiting_ids() == [first], "the handed-back job waits for another worker"
+    publish_catalog(redis, {"workerId": "render@b", "checkpoints": [MODEL], "workflows": ["text2img"], "slots": 1})
+    redis.set(alive_key("render@b"), "1", ex=30)
+    scheduler._catalogs = (float("-inf"), [])  # the catalogs it cached a moment ago
+    assert scheduler.run_once() == 1 and _worker_messages(redis, queue, "render@b") == [first]
