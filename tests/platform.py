@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,6 @@ import pytest
 
 from services.render.catalog import read_live_catalogs
 from shared.config import PROJECT_ROOT
-from shared.embedded import free_port
 from shared.events import redis_client
 
 T = TypeVar("T")
@@ -60,18 +60,38 @@ class Platform:
             client.close()
 
 
+def _distinct_free_ports(count: int, taken: int | None = None) -> list[int]:
+    """``count`` free ports, none equal to another or to ``taken``: picked while all are bound
+    (ports picked one at a time and released may come back twice)."""
+    sockets: list[socket.socket] = []
+    try:
+        while len(sockets) < count:
+            sock = socket.socket()
+            sockets.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            if sock.getsockname()[1] == taken:
+                sockets.pop().close()
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 @contextmanager
 def start_platform(tmp_path_factory: pytest.TempPathFactory, settings_env: dict[str, str], database_url: str,
                    **extra_env: str) -> Iterator[Platform]:
     """The platforms a test session starts share one data folder and, per backend, one
     database of their own: a public work saved by one run has its files where the next run
     (which lists it in the gallery) looks for them."""
-    gateway_port = int(extra_env.pop("GATEWAY_PORT", 0)) or free_port()  # given when PUBLIC_URL must name it
+    given = int(extra_env.pop("GATEWAY_PORT", 0)) or None  # given when PUBLIC_URL must name it
+    gateway_port, auth_port, credits_port, gallery_port, safety_port, comfyui_port = \
+        _distinct_free_ports(6, taken=given)
+    gateway_port = given or gateway_port
     env = {**os.environ, **settings_env, "DATABASE_URL": database_url, "REDIS_URL": _own_redis(settings_env["REDIS_URL"]),
            "DATA_DIR": str(tmp_path_factory.getbasetemp() / "platform-data")}
     env.update(
-        GATEWAY_PORT=str(gateway_port), AUTH_PORT=str(free_port()), CREDITS_PORT=str(free_port()),
-        GALLERY_PORT=str(free_port()), SAFETY_PORT=str(free_port()), COMFYUI_URL=f"http://127.0.0.1:{free_port()}",
+        GATEWAY_PORT=str(gateway_port), AUTH_PORT=str(auth_port), CREDITS_PORT=str(credits_port),
+        GALLERY_PORT=str(gallery_port), SAFETY_PORT=str(safety_port), COMFYUI_URL=f"http://127.0.0.1:{comfyui_port}",
         RENDER_QUEUE=f"render-e2e-{uuid.uuid4().hex[:8]}",
         # Several sign-ups per run (and one run per database) from one address.
         RATE_LIMIT_REGISTER="1000/hour", RATE_LIMIT_LOGIN="1000/minute", RATE_LIMIT_GENERATE="1000/minute",
