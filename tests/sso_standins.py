@@ -52,6 +52,11 @@ class OidcStandIn:
     redirect_uris: set[str] = field(default_factory=set)
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     next_token: dict[str, Any] = field(default_factory=dict)  # claim overrides, "expired", "forged"
+    issuer_suffix: str = ""  # "/": an issuer that ends with a slash, as Auth0's does
+
+    @property
+    def issuer(self) -> str:
+        return self.url + self.issuer_suffix
 
     def add_user(self, login: str, **claims: Any) -> dict[str, Any]:
         self.users[login] = {"sub": f"sub-{login}-{secrets.token_hex(4)}", "preferred_username": login, **claims}
@@ -73,7 +78,7 @@ class OidcStandIn:
 
         @app.get("/.well-known/openid-configuration")
         def discovery():
-            return jsonify({"issuer": self.url, "authorization_endpoint": f"{self.url}/authorize",
+            return jsonify({"issuer": self.issuer, "authorization_endpoint": f"{self.url}/authorize",
                             "token_endpoint": f"{self.url}/token", "jwks_uri": f"{self.url}/jwks",
                             "end_session_endpoint": f"{self.url}/logout",
                             "response_types_supported": ["code"], "subject_types_supported": ["public"],
@@ -149,7 +154,7 @@ class OidcStandIn:
     def _id_token(self, grant: dict[str, Any]) -> str:
         bend, self.next_token = self.next_token, {}
         now = int(time.time())
-        claims = {"iss": self.url, "aud": CLIENT_ID, "iat": now, "exp": now + 300, "nonce": grant["nonce"],
+        claims = {"iss": self.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 300, "nonce": grant["nonce"],
                   **self.users[grant["login"]]}
         if bend.pop("expired", False):
             claims.update(iat=now - 3600, exp=now - 1800)

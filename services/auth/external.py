@@ -121,3 +121,9 @@ def suggested_username(*candidates: str | None) -> str:
         if len(name) >= 3:
             return name
     return ""
+
+
+def web_url(value: Any) -> str | None:
+    """A provider's picture address, when it is an http(s) URL that fits the identities table."""
+    text = value.strip() if isinstance(value, str) else ""
+    return text if text.startswith(("https://", "http://")) and len(text) <= 500 else None

@@ -4,7 +4,8 @@ discovery, the Authorization Code flow with PKCE, and the verification of the ID
 Authlib builds the authorization request and redeems the code (``OAuth2Session`` with S256
 PKCE), validates the discovery document (``OpenIDProviderMetadata``) and the ID token's
 claims (``CodeIDToken``: nonce, azp, at_hash); joserfc, which Authlib itself uses, checks the
-signature against the provider's JWKS. The audience and issuer are required explicitly.
+signature against the provider's JWKS. The audience and issuer are required explicitly; the
+issuer is compared exactly as discovery names it (some, like Auth0, end it with a slash).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from joserfc.jws import JWSRegistry
 
 from services.auth.config import OidcProviderConfig
 from services.auth.external import (CodeRejected, ExternalProfile, IdTokenInvalid, ProviderDenied,
-                                    ProviderUnavailable, SignInFlow, suggested_username)
+                                    ProviderUnavailable, SignInFlow, suggested_username, web_url)
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +97,12 @@ class OidcProvider:
                                  code="ID_TOKEN_SIGNATURE_INVALID") from exc
         except (JoseError, ValueError) as exc:
             raise IdTokenInvalid(f"The ID token could not be read ({exc}).") from exc
+        issuer = self.metadata()["issuer"]
         params = {"nonce": nonce, "client_id": self.config.client_id}
         if access_token:
             params["access_token"] = access_token
         claims = CodeIDToken(decoded.claims, decoded.header, {
-            "iss": {"essential": True, "value": self.config.issuer},
+            "iss": {"essential": True, "value": issuer},
             "aud": {"essential": True, "value": self.config.client_id},
             "sub": {"essential": True}}, params)
         try:
@@ -176,7 +178,7 @@ class OidcProvider:
             display_name=(_text(claims.get(config.name_claim)) or "")[:100],
             email=email.strip().lower()[:254] if email and "@" in email else None,
             email_verified=claims.get("email_verified") in (True, "true"),
-            avatar_url=_https_url(claims.get(config.avatar_claim)), admin=admin, logout_url=self.logout_url())
+            avatar_url=web_url(claims.get(config.avatar_claim)), admin=admin, logout_url=self.logout_url())
 
 
 def _claim_error(exc: JoseError) -> IdTokenInvalid:
@@ -208,6 +210,3 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value.strip() else None
 
 
-def _https_url(value: Any) -> str | None:
-    text = _text(value)
-    return text[:500] if text and text.startswith(("https://", "http://")) and len(text) <= 500 else None

@@ -19,7 +19,7 @@ import requests
 
 from services.auth.config import WECOM_KEY, WeComConfig
 from services.auth.external import (CodeRejected, ExternalProfile, ProviderDenied, ProviderUnavailable,
-                                    SignInFlow, suggested_username)
+                                    SignInFlow, suggested_username, web_url)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class WeComProvider:
             username=suggested_username(str(userid), email), display_name=name or str(userid)[:100],
             email=email.strip().lower()[:254] if isinstance(email, str) and "@" in email else None,
             email_verified=False,  # WeCom does not vouch for addresses: never used to link accounts
-            avatar_url=member.get("avatar") or None,
+            avatar_url=web_url(member.get("avatar")),
             department=",".join(str(department) for department in departments)[:200],
             position=str(member.get("position") or "")[:100])
 

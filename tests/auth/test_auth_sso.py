@@ -11,6 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from shared.config import load_settings
+from services.auth.config import load_config
+from services.auth.external import IdTokenInvalid, SignInFlow
+from services.auth.oidc import OidcProvider
 from tests.auth.conftest import PASSWORD, build_auth_app
 from tests.conftest import serve
 from tests.sso_standins import (AGENT_ID, CLIENT_ID, CLIENT_SECRET, CORP_ID, CORP_SECRET, OidcStandIn,
@@ -18,6 +22,7 @@ from tests.sso_standins import (AGENT_ID, CLIENT_ID, CLIENT_SECRET, CORP_ID, COR
 
 PUBLIC_URL = "http://platform.test"
 IDP = "idp"
+STRICT = "strict"  # the same issuer, configured without linking by verified e-mail
 WECOM_UA = "Mozilla/5.0 (iPhone) AppleWebKit wxwork/4.1.0 MicroMessenger/7.0.1"
 
 
@@ -26,7 +31,7 @@ def oidc() -> Iterator[OidcStandIn]:
     stand_in = OidcStandIn()
     running = serve(stand_in.app())
     stand_in.url = running.url
-    stand_in.redirect_uris.add(f"{PUBLIC_URL}/api/auth/sso/{IDP}/callback")
+    stand_in.redirect_uris.update(f"{PUBLIC_URL}/api/auth/sso/{key}/callback" for key in (IDP, STRICT))
     yield stand_in
     running.stop()
 
@@ -44,9 +49,10 @@ def wecom() -> Iterator[WeComStandIn]:
 def sso_app(auth_env, oidc, wecom):
     providers = [{"key": IDP, "name": "Test IdP", "icon": "/icons/idp.svg", "issuer": oidc.url,
                   "clientId": CLIENT_ID, "scopes": "openid profile email groups", "adminGroups": ["platform-admins"],
-                  "autoLinkVerifiedEmail": True}]
+                  "autoLinkVerifiedEmail": True},
+                 {"key": STRICT, "name": "Strict IdP", "issuer": oidc.url, "clientId": CLIENT_ID}]
     app = build_auth_app({**auth_env, "PUBLIC_URL": PUBLIC_URL, "OIDC_PROVIDERS": json.dumps(providers),
-                          "OIDC_IDP_CLIENT_SECRET": CLIENT_SECRET,
+                          "OIDC_IDP_CLIENT_SECRET": CLIENT_SECRET, "OIDC_STRICT_CLIENT_SECRET": CLIENT_SECRET,
                           "WECHAT_CORP_ID": CORP_ID, "WECHAT_AGENT_ID": AGENT_ID, "WECHAT_SECRET": CORP_SECRET,
                           "WECHAT_API_URL": wecom.url, "WECHAT_OAUTH_URL": f"{wecom.url}/connect/oauth2/authorize",
                           "WECHAT_QR_LOGIN_URL": f"{wecom.url}/wwlogin/sso/login"})
@@ -106,8 +112,9 @@ def browser(sso_app, service_headers) -> Browser:
     return Browser(sso_app, service_headers)
 
 
-def oidc_sign_in(browser: Browser, oidc: OidcStandIn, login: str, **start: Any) -> tuple[Flow, Any]:
-    flow = browser.start(IDP, **start)
+def oidc_sign_in(browser: Browser, oidc: OidcStandIn, login: str, provider: str = IDP,
+                 **start: Any) -> tuple[Flow, Any]:
+    flow = browser.start(provider, **start)
     landing = browser.come_back(flow, oidc.approve(flow.authorize_url, login))
     assert "ticket" in landing, landing
     return flow, browser.exchange(flow)
@@ -140,8 +147,8 @@ def test_providers_are_listed_without_secrets(browser):
     response = browser.call("GET", "/api/auth/providers")
     assert response.status_code == 200
     providers = response.json["data"]["providers"]
-    assert [(p["key"], p["kind"], p["name"]) for p in providers] == [(IDP, "oidc", "Test IdP"),
-                                                                    ("wecom", "wecom", "企业微信")]
+    assert [(p["key"], p["kind"], p["name"]) for p in providers] == [
+        (IDP, "oidc", "Test IdP"), (STRICT, "oidc", "Strict IdP"), ("wecom", "wecom", "企业微信")]
     text = response.get_data(as_text=True)
     for secret in (CLIENT_SECRET, CORP_SECRET, CLIENT_ID, CORP_ID):
         assert secret not in text
@@ -302,6 +309,48 @@ def test_verified_email_links_only_when_allowed_and_unverified_never_takes_over(
     assert [i["provider"] for i in owner.call("GET", "/api/users/me/identities").json["data"]["items"]] == [IDP]
 
 
+def test_verified_email_without_auto_linking_never_signs_in_the_owner(browser, oidc, make_account):
+    """Only the operator's word (autoLinkVerifiedEmail) lets a provider's verified e-mail find an account."""
+    owner = make_account()
+    login = new_login(oidc)
+    oidc.users[login].update(email=owner.email, email_verified=True)
+    flow, exchanged = oidc_sign_in(browser, oidc, login, provider=STRICT)
+    data = exchanged.json["data"]
+    assert data["status"] == "signup" and data["emailInUse"] is True and "accessToken" not in data
+    created = sign_up(browser, flow, exchanged).json["data"]
+    assert created["user"]["id"] != owner.id and created["user"]["email"] is None
+    assert owner.call("GET", "/api/users/me/identities").json["data"]["items"] == []
+
+
+def test_issuer_is_compared_as_discovery_names_it(auth_env):
+    """An issuer ending with a slash (Auth0's) signs in; a token naming it without the slash does not."""
+    stand_in = OidcStandIn(issuer_suffix="/")
+    running = serve(stand_in.app())
+    stand_in.url = running.url
+    try:
+        redirect_uri = f"{PUBLIC_URL}/api/auth/sso/slash/callback"
+        stand_in.redirect_uris.add(redirect_uri)
+        env = {**auth_env, "OIDC_PROVIDERS": "slash", "OIDC_SLASH_ISSUER": stand_in.issuer,
+               "OIDC_SLASH_CLIENT_ID": CLIENT_ID, "OIDC_SLASH_CLIENT_SECRET": CLIENT_SECRET}
+        (config,) = load_config(load_settings(env), env).oidc_providers
+        provider = OidcProvider(config, redirect_uri, f"{PUBLIC_URL}/login")
+        login = new_login(stand_in)
+
+        def sign_in():
+            flow = SignInFlow(provider="slash", state="s" * 43, nonce="n" * 43, code_verifier="v" * 64,
+                              binding_hash="", intent="login", user_id=None, remember_me=False, next="/")
+            query = parse_qs(urlsplit(stand_in.approve(provider.authorization_url(flow, ""), login)).query)
+            return provider.complete(flow, {"code": query["code"][0], "state": flow.state})
+
+        assert sign_in().subject == stand_in.users[login]["sub"]
+        stand_in.next_token = {"iss": stand_in.url}
+        with pytest.raises(IdTokenInvalid) as refused:
+            sign_in()
+        assert refused.value.code == "ISSUER_MISMATCH"
+    finally:
+        running.stop()
+
+
 def test_disabled_provider_stops_new_and_started_sign_ins(browser, oidc, sso_app, service_headers, make_account):
     admin = make_account("admin")
     login = new_login(oidc)
@@ -311,12 +360,12 @@ def test_disabled_provider_stops_new_and_started_sign_ins(browser, oidc, sso_app
     assert browser.call("PUT", switch, admin.access_token, json={"enabled": False}).status_code == 200
     try:
         listed = browser.call("GET", "/api/auth/providers").json["data"]["providers"]
-        assert [p["key"] for p in listed] == ["wecom"]
+        assert [p["key"] for p in listed] == [STRICT, "wecom"]
         refused = browser.call("POST", f"/api/auth/sso/{IDP}/start", json={})
         assert (refused.status_code, refused.json["error"]["code"]) == (403, "PROVIDER_DISABLED")
         assert browser.come_back(started, redirect)["error"] == "PROVIDER_DISABLED"
         states = browser.call("GET", "/api/admin/auth/providers", admin.access_token).json["data"]["providers"]
-        assert {p["key"]: p["enabled"] for p in states} == {IDP: False, "wecom": True}
+        assert {p["key"]: p["enabled"] for p in states} == {IDP: False, STRICT: True, "wecom": True}
     finally:
         assert browser.call("PUT", switch, admin.access_token, json={"enabled": True}).status_code == 200
     _flow, exchanged = oidc_sign_in(browser, oidc, login)
@@ -429,7 +478,8 @@ def wecom_sign_in(browser: Browser, wecom: WeComStandIn, userid: str | None) -> 
 
 def test_wecom_signs_in_with_the_token_fetched_once(browser, wecom, fresh_wecom_token):
     userid = f"zhang{uuid.uuid4().hex[:6]}"
-    wecom.add_member(userid, name="张三", department=[2, 7], position="产品经理")
+    wecom.add_member(userid, name="张三", department=[2, 7], position="产品经理",
+                     avatar="https://wework.qpic.cn/wwhead/abc/0")
     flow, landing = wecom_sign_in(browser, wecom, userid)
     assert flow.authorize_url.startswith(f"{wecom.url}/wwlogin/sso/login?login_type=CorpApp&appid={CORP_ID}")
     exchanged = browser.exchange(flow)
@@ -437,6 +487,7 @@ def test_wecom_signs_in_with_the_token_fetched_once(browser, wecom, fresh_wecom_
     assert data["status"] == "signup" and data["suggestedUsername"] == userid
     identity = data["identity"]
     assert (identity["displayName"], identity["department"], identity["position"]) == ("张三", "2,7", "产品经理")
+    assert identity["avatarUrl"] == "https://wework.qpic.cn/wwhead/abc/0"
     session = sign_up(browser, flow, exchanged).json["data"]
     assert session["user"]["hasPassword"] is False and session["logoutUrl"] is None
 
@@ -453,13 +504,15 @@ def test_wecom_signs_in_with_the_token_fetched_once(browser, wecom, fresh_wecom_
 
 def test_wecom_inside_the_client_uses_oauth(browser, wecom):
     userid = f"li{uuid.uuid4().hex[:6]}"
-    wecom.members = {userid: wecom.add_member(userid, name="李四"), **wecom.members}
+    wecom.members = {userid: wecom.add_member(userid, name="李四", avatar="javascript:alert(1)"), **wecom.members}
     flow = browser.start("wecom", user_agent=WECOM_UA)
     assert flow.authorize_url.startswith(f"{wecom.url}/connect/oauth2/authorize?appid={CORP_ID}")
     assert flow.authorize_url.endswith("#wechat_redirect") and "scope=snsapi_base" in flow.authorize_url
     redirect = requests.get(flow.authorize_url.split("#")[0], allow_redirects=False, timeout=10).headers["Location"]
     landing = browser.come_back(flow, redirect)
-    assert browser.exchange(flow).json["data"]["identity"]["displayName"] == "李四", landing
+    identity = browser.exchange(flow).json["data"]["identity"]
+    assert identity["displayName"] == "李四", landing
+    assert identity["avatarUrl"] is None, "only an http(s) picture address is kept"
 
 
 def test_wecom_refusals_read_in_chinese(browser, wecom):

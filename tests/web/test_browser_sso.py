@@ -5,7 +5,7 @@ providers; a new OIDC identity creates an account (no password, the signup bonus
 profile links WeCom and unlinks the OIDC identity, never the last way in; signing out offers
 the provider's logout; WeCom signs the same person in again; a forged callback is explained
 in Chinese; an administrator sees the identities and turns a provider off, and its button
-goes away."""
+goes away, and with none on the login page shows no single sign-on."""
 from __future__ import annotations
 
 import json
@@ -154,3 +154,14 @@ def _journey(browser: Browser, platform: Platform, oidc: OidcStandIn, wecom: WeC
     phone.goto("/login")
     phone.get_by_test_id("sso-wecom").wait_for()
     assert phone.get_by_test_id("sso-corp").count() == 0
+
+    # With no provider on, the login page shows no single sign-on at all (once it has asked).
+    with admin_page.expect_response(lambda r: r.request.method == "PUT" and r.url.endswith("/providers/wecom")) as put:
+        admin_page.get_by_test_id("switch-wecom").click()
+    assert put.value.status == 200
+    with phone.expect_response(lambda r: r.url.endswith("/api/auth/providers")) as listed:
+        phone.goto("/login")
+    assert listed.value.json()["data"]["providers"] == []
+    phone.locator("input[name=username]").wait_for()
+    phone.wait_for_load_state("networkidle")
+    assert phone.get_by_test_id("sso-buttons").count() == 0
