@@ -23,6 +23,7 @@ import json
 import logging
 import secrets
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Mapping, Sequence
 from urllib.parse import urlencode
 
@@ -38,6 +39,7 @@ from shared.tokens import Claims
 from services.auth.config import AuthConfig
 from services.auth.external import (ExternalProfile, IdentityProvider, SignInFlow, StateInvalid, TicketInvalid,
                                     provider_disabled, provider_not_found)
+from services.auth import refresh_tokens
 from services.auth.identities import LinkedIdentities, ProviderSwitches, describe
 from services.auth.models import ExternalIdentity, User
 from services.auth.revocation import Revocations
@@ -181,8 +183,10 @@ class SingleSignOn:
                         identity = _new_identity(owner.id, profile, now)
                         session.add(identity)
                         session.flush()
-                        log.info("identity %s:%s linked to user %s by verified e-mail", profile.provider,
-                                 profile.subject, owner.id)
+                        _hand_to_the_address_owner(session, owner, now)
+                        self.revocations.revoke_user(owner.id)
+                        log.info("identity %s:%s linked to user %s by verified e-mail; its password and "
+                                 "sessions ended", profile.provider, profile.subject, owner.id)
                 if identity is None:
                     return None
                 user = get_user(session, identity.user_id, lock=True)
@@ -256,6 +260,16 @@ class SingleSignOn:
 def _identity(session: Session, profile: ExternalProfile) -> ExternalIdentity | None:
     return session.scalar(select(ExternalIdentity).where(ExternalIdentity.provider == profile.provider,
                                                          ExternalIdentity.subject == profile.subject))
+
+
+def _hand_to_the_address_owner(session: Session, owner: User, now: datetime) -> None:
+    """The provider vouched that the person signing in owns the account's e-mail address; the
+    platform never confirmed that whoever chose the account's password does (anyone may register
+    with someone else's address first). So the password stops working and every session ends:
+    the address's owner keeps the account and may set a password again."""
+    owner.password_hash = None
+    owner.updated_at = now
+    refresh_tokens.revoke_sessions(session, owner.id, now=now, since=now)
 
 
 def _has_provider(session: Session, user_id: int | None, provider: str) -> bool:

@@ -300,13 +300,24 @@ def test_verified_email_links_only_when_allowed_and_unverified_never_takes_over(
     assert created["user"]["id"] != owner.id and created["user"]["email"] is None
     assert owner.call("GET", "/api/users/me/identities").json["data"]["items"] == []
 
-    # Verified, and this provider's verified addresses are trusted: the owner's account signs in.
+    # Verified, and this provider's verified addresses are trusted: the account with that address
+    # signs in, and whoever chose its password (never proven to own the address) is locked out.
+    old_session = (owner.access_token, owner.refresh_token)
     login = new_login(oidc)
     oidc.users[login].update(email=owner.email, email_verified=True)
     _flow, exchanged = oidc_sign_in(browser, oidc, login)
     data = exchanged.json["data"]
     assert data["status"] == "signedIn" and data["user"]["id"] == owner.id
-    assert [i["provider"] for i in owner.call("GET", "/api/users/me/identities").json["data"]["items"]] == [IDP]
+    assert owner.call("GET", "/api/users/profile").status_code == 401
+    refreshed = owner.client.post("/api/users/token/refresh", headers=owner.service_headers,
+                                  json={"refreshToken": old_session[1]})
+    assert refreshed.status_code == 401
+    password_login = owner.client.post("/api/users/login", headers=owner.service_headers,
+                                       json={"username": owner.username, "password": owner.password})
+    assert password_login.status_code == 401
+    owner.use(data)
+    listed = owner.call("GET", "/api/users/me/identities").json["data"]
+    assert [i["provider"] for i in listed["items"]] == [IDP] and listed["hasPassword"] is False
 
 
 def test_verified_email_without_auto_linking_never_signs_in_the_owner(browser, oidc, make_account):
