@@ -170,7 +170,7 @@ export default {
     presets: 'Prompt presets', presetLists: { stylePresets: 'Style presets (added to the prompt)', negativePresets: 'Negative presets (added to the negative prompt)' },
     presetKey: 'Key', presetText: 'Words added', addPreset: 'Add a preset',
     searchUsers: 'Search name, username or e-mail', role: 'Role', status: 'Status', active: 'Active', disabled: 'Disabled', actions: 'Actions',
-    grant: 'Grant', deduct: 'Deduct', enable: 'Enable', disable: 'Disable', confirmDisable: 'Disable {name}?',
+    grant: 'Grant', deduct: 'Deduct', moreActions: 'More actions', enable: 'Enable', disable: 'Disable', confirmDisable: 'Disable {name}?',
     grantTitle: 'Grant credits to {name}', deductTitle: 'Deduct credits from {name}', amount: 'Amount', reason: 'Reason', reasonRequired: 'Give a reason',
     adjusted: 'Credits of {name} adjusted; now {available} available',
     reports: 'Reports', noReports: 'No reports', hide: 'Hide', restore: 'Restore', feature: 'Feature',
