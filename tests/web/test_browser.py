@@ -53,6 +53,8 @@ if not Path(CHROMIUM).exists():
 if not (DIST / "index.html").exists():
     pytest.skip("web/dist/index.html is missing (cd web && npm ci && npm run build)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+# Assertions wait as long as actions do: on a busy machine a page can take more than expect's 5 s.
+sync_api.expect.set_options(timeout=TIMEOUT_MS)
 
 
 @pytest.fixture
@@ -649,6 +651,12 @@ def _admin(admin_page, page, bob_page, alice: str, bob: str) -> None:
     wait_balance(page, 555)
     admin_page.locator(".el-dialog").filter(has=admin_page.get_by_test_id("adjust-submit")).wait_for(state="hidden")
     sync_api.expect(admin_page.get_by_test_id(f"balance-{alice}")).to_have_text("555")
+    # At tablet width every column fits side by side: the role is not hidden under the actions.
+    row = admin_page.get_by_test_id("admin-users").locator("tr").filter(has=admin_page.get_by_test_id(f"balance-{alice}"))
+    role, grant = row.locator(".el-select").bounding_box(), admin_page.get_by_test_id(f"grant-{alice}").bounding_box()
+    more, table = admin_page.get_by_test_id(f"more-{alice}").bounding_box(), admin_page.get_by_test_id("admin-users").bounding_box()
+    assert role["x"] + role["width"] <= grant["x"] and more["x"] + more["width"] <= table["x"] + table["width"], (role, grant, more, table)
+    assert row.locator(".el-select__placeholder").evaluate("el => el.scrollWidth <= el.clientWidth"), "the role is cut short"
     shoot(admin_page, "admin-tablet")
 
     # Jobs: the failed one with its cause in words and its owner's display name.

@@ -144,6 +144,7 @@ def _journey(browser: Browser, platform: Platform, oidc: OidcStandIn, wecom: WeC
     login(admin_page, admin, PASSWORD)
     admin_page.goto("/admin")
     fill(admin_page, "admin-search", login_name)
+    admin_page.get_by_test_id(f"more-{login_name}").click()  # at tablet width the rarer actions are in a menu
     admin_page.get_by_test_id(f"identities-{login_name}").click()
     sync_api.expect(admin_page.get_by_test_id("admin-identities")).to_contain_text(userid)
     admin_page.keyboard.press("Escape")

@@ -31,7 +31,7 @@ export default {
     resetTitle: 'Choose a new password', resetNoToken: 'This reset link is invalid or incomplete. Request a new one.', resetSubmit: 'Reset password', resetDone: 'Password reset. Sign in with the new one.',
   },
   credits: {
-    goRedeem: 'Redeem a code', priceCard: 'Prices', perImage: '{n} credits / image', byJob: 'By job', entries: 'Entries', job: 'Job', jobLine: '{workflow}: {n} image(s)', jobRunning: '{workflow}: running, {held} reserved', jobRefunded: '{workflow}: {status}, fully refunded', openJob: 'Open the job',
+    goRedeem: 'Redeem a code', priceCard: 'Prices', perImage: '{n} credits / image', byJob: 'By job', entries: 'Entries', job: 'Job', jobLine: '{workflow}: {n} image | {workflow}: {n} images', jobRunning: '{workflow}: running, {held} reserved', jobRefunded: '{workflow}: {status}, fully refunded', openJob: 'Open the job',
     unit: 'credits', balanceHint: 'Available credits', heldHint: '{held} more are reserved for running jobs', available: 'Available', held: 'Reserved',
     earned: 'Earned', spent: 'Spent', spentMonth: 'Spent this month', history: 'History', allTypes: 'All types', from: 'From', to: 'To',
     noEntries: 'No entries yet', time: 'Time', type: 'Type', change: 'Change', heldChange: 'Reserved', after: 'Balance', description: 'Description',
@@ -77,7 +77,7 @@ export default {
   jobs: {
     nextUp: 'You are next, starting shortly…',
     status: { queued: 'Queued', running: 'Rendering', succeeded: 'Done', failed: 'Failed', cancelled: 'Cancelled' },
-    waiting: 'Waiting for a worker…', queuePosition: 'Queued: {n} job(s) ahead', creating: 'AI is creating…', step: 'Step {step} of {total}',
+    waiting: 'Waiting for a worker…', queuePosition: 'Queued: {n} job ahead | Queued: {n} jobs ahead', creating: 'AI is creating…', step: 'Step {step} of {total}',
     eta: 'About {time} left', elapsed: '{time} elapsed', preview: 'Live preview', cancel: 'Cancel job', cancelConfirm: 'Cancel this job? Images not yet made are refunded.',
     cancelledTitle: 'Job cancelled', cancelledRefund: 'Job cancelled, {n} credits refunded', failed: 'Rendering failed', refunded: '{n} credits refunded', retry: 'Retry',
     save: 'Save as work', saveAll: 'Save all', saved: 'Saved', downloadOriginal: 'Download original', useAsSource: 'Use as source', upscale: 'Upscale',
@@ -86,7 +86,7 @@ export default {
   save: {
     title: 'Save work', titleAll: 'Save {n} works', name: 'Title', description: 'Description', tags: 'Tags', tagsHint: 'Type and press Enter, up to 10',
     visibility: 'Visibility', publicHint: 'Public works appear in the gallery for everyone', privateHint: 'Private works are visible only to you',
-    titleRequired: 'Enter a title', tagRules: 'Up to 10 tags of at most 20 characters', done: '{n} work(s) saved', already: 'This image is already saved',
+    titleRequired: 'Enter a title', tagRules: 'Up to 10 tags of at most 20 characters', done: '{n} work saved | {n} works saved', already: 'This image is already saved',
   },
   works: {
     reviewPending: 'In review', reviewRejected: 'Not approved', reviewRejectedBecause: 'Not approved: {reason}',
@@ -159,7 +159,7 @@ export default {
       workflowsHint: 'e.g. text2img, upscale (empty: all)', reason: 'Reason',
       docs: 'Hand these to the team that runs the service; docs/queue-api.md tells them the rest.',
     },
-    balance: 'Balance', ok: 'OK', down: 'Down', healthStates: { ok: 'Healthy', degraded: 'Degraded', down: 'Down' }, onWorkers: 'on {n} worker(s)', kinds: { checkpoints: 'Checkpoint', diffusion_models: 'Diffusion model', loras: 'LoRA', upscale_models: 'Upscaler', text_encoders: 'Text encoder', vaes: 'VAE' }, componentNames: { auth: 'Accounts', credits: 'Credits', gallery: 'Works', redis: 'Cache (Redis)', renderDatabase: 'Render database', renderWorkers: 'Render workers' }, noJobs: 'No jobs match', timings: { queuedAt: 'Queued', pickedAt: 'Picked by a worker', submittedAt: 'Submitted to ComfyUI', firstProgressAt: 'First progress', lastImageAt: 'Last image', finishedAt: 'Finished', settledAt: 'Credits settled' }, cancelJobConfirm: 'Cancel this job? Images not yet made are refunded.', reportStates: { open: 'Open', resolved: 'Resolved' }, codeStates: { active: 'Active', used: 'Used up', expired: 'Expired' },
+    balance: 'Balance', ok: 'OK', down: 'Down', healthStates: { ok: 'Healthy', degraded: 'Degraded', down: 'Down' }, onWorkers: 'on {n} worker | on {n} workers', kinds: { checkpoints: 'Checkpoint', diffusion_models: 'Diffusion model', loras: 'LoRA', upscale_models: 'Upscaler', text_encoders: 'Text encoder', vaes: 'VAE' }, componentNames: { auth: 'Accounts', credits: 'Credits', gallery: 'Works', redis: 'Cache (Redis)', renderDatabase: 'Render database', renderWorkers: 'Render workers' }, noJobs: 'No jobs match', timings: { queuedAt: 'Queued', pickedAt: 'Picked by a worker', submittedAt: 'Submitted to ComfyUI', firstProgressAt: 'First progress', lastImageAt: 'Last image', finishedAt: 'Finished', settledAt: 'Credits settled' }, cancelJobConfirm: 'Cancel this job? Images not yet made are refunded.', reportStates: { open: 'Open', resolved: 'Resolved' }, codeStates: { active: 'Active', used: 'Used up', expired: 'Expired' },
     title: 'Admin console', subtitle: 'Users, moderation, redeem codes and the render fleet',
     tabs: { users: 'Users', works: 'Moderation', jobs: 'Jobs', models: 'Models & presets', codes: 'Redeem codes', services: 'Service accounts', fleet: 'Render fleet', sso: 'Sign-in providers', review: 'Publishing review', safety: 'Term list', audit: 'Audit log' },
     allWorks: 'All works', workStates: { all: 'All', public: 'Public', private: 'Private', hidden: 'Hidden' }, hiddenBecause: 'Hidden: {reason}',
@@ -170,7 +170,7 @@ export default {
     presets: 'Prompt presets', presetLists: { stylePresets: 'Style presets (added to the prompt)', negativePresets: 'Negative presets (added to the negative prompt)' },
     presetKey: 'Key', presetText: 'Words added', addPreset: 'Add a preset',
     searchUsers: 'Search name, username or e-mail', role: 'Role', status: 'Status', active: 'Active', disabled: 'Disabled', actions: 'Actions',
-    grant: 'Grant', deduct: 'Deduct', enable: 'Enable', disable: 'Disable', confirmDisable: 'Disable {name}?',
+    grant: 'Grant', deduct: 'Deduct', moreActions: 'More actions', enable: 'Enable', disable: 'Disable', confirmDisable: 'Disable {name}?',
     grantTitle: 'Grant credits to {name}', deductTitle: 'Deduct credits from {name}', amount: 'Amount', reason: 'Reason', reasonRequired: 'Give a reason',
     adjusted: 'Credits of {name} adjusted; now {available} available',
     reports: 'Reports', noReports: 'No reports', hide: 'Hide', restore: 'Restore', feature: 'Feature',
@@ -256,7 +256,7 @@ export default {
     webhooks: 'Webhooks', webhooksHint: 'Signed POSTs (X-Webhook-Signature: t=…,v1=HMAC-SHA256 of "t.body"), retried for a day until your endpoint answers 2xx.',
     url: 'Endpoint URL', events: 'Events', addWebhook: 'Add webhook', secretShownOnce: 'The signing secret, shown only this once:', noWebhooks: 'No webhooks yet',
     deliveries: 'Deliveries', deleteHookConfirm: 'Delete the webhook to {url}?', noDeliveries: 'Nothing delivered yet',
-    states: { pending: 'Retrying', succeeded: 'Delivered', failed: 'Given up' }, attempts: '{n} attempt(s)', nextAttempt: 'Next attempt', resend: 'Send again', resent: 'Queued to send again',
+    states: { pending: 'Retrying', succeeded: 'Delivered', failed: 'Given up' }, attempts: '{n} attempt | {n} attempts', nextAttempt: 'Next attempt', resend: 'Send again', resent: 'Queued to send again',
   },
   errors: {
     refunded: '{n} credits refunded', notCharged: 'No credits were charged', internalAddress: '[internal address]', technical: 'Technical details',

@@ -171,7 +171,7 @@ export default {
     presets: '提示词预设', presetLists: { stylePresets: '风格预设（追加到提示词）', negativePresets: '反向预设（追加到反向提示词）' },
     presetKey: '标识', presetText: '追加的词', addPreset: '添加预设',
     searchUsers: '搜索名称、用户名或邮箱', role: '角色', status: '状态', active: '正常', disabled: '已禁用', actions: '操作',
-    grant: '发放积分', deduct: '扣除积分', enable: '启用', disable: '禁用', confirmDisable: '确定要禁用用户 {name} 吗？',
+    grant: '发放积分', deduct: '扣除积分', moreActions: '更多操作', enable: '启用', disable: '禁用', confirmDisable: '确定要禁用用户 {name} 吗？',
     grantTitle: '向 {name} 发放积分', deductTitle: '从 {name} 扣除积分', amount: '数量', reason: '原因', reasonRequired: '请填写原因',
     adjusted: '已调整 {name} 的积分，当前可用 {available}',
     reports: '用户举报', noReports: '暂无举报', hide: '隐藏', restore: '恢复', feature: '设为精选',
