@@ -2,7 +2,7 @@
 the platform announcements services send each other.
 
 Every user event is ``{"type", "data", "ts"}`` (plus ``"id"``, the job stream entry id, for
-job events). It is published to the user's pub/sub channel for live delivery; job
+job events). It is published to the user's pub/sub channel (``events:<db>:user:<id>``) for live delivery; job
 events are also appended to a capped per-job stream so a client that reconnects can
 ask for everything after the last id it saw.
 
@@ -53,8 +53,16 @@ def redis_client(url: str) -> redis.Redis:
                                 max_connections=MAX_CONNECTIONS)
 
 
-def user_channel(user_id: int) -> str:
-    return f"events:user:{user_id}"
+def user_channel(user_id: int, db: int) -> str:
+    """A user's live channel. Pub/sub channels belong to the whole Redis server, not to one of its
+    databases, so the database number is in the name: deployments (or test runs) that share a
+    server in separate databases do not hear each other's users."""
+    return f"events:{db}:user:{user_id}"
+
+
+def redis_db(client: redis.Redis) -> int:
+    """The database number a client talks to (0 unless its URL names another)."""
+    return int(client.connection_pool.connection_kwargs.get("db") or 0)
 
 
 def job_stream(job_id: str) -> str:
@@ -64,6 +72,7 @@ def job_stream(job_id: str) -> str:
 class EventBus:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
+        self.db = redis_db(client)
 
     def publish(self, user_id: int, event_type: str, data: dict[str, Any],
                 job_id: str | None = None) -> dict[str, Any]:
@@ -79,7 +88,7 @@ class EventBus:
                                                          data=json.dumps(data)),
                           maxlen=PLATFORM_STREAM_MAXLEN, approximate=True)
             event["id"] = pipe.execute()[0]
-        self.redis.publish(user_channel(user_id), json.dumps(event))
+        self.redis.publish(user_channel(user_id, self.db), json.dumps(event))
         return event
 
     def publish_live(self, events: list[tuple[int, str, dict[str, Any]]]) -> None:
@@ -88,7 +97,7 @@ class EventBus:
             return
         pipe = self.redis.pipeline(transaction=False)
         for user_id, event_type, data in events:
-            pipe.publish(user_channel(user_id), json.dumps({"type": event_type, "data": data, "ts": time.time()}))
+            pipe.publish(user_channel(user_id, self.db), json.dumps({"type": event_type, "data": data, "ts": time.time()}))
         pipe.execute()
 
     def job_events_after(self, job_id: str, last_id: str = "0") -> list[dict[str, Any]]:
@@ -104,7 +113,7 @@ class EventBus:
     def listen(self, user_id: int, timeout: float = 1.0) -> Iterator[dict[str, Any] | None]:
         """Yield the user's live events; yields None every ``timeout`` seconds of silence."""
         pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(user_channel(user_id))
+        pubsub.subscribe(user_channel(user_id, self.db))
         try:
             while True:
                 message = pubsub.get_message(timeout=timeout)

@@ -1,7 +1,7 @@
 """One Redis subscriber per gateway process, fanning live events out to that process's sockets.
 
 Each open socket has a ``Mailbox``. The first mailbox of a user subscribes the process's one
-pub/sub connection to ``events:user:<id>``; when the last one leaves, it unsubscribes. A
+pub/sub connection to ``events:<db>:user:<id>``; when the last one leaves, it unsubscribes. A
 listener thread (a greenlet under gunicorn's gevent worker) owns that connection: between
 reads it applies the subscription changes the sockets asked for, and it drops every message
 into the mailboxes of its user. It never writes to a socket, so a slow client delays only
@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 
-from shared.events import user_channel
+from shared.events import redis_db, user_channel
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Fanout:
         # Its own client, named, so an operator sees one "gateway-fanout-…" pub/sub connection per process.
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True, health_check_interval=30,
                                           client_name=f"gateway-fanout-{self.process_id}")
+        self.db = redis_db(self.redis)
         self.control_channel = CONTROL_PREFIX + self.process_id
         self._lock = threading.Lock()
         self._counter = itertools.count(1)
@@ -85,7 +86,7 @@ class Fanout:
         """Register a socket's mailbox and return the socket's id once this process receives
         the user's events, so nothing published afterwards is missed. Raises
         ``redis.ConnectionError`` if the subscription is not confirmed within ``timeout``."""
-        channel = user_channel(user_id)
+        channel = user_channel(user_id, self.db)
         socket_id = f"{self.process_id}:{next(self._counter)}"
         with self._lock:
             self._sockets[socket_id] = mailbox
@@ -101,7 +102,7 @@ class Fanout:
         return socket_id
 
     def detach(self, user_id: int, socket_id: str, mailbox: Mailbox) -> None:
-        channel = user_channel(user_id)
+        channel = user_channel(user_id, self.db)
         with self._lock:
             self._sockets.pop(socket_id, None)
             mailboxes = self._mailboxes.get(channel)

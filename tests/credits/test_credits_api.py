@@ -9,7 +9,7 @@ import pytest
 import redis
 from sqlalchemy import insert, update
 
-from shared.events import user_channel
+from shared.events import redis_db, user_channel
 from services.credits.models import CreditAccount, CreditLedger
 
 
@@ -170,8 +170,9 @@ def test_non_json_body_is_400(client, service_headers):
 
 def test_credits_changed_is_published_after_each_movement(client, service_headers, redis_url, new_user_id, job_id):
     user_id = new_user_id()
-    pubsub = redis.Redis.from_url(redis_url, decode_responses=True).pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(user_channel(user_id))
+    listener = redis.Redis.from_url(redis_url, decode_responses=True)
+    pubsub = listener.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(user_channel(user_id, redis_db(listener)))
     try:
         pubsub.get_message(timeout=1.0)  # the subscribe confirmation
         hold(client, service_headers, user_id, job_id)

@@ -9,7 +9,7 @@ import jwt
 import pytest
 import websocket
 
-from shared.events import EventBus, redis_client
+from shared.events import EventBus, redis_client, user_channel
 from shared.tokens import revoked_token_key, revoked_user_key
 from tests.conftest import RunningServer, serve
 from tests.gateway.conftest import ATTACKS, build_app, close_app
@@ -172,7 +172,7 @@ def test_client_disconnect_unsubscribes(connect, issue_token, bus, unique):
     user_id = 9_000_000 + int(unique[:5], 16)
     ws = connect(f"?token={issue_token(user_id, f'd_{unique}')}")
     assert receive(ws)["type"] == "ready"
-    channel = f"events:user:{user_id}"
+    channel = user_channel(user_id, bus.db)
     assert bus.redis.pubsub_numsub(channel)[0][1] == 1
     ws.close()
     deadline = time.monotonic() + 3
@@ -247,7 +247,7 @@ def opened() -> Iterator[list]:
 
 
 def _subscribers(bus: EventBus, user_id: int) -> int:
-    return bus.redis.pubsub_numsub(f"events:user:{user_id}")[0][1]
+    return bus.redis.pubsub_numsub(user_channel(user_id, bus.db))[0][1]
 
 
 def _wait_for(predicate, what: str, timeout: float = 5.0) -> None:

@@ -18,7 +18,7 @@ from PIL import Image
 from services.render.app import create_app
 from services.render.catalog import publish_catalog
 from services.render_worker.pipeline import build_context, render_job
-from shared.events import user_channel
+from shared.events import redis_db, user_channel
 from shared.storage import make_storage
 from tests.conftest import TEST_SERVICE_TOKEN, serve
 from tests.render_fixtures import BODY, MODEL, balance
@@ -206,7 +206,7 @@ def test_an_admin_cancels_any_users_job_with_the_refund(app, admin, user, live_w
     job_id = client.post("/api/generate", json=BODY, headers=headers).json["data"]["job"]["id"]
     assert balance(render_settings, user_id) == {"available": 470, "held": 30}
     events = redis.pubsub()
-    events.subscribe(user_channel(user_id))
+    events.subscribe(user_channel(user_id, redis_db(redis)))
     try:
         cancelled = client.delete(f"/api/admin/jobs/{job_id}", headers=admin)
         assert cancelled.status_code == 200, cancelled.json

@@ -17,6 +17,7 @@ from services.render.models import RenderJob
 from services.render.scheduler import BATCH, INTERACTIVE, Entry, FairQueue, Policy, WorkerSlots, plan
 from services.credits.client import CreditsClient
 from shared.db import utcnow
+from shared.events import redis_db, user_channel
 from tests.render_fixtures import BODY, MODEL, balance
 
 OTHER = "other_model.safetensors"
@@ -242,7 +243,7 @@ def test_administrators_set_a_users_weight_for_the_jobs_they_submit_next(app, us
 def test_waiting_users_hear_their_place_in_the_order_the_scheduler_releases(app, user, issue_token, live_worker,
                                                                           scheduler, redis, render_settings):
     pubsub = redis.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(f"events:user:{user[0]}")
+    pubsub.subscribe(user_channel(user[0], redis_db(redis)))
     pubsub.get_message(timeout=1)
     jobs = [_admit(app, user[1]) for _ in range(4)]
     assert scheduler.run_once() == 2, "two slots"

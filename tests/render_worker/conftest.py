@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from services.render_worker.pipeline import build_context
-from shared.events import redis_client, user_channel
+from shared.events import redis_client, redis_db, user_channel
 
 
 @pytest.fixture
@@ -31,8 +31,9 @@ def user_id(ctx) -> int:
 @pytest.fixture
 def channel(render_settings, user_id):
     """Collects the user's live events (subscribed before the job runs)."""
-    pubsub = redis_client(render_settings.redis_url).pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(user_channel(user_id))
+    client = redis_client(render_settings.redis_url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(user_channel(user_id, redis_db(client)))
     pubsub.get_message(timeout=1)
 
     def drain() -> list[dict]:

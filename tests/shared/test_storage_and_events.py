@@ -45,6 +45,21 @@ def test_user_events_are_live_and_job_events_replayable(redis_url, unique):
     json.dumps(received)
 
 
+def test_a_users_live_events_stay_in_their_redis_database(redis_url, unique):
+    """Pub/sub is server-wide: a deployment in another database of the same server, with a user
+    of the same id, hears nothing of this one's events."""
+    here = EventBus(redis_client(redis_url))
+    elsewhere = EventBus(redis_client(redis_url.rsplit("/", 1)[0] + f"/{(here.db + 1) % 16}"))
+    user_id = int(unique, 16) % 1_000_000
+    listener = elsewhere.listen(user_id, timeout=0.2)
+    assert next(listener) is None  # subscribed
+    here.publish(user_id, "credits.changed", {"available": 1})
+    elsewhere.publish(user_id, "credits.changed", {"available": 2})
+    received = [event for event in (next(listener) for _ in range(4)) if event]
+    listener.close()
+    assert [event["data"]["available"] for event in received] == [2]
+
+
 def test_local_copy_links_and_survives_deleting_the_source(tmp_path):
     storage = LocalStorage(tmp_path)
     key = storage.put(content_key(b"img", "png", "images"), b"img")
