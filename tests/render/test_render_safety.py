@@ -9,11 +9,12 @@ import uuid
 import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from sqlalchemy import text
+from sqlalchemy import delete, text
 
 from services.safety.app import create_app as create_safety_app
 from tests.conftest import TEST_SERVICE_TOKEN
-from tests.safety_fixtures import add_term, audit_rows
+from services.safety.models import SafetyTerm
+from tests.safety_fixtures import MODERATOR, add_term, audit_rows, made_up_term
 from tests.render_fixtures import BODY, balance
 
 
@@ -95,3 +96,24 @@ def test_a_prompt_for_review_is_admitted_and_flagged(app, user, live_worker, ren
     assert balance(render_settings, user_id) == {"available": 470, "held": 30}
     [row] = audit_rows(safety, action="flagged", actor_id=user_id)
     assert (row["source"], row["category"], row["severity"]) == ("render.prompt", "sexual", "review")
+
+
+def test_with_ten_thousand_terms_listed_a_blocked_prompt_still_never_reaches_the_queue_or_the_ledger(
+        app, user, redis, queue, live_worker, render_settings, safety):
+    user_id, headers = user
+    app.extensions["render"].content_filter.refresh_seconds = 0
+    terms, note = safety.extensions["safety_terms"], f"bulk-{uuid.uuid4().hex}"
+    words = [made_up_term(f"k{i}") for i in range(10_000)]
+    items = [{"text": word, "kind": "term", "category": "fraud", "severity": "block", "note": note} for word in words]
+    assert terms.bulk(MODERATOR, {"items": items})["added"] == 10_000
+    try:
+        response = submit(app, render_settings, "session", user_id, headers,
+                          {**BODY, "prompt": f"a harbour at dusk, {words[7777][:2]}\u200b{words[7777][2:]}"})
+        assert response.status_code == 422 and response.json["error"]["details"]["category"] == "fraud"
+        assert ledger_types(app, user_id) == ["signup_bonus"] and redis.llen(f"{queue}.text2img") == 0
+        clean = submit(app, render_settings, "session", user_id, headers, BODY)
+        assert clean.status_code == 202, clean.json
+    finally:  # the list is the session's: leave it as it was for the tests that follow
+        with safety.extensions["db"].transaction() as session:
+            session.execute(delete(SafetyTerm).where(SafetyTerm.note == note))
+        terms.publish()
