@@ -107,7 +107,7 @@ RENDER_CALLS = ("credits", "gallery")
 PROCESSES: tuple[Process, ...] = (
     Process("migrate", JOB, "shared.migrate", "applies every service's migrations, once before the rest",
             args=("upgrade",), env=("AUTH_DATABASE_URL", "CREDITS_DATABASE_URL", "GALLERY_DATABASE_URL",
-                                    "RENDER_DATABASE_URL", "INTEGRATIONS_DATABASE_URL")),
+                                    "RENDER_DATABASE_URL", "INTEGRATIONS_DATABASE_URL", "SAFETY_DATABASE_URL")),
     Process("gateway", HTTP, "services.gateway.app:create_app()",
             "the public door: proxy, render API, /ws, web client, media", port=8000, gunicorn=GEVENT,
             calls=("auth", "credits", "gallery", "integrations", "safety"),

@@ -284,7 +284,8 @@ def sso_exchange():
 @bp.post("/api/auth/sso/register")
 @doc("Make a new account (without a password) for a new identity, and sign in", body=SsoRegisterSchema,
      status=201, errors={400: "TICKET_INVALID, BROWSER_MISMATCH", 403: "PROVIDER_DISABLED",
-                         409: "USERNAME_TAKEN, IDENTITY_LINKED"})
+                         409: "USERNAME_TAKEN, IDENTITY_LINKED",
+                         422: "CONTENT_REJECTED (the username matches the term list)"})
 def sso_register():
     data = load_json(SsoRegisterSchema())
     return ok(_sso().register(data["ticket"], data["binding"], data["username"]), 201)

@@ -47,6 +47,7 @@ from services.auth.schemas import DISPLAY_NAME_MAX, DisplayName
 from services.auth.service import Accounts
 from services.auth.sessions import Sessions, SignedIn
 from services.auth.users import add_user, get_user
+from services.safety.client import ContentRejected
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,8 @@ class SingleSignOn:
         """Make a new account (no password) for an identity no account has, and sign it in."""
         flow, profile = self._open(self.store.get(_pending_key(ticket)), binding, "signup")
         self._usable(flow.provider)
+        self.accounts.check_text({"username": username}, None, username)
+        display_name = self._checked_display_name(profile.display_name, username)
         now = utcnow()
 
         def write(session: Session) -> SignedIn:
@@ -127,7 +130,7 @@ class SingleSignOn:
             if email and session.scalar(select(User.id).where(User.email == email)) is not None:
                 email = None  # that account's owner links it from their profile; this one sets its own
             user = add_user(session, username, email, None, role="admin" if profile.admin else "user",
-                            display_name=_display_name(profile.display_name))
+                            display_name=display_name)
             session.add(_new_identity(user.id, profile, now))
             user.last_login_at = now
             return self.sessions.sign_in(session, user, remember_me=flow.remember_me)
@@ -136,6 +139,17 @@ class SingleSignOn:
         self.store.delete(_pending_key(ticket))
         signed_in = replace(signed_in, credits=self.accounts.open_credits(signed_in.user["id"]))
         return self._signed_in(signed_in, flow, profile)
+
+    def _checked_display_name(self, claimed: str | None, username: str) -> str | None:
+        """The provider's name as the display name, unless it matches a ``block`` entry of the
+        term list: then the account starts without one (the block is audited; the person
+        cannot change the provider's name here, so the sign-up is not refused for it)."""
+        name = _display_name(claimed)
+        try:
+            self.accounts.check_text({"displayName": name}, None, username)
+        except ContentRejected:
+            return None
+        return name
 
     def link(self, claims: Claims, ticket: str, binding: str) -> dict[str, Any]:
         """Link the identity of a link flow to the signed-in account that started it."""

@@ -254,7 +254,7 @@ def internal_jobs():
 @doc("Admit a job on behalf of a service account, with its limits (for the queue API)",
      body=InternalAdmissionSchema, status=202,
      errors={402: "INSUFFICIENT_CREDITS", 403: "SERVICE_TOKEN_REQUIRED, WORKFLOW_NOT_ALLOWED", 409: "PRICE_CHANGED",
-             422: "UNKNOWN_WORKFLOW, MODEL_UNAVAILABLE, IMAGE_TOO_LARGE", 429: "QUEUE_LIMIT",
+             422: "UNKNOWN_WORKFLOW, MODEL_UNAVAILABLE, IMAGE_TOO_LARGE, CONTENT_REJECTED", 429: "QUEUE_LIMIT",
              503: "RENDER_UNAVAILABLE, ADMISSION_BUSY"},
      description="The same admission as POST /api/generate (validation, prices, expectedCost, the credits "
                  "hold, the queue); 200 with the existing job when the idempotency key was used already.")

@@ -542,3 +542,36 @@ def test_wecom_refusals_read_in_chinese(browser, wecom):
 
     _flow, outsider = wecom_sign_in(browser, wecom, None)
     assert outsider["error"] == "WECOM_NOT_MEMBER" and "本企业的成员" in outsider["message"]
+
+
+# The term list at sign-up
+
+
+def test_sso_sign_up_checks_the_username_and_the_providers_name_against_the_term_list(browser, oidc, sso_app,
+                                                                                        auth_env):
+    from services.safety.app import create_app as create_safety_app
+    from shared.config import load_settings
+    from tests.safety_fixtures import MODERATOR, audit_rows, made_up_term
+
+    safety = create_safety_app(load_settings(auth_env))
+    try:
+        sso_app.extensions["auth"].content_filter.refresh_seconds = 0
+        word, name_term = f"zq{uuid.uuid4().hex[:8]}", made_up_term("n")
+        for text in (word, name_term):
+            safety.extensions["safety_terms"].create(MODERATOR, {"text": text, "kind": "term", "category": "abuse",
+                                                                 "severity": "block", "note": ""})
+        login = f"p{uuid.uuid4().hex[:8]}"
+        oidc.add_user(login, name=f"小{name_term}", email=f"{login}@corp.example", email_verified=True)
+        flow, exchanged = oidc_sign_in(browser, oidc, login)
+
+        refused = sign_up(browser, flow, exchanged, username=f"x{word.upper()}")
+        assert refused.status_code == 422 and refused.json["error"]["code"] == "CONTENT_REJECTED"
+        assert refused.json["error"]["details"]["field"] == "username" and word not in refused.json["error"]["message"]
+        created = sign_up(browser, flow, exchanged, username=login)  # the sign-up stays open for another name
+        assert created.status_code == 201, created.json
+        assert created.json["data"]["user"]["displayName"] is None, "the provider's blocked name is not carried over"
+        blocked = {row["source"] for row in audit_rows(safety, action="blocked", subject="user:new")
+                   if word in row["excerpt"].lower() or name_term in row["excerpt"]}
+        assert blocked == {"auth.username", "auth.displayName"}
+    finally:
+        safety.extensions["db"].dispose()

@@ -151,16 +151,20 @@ def test_blocked_text_in_title_tags_or_report_is_refused(app, make_user, save_wo
 
 
 @pytest.mark.parametrize("mode", ["all"], indirect=True)
-def test_mode_all_reviews_every_work_and_again_after_an_edit(app, make_user, anonymous, save_work):
+def test_mode_all_reviews_every_work_and_again_after_an_edit(app, make_user, anonymous, save_work, settings):
     author, moderator = make_user(), make_user("admin")
+    redis = app.extensions["redis"]
     private = save_work(author, isPublic=False, title="Draft")
     assert private["reviewState"] == "none"  # private works are not reviewed until published
     work = save_work(author, isPublic=True, title="Harbour")
     assert work["reviewState"] == "pending" and not in_gallery(anonymous, work["id"])
     moderator.post("/api/admin/works/review", json={"ids": [work["id"]], "action": "approve"})
     assert in_gallery(anonymous, work["id"])
+    generation = int(redis.get(generation_key(settings.edge_cache_namespace)) or 0)
     edited = author.put(f"/api/works/{work['id']}", json={"title": "Harbour at night"}).get_json()["data"]["work"]
     assert edited["reviewState"] == "pending" and anonymous.get(f"/api/works/{work['id']}").status_code == 404
+    assert not in_gallery(anonymous, work["id"])
+    assert int(redis.get(generation_key(settings.edge_cache_namespace)) or 0) > generation  # cached pages retired
     published = author.put(f"/api/works/{private['id']}", json={"isPublic": True}).get_json()["data"]["work"]
     assert published["reviewState"] == "pending"
 

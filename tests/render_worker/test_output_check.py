@@ -20,7 +20,9 @@ from services.safety.client import AUDIT_STREAM
 from shared.events import PLATFORM_STREAM
 from shared.labels import read_label
 
+from services.safety.app import create_app as create_safety_app
 from tests.conftest import serve
+from tests.safety_fixtures import audit_rows
 from tests.render_worker.helpers import admit, job_state, ledger
 
 
@@ -110,6 +112,14 @@ def test_a_flagged_image_is_withheld_not_charged_and_announced(checked, moderati
                if json.loads(fields["event"])["subject"] == f"job:{job_id}"]
     assert audit["action"] == "output_flagged" and audit["category"] == "violence" and audit["actorId"] == user_id
     assert audit["detail"]["sha256"] == data["sha256"], "the moderators' audit log has it too"
+    safety = create_safety_app(ctx.settings)
+    try:  # what the admin console's audit page reads (its search stores the stream first)
+        [row] = audit_rows(safety, action="output_flagged", subject=f"job:{job_id}")
+    finally:
+        safety.extensions["db"].dispose()
+    assert (row["source"], row["actorId"], row["category"], row["severity"]) == (
+        "render.output", user_id, "violence", "block")
+    assert row["detail"]["reason"] == "test" and row["detail"]["checker"] == moderation.url
     [seen] = moderation.seen
     assert seen["job"] == job_id and seen["index"] == 0 and seen["auth"] == "Bearer s3cret"
     assert seen["type"] == "image/png" and Image.open(io.BytesIO(seen["body"])).format == "PNG"

@@ -14,6 +14,7 @@ TERMS = [
     {"id": 5, "kind": "pattern", "text": r"\bkill\s+him\b", "category": "violence", "severity": "review"},
     {"id": 6, "text": "冰毒", "category": "drugs", "severity": "review"},
     {"id": 7, "text": "冰毒", "category": "drugs", "severity": "block"},  # listed twice: the stricter wins
+    {"id": 8, "text": "ＶＰＮ翻墙", "category": "politics", "severity": "review"},  # listed in full-width form
 ]
 
 EVASIONS = [
@@ -41,6 +42,8 @@ EVASIONS = [
     ("pattern with word boundaries", "I will KILL  him", 5),
     ("pattern after full-width", "ｋｉｌｌ ｈｉｍ", 5),
     ("duplicate entry: block wins", "卖冰毒", 7),
+    ("term listed full-width, text half-width", "vpn翻墙教程", 8),
+    ("half-width ideographic punctuation", "法｡轮､功", 1),
 ]
 
 INNOCENT = ["法律功课", "porcelain vase", "skill himself", "一张发票", "lorem ipsum 代码开发"]
