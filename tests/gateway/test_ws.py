@@ -199,6 +199,12 @@ def test_resume_replays_own_job_events_only(app, connect, issue_token, bus, uniq
     owner.send(json.dumps({"type": "resume", "jobId": job_id, "after": first["id"]}))
     replayed = receive(owner)
     assert (replayed["type"], replayed["id"]) == ("job.progress", second["id"])
+    for after in ("٣", "1-٣", "18446744073709551616", "1-99999999999999999999",  # no stream id Redis reads
+                  "18446744073709551615-18446744073709551615"):  # nothing can come after the last id
+        owner.send(json.dumps({"type": "resume", "jobId": job_id, "after": after}))
+        assert receive(owner)["data"]["code"] == "BAD_FRAME", after
+    owner.send(json.dumps({"type": "ping"}))
+    assert receive(owner) == {"type": "pong"}, "the socket stays open"
 
     stranger = connect(f"?token={issue_token(stranger_id, f's_{unique}')}")
     assert receive(stranger)["type"] == "ready"
