@@ -43,6 +43,7 @@ from shared.errors import Forbidden, NotFound, ServiceError, Unauthorized
 from shared.events import EventBus
 from shared.metrics import Gauge
 from shared.tokens import Claims, bearer_token, check_not_revoked, decode_access_token
+from shared.web import json_too_deep
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -232,7 +233,7 @@ class LiveSocket:
 
     def _handle_frame(self, raw: str | bytes) -> None:
         try:
-            frame = json.loads(raw)
+            frame = None if json_too_deep(raw) else json.loads(raw)  # too deep: the parser would recurse
         except ValueError:
             frame = None
         if not isinstance(frame, dict):

@@ -160,6 +160,8 @@ def test_ping_gets_pong_and_bad_frames_get_errors(connect, issue_token, unique):
     assert receive(ws) == {"type": "pong"}
     ws.send("not json")
     assert receive(ws)["data"]["code"] == "BAD_FRAME"
+    ws.send("[" * 30_000 + "]" * 30_000)  # within the 64-KB frame limit, deeper than any parser's recursion
+    assert receive(ws)["data"]["code"] == "BAD_FRAME"
     ws.send(json.dumps({"type": "subscribe", "userId": 1}))
     assert receive(ws)["data"]["code"] == "UNKNOWN_FRAME"
     ws.send(json.dumps({"type": "resume", "jobId": "j", "after": "not-an-id"}))
