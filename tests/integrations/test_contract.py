@@ -55,6 +55,7 @@ def test_a_good_request_becomes_the_body_of_post_api_generate():
     ({"headers": {"x-key-id": KEY_ID, "x-signature": sign("qsec_wrong", json.dumps(GOOD).encode())}}, "BAD_SIGNATURE"),
     ({"body": b"{nope"}, "MALFORMED"),
     ({"body": b"\xff\xfe"}, "MALFORMED"),
+    ({"body": b'{"requestId": "r-1", "params": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"}, "MALFORMED"),  # too deep
     ({"document": {**GOOD, "requestId": "has spaces"}}, "INVALID_REQUEST"),
     ({"document": [GOOD]}, "INVALID_REQUEST"),
 ])
