@@ -154,7 +154,8 @@ def run(settings: Settings) -> int:
     env = dict(os.environ, DATA_DIR=str(settings.data_dir), PYTHONUNBUFFERED="1")
     commands = backing_services(settings, env)
     commands.update(service_commands(settings))
-    manager = Supervisor(Printer(Tee(sys.stdout, settings.data_dir / "logs" / "platform.log")))
+    manager = Supervisor(Printer(Tee(sys.stdout, settings.data_dir / "logs" / "platform.log")),
+                         stop_last=("redis", "comfyui-emulator"))
     for name, command in commands.items():
         # honcho runs commands through a shell; exec keeps one process per group leader.
         manager.add_process(name, f"exec {shlex.join(command)}", env={**env, **process_env(settings, name)})

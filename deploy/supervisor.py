@@ -6,7 +6,9 @@ foreman it stops everything as soon as one process exits. ``Supervisor`` keeps h
 processes, printer and signal handling and changes only that rule: a child that exits
 while the platform runs is started again after a back-off (1 s, doubling up to 30 s while
 it keeps dying within a minute of its start), and each restart is logged. Ctrl-C or
-SIGTERM stops every child as before, and nothing is restarted after that.
+SIGTERM stops every child as before, and nothing is restarted after that; the children named
+``stop_last`` (the embedded Redis the others read) are stopped once the others have gone, so
+a stopping platform does not log its consumers losing Redis.
 
 (supervisord was the other candidate; it writes each child's output to a file of its own
 without a name prefix and gives a child up after ``startretries`` quick exits, which is not
@@ -18,6 +20,7 @@ import multiprocessing
 import queue
 import signal
 import time
+from typing import Collection
 
 from honcho.manager import KILL_WAIT, SIGNALS, Manager
 from honcho.printer import Message
@@ -29,8 +32,9 @@ STABLE_SECONDS = 60.0
 
 
 class Supervisor(Manager):
-    def __init__(self, printer=None) -> None:
+    def __init__(self, printer=None, stop_last: Collection[str] = ()) -> None:
         super().__init__(printer)
+        self._held_back = frozenset(stop_last)
         self._spawned_at: dict[str, float] = {}
         self._quick_exits: dict[str, int] = {}
         self._restart_at: dict[str, float] = {}
@@ -55,6 +59,10 @@ class Supervisor(Manager):
                 pass
             now = time.monotonic()
             if self._terminating:
+                if self._held_back and all("returncode" in process for name, process in self._processes.items()
+                                           if name not in self._held_back):
+                    self._held_back, self._killed, kill_at = frozenset(), False, None
+                    self._killall()  # the others have gone: now what they needed
                 kill_at = kill_at or now + KILL_WAIT
                 if now > kill_at and not self._killed:
                     self._killed = True
@@ -102,7 +110,7 @@ class Supervisor(Manager):
     def _killall(self, force: bool = False) -> None:
         """honcho's, for the children that have a pid yet (one being restarted may not)."""
         for name, process in self._processes.items():
-            if "returncode" in process or process.get("pid") is None:
+            if "returncode" in process or process.get("pid") is None or name in self._held_back:
                 continue
             self._system_print("sending %s to %s (pid %s)\n" % ("SIGKILL" if force else "SIGTERM", name,
                                                                  process["pid"]))

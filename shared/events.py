@@ -43,8 +43,9 @@ JOB_OUTCOMES = frozenset({"job.succeeded", "job.failed", "job.cancelled"})
 CREDITS_LOW = "credits.low"
 
 
-# Each open browser socket holds one pub/sub connection of its gateway process; redis-py's
-# default pool of 100 would refuse the 101st.
+# Under the gevent gateway every request and socket in flight may hold a connection at once
+# (rate limits, revocation checks; live events share one subscriber, services.gateway.fanout);
+# redis-py's default pool of 100 would refuse the 101st.
 MAX_CONNECTIONS = 2000
 
 

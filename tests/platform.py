@@ -84,14 +84,15 @@ def start_platform(tmp_path_factory: pytest.TempPathFactory, settings_env: dict[
     database of their own: a public work saved by one run has its files where the next run
     (which lists it in the gallery) looks for them."""
     given = int(extra_env.pop("GATEWAY_PORT", 0)) or None  # given when PUBLIC_URL must name it
-    gateway_port, auth_port, credits_port, gallery_port, safety_port, comfyui_port = \
-        _distinct_free_ports(6, taken=given)
+    gateway_port, auth_port, credits_port, gallery_port, safety_port, integrations_port, comfyui_port = \
+        _distinct_free_ports(7, taken=given)
     gateway_port = given or gateway_port
     env = {**os.environ, **settings_env, "DATABASE_URL": database_url, "REDIS_URL": _own_redis(settings_env["REDIS_URL"]),
            "DATA_DIR": str(tmp_path_factory.getbasetemp() / "platform-data")}
     env.update(
         GATEWAY_PORT=str(gateway_port), AUTH_PORT=str(auth_port), CREDITS_PORT=str(credits_port),
-        GALLERY_PORT=str(gallery_port), SAFETY_PORT=str(safety_port), COMFYUI_URL=f"http://127.0.0.1:{comfyui_port}",
+        GALLERY_PORT=str(gallery_port), SAFETY_PORT=str(safety_port), INTEGRATIONS_PORT=str(integrations_port),
+        COMFYUI_URL=f"http://127.0.0.1:{comfyui_port}",
         RENDER_QUEUE=f"render-e2e-{uuid.uuid4().hex[:8]}",
         # Several sign-ups per run (and one run per database) from one address.
         RATE_LIMIT_REGISTER="1000/hour", RATE_LIMIT_LOGIN="1000/minute", RATE_LIMIT_GENERATE="1000/minute",

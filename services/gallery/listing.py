@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, and_, case, exists, false, func, or_, select, true
 from sqlalchemy.orm import Session, load_only
 
-from shared.db import Database, utcnow
+from shared.db import MAX_ID, Database, utcnow
 from shared.errors import Unprocessable
 from shared.tokens import Claims
 from services.gallery.models import Work, WorkLike, WorkTag
@@ -82,7 +83,7 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, int, int]:
     try:
         name, value, work_id, *rest = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         group = rest[0] if rest else 1
-        if name != sort or not isinstance(work_id, int) or isinstance(work_id, bool) or work_id < 1:
+        if name != sort or not isinstance(work_id, int) or isinstance(work_id, bool) or not 1 <= work_id <= MAX_ID:
             raise invalid
         if len(rest) > 1 or group not in (1, 2) or isinstance(group, bool):
             raise invalid
@@ -90,7 +91,9 @@ def decode_cursor(cursor: str, sort: str) -> tuple[Any, int, int]:
             value = datetime.fromisoformat(value)
         elif sort == "trending":
             value = float(value)
-        elif not isinstance(value, int) or isinstance(value, bool):
+            if not math.isfinite(value):  # no column holds inf or nan
+                raise invalid
+        elif not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
             raise invalid
     except (ValueError, TypeError, UnicodeDecodeError) as exc:
         raise invalid from exc

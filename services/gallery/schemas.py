@@ -214,7 +214,8 @@ class IdList(fields.Field):
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[int]:
         parts = value.split(",") if isinstance(value, str) and value else []
-        if not parts or len(parts) > MAX_PAGE_SIZE or not all(part.isdigit() and len(part) <= 10 for part in parts):
+        if not parts or len(parts) > MAX_PAGE_SIZE or \
+                not all(part.isascii() and part.isdigit() and len(part) <= 19 for part in parts):
             raise self.make_error("invalid")
         ids = list(dict.fromkeys(int(part) for part in parts))
         if not all(1 <= work_id <= MAX_ID for work_id in ids):

@@ -149,7 +149,7 @@ def _unavailable(service: str, what: str) -> ServiceUnavailable:
 def _response(answer: urllib3.BaseHTTPResponse) -> Response:
     headers = _response_headers(answer.headers)
     length = answer.headers.get("Content-Length")
-    if length is not None and length.isdigit() and int(length) <= BUFFERED_BODY_LIMIT:
+    if length is not None and length.isascii() and length.isdigit() and int(length) <= BUFFERED_BODY_LIMIT:
         try:
             body = answer.read(decode_content=False)  # reading to the end returns the connection
         except HTTPError as exc:

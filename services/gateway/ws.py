@@ -43,13 +43,16 @@ from shared.errors import Forbidden, NotFound, ServiceError, Unauthorized
 from shared.events import EventBus
 from shared.metrics import Gauge
 from shared.tokens import Claims, bearer_token, check_not_revoked, decode_access_token
+from shared.web import json_too_deep
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY_SOCKETS = 4429
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_INTERNAL_ERROR = 1011
-STREAM_ID = re.compile(r"\d{1,20}(-\d{1,20})?")
+# A Redis stream id in ASCII digits (``\d`` would take "٣"); Redis refuses what it cannot read.
+STREAM_ID = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
+BAD_RESUME = {"code": "BAD_FRAME", "message": "resume needs a jobId and an event id."}
 MAX_MESSAGE_BYTES = 64 * 1024
 # Events waiting for one socket; beyond it the client is too slow and is closed (it resumes).
 MAILBOX_CAPACITY = 1000
@@ -230,7 +233,7 @@ class LiveSocket:
 
     def _handle_frame(self, raw: str | bytes) -> None:
         try:
-            frame = json.loads(raw)
+            frame = None if json_too_deep(raw) else json.loads(raw)  # too deep: the parser would recurse
         except ValueError:
             frame = None
         if not isinstance(frame, dict):
@@ -247,7 +250,7 @@ class LiveSocket:
     def _resume(self, frame: dict[str, Any]) -> None:
         job_id, after = frame.get("jobId"), frame.get("after") or "0"
         if not isinstance(job_id, str) or not isinstance(after, str) or not STREAM_ID.fullmatch(after):
-            _send(self.ws, "error", {"code": "BAD_FRAME", "message": "resume needs a jobId and an event id."})
+            _send(self.ws, "error", BAD_RESUME)
             return
         try:
             # The socket's one database read: is the job the user's?
@@ -255,7 +258,12 @@ class LiveSocket:
         except NotFound as error:
             _send(self.ws, "error", {"code": error.code, "message": error.message})
             return
-        for event in self.bus.job_events_after(job_id, after):
+        try:
+            events = self.bus.job_events_after(job_id, after)
+        except redis.ResponseError:  # an id beyond 64 bits, or none after it: the frame, not Redis, is wrong
+            _send(self.ws, "error", BAD_RESUME)
+            return
+        for event in events:
             self.ws.send(json.dumps(event))
 
 

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from jsonschema import Draft202012Validator
 
 from shared.config import PROJECT_ROOT
+from shared.web import MAX_JSON_DEPTH, json_too_deep
 from services.integrations.signing import verify_body
 
 VERSION = 1
@@ -139,6 +140,8 @@ def read_request(body: bytes, headers: dict[str, Any], account: str, keys: Mappi
     key_id = presented_key
     if not verify_body(keys[key_id], body, signature):
         return DeadLetter(BAD_SIGNATURE, "The signature does not match the body.", key_id)
+    if json_too_deep(body):  # the parser would recurse until RecursionError, and the message come back forever
+        return DeadLetter(MALFORMED, f"The body nests deeper than {MAX_JSON_DEPTH} levels.", key_id)
     try:
         document = json.loads(body)
     except ValueError as exc:  # also invalid UTF-8

@@ -207,11 +207,12 @@ def output_record(output: RenderOutput, job: RenderJob) -> dict[str, Any]:
     params = {name: job.params.get(name) for name in CONTRACT_PARAMS}
     params.update({k: v for k, v in job.params.items() if k not in params})
     source_work = job.source_ref.split(":", 1)[1] if job.source_ref and job.source_ref.startswith("work:") else None
+    source_work_id = int(source_work) if source_work and source_work.isascii() and source_work.isdigit() else None
     return {"id": output.id, "jobId": output.job_id, "userId": output.user_id, "index": output.index,
             "imageKey": output.image_key, "thumbnailKey": output.thumbnail_key, "width": output.width,
             "height": output.height, "fileSize": output.file_size, "sha256": output.sha256,
             "workflow": job.workflow, "workflowVersion": job.workflow_version, "params": params,
-            "graph": job.graph, "sourceWorkId": int(source_work) if source_work and source_work.isdigit() else None,
+            "graph": job.graph, "sourceWorkId": source_work_id,
             "createdAt": isoformat(output.created_at)}
 
 

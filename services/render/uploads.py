@@ -94,7 +94,7 @@ def resolve_source(session: Session, gallery: GalleryClient, storage: Storage, u
         if output is None or output.user_id != user_id:
             raise _not_found(field)
         return Source(ref, output.image_key, output.width, output.height)
-    if kind == "work" and ident.isdigit():
+    if kind == "work" and ident.isascii() and ident.isdigit():  # isdigit() alone takes "²"
         return _work_source(gallery, storage, ref, ident, bearer, field)
     raise _not_found(field)
 

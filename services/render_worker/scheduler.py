@@ -35,7 +35,7 @@ from celery import Celery
 
 from shared.config import load_settings
 from shared.db import Database, utcnow
-from shared.events import EventBus, redis_client
+from shared.events import CONSUMER_BLOCK_MS, EventBus, redis_client
 from shared.metrics import serve_metrics
 from shared.tasks import make_celery
 from shared.web import configure_logging
@@ -56,6 +56,9 @@ SYNC_GRACE_SECONDS = 2.0
 POSITIONS_SECONDS = 1.0
 # After a nudge, wait this long for more (a burst of admissions) before a pass.
 COALESCE_SECONDS = 0.02
+# The longest one BLPOP waits for a nudge: below redis-py's 5-s socket timeout, which would
+# otherwise end a longer wait (RENDER_SCHEDULE_SECONDS of 5 or more) with a TimeoutError.
+WAKE_SLICE_SECONDS = CONSUMER_BLOCK_MS / 1000
 # 1: taken (it was free), 2: renewed (this process held it since its last pass), 0: another holds it.
 LEASE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
@@ -276,7 +279,7 @@ class Scheduler:
         while not stop.is_set():
             try:
                 self.run_once()
-                if self.redis.blpop([self.fair.wake_key], timeout=self.config.schedule_seconds):
+                if self._nudged(stop):
                     stop.wait(COALESCE_SECONDS)
                     self.redis.delete(self.fair.wake_key)
             except Exception:  # the database or Redis away: the next pass tries again
@@ -284,6 +287,15 @@ class Scheduler:
                 stop.wait(self.config.schedule_seconds)
         if self.redis.get(self.fair.lock_key) == self.owner:
             self.redis.delete(self.fair.lock_key)
+
+    def _nudged(self, stop: threading.Event) -> bool:
+        """Wait up to ``RENDER_SCHEDULE_SECONDS`` for a nudge (admission, a finished job), in
+        slices of at most ``WAKE_SLICE_SECONDS``; whether one came."""
+        deadline = time.monotonic() + self.config.schedule_seconds
+        while not stop.is_set() and (left := deadline - time.monotonic()) >= 0.01:
+            if self.redis.blpop([self.fair.wake_key], timeout=min(left, WAKE_SLICE_SECONDS)):
+                return True
+        return False
 
 
 def main() -> None:

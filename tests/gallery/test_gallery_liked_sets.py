@@ -156,3 +156,16 @@ def test_without_redis_likes_and_answers_still_work(app, make_user, save_work, a
     assert _ask_gallery(anonymous, fan.user_id, [work]) == [work]
     assert fan.delete(f"/api/works/{work}/like").status_code == 200
     assert _ask_gallery(anonymous, fan.user_id, [work]) == []
+
+
+@pytest.mark.parametrize("work_ids", ["²", "1,٣", "0", "9223372036854775808", "1,,2", "a", ""])
+def test_work_ids_that_are_not_plain_64_bit_ids_are_refused_not_a_crash(anonymous, work_ids):
+    response = anonymous.get(f"/internal/users/5/liked?workIds={work_ids}")
+    assert (response.status_code, response.get_json()["error"]["code"]) == (422, "VALIDATION_ERROR")
+
+
+def test_a_64_bit_work_id_is_a_work_nobody_likes(make_user, save_work, anonymous):
+    author, fan = make_user(), make_user()
+    work = save_work(author)["id"]
+    assert fan.put(f"/api/works/{work}/like").status_code == 200
+    assert _ask_gallery(anonymous, fan.user_id, [work, 2**63 - 1]) == [work]

@@ -1,6 +1,8 @@
 """Listing and reading works: the public gallery, the caller's own works, one work."""
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 
 import pytest
@@ -131,6 +133,22 @@ def test_gallery_rejects_malformed_or_foreign_cursors(anonymous, cursor):
     response = anonymous.get("/api/works/gallery", query_string={"cursor": cursor})
     assert response.status_code == 422, cursor
     assert response.get_json()["success"] is False
+
+
+def _cursor(*parts) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(("sort", "cursor"), [
+    ("newest", _cursor("newest", "2025-01-01T00:00:00", 10**25)),  # no 64-bit column holds these ids
+    ("hottest", _cursor("hottest", 10**25, 5)),
+    ("hottest", _cursor("hottest", 3, 2**63)),
+    ("trending", _cursor("trending", "1e999", 5)),
+    ("trending", _cursor("trending", "nan", 5)),
+])
+def test_a_cursor_with_numbers_no_column_holds_is_refused_not_a_crash(anonymous, sort, cursor):
+    response = anonymous.get("/api/works/gallery", query_string={"sort": sort, "cursor": cursor})
+    assert (response.status_code, response.get_json()["error"]["code"]) == (422, "INVALID_CURSOR")
 
 
 def test_gallery_search_finds_chinese_text(make_user, anonymous, save_work):

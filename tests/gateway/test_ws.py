@@ -160,6 +160,8 @@ def test_ping_gets_pong_and_bad_frames_get_errors(connect, issue_token, unique):
     assert receive(ws) == {"type": "pong"}
     ws.send("not json")
     assert receive(ws)["data"]["code"] == "BAD_FRAME"
+    ws.send("[" * 30_000 + "]" * 30_000)  # within the 64-KB frame limit, deeper than any parser's recursion
+    assert receive(ws)["data"]["code"] == "BAD_FRAME"
     ws.send(json.dumps({"type": "subscribe", "userId": 1}))
     assert receive(ws)["data"]["code"] == "UNKNOWN_FRAME"
     ws.send(json.dumps({"type": "resume", "jobId": "j", "after": "not-an-id"}))
@@ -199,6 +201,12 @@ def test_resume_replays_own_job_events_only(app, connect, issue_token, bus, uniq
     owner.send(json.dumps({"type": "resume", "jobId": job_id, "after": first["id"]}))
     replayed = receive(owner)
     assert (replayed["type"], replayed["id"]) == ("job.progress", second["id"])
+    for after in ("٣", "1-٣", "18446744073709551616", "1-99999999999999999999",  # no stream id Redis reads
+                  "18446744073709551615-18446744073709551615"):  # nothing can come after the last id
+        owner.send(json.dumps({"type": "resume", "jobId": job_id, "after": after}))
+        assert receive(owner)["data"]["code"] == "BAD_FRAME", after
+    owner.send(json.dumps({"type": "ping"}))
+    assert receive(owner) == {"type": "pong"}, "the socket stays open"
 
     stranger = connect(f"?token={issue_token(stranger_id, f's_{unique}')}")
     assert receive(stranger)["type"] == "ready"

@@ -55,6 +55,7 @@ def test_a_good_request_becomes_the_body_of_post_api_generate():
     ({"headers": {"x-key-id": KEY_ID, "x-signature": sign("qsec_wrong", json.dumps(GOOD).encode())}}, "BAD_SIGNATURE"),
     ({"body": b"{nope"}, "MALFORMED"),
     ({"body": b"\xff\xfe"}, "MALFORMED"),
+    ({"body": b'{"requestId": "r-1", "params": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"}, "MALFORMED"),  # too deep
     ({"document": {**GOOD, "requestId": "has spaces"}}, "INVALID_REQUEST"),
     ({"document": [GOOD]}, "INVALID_REQUEST"),
 ])
@@ -117,6 +118,8 @@ def test_signatures_of_the_platform_and_of_the_client_agree():
     assert not verify_webhook(secret, headers, body, now=1_700_000_400), "too old: a replayed delivery"
     assert not verify_webhook(secret, headers, b'{"a": 2}', now=1_700_000_100)
     assert not verify_webhook(secret, {}, body)
+    forged = {"X-Webhook-Signature": header.replace("t=1700000000", "t=²")}
+    assert not verify_webhook(secret, forged, body, now=1_700_000_100), "a digit int() does not read"
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1/hook", "http://10.1.2.3/", "http://192.168.0.1:8080/",

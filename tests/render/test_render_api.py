@@ -326,7 +326,8 @@ def test_a_work_is_a_source_only_for_its_owner(render_settings, render_config, q
     assert admitted.status_code == 202, admitted.json
     assert admitted.json["data"]["job"]["params"]["sourceImage"] == "work:7"
     stranger = {"Authorization": f"Bearer {issue_token(user_id + 1, 'stranger')}"}
-    for who, ref in ((stranger, "work:7"), (headers, "work:8"), (headers, "work:seven")):
+    for who, ref in ((stranger, "work:7"), (headers, "work:8"), (headers, "work:seven"), (headers, "work:²"),
+                     (headers, "work:٣"), (headers, "work:" + "9" * 40)):
         refused = client.post("/api/generate", json={**body, "sourceImage": ref}, headers=who)
         assert refused.status_code == 422 and refused.json["error"]["code"] == "SOURCE_NOT_FOUND", (ref, refused.json)
     app.extensions["render"].db.dispose()

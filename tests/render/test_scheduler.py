@@ -4,6 +4,7 @@ its data, a worker dying or draining before it claimed its job)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from dataclasses import replace
@@ -269,3 +270,19 @@ def test_a_job_a_worker_hands_back_goes_to_another_worker_and_the_job_behind_it_
     redis.set(alive_key("render@b"), "1", ex=30)
     scheduler._catalogs = (float("-inf"), [])  # the catalogs it cached a moment ago
     assert scheduler.run_once() == 1 and _worker_messages(redis, queue, "render@b") == [first]
+
+
+def test_a_schedule_period_beyond_redis_socket_timeout_waits_without_errors(scheduler, caplog):
+    """RENDER_SCHEDULE_SECONDS of 5 or more: one BLPOP that long would outlast redis-py's 5-s
+    socket timeout and end every idle pause in a logged TimeoutError."""
+    scheduler.config = replace(scheduler.config, schedule_seconds=6)
+    stop = threading.Event()
+    runner = threading.Thread(target=scheduler.run, args=(stop,))
+    runner.start()
+    try:
+        time.sleep(6.5)  # one whole idle pause
+    finally:
+        stop.set()
+        runner.join(10)
+    assert not runner.is_alive()
+    assert not [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]

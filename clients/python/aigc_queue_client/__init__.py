@@ -47,7 +47,7 @@ def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes, toleran
     ``t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>``."""
     lowered = {name.lower(): value for name, value in headers.items()}
     parts = dict(part.split("=", 1) for part in lowered.get("x-webhook-signature", "").split(",") if "=" in part)
-    if not parts.get("t", "").isdigit() or "v1" not in parts:
+    if not (parts.get("t", "").isascii() and parts.get("t", "").isdigit()) or "v1" not in parts:
         return False
     if abs((time.time() if now is None else now) - int(parts["t"])) > tolerance:
         return False
