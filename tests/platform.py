@@ -1,7 +1,8 @@
 """The whole platform as ``make run`` starts it, for end-to-end tests.
 
 ``start_platform`` launches ``python -m deploy.local run`` (gateway, auth, credits,
-gallery, a render worker, the ComfyUI emulator, the background processes) on free ports
+gallery, safety, integrations, a render worker, the ComfyUI emulator, the background
+processes) on free ports (every one: a default port may belong to another running platform)
 against the test database and Redis, waits until this platform's own worker has published
 its catalog (not a stale one left in the shared Redis by an earlier run), and on exit
 stops it with Ctrl-C (SIGINT), checking that every process it started is gone.
@@ -84,14 +85,15 @@ def start_platform(tmp_path_factory: pytest.TempPathFactory, settings_env: dict[
     database of their own: a public work saved by one run has its files where the next run
     (which lists it in the gallery) looks for them."""
     given = int(extra_env.pop("GATEWAY_PORT", 0)) or None  # given when PUBLIC_URL must name it
-    gateway_port, auth_port, credits_port, gallery_port, safety_port, comfyui_port = \
-        _distinct_free_ports(6, taken=given)
+    gateway_port, auth_port, credits_port, gallery_port, safety_port, integrations_port, comfyui_port = \
+        _distinct_free_ports(7, taken=given)
     gateway_port = given or gateway_port
     env = {**os.environ, **settings_env, "DATABASE_URL": database_url, "REDIS_URL": _own_redis(settings_env["REDIS_URL"]),
            "DATA_DIR": str(tmp_path_factory.getbasetemp() / "platform-data")}
     env.update(
         GATEWAY_PORT=str(gateway_port), AUTH_PORT=str(auth_port), CREDITS_PORT=str(credits_port),
-        GALLERY_PORT=str(gallery_port), SAFETY_PORT=str(safety_port), COMFYUI_URL=f"http://127.0.0.1:{comfyui_port}",
+        GALLERY_PORT=str(gallery_port), SAFETY_PORT=str(safety_port), INTEGRATIONS_PORT=str(integrations_port),
+        COMFYUI_URL=f"http://127.0.0.1:{comfyui_port}",
         RENDER_QUEUE=f"render-e2e-{uuid.uuid4().hex[:8]}",
         # Several sign-ups per run (and one run per database) from one address.
         RATE_LIMIT_REGISTER="1000/hour", RATE_LIMIT_LOGIN="1000/minute", RATE_LIMIT_GENERATE="1000/minute",
