@@ -132,3 +132,24 @@ def _deliveries(queue_platform: QueuePlatform, hook: dict) -> list[dict]:
     response = queue_platform.admin("GET", f"/api/webhooks/{hook['webhook']['id']}/deliveries")
     assert response.status_code == 200, response.text
     return response.json()["data"]["items"] or [{"status": None}]
+
+
+def test_a_cancelled_job_is_delivered_as_job_cancelled(queue_platform: QueuePlatform, receiver: Receiver):
+    account = queue_platform.service_account(budget=100)
+    hook = queue_platform.admin("POST", "/api/webhooks", json={
+        "url": receiver.url + "/cancelled", "events": ["job.cancelled"], "userId": account.id}).json()["data"]
+    token = queue_platform.admin("POST", "/api/tokens", json={"name": "ops", "scopes": ["generate"],
+                                                              "userId": account.id}).json()["data"]["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    job = requests.post(queue_platform.url("/api/generate"), headers=headers, json={**PARAMS, "steps": 100}, timeout=10)
+    assert job.status_code == 202, job.text
+    job_id = job.json()["data"]["job"]["id"]
+    cancelled = requests.delete(queue_platform.url(f"/api/jobs/{job_id}"), headers=headers, timeout=10)
+    assert cancelled.status_code == 200, cancelled.text
+
+    (headers_sent, body), = _wait(lambda: receiver.received("/cancelled"), 30, "the job.cancelled delivery")
+    assert verify_webhook(hook["secret"], headers_sent, body)
+    event = json.loads(body)
+    assert not schema_errors("webhook-event.v1.json", event), event
+    assert (event["type"], event["userId"], event["data"]["jobId"]) == ("job.cancelled", account.id, job_id)
+    assert event["data"]["charged"] == 0 and event["data"]["refunded"] == PRICE
