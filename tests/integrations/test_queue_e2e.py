@@ -1,6 +1,7 @@
 """The queue API end to end, on each broker: an internal service (a separate process using
 ``clients/python``) renders through the bridge; replays, bad messages, a spent budget, unknown
-and forbidden workflows each get their documented answer or dead letter."""
+and forbidden workflows each get their documented answer or dead letter; a job that fails in
+ComfyUI and one cancelled over HTTP are answered job.failed and job.cancelled, refunded."""
 from __future__ import annotations
 
 import io
@@ -19,7 +20,7 @@ from PIL import Image
 
 from shared.config import PROJECT_ROOT
 from services.integrations.contract import schema_errors
-from tests.integrations.conftest import PARAMS, PRICE, QueuePlatform, ServiceAccount
+from tests.integrations.conftest import PARAMS, PRICE, QueuePlatform, ServiceAccount, emulator_fault
 
 pytestmark = pytest.mark.e2e
 BATCH = 50
@@ -245,3 +246,19 @@ def test_a_job_cancelled_over_http_is_answered_cancelled_on_the_queue(queue_plat
     assert outcome["data"]["charged"] == 0 and outcome["data"]["refunded"] == PRICE
     assert _settled(account, 100) == {"available": 100, "held": 0, "granted": 100, "spent": 0}
     assert account.details()["usage"]["cancelled"] == 1
+
+
+def test_a_job_that_fails_is_answered_job_failed_and_refunded(queue_platform: QueuePlatform):
+    account = queue_platform.service_account(budget=100)
+    with emulator_fault(queue_platform, "CUDA out of memory"):
+        with account.client() as client:
+            request_id = client.submit("text2img", PARAMS, metadata={"run": 8})
+        replies = final_replies(account, {request_id})[request_id]
+    (outcome,) = [reply for reply in replies if reply["type"] in FINAL_TYPES]
+    assert outcome["type"] == "job.failed" and not schema_errors("queue-reply.v1.json", outcome), outcome
+    assert outcome["metadata"] == {"run": 8}
+    error = outcome["data"]["error"]
+    assert error["code"] == "EXECUTION_ERROR" and error["class"] == "system" and "CUDA out of memory" in error["message"]
+    assert outcome["data"]["charged"] == 0 and outcome["data"]["refunded"] == PRICE
+    assert _settled(account, 100) == {"available": 100, "held": 0, "granted": 100, "spent": 0}
+    assert account.details()["usage"]["failed"] == 1
