@@ -64,6 +64,7 @@ class Operation:
     multipart: Mapping[str, str] = field(default_factory=dict)  # file field -> description
     raw_body: str = ""  # a JSON body validated without a schema: what it holds
     content_type: str = "application/json"  # of the success answer; anything else is not enveloped
+    scope: str | None = None  # the API-token scope the view states (shared.tokens.require_user(scope=...))
 
 
 # The routes shared.web.init_service_app adds to every app.
@@ -78,13 +79,14 @@ BUILTIN_OPERATIONS = {
 def doc(summary: str, *, auth: Auth = "none", body: SchemaLike | None = None, query: SchemaLike | None = None,
         response: SchemaLike | None = None, status: int = 200, errors: Mapping[int, str] | Iterable[int] = (),
         description: str = "", multipart: Mapping[str, str] | None = None, raw_body: str = "",
-        content_type: str = "application/json") -> Callable[[View], View]:
+        content_type: str = "application/json", scope: str | None = None) -> Callable[[View], View]:
     """Record how a view is called. ``errors``: the statuses it may answer besides those
-    implied by ``auth`` (401, and 403 for admins) and by a body or query (400, 422),
-    each with the error codes or the case it covers."""
+    implied by ``auth`` (401, and 403 for admins and API tokens) and by a body or query
+    (400, 422), each with the error codes or the case it covers. ``scope``: the API-token
+    scope the view states; without one, a view that reads the caller refuses API tokens."""
     error_map = dict(errors) if isinstance(errors, Mapping) else {status_: "" for status_ in errors}
     operation = Operation(summary, auth, body, query, response, status, error_map, description,
-                          dict(multipart or {}), raw_body, content_type)
+                          dict(multipart or {}), raw_body, content_type, scope)
 
     def record(view: View) -> View:
         view.__openapi__ = operation  # type: ignore[attr-defined]
@@ -148,8 +150,14 @@ class _SpecBuilder:
                         "default": {"description": "Not documented yet."}}}
         operation: dict[str, Any] = {"summary": op.summary, "operationId": endpoint, "tags": [endpoint.split(".")[0]],
                                      "security": _security(op.auth, self.service_token, path)}
-        if op.description:
-            operation["description"] = op.description
+        description = [op.description] if op.description else []
+        if op.scope is not None:
+            operation["x-api-token-scope"] = op.scope
+            description.append(f"API tokens (`pat_…`) need the scope `{op.scope}`.")
+        elif op.auth != "none":
+            description.append("Not with an API token (`pat_…`): a signed-in session only.")
+        if description:
+            operation["description"] = " ".join(description)
         if op.query is not None:
             operation["parameters"] = self.plugin.converter.schema2parameters(op.query, location="query")
         if op.body is not None:
@@ -184,6 +192,8 @@ class _SpecBuilder:
                 "TOKEN_EXPIRED", "TOKEN_INVALID", "TOKEN_REVOKED"]
         if op.auth == "admin":
             codes[403] = ["ADMIN_REQUIRED"]
+        if op.auth != "none":
+            codes.setdefault(403, []).append("INSUFFICIENT_SCOPE")
         if self.service_token and path not in OPEN_PATHS:
             codes.setdefault(403, []).append(SERVICE_TOKEN_REQUIRED)
         for status, text in op.errors.items():

@@ -2,7 +2,9 @@
 answers), migrated once per session, and typed settings pointing at them.
 
 With ``TEST_REQUIRE_MARIADB=1`` (``.ci/run`` sets it: CI machines run MariaDB) a MariaDB
-that does not answer fails the run instead of dropping the MariaDB half of the tests.
+that does not answer fails the run instead of dropping the MariaDB half of the tests;
+``TEST_REQUIRE_RABBITMQ=1`` (also set by ``.ci/run``) does the same for RabbitMQ and the
+RabbitMQ half of the render pipeline's and the queue API's end-to-end tests.
 
 Tests that take ``database_url`` run once per backend. Tables are not emptied between
 tests: each test makes its own users and rows with unique names (see ``unique``).
@@ -131,6 +133,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("TEST_REQUIRE_MARIADB") == "1" and MYSQL_SERVER_URL is None:
         raise pytest.UsageError("TEST_REQUIRE_MARIADB=1, but no MariaDB answers at "
                                 f"{os.environ.get('TEST_MYSQL_URL', DEFAULT_MYSQL_URL)}: the MariaDB backend is mandatory")
+    if os.environ.get("TEST_REQUIRE_RABBITMQ") == "1" and AMQP_URL is None:
+        raise pytest.UsageError("TEST_REQUIRE_RABBITMQ=1, but no RabbitMQ answers at "
+                                f"{os.environ.get('TEST_AMQP_URL', DEFAULT_AMQP_URL)}: the RabbitMQ broker is mandatory")
 
 
 def create_mysql_database(server_url: str) -> str:

@@ -1,7 +1,8 @@
 """The whole platform as ``make run`` starts it, for end-to-end tests.
 
 ``start_platform`` launches ``python -m deploy.local run`` (gateway, auth, credits,
-gallery, a render worker, the ComfyUI emulator, the background processes) on free ports
+gallery, safety, integrations, a render worker, the ComfyUI emulator, the background
+processes) on free ports (every one: a default port may belong to another running platform)
 against the test database and Redis, waits until this platform's own worker has published
 its catalog (not a stale one left in the shared Redis by an earlier run), and on exit
 stops it with Ctrl-C (SIGINT), checking that every process it started is gone.

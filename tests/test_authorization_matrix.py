@@ -8,7 +8,9 @@ edited) and api token (the access token the gateway gets for an API token of the
 every scope: it answers as the owner where the route states a scope, ``SCOPED``, 403
 ``INSUFFICIENT_SCOPE`` where a route reads the caller without one, such as every account
 route). One more column: the owner's call without the service token, which every internal
-service must refuse (403) except its health probes.
+service must refuse (403) except its health probes. And on a scoped route, the owner's API
+token with every scope but the one the route's OpenAPI description names (``x-api-token-scope``)
+must get 403 ``INSUFFICIENT_SCOPE``: the documented scope is the one the route requires.
 
 The apps are the real ones over real HTTP where they call each other (auth ⇄ credits ⇄
 gallery ⇄ integrations, gateway → all four); the only stand-in is the gateway's render-output lookup
@@ -59,6 +61,7 @@ SERVICE_HEADERS = {"X-Service-Token": TEST_SERVICE_TOKEN}
 PASSWORD = "secret123"
 PERSONAS = ("anonymous", "owner", "other", "admin", "disabled", "expired", "tampered")
 API_TOKEN = "api token"
+WITHOUT_SCOPE = "api token without the documented scope"
 NO_SERVICE_TOKEN = "without service token"
 MATRIX_WORKER = "matrix@worker"
 MATRIX_WORKER_NAME = "matrix"
@@ -202,10 +205,10 @@ class World:
                   "exp": now - dt.timedelta(minutes=15)}
         return jwt.encode(claims, self.private_key, algorithm="RS256")
 
-    def api_access_token(self, person: Person) -> str:
-        """What the gateway sends on for an API token of ``person`` with every scope."""
+    def api_access_token(self, person: Person, scopes: tuple[str, ...] = SCOPES) -> str:
+        """What the gateway sends on for an API token of ``person`` with ``scopes`` (every one)."""
         secret = self.ok("auth", "POST", "/api/tokens", person.token,
-                         json={"name": "matrix", "scopes": list(SCOPES)})["token"]
+                         json={"name": "matrix", "scopes": list(scopes)})["token"]
         return self.ok("auth", "POST", "/internal/tokens/exchange", json={"token": secret})["accessToken"]
 
     def api_token_id(self, person: Person) -> str:
@@ -715,6 +718,9 @@ def test_route_answers_each_persona_as_the_matrix_says(world, case):
         world.publish_worker()  # its catalog expires 30 s after it is written
     seen = {}
     people.token(API_TOKEN, world)  # made before any column can end the owner's sessions
+    scope = documented_scope(world, case.service, case.method, case.rule)
+    if scope is not None:  # the owner's API token with every scope but the one the spec names
+        lacking = world.api_access_token(people.owner, tuple(name for name in SCOPES if name != scope))
     columns = [*PERSONAS, API_TOKEN] + ([NO_SERVICE_TOKEN] if case.without_service_token is not None else [])
     for persona in columns:
         arguments = case.request(world, people)
@@ -729,7 +735,31 @@ def test_route_answers_each_persona_as_the_matrix_says(world, case):
     expected = {**case.expect, API_TOKEN: api_token_status(case)}
     if case.without_service_token is not None:
         expected[NO_SERVICE_TOKEN] = case.without_service_token
+    if scope is not None:
+        arguments = case.request(world, people)
+        answer = world.call(case.service, case.method, path_of(case.rule, arguments), lacking, **arguments)
+        seen[WITHOUT_SCOPE] = (answer.status_code, (answer.get_json(silent=True) or {}).get("error", {}).get("code"))
+        expected[WITHOUT_SCOPE] = (403, "INSUFFICIENT_SCOPE")
     assert seen == expected
+
+
+def documented_scope(world: World, service: str, method: str, rule: str) -> str | None:
+    """The API-token scope the OpenAPI description of a route names (``@doc(scope=...)``)."""
+    app = world.apps[service]
+    for candidate in app.url_map.iter_rules():
+        if candidate.rule == rule and method in candidate.methods:
+            operation = getattr(app.view_functions[candidate.endpoint], "__openapi__", None)
+            return operation.scope if operation is not None else None
+    return None
+
+
+def test_the_spec_names_a_scope_for_exactly_the_routes_an_api_token_may_reach(world):
+    documented = set()
+    for service, app in world.apps.items():
+        for rule in app.url_map.iter_rules():
+            documented |= {(service, method, rule.rule) for method in rule.methods - {"HEAD", "OPTIONS"}
+                           if documented_scope(world, service, method, rule.rule) is not None}
+    assert sorted(documented - SCOPED) == [] and sorted(SCOPED - documented) == []
 
 
 def test_every_route_is_in_the_matrix(world):

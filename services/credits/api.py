@@ -96,21 +96,21 @@ def release(job_id: str):
 
 
 @bp.get("/api/users/credits")
-@doc("The caller's balance (available and held)", auth="user")
+@doc("The caller's balance (available and held)", auth="user", scope=READ_SCOPE)
 def my_balance():
     claims = require_user(scope=READ_SCOPE)
     return ok(_credits().balance(claims.user_id).to_dict())
 
 
 @bp.get("/api/users/credits/stats")
-@doc("The caller's credit statistics", auth="user")
+@doc("The caller's credit statistics", auth="user", scope=READ_SCOPE)
 def my_stats():
     claims = require_user(scope=READ_SCOPE)
     return ok(_reports().stats(claims.user_id))
 
 
 @bp.get("/api/users/credits/transactions")
-@doc("The caller's ledger, newest first", auth="user", query=TransactionsQuerySchema,
+@doc("The caller's ledger, newest first", auth="user", scope=READ_SCOPE, query=TransactionsQuerySchema,
      description="With `groupBy=job`, one row per render job (`kind: \"job\"`: jobId, workflow, status, "
                  "images, amount, held, prompt, thumbnailUrl, createdAt) beside every other movement "
                  "(`kind: \"entry\"`).")

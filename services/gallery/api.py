@@ -39,7 +39,7 @@ def _visitor() -> Visitor:
 # Works
 
 @bp.post("/api/works/save")
-@doc("Save one of the caller's render outputs as a work", auth="user", body=SaveWorkSchema, status=201,
+@doc("Save one of the caller's render outputs as a work", auth="user", scope=WRITE, body=SaveWorkSchema, status=201,
      errors={403: "NOT_YOUR_OUTPUT", 404: "OUTPUT_NOT_FOUND", 409: "ALREADY_SAVED", 422: "CONTENT_REJECTED",
              503: "GATEWAY_UNAVAILABLE"},
      description="A public work matching the term list, or any under GALLERY_REVIEW_MODE all, is saved with "
@@ -50,7 +50,7 @@ def save_work():
 
 
 @bp.post("/api/works/save-job")
-@doc("Save every output of one of the caller's jobs as works", auth="user", body=SaveJobSchema, status=201,
+@doc("Save every output of one of the caller's jobs as works", auth="user", scope=WRITE, body=SaveJobSchema, status=201,
      errors={403: "NOT_YOUR_OUTPUT", 404: "JOB_NOT_FOUND", 409: "JOB_HAS_NO_OUTPUTS", 422: "CONTENT_REJECTED",
              503: "GATEWAY_UNAVAILABLE"})
 def save_job():
@@ -59,7 +59,7 @@ def save_job():
 
 
 @bp.post("/api/works/batch")
-@doc("Publish, hide, tag or delete several of the caller's works", auth="user", body=BatchSchema,
+@doc("Publish, hide, tag or delete several of the caller's works", auth="user", scope=WRITE, body=BatchSchema,
      errors={404: "WORK_NOT_FOUND (one is missing or not the caller's)", 422: "CONTENT_REJECTED"})
 def batch():
     user = require_user(scope=WRITE)
@@ -73,7 +73,7 @@ EDGE_CACHED = ("Served through the gateway's edge cache: anonymous answers carry
 
 
 @bp.get("/api/works/gallery")
-@doc("The public gallery (search, filters, sort, cursor pages)", auth="optional",
+@doc("The public gallery (search, filters, sort, cursor pages)", auth="optional", scope=READ,
      query=GalleryQuerySchema, errors={400: "INVALID_CURSOR"},
      description="A search matches every word (a word as the start of a word, Chinese by its characters), "
                  "title and tag matches first. " + EDGE_CACHED)
@@ -83,27 +83,27 @@ def list_gallery():
 
 
 @bp.get("/api/works/my")
-@doc("The caller's works", auth="user", query=MyWorksQuerySchema, errors={400: "INVALID_CURSOR"})
+@doc("The caller's works", auth="user", scope=READ, query=MyWorksQuerySchema, errors={400: "INVALID_CURSOR"})
 def list_my_works():
     user = require_user(scope=READ)
     return ok(_gallery().listing.list_my_works(user, load_query(MyWorksQuerySchema())))
 
 
 @bp.get("/api/works/stats")
-@doc("The caller's work statistics", auth="user")
+@doc("The caller's work statistics", auth="user", scope=READ)
 def my_stats():
     return ok(_gallery().listing.my_stats(require_user(scope=READ)))
 
 
 @bp.get("/api/works/<id:work_id>")
-@doc("One work (a private or hidden one only for its author or an admin)", auth="optional",
+@doc("One work (a private or hidden one only for its author or an admin)", auth="optional", scope=READ,
      errors={404: "WORK_NOT_FOUND"}, description=EDGE_CACHED)
 def get_work(work_id: int):
     return ok({"work": _gallery().works.get_work(optional_user(scope=READ), work_id)})
 
 
 @bp.put("/api/works/<id:work_id>")
-@doc("Edit a work's title, description, tags or visibility", auth="user", body=UpdateWorkSchema,
+@doc("Edit a work's title, description, tags or visibility", auth="user", scope=WRITE, body=UpdateWorkSchema,
      errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND", 422: "CONTENT_REJECTED"})
 def update_work(work_id: int):
     user = require_user(scope=WRITE)
@@ -112,13 +112,13 @@ def update_work(work_id: int):
 
 
 @bp.delete("/api/works/<id:work_id>")
-@doc("Delete a work", auth="user", errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND"})
+@doc("Delete a work", auth="user", scope=WRITE, errors={403: "NOT_YOUR_WORK", 404: "WORK_NOT_FOUND"})
 def delete_work(work_id: int):
     return ok(_gallery().works.delete_work(require_user(scope=WRITE), work_id))
 
 
 @bp.get("/api/works/<id:work_id>/remix")
-@doc("The parameters to generate a work again", auth="optional", errors={404: "WORK_NOT_FOUND"})
+@doc("The parameters to generate a work again", auth="optional", scope=READ, errors={404: "WORK_NOT_FOUND"})
 def remix(work_id: int):
     return ok(_gallery().works.remix(optional_user(scope=READ), work_id))
 
@@ -144,13 +144,13 @@ def toggle_like(work_id: int):
 
 
 @bp.post("/api/works/<id:work_id>/view")
-@doc("Count a view (once per visitor and window)", auth="optional", errors={404: "WORK_NOT_FOUND"})
+@doc("Count a view (once per visitor and window)", auth="optional", scope=READ, errors={404: "WORK_NOT_FOUND"})
 def record_view(work_id: int):
     return ok(_gallery().engagement.record_view(_visitor(), work_id))
 
 
 @bp.get("/api/works/<id:work_id>/download")
-@doc("Download a work's image (counted)", auth="optional", content_type="image/png",
+@doc("Download a work's image (counted)", auth="optional", scope=READ, content_type="image/png",
      errors={404: "WORK_NOT_FOUND", 503: "STORAGE_UNAVAILABLE"})
 def download(work_id: int):
     file = _gallery().engagement.download(_visitor(), work_id)
@@ -160,6 +160,7 @@ def download(work_id: int):
 
 @bp.post("/api/works/verify-label")
 @doc("Check whether an image carries the platform's AI-content label, and whose work it is", auth="optional",
+     scope=READ,
      multipart={"file": "The image (PNG, JPEG or WebP; the field may also be named 'image')"},
      errors={400: "NO_FILE", 413: "PAYLOAD_TOO_LARGE", 422: "INVALID_IMAGE", 429: "RATE_LIMITED"},
      description="Reads the implicit label (GB 45438-2025 `AIGC` field in PNG text, XMP or EXIF). `labelled`: a "

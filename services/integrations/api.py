@@ -97,7 +97,7 @@ def dead_letters():
 
 @bp.get("/api/webhooks")
 @doc("The caller's webhooks (an administrator may name a service account with userId)", auth="user",
-     query=WebhookOwnerQuerySchema, errors={403: "INSUFFICIENT_SCOPE, ADMIN_REQUIRED, NOT_A_SERVICE_ACCOUNT"})
+     scope=WEBHOOKS_SCOPE, query=WebhookOwnerQuerySchema, errors={403: "INSUFFICIENT_SCOPE, ADMIN_REQUIRED, NOT_A_SERVICE_ACCOUNT"})
 def list_webhooks():
     claims = require_user(scope=WEBHOOKS_SCOPE)
     return ok(_webhooks().list_endpoints(claims, load_query(WebhookOwnerQuerySchema())["user_id"]))
@@ -105,7 +105,7 @@ def list_webhooks():
 
 @bp.post("/api/webhooks")
 @doc("Register a webhook for job.succeeded, job.failed, job.cancelled or credits.low (secret shown once)",
-     auth="user", body=WebhookCreateSchema, status=201,
+     auth="user", scope=WEBHOOKS_SCOPE, body=WebhookCreateSchema, status=201,
      errors={403: "INSUFFICIENT_SCOPE, ADMIN_REQUIRED, NOT_A_SERVICE_ACCOUNT", 409: "WEBHOOK_LIMIT",
              422: "WEBHOOK_URL_REFUSED"},
      description="Deliveries are POSTed with X-Webhook-Id, X-Webhook-Event, X-Webhook-Key-Id and "
@@ -119,7 +119,7 @@ def create_webhook():
 
 
 @bp.delete("/api/webhooks/<id:webhook_id>")
-@doc("Delete a webhook (its pending deliveries are given up)", auth="user",
+@doc("Delete a webhook (its pending deliveries are given up)", auth="user", scope=WEBHOOKS_SCOPE,
      errors={403: "INSUFFICIENT_SCOPE", 404: "WEBHOOK_NOT_FOUND"})
 def delete_webhook(webhook_id: int):
     claims = require_user(scope=WEBHOOKS_SCOPE)
@@ -127,7 +127,7 @@ def delete_webhook(webhook_id: int):
 
 
 @bp.get("/api/webhooks/<id:webhook_id>/deliveries")
-@doc("A webhook's deliveries, newest first: status, attempts, last answer or error", auth="user",
+@doc("A webhook's deliveries, newest first: status, attempts, last answer or error", auth="user", scope=WEBHOOKS_SCOPE,
      query=PageQuerySchema, errors={403: "INSUFFICIENT_SCOPE", 404: "WEBHOOK_NOT_FOUND"})
 def webhook_deliveries(webhook_id: int):
     claims = require_user(scope=WEBHOOKS_SCOPE)
@@ -136,7 +136,7 @@ def webhook_deliveries(webhook_id: int):
 
 
 @bp.post("/api/webhooks/<id:webhook_id>/deliveries/<delivery_id>/redeliver")
-@doc("Send a delivery again now", auth="user",
+@doc("Send a delivery again now", auth="user", scope=WEBHOOKS_SCOPE,
      errors={403: "INSUFFICIENT_SCOPE", 404: "WEBHOOK_NOT_FOUND, DELIVERY_NOT_FOUND"})
 def redeliver(webhook_id: int, delivery_id: str):
     claims = require_user(scope=WEBHOOKS_SCOPE)

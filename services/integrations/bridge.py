@@ -251,8 +251,9 @@ class Admissions:
         verdict = read_request(body, headers, account.name, accepted_keys(account), self.names,
                                self.max_bytes)
         if isinstance(verdict, DeadLetter):
-            self.broker.publish(self.names.dead_letter, dead_letter_message(verdict, queue, headers, body))
+            # Counted before it is published: a dead letter anyone can read is already in the counts.
             self.requests.dead_letter(verdict.reason, queue, account.user_id, verdict.key_id, verdict.detail, len(body))
+            self.broker.publish(self.names.dead_letter, dead_letter_message(verdict, queue, headers, body))
             log.info("dead letter from %s: %s (%s)", queue, verdict.reason, verdict.detail)
             message.ack()
             return

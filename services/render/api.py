@@ -58,7 +58,7 @@ def _json_body():
 
 
 @bp.post("/api/generate")
-@doc("Admit a render job: hold its credits and queue it", auth="user", status=202,
+@doc("Admit a render job: hold its credits and queue it", auth="user", scope=SCOPE, status=202,
      raw_body="The workflow's parameters (prompt, negativePrompt, model, width, height, batchSize, steps, "
               "cfgScale, seed, sampler, scheduler, ...; see GET /api/models). Optional header Idempotency-Key.",
      errors={400: "INVALID_IDEMPOTENCY_KEY", 402: "INSUFFICIENT_CREDITS", 409: "PRICE_CHANGED",
@@ -76,7 +76,7 @@ def generate():
 
 
 @bp.get("/api/jobs")
-@doc("The caller's jobs, newest first", auth="user", query=JobListQuery,
+@doc("The caller's jobs, newest first", auth="user", scope=SCOPE, query=JobListQuery,
      description="Filters: status, workflow, model (the main model's file name), search (every word must "
                  "occur in the prompt).")
 def list_jobs():
@@ -119,20 +119,20 @@ def admin_set_share(user_id: int):
 
 
 @bp.get("/api/jobs/<job_id>")
-@doc("One of the caller's jobs with its outputs", auth="user", errors={404: "JOB_NOT_FOUND"})
+@doc("One of the caller's jobs with its outputs", auth="user", scope=SCOPE, errors={404: "JOB_NOT_FOUND"})
 def get_job(job_id: str):
     return ok(_service().get_job(require_user(scope=SCOPE).user_id, job_id))
 
 
 @bp.delete("/api/jobs/<job_id>")
-@doc("Cancel a job (a queued one is refunded at once)", auth="user",
+@doc("Cancel a job (a queued one is refunded at once)", auth="user", scope=SCOPE,
      errors={404: "JOB_NOT_FOUND", 409: "JOB_FINISHED"})
 def cancel_job(job_id: str):
     return ok(_service().cancel(require_user(scope=SCOPE).user_id, job_id))
 
 
 @bp.post("/api/jobs/<job_id>/retry")
-@doc("Run a job's parameters again as a new job", auth="user", status=202,
+@doc("Run a job's parameters again as a new job", auth="user", scope=SCOPE, status=202,
      errors={402: "INSUFFICIENT_CREDITS", 404: "JOB_NOT_FOUND", 429: "QUEUE_LIMIT",
              503: "RENDER_UNAVAILABLE, ADMISSION_EXPIRED"})
 def retry_job(job_id: str):
@@ -144,7 +144,7 @@ def retry_job(job_id: str):
 
 
 @bp.post("/api/uploads")
-@doc("Upload a source image for image-to-image workflows", auth="user", status=201,
+@doc("Upload a source image for image-to-image workflows", auth="user", scope=SCOPE, status=201,
      multipart={"image": "The picture (the field may also be named 'file')"},
      errors={400: "NO_FILE", 413: "PAYLOAD_TOO_LARGE", 422: "INVALID_IMAGE"})
 def upload():
@@ -162,7 +162,7 @@ def upload():
 @bp.get("/api/models")
 @doc("What the live render workers offer: models (with the registry's displayNames, description, previewUrl, "
      "recommended), samplers, schedulers, workflows (parameters with labels and help), stylePresets, "
-     "negativePresets, outputRetentionDays", auth="optional")
+     "negativePresets, outputRetentionDays", auth="optional", scope=SCOPE)
 def models():
     optional_user(scope=SCOPE)
     return ok(_service().catalog())

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -135,3 +136,16 @@ def queue_platform(request, tmp_path_factory, redis_url, keys_dir, platform_data
         running = QueuePlatform(platform, broker, broker_url, prefix, data["accessToken"], data["user"]["id"])
         yield running
         running.delete_queues()
+
+
+@contextmanager
+def emulator_fault(queue_platform: QueuePlatform, message: str) -> Iterator[None]:
+    """Every prompt the platform's ComfyUI emulator runs meanwhile fails with ``message``."""
+    config = queue_platform.platform.env["COMFYUI_URL"] + "/emulator/config"
+    requests.post(config, json={"faults": {"execution_error": message, "persistent": True}},
+                  timeout=5).raise_for_status()
+    try:
+        yield
+    finally:
+        requests.post(config, json={"faults": {"execution_error": None, "persistent": False}},
+                      timeout=5).raise_for_status()

@@ -13,8 +13,10 @@ from aigc_queue_client import sign, verify_webhook
 from jsonschema import Draft202012Validator
 
 from services.integrations.bridge import Account, accepted_keys
+from services.integrations.config import IntegrationsConfig
 from services.integrations.contract import (SCHEMAS, DeadLetter, QueueNames, Rejection, Request, read_request,
                                             rejection_reply, reply, schema, schema_errors)
+from services.integrations.deliveries import Deliveries
 from services.integrations.signing import QUEUE_KEY, WEBHOOK_KEY, SigningKeys, verify_body, webhook_signature
 from services.integrations.ssrf import UrlRefused, check_url, public_only_session
 from tests.conftest import serve
@@ -174,3 +176,22 @@ def test_a_rotated_key_is_accepted_until_its_grace_period_ends():
     assert isinstance(read_request(body, new_headers, "banners", after, NAMES, 65536), Request)
     forged = {"x-key-id": KEY_ID, "x-signature": sign(KEYS.secret(new_key), body)}  # the new secret, the old id
     assert read_request(body, forged, "banners", during, NAMES, 65536).reason == "BAD_SIGNATURE"
+
+
+def test_failed_deliveries_back_off_exponentially_to_an_hour_within_the_day():
+    config = IntegrationsConfig(secret=b"x" * 32, public_url="http://127.0.0.1")  # the defaults: 30 s, a day
+    deliveries = Deliveries(None, config, KEYS, None)  # backoff reads only the config
+    try:
+        waits = [deliveries.backoff(attempt) for attempt in range(1, 12)]
+    finally:
+        deliveries.close()
+    assert waits == [30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600, 3600]
+    # As Deliveries._record decides after each failed attempt: given up once it fails at or after
+    # the give-up time (a day after the event), else tried again after backoff(attempts).
+    at, attempts = 0, 0
+    while True:
+        attempts += 1
+        if at >= config.webhook_give_up_seconds:
+            break
+        at += deliveries.backoff(attempts)
+    assert (attempts, at) == (31, 3810 + 23 * 3600), "31 attempts over a day, the last one hourly"

@@ -1,6 +1,7 @@
 """The queue API end to end, on each broker: an internal service (a separate process using
 ``clients/python``) renders through the bridge; replays, bad messages, a spent budget, unknown
-and forbidden workflows each get their documented answer or dead letter."""
+and forbidden workflows each get their documented answer or dead letter; a job that fails in
+ComfyUI and one cancelled over HTTP are answered job.failed and job.cancelled, refunded."""
 from __future__ import annotations
 
 import io
@@ -10,14 +11,16 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 
 import pytest
 import requests
+from aigc_queue_client import FINAL_TYPES
 from PIL import Image
 
 from shared.config import PROJECT_ROOT
 from services.integrations.contract import schema_errors
-from tests.integrations.conftest import PARAMS, PRICE, QueuePlatform, ServiceAccount
+from tests.integrations.conftest import PARAMS, PRICE, QueuePlatform, ServiceAccount, emulator_fault
 
 pytestmark = pytest.mark.e2e
 BATCH = 50
@@ -32,7 +35,7 @@ def final_replies(account: ServiceAccount, request_ids: set[str], timeout: float
         for reply in client.results(idle_timeout=10):
             assert not schema_errors("queue-reply.v1.json", reply), reply
             replies.setdefault(reply["requestId"], []).append(reply)
-            if reply["type"] in ("job.succeeded", "job.failed", "job.cancelled", "request.rejected"):
+            if reply["type"] in FINAL_TYPES:
                 waiting.discard(reply["requestId"])
             if not waiting or time.monotonic() > deadline:
                 break
@@ -41,8 +44,9 @@ def final_replies(account: ServiceAccount, request_ids: set[str], timeout: float
 
 
 def test_an_internal_service_renders_fifty_images_over_the_queue(queue_platform: QueuePlatform):
-    account = queue_platform.service_account(budget=1000, maxActiveJobs=8)
+    account = queue_platform.service_account(budget=1000, maxActiveJobs=8, urlTtlSeconds=600)
     credentials = account.credentials
+    started = time.time()
     run = subprocess.run(
         [sys.executable, "clients/python/examples/render_batch.py", "--broker", queue_platform.broker_url,
          "--account", account.name, "--key-id", credentials["keyId"], "--secret", credentials["secret"],
@@ -53,11 +57,13 @@ def test_an_internal_service_renders_fifty_images_over_the_queue(queue_platform:
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     lines = [json.loads(line) for line in run.stdout.splitlines()]
     results, summary = lines[:-1], lines[-1]
-    assert summary == {"summary": {"job.succeeded": BATCH}, "unanswered": 0, "duplicatesSkipped": 0}
+    assert summary == {"summary": {"job.succeeded": BATCH}, "unanswered": 0, "repeated": 0, "duplicatesSkipped": 0}
     assert len({result["requestId"] for result in results}) == BATCH, "each request answered exactly once"
     assert len({result["jobId"] for result in results}) == BATCH
     for result in results:
         assert result["data"]["charged"] == PRICE and len(result["data"]["images"]) == 1
+        expires = datetime.fromisoformat(result["data"]["images"][0]["expiresAt"].replace("Z", "+00:00")).timestamp()
+        assert started + 600 <= expires <= time.time() + 1200, "signed for the account's URL lifetime (600 s to 2x)"
 
     image = requests.get(results[0]["data"]["images"][0]["url"], timeout=10)
     assert image.status_code == 200 and image.headers["Content-Type"] == "image/png"
@@ -68,6 +74,9 @@ def test_an_internal_service_renders_fifty_images_over_the_queue(queue_platform:
 
     credits = _settled(account, 1000 - BATCH * PRICE)
     assert credits == {"available": 1000 - BATCH * PRICE, "held": 0, "granted": 1000, "spent": BATCH * PRICE}
+    # The client stopped at the last outcome: nothing answers a request a second time after it either.
+    left = queue_platform.drain(credentials["replyQueue"])
+    assert [reply for reply in left if reply["type"] in FINAL_TYPES or reply["type"] == "request.duplicate"] == []
     ledger = account.ledger()
     assert ledger[:2] == [("signup_bonus", 0, 0), ("admin_grant", 1000, 0)], "no signup bonus, the budget granted"
     kinds = [kind for kind, *_ in ledger[2:]]
@@ -212,3 +221,44 @@ def test_a_service_account_api_token_renders_over_http_within_its_limits(queue_p
     assert balance.status_code == 200 and balance.json()["data"]["available"] == 100 - PRICE, "held or spent"
     profile = requests.get(queue_platform.url("/api/users/profile"), headers=headers, timeout=10)
     assert profile.status_code == 403 and profile.json()["error"]["code"] == "INSUFFICIENT_SCOPE"
+
+
+def test_a_job_cancelled_over_http_is_answered_cancelled_on_the_queue(queue_platform: QueuePlatform):
+    account = queue_platform.service_account(budget=100)
+    token = queue_platform.admin("POST", "/api/tokens", json={"name": "ops", "scopes": ["generate"],
+                                                              "userId": account.id}).json()["data"]["token"]
+    with account.client() as client:
+        request_id = client.submit("text2img", {**PARAMS, "steps": 100}, progress=True, metadata={"run": 7})
+        replies = []
+        for reply in client.results(idle_timeout=30):
+            replies.append(reply)
+            if reply["type"] == "job.progress":  # running now: cancel it over HTTP with the account's token
+                cancelled = requests.delete(queue_platform.url(f"/api/jobs/{reply['jobId']}"), timeout=10,
+                                            headers={"Authorization": f"Bearer {token}"})
+                assert cancelled.status_code == 200, cancelled.text
+                break
+        replies.extend(client.results(idle_timeout=5))
+    finals = [reply for reply in replies if reply["type"] in FINAL_TYPES]
+    assert [reply["type"] for reply in finals] == ["job.cancelled"], [reply["type"] for reply in replies]
+    (outcome,) = finals
+    assert not schema_errors("queue-reply.v1.json", outcome), outcome
+    assert outcome["requestId"] == request_id and outcome["metadata"] == {"run": 7}
+    assert outcome["data"]["charged"] == 0 and outcome["data"]["refunded"] == PRICE
+    assert _settled(account, 100) == {"available": 100, "held": 0, "granted": 100, "spent": 0}
+    assert account.details()["usage"]["cancelled"] == 1
+
+
+def test_a_job_that_fails_is_answered_job_failed_and_refunded(queue_platform: QueuePlatform):
+    account = queue_platform.service_account(budget=100)
+    with emulator_fault(queue_platform, "CUDA out of memory"):
+        with account.client() as client:
+            request_id = client.submit("text2img", PARAMS, metadata={"run": 8})
+        replies = final_replies(account, {request_id})[request_id]
+    (outcome,) = [reply for reply in replies if reply["type"] in FINAL_TYPES]
+    assert outcome["type"] == "job.failed" and not schema_errors("queue-reply.v1.json", outcome), outcome
+    assert outcome["metadata"] == {"run": 8}
+    error = outcome["data"]["error"]
+    assert error["code"] == "EXECUTION_ERROR" and error["class"] == "system" and "CUDA out of memory" in error["message"]
+    assert outcome["data"]["charged"] == 0 and outcome["data"]["refunded"] == PRICE
+    assert _settled(account, 100) == {"available": 100, "held": 0, "granted": 100, "spent": 0}
+    assert account.details()["usage"]["failed"] == 1

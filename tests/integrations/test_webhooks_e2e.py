@@ -1,7 +1,8 @@
 """Signed webhooks end to end: a test receiver gets job outcomes and credits.low, verifies
 their signatures, answers 500s (the delivery is retried with back-off) and keeps failing
-(the delivery is given up, then re-sent from the API). The platform retries after 1, 2, 4 s
-and gives up after 6 s here (WEBHOOK_RETRY_BASE_SECONDS, WEBHOOK_GIVE_UP_SECONDS)."""
+(the delivery is given up, then re-sent from the API); a cancelled and a failed job are
+delivered as job.cancelled and job.failed. The platform retries after 1, 2, 4 s and gives up
+after 6 s here (WEBHOOK_RETRY_BASE_SECONDS, WEBHOOK_GIVE_UP_SECONDS)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from services.integrations.contract import schema_errors
-from tests.integrations.conftest import PARAMS, PRICE, QueuePlatform
+from tests.integrations.conftest import PARAMS, PRICE, QueuePlatform, emulator_fault
 
 pytestmark = pytest.mark.e2e
 
@@ -132,3 +133,40 @@ def _deliveries(queue_platform: QueuePlatform, hook: dict) -> list[dict]:
     response = queue_platform.admin("GET", f"/api/webhooks/{hook['webhook']['id']}/deliveries")
     assert response.status_code == 200, response.text
     return response.json()["data"]["items"] or [{"status": None}]
+
+
+def test_a_cancelled_job_is_delivered_as_job_cancelled(queue_platform: QueuePlatform, receiver: Receiver):
+    account = queue_platform.service_account(budget=100)
+    hook = queue_platform.admin("POST", "/api/webhooks", json={
+        "url": receiver.url + "/cancelled", "events": ["job.cancelled"], "userId": account.id}).json()["data"]
+    token = queue_platform.admin("POST", "/api/tokens", json={"name": "ops", "scopes": ["generate"],
+                                                              "userId": account.id}).json()["data"]["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    job = requests.post(queue_platform.url("/api/generate"), headers=headers, json={**PARAMS, "steps": 100}, timeout=10)
+    assert job.status_code == 202, job.text
+    job_id = job.json()["data"]["job"]["id"]
+    cancelled = requests.delete(queue_platform.url(f"/api/jobs/{job_id}"), headers=headers, timeout=10)
+    assert cancelled.status_code == 200, cancelled.text
+
+    (headers_sent, body), = _wait(lambda: receiver.received("/cancelled"), 30, "the job.cancelled delivery")
+    assert verify_webhook(hook["secret"], headers_sent, body)
+    event = json.loads(body)
+    assert not schema_errors("webhook-event.v1.json", event), event
+    assert (event["type"], event["userId"], event["data"]["jobId"]) == ("job.cancelled", account.id, job_id)
+    assert event["data"]["charged"] == 0 and event["data"]["refunded"] == PRICE
+
+
+def test_a_failed_job_is_delivered_as_job_failed(queue_platform: QueuePlatform, receiver: Receiver):
+    account = queue_platform.service_account(budget=100)
+    hook = queue_platform.admin("POST", "/api/webhooks", json={
+        "url": receiver.url + "/failed", "events": ["job.failed"], "userId": account.id}).json()["data"]
+    with emulator_fault(queue_platform, "CUDA out of memory"):
+        with account.client() as client:
+            client.submit("text2img", PARAMS)
+        (headers_sent, body), = _wait(lambda: receiver.received("/failed"), 30, "the job.failed delivery")
+    assert verify_webhook(hook["secret"], headers_sent, body)
+    event = json.loads(body)
+    assert not schema_errors("webhook-event.v1.json", event), event
+    assert (event["type"], event["userId"]) == ("job.failed", account.id)
+    assert event["data"]["error"]["code"] == "EXECUTION_ERROR" and event["data"]["error"]["class"] == "system"
+    assert event["data"]["charged"] == 0 and event["data"]["refunded"] == PRICE

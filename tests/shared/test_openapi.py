@@ -45,7 +45,8 @@ def small_app(settings) -> Flask:
     init_service_app(app, settings, internal=True)
 
     @app.post("/api/things")
-    @doc("Make a thing", auth="user", body=ThingSchema, response=ThingSchema, status=201, errors={409: "THING_EXISTS"})
+    @doc("Make a thing", auth="user", scope="generate", body=ThingSchema, response=ThingSchema, status=201,
+         errors={409: "THING_EXISTS"})
     def make_thing():
         return ok({}, 201)
 
@@ -99,7 +100,8 @@ def test_build_spec_describes_documented_routes_and_lists_undocumented_ones(sett
     assert data == {"$ref": "#/components/schemas/Thing"}
     assert make["responses"]["409"]["x-error-codes"] == ["THING_EXISTS"]
     assert make["responses"]["401"]["x-error-codes"][0] == "NO_TOKEN"
-    assert make["responses"]["403"]["x-error-codes"] == ["SERVICE_TOKEN_REQUIRED"]
+    assert make["responses"]["403"]["x-error-codes"] == ["INSUFFICIENT_SCOPE", "SERVICE_TOKEN_REQUIRED"]
+    assert make["x-api-token-scope"] == "generate" and "need the scope `generate`" in make["description"]
     assert set(make["responses"]) == {"201", "400", "401", "403", "409", "422"}
     assert make["security"] == [{"serviceToken": [], "bearerAuth": []}]
 
@@ -107,6 +109,8 @@ def test_build_spec_describes_documented_routes_and_lists_undocumented_ones(sett
     assert one["parameters"] == [{"name": "thing_id", "in": "path", "required": True, "schema": {"type": "integer"}}]
     assert [p["name"] for p in one["get"]["parameters"]] == ["pageSize"]
     assert one["get"]["security"] == [{"serviceToken": [], "bearerAuth": []}, {"serviceToken": []}]
+    assert "x-api-token-scope" not in one["get"], "no scope stated: API tokens are refused"
+    assert one["get"]["description"] == "Not with an API token (`pat_…`): a signed-in session only."
 
     forgotten = spec["paths"]["/api/things/{key}"]["delete"]
     assert forgotten["x-undocumented"] is True
@@ -222,7 +226,16 @@ def test_the_gateway_merges_the_public_paths_of_every_service(gateway):
         "$ref": "#/components/schemas/auth.Register"}
     assert register["security"] == [{}]
     assert spec["paths"]["/api/works/{work_id}"]["get"]["security"] == [{"bearerAuth": []}, {}]
-    assert spec["paths"]["/api/admin/credits/grant"]["post"]["responses"]["403"]["x-error-codes"] == ["ADMIN_REQUIRED"]
+    assert spec["paths"]["/api/admin/credits/grant"]["post"]["responses"]["403"]["x-error-codes"] == [
+        "ADMIN_REQUIRED", "INSUFFICIENT_SCOPE"]
+    # API tokens: the scope of every route that takes one; account routes (tokens among them) never do.
+    assert spec["paths"]["/api/generate"]["post"]["x-api-token-scope"] == "generate"
+    assert spec["paths"]["/api/webhooks"]["post"]["x-api-token-scope"] == "webhooks"
+    assert spec["paths"]["/api/users/credits"]["get"]["x-api-token-scope"] == "credits:read"
+    for path, method in (("/api/tokens", "post"), ("/api/users/password", "put"), ("/api/users/profile", "put")):
+        operation = spec["paths"][path][method]
+        assert "x-api-token-scope" not in operation and "Not with an API token" in operation["description"], path
+        assert "INSUFFICIENT_SCOPE" in operation["responses"]["403"]["x-error-codes"], path
     assert "/api/generate" in spec["paths"] and "/api/models" in spec["paths"]
     assert {"gallery.SaveWork", "credits.Hold", "auth.Register"} <= set(spec["components"]["schemas"])
     assert_refs_resolve(spec)

@@ -4,7 +4,9 @@
         --broker amqp://guest:guest@127.0.0.1:5672// --account banners --key-id qk_… --secret qsec_… \
         --count 50 --prompt "a summer sale banner"
 
-Prints ``{"requestId", "type", "jobId", "data"}`` per final reply, then a summary line.
+Prints ``{"requestId", "type", "jobId", "data"}`` per final reply, then a summary line
+(outcomes by type, requests left unanswered, outcomes received twice for one request, replies
+re-delivered with a ``messageId`` already seen and skipped).
 """
 from __future__ import annotations
 
@@ -33,17 +35,25 @@ def main() -> int:
     with QueueClient(args.broker, args.account, args.key_id, args.secret, args.prefix) as client:
         waiting = {client.submit(args.workflow, params, metadata={"index": index}) for index in range(args.count)}
         outcomes: dict[str, int] = {}
+        answered: set[str] = set()
+        repeated = 0  # a second outcome for a request (never expected: each request is answered once)
         for reply in client.results(idle_timeout=args.idle_timeout):
-            if reply["type"] not in FINAL_TYPES or reply["requestId"] not in waiting:
+            if reply["type"] not in FINAL_TYPES:
                 continue
+            if reply["requestId"] in answered:
+                repeated += 1
+                continue
+            if reply["requestId"] not in waiting:
+                continue  # an answer to an earlier run's request
             waiting.discard(reply["requestId"])
+            answered.add(reply["requestId"])
             outcomes[reply["type"]] = outcomes.get(reply["type"], 0) + 1
             print(json.dumps({key: reply[key] for key in ("requestId", "type", "jobId", "data")}), flush=True)
             if not waiting:
                 break
-        print(json.dumps({"summary": outcomes, "unanswered": len(waiting), "duplicatesSkipped": client.duplicates}),
-              flush=True)
-    return 0 if not waiting else 1
+        print(json.dumps({"summary": outcomes, "unanswered": len(waiting), "repeated": repeated,
+                          "duplicatesSkipped": client.duplicates}), flush=True)
+    return 0 if not waiting and not repeated else 1
 
 
 if __name__ == "__main__":
