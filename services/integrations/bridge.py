@@ -67,6 +67,7 @@ class Account:
     max_active_jobs: int
     workflows: list[str] | None
     url_ttl_seconds: int
+    lane: str
 
 
 def accepted_keys(account: Account, now: datetime | None = None) -> dict[str, str]:
@@ -102,7 +103,7 @@ class AccountDirectory:
         if row.previous_key_id is not None:
             keys[row.previous_key_id] = self.keys.secret(row.previous_key_id)
         return Account(row.user_id, row.name, keys, row.previous_key_id, row.previous_key_expires_at,
-                       row.max_active_jobs, row.allowed_workflows, row.url_ttl_seconds)
+                       row.max_active_jobs, row.allowed_workflows, row.url_ttl_seconds, row.lane)
 
     def by_user(self, user_id: int) -> Account | None:
         return {account.user_id: account for account in self.accounts()}.get(user_id)
@@ -274,7 +275,7 @@ class Admissions:
         try:
             admitted = self.render.admit(account.user_id, request.admission_body(),
                                          IDEMPOTENCY_PREFIX + request.request_id, account.max_active_jobs,
-                                         account.workflows)
+                                         account.workflows, account.lane)
         except ServiceUnavailable as exc:  # no answer from the render API at all
             log.warning("render API unreachable (%s); %s waits in its queue", exc.message, request.request_id)
             time.sleep(RENDER_RETRY_SECONDS)

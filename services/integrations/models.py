@@ -38,6 +38,7 @@ class ServiceAccount(Base):
     allowed_workflows: Mapped[list[str] | None] = mapped_column(JSON)  # None: every workflow
     max_active_jobs: Mapped[int] = mapped_column(Integer)
     url_ttl_seconds: Mapped[int] = mapped_column(Integer)
+    lane: Mapped[str] = mapped_column(String(16), default="batch")  # the render scheduler's lane of its jobs
     key_id: Mapped[str] = mapped_column(String(40), unique=True)
     key_created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The key before the last rotation, still accepted until then (a rotation with a grace period).

@@ -6,6 +6,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from services.integrations.models import WEBHOOK_EVENTS
+from services.render.client import LANES
 
 MAX_ID = 2**63 - 1
 # A service account's name is its username in auth and part of its queue names.
@@ -29,6 +30,7 @@ class ServiceAccountCreateSchema(Schema):
                                      validate=validate.Range(min=1, max=1000))
     url_ttl_seconds = fields.Integer(data_key="urlTtlSeconds", load_default=None, strict=True,
                                      validate=validate.Range(min=60, max=WEEK))
+    lane = fields.String(load_default="batch", validate=validate.OneOf(LANES))
     budget = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0, max=1_000_000))
 
 
@@ -38,6 +40,7 @@ class ServiceAccountUpdateSchema(Schema):
                                     data_key="allowedWorkflows", allow_none=True, validate=validate.Length(min=1, max=50))
     max_active_jobs = fields.Integer(data_key="maxActiveJobs", strict=True, validate=validate.Range(min=1, max=1000))
     url_ttl_seconds = fields.Integer(data_key="urlTtlSeconds", strict=True, validate=validate.Range(min=60, max=WEEK))
+    lane = fields.String(validate=validate.OneOf(LANES))
     is_active = fields.Boolean(data_key="isActive", truthy={True}, falsy={False})
 
     @validates_schema

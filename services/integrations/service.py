@@ -60,6 +60,7 @@ class ServiceAccounts:
                                      description=data["description"], allowed_workflows=data["allowed_workflows"],
                                      max_active_jobs=data["max_active_jobs"] or self.config.default_max_active_jobs,
                                      url_ttl_seconds=data["url_ttl_seconds"] or self.config.default_url_ttl_seconds,
+                                     lane=data["lane"],
                                      key_id=key_id, key_created_at=now, is_active=True, created_by=admin.user_id,
                                      created_at=now, updated_at=now)
                 session.add(row)
@@ -113,7 +114,8 @@ class ServiceAccounts:
         """What admission applies to this account's jobs over HTTP (``services.render.accounts``)."""
         with self.db.read() as session:
             row = _get(session, user_id)
-        return {"maxActiveJobs": row.max_active_jobs, "workflows": row.allowed_workflows, "isActive": row.is_active}
+        return {"maxActiveJobs": row.max_active_jobs, "workflows": row.allowed_workflows, "lane": row.lane,
+                "isActive": row.is_active}
 
     def is_service_account(self, user_id: int) -> bool:
         with self.db.read() as session:
@@ -131,7 +133,7 @@ class ServiceAccounts:
 
     def _json(self, row: ServiceAccount, usage: dict[str, int], credits: dict[str, Any] | None) -> dict[str, Any]:
         return {"id": row.user_id, "name": row.name, "ownerId": row.owner_user_id, "description": row.description,
-                "allowedWorkflows": row.allowed_workflows, "maxActiveJobs": row.max_active_jobs,
+                "allowedWorkflows": row.allowed_workflows, "maxActiveJobs": row.max_active_jobs, "lane": row.lane,
                 "urlTtlSeconds": row.url_ttl_seconds, "keyId": row.key_id, "keyCreatedAt": isoformat(row.key_created_at),
                 "previousKey": _previous_key(row),
                 "isActive": row.is_active, "createdAt": isoformat(row.created_at), "queues": self._queues(row),

@@ -8,6 +8,7 @@ import threading
 import time
 
 from services.integrations.client import IntegrationsClient
+from services.render.scheduler import BATCH
 from services.render.service import AccountLimits
 from shared.tokens import Claims
 
@@ -34,7 +35,8 @@ class ServiceAccountLimits:
         data = self.integrations.account_limits(claims.user_id)
         limits = None if data is None else AccountLimits(
             int(data["maxActiveJobs"]),
-            frozenset(data["workflows"]) if data.get("workflows") is not None else None)
+            frozenset(data["workflows"]) if data.get("workflows") is not None else None,
+            data.get("lane", BATCH))
         with self._lock:
             self._cache[claims.user_id] = (now + self.cache_seconds, limits)
         return limits

@@ -262,7 +262,7 @@ def internal_admit():
     _require_service_token()
     data = load_json(InternalAdmissionSchema())
     limits = AccountLimits(data["max_active_jobs"],
-                           frozenset(data["workflows"]) if data["workflows"] is not None else None)
+                           frozenset(data["workflows"]) if data["workflows"] is not None else None, data["lane"])
     job, status = _service().admit(data["user_id"], data["params"], data["idempotency_key"], None, limits)
     return ok(job, status)
 

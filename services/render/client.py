@@ -11,8 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from services.render import scheduler
 from shared.errors import ServiceError, ServiceUnavailable
 from shared.internal_http import InternalHttp, Timeout, is_not_found
+
+# The fair-share lanes a service account's jobs may wait in (``services.render.scheduler``).
+LANES = scheduler.LANES
 
 FINISHED_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 SETTLING = "settling"
@@ -83,12 +87,13 @@ class RenderClient:
                                      code="UPSTREAM_MALFORMED") from exc
 
     def admit(self, user_id: int, params: dict[str, Any], idempotency_key: str, max_active_jobs: int,
-              workflows: list[str] | None) -> dict[str, Any]:
+              workflows: list[str] | None, lane: str = scheduler.BATCH) -> dict[str, Any]:
         """Admit a job on behalf of a service account, exactly as ``POST /api/generate`` would:
         ``{"job", "queuePosition", "estimatedStartSeconds", ...}``. The callee's refusal is a
         ``ServiceError`` with its code; no answer at all is ``ServiceUnavailable`` (RENDER_UNAVAILABLE)."""
         return self.http.post("/internal/jobs", {"userId": user_id, "params": params, "idempotencyKey": idempotency_key,
-                                                 "maxActiveJobs": max_active_jobs, "workflows": workflows})
+                                                 "maxActiveJobs": max_active_jobs, "workflows": workflows,
+                                                 "lane": lane})
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         """``{"id", "userId", "status", "idempotencyKey"}``, or None for an unknown job."""

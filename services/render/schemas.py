@@ -11,6 +11,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from services.render.jobs import JobFilter
 from services.render.models import JOB_STATUSES, RenderJob, RenderOutput, RenderUpload
+from services.render.scheduler import BATCH, LANES
 from shared.db import isoformat
 from shared.storage import Storage
 from shared.web import CommaSeparated
@@ -43,6 +44,7 @@ class InternalAdmissionSchema(Schema):
                                      validate=validate.Range(min=1, max=10_000))
     workflows = fields.List(fields.String(validate=validate.Length(min=1, max=64)), load_default=None,
                             allow_none=True)
+    lane = fields.String(load_default=BATCH, validate=validate.OneOf(LANES))
 
 
 class JobListQuery(Schema):

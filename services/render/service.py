@@ -57,10 +57,12 @@ class QueueLimit(ServiceError):
 @dataclass(frozen=True)
 class AccountLimits:
     """A service account's own limits (integrations keeps them): its queued + running jobs
-    instead of ``RENDER_USER_ACTIVE_LIMIT``, and the workflows it may run (None: all)."""
+    instead of ``RENDER_USER_ACTIVE_LIMIT``, the workflows it may run (None: all), and the
+    scheduler's lane its jobs wait in (``batch`` unless an administrator chose ``interactive``)."""
 
     active_limit: int
     workflows: frozenset[str] | None = None
+    lane: str = BATCH
 
 
 class AdmissionExpired(ServiceUnavailable):
@@ -141,7 +143,7 @@ class RenderService:
         source = self._source(template, params, user_id, bearer)
         active_limit = limits.active_limit if limits is not None else self.config.user_active_limit
         deadline = None if received_at is None else received_at + self.config.admission_deadline_seconds
-        lane = BATCH if limits is not None else INTERACTIVE
+        lane = limits.lane if limits is not None else INTERACTIVE
         return self._enqueue(user_id, template, params, source, idempotency_key, expected_cost, catalogs,
                              active_limit, deadline, lane, role)
 

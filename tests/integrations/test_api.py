@@ -99,6 +99,7 @@ def test_an_admin_creates_a_service_account_with_a_budget_and_gets_its_credentia
     assert credentials["secret"].startswith("qsec_")
     assert account["credits"] == {"available": 300, "held": 0, "granted": 300, "spent": 0}
     assert (account["allowedWorkflows"], account["maxActiveJobs"], account["urlTtlSeconds"]) == (["text2img"], 3, 600)
+    assert account["lane"] == "batch", "an account's jobs wait in the batch lane unless an administrator says otherwise"
     assert account["usage"] == {} and account["isActive"] is True
 
     shown = world.call("integrations", "GET", f"/api/admin/service-accounts/{account['id']}", admin).json["data"]
@@ -118,13 +119,16 @@ def test_limits_key_rotation_and_top_ups(world: World):
     account = world.create(admin).json["data"]
     user_id, old = account["serviceAccount"]["id"], account["credentials"]
     limits = world.call("integrations", "GET", f"/internal/service-accounts/{user_id}/limits").json["data"]
-    assert limits == {"maxActiveJobs": 8, "workflows": None, "isActive": True}, "the defaults"
+    assert limits == {"maxActiveJobs": 8, "workflows": None, "lane": "batch", "isActive": True}, "the defaults"
     updated = world.call("integrations", "PUT", f"/api/admin/service-accounts/{user_id}", admin,
-                         json={"maxActiveJobs": 2, "allowedWorkflows": ["upscale"], "isActive": False})
+                         json={"maxActiveJobs": 2, "allowedWorkflows": ["upscale"], "lane": "interactive",
+                               "isActive": False})
     assert updated.status_code == 200
     limits = world.call("integrations", "GET", f"/internal/service-accounts/{user_id}/limits").json["data"]
-    assert limits == {"maxActiveJobs": 2, "workflows": ["upscale"], "isActive": False}
+    assert limits == {"maxActiveJobs": 2, "workflows": ["upscale"], "lane": "interactive", "isActive": False}
     assert world.call("integrations", "PUT", f"/api/admin/service-accounts/{user_id}", admin, json={}).status_code == 422
+    no_lane = world.call("integrations", "PUT", f"/api/admin/service-accounts/{user_id}", admin, json={"lane": "vip"})
+    assert no_lane.status_code == 422 and "lane" in no_lane.json["error"]["details"]
 
     rotated = world.call("integrations", "POST", f"/api/admin/service-accounts/{user_id}/key", admin).json["data"]
     assert rotated["credentials"]["keyId"] != old["keyId"] and rotated["credentials"]["secret"] != old["secret"]

@@ -163,7 +163,8 @@ def test_a_delivery_connection_refuses_a_private_address_even_when_dns_passed_th
 def test_a_rotated_key_is_accepted_until_its_grace_period_ends():
     new_key = KEYS.new_key_id(QUEUE_KEY)
     expires = datetime(2026, 12, 4, 12, 0, tzinfo=timezone.utc)
-    account = Account(1, "banners", {new_key: KEYS.secret(new_key), KEY_ID: SECRET}, KEY_ID, expires, 8, None, 3600)
+    account = Account(1, "banners", {new_key: KEYS.secret(new_key), KEY_ID: SECRET}, KEY_ID, expires, 8, None, 3600,
+                      "batch")
     body = json.dumps(GOOD).encode()
     old_headers = {"x-key-id": KEY_ID, "x-signature": sign(SECRET, body)}
     new_headers = {"x-key-id": new_key, "x-signature": sign(KEYS.secret(new_key), body)}

@@ -331,3 +331,24 @@ def test_a_work_is_a_source_only_for_its_owner(render_settings, render_config, q
         refused = client.post("/api/generate", json={**body, "sourceImage": ref}, headers=who)
         assert refused.status_code == 422 and refused.json["error"]["code"] == "SOURCE_NOT_FOUND", (ref, refused.json)
     app.extensions["render"].db.dispose()
+
+
+def test_a_service_accounts_jobs_wait_in_the_lane_its_administrator_chose(app, user, live_worker, service_headers):
+    """Over the queue API (``POST /internal/jobs``) a job waits in the batch lane unless the
+    account's lane says interactive; an unknown lane is refused before anything is held."""
+    from services.render import jobs
+
+    client = app.test_client()
+
+    def admit(**extra):
+        return client.post("/internal/jobs", headers=service_headers, json={
+            "userId": user[0], "params": BODY, "idempotencyKey": f"lane:{len(extra)}:{extra}", "maxActiveJobs": 4,
+            **extra})
+
+    default, interactive = admit(), admit(lane="interactive")
+    assert (default.status_code, interactive.status_code) == (202, 202), (default.json, interactive.json)
+    with app.extensions["render"].db.read() as session:
+        lanes = [jobs.get_job(session, answer.json["data"]["job"]["id"]).lane for answer in (default, interactive)]
+    assert lanes == ["batch", "interactive"]
+    refused = admit(lane="vip")
+    assert refused.status_code == 422 and "lane" in refused.json["error"]["details"]
