@@ -146,7 +146,7 @@ export default {
       deleteConfirm: 'Delete the term “{text}”?', search: 'Search terms', allCategories: 'All categories', tryText: 'Try a text', tryHint: 'Type some text to see which entries it matches', noHits: 'No match',
       version: 'List version {v}', noTerms: 'The list is empty',
       actions: { blocked: 'Blocked', flagged: 'Flagged', output_flagged: 'Output withheld', review_approved: 'Approved', review_rejected: 'Rejected', term_added: 'Term added', term_updated: 'Term changed', term_removed: 'Term removed', terms_imported: 'Terms imported' },
-      outputFlagged: 'Image {index} withheld by {checker} (categories: {categories}); not stored, not charged', action: 'Event', source: 'Source', actor: 'By', subject: 'Subject', excerpt: 'Content', time: 'Time', exportCsv: 'Export CSV', retention: 'kept {days} days', allActions: 'All events',
+      outputFlagged: 'Image {index} withheld by {checker} (categories: {categories}); not shown to the user, not charged', keptImage: 'Withheld image', keptImageHint: 'Kept for moderators; the link expires within minutes (reload the page for a fresh one)', noKeptImage: 'No copy of the image was kept', action: 'Event', source: 'Source', actor: 'By', subject: 'Subject', excerpt: 'Content', time: 'Time', exportCsv: 'Export CSV', retention: 'kept {days} days', allActions: 'All events',
       categoryNames: { politics: 'harmful political content', sexual: 'sexual or vulgar content', violence: 'violence or gore', terrorism: 'terrorism or extremism', gambling: 'gambling', drugs: 'drugs or contraband', fraud: 'fraud', abuse: 'abuse or discrimination', privacy: 'personal information', ads: 'spam or advertising', other: 'other prohibited content' },
       since: 'From', until: 'Until',
     },

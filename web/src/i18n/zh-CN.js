@@ -147,7 +147,7 @@ export default {
       deleteConfirm: '删除词条「{text}」？', search: '搜索词条', allCategories: '全部类别', tryText: '测试文本', tryHint: '输入一段文字，查看会命中哪些词条', noHits: '没有命中',
       version: '词库版本 {v}', noTerms: '词库为空',
       actions: { blocked: '拦截', flagged: '标记待审', output_flagged: '输出图片拦截', review_approved: '审核通过', review_rejected: '审核驳回', term_added: '添加词条', term_updated: '修改词条', term_removed: '删除词条', terms_imported: '批量导入' },
-      outputFlagged: '第 {index} 张图片被 {checker} 拦截（类别：{categories}），未保存、未扣积分', action: '事件', source: '来源', actor: '操作者', subject: '对象', excerpt: '内容', time: '时间', exportCsv: '导出 CSV', retention: '保留 {days} 天', allActions: '全部事件',
+      outputFlagged: '第 {index} 张图片被 {checker} 拦截（类别：{categories}），未向用户展示、未扣积分', keptImage: '被拦截的图片', keptImageHint: '仅供审核员查看；链接几分钟内失效（刷新页面可获取新链接）', noKeptImage: '未保留该图片', action: '事件', source: '来源', actor: '操作者', subject: '对象', excerpt: '内容', time: '时间', exportCsv: '导出 CSV', retention: '保留 {days} 天', allActions: '全部事件',
       categoryNames: { politics: '涉政有害', sexual: '色情低俗', violence: '暴力血腥', terrorism: '暴恐极端', gambling: '赌博', drugs: '毒品违禁品', fraud: '诈骗', abuse: '辱骂歧视', privacy: '个人隐私', ads: '垃圾广告', other: '其他违规' },
       since: '开始时间', until: '结束时间',
     },
