@@ -88,7 +88,9 @@ def check_text():
 
 @bp.get("/api/admin/safety/audit")
 @doc("The audit log: blocks, flags, review decisions and list changes, newest first", auth="admin",
-     query=AuditQuerySchema)
+     query=AuditQuerySchema,
+     description="A withheld output's row names the image kept for moderators (`mediaKey`, under `quarantine/`) "
+                 "and answers `mediaUrl`, a signed link valid for 5 to 10 minutes.")
 def search_audit():
     require_admin()
     return ok(_audit().search(load_query(AuditQuerySchema())))
