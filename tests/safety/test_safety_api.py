@@ -90,6 +90,21 @@ def test_duplicates_bad_patterns_and_bulk_import(admin, marker):
     assert listed["total"] == 51
 
 
+def test_a_pattern_with_nested_quantifiers_is_refused_wherever_it_is_written(admin, marker):
+    """``(a+)+$`` on a long near miss would hold a process for minutes: refused when written."""
+    unsafe = {"text": r"(a+)+$", "kind": "pattern", "category": "fraud"}
+    term = add_term(admin, rf"\b{marker}\s+x\b", kind="pattern")
+    for response in (admin.post("/api/admin/safety/terms", json=unsafe),
+                     admin.post("/api/admin/safety/terms/bulk", json={"items": [{**unsafe, "text": marker}, unsafe]}),
+                     admin.put(f"/api/admin/safety/terms/{term['id']}", json={"text": r"(\w+\s?)*" + marker})):
+        body = response.get_json()
+        assert response.status_code == 422 and body["success"] is False
+        assert body["error"]["code"] == "UNSAFE_PATTERN" and body["error"]["details"] == {"text": ["Nested quantifiers."]}
+    listed = admin.get("/api/admin/safety/terms", query_string={"q": marker}).get_json()["data"]["items"]
+    assert [(item["id"], item["text"]) for item in listed] == [(term["id"], term["text"])], "nothing written"
+    assert add_term(admin, rf"(?>{marker}+)+", kind="pattern")["kind"] == "pattern", "atomic groups are fine"
+
+
 def test_the_audit_log_exports_as_csv(admin, marker):
     add_term(admin, f"{marker}，含逗号")
     response = admin.get("/api/admin/safety/audit/export", query_string={"q": marker})

@@ -275,7 +275,7 @@ export default {
       unknown: { title: 'Rendering failed', hint: 'Retry in a moment; tell an admin if it keeps happening.' },
     },
     api: {
-      CONTENT_REJECTED: 'This text contains {categoryName} and cannot be accepted; please revise it', TERM_EXISTS: 'This term is already listed', INVALID_PATTERN: 'Not a valid regular expression', EMPTY_TERM: 'Nothing is left of this term without spaces and punctuation', TOO_MANY_TERMS: 'The term list is full',
+      CONTENT_REJECTED: 'This text contains {categoryName} and cannot be accepted; please revise it', TERM_EXISTS: 'This term is already listed', INVALID_PATTERN: 'Not a valid regular expression', UNSAFE_PATTERN: 'This pattern repeats a part that has its own quantifier (like (a+)+), which can take exponential time; rewrite it without nesting, or make the inner part atomic (?>…) or possessive (a++)', EMPTY_TERM: 'Nothing is left of this term without spaces and punctuation', TOO_MANY_TERMS: 'The term list is full',
       INSUFFICIENT_SCOPE: 'This API token may not do this', TOKEN_LIMIT: 'Too many API tokens: revoke one first', WEBHOOK_LIMIT: 'Too many webhooks: delete one first',
       WEBHOOK_URL_REFUSED: 'That URL cannot receive webhooks (it must be a public http(s) address)', SERVICE_ACCOUNT_EXISTS: 'A service account with this name exists', USERNAME_TAKEN: 'That name is taken',
       INSUFFICIENT_CREDITS: 'Not enough credits', RENDER_UNAVAILABLE: 'No render worker is available; try again shortly', QUEUE_LIMIT: 'Too many jobs at once: wait for some to finish',

@@ -276,7 +276,7 @@ export default {
       unknown: { title: '生成失败', hint: '稍后重试；问题持续请联系管理员。' },
     },
     api: {
-      CONTENT_REJECTED: '内容包含「{categoryName}」相关信息，无法提交，请修改后重试', TERM_EXISTS: '该词条已存在', INVALID_PATTERN: '正则表达式无效', EMPTY_TERM: '词条去掉空格和标点后为空', TOO_MANY_TERMS: '词库已达上限',
+      CONTENT_REJECTED: '内容包含「{categoryName}」相关信息，无法提交，请修改后重试', TERM_EXISTS: '该词条已存在', INVALID_PATTERN: '正则表达式无效', UNSAFE_PATTERN: '该正则表达式对含量词的部分再次重复（如 (a+)+），匹配耗时可能呈指数增长；请改写为不嵌套的形式，或将内层改为原子组 (?>…) 或占有量词 (a++)', EMPTY_TERM: '词条去掉空格和标点后为空', TOO_MANY_TERMS: '词库已达上限',
       INSUFFICIENT_SCOPE: '这个 API 令牌无权执行此操作', TOKEN_LIMIT: 'API 令牌太多：请先吊销一个', WEBHOOK_LIMIT: 'Webhook 太多：请先删除一个',
       WEBHOOK_URL_REFUSED: '这个 URL 不能接收 Webhook（必须是公网 http(s) 地址）', SERVICE_ACCOUNT_EXISTS: '已有同名服务账号', USERNAME_TAKEN: '该名称已被占用',
       INSUFFICIENT_CREDITS: '积分不足', RENDER_UNAVAILABLE: '当前没有可用的渲染节点，请稍后再试', QUEUE_LIMIT: '你同时进行的任务太多了，请等前面的完成后再提交',
