@@ -31,6 +31,8 @@ DEFAULT_URL_TTL_SECONDS = 3600
 KEY_PATTERN = re.compile(r"^(?:[a-z]+/){1,3}[0-9a-f]{2}/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z0-9]{2,5}$")
 # Expiry times and the URL lifetime: ASCII digits, at most 12 of them.
 EXPIRY = re.compile(r"[0-9]{1,12}")
+# Images the output check withheld, kept for moderators: only ever served by a signed URL.
+QUARANTINE_PREFIX = "quarantine/"
 
 
 def content_key(data: bytes, extension: str, prefix: str) -> str:

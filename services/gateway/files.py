@@ -4,7 +4,7 @@ Who may fetch ``/media/<key>`` (keys are content hashes, so knowing one proves n
 - a URL signed by a service (``?exp=&sig=``, see ``shared.storage.MediaSigner``) until it
   expires: private works, hidden works and unsaved render outputs, for their owner;
 - without a signature, avatars (``avatars/``), model previews (``previews/``) and the files
-  of listed gallery works. The
+  of listed gallery works (never a ``quarantine/`` key: a flagged image kept for moderators). The
   gallery answers ``GET /internal/media/<key>/access``; the answer is cached here for
   ``ACCESS_CACHE_SECONDS``, so unpublishing takes effect within that time.
 Everything else is a 404, the same as a missing file.
@@ -27,7 +27,8 @@ from shared.config import Settings
 from shared.errors import Forbidden, NotFound, ServiceError, ServiceUnavailable
 from shared.labels import download_copy, load_label_config
 from shared.offload import run_blocking
-from shared.storage import SignatureExpired, SignatureInvalid, Storage, StorageError, is_valid_key, make_storage
+from shared.storage import (QUARANTINE_PREFIX, SignatureExpired, SignatureInvalid, Storage, StorageError, is_valid_key,
+                            make_storage)
 
 PUBLIC_CACHE_CONTROL = "public, max-age=604800, immutable"
 PUBLIC_PREFIXES = ("avatars/", "previews/")
@@ -50,6 +51,8 @@ class PublicMedia:
     def is_public(self, key: str) -> bool:
         if key.startswith(PUBLIC_PREFIXES):
             return True
+        if key.startswith(QUARANTINE_PREFIX):
+            return False
         now = time.monotonic()
         cached = self._cache.get(key)
         if cached and cached[0] > now:

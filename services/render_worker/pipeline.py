@@ -34,7 +34,7 @@ from shared.db import Database
 from shared.errors import ServiceError
 from shared.events import EventBus, announce, redis_client
 from shared.labels import ImageLabel, LabelConfig, encode_derived, label_png, load_label_config
-from shared.storage import Storage, StorageError, content_key, make_storage
+from shared.storage import QUARANTINE_PREFIX, Storage, StorageError, content_key, make_storage
 from shared.web import job_context
 
 from services.render import jobs
@@ -370,9 +370,11 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
 
 
 def _passes_check(ctx: RenderContext, job: RenderJob, index: int, data: bytes, delivery: Delivery) -> bool:
-    """Whether the output check lets this image through. A flagged image is neither stored nor
-    shown nor charged; it is logged, announced (``content.output_flagged`` on ``platform:events``)
-    and recorded in the safety audit log for moderators. A checker without an answer lets it through (fail open) or fails the job."""
+    """Whether the output check lets this image through. A flagged image is neither shown nor
+    charged nor given an output row; it is kept under a private ``quarantine/`` key for
+    moderators, logged, announced (``content.output_flagged`` on ``platform:events``) and recorded
+    in the safety audit log with that key. A checker without an answer lets it through (fail open)
+    or fails the job."""
     if ctx.checker.name == "none":
         return True
     context = {"jobId": job.id, "userId": job.user_id, "index": index, "workflow": job.workflow,
@@ -391,21 +393,41 @@ def _passes_check(ctx: RenderContext, job: RenderJob, index: int, data: bytes, d
         return True
     delivery.flagged += 1
     digest = hashlib.sha256(data).hexdigest()
-    log.warning("job %s image %s of user %s withheld: flagged by %s (categories %s, reason %r, sha256 %s)",
+    quarantine_key = _quarantine(ctx, job, index, data)
+    log.warning("job %s image %s of user %s withheld: flagged by %s (categories %s, reason %r, sha256 %s, kept as %s)",
                 job.id, index, job.user_id, ctx.checker.name, ",".join(verdict.categories) or "-", verdict.reason,
-                digest)
+                digest, quarantine_key or "nothing")
     try:
         announce(ctx.events.redis, "content.output_flagged", userId=str(job.user_id), jobId=job.id,
                  data=json.dumps({"index": index, "categories": list(verdict.categories), "reason": verdict.reason,
-                                  "checker": ctx.checker.name, "sha256": digest, "workflow": job.workflow}))
+                                  "checker": ctx.checker.name, "sha256": digest, "workflow": job.workflow,
+                                  "quarantineKey": quarantine_key}))
     except redis.RedisError as exc:
         log.error("content.output_flagged of job %s image %s not announced: %s", job.id, index, exc)
     record_audit(ctx.events.redis, "output_flagged", "render.output", actor_id=job.user_id,
                  category=verdict.categories[0] if verdict.categories else None, severity="block",
                  subject=f"job:{job.id}", excerpt=(job.params or {}).get("prompt") or "",
                  detail={"index": index, "categories": list(verdict.categories), "reason": verdict.reason,
-                         "checker": ctx.checker.name, "sha256": digest})
+                         "checker": ctx.checker.name, "sha256": digest}, media_key=quarantine_key)
     return False
+
+
+def _quarantine(ctx: RenderContext, job: RenderJob, index: int, data: bytes) -> str | None:
+    """Keep a flagged image, as a labelled PNG, under ``quarantine/`` (served only by a signed URL,
+    which only the admin audit log hands out). None when it is not an image or the store refused it:
+    the image stays withheld all the same."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.format != "PNG":
+                buffer = io.BytesIO()
+                image.save(buffer, format="PNG")
+                data = buffer.getvalue()
+        data = label_png(data, _label(ctx, job, index), ctx.labels.secret)
+        return ctx.storage.put(content_key(data, "png", QUARANTINE_PREFIX.rstrip("/")), data)
+    except (OSError, SyntaxError, ValueError, StorageError) as exc:
+        log.error("job %s image %s: the flagged image was not kept for moderators (%s)", job.id, index, exc)
+        return None
 
 
 def _label(ctx: RenderContext, job: RenderJob, index: int) -> ImageLabel:

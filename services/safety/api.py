@@ -44,7 +44,7 @@ def list_terms():
 @bp.post("/api/admin/safety/terms")
 @doc("Add a term or a pattern (audited; every process picks the change up within SAFETY_REFRESH_SECONDS)",
      auth="admin", body=TermSchema, status=201,
-     errors={409: "TERM_EXISTS, TOO_MANY_TERMS", 422: "INVALID_PATTERN, EMPTY_TERM"})
+     errors={409: "TERM_EXISTS, TOO_MANY_TERMS", 422: "INVALID_PATTERN, UNSAFE_PATTERN, EMPTY_TERM"})
 def create_term():
     admin = require_admin()
     return ok({"term": _terms().create(admin, load_json(TermSchema()))}, 201)
@@ -52,7 +52,7 @@ def create_term():
 
 @bp.post("/api/admin/safety/terms/bulk")
 @doc("Import up to 10,000 entries at once; those already listed are skipped (audited)", auth="admin",
-     body=TermBulkSchema, errors={409: "TOO_MANY_TERMS", 422: "INVALID_PATTERN, EMPTY_TERM"})
+     body=TermBulkSchema, errors={409: "TOO_MANY_TERMS", 422: "INVALID_PATTERN, UNSAFE_PATTERN, EMPTY_TERM"})
 def import_terms():
     admin = require_admin()
     return ok(_terms().bulk(admin, load_json(TermBulkSchema())))
@@ -60,7 +60,7 @@ def import_terms():
 
 @bp.put("/api/admin/safety/terms/<id:term_id>")
 @doc("Change a term (audited, with the values before and after)", auth="admin", body=TermUpdateSchema,
-     errors={404: "TERM_NOT_FOUND", 409: "TERM_EXISTS", 422: "INVALID_PATTERN, EMPTY_TERM"})
+     errors={404: "TERM_NOT_FOUND", 409: "TERM_EXISTS", 422: "INVALID_PATTERN, UNSAFE_PATTERN, EMPTY_TERM"})
 def update_term(term_id: int):
     admin = require_admin()
     changes = load_json(TermUpdateSchema())
@@ -88,7 +88,9 @@ def check_text():
 
 @bp.get("/api/admin/safety/audit")
 @doc("The audit log: blocks, flags, review decisions and list changes, newest first", auth="admin",
-     query=AuditQuerySchema)
+     query=AuditQuerySchema,
+     description="A withheld output's row names the image kept for moderators (`mediaKey`, under `quarantine/`) "
+                 "and answers `mediaUrl`, a signed link valid for 5 to 10 minutes.")
 def search_audit():
     require_admin()
     return ok(_audit().search(load_query(AuditQuerySchema())))

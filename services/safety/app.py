@@ -6,6 +6,7 @@ from flask import Flask
 from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.events import redis_client
+from shared.storage import make_storage
 from shared.web import init_service_app
 from services.safety import api
 from services.safety.audit import AuditLog
@@ -21,7 +22,7 @@ def create_app(settings: Settings | None = None, config: SafetyConfig | None = N
     app = Flask(__name__)
     db = Database(settings.safety_database_url)
     redis = redis_client(settings.redis_url)
-    audit = AuditLog(db, redis, config)
+    audit = AuditLog(db, redis, config, make_storage(settings))
     terms = TermList(db, redis, audit, config)
     app.extensions["db"] = db
     app.extensions["redis"] = redis  # shared.tokens checks revocations with it on every request

@@ -1,7 +1,10 @@
 """The audit trail: list changes written in the unit of work that makes them; blocks, flags
 and review decisions taken elsewhere arrive on the Redis stream ``safety:audit`` and are
 stored by ``drain`` (the recorder process, and every read of the log, drains it first).
-Searchable, exportable as CSV, kept ``SAFETY_AUDIT_RETENTION_DAYS``."""
+Searchable, exportable as CSV, kept ``SAFETY_AUDIT_RETENTION_DAYS``. A row may keep a file for
+moderators (``media_key``: an image the output check withheld, under ``quarantine/``): the search
+(administrators only) answers a short-lived signed URL of it, and retention deletes the file
+with the last row naming it."""
 from __future__ import annotations
 
 import csv
@@ -16,6 +19,7 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from shared.db import Database, isoformat, utcnow
+from shared.storage import QUARANTINE_PREFIX, Storage, StorageError, is_valid_key, remove_unreferenced
 from shared.tokens import Claims
 from services.safety.client import AUDIT_STREAM, EXCERPT_CHARS
 from services.safety.config import SafetyConfig
@@ -24,7 +28,9 @@ from services.safety.models import SafetyAudit
 DRAIN_LOCK = "safety:audit:drain"
 DRAIN_BATCH = 500
 CSV_COLUMNS = ("id", "createdAt", "action", "source", "actorId", "actorName", "category", "severity", "subject",
-               "excerpt", "detail")
+               "excerpt", "detail", "mediaKey")
+# A moderator's link to a withheld image lives 5 to 10 minutes (see MediaSigner.sign).
+QUARANTINE_URL_TTL_SECONDS = 300
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +38,15 @@ log = logging.getLogger(__name__)
 def audit_json(row: SafetyAudit) -> dict[str, Any]:
     return {"id": row.id, "createdAt": isoformat(row.created_at), "action": row.action, "source": row.source,
             "actorId": row.actor_id, "actorName": row.actor_name, "category": row.category,
-            "severity": row.severity, "subject": row.subject, "excerpt": row.excerpt, "detail": row.detail}
+            "severity": row.severity, "subject": row.subject, "excerpt": row.excerpt, "detail": row.detail,
+            "mediaKey": row.media_key}
+
+
+def _media_key(value: Any) -> str | None:
+    """The stream's ``mediaKey`` when it names a quarantined file, else None."""
+    if isinstance(value, str) and value.startswith(QUARANTINE_PREFIX) and is_valid_key(value):
+        return value
+    return None
 
 
 def _from_stream(event_id: str, fields: dict[str, str]) -> SafetyAudit:
@@ -42,14 +56,16 @@ def _from_stream(event_id: str, fields: dict[str, str]) -> SafetyAudit:
                        source=str(entry["source"])[:64], actor_id=entry.get("actorId"),
                        actor_name=str(entry.get("actorName") or "")[:64], category=entry.get("category"),
                        severity=entry.get("severity"), subject=str(entry.get("subject") or "")[:100],
-                       excerpt=str(entry.get("excerpt") or "")[:EXCERPT_CHARS], detail=entry.get("detail") or None)
+                       excerpt=str(entry.get("excerpt") or "")[:EXCERPT_CHARS], detail=entry.get("detail") or None,
+                       media_key=_media_key(entry.get("mediaKey")))
 
 
 class AuditLog:
-    def __init__(self, db: Database, redis: redis_lib.Redis, config: SafetyConfig) -> None:
+    def __init__(self, db: Database, redis: redis_lib.Redis, config: SafetyConfig, storage: Storage) -> None:
         self.db = db
         self.redis = redis
         self.config = config
+        self.storage = storage
 
     def add(self, session: Session, action: str, source: str, actor: Claims | None, **fields: Any) -> None:
         session.add(SafetyAudit(action=action, source=source, actor_id=actor.user_id if actor else None,
@@ -119,8 +135,16 @@ class AuditLog:
             rows = session.scalars(select(SafetyAudit).where(*conditions)
                                    .order_by(SafetyAudit.created_at.desc(), SafetyAudit.id.desc())
                                    .offset((page - 1) * size).limit(size))
-            return {"items": [audit_json(r) for r in rows], "total": total, "page": page, "pageSize": size,
+            items = [self._with_media_url(audit_json(r)) for r in rows]
+            return {"items": items, "total": total, "page": page, "pageSize": size,
                     "retentionDays": self.config.audit_retention_days}
+
+    def _with_media_url(self, item: dict[str, Any]) -> dict[str, Any]:
+        """``mediaUrl``: the kept file, by a URL signed for ``QUARANTINE_URL_TTL_SECONDS`` (the search is
+        for administrators only; nobody else is ever handed one)."""
+        key = item["mediaKey"]
+        item["mediaUrl"] = self.storage.signed_url(key, ttl=QUARANTINE_URL_TTL_SECONDS) if key else None
+        return item
 
     def export_csv(self, query: dict[str, Any]) -> Iterator[str]:
         """The matching rows, oldest first, as CSV text (UTF-8 with a BOM, so spreadsheets read Chinese)."""
@@ -147,7 +171,22 @@ class AuditLog:
             last_id = rows[-1].id
 
     def prune(self) -> int:
-        """Delete rows older than the retention period; returns how many."""
+        """Delete rows older than the retention period, then the files they kept that no
+        remaining row names; returns how many rows. The stream is drained first, so a newer
+        row naming the same file is counted."""
+        self.drain()
         cutoff = utcnow() - timedelta(days=self.config.audit_retention_days)
+        old = SafetyAudit.created_at < cutoff
         with self.db.transaction() as session:
-            return session.execute(delete(SafetyAudit).where(SafetyAudit.created_at < cutoff)).rowcount or 0
+            keys = list(session.scalars(select(SafetyAudit.media_key).where(old, SafetyAudit.media_key.is_not(None))
+                                        .distinct()))
+            removed = session.execute(delete(SafetyAudit).where(old)).rowcount or 0
+        try:
+            remove_unreferenced(self.storage, keys, self._referenced)
+        except (StorageError, OSError) as exc:
+            log.error("files of pruned audit rows not all deleted (%s); %s named", exc, len(keys))
+        return removed
+
+    def _referenced(self, keys: list[str]) -> set[str]:
+        with self.db.read() as session:
+            return set(session.scalars(select(SafetyAudit.media_key).where(SafetyAudit.media_key.in_(keys))))

@@ -68,12 +68,15 @@ def _request_language() -> str:
 
 def record(client: redis_lib.Redis, action: str, source: str, *, actor_id: int | None = None,
            actor_name: str = "", category: str | None = None, severity: str | None = None,
-           subject: str = "", excerpt: str = "", detail: Mapping[str, Any] | None = None) -> None:
-    """Append one audit record to ``safety:audit`` (the safety service stores it). A Redis
-    failure is logged, never raised: the decision itself has been taken."""
+           subject: str = "", excerpt: str = "", detail: Mapping[str, Any] | None = None,
+           media_key: str | None = None) -> None:
+    """Append one audit record to ``safety:audit`` (the safety service stores it). ``media_key``
+    names a stored file moderators may view (a withheld image under ``quarantine/``); the row
+    owns it and retention deletes it with the last row naming it. A Redis failure is logged,
+    never raised: the decision itself has been taken."""
     entry = {"action": action, "source": source, "actorId": actor_id, "actorName": actor_name or "",
              "category": category, "severity": severity, "subject": subject, "excerpt": excerpt[:EXCERPT_CHARS],
-             "detail": dict(detail or {}), "at": time.time()}
+             "detail": dict(detail or {}), "mediaKey": media_key, "at": time.time()}
     try:
         client.xadd(AUDIT_STREAM, {"event": json.dumps(entry, ensure_ascii=False)},
                     maxlen=AUDIT_STREAM_MAXLEN, approximate=True)

@@ -24,7 +24,10 @@ process at import (about 0.15 s).
 """
 from __future__ import annotations
 
+import logging
 import re
+import re._constants as sre  # the parser re.compile itself runs: read to refuse unsafe patterns
+import re._parser as sre_parse
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,7 @@ import ahocorasick_rs
 import opencc
 
 _NOT_WORD = re.compile(r"[\W_]+")
+log = logging.getLogger(__name__)
 SEVERITY_ORDER = {"review": 1, "block": 2}
 
 
@@ -110,7 +114,10 @@ class Matcher:
         for entry in entries:
             hit = Hit(int(entry["id"]), entry["category"], entry["severity"])
             if entry.get("kind", "term") == "pattern":
-                self.patterns.append((re.compile(entry["text"]), hit))
+                if nested_quantifier(entry["text"]):  # written before such patterns were refused
+                    log.error("pattern entry %s skipped: nested quantifiers could block the process", hit.term_id)
+                else:
+                    self.patterns.append((re.compile(entry["text"]), hit))
                 continue
             key = normalise(entry["text"])
             if not key:
@@ -147,3 +154,56 @@ def validate_pattern(text: str) -> str | None:
     except re.error as exc:
         return str(exc)
     return None
+
+
+def nested_quantifier(text: str) -> bool:
+    """Whether a valid pattern repeats a part that holds a quantifier of its own (see below)."""
+    return _nested_quantifier(sre_parse.parse(text))
+
+
+# Python's ``re`` backtracks without a time limit and holds the GIL while it does, so a pattern like
+# ``(a+)+$`` on a long near miss blocks the whole process. Such patterns are refused when an entry
+# is written: a repeat (``*``, ``+``, ``{m,n}`` with n > 1, lazy too) may not hold a part that can
+# match a varying length (another ``*``, ``+``, ``?``, ``{m,n}``), since the engine then tries every
+# way of dividing the text between them. An atomic group ``(?>…)``, a possessive ``a++`` or a
+# lookaround inside a repeat never backtracks, so it is allowed. Not detected: alternatives that
+# overlap inside a repeat (``(a|a)+``) and backreferences.
+_BACKTRACKING = (sre.MAX_REPEAT, sre.MIN_REPEAT)
+_REPEATS = (*_BACKTRACKING, sre.POSSESSIVE_REPEAT)
+_OPAQUE = (sre.ATOMIC_GROUP, sre.POSSESSIVE_REPEAT, sre.ASSERT, sre.ASSERT_NOT)
+
+
+def _parts(op: Any, av: Any) -> list[Any]:
+    """The sub-patterns of one parsed node."""
+    if op in _REPEATS:
+        return [av[2]]
+    if op is sre.SUBPATTERN:
+        return [av[3]]
+    if op is sre.BRANCH:
+        return list(av[1])
+    if op in (sre.ASSERT, sre.ASSERT_NOT):
+        return [av[1]]
+    if op is sre.ATOMIC_GROUP:
+        return [av]
+    if op is sre.GROUPREF_EXISTS:
+        return [part for part in av[1:] if part is not None]
+    return []
+
+
+def _varies(items: Any) -> bool:
+    """Whether a part holds a backtracking quantifier of varying count (outside atomic parts)."""
+    for op, av in items:
+        if op in _BACKTRACKING and av[0] != av[1]:
+            return True
+        if op not in _OPAQUE and any(_varies(part) for part in _parts(op, av)):
+            return True
+    return False
+
+
+def _nested_quantifier(items: Any) -> bool:
+    for op, av in items:
+        if op in _REPEATS and av[1] > 1 and _varies(av[2]):
+            return True
+        if any(_nested_quantifier(part) for part in _parts(op, av)):
+            return True
+    return False

@@ -39,12 +39,14 @@ class SafetyTerm(Base):
 
 class SafetyAudit(Base):
     """One recorded decision: a block or flag of submitted text, a review decision, a list change.
-    ``event_id`` is the Redis stream entry it came from (a repeat is ignored)."""
+    ``event_id`` is the Redis stream entry it came from (a repeat is ignored). ``media_key`` is a
+    withheld image kept for moderators (``quarantine/…``), deleted with the last row naming it."""
 
     __tablename__ = "safety_audit"
     __table_args__ = (Index("ix_safety_audit_created", "created_at"),
                       Index("ix_safety_audit_action_created", "action", "created_at"),
-                      Index("ix_safety_audit_actor_created", "actor_id", "created_at"))
+                      Index("ix_safety_audit_actor_created", "actor_id", "created_at"),
+                      Index("ix_safety_audit_media_key", "media_key"))
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
@@ -58,3 +60,4 @@ class SafetyAudit(Base):
     subject: Mapped[str] = mapped_column(String(100), default="")  # e.g. work:12, term:5, user:7
     excerpt: Mapped[str] = mapped_column(Text, default="")  # the submitted text (up to 2,000 characters)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    media_key: Mapped[str | None] = mapped_column(String(200), nullable=True)

@@ -13,6 +13,7 @@ from shared.config import load_settings
 from shared.db import Database
 from shared.events import redis_client
 from shared.metrics import serve_metrics
+from shared.storage import make_storage
 from shared.web import configure_logging
 from services.safety.audit import AuditLog
 from services.safety.config import load_config
@@ -27,7 +28,8 @@ def main() -> None:
     settings = load_settings()
     configure_logging("safety-recorder", settings.log_level)
     serve_metrics("safety-recorder")
-    audit = AuditLog(Database(settings.safety_database_url), redis_client(settings.redis_url), load_config(settings))
+    audit = AuditLog(Database(settings.safety_database_url), redis_client(settings.redis_url), load_config(settings),
+                     make_storage(settings))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

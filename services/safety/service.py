@@ -16,7 +16,7 @@ from shared.tokens import Claims
 from services.safety.audit import AuditLog
 from services.safety.client import LIST_KEY, VERSION_KEY
 from services.safety.config import SafetyConfig
-from services.safety.matcher import normalise, validate_pattern
+from services.safety.matcher import nested_quantifier, normalise, validate_pattern
 from services.safety.models import SafetyTerm
 
 SEQUENCE_KEY = "safety:terms:sequence"
@@ -36,6 +36,11 @@ def _normalised(kind: str, text: str) -> str:
         if (problem := validate_pattern(text)) is not None:
             raise Unprocessable("This pattern is not a valid regular expression.", code="INVALID_PATTERN",
                                 details={"text": [problem]})
+        if nested_quantifier(text):
+            raise Unprocessable("This pattern repeats a part that holds a quantifier of its own (like (a+)+), which "
+                                "can take exponential time; write it without nesting, or make the inner part atomic "
+                                "(?>…) or possessive (a++).", code="UNSAFE_PATTERN",
+                                details={"text": ["Nested quantifiers."]})
         return text
     key = normalise(text)
     if not key:

@@ -1,8 +1,9 @@
 """The output check (``CONTENT_IMAGE_CHECKER``) in a real render: an operator's moderation service
-over HTTP (a stand-in Flask app) and the shipped test checker. A flagged image is not stored, not
-shown, not charged and is announced for moderators; a checker that times out lets the image
-through when failing open and fails the job, refunded, when failing closed. Every image that is
-delivered carries the implicit label."""
+over HTTP (a stand-in Flask app) and the shipped test checker. A flagged image is not shown, not
+charged and gets no output; it is kept under a private ``quarantine/`` key that only the admin
+audit log hands out (signed, short-lived) and is announced for moderators; a checker that times
+out lets the image through when failing open and fails the job, refunded, when failing closed.
+Every image that is delivered carries the implicit label."""
 from __future__ import annotations
 
 import io
@@ -10,15 +11,18 @@ import json
 import threading
 import time
 from dataclasses import replace
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask, jsonify, request
 from PIL import Image
 
+from services.gateway import files
 from services.render_worker.pipeline import build_context, render_job
 from services.safety.client import AUDIT_STREAM
 from shared.events import PLATFORM_STREAM
 from shared.labels import read_label
+from shared.web import init_service_app
 
 from services.safety.app import create_app as create_safety_app
 from tests.conftest import serve
@@ -76,6 +80,36 @@ def checked(render_settings, render_config):
         context.db.dispose()
 
 
+@pytest.fixture
+def gateway_media(render_settings):
+    """The gateway's ``/media`` with a gallery that calls every key public: a quarantined image
+    must need its signature all the same."""
+    gallery = Flask("careless_gallery")
+
+    @gallery.get("/internal/media/<path:key>/access")
+    def access(key):
+        return jsonify({"success": True, "data": {"key": key, "public": True}})
+
+    running = serve(gallery)
+    app = Flask("gateway_media")
+    init_service_app(app, replace(render_settings, gallery_url=running.url), internal=False)
+    app.register_blueprint(files.bp)
+    yield app.test_client()
+    running.stop()
+
+
+def _fetch(client, url: str):
+    response = client.get(url)
+    response.get_data()
+    response.close()
+    return response
+
+
+def _audit_entries(ctx, job_id: str) -> list[dict]:
+    return [entry for entry in (json.loads(fields["event"]) for _, fields in ctx.events.redis.xrange(AUDIT_STREAM))
+            if entry["subject"] == f"job:{job_id}"]
+
+
 def _announcements(ctx, job_id: str) -> list[dict]:
     return [fields for _, fields in ctx.events.redis.xrange(PLATFORM_STREAM)
             if fields.get("type") == "content.output_flagged" and fields.get("jobId") == job_id]
@@ -108,10 +142,11 @@ def test_a_flagged_image_is_withheld_not_charged_and_announced(checked, moderati
     data = json.loads(announced["data"])
     assert announced["userId"] == str(user_id) and data["index"] == 0 and data["categories"] == ["violence"]
     assert data["checker"] == moderation.url and len(data["sha256"]) == 64
-    [audit] = [json.loads(fields["event"]) for _, fields in ctx.events.redis.xrange(AUDIT_STREAM)
-               if json.loads(fields["event"])["subject"] == f"job:{job_id}"]
+    [audit] = _audit_entries(ctx, job_id)
     assert audit["action"] == "output_flagged" and audit["category"] == "violence" and audit["actorId"] == user_id
     assert audit["detail"]["sha256"] == data["sha256"], "the moderators' audit log has it too"
+    assert audit["mediaKey"].startswith("quarantine/") and data["quarantineKey"] == audit["mediaKey"]
+    assert "quarantine/" not in json.dumps(events), "the user is never told where it is kept"
     safety = create_safety_app(ctx.settings)
     try:  # what the admin console's audit page reads (its search stores the stream first)
         [row] = audit_rows(safety, action="output_flagged", subject=f"job:{job_id}")
@@ -120,9 +155,42 @@ def test_a_flagged_image_is_withheld_not_charged_and_announced(checked, moderati
     assert (row["source"], row["actorId"], row["category"], row["severity"]) == (
         "render.output", user_id, "violence", "block")
     assert row["detail"]["reason"] == "test" and row["detail"]["checker"] == moderation.url
+    assert row["mediaKey"] == audit["mediaKey"]
     [seen] = moderation.seen
     assert seen["job"] == job_id and seen["index"] == 0 and seen["auth"] == "Bearer s3cret"
     assert seen["type"] == "image/png" and Image.open(io.BytesIO(seen["body"])).format == "PNG"
+    kept = Image.open(io.BytesIO(ctx.storage.read(row["mediaKey"])))
+    assert kept.tobytes() == Image.open(io.BytesIO(seen["body"])).tobytes(), "moderators see what was checked"
+
+
+def test_a_flagged_image_is_kept_for_moderators_behind_a_signed_link(checked, user_id, gateway_media):
+    ctx = checked(image_checker="services.render_worker.checkers:demo_checker")
+    job_id = admit(ctx, user_id, prompt="a lighthouse [flag-test]")
+
+    render_job(job_id, ctx)
+
+    [audit] = _audit_entries(ctx, job_id)
+    key = audit["mediaKey"]
+    assert key.startswith("quarantine/") and key.endswith(".png")
+    label = read_label(ctx.storage.read(key), ctx.labels.secret)
+    assert label.authentic and label.job_id == job_id, "kept files are labelled like every stored image"
+    assert key not in job_state(ctx, job_id)[0].error_message
+    # Without the signature it is not there, even though this gallery would call any key public.
+    assert _fetch(gateway_media, f"/media/{key}").status_code == 404
+    forged = _fetch(gateway_media, f"/media/{key}?exp=9999999999&sig={'0' * 32}")
+    assert forged.status_code == 403 and forged.get_json()["error"]["code"] == "MEDIA_LINK_INVALID"
+    assert _fetch(gateway_media, f"/media/{key}?download=1").status_code == 404
+    safety = create_safety_app(ctx.settings)
+    try:  # the admin console's audit search signs a link that lives minutes, not hours
+        [row] = audit_rows(safety, action="output_flagged", subject=f"job:{job_id}")
+    finally:
+        safety.extensions["db"].dispose()
+    assert row["mediaKey"] == key and row["mediaUrl"].startswith(f"/media/{key}?exp=")
+    assert int(parse_qs(urlsplit(row["mediaUrl"]).query)["exp"][0]) - time.time() <= 600
+    response = _fetch(gateway_media, row["mediaUrl"])
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    assert response.headers["Cache-Control"].startswith("private, max-age=")
+    assert response.get_data() == ctx.storage.read(key)
 
 
 def test_only_the_flagged_image_of_a_batch_is_withheld(checked, moderation, user_id):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.safety.matcher import Matcher, normalise
+from services.safety.matcher import Matcher, nested_quantifier, normalise
 
 TERMS = [
     {"id": 1, "text": "法轮功", "category": "politics", "severity": "block"},
@@ -76,3 +76,39 @@ def test_normalised_form():
 
 def test_an_empty_list_matches_nothing():
     assert Matcher([]).hits("anything at all") == []
+
+
+# (pattern, whether it is refused): a repeat may not hold a part of varying length it can backtrack into.
+PATTERNS = [
+    (r"(a+)+$", True),
+    (r"(\w+\s?)*", True),
+    (r"([a-z]+)*@", True),
+    (r"(?:a*){2}", True),
+    (r"(x?){30}", True),
+    (r"(?:a+?)+", True),  # lazy repeats backtrack too
+    (r"(\d{3}-?){2}", True),  # harmless here, but refused like any nesting (rewrite: \d{3}-?\d{3}-?)
+    (r"(?:x(?:y+z)?)+", True),  # nested inside an optional part
+    (r"(?:a|(b+))+", True),  # nested inside one alternative
+    (r"\bkill\s+him\b", False),
+    (r"(?:foo|bar)+", False),
+    (r"(?:ab)+c", False),
+    (r"(?:a{2}){3,}", False),  # fixed counts inside a repeat never divide the text differently
+    (r"a+b+c*", False),
+    (r"(?>a+)+", False),  # an atomic group never backtracks
+    (r"(?:a++)+", False),  # nor does a possessive repeat
+    (r"(?:x(?=a*))+", False),  # nor a lookahead
+]
+
+
+@pytest.mark.parametrize("pattern,refused", PATTERNS, ids=[p for p, _ in PATTERNS])
+def test_patterns_with_nested_quantifiers_are_told_apart(pattern, refused):
+    assert nested_quantifier(pattern) is refused
+
+
+def test_a_listed_pattern_with_nested_quantifiers_is_not_run():
+    """One written before such patterns were refused: the process skips it rather than risk blocking."""
+    matcher = Matcher([{"id": 1, "kind": "pattern", "text": r"(a+)+$", "category": "other", "severity": "block"},
+                       {"id": 2, "kind": "pattern", "text": r"\bkill\s+him\b", "category": "violence",
+                        "severity": "review"}])
+    assert [hit.term_id for _, hit in matcher.patterns] == [2]
+    assert [h.term_id for h in matcher.hits("aaaa! kill him")] == [2]

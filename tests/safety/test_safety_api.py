@@ -1,18 +1,20 @@
 """The term list through the admin API: every change reaches a caller's filter through Redis
 and leaves an audit row; blocks and flags of callers reach the audit log; the log is
-searchable and exports as CSV; retention deletes old rows."""
+searchable and exports as CSV; retention deletes old rows and the withheld images only they kept."""
 from __future__ import annotations
 
 import csv
 import io
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import update
 
-from services.safety.client import LIST_KEY, VERSION_KEY, ContentFilter, ContentRejected, SafetyClient
+from services.safety.client import LIST_KEY, VERSION_KEY, ContentFilter, ContentRejected, SafetyClient, record
 from services.safety.models import SafetyAudit
 from shared.db import utcnow
+from shared.storage import content_key
 from tests.conftest import TEST_SERVICE_TOKEN, serve
 
 
@@ -88,6 +90,21 @@ def test_duplicates_bad_patterns_and_bulk_import(admin, marker):
     assert listed["total"] == 51
 
 
+def test_a_pattern_with_nested_quantifiers_is_refused_wherever_it_is_written(admin, marker):
+    """``(a+)+$`` on a long near miss would hold a process for minutes: refused when written."""
+    unsafe = {"text": r"(a+)+$", "kind": "pattern", "category": "fraud"}
+    term = add_term(admin, rf"\b{marker}\s+x\b", kind="pattern")
+    for response in (admin.post("/api/admin/safety/terms", json=unsafe),
+                     admin.post("/api/admin/safety/terms/bulk", json={"items": [{**unsafe, "text": marker}, unsafe]}),
+                     admin.put(f"/api/admin/safety/terms/{term['id']}", json={"text": r"(\w+\s?)*" + marker})):
+        body = response.get_json()
+        assert response.status_code == 422 and body["success"] is False
+        assert body["error"]["code"] == "UNSAFE_PATTERN" and body["error"]["details"] == {"text": ["Nested quantifiers."]}
+    listed = admin.get("/api/admin/safety/terms", query_string={"q": marker}).get_json()["data"]["items"]
+    assert [(item["id"], item["text"]) for item in listed] == [(term["id"], term["text"])], "nothing written"
+    assert add_term(admin, rf"(?>{marker}+)+", kind="pattern")["kind"] == "pattern", "atomic groups are fine"
+
+
 def test_the_audit_log_exports_as_csv(admin, marker):
     add_term(admin, f"{marker}，含逗号")
     response = admin.get("/api/admin/safety/audit/export", query_string={"q": marker})
@@ -106,6 +123,41 @@ def test_retention_deletes_rows_older_than_the_setting(admin, app, marker):
                         .values(created_at=utcnow() - timedelta(days=400)))
     assert app.extensions["safety_audit"].prune() >= 1
     assert audit(admin, q=marker) == []
+
+
+def _age(app, **where) -> None:
+    with app.extensions["db"].transaction() as session:
+        session.execute(update(SafetyAudit).filter_by(**where).values(created_at=utcnow() - timedelta(days=400)))
+
+
+def test_a_withheld_image_is_shown_to_moderators_and_pruned_with_the_last_row_naming_it(admin, app, marker):
+    storage = app.extensions["safety_audit"].storage
+    data = f"pixels of {marker}".encode()
+    key = storage.put(content_key(data, "png", "quarantine"), data)
+    redis = app.extensions["redis"]
+    for subject in ("job:first", "job:again"):  # the same image flagged twice: one file, two rows
+        record(redis, "output_flagged", "render.output", actor_id=3, subject=subject, excerpt=marker, media_key=key)
+    record(redis, "output_flagged", "render.output", subject="job:elsewhere", excerpt=marker,
+           media_key=content_key(data, "png", "images"))  # only quarantine/ keys are kept on a row
+
+    rows = audit(admin, q=marker)
+    assert [(r["subject"], r["mediaKey"]) for r in rows] == [
+        ("job:elsewhere", None), ("job:again", key), ("job:first", key)]
+    assert rows[0]["mediaUrl"] is None
+    url = urlsplit(rows[1]["mediaUrl"])
+    assert url.path == f"/media/{key}"
+    query = {name: values[0] for name, values in parse_qs(url.query).items()}
+    assert 0 < storage.signer.verify(key, query["exp"], query["sig"]) <= 600, "a link that lives minutes"
+    exported = admin.get("/api/admin/safety/audit/export", query_string={"q": marker}).get_data(as_text=True)
+    assert [r["mediaKey"] for r in csv.DictReader(io.StringIO(exported[1:]))] == [key, key, ""]
+
+    _age(app, subject="job:first", excerpt=marker)
+    assert app.extensions["safety_audit"].prune() >= 1
+    assert storage.exists(key), "another row still names it"
+    _age(app, subject="job:again", excerpt=marker)
+    assert app.extensions["safety_audit"].prune() >= 1
+    assert not storage.exists(key)
+    assert [r["subject"] for r in audit(admin, q=marker)] == ["job:elsewhere"]
 
 
 def test_only_administrators_reach_the_list_and_the_log(user):

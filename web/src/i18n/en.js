@@ -146,7 +146,7 @@ export default {
       deleteConfirm: 'Delete the term “{text}”?', search: 'Search terms', allCategories: 'All categories', tryText: 'Try a text', tryHint: 'Type some text to see which entries it matches', noHits: 'No match',
       version: 'List version {v}', noTerms: 'The list is empty',
       actions: { blocked: 'Blocked', flagged: 'Flagged', output_flagged: 'Output withheld', review_approved: 'Approved', review_rejected: 'Rejected', term_added: 'Term added', term_updated: 'Term changed', term_removed: 'Term removed', terms_imported: 'Terms imported' },
-      outputFlagged: 'Image {index} withheld by {checker} (categories: {categories}); not stored, not charged', action: 'Event', source: 'Source', actor: 'By', subject: 'Subject', excerpt: 'Content', time: 'Time', exportCsv: 'Export CSV', retention: 'kept {days} days', allActions: 'All events',
+      outputFlagged: 'Image {index} withheld by {checker} (categories: {categories}); not shown to the user, not charged', keptImage: 'Withheld image', keptImageHint: 'Kept for moderators; the link expires within minutes (reload the page for a fresh one)', noKeptImage: 'No copy of the image was kept', action: 'Event', source: 'Source', actor: 'By', subject: 'Subject', excerpt: 'Content', time: 'Time', exportCsv: 'Export CSV', retention: 'kept {days} days', allActions: 'All events',
       categoryNames: { politics: 'harmful political content', sexual: 'sexual or vulgar content', violence: 'violence or gore', terrorism: 'terrorism or extremism', gambling: 'gambling', drugs: 'drugs or contraband', fraud: 'fraud', abuse: 'abuse or discrimination', privacy: 'personal information', ads: 'spam or advertising', other: 'other prohibited content' },
       since: 'From', until: 'Until',
     },
@@ -276,7 +276,7 @@ export default {
       unknown: { title: 'Rendering failed', hint: 'Retry in a moment; tell an admin if it keeps happening.' },
     },
     api: {
-      CONTENT_REJECTED: 'This text contains {categoryName} and cannot be accepted; please revise it', TERM_EXISTS: 'This term is already listed', INVALID_PATTERN: 'Not a valid regular expression', EMPTY_TERM: 'Nothing is left of this term without spaces and punctuation', TOO_MANY_TERMS: 'The term list is full',
+      CONTENT_REJECTED: 'This text contains {categoryName} and cannot be accepted; please revise it', TERM_EXISTS: 'This term is already listed', INVALID_PATTERN: 'Not a valid regular expression', UNSAFE_PATTERN: 'This pattern repeats a part that has its own quantifier (like (a+)+), which can take exponential time; rewrite it without nesting, or make the inner part atomic (?>…) or possessive (a++)', EMPTY_TERM: 'Nothing is left of this term without spaces and punctuation', TOO_MANY_TERMS: 'The term list is full',
       INSUFFICIENT_SCOPE: 'This API token may not do this', TOKEN_LIMIT: 'Too many API tokens: revoke one first', WEBHOOK_LIMIT: 'Too many webhooks: delete one first',
       WEBHOOK_URL_REFUSED: 'That URL cannot receive webhooks (it must be a public http(s) address)', SERVICE_ACCOUNT_EXISTS: 'A service account with this name exists', USERNAME_TAKEN: 'That name is taken',
       INSUFFICIENT_CREDITS: 'Not enough credits', RENDER_UNAVAILABLE: 'No render worker is available; try again shortly', QUEUE_LIMIT: 'Too many jobs at once: wait for some to finish',

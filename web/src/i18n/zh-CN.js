@@ -147,7 +147,7 @@ export default {
       deleteConfirm: '删除词条「{text}」？', search: '搜索词条', allCategories: '全部类别', tryText: '测试文本', tryHint: '输入一段文字，查看会命中哪些词条', noHits: '没有命中',
       version: '词库版本 {v}', noTerms: '词库为空',
       actions: { blocked: '拦截', flagged: '标记待审', output_flagged: '输出图片拦截', review_approved: '审核通过', review_rejected: '审核驳回', term_added: '添加词条', term_updated: '修改词条', term_removed: '删除词条', terms_imported: '批量导入' },
-      outputFlagged: '第 {index} 张图片被 {checker} 拦截（类别：{categories}），未保存、未扣积分', action: '事件', source: '来源', actor: '操作者', subject: '对象', excerpt: '内容', time: '时间', exportCsv: '导出 CSV', retention: '保留 {days} 天', allActions: '全部事件',
+      outputFlagged: '第 {index} 张图片被 {checker} 拦截（类别：{categories}），未向用户展示、未扣积分', keptImage: '被拦截的图片', keptImageHint: '仅供审核员查看；链接几分钟内失效（刷新页面可获取新链接）', noKeptImage: '未保留该图片', action: '事件', source: '来源', actor: '操作者', subject: '对象', excerpt: '内容', time: '时间', exportCsv: '导出 CSV', retention: '保留 {days} 天', allActions: '全部事件',
       categoryNames: { politics: '涉政有害', sexual: '色情低俗', violence: '暴力血腥', terrorism: '暴恐极端', gambling: '赌博', drugs: '毒品违禁品', fraud: '诈骗', abuse: '辱骂歧视', privacy: '个人隐私', ads: '垃圾广告', other: '其他违规' },
       since: '开始时间', until: '结束时间',
     },
@@ -277,7 +277,7 @@ export default {
       unknown: { title: '生成失败', hint: '稍后重试；问题持续请联系管理员。' },
     },
     api: {
-      CONTENT_REJECTED: '内容包含「{categoryName}」相关信息，无法提交，请修改后重试', TERM_EXISTS: '该词条已存在', INVALID_PATTERN: '正则表达式无效', EMPTY_TERM: '词条去掉空格和标点后为空', TOO_MANY_TERMS: '词库已达上限',
+      CONTENT_REJECTED: '内容包含「{categoryName}」相关信息，无法提交，请修改后重试', TERM_EXISTS: '该词条已存在', INVALID_PATTERN: '正则表达式无效', UNSAFE_PATTERN: '该正则表达式对含量词的部分再次重复（如 (a+)+），匹配耗时可能呈指数增长；请改写为不嵌套的形式，或将内层改为原子组 (?>…) 或占有量词 (a++)', EMPTY_TERM: '词条去掉空格和标点后为空', TOO_MANY_TERMS: '词库已达上限',
       INSUFFICIENT_SCOPE: '这个 API 令牌无权执行此操作', TOKEN_LIMIT: 'API 令牌太多：请先吊销一个', WEBHOOK_LIMIT: 'Webhook 太多：请先删除一个',
       WEBHOOK_URL_REFUSED: '这个 URL 不能接收 Webhook（必须是公网 http(s) 地址）', SERVICE_ACCOUNT_EXISTS: '已有同名服务账号', USERNAME_TAKEN: '该名称已被占用',
       INSUFFICIENT_CREDITS: '积分不足', RENDER_UNAVAILABLE: '当前没有可用的渲染节点，请稍后再试', QUEUE_LIMIT: '你同时进行的任务太多了，请等前面的完成后再提交',
