@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from services.render.catalog import alive_key, publish_catalog
+from services.render.catalog import KEY_PREFIX, alive_key, publish_catalog
 from services.render.models import RenderJob
 from services.render.scheduler import BATCH, INTERACTIVE, Entry, FairQueue, Policy, WorkerSlots, plan
 from services.credits.client import CreditsClient
@@ -198,6 +198,23 @@ def test_a_job_released_to_a_worker_that_died_before_claiming_it_goes_to_another
     assert scheduler.run_once() == 1
     assert _worker_messages(redis, queue, "render@b") == [job_id]
     assert list(scheduler.fair.released()) == [job_id]
+
+
+def test_a_sync_forgets_what_it_kept_about_workers_that_are_gone(app, user, live_worker, scheduler, redis, queue):
+    """Worker ids are new on every start: the queues the scheduler declared must not pile up with restarts."""
+    job_id = _admit(app, user[1])
+    assert scheduler.run_once() == 1 and _worker_messages(redis, queue, "render@a") == [job_id]
+    publish_catalog(redis, {"workerId": "render@b", "checkpoints": [MODEL], "workflows": ["text2img"], "slots": 1})
+    redis.set(alive_key("render@b"), "1", ex=30)
+    redis.delete(alive_key("render@a"), KEY_PREFIX + "render@a")  # render@a died; its catalog expired
+    scheduler._catalogs = (float("-inf"), [])  # the catalogs it cached a moment ago
+    assert scheduler.run_once() == 1 and _worker_messages(redis, queue, "render@b") == [job_id]
+    queues = scheduler.celery.amqp.queues
+    assert {f"{queue}.worker.render@a", f"{queue}.worker.render@b"} <= set(queues)
+    scheduler.sync()
+    assert f"{queue}.worker.render@a" not in queues and "render@a" not in scheduler.fair.last_models()
+    assert f"{queue}.worker.render@b" in queues and scheduler.fair.last_models().get("render@b") == MODEL
+    assert scheduler._declared == {"render@b"}
 
 
 def test_a_draining_worker_gets_no_job_and_what_it_has_not_claimed_goes_to_another(app, user, live_worker, scheduler,
