@@ -12,7 +12,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
-from flask import Flask, jsonify, request
 from PIL import Image
 
 from services.render.app import create_app
@@ -20,7 +19,6 @@ from services.render.catalog import publish_catalog
 from services.render_worker.pipeline import build_context, render_job
 from shared.events import user_channel
 from shared.storage import make_storage
-from tests.conftest import TEST_SERVICE_TOKEN, serve
 from tests.render_fixtures import BODY, MODEL, balance
 
 
@@ -225,27 +223,6 @@ def test_an_admin_cancels_any_users_job_with_the_refund(app, admin, user, live_w
     missing = client.delete(f"/api/admin/jobs/{uuid.uuid4().hex}", headers=admin)
     assert (missing.status_code, missing.json["error"]["code"]) == (404, "JOB_NOT_FOUND")
     assert client.delete(f"/api/admin/jobs/{job_id}", headers=headers).status_code == 403
-
-
-@pytest.fixture
-def auth_directory():
-    """A stand-in for auth's ``GET /internal/users?ids=``: ``entries`` maps ids to entries; each
-    call's ids are kept in ``calls``."""
-    entries: dict[int, dict] = {}
-    calls: list[str] = []
-    directory = Flask("auth_directory")
-
-    @directory.get("/internal/users")
-    def users():
-        if request.headers.get("X-Service-Token") != TEST_SERVICE_TOKEN:
-            return jsonify({"success": False, "error": {"code": "SERVICE_TOKEN_REQUIRED"}}), 403
-        calls.append(request.args["ids"])
-        ids = [int(i) for i in request.args["ids"].split(",")]
-        return jsonify({"success": True, "data": {"items": [entries[i] for i in ids if i in entries]}})
-
-    running = serve(directory)
-    yield running.url, entries, calls
-    running.stop()
 
 
 def test_admin_job_lists_name_each_owner_from_one_directory_call(render_settings, render_config, queue, admin,
