@@ -163,6 +163,20 @@ def private_stack(processes: Processes, workdir: Path, database_url: str, servic
     return PrivateStack(loaded, {**os.environ, **env}, loaded.jwt_private_key_path.read_text())
 
 
+def local_env(workdir: Path, service_token: str, redis_url: str | None = None) -> dict[str, str]:
+    """``os.environ`` with a development platform in ``workdir`` on SQLite and the machine's Redis
+    (``redis_url``, else BENCH_REDIS_URL, else database 15), for ``deploy.local.service_commands``:
+    the gateway, auth, credits and gallery on free local ports, the global rate limit out of the
+    way and counted in a namespace of this run."""
+    return {**os.environ, "APP_ENV": "development", "DATA_DIR": str(workdir),
+            "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+            "REDIS_URL": redis_url or os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+            "SERVICE_TOKEN": service_token, "LOG_LEVEL": "WARNING", "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(free_port()), "CREDITS_PORT": str(free_port()),
+            "AUTH_PORT": str(free_port()), "GALLERY_PORT": str(free_port()),
+            "RATE_LIMIT_GLOBAL": "1000000000/minute", "RATE_LIMIT_NAMESPACE": f"bench-{service_token[:8]}"}
+
+
 @contextmanager
 def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
     """The URL of an empty database: ``workdir/bench.db`` for "sqlite", else a uniquely named
