@@ -273,8 +273,8 @@ def bench_progress_latency(stack: Stack, clients: int, jobs: int) -> list[float]
         sockets = list(pool.map(lambda user: stack.socket(user[1]), users))
     latencies: list[float] = []
     for index in range(jobs):
-        ws = sockets[index]
-        job_id = stack.submit(users[index][1], steps=20, size="64x64")
+        ws = sockets[index % clients]
+        job_id = stack.submit(users[index % clients][1], steps=20, size="64x64")
         while True:
             event = json.loads(ws.recv())
             received = time.time()
