@@ -40,6 +40,7 @@ import requests
 import websocket
 
 from services.credits.client import CreditsClient
+from services.render.service import CATALOG_CACHE_SECONDS
 from shared.embedded import free_port
 
 PY = sys.executable
@@ -71,6 +72,7 @@ class Stack:
             processes.start(f"worker-{name}", [PY, "-m", "services.render_worker", "--comfyui", url, "--name", name,
                                                "--loglevel", "WARNING"], env=self.process_env)
         wait_for(lambda: len(self.get("/api/models")["workers"]) == 2, 60, "two render workers")
+        time.sleep(CATALOG_CACHE_SECONDS + 0.1)  # every gateway process sees them
 
     def emulator(self, name: str) -> str:
         port = free_port()
