@@ -1,5 +1,6 @@
 """What the benches share: the project on ``sys.path``, processes started and stopped as a
-group, a throwaway database, access tokens and percentiles.
+group, a private stack (Redis, keys, migrations), a throwaway database, access tokens and
+percentiles.
 
 A bench imports this module first (``bench/`` is on ``sys.path`` when a bench runs as a
 script), so the project's packages import after it. MariaDB databases are made and dropped
@@ -35,7 +36,11 @@ import pymysql  # noqa: E402
 import requests  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from shared.config import Settings, load_settings  # noqa: E402
+from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command  # noqa: E402
 from shared.internal_http import SERVER_KEEPALIVE_SECONDS  # noqa: E402
+from shared.migrate import SERVICES, upgrade  # noqa: E402
+from shared.tokens import ensure_dev_keys  # noqa: E402
 from tests.conftest import DEFAULT_MYSQL_URL, create_mysql_database, drop_mysql_database  # noqa: E402
 
 MYSQL_SERVER_URL = os.environ.get("BENCH_MYSQL_URL", DEFAULT_MYSQL_URL)
@@ -114,6 +119,62 @@ class Processes:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs.clear()
+
+
+@dataclass
+class PrivateStack:
+    """What a bench's own platform runs on: its settings, the environment its processes get
+    (``os.environ`` with the stack's settings over it) and the key access tokens are signed with."""
+
+    settings: Settings
+    process_env: dict[str, str]
+    private_key: str
+
+    def start_gunicorn(self, processes: Processes, name: str, module: str, url: str, workers: int,
+                       threads: int) -> None:
+        """A service of this stack under gunicorn (gthread) at ``url``, waited for until its /healthz answers."""
+        processes.start(name, gunicorn_command(module, url.split("//", 1)[1], workers, threads),
+                        env=self.process_env, ready=lambda: is_ready(url + "/healthz"), timeout=30)
+
+
+def private_stack(processes: Processes, workdir: Path, database_url: str, service_token: str,
+                  **settings: str) -> PrivateStack:
+    """Start a private redis-server on a free port and prepare a platform on it and on
+    ``database_url`` (development keys under ``workdir/keys``, every service's migrations):
+    test mode, warning logs, free ports for credits and the gateway, rate limits out of the
+    way; ``settings`` (name=value) are added or override those."""
+    redis_port = free_port()
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+    processes.start("redis", redis_server_command(redis_server_binary(), redis_port, workdir / "redis"),
+                    ready=lambda: redis_answers(redis_url), timeout=10)
+    keys = workdir / "keys"
+    env = {
+        "APP_ENV": "test", "DATA_DIR": str(workdir / "data"), "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url, "SERVICE_TOKEN": service_token, "LOG_LEVEL": "WARNING",
+        "JWT_PRIVATE_KEY_PATH": str(keys / "private.pem"), "JWT_PUBLIC_KEY_PATH": str(keys / "public.pem"),
+        "CREDITS_PORT": str(free_port()), "GATEWAY_PORT": str(free_port()),
+        "RATE_LIMIT_GLOBAL": "1000000/minute", "RATE_LIMIT_GENERATE": "100000/minute", **settings,
+    }
+    loaded = load_settings(env)
+    loaded.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dev_keys(loaded)
+    for service in SERVICES:
+        upgrade(service, database_url)
+    return PrivateStack(loaded, {**os.environ, **env}, loaded.jwt_private_key_path.read_text())
+
+
+def local_env(workdir: Path, service_token: str, redis_url: str | None = None) -> dict[str, str]:
+    """``os.environ`` with a development platform in ``workdir`` on SQLite and the machine's Redis
+    (``redis_url``, else BENCH_REDIS_URL, else database 15), for ``deploy.local.service_commands``:
+    the gateway, auth, credits and gallery on free local ports, the global rate limit out of the
+    way and counted in a namespace of this run."""
+    return {**os.environ, "APP_ENV": "development", "DATA_DIR": str(workdir),
+            "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
+            "REDIS_URL": redis_url or os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
+            "SERVICE_TOKEN": service_token, "LOG_LEVEL": "WARNING", "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_PORT": str(free_port()), "CREDITS_PORT": str(free_port()),
+            "AUTH_PORT": str(free_port()), "GALLERY_PORT": str(free_port()),
+            "RATE_LIMIT_GLOBAL": "1000000000/minute", "RATE_LIMIT_NAMESPACE": f"bench-{service_token[:8]}"}
 
 
 @contextmanager

@@ -36,7 +36,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _harness import Processes, access_token, fresh_database, gunicorn_command, is_ready, wait_for
+from _harness import Processes, access_token, fresh_database, is_ready, private_stack, wait_for
 
 import psutil
 import requests
@@ -44,11 +44,8 @@ from sqlalchemy import bindparam, text
 
 from services.credits.client import CreditsClient
 from services.render.service import CATALOG_CACHE_SECONDS
-from shared.config import load_settings
 from shared.db import Database
-from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
-from shared.migrate import SERVICES, upgrade
-from shared.tokens import ensure_dev_keys
+from shared.embedded import free_port
 
 PY = sys.executable
 TOKEN = "bench-service-token"
@@ -61,38 +58,18 @@ class Fleet:
         self.workdir = workdir
         self.processes = processes
         self.step_delay = step_delay
-        redis_port = free_port()
-        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        processes.start("redis", redis_server_command(redis_server_binary(), redis_port, workdir / "redis"),
-                        ready=lambda: redis_answers(self.redis_url), timeout=10)
-        keys = workdir / "keys"
-        self.env = {
-            "APP_ENV": "test", "DATA_DIR": str(workdir / "data"), "DATABASE_URL": database_url,
-            "REDIS_URL": self.redis_url, "SERVICE_TOKEN": TOKEN, "LOG_LEVEL": "WARNING",
-            "JWT_PRIVATE_KEY_PATH": str(keys / "private.pem"), "JWT_PUBLIC_KEY_PATH": str(keys / "public.pem"),
-            "RENDER_QUEUE": "fleet", "CREDITS_PORT": str(free_port()), "GATEWAY_PORT": str(free_port()),
-            "RATE_LIMIT_GLOBAL": "1000000/minute", "RATE_LIMIT_GENERATE": "100000/minute",
-            "RENDER_USER_ACTIVE_LIMIT": "1000", "RENDER_HEARTBEAT_SECONDS": "2", "SIGNUP_BONUS": "100000",
-        }
-        self.process_env = {**os.environ, **self.env}
-        self.settings = load_settings(self.env)
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        ensure_dev_keys(self.settings)
-        for service in SERVICES:
-            upgrade(service, database_url)
+        stack = private_stack(processes, workdir, database_url, TOKEN, RENDER_QUEUE="fleet",
+                              RENDER_USER_ACTIVE_LIMIT="1000", RENDER_HEARTBEAT_SECONDS="2", SIGNUP_BONUS="100000")
+        self.settings, self.process_env, self.private_key = stack.settings, stack.process_env, stack.private_key
         self.db = Database(database_url)
-        self.private_key = self.settings.jwt_private_key_path.read_text()
-        self.gunicorn("credits", "services.credits.app", self.settings.credits_url, workers=2, threads=16)
+        stack.start_gunicorn(processes, "credits", "services.credits.app", self.settings.credits_url, workers=2,
+                             threads=16)
         self.gateway = f"http://127.0.0.1:{self.settings.gateway_port}"
-        self.gunicorn("gateway", "services.gateway.app", self.gateway, workers=2, threads=32)
+        stack.start_gunicorn(processes, "gateway", "services.gateway.app", self.gateway, workers=2, threads=32)
         self.scheduler: psutil.Process | None = None
         self.start_scheduler({})
         self.workers: list[tuple[str, psutil.Process, psutil.Process]] = []  # name, emulator, worker
         self.emulator_urls: dict[str, str] = {}
-
-    def gunicorn(self, name: str, module: str, url: str, workers: int, threads: int) -> None:
-        self.processes.start(name, gunicorn_command(module, url.split("//", 1)[1], workers, threads),
-                             env=self.process_env, ready=lambda: is_ready(url + "/healthz"), timeout=30)
 
     def start_scheduler(self, env: dict[str, str]) -> None:
         if self.scheduler is not None:

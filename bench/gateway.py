@@ -21,67 +21,47 @@ import secrets
 import shutil
 import statistics
 import tempfile
-import threading
-import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from _harness import Processes, Result, is_ready, percentile, run_wrk
-
-import requests
+from _harness import Load, Processes, is_ready, local_env, run_python_clients, run_wrk
 
 from deploy.local import service_commands
 from shared.config import load_settings
-from shared.embedded import free_port
 from shared.migrate import upgrade
 from shared.tokens import ensure_dev_keys
 
 PATH = "/api/credits/pricing"
 
 
-def run_threads(url: str, headers: dict[str, str], clients: int, seconds: float) -> Result:
-    latencies: list[float] = []
-    lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
-
-    def client() -> None:
-        session = requests.Session()
-        session.trust_env = False
-        own: list[float] = []
-        while time.monotonic() < stop_at:
-            started = time.perf_counter()
-            response = session.get(url, headers=headers, timeout=10)
-            own.append(time.perf_counter() - started)
-            if response.status_code != 200:
-                raise SystemExit(f"{url} answered {response.status_code}: {response.text[:300]}")
-        session.close()
-        with lock:
-            latencies.extend(own)
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
-    return Result(percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000,
-                  len(latencies) / elapsed, len(latencies))
+def run_load(base_url: str, headers: dict[str, str], clients: int, seconds: float, use_wrk: bool) -> Load:
+    """GET ``PATH`` on ``base_url`` from ``clients`` keep-alive connections; any failed request ends the bench."""
+    requests_ = [("GET", PATH, headers)]
+    if use_wrk:
+        load = run_wrk(base_url, requests_, clients, seconds)
+    else:
+        address = urlsplit(base_url)
+        load = run_python_clients(address.hostname, address.port, requests_, clients, seconds)
+    if load.errors:
+        raise SystemExit(f"{base_url}{PATH}: {load.errors} of {load.requests} requests failed")
+    return load
 
 
-def combine(results: list[Result]) -> Result:
+def combine(results: list[Load]) -> Load:
     """Rounds combined: the median of each figure."""
-    return Result(statistics.median(r.p50_ms for r in results), statistics.median(r.p99_ms for r in results),
-                  statistics.median(r.rps for r in results), sum(r.requests for r in results))
+    return Load(requests=sum(r.requests for r in results), rps=statistics.median(r.rps for r in results),
+                p50_ms=statistics.median(r.p50_ms for r in results),
+                p99_ms=statistics.median(r.p99_ms for r in results), errors=0)
 
 
-def measure(label: str, runner, targets: dict[str, tuple[str, dict[str, str]]], clients: int,
+def measure(label: str, use_wrk: bool, targets: dict[str, tuple[str, dict[str, str]]], clients: int,
             seconds: float, rounds: int) -> None:
     for url, headers in targets.values():  # warm up pools, imports and caches
-        runner(url, headers, clients, min(seconds, 2))
-    collected: dict[str, list[Result]] = {name: [] for name in targets}
+        run_load(url, headers, clients, min(seconds, 2), use_wrk)
+    collected: dict[str, list[Load]] = {name: [] for name in targets}
     for _ in range(rounds):
         for name, (url, headers) in targets.items():
-            collected[name].append(runner(url, headers, clients, seconds))
+            collected[name].append(run_load(url, headers, clients, seconds, use_wrk))
     combined = {name: combine(results) for name, results in collected.items()}
     print(f"\n{label}: {clients} keep-alive client(s), {rounds} × {seconds:g} s per target, GET {PATH}")
     print(f"  {'target':<10} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>9} {'requests':>9}")
@@ -102,13 +82,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     token = secrets.token_urlsafe(24)
-    env = {**os.environ, "APP_ENV": "development", "DATA_DIR": str(workdir),
-           "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
-           "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15"),
-           "SERVICE_TOKEN": token, "LOG_LEVEL": "WARNING", "GATEWAY_HOST": "127.0.0.1",
-           "GATEWAY_PORT": str(free_port()), "CREDITS_PORT": str(free_port()),
-           "AUTH_PORT": str(free_port()), "GALLERY_PORT": str(free_port()),
-           "RATE_LIMIT_GLOBAL": "1000000000/minute", "RATE_LIMIT_NAMESPACE": f"bench-{token[:8]}"}
+    env = local_env(workdir, token)
     settings = load_settings(env)
     ensure_dev_keys(settings)
     upgrade("credits", settings.credits_database_url)
@@ -118,14 +92,12 @@ def main() -> None:
         with Processes(workdir) as processes:
             processes.start("credits", commands["credits"], env=env, ready=lambda: is_ready(f"{service_url}/readyz"))
             processes.start("gateway", commands["gateway"], env=env, ready=lambda: is_ready(f"{gateway_url}/healthz"))
-            targets = {"direct": (service_url + PATH, {"X-Service-Token": token}),
-                       "gateway": (gateway_url + PATH, {})}
+            targets = {"direct": (service_url, {"X-Service-Token": token}), "gateway": (gateway_url, {})}
             use_wrk = shutil.which("wrk") is not None and not args.python_client
-            runner = run_wrk if use_wrk else run_threads
             print(f"gateway and credits under gunicorn as `make run` starts them; load from "
-                  f"{'wrk' if use_wrk else 'Python threads (requests.Session)'}; {os.cpu_count()} CPU cores")
-            measure("Under load", runner, targets, args.clients, args.seconds, args.rounds)
-            measure("Unloaded", runner, targets, 1, args.seconds, args.rounds)
+                  f"{'wrk' if use_wrk else 'Python threads (http.client)'}; {os.cpu_count()} CPU cores")
+            measure("Under load", use_wrk, targets, args.clients, args.seconds, args.rounds)
+            measure("Unloaded", use_wrk, targets, 1, args.seconds, args.rounds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import random
 import statistics
 import sys
@@ -35,16 +34,14 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _harness import Processes, access_token, fresh_database, gateway_command, gunicorn_command, is_ready, wait_for
+from _harness import Processes, access_token, fresh_database, gateway_command, is_ready, private_stack, wait_for
 
 import requests
 import websocket
 
 from services.credits.client import CreditsClient
-from shared.config import load_settings
-from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
-from shared.migrate import SERVICES, upgrade
-from shared.tokens import ensure_dev_keys
+from services.render.service import CATALOG_CACHE_SECONDS
+from shared.embedded import free_port
 
 PY = sys.executable
 TOKEN = "bench-service-token"
@@ -62,28 +59,11 @@ class Stack:
     def __init__(self, workdir: Path, database_url: str, processes: Processes) -> None:
         self.workdir = workdir
         self.processes = processes
-        redis_port = free_port()
-        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        processes.start("redis", redis_server_command(redis_server_binary(), redis_port, workdir / "redis"),
-                        ready=lambda: redis_answers(self.redis_url), timeout=10)
-        keys = workdir / "keys"
-        self.env = {
-            "APP_ENV": "test", "DATA_DIR": str(workdir / "data"), "DATABASE_URL": database_url,
-            "REDIS_URL": self.redis_url, "SERVICE_TOKEN": TOKEN, "LOG_LEVEL": "WARNING",
-            "JWT_PRIVATE_KEY_PATH": str(keys / "private.pem"), "JWT_PUBLIC_KEY_PATH": str(keys / "public.pem"),
-            "RENDER_QUEUE": "bench", "CREDITS_PORT": str(free_port()), "GATEWAY_PORT": str(free_port()),
-            "RATE_LIMIT_GLOBAL": "1000000/minute", "RATE_LIMIT_GENERATE": "100000/minute",
-        }
-        self.process_env = {**os.environ, **self.env}
-        settings = load_settings(self.env)
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        ensure_dev_keys(settings)
-        for service in SERVICES:
-            upgrade(service, settings.database_url)
-        self.settings = settings
-        self.private_key = settings.jwt_private_key_path.read_text()
-        self.gunicorn("credits", "services.credits.app", settings.credits_url, workers=2, threads=16)
-        self.gateway = f"http://127.0.0.1:{settings.gateway_port}"
+        stack = private_stack(processes, workdir, database_url, TOKEN, RENDER_QUEUE="bench")
+        self.settings, self.process_env, self.private_key = stack.settings, stack.process_env, stack.private_key
+        stack.start_gunicorn(processes, "credits", "services.credits.app", self.settings.credits_url, workers=2,
+                             threads=16)
+        self.gateway = f"http://127.0.0.1:{self.settings.gateway_port}"
         self.processes.start("gateway", gateway_command(self.gateway.split("//", 1)[1], workers=2),
                              env=self.process_env, ready=lambda: is_ready(self.gateway + "/healthz"), timeout=30)
         processes.start("scheduler", [PY, "-m", "services.render_worker.scheduler"], env=self.process_env)
@@ -92,10 +72,7 @@ class Stack:
             processes.start(f"worker-{name}", [PY, "-m", "services.render_worker", "--comfyui", url, "--name", name,
                                                "--loglevel", "WARNING"], env=self.process_env)
         wait_for(lambda: len(self.get("/api/models")["workers"]) == 2, 60, "two render workers")
-
-    def gunicorn(self, name: str, module: str, url: str, workers: int, threads: int) -> None:
-        self.processes.start(name, gunicorn_command(module, url.split("//", 1)[1], workers, threads),
-                             env=self.process_env, ready=lambda: is_ready(url + "/healthz"), timeout=30)
+        time.sleep(CATALOG_CACHE_SECONDS + 0.1)  # every gateway process sees them
 
     def emulator(self, name: str) -> str:
         port = free_port()
@@ -298,8 +275,8 @@ def bench_progress_latency(stack: Stack, clients: int, jobs: int) -> list[float]
         sockets = list(pool.map(lambda user: stack.socket(user[1]), users))
     latencies: list[float] = []
     for index in range(jobs):
-        ws = sockets[index]
-        job_id = stack.submit(users[index][1], steps=20, size="64x64")
+        ws = sockets[index % clients]
+        job_id = stack.submit(users[index % clients][1], steps=20, size="64x64")
         while True:
             event = json.loads(ws.recv())
             received = time.time()

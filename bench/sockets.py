@@ -35,14 +35,13 @@ import threading
 import time
 from pathlib import Path
 
-from _harness import PROJECT_ROOT, Processes, access_token, is_ready, percentile, run_wrk
+from _harness import PROJECT_ROOT, Processes, access_token, is_ready, local_env, percentile, run_wrk
 
 import psutil
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from deploy.local import service_commands
 from shared.config import load_settings
-from shared.embedded import free_port
 from shared.events import EventBus, redis_client
 from shared.migrate import upgrade
 from shared.tokens import ensure_dev_keys
@@ -119,12 +118,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-sockets-"))
     token = secrets.token_urlsafe(24)
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
-    env = {**os.environ, "APP_ENV": "development", "DATA_DIR": str(workdir),
-           "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}", "REDIS_URL": redis_url,
-           "SERVICE_TOKEN": token, "LOG_LEVEL": "WARNING", "GATEWAY_HOST": "127.0.0.1",
-           "GATEWAY_PORT": str(free_port()), "CREDITS_PORT": str(free_port()),
-           "AUTH_PORT": str(free_port()), "GALLERY_PORT": str(free_port()),
-           "RATE_LIMIT_GLOBAL": "1000000000/minute", "RATE_LIMIT_NAMESPACE": f"bench-{token[:8]}"}
+    env = local_env(workdir, token, redis_url)
     settings = load_settings(env)
     ensure_dev_keys(settings)
     for service in ("credits", "render"):

@@ -34,6 +34,26 @@ def env_int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def env_seconds(env: Mapping[str, str], name: str, default: float, *, maximum: float | None = None,
+                zero: bool = True) -> float:
+    """A duration in seconds (``default`` when unset): not negative, at most ``maximum``, and
+    not 0 unless ``zero`` (0 then means off)."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
+    if value < 0 or (value == 0 and not zero) or (maximum is not None and value > maximum):
+        if maximum is None:
+            bounds = "0 (off) or more" if zero else "above 0"
+        else:
+            bounds = f"from 0 (off) to {maximum:g}" if zero else f"above 0 and at most {maximum:g}"
+        raise ConfigError(f"{name} must be {bounds} seconds, got {raw!r}")
+    return value
+
+
 def env_positive(env: Mapping[str, str], name: str, default: int) -> int:
     value = env_int(env, name, default)
     if value < 1:

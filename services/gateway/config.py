@@ -12,7 +12,7 @@ from typing import Mapping
 
 from services.gateway.clientaddr import Network, parse_networks
 from services.gateway.ratelimit import Rate, RateLimits, parse_rate
-from shared.config import ConfigError, Settings, env_bool, env_positive, env_str
+from shared.config import ConfigError, Settings, env_bool, env_positive, env_seconds, env_str
 
 
 # Connections a gateway process keeps for HTTP beyond its sockets' cap, so sockets never crowd HTTP out.
@@ -39,32 +39,6 @@ class GatewayConfig:
     def worker_connections(self) -> int:
         """gunicorn's --worker-connections for one gateway process: its sockets, plus room for HTTP."""
         return self.ws_max_per_process + HTTP_CONNECTIONS_PER_PROCESS
-
-
-def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
-    if not 0 < value <= 3600:
-        raise ConfigError(f"{name} must be between 0 and 3600 seconds, got {raw!r}")
-    return value
-
-
-def _cache_seconds(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from exc
-    if not 0 <= value <= 300:
-        raise ConfigError(f"{name} must be between 0 (off) and 300 seconds, got {raw!r}")
-    return value
 
 
 def _rate(env: Mapping[str, str], name: str, default: str) -> Rate:
@@ -101,14 +75,14 @@ def load_config(settings: Settings, env: Mapping[str, str] | None = None) -> Gat
         ),
         trusted_proxies=trusted,
         cors_origins=_origins(env_str(env, "CORS_ORIGINS", "")),
-        connect_timeout=_seconds(env, "UPSTREAM_CONNECT_TIMEOUT", 2.0),
-        read_timeout=_seconds(env, "UPSTREAM_READ_TIMEOUT", 30.0),
-        get_read_timeout=_seconds(env, "UPSTREAM_GET_READ_TIMEOUT", 10.0),
-        ws_recheck_seconds=_seconds(env, "WS_RECHECK_SECONDS", 30.0),
-        api_token_cache_seconds=_seconds(env, "API_TOKEN_CACHE_SECONDS", 60.0),
-        ws_ping_seconds=_seconds(env, "WS_PING_SECONDS", 25.0),
+        connect_timeout=env_seconds(env, "UPSTREAM_CONNECT_TIMEOUT", 2.0, maximum=3600, zero=False),
+        read_timeout=env_seconds(env, "UPSTREAM_READ_TIMEOUT", 30.0, maximum=3600, zero=False),
+        get_read_timeout=env_seconds(env, "UPSTREAM_GET_READ_TIMEOUT", 10.0, maximum=3600, zero=False),
+        ws_recheck_seconds=env_seconds(env, "WS_RECHECK_SECONDS", 30.0, maximum=3600, zero=False),
+        api_token_cache_seconds=env_seconds(env, "API_TOKEN_CACHE_SECONDS", 60.0, maximum=3600, zero=False),
+        ws_ping_seconds=env_seconds(env, "WS_PING_SECONDS", 25.0, maximum=3600, zero=False),
         ws_max_per_user=env_positive(env, "WS_MAX_PER_USER", 8),
         ws_max_per_process=env_positive(env, "WS_MAX_PER_PROCESS", 4000),
         demo_backend=env_bool(env, "DEMO_BACKEND", False),
-        edge_cache_seconds=_cache_seconds(env, "EDGE_CACHE_SECONDS", 5.0),
+        edge_cache_seconds=env_seconds(env, "EDGE_CACHE_SECONDS", 5.0, maximum=300),
     )

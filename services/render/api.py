@@ -112,7 +112,7 @@ def admin_shares():
 
 @bp.put("/api/admin/render/shares/<id:user_id>")
 @doc("Set one user's fair-share weight (null: back to the role's weight); applies to jobs submitted "
-     "afterwards", auth="admin", body=ShareSchema)
+     "afterwards", auth="admin", body=ShareSchema, errors={404: "USER_NOT_FOUND", 503: "AUTH_UNAVAILABLE"})
 def admin_set_share(user_id: int):
     admin = require_admin()
     return ok(_service().set_share(admin.user_id, user_id, load_json(ShareSchema())["weight"]))

@@ -1,5 +1,5 @@
 """Erasing a deleted account from the render domain: its jobs (prompts included), outputs,
-uploads, and the files nothing else uses.
+uploads, its fair-share weight, and the files nothing else uses.
 
 Jobs still waiting are cancelled (and refunded, although credits closes the account anyway);
 running ones are flagged for their workers. Rows of a job go only once it has finished and
@@ -13,7 +13,7 @@ import logging
 from sqlalchemy import delete, select
 
 from services.render import jobs
-from services.render.models import RenderJob, RenderOutput, RenderUpload
+from services.render.models import RenderJob, RenderOutput, RenderUpload, RenderUserShare
 from services.render.service import RenderService
 from shared.errors import Conflict, ServiceError
 from shared.events import RetryLater
@@ -27,8 +27,8 @@ class ErasurePending(RetryLater):
 
 
 def remove_user(render: RenderService, user_id: int) -> dict[str, int]:
-    """Cancel the user's active jobs, then remove every finished job, output and upload of theirs
-    and their unreferenced files; returns what was removed. Idempotent."""
+    """Cancel the user's active jobs, then remove every finished job, output and upload of theirs,
+    their fair-share weight and their unreferenced files; returns what was removed. Idempotent."""
     _cancel_active(render, user_id)
     with render.db.transaction() as session:
         unfinished = session.scalar(
@@ -46,6 +46,7 @@ def remove_user(render: RenderService, user_id: int) -> dict[str, int]:
             "outputs": session.execute(delete(RenderOutput).where(RenderOutput.user_id == user_id)).rowcount,
             "uploads": session.execute(delete(RenderUpload).where(RenderUpload.user_id == user_id)).rowcount,
             "jobs": session.execute(delete(RenderJob).where(RenderJob.user_id == user_id)).rowcount,
+            "shares": session.execute(delete(RenderUserShare).where(RenderUserShare.user_id == user_id)).rowcount,
         }
     keys = [key for row in outputs for key in row] + uploads + sources
     try:

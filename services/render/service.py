@@ -373,7 +373,9 @@ class RenderService:
     # -- fair share -------------------------------------------------------------------
     def set_share(self, admin_id: int, user_id: int, weight: float | None) -> dict[str, Any]:
         """An administrator sets one user's weight (None: back to the role's); it applies to the
-        jobs the user submits from now on."""
+        jobs the user submits from now on. NotFound (USER_NOT_FOUND) for a user auth does not know."""
+        if self.auth.user(user_id) is None:
+            raise NotFound("No such user.", code="USER_NOT_FOUND")
         with self.db.transaction() as session:
             share = session.get(RenderUserShare, user_id)
             if weight is None:

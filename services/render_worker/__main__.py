@@ -26,7 +26,9 @@ import time
 log = logging.getLogger("render_worker")
 
 
-def _wait_for_comfyui(url: str) -> None:
+def _wait_for_comfyui(url: str, worker_id: str) -> None:
+    """Until ComfyUI answers; meanwhile ``/metrics`` reports it down for this worker."""
+    from services.render.metrics import COMFYUI_UP
     from services.render_worker.comfyui import ComfyUIClient, ComfyUIError
 
     client, delay = ComfyUIClient(url), 0.5
@@ -35,6 +37,7 @@ def _wait_for_comfyui(url: str) -> None:
             client.system_stats()
             return
         except ComfyUIError as exc:
+            COMFYUI_UP.labels(worker_id, client.base_url).set(0)
             print(f"render worker: ComfyUI at {url} does not answer yet ({exc.message}); retrying in {delay:.1f} s",
                   file=sys.stderr, flush=True)
             time.sleep(delay)
@@ -60,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from services.render.config import load_config
     from shared.config import load_settings
-    _wait_for_comfyui(load_config(load_settings()).comfyui_url)
+    from shared.metrics import serve_metrics
+    serve_metrics("render-worker")  # from the start: a worker waiting for its ComfyUI is seen waiting
+    _wait_for_comfyui(load_config(load_settings()).comfyui_url, f"{args.name}@{socket.gethostname()}")
 
     from services.render_worker import worker
     from services.render_worker.worker import capable_queues, celery, config, context

@@ -13,7 +13,8 @@ arrived, a job ended) and at least every ``RENDER_SCHEDULE_SECONDS``. Each pass
   (``job.position``: at once for a job new in line, at most once a second when it moved);
 and every ``RENDER_RECONCILE_SECONDS``, or at once when Redis lost its data, it syncs the
 line with the database: queued jobs found in neither the waiting nor the released set are
-put back (in fair order), entries of jobs that no longer wait are dropped.
+put back (in fair order), entries of jobs that no longer wait are dropped, and what it
+kept about workers that are gone (last model, declared queue) is forgotten.
 
 Run one or more anywhere that reaches the database, Redis and the broker: a lease in
 Redis (``<RENDER_QUEUE>:sched:lock``) lets one release at a time; another takes over
@@ -44,7 +45,7 @@ from services.render import jobs
 from services.render.metrics import SCHEDULER_LEADING, SCHEDULER_RELEASED, SCHEDULER_TAKEN_BACK, SCHEDULER_WAITING
 from services.render.catalog import MODEL_KINDS, alive_key, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig, load_config
-from services.render.dispatch import declare_worker_queue, estimated_start_seconds, send_job
+from services.render.dispatch import declare_worker_queue, estimated_start_seconds, send_job, worker_queue
 from services.render.scheduler import (BATCH, INTERACTIVE, LANES, Entry, FairQueue, Policy, Released, Snapshot,
                                        WorkerSlots, entry_for, interleaved, plan)
 from services.render.workflows import TemplateStore
@@ -242,6 +243,8 @@ class Scheduler:
         self.redis.set(self.fair.epoch_key, self.owner)
         self._synced_at = time.monotonic()
         self._entries = {}
+        for worker_id in self._declared - alive_ids:  # ids are new on every start: never sent to again
+            self.celery.amqp.queues.pop(worker_queue(self.config.queue_prefix, worker_id), None)
         self._declared &= alive_ids
         if restored:
             log.warning("scheduler: put %s queued jobs back in line (Redis had lost them)", restored)

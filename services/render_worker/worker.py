@@ -23,7 +23,6 @@ from typing import Callable
 from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
 
 from shared.config import load_settings
-from shared.metrics import serve_metrics
 from shared.tasks import make_celery
 from shared.web import configure_logging
 
@@ -113,12 +112,6 @@ def start_worker_threads(sender, **_kwargs) -> None:
     publisher.start()
     _threads.append(publisher)
     log.info("render worker %s serving %s on %s", ctx.worker_id, queues, config.comfyui_url)
-
-
-@worker_ready.connect
-def serve_worker_metrics(sender, **_kwargs) -> None:
-    """``/metrics`` on ``METRICS_PORT``: jobs, durations and ComfyUI reachability of this worker."""
-    serve_metrics("render-worker")
 
 
 def _platform_logging(loglevel=None, **_kwargs) -> None:

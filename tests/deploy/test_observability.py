@@ -14,8 +14,11 @@ from shared.db import pool_limits
 
 OBSERVABILITY = PROJECT_ROOT / "deploy" / "observability"
 DECLARATION = re.compile(r"""\b(Counter|Gauge|Histogram|GaugeCollector)\(\s*["']([a-z_:][a-z0-9_:]*)["']""")
-# A metric in a query: a name followed by its label matchers or a range.
-SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\s*[{\[]")
+# What a query holds besides metric names: strings, label matchers, ranges, grouping clauses.
+NOT_NAMES = re.compile(r'"(?:[^"\\]|\\.)*"|\{[^}]*\}|\[[^\]]*\]|\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)')
+# A name not inside a number and not called like a function.
+NAME = re.compile(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\b(?!\s*\()")
+KEYWORDS = {"and", "or", "unless", "bool", "offset"}
 SUFFIXES = {"Counter": ("_total",), "Histogram": ("_bucket", "_count", "_sum"), "Gauge": ("",),
             "GaugeCollector": ("",)}
 BUILTIN = {"up"}  # Prometheus' own, per scrape target
@@ -40,6 +43,11 @@ def alert_queries() -> list[str]:
     return [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
 
 
+def metric_names(query: str) -> set[str]:
+    """The metrics a PromQL query reads, with or without label matchers."""
+    return set(NAME.findall(NOT_NAMES.sub(" ", query))) - KEYWORDS
+
+
 def test_the_code_declares_the_metrics_the_issue_asks_for():
     assert {"http_requests_total", "http_request_duration_seconds_bucket", "gateway_open_websockets",
             "render_jobs_total", "render_seconds_bucket", "render_queue_wait_seconds_bucket",
@@ -47,10 +55,15 @@ def test_the_code_declares_the_metrics_the_issue_asks_for():
             "credits_held", "render_comfyui_up"} <= exported()
 
 
+def test_metric_names_are_found_in_a_query_with_or_without_label_matchers():
+    query = 'sum by (queue) (rate(jobs_total{outcome="failed"}[5m])) / max(slots) > 0.5 and absent(up == 1) offset 5m'
+    assert metric_names(query) == {"jobs_total", "slots", "up"}
+
+
 def test_dashboard_and_alerts_name_only_metrics_that_exist():
     queries = dashboard_queries() + alert_queries()
     assert len(queries) >= 10
-    named = {name for query in queries for name in SELECTOR.findall(query)}
+    named = {name for query in queries for name in metric_names(query)}
     assert named, "no metric found in the queries"
     assert named <= exported(), f"not exported by any process: {sorted(named - exported())}"
 

@@ -1,11 +1,13 @@
 """Fixtures of the render API's tests: the app on a private queue, Redis without other
-workers' catalogs, a live worker's catalog, and a user with a credit account."""
+workers' catalogs, a live worker's catalog, a user with a credit account, and a stand-in for
+auth's user directory."""
 from __future__ import annotations
 
 import random
 from dataclasses import replace
 
 import pytest
+from flask import Flask, jsonify, request
 
 from services.credits.client import CreditsClient
 from services.render.app import create_app
@@ -13,6 +15,7 @@ from services.render.catalog import alive_key, publish_catalog
 from services.render_worker.scheduler import Scheduler
 from shared.events import redis_client
 from shared.tasks import make_celery
+from tests.conftest import TEST_SERVICE_TOKEN, serve
 from tests.render_fixtures import MODEL
 
 
@@ -63,3 +66,42 @@ def user(render_settings, issue_token):
     user_id = random.randint(10**6, 10**9)
     CreditsClient(render_settings.credits_url, render_settings.service_token).open_account(user_id)
     return user_id, {"Authorization": f"Bearer {issue_token(user_id, f'u{user_id}')}"}
+
+
+@pytest.fixture
+def auth_directory():
+    """A stand-in for auth's directory (``GET /internal/users?ids=`` and ``/internal/users/<id>``):
+    ``entries`` maps ids to entries; each list call's ids are kept in ``calls``."""
+    entries: dict[int, dict] = {}
+    calls: list[str] = []
+    directory = Flask("auth_directory")
+
+    @directory.before_request
+    def service_token():
+        if request.headers.get("X-Service-Token") != TEST_SERVICE_TOKEN:
+            return jsonify({"success": False, "error": {"code": "SERVICE_TOKEN_REQUIRED"}}), 403
+
+    @directory.get("/internal/users")
+    def users():
+        calls.append(request.args["ids"])
+        ids = [int(i) for i in request.args["ids"].split(",")]
+        return jsonify({"success": True, "data": {"items": [entries[i] for i in ids if i in entries]}})
+
+    @directory.get("/internal/users/<int:user_id>")
+    def one_user(user_id: int):
+        if user_id not in entries:
+            return jsonify({"success": False, "error": {"code": "USER_NOT_FOUND", "message": "No such user.",
+                                                        "details": {}}}), 404
+        return jsonify({"success": True, "data": entries[user_id]})
+
+    running = serve(directory)
+    yield running.url, entries, calls
+    running.stop()
+
+
+@pytest.fixture
+def app_with_auth(render_settings, render_config, queue, auth_directory):
+    """The app on the same private queue as ``app``, asking ``auth_directory`` about users."""
+    app = create_app(replace(render_settings, auth_url=auth_directory[0]), replace(render_config, queue_prefix=queue))
+    yield app
+    app.extensions["render"].db.dispose()

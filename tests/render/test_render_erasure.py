@@ -1,5 +1,5 @@
 """A deleted account leaves nothing in the render domain: jobs (with their prompts), outputs,
-uploads and files go; waiting jobs are cancelled and refunded first; a running one is waited for."""
+uploads, its fair-share weight and files go; waiting jobs are cancelled and refunded first; a running one is waited for."""
 from __future__ import annotations
 
 import io
@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from services.render import jobs
 from services.render.erasure import ErasurePending, remove_user
 from services.render.events import handle
-from services.render.models import RenderJob, RenderOutput, RenderUpload
+from services.render.models import RenderJob, RenderOutput, RenderUpload, RenderUserShare
 from services.render_worker.pipeline import build_context, render_job
 from shared.events import USER_DELETED
 
@@ -27,7 +27,8 @@ def png(colour: tuple[int, int, int]) -> bytes:
 def rows_of(render, user_id: int) -> dict[str, int]:
     with render.db.read() as session:
         return {name: session.scalar(select(func.count()).select_from(model).where(model.user_id == user_id))
-                for name, model in (("jobs", RenderJob), ("outputs", RenderOutput), ("uploads", RenderUpload))}
+                for name, model in (("jobs", RenderJob), ("outputs", RenderOutput), ("uploads", RenderUpload),
+                                    ("shares", RenderUserShare))}
 
 
 def test_a_deleted_users_jobs_outputs_uploads_and_files_go_and_shared_files_stay(
@@ -51,17 +52,20 @@ def test_a_deleted_users_jobs_outputs_uploads_and_files_go_and_shared_files_stay
         own_key = session.get(RenderUpload, own_upload["id"]).image_key
         shared_key = session.get(RenderUpload, other["id"]).image_key
     assert len(output_keys) == 4 and all(render.storage.exists(key) for key in output_keys + [own_key, shared_key])
+    with render.db.transaction() as session:  # an administrator gave the user a weight of their own
+        session.add(RenderUserShare(user_id=user_id, weight=2.0, updated_by=1))
 
     handle(render, {"type": USER_DELETED, "userId": str(user_id)})
 
-    assert rows_of(render, user_id) == {"jobs": 0, "outputs": 0, "uploads": 0}
+    assert rows_of(render, user_id) == {"jobs": 0, "outputs": 0, "uploads": 0, "shares": 0}
     assert balance(render_settings, user_id) == {"available": 470, "held": 0}, "the waiting job was refunded"
     assert not any(render.storage.exists(key) for key in output_keys + [own_key])
     assert render.storage.exists(shared_key), "the other user's upload keeps its file"
     assert rows_of(render, user_id + 1)["uploads"] == 1
     owner_view = client.get(f"/api/jobs/{waiting}", headers=headers)
     assert owner_view.status_code == 404
-    assert remove_user(render, user_id) == {"jobs": 0, "outputs": 0, "uploads": 0, "files": 0}, "idempotent"
+    assert remove_user(render, user_id) == {"jobs": 0, "outputs": 0, "uploads": 0, "shares": 0, "files": 0}, \
+        "idempotent"
 
 
 def test_a_running_job_is_flagged_and_waited_for_before_its_rows_go(app, user, live_worker, render_settings):

@@ -8,19 +8,15 @@ import io
 import json
 import time
 import uuid
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
-from flask import Flask, jsonify, request
 from PIL import Image
 
-from services.render.app import create_app
 from services.render.catalog import publish_catalog
 from services.render_worker.pipeline import build_context, render_job
 from shared.events import redis_db, user_channel
 from shared.storage import make_storage
-from tests.conftest import TEST_SERVICE_TOKEN, serve
 from tests.render_fixtures import BODY, MODEL, balance
 
 
@@ -227,48 +223,23 @@ def test_an_admin_cancels_any_users_job_with_the_refund(app, admin, user, live_w
     assert client.delete(f"/api/admin/jobs/{job_id}", headers=headers).status_code == 403
 
 
-@pytest.fixture
-def auth_directory():
-    """A stand-in for auth's ``GET /internal/users?ids=``: ``entries`` maps ids to entries; each
-    call's ids are kept in ``calls``."""
-    entries: dict[int, dict] = {}
-    calls: list[str] = []
-    directory = Flask("auth_directory")
-
-    @directory.get("/internal/users")
-    def users():
-        if request.headers.get("X-Service-Token") != TEST_SERVICE_TOKEN:
-            return jsonify({"success": False, "error": {"code": "SERVICE_TOKEN_REQUIRED"}}), 403
-        calls.append(request.args["ids"])
-        ids = [int(i) for i in request.args["ids"].split(",")]
-        return jsonify({"success": True, "data": {"items": [entries[i] for i in ids if i in entries]}})
-
-    running = serve(directory)
-    yield running.url, entries, calls
-    running.stop()
-
-
-def test_admin_job_lists_name_each_owner_from_one_directory_call(render_settings, render_config, queue, admin,
-                                                                 user, issue_token, live_worker, auth_directory):
-    url, entries, calls = auth_directory
-    app = create_app(replace(render_settings, auth_url=url), replace(render_config, queue_prefix=queue))
-    try:
-        client = app.test_client()
-        other_id = user[0] + 1
-        other = {"Authorization": f"Bearer {issue_token(other_id, 'other')}"}
-        balance(render_settings, other_id)
-        mine = client.post("/api/generate", json=BODY, headers=user[1]).json["data"]["job"]["id"]
-        theirs = client.post("/api/generate", json=BODY, headers=other).json["data"]["job"]["id"]
-        entries[user[0]] = {"id": user[0], "username": "xiaoming", "displayName": "小明"}
-        listed = client.get("/api/admin/jobs", query_string={"status": "queued", "pageSize": 100}, headers=admin)
-        assert listed.status_code == 200
-        items = {item["id"]: item for item in listed.json["data"]["items"]}
-        assert (items[mine]["username"], items[mine]["displayName"], items[mine]["userId"]) == ("xiaoming", "小明",
-                                                                                                   user[0])
-        assert (items[theirs]["username"], items[theirs]["userId"]) == (None, other_id)
-        assert len(calls) == 1 and {user[0], other_id} <= {int(i) for i in calls[0].split(",")}
-    finally:
-        app.extensions["render"].db.dispose()
+def test_admin_job_lists_name_each_owner_from_one_directory_call(app_with_auth, render_settings, admin, user,
+                                                                 issue_token, live_worker, auth_directory):
+    _, entries, calls = auth_directory
+    client = app_with_auth.test_client()
+    other_id = user[0] + 1
+    other = {"Authorization": f"Bearer {issue_token(other_id, 'other')}"}
+    balance(render_settings, other_id)
+    mine = client.post("/api/generate", json=BODY, headers=user[1]).json["data"]["job"]["id"]
+    theirs = client.post("/api/generate", json=BODY, headers=other).json["data"]["job"]["id"]
+    entries[user[0]] = {"id": user[0], "username": "xiaoming", "displayName": "小明"}
+    listed = client.get("/api/admin/jobs", query_string={"status": "queued", "pageSize": 100}, headers=admin)
+    assert listed.status_code == 200
+    items = {item["id"]: item for item in listed.json["data"]["items"]}
+    assert (items[mine]["username"], items[mine]["displayName"], items[mine]["userId"]) == ("xiaoming", "小明",
+                                                                                               user[0])
+    assert (items[theirs]["username"], items[theirs]["userId"]) == (None, other_id)
+    assert len(calls) == 1 and {user[0], other_id} <= {int(i) for i in calls[0].split(",")}
 
 
 def test_admin_job_lists_stand_when_auth_is_down(app, admin, user, live_worker, caplog):

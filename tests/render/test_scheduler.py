@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from services.render.catalog import alive_key, publish_catalog
+from services.render.catalog import KEY_PREFIX, alive_key, publish_catalog
 from services.render.models import RenderJob
 from services.render.scheduler import BATCH, INTERACTIVE, Entry, FairQueue, Policy, WorkerSlots, plan
 from services.credits.client import CreditsClient
@@ -202,6 +202,23 @@ def test_a_job_released_to_a_worker_that_died_before_claiming_it_goes_to_another
     assert list(scheduler.fair.released()) == [job_id]
 
 
+def test_a_sync_forgets_what_it_kept_about_workers_that_are_gone(app, user, live_worker, scheduler, redis, queue):
+    """Worker ids are new on every start: the queues the scheduler declared must not pile up with restarts."""
+    job_id = _admit(app, user[1])
+    assert scheduler.run_once() == 1 and _worker_messages(redis, queue, "render@a") == [job_id]
+    publish_catalog(redis, {"workerId": "render@b", "checkpoints": [MODEL], "workflows": ["text2img"], "slots": 1})
+    redis.set(alive_key("render@b"), "1", ex=30)
+    redis.delete(alive_key("render@a"), KEY_PREFIX + "render@a")  # render@a died; its catalog expired
+    scheduler._catalogs = (float("-inf"), [])  # the catalogs it cached a moment ago
+    assert scheduler.run_once() == 1 and _worker_messages(redis, queue, "render@b") == [job_id]
+    queues = scheduler.celery.amqp.queues
+    assert {f"{queue}.worker.render@a", f"{queue}.worker.render@b"} <= set(queues)
+    scheduler.sync()
+    assert f"{queue}.worker.render@a" not in queues and "render@a" not in scheduler.fair.last_models()
+    assert f"{queue}.worker.render@b" in queues and scheduler.fair.last_models().get("render@b") == MODEL
+    assert scheduler._declared == {"render@b"}
+
+
 def test_a_draining_worker_gets_no_job_and_what_it_has_not_claimed_goes_to_another(app, user, live_worker, scheduler,
                                                                                    redis, queue):
     first = _admit(app, user[1])
@@ -218,9 +235,10 @@ def test_a_draining_worker_gets_no_job_and_what_it_has_not_claimed_goes_to_anoth
     assert sorted(scheduler.fair.released()) == sorted([first, second])
 
 
-def test_administrators_set_a_users_weight_for_the_jobs_they_submit_next(app, user, issue_token, live_worker,
-                                                                         scheduler):
-    user_id, headers = user
+def test_administrators_set_a_users_weight_for_the_jobs_they_submit_next(app_with_auth, auth_directory, user,
+                                                                         issue_token, live_worker, scheduler):
+    app, (user_id, headers) = app_with_auth, user
+    auth_directory[1][user_id] = {"id": user_id, "username": "xiaoming", "displayName": "小明"}
     admin = {"Authorization": f"Bearer {issue_token(1, 'root', role='admin')}"}
     client = app.test_client()
     assert client.put(f"/api/admin/render/shares/{user_id}", json={"weight": 3}, headers=headers).status_code == 403
@@ -231,14 +249,27 @@ def test_administrators_set_a_users_weight_for_the_jobs_they_submit_next(app, us
     assert [e.weight for e, _ in scheduler.fair.waiting(INTERACTIVE) if e.job_id == job_id] == [3.0]
     shares = client.get("/api/admin/render/shares", headers=admin).json["data"]
 
-    def mine(rows: list[dict]) -> list[dict]:  # names are left out: this test runs no auth service
-        return [{k: v for k, v in row.items() if k not in ("username", "displayName")}
-                for row in rows if row["userId"] == user_id]
+    def mine(rows: list[dict]) -> list[dict]:
+        return [row for row in rows if row["userId"] == user_id]
 
-    assert mine(shares["users"]) == [{"userId": user_id, "weight": 3.0}]
-    assert mine(shares["waiting"]) == [{"userId": user_id, "lane": INTERACTIVE, "weight": 3.0, "waiting": 1}]
+    named = {"username": "xiaoming", "displayName": "小明"}
+    assert mine(shares["users"]) == [{"userId": user_id, "weight": 3.0, **named}]
+    assert mine(shares["waiting"]) == [{"userId": user_id, "lane": INTERACTIVE, "weight": 3.0, "waiting": 1, **named}]
     client.put(f"/api/admin/render/shares/{user_id}", json={"weight": None}, headers=admin)
     assert mine(client.get("/api/admin/render/shares", headers=admin).json["data"]["users"]) == []
+
+
+def test_a_weight_for_a_user_auth_does_not_know_is_refused(app_with_auth, app, issue_token):
+    admin = {"Authorization": f"Bearer {issue_token(1, 'root', role='admin')}"}
+    unknown = 987_654_321
+    answer = app_with_auth.test_client().put(f"/api/admin/render/shares/{unknown}", json={"weight": 2},
+                                             headers=admin)
+    assert answer.status_code == 404
+    assert answer.json["success"] is False and answer.json["error"]["code"] == "USER_NOT_FOUND"
+    shares = app_with_auth.test_client().get("/api/admin/render/shares", headers=admin).json["data"]
+    assert [row for row in shares["users"] if row["userId"] == unknown] == []
+    down = app.test_client().put(f"/api/admin/render/shares/{unknown}", json={"weight": 2}, headers=admin)
+    assert (down.status_code, down.json["error"]["code"]) == (503, "AUTH_UNAVAILABLE"), "auth not answering"
 
 
 def test_waiting_users_hear_their_place_in_the_order_the_scheduler_releases(app, user, issue_token, live_worker,

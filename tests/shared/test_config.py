@@ -1,6 +1,6 @@
 import pytest
 
-from shared.config import ConfigError, load_settings
+from shared.config import ConfigError, env_seconds, load_settings
 
 
 def test_development_defaults_put_everything_under_the_data_folder(tmp_path):
@@ -39,3 +39,21 @@ def test_access_tokens_are_short_lived_and_never_zero(tmp_path):
     assert load_settings({"DATA_DIR": str(tmp_path)}).access_token_minutes == 15
     with pytest.raises(ConfigError, match="ACCESS_TOKEN_MINUTES"):
         load_settings({"DATA_DIR": str(tmp_path), "ACCESS_TOKEN_MINUTES": "0"})
+
+
+@pytest.mark.parametrize("raw, bounds, expected", [
+    ("", {}, 7.0),
+    ("0", {}, 0.0),
+    ("2.5", {"maximum": 300}, 2.5),
+    ("300", {"maximum": 300}, 300.0),
+    ("-1", {}, r"0 \(off\) or more seconds"),
+    ("301", {"maximum": 300}, r"from 0 \(off\) to 300 seconds"),
+    ("0", {"maximum": 3600, "zero": False}, "above 0 and at most 3600 seconds"),
+    ("soon", {}, "a number of seconds"),
+])
+def test_durations_are_read_within_their_bounds(raw, bounds, expected):
+    if isinstance(expected, float):
+        assert env_seconds({"WAIT_SECONDS": raw}, "WAIT_SECONDS", 7.0, **bounds) == expected
+    else:
+        with pytest.raises(ConfigError, match=f"WAIT_SECONDS must be {expected}"):
+            env_seconds({"WAIT_SECONDS": raw}, "WAIT_SECONDS", 7.0, **bounds)
