@@ -11,6 +11,8 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
+from typing import Iterator
 
 import pytest
 import requests
@@ -56,6 +58,22 @@ class Output(threading.Thread):
         pytest.fail(f"no {count}× {pattern!r} in:\n{''.join(self.lines)}")
 
 
+@contextmanager
+def _supervising(script: str) -> Iterator[tuple[subprocess.Popen, Output]]:
+    """Run a supervisor script in its own process group; kill what is left of it afterwards."""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    output = Output(proc)
+    try:
+        yield proc, output
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        output.join(timeout=5)
+        proc.stdout.close()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.killpg(pid, 0)
@@ -65,10 +83,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_dying_child_is_restarted_with_a_growing_back_off_and_ctrl_c_stops_all():
-    proc = subprocess.Popen([sys.executable, "-c", SUPERVISE], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    output = Output(proc)
-    try:
+    with _supervising(SUPERVISE) as (proc, output):
         delays = output.wait_for(r"flaky exited after [\d.]+ s; restarting it in (\d+) s", count=3)
         assert delays[:3] == ["1", "2", "4"], "a child that keeps dying waits longer each time"
         assert len(output.wait_for(r"flaky is up", count=3)) >= 3
@@ -82,12 +97,6 @@ def test_a_dying_child_is_restarted_with_a_growing_back_off_and_ctrl_c_stops_all
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 130
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    output.join(timeout=5)
-    proc.stdout.close()
     pids = [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", "".join(output.lines))]
     assert not [pid for pid in pids if _alive(pid)], "Ctrl-C leaves no child behind"
     assert "restarting" not in "".join(output.lines).split("SIGINT received")[-1], "nothing restarts after Ctrl-C"
@@ -106,20 +115,11 @@ sys.exit(supervisor.returncode)
 
 
 def test_ctrl_c_stops_what_the_others_need_only_once_they_have_gone():
-    proc = subprocess.Popen([sys.executable, "-c", STOP_LAST], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    output = Output(proc)
-    try:
+    with _supervising(STOP_LAST) as (proc, output):
         output.wait_for(r"backing started")
         output.wait_for(r"app started")
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 130
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    output.join(timeout=5)
-    proc.stdout.close()
     events = [line.split("| ", 1)[-1].strip() for line in output.lines
               if re.search(r"app done|(app|backing) stopped|sending SIGTERM to (app|backing)", line)]
     assert [re.sub(r" \(.*", "", event) for event in events] == [
