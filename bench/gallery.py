@@ -3,6 +3,7 @@
     .venv/bin/python bench/gallery.py [--works 2000 --users 100 --likes 8500] [--seconds 8]
                                       [--connections 16] [--wrk | --python-client]
                                       [--scale-works 1000000] [--scale-backend mariadb|sqlite|both|none]
+                                      [--only detail]
 
 Throughput (the first part): a fresh MariaDB database (127.0.0.1:3306 as root, or
 BENCH_MYSQL_URL) with every service's migrations, filled by the demo generator (the
@@ -226,6 +227,8 @@ def throughput(args: argparse.Namespace, use_wrk: bool) -> None:
             "anonymous detail": [("GET", path, {}) for path in details],
             "anonymous search": [("GET", path, {}) for path in searches],
         }
+        if args.only:
+            scenarios = {name: requests_ for name, requests_ in scenarios.items() if args.only in name}
         bench = Throughput(stack, pids, use_wrk, args.connections, args.seconds)
         print(f"\n{args.connections} connections, {args.seconds:g} s each, load from "
               f"{'wrk -t2' if use_wrk else 'Python threads'}; {len(ids)} public works on MariaDB; "
@@ -335,6 +338,7 @@ def main() -> None:
     parser.add_argument("--scale-backend", choices=("mariadb", "sqlite", "both", "none"), default="mariadb")
     parser.add_argument("--requests", type=int, default=300, help="requests per row at scale")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--only", help="throughput scenarios whose name contains this (e.g. detail)")
     args = parser.parse_args()
 
     use_wrk = False
