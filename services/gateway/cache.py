@@ -10,9 +10,17 @@ Key: the path and its query parameters sorted (``pageSize=20&sort=newest`` and
 
 Two layers: each gateway process keeps a small dictionary in front of Redis, which all
 gateway processes share. An entry carries its body, its ``ETag`` (a digest of the body) and
-when it was fetched; it is served while younger than ``EDGE_CACHE_SECONDS``, with
+when it was fetched. A page is served while younger than ``EDGE_CACHE_SECONDS``, with
 ``Cache-Control: public, max-age=<what is left>``, ``Age`` and ``Vary: Authorization``, and a
-matching ``If-None-Match`` gets 304. So counters (likes, views) lag by at most that long.
+matching ``If-None-Match`` gets 304. So its counters (likes, views) lag by at most that long.
+
+A work's details live ``EDGE_DETAIL_SECONDS`` (60 s: a visitor opens any of thousands of
+works, few of them twice within a few seconds), and each answer lays the work's current
+likes, views and downloads over the kept body, from the hash the gallery writes as they
+change (``counters_key``, one HMGET; ``services/gateway/client.py`` says who writes it and
+when). Such an answer is as of now (``Age: 0``, ``max-age=EDGE_CACHE_SECONDS``, an ``ETag``
+of what is sent); with the hash missing or incomplete the details are fetched again, and the
+counters they carry fill the hash's missing fields.
 
 Invalidation: services move the generation counter on after a change the public sees
 (``services/gateway/client.py``); entries are stored under the generation they were fetched
@@ -32,13 +40,14 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
+import orjson
 import redis
 from flask import Request, Response
 
-from services.gateway.client import GENERATION_CHECK_SECONDS, generation_key
+from services.gateway.client import COUNTERS, GENERATION_CHECK_SECONDS, counters_key, generation_key
 from shared.metrics import Counter
 from shared.web import IdConverter
 
@@ -48,6 +57,7 @@ _ANSWERED = Counter("gateway_edge_cache_total", "Anonymous public reads by how t
 ANSWERS = {state: _ANSWERED.labels(state.lower()) for state in ("HIT", "MISS", "PASS")}
 
 CACHED_PATHS = re.compile(rf"/api/works/(?:gallery|{IdConverter.regex})")
+DETAIL_PATH = re.compile(rf"/api/works/({IdConverter.regex})(?:\?.*)?", re.DOTALL)  # matched against a key
 LOCAL_ENTRIES = 4096
 LOCK_STRIPES = 64
 REFRESH_AT = 0.8  # of the lifetime: from then on, one request refetches while the rest are served
@@ -61,6 +71,7 @@ class Entry:
     etag: str
     content_type: str
     body: bytes
+    live: bool = False  # a work's details with its counters laid over now (never kept as such)
 
     def pack(self) -> bytes:
         return b"%d\n%.3f\n%s\n%s\n" % (self.generation, self.fetched_at, self.etag.encode(),
@@ -81,6 +92,34 @@ def cache_key(request: Request) -> str:
     return key_of(request.path, request.query_string.decode("latin-1"))
 
 
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def detail_work_id(key: str) -> int | None:
+    """The work whose details ``key`` holds; None for a page."""
+    found = DETAIL_PATH.fullmatch(key)
+    return int(found.group(1)) if found else None
+
+
+def with_counters(entry: Entry, counters: dict[str, int]) -> Entry:
+    """The details in ``entry`` with these counters, as they are answered now."""
+    document = orjson.loads(entry.body)
+    document["data"]["work"].update(counters)
+    body = orjson.dumps(document)
+    return replace(entry, etag=etag_of(body), body=body, live=True)
+
+
+def counters_in(body: bytes) -> dict[str, int] | None:
+    """The counters of the work in a details answer; None if it does not look like one."""
+    try:
+        work = orjson.loads(body)["data"]["work"]
+        counters = {name: work[name] for name in COUNTERS}
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return counters if all(type(value) is int for value in counters.values()) else None
+
+
 def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
@@ -90,10 +129,11 @@ def etag_matches(header: str | None, etag: str) -> bool:
 class EdgeCache:
     """Anonymous answers by key: the process's own layer in front of Redis."""
 
-    def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: float) -> None:
+    def __init__(self, client: redis.Redis, namespace: str, ttl_seconds: float, detail_seconds: float) -> None:
         self.redis = client
         self.namespace = namespace
         self.ttl = ttl_seconds
+        self.detail_ttl = detail_seconds
         self._generation_key = generation_key(namespace)
         self._generation = 0
         self._generation_read_at = 0.0
@@ -151,12 +191,12 @@ class EdgeCache:
 
     def ageing(self, entry: Entry) -> bool:
         """Whether the entry is in the last part of its life, when one request refetches it."""
-        return time.time() - entry.fetched_at >= self.ttl * REFRESH_AT
+        return time.time() - entry.fetched_at >= (self.detail_ttl if entry.live else self.ttl) * REFRESH_AT
 
     def answer(self, entry: Entry, state: str, if_none_match: str | None,
                vary: str = "Authorization") -> tuple[str, list[tuple[str, str]], bytes]:
         """Status line, headers and body answering with ``entry`` (304 when its ETag matches)."""
-        age = max(0, int(time.time() - entry.fetched_at))
+        age = 0 if entry.live else max(0, int(time.time() - entry.fetched_at))
         headers = [("ETag", entry.etag), ("Cache-Control", f"public, max-age={max(0, int(self.ttl) - age)}"),
                    ("Age", str(age)), ("Vary", vary), ("X-Edge-Cache", state)]
         if etag_matches(if_none_match, entry.etag):
@@ -170,23 +210,34 @@ class EdgeCache:
         return Response(body, status=int(status[:3]), headers=headers)
 
     def fresh(self, key: str, generation: int) -> Entry | None:
-        """The entry of ``key`` in this generation if it is younger than the lifetime."""
+        """The entry of ``key`` in this generation if it is younger than its lifetime; a work's
+        details with their counters laid over, None when the counters are not all known."""
+        work_id = detail_work_id(key)
+        ttl = self.ttl if work_id is None else self.detail_ttl
         now = time.time()
         entry = self._local.get(key)
-        if entry is not None and entry.generation == generation and now - entry.fetched_at < self.ttl:
+        if entry is None or entry.generation != generation or now - entry.fetched_at >= ttl:
+            try:
+                packed = self.redis.get(self._redis_key(key, generation))
+            except redis.RedisError as exc:
+                self._step_aside(exc)
+                return None
+            if packed is None:
+                return None
+            entry = Entry.unpack(packed)
+            if now - entry.fetched_at >= ttl:
+                return None
+            self._remember(key, entry)
+        if work_id is None:
             return entry
         try:
-            packed = self.redis.get(self._redis_key(key, generation))
+            values = self.redis.hmget(counters_key(self.namespace, work_id), COUNTERS)
         except redis.RedisError as exc:
             self._step_aside(exc)
             return None
-        if packed is None:
+        if None in values:
             return None
-        entry = Entry.unpack(packed)
-        if now - entry.fetched_at >= self.ttl:
-            return None
-        self._remember(key, entry)
-        return entry
+        return with_counters(entry, dict(zip(COUNTERS, map(int, values))))
 
     def _fill(self, key: str, generation: int, fetch: Callable[[], Response]) -> tuple[Entry | Response, str]:
         fetched_at = time.time()
@@ -194,14 +245,25 @@ class EdgeCache:
         if response.status_code != 200 or response.is_streamed or not response.is_json:
             return response, "PASS"
         body = response.get_data()
-        entry = Entry(generation, fetched_at, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"',
-                      response.content_type, body)
+        work_id = detail_work_id(key)
+        counters = counters_in(body) if work_id is not None else None
+        if work_id is not None and counters is None:
+            return response, "PASS"
+        entry = Entry(generation, fetched_at, etag_of(body), response.content_type, body)
         self._remember(key, entry)
         try:
-            self.redis.set(self._redis_key(key, generation), entry.pack(), px=int(self.ttl * 1000))
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(self._redis_key(key, generation), entry.pack(),
+                         px=int((self.ttl if work_id is None else self.detail_ttl) * 1000))
+                if work_id is not None:  # counters the gallery wrote meanwhile are newer: kept
+                    counted = counters_key(self.namespace, work_id)
+                    for name, value in (counters or {}).items():
+                        pipe.hsetnx(counted, name, value)
+                    pipe.expire(counted, int(self.detail_ttl), nx=True)
+                pipe.execute()
         except redis.RedisError as exc:
             self._step_aside(exc)
-        return entry, "MISS"
+        return (entry if counters is None else with_counters(entry, counters)), "MISS"
 
     def _remember(self, key: str, entry: Entry) -> None:
         if len(self._local) >= LOCAL_ENTRIES:
