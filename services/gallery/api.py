@@ -71,10 +71,10 @@ EDGE_CACHED = ("Served through the gateway's edge cache: anonymous answers carry
                "while publishing, edits, hiding, deleting and featuring show at once. Signed in, isLiked is the "
                "caller's own, current.")
 EDGE_CACHED_DETAIL = ("Served through the gateway's edge cache: anonymous answers carry an ETag (If-None-Match gets "
-                      "304) and Cache-Control (max-age EDGE_CACHE_SECONDS); likes, views and downloads are current "
-                      "(after a failure they may lag by up to EDGE_DETAIL_SECONDS, 60 s), while publishing, edits, "
-                      "hiding, deleting, featuring and review decisions show at once. Signed in, isLiked is the "
-                      "caller's own, current.")
+                      "304) and Cache-Control (max-age EDGE_CACHE_SECONDS); likes, views and downloads show at once "
+                      "(if Redis missed a count, within about twice EDGE_DETAIL_SECONDS, 60 s), and so do publishing, "
+                      "edits, hiding, deleting, featuring and review decisions. Signed in, isLiked is the caller's "
+                      "own, current.")
 
 
 @bp.get("/api/works/gallery")

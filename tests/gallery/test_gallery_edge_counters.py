@@ -1,12 +1,13 @@
 """A work's counters in Redis, for the gateway's cached work details
 (``EdgeCacheClient.set_counters``): written by every change the gallery counts, equal to what
-the gallery itself answers, and forgotten after ``EDGE_DETAIL_SECONDS``."""
+the gallery itself answers, forgotten after ``EDGE_DETAIL_SECONDS``, and each change filed
+under a new number in the list of counted works the gateway reads."""
 from __future__ import annotations
 
 import pytest
 import redis
 
-from services.gateway.client import counters_key
+from services.gateway.client import counted_keys, counters_key
 
 
 @pytest.fixture
@@ -41,11 +42,26 @@ def test_each_counted_change_reaches_the_works_counters(make_user, save_work, an
     finally:
         client.close()
 
+    counted, sequence, _floor = counted_keys(settings.edge_cache_namespace)
+
+    def filed_as() -> float:
+        client = redis.Redis.from_url(settings.redis_url)
+        try:
+            assert client.zscore(counted, work_id) == float(client.get(sequence))  # the last change
+            return client.zscore(counted, work_id)
+        finally:
+            client.close()
+
+    numbers = [filed_as()]
     assert bob.put(f"/api/works/{work_id}/like").status_code == 200
+    numbers.append(filed_as())
     assert bob.post(f"/api/works/{work_id}/view").status_code == 200
+    numbers.append(filed_as())
     assert bob.post(f"/api/works/{work_id}/view").get_json()["data"]["counted"] is False
     assert bob.get(f"/api/works/{work_id}/download").status_code == 200
+    numbers.append(filed_as())
     assert alice.get(f"/api/works/{work_id}/download").status_code == 200  # the owner's own: not counted
+    assert filed_as() == numbers[-1] and numbers == sorted(set(numbers))
     assert stored(work_id) == answered() == {"likes": 1, "views": 1, "downloads": 1}
 
     assert bob.delete(f"/api/works/{work_id}/like").status_code == 200
