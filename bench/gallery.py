@@ -3,6 +3,7 @@
     .venv/bin/python bench/gallery.py [--works 2000 --users 100 --likes 8500] [--seconds 8]
                                       [--connections 16] [--wrk | --python-client]
                                       [--scale-works 1000000] [--scale-backend mariadb|sqlite|both|none]
+                                      [--only detail]
 
 Throughput (the first part): a fresh MariaDB database (127.0.0.1:3306 as root, or
 BENCH_MYSQL_URL) with every service's migrations, filled by the demo generator (the
@@ -20,9 +21,12 @@ Scenarios vary sorts and pages (first pages and cursor pages, 20 per page):
   anonymous detail a random work
   anonymous search Chinese and English words
 
-For each it prints requests/s, p50, p99, failed requests, and the CPU milliseconds each
-process spent per request (gateway, gallery, auth; Redis and MariaDB are shared with
-anything else running on the machine, so theirs are indicative only).
+Before each is measured, every distinct request in it is made once (the cache then starts as
+a minute of traffic leaves it: 2,000 works at a few hundred requests/s take that long to
+visit), then 1 s of load warms pools. For each it prints requests/s, p50, p99, failed
+requests, the CPU milliseconds each process spent per request (gateway, gallery, auth;
+Redis and MariaDB are shared with anything else running on the machine, so theirs are
+indicative only) and, cached, the share of requests answered from the cache.
 
 At scale (the second part): a database of ``--scale-works`` works (1,000,000), kept
 between runs (``bench_gallery_scale_<works>`` on MariaDB, ``var/bench/`` for SQLite) and
@@ -39,8 +43,11 @@ import datetime as dt
 import os
 import random
 import secrets
+import re
 import shutil
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote, urlencode
@@ -66,6 +73,7 @@ FIRST_USER_ID = 900_000_000
 PAGE_SIZE = 20
 SORTS = ("newest", "hottest", "trending")
 SEARCH_WORDS = ("castle", "lighthouse", "oil painting", "robot rain", "赛博朋克", "水墨仙鹤", "星空", "山水 油画")
+_EDGE_ANSWERS = re.compile(r'^gateway_edge_cache_total\{result="(\w+)"\} (\S+)$', re.MULTILINE)
 SCALE_SEARCHES = ("castle", "fox", "oil painting", "dragon dusk", "pixel", "赛博朋克", "星空", "水墨", "古镇 雨中",
                   "樱花 油画")
 
@@ -184,19 +192,42 @@ class Throughput:
             return run_wrk(self.stack.url(gateway), requests_, self.connections, seconds)
         return run_python_clients("127.0.0.1", self.stack.ports[gateway], requests_, self.connections, seconds)
 
+    def sweep(self, gateway: str, requests_: list[Request]) -> None:
+        """Every distinct request once (8 threads): the cache starts as a minute of traffic
+        leaves it, not cold (2,000 works at a few hundred requests/s take that long to visit)."""
+        base, local = self.stack.url(gateway), threading.local()
+
+        def get(request: tuple[str, str, tuple[tuple[str, str], ...]]) -> None:
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+            local.session.get(base + request[1], headers=dict(request[2]), timeout=60)
+
+        distinct = dict.fromkeys((method, path, tuple(sorted(headers.items()))) for method, path, headers in requests_)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(get, distinct))
+
+    def edge_answers(self, gateway: str) -> dict[str, float]:
+        text = requests.get(self.stack.url(gateway) + "/metrics", timeout=10).text
+        return {state: float(value) for state, value in _EDGE_ANSWERS.findall(text)}
+
     def measure(self, name: str, requests_: list[Request]) -> None:
         for gateway in ("gateway", "uncached"):
+            self.sweep(gateway, requests_)
             self.load(gateway, requests_, 1.0)  # warm pools, caches and imports
+            answers = self.edge_answers(gateway)
             self.meter.start()
             result = self.load(gateway, requests_, self.seconds)
             cpu = self.meter.stop()
+            answered = {state: count - answers.get(state, 0.0) for state, count in self.edge_answers(gateway).items()}
             label = "cached" if gateway == "gateway" else "uncached"
             per_request = {process: seconds * 1000 / max(result.requests, 1) for process, seconds in cpu.items()
                            if process in ("auth", "gallery", "redis", "mariadb") or process == gateway}
             cpu_text = "  ".join(f"{'gateway' if p in ('gateway', 'uncached') else p} {ms:.2f}"
                                  for p, ms in per_request.items())
+            hits = f"  hits {100 * answered.get('hit', 0) / max(sum(answered.values()), 1):.0f} %" \
+                if gateway == "gateway" else ""
             print(f"{name:<18}{label:<9}{result.rps:>8.0f}{result.p50_ms:>8.1f}{result.p99_ms:>8.1f}"
-                  f"{result.errors:>7}   {cpu_text}", flush=True)
+                  f"{result.errors:>7}   {cpu_text}{hits}", flush=True)
 
 
 def throughput(args: argparse.Namespace, use_wrk: bool) -> None:
@@ -226,6 +257,8 @@ def throughput(args: argparse.Namespace, use_wrk: bool) -> None:
             "anonymous detail": [("GET", path, {}) for path in details],
             "anonymous search": [("GET", path, {}) for path in searches],
         }
+        if args.only:
+            scenarios = {name: requests_ for name, requests_ in scenarios.items() if args.only in name}
         bench = Throughput(stack, pids, use_wrk, args.connections, args.seconds)
         print(f"\n{args.connections} connections, {args.seconds:g} s each, load from "
               f"{'wrk -t2' if use_wrk else 'Python threads'}; {len(ids)} public works on MariaDB; "
@@ -335,6 +368,7 @@ def main() -> None:
     parser.add_argument("--scale-backend", choices=("mariadb", "sqlite", "both", "none"), default="mariadb")
     parser.add_argument("--requests", type=int, default=300, help="requests per row at scale")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--only", help="throughput scenarios whose name contains this (e.g. detail)")
     args = parser.parse_args()
 
     use_wrk = False

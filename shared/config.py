@@ -109,6 +109,7 @@ class Settings:
     job_deadline_seconds: int
     log_level: str
     edge_cache_namespace: str = "edge"  # Redis key prefix of the gateway's edge cache, shared with its invalidators
+    edge_detail_seconds: int = 60  # a work's details in the edge cache, and its counters in Redis, live this long
 
     @property
     def media_dir(self) -> Path:
@@ -197,4 +198,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         job_deadline_seconds=env_int(env, "JOB_DEADLINE_SECONDS", 600),
         log_level=env_str(env, "LOG_LEVEL", "INFO"),
         edge_cache_namespace=env_str(env, "EDGE_CACHE_NAMESPACE", "edge"),
+        edge_detail_seconds=env_positive(env, "EDGE_DETAIL_SECONDS", 60),
     )

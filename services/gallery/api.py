@@ -70,6 +70,11 @@ EDGE_CACHED = ("Served through the gateway's edge cache: anonymous answers carry
                "304) and Cache-Control; likes, views and downloads may lag by up to EDGE_CACHE_SECONDS (5 s), "
                "while publishing, edits, hiding, deleting and featuring show at once. Signed in, isLiked is the "
                "caller's own, current.")
+EDGE_CACHED_DETAIL = ("Served through the gateway's edge cache: anonymous answers carry an ETag (If-None-Match gets "
+                      "304) and Cache-Control (max-age EDGE_CACHE_SECONDS); likes, views and downloads show at once "
+                      "(if Redis missed a count, within about twice EDGE_DETAIL_SECONDS, 60 s), and so do publishing, "
+                      "edits, hiding, deleting, featuring and review decisions. Signed in, isLiked is the caller's "
+                      "own, current.")
 
 
 @bp.get("/api/works/gallery")
@@ -97,7 +102,7 @@ def my_stats():
 
 @bp.get("/api/works/<id:work_id>")
 @doc("One work (a private or hidden one only for its author or an admin)", auth="optional", scope=READ,
-     errors={404: "WORK_NOT_FOUND"}, description=EDGE_CACHED)
+     errors={404: "WORK_NOT_FOUND"}, description=EDGE_CACHED_DETAIL)
 def get_work(work_id: int):
     return ok({"work": _gallery().works.get_work(optional_user(scope=READ), work_id)})
 

@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None, config: GalleryConfig | None = 
     presenter = WorkPresenter(files, authors, config.featured_likes)
     notifications = Notifications(db, EventBus(redis))
     labels = WorkLabels(db, load_label_config(settings))
-    edge_cache = EdgeCacheClient(redis, settings.edge_cache_namespace)  # told when what the public sees changes
+    # told when what the public sees changes, and given the works' counters
+    edge_cache = EdgeCacheClient(redis, settings.edge_cache_namespace, settings.edge_detail_seconds)
     review = ReviewPolicy(config.review_mode, ContentFilter.from_settings(settings, redis))
     liked_sets = LikedSets(redis)  # each user's liked works, read by the gateway
     app.extensions["gallery"] = GalleryServices(
@@ -51,7 +52,7 @@ def create_app(settings: Settings | None = None, config: GalleryConfig | None = 
                            edge_cache, review, liked_sets),
         listing=WorkListing(db, presenter, config.timezone),
         engagement=Engagement(db, files, labels, notifications, config.view_window, config.download_window, review,
-                              liked_sets),
+                              liked_sets, edge_cache, config.featured_likes),
         moderation=Moderation(db, presenter, notifications, edge_cache, review),
         notifications=notifications,
         files=files,

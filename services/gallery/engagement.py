@@ -2,7 +2,9 @@
 
 A like and its counter change together in one transaction; the unique (work, user) pair
 decides a concurrent double like, so the counter only moves when a row really changed. Once
-it commits, the user's set of liked works in Redis follows (``liked.py``).
+it commits, the user's set of liked works in Redis follows (``liked.py``). A changed counter
+is written to the edge cache's counters of the work before its transaction commits
+(``services/gateway/client.py``), so a cached work's details show it at once.
 Views and downloads count once per viewer per window: the viewer's ``work_hits`` row is
 claimed with one conditional UPDATE (or a first INSERT guarded by a unique key), so two
 simultaneous requests of one viewer count once.
@@ -31,8 +33,9 @@ from services.gallery.liked import LikedSets
 from services.gallery.models import Work, WorkHit, WorkLike, WorkReport
 from services.gallery.notifications import Notifications
 from services.gallery.review import ReviewPolicy
-from services.gallery.rules import hot_score, is_liked, visible_work
+from services.gallery.rules import KEEP_UPDATED_AT, hot_score, is_liked, visible_work
 from services.gallery.schemas import filed_report_json
+from services.gateway.client import EdgeCacheClient
 
 
 @dataclass(frozen=True)
@@ -56,19 +59,6 @@ class Download:
     data: bytes
     mimetype: str
     content_disposition: str
-
-
-def _recount(session: Session, work_id: int, delta: int) -> None:
-    session.execute(update(Work).where(Work.id == work_id).values(likes_count=Work.likes_count + delta)
-                    .execution_options(synchronize_session=False))
-    likes, created_at = session.execute(select(Work.likes_count, Work.created_at).where(Work.id == work_id)).one()
-    session.execute(update(Work).where(Work.id == work_id).values(hot_score=hot_score(likes, created_at))
-                    .execution_options(synchronize_session=False))
-
-
-def _like_state(session: Session, work_id: int, user_id: int) -> dict[str, Any]:
-    likes = session.scalar(select(Work.likes_count).where(Work.id == work_id))
-    return {"workId": work_id, "likes": likes, "isLiked": is_liked(session, work_id, user_id)}
 
 
 def _claim_hit(session: Session, work_id: int, kind: str, viewer: str, window: timedelta) -> bool:
@@ -102,8 +92,10 @@ def _filename(title: str, work_id: int, extension: str) -> tuple[str, str]:
 class Engagement:
     def __init__(self, db: Database, files: WorkFiles, labels: WorkLabels, notifications: Notifications,
                  view_window: timedelta, download_window: timedelta, review: ReviewPolicy,
-                 liked_sets: LikedSets) -> None:
+                 liked_sets: LikedSets, edge_cache: EdgeCacheClient, featured_likes: int) -> None:
         self.db = db
+        self.edge_cache = edge_cache
+        self.featured_likes = featured_likes
         self.liked_sets = liked_sets
         self.review = review
         self.files = files
@@ -114,13 +106,32 @@ class Engagement:
 
     # Likes
 
+    def _recount(self, session: Session, work_id: int, delta: int) -> None:
+        session.execute(update(Work).where(Work.id == work_id)
+                        .values(likes_count=Work.likes_count + delta, **KEEP_UPDATED_AT)
+                        .execution_options(synchronize_session=False))
+        likes, created_at = session.execute(select(Work.likes_count, Work.created_at)
+                                            .where(Work.id == work_id)).one()
+        session.execute(update(Work).where(Work.id == work_id)
+                        .values(hot_score=hot_score(likes, created_at), **KEEP_UPDATED_AT)
+                        .execution_options(synchronize_session=False))
+        if (likes >= self.featured_likes) != (likes - delta >= self.featured_likes):
+            self.edge_cache.changed_after_commit(session)  # "featured" changed with the count
+
+    def _like_state(self, session: Session, work_id: int, user_id: int) -> dict[str, Any]:
+        """The answer to a like or unlike, whose transaction holds the work's row; its count
+        goes to the edge cache's counters too (``EdgeCacheClient.set_counters``)."""
+        likes = session.scalar(select(Work.likes_count).where(Work.id == work_id))
+        self.edge_cache.set_counters(work_id, likes=likes)
+        return {"workId": work_id, "likes": likes, "isLiked": is_liked(session, work_id, user_id)}
+
     def _add_like(self, session: Session, work: Work, user: Claims) -> None:
         try:
             with session.begin_nested():
                 session.execute(insert(WorkLike).values(work_id=work.id, user_id=user.user_id, created_at=utcnow()))
         except IntegrityError:
             return  # already liked: the unique pair holds, the counter stays
-        _recount(session, work.id, +1)
+        self._recount(session, work.id, +1)
         self.liked_sets.changed_after_commit(session, user.user_id, [work.id], True)
         if work.user_id != user.user_id:
             self.notifications.notify(
@@ -131,7 +142,7 @@ class Engagement:
     def _remove_like(self, session: Session, work_id: int, user_id: int) -> None:
         removed = session.execute(delete(WorkLike).where(WorkLike.work_id == work_id, WorkLike.user_id == user_id))
         if removed.rowcount:
-            _recount(session, work_id, -1)
+            self._recount(session, work_id, -1)
             self.liked_sets.changed_after_commit(session, user_id, [work_id], False)
 
     def like_work(self, user: Claims, work_id: int) -> dict[str, Any]:
@@ -139,14 +150,14 @@ class Engagement:
         with self.db.transaction() as session:
             work = visible_work(session, work_id, user, lock=True)
             self._add_like(session, work, user)
-            return _like_state(session, work.id, user.user_id)
+            return self._like_state(session, work.id, user.user_id)
 
     def unlike_work(self, user: Claims, work_id: int) -> dict[str, Any]:
         """Unlike (idempotent)."""
         with self.db.transaction() as session:
             work = visible_work(session, work_id, user, lock=True)
             self._remove_like(session, work.id, user.user_id)
-            return _like_state(session, work.id, user.user_id)
+            return self._like_state(session, work.id, user.user_id)
 
     def toggle_like(self, user: Claims, work_id: int) -> dict[str, Any]:
         """Like if not liked yet, else unlike (the original product's single button)."""
@@ -156,7 +167,7 @@ class Engagement:
                 self._remove_like(session, work.id, user.user_id)
             else:
                 self._add_like(session, work, user)
-            return _like_state(session, work.id, user.user_id)
+            return self._like_state(session, work.id, user.user_id)
 
     def liked_among(self, user_id: int, work_ids: list[int]) -> list[int]:
         """Which of ``work_ids`` the user likes. Asked when the user's set in Redis is missing
@@ -179,9 +190,12 @@ class Engagement:
                 return {"workId": work.id, "views": work.views_count, "counted": False, "reason": "owner"}
             counted = _claim_hit(session, work.id, "view", visitor.key, self.view_window)
             if counted:
-                session.execute(update(Work).where(Work.id == work.id).values(views_count=Work.views_count + 1)
+                session.execute(update(Work).where(Work.id == work.id)
+                                .values(views_count=Work.views_count + 1, **KEEP_UPDATED_AT)
                                 .execution_options(synchronize_session=False))
             views = session.scalar(select(Work.views_count).where(Work.id == work.id))
+            if counted:
+                self.edge_cache.set_counters(work.id, views=views)
             return {"workId": work.id, "views": views, "counted": counted,
                     "reason": None if counted else "recently_counted"}
 
@@ -195,8 +209,10 @@ class Engagement:
             with self.db.transaction() as session:
                 if _claim_hit(session, work.id, "download", visitor.key, self.download_window):
                     session.execute(update(Work).where(Work.id == work.id)
-                                    .values(downloads_count=Work.downloads_count + 1)
+                                    .values(downloads_count=Work.downloads_count + 1, **KEEP_UPDATED_AT)
                                     .execution_options(synchronize_session=False))
+                    downloads = session.scalar(select(Work.downloads_count).where(Work.id == work.id))
+                    self.edge_cache.set_counters(work.id, downloads=downloads)
         extension = work.image_key.rsplit(".", 1)[-1]
         name, fallback = _filename(work.title, work.id, extension)
         disposition = f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"

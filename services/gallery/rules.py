@@ -22,6 +22,10 @@ MAX_ID = 2**31 - 1
 # the order never needs recomputing as time passes and can use an index.
 TRENDING_HALF_LIFE_SECONDS = 86_400.0
 TRENDING_EPOCH = datetime(2025, 1, 1)
+# Counting (likes, views, downloads, the trending score) is not editing: those UPDATEs keep
+# ``updated_at``, which its onupdate would move, so a work's cached details need only their
+# counters laid over them (services/gateway/cache.py).
+KEEP_UPDATED_AT = {"updated_at": Work.updated_at}
 
 
 def hot_score(likes: int, created_at: datetime) -> float:

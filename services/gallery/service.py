@@ -28,7 +28,8 @@ from services.gallery.models import Notification, Work, WorkHit, WorkLike, WorkR
 from services.gallery.moderation import Moderation
 from services.gallery.notifications import Notifications
 from services.gallery.review import TEXT_FIELDS, ReviewPolicy
-from services.gallery.rules import apply_changes, derive_listed, hot_score, is_liked, owned_work, set_tags, visible_work
+from services.gallery.rules import (KEEP_UPDATED_AT, apply_changes, derive_listed, hot_score, is_liked, owned_work,
+                                    set_tags, visible_work)
 from services.gallery.search import search_text, set_terms
 from services.gallery.schemas import WorkPresenter
 from services.gateway.client import EdgeCacheClient
@@ -135,7 +136,10 @@ class WorksService:
             if is_public:
                 self.edge_cache.changed_after_commit(session)
             session.flush()
-            return [self._detail(session, work, user) for work in works]
+            details = [self._detail(session, work, user) for work in works]
+            for work in works:  # a deleted work's id may come back (SQLite): its counters must not
+                self.edge_cache.set_counters(work.id, likes=0, views=0, downloads=0)
+            return details
 
     def save_work(self, user: Claims, data: dict[str, Any]) -> dict[str, Any]:
         """Save one of the caller's render outputs as a work (one work per output)."""
@@ -246,21 +250,26 @@ class WorksService:
             works = session.execute(select(Work.id, Work.image_key, Work.thumbnail_key)
                                     .where(Work.user_id == user_id)).all()
             liked = list(session.scalars(select(WorkLike.work_id).where(WorkLike.user_id == user_id)))
+            counts = []
             if liked:
-                session.execute(update(Work).where(Work.id.in_(liked)).values(likes_count=Work.likes_count - 1)
+                session.execute(update(Work).where(Work.id.in_(liked))
+                                .values(likes_count=Work.likes_count - 1, **KEEP_UPDATED_AT)
                                 .execution_options(synchronize_session=False))
                 session.execute(delete(WorkLike).where(WorkLike.user_id == user_id))
                 self.liked_sets.changed_after_commit(session, user_id, [], None)
-                for work_id, likes, created_at in session.execute(
-                        select(Work.id, Work.likes_count, Work.created_at).where(Work.id.in_(liked))):
+                counts = session.execute(select(Work.id, Work.likes_count, Work.created_at)
+                                         .where(Work.id.in_(liked))).all()
+                for work_id, likes, created_at in counts:
                     session.execute(update(Work).where(Work.id == work_id)
-                                    .values(hot_score=hot_score(likes, created_at)))
+                                    .values(hot_score=hot_score(likes, created_at), **KEEP_UPDATED_AT))
             _remove_work_rows(session, [row.id for row in works], self.liked_sets)
             session.execute(delete(WorkHit).where(WorkHit.viewer == f"u:{user_id}"))
             session.execute(delete(WorkReport).where(WorkReport.reporter_id == user_id))
             session.execute(delete(Notification).where(Notification.user_id == user_id))
             self.files.remove_after_commit(session, [key for row in works for key in row[1:]])
             self.edge_cache.changed_after_commit(session)
+            for work_id, likes, _created_at in counts:
+                self.edge_cache.set_counters(work_id, likes=likes)
         return {"works": len(works), "likes": len(liked)}
 
 

@@ -40,7 +40,7 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.extensions["gateway_component_states"] = health.component_states(settings, probes, redis, render)
     # Cached bodies are bytes: the edge cache has its own binary Redis client.
     edge_cache = EdgeCache(redis_module.Redis.from_url(settings.redis_url), settings.edge_cache_namespace,
-                           config.edge_cache_seconds)
+                           config.edge_cache_seconds, settings.edge_detail_seconds)
     app.extensions["gateway_public_reads"] = PublicReads(
         edge_cache, GalleryClient(settings.gallery_url, settings.service_token,
                                   timeout=(config.connect_timeout, config.get_read_timeout), likes=edge_cache.redis))

@@ -16,9 +16,11 @@ from flask import Flask
 from sqlalchemy import select, update
 
 from services.gallery.app import create_app as create_gallery
+from services.gallery.config import load_config as load_gallery_config
 from services.gallery.liked import liked_key
 from services.gallery.models import Work
 from services.gallery.seed import seed_demo
+from services.gateway.client import GENERATION_CHECK_SECONDS, counters_key
 from shared.config import load_settings
 from shared.db import Database
 from shared.tokens import revoked_token_key
@@ -65,7 +67,7 @@ class Stack:
     def cached_bodies(self, namespace: str) -> list[bytes]:
         client = redis.Redis.from_url(self.gateway.config["SETTINGS"].redis_url)
         try:
-            return [client.get(key) or b"" for key in client.scan_iter(f"{namespace}:*")]
+            return [client.get(key) or b"" for key in client.scan_iter(f"{namespace}:*", _type="string")]
         finally:
             client.close()
 
@@ -74,12 +76,15 @@ class Stack:
 def make_stack(gateway_env, issue_token) -> Iterator[Callable[..., Stack]]:
     started: list[tuple[Flask, object, Database]] = []
 
-    def _make(cache_seconds: str = "60", works: int = 3, **env: str) -> Stack:
+    def _make(cache_seconds: str = "60", works: int = 3, detail_seconds: str = "60", gallery_env=None,
+              **env: str) -> Stack:
         author_id = uuid.uuid4().int % 1_000_000_000 + 1_000_000_000
         db = Database(gateway_env["DATABASE_URL"])
         seed_demo(db, works=works, users=1, likes=0, first_user_id=author_id, seed=author_id, echo=lambda _: None)
-        gallery = serve(create_gallery(load_settings(gateway_env)))
-        gateway = build_app({**gateway_env, "GALLERY_URL": gallery.url, "EDGE_CACHE_SECONDS": cache_seconds, **env})
+        shared = {**gateway_env, "EDGE_DETAIL_SECONDS": detail_seconds}
+        gallery_settings = load_settings(shared)
+        gallery = serve(create_gallery(gallery_settings, load_gallery_config(gallery_settings, gallery_env or {})))
+        gateway = build_app({**shared, "GALLERY_URL": gallery.url, "EDGE_CACHE_SECONDS": cache_seconds, **env})
         started.append((gateway, gallery, db))
         return Stack(gateway, gallery.url, db, author_id, issue_token)
 
@@ -189,6 +194,130 @@ def test_a_like_shows_within_the_cache_lifetime(make_stack):
              "the detail counts the like")
     wait_for(lambda: {item["id"]: item["likes"] for item in stack.items()}[work_id] == before + 1,
              "the page counts the like")
+
+
+def test_a_works_details_outlive_the_page_and_show_its_counters_as_they_are(make_stack, gateway_env):
+    """Details are kept for EDGE_DETAIL_SECONDS, far longer than a page, and each answer lays
+    the work's current likes and views over them: a like or a view shows as soon as the
+    gateway next looks (every GENERATION_CHECK_SECONDS), still from the cache; a like that
+    makes the work featured shows too."""
+    stack = make_stack(cache_seconds="1", detail_seconds="300", gallery_env={"GALLERY_FEATURED_LIKES": "2"})
+    work_id = stack.work_ids[0]
+    detail = f"/api/works/{work_id}"
+    first = stack.get(detail)
+    assert first.headers["X-Edge-Cache"] == "MISS"
+    before = first.get_json()["data"]["work"]
+    assert (before["likes"], before["featured"], before["isLiked"]) == (0, False, False)
+    hit = stack.get(detail)
+    assert hit.headers["X-Edge-Cache"] == "HIT" and hit.get_data() == first.get_data()
+    assert hit.headers["ETag"] == first.headers["ETag"]
+    assert hit.headers["Age"] == "0" and hit.headers["Cache-Control"] == "public, max-age=1"
+    assert stack.get(stack.page).status_code == 200
+    wait_for(lambda: stack.get(stack.page).headers["X-Edge-Cache"] == "MISS", "the page is fetched again")
+    assert stack.get(detail).headers["X-Edge-Cache"] == "HIT"  # the details live on
+
+    fan_id = uuid.uuid4().int % 1_000_000 + 1
+    fan, other = stack.token(fan_id), stack.token(fan_id + 1)
+    assert stack.client.put(f"{detail}/like", headers={"Authorization": f"Bearer {fan}"}).status_code == 200
+    time.sleep(GENERATION_CHECK_SECONDS)  # the longest a gateway process takes to look for counted works
+    liked = stack.get(detail)
+    assert liked.headers["X-Edge-Cache"] == "HIT"
+    assert liked.get_json()["data"]["work"] == {**before, "likes": 1}
+    assert liked.headers["ETag"] != first.headers["ETag"]
+    assert stack.get(detail, **{"If-None-Match": first.headers["ETag"]}).status_code == 200
+    assert stack.get(detail, **{"If-None-Match": liked.headers["ETag"]}).status_code == 304
+    assert stack.get(detail, fan).get_json()["data"]["work"] == {**before, "likes": 1, "isLiked": True}
+    assert stack.get(detail, other).get_json()["data"]["work"] == {**before, "likes": 1}
+
+    assert stack.client.post(f"{detail}/view").status_code == 200
+    time.sleep(GENERATION_CHECK_SECONDS)
+    viewed = stack.get(detail)
+    assert viewed.headers["X-Edge-Cache"] == "HIT"
+    assert viewed.get_json()["data"]["work"] == {**before, "likes": 1, "views": before["views"] + 1}
+
+    # The work's counters expired in Redis, then it is counted: the gallery writes the one it
+    # counted, and the details are fetched again to fill in the others.
+    store = redis.Redis.from_url(gateway_env["REDIS_URL"])
+    counters = counters_key(gateway_env["EDGE_CACHE_NAMESPACE"], work_id)
+    try:
+        store.delete(counters)
+        assert stack.client.post(f"{detail}/view", headers={"User-Agent": "another browser"}).status_code == 200
+        assert store.hkeys(counters) == [b"views"]
+        time.sleep(GENERATION_CHECK_SECONDS)
+        refetched = stack.get(detail)
+        assert refetched.headers["X-Edge-Cache"] == "MISS"
+        assert refetched.get_json()["data"]["work"] == {**before, "likes": 1, "views": before["views"] + 2}
+        assert sorted(store.hkeys(counters)) == [b"downloads", b"likes", b"views"]
+    finally:
+        store.close()
+    assert stack.get(detail).headers["X-Edge-Cache"] == "HIT"
+
+    second_fan = stack.token(fan_id + 2)
+    assert stack.client.put(f"{detail}/like", headers={"Authorization": f"Bearer {second_fan}"}).status_code == 200
+    time.sleep(GENERATION_CHECK_SECONDS)  # the longest a gateway process takes to see the generation move
+    featured = stack.get(detail).get_json()["data"]["work"]
+    assert (featured["likes"], featured["featured"]) == (2, True)
+
+
+def test_a_gateway_that_fell_behind_the_counts_reads_every_works_counters_again(make_stack, monkeypatch):
+    """The gateway learns which works were counted from a list of the last COUNTED_KEPT; one
+    that looks after more were counted cannot tell which, and forgets every work's counters."""
+    monkeypatch.setattr("services.gateway.client.COUNTED_KEPT", 2)
+    stack = make_stack(works=4, detail_seconds="300")
+    first, *others = stack.work_ids
+    views = {}
+    for work_id in stack.work_ids:
+        stack.get(f"/api/works/{work_id}")
+        views[work_id] = stack.get(f"/api/works/{work_id}").get_json()["data"]["work"]["views"]
+    for work_id in [first, *others]:  # no GET meanwhile: the gateway does not look
+        assert stack.client.post(f"/api/works/{work_id}/view").status_code == 200
+    time.sleep(GENERATION_CHECK_SECONDS)
+    for work_id in stack.work_ids:
+        answer = stack.get(f"/api/works/{work_id}")
+        assert answer.headers["X-Edge-Cache"] == "HIT"
+        assert answer.get_json()["data"]["work"]["views"] == views[work_id] + 1
+
+
+def test_hidden_unpublished_reviewed_or_deleted_details_are_not_served_after_the_change(make_stack):
+    """With details kept for minutes, only the invalidation can take them away: every change
+    that takes a work from the public retires its cached details before anyone is answered
+    from them again (a gateway process reads the generation every GENERATION_CHECK_SECONDS)."""
+    stack = make_stack(cache_seconds="300", detail_seconds="300", works=4,
+                       gallery_env={"GALLERY_REVIEW_MODE": "all"})
+    owner, reader = stack.token(stack.author_id), stack.token(uuid.uuid4().int % 1_000_000 + 1)
+    admin = stack.token(uuid.uuid4().int % 1_000_000 + 1, role="admin")
+    hidden, unpublished, reviewed, deleted = stack.work_ids
+
+    for work_id in stack.work_ids:
+        stack.get(f"/api/works/{work_id}")
+        cached = stack.get(f"/api/works/{work_id}")
+        assert cached.headers["X-Edge-Cache"] == "HIT" and "reviewState" not in cached.get_json()["data"]["work"]
+        assert stack.get(f"/api/works/{work_id}", reader).headers["X-Edge-Cache"] == "PERSONAL"
+
+    def not_served(work_id: int) -> None:
+        time.sleep(GENERATION_CHECK_SECONDS)
+        for _ in range(3):
+            for token in (None, reader):
+                response = stack.get(f"/api/works/{work_id}", token)
+                assert response.status_code == 404 and "X-Edge-Cache" not in response.headers
+
+    owner_headers = {"Authorization": f"Bearer {owner}"}
+    assert stack.client.post(f"/api/admin/works/{hidden}/hide", json={"reason": "spam"},
+                             headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+    not_served(hidden)
+    assert stack.client.post("/api/works/batch", json={"ids": [unpublished], "action": "unpublish"},
+                             headers=owner_headers).status_code == 200
+    not_served(unpublished)
+    edited = stack.client.put(f"/api/works/{reviewed}", json={"title": "waits for a moderator"},
+                              headers=owner_headers)
+    assert edited.status_code == 200 and edited.get_json()["data"]["work"]["reviewState"] == "pending"
+    not_served(reviewed)
+    assert stack.client.delete(f"/api/works/{deleted}", headers=owner_headers).status_code == 200
+    not_served(deleted)
+
+    own = stack.get(f"/api/works/{reviewed}", owner)  # its author still sees it, from the gallery
+    assert own.status_code == 200 and own.get_json()["data"]["work"]["reviewState"] == "pending"
+    assert "X-Edge-Cache" not in own.headers
 
 
 def test_a_private_work_never_enters_the_cache(make_stack, gateway_env):
@@ -349,14 +478,18 @@ def test_authors_admins_and_bad_tokens_get_the_gallerys_own_answer(make_stack, i
 
 
 def test_counters_written_directly_still_expire(make_stack):
-    """Nothing tells the cache about a counter; its lifetime bounds how stale it gets."""
-    stack = make_stack(cache_seconds="1")
+    """Nothing tells the cache about a counter changed behind the gallery's back: the page's
+    lifetime, and that of the work's counters in Redis, bound how stale it gets."""
+    stack = make_stack(cache_seconds="1", detail_seconds="1")
     work_id = stack.work_ids[0]
     assert stack.get(f"/api/works/{work_id}").get_json()["data"]["work"]["views"] >= 0
+    assert stack.items()
     with stack.db.transaction() as session:
         session.execute(update(Work).where(Work.id == work_id).values(views_count=123_456))
     wait_for(lambda: stack.get(f"/api/works/{work_id}").get_json()["data"]["work"]["views"] == 123_456,
              "the view count catches up")
+    wait_for(lambda: {item["id"]: item["views"] for item in stack.items()}[work_id] == 123_456,
+             "the page's view count catches up")
 
 
 def test_without_redis_the_cache_steps_aside(make_stack, gateway_env):
