@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterator
 
 import redis
 
+from shared.metrics import serve_metrics
+
 log = logging.getLogger(__name__)
 
 JOB_STREAM_MAXLEN = 500
@@ -184,6 +186,16 @@ def deleted_user_id(fields: dict[str, str]) -> int | None:
         return None
 
 
+def on_user_deleted(remove: Callable[[int], None]) -> Callable[[dict[str, str]], None]:
+    """A platform-stream handler that calls ``remove(user id)`` for each ``user.deleted`` and
+    ignores every other announcement."""
+    def handle(fields: dict[str, str]) -> None:
+        user_id = deleted_user_id(fields)
+        if user_id is not None:
+            remove(user_id)
+    return handle
+
+
 def ensure_group(client: redis.Redis, group: str, stream: str = PLATFORM_STREAM) -> None:
     """Create the consumer group if missing, reading from the start of the stream, so
     announcements made before the consumer's first run still apply."""
@@ -255,9 +267,12 @@ class GroupConsumer:
                 stop.wait(retry_seconds)
 
 
-def consume_forever(client: redis.Redis, group: str, handle: Callable[[dict[str, str]], None]) -> None:
-    """The body of an events process: one consumer of ``group``, named after this host and
-    process, handling ``platform:events`` until interrupted."""
+def consume_forever(client: redis.Redis, group: str, handle: Callable[[dict[str, str]], None],
+                    process: str) -> None:
+    """The body of an events process: its metrics endpoint (``process`` names it), and one
+    consumer of ``group``, named after this host and process, handling ``platform:events``
+    until interrupted."""
+    serve_metrics(process)
     name = f"{socket.gethostname()}-{os.getpid()}"
     log.info("consuming %s as %s/%s", PLATFORM_STREAM, group, name)
     try:

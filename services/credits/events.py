@@ -10,11 +10,9 @@ a crash redelivers it and the closing, being idempotent, changes nothing the sec
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
-import redis
-
-from shared.events import PLATFORM_STREAM, GroupConsumer, consume_forever, deleted_user_id
-from shared.metrics import serve_metrics
+from shared.events import consume_forever, on_user_deleted
 from services.credits.app import create_app
 from services.credits.service import CreditsService
 
@@ -22,26 +20,19 @@ log = logging.getLogger(__name__)
 GROUP = "credits"
 
 
-def handle(credits: CreditsService, fields: dict[str, str]) -> None:
-    user_id = deleted_user_id(fields)
-    if user_id is None:
-        return
-    closed = credits.close_account(user_id)
-    if not closed.already_closed or closed.released:
-        log.info("user %s deleted: credit account closed, %s holds released (%s credits)", user_id,
-                 len(closed.released), sum(closed.released.values()))
-
-
-def consumer(credits: CreditsService, client: redis.Redis, name: str,
-             stream: str = PLATFORM_STREAM) -> GroupConsumer:
-    return GroupConsumer(client, GROUP, name, lambda fields: handle(credits, fields), stream)
+def handler(credits: CreditsService) -> Callable[[dict[str, str]], None]:
+    def close(user_id: int) -> None:
+        closed = credits.close_account(user_id)
+        if not closed.already_closed or closed.released:
+            log.info("user %s deleted: credit account closed, %s holds released (%s credits)", user_id,
+                     len(closed.released), sum(closed.released.values()))
+    return on_user_deleted(close)
 
 
 def main() -> None:
     """``python -m services.credits.events``: one long-running consumer for the launcher."""
     app = create_app()
-    serve_metrics("credits-events")
-    consume_forever(app.extensions["redis"], GROUP, lambda fields: handle(app.extensions["credits"], fields))
+    consume_forever(app.extensions["redis"], GROUP, handler(app.extensions["credits"]), "credits-events")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,9 @@ again.
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
-import redis
-
-from shared.events import PLATFORM_STREAM, GroupConsumer, consume_forever, deleted_user_id
-from shared.metrics import serve_metrics
+from shared.events import consume_forever, on_user_deleted
 from services.gallery.app import create_app
 from services.gallery.service import WorksService
 
@@ -22,24 +20,17 @@ log = logging.getLogger(__name__)
 GROUP = "gallery"
 
 
-def handle(works: WorksService, fields: dict[str, str]) -> None:
-    user_id = deleted_user_id(fields)
-    if user_id is None:
-        return
-    removed = works.remove_user(user_id)
-    log.info("user %s deleted: removed %s works and %s likes", user_id, removed["works"], removed["likes"])
-
-
-def consumer(works: WorksService, client: redis.Redis, name: str,
-             stream: str = PLATFORM_STREAM) -> GroupConsumer:
-    return GroupConsumer(client, GROUP, name, lambda fields: handle(works, fields), stream)
+def handler(works: WorksService) -> Callable[[dict[str, str]], None]:
+    def remove(user_id: int) -> None:
+        removed = works.remove_user(user_id)
+        log.info("user %s deleted: removed %s works and %s likes", user_id, removed["works"], removed["likes"])
+    return on_user_deleted(remove)
 
 
 def main() -> None:
     """``python -m services.gallery.events``: one long-running consumer for the launcher."""
     app = create_app()
-    serve_metrics("gallery-events")
-    consume_forever(app.extensions["redis"], GROUP, lambda fields: handle(app.extensions["gallery"].works, fields))
+    consume_forever(app.extensions["redis"], GROUP, handler(app.extensions["gallery"].works), "gallery-events")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,7 @@ import logging
 from sqlalchemy import select, update
 
 from shared.db import Database, utcnow
-from shared.events import consume_forever, deleted_user_id
-from shared.metrics import serve_metrics
+from shared.events import consume_forever, on_user_deleted
 from services.integrations.app import create_app
 from services.integrations.models import ServiceAccount, WebhookDelivery, WebhookEndpoint
 
@@ -25,10 +24,7 @@ class DeletedUsers:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def handle(self, fields: dict[str, str]) -> None:
-        user_id = deleted_user_id(fields)
-        if user_id is None:
-            return
+    def remove(self, user_id: int) -> None:
         now = utcnow()
         with self.db.transaction() as session:
             endpoints = list(session.scalars(select(WebhookEndpoint.id).where(
@@ -46,8 +42,8 @@ class DeletedUsers:
 def main() -> None:
     """``python -m services.integrations.events``: one long-running consumer for the launcher."""
     app = create_app()
-    serve_metrics("integrations-events")
-    consume_forever(app.extensions["redis"], GROUP, DeletedUsers(app.extensions["db"]).handle)
+    consume_forever(app.extensions["redis"], GROUP, on_user_deleted(DeletedUsers(app.extensions["db"]).remove),
+                    "integrations-events")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from shared.db import Database
 from shared.errors import ServiceError
-from shared.events import EventBus, redis_client
+from shared.events import EventBus, GroupConsumer, redis_client
 from shared.tokens import revoked_token_key, revoked_user_key
 from services.credits import events
 from services.credits.audit import audit
@@ -67,7 +67,7 @@ def test_user_deleted_releases_holds_closes_the_account_and_keeps_the_ledger(
                 json={"idempotencyKey": f"release:{finished}"})
     credits.open_account(bystander)
 
-    consumer = events.consumer(credits, redis, "test", stream=stream)
+    consumer = GroupConsumer(redis, events.GROUP, "test", events.handler(credits), stream)
     consumer.ensure_group()
     redis.xadd(stream, {"type": "user.created", "userId": str(user_id), "ts": "x"})
     redis.xadd(stream, {"type": "user.deleted", "userId": "not a number", "ts": "x"})
@@ -170,7 +170,7 @@ def test_an_entry_is_acknowledged_only_after_the_closing_committed(
     unreachable = Database(f"sqlite:///{tmp_path / 'missing' / 'credits.db'}")
     broken = CreditsService(unreachable, Ledger(unreachable, EventBus(redis), CreditsConfig().signup_bonus),
                             CreditsConfig())
-    failing = events.consumer(broken, redis, "worker-1", stream=stream)
+    failing = GroupConsumer(redis, events.GROUP, "worker-1", events.handler(broken), stream)
     failing.ensure_group()
     redis.xadd(stream, {"type": "user.deleted", "userId": str(user_id), "ts": "x"})
     with pytest.raises(OperationalError):
@@ -180,7 +180,7 @@ def test_an_entry_is_acknowledged_only_after_the_closing_committed(
     assert credits.balance(user_id).held == 30
 
     # The same consumer, its database back, handles its pending entry first.
-    assert drain(events.consumer(credits, redis, "worker-1", stream=stream)) == 1
+    assert drain(GroupConsumer(redis, events.GROUP, "worker-1", events.handler(credits), stream)) == 1
     assert redis.xpending(stream, events.GROUP)["pending"] == 0
     assert credits.balance(user_id).to_dict() == {"available": 500, "held": 0}
 

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from services.gallery import events
 from services.gallery.models import Notification, Work, WorkLike
 from shared.config import PROJECT_ROOT
-from shared.events import PLATFORM_STREAM, announce_user_deleted, redis_client
+from shared.events import PLATFORM_STREAM, GroupConsumer, announce_user_deleted, redis_client
 
 
 def test_user_deleted_removes_works_likes_notifications_and_files(
@@ -26,7 +26,7 @@ def test_user_deleted_removes_works_likes_notifications_and_files(
     assert storage.exists(image_key)
 
     client = redis_client(redis_url)
-    consumer = events.consumer(app.extensions["gallery"].works, client, f"test-{unique}")
+    consumer = GroupConsumer(client, events.GROUP, f"test-{unique}", events.handler(app.extensions["gallery"].works))
     consumer.ensure_group()
     client.xadd(PLATFORM_STREAM, {"type": "user.created", "userId": str(alice.user_id), "ts": "x"})
     client.xadd(PLATFORM_STREAM, {"type": "user.deleted", "userId": str(alice.user_id), "ts": "x"})

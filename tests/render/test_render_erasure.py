@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from services.render import jobs
 from services.render.erasure import ErasurePending, remove_user
-from services.render.events import handle
+from services.render.events import handler
 from services.render.models import RenderJob, RenderOutput, RenderUpload, RenderUserShare
 from services.render_worker.pipeline import build_context, render_job
 from shared.events import USER_DELETED
@@ -55,7 +55,7 @@ def test_a_deleted_users_jobs_outputs_uploads_and_files_go_and_shared_files_stay
     with render.db.transaction() as session:  # an administrator gave the user a weight of their own
         session.add(RenderUserShare(user_id=user_id, weight=2.0, updated_by=1))
 
-    handle(render, {"type": USER_DELETED, "userId": str(user_id)})
+    handler(render)({"type": USER_DELETED, "userId": str(user_id)})
 
     assert rows_of(render, user_id) == {"jobs": 0, "outputs": 0, "uploads": 0, "shares": 0}
     assert balance(render_settings, user_id) == {"available": 470, "held": 0}, "the waiting job was refunded"
@@ -92,5 +92,5 @@ def test_a_running_job_is_flagged_and_waited_for_before_its_rows_go(app, user, l
 def test_other_announcements_are_ignored(app, user, live_worker):
     user_id, headers = user
     app.test_client().post("/api/generate", json=BODY, headers=headers)
-    handle(app.extensions["render"], {"type": "user.updated", "userId": str(user_id)})
+    handler(app.extensions["render"])({"type": "user.updated", "userId": str(user_id)})
     assert rows_of(app.extensions["render"], user_id)["jobs"] == 1
