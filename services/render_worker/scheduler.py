@@ -55,8 +55,6 @@ log = logging.getLogger(__name__)
 # A job admitted this recently may not be in line yet (its admission enqueues after the commit).
 SYNC_GRACE_SECONDS = 2.0
 POSITIONS_SECONDS = 1.0
-# After a nudge, wait this long for more (a burst of admissions) before a pass.
-COALESCE_SECONDS = 0.02
 # The longest one BLPOP waits for a nudge: below redis-py's 5-s socket timeout, which would
 # otherwise end a longer wait (RENDER_SCHEDULE_SECONDS of 5 or more) with a TimeoutError.
 WAKE_SLICE_SECONDS = CONSUMER_BLOCK_MS / 1000
@@ -282,9 +280,8 @@ class Scheduler:
         while not stop.is_set():
             try:
                 self.run_once()
-                if self._nudged(stop):
-                    stop.wait(COALESCE_SECONDS)
-                    self.redis.delete(self.fair.wake_key)
+                if self._nudged(stop):  # pass at once: nudges that come meanwhile are one more pass
+                    self.redis.delete(self.fair.wake_key)  # (those before this pass starts are served by it)
             except Exception:  # the database or Redis away: the next pass tries again
                 log.exception("scheduler pass failed; retrying in %s s", self.config.schedule_seconds)
                 stop.wait(self.config.schedule_seconds)
