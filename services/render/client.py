@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from services.render import scheduler
 from shared.errors import ServiceError, ServiceUnavailable
 from shared.internal_http import InternalHttp, Timeout, is_not_found
 
-# The fair-share lanes a service account's jobs may wait in (``services.render.scheduler``).
-LANES = scheduler.LANES
+# The scheduler's fair-share lanes (``services.render.scheduler``): people's jobs wait in
+# ``interactive``, service accounts' in ``batch`` unless an administrator chose otherwise.
+LANES = ("interactive", "batch")
+INTERACTIVE, BATCH = LANES
 
 FINISHED_JOB_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 SETTLING = "settling"
@@ -87,7 +88,7 @@ class RenderClient:
                                      code="UPSTREAM_MALFORMED") from exc
 
     def admit(self, user_id: int, params: dict[str, Any], idempotency_key: str, max_active_jobs: int,
-              workflows: list[str] | None, lane: str = scheduler.BATCH) -> dict[str, Any]:
+              workflows: list[str] | None, lane: str = BATCH) -> dict[str, Any]:
         """Admit a job on behalf of a service account, exactly as ``POST /api/generate`` would:
         ``{"job", "queuePosition", "estimatedStartSeconds", ...}``. The callee's refusal is a
         ``ServiceError`` with its code; no answer at all is ``ServiceUnavailable`` (RENDER_UNAVAILABLE)."""

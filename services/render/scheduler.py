@@ -37,11 +37,10 @@ from typing import Iterable
 import redis
 
 from services.render.catalog import MODEL_KINDS
+from services.render.client import BATCH, INTERACTIVE, LANES
 from services.render.models import RenderJob
 from services.render.workflows import Template
 
-LANES = ("interactive", "batch")
-INTERACTIVE, BATCH = LANES
 # How far down each lane the planner looks for a job an idle worker can take.
 LOOKAHEAD = 64
 
