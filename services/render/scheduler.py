@@ -138,6 +138,7 @@ class FairQueue:
         self.passes_key = base + "lanes"
         self.models_key = base + "model"
         self.wake_key = base + "wake"
+        self.fleet_key = base + "fleet"
         self.epoch_key = base + "epoch"
         self.lock_key = base + "lock"
         self._enqueue = redis_client.register_script(_ENQUEUE)
@@ -169,10 +170,19 @@ class FairQueue:
 
     def wake(self) -> None:
         """Nudge the scheduler: a slot freed up or a job arrived."""
+        self._nudge(self.redis.pipeline(transaction=False)).execute()
+
+    def fleet_changed(self) -> None:
+        """A worker joined, left, or changed what it offers (workflows, models, slots, state):
+        the scheduler reads the workers' catalogs again on its next pass, which this nudges."""
         pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(self.fleet_key)
+        self._nudge(pipe).execute()
+
+    def _nudge(self, pipe: redis.client.Pipeline) -> redis.client.Pipeline:
         pipe.lpush(self.wake_key, "1")
         pipe.ltrim(self.wake_key, 0, 0)
-        pipe.execute()
+        return pipe
 
     # -- reading -------------------------------------------------------------------------
     def waiting(self, lane: str, limit: int = LOOKAHEAD) -> list[tuple[Entry, float]]:
@@ -221,8 +231,9 @@ class FairQueue:
         pipe.hgetall(self.passes_key)
         pipe.hgetall(self.vtime_key)
         pipe.hgetall(self.models_key)
+        pipe.get(self.fleet_key)  # last: a worker that joined before a job it can take was put in line is seen
         answers = pipe.execute()
-        epoch, released, *lanes, passes, vtimes, models = answers[leading:]
+        epoch, released, *lanes, passes, vtimes, models, fleet = answers[leading:]
         ranked = {lane: lanes[2 * i + 1] for i, lane in enumerate(LANES)}
         found = dict(known or {})
         missing = [(lane, job_id) for lane, ids in ranked.items() for job_id in ids if job_id not in found]
@@ -242,6 +253,7 @@ class FairQueue:
             passes={lane: float(value) for lane, value in passes.items()},
             vtimes={lane: float(value) for lane, value in vtimes.items()},
             models=models,
+            fleet=fleet,
             leading=answers[:leading])
 
     def passes(self) -> dict[str, float]:
@@ -309,6 +321,7 @@ class Snapshot:
     passes: dict[str, float]
     vtimes: dict[str, float]
     models: dict[str, str]
+    fleet: str | None  # the fleet's version (``FairQueue.fleet_changed``)
     leading: list = field(default_factory=list)  # answers to the caller's commands (``pipe``)
 
 

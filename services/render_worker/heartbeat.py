@@ -9,7 +9,9 @@ keeps a dead ComfyUI from being advertised.
 
 Each beat also writes the worker's summary for operators (``services.render.fleet``:
 state, prompts in flight, jobs done and failed, loaded model) and obeys an
-administrator's drain or resume (``on_pause``).
+administrator's drain or resume (``on_pause``). When what the scheduler plans with changes
+(the worker joins or withdraws, or its workflows, models, slots or state change), the beat
+tells it (``on_change``: ``FairQueue.fleet_changed``), so it reads the catalogs again at once.
 """
 from __future__ import annotations
 
@@ -42,6 +44,15 @@ OBJECT_INFO_INPUTS = {
     "samplers": ("KSampler", "sampler_name"),
     "schedulers": ("KSampler", "scheduler"),
 }
+
+
+# The parts of a catalog the scheduler plans with (``services.render_worker.scheduler``).
+PLANNED_KEYS = ("workflows", "slots", "state") + MODEL_KINDS + ("builtin_vaes",)
+
+
+def planned(catalog: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the scheduler plans with of ``catalog`` (None: no catalog is advertised)."""
+    return None if catalog is None else {key: catalog.get(key) for key in PLANNED_KEYS}
 
 
 # What VAELoader offers beside the files of models/vae: decoders ComfyUI builds from
@@ -99,10 +110,13 @@ class CatalogPublisher(threading.Thread):
                  templates: Callable[[], dict[str, Template]], queues: list[str], slots: int, *,
                  interval: float = REFRESH_SECONDS, alive_ttl: int = CATALOG_TTL_SECONDS,
                  object_info_seconds: float = 60.0, state: WorkerState | None = None,
-                 on_pause: Callable[[bool], None] | None = None) -> None:
+                 on_pause: Callable[[bool], None] | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
         super().__init__(name="render-catalog", daemon=True)
         self.state = state
         self.on_pause = on_pause
+        self.on_change = on_change
+        self._announced: dict[str, Any] | None = None  # planned(the catalog last advertised)
         self.comfyui = comfyui
         self.redis = redis_client
         self.worker_id = worker_id
@@ -132,6 +146,7 @@ class CatalogPublisher(threading.Thread):
             if self.state is not None:
                 self.catalog.update(self._live())
             publish_catalog(self.redis, self.catalog)
+            self._announce(self.catalog)
             COMFYUI_UP.labels(self.worker_id, self.comfyui.base_url).set(1)
             self._record(reachable=True)
             return True
@@ -140,11 +155,19 @@ class CatalogPublisher(threading.Thread):
             log.warning("worker catalog not refreshed (ComfyUI): %s", exc)
             self.catalog = None
             self.redis.delete(catalog_key(self.worker_id))  # a dead ComfyUI is not advertised
+            self._announce(None)
             self._record(reachable=False)
             return False
         except redis.RedisError as exc:
             log.warning("worker catalog not refreshed (Redis): %s", exc)
             return False
+
+    def _announce(self, catalog: dict[str, Any] | None) -> None:
+        """Tell the scheduler when what it plans with changed since the last catalog advertised."""
+        now = planned(catalog)
+        if now != self._announced and self.on_change is not None:
+            self.on_change()
+        self._announced = now
 
     def _obey_drain(self) -> None:
         """Stop or resume consuming as an administrator asked (``services.render.fleet``)."""
@@ -189,5 +212,6 @@ class CatalogPublisher(threading.Thread):
             self.join(timeout=5)
         try:
             self.redis.delete(catalog_key(self.worker_id), alive_key(self.worker_id))
+            self._announce(None)
         except redis.RedisError:
             pass

@@ -43,7 +43,7 @@ from shared.web import configure_logging
 
 from services.render import jobs
 from services.render.metrics import SCHEDULER_LEADING, SCHEDULER_RELEASED, SCHEDULER_TAKEN_BACK, SCHEDULER_WAITING
-from services.render.catalog import MODEL_KINDS, alive_key, read_live_catalogs, workflow_names
+from services.render.catalog import MODEL_KINDS, REFRESH_SECONDS, alive_key, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig, load_config
 from services.render.dispatch import declare_worker_queue, estimated_start_seconds, send_job, worker_queue
 from services.render.scheduler import (BATCH, INTERACTIVE, LANES, Entry, FairQueue, Policy, Released, Snapshot,
@@ -64,7 +64,9 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 2 end
 return 0
 """
-CATALOG_SECONDS = 1.0
+# The workers' catalogs are read again when the fleet's version changed (a worker joined, left, or
+# changed what it offers), and at least this often (as often as workers refresh them).
+CATALOG_SECONDS = REFRESH_SECONDS
 
 
 class Scheduler:
@@ -80,7 +82,7 @@ class Scheduler:
         self.fair = FairQueue(self.redis, config.queue_prefix)
         self.policy = Policy(batch_share=config.batch_min_share, affinity_wait=config.affinity_wait_seconds)
         self.lease_seconds = max(5, int(config.schedule_seconds * 5))
-        self._catalogs: tuple[float, list[dict[str, Any]]] = (float("-inf"), [])
+        self._catalogs: tuple[float, str | None, list[dict[str, Any]]] = (float("-inf"), None, [])
         self._synced_at = float("-inf")
         self._positions: dict[str, int] = {}
         self._positions_at = float("-inf")
@@ -96,9 +98,11 @@ class Scheduler:
     def run_once(self) -> int | None:
         """One pass: the number of jobs released, None when another scheduler leads."""
         # One round trip: the lease (EVAL: a script object in a pipeline costs a SCRIPT EXISTS round
-        # trip), the live workers' heartbeats when this process leads already, and the line.
-        catalogs = self.live_catalogs() if self._leading else []
-        ids = [str(c.get("workerId")) for c in catalogs]
+        # trip), the heartbeats of the workers this process knows when it leads already, and the
+        # line with the fleet's version (when a worker joined or changed, its catalogs are read again).
+        read_at, fleet, catalogs = self._catalogs
+        known = self._leading and time.monotonic() - read_at <= CATALOG_SECONDS
+        ids = [str(c.get("workerId")) for c in catalogs] if known else []
         pipe = self.redis.pipeline(transaction=False)
         pipe.eval(LEASE, 1, self.fair.lock_key, self.owner, self.lease_seconds)
         if ids:
@@ -110,7 +114,8 @@ class Scheduler:
             self._entries = {}  # another scheduler releases meanwhile
             return None
         SCHEDULER_LEADING.set(1)
-        alive = {wid for wid, beat in zip(ids, state.leading[1]) if beat} if ids else None
+        beats = state.leading[1] if ids and state.fleet == fleet else None
+        fleet = state.fleet
         if state.leading[0] == 1 and self._entries:  # the lease lapsed: another may have released meanwhile
             self._entries = {}
             state = self.snapshot()
@@ -122,7 +127,11 @@ class Scheduler:
         if not state.released and not any(state.counts.values()):
             self._positions, self._entries = {}, {}
             return 0
-        workers = self.workers(state.released, state.models, (catalogs, alive) if alive is not None else None)
+        if beats is not None:
+            alive = {wid for wid, beat in zip(ids, beats) if beat}
+        else:
+            catalogs, alive = self.live_workers(fleet)
+        workers = self.workers(state.released, state.models, catalogs, alive)
         if self._taken_back:  # jobs a dead worker never claimed are back in line
             state = self.snapshot()
         placements = []
@@ -158,26 +167,19 @@ class Scheduler:
             self._declared.add(worker_id)
         return name
 
-    def live_catalogs(self) -> list[dict[str, Any]]:
-        """The workers' catalogs, read at most every ``CATALOG_SECONDS`` (a SCAN)."""
-        read_at, catalogs = self._catalogs
-        if time.monotonic() - read_at > CATALOG_SECONDS:
-            catalogs = read_live_catalogs(self.redis)
-            self._catalogs = (time.monotonic(), catalogs)
-        return catalogs
+    def live_workers(self, fleet: str | None) -> tuple[list[dict[str, Any]], set[str]]:
+        """The workers' catalogs (a SCAN), kept as those of the fleet's version ``fleet``, and which
+        of those workers have a heartbeat."""
+        catalogs = read_live_catalogs(self.redis)
+        self._catalogs = (time.monotonic(), fleet, catalogs)
+        ids = [str(c.get("workerId")) for c in catalogs]
+        beats = self.redis.mget([alive_key(w) for w in ids]) if ids else []
+        return catalogs, {wid for wid, beat in zip(ids, beats) if beat}
 
-    def workers(self, released: dict[str, Released], models: dict[str, str],
-                seen: tuple[list[dict[str, Any]], set[str]] | None = None) -> list[WorkerSlots]:
-        """Live workers with their free slots; settles the released set on the way (and notes in
-        ``_taken_back`` whether it put any job back in line). ``seen``: the catalogs and which of
-        those workers have a heartbeat, when the pass read them already."""
-        if seen is None:
-            catalogs = self.live_catalogs()
-            ids = [str(c.get("workerId")) for c in catalogs]
-            alive = {wid for wid, beat in zip(ids, self.redis.mget([alive_key(w) for w in ids]) if ids else [])
-                     if beat}
-        else:
-            catalogs, alive = seen
+    def workers(self, released: dict[str, Released], models: dict[str, str], catalogs: list[dict[str, Any]],
+                alive: set[str]) -> list[WorkerSlots]:
+        """Live workers (``catalogs``, those of them ``alive``) with their free slots; settles the
+        released set on the way (and notes in ``_taken_back`` whether it put any job back in line)."""
         with self.db.read() as session:
             running, statuses = jobs.running_and_statuses(session, list(released))
         draining = {str(c.get("workerId")) for c in catalogs if c.get("state") == "draining"}

@@ -107,7 +107,8 @@ def start_worker_threads(sender, **_kwargs) -> None:
     publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, ctx.worker_id, ctx.templates.all, queues,
                                  config.prompts_in_flight, interval=config.heartbeat_seconds,
                                  alive_ttl=config.alive_ttl, object_info_seconds=config.object_info_seconds,
-                                 state=ctx.state, on_pause=_pause(sender.hostname, queues))
+                                 state=ctx.state, on_pause=_pause(sender.hostname, queues),
+                                 on_change=ctx.fair.fleet_changed)
     publisher.refresh()
     publisher.start()
     _threads.append(publisher)

@@ -196,7 +196,7 @@ def test_a_job_released_to_a_worker_that_died_before_claiming_it_goes_to_another
     redis.delete(alive_key("render@a"))
     publish_catalog(redis, {"workerId": "render@b", "checkpoints": [MODEL], "workflows": ["text2img"], "slots": 1})
     redis.set(alive_key("render@b"), "1", ex=30)
-    scheduler._catalogs = (float("-inf"), [])  # the catalogs it cached a moment ago
+    scheduler.fair.fleet_changed()  # as a worker announces that it joined (its heartbeat)
     assert scheduler.run_once() == 1
     assert _worker_messages(redis, queue, "render@b") == [job_id]
     assert list(scheduler.fair.released()) == [job_id]
@@ -209,7 +209,7 @@ def test_a_sync_forgets_what_it_kept_about_workers_that_are_gone(app, user, live
     publish_catalog(redis, {"workerId": "render@b", "checkpoints": [MODEL], "workflows": ["text2img"], "slots": 1})
     redis.set(alive_key("render@b"), "1", ex=30)
     redis.delete(alive_key("render@a"), KEY_PREFIX + "render@a")  # render@a died; its catalog expired
-    scheduler._catalogs = (float("-inf"), [])  # the catalogs it cached a moment ago
+    scheduler.fair.fleet_changed()  # as a worker announces that it joined (its heartbeat)
     assert scheduler.run_once() == 1 and _worker_messages(redis, queue, "render@b") == [job_id]
     queues = scheduler.celery.amqp.queues
     assert {f"{queue}.worker.render@a", f"{queue}.worker.render@b"} <= set(queues)
@@ -228,7 +228,7 @@ def test_a_draining_worker_gets_no_job_and_what_it_has_not_claimed_goes_to_anoth
     second = _admit(app, user[1])
     publish_catalog(redis, {"workerId": "render@b", "checkpoints": [MODEL], "workflows": ["text2img"], "slots": 2})
     redis.set(alive_key("render@b"), "1", ex=30)
-    scheduler._catalogs = (float("-inf"), [])  # the catalogs it cached a moment ago
+    scheduler.fair.fleet_changed()  # as the workers' heartbeats announce a drain and a join
     assert scheduler.run_once() == 2
     assert sorted(_worker_messages(redis, queue, "render@b")) == sorted([first, second])
     assert _worker_messages(redis, queue, "render@a") == [first], "only the message it had before draining"
@@ -299,7 +299,7 @@ def test_a_job_a_worker_hands_back_goes_to_another_worker_and_the_job_behind_it_
     assert scheduler.fair.waiting_ids() == [first], "the handed-back job waits for another worker"
     publish_catalog(redis, {"workerId": "render@b", "checkpoints": [MODEL], "workflows": ["text2img"], "slots": 1})
     redis.set(alive_key("render@b"), "1", ex=30)
-    scheduler._catalogs = (float("-inf"), [])  # the catalogs it cached a moment ago
+    scheduler.fair.fleet_changed()  # as a worker announces that it joined (its heartbeat)
     assert scheduler.run_once() == 1 and _worker_messages(redis, queue, "render@b") == [first]
 
 

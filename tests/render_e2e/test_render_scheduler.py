@@ -2,11 +2,8 @@
 backlog, a waiting job cancelled never runs, and jobs go to the worker that holds their model."""
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from services.render_worker.scheduler import CATALOG_SECONDS
 from .conftest import MODEL, Stack, _wait
 
 pytestmark = pytest.mark.e2e
@@ -47,10 +44,7 @@ def test_a_cancelled_waiting_job_never_runs_and_is_refunded(pool: Stack):
 def test_jobs_for_a_model_go_to_the_worker_that_holds_it(pool: Stack):
     pool.start_emulator("b")
     pool.configure("b", step_delay=0.1)
-    pool.start_worker("w2", "b")
-    # The scheduler reads the workers' catalogs at most once a second: until its next read a job
-    # can only go to the workers it knew (on a quiet machine the first two jobs end sooner).
-    time.sleep(CATALOG_SECONDS + 0.5)
+    pool.start_worker("w2", "b")  # serving: its heartbeat told the scheduler, whose next pass plans with it
     try:
         user = pool.user()
         first = [user.wait(user.submit(steps=5, model=model), 30) for model in (MODEL, OTHER)]
