@@ -199,26 +199,25 @@ def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable
     crash. A job still running on a live worker is left alone. ``started_at`` is the
     start of the current attempt (the reconciler's deadline counts from it).
     """
+    # The usual case first, in one statement: a queued job (then the row is read as it now is).
+    claimed = session.execute(
+        update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "queued",
+                                RenderJob.cancel_requested.is_(False))
+        .values(status="running", worker=worker, attempts=RenderJob.attempts + 1, progress=0,
+                started_at=utcnow(), submitted_at=None, first_progress_at=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount == 1
     job = session.get(RenderJob, job_id)
-    if job is None or job.status not in ACTIVE_STATUSES:
+    if claimed or job is None or job.status != "running":
+        return job if claimed else None
+    previous = job.worker
+    if previous == worker or (previous and worker_alive(previous)):
         return None
-    if job.status == "queued":
-        claimed = session.execute(
-            update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "queued",
-                                    RenderJob.cancel_requested.is_(False))
-            .values(status="running", worker=worker, attempts=RenderJob.attempts + 1, progress=0,
-                    started_at=utcnow(), submitted_at=None, first_progress_at=None, updated_at=utcnow())
-            .execution_options(synchronize_session=False)).rowcount == 1
-    else:
-        previous = job.worker
-        if previous == worker or (previous and worker_alive(previous)):
-            return None
-        claimed = session.execute(
-            update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "running",
-                                    RenderJob.worker == previous)
-            .values(worker=worker, attempts=RenderJob.attempts + 1, progress=0, started_at=utcnow(),
-                    submitted_at=None, first_progress_at=None, updated_at=utcnow())
-            .execution_options(synchronize_session=False)).rowcount == 1
+    claimed = session.execute(
+        update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "running",
+                                RenderJob.worker == previous)
+        .values(worker=worker, attempts=RenderJob.attempts + 1, progress=0, started_at=utcnow(),
+                submitted_at=None, first_progress_at=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount == 1
     if not claimed:
         return None
     session.refresh(job)

@@ -84,10 +84,18 @@ class RenderContext:
 
     def capabilities(self) -> tuple[set[str], dict[str, list[str]]]:
         """Node classes and catalog kinds of this worker's ComfyUI (re-read every 30 s)."""
+        known = self.known_capabilities()
+        if known is None:
+            info = self.comfyui.object_info_all()
+            self.capabilities_cache = (time.monotonic(), set(info), choices_from_object_info(info))
+            known = self.capabilities_cache[1], self.capabilities_cache[2]
+        return known
+
+    def known_capabilities(self) -> tuple[set[str], dict[str, list[str]]] | None:
+        """``capabilities()`` when read within 30 s, else None (without asking ComfyUI)."""
         cached = self.capabilities_cache
         if cached is None or time.monotonic() - cached[0] > 30:
-            info = self.comfyui.object_info_all()
-            cached = self.capabilities_cache = (time.monotonic(), set(info), choices_from_object_info(info))
+            return None
         return cached[1], cached[2]
 
     def alive(self, worker_id: str) -> bool:
@@ -171,8 +179,14 @@ def _back_in_line(ctx: RenderContext, job: RenderJob, hops: int = 0) -> None:
 
 
 def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
+    prompt, problem = None, None
     with ctx.db.transaction() as session:
         job = jobs.claim_job(session, job_id, ctx.worker_id, ctx.alive)
+        if job is not None:
+            try:
+                prompt = _prompt_at_claim(ctx, session, job)
+            except Exception as exc:  # failing the job needs its claim committed: raised below
+                problem = exc
     if job is None:
         log.info("job %s is finished, cancelled, held by a live worker or unknown; skipping", job_id)
         return
@@ -181,12 +195,14 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
     template = ctx.templates.get(job.workflow)
     delivery = Delivery()
     try:
+        if problem is not None:
+            raise problem
         if job.attempts > ctx.config.max_attempts:
             raise JobFailed(f"The job was interrupted {job.attempts - 1} times (its worker kept dying).",
                             "TOO_MANY_ATTEMPTS")
         if template is None:
             raise JobFailed(f"The workflow {job.workflow!r} is no longer available.", "WORKFLOW_UNAVAILABLE")
-        _run(ctx, job, template, hops, delivery)
+        _run(ctx, job, template, hops, delivery, prompt)
     except PassOn:
         return
     except PromptInterrupted:
@@ -220,19 +236,54 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
         _wake_scheduler(ctx)
 
 
-def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int, delivery: Delivery) -> None:
-    node_classes, choices = ctx.capabilities()
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt recorded on the job's row (its id before ComfyUI sees it, so that the next
+    attempt after a crash finds it), not submitted yet."""
+
+    id: str
+    variant: Variant
+    params: dict[str, Any]
+    graph: dict[str, Any]
+
+
+def _prompt_at_claim(ctx: RenderContext, session, job: RenderJob) -> Prompt | None:
+    """The usual job's prompt, recorded in the claim's own transaction (one commit before ComfyUI
+    sees it instead of two). None, leaving it to ``_run``, for a job that needs more than this
+    worker knows already: a retry (the previous attempt's prompt may be adopted), a source image
+    to upload, a model or workflow this ComfyUI lacks, capabilities to read from ComfyUI."""
+    template = ctx.templates.get(job.workflow)
+    known = ctx.known_capabilities()
+    if (template is None or known is None or job.attempts > 1 or job.comfy_prompt_id
+            or any(name in job.params for name in template.image_parameters)):
+        return None
+    node_classes, choices = known
     variant = template.variant_for(node_classes, choices)
-    missing = _missing_models(template, job.params, choices)
-    if variant is None or missing:
-        _pass_on(ctx, job, hops, missing or [f"workflow {template.name}"])
+    if variant is None or _missing_models(template, job.params, choices):
+        return None
     params = _complete_params(template, variant, job.params, choices)
+    prompt = Prompt(str(uuid.uuid4()), variant, params, build_graph(template, variant, params))
+    jobs.record_prompt(session, job.id, prompt.id, variant.name, prompt.graph)
+    return prompt
+
+
+def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int, delivery: Delivery,
+         prompt: Prompt | None = None) -> None:
+    if prompt is None:
+        node_classes, choices = ctx.capabilities()
+        variant = template.variant_for(node_classes, choices)
+        missing = _missing_models(template, job.params, choices)
+        if variant is None or missing:
+            _pass_on(ctx, job, hops, missing or [f"workflow {template.name}"])
+        params = _complete_params(template, variant, job.params, choices)
+    else:
+        variant, params = prompt.variant, prompt.params
     hooks = _Hooks(ctx, job)
     deadline = time.monotonic() + min(template.deadline_seconds, ctx.settings.job_deadline_seconds)
-    refs = _adopt_previous_prompt(ctx, job, variant)
+    refs = None if prompt is not None else _adopt_previous_prompt(ctx, job, variant)
     if refs is None:
         try:
-            refs = _submit(ctx, job, template, variant, params, hooks, deadline)
+            refs = _submit(ctx, job, template, variant, params, hooks, deadline, prompt)
         except ComfyUIError as exc:
             if exc.code != "PROMPT_LOST" or not ctx.config.resubmit_lost:
                 raise
@@ -249,16 +300,17 @@ def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int, deli
 
 
 def _submit(ctx: RenderContext, job: RenderJob, template: Template, variant: Variant, params: dict[str, Any],
-            hooks: "_Hooks", deadline: float) -> list[ImageRef]:
-    """Upload the source, build the graph, record the prompt id, run it in ComfyUI."""
+            hooks: "_Hooks", deadline: float, prompt: Prompt | None = None) -> list[ImageRef]:
+    """Run ``prompt`` in ComfyUI; without one, upload the source, build the graph and record the
+    prompt id first."""
     if hooks.should_cancel():
         raise PromptInterrupted(job.id)
-    overrides = {name: _upload_source(ctx, job) for name in template.image_parameters if name in params}
-    graph = build_graph(template, variant, params, overrides)
-    prompt_id = str(uuid.uuid4())
-    with ctx.db.transaction() as session:
-        jobs.record_prompt(session, job.id, prompt_id, variant.name, graph)
-    return ctx.comfyui.run(graph, variant.outputs, deadline=deadline, prompt_id=prompt_id,
+    if prompt is None:
+        overrides = {name: _upload_source(ctx, job) for name in template.image_parameters if name in params}
+        prompt = Prompt(str(uuid.uuid4()), variant, params, build_graph(template, variant, params, overrides))
+        with ctx.db.transaction() as session:
+            jobs.record_prompt(session, job.id, prompt.id, variant.name, prompt.graph)
+    return ctx.comfyui.run(prompt.graph, variant.outputs, deadline=deadline, prompt_id=prompt.id,
                            hooks=RunHooks(on_progress=hooks.progress, on_preview=hooks.preview,
                                           should_cancel=hooks.should_cancel))
 

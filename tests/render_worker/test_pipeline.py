@@ -1,6 +1,7 @@
 """render_job end to end: emulator + real credits service + real Redis + real database."""
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
 from services.render import jobs
@@ -9,13 +10,17 @@ from services.render_worker.pipeline import MAX_HOPS, render_job
 from tests.render_worker.helpers import admit, job_state, ledger
 
 
-def test_two_image_job_succeeds_charges_30_and_announces_in_order(ctx, user_id, channel):
+@pytest.mark.parametrize("knows_comfyui", [False, True], ids=["first-job", "later-job"])
+def test_two_image_job_succeeds_charges_30_and_announces_in_order(ctx, user_id, channel, knows_comfyui):
+    if knows_comfyui:  # as after its first job: the claim's transaction records the prompt too
+        ctx.capabilities()
     job_id = admit(ctx, user_id, batchSize=2)
     render_job(job_id, ctx)
 
     job, outputs = job_state(ctx, job_id)
     assert job.status == "succeeded" and job.progress == 100 and job.images_delivered == 2 and job.attempts == 1
     assert job.comfy_prompt_id and job.worker == "render@test" and job.error_code is None
+    assert job.variant and job.graph and job.started_at <= job.submitted_at
     assert job.settled_at is not None
     assert [output.index for output in outputs] == [0, 1]
     for output in outputs:
