@@ -15,7 +15,7 @@ from typing import Any, Callable
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from services.render.models import FINISHED_STATUSES, RenderJob, RenderOutput, RenderUpload
+from services.render.models import FINISHED_STATUSES, RenderJob, RenderOutput, RenderUpload, RenderUserShare
 from services.render.workflows import Template
 from shared.db import utcnow
 from shared.errors import Conflict, NotFound
@@ -113,10 +113,14 @@ def list_jobs(session: Session, user_id: int | None, filters: JobFilter = JobFil
     return list(rows), total
 
 
-def active_count(session: Session, user_id: int) -> int:
-    """The user's queued plus running jobs."""
-    return session.scalar(select(func.count()).select_from(RenderJob).where(
-        RenderJob.user_id == user_id, RenderJob.status.in_(ACTIVE_STATUSES))) or 0
+def active_count_and_weight(session: Session, user_id: int) -> tuple[int, float | None]:
+    """What admission checks, in one statement: the user's queued plus running jobs, and the
+    weight an administrator gave the user (None: the role's)."""
+    active = (select(func.count()).select_from(RenderJob)
+              .where(RenderJob.user_id == user_id, RenderJob.status.in_(ACTIVE_STATUSES)).scalar_subquery())
+    weight = select(RenderUserShare.weight).where(RenderUserShare.user_id == user_id).scalar_subquery()
+    count, share = session.execute(select(active, weight)).one()
+    return int(count or 0), share
 
 
 def running_count(session: Session, queue: str) -> int:

@@ -195,9 +195,8 @@ class RenderService:
             if deadline is not None and time.time() > deadline:
                 raise AdmissionExpired()
             with self.db.read() as session:
-                active = jobs.active_count(session, user_id)
-                share = session.get(RenderUserShare, user_id)
-            weight = share.weight if share is not None else self.config.role_weight(role)
+                active, share = jobs.active_count_and_weight(session, user_id)
+            weight = share if share is not None else self.config.role_weight(role)
             if active >= active_limit:
                 raise QueueLimit(f"You already have {active} jobs waiting or running; the limit is {active_limit}.",
                                  details={"active": active, "limit": active_limit})
