@@ -3,7 +3,7 @@ starts one). It releases waiting jobs (``services.render.scheduler``) to workers
 prompt slots free up: one Celery message per free slot, to the chosen worker's own queue.
 
 A pass runs whenever admission or a worker nudges it (``<RENDER_QUEUE>:sched:wake``: a job
-arrived, a job ended) and at least every ``RENDER_SCHEDULE_SECONDS``. Each pass
+arrived, a job ended, the fleet changed) and at least every ``RENDER_SCHEDULE_SECONDS``. Each pass
 * counts every live worker's free slots: its catalog's ``slots`` minus its running jobs
   (the database) minus jobs released to it that it has not claimed yet;
 * takes back jobs released to a worker that died, or that no worker claimed within
@@ -98,8 +98,9 @@ class Scheduler:
     def run_once(self) -> int | None:
         """One pass: the number of jobs released, None when another scheduler leads."""
         # One round trip: the lease (EVAL: a script object in a pipeline costs a SCRIPT EXISTS round
-        # trip), the heartbeats of the workers this process knows when it leads already, and the
-        # line with the fleet's version (when a worker joined or changed, its catalogs are read again).
+        # trip), the heartbeats of the workers this process knows when it leads already, the nudges
+        # (taken: this pass serves them), and the line with the fleet's version (when a worker joined
+        # or changed, its catalogs are read again).
         read_at, fleet, catalogs = self._catalogs
         known = self._leading and time.monotonic() - read_at <= CATALOG_SECONDS
         ids = [str(c.get("workerId")) for c in catalogs] if known else []
@@ -107,6 +108,7 @@ class Scheduler:
         pipe.eval(LEASE, 1, self.fair.lock_key, self.owner, self.lease_seconds)
         if ids:
             pipe.mget([alive_key(w) for w in ids])
+        pipe.delete(self.fair.wake_key)
         state = self.fair.snapshot(self.policy.lookahead, pipe, self._entries)
         self._leading = bool(state.leading[0])
         if not self._leading:
@@ -282,22 +284,20 @@ class Scheduler:
         while not stop.is_set():
             try:
                 self.run_once()
-                if self._nudged(stop):  # pass at once: nudges that come meanwhile are one more pass
-                    self.redis.delete(self.fair.wake_key)  # (those before this pass starts are served by it)
+                self._wait_for_nudge(stop)  # then pass at once: nudges that come meanwhile are one more pass
             except Exception:  # the database or Redis away: the next pass tries again
                 log.exception("scheduler pass failed; retrying in %s s", self.config.schedule_seconds)
                 stop.wait(self.config.schedule_seconds)
         if self.redis.get(self.fair.lock_key) == self.owner:
             self.redis.delete(self.fair.lock_key)
 
-    def _nudged(self, stop: threading.Event) -> bool:
-        """Wait up to ``RENDER_SCHEDULE_SECONDS`` for a nudge (admission, a finished job), in
-        slices of at most ``WAKE_SLICE_SECONDS``; whether one came."""
+    def _wait_for_nudge(self, stop: threading.Event) -> None:
+        """Wait up to ``RENDER_SCHEDULE_SECONDS`` for a nudge (admission, a finished job, the fleet
+        changed), in slices of at most ``WAKE_SLICE_SECONDS``."""
         deadline = time.monotonic() + self.config.schedule_seconds
         while not stop.is_set() and (left := deadline - time.monotonic()) >= 0.01:
             if self.redis.blpop([self.fair.wake_key], timeout=min(left, WAKE_SLICE_SECONDS)):
-                return True
-        return False
+                return
 
 
 def main() -> None:
