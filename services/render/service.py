@@ -213,20 +213,20 @@ class RenderService:
                                           source_ref=source.ref if source else None,
                                           idempotency_key=idempotency_key, lane=lane, share_weight=weight)
                     entry = entry_for(job, template)
-                    job_data = job_json(job, [], self.storage, self.retention)
             except BaseException as exc:
                 self.credits.release(job_id, f"release:{job_id}")
                 if idempotency_key and isinstance(exc, IntegrityError):  # a concurrent twin won the insert
                     if (existing := self._existing(user_id, idempotency_key)) is not None:
                         return existing, 200
                 raise
+            try:  # in line first (the scheduler may release it at once), then the lock and the answer
+                self.fair.enqueue(entry)
+            except redis_lib.RedisError as exc:  # the row is the truth: the scheduler finds it on its next sync
+                log.warning("job %s not put in line now (%s); the scheduler will find it", job_id, exc)
         finally:
             lock.release()
-        try:
-            self.fair.enqueue(entry)
-        except redis_lib.RedisError as exc:  # the row is the truth: the scheduler finds it on its next sync
-            log.warning("job %s not put in line now (%s); the scheduler will find it", job_id, exc)
-        data = self._position({"job": job_data}, job.status, job_id, template, catalogs)
+        data = self._position({"job": job_json(job, [], self.storage, self.retention)}, job.status, job_id,
+                              template, catalogs)
         self.events.publish(user_id, "job.queued", {"jobId": job_id, "position": data["queuePosition"],
                                                     "estimatedStartSeconds": data["estimatedStartSeconds"]},
                             job_id=job_id)
