@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import redis
 
@@ -112,17 +112,6 @@ class EventBus:
             event["id"] = entry_id
             events.append(event)
         return events
-
-    def listen(self, user_id: int, timeout: float = 1.0) -> Iterator[dict[str, Any] | None]:
-        """Yield the user's live events; yields None every ``timeout`` seconds of silence."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(user_channel(user_id, self.db))
-        try:
-            while True:
-                message = pubsub.get_message(timeout=timeout)
-                yield json.loads(message["data"]) if message else None
-        finally:
-            pubsub.close()
 
 
 def _announcement(event_type: str, **fields: str) -> dict[str, str]:
