@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -246,7 +245,8 @@ def configure_logging(service: str, level: str) -> None:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits (as ``uuid4().hex`` reads, without building a UUID)."""
+    return os.urandom(16).hex()
 
 
 def incoming_request_id() -> str:

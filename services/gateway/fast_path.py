@@ -40,7 +40,7 @@ import orjson
 from redis import Redis
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
-from werkzeug.routing import Map, RoutingException
+from werkzeug.routing import Map, Rule, RoutingException
 
 from services.gallery.client import GalleryClient
 from services.gateway.cache import ANSWERS, CACHED_PATHS, EdgeCache, Entry, key_of
@@ -155,6 +155,8 @@ class CachedReadsFastPath:
 _NOT_PLAIN = ("HTTP_ORIGIN", "HTTP_X_SERVICE_TOKEN", "HTTP_TRANSFER_ENCODING")
 _FORWARDED_KEYS = {name: "CONTENT_TYPE" if name == "Content-Type" else "HTTP_" + name.upper().replace("-", "_")
                    for name in FORWARDED_REQUEST_HEADERS}
+MAX_ROUTES = 10_000  # paths whose route a process remembers
+_UNSEEN = object()
 # The hooks write these; the service's own would be duplicates.
 _REWRITTEN = frozenset(name.lower() for name in (*SECURITY_HEADERS, REQUEST_ID_HEADER))
 
@@ -187,6 +189,7 @@ class ProxiedReadsFastPath:
         self.edge_cache = edge_cache
         self.service = service
         self._metrics: dict[tuple[str, int], tuple] = {}
+        self._routes: dict[str, Rule | None] = {}  # path → the proxy's rule for it, or None: Flask's
 
     def __call__(self, wsgi_env: dict, start_response: Callable) -> Iterable[bytes]:
         if (wsgi_env["REQUEST_METHOD"] != "GET" or wsgi_env.get("CONTENT_LENGTH") not in (None, "", "0")
@@ -197,11 +200,10 @@ class ProxiedReadsFastPath:
             path = path.encode("latin-1").decode("utf-8", "replace")  # as werkzeug reads it
         if self.edge_cache and CACHED_PATHS.fullmatch(path) is not None:
             return self.app(wsgi_env, start_response)  # the edge cache's (services/gateway/public_reads.py)
-        try:
-            rule, _ = self.urls.match(path, "GET", return_rule=True)
-        except (HTTPException, RoutingException):  # no route, another method's, a redirect: Flask answers
-            return self.app(wsgi_env, start_response)
-        if not rule.endpoint.startswith("proxy."):
+        rule = self._routes.get(path, _UNSEEN)
+        if rule is _UNSEEN:
+            rule = self._route(path)
+        if rule is None:
             return self.app(wsgi_env, start_response)
         started = time.perf_counter()
         client = _client(wsgi_env, self.trusted)
@@ -234,6 +236,20 @@ class ProxiedReadsFastPath:
         if body is None and answer is not None:
             return _Streamed(answer, count)
         return _CountAfterSending(body or b"", count)
+
+    def _route(self, path: str) -> Rule | None:
+        """The proxy's rule for a GET of ``path``; None for no route, another method's, a
+        redirect or a route of the gateway's own (Flask answers those)."""
+        try:
+            rule, _ = self.urls.match(path, "GET", return_rule=True)
+        except (HTTPException, RoutingException):
+            rule = None
+        if rule is not None and not rule.endpoint.startswith("proxy."):
+            rule = None
+        if len(self._routes) >= MAX_ROUTES:
+            self._routes.clear()
+        self._routes[path] = rule
+        return rule
 
     def _observe(self, route: str, status: int, started: float) -> None:
         """The request in the metrics Flask's hooks keep (``shared.metrics``)."""

@@ -22,6 +22,7 @@ class ScriptedServer:
         self.close_after_answer = close_after_answer
         self.requests: list[bytes] = []
         self.connections = 0
+        self.closed = threading.Semaphore(0)  # released as each connection is closed
         self.listener = socket.create_server(("127.0.0.1", 0))
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -43,6 +44,7 @@ class ScriptedServer:
             self._answer(conn)
         except OSError:  # the client went away mid-answer
             conn.close()
+        self.closed.release()
 
     def _answer(self, conn: socket.socket) -> None:
         with conn:
@@ -134,6 +136,7 @@ def test_a_body_is_sent_with_its_length(scripted):
 def test_a_connection_the_service_closed_while_idle_is_not_reused(scripted):
     server, pool = scripted([ok(b"one"), ok(b"two")], close_after_answer=True)
     assert pool.request("GET", "/a", [], None, CONNECT, READ).read() == b"one"
+    assert server.closed.acquire(timeout=10)
     # Not even a POST (never sent twice) meets the closed connection: it is seen closed before reuse.
     assert pool.request("POST", "/b", [], b"{}", CONNECT, READ).read() == b"two"
     assert server.connections == 2
