@@ -13,19 +13,24 @@ request depends on; on a busy machine it is steadier than the latency.
 Load comes from ``wrk`` when installed (``apt-get install wrk``; C, so the load generator
 takes little CPU from the servers), else from Python threads with keep-alive sessions.
 A single sequential client is measured too: with 16 clients on 2 cores, latency is mostly
-queueing for CPU (the gateway spends about 1 ms of CPU on each request), so the unloaded
-figure is the closest to the hop's own cost.
+queueing for CPU, so the unloaded figure is the closest to the hop's own cost.
+Last, the same two requests are sent 3,000 times each to a gateway app in this process (one
+at a time, straight to its WSGI callable, the service still under gunicorn): CPU per request
+of the gateway's own code, without gunicorn's, the kernel's and the load's share.
 Rate limits are raised for the run (RATE_LIMIT_GLOBAL) and counted in a private namespace.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
 import os
 import secrets
 import shutil
 import statistics
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,6 +38,8 @@ from urllib.parse import urlsplit
 from _harness import CpuMeter, Load, Processes, access_token, is_ready, local_env, run_python_clients, run_wrk
 
 from deploy.local import service_commands
+from services.gateway.app import create_app
+from services.gateway.config import load_config
 from shared.config import load_settings
 from shared.migrate import upgrade
 from shared.tokens import ensure_dev_keys
@@ -109,6 +116,42 @@ def measure(label: str, meter: CpuMeter, use_wrk: bool, targets: list[Target], c
               f"{gateway.cpu_ms['gateway']:.3f} ms of gateway CPU per request")
 
 
+IN_PROCESS_REQUESTS = 3000
+
+
+def in_process(env: dict[str, str], targets: list[Target]) -> None:
+    """CPU per request of a gateway app in this process, called as gunicorn would call it."""
+    settings = load_settings(env)
+    app = create_app(settings, load_config(settings, env))
+    print(f"\nIn process: {IN_PROCESS_REQUESTS} requests one at a time to the gateway's WSGI callable")
+    for target in targets:
+        if target.name != "gateway":
+            continue
+        wsgi_env = {"REQUEST_METHOD": "GET", "PATH_INFO": target.path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+                    "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
+                    "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr, "wsgi.multithread": False,
+                    "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
+                    "HTTP_HOST": "127.0.0.1", "HTTP_USER_AGENT": "bench", "HTTP_ACCEPT": "*/*",
+                    **{"HTTP_" + name.upper().replace("-", "_"): value for name, value in target.headers.items()}}
+
+        def one() -> None:
+            statuses: list[str] = []
+            body = app({**wsgi_env, "wsgi.input": io.BytesIO()}, lambda status, headers, exc_info=None:
+                       statuses.append(status))
+            b"".join(body)
+            getattr(body, "close", lambda: None)()
+            if not statuses[0].startswith("200"):
+                raise SystemExit(f"{target.path}: {statuses[0]}")
+
+        for _ in range(300):  # warm up
+            one()
+        started = time.process_time()
+        for _ in range(IN_PROCESS_REQUESTS):
+            one()
+        used_ms = (time.process_time() - started) * 1000 / IN_PROCESS_REQUESTS
+        print(f"  {target.path:<22} {used_ms:.3f} ms of gateway CPU per request")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each measurement")
@@ -142,6 +185,7 @@ def main() -> None:
                   f"{'wrk' if use_wrk else 'Python threads (http.client)'}; {os.cpu_count()} CPU cores")
             measure("Under load", meter, use_wrk, targets, args.clients, args.seconds, args.rounds)
             measure("Unloaded", meter, use_wrk, targets, 1, args.seconds, args.rounds)
+            in_process(env, targets)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
