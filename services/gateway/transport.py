@@ -199,12 +199,14 @@ class Pool:
 
     def _get(self, connect_timeout: float) -> Connection:
         now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()
+        while True:
+            try:
+                conn = self._idle.pop()  # atomic: safe between threads as between greenlets
+            except IndexError:
+                return Connection(self.host, self.port, connect_timeout, self.tls)
             if now - conn.idle_since <= self.max_idle and not conn.closed_by_peer():
                 return conn
             conn.close()
-        return Connection(self.host, self.port, connect_timeout, self.tls)
 
     def put(self, conn: Connection) -> None:
         if len(self._idle) >= self.maxsize:
