@@ -1,9 +1,11 @@
 """render_job end to end: emulator + real credits service + real Redis + real database."""
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import text
 
-from services.render import jobs
+from services.render import cancel_signal, jobs
+from services.render_worker import pipeline
 from services.render_worker.pipeline import MAX_HOPS, render_job
 
 from tests.render_worker.helpers import admit, job_state, ledger
@@ -106,8 +108,9 @@ def test_a_running_job_of_a_live_worker_is_not_taken_over(ctx, user_id):
     ctx.events.redis.delete("render:alive:busy@x")
 
 
-def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel):
-    job_id = admit(ctx, user_id, steps=100)
+def cancel_at_step_3(ctx, job_id: str, signal: bool) -> None:
+    """Request the job's cancel when ComfyUI reports step 3, as the render service does
+    (the row, then the Redis signal) or with the signal lost."""
     original = ctx.comfyui.run
 
     def run_and_cancel(*args, hooks, **kwargs):
@@ -118,10 +121,20 @@ def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel)
             if step == 3:
                 with ctx.db.transaction() as session:
                     assert jobs.request_cancel(session, job_id) == "requested"
+                if signal:
+                    cancel_signal.send(ctx.events.redis, job_id)
         hooks.on_progress = progress
         return original(*args, hooks=hooks, **kwargs)
 
     ctx.comfyui.run = run_and_cancel
+
+
+@pytest.mark.parametrize("signal", [True, False], ids=["signalled", "signal-lost"])
+def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel, signal, monkeypatch):
+    if not signal:  # the worker reads the row itself every CANCEL_ROW_SECONDS (5 s; shorter here)
+        monkeypatch.setattr(pipeline, "CANCEL_ROW_SECONDS", 0.3)
+    job_id = admit(ctx, user_id, steps=100)
+    cancel_at_step_3(ctx, job_id, signal)
     render_job(job_id, ctx)
     job, outputs = job_state(ctx, job_id)
     assert job.status == "cancelled" and outputs == []
