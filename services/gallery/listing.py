@@ -21,7 +21,7 @@ from shared.db import MAX_ID, Database, utcnow
 from shared.errors import Unprocessable
 from shared.tokens import Claims
 from services.gallery.models import Work, WorkLike, WorkTag
-from services.gallery.search import MAX_SEARCH_WORDS, WALK_ROWS, Search, normalise
+from services.gallery.search import MAX_SEARCH_WORDS, WALK_ROWS, Search, TermCounts, normalise
 from services.gallery.schemas import WorkPresenter
 
 LIST_COLUMNS = (Work.id, Work.user_id, Work.author_username, Work.title, Work.description, Work.tags,
@@ -112,6 +112,7 @@ class WorkListing:
         self.db = db
         self.presenter = presenter
         self.zone = zone
+        self.counts = TermCounts()
 
     def _items(self, session: Session, works: list[Work], viewer_id: int | None) -> list[dict[str, Any]]:
         return self.presenter.items(works, viewer_id, _liked(session, viewer_id, works))
@@ -161,21 +162,35 @@ class WorkListing:
         stopped at the reading bound before filling: ``(sort value, id, group)`` or None."""
         found: list[tuple[Work, int]] = []
         while group <= 2:
-            candidates, bounded = search.candidates(session, group), []
-            boundary = None if candidates is not None else session.execute(
-                select(column, Work.id).where(*conditions, *after).order_by(column.desc(), Work.id.desc())
-                .offset(WALK_ROWS - 1).limit(1)).first()
-            if boundary is not None:
-                bounded = [or_(column > boundary[0], and_(column == boundary[0], Work.id >= boundary[1]))]
-            found += [(work, group) for work in self._page(
-                session, [*conditions, *after, *bounded, *search.group_conditions(group, candidates)], column,
+            candidates, window = search.candidates(session, group, self.counts), None
+            if candidates is None:  # the next works in sort order, from the sort's index alone
+                window = session.execute(select(Work.id, column).where(*conditions, *after)
+                                         .order_by(column.desc(), Work.id.desc()).limit(WALK_ROWS)).all()
+                candidates = [work_id for work_id, _value in window]
+            hits = search.matching(session, candidates, group)
+            found += [(work, group) for work in self._read(
+                session, hits, window is not None, [*conditions, *after, *search.text_conditions()], column,
                 size + 1 - len(found))]
             if len(found) > size:
                 return found, None
-            if boundary is not None:
-                return found, (boundary[0], boundary[1], group)
+            if window is not None and len(window) == WALK_ROWS:
+                return found, (window[-1][1], window[-1][0], group)
             group, after = group + 1, []
         return found, None
+
+    def _read(self, session: Session, work_ids: list[int], in_order: bool, conditions: list[ColumnElement[bool]],
+              column, limit: int) -> list[Work]:
+        """The first ``limit`` works of ``work_ids`` meeting ``conditions``, in sort order. Ids
+        already in sort order are read a few more than needed at a time, not all."""
+        if not in_order:
+            return self._page(session, [Work.id.in_(work_ids), *conditions], column, limit) if work_ids else []
+        works: list[Work] = []
+        start, step = 0, limit
+        while len(works) < limit and start < len(work_ids):
+            part = work_ids[start:start + step]
+            works += self._page(session, [Work.id.in_(part), *conditions], column, limit - len(works))
+            start, step = start + step, step * 2
+        return works
 
     @staticmethod
     def _page(session: Session, conditions: list[ColumnElement[bool]], column, limit: int) -> list[Work]:
