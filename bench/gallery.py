@@ -61,7 +61,7 @@ from sqlalchemy import func, insert, select, true
 
 from deploy.local import service_commands
 from services.auth.models import User
-from services.gallery.models import Work
+from services.gallery.models import Work, WorkTerm
 from services.gallery.seed import seed_demo
 from shared.config import Settings, load_settings
 from shared.db import Database, utcnow
@@ -311,24 +311,46 @@ def at_scale(args: argparse.Namespace, backend: str) -> None:
 
 
 def explain(url: str, words: str, sort: str) -> list[str]:
-    """The database's plan for the first ranking group of a gallery search."""
-    from services.gallery.listing import GALLERY_SORTS
-    from services.gallery.search import Search
+    """The database's plans for the first page of the first ranking group of a gallery search:
+    how the plan is chosen (a capped count per term), the candidates (read in sort order when
+    every term is common), the lookup of each term among them, and the read of the works found."""
+    from services.gallery.listing import GALLERY_SORTS, LISTED_BY_ID
+    from services.gallery.search import DRIVING_LIMIT, TITLE_OR_TAG, WALK_ROWS, Search, TermCounts
 
     column = GALLERY_SORTS[sort]
     db = Database(url)
     search = Search.parse(words)
-    with db.read() as session:
-        candidates = search.candidates(session, 1)
-    stmt = (select(Work.id).where(Work.listed == true(), *search.group_conditions(1, candidates))
-            .order_by(column.desc(), Work.id.desc()).limit(PAGE_SIZE + 1))
+    lines = []
     try:
-        sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
+        with db.read() as session:
+            candidates = search.candidates(session, 1, TermCounts())
+            window = candidates is None
+            if window:
+                candidates = list(session.scalars(select(Work.id).where(Work.listed == true())
+                                                  .order_by(column.desc(), Work.id.desc()).limit(WALK_ROWS)))
+            hits = search.matching(session, candidates, 1)
+        probe = search.probes()[0]
+        statements = {
+            "count (plan choice)": select(func.count()).select_from(
+                probe.works(TITLE_OR_TAG).limit(DRIVING_LIMIT).subquery()),
+            **({f"candidates: {WALK_ROWS} works in sort order": select(Work.id, column).where(Work.listed == true())
+                .order_by(column.desc(), Work.id.desc()).limit(WALK_ROWS)} if window else
+               {"candidates: the rarest term's works": probe.works(TITLE_OR_TAG)}),
+            f"each term among the {len(candidates)} candidates": select(WorkTerm.work_id, func.max(WorkTerm.weight))
+            .where(probe._term(), WorkTerm.work_id.in_(candidates)).group_by(WorkTerm.work_id),
+            **({} if window else {"the listed ones among them, to sort": select(Work.id, column).where(
+                Work.id.in_(hits or [0]), LISTED_BY_ID)}),
+            f"the works found ({len(hits)}; the first {PAGE_SIZE + 1} read)": select(Work).where(
+                Work.id.in_(hits[:PAGE_SIZE + 1] or [0]), *search.text_conditions()),
+        }
+        prefix = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
         with db.engine.connect() as connection:
-            prefix = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
-            result = connection.exec_driver_sql(prefix + sql)
-            plan = "read in sort order" if candidates is None else f"from {len(candidates)} candidates of the index"
-            return [f"  ({plan})"] + ["  " + " | ".join(str(value) for value in row) for row in result]
+            for what, stmt in statements.items():
+                sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
+                lines.append(f"  -- {what}")
+                rows = connection.exec_driver_sql(prefix + sql)
+                lines += ["  " + " | ".join(str(value) for value in row) for row in rows]
+        return lines
     finally:
         db.dispose()
 

@@ -32,6 +32,10 @@ LIST_COLUMNS = (Work.id, Work.user_id, Work.author_username, Work.title, Work.de
                 Work.created_at, Work.updated_at)
 GALLERY_SORTS = {"newest": Work.created_at, "hottest": Work.likes_count, "views": Work.views_count,
                  "trending": Work.hot_score}
+LISTED = Work.listed == true()
+# The same, for works named by id: no index to be chosen over the primary key (SQLite without
+# statistics would walk a (listed, …) index and test each id against the list).
+LISTED_BY_ID = func.coalesce(Work.listed, false()) == true()
 MY_SORTS = {"newest": (Work.created_at.desc(), Work.id.desc()), "oldest": (Work.created_at, Work.id),
             "likes": (Work.likes_count.desc(), Work.id.desc()), "views": (Work.views_count.desc(), Work.id.desc())}
 
@@ -122,7 +126,7 @@ class WorkListing:
         works matching every word in their title or tags come first."""
         sort, size = query["sort"], query["page_size"]
         column = GALLERY_SORTS[sort]
-        conditions: list[ColumnElement[bool]] = [Work.listed == true()]
+        conditions: list[ColumnElement[bool]] = []
         if query.get("tag"):
             conditions.append(_tag(query["tag"]))
         if query.get("model"):
@@ -141,7 +145,7 @@ class WorkListing:
         resume = None
         with self.db.read() as session:
             if not search:
-                found = [(work, 1) for work in self._page(session, [*conditions, *after], column, size + 1)]
+                found = [(work, 1) for work in self._page(session, [LISTED, *conditions, *after], column, size + 1)]
             else:
                 found, resume = self._search(session, search, conditions, group, after, column, size)
             more = len(found) > size
@@ -158,19 +162,23 @@ class WorkListing:
 
     def _search(self, session: Session, search: Search, conditions: list[ColumnElement[bool]], group: int,
                 after: list[ColumnElement[bool]], column, size: int) -> tuple[list[tuple[Work, int]], tuple | None]:
-        """Up to ``size`` + 1 matches from ``group`` on, and where to read on when the page
-        stopped at the reading bound before filling: ``(sort value, id, group)`` or None."""
+        """Up to ``size`` + 1 listed matches (meeting ``conditions``) from ``group`` on, and
+        where to read on when the page stopped at the reading bound before filling: ``(sort
+        value, id, group)`` or None."""
         found: list[tuple[Work, int]] = []
         while group <= 2:
             candidates, window = search.candidates(session, group, self.counts), None
             if candidates is None:  # the next works in sort order, from the sort's index alone
-                window = session.execute(select(Work.id, column).where(*conditions, *after)
+                window = session.execute(select(Work.id, column).where(LISTED, *conditions, *after)
                                          .order_by(column.desc(), Work.id.desc()).limit(WALK_ROWS)).all()
                 candidates = [work_id for work_id, _value in window]
             hits = search.matching(session, candidates, group)
-            found += [(work, group) for work in self._read(
-                session, hits, window is not None, [*conditions, *after, *search.text_conditions()], column,
-                size + 1 - len(found))]
+            if window is None and hits:  # in sort order, the ones that are listed and meet the conditions
+                values = session.execute(select(Work.id, column).where(
+                    Work.id.in_(hits), LISTED_BY_ID, *conditions, *after)).all()
+                hits = [work_id for work_id, _value in sorted(values, key=lambda row: (row[1], row[0]), reverse=True)]
+            found += [(work, group) for work in self._read(session, hits, search.text_conditions(),
+                                                           size + 1 - len(found))]
             if len(found) > size:
                 return found, None
             if window is not None and len(window) == WALK_ROWS:
@@ -178,17 +186,18 @@ class WorkListing:
             group, after = group + 1, []
         return found, None
 
-    def _read(self, session: Session, work_ids: list[int], in_order: bool, conditions: list[ColumnElement[bool]],
-              column, limit: int) -> list[Work]:
-        """The first ``limit`` works of ``work_ids`` meeting ``conditions``, in sort order. Ids
-        already in sort order are read a few more than needed at a time, not all."""
-        if not in_order:
-            return self._page(session, [Work.id.in_(work_ids), *conditions], column, limit) if work_ids else []
+    @staticmethod
+    def _read(session: Session, work_ids: list[int], conditions: list[ColumnElement[bool]],
+              limit: int) -> list[Work]:
+        """The first ``limit`` works of ``work_ids`` (in sort order) that meet ``conditions``,
+        read by id a few more than needed at a time, not all."""
         works: list[Work] = []
         start, step = 0, limit
         while len(works) < limit and start < len(work_ids):
             part = work_ids[start:start + step]
-            works += self._page(session, [Work.id.in_(part), *conditions], column, limit - len(works))
+            read = {work.id: work for work in session.scalars(
+                select(Work).options(load_only(*LIST_COLUMNS)).where(Work.id.in_(part), *conditions))}
+            works += [read[work_id] for work_id in part if work_id in read][:limit - len(works)]
             start, step = start + step, step * 2
         return works
 

@@ -306,6 +306,7 @@ def test_gallery_search_pages_through_every_match_with_either_plan(make_user, an
     alice = make_user()
     works = [save_work(alice, title=f"{marker} {'kite' if i % 3 == 0 else 'other'} {i}",
                        prompt="a kite over the sea" if i % 3 == 1 else "a quiet street") for i in range(9)]
+    save_work(alice, title=f"{marker} kite private", prompt="a kite", isPublic=False)  # never in the gallery
     in_title = [w["id"] for w in reversed(works) if "kite" in w["title"]]
     in_prompt = [w["id"] for w in reversed(works) if "kite" not in w["title"] and w["prompt"].startswith("a kite")]
 

@@ -1,5 +1,5 @@
-"""work_terms: an index on (term, weight), so a term's rows in titles and tags (or outside
-them) are one range of the index (services/gallery/search.py)
+"""work_terms: an index on (weight, term), so the rows of a term (or of every term with a
+prefix) in titles and tags, or outside them, are one range (services/gallery/search.py)
 
 Revision ID: g0006_terms_by_weight
 Revises: g0005_review
@@ -14,8 +14,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index("ix_work_terms_term_weight", "work_terms", ["term", "weight"])
+    op.create_index("ix_work_terms_weight_term", "work_terms", ["weight", "term"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_work_terms_term_weight", table_name="work_terms")
+    op.drop_index("ix_work_terms_weight_term", table_name="work_terms")
