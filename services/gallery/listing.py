@@ -140,7 +140,9 @@ class WorkListing:
         group, after = 1, []
         if query.get("cursor"):
             value, after_id, group = decode_cursor(query["cursor"], sort)
-            after = [or_(column < value, and_(column == value, Work.id < after_id))]
+            # The plain bound first: a range the sort's index can start from (the exact one
+            # alone is an OR that databases test row by row from the top).
+            after = [column <= value, or_(column < value, and_(column == value, Work.id < after_id))]
         viewer_id = viewer.user_id if viewer else None
         resume = None
         with self.db.read() as session:
@@ -167,24 +169,44 @@ class WorkListing:
         value, id, group)`` or None."""
         found: list[tuple[Work, int]] = []
         while group <= 2:
-            candidates, window = search.candidates(session, group, self.counts), None
-            if candidates is None:  # the next works in sort order, from the sort's index alone
-                window = session.execute(select(Work.id, column).where(LISTED, *conditions, *after)
-                                         .order_by(column.desc(), Work.id.desc()).limit(WALK_ROWS)).all()
-                candidates = [work_id for work_id, _value in window]
-            hits = search.matching(session, candidates, group)
-            if window is None and hits:  # in sort order, the ones that are listed and meet the conditions
-                values = session.execute(select(Work.id, column).where(
-                    Work.id.in_(hits), LISTED_BY_ID, *conditions, *after)).all()
-                hits = [work_id for work_id, _value in sorted(values, key=lambda row: (row[1], row[0]), reverse=True)]
-            found += [(work, group) for work in self._read(session, hits, search.text_conditions(),
-                                                           size + 1 - len(found))]
-            if len(found) > size:
-                return found, None
-            if window is not None and len(window) == WALK_ROWS:
-                return found, (window[-1][1], window[-1][0], group)
+            candidates = search.candidates(session, group, self.counts)
+            if candidates is None:
+                works, resume = self._walk(session, search, group, [LISTED, *conditions, *after], column,
+                                           size + 1 - len(found))
+                found += [(work, group) for work in works]
+                if len(found) > size or resume is not None:
+                    return found, resume
+            else:
+                hits = search.matching(session, candidates, group)
+                if hits:  # in sort order, the ones that are listed and meet the conditions
+                    values = session.execute(select(Work.id, column).where(
+                        Work.id.in_(hits), LISTED_BY_ID, *conditions, *after)).all()
+                    hits = [work_id for work_id, _value in sorted(values, key=lambda row: (row[1], row[0]),
+                                                                   reverse=True)]
+                found += [(work, group) for work in self._read(session, hits, search.text_conditions(),
+                                                               size + 1 - len(found))]
+                if len(found) > size:
+                    return found, None
             group, after = group + 1, []
         return found, None
+
+    def _walk(self, session: Session, search: Search, group: int, conditions: list[ColumnElement[bool]], column,
+              limit: int) -> tuple[list[Work], tuple | None]:
+        """Up to ``limit`` works of the group among the next ``WALK_ROWS`` works in sort order,
+        and where to read on when the page is not full: ``(sort value, id, group)``, or None
+        when the group has no more. The walk is one statement on the sort's index (bounded
+        below by the ``WALK_ROWS``-th work, so it stops there) with a lookup per term and work;
+        only the works it finds are read."""
+        boundary = session.execute(select(column, Work.id).where(*conditions).order_by(column.desc(), Work.id.desc())
+                                   .offset(WALK_ROWS - 1).limit(1)).first()
+        bounded = [] if boundary is None else [
+            column >= boundary[0], or_(column > boundary[0], Work.id >= boundary[1])]
+        found = session.execute(select(Work.id, column).where(*conditions, *bounded, *search.group_conditions(group))
+                                .order_by(column.desc(), Work.id.desc()).limit(limit)).all()
+        works = self._read(session, [work_id for work_id, _value in found], search.text_conditions(), limit)
+        if len(found) == limit:
+            return works, (None if len(works) == limit else (found[-1][1], found[-1][0], group))
+        return works, (None if boundary is None else (boundary[0], boundary[1], group))
 
     @staticmethod
     def _read(session: Session, work_ids: list[int], conditions: list[ColumnElement[bool]],

@@ -29,7 +29,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import ColumnElement, and_, delete, func, insert, select
+from sqlalchemy import ColumnElement, and_, delete, func, insert, literal, not_, select
 from sqlalchemy.orm import Session
 
 from services.gallery.models import Work, WorkTerm
@@ -98,8 +98,10 @@ class Probe:
     def _term(self) -> ColumnElement[bool]:
         if not self.prefix:
             return WorkTerm.term == self.term
-        following = self.term[:-1] + chr(min(ord(self.term[-1]) + 1, 0x10FFFF))
-        return and_(WorkTerm.term >= self.term, WorkTerm.term < following)
+        return and_(WorkTerm.term >= self.term, WorkTerm.term < self._following())
+
+    def _following(self) -> str:
+        return self.term[:-1] + chr(min(ord(self.term[-1]) + 1, 0x10FFFF))
 
     def works(self, weight: int | None = None):
         """The ids of the works holding the term (with ``weight``): a range of the index."""
@@ -114,10 +116,19 @@ class Probe:
 
     def weights_among(self, session: Session, work_ids: list[int]) -> dict[int, int]:
         """work id → the term's weight in it (the highest, for a prefix), for the works among
-        ``work_ids`` that hold the term: one lookup per work on the index, in one statement."""
+        ``work_ids`` that hold the term: one lookup per work, in one statement."""
         return dict(session.execute(select(WorkTerm.work_id, func.max(WorkTerm.weight))
                                     .where(self._term(), WorkTerm.work_id.in_(work_ids))
                                     .group_by(WorkTerm.work_id)).all())
+
+    def held_by_work(self, title_or_tag: bool = False) -> ColumnElement[bool]:
+        """The work of the current row holds the term: a lookup per row by work id. A scalar
+        subquery, so no optimizer turns it into a join over the whole range; the weight is
+        compared as ``weight + 0`` so that no database looks it up on ``(weight, term)``,
+        the whole range again for each row (SQLite would)."""
+        weight = [WorkTerm.weight + 0 == TITLE_OR_TAG] if title_or_tag else []
+        return (select(literal(1)).where(WorkTerm.work_id == Work.id, self._term(), *weight)
+                .limit(1).scalar_subquery().is_not(None))
 
 
 def word_probes(word: str) -> list[Probe]:
@@ -171,16 +182,16 @@ class TermCounts:
 
 @dataclass(frozen=True)
 class Search:
-    """A gallery search: its words, the works of each ranking group among given ones, and
-    where to start looking for them.
+    """A gallery search: its words, and how to find the works of each ranking group.
 
     Two plans, both bounded. When the index has fewer than ``DRIVING_LIMIT`` rows that can
     hold a group's works (the rows of its rarest term, or for group 2 the rows outside
-    titles and tags), their works are the candidates. When all are common, the candidates
-    are the next ``WALK_ROWS`` works in sort order, read from the sort's index alone (a page
-    may then hold fewer works than asked, with a cursor to read on). Either way the other
-    terms are looked up for all candidates at once, one statement per term, and only the
-    works found are read."""
+    titles and tags), their works are the candidates, the other terms looked up for all of
+    them at once (one statement per term, ``matching``). When every term is common, the works
+    are read in sort order from the sort's index alone, each checked by a lookup per term
+    (``group_conditions``), at most ``WALK_ROWS`` per page (a page may then hold fewer works
+    than asked, with a cursor to read on). Either way only the works found are read, and the
+    text check (``text_conditions``) runs on them alone."""
 
     words: tuple[str, ...]
 
@@ -238,6 +249,16 @@ class Search:
         if group == 2:
             remaining = [work_id for work_id in remaining if work_id not in everywhere_title]
         return remaining
+
+    def group_conditions(self, group: int) -> list[ColumnElement[bool]]:
+        """Per work, in SQL: the work holds every term and is in ranking ``group``."""
+        probes = self.probes()
+        if not probes:
+            return [] if group == 2 else [Work.id.is_(None)]
+        if group == 1:
+            return [probe.held_by_work(title_or_tag=True) for probe in probes]
+        return [*(probe.held_by_work() for probe in probes),
+                not_(and_(*(probe.held_by_work(title_or_tag=True) for probe in probes)))]
 
     def text_conditions(self) -> list[ColumnElement[bool]]:
         """The folded text holds each word where its terms alone do not prove it."""
