@@ -13,9 +13,10 @@ A search word matches a work when the work has every term of the word (a Latin t
 a prefix: "cast" finds "castle"; a CJK word by all its pairs, a single CJK character by
 the pairs it begins and the last character) and, to stay exact, its folded text contains
 the word (``search_text``). So the index narrows by an indexed range per term and the text
-check runs only on what the index found. A word without letters, digits or CJK characters
-("%", "!!!") has no terms: only such a search still reads the works in sort order until a
-page is full.
+check runs only on what the index found, and only for words whose terms do not prove them
+(``needs_text_check``: a CJK word of three characters or more, a word with punctuation).
+A word without letters, digits or CJK characters ("%", "!!!") has no terms: only such a
+search still reads the works in sort order until a page is full.
 
 Ranking: works where every word is found in the title or tags come first, then the rest;
 within each group the chosen sort applies. The gallery's cursor carries the group.
