@@ -342,3 +342,13 @@ def test_gallery_search_needs_the_whole_word_not_only_its_terms(make_user, anony
     assert search("赛博朋克") == search("hello-world") == search("sci-fi") == [whole["id"]]
     assert search(long_word) == [longer["id"]]
     assert len(search("博朋")) == 2 and len(search("hello")) == 2
+    newer_apart = save_work(alice, title=f"{marker} 赛博 博朋 朋克 again")
+    seen, cursor = [], None  # pages of one: a page whose finds fail the text check comes short
+    for _ in range(10):
+        query = {"search": f"{marker} 赛博朋克", "pageSize": 1, **({"cursor": cursor} if cursor else {})}
+        data = anonymous.get("/api/works/gallery", query_string=query).get_json()["data"]
+        seen += [item["id"] for item in data["items"]]
+        cursor = data["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == [whole["id"]] and newer_apart["id"] not in seen
