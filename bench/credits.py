@@ -6,10 +6,13 @@ credits server's CPU per cycle.
 For each backend: a fresh database (MariaDB: created and dropped on 127.0.0.1:3306 as root,
 or BENCH_MYSQL_URL), the credits migrations, the service under gunicorn (gthread, 2 workers ×
 16 threads), 1,000 accounts opened over HTTP; then 8 concurrent CreditsClient users run what
-a real job does: hold(text2img × 2) → capture(1 image) → release (the unused image), first
-spread over the 1,000 accounts, then all on one hot account. Prints cycles/s, cycle latency
-percentiles, and the CPU milliseconds the credits processes spent per cycle (robust to a
-busy machine, unlike the rates), also for one client alone.
+a real job does now: hold(text2img × 2) at admission → settle(1 image delivered) at the end
+(the render worker's one call: capture the delivered image, release the unused one, one
+transaction), first spread over the 1,000 accounts, then all on one hot account, then one
+client alone. The same three movements as three calls, hold → capture(1 image) → release
+(what a job cost before the settle call, and what other callers may still do), follow.
+Prints cycles/s, cycle latency percentiles, and the CPU milliseconds the credits processes
+spent per cycle (robust to a busy machine, unlike the rates).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 from _harness import CpuMeter, Processes, fresh_database, gunicorn_command, is_ready, percentile
 
@@ -36,9 +40,28 @@ from services.credits.client import CreditsClient
 ACCOUNTS = 1000
 
 
-def run_cycles(client: CreditsClient, users: list[int], clients: int, seconds: float) -> tuple[int, list[float]]:
-    """``clients`` threads each loop hold → capture → release until ``seconds`` pass; returns
-    (cycles, latencies in seconds)."""
+def settled_job(client: CreditsClient, user_id: int) -> None:
+    """What a render job does: hold two images at admission, settle one delivered at the end."""
+    job = uuid.uuid4().hex
+    client.hold(user_id, job, "text2img", 2, "bench")
+    client.settle(job, f"settle:{job}", 1)
+
+
+def three_calls(client: CreditsClient, user_id: int) -> None:
+    """The same movements one call each: hold, capture the delivered image, release the rest."""
+    job = uuid.uuid4().hex
+    client.hold(user_id, job, "text2img", 2, "bench")
+    client.capture(job, f"capture:{job}:0")
+    client.release(job, f"release:{job}")
+
+
+CYCLES = {"hold→settle": settled_job, "hold→capture→release": three_calls}
+
+
+def run_cycles(client: CreditsClient, cycle: Callable[[CreditsClient, int], None], users: list[int], clients: int,
+               seconds: float) -> tuple[int, list[float]]:
+    """``clients`` threads each loop ``cycle`` until ``seconds`` pass; returns (cycles, latencies
+    in seconds)."""
     stop_at = time.monotonic() + seconds
     next_user = itertools.cycle(users)
     lock = threading.Lock()
@@ -48,11 +71,8 @@ def run_cycles(client: CreditsClient, users: list[int], clients: int, seconds: f
         while time.monotonic() < stop_at:
             with lock:
                 user_id = next(next_user)
-            job = uuid.uuid4().hex
             started = time.perf_counter()
-            client.hold(user_id, job, "text2img", 2, "bench")
-            client.capture(job, f"capture:{job}:0")
-            client.release(job, f"release:{job}")
+            cycle(client, user_id)
             elapsed = time.perf_counter() - started
             with lock:
                 latencies.append(elapsed)
@@ -86,13 +106,16 @@ def bench(backend: str, seconds: float, clients: int) -> None:
 
         credits.open_account(ACCOUNTS + 1)
         local.extensions["credits_adjustments"].grant(ACCOUNTS + 1, 1_000_000, "bench hot account", operator_id=0)
-        for label, pool_users, concurrency in (("across 1,000 accounts", users, clients),
-                                               ("one hot account", [ACCOUNTS + 1], clients),
-                                               ("one client alone", users, 1)):
+        for name, label, pool_users, concurrency in (
+                ("hold→settle", "across 1,000 accounts", users, clients),
+                ("hold→settle", "one hot account", [ACCOUNTS + 1], clients),
+                ("hold→settle", "one client alone", users, 1),
+                ("hold→capture→release", "across 1,000 accounts", users, clients),
+                ("hold→capture→release", "one client alone", users, 1)):
             meter.start()
-            cycles, latencies = run_cycles(client, pool_users, concurrency, seconds)
+            cycles, latencies = run_cycles(client, CYCLES[name], pool_users, concurrency, seconds)
             cpu_ms = meter.stop()["credits"] * 1000 / max(cycles, 1)
-            print(f"[{backend}] {label}: {cycles / seconds:7.1f} hold→capture→release cycles/s "
+            print(f"[{backend}] {label}: {cycles / seconds:7.1f} {name} cycles/s "
                   f"({concurrency} clients, {cycles} cycles in {seconds:.0f} s; cycle p50 "
                   f"{percentile(latencies, 0.5) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
                   f"credits CPU {cpu_ms:.2f} ms per cycle)", flush=True)

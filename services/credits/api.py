@@ -13,7 +13,8 @@ from services.credits.redeem import RedeemCodes
 from services.credits.reports import LedgerFilter, Reports
 from services.credits.schemas import (AccountsQuerySchema, AdjustSchema, BalancesQuerySchema, CaptureSchema,
                                       HoldSchema, LedgerQuerySchema, OpenAccountSchema, PageQuerySchema,
-                                      RedeemCodeCreateSchema, RedeemSchema, ReleaseSchema, TransactionsQuerySchema,
+                                      RedeemCodeCreateSchema, RedeemSchema, ReleaseSchema, SettleSchema,
+                                      TransactionsQuerySchema,
                                       account_json, admin_ledger_entry_json, job_line_json, ledger_entry_json,
                                       page_json, redeem_code_json, redemption_json)
 from services.credits.service import CreditsService
@@ -93,6 +94,23 @@ def capture(job_id: str):
 def release(job_id: str):
     data = load_json(ReleaseSchema())
     return ok(_credits().release(job_id, data["idempotency_key"]))
+
+
+@bp.post("/internal/holds/<job_id>/settle")
+@doc("Settle a finished job: charge its delivered images and return the rest of the hold, in one movement",
+     body=SettleSchema,
+     errors={404: "HOLD_NOT_FOUND",
+             409: "HOLD_EXCEEDED, HOLD_CAPTURED, HOLD_SETTLED, HOLD_UNPRICED, IDEMPOTENCY_CONFLICT"},
+     description="`images` is how many images the job delivered in all, those captured already "
+                 "included: credits charges what they still owe at the price per image the hold was "
+                 "admitted at (a `capture` ledger row keyed `<idempotencyKey>:capture`), returns the rest "
+                 "(a `release` row keyed `<idempotencyKey>:release`) and closes the hold, in one "
+                 "transaction. `captured` and `released` are the credits this call moved; a replay answers "
+                 "the same, and the same key with another image count is 409 IDEMPOTENCY_CONFLICT. "
+                 "409 HOLD_CAPTURED when more images than `images` were captured already.")
+def settle(job_id: str):
+    data = load_json(SettleSchema())
+    return ok(_credits().settle(job_id, data["idempotency_key"], data["images"]))
 
 
 @bp.get("/api/users/credits")

@@ -3,14 +3,15 @@ credits and the announcement of its outcome. Both are recorded on the job row
 (``settled_at``, ``announced_at``); a finished job without them is the outbox the
 reconciler empties, so a credits or Redis outage delays them but never loses them.
 
-Settlement: each delivered image is charged once (``capture:<job>:<index>``, as it lands
-and again at settlement for any image whose capture did not get through), then the rest of
-the hold is released (``release:<job>``), always after the captures. A retry, a second
-settler (the worker and the reconciler) or a replay after a crash therefore moves credits
-once. A call credits does not answer (no connection, a timeout, a 5xx) is retried with
-back-off for ``retry_seconds``; a refusal (the hold was closed with the user's account, or
-swept after expiring) cannot be retried into success: it is logged and the settlement
-carries on without that movement.
+Settlement: one call once the job has finished (``settle:<job>``) charges its delivered
+images (its output rows) and releases the rest of the hold, in one credits transaction.
+Until then the whole price stays held: nothing is charged image by image, so delivering an
+image waits for no credits call, and a job costs credits two calls (its hold and its
+settlement). A retry, a second settler (the worker and the reconciler) or a replay after a
+crash therefore moves credits once. A call credits does not answer (no connection, a
+timeout, a 5xx) is retried with back-off for ``retry_seconds``; a refusal (the hold was
+closed with the user's account, or swept after expiring) cannot be retried into success: it
+is logged and the settlement is recorded without that movement.
 
 Announcement: the final event (``job.succeeded``, ``job.failed``, ``job.cancelled``) is built
 from the row, so whoever sends it sends the same figures: ``images`` delivered, ``charged``
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Collection
+from typing import Any, Callable
 
 import redis
 
@@ -40,12 +41,8 @@ MAX_DELAY_SECONDS = 4.0
 FINAL_EVENTS = {"succeeded": "job.succeeded", "failed": "job.failed", "cancelled": "job.cancelled"}
 
 
-def capture_key(job_id: str, index: int) -> str:
-    return f"capture:{job_id}:{index}"
-
-
-def release_key(job_id: str) -> str:
-    return f"release:{job_id}"
+def settle_key(job_id: str) -> str:
+    return f"settle:{job_id}"
 
 
 class CreditsUnanswered(Exception):
@@ -76,31 +73,19 @@ class JobOutbox:
         self.gallery = gallery
         self.retry_seconds = retry_seconds
 
-    def capture_image(self, job: RenderJob, index: int) -> bool:
-        """Charge one delivered image; False when credits did not take it (the settlement retries)."""
-        try:
-            return self._call(f"capture {index} of job {job.id}", lambda: self._capture(job, index),
-                              time.monotonic() + self.retry_seconds) is not None
-        except CreditsUnanswered as exc:
-            log.warning("job %s: image %s not charged yet (%s); its settlement will charge it", job.id, index, exc)
-            return False
-
-    def complete(self, job_id: str, captured: Collection[int] = ()) -> None:
+    def complete(self, job_id: str) -> None:
         """Settle a job that just finished, then announce it (settled or not)."""
-        self.settle(job_id, captured)
+        self.settle(job_id)
         self.announce(job_id)
 
-    def settle(self, job_id: str, captured: Collection[int] = ()) -> bool:
-        """Charge every delivered image not in ``captured``, release the rest of the hold and record
+    def settle(self, job_id: str) -> bool:
+        """Charge the delivered images, release the rest of the hold (one credits call) and record
         the settlement; False when credits did not answer (the job stays unsettled)."""
-        job, indexes = self._finished(job_id)
-        give_up_at = time.monotonic() + self.retry_seconds
+        _job, indexes = self._finished(job_id)
         try:
-            for index in indexes:
-                if index not in captured:
-                    self._call(f"capture {index} of job {job_id}", lambda: self._capture(job, index), give_up_at)
-            self._call(f"release of job {job_id}", lambda: self.credits.release(job_id, release_key(job_id)),
-                       give_up_at)
+            self._call(f"settlement of job {job_id}",
+                       lambda: self.credits.settle(job_id, settle_key(job_id), len(indexes)),
+                       time.monotonic() + self.retry_seconds)
         except CreditsUnanswered as exc:
             log.warning("job %s: credits not settled (%s); the reconciler will settle it", job_id, exc)
             return False
@@ -132,10 +117,6 @@ class JobOutbox:
             if job is None or job.status not in FINISHED_STATUSES:
                 raise ValueError(f"job {job_id} is not finished; only a finished job is settled or announced")
             return job, [output.index for output in jobs.outputs_of(session, [job_id])[job_id]]
-
-    def _capture(self, job: RenderJob, index: int) -> dict[str, Any]:
-        """The one capture call: one delivered image of ``job``, at the price its hold was taken at."""
-        return self.credits.capture(job.id, capture_key(job.id, index))
 
     @staticmethod
     def _call(what: str, call: Callable[[], dict[str, Any]], give_up_at: float) -> dict[str, Any] | None:

@@ -4,8 +4,9 @@ Claim (only a queued, uncancelled job, or a running one whose worker died) → p
 workflow variant this ComfyUI runs → upload the source image under a per-job name →
 build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
 per image: fetch, check (``CONTENT_IMAGE_CHECKER``), label and store original and thumbnail,
-insert the output row (commit), capture its price, publish ``job.image`` → record the final
-state, then settle the hold and announce the outcome (``services.render.outbox``).
+insert the output row (commit), publish ``job.image`` → record the final state, then settle
+the hold (one credits call charges the delivered images) and announce the outcome
+(``services.render.outbox``).
 Every step is idempotent, so a redelivered message repeats nothing that already
 happened, and a finished job is skipped. The job succeeds only when every requested
 image was delivered. A credits or Redis outage never fails a job: what credits did not
@@ -20,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -128,12 +129,10 @@ class PassOn(Exception):
 
 @dataclass
 class Delivery:
-    """What one attempt delivered so far: images recorded, and those whose capture went through."""
+    """What one attempt delivered so far: images recorded, and images the output check withheld."""
 
     delivered: int = 0
     flagged: int = 0
-    captured: set[int] = field(default_factory=set)
-    credits_answering: bool = True
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
@@ -191,31 +190,31 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
         return
     except PromptInterrupted:
         if not (ctx.state and ctx.state.hand_back.is_set() and _hand_back(ctx, job)):
-            _finish(ctx, job, "cancelled", delivery.captured)
+            _finish(ctx, job, "cancelled")
     except (ComfyUIError, JobFailed) as exc:
         log.warning("job %s failed: %s %s", job_id, exc.code, exc.message)
-        _finish(ctx, job, "failed", delivery.captured, code=exc.code, error_class=exc.error_class,
+        _finish(ctx, job, "failed", code=exc.code, error_class=exc.error_class,
                 message=exc.message)
     except ServiceError as exc:
         log.warning("job %s failed: a platform service answered %s %s", job_id, exc.code, exc.message)
-        _finish(ctx, job, "failed", delivery.captured, code=exc.code or "SERVICE_UNAVAILABLE",
+        _finish(ctx, job, "failed", code=exc.code or "SERVICE_UNAVAILABLE",
                 error_class="system", message="A platform service failed during the render; try again.")
     except Exception:
         log.exception("job %s failed unexpectedly", job_id)
-        _finish(ctx, job, "failed", delivery.captured, code="INTERNAL_ERROR", error_class="system",
+        _finish(ctx, job, "failed", code="INTERNAL_ERROR", error_class="system",
                 message="The render failed on our side.")
     else:
         if delivery.flagged:
-            _finish(ctx, job, "failed", delivery.captured, code="OUTPUT_FLAGGED", error_class="user",
+            _finish(ctx, job, "failed", code="OUTPUT_FLAGGED", error_class="user",
                     message=f"{delivery.flagged} of {job.images_requested} images were withheld by the content "
                             "check and not charged.")
         elif delivery.delivered < job.images_requested:
             code = "NO_OUTPUT" if delivery.delivered == 0 else "PARTIAL_OUTPUT"
-            _finish(ctx, job, "failed", delivery.captured, code=code, error_class="system",
+            _finish(ctx, job, "failed", code=code, error_class="system",
                     message=f"ComfyUI produced {delivery.delivered} of {job.images_requested} images; "
                             "the missing ones were not charged.")
         else:
-            _finish(ctx, job, "succeeded", delivery.captured)
+            _finish(ctx, job, "succeeded")
     finally:
         _wake_scheduler(ctx)
 
@@ -342,11 +341,8 @@ def _upload_source(ctx: RenderContext, job: RenderJob) -> str:
 
 
 def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery: Delivery) -> None:
-    """Fetch, store, record, charge and announce each image, noting each step in ``delivery``.
-
-    Once credits does not take a capture, the remaining images are delivered without trying:
-    the settlement at the end charges every delivered image that is still owed.
-    """
+    """Fetch, store, record and announce each image, noting each step in ``delivery``. Nothing
+    is charged here: the settlement at the end charges every delivered image in one call."""
     for index, ref in enumerate(refs[:job.images_requested]):
         data = ctx.comfyui.fetch_image(ref)
         if not _passes_check(ctx, job, index, data, delivery):
@@ -358,11 +354,6 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
             log.warning("job %s was finished while delivering image %s; keeping nothing more", job.id, index)
             return
         delivery.delivered += 1
-        if delivery.credits_answering:
-            if ctx.outbox.capture_image(job, index):
-                delivery.captured.add(index)
-            else:
-                delivery.credits_answering = False
         _publish(ctx, job, "job.image", {"outputId": output.id, "index": index,
                                          "imageUrl": ctx.storage.signed_url(output.image_key),
                                          "thumbnailUrl": ctx.storage.signed_url(output.thumbnail_key),
@@ -468,7 +459,7 @@ def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str)
     return _finish(ctx, job, "failed", code=code, error_class="system", message=message)
 
 
-def _finish(ctx: RenderContext, job: RenderJob, status: str, captured: set[int] | None = None, *,
+def _finish(ctx: RenderContext, job: RenderJob, status: str, *,
             code: str | None = None, error_class: str | None = None, message: str | None = None) -> bool:
     """Record the final state, then settle the hold and announce the outcome; False when the
     job had finished already. Neither waits for credits or Redis beyond the outbox's retries."""
@@ -481,7 +472,7 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, captured: set[int] 
     render_metrics.job_finished(job, status, code)
     if ctx.state is not None:
         ctx.state.count(status)
-    ctx.outbox.complete(job.id, captured or set())
+    ctx.outbox.complete(job.id)
     _observe_timings(ctx, job.id)
     return True
 
