@@ -12,7 +12,9 @@ transaction), first spread over the 1,000 accounts, then all on one hot account,
 client alone. The same three movements as three calls, hold → capture(1 image) → release
 (what a job cost before the settle call, and what other callers may still do), follow.
 Prints cycles/s, cycle latency percentiles, and the CPU milliseconds the credits processes
-spent per cycle (robust to a busy machine, unlike the rates).
+spent per cycle (robust to a busy machine, unlike the rates). Last, both cycles once more in
+this process through the WSGI app (Flask's test client: no gunicorn, no HTTP; the CPU of
+building the test requests is included): CPU per cycle and the SQL statements of each call.
 """
 from __future__ import annotations
 
@@ -26,13 +28,17 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from _harness import CpuMeter, Processes, fresh_database, gunicorn_command, is_ready, percentile
+
+from flask import Flask
+from sqlalchemy import event
 
 from shared.config import load_settings
 from shared.embedded import free_port
 from shared.migrate import upgrade
+from shared.web import SERVICE_TOKEN_HEADER
 from services.credits.app import create_app
 from services.credits.audit import audit
 from services.credits.client import CreditsClient
@@ -82,6 +88,63 @@ def run_cycles(client: CreditsClient, cycle: Callable[[CreditsClient, int], None
     return len(latencies), latencies
 
 
+class InProcessClient:
+    """The movement calls of ``CreditsClient``, made through the app's test client in this process."""
+
+    def __init__(self, app: Flask, service_token: str) -> None:
+        self.client = app.test_client()
+        self.headers = {SERVICE_TOKEN_HEADER: service_token}
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.client.post(path, json=body, headers=self.headers)
+        assert response.status_code in (200, 201), response.json
+        return response.json["data"]
+
+    def hold(self, user_id: int, job_id: str, workflow: str, images: int, description: str = "") -> dict:
+        return self._post("/internal/holds", {"userId": user_id, "jobId": job_id, "workflow": workflow,
+                                              "images": images, "description": description})
+
+    def capture(self, job_id: str, idempotency_key: str, images: int = 1) -> dict:
+        return self._post(f"/internal/holds/{job_id}/capture", {"images": images, "idempotencyKey": idempotency_key})
+
+    def release(self, job_id: str, idempotency_key: str) -> dict:
+        return self._post(f"/internal/holds/{job_id}/release", {"idempotencyKey": idempotency_key})
+
+    def settle(self, job_id: str, idempotency_key: str, images: int) -> dict:
+        return self._post(f"/internal/holds/{job_id}/settle", {"images": images, "idempotencyKey": idempotency_key})
+
+
+def in_process(backend: str, app: Flask, service_token: str, users: list[int], cycles: int = 300) -> None:
+    """CPU per cycle through the WSGI app in this process, and the statements each call runs."""
+    client = InProcessClient(app, service_token)
+    statements: list[str] = []
+
+    engine = app.extensions["db"].engine
+
+    def count_statement(_conn, _cursor, statement, _parameters, _context, _executemany):
+        statements.append(statement.split(None, 1)[0])
+
+    def count_commit(_conn):
+        statements.append("COMMIT")
+
+    event.listen(engine, "before_cursor_execute", count_statement)
+    event.listen(engine, "commit", count_commit)
+
+    for name, cycle in CYCLES.items():
+        for user_id in users[:30]:  # warm the pool and the statement cache
+            cycle(client, user_id)
+        statements.clear()
+        cycle(client, users[0])
+        shown = " ".join(statements)
+        started = time.process_time()
+        for user_id in itertools.islice(itertools.cycle(users), cycles):
+            cycle(client, user_id)
+        cpu_ms = (time.process_time() - started) * 1000 / cycles
+        print(f"[{backend}] in-process {name}: {cpu_ms:.2f} ms CPU per cycle; its statements: {shown}", flush=True)
+    event.remove(engine, "before_cursor_execute", count_statement)
+    event.remove(engine, "commit", count_commit)
+
+
 def bench(backend: str, seconds: float, clients: int) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-credits-{backend}-"))
     with fresh_database(backend, workdir) as url, Processes(workdir) as processes:
@@ -120,6 +183,7 @@ def bench(backend: str, seconds: float, clients: int) -> None:
                   f"{percentile(latencies, 0.5) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
                   f"credits CPU {cpu_ms:.2f} ms per cycle)", flush=True)
         client.close()
+        in_process(backend, local, env["SERVICE_TOKEN"], users)
         found = audit(credits.db)
         print(f"[{backend}] audit: {'clean' if not found else f'{len(found)} discrepancies'}")
         local.extensions["db"].dispose()
