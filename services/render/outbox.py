@@ -3,13 +3,15 @@ credits and the announcement of its outcome. Both are recorded on the job row
 (``settled_at``, ``announced_at``); a finished job without them is the outbox the
 reconciler empties, so a credits or Redis outage delays them but never loses them.
 
-Settlement: each delivered image (an output row) is charged once (``capture:<job>:<index>``),
-then the rest of the hold is released (``release:<job>``), always after the captures. A
-retry, a second settler (the worker and the reconciler) or a replay after a crash therefore
-moves credits once. A call credits does not answer (no connection, a timeout, a 5xx) is
-retried with back-off for ``retry_seconds``; a refusal (the hold was closed with the user's
-account, or swept after expiring) cannot be retried into success: it is logged and the
-settlement carries on without that movement.
+Settlement: one call once the job has finished (``settle:<job>``) charges its delivered
+images (its output rows) and releases the rest of the hold, in one credits transaction.
+Until then the whole price stays held: nothing is charged image by image, so delivering an
+image waits for no credits call, and a job costs credits two calls (its hold and its
+settlement). A retry, a second settler (the worker and the reconciler) or a replay after a
+crash therefore moves credits once. A call credits does not answer (no connection, a
+timeout, a 5xx) is retried with back-off for ``retry_seconds``; a refusal (the hold was
+closed with the user's account, or swept after expiring) cannot be retried into success: it
+is logged and the settlement is recorded without that movement.
 
 Announcement: the final event (``job.succeeded``, ``job.failed``, ``job.cancelled``) is built
 from the row, so whoever sends it sends the same figures: ``images`` delivered, ``charged``
@@ -40,12 +42,8 @@ MAX_DELAY_SECONDS = 4.0
 FINAL_EVENTS = {"succeeded": "job.succeeded", "failed": "job.failed", "cancelled": "job.cancelled"}
 
 
-def capture_key(job_id: str, index: int) -> str:
-    return f"capture:{job_id}:{index}"
-
-
-def release_key(job_id: str) -> str:
-    return f"release:{job_id}"
+def settle_key(job_id: str) -> str:
+    return f"settle:{job_id}"
 
 
 class CreditsUnanswered(Exception):
@@ -114,13 +112,11 @@ class JobOutbox:
         return now
 
     def _settle(self, job: RenderJob, indexes: list[int]) -> bool:
-        """The credits calls of a settlement; False when credits did not answer."""
-        give_up_at = time.monotonic() + self.retry_seconds
+        """The settlement's one credits call; False when credits did not answer."""
         try:
-            for index in indexes:
-                self._call(f"capture {index} of job {job.id}", lambda: self._capture(job, index), give_up_at)
-            self._call(f"release of job {job.id}", lambda: self.credits.release(job.id, release_key(job.id)),
-                       give_up_at)
+            self._call(f"settlement of job {job.id}",
+                       lambda: self.credits.settle(job.id, settle_key(job.id), len(indexes)),
+                       time.monotonic() + self.retry_seconds)
         except CreditsUnanswered as exc:
             log.warning("job %s: credits not settled (%s); the reconciler will settle it", job.id, exc)
             return False
@@ -150,10 +146,6 @@ class JobOutbox:
             if job is None or job.status not in FINISHED_STATUSES:
                 raise ValueError(f"job {job_id} is not finished; only a finished job is settled or announced")
             return job, [output.index for output in jobs.outputs_of(session, [job_id])[job_id]]
-
-    def _capture(self, job: RenderJob, index: int) -> dict[str, Any]:
-        """The one capture call: one delivered image of ``job``, at the price its hold was taken at."""
-        return self.credits.capture(job.id, capture_key(job.id, index))
 
     @staticmethod
     def _call(what: str, call: Callable[[], dict[str, Any]], give_up_at: float) -> dict[str, Any] | None:

@@ -5,7 +5,7 @@ workflow variant this ComfyUI runs → upload the source image under a per-job n
 build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
 per image: fetch, check (``CONTENT_IMAGE_CHECKER``), label and store original and thumbnail,
 insert the output row (commit), publish ``job.image`` → record the final state, then settle
-the hold (charge each output row, release the rest) and announce the outcome
+the hold (one credits call charges the delivered images) and announce the outcome
 (``services.render.outbox``).
 Every step is idempotent, so a redelivered message repeats nothing that already
 happened, and a finished job is skipped. The job succeeds only when every requested
@@ -134,7 +134,7 @@ class PassOn(Exception):
 
 @dataclass
 class Delivery:
-    """What one attempt delivered so far: images recorded, and images withheld by the check."""
+    """What one attempt delivered so far: images recorded, and images the output check withheld."""
 
     delivered: int = 0
     flagged: int = 0
@@ -346,8 +346,8 @@ def _upload_source(ctx: RenderContext, job: RenderJob) -> str:
 
 
 def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery: Delivery) -> None:
-    """Fetch, store, record and announce each image, noting each in ``delivery``. The output
-    row is what the settlement charges, once, whoever settles (the reconciler after a crash)."""
+    """Fetch, store, record and announce each image, noting each step in ``delivery``. Nothing
+    is charged here: the settlement at the end charges every delivered image in one call."""
     for index, ref in enumerate(refs[:job.images_requested]):
         data = ctx.comfyui.fetch_image(ref)
         if not _passes_check(ctx, job, index, data, delivery):
