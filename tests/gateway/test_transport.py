@@ -137,7 +137,8 @@ def test_a_head_answer_announcing_a_chunked_body_ends_with_its_head(scripted):
 def test_an_interim_answer_is_skipped(scripted):
     _, pool = scripted([b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n" + ok(b"final")])
     answer = pool.request("POST", "/x", [], b"{}", CONNECT, READ)
-    assert (answer.status, answer.reason, answer.header("x-interim"), answer.read()) == (200, "OK", None, b"final")
+    assert (answer.status, answer.reason, answer.header("x-interim")) == (200, "OK", None)
+    assert answer.read() == b"final"
 
 
 def test_a_body_shorter_than_its_length_is_broken_off_not_ended(scripted):
