@@ -6,9 +6,10 @@ its request id and the client address. Small upstream bodies are read whole (the
 connection goes straight back to the pool); large or unsized ones are streamed.
 
 The hop itself is ``services/gateway/transport.py``, a lean HTTP/1.1 client with keep-alive
-pools (urllib3 over http.client cost most of a proxied request's CPU). A connection closed
-before any answer is retried once for methods safe to repeat. Plain GETs are answered in
-front of Flask (``services/gateway/fast_path.py``) with the same ``Proxy.send``.
+pools, httptools parsing the answers (urllib3 over http.client cost most of a proxied
+request's CPU). A connection closed before any answer is retried once for methods safe to
+repeat. Plain GETs are answered in front of Flask (``services/gateway/fast_path.py``) with
+the same ``Proxy.send``.
 """
 from __future__ import annotations
 

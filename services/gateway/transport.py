@@ -1,18 +1,21 @@
 """The gateway's HTTP/1.1 client for the internal hop: keep-alive connections to one service.
 
-urllib3 over ``http.client`` spent most of a proxied request's client-side CPU on things a
-fixed hop between our own services does not need: ``email``-parser header parsing, header
-dictionaries built twice, retry and redirect machinery. This client writes the request in
-one ``sendall`` and reads the status line and headers with the buffered reader's
-``readline`` (C), keeping them as the list of pairs the gateway passes on.
+Why not urllib3: over ``http.client`` it spent most of a proxied request's client-side CPU on
+things a fixed hop between our own services does not need (``email``-parser header parsing,
+header dictionaries built twice, retry and redirect machinery). This client writes the request
+in one ``sendall``; httptools (llhttp, the parser uvicorn uses) parses the answer: status,
+headers kept as the list of pairs the gateway passes on, the body framed as HTTP/1.1 says, and
+whether the connection may be kept alive. httptools cannot tell llhttp that an answer is to a
+HEAD (MagicStack/httptools#47), so this client ends such an answer with its head. llhttp
+refuses what HTTP/1.1 deprecates, such as folded header lines (the gateway then answers 502,
+as RFC 9112 allows a gateway to).
 
 What it keeps from the pools it replaces (``shared.internal_http``): a connection idle longer
 than ``POOL_IDLE_SECONDS`` is never reused (the service may be closing it), nor one the
 service has visibly closed (checked without blocking before reuse); a connection closed
 before any byte of an answer raises ``ClosedEarly`` so the caller may retry a request safe
 to repeat; a connection goes back to the pool only once its answer has been read to the
-end. Bodies are framed as HTTP/1.1 says: none for HEAD, 1xx, 204 and 304, chunked, by
-``Content-Length``, or up to the close of a connection that is then not reused.
+end, the service kept it alive and sent nothing after it.
 """
 from __future__ import annotations
 
@@ -22,10 +25,12 @@ import ssl
 import time
 from typing import Iterator
 
+import httptools
+
 from shared.internal_http import POOL_IDLE_SECONDS
 
-MAX_LINE = 65_536  # longest status or header line accepted from a service
-MAX_HEADERS = 200
+MAX_HEAD = 262_144  # most bytes read before an answer's head is complete
+RECEIVE = 65_536
 # Control characters and spaces have no place in a request target (http.client refuses them too).
 _BAD_TARGET = re.compile(r"[\x00-\x20\x7f]")
 _BAD_VALUE = re.compile(r"[\r\n\x00]")
@@ -58,7 +63,7 @@ class Broken(UpstreamError):
 
 
 class Connection:
-    __slots__ = ("sock", "file", "idle_since")
+    __slots__ = ("sock", "idle_since")
 
     def __init__(self, host: str, port: int, connect_timeout: float, tls: ssl.SSLContext | None) -> None:
         try:
@@ -71,7 +76,6 @@ class Connection:
         except OSError as exc:
             raise Unreachable(str(exc)) from exc
         self.sock = sock
-        self.file = sock.makefile("rb")
         self.idle_since = 0.0
 
     def closed_by_peer(self) -> bool:
@@ -86,24 +90,93 @@ class Connection:
             return True
 
     def close(self) -> None:
-        self.file.close()
         self.sock.close()
 
 
 class Answer:
     """A service's answer: status, reason, headers as sent; the body read with ``read`` or
-    ``stream``. ``close`` drops the connection unless the body was read to the end."""
+    ``stream``. ``close`` drops the connection unless the body was read to the end.
 
-    def __init__(self, pool: Pool, conn: Connection, status: int, reason: str, headers: Headers,
-                 length: int | None, chunked: bool, reusable: bool) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers = headers
+    Made once the request is sent: it reads the head. It is the httptools parser's protocol
+    (the ``on_*`` methods are its callbacks)."""
+
+    def __init__(self, pool: Pool, conn: Connection, head_only: bool) -> None:
+        self.status = 0
+        self.reason = ""
+        self.headers: Headers = []
         self._pool = pool
         self._conn: Connection | None = conn
-        self._length = length  # None: chunked, or up to the close
-        self._chunked = chunked
-        self._reusable = reusable
+        self._head_only = head_only
+        self._parser = httptools.HttpResponseParser(self)
+        self._received = 0  # bytes of the answer so far
+        self._head_done = False
+        self._done = False  # the whole answer parsed
+        self._reusable = False
+        self._body: list[bytes] = []  # parsed, not yet handed out
+        while not self._head_done:
+            self._receive(RECEIVE)
+
+    def on_message_begin(self) -> None:
+        if self._head_done:  # bytes after the answer: the connection is not in a known state
+            self._reusable = False
+        else:  # the answer, or the final one after an interim 1xx
+            self.reason, self.headers = "", []
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._head_done:  # after the head they are a chunked body's trailers, dropped
+            self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            return  # an interim answer (100 Continue) is skipped
+        self.status = status
+        self._head_done = True
+        self._reusable = self._parser.should_keep_alive()
+        self._done = self._head_only
+
+    def on_body(self, data: bytes) -> None:
+        if self._done:  # past the end of an answer to HEAD
+            self._reusable = False
+        else:
+            self._body.append(data)
+
+    def on_message_complete(self) -> None:
+        if self._head_done:
+            self._done = True
+
+    def _receive(self, size: int) -> None:
+        """Wait for what the service sends next and parse it."""
+        try:
+            data = self._conn.sock.recv(size)
+        except socket.timeout as exc:
+            raise ReadTimedOut(str(exc)) from exc
+        except OSError as exc:
+            if not self._received:
+                raise ClosedEarly(str(exc)) from exc
+            raise Broken(str(exc)) from exc
+        if not data:
+            if not self._received:
+                raise ClosedEarly("closed without an answer")
+            if not self._head_done or self.header("content-length") is not None \
+                    or "chunked" in (self.header("transfer-encoding") or "").lower():
+                raise Broken("the answer was broken off")
+            self._done, self._reusable = True, False  # a body without length ends with the connection
+            return
+        self._received += len(data)
+        if not self._head_done and self._received > MAX_HEAD:
+            raise Broken("the answer's head is too long")
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # 101: what follows is no longer HTTP
+            self._reusable = False
+        except httptools.HttpParserError as exc:
+            if not self._done:
+                raise Broken(f"a malformed answer: {exc}") from exc
+            self._reusable = False
 
     def header(self, name: str) -> str | None:
         lowered = name.lower()
@@ -114,71 +187,32 @@ class Answer:
 
     def read(self) -> bytes:
         """The whole body; the connection goes back to the pool."""
-        return b"".join(self.stream(MAX_LINE * 16))
+        return b"".join(self.stream(RECEIVE))
 
     def stream(self, chunk: int) -> Iterator[bytes]:
-        conn = self._conn
-        if conn is None:
+        if self._conn is None:
             return
         try:
-            if self._chunked:
-                yield from self._chunks(conn, chunk)
-            elif self._length is not None:
-                remaining = self._length
-                while remaining:
-                    data = conn.file.read(min(chunk, remaining))
-                    if not data:
-                        raise Broken("the answer was broken off")
-                    remaining -= len(data)
-                    yield data
-            else:
-                while data := conn.file.read1(chunk):
-                    yield data
-                self._reusable = False
-        except socket.timeout as exc:
-            self.close()
-            raise ReadTimedOut(str(exc)) from exc
-        except OSError as exc:
-            self.close()
-            raise Broken(str(exc)) from exc
+            while True:
+                body, self._body = self._body, []
+                yield from body
+                if self._done:
+                    break
+                self._receive(chunk)
         except BaseException:
             self.close()
             raise
-        self._finish()
-
-    @staticmethod
-    def _chunks(conn: Connection, chunk: int) -> Iterator[bytes]:
-        while True:
-            line = conn.file.readline(MAX_LINE)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise Broken("a malformed chunk") from None
-            if size == 0:
-                break
-            while size:
-                data = conn.file.read(min(chunk, size))
-                if not data:
-                    raise Broken("the answer was broken off")
-                size -= len(data)
-                yield data
-            if conn.file.readline(MAX_LINE) not in (b"\r\n", b"\n"):
-                raise Broken("a malformed chunk")
-        while (line := conn.file.readline(MAX_LINE)) not in (b"\r\n", b"\n"):  # trailers, ignored
-            if not line:
-                raise Broken("the answer was broken off")
-
-    def _finish(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            if self._reusable:
-                self._pool.put(conn)
-            else:
-                conn.close()
+        self._parser = None  # it holds this answer's callbacks: let reference counting free both
+        if self._reusable:
+            self._pool.put(conn)
+        else:
+            conn.close()
 
     def close(self) -> None:
         """Drop the connection if the body was not read to the end (idempotent)."""
         conn, self._conn = self._conn, None
+        self._parser = None
         if conn is not None:
             conn.close()
 
@@ -244,70 +278,7 @@ class Pool:
                 raise ReadTimedOut(str(exc)) from exc
             except OSError as exc:
                 raise ClosedEarly(str(exc)) from exc
-            return self._answer(conn, method)
+            return Answer(self, conn, head_only=method == "HEAD")
         except BaseException:
             conn.close()
             raise
-
-    def _answer(self, conn: Connection, method: str) -> Answer:
-        readline = conn.file.readline
-        while True:
-            try:
-                line = readline(MAX_LINE)
-            except socket.timeout as exc:
-                raise ReadTimedOut(str(exc)) from exc
-            except OSError as exc:
-                raise ClosedEarly(str(exc)) from exc
-            if not line:
-                raise ClosedEarly("closed without an answer")
-            parts = line.decode("latin-1").split(None, 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-                raise Broken(f"not an HTTP status line: {line[:80]!r}")
-            status = int(parts[1])
-            headers = self._headers(readline)
-            if not 100 <= status < 200 or status == 101:
-                break  # an interim answer (100 Continue) is skipped
-        reason = parts[2].strip() if len(parts) > 2 else ""
-        keep_alive = parts[0] == "HTTP/1.1"
-        length: int | None = None
-        chunked = False
-        for name, value in headers:
-            lowered = name.lower()
-            if lowered == "connection" and "close" in value.lower():
-                keep_alive = False
-            elif lowered == "transfer-encoding" and value.lower().endswith("chunked"):
-                chunked = True
-            elif lowered == "content-length":
-                if not value.isdigit():
-                    raise Broken(f"a malformed Content-Length: {value!r}")
-                length = int(value)
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
-            length, chunked = 0, False
-        elif chunked:
-            length = None
-        return Answer(self, conn, status, reason, headers, length, chunked,
-                      reusable=keep_alive and (chunked or length is not None))
-
-    @staticmethod
-    def _headers(readline) -> Headers:
-        headers: Headers = []
-        try:
-            while (line := readline(MAX_LINE)) not in (b"\r\n", b"\n"):
-                if not line:
-                    raise Broken("the answer was broken off")
-                if len(headers) >= MAX_HEADERS:
-                    raise Broken("too many headers")
-                text = line.decode("latin-1")
-                if text[0] in " \t" and headers:  # an obsolete folded line continues the last value
-                    name, value = headers.pop()
-                    headers.append((name, f"{value} {text.strip()}"))
-                    continue
-                name, colon, value = text.partition(":")
-                if not colon:
-                    raise Broken(f"a malformed header line: {line[:80]!r}")
-                headers.append((name.strip(), value.strip()))
-        except socket.timeout as exc:
-            raise ReadTimedOut(str(exc)) from exc
-        except OSError as exc:
-            raise Broken(str(exc)) from exc
-        return headers

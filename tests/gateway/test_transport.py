@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from services.gateway.transport import ClosedEarly, Pool
+from services.gateway.transport import Broken, ClosedEarly, Pool
 
 CONNECT, READ = 2.0, 5.0
 
@@ -105,6 +105,7 @@ def test_a_chunked_body_is_joined_and_the_connection_reused(scripted):
     server, pool = scripted([chunked, ok(b"next")])
     answer = pool.request("GET", "/stream", [], None, CONNECT, READ)
     assert b"".join(answer.stream(3)) == b"hello, world"
+    assert answer.header("x-trailer") is None  # trailers are not passed on as headers
     assert pool.request("GET", "/next", [], None, CONNECT, READ).read() == b"next"
     assert server.connections == 1
 
@@ -123,6 +124,40 @@ def test_no_body_is_read_after_a_204_or_a_head(scripted):
     assert pool.request("HEAD", "/x", [], None, CONNECT, READ).read() == b""
     assert pool.request("GET", "/x", [], None, CONNECT, READ).read() == b"third"
     assert server.connections == 1
+
+
+def test_a_head_answer_announcing_a_chunked_body_ends_with_its_head(scripted):
+    server, pool = scripted([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", ok(b"next")])
+    answer = pool.request("HEAD", "/x", [], None, CONNECT, READ)
+    assert (answer.status, answer.header("transfer-encoding"), answer.read()) == (200, "chunked", b"")
+    assert pool.request("GET", "/x", [], None, CONNECT, READ).read() == b"next"
+    assert server.connections == 1
+
+
+def test_an_interim_answer_is_skipped(scripted):
+    _, pool = scripted([b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n" + ok(b"final")])
+    answer = pool.request("POST", "/x", [], b"{}", CONNECT, READ)
+    assert (answer.status, answer.reason, answer.header("x-interim")) == (200, "OK", None)
+    assert answer.read() == b"final"
+
+
+def test_a_body_shorter_than_its_length_is_broken_off_not_ended(scripted):
+    _, pool = scripted([b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 10\r\n\r\nshort"],
+                       close_after_answer=True)
+    answer = pool.request("GET", "/x", [], None, CONNECT, READ)
+    with pytest.raises(Broken):
+        answer.read()
+
+
+@pytest.mark.parametrize("answer", [
+    b"not http\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: ten\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nX-Folded: a\r\n b\r\nContent-Length: 0\r\n\r\n",  # obsolete line folding
+])
+def test_a_malformed_answer_is_broken_not_closed_early(scripted, answer):
+    _, pool = scripted([answer])
+    with pytest.raises(Broken):
+        pool.request("GET", "/x", [], None, CONNECT, READ)
 
 
 def test_a_body_is_sent_with_its_length(scripted):
