@@ -80,11 +80,12 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 class Processes:
     """The processes one bench starts, each in its own session with its output in
-    ``<log_dir>/<name>.log``; stopped together, last started first."""
+    ``<log_dir>/<name>.log``; stopped together, last started first. ``pids`` names them."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen] = []
+        self.pids: dict[str, int] = {}
 
     def __enter__(self) -> Processes:
         return self
@@ -101,6 +102,7 @@ class Processes:
             proc = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
         self.procs.append(proc)
+        self.pids[name] = proc.pid
         deadline = time.monotonic() + timeout
         while ready is not None and not ready():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -119,6 +121,7 @@ class Processes:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self.procs.clear()
+        self.pids.clear()
 
 
 @dataclass

@@ -6,10 +6,15 @@ credits server's CPU per cycle.
 For each backend: a fresh database (MariaDB: created and dropped on 127.0.0.1:3306 as root,
 or BENCH_MYSQL_URL), the credits migrations, the service under gunicorn (gthread, 2 workers ×
 16 threads), 1,000 accounts opened over HTTP; then 8 concurrent CreditsClient users run what
-a real job does: hold(text2img × 2) → capture(1 image) → release (the unused image), first
-spread over the 1,000 accounts, then all on one hot account. Prints cycles/s, cycle latency
-percentiles, and the CPU milliseconds the credits processes spent per cycle (robust to a
-busy machine, unlike the rates), also for one client alone.
+a real job does now: hold(text2img × 2) at admission → settle(1 image delivered) at the end
+(the render worker's one call: capture the delivered image, release the unused one, one
+transaction), first spread over the 1,000 accounts, then all on one hot account, then one
+client alone. The same three movements as three calls, hold → capture(1 image) → release
+(what a job cost before the settle call, and what other callers may still do), follow.
+Prints cycles/s, cycle latency percentiles, and the CPU milliseconds the credits processes
+spent per cycle (robust to a busy machine, unlike the rates). Last, both cycles once more in
+this process through the WSGI app (Flask's test client: no gunicorn, no HTTP; the CPU of
+building the test requests is included): CPU per cycle and the SQL statements of each call.
 """
 from __future__ import annotations
 
@@ -23,12 +28,17 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Callable
 
 from _harness import CpuMeter, Processes, fresh_database, gunicorn_command, is_ready, percentile
+
+from flask import Flask
+from sqlalchemy import event
 
 from shared.config import load_settings
 from shared.embedded import free_port
 from shared.migrate import upgrade
+from shared.web import SERVICE_TOKEN_HEADER
 from services.credits.app import create_app
 from services.credits.audit import audit
 from services.credits.client import CreditsClient
@@ -36,9 +46,28 @@ from services.credits.client import CreditsClient
 ACCOUNTS = 1000
 
 
-def run_cycles(client: CreditsClient, users: list[int], clients: int, seconds: float) -> tuple[int, list[float]]:
-    """``clients`` threads each loop hold → capture → release until ``seconds`` pass; returns
-    (cycles, latencies in seconds)."""
+def settled_job(client: CreditsClient, user_id: int) -> None:
+    """What a render job does: hold two images at admission, settle one delivered at the end."""
+    job = uuid.uuid4().hex
+    client.hold(user_id, job, "text2img", 2, "bench")
+    client.settle(job, f"settle:{job}", 1)
+
+
+def three_calls(client: CreditsClient, user_id: int) -> None:
+    """The same movements one call each: hold, capture the delivered image, release the rest."""
+    job = uuid.uuid4().hex
+    client.hold(user_id, job, "text2img", 2, "bench")
+    client.capture(job, f"capture:{job}:0")
+    client.release(job, f"release:{job}")
+
+
+CYCLES = {"hold→settle": settled_job, "hold→capture→release": three_calls}
+
+
+def run_cycles(client: CreditsClient, cycle: Callable[[CreditsClient, int], None], users: list[int], clients: int,
+               seconds: float) -> tuple[int, list[float]]:
+    """``clients`` threads each loop ``cycle`` until ``seconds`` pass; returns (cycles, latencies
+    in seconds)."""
     stop_at = time.monotonic() + seconds
     next_user = itertools.cycle(users)
     lock = threading.Lock()
@@ -48,11 +77,8 @@ def run_cycles(client: CreditsClient, users: list[int], clients: int, seconds: f
         while time.monotonic() < stop_at:
             with lock:
                 user_id = next(next_user)
-            job = uuid.uuid4().hex
             started = time.perf_counter()
-            client.hold(user_id, job, "text2img", 2, "bench")
-            client.capture(job, f"capture:{job}:0")
-            client.release(job, f"release:{job}")
+            cycle(client, user_id)
             elapsed = time.perf_counter() - started
             with lock:
                 latencies.append(elapsed)
@@ -60,6 +86,63 @@ def run_cycles(client: CreditsClient, users: list[int], clients: int, seconds: f
     with ThreadPoolExecutor(max_workers=clients) as pool:
         list(pool.map(worker, range(clients)))
     return len(latencies), latencies
+
+
+class InProcessClient:
+    """The movement calls of ``CreditsClient``, made through the app's test client in this process."""
+
+    def __init__(self, app: Flask, service_token: str) -> None:
+        self.client = app.test_client()
+        self.headers = {SERVICE_TOKEN_HEADER: service_token}
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.client.post(path, json=body, headers=self.headers)
+        assert response.status_code in (200, 201), response.json
+        return response.json["data"]
+
+    def hold(self, user_id: int, job_id: str, workflow: str, images: int, description: str = "") -> dict:
+        return self._post("/internal/holds", {"userId": user_id, "jobId": job_id, "workflow": workflow,
+                                              "images": images, "description": description})
+
+    def capture(self, job_id: str, idempotency_key: str, images: int = 1) -> dict:
+        return self._post(f"/internal/holds/{job_id}/capture", {"images": images, "idempotencyKey": idempotency_key})
+
+    def release(self, job_id: str, idempotency_key: str) -> dict:
+        return self._post(f"/internal/holds/{job_id}/release", {"idempotencyKey": idempotency_key})
+
+    def settle(self, job_id: str, idempotency_key: str, images: int) -> dict:
+        return self._post(f"/internal/holds/{job_id}/settle", {"images": images, "idempotencyKey": idempotency_key})
+
+
+def in_process(backend: str, app: Flask, service_token: str, users: list[int], cycles: int = 300) -> None:
+    """CPU per cycle through the WSGI app in this process, and the statements each call runs."""
+    client = InProcessClient(app, service_token)
+    statements: list[str] = []
+
+    engine = app.extensions["db"].engine
+
+    def count_statement(_conn, _cursor, statement, _parameters, _context, _executemany):
+        statements.append(statement.split(None, 1)[0])
+
+    def count_commit(_conn):
+        statements.append("COMMIT")
+
+    event.listen(engine, "before_cursor_execute", count_statement)
+    event.listen(engine, "commit", count_commit)
+
+    for name, cycle in CYCLES.items():
+        for user_id in users[:30]:  # warm the pool and the statement cache
+            cycle(client, user_id)
+        statements.clear()
+        cycle(client, users[0])
+        shown = " ".join(statements)
+        started = time.process_time()
+        for user_id in itertools.islice(itertools.cycle(users), cycles):
+            cycle(client, user_id)
+        cpu_ms = (time.process_time() - started) * 1000 / cycles
+        print(f"[{backend}] in-process {name}: {cpu_ms:.2f} ms CPU per cycle; its statements: {shown}", flush=True)
+    event.remove(engine, "before_cursor_execute", count_statement)
+    event.remove(engine, "commit", count_commit)
 
 
 def bench(backend: str, seconds: float, clients: int) -> None:
@@ -86,17 +169,21 @@ def bench(backend: str, seconds: float, clients: int) -> None:
 
         credits.open_account(ACCOUNTS + 1)
         local.extensions["credits_adjustments"].grant(ACCOUNTS + 1, 1_000_000, "bench hot account", operator_id=0)
-        for label, pool_users, concurrency in (("across 1,000 accounts", users, clients),
-                                               ("one hot account", [ACCOUNTS + 1], clients),
-                                               ("one client alone", users, 1)):
+        for name, label, pool_users, concurrency in (
+                ("hold→settle", "across 1,000 accounts", users, clients),
+                ("hold→settle", "one hot account", [ACCOUNTS + 1], clients),
+                ("hold→settle", "one client alone", users, 1),
+                ("hold→capture→release", "across 1,000 accounts", users, clients),
+                ("hold→capture→release", "one client alone", users, 1)):
             meter.start()
-            cycles, latencies = run_cycles(client, pool_users, concurrency, seconds)
+            cycles, latencies = run_cycles(client, CYCLES[name], pool_users, concurrency, seconds)
             cpu_ms = meter.stop()["credits"] * 1000 / max(cycles, 1)
-            print(f"[{backend}] {label}: {cycles / seconds:7.1f} hold→capture→release cycles/s "
+            print(f"[{backend}] {label}: {cycles / seconds:7.1f} {name} cycles/s "
                   f"({concurrency} clients, {cycles} cycles in {seconds:.0f} s; cycle p50 "
                   f"{percentile(latencies, 0.5) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
                   f"credits CPU {cpu_ms:.2f} ms per cycle)", flush=True)
         client.close()
+        in_process(backend, local, env["SERVICE_TOKEN"], users)
         found = audit(credits.db)
         print(f"[{backend}] audit: {'clean' if not found else f'{len(found)} discrepancies'}")
         local.extensions["db"].dispose()

@@ -57,11 +57,11 @@ import requests
 from _harness import (PROJECT_ROOT, CpuMeter, Load, Processes, Request, access_token, ensure_wrk,
                       fresh_database, is_ready, kept_database, percentile, run_python_clients, run_wrk,
                       sequential_latencies)
-from sqlalchemy import func, insert, select, true
+from sqlalchemy import func, insert, select
 
 from deploy.local import service_commands
 from services.auth.models import User
-from services.gallery.models import Work
+from services.gallery.models import Work, WorkTerm
 from services.gallery.seed import seed_demo
 from shared.config import Settings, load_settings
 from shared.db import Database, utcnow
@@ -311,24 +311,49 @@ def at_scale(args: argparse.Namespace, backend: str) -> None:
 
 
 def explain(url: str, words: str, sort: str) -> list[str]:
-    """The database's plan for the first ranking group of a gallery search."""
-    from services.gallery.listing import GALLERY_SORTS
-    from services.gallery.search import Search
+    """The database's plans for the first page of the first ranking group of a gallery search:
+    the capped count per term that chooses the plan, then either (every term common) the
+    walk in sort order with a lookup per term and work, or the rarest term's works and the
+    other terms looked up for all of them at once; last, the read of the works found."""
+    from services.gallery.listing import GALLERY_SORTS, LISTED, LISTED_BY_ID
+    from services.gallery.search import DRIVING_LIMIT, TITLE_OR_TAG, WALK_ROWS, Search, TermCounts
 
     column = GALLERY_SORTS[sort]
+    order = (column.desc(), Work.id.desc())
     db = Database(url)
     search = Search.parse(words)
-    with db.read() as session:
-        candidates = search.candidates(session, 1)
-    stmt = (select(Work.id).where(Work.listed == true(), *search.group_conditions(1, candidates))
-            .order_by(column.desc(), Work.id.desc()).limit(PAGE_SIZE + 1))
+    probe = search.probes()[0]
     try:
-        sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
+        with db.read() as session:
+            candidates = search.candidates(session, 1, TermCounts())
+            boundary = session.execute(select(column, Work.id).where(LISTED).order_by(*order)
+                                       .offset(WALK_ROWS - 1).limit(1)).first()
+        statements = {"count (plan choice)": select(func.count()).select_from(
+            probe.works(TITLE_OR_TAG).limit(DRIVING_LIMIT).subquery())}
+        if candidates is None:
+            statements[f"the {WALK_ROWS}th work in sort order (the walk's bound)"] = (
+                select(column, Work.id).where(LISTED).order_by(*order).offset(WALK_ROWS - 1).limit(1))
+            statements["the walk: works in sort order, a lookup per term each"] = (
+                select(Work.id, column).where(LISTED, column >= boundary[0], *search.group_conditions(1))
+                .order_by(*order).limit(PAGE_SIZE + 1))
+        else:
+            statements[f"candidates: the rarest term's {len(candidates)} works"] = probe.works(TITLE_OR_TAG)
+            statements["each other term among them"] = (
+                select(WorkTerm.work_id, func.max(WorkTerm.weight))
+                .where(search.probes()[-1]._term(), WorkTerm.work_id.in_(candidates or [0])).group_by(WorkTerm.work_id))
+            statements["the listed ones among the matches, to sort"] = select(Work.id, column).where(
+                Work.id.in_(candidates or [0]), LISTED_BY_ID)
+        statements[f"the works found (the first {PAGE_SIZE + 1}), with the text check"] = select(Work).where(
+            Work.id.in_(list(range(1, PAGE_SIZE + 2))), *search.text_conditions())
+        prefix = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
+        lines = []
         with db.engine.connect() as connection:
-            prefix = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
-            result = connection.exec_driver_sql(prefix + sql)
-            plan = "read in sort order" if candidates is None else f"from {len(candidates)} candidates of the index"
-            return [f"  ({plan})"] + ["  " + " | ".join(str(value) for value in row) for row in result]
+            for what, stmt in statements.items():
+                sql = str(stmt.compile(db.engine, compile_kwargs={"literal_binds": True}))
+                lines.append(f"  -- {what}")
+                rows = connection.exec_driver_sql(prefix + sql)
+                lines += ["  " + " | ".join(str(value) for value in row) for row in rows]
+        return lines
     finally:
         db.dispose()
 

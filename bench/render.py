@@ -18,6 +18,18 @@ per emulator (``python -m services.render_worker``, 2 prompts in flight each), o
     execution_success, from the same histories.
 (d) progress latency with N WebSocket clients connected to the gateway: receipt of each
     ``job.progress`` by its owner's socket − the worker's publish time (the event's ``ts``).
+(e) platform CPU per job: 512×512, 20 steps (0.1 s each: a 2-s job), 1 image, with every
+    owner's socket open, at two queue depths (``--depths``: that many jobs kept waiting beyond
+    the 4 running ones, one admitted per completion): CPU seconds (user + system) of the
+    gateway, credits, the scheduler, both workers and the stack's own redis-server over
+    ``--cpu-jobs`` completions, ÷ jobs; and how much of that is the stack's CPU with the same
+    sockets open and no job (heartbeats, polls: it does not grow with the jobs). The
+    emulators stand in for GPUs and are not counted. MariaDB's server is shared with the
+    machine's other sessions: its CPU over the batch is printed apart (an upper bound); on
+    SQLite the database runs inside the processes counted.
+(f) ComfyUI's last ``executed`` message of a job's prompt → ``job.image`` on its owner's
+    socket: the emulator's send time (``/emulator/stats``) to the socket's receipt, one
+    machine clock; for 30 jobs run one at a time, and for the jobs of (e).
 """
 from __future__ import annotations
 
@@ -34,9 +46,11 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from _harness import Processes, access_token, fresh_database, gateway_command, is_ready, private_stack, wait_for
+from _harness import (CpuMeter, Processes, access_token, fresh_database, gateway_command, is_ready, private_stack,
+                      wait_for)
 
 import requests
+import sqlalchemy as sa
 import websocket
 
 from services.credits.client import CreditsClient
@@ -59,7 +73,9 @@ class Stack:
     def __init__(self, workdir: Path, database_url: str, processes: Processes) -> None:
         self.workdir = workdir
         self.processes = processes
-        stack = private_stack(processes, workdir, database_url, TOKEN, RENDER_QUEUE="bench")
+        self.database_url = database_url
+        # (e) keeps dozens of jobs of a few users waiting: no per-user cap or credit shortage in the way
+        stack = private_stack(processes, workdir, database_url, TOKEN, RENDER_QUEUE="bench", SIGNUP_BONUS="1000000")
         self.settings, self.process_env, self.private_key = stack.settings, stack.process_env, stack.private_key
         stack.start_gunicorn(processes, "credits", "services.credits.app", self.settings.credits_url, workers=2,
                              threads=16)
@@ -291,21 +307,180 @@ def bench_progress_latency(stack: Stack, clients: int, jobs: int) -> list[float]
     return latencies
 
 
+class Owner:
+    """One user with an open socket, noting when each of its jobs' ``job.image`` and final
+    event arrive (a reader thread)."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.user_id, self.token = stack.user()
+        self.ws = stack.socket(self.token)
+        self.image_at: dict[str, float] = {}
+        self.done: dict[str, str] = {}
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                event = json.loads(self.ws.recv())
+            except (websocket.WebSocketException, OSError, ValueError):
+                return
+            received = time.time()
+            job_id = (event.get("data") or {}).get("jobId")
+            if event.get("type") == "job.image" and job_id not in self.image_at:
+                self.image_at[job_id] = received
+            elif event.get("type") in ("job.succeeded", "job.failed", "job.cancelled"):
+                with self.changed:
+                    self.done[job_id] = event["type"]
+                    self.changed.notify_all()
+
+    def close(self) -> None:
+        self.ws.close()
+        self.thread.join(5)
+
+
+def image_latencies(stack: Stack, owners: list[Owner]) -> list[float]:
+    """ms from the emulator's last ``executed`` of each job's prompt to its ``job.image`` receipt."""
+    sent: dict[str, float] = {}
+    for url in stack.emulators:
+        sent.update(requests.get(url + "/emulator/stats", timeout=10).json()["executed_sent_at"])
+    received = {job_id: at for owner in owners for job_id, at in owner.image_at.items()}
+    engine = sa.create_engine(stack.database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT id, comfy_prompt_id FROM render_jobs WHERE id IN :ids")
+                                  .bindparams(sa.bindparam("ids", expanding=True)), {"ids": list(received)})
+        prompts = {job_id: prompt_id for job_id, prompt_id in rows}
+    engine.dispose()
+    return [(at - sent[prompts[job_id]]) * 1000 for job_id, at in received.items()
+            if prompts.get(job_id) in sent]
+
+
+def platform_meter(stack: Stack) -> CpuMeter:
+    """Every process of the stack but the emulators (the GPUs), and the machine's mariadbd."""
+    meter = CpuMeter({name: pid for name, pid in stack.processes.pids.items() if not name.startswith("emulator")})
+    meter.shared.pop("redis", None)  # the machine's shared servers; the stack's own redis-server is a root
+    return meter
+
+
+def bench_idle_cpu(stack: Stack, seconds: float = 10) -> dict[str, float]:
+    """CPU seconds per second of the stack with no job (heartbeats, polls, passes, and the
+    gateway's event listener while sockets are open)."""
+    meter = platform_meter(stack)
+    meter.start()
+    time.sleep(seconds)
+    return {name: value / seconds for name, value in meter.stop().items()}
+
+
+def bench_cpu_per_job(stack: Stack, jobs: int, depth: int,
+                      step_delay: float) -> tuple[dict[str, float], dict[str, float], float, list[float], float]:
+    """Keep ``depth`` jobs (512², 20 steps, 1 image) waiting beyond the 4 slots, and over the
+    next ``jobs`` completions read the CPU seconds of each process (a steady state: one
+    admission per completion); the jobs still waiting then are cancelled. Returns the CPU
+    seconds, the stack's idle CPU per second with the same sockets open and no job, the window's
+    wall seconds, (f)'s latencies and the mean depth over the window."""
+    stack.configure(step_delay=step_delay)
+    limit = 4  # RENDER_USER_ACTIVE_LIMIT's default
+    outstanding_cap = depth + 4
+    owners = [Owner(stack) for _ in range((outstanding_cap + limit - 1) // limit + 1)]
+    idle = bench_idle_cpu(stack, 5)
+    open_jobs: dict[str, Owner] = {}
+    meter = platform_meter(stack)
+    completed, depths, measuring = 0, [], False
+    while completed < jobs:
+        for job_id, owner in list(open_jobs.items()):
+            if job_id in owner.done:
+                if owner.done[job_id] != "job.succeeded":
+                    raise SystemExit(f"job {job_id} ended {owner.done[job_id]}")
+                del open_jobs[job_id]
+                completed += measuring
+        while len(open_jobs) < outstanding_cap:
+            owner = min(owners, key=lambda o: sum(1 for w in open_jobs.values() if w is o))
+            open_jobs[stack.submit(owner.token, steps=20, size="512x512")] = owner
+        if not measuring:  # the line is full: the window opens
+            measuring = True
+            meter.start()
+            opened = time.monotonic()
+        depths.append(max(0, len(open_jobs) - 4))
+        with owners[0].changed:
+            owners[0].changed.wait(0.05)
+    seconds, wall = meter.stop(), time.monotonic() - opened
+    for job_id, owner in open_jobs.items():
+        requests.delete(stack.gateway + f"/api/jobs/{job_id}", timeout=30,
+                        headers={"Authorization": f"Bearer {owner.token}"})
+    for job_id, owner in open_jobs.items():
+        with owner.changed:
+            owner.changed.wait_for(lambda: job_id in owner.done, 60)
+    latencies = image_latencies(stack, owners)
+    for owner in owners:
+        owner.close()
+    return seconds, idle, wall, latencies, statistics.mean(depths)
+
+
+def bench_image_latency(stack: Stack, runs: int) -> list[float]:
+    """(f) with one job at a time (512², 20 steps)."""
+    stack.configure(step_delay=0.01)
+    owners = []
+    for index in range(runs):
+        if index % 4 == 0:
+            owners.append(Owner(stack))
+        owner = owners[-1]
+        job_id = stack.submit(owner.token, steps=20, size="512x512")
+        with owner.changed:
+            owner.changed.wait_for(lambda: job_id in owner.done, 60)
+    latencies = image_latencies(stack, owners)
+    for owner in owners:
+        owner.close()
+    return latencies
+
+
+def print_cpu(depth: int, mean_depth: float, jobs: int, seconds: dict[str, float], idle: dict[str, float],
+              wall: float) -> None:
+    """Total CPU per job, each process's share, and the part of it that is the stack's idle
+    CPU (sockets open, no job) over the window: what does not grow with the jobs."""
+    platform = {name: value for name, value in seconds.items() if name != "mariadb"}
+    per_job = {name: value / jobs * 1000 for name, value in platform.items()}
+    idle_per_job = sum(value for name, value in idle.items() if name != "mariadb") * wall / jobs * 1000
+    parts = ", ".join(f"{name} {value:.1f}" for name, value in sorted(per_job.items(), key=lambda kv: -kv[1]))
+    print(f"{f'(e) platform CPU per 2-s job, {depth} waiting (mean {mean_depth:.0f}) (ms)':<58}"
+          f"{sum(per_job.values()):>12.1f}{'—':>12}{'≤ 50':>12}")
+    print(f"      {parts}")
+    idle_parts = ", ".join(f"{name} {value * 1000:.1f}" for name, value in sorted(idle.items(), key=lambda kv: -kv[1])
+                           if name != "mariadb")
+    print(f"      of which the stack's idle CPU over the {wall:.0f}-s window: {idle_per_job:.1f} ms per job "
+          f"(ms per s, sockets open, no job: {idle_parts})")
+    if "mariadb" in seconds:
+        print(f"      + the machine's mariadbd (shared with other sessions) {seconds['mariadb'] / jobs * 1000:.1f} ms"
+              f" (idle rate {idle.get('mariadb', 0) * 1000:.0f} ms per s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--single", type=int, default=60, help="sequential jobs for (a)")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--backend", choices=("mariadb", "sqlite"), default="mariadb")
+    parser.add_argument("--cpu-jobs", type=int, default=40, help="jobs measured per queue depth for (e)")
+    parser.add_argument("--cpu-step-delay", type=float, default=0.1,
+                        help="emulator seconds per step for (e): 0.1 makes the issue's 2-s job")
+    parser.add_argument("--depths", default="2,50", help="queue depths for (e)")
+    parser.add_argument("--only", choices=("all", "cpu"), default="all", help="cpu: (e) and (f) alone")
     args = parser.parse_args()
+    depths = [int(depth) for depth in args.depths.split(",")]
     with (tempfile.TemporaryDirectory(prefix="bench-render-") as tmp,
           fresh_database(args.backend, Path(tmp)) as database_url,
           Processes(Path(tmp)) as processes):
         stack = Stack(Path(tmp), database_url, processes)
-        platform, direct = bench_overhead(stack, args.single)
-        p_busy, p_gaps, p_wall = bench_throughput_platform(stack, args.jobs)
-        d_busy, d_gaps, d_wall = bench_throughput_direct(stack, args.jobs)
-        latencies = bench_progress_latency(stack, args.clients, 10)
+        if args.only == "all":
+            platform, direct = bench_overhead(stack, args.single)
+            p_busy, p_gaps, p_wall = bench_throughput_platform(stack, args.jobs)
+            d_busy, d_gaps, d_wall = bench_throughput_direct(stack, args.jobs)
+            latencies = bench_progress_latency(stack, args.clients, 10)
+        single_image = bench_image_latency(stack, 30)
+        cpu = [(depth, *bench_cpu_per_job(stack, args.cpu_jobs, depth, args.cpu_step_delay)) for depth in depths]
+    if args.only == "cpu":
+        print_cpu_figures(args, cpu, single_image)
+        return
     print(f"\nrender bench — {args.backend}, 2 emulators × 1 worker (2 prompts in flight), gateway gunicorn gevent, one scheduler")
     print(f"{'figure':<58}{'platform':>12}{'direct':>12}{'aim':>12}")
     overhead50 = statistics.median(platform) - statistics.median(direct)
@@ -324,6 +499,21 @@ def main() -> None:
     print(f"{f'(d) progress latency, {args.clients} sockets connected p50 (ms)':<58}"
           f"{statistics.median(latencies):>12.1f}{'—':>12}")
     print(f"{'    p99 (ms)':<58}{pct(latencies, 99):>12.1f}{'—':>12}{'≤ 50 p99':>12}")
+    print_cpu_figures(args, cpu, single_image)
+
+
+def print_cpu_figures(args: argparse.Namespace, cpu: list, single_image: list[float]) -> None:
+    if args.only == "cpu":
+        print(f"\nrender bench (e)/(f) — {args.backend}, 2 emulators × 1 worker (2 prompts in flight)")
+        print(f"{'figure':<58}{'platform':>12}{'direct':>12}{'aim':>12}")
+    for depth, seconds, idle, wall, _, mean_depth in cpu:
+        print_cpu(depth, mean_depth, args.cpu_jobs, seconds, idle, wall)
+    print(f"{'(f) last executed → job.image, one job at a time p50 (ms)':<58}{statistics.median(single_image):>12.1f}"
+          f"{'—':>12}{'≤ 50 p50':>12}")
+    print(f"{'    p99 (ms)':<58}{pct(single_image, 99):>12.1f}")
+    for depth, _, _, _, latencies, _ in cpu:
+        print(f"{f'    during (e) at {depth} waiting p50 / p99 (ms)':<58}{statistics.median(latencies):>6.1f} /"
+              f"{pct(latencies, 99):>5.1f}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Platform announcements (``user.deleted``, …) go to the stream ``platform:event
 string fields ``{"type", "ts", …}``. Each interested service reads it through its own
 consumer group (``GroupConsumer``), so each sees every announcement once, even one made
 while it was down. The final event of a job (``job.succeeded``, ``job.failed``,
-``job.cancelled``) is announced there too, in the same Redis transaction as its job-stream
+``job.cancelled``) is announced there too, in the same Redis script as its job-stream
 entry, whoever publishes it: services that must not miss an outcome (the queue API, the
 webhooks) read it there rather than from live pub/sub. So is ``credits.low``.
 """
@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import redis
 
@@ -72,26 +72,42 @@ def job_stream(job_id: str) -> str:
     return f"events:job:{job_id}"
 
 
+# A job event in one round trip: appended to the job's stream (KEYS[1]; ARGV[1] the event's
+# JSON, ARGV[2] the cap, ARGV[3] the TTL), announced on KEYS[3] when ARGV[5..] holds the
+# announcement's fields (ARGV[4] that stream's cap), and published on the user's channel
+# (KEYS[2]) with its stream id added; returns the id.
+_PUBLISH_JOB_EVENT = """
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if #ARGV > 4 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', unpack(ARGV, 5))
+end
+redis.call('PUBLISH', KEYS[2], string.sub(ARGV[1], 1, -2) .. ', "id": "' .. id .. '"}')
+return id
+"""
+
+
 class EventBus:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
         self.db = redis_db(client)
+        self._publish_job_event = client.register_script(_PUBLISH_JOB_EVENT)
 
     def publish(self, user_id: int, event_type: str, data: dict[str, Any],
                 job_id: str | None = None) -> dict[str, Any]:
         event: dict[str, Any] = {"type": event_type, "data": data, "ts": time.time()}
-        if job_id is not None:
-            stream = job_stream(job_id)
-            body = json.dumps(event)
-            pipe = self.redis.pipeline()
-            pipe.xadd(stream, {"event": body}, maxlen=JOB_STREAM_MAXLEN, approximate=True)
-            pipe.expire(stream, JOB_STREAM_TTL_SECONDS)
-            if event_type in JOB_OUTCOMES:
-                pipe.xadd(PLATFORM_STREAM, _announcement(event_type, userId=str(user_id), jobId=job_id,
-                                                         data=json.dumps(data)),
-                          maxlen=PLATFORM_STREAM_MAXLEN, approximate=True)
-            event["id"] = pipe.execute()[0]
-        self.redis.publish(user_channel(user_id, self.db), json.dumps(event))
+        channel = user_channel(user_id, self.db)
+        if job_id is None:
+            self.redis.publish(channel, json.dumps(event))
+            return event
+        announcement: list[str] = []
+        if event_type in JOB_OUTCOMES:
+            fields = _announcement(event_type, userId=str(user_id), jobId=job_id, data=json.dumps(data))
+            announcement = [item for pair in fields.items() for item in pair]
+        event["id"] = self._publish_job_event(
+            keys=[job_stream(job_id), channel, PLATFORM_STREAM],
+            args=[json.dumps(event), JOB_STREAM_MAXLEN, JOB_STREAM_TTL_SECONDS, PLATFORM_STREAM_MAXLEN,
+                  *announcement])
         return event
 
     def publish_live(self, events: list[tuple[int, str, dict[str, Any]]]) -> None:
@@ -112,17 +128,6 @@ class EventBus:
             event["id"] = entry_id
             events.append(event)
         return events
-
-    def listen(self, user_id: int, timeout: float = 1.0) -> Iterator[dict[str, Any] | None]:
-        """Yield the user's live events; yields None every ``timeout`` seconds of silence."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(user_channel(user_id, self.db))
-        try:
-            while True:
-                message = pubsub.get_message(timeout=timeout)
-                yield json.loads(message["data"]) if message else None
-        finally:
-            pubsub.close()
 
 
 def _announcement(event_type: str, **fields: str) -> dict[str, str]:

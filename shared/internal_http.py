@@ -25,7 +25,6 @@ from flask import has_request_context
 from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection
-from urllib3.util import parse_url
 
 from shared.errors import ServiceError, ServiceUnavailable
 from shared.web import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, request_id
@@ -67,13 +66,6 @@ class FreshHTTPConnectionPool(_ExpiresIdleConnections, HTTPConnectionPool):
 
 class FreshHTTPSConnectionPool(_ExpiresIdleConnections, HTTPSConnectionPool):
     pass
-
-
-def fresh_pool(base_url: str, **kwargs: Any) -> HTTPConnectionPool:
-    """A keep-alive pool to ``base_url`` that never reuses a connection idle too long."""
-    url = parse_url(base_url)
-    pool_class = FreshHTTPSConnectionPool if url.scheme == "https" else FreshHTTPConnectionPool
-    return pool_class(url.host, url.port, **kwargs)
 
 
 class _FreshAdapter(HTTPAdapter):

@@ -11,6 +11,7 @@ tests: each test makes its own users and rows with unique names (see ``unique``)
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -19,7 +20,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pymysql
 import pytest
@@ -29,6 +30,7 @@ from sqlalchemy.engine import make_url
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from shared.config import PROJECT_ROOT, Settings, load_settings
+from shared.events import redis_client, redis_db, user_channel
 from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
 from shared.migrate import SERVICES, upgrade
 from shared.tokens import ensure_dev_keys
@@ -96,6 +98,20 @@ def answers(url: str) -> Callable[[], bool]:
             return False
         return True
     return check
+
+
+def listen_live(redis_url: str, user_id: int, timeout: float = 0.2) -> Iterator[dict[str, Any] | None]:
+    """Yield a user's live events as the gateway hears them; None after each ``timeout`` seconds
+    of silence (the first None means the subscription is in place)."""
+    client = redis_client(redis_url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(user_channel(user_id, redis_db(client)))
+    try:
+        while True:
+            message = pubsub.get_message(timeout=timeout)
+            yield json.loads(message["data"]) if message else None
+    finally:
+        pubsub.close()
 
 
 def _mysql_server_url() -> str | None:

@@ -430,6 +430,8 @@ CREDITS = [
          lambda w, p: {**hold_of_owner(w, p), "json": {"images": 1, "idempotencyKey": uuid.uuid4().hex}}),
     Case("credits", "POST", "/internal/holds/<job_id>/release", public(200),
          lambda w, p: {**hold_of_owner(w, p), "json": {"idempotencyKey": uuid.uuid4().hex}}),
+    Case("credits", "POST", "/internal/holds/<job_id>/settle", public(200),
+         lambda w, p: {**hold_of_owner(w, p), "json": {"images": 1, "idempotencyKey": uuid.uuid4().hex}}),
     Case("credits", "GET", "/api/users/credits", signed_in(200)),
     Case("credits", "GET", "/api/users/credits/stats", signed_in(200)),
     Case("credits", "GET", "/api/users/credits/transactions", signed_in(200)),

@@ -264,7 +264,12 @@ def sso_start(provider: str):
      description="Redirects to the web client's /sso/callback with a one-time ticket, or an error code, in the "
                  "URL fragment (never sent to a server).")
 def sso_callback(provider: str):
-    params = load_query(SsoCallbackQuerySchema())
+    try:
+        params = load_query(SsoCallbackQuerySchema())
+    except ValidationError:
+        # A value longer than any provider sends is a crafted link: the person still lands on
+        # the web client's page, which says the sign-in link is not valid (STATE_INVALID).
+        params = {}
     response = redirect(_sso().callback(provider, params), code=302)
     response.headers["Cache-Control"] = "no-store"
     response.headers["Referrer-Policy"] = "no-referrer"

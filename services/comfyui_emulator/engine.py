@@ -21,6 +21,7 @@ from services.comfyui_emulator.storage import Storage
 from services.comfyui_emulator.validation import is_link
 
 CRASH_EXIT_CODE = 70
+EXECUTED_TIMES_KEPT = 1000
 
 
 class Interrupted(Exception):
@@ -221,6 +222,7 @@ class Run:
         await self.to_client("executed", {
             "node": node_id, "display_node": node_id, "output": ui, "prompt_id": self.item.prompt_id,
         })
+        self.engine.note_executed(self.item.prompt_id)
 
     async def _report_interrupt(self) -> None:
         data = {
@@ -263,7 +265,17 @@ class Engine:
         self.last_node_id: str | None = None
         self.next_number = 0
         self._sequence = 0
+        self.executed_sent_at: dict[str, float] = {}
         self._wake = asyncio.Event()
+
+    def note_executed(self, prompt_id: str) -> None:
+        """When the prompt's latest ``executed`` message left (wall clock), for
+        ``/emulator/stats``: benches time what follows ComfyUI's last message. The last
+        EXECUTED_TIMES_KEPT prompts are kept."""
+        self.executed_sent_at.pop(prompt_id, None)
+        self.executed_sent_at[prompt_id] = time.time()
+        while len(self.executed_sent_at) > EXECUTED_TIMES_KEPT:
+            del self.executed_sent_at[next(iter(self.executed_sent_at))]
 
     def take_number(self, front: bool) -> int:
         """The server-wide counter; it advances on every parsed POST /prompt, accepted or not."""

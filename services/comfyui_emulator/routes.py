@@ -268,10 +268,12 @@ async def get_emulator_config(request: web.Request) -> web.Response:
 
 @routes.get("/emulator/stats")
 async def get_emulator_stats(request: web.Request) -> web.Response:
-    """What tests and benches count: the resident checkpoint and how often it was switched."""
+    """What tests and benches count: the resident checkpoint, how often it was switched, and
+    when (Unix seconds) each recent prompt's last ``executed`` message was sent."""
     engine = _engine(request)
     return web.json_response({"resident_checkpoint": engine.resident_checkpoint,
-                              "checkpoint_loads": engine.checkpoint_loads})
+                              "checkpoint_loads": engine.checkpoint_loads,
+                              "executed_sent_at": engine.executed_sent_at})
 
 
 @routes.post("/emulator/config")

@@ -13,13 +13,17 @@ from services.credits.redeem import RedeemCodes
 from services.credits.reports import LedgerFilter, Reports
 from services.credits.schemas import (AccountsQuerySchema, AdjustSchema, BalancesQuerySchema, CaptureSchema,
                                       HoldSchema, LedgerQuerySchema, OpenAccountSchema, PageQuerySchema,
-                                      RedeemCodeCreateSchema, RedeemSchema, ReleaseSchema, TransactionsQuerySchema,
+                                      RedeemCodeCreateSchema, RedeemSchema, ReleaseSchema, SettleSchema,
+                                      TransactionsQuerySchema,
                                       account_json, admin_ledger_entry_json, job_line_json, ledger_entry_json,
                                       page_json, redeem_code_json, redemption_json)
 from services.credits.service import CreditsService
 
 bp = Blueprint("credits", __name__)
 READ_SCOPE = "credits:read"  # what an API token needs to read the balance and the ledger
+# The movements every job makes load with schemas built once: building one costs more than a
+# load, and a marshmallow schema may load for any number of requests and threads.
+HOLD_INPUT, CAPTURE_INPUT, RELEASE_INPUT, SETTLE_INPUT = HoldSchema(), CaptureSchema(), ReleaseSchema(), SettleSchema()
 
 
 def _credits() -> CreditsService:
@@ -70,7 +74,7 @@ def balances():
              422: "UNKNOWN_WORKFLOW"},
      description="201 for a new hold, 200 for the replay of an existing one.")
 def hold():
-    data = load_json(HoldSchema())
+    data = load_json(HOLD_INPUT)
     result = _credits().hold(data["user_id"], data["job_id"], data["workflow"], data["images"],
                              data["description"], data["expected_cost"])
     return ok(result.to_dict(), 201 if result.created else 200)
@@ -83,7 +87,7 @@ def hold():
                  "images × the price per image the hold was admitted at. Replaying a key with another "
                  "image count is 409 IDEMPOTENCY_CONFLICT.")
 def capture(job_id: str):
-    data = load_json(CaptureSchema())
+    data = load_json(CAPTURE_INPUT)
     return ok(_credits().capture(job_id, data["idempotency_key"], data["images"]))
 
 
@@ -91,8 +95,25 @@ def capture(job_id: str):
 @doc("Return what a job still holds and close the hold (idempotent)", body=ReleaseSchema,
      errors={404: "HOLD_NOT_FOUND", 409: "IDEMPOTENCY_CONFLICT"})
 def release(job_id: str):
-    data = load_json(ReleaseSchema())
+    data = load_json(RELEASE_INPUT)
     return ok(_credits().release(job_id, data["idempotency_key"]))
+
+
+@bp.post("/internal/holds/<job_id>/settle")
+@doc("Settle a finished job: charge its delivered images and return the rest of the hold, in one movement",
+     body=SettleSchema,
+     errors={404: "HOLD_NOT_FOUND",
+             409: "HOLD_EXCEEDED, HOLD_CAPTURED, HOLD_SETTLED, HOLD_UNPRICED, IDEMPOTENCY_CONFLICT"},
+     description="`images` is how many images the job delivered in all, those captured already "
+                 "included: credits charges what they still owe at the price per image the hold was "
+                 "admitted at (a `capture` ledger row keyed `<idempotencyKey>:capture`), returns the rest "
+                 "(a `release` row keyed `<idempotencyKey>:release`) and closes the hold, in one "
+                 "transaction. `captured` and `released` are the credits this call moved; a replay answers "
+                 "the same, and the same key with another image count is 409 IDEMPOTENCY_CONFLICT. "
+                 "409 HOLD_CAPTURED when more images than `images` were captured already.")
+def settle(job_id: str):
+    data = load_json(SETTLE_INPUT)
+    return ok(_credits().settle(job_id, data["idempotency_key"], data["images"]))
 
 
 @bp.get("/api/users/credits")

@@ -54,6 +54,14 @@ class CreditsClient:
         return self.http.post(f"/internal/holds/{job_id}/capture",
                               {"images": images, "idempotencyKey": idempotency_key}, idempotent=True)
 
+    def settle(self, job_id: str, idempotency_key: str, images: int) -> dict:
+        """Settle a finished job in one movement: charge its ``images`` delivered images in all
+        (those captured already count), return the rest of the hold and close it:
+        ``{"jobId", "captured", "released", "remaining"}`` (credits this call moved). 409
+        HOLD_SETTLED (settled otherwise), IDEMPOTENCY_CONFLICT (the key with another count)."""
+        return self.http.post(f"/internal/holds/{job_id}/settle",
+                              {"images": images, "idempotencyKey": idempotency_key}, idempotent=True)
+
     def release(self, job_id: str, idempotency_key: str) -> dict:
         return self.http.post(f"/internal/holds/{job_id}/release", {"idempotencyKey": idempotency_key},
                               idempotent=True)

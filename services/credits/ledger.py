@@ -53,6 +53,18 @@ DEADLOCK_RETRIES = 3
 
 
 @dataclass(frozen=True)
+class Movement:
+    """One ledger row to append: ``amount`` changes available, ``held_change`` held."""
+    entry_type: str
+    key: str
+    amount: int
+    held_change: int
+    reference: str | None = None
+    description: str = ""
+    operator_id: int | None = None
+
+
+@dataclass(frozen=True)
 class Balance:
     available: int
     held: int
@@ -145,28 +157,53 @@ class Ledger:
 
     def move(self, session: Session, user_id: int, entry_type: str, key: str, *, amount: int,
              held_change: int, reference: str | None = None, description: str = "",
-             operator_id: int | None = None) -> Balance | None:
+             operator_id: int | None = None, locked: Balance | None = None) -> Balance | None:
         """Apply one movement to the account and append its ledger row. Returns the new
         balance, or None when the account is missing or would go below zero available."""
+        return self.move_all(session, user_id, [Movement(entry_type, key, amount, held_change, reference,
+                                                         description, operator_id)], locked)
+
+    def move_all(self, session: Session, user_id: int, movements: list[Movement],
+                 locked: Balance | None = None) -> Balance | None:
+        """Apply ``movements`` in turn: one account UPDATE for their sum and one INSERT of their
+        ledger rows, which chain one after the other. ``locked`` is the account's balance when the
+        caller read it under a row lock in this transaction (``SELECT … FOR UPDATE``): the new
+        balance then follows from it without reading the account again. Returns the new
+        balance, or None when the account is missing or would go below zero available."""
+        amount = sum(movement.amount for movement in movements)
+        held_change = sum(movement.held_change for movement in movements)
         now = utcnow()
         moved = session.execute(MOVE, {
             "p_user_id": user_id, "p_amount": amount, "p_held_change": held_change,
-            "p_earned": earned_by(entry_type, amount), "p_spent": spent_by(entry_type, amount, held_change),
+            "p_earned": sum(earned_by(m.entry_type, m.amount) for m in movements),
+            "p_spent": sum(spent_by(m.entry_type, m.amount, m.held_change) for m in movements),
             "p_now": now}).rowcount
         if moved != 1:
             return None
-        balance = self.balance(session, user_id)
-        session.execute(INSERT_LEDGER, {
-            "user_id": user_id, "type": entry_type, "amount": amount, "held_change": held_change,
-            "balance_before": balance.available - amount, "balance_after": balance.available,
-            "reference": reference, "description": description[:255], "idempotency_key": key,
-            "operator_id": operator_id, "created_at": now})
+        balance = (Balance(locked.available + amount, locked.held + held_change) if locked is not None
+                   else self.balance(session, user_id))
+        before = balance.available - amount
+        rows = []
+        for movement in movements:
+            rows.append({"user_id": user_id, "type": movement.entry_type, "amount": movement.amount,
+                         "held_change": movement.held_change, "balance_before": before,
+                         "balance_after": before + movement.amount, "reference": movement.reference,
+                         "description": movement.description[:255], "idempotency_key": movement.key,
+                         "operator_id": movement.operator_id, "created_at": now})
+            before += movement.amount
+        session.execute(INSERT_LEDGER, rows[0] if len(rows) == 1 else rows)
         self._announce(session, user_id, balance, balance.available - amount)
         return balance
 
     def must_move(self, session: Session, user_id: int, entry_type: str, key: str, **movement: Any) -> Balance:
         """A movement that cannot lack funds (it adds, or only moves held credits)."""
-        balance = self.move(session, user_id, entry_type, key, **movement)
+        locked = movement.pop("locked", None)
+        return self.must_move_all(session, user_id, [Movement(entry_type, key, **movement)], locked)
+
+    def must_move_all(self, session: Session, user_id: int, movements: list[Movement],
+                      locked: Balance | None = None) -> Balance:
+        """Movements that cannot lack funds; 409 ACCOUNT_CLOSED or 404 instead of None."""
+        balance = self.move_all(session, user_id, movements, locked)
         if balance is None:
             self.refuse_if_closed(session, user_id, status=409)
             raise account_not_found(user_id)

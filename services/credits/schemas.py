@@ -50,6 +50,11 @@ class CaptureSchema(Schema):
     idempotency_key = fields.String(data_key="idempotencyKey", required=True, validate=KEY)
 
 
+class SettleSchema(Schema):
+    images = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=MAX_IMAGES))
+    idempotency_key = fields.String(data_key="idempotencyKey", required=True, validate=KEY)
+
+
 class ReleaseSchema(Schema):
     idempotency_key = fields.String(data_key="idempotencyKey", required=True, validate=KEY)
 

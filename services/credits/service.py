@@ -22,18 +22,25 @@ from sqlalchemy.orm import Session
 from shared.db import Database, utcnow
 from shared.errors import Conflict, NotFound, PaymentRequired, Unprocessable
 from services.credits.config import CreditsConfig
-from services.credits.ledger import Balance, Ledger, replaying
+from services.credits.ledger import Balance, Ledger, Movement, replaying
 from services.credits.models import CreditAccount, CreditHold, CreditLedger
 
 # The hot paths run these statements, built once so SQLAlchemy reuses their compiled form.
-_holds = CreditHold.__table__
+_holds, _accounts = CreditHold.__table__, CreditAccount.__table__
 INSERT_HOLD = insert(_holds)
 SELECT_HOLD = select(_holds).where(_holds.c.job_id == bindparam("p_job_id"))
-LOCK_HOLD = SELECT_HOLD.with_for_update()
+# The hold and its account's balance, both locked (hold, then account: the order every movement
+# keeps), so the movement that follows knows the balance without reading it again.
+LOCK_HOLD = (select(_holds.c.job_id, _holds.c.user_id, _holds.c.amount, _holds.c.captured, _holds.c.released,
+                    _holds.c.status, _holds.c.expires_at, _holds.c.price_per_image,
+                    _accounts.c.available.label("account_available"), _accounts.c.held.label("account_held"))
+             .join_from(_holds, _accounts, _accounts.c.user_id == _holds.c.user_id, isouter=True)
+             .where(_holds.c.job_id == bindparam("p_job_id")).with_for_update())
 CAPTURE_HOLD = (update(_holds).where(_holds.c.job_id == bindparam("p_job_id"))
                 .values(captured=_holds.c.captured + bindparam("p_amount")))
 SETTLE_HOLD = (update(_holds).where(_holds.c.job_id == bindparam("p_job_id"))
-               .values(released=_holds.c.released + bindparam("p_amount"), status=bindparam("p_status"),
+               .values(captured=_holds.c.captured + bindparam("p_captured"),
+                       released=_holds.c.released + bindparam("p_amount"), status=bindparam("p_status"),
                        settled_at=bindparam("p_now")))
 
 
@@ -119,12 +126,21 @@ class CreditsService:
         cost = price * images
 
         def work(session: Session) -> HoldResult:
-            existing = session.execute(SELECT_HOLD, {"p_job_id": job_id}).first()
-            if existing is not None:
-                return self._replayed_hold(session, existing, user_id, workflow, images, expected_cost)
-            if expected_cost is not None and expected_cost != cost:
-                raise Conflict("The price changed since it was shown; nothing was charged.", code="PRICE_CHANGED",
-                               details={"expectedCost": expected_cost, "cost": cost, "pricePerImage": price})
+            price_changed = expected_cost is not None and expected_cost != cost
+            if replaying(session) or price_changed:
+                existing = session.execute(SELECT_HOLD, {"p_job_id": job_id}).first()
+                if existing is not None:
+                    return self._replayed_hold(session, existing, user_id, workflow, images, expected_cost)
+                if price_changed:
+                    raise Conflict("The price changed since it was shown; nothing was charged.",
+                                   code="PRICE_CHANGED",
+                                   details={"expectedCost": expected_cost, "cost": cost, "pricePerImage": price})
+            # The hold row first: a repeat collides on its job id and runs again, replaying.
+            now = utcnow()
+            session.execute(INSERT_HOLD, {
+                "job_id": job_id, "user_id": user_id, "amount": cost, "captured": 0, "released": 0, "status": "open",
+                "created_at": now, "expires_at": now + self.config.hold_ttl, "workflow": workflow, "images": images,
+                "price_per_image": price})
             movement = dict(amount=-cost, held_change=cost, reference=job_id,
                             description=description or f"{workflow} × {images}")
             balance = self.ledger.move(session, user_id, "hold", f"hold:{job_id}", **movement)
@@ -139,11 +155,6 @@ class CreditsService:
                 raise PaymentRequired(f"This needs {cost} credits; you have {available}.",
                                       details={"available": available, "required": cost,
                                                "shortfall": cost - available})
-            now = utcnow()
-            session.execute(INSERT_HOLD, {
-                "job_id": job_id, "user_id": user_id, "amount": cost, "captured": 0, "released": 0, "status": "open",
-                "created_at": now, "expires_at": now + self.config.hold_ttl, "workflow": workflow, "images": images,
-                "price_per_image": price})
             return HoldResult(job_id, cost, price, balance, created=True)
         return self.ledger.unit_of_work(work)
 
@@ -172,7 +183,8 @@ class CreditsService:
                 raise Conflict(f"Only {remaining} credits remain held for this job.", code="HOLD_EXCEEDED",
                                details={"remaining": remaining, "requested": amount})
             self.ledger.must_move(session, hold.user_id, "capture", idempotency_key, amount=0, held_change=-amount,
-                                  reference=job_id, description=f"Captured {amount} credits for job {job_id}")
+                                  reference=job_id, description=f"Captured {amount} credits for job {job_id}",
+                                  locked=_locked_balance(hold))
             session.execute(CAPTURE_HOLD, {"p_job_id": job_id, "p_amount": amount})
             return {"jobId": job_id, "captured": amount, "remaining": remaining - amount}
         return self.ledger.unit_of_work(work)
@@ -189,8 +201,60 @@ class CreditsService:
             if hold.status != "open":
                 return {"jobId": job_id, "released": 0, "remaining": 0}
             rest = self._settle(session, hold, idempotency_key, "settled",
-                                f"Released {_remaining(hold)} unused credits of job {job_id}")
+                                f"Released {_remaining(hold)} unused credits of job {job_id}", _locked_balance(hold))
             return {"jobId": job_id, "released": rest, "remaining": 0}
+        return self.ledger.unit_of_work(work)
+
+    def settle(self, job_id: str, idempotency_key: str, images: int) -> dict[str, Any]:
+        """Settle a finished job in one unit of work: charge its ``images`` delivered images
+        (in all, counting those captured already) at the hold's price per image, return the
+        rest and close the hold. The charge is one ``capture`` row (key ``<key>:capture``) and
+        the return one ``release`` row (``<key>:release``), each only when it moves credits.
+
+        A replay finds the hold settled and answers what the first call did; the same key
+        with another image count is 409 IDEMPOTENCY_CONFLICT. A hold settled otherwise (its
+        job released it, it expired, its account was closed) is 409 HOLD_SETTLED, unless it
+        was settled with exactly these images charged (then nothing is left to do)."""
+        capture_key, release_key = f"{idempotency_key}:capture", f"{idempotency_key}:release"
+
+        def work(session: Session) -> dict[str, Any]:
+            hold = self._locked_hold(session, job_id)
+            price = _price_per_image(hold)
+            charge = images * price
+            if hold.status != "open" or replaying(session):
+                captured = self.ledger.recorded(session, capture_key, "capture", reference=job_id)
+                released = self.ledger.recorded(session, release_key, "release", reference=job_id)
+                if hold.status != "open":
+                    if captured is None and released is None and not (
+                            hold.status == "settled" and hold.captured == charge):
+                        raise Conflict("This hold is already settled.", code="HOLD_SETTLED",
+                                       details={"status": hold.status})
+                    if hold.captured != charge:
+                        raise Conflict("This idempotency key settled the job with another image count.",
+                                       code="IDEMPOTENCY_CONFLICT",
+                                       details={"images": hold.captured // price, "requested": images})
+                    return {"jobId": job_id, "captured": -captured.held_change if captured else 0,
+                            "released": released.amount if released else 0, "remaining": 0}
+            if charge > hold.amount:
+                raise Conflict(f"The hold of job {job_id} pays for {hold.amount // price} images.",
+                               code="HOLD_EXCEEDED", details={"remaining": _remaining(hold), "requested": images})
+            if charge < hold.captured:
+                raise Conflict(f"{hold.captured // price} images of job {job_id} were captured already.",
+                               code="HOLD_CAPTURED", details={"captured": hold.captured // price,
+                                                               "requested": images})
+            to_capture, rest = charge - hold.captured, hold.amount - charge - hold.released
+            movements = []
+            if to_capture:
+                movements.append(Movement("capture", capture_key, 0, -to_capture, job_id,
+                                          f"Captured {to_capture} credits for job {job_id}"))
+            if rest:
+                movements.append(Movement("release", release_key, rest, -rest, job_id,
+                                          f"Released {rest} unused credits of job {job_id}"))
+            if movements:
+                self.ledger.must_move_all(session, hold.user_id, movements, _locked_balance(hold))
+            session.execute(SETTLE_HOLD, {"p_job_id": job_id, "p_captured": to_capture, "p_amount": rest,
+                                          "p_status": "settled", "p_now": utcnow()})
+            return {"jobId": job_id, "captured": to_capture, "released": rest, "remaining": 0}
         return self.ledger.unit_of_work(work)
 
     def expired_holds(self, now: datetime | None = None, limit: int = 500) -> list[str]:
@@ -208,7 +272,8 @@ class CreditsService:
             if hold.status != "open" or hold.expires_at is None or hold.expires_at > (now or utcnow()):
                 return None
             return self._settle(session, hold, f"expire:{job_id}", "expired",
-                                f"Hold of job {job_id} expired; {_remaining(hold)} credits returned")
+                                f"Hold of job {job_id} expired; {_remaining(hold)} credits returned",
+                                _locked_balance(hold))
         return self.ledger.unit_of_work(work)
 
     # Closing (the user was deleted)
@@ -252,13 +317,15 @@ class CreditsService:
 
     # Internals
 
-    def _settle(self, session: Session, hold: Row, key: str, status: str, description: str) -> int:
-        """Return what a hold still holds to available and close it; returns that amount."""
+    def _settle(self, session: Session, hold: Row, key: str, status: str, description: str,
+                locked: Balance | None = None) -> int:
+        """Return what a hold still holds to available and close it; returns that amount.
+        ``locked``: the account's balance read under lock, when nothing moved it since."""
         rest = _remaining(hold)
         if rest > 0:
             self.ledger.must_move(session, hold.user_id, "release", key, amount=rest, held_change=-rest,
-                                  reference=hold.job_id, description=description)
-        session.execute(SETTLE_HOLD, {"p_job_id": hold.job_id, "p_amount": rest, "p_status": status,
+                                  reference=hold.job_id, description=description, locked=locked)
+        session.execute(SETTLE_HOLD, {"p_job_id": hold.job_id, "p_captured": 0, "p_amount": rest, "p_status": status,
                                       "p_now": utcnow()})
         return rest
 
@@ -283,6 +350,11 @@ class CreditsService:
                            details={"workflow": hold.workflow, "images": hold.images, "amount": hold.amount})
         return HoldResult(hold.job_id, hold.amount, hold.price_per_image or hold.amount,
                           self.ledger.balance(session, user_id), created=False)
+
+
+def _locked_balance(hold: Row) -> Balance | None:
+    """The account's balance as ``LOCK_HOLD`` read it with the hold (None without an account)."""
+    return None if hold.account_available is None else Balance(hold.account_available, hold.account_held)
 
 
 def _remaining(hold: Row) -> int:

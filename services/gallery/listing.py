@@ -21,7 +21,7 @@ from shared.db import MAX_ID, Database, utcnow
 from shared.errors import Unprocessable
 from shared.tokens import Claims
 from services.gallery.models import Work, WorkLike, WorkTag
-from services.gallery.search import MAX_SEARCH_WORDS, WALK_ROWS, Search, normalise
+from services.gallery.search import MAX_SEARCH_WORDS, WALK_ROWS, Search, TermCounts, normalise
 from services.gallery.schemas import WorkPresenter
 
 LIST_COLUMNS = (Work.id, Work.user_id, Work.author_username, Work.title, Work.description, Work.tags,
@@ -32,6 +32,10 @@ LIST_COLUMNS = (Work.id, Work.user_id, Work.author_username, Work.title, Work.de
                 Work.created_at, Work.updated_at)
 GALLERY_SORTS = {"newest": Work.created_at, "hottest": Work.likes_count, "views": Work.views_count,
                  "trending": Work.hot_score}
+LISTED = Work.listed == true()
+# The same, for works named by id: no index to be chosen over the primary key (SQLite without
+# statistics would walk a (listed, …) index and test each id against the list).
+LISTED_BY_ID = func.coalesce(Work.listed, false()) == true()
 MY_SORTS = {"newest": (Work.created_at.desc(), Work.id.desc()), "oldest": (Work.created_at, Work.id),
             "likes": (Work.likes_count.desc(), Work.id.desc()), "views": (Work.views_count.desc(), Work.id.desc())}
 
@@ -112,6 +116,7 @@ class WorkListing:
         self.db = db
         self.presenter = presenter
         self.zone = zone
+        self.counts = TermCounts()
 
     def _items(self, session: Session, works: list[Work], viewer_id: int | None) -> list[dict[str, Any]]:
         return self.presenter.items(works, viewer_id, _liked(session, viewer_id, works))
@@ -121,7 +126,7 @@ class WorkListing:
         works matching every word in their title or tags come first."""
         sort, size = query["sort"], query["page_size"]
         column = GALLERY_SORTS[sort]
-        conditions: list[ColumnElement[bool]] = [Work.listed == true()]
+        conditions: list[ColumnElement[bool]] = []
         if query.get("tag"):
             conditions.append(_tag(query["tag"]))
         if query.get("model"):
@@ -135,12 +140,14 @@ class WorkListing:
         group, after = 1, []
         if query.get("cursor"):
             value, after_id, group = decode_cursor(query["cursor"], sort)
-            after = [or_(column < value, and_(column == value, Work.id < after_id))]
+            # The plain bound first: a range the sort's index can start from (the exact one
+            # alone is an OR that databases test row by row from the top).
+            after = [column <= value, or_(column < value, and_(column == value, Work.id < after_id))]
         viewer_id = viewer.user_id if viewer else None
         resume = None
         with self.db.read() as session:
             if not search:
-                found = [(work, 1) for work in self._page(session, [*conditions, *after], column, size + 1)]
+                found = [(work, 1) for work in self._page(session, [LISTED, *conditions, *after], column, size + 1)]
             else:
                 found, resume = self._search(session, search, conditions, group, after, column, size)
             more = len(found) > size
@@ -157,25 +164,64 @@ class WorkListing:
 
     def _search(self, session: Session, search: Search, conditions: list[ColumnElement[bool]], group: int,
                 after: list[ColumnElement[bool]], column, size: int) -> tuple[list[tuple[Work, int]], tuple | None]:
-        """Up to ``size`` + 1 matches from ``group`` on, and where to read on when the page
-        stopped at the reading bound before filling: ``(sort value, id, group)`` or None."""
+        """Up to ``size`` + 1 listed matches (meeting ``conditions``) from ``group`` on, and
+        where to read on when the page stopped at the reading bound before filling: ``(sort
+        value, id, group)`` or None."""
         found: list[tuple[Work, int]] = []
         while group <= 2:
-            candidates, bounded = search.candidates(session, group), []
-            boundary = None if candidates is not None else session.execute(
-                select(column, Work.id).where(*conditions, *after).order_by(column.desc(), Work.id.desc())
-                .offset(WALK_ROWS - 1).limit(1)).first()
-            if boundary is not None:
-                bounded = [or_(column > boundary[0], and_(column == boundary[0], Work.id >= boundary[1]))]
-            found += [(work, group) for work in self._page(
-                session, [*conditions, *after, *bounded, *search.group_conditions(group, candidates)], column,
-                size + 1 - len(found))]
-            if len(found) > size:
-                return found, None
-            if boundary is not None:
-                return found, (boundary[0], boundary[1], group)
+            candidates = search.candidates(session, group, self.counts)
+            if candidates is None:
+                works, resume = self._walk(session, search, group, [LISTED, *conditions, *after], column,
+                                           size + 1 - len(found))
+                found += [(work, group) for work in works]
+                if len(found) > size or resume is not None:
+                    return found, resume
+            else:
+                hits = search.matching(session, candidates, group)
+                if hits:  # in sort order, the ones that are listed and meet the conditions
+                    values = session.execute(select(Work.id, column).where(
+                        Work.id.in_(hits), LISTED_BY_ID, *conditions, *after)).all()
+                    hits = [work_id for work_id, _value in sorted(values, key=lambda row: (row[1], row[0]),
+                                                                   reverse=True)]
+                found += [(work, group) for work in self._read(session, hits, search.text_conditions(),
+                                                               size + 1 - len(found))]
+                if len(found) > size:
+                    return found, None
             group, after = group + 1, []
         return found, None
+
+    def _walk(self, session: Session, search: Search, group: int, conditions: list[ColumnElement[bool]], column,
+              limit: int) -> tuple[list[Work], tuple | None]:
+        """Up to ``limit`` works of the group among the next ``WALK_ROWS`` works in sort order,
+        and where to read on when the page is not full: ``(sort value, id, group)``, or None
+        when the group has no more. The walk is one statement on the sort's index (bounded
+        below by the ``WALK_ROWS``-th work, so it stops there) with a lookup per term and work;
+        only the works it finds are read."""
+        boundary = session.execute(select(column, Work.id).where(*conditions).order_by(column.desc(), Work.id.desc())
+                                   .offset(WALK_ROWS - 1).limit(1)).first()
+        bounded = [] if boundary is None else [
+            column >= boundary[0], or_(column > boundary[0], Work.id >= boundary[1])]
+        found = session.execute(select(Work.id, column).where(*conditions, *bounded, *search.group_conditions(group))
+                                .order_by(column.desc(), Work.id.desc()).limit(limit)).all()
+        works = self._read(session, [work_id for work_id, _value in found], search.text_conditions(), limit)
+        if len(found) == limit:
+            return works, (None if len(works) == limit else (found[-1][1], found[-1][0], group))
+        return works, (None if boundary is None else (boundary[0], boundary[1], group))
+
+    @staticmethod
+    def _read(session: Session, work_ids: list[int], conditions: list[ColumnElement[bool]],
+              limit: int) -> list[Work]:
+        """The first ``limit`` works of ``work_ids`` (in sort order) that meet ``conditions``,
+        read by id a few more than needed at a time, not all."""
+        works: list[Work] = []
+        start, step = 0, limit
+        while len(works) < limit and start < len(work_ids):
+            part = work_ids[start:start + step]
+            read = {work.id: work for work in session.scalars(
+                select(Work).options(load_only(*LIST_COLUMNS)).where(Work.id.in_(part), *conditions))}
+            works += [read[work_id] for work_id in part if work_id in read][:limit - len(works)]
+            start, step = start + step, step * 2
+        return works
 
     @staticmethod
     def _page(session: Session, conditions: list[ColumnElement[bool]], column, limit: int) -> list[Work]:

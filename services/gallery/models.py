@@ -95,10 +95,12 @@ SearchTerm = String(32).with_variant(mysql.VARCHAR(32, collation="utf8mb4_bin"),
 
 class WorkTerm(Base):
     """One search term of one work (``services/gallery/search.py``); weight 2 when the term is
-    in the title or a tag, else 1. Clustered by term, so a term's works are one range."""
+    in the title or a tag, else 1. Clustered by term, so a term's works are one range (and
+    its works of one weight one range of ``ix_work_terms_weight_term``, prefixes too)."""
 
     __tablename__ = "work_terms"
-    __table_args__ = (Index("ix_work_terms_work_id", "work_id"), {"sqlite_with_rowid": False})
+    __table_args__ = (Index("ix_work_terms_work_id", "work_id"), Index("ix_work_terms_weight_term", "weight", "term"),
+                      {"sqlite_with_rowid": False})
 
     term: Mapped[str] = mapped_column(SearchTerm, primary_key=True)
     work_id: Mapped[int] = mapped_column(Integer, primary_key=True)

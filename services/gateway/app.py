@@ -11,7 +11,7 @@ from services.gateway import clientaddr, files, health, openapi, proxy, ratelimi
 from services.gateway.api_tokens import TokenExchange, init_api_tokens
 from services.gateway.cache import EdgeCache
 from services.gateway.config import GatewayConfig, load_config
-from services.gateway.fast_path import CachedReadsFastPath
+from services.gateway.fast_path import CachedReadsFastPath, ProxiedReadsFastPath
 from services.gateway.public_reads import PublicReads
 from services.render.app import init_app as init_render
 from services.render.config import RenderConfig
@@ -60,6 +60,9 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.register_blueprint(files.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
+    app.wsgi_app = ProxiedReadsFastPath(app.wsgi_app, app.url_map, app.extensions["gateway_proxy"],
+                                        app.extensions["gateway_rate_limiter"], config.rate_limits,
+                                        config.trusted_proxies, bool(config.cors_origins), edge_cache.enabled)
     if edge_cache.enabled:
         app.wsgi_app = CachedReadsFastPath(app.wsgi_app, edge_cache, app.extensions["gateway_rate_limiter"],
                                            config.rate_limits, config.trusted_proxies, bool(config.cors_origins),

@@ -157,6 +157,9 @@ class EdgeCache:
         self._generation_read_at = 0.0
         self._local: dict[str, Entry] = {}
         self._counters: dict[int, dict[str, int]] = {}  # by work id, until the work is counted again
+        # By work id: the details entry, the counters laid over it, and the answer they make
+        # (parsing, laying over and digesting the body once, not on every hit).
+        self._laid_over: dict[int, tuple[Entry, dict[str, int], Entry]] = {}
         self._counted_seen: int | None = None  # the last count this process has looked at
         self._counters_epoch = 0  # moves when counters are forgotten: a read that straddles it is not kept
         self._fill_counters = client.register_script(_FILL_COUNTERS)
@@ -291,7 +294,18 @@ class EdgeCache:
                 if len(self._counters) >= LOCAL_COUNTERS:
                     self._counters.clear()
                 self._counters[work_id] = counters
-        return with_counters(entry, counters)
+        return self._with_counters(work_id, entry, counters)
+
+    def _with_counters(self, work_id: int, entry: Entry, counters: dict[str, int]) -> Entry:
+        """``with_counters``, kept until the entry or the counters change."""
+        kept = self._laid_over.get(work_id)
+        if kept is not None and kept[0] is entry and kept[1] == counters:
+            return kept[2]
+        live = with_counters(entry, counters)
+        if len(self._laid_over) >= LOCAL_COUNTERS:
+            self._laid_over.clear()
+        self._laid_over[work_id] = (entry, counters, live)
+        return live
 
     def _fill(self, key: str, generation: int, fetch: Callable[[], Response]) -> tuple[Entry | Response, str]:
         fetched_at = time.time()
@@ -319,7 +333,7 @@ class EdgeCache:
         if counters is None:
             return entry, "MISS"
         self._counters.pop(work_id, None)  # the next answer reads the hash again
-        return with_counters(entry, counters), "MISS"
+        return self._with_counters(work_id, entry, counters), "MISS"
 
     def _remember(self, key: str, entry: Entry) -> None:
         if len(self._local) >= LOCAL_ENTRIES:
@@ -334,6 +348,7 @@ class EdgeCache:
         self._aside_until = time.monotonic() + REDIS_RETRY_SECONDS
         self._local.clear()
         self._counters.clear()
+        self._laid_over.clear()
         self._counted_seen = None
         self._counters_epoch += 1
 

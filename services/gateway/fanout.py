@@ -3,8 +3,9 @@
 Each open socket has a ``Mailbox``. The first mailbox of a user subscribes the process's one
 pub/sub connection to ``events:<db>:user:<id>``; when the last one leaves, it unsubscribes. A
 listener thread (a greenlet under gunicorn's gevent worker) owns that connection: between
-reads it applies the subscription changes the sockets asked for, and it drops every message
-into the mailboxes of its user. It never writes to a socket, so a slow client delays only
+reads it applies the subscription changes the sockets asked for (a socket that comes or goes
+wakes it with a message on its control channel, so an idle listener costs nothing), and it drops
+every message into the mailboxes of its user. It never writes to a socket, so a slow client delays only
 itself; a mailbox that fills up marks its socket for closing.
 
 The listener also reads the process's control channel ``ws:control:<process id>``, on which
@@ -27,9 +28,11 @@ from shared.events import redis_db, user_channel
 
 log = logging.getLogger(__name__)
 
-# How long the listener waits for a message before it looks for subscription changes: also
-# the longest a new socket waits for its subscription, beyond Redis's round trip.
-POLL_SECONDS = 0.02
+# How long the listener waits for a message when nothing wakes it: sockets that come or go wake
+# it at once (a message on its control channel), so this only bounds how long it takes to see
+# that the process is shutting down.
+IDLE_WAIT_SECONDS = 1.0
+WAKE = ""  # what a socket publishes on the control channel to have its subscription applied
 CONTROL_PREFIX = "ws:control:"
 
 # What a mailbox holds: (kind, payload).
@@ -75,6 +78,7 @@ class Fanout:
         self._sockets: dict[str, Mailbox] = {}                   # socket id -> mailbox
         self._subscribed: dict[str, threading.Event] = {}       # channel -> set once subscribed
         self._changed: set[str] = set()                          # channels to (un)subscribe
+        self._wake_sent = False                                  # a WAKE is on its way to the listener
         self._listener: threading.Thread | None = None
         self._closed = False
 
@@ -96,6 +100,11 @@ class Fanout:
             if self._listener is None:
                 self._listener = threading.Thread(target=self._listen, name="gateway-fanout", daemon=True)
                 self._listener.start()
+                wake = False  # a new listener applies the changes before it first waits
+            else:
+                wake = self._wake_needed()
+        if wake:
+            self._wake()
         if not subscribed.wait(timeout):
             self.detach(user_id, socket_id, mailbox)
             raise redis.ConnectionError("the live-event subscription was not confirmed in time")
@@ -113,6 +122,11 @@ class Fanout:
                 del self._mailboxes[channel]
                 self._subscribed.pop(channel, None)
                 self._changed.add(channel)
+                wake = self._listener is not None and self._wake_needed()
+            else:
+                wake = False
+        if wake:
+            self._wake()
 
     def evict(self, socket_id: str) -> None:
         """Close a socket of any gateway process (its id names the process)."""
@@ -124,11 +138,27 @@ class Fanout:
             process_id = socket_id.split(":", 1)[0]
             self.redis.publish(CONTROL_PREFIX + process_id, socket_id)
 
+    def _wake_needed(self) -> bool:
+        """Whether this change must wake the listener (one WAKE covers every change made before
+        the listener takes them). Called with the lock held."""
+        if self._wake_sent:
+            return False
+        self._wake_sent = True
+        return True
+
+    def _wake(self) -> None:
+        try:
+            self.redis.publish(self.control_channel, WAKE)
+        except redis.RedisError:
+            pass  # the listener fails too and tells every socket; the change is applied within IDLE_WAIT_SECONDS otherwise
+
     def close(self) -> None:
         """Stop listening (the app is shutting down) and wait for the listener to end."""
         with self._lock:
             self._closed = True
             listener = self._listener
+        if listener is not None:
+            self._wake()
         if listener is not None:
             listener.join(timeout=5)
         self.redis.close()
@@ -145,9 +175,10 @@ class Fanout:
                         self._listener = None
                         return
                     changed, self._changed = self._changed, set()
+                    self._wake_sent = False
                     wanted = {channel for channel in changed if channel in self._mailboxes}
                 self._apply(pubsub, changed, wanted, active, pending)
-                message = pubsub.get_message(timeout=POLL_SECONDS)
+                message = pubsub.get_message(timeout=IDLE_WAIT_SECONDS)
                 while message is not None:
                     self._dispatch(message, active, pending)
                     message = pubsub.get_message(timeout=0)

@@ -5,28 +5,27 @@ Only a fixed set of client headers is forwarded; the gateway adds the service to
 its request id and the client address. Small upstream bodies are read whole (the
 connection goes straight back to the pool); large or unsized ones are streamed.
 
-The hot path talks to urllib3's keep-alive pools directly: ``requests`` would add a
-fraction of a millisecond per call (hooks, cookies, environment proxy lookups) for
-features a fixed internal hop does not use. The pools never reuse a connection idle
-longer than the services' keep-alive allows (``shared.internal_http.fresh_pool``), and a
-connection closed before any answer is retried once for methods safe to repeat.
+The hop itself is ``services/gateway/transport.py``, a lean HTTP/1.1 client with keep-alive
+pools, httptools parsing the answers (urllib3 over http.client cost most of a proxied
+request's CPU). A connection closed before any answer is retried once for methods safe to
+repeat. Plain GETs are answered in front of Flask (``services/gateway/fast_path.py``) with
+the same ``Proxy.send``.
 """
 from __future__ import annotations
 
 import logging
+from typing import Callable
 from urllib.parse import quote, urlsplit
 
-import urllib3
 from flask import Blueprint, Flask, Response, current_app, request
-from urllib3.exceptions import (ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError,
-                               ReadTimeoutError)
 
 from services.gateway.clientaddr import client_address
 from services.gateway.config import GatewayConfig
 from services.gateway.public_reads import PublicReads
+from services.gateway.transport import (Answer, ClosedEarly, ConnectTimedOut, Headers, Pool, ReadTimedOut,
+                                        Unreachable, UpstreamError)
 from shared.config import Settings
-from shared.errors import ServiceUnavailable
-from shared.internal_http import fresh_pool
+from shared.errors import BadRequest, ServiceUnavailable
 from shared.web import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, request_id
 
 STREAM_CHUNK = 64 * 1024
@@ -74,104 +73,108 @@ class Upstream:
     """One internal service: its keep-alive pool and path prefix."""
 
     def __init__(self, name: str, base_url: str, pool_size: int) -> None:
+        url = urlsplit(base_url)
         self.name = name
-        self.prefix = urlsplit(base_url).path.rstrip("/")
-        self.pool = fresh_pool(base_url, maxsize=pool_size, block=False, retries=False)
+        self.prefix = url.path.rstrip("/")
+        tls = url.scheme == "https"
+        self.pool = Pool(url.hostname or "127.0.0.1", url.port or (443 if tls else 80), pool_size, tls=tls)
 
     def close(self) -> None:
         self.pool.close()
 
 
 class Proxy:
-    """Forwards the current request to one named upstream service."""
+    """Forwards a request to one named upstream service."""
 
     def __init__(self, settings: Settings, config: GatewayConfig, pool_size: int) -> None:
         self.upstreams = {name: Upstream(name, url, pool_size) for name, url in (
             ("auth", settings.auth_url), ("credits", settings.credits_url), ("gallery", settings.gallery_url),
             ("integrations", settings.integrations_url), ("safety", settings.safety_url))}
         self.service_token = settings.service_token
-        self.read_timeout = urllib3.Timeout(connect=config.connect_timeout, read=config.read_timeout)
-        self.get_timeout = urllib3.Timeout(connect=config.connect_timeout, read=config.get_read_timeout)
+        self.connect_timeout = config.connect_timeout
+        self.read_timeout = config.read_timeout
+        self.get_read_timeout = config.get_read_timeout
 
     def close(self) -> None:
         for upstream in self.upstreams.values():
             upstream.close()
 
-    def forward(self, service: str, anonymous: bool = False) -> Response:
-        """The upstream's answer to the current request (``anonymous``: without its Authorization)."""
+    def request_headers(self, incoming: Callable[[str], str | None], client: str, request_id: str,
+                        anonymous: bool = False) -> Headers:
+        """What the service is sent: the forwarded client headers (``incoming(name)`` reads one),
+        without Authorization when ``anonymous``, and the gateway's own."""
+        headers = [(name, value) for name in FORWARDED_REQUEST_HEADERS
+                   if (value := incoming(name)) and not (anonymous and name == "Authorization")]
+        headers += ((SERVICE_TOKEN_HEADER, self.service_token), (REQUEST_ID_HEADER, request_id),
+                    ("X-Forwarded-For", client), ("X-Real-IP", client))
+        return headers
+
+    def send(self, service: str, method: str, path: str, query: str, headers: Headers,
+             body: bytes | None) -> Answer:
+        """The service's answer (its head read); ServiceUnavailable (logged) when it gives none."""
         upstream = self.upstreams[service]
-        path = upstream.prefix + quote(request.path)
-        if request.query_string:
-            path += "?" + request.query_string.decode("latin-1")
-        method = request.method
-        timeout = self.get_timeout if method == "GET" else self.read_timeout
-        body = request.get_data(cache=False) or None
-        headers = self._request_headers(anonymous)
+        target = upstream.prefix + quote(path) + ("?" + query if query else "")
+        read_timeout = self.get_read_timeout if method == "GET" else self.read_timeout
         attempts = 2 if method in IDEMPOTENT_METHODS else 1
         for attempt in range(attempts):
             try:
-                answer = upstream.pool.urlopen(method, path, body=body, headers=headers, timeout=timeout,
-                                               retries=False, redirect=False, preload_content=False,
-                                               decode_content=False, assert_same_host=False)
-                break
-            except ProtocolError:
+                return upstream.pool.request(method, target, headers, body, self.connect_timeout, read_timeout)
+            except ClosedEarly:
                 if attempt + 1 < attempts:
                     continue  # a pooled connection the upstream had closed; one fresh try
-                raise _unavailable(service, "closed the connection") from None
-            except NewConnectionError as exc:
-                raise _unavailable(service, "is unreachable") from exc
-            except ConnectTimeoutError as exc:
-                raise _unavailable(service, f"did not accept a connection within {timeout.connect_timeout:g} s") from exc
-            except ReadTimeoutError as exc:
-                raise _unavailable(service, f"did not answer within {timeout.read_timeout:g} s") from exc
-            except HTTPError as exc:
-                raise _unavailable(service, "failed") from exc
-        return _response(answer)
+                raise _unavailable(method, path, service, "closed the connection") from None
+            except Unreachable as exc:
+                raise _unavailable(method, path, service, "is unreachable") from exc
+            except ConnectTimedOut as exc:
+                raise _unavailable(method, path, service,
+                                   f"did not accept a connection within {self.connect_timeout:g} s") from exc
+            except ReadTimedOut as exc:
+                raise _unavailable(method, path, service, f"did not answer within {read_timeout:g} s") from exc
+            except UpstreamError as exc:
+                raise _unavailable(method, path, service, "failed") from exc
+            except ValueError as exc:
+                raise BadRequest(f"The request cannot be passed on: {exc}.") from exc
+        raise AssertionError("unreachable")
 
-    def _request_headers(self, anonymous: bool) -> dict[str, str]:
-        incoming = request.headers
-        headers = {name: value for name in FORWARDED_REQUEST_HEADERS if (value := incoming.get(name))}
-        if anonymous:
-            headers.pop("Authorization", None)
-        client = client_address()
-        headers[SERVICE_TOKEN_HEADER] = self.service_token
-        headers[REQUEST_ID_HEADER] = request_id()
-        headers["X-Forwarded-For"] = client
-        headers["X-Real-IP"] = client
-        return headers
+    def forward(self, service: str, anonymous: bool = False) -> Response:
+        """The upstream's answer to the current request (``anonymous``: without its Authorization)."""
+        headers = self.request_headers(request.headers.get, client_address(), request_id(), anonymous)
+        answer = self.send(service, request.method, request.path, request.query_string.decode("latin-1"),
+                           headers, request.get_data(cache=False) or None)
+        passed = response_headers(answer.headers)
+        if buffered(answer):
+            return Response(read_whole(answer), status=answer.status, headers=passed)
+        response = Response(answer.stream(STREAM_CHUNK), status=answer.status, headers=passed)
+        response.call_on_close(answer.close)  # the client may have stopped reading: never pool a half-read connection
+        return response
 
 
-def _unavailable(service: str, what: str) -> ServiceUnavailable:
-    log.warning("%s %s: the %s service %s", request.method, request.path, service, what)
+def _unavailable(method: str, path: str, service: str, what: str) -> ServiceUnavailable:
+    log.warning("%s %s: the %s service %s", method, path, service, what)
     return ServiceUnavailable(f"The {service} service {what}; try again shortly.", details={"service": service})
 
 
-def _response(answer: urllib3.BaseHTTPResponse) -> Response:
-    headers = _response_headers(answer.headers)
-    length = answer.headers.get("Content-Length")
-    if length is not None and length.isascii() and length.isdigit() and int(length) <= BUFFERED_BODY_LIMIT:
-        try:
-            body = answer.read(decode_content=False)  # reading to the end returns the connection
-        except HTTPError as exc:
-            answer.close()
-            raise ServiceUnavailable("An internal service broke off its answer; try again shortly.") from exc
-        return Response(body, status=answer.status, headers=headers)
-    response = Response(answer.stream(STREAM_CHUNK, decode_content=False), status=answer.status, headers=headers)
-
-    def _finish() -> None:
-        # The client may have stopped reading: never pool a half-read connection.
-        answer.close()
-        answer.release_conn()
-
-    response.call_on_close(_finish)
-    return response
+def buffered(answer: Answer) -> bool:
+    """Whether the answer's body is small enough to read whole before answering."""
+    length = answer.header("Content-Length")
+    return length is not None and length.isascii() and length.isdigit() and int(length) <= BUFFERED_BODY_LIMIT
 
 
-def _response_headers(upstream_headers) -> list[tuple[str, str]]:
-    named_in_connection = {part.strip().lower()
-                           for part in upstream_headers.get("Connection", "").split(",") if part.strip()}
-    dropped = HOP_BY_HOP_HEADERS | SERVER_OWNED_HEADERS | named_in_connection
-    return [(name, value) for name, value in upstream_headers.items() if name.lower() not in dropped]
+def read_whole(answer: Answer) -> bytes:
+    """The body of a ``buffered`` answer; the connection goes back to the pool."""
+    try:
+        return answer.read()
+    except UpstreamError as exc:
+        raise ServiceUnavailable("An internal service broke off its answer; try again shortly.") from exc
+
+
+def response_headers(upstream_headers: Headers, dropped: frozenset[str] = frozenset()) -> Headers:
+    """The service's headers the client is given: not hop-by-hop ones (nor those its
+    ``Connection`` names), not those the gateway's server writes, not ``dropped`` (lower case)."""
+    named_in_connection = {part.strip().lower() for name, value in upstream_headers
+                           if name.lower() == "connection" for part in value.split(",") if part.strip()}
+    dropped = HOP_BY_HOP_HEADERS | SERVER_OWNED_HEADERS | dropped | named_in_connection
+    return [(name, value) for name, value in upstream_headers if name.lower() not in dropped]
 
 
 def forward(service: str, rest: str = "") -> Response:

@@ -12,7 +12,7 @@ import logging
 
 from sqlalchemy import delete, select
 
-from services.render import jobs
+from services.render import cancel_signal, jobs
 from services.render.models import RenderJob, RenderOutput, RenderUpload, RenderUserShare
 from services.render.service import RenderService
 from shared.errors import Conflict, ServiceError
@@ -67,6 +67,8 @@ def _cancel_active(render: RenderService, user_id: int) -> None:
                 outcome = jobs.request_cancel(session, job_id)
         except Conflict:  # it finished meanwhile
             continue
+        if outcome == "requested":
+            cancel_signal.send(render.redis, job_id)
         if outcome == "cancelled":
             render.outbox.complete(job_id)
 

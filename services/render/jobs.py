@@ -244,21 +244,18 @@ def record_prompt(session: Session, job_id: str, prompt_id: str, variant: str, g
                 submitted_at=utcnow())
 
 
-def record_first_progress(session: Session, job_id: str) -> None:
-    """ComfyUI reported the attempt's first sampler step (the timing breakdown)."""
-    session.execute(update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "running",
-                                            RenderJob.first_progress_at.is_(None))
-                    .values(first_progress_at=utcnow()).execution_options(synchronize_session=False))
-
-
 def touch(session: Session, job_id: str) -> None:
     """A heartbeat on the row: the job is being worked on."""
     _transition(session, job_id, ("running",))
 
 
-def record_progress(session: Session, job_id: str, percent: int) -> bool:
-    """Store progress; returns whether a cancel was requested meanwhile."""
-    _transition(session, job_id, ("running",), progress=max(0, min(100, percent)))
+def record_progress(session: Session, job_id: str, percent: int, first: bool = False) -> bool:
+    """Store progress (``first``: also that ComfyUI reported the attempt's first step, for the
+    timing breakdown); returns whether a cancel was requested meanwhile."""
+    values: dict[str, Any] = {"progress": max(0, min(100, percent))}
+    if first:
+        values["first_progress_at"] = utcnow()
+    _transition(session, job_id, ("running",), **values)
     return cancel_requested(session, job_id)
 
 
@@ -318,20 +315,20 @@ def _owing(session: Session, done_at: Any, finished_before: datetime, limit: int
         .order_by(RenderJob.finished_at).limit(limit)))
 
 
-def mark_settled(session: Session, job_id: str) -> bool:
-    """Record that credits settled the finished job; False if it was recorded already."""
-    return _mark_done(session, job_id, RenderJob.settled_at)
+def mark_settled(session: Session, job_id: str, at: datetime | None = None) -> bool:
+    """Record that credits settled the finished job (now, or ``at``); False if it was recorded already."""
+    return _mark_done(session, job_id, RenderJob.settled_at, at)
 
 
-def mark_announced(session: Session, job_id: str) -> bool:
+def mark_announced(session: Session, job_id: str, at: datetime | None = None) -> bool:
     """Record that the finished job's final event was published; False if it was recorded already."""
-    return _mark_done(session, job_id, RenderJob.announced_at)
+    return _mark_done(session, job_id, RenderJob.announced_at, at)
 
 
-def _mark_done(session: Session, job_id: str, done_at: Any) -> bool:
+def _mark_done(session: Session, job_id: str, done_at: Any, at: datetime | None) -> bool:
     return session.execute(
         update(RenderJob).where(RenderJob.id == job_id, RenderJob.status.in_(FINISHED_STATUSES), done_at.is_(None))
-        .values({done_at: utcnow()}).execution_options(synchronize_session=False)).rowcount == 1
+        .values({done_at: at or utcnow()}).execution_options(synchronize_session=False)).rowcount == 1
 
 
 def request_cancel(session: Session, job_id: str) -> str:

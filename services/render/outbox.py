@@ -3,14 +3,15 @@ credits and the announcement of its outcome. Both are recorded on the job row
 (``settled_at``, ``announced_at``); a finished job without them is the outbox the
 reconciler empties, so a credits or Redis outage delays them but never loses them.
 
-Settlement: each delivered image is charged once (``capture:<job>:<index>``, as it lands
-and again at settlement for any image whose capture did not get through), then the rest of
-the hold is released (``release:<job>``), always after the captures. A retry, a second
-settler (the worker and the reconciler) or a replay after a crash therefore moves credits
-once. A call credits does not answer (no connection, a timeout, a 5xx) is retried with
-back-off for ``retry_seconds``; a refusal (the hold was closed with the user's account, or
-swept after expiring) cannot be retried into success: it is logged and the settlement
-carries on without that movement.
+Settlement: one call once the job has finished (``settle:<job>``) charges its delivered
+images (its output rows) and releases the rest of the hold, in one credits transaction.
+Until then the whole price stays held: nothing is charged image by image, so delivering an
+image waits for no credits call, and a job costs credits two calls (its hold and its
+settlement). A retry, a second settler (the worker and the reconciler) or a replay after a
+crash therefore moves credits once. A call credits does not answer (no connection, a
+timeout, a 5xx) is retried with back-off for ``retry_seconds``; a refusal (the hold was
+closed with the user's account, or swept after expiring) cannot be retried into success: it
+is logged and the settlement is recorded without that movement.
 
 Announcement: the final event (``job.succeeded``, ``job.failed``, ``job.cancelled``) is built
 from the row, so whoever sends it sends the same figures: ``images`` delivered, ``charged``
@@ -21,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Collection
+from datetime import datetime
+from typing import Any, Callable
 
 import redis
 
@@ -29,7 +31,7 @@ from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
 from services.render import jobs
 from services.render.models import FINISHED_STATUSES, RenderJob
-from shared.db import Database
+from shared.db import Database, utcnow
 from shared.errors import ServiceError
 from shared.events import EventBus
 
@@ -40,12 +42,8 @@ MAX_DELAY_SECONDS = 4.0
 FINAL_EVENTS = {"succeeded": "job.succeeded", "failed": "job.failed", "cancelled": "job.cancelled"}
 
 
-def capture_key(job_id: str, index: int) -> str:
-    return f"capture:{job_id}:{index}"
-
-
-def release_key(job_id: str) -> str:
-    return f"release:{job_id}"
+def settle_key(job_id: str) -> str:
+    return f"settle:{job_id}"
 
 
 class CreditsUnanswered(Exception):
@@ -56,12 +54,12 @@ def _transient(exc: ServiceError) -> bool:
     return exc.status >= 500 or exc.status == 429
 
 
-def final_event(job: RenderJob, images: int) -> tuple[str, dict[str, Any]]:
+def final_event(job: RenderJob, images: int, settled: bool) -> tuple[str, dict[str, Any]]:
     """The type and data of a finished job's final event."""
     charged = images * job.price_per_image
     data: dict[str, Any] = {"jobId": job.id, "images": images, "charged": charged,
                             "refunded": job.images_requested * job.price_per_image - charged,
-                            "settled": job.settled_at is not None}
+                            "settled": settled}
     if job.status == "failed":
         data = {**data, "errorCode": job.error_code, "errorClass": job.error_class, "message": job.error_message}
     return FINAL_EVENTS[job.status], data
@@ -76,55 +74,71 @@ class JobOutbox:
         self.gallery = gallery
         self.retry_seconds = retry_seconds
 
-    def capture_image(self, job: RenderJob, index: int) -> bool:
-        """Charge one delivered image; False when credits did not take it (the settlement retries)."""
-        try:
-            return self._call(f"capture {index} of job {job.id}", lambda: self._capture(job, index),
-                              time.monotonic() + self.retry_seconds) is not None
-        except CreditsUnanswered as exc:
-            log.warning("job %s: image %s not charged yet (%s); its settlement will charge it", job.id, index, exc)
-            return False
-
-    def complete(self, job_id: str, captured: Collection[int] = ()) -> None:
-        """Settle a job that just finished, then announce it (settled or not)."""
-        self.settle(job_id, captured)
-        self.announce(job_id)
-
-    def settle(self, job_id: str, captured: Collection[int] = ()) -> bool:
-        """Charge every delivered image not in ``captured``, release the rest of the hold and record
-        the settlement; False when credits did not answer (the job stays unsettled)."""
+    def complete(self, job_id: str) -> RenderJob:
+        """Settle a job that just finished, then announce it (settled or not), reading it once;
+        the job as recorded."""
         job, indexes = self._finished(job_id)
-        give_up_at = time.monotonic() + self.retry_seconds
-        try:
-            for index in indexes:
-                if index not in captured:
-                    self._call(f"capture {index} of job {job_id}", lambda: self._capture(job, index), give_up_at)
-            self._call(f"release of job {job_id}", lambda: self.credits.release(job_id, release_key(job_id)),
-                       give_up_at)
-        except CreditsUnanswered as exc:
-            log.warning("job %s: credits not settled (%s); the reconciler will settle it", job_id, exc)
+        if self._settle(job, indexes):
+            job.settled_at = self._mark(jobs.mark_settled, job_id)
+        if self._announce(job, indexes, job.settled_at is not None):
+            job.announced_at = self._mark(jobs.mark_announced, job_id)
+            self._notify(job, indexes)
+        return job
+
+    def settle(self, job_id: str) -> bool:
+        """Charge every delivered image, release the rest of the hold and record the settlement;
+        False when credits did not answer (the job stays unsettled)."""
+        job, indexes = self._finished(job_id)
+        if not self._settle(job, indexes):
             return False
-        with self.db.transaction() as session:
-            jobs.mark_settled(session, job_id)
+        self._mark(jobs.mark_settled, job_id)
         return True
 
     def announce(self, job_id: str) -> bool:
         """Publish the final event and record it; False when Redis did not take it (the reconciler
         announces it later)."""
         job, indexes = self._finished(job_id)
-        event_type, data = final_event(job, len(indexes))
+        if not self._announce(job, indexes, job.settled_at is not None):
+            return False
+        self._mark(jobs.mark_announced, job_id)
+        self._notify(job, indexes)
+        return True
+
+    def _mark(self, mark: Callable[..., bool], job_id: str) -> datetime:
+        """Record ``mark`` (settled or announced) on the row; when it was recorded."""
+        now = utcnow()
+        with self.db.transaction() as session:
+            mark(session, job_id, now)
+        return now
+
+    def _settle(self, job: RenderJob, indexes: list[int]) -> bool:
+        """The settlement's one credits call; False when credits did not answer."""
+        try:
+            self._call(f"settlement of job {job.id}",
+                       lambda: self.credits.settle(job.id, settle_key(job.id), len(indexes)),
+                       time.monotonic() + self.retry_seconds)
+        except CreditsUnanswered as exc:
+            log.warning("job %s: credits not settled (%s); the reconciler will settle it", job.id, exc)
+            return False
+        return True
+
+    def _announce(self, job: RenderJob, indexes: list[int], settled: bool) -> bool:
+        """Publish the final event; False when Redis did not take it."""
+        event_type, data = final_event(job, len(indexes), settled)
         try:
             self.events.publish(job.user_id, event_type, data, job_id=job.id)
         except redis.RedisError as exc:
-            log.warning("job %s: %s not published (%s); the reconciler will announce it", job_id, event_type, exc)
+            log.warning("job %s: %s not published (%s); the reconciler will announce it", job.id, event_type, exc)
             return False
-        with self.db.transaction() as session:
-            jobs.mark_announced(session, job_id)
-        if job.status == "failed":
-            self.gallery.notify(job.user_id, "job.failed", "生成失败 / Generation failed", job.error_message or "",
-                                {"jobId": job.id, "errorCode": job.error_code, "refunded": data["refunded"]},
-                                dedupe_key=f"job.failed:{job.id}")
         return True
+
+    def _notify(self, job: RenderJob, indexes: list[int]) -> None:
+        """A failed job also rings the user's bell (deduplicated, best effort)."""
+        if job.status == "failed":
+            refunded = (job.images_requested - len(indexes)) * job.price_per_image
+            self.gallery.notify(job.user_id, "job.failed", "生成失败 / Generation failed", job.error_message or "",
+                                {"jobId": job.id, "errorCode": job.error_code, "refunded": refunded},
+                                dedupe_key=f"job.failed:{job.id}")
 
     def _finished(self, job_id: str) -> tuple[RenderJob, list[int]]:
         with self.db.read() as session:
@@ -132,10 +146,6 @@ class JobOutbox:
             if job is None or job.status not in FINISHED_STATUSES:
                 raise ValueError(f"job {job_id} is not finished; only a finished job is settled or announced")
             return job, [output.index for output in jobs.outputs_of(session, [job_id])[job_id]]
-
-    def _capture(self, job: RenderJob, index: int) -> dict[str, Any]:
-        """The one capture call: one delivered image of ``job``, at the price its hold was taken at."""
-        return self.credits.capture(job.id, capture_key(job.id, index))
 
     @staticmethod
     def _call(what: str, call: Callable[[], dict[str, Any]], give_up_at: float) -> dict[str, Any] | None:

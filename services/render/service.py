@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from services.auth.client import AuthClient
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
-from services.render import fleet, jobs
+from services.render import cancel_signal, fleet, jobs
 from services.render import metrics as render_metrics
 from services.render.catalog import MODEL_KINDS, merged_choices, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig
@@ -352,6 +352,8 @@ class RenderService:
         return {**self.get_job(owner, job_id), "userId": owner}
 
     def _cancelled(self, job: RenderJob, outcome: str) -> None:
+        if outcome == "requested":  # a running job: its worker stops it
+            cancel_signal.send(self.redis, job.id)
         if outcome == "cancelled":  # a queued job: finished here (a running one by its worker)
             render_metrics.job_finished(job, "cancelled", None)
             try:

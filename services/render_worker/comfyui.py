@@ -355,8 +355,10 @@ class PromptRun:
     def _connect(self) -> websocket.WebSocket:
         def attempt() -> websocket.WebSocket:
             try:
+                # UTF-8 is left to json.loads (websocket-client would check each byte in Python)
                 return websocket.create_connection(self.client.ws_url(self.client_id), timeout=self.client.timeout,
-                                                   suppress_origin=True, enable_multithread=False)
+                                                   suppress_origin=True, enable_multithread=False,
+                                                   skip_utf8_validation=True)
             except (websocket.WebSocketException, OSError) as exc:
                 raise ComfyUIUnavailable(f"ComfyUI's WebSocket is unreachable ({exc.__class__.__name__}).") from exc
         return self._backoff("connecting to ComfyUI's WebSocket", attempt)
@@ -528,7 +530,13 @@ class PromptRun:
 
     # -- results ----------------------------------------------------------------------
     def results(self) -> list[ImageRef]:
-        """Output images from /history; from the ``executed`` messages when history is gone."""
+        """Output images from the ``executed`` messages when every output node sent one (a
+        successful run over one socket), else from /history, else from whatever ``executed``
+        messages arrived (history is gone)."""
+        if self.history_entry is None and all(node in self.executed_outputs for node in self.output_nodes):
+            refs = image_refs(self.executed_outputs, self.output_nodes)
+            if refs:
+                return refs
         entry = self.history_entry
         problem = "ComfyUI has no history for the finished prompt."
         for attempt in range(HISTORY_READS):
@@ -550,9 +558,11 @@ class PromptRun:
 
 
 def _close(ws: websocket.WebSocket) -> None:
-    """Close politely if still open, and always release the socket."""
+    """Say goodbye (a close frame) if still open, without waiting for ComfyUI's answer (the
+    job's images wait behind this), and always release the socket."""
     try:
-        ws.close(timeout=1)
+        if ws.connected:
+            ws.send_close()
     except (websocket.WebSocketException, OSError):
         pass  # the peer is already gone; shutdown below frees the socket
     ws.shutdown()

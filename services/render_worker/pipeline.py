@@ -4,8 +4,9 @@ Claim (only a queued, uncancelled job, or a running one whose worker died) → p
 workflow variant this ComfyUI runs → upload the source image under a per-job name →
 build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
 per image: fetch, check (``CONTENT_IMAGE_CHECKER``), label and store original and thumbnail,
-insert the output row (commit), capture its price, publish ``job.image`` → record the final
-state, then settle the hold and announce the outcome (``services.render.outbox``).
+insert the output row (commit), publish ``job.image`` → record the final state, then settle
+the hold (one credits call charges the delivered images) and announce the outcome
+(``services.render.outbox``).
 Every step is idempotent, so a redelivered message repeats nothing that already
 happened, and a finished job is skipped. The job succeeds only when every requested
 image was delivered. A credits or Redis outage never fails a job: what credits did not
@@ -20,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -37,7 +38,7 @@ from shared.labels import ImageLabel, LabelConfig, encode_derived, label_png, lo
 from shared.storage import QUARANTINE_PREFIX, Storage, StorageError, content_key, make_storage
 from shared.web import job_context
 
-from services.render import jobs
+from services.render import cancel_signal, jobs
 from services.render import metrics as render_metrics
 from services.render.catalog import worker_alive
 from services.render_worker.drain import WorkerState
@@ -54,9 +55,14 @@ from services.render.workflows import Template, TemplateStore, Variant, build_gr
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 512
-PROGRESS_INTERVAL_SECONDS = 0.1
-PROGRESS_STORE_SECONDS = 0.5
+# Live progress at most 4 times a second (a 2-s job: about 8 events, not 20); the row's
+# progress, for those who poll, every 2 s.
+PROGRESS_INTERVAL_SECONDS = 0.25
+PROGRESS_STORE_SECONDS = 2.0
+# The cancel signal (Redis) is read this often; the row's flag, the truth, at least this often
+# (a signal Redis did not take), with a heartbeat on the row.
 CANCEL_POLL_SECONDS = 0.5
+CANCEL_ROW_SECONDS = 5.0
 # A job that this worker's ComfyUI cannot serve (a model it lacks) is passed on this often.
 MAX_HOPS = 8
 
@@ -136,12 +142,10 @@ class PassOn(Exception):
 
 @dataclass
 class Delivery:
-    """What one attempt delivered so far: images recorded, and those whose capture went through."""
+    """What one attempt delivered so far: images recorded, and images the output check withheld."""
 
     delivered: int = 0
     flagged: int = 0
-    captured: set[int] = field(default_factory=set)
-    credits_answering: bool = True
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
@@ -207,31 +211,31 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
         return
     except PromptInterrupted:
         if not (ctx.state and ctx.state.hand_back.is_set() and _hand_back(ctx, job)):
-            _finish(ctx, job, "cancelled", delivery.captured)
+            _finish(ctx, job, "cancelled")
     except (ComfyUIError, JobFailed) as exc:
         log.warning("job %s failed: %s %s", job_id, exc.code, exc.message)
-        _finish(ctx, job, "failed", delivery.captured, code=exc.code, error_class=exc.error_class,
+        _finish(ctx, job, "failed", code=exc.code, error_class=exc.error_class,
                 message=exc.message)
     except ServiceError as exc:
         log.warning("job %s failed: a platform service answered %s %s", job_id, exc.code, exc.message)
-        _finish(ctx, job, "failed", delivery.captured, code=exc.code or "SERVICE_UNAVAILABLE",
+        _finish(ctx, job, "failed", code=exc.code or "SERVICE_UNAVAILABLE",
                 error_class="system", message="A platform service failed during the render; try again.")
     except Exception:
         log.exception("job %s failed unexpectedly", job_id)
-        _finish(ctx, job, "failed", delivery.captured, code="INTERNAL_ERROR", error_class="system",
+        _finish(ctx, job, "failed", code="INTERNAL_ERROR", error_class="system",
                 message="The render failed on our side.")
     else:
         if delivery.flagged:
-            _finish(ctx, job, "failed", delivery.captured, code="OUTPUT_FLAGGED", error_class="user",
+            _finish(ctx, job, "failed", code="OUTPUT_FLAGGED", error_class="user",
                     message=f"{delivery.flagged} of {job.images_requested} images were withheld by the content "
                             "check and not charged.")
         elif delivery.delivered < job.images_requested:
             code = "NO_OUTPUT" if delivery.delivered == 0 else "PARTIAL_OUTPUT"
-            _finish(ctx, job, "failed", delivery.captured, code=code, error_class="system",
+            _finish(ctx, job, "failed", code=code, error_class="system",
                     message=f"ComfyUI produced {delivery.delivered} of {job.images_requested} images; "
                             "the missing ones were not charged.")
         else:
-            _finish(ctx, job, "succeeded", delivery.captured)
+            _finish(ctx, job, "succeeded")
     finally:
         _wake_scheduler(ctx)
 
@@ -394,11 +398,8 @@ def _upload_source(ctx: RenderContext, job: RenderJob) -> str:
 
 
 def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery: Delivery) -> None:
-    """Fetch, store, record, charge and announce each image, noting each step in ``delivery``.
-
-    Once credits does not take a capture, the remaining images are delivered without trying:
-    the settlement at the end charges every delivered image that is still owed.
-    """
+    """Fetch, store, record and announce each image, noting each step in ``delivery``. Nothing
+    is charged here: the settlement at the end charges every delivered image in one call."""
     for index, ref in enumerate(refs[:job.images_requested]):
         data = ctx.comfyui.fetch_image(ref)
         if not _passes_check(ctx, job, index, data, delivery):
@@ -410,11 +411,6 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
             log.warning("job %s was finished while delivering image %s; keeping nothing more", job.id, index)
             return
         delivery.delivered += 1
-        if delivery.credits_answering:
-            if ctx.outbox.capture_image(job, index):
-                delivery.captured.add(index)
-            else:
-                delivery.credits_answering = False
         _publish(ctx, job, "job.image", {"outputId": output.id, "index": index,
                                          "imageUrl": ctx.storage.signed_url(output.image_key),
                                          "thumbnailUrl": ctx.storage.signed_url(output.thumbnail_key),
@@ -520,7 +516,7 @@ def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str)
     return _finish(ctx, job, "failed", code=code, error_class="system", message=message)
 
 
-def _finish(ctx: RenderContext, job: RenderJob, status: str, captured: set[int] | None = None, *,
+def _finish(ctx: RenderContext, job: RenderJob, status: str, *,
             code: str | None = None, error_class: str | None = None, message: str | None = None) -> bool:
     """Record the final state, then settle the hold and announce the outcome; False when the
     job had finished already. Neither waits for credits or Redis beyond the outbox's retries."""
@@ -533,21 +529,10 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, captured: set[int] 
     render_metrics.job_finished(job, status, code)
     if ctx.state is not None:
         ctx.state.count(status)
-    ctx.outbox.complete(job.id, captured or set())
-    _observe_timings(ctx, job.id)
+    row = ctx.outbox.complete(job.id)
+    if row.settled_at is not None:  # else the reconciler settles it later, unobserved: the
+        render_metrics.job_settled(row)  # histograms are a sample of the jobs that settled at once
     return True
-
-
-def _observe_timings(ctx: RenderContext, job_id: str) -> None:
-    """Render seconds and overhead, once the job is settled (else the reconciler settles it later,
-    unobserved: the histograms are a sample of the jobs that settled at once)."""
-    try:
-        with ctx.db.read() as session:
-            row = jobs.get_job(session, job_id)
-            if row is not None and row.settled_at is not None:
-                render_metrics.job_settled(row)
-    except Exception:  # metrics are for watching; the job's outcome stands
-        log.warning("timings of job %s not observed", job_id, exc_info=True)
 
 
 def _publish(ctx: RenderContext, job: RenderJob, event_type: str, data: dict[str, Any]) -> None:
@@ -568,8 +553,9 @@ def _wake_scheduler(ctx: RenderContext) -> None:
 
 
 class _Hooks:
-    """Progress (throttled; stored on the row twice a second), previews (downscaled WebP,
-    throttled) and the cancel flag (read from the row twice a second)."""
+    """Progress (throttled; stored on the row every PROGRESS_STORE_SECONDS), previews
+    (downscaled WebP, throttled) and the cancel flag (the signal in Redis twice a second, the
+    row every CANCEL_ROW_SECONDS or with a progress store)."""
 
     def __init__(self, ctx: RenderContext, job: RenderJob) -> None:
         self.ctx = ctx
@@ -577,7 +563,8 @@ class _Hooks:
         now = time.monotonic()  # the claim just read and wrote the row: no store or poll needed yet
         self.last_published = 0.0
         self.last_stored = now
-        self.last_polled = now
+        self.last_read = now
+        self.last_signal = now
         self.last_preview = 0.0
         self.last_percent = -1
         self.last_step = (0, 0)
@@ -589,15 +576,13 @@ class _Hooks:
         if (now - self.last_published < PROGRESS_INTERVAL_SECONDS and not final_step) or \
                 (percent == self.last_percent and not final_step):
             return
-        if self.last_percent < 0:  # the attempt's first progress: ComfyUI began sampling
-            with self.ctx.db.transaction() as session:
-                jobs.record_first_progress(session, self.job.id)
+        first = self.last_percent < 0  # the attempt's first progress: ComfyUI began sampling
         self.last_published, self.last_percent, self.last_step = now, percent, (step, total)
         _publish(self.ctx, self.job, "job.progress", {"step": step, "totalSteps": total, "percent": percent})
-        if now - self.last_stored >= PROGRESS_STORE_SECONDS:
-            self.last_stored = self.last_polled = now
+        if first or now - self.last_stored >= PROGRESS_STORE_SECONDS:
+            self.last_stored = self.last_read = now
             with self.ctx.db.transaction() as session:
-                self.cancelled = jobs.record_progress(session, self.job.id, percent)
+                self.cancelled = jobs.record_progress(session, self.job.id, percent, first=first) or self.cancelled
 
     def preview(self, image: bytes) -> None:
         now = time.monotonic()
@@ -623,10 +608,15 @@ class _Hooks:
         now = time.monotonic()
         if self.ctx.state is not None and self.ctx.state.hand_back.is_set():
             return True  # interrupt the prompt; render_job hands the job back
-        if not self.cancelled and now - self.last_polled >= CANCEL_POLL_SECONDS:
-            self.last_polled = now
+        if not self.cancelled and now - self.last_signal >= CANCEL_POLL_SECONDS:
+            self.last_signal = now
+            try:
+                self.cancelled = cancel_signal.received(self.ctx.events.redis, self.job.id)
+            except redis.RedisError:
+                self.last_read = float("-inf")  # Redis is away: read the row now
+        if not self.cancelled and now - self.last_read >= CANCEL_ROW_SECONDS:
+            self.last_read = now
             with self.ctx.db.transaction() as session:
                 self.cancelled = jobs.cancel_requested(session, self.job.id)
                 jobs.touch(session, self.job.id)
         return self.cancelled
-

@@ -235,6 +235,8 @@ def test_wrong_or_missing_state_is_refused(browser, oidc):
     assert browser.come_back(flow, forged)["error"] == "STATE_INVALID"
     no_state = redirect.split("&state=")[0]
     assert browser.come_back(flow, no_state)["error"] == "STATE_INVALID"
+    oversized = redirect.replace("state=", "state=" + "x" * 1001)
+    assert browser.come_back(flow, oversized)["error"] == "STATE_INVALID", "a crafted link lands on the page too"
 
 
 def test_replayed_code_is_refused(browser, oidc):

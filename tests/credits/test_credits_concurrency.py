@@ -1,6 +1,6 @@
 """Races against the credits service under real gunicorn (2 processes × 16 threads), on each
 backend: parallel admissions never overdraw, and a hold is settled exactly once whatever
-mix of captures and releases arrives at the same time."""
+mix of captures, releases and settlements arrives at the same time."""
 from __future__ import annotations
 
 import os
@@ -153,4 +153,26 @@ def test_racing_captures_and_releases_settle_a_hold_exactly_once(remote, db, new
         assert Counter(kind for kind, _ in rows)["release"] <= 1
         assert sum(change for _, change in rows) == 0
         assert remote.open_account(user_id) == {"available": 500 - captured, "held": 0}
+    assert [item.render() for item in audit(db)] == []
+
+
+def test_racing_settlements_and_captures_charge_the_delivered_images_once(remote, db, new_user_id):
+    """The worker and the reconciler settle the same job while late captures of a previous
+    worker arrive: the job ends charged for its delivered images exactly once."""
+    rng = random.Random(7)
+    for _round in range(3):
+        user_id, job = new_user_id(), f"settle-{uuid.uuid4().hex}"
+        remote.hold(user_id, job, "text2img", 3)
+        calls = ([lambda: remote.settle(job, f"settle:{job}", 2) for _ in range(12)]
+                 + [lambda i=i: remote.capture(job, f"capture:{job}:{i}") for i in range(2) for _ in range(3)])
+        rng.shuffle(calls)
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            results = list(pool.map(lambda call: outcome(call), calls))
+        assert {code for status, code in results if status != 200} <= {"HOLD_SETTLED"}
+        settlements = [result for status, result in results if status == 200 and "released" in result]
+        assert len(settlements) == 12 and len({str(result) for result in settlements}) == 1
+        with db.read() as session:
+            hold = session.get(CreditHold, job)
+        assert (hold.status, hold.captured, hold.released) == ("settled", 30, 15)
+        assert remote.open_account(user_id) == {"available": 470, "held": 0}
     assert [item.render() for item in audit(db)] == []

@@ -97,10 +97,11 @@ def test_the_journey(platform: Platform):
     assert credits == {"available": 470, "held": 0}
     history = requests.get(platform.url("/api/users/credits/transactions"), headers=_auth(token),
                            timeout=10).json()["data"]["items"]
-    assert sorted(entry["type"] for entry in history) == ["capture", "capture", "hold", "signup_bonus"]
+    assert sorted(entry["type"] for entry in history) == ["capture", "hold", "signup_bonus"]
     by_type = {entry["type"]: entry for entry in history}
     assert by_type["signup_bonus"]["amount"] == 500
     assert by_type["hold"]["amount"] == -30 and by_type["hold"]["heldChange"] == 30
+    assert by_type["capture"]["heldChange"] == -30, "both images charged in the job's one settlement"
 
     job = requests.get(platform.url(f"/api/jobs/{job_id}"), headers=_auth(token), timeout=10).json()["data"]
     assert job["status"] == "succeeded" and len(job["outputs"]) == 2

@@ -31,8 +31,9 @@ def image_bytes(fmt: str) -> bytes:
 @dataclass
 class FakeGateway:
     """Serves ``GET /internal/outputs/<id>``, ``GET /internal/jobs/<id>/outputs`` and auth's
-    ``GET /internal/users/<id>``, with the service-token check; ``BROKEN_ID`` answers a bare
-    500 as a failing gateway would. Users not in ``users`` get a default entry."""
+    ``GET /internal/users/<id>`` and ``GET /internal/users?ids=``, with the service-token check;
+    ``BROKEN_ID`` answers a bare 500 as a failing gateway would. Users not in ``users`` get a
+    default entry."""
 
     BROKEN_ID = "broken"
     url: str = ""
@@ -86,11 +87,18 @@ def _gateway_app(fake: FakeGateway) -> Flask:
                                                         "message": "Not found.", "details": None}}), 404
         return jsonify({"success": True, "data": {"items": items}})
 
+    def entry(user_id: int) -> dict[str, Any]:
+        return {"id": user_id, "username": f"user{user_id}", "avatarUrl": None, "role": "user", "isActive": True,
+                **fake.users.get(user_id, {})}
+
     @app.get("/internal/users/<int:user_id>")
     def directory(user_id: int):
-        entry = {"id": user_id, "username": f"user{user_id}", "avatarUrl": None, "role": "user",
-                 "isActive": True, **fake.users.get(user_id, {})}
-        return jsonify({"success": True, "data": entry})
+        return jsonify({"success": True, "data": entry(user_id)})
+
+    @app.get("/internal/users")
+    def directory_entries():
+        ids = [int(part) for part in request.args["ids"].split(",")]
+        return jsonify({"success": True, "data": {"items": [entry(user_id) for user_id in ids]}})
 
     return app
 

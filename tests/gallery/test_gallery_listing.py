@@ -290,18 +290,23 @@ def test_bad_token_is_401_even_where_anonymous_is_allowed(anonymous):
     assert response.get_json()["error"]["code"] == "TOKEN_INVALID"
 
 
-@pytest.mark.parametrize("walk", [False, True])
+@pytest.mark.parametrize("plan", ["rarest term", "terms outside titles", "sort order"])
 def test_gallery_search_pages_through_every_match_with_either_plan(make_user, anonymous, save_work, monkeypatch,
-                                                                   walk):
-    """Read from the index's candidates, or (every term common) works read in sort order a
-    few at a time: pages may then come short, but the cursors reach every match once."""
-    if walk:
+                                                                   plan):
+    """Read from the index's candidates (the rarest term's works; for the second group, the
+    works with a term outside their title and tags), or (every term common) works read in
+    sort order a few at a time: pages may then come short, but the cursors reach every match
+    once."""
+    if plan == "terms outside titles":  # "kite" in 6 works, 3 of them outside the title
+        monkeypatch.setattr("services.gallery.search.DRIVING_LIMIT", 4)
+    elif plan == "sort order":
         monkeypatch.setattr("services.gallery.search.DRIVING_LIMIT", 1)
         monkeypatch.setattr("services.gallery.listing.WALK_ROWS", 3)
     marker = uuid.uuid4().hex[:10]
     alice = make_user()
     works = [save_work(alice, title=f"{marker} {'kite' if i % 3 == 0 else 'other'} {i}",
                        prompt="a kite over the sea" if i % 3 == 1 else "a quiet street") for i in range(9)]
+    save_work(alice, title=f"{marker} kite private", prompt="a kite", isPublic=False)  # never in the gallery
     in_title = [w["id"] for w in reversed(works) if "kite" in w["title"]]
     in_prompt = [w["id"] for w in reversed(works) if "kite" not in w["title"] and w["prompt"].startswith("a kite")]
 
@@ -316,3 +321,34 @@ def test_gallery_search_pages_through_every_match_with_either_plan(make_user, an
         if cursor is None:
             break
     assert seen == in_title + in_prompt
+
+
+@pytest.mark.parametrize("walk", [False, True])
+def test_gallery_search_needs_the_whole_word_not_only_its_terms(make_user, anonymous, save_work, monkeypatch, walk):
+    """A CJK word's pairs apart, or the pieces of a word with punctuation, are not the word."""
+    if walk:
+        monkeypatch.setattr("services.gallery.search.DRIVING_LIMIT", 1)
+    marker = uuid.uuid4().hex[:10]
+    alice = make_user()
+    whole = save_work(alice, title=f"{marker} 赛博朋克", prompt="hello-world, sci-fi")
+    save_work(alice, title=f"{marker} 赛博 博朋 朋克", prompt="hello world, sci fi")
+    long_word = "a" * 40
+    longer = save_work(alice, title=f"{marker} {long_word}")
+    save_work(alice, title=f"{marker} {'a' * 33}")
+
+    def search(term: str) -> list[int]:
+        return _ids(anonymous.get("/api/works/gallery", query_string={"search": f"{marker} {term}"}))
+
+    assert search("赛博朋克") == search("hello-world") == search("sci-fi") == [whole["id"]]
+    assert search(long_word) == [longer["id"]]
+    assert len(search("博朋")) == 2 and len(search("hello")) == 2
+    newer_apart = save_work(alice, title=f"{marker} 赛博 博朋 朋克 again")
+    seen, cursor = [], None  # pages of one: a page whose finds fail the text check comes short
+    for _ in range(10):
+        query = {"search": f"{marker} 赛博朋克", "pageSize": 1, **({"cursor": cursor} if cursor else {})}
+        data = anonymous.get("/api/works/gallery", query_string=query).get_json()["data"]
+        seen += [item["id"] for item in data["items"]]
+        cursor = data["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == [whole["id"]] and newer_apart["id"] not in seen

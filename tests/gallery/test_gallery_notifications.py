@@ -1,7 +1,7 @@
 """Notifications: posted by services, listed, counted, marked read, deleted, pushed live."""
 from __future__ import annotations
 
-from shared.events import EventBus, redis_client
+from tests.conftest import listen_live
 
 
 def _post(caller, **body):
@@ -10,7 +10,7 @@ def _post(caller, **body):
 
 def test_services_post_notifications_that_are_pushed_live(make_user, anonymous, redis_url):
     alice = make_user()
-    listener = EventBus(redis_client(redis_url)).listen(alice.user_id, timeout=0.2)
+    listener = listen_live(redis_url, alice.user_id)
     assert next(listener) is None
 
     response = _post(anonymous, userId=alice.user_id, type="credits.granted", title="You received 100 credits",

@@ -51,6 +51,12 @@ def echo_app(name: str) -> Flask:
         response.headers["Proxy-Authenticate"] = "Basic"
         return response
 
+    @app.route("/api/users/own-headers", methods=["GET", "POST"])
+    def own_headers():
+        """Headers the gateway writes itself, set by the service too."""
+        return Response("{}", content_type="application/json",
+                        headers={"X-Request-ID": "the-service-own", "X-Frame-Options": "SAMEORIGIN", "Vary": "Accept"})
+
     @app.get("/api/users/plain")
     def plain():
         return Response("not json", status=418, content_type="text/plain; charset=utf-8")

@@ -167,6 +167,14 @@ def test_cors_allows_configured_origins_with_credentials(cors_client):
     assert "Origin" in response.headers["Vary"]
 
 
+def test_every_answer_varies_by_origin_when_cors_is_on(cors_client):
+    for path in ("/api/users/profile", "/api/users/own-headers"):
+        response = cors_client.get(path)
+        assert response.status_code == 200
+        assert "Origin" in response.headers["Vary"]
+        assert "Access-Control-Allow-Origin" not in response.headers
+
+
 def test_cors_headers_also_on_errors_so_the_client_can_read_them(cors_client):
     response = cors_client.get("/api/nothing", headers={"Origin": "https://app.example.com"})
     assert response.status_code == 404

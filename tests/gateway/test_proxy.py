@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import requests
+from prometheus_client import REGISTRY
 
 from tests.conftest import TEST_SERVICE_TOKEN
 from tests.conftest import serve
@@ -163,3 +164,32 @@ def test_json_nested_a_little_still_passes(client):
     response = client.post("/api/works/save", data=body, content_type="application/json")
     assert response.status_code == 200
     assert response.get_json()["body"] == body
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])  # a GET is answered in front of Flask, a POST through it
+def test_the_gateway_writes_its_own_request_id_and_security_headers_once(client, method):
+    response = client.open("/api/users/own-headers", method=method, headers={"X-Request-ID": "req-own"})
+    assert response.status_code == 200
+    assert response.headers.getlist("X-Request-ID") == ["req-own"]
+    assert response.headers.getlist("X-Frame-Options") == ["DENY"]
+    assert response.headers["Vary"] == "Accept"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_proxied_reads_are_counted_in_the_request_metrics(client):
+    def answered(status: str) -> float:
+        return REGISTRY.get_sample_value("http_requests_total", {
+            "service": "gateway", "method": "GET", "route": "/api/users/<path:rest>", "status": status}) or 0.0
+
+    before_ok, before_teapot = answered("200"), answered("418")
+    client.get("/api/users/profile")
+    client.get("/api/users/profile")
+    client.get("/api/users/plain")
+    assert (answered("200") - before_ok, answered("418") - before_teapot) == (2, 1)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_header_value_that_would_split_the_request_is_refused_with_400(client, method):
+    response = client.open("/api/users/profile", method=method, environ_overrides={"HTTP_ACCEPT": "a\nX-Injected: 1"})
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "BAD_REQUEST"

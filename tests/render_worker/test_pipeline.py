@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from services.render import jobs
+from services.render import cancel_signal, jobs
+from services.render_worker import pipeline
 from services.render_worker.pipeline import MAX_HOPS, render_job
 
 from tests.render_worker.helpers import admit, job_state, ledger
@@ -28,7 +29,7 @@ def test_two_image_job_succeeds_charges_30_and_announces_in_order(ctx, user_id, 
         assert output.image_key.startswith("images/") and output.thumbnail_key.startswith("thumbs/")
         assert (output.width, output.height) == (64, 64) and output.file_size > 0 and len(output.sha256) == 64
     assert ctx.credits.open_account(user_id) == {"available": 470, "held": 0}
-    assert [row[0] for row in ledger(ctx, user_id)] == ["signup_bonus", "hold", "capture", "capture"]
+    assert ledger(ctx, user_id)[1:] == [("hold", -30, 30), ("capture", 0, -30)], "charged once, when it ended"
 
     events = [event for event in channel() if event["data"].get("jobId") == job_id]
     kinds = [event["type"] for event in events]
@@ -87,7 +88,7 @@ def test_redelivery_charges_once_and_skips_a_finished_job(ctx, user_id):
 
 
 def test_redelivered_running_job_runs_again_without_double_charging(ctx, user_id):
-    """A worker died mid-job: the row says running on a dead worker and images were already captured."""
+    """A worker died mid-job: the row says running on a dead worker and images were already charged."""
     job_id = admit(ctx, user_id, batchSize=2)
     render_job(job_id, ctx)
     with ctx.db.transaction() as session:
@@ -111,8 +112,9 @@ def test_a_running_job_of_a_live_worker_is_not_taken_over(ctx, user_id):
     ctx.events.redis.delete("render:alive:busy@x")
 
 
-def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel):
-    job_id = admit(ctx, user_id, steps=100)
+def cancel_at_step_3(ctx, job_id: str, signal: bool) -> None:
+    """Request the job's cancel when ComfyUI reports step 3, as the render service does
+    (the row, then the Redis signal) or with the signal lost."""
     original = ctx.comfyui.run
 
     def run_and_cancel(*args, hooks, **kwargs):
@@ -123,10 +125,20 @@ def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel)
             if step == 3:
                 with ctx.db.transaction() as session:
                     assert jobs.request_cancel(session, job_id) == "requested"
+                if signal:
+                    cancel_signal.send(ctx.events.redis, job_id)
         hooks.on_progress = progress
         return original(*args, hooks=hooks, **kwargs)
 
     ctx.comfyui.run = run_and_cancel
+
+
+@pytest.mark.parametrize("signal", [True, False], ids=["signalled", "signal-lost"])
+def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel, signal, monkeypatch):
+    if not signal:  # the worker reads the row itself every CANCEL_ROW_SECONDS (5 s; shorter here)
+        monkeypatch.setattr(pipeline, "CANCEL_ROW_SECONDS", 0.3)
+    job_id = admit(ctx, user_id, steps=100)
+    cancel_at_step_3(ctx, job_id, signal)
     render_job(job_id, ctx)
     job, outputs = job_state(ctx, job_id)
     assert job.status == "cancelled" and outputs == []

@@ -6,6 +6,7 @@ import pytest
 
 from shared.events import PLATFORM_STREAM, EventBus, GroupConsumer, RetryLater, announce, redis_client
 from shared.storage import LocalStorage, content_key
+from tests.conftest import listen_live
 
 
 def test_content_keys_are_stable_and_stored_once(tmp_path):
@@ -30,7 +31,7 @@ def test_keys_cannot_escape_the_storage_root(tmp_path, key):
 def test_user_events_are_live_and_job_events_replayable(redis_url, unique):
     bus = EventBus(redis_client(redis_url))
     user_id = int(unique, 16) % 1_000_000
-    listener = bus.listen(user_id, timeout=0.2)
+    listener = listen_live(redis_url, user_id)
     assert next(listener) is None  # subscribed, nothing yet
     first = bus.publish(user_id, "job.progress", {"jobId": unique, "step": 1}, job_id=unique)
     bus.publish(user_id + 1, "job.progress", {"jobId": "someone else"})
@@ -49,9 +50,10 @@ def test_a_users_live_events_stay_in_their_redis_database(redis_url, unique):
     """Pub/sub is server-wide: a deployment in another database of the same server, with a user
     of the same id, hears nothing of this one's events."""
     here = EventBus(redis_client(redis_url))
-    elsewhere = EventBus(redis_client(redis_url.rsplit("/", 1)[0] + f"/{(here.db + 1) % 16}"))
+    elsewhere_url = redis_url.rsplit("/", 1)[0] + f"/{(here.db + 1) % 16}"
+    elsewhere = EventBus(redis_client(elsewhere_url))
     user_id = int(unique, 16) % 1_000_000
-    listener = elsewhere.listen(user_id, timeout=0.2)
+    listener = listen_live(elsewhere_url, user_id)
     assert next(listener) is None  # subscribed
     here.publish(user_id, "credits.changed", {"available": 1})
     elsewhere.publish(user_id, "credits.changed", {"available": 2})

@@ -1,0 +1,56 @@
+"""The gateway's one subscriber per process: sockets that come and go while its listener waits."""
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from services.gateway.fanout import EVENT, WAKE, Fanout, Mailbox
+from shared.events import EventBus, redis_client
+
+DEADLINE = 30.0
+
+
+def _next_event(mailbox: Mailbox) -> dict:
+    item = mailbox.get(DEADLINE)
+    assert item is not None and item[0] == EVENT, item
+    return json.loads(item[1])
+
+
+def _wait(condition) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_sockets_joining_an_idle_listener_wake_it_and_hear_their_events(redis_url, unique):
+    fanout = Fanout(redis_url)
+    bus = EventBus(redis_client(redis_url))
+    alice, bob = (int(unique, 16) % 1_000_000) * 2, (int(unique, 16) % 1_000_000) * 2 + 1
+    watcher = redis.Redis.from_url(redis_url, decode_responses=True).pubsub()
+    try:
+        first = Mailbox(10)
+        first_id = fanout.attach(alice, first, DEADLINE)
+        watcher.subscribe(fanout.control_channel)
+        assert watcher.get_message(timeout=DEADLINE)["type"] == "subscribe"
+
+        second = Mailbox(10)
+        second_id = fanout.attach(bob, second, DEADLINE)  # the listener is waiting on Redis meanwhile
+        wake = watcher.get_message(timeout=DEADLINE)
+        assert (wake["type"], wake["data"]) == ("message", WAKE), "the joining socket woke the listener"
+
+        bus.publish(bob, "credits.changed", {"available": 7})
+        bus.publish(alice, "credits.changed", {"available": 3})
+        assert _next_event(second)["data"] == {"available": 7}
+        assert _next_event(first)["data"] == {"available": 3}
+
+        fanout.detach(bob, second_id, second)
+        fanout.detach(alice, first_id, first)
+        _wait(lambda: fanout._listener is None)  # the last socket gone, the listener ends
+        bus.publish(alice, "credits.changed", {"available": 1})
+        assert first.get(0.2) is None and second.get(0) is None
+    finally:
+        watcher.close()
+        fanout.close()
