@@ -43,6 +43,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, Rule, RoutingException
 
 from services.gallery.client import GalleryClient
+from services.gateway.api_tokens import API_TOKEN_PREFIX
 from services.gateway.cache import ANSWERS, CACHED_PATHS, EdgeCache, Entry, key_of
 from services.gateway.clientaddr import Network, resolve_client
 from services.gateway.proxy import (FORWARDED_REQUEST_HEADERS, STREAM_CHUNK, Proxy, buffered, read_whole,
@@ -193,7 +194,7 @@ class ProxiedReadsFastPath:
 
     def __call__(self, wsgi_env: dict, start_response: Callable) -> Iterable[bytes]:
         if (wsgi_env["REQUEST_METHOD"] != "GET" or wsgi_env.get("CONTENT_LENGTH") not in (None, "", "0")
-                or any(wsgi_env.get(name) for name in _NOT_PLAIN) or "pat_" in wsgi_env.get("HTTP_AUTHORIZATION", "")):
+                or any(wsgi_env.get(name) for name in _NOT_PLAIN) or API_TOKEN_PREFIX in wsgi_env.get("HTTP_AUTHORIZATION", "")):
             return self.app(wsgi_env, start_response)
         path = wsgi_env.get("PATH_INFO") or "/"
         if not path.isascii():
