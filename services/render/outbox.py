@@ -51,7 +51,10 @@ class CreditsUnanswered(Exception):
 
 
 def _transient(exc: ServiceError) -> bool:
-    return exc.status >= 500 or exc.status == 429
+    """Worth asking again: credits is failing or busy, or does not know the route yet (a 404
+    without a hold's own code: an older credits during a rolling upgrade, where a refusal
+    would mark the job settled and its images would never be charged)."""
+    return exc.status >= 500 or exc.status == 429 or (exc.status == 404 and exc.code == "NOT_FOUND")
 
 
 def final_event(job: RenderJob, images: int, settled: bool) -> tuple[str, dict[str, Any]]:

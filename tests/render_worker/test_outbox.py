@@ -7,12 +7,15 @@ import time
 from dataclasses import replace
 
 import pytest
+from flask import Flask
 from sqlalchemy import text
 
 from services.render.catalog import alive_key, catalog_key, publish_catalog
 from services.render_worker.pipeline import build_context, render_job
 from services.render_worker.reconciler import Reconciler
 from shared.embedded import free_port
+
+from tests.conftest import serve
 
 from tests.render_worker.helpers import admit, job_state, ledger
 
@@ -31,6 +34,24 @@ def worker_without_credits(render_settings, render_config, unreachable):
                             "render@no-credits")
     yield context
     context.db.dispose()
+
+
+@pytest.fixture
+def worker_with_older_credits(render_settings, render_config):
+    """A worker whose credits is a version without the settle route (a rolling upgrade that
+    reached the workers first): every call is a plain 404 NOT_FOUND, as Flask answers one."""
+    older = Flask("older-credits")
+
+    @older.route("/<path:anything>", methods=["GET", "POST"])
+    def unknown_route(anything):
+        return {"success": False, "error": {"code": "NOT_FOUND", "message": "Not found.", "details": {}}}, 404
+
+    server = serve(older)
+    context = build_context(replace(render_settings, credits_url=server.url),
+                            replace(render_config, credits_retry_seconds=0.5), "render@older-credits")
+    yield context
+    context.db.dispose()
+    server.stop()
 
 
 @pytest.fixture
@@ -74,6 +95,21 @@ def test_a_credits_outage_delivers_the_images_and_the_reconciler_charges_them_on
     reconciler.run_once()
     assert len(ledger(ctx, user_id)) == 3, "a settled job is not settled again"
     assert job_events(channel(), job_id) == [], "the user heard the outcome once"
+
+
+def test_a_credits_without_the_settle_route_leaves_the_job_for_the_reconciler(
+        ctx, user_id, channel, worker_with_older_credits, reconciler):
+    job_id = admit(ctx, user_id)
+    render_job(job_id, worker_with_older_credits)
+
+    job, _ = job_state(ctx, job_id)
+    assert (job.status, job.settled_at) == ("succeeded", None), "not marked settled: nothing was charged"
+    assert ctx.credits.open_account(user_id) == {"available": 485, "held": 15}
+
+    finished_long_ago(ctx, job_id)
+    reconciler.run_once()  # credits upgraded: the settlement goes through, once
+    assert job_state(ctx, job_id)[0].settled_at is not None
+    assert ledger(ctx, user_id)[1:] == [("hold", -15, 15), ("capture", 0, -15)]
 
 
 def test_a_failed_job_announces_its_refund_at_once_and_gets_it_when_credits_is_back(
