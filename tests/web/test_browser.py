@@ -113,7 +113,8 @@ class Browser:
 
 def shoot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
+    # Transitions finished: a badge or tag caught mid-fade after a language switch looks faded.
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False, animations="disabled")
 
 
 def balance(page) -> int:

@@ -54,7 +54,7 @@ export default {
   },
   create: {
     recommendedApplied: 'Applied the settings recommended for {model}',
-    perImage: '{n} credits / image', styles: 'Style', auto: 'Automatic', shortcut: 'Shortcut: Ctrl/⌘ + Enter creates', retention: 'Unsaved images are deleted after {n} days: save the ones you like.', aspects: { '1x1': 'Square', '2x3': 'Portrait', '3x2': 'Landscape', '9x16': 'Phone', '16x9': 'Widescreen' },
+    perImage: '{n} credits/image', styles: 'Style', auto: 'Automatic', shortcut: 'Shortcut: Ctrl/⌘ + Enter creates', retention: 'Unsaved images are deleted after {n} days: save the ones you like.', aspects: { '1x1': 'Square', '2x3': 'Portrait', '3x2': 'Landscape', '9x16': 'Phone', '16x9': 'Widescreen' },
     title: 'Create', subtitle: 'Describe your idea, pick the settings, watch it render live', config: 'Workflow settings',
     workflows: { text2img: 'Text to image', img2img: 'Image to image', upscale: 'Upscale', text2img_lora: 'LoRA style', flux_text2img: 'Flux text to image' }, soon: 'Soon',
     noWorkers: 'No render worker is online; jobs will wait in the queue.', noWorkerWarning: 'No render worker is online; your job is queued.',
