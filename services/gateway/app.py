@@ -68,7 +68,6 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
         app.wsgi_app = CachedReadsFastPath(app.wsgi_app, edge_cache, app.extensions["gateway_rate_limiter"],
                                            config.rate_limits, config.trusted_proxies, bool(config.cors_origins),
                                            tokens=app.extensions.get("verified_tokens"),
-                                           revocations=app.extensions.get("redis"),
                                            gallery=app.extensions["gateway_public_reads"].gallery)
     if under_gevent():  # gunicorn's gevent worker, as production runs the gateway
         app.wsgi_app = TakeTurns(app.wsgi_app)
