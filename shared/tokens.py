@@ -223,23 +223,35 @@ def revoked_api_token_key(api_token_id: str) -> str:
     return f"revoked:pat:{api_token_id}"
 
 
+def revocation_keys(claims: Claims) -> list[str]:
+    """The keys whose values (one MGET) say whether the token is revoked (``revoked_by``)."""
+    keys = [revoked_token_key(claims.token_id), revoked_user_key(claims.user_id)]
+    if claims.api_token_id is not None:
+        keys.append(revoked_api_token_key(claims.api_token_id))
+    return keys
+
+
+def revoked_by(claims: Claims, marks: list) -> bool:
+    """Whether the values of ``revocation_keys(claims)`` revoke the token: signed out, issued
+    before its user was revoked, or exchanged for an API token since revoked. A caller that
+    has other Redis commands to send puts the MGET in their pipeline (one round trip)."""
+    token_mark, user_mark, *api_token_mark = marks
+    return (token_mark is not None or any(mark is not None for mark in api_token_mark)
+            or (user_mark is not None and claims.issued_at < _revocation_time(user_mark)))
+
+
 def is_revoked(client: redis.Redis, claims: Claims) -> bool:
-    """Whether the token was signed out, issued before its user was revoked, or exchanged
-    for an API token since revoked (one MGET).
+    """``revoked_by`` the values Redis holds now (one MGET).
 
     Fails closed: when Redis cannot answer, ServiceUnavailable (503) is raised rather than
     letting a possibly revoked token through.
     """
-    keys = [revoked_token_key(claims.token_id), revoked_user_key(claims.user_id)]
-    if claims.api_token_id is not None:
-        keys.append(revoked_api_token_key(claims.api_token_id))
     try:
-        token_mark, user_mark, *api_token_mark = client.mget(keys)
+        marks = client.mget(revocation_keys(claims))
     except redis.RedisError as exc:
         raise ServiceUnavailable("Sign-in cannot be checked right now; try again shortly.",
                                  code="REVOCATION_CHECK_UNAVAILABLE") from exc
-    return (token_mark is not None or any(mark is not None for mark in api_token_mark)
-            or (user_mark is not None and claims.issued_at < _revocation_time(user_mark)))
+    return revoked_by(claims, marks)
 
 
 def check_not_revoked(client: redis.Redis, claims: Claims) -> None:

@@ -73,7 +73,17 @@ def version_key(user_id: int) -> str:
 def read_liked(client: redis.Redis, user_id: int, work_ids: list[int]) -> set[int] | None:
     """Which of ``work_ids`` the user likes, from the set (one SMISMEMBER); None when the set
     is missing. Redis errors are the caller's."""
-    flags = client.smismember(liked_key(user_id), [COMPLETE, *work_ids])
+    return liked_from(work_ids, client.smismember(liked_key(user_id), liked_members(work_ids)))
+
+
+def liked_members(work_ids: list[int]) -> list:
+    """What ``read_liked`` asks the set about (a caller with other commands to send may put the
+    SMISMEMBER in their pipeline and read its answer with ``liked_from``)."""
+    return [COMPLETE, *work_ids]
+
+
+def liked_from(work_ids: list[int], flags: list) -> set[int] | None:
+    """The liked ``work_ids``, from the SMISMEMBER of ``liked_members``; None when the set is missing."""
     if not flags[0]:
         return None
     return {work_id for work_id, flag in zip(work_ids, flags[1:]) if flag}

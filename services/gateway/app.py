@@ -13,6 +13,7 @@ from services.gateway.cache import EdgeCache
 from services.gateway.config import GatewayConfig, load_config
 from services.gateway.fast_path import CachedReadsFastPath, ProxiedReadsFastPath
 from services.gateway.public_reads import PublicReads
+from services.gateway.turns import TakeTurns, under_gevent
 from services.render.app import init_app as init_render
 from services.render.config import RenderConfig
 from shared.config import Settings, load_settings
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
         app.wsgi_app = CachedReadsFastPath(app.wsgi_app, edge_cache, app.extensions["gateway_rate_limiter"],
                                            config.rate_limits, config.trusted_proxies, bool(config.cors_origins),
                                            tokens=app.extensions.get("verified_tokens"),
-                                           revocations=app.extensions.get("redis"),
                                            gallery=app.extensions["gateway_public_reads"].gallery)
+    if under_gevent():  # gunicorn's gevent worker, as production runs the gateway
+        app.wsgi_app = TakeTurns(app.wsgi_app)
     return app

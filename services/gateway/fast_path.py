@@ -9,9 +9,10 @@ exactly as the hooks do: the request id (``shared.web``), the global per-address
 
 Signed-in hits too, when the caller is plainly a user this process has verified before: an
 ``Authorization: Bearer`` token whose claims the app remembers (``shared.tokens.VerifiedTokens``;
-its expiry checked), a ``user`` without API-token scopes, not revoked (the same MGET as every
-request), with the page's likes in the gallery's Redis set (``services.gallery.liked``). The
-answer is the one ``services/gateway/public_reads.py`` gives (``personal_body``).
+its expiry checked), a ``user`` without API-token scopes, not revoked, with the page's likes
+in the gallery's Redis set (``services.gallery.liked``): the revocation MGET and the likes
+SMISMEMBER go to Redis in one pipeline, one round trip. The answer is the one
+``services/gateway/public_reads.py`` gives (``personal_body``).
 
 Everything else goes to Flask unchanged: a miss or an entry due to be refetched, any request
 with a body, an ``Origin`` or service-token header, any other ``Authorization`` (a token not
@@ -37,12 +38,13 @@ import time
 from typing import Callable, Iterable, Iterator
 
 import orjson
-from redis import Redis
+import redis
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, Rule, RoutingException
 
 from services.gallery.client import GalleryClient
+from services.gallery.liked import liked_from, liked_key, liked_members
 from services.gateway.api_tokens import API_TOKEN_PREFIX
 from services.gateway.cache import ANSWERS, CACHED_PATHS, EdgeCache, Entry, key_of
 from services.gateway.clientaddr import Network, resolve_client
@@ -54,7 +56,7 @@ from services.gateway.security import SECURITY_HEADERS
 from services.gateway.transport import Answer
 from shared.errors import ServiceError
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from shared.tokens import Claims, VerifiedTokens, is_revoked
+from shared.tokens import Claims, VerifiedTokens, revocation_keys, revoked_by
 from shared.web import REQUEST_ID_HEADER, VALID_REQUEST_ID, new_request_id, request_id_context
 
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
@@ -88,11 +90,10 @@ class _CountAfterSending(list):
 class CachedReadsFastPath:
     def __init__(self, app: WsgiApp, cache: EdgeCache, limiter: RateLimiter, rates: RateLimits,
                  trusted_proxies: tuple[Network, ...], cors: bool, tokens: VerifiedTokens | None = None,
-                 revocations: Redis | None = None, gallery: GalleryClient | None = None) -> None:
+                 gallery: GalleryClient | None = None) -> None:
         self.app = app
         self.cache = cache
         self.tokens = tokens
-        self.revocations = revocations
         self.gallery = gallery
         self.limiter = limiter
         self.rates = rates
@@ -106,7 +107,7 @@ class CachedReadsFastPath:
         if CACHED_PATHS.fullmatch(path) is None:
             return self.app(wsgi_env, start_response)
         authorization = wsgi_env.get("HTTP_AUTHORIZATION")
-        viewer = self._viewer(authorization) if authorization is not None else None
+        viewer = self._claims(authorization) if authorization is not None else None
         if authorization is not None and viewer is None:
             return self.app(wsgi_env, start_response)
         generation = self.cache.generation()
@@ -134,22 +135,32 @@ class CachedReadsFastPath:
         start_response(status, headers)
         return _CountAfterSending(body, lambda: self.limiter.count_quietly(limit))
 
-    def _viewer(self, authorization: str) -> Claims | None:
-        """A plain user's claims this app verified before, unrevoked; None on any doubt."""
-        if self.tokens is None or self.revocations is None or not authorization.startswith(_BEARER):
+    def _claims(self, authorization: str) -> Claims | None:
+        """A plain user's claims this app verified before (revocation is checked with the likes)."""
+        if self.tokens is None or self.gallery is None or self.gallery.likes is None \
+                or not authorization.startswith(_BEARER):
             return None
         claims = self.tokens.get(authorization[len(_BEARER):])
         if claims is None or claims.role != "user" or claims.scopes is not None:
             return None
-        try:
-            return None if is_revoked(self.revocations, claims) else claims
-        except ServiceError:  # Redis failing: Flask gives the answer (503)
-            return None
+        return claims
 
     def _personal(self, entry: Entry, viewer: Claims) -> bytes | None:
-        if self.gallery is None:
+        return personal_body(entry, viewer, lambda work_ids: self._liked_unless_revoked(viewer, work_ids))
+
+    def _liked_unless_revoked(self, viewer: Claims, work_ids: list[int]) -> set[int] | None:
+        """Which of ``work_ids`` the viewer likes, and that the token is not revoked, in one
+        round trip (the likes' Redis holds the revocation marks too: the platform's one Redis);
+        None on any doubt (revoked, the set missing, Redis failing): Flask answers (401, the
+        gallery's likes, 503)."""
+        pipe = self.gallery.likes.pipeline(transaction=False)
+        pipe.mget(revocation_keys(viewer))
+        pipe.smismember(liked_key(viewer.user_id), liked_members(work_ids))
+        try:
+            marks, flags = pipe.execute()
+        except redis.RedisError:
             return None
-        return personal_body(entry, viewer, lambda work_ids: self.gallery.liked_in_redis(viewer.user_id, work_ids))
+        return None if revoked_by(viewer, marks) else liked_from(work_ids, flags)
 
 
 # Any of these sends a GET through Flask.

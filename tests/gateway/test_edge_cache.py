@@ -461,6 +461,23 @@ def test_a_known_users_hits_are_answered_in_front_of_flask_and_doubts_go_through
         likes.close()
 
 
+def test_a_known_users_hit_checks_revocation_and_likes_in_one_round_trip(make_stack, monkeypatch):
+    stack = make_stack()
+    token = stack.token(uuid.uuid4().int % 1_000_000 + 1)
+    assert stack.get(stack.page, token).status_code == 200  # fetched through Flask, the token verified
+    sent: list[bytes] = []
+    send = redis.connection.Connection.send_packed_command
+
+    def recording(connection, command, *args, **kwargs):
+        sent.append(b"".join(command) if isinstance(command, list) else bytes(command))
+        return send(connection, command, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.Connection, "send_packed_command", recording)
+    assert stack.get(stack.page, token).headers["X-Edge-Cache"] == "PERSONAL"
+    checks = [command for command in sent if b"MGET" in command or b"SMISMEMBER" in command]
+    assert len(checks) == 1 and b"MGET" in checks[0] and b"SMISMEMBER" in checks[0]
+
+
 def test_authors_admins_and_bad_tokens_get_the_gallerys_own_answer(make_stack, issue_token):
     stack = make_stack()
     owner = stack.token(stack.author_id)
