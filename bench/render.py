@@ -464,13 +464,18 @@ def main() -> None:
     parser.add_argument("--cpu-step-delay", type=float, default=0.1,
                         help="emulator seconds per step for (e): 0.1 makes the issue's 2-s job")
     parser.add_argument("--depths", default="2,50", help="queue depths for (e)")
-    parser.add_argument("--only", choices=("all", "cpu"), default="all", help="cpu: (e) and (f) alone")
+    parser.add_argument("--only", choices=("all", "cpu", "overhead"), default="all",
+                        help="cpu: (e) and (f) alone; overhead: (a) alone")
     args = parser.parse_args()
     depths = [int(depth) for depth in args.depths.split(",")]
     with (tempfile.TemporaryDirectory(prefix="bench-render-") as tmp,
           fresh_database(args.backend, Path(tmp)) as database_url,
           Processes(Path(tmp)) as processes):
         stack = Stack(Path(tmp), database_url, processes)
+        if args.only == "overhead":
+            platform, direct = bench_overhead(stack, args.single)
+            print_overhead(args, platform, direct)
+            return
         if args.only == "all":
             platform, direct = bench_overhead(stack, args.single)
             p_busy, p_gaps, p_wall = bench_throughput_platform(stack, args.jobs)
@@ -481,15 +486,7 @@ def main() -> None:
     if args.only == "cpu":
         print_cpu_figures(args, cpu, single_image)
         return
-    print(f"\nrender bench — {args.backend}, 2 emulators × 1 worker (2 prompts in flight), gateway gunicorn gevent, one scheduler")
-    print(f"{'figure':<58}{'platform':>12}{'direct':>12}{'aim':>12}")
-    overhead50 = statistics.median(platform) - statistics.median(direct)
-    overhead99 = pct(platform, 99) - pct(direct, 99)
-    print(f"{'(a) 512² job, zero render: end to end p50 (ms)':<58}{statistics.median(platform):>12.1f}"
-          f"{statistics.median(direct):>12.1f}")
-    print(f"{'    end to end p99 (ms)':<58}{pct(platform, 99):>12.1f}{pct(direct, 99):>12.1f}")
-    print(f"{'    overhead the platform adds p50 / p99 (ms)':<58}{overhead50:>6.1f} /{overhead99:>5.1f}"
-          f"{'':>12}{'≤ 60 p50':>12}")
+    print_overhead(args, platform, direct)
     print(f"{f'(b) GPU busy, 2 workers × {args.jobs} jobs of 0.5 s':<58}{p_busy:>11.1%}{d_busy:>12.1%}"
           f"{'≥ 95 %':>12}")
     print(f"{'    wall time (s)':<58}{p_wall:>12.1f}{d_wall:>12.1f}")
@@ -500,6 +497,18 @@ def main() -> None:
           f"{statistics.median(latencies):>12.1f}{'—':>12}")
     print(f"{'    p99 (ms)':<58}{pct(latencies, 99):>12.1f}{'—':>12}{'≤ 50 p99':>12}")
     print_cpu_figures(args, cpu, single_image)
+
+
+def print_overhead(args: argparse.Namespace, platform: list[float], direct: list[float]) -> None:
+    print(f"\nrender bench — {args.backend}, 2 emulators × 1 worker (2 prompts in flight), gateway gunicorn gevent, one scheduler")
+    print(f"{'figure':<58}{'platform':>12}{'direct':>12}{'aim':>12}")
+    overhead50 = statistics.median(platform) - statistics.median(direct)
+    overhead99 = pct(platform, 99) - pct(direct, 99)
+    print(f"{'(a) 512² job, zero render: end to end p50 (ms)':<58}{statistics.median(platform):>12.1f}"
+          f"{statistics.median(direct):>12.1f}")
+    print(f"{'    end to end p99 (ms)':<58}{pct(platform, 99):>12.1f}{pct(direct, 99):>12.1f}")
+    print(f"{'    overhead the platform adds p50 / p99 (ms)':<58}{overhead50:>6.1f} /{overhead99:>5.1f}"
+          f"{'':>12}{'≤ 25 p50':>12}")
 
 
 def print_cpu_figures(args: argparse.Namespace, cpu: list, single_image: list[float]) -> None:

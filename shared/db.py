@@ -16,6 +16,12 @@ sleeps inside the C library, which under the gateway's gevent worker would stall
 greenlet of the process (all its sockets and requests) for as long as another process
 writes. ``time.sleep`` between attempts is cooperative there (gevent patches it), and a
 plain sleep elsewhere. Other statements keep a short busy timeout (WAL readers rarely wait).
+
+A connection goes back to the pool with one ``ROLLBACK`` at most, not two. SQLAlchemy's own
+reset on return rolls back every connection a ``Session`` returns, even one whose transaction
+the session has just committed or rolled back (a round trip each on MariaDB: a ``read()``
+paid two). The pool's reset is ours instead (``_track_transactions``): it rolls back unless
+the connection's last transaction ended in a commit or rollback that succeeded.
 """
 from __future__ import annotations
 
@@ -87,7 +93,9 @@ def pool_limits(env: Mapping[str, str] | None = None) -> tuple[int, int]:
 def make_engine(url: str, **kwargs) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               pool_reset_on_return=None, **kwargs)
+        _track_transactions(engine)  # first: its "begin" listener runs before the one that begins
         _configure_sqlite(engine)
         return engine
     if parsed.get_backend_name() in ("mysql", "mariadb"):
@@ -97,13 +105,45 @@ def make_engine(url: str, **kwargs) -> Engine:
             size, overflow = pool_limits()
             kwargs.setdefault("pool_size", size)
             kwargs.setdefault("max_overflow", overflow)
-        return create_engine(
-            parsed,
-            pool_recycle=POOL_RECYCLE_SECONDS,
-            isolation_level="READ COMMITTED",
-            **kwargs,
-        )
-    return create_engine(url, pool_recycle=POOL_RECYCLE_SECONDS, **kwargs)
+        engine = create_engine(parsed, pool_recycle=POOL_RECYCLE_SECONDS, isolation_level="READ COMMITTED",
+                               pool_reset_on_return=None, **kwargs)
+    else:
+        engine = create_engine(url, pool_recycle=POOL_RECYCLE_SECONDS, pool_reset_on_return=None, **kwargs)
+    _track_transactions(engine)
+    return engine
+
+
+# On a pooled connection's record: True when its last transaction ended in a commit or rollback
+# (and nothing began since); False or absent: it may be open.
+_ENDED = "transaction_ended"
+
+
+def _track_transactions(engine: Engine) -> None:
+    """Replace the pool's reset on return (``pool_reset_on_return=None``) by one that rolls back
+    only a connection that may be inside a transaction. A ``Connection``'s commit or rollback
+    marks its record ended just before the driver call; a new transaction, or an error on the
+    connection (``handle_error``: a failed ``COMMIT`` or ``ROLLBACK`` included), marks it open
+    again. A connection checked out and returned without a transaction of ours is rolled back
+    as before (and invalidated when that fails)."""
+
+    def mark(connection, ended: bool) -> None:
+        if not connection.invalidated and not connection.closed:
+            connection.connection.info[_ENDED] = ended
+
+    event.listen(engine, "begin", lambda connection: mark(connection, False))
+    event.listen(engine, "commit", lambda connection: mark(connection, True))
+    event.listen(engine, "rollback", lambda connection: mark(connection, True))
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context) -> None:
+        if context.connection is not None:
+            mark(context.connection, False)
+
+    @event.listens_for(engine, "reset")
+    def _on_reset(dbapi_connection, record, state) -> None:
+        ended = record is not None and record.info.pop(_ENDED, False)
+        if not (ended or state.transaction_was_reset):
+            dbapi_connection.rollback()
 
 
 def is_disconnect(exc: BaseException) -> bool:

@@ -61,16 +61,22 @@ def create_job(session: Session, *, job_id: str, user_id: int, template: Templat
                price_per_image: int, queue: str, source_key: str | None = None, source_ref: str | None = None,
                idempotency_key: str | None = None, lane: str = "interactive",
                share_weight: float = 1.0) -> RenderJob:
+    """Insert a queued job (one Core ``INSERT`` on the session's connection: admission's hot path
+    skips the ORM's unit of work) and return it as inserted, detached from the session."""
     model = params.get("model")
-    job = RenderJob(id=job_id, user_id=user_id, workflow=template.name, workflow_version=template.version,
-                    params=params, model=model if isinstance(model, str) else None,
-                    search_text=search_text(params.get("prompt")), price_per_image=price_per_image, queue=queue,
-                    images_requested=int(params.get("batchSize", 1)), status="queued", cancel_requested=False,
-                    progress=0, images_delivered=0, attempts=0, idempotency_key=idempotency_key,
-                    source_key=source_key, source_ref=source_ref, lane=lane, share_weight=share_weight)
-    session.add(job)
-    session.flush()
-    return job
+    now = utcnow()
+    values = dict(id=job_id, user_id=user_id, workflow=template.name, workflow_version=template.version,
+                  params=params, model=model if isinstance(model, str) else None,
+                  search_text=search_text(params.get("prompt")), price_per_image=price_per_image, queue=queue,
+                  images_requested=int(params.get("batchSize", 1)), status="queued", cancel_requested=False,
+                  progress=0, images_delivered=0, attempts=0, idempotency_key=idempotency_key,
+                  source_key=source_key, source_ref=source_ref, lane=lane, share_weight=share_weight,
+                  created_at=now, updated_at=now)
+    session.connection().execute(_INSERT_JOB, values)
+    return RenderJob(**values)
+
+
+_INSERT_JOB = RenderJob.__table__.insert()
 
 
 def get_job(session: Session, job_id: str) -> RenderJob | None:
@@ -113,13 +119,16 @@ def list_jobs(session: Session, user_id: int | None, filters: JobFilter = JobFil
     return list(rows), total
 
 
+_ACTIVE_AND_WEIGHT = select(
+    select(func.count()).select_from(RenderJob)
+    .where(RenderJob.user_id == bindparam("user_id"), RenderJob.status.in_(ACTIVE_STATUSES)).scalar_subquery(),
+    select(RenderUserShare.weight).where(RenderUserShare.user_id == bindparam("user_id")).scalar_subquery())
+
+
 def active_count_and_weight(session: Session, user_id: int) -> tuple[int, float | None]:
-    """What admission checks, in one statement: the user's queued plus running jobs, and the
-    weight an administrator gave the user (None: the role's)."""
-    active = (select(func.count()).select_from(RenderJob)
-              .where(RenderJob.user_id == user_id, RenderJob.status.in_(ACTIVE_STATUSES)).scalar_subquery())
-    weight = select(RenderUserShare.weight).where(RenderUserShare.user_id == user_id).scalar_subquery()
-    count, share = session.execute(select(active, weight)).one()
+    """What admission checks, in one statement built once: the user's queued plus running jobs,
+    and the weight an administrator gave the user (None: the role's)."""
+    count, share = session.connection().execute(_ACTIVE_AND_WEIGHT, {"user_id": user_id}).one()
     return int(count or 0), share
 
 
@@ -128,8 +137,11 @@ def running_count(session: Session, queue: str) -> int:
         RenderJob.queue == queue, RenderJob.status == "running")) or 0
 
 
+_RUNNING_ALL = select(func.count()).select_from(RenderJob).where(RenderJob.status == "running")
+
+
 def running_count_all(session: Session) -> int:
-    return session.scalar(select(func.count()).select_from(RenderJob).where(RenderJob.status == "running")) or 0
+    return session.connection().execute(_RUNNING_ALL).scalar() or 0
 
 
 _RUNNING_OR_LISTED = select(RenderJob.id, RenderJob.worker, RenderJob.status).where(

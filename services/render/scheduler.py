@@ -69,6 +69,28 @@ redis.call('LTRIM', KEYS[6], 0, 0)
 return 1
 """
 
+# A pass's view of the lanes in one script: per lane (KEYS[2..]) its size and, for its first
+# ARGV[1] jobs, the id, the tag and the entry (KEYS[1]); "" instead of the entry for the ids
+# the caller knows already (ARGV[2..]).
+_WINDOW = """
+local known = {}
+for i = 2, #ARGV do known[ARGV[i]] = true end
+local lanes = {}
+for k = 2, #KEYS do
+  local ranked = redis.call('ZRANGE', KEYS[k], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+  local flat = {}
+  for i = 1, #ranked, 2 do
+    local raw = ''
+    if not known[ranked[i]] then raw = redis.call('HGET', KEYS[1], ranked[i]) end
+    flat[#flat + 1] = ranked[i]
+    flat[#flat + 1] = ranked[i + 1]
+    flat[#flat + 1] = raw
+  end
+  lanes[#lanes + 1] = {redis.call('ZCARD', KEYS[k]), flat}
+end
+return lanes
+"""
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -215,41 +237,38 @@ class FairQueue:
 
     def snapshot(self, lookahead: int = LOOKAHEAD, pipe: redis.client.Pipeline | None = None,
                  known: dict[str, tuple[Entry, float]] | None = None) -> "Snapshot":
-        """What one scheduler pass reads, in one or two round trips. ``pipe``: a pipeline with the
-        caller's own commands queued first (their answers are the snapshot's ``leading``).
-        ``known``: entries and tags the caller read before, by job id, read again only when
-        missing (neither changes while the job waits: ``enqueue`` keeps a waiting job as it is,
-        and it changes only after the job left the line, released or removed, which the caller
-        must note by dropping it)."""
+        """What one scheduler pass reads, in one round trip. ``pipe``: a pipeline with the caller's
+        own commands queued first (their answers are the snapshot's ``leading``). ``known``:
+        entries and tags the caller read before, by job id, whose entries are not sent again
+        (neither changes while the job waits: ``enqueue`` keeps a waiting job as it is, and it
+        changes only after the job left the line, released or removed, which the caller must
+        note by dropping it)."""
         pipe = pipe if pipe is not None else self.redis.pipeline(transaction=False)
+        known = known or {}
         leading = len(pipe)
         pipe.exists(self.epoch_key)
         pipe.hgetall(self.released_key)
-        for lane in LANES:
-            pipe.zcard(self.lane_key(lane))
-            pipe.zrange(self.lane_key(lane), 0, lookahead - 1)
+        pipe.eval(_WINDOW, 1 + len(LANES), self.entries_key, *(self.lane_key(lane) for lane in LANES),
+                  lookahead, *known)
         pipe.hgetall(self.passes_key)
         pipe.hgetall(self.vtime_key)
         pipe.hgetall(self.models_key)
         pipe.get(self.fleet_key)  # last: a worker that joined before a job it can take was put in line is seen
         answers = pipe.execute()
-        epoch, released, *lanes, passes, vtimes, models, fleet = answers[leading:]
-        ranked = {lane: lanes[2 * i + 1] for i, lane in enumerate(LANES)}
-        found = dict(known or {})
-        missing = [(lane, job_id) for lane, ids in ranked.items() for job_id in ids if job_id not in found]
-        if missing:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hmget(self.entries_key, [job_id for _, job_id in missing])
-            for lane, job_id in missing:
-                pipe.zscore(self.lane_key(lane), job_id)
-            raws, *tags = pipe.execute()
-            found.update((job_id, (Entry.from_json(raw), tag))
-                         for (_, job_id), raw, tag in zip(missing, raws, tags) if raw is not None and tag is not None)
+        epoch, released, window, passes, vtimes, models, fleet = answers[leading:]
+        counts, waiting = {}, {}
+        for lane, (count, flat) in zip(LANES, window):
+            counts[lane], waiting[lane] = int(count), []
+            for job_id, tag, raw in zip(flat[0::3], flat[1::3], flat[2::3]):
+                if raw == "":  # known: its entry was not sent
+                    waiting[lane].append(known[job_id])
+                elif raw is not None:  # None: an id whose entry is gone (a remove half done): skipped
+                    waiting[lane].append((Entry.from_json(raw), float(tag)))
         return Snapshot(
             synced=bool(epoch),
             released={job_id: _released(raw) for job_id, raw in released.items()},
-            counts={lane: lanes[2 * i] for i, lane in enumerate(LANES)},
-            waiting={lane: [found[job_id] for job_id in ids if job_id in found] for lane, ids in ranked.items()},
+            counts=counts,
+            waiting=waiting,
             passes={lane: float(value) for lane, value in passes.items()},
             vtimes={lane: float(value) for lane, value in vtimes.items()},
             models=models,
@@ -267,11 +286,14 @@ class FairQueue:
 
     # -- releasing (the scheduler process, under its lock) -------------------------------
     def mark_released(self, placements: list["Placement"], passes: dict[str, float],
-                      vtimes: dict[str, float]) -> None:
+                      vtimes: dict[str, float], claimed: Iterable[str] = ()) -> None:
         """Move placed entries to the released set, advance the lanes' virtual times (``vtimes``:
-        as the pass read them) and passes, and note each worker's model."""
+        as the pass read them) and passes, and note each worker's model; ``claimed``: released
+        jobs to forget on the way (``forget_released``), in the same round trip."""
         vtimes = dict(vtimes)
         pipe = self.redis.pipeline(transaction=True)
+        if claimed:
+            pipe.hdel(self.released_key, *claimed)
         now = time.time()
         for placement in placements:
             entry = placement.entry

@@ -91,6 +91,7 @@ class Scheduler:
         self._leading = False  # as of the last pass
         self._entries: dict[str, tuple[Entry, float]] = {}  # the window's entries and tags, as last read
         self._declared: set[str] = set()  # workers whose own queue this process declared
+        self._claimed: list[str] = []  # released jobs the last workers() found claimed or over
         self.slots = 0
         self.running = 0
 
@@ -144,13 +145,15 @@ class Scheduler:
         placed = {p.entry.job_id for p in placements}
         self._entries = {entry.job_id: (entry, tag) for items in state.waiting.values() for entry, tag in items
                          if entry.job_id not in placed}  # a released job's entry may differ when it comes back
-        if placements:
-            self.fair.mark_released(placements, state.passes, state.vtimes)
+        if placements:  # and forget the claimed jobs in the same round trip
+            self.fair.mark_released(placements, state.passes, state.vtimes, self._claimed)
             with self.celery.producer_or_acquire() as producer, producer.batch():  # one round trip on Redis
                 for placement in placements:
                     send_job(self.celery, self.worker_queue(placement.worker, producer), placement.entry.job_id,
                              placement.entry.hops, producer, declared=True)
                     SCHEDULER_RELEASED.labels(placement.entry.lane).inc()
+        else:
+            self.fair.forget_released(self._claimed)
         self.publish_positions(
             {lane: [e for e, _ in items if e.job_id not in placed] for lane, items in state.waiting.items()},
             {lane: state.counts[lane] - sum(1 for p in placements if p.entry.lane == lane) for lane in LANES})
@@ -200,7 +203,7 @@ class Scheduler:
                 self._taken_back = True
             else:
                 pending[item.worker] += 1
-        self.fair.forget_released(claimed)
+        self._claimed = claimed  # forgotten by run_once: with the pass's releases, or alone
         found = []
         for catalog in catalogs:
             wid = str(catalog.get("workerId"))

@@ -146,6 +146,22 @@ def test_free_slots_limit_what_is_released(fair):
     assert Counter(p.worker for p in placed) == {"wa": 2, "wb": 1}
 
 
+def test_a_pass_reads_the_lines_in_fair_order_and_only_the_entries_it_does_not_know(fair, redis):
+    for name, user, lane in (("i1", 1, INTERACTIVE), ("i2", 2, INTERACTIVE), ("b1", 3, BATCH), ("i3", 1, INTERACTIVE)):
+        fair.enqueue(entry(name, user, lane=lane))
+    first = fair.snapshot()
+    assert first.counts == {INTERACTIVE: 3, BATCH: 1}
+    assert {lane: [e.job_id for e, _ in items] for lane, items in first.waiting.items()} == \
+        {INTERACTIVE: ["i1", "i2", "i3"], BATCH: ["b1"]}
+    assert first.waiting[INTERACTIVE] == fair.waiting(INTERACTIVE)  # the same entries and tags
+    remembered = replace(entry("i2", 2), images=7)  # what the caller kept: used as it is, not read again
+    known = {"i2": (remembered, first.waiting[INTERACTIVE][1][1]), "gone": (entry("gone", 9), 0.0)}
+    redis.hdel(fair.entries_key, "i3")  # an id whose entry is gone is left out
+    again = fair.snapshot(known=known)
+    assert again.waiting[INTERACTIVE] == [first.waiting[INTERACTIVE][0], known["i2"]]
+    assert again.waiting[BATCH] == first.waiting[BATCH]
+
+
 # -- against the database and the API ------------------------------------------------------
 def _admit(app, headers, **body) -> str:
     response = app.test_client().post("/api/generate", json={**BODY, **body}, headers=headers)
@@ -317,3 +333,17 @@ def test_a_schedule_period_beyond_redis_socket_timeout_waits_without_errors(sche
         runner.join(10)
     assert not runner.is_alive()
     assert not [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+
+
+def test_released_jobs_are_forgotten_once_claimed_or_over(app, user, live_worker, scheduler, redis, queue):
+    first = _admit(app, user[1])
+    assert scheduler.run_once() == 1 and list(scheduler.fair.released()) == [first]
+    service = app.extensions["render"]
+    with service.db.transaction() as session:  # its worker claimed it, ran it and finished
+        session.execute(update(RenderJob).where(RenderJob.id == first).values(status="succeeded", worker="render@a"))
+    second = _admit(app, user[1])
+    assert scheduler.run_once() == 1, "the second job is released in the pass that forgets the first"
+    assert list(scheduler.fair.released()) == [second]
+    with service.db.transaction() as session:
+        session.execute(update(RenderJob).where(RenderJob.id == second).values(status="running", worker="render@a"))
+    assert scheduler.run_once() == 0 and scheduler.fair.released() == {}  # a pass releasing nothing forgets too

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import threading
+import uuid
 
 import pytest
 from sqlalchemy import Integer, String, select, text
@@ -166,3 +167,101 @@ def test_under_gevent_a_writer_waiting_for_the_lock_lets_other_greenlets_run(tmp
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "1"]
+
+
+def _in_transaction(database: Database) -> bool:
+    """Whether the pool's one connection is inside a transaction, asked of the connection itself."""
+    raw = database.engine.raw_connection()  # the same connection: the pool holds one
+    try:
+        if database.dialect == "sqlite":
+            return raw.driver_connection.in_transaction
+        cursor = raw.cursor()
+        cursor.execute("SELECT @@in_transaction")
+        return bool(cursor.fetchone()[0])
+    finally:
+        raw.rollback()  # this check's own statement (it began nothing of ours)
+        raw.close()
+
+
+def _scenarios(name: str):
+    """Ways a unit of work ends, each returning its connection to the pool."""
+    def read_only(db):
+        with db.read() as session:
+            session.get(Counter, name)
+
+    def written_in_a_read(db):  # a read that wrote anyway: nothing it did may stay
+        with db.read() as session:
+            session.add(Counter(name=name, value=1))
+            session.flush()
+
+    def failed_transaction(db):
+        with pytest.raises(RuntimeError):
+            with db.transaction() as session:
+                session.add(Counter(name=name, value=1))
+                session.flush()
+                raise RuntimeError("boom")
+
+    def plain_connection(db):  # a Connection closed without committing what it wrote
+        with db.engine.connect() as connection:
+            connection.execute(Counter.__table__.insert().values(name=name, value=1))
+
+    def driver_connection(db):  # checked out from the pool and used without SQLAlchemy's transactions
+        raw = db.engine.raw_connection()
+        cursor = raw.cursor()
+        cursor.execute("BEGIN")
+        cursor.execute("INSERT INTO shared_test_counter (name, value) VALUES ('%s', 1)" % name)
+        raw.close()
+
+    def committed_then_read(db):
+        with db.transaction() as session:
+            session.add(Counter(name=name + "-kept", value=1))
+        with db.read() as session:
+            session.get(Counter, name + "-kept")
+
+    return [read_only, written_in_a_read, failed_transaction, plain_connection, driver_connection,
+            committed_then_read]
+
+
+@pytest.mark.parametrize("scenario", range(6))
+def test_a_connection_goes_back_to_the_pool_outside_any_transaction(database_url, scenario):
+    """The pool's reset on return is ours (one ROLLBACK at most, not two): whatever a unit of work
+    did, the connection it returns holds no transaction, no lock and no uncommitted row."""
+    database = Database(database_url, pool_size=1, max_overflow=0)
+    try:
+        Base.metadata.create_all(database.engine)
+        name = f"pool-{uuid.uuid4().hex[:12]}"
+        _scenarios(name)[scenario](database)
+        assert not _in_transaction(database)
+        with database.read() as session:
+            assert session.get(Counter, name) is None
+    finally:
+        database.dispose()
+
+
+def test_a_read_and_a_transaction_cost_one_rollback_or_commit_each(database_url, db_backend):
+    """On MariaDB every ROLLBACK is a round trip: the session's own ends a read, and the pool adds
+    none after it (nor after a commit)."""
+    if db_backend != "mariadb":
+        pytest.skip("the server's statement counters are MariaDB's")
+    database = Database(database_url, pool_size=1, max_overflow=0)
+
+    def counters() -> dict[str, int]:
+        with database.engine.connect() as connection:
+            rows = connection.exec_driver_sql(
+                "SHOW SESSION STATUS WHERE Variable_name IN ('Com_rollback', 'Com_commit')").all()
+        return {name: int(value) for name, value in rows}
+
+    try:
+        Base.metadata.create_all(database.engine)
+        before = counters()
+        for _ in range(3):
+            with database.read() as session:
+                session.get(Counter, "anything")
+        for _ in range(2):
+            with database.transaction() as session:
+                session.get(Counter, "anything")
+        after = counters()
+        # + 1: the ROLLBACK that ended counters()'s own connection
+        assert (after["Com_rollback"] - before["Com_rollback"], after["Com_commit"] - before["Com_commit"]) == (4, 2)
+    finally:
+        database.dispose()
