@@ -49,6 +49,24 @@ MOVE = (update(_accounts)
                 updated_at=bindparam("p_now")))
 BALANCE = select(_accounts.c.available, _accounts.c.held).where(_accounts.c.user_id == bindparam("p_user_id"))
 INSERT_LEDGER = insert(_ledger)
+# One ledger row whose balances come from the account row the MOVE just updated, answering the
+# new balance: for a movement whose caller did not read the balance under lock, one statement
+# instead of a SELECT and an INSERT (INSERT … SELECT … RETURNING: MariaDB 10.5+, SQLite 3.35+).
+_ROW_COLUMNS = ("user_id", "type", "amount", "held_change", "balance_before", "balance_after", "reference",
+                "description", "idempotency_key", "operator_id", "created_at")
+INSERT_LEDGER_READING_BALANCE = (
+    insert(_ledger).from_select(_ROW_COLUMNS, select(
+        _accounts.c.user_id, bindparam("p_type", type_=_ledger.c.type.type),
+        bindparam("p_amount", type_=_ledger.c.amount.type), bindparam("p_held_change", type_=_ledger.c.held_change.type),
+        _accounts.c.available - bindparam("p_amount", type_=_ledger.c.amount.type), _accounts.c.available,
+        bindparam("p_reference", type_=_ledger.c.reference.type),
+        bindparam("p_description", type_=_ledger.c.description.type),
+        bindparam("p_key", type_=_ledger.c.idempotency_key.type),
+        bindparam("p_operator_id", type_=_ledger.c.operator_id.type),
+        bindparam("p_now", type_=_ledger.c.created_at.type))
+        .where(_accounts.c.user_id == bindparam("p_user_id")))
+    .returning(_ledger.c.balance_after,
+               select(_accounts.c.held).where(_accounts.c.user_id == bindparam("p_user_id")).scalar_subquery()))
 RECORDED = (select(_ledger.c.id, _ledger.c.user_id, _ledger.c.type, _ledger.c.amount, _ledger.c.held_change,
                    _ledger.c.reference)
             .where(_ledger.c.idempotency_key == bindparam("p_key")))
@@ -201,7 +219,8 @@ class Ledger:
         """Apply ``movements`` in turn: one account UPDATE for their sum and one INSERT of their
         ledger rows, which chain one after the other. ``locked`` is the account's balance when the
         caller read it under a row lock in this transaction (``SELECT … FOR UPDATE``): the new
-        balance then follows from it without reading the account again. Returns the new
+        balance then follows from it without reading the account again; without it, a single
+        movement's row reads the balance as it is inserted. Returns the new
         balance, or None when the account is missing or would go below zero available."""
         amount = sum(movement.amount for movement in movements)
         held_change = sum(movement.held_change for movement in movements)
@@ -213,6 +232,15 @@ class Ledger:
             "p_now": now}).rowcount
         if moved != 1:
             return None
+        if locked is None and len(movements) == 1:
+            movement = movements[0]
+            balance = Balance(*tx.execute(INSERT_LEDGER_READING_BALANCE, {
+                "p_user_id": user_id, "p_type": movement.entry_type, "p_amount": movement.amount,
+                "p_held_change": movement.held_change, "p_reference": movement.reference,
+                "p_description": movement.description[:255], "p_key": movement.key,
+                "p_operator_id": movement.operator_id, "p_now": now}).one())
+            self._announce(tx, user_id, balance, balance.available - amount)
+            return balance
         balance = (Balance(locked.available + amount, locked.held + held_change) if locked is not None
                    else self.balance(tx, user_id))
         before = balance.available - amount
