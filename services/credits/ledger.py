@@ -57,7 +57,8 @@ _ROW_COLUMNS = ("user_id", "type", "amount", "held_change", "balance_before", "b
 INSERT_LEDGER_READING_BALANCE = (
     insert(_ledger).from_select(_ROW_COLUMNS, select(
         _accounts.c.user_id, bindparam("p_type", type_=_ledger.c.type.type),
-        bindparam("p_amount", type_=_ledger.c.amount.type), bindparam("p_held_change", type_=_ledger.c.held_change.type),
+        bindparam("p_amount", type_=_ledger.c.amount.type),
+        bindparam("p_held_change", type_=_ledger.c.held_change.type),
         _accounts.c.available - bindparam("p_amount", type_=_ledger.c.amount.type), _accounts.c.available,
         bindparam("p_reference", type_=_ledger.c.reference.type),
         bindparam("p_description", type_=_ledger.c.description.type),
@@ -197,7 +198,7 @@ class Ledger:
             return False
         now = utcnow()
         tx.execute(insert(CreditAccount).values(user_id=user_id, available=0, held=0, lifetime_earned=0,
-                                                     lifetime_spent=0, created_at=now, updated_at=now))
+                                                lifetime_spent=0, created_at=now, updated_at=now))
         self.grant_bonus(tx, user_id, self.signup_bonus if signup_bonus else 0)
         return True
 

@@ -95,7 +95,7 @@ class CreditsService:
         def work(tx: Transaction) -> list[int]:
             keys = {f"signup_bonus:{user_id}": user_id for user_id in wanted}
             done = set(tx.scalars(select(CreditLedger.idempotency_key)
-                                       .where(CreditLedger.idempotency_key.in_(list(keys)))))
+                                  .where(CreditLedger.idempotency_key.in_(list(keys)))))
             closed = set(tx.scalars(select(CreditAccount.user_id).where(
                 CreditAccount.user_id.in_(wanted), CreditAccount.closed_at.is_not(None))))
             granted = [user_id for key, user_id in keys.items() if key not in done and user_id not in closed]
@@ -252,7 +252,7 @@ class CreditsService:
             if movements:
                 self.ledger.must_move_all(tx, hold.user_id, movements, _locked_balance(hold))
             tx.execute(SETTLE_HOLD, {"p_job_id": job_id, "p_captured": to_capture, "p_amount": rest,
-                                          "p_status": "settled", "p_now": utcnow()})
+                                     "p_status": "settled", "p_now": utcnow()})
             return {"jobId": job_id, "captured": to_capture, "released": rest, "remaining": 0}
         return self.ledger.unit_of_work(work)
 
@@ -289,7 +289,7 @@ class CreditsService:
         def work(tx: Transaction) -> ClosedAccount:
             released = self._close_open_holds(tx, user_id)
             account = tx.execute(select(CreditAccount.closed_at).where(CreditAccount.user_id == user_id)
-                                      .with_for_update()).first()
+                                 .with_for_update()).first()
             # A hold admitted while we waited for the account's lock has committed by now; with
             # the lock held, no further hold can be admitted before the closing commits.
             released.update(self._close_open_holds(tx, user_id))
@@ -302,13 +302,13 @@ class CreditsService:
                     updated_at=now, closed_at=now))
             else:
                 tx.execute(update(CreditAccount).where(CreditAccount.user_id == user_id)
-                                .values(closed_at=now, updated_at=now))
+                           .values(closed_at=now, updated_at=now))
             return ClosedAccount(user_id, released, now, already_closed=False)
         return self.ledger.unit_of_work(work)
 
     def _close_open_holds(self, tx: Transaction, user_id: int) -> dict[str, int]:
         holds = tx.execute(select(_holds).where(_holds.c.user_id == user_id, _holds.c.status == "open")
-                                .order_by(_holds.c.job_id).with_for_update()).all()
+                           .order_by(_holds.c.job_id).with_for_update()).all()
         return {hold.job_id: self._settle(tx, hold, f"close:{hold.job_id}", "closed",
                                           f"Account closed; {_remaining(hold)} credits held for job "
                                           f"{hold.job_id} returned")
@@ -325,7 +325,7 @@ class CreditsService:
             self.ledger.must_move(tx, hold.user_id, "release", key, amount=rest, held_change=-rest,
                                   reference=hold.job_id, description=description, locked=locked)
         tx.execute(SETTLE_HOLD, {"p_job_id": hold.job_id, "p_captured": 0, "p_amount": rest, "p_status": status,
-                                      "p_now": utcnow()})
+                                 "p_now": utcnow()})
         return rest
 
     def _locked_hold(self, tx: Transaction, job_id: str) -> Row:
@@ -337,7 +337,7 @@ class CreditsService:
     def _held_after(self, tx: Transaction, job_id: str, entry_id: int) -> int:
         """What remained held for a job right after ledger entry ``entry_id``."""
         total = tx.scalar(select(func.coalesce(func.sum(CreditLedger.held_change), 0))
-                               .where(CreditLedger.reference == job_id, CreditLedger.id <= entry_id))
+                          .where(CreditLedger.reference == job_id, CreditLedger.id <= entry_id))
         return int(total or 0)  # MariaDB sums to a Decimal
 
     def _replayed_hold(self, tx: Transaction, hold: Row, user_id: int, workflow: str, images: int,
