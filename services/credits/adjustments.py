@@ -6,11 +6,8 @@ from __future__ import annotations
 import hashlib
 from uuid import uuid4
 
-from sqlalchemy.orm import Session
-
-from shared.db import after_commit
 from shared.errors import Conflict
-from services.credits.ledger import Balance, Ledger
+from services.credits.ledger import Balance, Ledger, Transaction
 from services.gallery.client import GalleryClient
 
 MAX_DEDUPE_KEY = 128  # the gallery's limit
@@ -35,21 +32,21 @@ class Adjustments:
                 idempotency_key: str | None) -> Balance:
         key = f"{entry_type}:{idempotency_key or uuid4().hex}"
 
-        def work(session: Session) -> Balance:
-            recorded = self.ledger.recorded(session, key, entry_type)
+        def work(tx: Transaction) -> Balance:
+            recorded = self.ledger.recorded(tx, key, entry_type)
             if recorded is not None:
                 if (recorded.user_id, recorded.amount) != (user_id, amount):
                     raise Conflict("This idempotency key was used for a different adjustment.",
                                    code="IDEMPOTENCY_CONFLICT")
-                return self.ledger.balance(session, user_id)
-            balance = self.ledger.move(session, user_id, entry_type, key, amount=amount, held_change=0,
+                return self.ledger.balance(tx, user_id)
+            balance = self.ledger.move(tx, user_id, entry_type, key, amount=amount, held_change=0,
                                        description=reason, operator_id=operator_id)
             if balance is not None:
                 if entry_type == "admin_grant":
-                    after_commit(session, lambda: self._notify_granted(user_id, amount, reason, key))
+                    tx.after_commit(lambda: self._notify_granted(user_id, amount, reason, key))
                 return balance
-            self.ledger.refuse_if_closed(session, user_id, status=409)
-            available = self.ledger.balance(session, user_id).available  # 404 when there is no account
+            self.ledger.refuse_if_closed(tx, user_id, status=409)
+            available = self.ledger.balance(tx, user_id).available  # 404 when there is no account
             raise Conflict(f"The account holds only {available} available credits.", code="BALANCE_TOO_LOW",
                            details={"available": available, "requested": -amount})
         return self.ledger.unit_of_work(work)

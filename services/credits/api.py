@@ -74,10 +74,7 @@ def balances():
              422: "UNKNOWN_WORKFLOW"},
      description="201 for a new hold, 200 for the replay of an existing one.")
 def hold():
-    data = load_json(HOLD_INPUT)
-    result = _credits().hold(data["user_id"], data["job_id"], data["workflow"], data["images"],
-                             data["description"], data["expected_cost"])
-    return ok(result.to_dict(), 201 if result.created else 200)
+    return ok(*hold_movement(_credits(), None, load_json(HOLD_INPUT)))
 
 
 @bp.post("/internal/holds/<job_id>/capture")
@@ -87,16 +84,14 @@ def hold():
                  "images × the price per image the hold was admitted at. Replaying a key with another "
                  "image count is 409 IDEMPOTENCY_CONFLICT.")
 def capture(job_id: str):
-    data = load_json(CAPTURE_INPUT)
-    return ok(_credits().capture(job_id, data["idempotency_key"], data["images"]))
+    return ok(*capture_movement(_credits(), job_id, load_json(CAPTURE_INPUT)))
 
 
 @bp.post("/internal/holds/<job_id>/release")
 @doc("Return what a job still holds and close the hold (idempotent)", body=ReleaseSchema,
      errors={404: "HOLD_NOT_FOUND", 409: "IDEMPOTENCY_CONFLICT"})
 def release(job_id: str):
-    data = load_json(RELEASE_INPUT)
-    return ok(_credits().release(job_id, data["idempotency_key"]))
+    return ok(*release_movement(_credits(), job_id, load_json(RELEASE_INPUT)))
 
 
 @bp.post("/internal/holds/<job_id>/settle")
@@ -112,8 +107,28 @@ def release(job_id: str):
                  "the same, and the same key with another image count is 409 IDEMPOTENCY_CONFLICT. "
                  "409 HOLD_CAPTURED when more images than `images` were captured already.")
 def settle(job_id: str):
-    data = load_json(SETTLE_INPUT)
-    return ok(_credits().settle(job_id, data["idempotency_key"], data["images"]))
+    return ok(*settle_movement(_credits(), job_id, load_json(SETTLE_INPUT)))
+
+
+# What the movement routes do with their loaded body, shared with the lean path in front of
+# Flask (``services/credits/fast_path.py``): the answer's data and status.
+
+def hold_movement(credits: CreditsService, _job_id: None, data: dict) -> tuple[dict, int]:
+    result = credits.hold(data["user_id"], data["job_id"], data["workflow"], data["images"], data["description"],
+                          data["expected_cost"])
+    return result.to_dict(), 201 if result.created else 200
+
+
+def capture_movement(credits: CreditsService, job_id: str, data: dict) -> tuple[dict, int]:
+    return credits.capture(job_id, data["idempotency_key"], data["images"]), 200
+
+
+def release_movement(credits: CreditsService, job_id: str, data: dict) -> tuple[dict, int]:
+    return credits.release(job_id, data["idempotency_key"]), 200
+
+
+def settle_movement(credits: CreditsService, job_id: str, data: dict) -> tuple[dict, int]:
+    return credits.settle(job_id, data["idempotency_key"], data["images"]), 200
 
 
 @bp.get("/api/users/credits")

@@ -11,6 +11,7 @@ from services.credits import api
 from services.credits.adjustments import Adjustments
 from services.credits.cli import credits_cli
 from services.credits.config import CreditsConfig, load_config
+from services.credits.fast_path import MovementsFastPath
 from services.credits.ledger import Ledger
 from services.credits.models import protect_ledger
 from services.credits.redeem import RedeemCodes
@@ -24,7 +25,10 @@ def create_app(settings: Settings | None = None, config: CreditsConfig | None = 
     settings = settings or load_settings()
     config = config or load_config(settings)
     app = Flask(__name__)
-    db = Database(settings.credits_database_url)
+    # Every use of a connection ends its transaction itself (a unit of work commits or rolls
+    # back, a read session closes with a rollback), so the pool's own ROLLBACK when a connection
+    # comes back would be a round trip per transaction for nothing.
+    db = Database(settings.credits_database_url, pool_reset_on_return=None)
     protect_ledger(db.engine)
     redis = redis_client(settings.redis_url)
     ledger = Ledger(db, EventBus(redis), config.signup_bonus, config.low_threshold)
@@ -43,4 +47,5 @@ def create_app(settings: Settings | None = None, config: CreditsConfig | None = 
                      ready_checks={"database": db.ping, "redis": redis.ping})
     app.register_blueprint(api.bp)
     app.cli.add_command(credits_cli)
+    app.wsgi_app = MovementsFastPath(app.wsgi_app, credits, settings.service_token)
     return app

@@ -3,6 +3,11 @@
 A movement updates the account and appends exactly one ledger row (unique idempotency key),
 inside the caller's unit of work; ``credits.changed`` goes out after the commit.
 
+A unit of work runs on a SQLAlchemy Core ``Connection`` (``Transaction``), not an ORM
+``Session``: every movement is a handful of prepared statements, and the session's
+bookkeeping (identity map, flush, its own transaction states) cost about 0.25 ms of CPU
+per transaction, a fifth of a hold.
+
 Concurrency: a movement that takes credits updates the account with a conditional UPDATE
 (``WHERE available >= n``) and checks the row count, so parallel holds never overdraw.
 Callers lock what a movement is about (a hold, a redeem code) before it, so the lock order is
@@ -20,11 +25,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 import redis
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Executable, Result, Row, ScalarResult, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 
-from shared.db import Database, after_commit, is_disconnect, isoformat, utcnow
+from shared.db import Database, is_disconnect, isoformat, utcnow
 from shared.errors import Conflict, NotFound, ServiceError
 from shared.events import EventBus, announce_credits_low
 from services.credits.models import INFLOW_TYPES, CreditAccount, CreditLedger
@@ -45,6 +49,25 @@ MOVE = (update(_accounts)
                 updated_at=bindparam("p_now")))
 BALANCE = select(_accounts.c.available, _accounts.c.held).where(_accounts.c.user_id == bindparam("p_user_id"))
 INSERT_LEDGER = insert(_ledger)
+# One ledger row whose balances come from the account row the MOVE just updated, answering the
+# new balance: for a movement whose caller did not read the balance under lock, one statement
+# instead of a SELECT and an INSERT (INSERT … SELECT … RETURNING: MariaDB 10.5+, SQLite 3.35+).
+_ROW_COLUMNS = ("user_id", "type", "amount", "held_change", "balance_before", "balance_after", "reference",
+                "description", "idempotency_key", "operator_id", "created_at")
+INSERT_LEDGER_READING_BALANCE = (
+    insert(_ledger).from_select(_ROW_COLUMNS, select(
+        _accounts.c.user_id, bindparam("p_type", type_=_ledger.c.type.type),
+        bindparam("p_amount", type_=_ledger.c.amount.type),
+        bindparam("p_held_change", type_=_ledger.c.held_change.type),
+        _accounts.c.available - bindparam("p_amount", type_=_ledger.c.amount.type), _accounts.c.available,
+        bindparam("p_reference", type_=_ledger.c.reference.type),
+        bindparam("p_description", type_=_ledger.c.description.type),
+        bindparam("p_key", type_=_ledger.c.idempotency_key.type),
+        bindparam("p_operator_id", type_=_ledger.c.operator_id.type),
+        bindparam("p_now", type_=_ledger.c.created_at.type))
+        .where(_accounts.c.user_id == bindparam("p_user_id")))
+    .returning(_ledger.c.balance_after,
+               select(_accounts.c.held).where(_accounts.c.user_id == bindparam("p_user_id")).scalar_subquery()))
 RECORDED = (select(_ledger.c.id, _ledger.c.user_id, _ledger.c.type, _ledger.c.amount, _ledger.c.held_change,
                    _ledger.c.reference)
             .where(_ledger.c.idempotency_key == bindparam("p_key")))
@@ -87,11 +110,36 @@ def spent_by(entry_type: str, amount: int, held_change: int) -> int:
     return 0
 
 
-def replaying(session: Session) -> bool:
+class Transaction:
+    """One unit of work: its Core connection inside a database transaction, whether it runs
+    again after a unique-key race (``replaying``), and what to do once it has committed."""
+
+    __slots__ = ("connection", "replaying", "committed")
+
+    def __init__(self, connection: Connection, replaying: bool) -> None:
+        self.connection = connection
+        self.replaying = replaying
+        self.committed: list[Callable[[], None]] = []
+
+    def execute(self, statement: Executable, parameters: Any = None) -> Result:
+        return self.connection.execute(statement, parameters)
+
+    def scalar(self, statement: Executable, parameters: Any = None) -> Any:
+        return self.connection.scalar(statement, parameters)
+
+    def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult:
+        return self.connection.scalars(statement, parameters)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once this unit of work has committed (never if it rolls back)."""
+        self.committed.append(callback)
+
+
+def replaying(tx: Transaction) -> bool:
     """Whether this unit of work runs again after its idempotency key was found taken: a
     movement that skips looking its key up when it cannot be a repeat looks it up then
     (see ``CreditsService``)."""
-    return bool(session.info.get("replaying"))
+    return tx.replaying
 
 
 def account_not_found(user_id: int) -> NotFound:
@@ -105,9 +153,9 @@ class Ledger:
         self.signup_bonus = signup_bonus
         self.low_threshold = low_threshold  # a movement taking available below it announces credits.low
 
-    def unit_of_work(self, work: Callable[[Session], T]) -> T:
+    def unit_of_work(self, work: Callable[[Transaction], T]) -> T:
         """Run ``work`` in one transaction. After a unique-key race run it once more, to replay
-        the winner's result (``replaying(session)`` is then true, so the work looks its key up
+        the winner's result (``replaying(tx)`` is then true, so the work looks its key up
         first); after a MariaDB deadlock run it again, a few times; after a lost
         connection (pooled connections are not pinged first) run it once more on a fresh one.
         Every movement has its idempotency key, so a commit that did land before the
@@ -115,9 +163,10 @@ class Ledger:
         replayed, deadlocks, reconnected = False, 0, False
         while True:
             try:
-                with self.db.transaction() as session:
-                    session.info["replaying"] = replayed
-                    return work(session)
+                with self.db.engine.begin() as connection:
+                    tx = Transaction(connection, replayed)
+                    result = work(tx)
+                break
             except IntegrityError:
                 if replayed:
                     raise
@@ -135,53 +184,66 @@ class Ledger:
                     raise
                 deadlocks += 1
                 log.info("credit movement lost a deadlock; running it again")
+        for callback in tx.committed:
+            callback()
+        return result
 
-    def open_if_missing(self, session: Session, user_id: int, signup_bonus: bool = True) -> bool:
+    def open_if_missing(self, tx: Transaction, user_id: int, signup_bonus: bool = True) -> bool:
         """Create the account with its signup bonus if it does not exist; True if created.
 
         Without the bonus (a service account, whose budget an administrator grants) the
         ``signup_bonus`` row is still written, for 0 credits: it records that the account
         had its opening, so no later sweep grants one."""
-        if session.get(CreditAccount, user_id) is not None:
+        if tx.execute(BALANCE, {"p_user_id": user_id}).first() is not None:
             return False
         now = utcnow()
-        session.execute(insert(CreditAccount).values(user_id=user_id, available=0, held=0, lifetime_earned=0,
-                                                     lifetime_spent=0, created_at=now, updated_at=now))
-        self.grant_bonus(session, user_id, self.signup_bonus if signup_bonus else 0)
+        tx.execute(insert(CreditAccount).values(user_id=user_id, available=0, held=0, lifetime_earned=0,
+                                                lifetime_spent=0, created_at=now, updated_at=now))
+        self.grant_bonus(tx, user_id, self.signup_bonus if signup_bonus else 0)
         return True
 
-    def grant_bonus(self, session: Session, user_id: int, amount: int | None = None) -> None:
+    def grant_bonus(self, tx: Transaction, user_id: int, amount: int | None = None) -> None:
         amount = self.signup_bonus if amount is None else amount
-        self.must_move(session, user_id, "signup_bonus", f"signup_bonus:{user_id}", amount=amount,
+        self.must_move(tx, user_id, "signup_bonus", f"signup_bonus:{user_id}", amount=amount,
                        held_change=0, description="Signup bonus" if amount else "Opened without a signup bonus")
 
-    def move(self, session: Session, user_id: int, entry_type: str, key: str, *, amount: int,
+    def move(self, tx: Transaction, user_id: int, entry_type: str, key: str, *, amount: int,
              held_change: int, reference: str | None = None, description: str = "",
              operator_id: int | None = None, locked: Balance | None = None) -> Balance | None:
         """Apply one movement to the account and append its ledger row. Returns the new
         balance, or None when the account is missing or would go below zero available."""
-        return self.move_all(session, user_id, [Movement(entry_type, key, amount, held_change, reference,
+        return self.move_all(tx, user_id, [Movement(entry_type, key, amount, held_change, reference,
                                                          description, operator_id)], locked)
 
-    def move_all(self, session: Session, user_id: int, movements: list[Movement],
+    def move_all(self, tx: Transaction, user_id: int, movements: list[Movement],
                  locked: Balance | None = None) -> Balance | None:
         """Apply ``movements`` in turn: one account UPDATE for their sum and one INSERT of their
         ledger rows, which chain one after the other. ``locked`` is the account's balance when the
         caller read it under a row lock in this transaction (``SELECT … FOR UPDATE``): the new
-        balance then follows from it without reading the account again. Returns the new
+        balance then follows from it without reading the account again; without it, a single
+        movement's row reads the balance as it is inserted. Returns the new
         balance, or None when the account is missing or would go below zero available."""
         amount = sum(movement.amount for movement in movements)
         held_change = sum(movement.held_change for movement in movements)
         now = utcnow()
-        moved = session.execute(MOVE, {
+        moved = tx.execute(MOVE, {
             "p_user_id": user_id, "p_amount": amount, "p_held_change": held_change,
             "p_earned": sum(earned_by(m.entry_type, m.amount) for m in movements),
             "p_spent": sum(spent_by(m.entry_type, m.amount, m.held_change) for m in movements),
             "p_now": now}).rowcount
         if moved != 1:
             return None
+        if locked is None and len(movements) == 1:
+            movement = movements[0]
+            balance = Balance(*tx.execute(INSERT_LEDGER_READING_BALANCE, {
+                "p_user_id": user_id, "p_type": movement.entry_type, "p_amount": movement.amount,
+                "p_held_change": movement.held_change, "p_reference": movement.reference,
+                "p_description": movement.description[:255], "p_key": movement.key,
+                "p_operator_id": movement.operator_id, "p_now": now}).one())
+            self._announce(tx, user_id, balance, balance.available - amount)
+            return balance
         balance = (Balance(locked.available + amount, locked.held + held_change) if locked is not None
-                   else self.balance(session, user_id))
+                   else self.balance(tx, user_id))
         before = balance.available - amount
         rows = []
         for movement in movements:
@@ -191,48 +253,48 @@ class Ledger:
                          "description": movement.description[:255], "idempotency_key": movement.key,
                          "operator_id": movement.operator_id, "created_at": now})
             before += movement.amount
-        session.execute(INSERT_LEDGER, rows[0] if len(rows) == 1 else rows)
-        self._announce(session, user_id, balance, balance.available - amount)
+        tx.execute(INSERT_LEDGER, rows[0] if len(rows) == 1 else rows)
+        self._announce(tx, user_id, balance, balance.available - amount)
         return balance
 
-    def must_move(self, session: Session, user_id: int, entry_type: str, key: str, **movement: Any) -> Balance:
+    def must_move(self, tx: Transaction, user_id: int, entry_type: str, key: str, **movement: Any) -> Balance:
         """A movement that cannot lack funds (it adds, or only moves held credits)."""
         locked = movement.pop("locked", None)
-        return self.must_move_all(session, user_id, [Movement(entry_type, key, **movement)], locked)
+        return self.must_move_all(tx, user_id, [Movement(entry_type, key, **movement)], locked)
 
-    def must_move_all(self, session: Session, user_id: int, movements: list[Movement],
+    def must_move_all(self, tx: Transaction, user_id: int, movements: list[Movement],
                       locked: Balance | None = None) -> Balance:
         """Movements that cannot lack funds; 409 ACCOUNT_CLOSED or 404 instead of None."""
-        balance = self.move_all(session, user_id, movements, locked)
+        balance = self.move_all(tx, user_id, movements, locked)
         if balance is None:
-            self.refuse_if_closed(session, user_id, status=409)
+            self.refuse_if_closed(tx, user_id, status=409)
             raise account_not_found(user_id)
         return balance
 
-    def refuse_if_closed(self, session: Session, user_id: int, status: int) -> None:
+    def refuse_if_closed(self, tx: Transaction, user_id: int, status: int) -> None:
         """Raise ACCOUNT_CLOSED (with ``status``) when the user's account is closed."""
-        closed_at = session.scalar(select(CreditAccount.closed_at).where(CreditAccount.user_id == user_id))
+        closed_at = tx.scalar(select(CreditAccount.closed_at).where(CreditAccount.user_id == user_id))
         if closed_at is not None:
             raise ServiceError(f"The credit account of user {user_id} is closed.", status=status,
                                code="ACCOUNT_CLOSED", details={"closedAt": isoformat(closed_at)})
 
-    def balance(self, session: Session, user_id: int) -> Balance:
+    def balance(self, tx: Transaction, user_id: int) -> Balance:
         """The account's balance in this transaction; 404 when there is no account."""
-        row = session.execute(BALANCE, {"p_user_id": user_id}).first()
+        row = tx.execute(BALANCE, {"p_user_id": user_id}).first()
         if row is None:
             raise account_not_found(user_id)
         return Balance(*row)
 
-    def recorded(self, session: Session, key: str, entry_type: str, reference: str | None = None) -> Row | None:
+    def recorded(self, tx: Transaction, key: str, entry_type: str, reference: str | None = None) -> Row | None:
         """The ledger row of ``key`` if it was recorded; IDEMPOTENCY_CONFLICT when the key was
         used for another kind of movement or another reference."""
-        entry = session.execute(RECORDED, {"p_key": key}).first()
+        entry = tx.execute(RECORDED, {"p_key": key}).first()
         if entry is not None and (entry.type != entry_type or entry.reference != reference):
             raise Conflict("This idempotency key was used for a different movement.",
                            code="IDEMPOTENCY_CONFLICT")
         return entry
 
-    def _announce(self, session: Session, user_id: int, balance: Balance, available_before: int) -> None:
+    def _announce(self, tx: Transaction, user_id: int, balance: Balance, available_before: int) -> None:
         data = balance.to_dict()
         crossed_low = balance.available < self.low_threshold <= available_before
 
@@ -245,4 +307,4 @@ class Ledger:
                 # The movement is committed; a missed notification is not worth failing it for.
                 log.warning("could not publish credits.changed for user %s", user_id, exc_info=True)
 
-        after_commit(session, publish)
+        tx.after_commit(publish)

@@ -7,12 +7,11 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, insert, select, update
 
 from shared.db import Database, isoformat, utcnow
 from shared.errors import Conflict, NotFound, ServiceError, Unprocessable
-from services.credits.ledger import Ledger
+from services.credits.ledger import Ledger, Transaction
 from services.credits.models import CreditLedger, RedeemCode
 from services.credits.reports import Page
 
@@ -31,14 +30,13 @@ class RedeemCodes:
             raise Unprocessable("The expiry must be in the future.", details={"expiresAt": ["Must be in the future."]})
         code = normalise_code(code) if code else _generate_code()
 
-        def work(session: Session) -> RedeemCode:
-            if session.get(RedeemCode, code) is not None:
+        def work(tx: Transaction) -> RedeemCode:
+            if tx.scalar(select(RedeemCode.code).where(RedeemCode.code == code)) is not None:
                 raise Conflict(f"The code {code} already exists.", code="REDEEM_CODE_EXISTS")
-            row = RedeemCode(code=code, amount=amount, max_uses=max_uses, uses=0, expires_at=expires_at,
-                             description=description, created_by=operator_id, created_at=utcnow())
-            session.add(row)
-            session.flush()
-            return row
+            values = dict(code=code, amount=amount, max_uses=max_uses, uses=0, expires_at=expires_at,
+                          description=description, created_by=operator_id, created_at=utcnow())
+            tx.execute(insert(RedeemCode).values(**values))
+            return RedeemCode(**values)
         return self.ledger.unit_of_work(work)
 
     def list_codes(self, page: int, page_size: int) -> Page[RedeemCode]:
@@ -65,22 +63,21 @@ class RedeemCodes:
         """Add a code's credits to the user's balance, once per user per code."""
         code = normalise_code(code)
 
-        def work(session: Session) -> dict[str, Any]:
-            row = session.execute(select(RedeemCode).where(RedeemCode.code == code)
-                                  .with_for_update()).scalar_one_or_none()
+        def work(tx: Transaction) -> dict[str, Any]:
+            row = tx.execute(select(RedeemCode.__table__).where(RedeemCode.code == code).with_for_update()).first()
             if row is None:
                 raise NotFound("This code does not exist.", code="REDEEM_CODE_NOT_FOUND")
             key = f"redeem:{code}:{user_id}"
-            if session.scalar(select(CreditLedger.id).where(CreditLedger.idempotency_key == key)) is not None:
+            if tx.scalar(select(CreditLedger.id).where(CreditLedger.idempotency_key == key)) is not None:
                 raise Conflict("You have already redeemed this code.", code="REDEEM_CODE_ALREADY_REDEEMED")
             if row.expires_at is not None and row.expires_at <= utcnow():
                 raise ServiceError("This code has expired.", status=410, code="REDEEM_CODE_EXPIRED",
                                    details={"expiresAt": isoformat(row.expires_at)})
             if row.uses >= row.max_uses:
                 raise Conflict("This code has been used up.", code="REDEEM_CODE_USED_UP")
-            row.uses += 1
-            self.ledger.open_if_missing(session, user_id)
-            balance = self.ledger.must_move(session, user_id, "redeem", key, amount=row.amount, held_change=0,
+            tx.execute(update(RedeemCode).where(RedeemCode.code == code).values(uses=RedeemCode.uses + 1))
+            self.ledger.open_if_missing(tx, user_id)
+            balance = self.ledger.must_move(tx, user_id, "redeem", key, amount=row.amount, held_change=0,
                                             reference=code, description=row.description or f"Redeemed code {code}")
             return {"code": code, "amount": row.amount, **balance.to_dict()}
         return self.ledger.unit_of_work(work)

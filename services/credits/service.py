@@ -17,12 +17,11 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from sqlalchemy import Row, bindparam, func, insert, select, update
-from sqlalchemy.orm import Session
 
 from shared.db import Database, utcnow
 from shared.errors import Conflict, NotFound, PaymentRequired, Unprocessable
 from services.credits.config import CreditsConfig
-from services.credits.ledger import Balance, Ledger, Movement, replaying
+from services.credits.ledger import Balance, Ledger, Movement, Transaction, replaying
 from services.credits.models import CreditAccount, CreditHold, CreditLedger
 
 # The hot paths run these statements, built once so SQLAlchemy reuses their compiled form.
@@ -76,10 +75,10 @@ class CreditsService:
     def open_account(self, user_id: int, signup_bonus: bool = True) -> Balance:
         """The user's balance, opening the account with the signup bonus (once, by key) if missing;
         a service account's opens without one. 409 ACCOUNT_CLOSED for the account of a deleted user."""
-        def work(session: Session) -> Balance:
-            if not self.ledger.open_if_missing(session, user_id, signup_bonus):
-                self.ledger.refuse_if_closed(session, user_id, status=409)
-            return self.ledger.balance(session, user_id)
+        def work(tx: Transaction) -> Balance:
+            if not self.ledger.open_if_missing(tx, user_id, signup_bonus):
+                self.ledger.refuse_if_closed(tx, user_id, status=409)
+            return self.ledger.balance(tx, user_id)
         return self.ledger.unit_of_work(work)
 
     def balance(self, user_id: int) -> Balance:
@@ -93,16 +92,16 @@ class CreditsService:
         whatever their balance; returns the ids that received it."""
         wanted = sorted(set(user_ids))
 
-        def work(session: Session) -> list[int]:
+        def work(tx: Transaction) -> list[int]:
             keys = {f"signup_bonus:{user_id}": user_id for user_id in wanted}
-            done = set(session.scalars(select(CreditLedger.idempotency_key)
-                                       .where(CreditLedger.idempotency_key.in_(list(keys)))))
-            closed = set(session.scalars(select(CreditAccount.user_id).where(
+            done = set(tx.scalars(select(CreditLedger.idempotency_key)
+                                  .where(CreditLedger.idempotency_key.in_(list(keys)))))
+            closed = set(tx.scalars(select(CreditAccount.user_id).where(
                 CreditAccount.user_id.in_(wanted), CreditAccount.closed_at.is_not(None))))
             granted = [user_id for key, user_id in keys.items() if key not in done and user_id not in closed]
             for user_id in granted:
-                if not self.ledger.open_if_missing(session, user_id):
-                    self.ledger.grant_bonus(session, user_id)
+                if not self.ledger.open_if_missing(tx, user_id):
+                    self.ledger.grant_bonus(tx, user_id)
             return granted
         return self.ledger.unit_of_work(work) if wanted else []
 
@@ -125,33 +124,33 @@ class CreditsService:
         price = self.price(workflow)
         cost = price * images
 
-        def work(session: Session) -> HoldResult:
+        def work(tx: Transaction) -> HoldResult:
             price_changed = expected_cost is not None and expected_cost != cost
-            if replaying(session) or price_changed:
-                existing = session.execute(SELECT_HOLD, {"p_job_id": job_id}).first()
+            if replaying(tx) or price_changed:
+                existing = tx.execute(SELECT_HOLD, {"p_job_id": job_id}).first()
                 if existing is not None:
-                    return self._replayed_hold(session, existing, user_id, workflow, images, expected_cost)
+                    return self._replayed_hold(tx, existing, user_id, workflow, images, expected_cost)
                 if price_changed:
                     raise Conflict("The price changed since it was shown; nothing was charged.",
                                    code="PRICE_CHANGED",
                                    details={"expectedCost": expected_cost, "cost": cost, "pricePerImage": price})
             # The hold row first: a repeat collides on its job id and runs again, replaying.
             now = utcnow()
-            session.execute(INSERT_HOLD, {
+            tx.execute(INSERT_HOLD, {
                 "job_id": job_id, "user_id": user_id, "amount": cost, "captured": 0, "released": 0, "status": "open",
                 "created_at": now, "expires_at": now + self.config.hold_ttl, "workflow": workflow, "images": images,
                 "price_per_image": price})
             movement = dict(amount=-cost, held_change=cost, reference=job_id,
                             description=description or f"{workflow} × {images}")
-            balance = self.ledger.move(session, user_id, "hold", f"hold:{job_id}", **movement)
+            balance = self.ledger.move(tx, user_id, "hold", f"hold:{job_id}", **movement)
             if balance is None:
                 # No account yet, or one a concurrent first hold opened after this MOVE missed it:
                 # either way the account exists now, so the MOVE is tried once more.
-                self.ledger.open_if_missing(session, user_id)
-                balance = self.ledger.move(session, user_id, "hold", f"hold:{job_id}", **movement)
+                self.ledger.open_if_missing(tx, user_id)
+                balance = self.ledger.move(tx, user_id, "hold", f"hold:{job_id}", **movement)
             if balance is None:
-                self.ledger.refuse_if_closed(session, user_id, status=403)
-                available = self.ledger.balance(session, user_id).available
+                self.ledger.refuse_if_closed(tx, user_id, status=403)
+                available = self.ledger.balance(tx, user_id).available
                 raise PaymentRequired(f"This needs {cost} credits; you have {available}.",
                                       details={"available": available, "required": cost,
                                                "shortfall": cost - available})
@@ -161,12 +160,12 @@ class CreditsService:
     def capture(self, job_id: str, idempotency_key: str, images: int = 1) -> dict[str, Any]:
         """Spend ``images`` delivered images of a job's hold, at the price per image the hold
         was admitted at: that much moves from held to spent, never more than remains held."""
-        def work(session: Session) -> dict[str, Any]:
-            hold = self._locked_hold(session, job_id)
+        def work(tx: Transaction) -> dict[str, Any]:
+            hold = self._locked_hold(tx, job_id)
             price = _price_per_image(hold)
             amount = images * price
-            first_capture = hold.captured == 0 and hold.status == "open" and not replaying(session)
-            recorded = None if first_capture else self.ledger.recorded(session, idempotency_key, "capture",
+            first_capture = hold.captured == 0 and hold.status == "open" and not replaying(tx)
+            recorded = None if first_capture else self.ledger.recorded(tx, idempotency_key, "capture",
                                                                         reference=job_id)
             if recorded is not None:
                 if -recorded.held_change != amount:
@@ -174,7 +173,7 @@ class CreditsService:
                                    code="IDEMPOTENCY_CONFLICT",
                                    details={"images": -recorded.held_change // price, "requested": images})
                 return {"jobId": job_id, "captured": amount,
-                        "remaining": self._held_after(session, job_id, recorded.id)}
+                        "remaining": self._held_after(tx, job_id, recorded.id)}
             if hold.status != "open":
                 raise Conflict("This hold is already settled.", code="HOLD_SETTLED",
                                details={"status": hold.status})
@@ -182,25 +181,25 @@ class CreditsService:
             if amount > remaining:
                 raise Conflict(f"Only {remaining} credits remain held for this job.", code="HOLD_EXCEEDED",
                                details={"remaining": remaining, "requested": amount})
-            self.ledger.must_move(session, hold.user_id, "capture", idempotency_key, amount=0, held_change=-amount,
+            self.ledger.must_move(tx, hold.user_id, "capture", idempotency_key, amount=0, held_change=-amount,
                                   reference=job_id, description=f"Captured {amount} credits for job {job_id}",
                                   locked=_locked_balance(hold))
-            session.execute(CAPTURE_HOLD, {"p_job_id": job_id, "p_amount": amount})
+            tx.execute(CAPTURE_HOLD, {"p_job_id": job_id, "p_amount": amount})
             return {"jobId": job_id, "captured": amount, "remaining": remaining - amount}
         return self.ledger.unit_of_work(work)
 
     def release(self, job_id: str, idempotency_key: str) -> dict[str, Any]:
         """Return whatever is still held to available and settle the hold (a no-op if settled)."""
-        def work(session: Session) -> dict[str, Any]:
-            hold = self._locked_hold(session, job_id)
-            may_repeat = hold.status != "open" or replaying(session)
-            recorded = self.ledger.recorded(session, idempotency_key, "release", reference=job_id) if may_repeat \
+        def work(tx: Transaction) -> dict[str, Any]:
+            hold = self._locked_hold(tx, job_id)
+            may_repeat = hold.status != "open" or replaying(tx)
+            recorded = self.ledger.recorded(tx, idempotency_key, "release", reference=job_id) if may_repeat \
                 else None
             if recorded is not None:
                 return {"jobId": job_id, "released": -recorded.held_change, "remaining": 0}
             if hold.status != "open":
                 return {"jobId": job_id, "released": 0, "remaining": 0}
-            rest = self._settle(session, hold, idempotency_key, "settled",
+            rest = self._settle(tx, hold, idempotency_key, "settled",
                                 f"Released {_remaining(hold)} unused credits of job {job_id}", _locked_balance(hold))
             return {"jobId": job_id, "released": rest, "remaining": 0}
         return self.ledger.unit_of_work(work)
@@ -217,13 +216,13 @@ class CreditsService:
         was settled with exactly these images charged (then nothing is left to do)."""
         capture_key, release_key = f"{idempotency_key}:capture", f"{idempotency_key}:release"
 
-        def work(session: Session) -> dict[str, Any]:
-            hold = self._locked_hold(session, job_id)
+        def work(tx: Transaction) -> dict[str, Any]:
+            hold = self._locked_hold(tx, job_id)
             price = _price_per_image(hold)
             charge = images * price
-            if hold.status != "open" or replaying(session):
-                captured = self.ledger.recorded(session, capture_key, "capture", reference=job_id)
-                released = self.ledger.recorded(session, release_key, "release", reference=job_id)
+            if hold.status != "open" or replaying(tx):
+                captured = self.ledger.recorded(tx, capture_key, "capture", reference=job_id)
+                released = self.ledger.recorded(tx, release_key, "release", reference=job_id)
                 if hold.status != "open":
                     if captured is None and released is None and not (
                             hold.status == "settled" and hold.captured == charge):
@@ -251,9 +250,9 @@ class CreditsService:
                 movements.append(Movement("release", release_key, rest, -rest, job_id,
                                           f"Released {rest} unused credits of job {job_id}"))
             if movements:
-                self.ledger.must_move_all(session, hold.user_id, movements, _locked_balance(hold))
-            session.execute(SETTLE_HOLD, {"p_job_id": job_id, "p_captured": to_capture, "p_amount": rest,
-                                          "p_status": "settled", "p_now": utcnow()})
+                self.ledger.must_move_all(tx, hold.user_id, movements, _locked_balance(hold))
+            tx.execute(SETTLE_HOLD, {"p_job_id": job_id, "p_captured": to_capture, "p_amount": rest,
+                                     "p_status": "settled", "p_now": utcnow()})
             return {"jobId": job_id, "captured": to_capture, "released": rest, "remaining": 0}
         return self.ledger.unit_of_work(work)
 
@@ -267,11 +266,11 @@ class CreditsService:
     def expire_hold(self, job_id: str, now: datetime | None = None) -> int | None:
         """Release an open hold past its expiry (key ``expire:<jobId>``); returns the credits
         released, or None when the hold is settled or not yet expired."""
-        def work(session: Session) -> int | None:
-            hold = self._locked_hold(session, job_id)
+        def work(tx: Transaction) -> int | None:
+            hold = self._locked_hold(tx, job_id)
             if hold.status != "open" or hold.expires_at is None or hold.expires_at > (now or utcnow()):
                 return None
-            return self._settle(session, hold, f"expire:{job_id}", "expired",
+            return self._settle(tx, hold, f"expire:{job_id}", "expired",
                                 f"Hold of job {job_id} expired; {_remaining(hold)} credits returned",
                                 _locked_balance(hold))
         return self.ledger.unit_of_work(work)
@@ -287,61 +286,61 @@ class CreditsService:
         the financial record and outlives the user. A user without an account gets an empty,
         closed one, so a late call cannot open it with a signup bonus.
         """
-        def work(session: Session) -> ClosedAccount:
-            released = self._close_open_holds(session, user_id)
-            account = session.execute(select(CreditAccount.closed_at).where(CreditAccount.user_id == user_id)
-                                      .with_for_update()).first()
+        def work(tx: Transaction) -> ClosedAccount:
+            released = self._close_open_holds(tx, user_id)
+            account = tx.execute(select(CreditAccount.closed_at).where(CreditAccount.user_id == user_id)
+                                 .with_for_update()).first()
             # A hold admitted while we waited for the account's lock has committed by now; with
             # the lock held, no further hold can be admitted before the closing commits.
-            released.update(self._close_open_holds(session, user_id))
+            released.update(self._close_open_holds(tx, user_id))
             if account is not None and account.closed_at is not None:
                 return ClosedAccount(user_id, released, account.closed_at, already_closed=True)
             now = utcnow()
             if account is None:
-                session.execute(insert(CreditAccount).values(
+                tx.execute(insert(CreditAccount).values(
                     user_id=user_id, available=0, held=0, lifetime_earned=0, lifetime_spent=0, created_at=now,
                     updated_at=now, closed_at=now))
             else:
-                session.execute(update(CreditAccount).where(CreditAccount.user_id == user_id)
-                                .values(closed_at=now, updated_at=now))
+                tx.execute(update(CreditAccount).where(CreditAccount.user_id == user_id)
+                           .values(closed_at=now, updated_at=now))
             return ClosedAccount(user_id, released, now, already_closed=False)
         return self.ledger.unit_of_work(work)
 
-    def _close_open_holds(self, session: Session, user_id: int) -> dict[str, int]:
-        holds = session.execute(select(_holds).where(_holds.c.user_id == user_id, _holds.c.status == "open")
-                                .order_by(_holds.c.job_id).with_for_update()).all()
-        return {hold.job_id: self._settle(session, hold, f"close:{hold.job_id}", "closed",
+    def _close_open_holds(self, tx: Transaction, user_id: int) -> dict[str, int]:
+        holds = tx.execute(select(_holds).where(_holds.c.user_id == user_id, _holds.c.status == "open")
+                           .order_by(_holds.c.job_id).with_for_update()).all()
+        return {hold.job_id: self._settle(tx, hold, f"close:{hold.job_id}", "closed",
                                           f"Account closed; {_remaining(hold)} credits held for job "
                                           f"{hold.job_id} returned")
                 for hold in holds}
 
     # Internals
 
-    def _settle(self, session: Session, hold: Row, key: str, status: str, description: str,
+    def _settle(self, tx: Transaction, hold: Row, key: str, status: str, description: str,
                 locked: Balance | None = None) -> int:
         """Return what a hold still holds to available and close it; returns that amount.
         ``locked``: the account's balance read under lock, when nothing moved it since."""
         rest = _remaining(hold)
         if rest > 0:
-            self.ledger.must_move(session, hold.user_id, "release", key, amount=rest, held_change=-rest,
+            self.ledger.must_move(tx, hold.user_id, "release", key, amount=rest, held_change=-rest,
                                   reference=hold.job_id, description=description, locked=locked)
-        session.execute(SETTLE_HOLD, {"p_job_id": hold.job_id, "p_captured": 0, "p_amount": rest, "p_status": status,
-                                      "p_now": utcnow()})
+        tx.execute(SETTLE_HOLD, {"p_job_id": hold.job_id, "p_captured": 0, "p_amount": rest, "p_status": status,
+                                 "p_now": utcnow()})
         return rest
 
-    def _locked_hold(self, session: Session, job_id: str) -> Row:
-        hold = session.execute(LOCK_HOLD, {"p_job_id": job_id}).first()
+    def _locked_hold(self, tx: Transaction, job_id: str) -> Row:
+        hold = tx.execute(LOCK_HOLD, {"p_job_id": job_id}).first()
         if hold is None:
             raise NotFound(f"No credit hold exists for job {job_id}.", code="HOLD_NOT_FOUND")
         return hold
 
-    def _held_after(self, session: Session, job_id: str, entry_id: int) -> int:
+    def _held_after(self, tx: Transaction, job_id: str, entry_id: int) -> int:
         """What remained held for a job right after ledger entry ``entry_id``."""
-        total = session.scalar(select(func.coalesce(func.sum(CreditLedger.held_change), 0))
-                               .where(CreditLedger.reference == job_id, CreditLedger.id <= entry_id))
+        total = tx.scalar(select(func.coalesce(func.sum(CreditLedger.held_change), 0))
+                          .where(CreditLedger.reference == job_id, CreditLedger.id <= entry_id))
         return int(total or 0)  # MariaDB sums to a Decimal
 
-    def _replayed_hold(self, session: Session, hold: Row, user_id: int, workflow: str, images: int,
+    def _replayed_hold(self, tx: Transaction, hold: Row, user_id: int, workflow: str, images: int,
                        expected_cost: int | None) -> HoldResult:
         if (hold.user_id, hold.workflow, hold.images) != (user_id, workflow, images) or (
                 expected_cost is not None and expected_cost != hold.amount):
@@ -349,7 +348,7 @@ class CreditsService:
                            code="IDEMPOTENCY_CONFLICT",
                            details={"workflow": hold.workflow, "images": hold.images, "amount": hold.amount})
         return HoldResult(hold.job_id, hold.amount, hold.price_per_image or hold.amount,
-                          self.ledger.balance(session, user_id), created=False)
+                          self.ledger.balance(tx, user_id), created=False)
 
 
 def _locked_balance(hold: Row) -> Balance | None:
