@@ -25,10 +25,7 @@ def create_app(settings: Settings | None = None, config: CreditsConfig | None = 
     settings = settings or load_settings()
     config = config or load_config(settings)
     app = Flask(__name__)
-    # Every use of a connection ends its transaction itself (a unit of work commits or rolls
-    # back, a read session closes with a rollback), so the pool's own ROLLBACK when a connection
-    # comes back would be a round trip per transaction for nothing.
-    db = Database(settings.credits_database_url, pool_reset_on_return=None)
+    db = Database(settings.credits_database_url)
     protect_ledger(db.engine)
     redis = redis_client(settings.redis_url)
     ledger = Ledger(db, EventBus(redis), config.signup_bonus, config.low_threshold)
