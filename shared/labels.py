@@ -47,6 +47,7 @@ from typing import Any, Mapping
 from PIL import Image, ImageDraw, ImageFont
 
 from shared.config import ConfigError, Settings, env_bool, env_str
+from shared.secret_compare import same_secret
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +335,7 @@ def read_label(data: bytes, secret: bytes) -> FoundLabel | None:
                            aigc["ContentPropagator"], aigc["PropagateID"])
         expected = aigc_field(label, secret)
         authentic = aigc["Label"] == "1" and all(
-            hmac.compare_digest(expected[key], aigc[key]) for key in ("ReservedCode1", "ReservedCode2"))
+            same_secret(aigc[key], expected[key]) for key in ("ReservedCode1", "ReservedCode2"))
     return FoundLabel(aigc=aigc, source=source, job_id=job_id, generated_at=generated_at, authentic=authentic)
 
 

@@ -17,7 +17,6 @@ the Ingress (``deploy/k8s``).
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import time
@@ -31,6 +30,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from shared.errors import error_response
+from shared.secret_compare import same_secret
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def metrics_token() -> str:
 
 def authorized(header: str) -> bool:
     token = metrics_token()
-    return not token or hmac.compare_digest(header, f"Bearer {token}")
+    return not token or same_secret(header, f"Bearer {token}")
 
 
 def init_flask_metrics(app: Flask, service: str) -> None:

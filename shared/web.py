@@ -3,7 +3,6 @@ internal service token, access-token verification (flask-jwt-extended, shared.to
 JSON body loading, health routes and the error envelope."""
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from shared.config import Settings
 from shared.db import MAX_ID
 from shared.errors import BadRequest, Forbidden, error_response, register_error_handlers
 from shared.metrics import init_flask_metrics
+from shared.secret_compare import same_secret
 from shared.tokens import init_jwt
 
 SERVICE_TOKEN_HEADER = "X-Service-Token"
@@ -300,7 +300,7 @@ def init_service_app(app: Flask, settings: Settings, *, internal: bool,
         g.request_received_at = time.time()
         if internal and request.path not in OPEN_PATHS:
             presented = request.headers.get(SERVICE_TOKEN_HEADER, "")
-            if not hmac.compare_digest(presented, settings.service_token):
+            if not same_secret(presented, settings.service_token):
                 raise Forbidden("This service accepts calls from the platform only.",
                                 code="SERVICE_TOKEN_REQUIRED")
 

@@ -19,7 +19,6 @@ ASCII. A new hook of ``init_service_app`` that must also apply to these routes b
 """
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 import time
@@ -33,6 +32,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from shared.db import is_disconnect
 from shared.errors import Forbidden, ServiceError
 from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from shared.secret_compare import same_secret
 from shared.web import (REQUEST_ID_HEADER, VALID_REQUEST_ID, json_too_deep, new_request_id,
                         request_id_context)
 from services.credits import api
@@ -121,7 +121,7 @@ class MovementsFastPath:
         return [body]
 
     def _answer(self, wsgi_env: dict, route: Route, job_id: str | None) -> tuple[int, bytes]:
-        if not hmac.compare_digest(wsgi_env.get("HTTP_X_SERVICE_TOKEN", ""), self.service_token):
+        if not same_secret(wsgi_env.get("HTTP_X_SERVICE_TOKEN", ""), self.service_token):
             raise Forbidden("This service accepts calls from the platform only.", code="SERVICE_TOKEN_REQUIRED")
         raw = wsgi_env["wsgi.input"].read(int(wsgi_env["CONTENT_LENGTH"]))
         try:

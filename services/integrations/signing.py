@@ -15,6 +15,8 @@ import hashlib
 import hmac
 import secrets
 
+from shared.secret_compare import same_secret
+
 SIGNATURE_VERSION = "v1"
 QUEUE_KEY = "qk"
 WEBHOOK_KEY = "whk"
@@ -40,7 +42,7 @@ def body_signature(secret: str, body: bytes) -> str:
 
 
 def verify_body(secret: str, body: bytes, presented: str) -> bool:
-    return hmac.compare_digest(body_signature(secret, body), presented)
+    return same_secret(presented, body_signature(secret, body))
 
 
 def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:

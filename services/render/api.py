@@ -6,12 +6,12 @@ of a service account), ``/internal/jobs/<id>`` and ``/internal/jobs/<id>/outputs
 routes with the scope ``generate``."""
 from __future__ import annotations
 
-import hmac
 
 from flask import Blueprint, current_app, request
 
 from shared.errors import BadRequest, Forbidden, ok
 from shared.openapi import doc
+from shared.secret_compare import same_secret
 from shared.tokens import bearer_token, optional_user, require_admin, require_user
 from shared.web import SERVICE_TOKEN_HEADER, load_json, load_query, request_received_at
 
@@ -46,7 +46,7 @@ def _limits() -> ServiceAccountLimits:
 
 def _require_service_token() -> None:
     presented = request.headers.get(SERVICE_TOKEN_HEADER, "")
-    if not hmac.compare_digest(presented, current_app.config["SETTINGS"].service_token):
+    if not same_secret(presented, current_app.config["SETTINGS"].service_token):
         raise Forbidden("This route accepts calls from the platform only.", code="SERVICE_TOKEN_REQUIRED")
 
 

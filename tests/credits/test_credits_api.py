@@ -128,6 +128,9 @@ def test_every_route_needs_the_service_token(client, issue_token, new_user_id):
             "Authorization": f"Bearer {issue_token(user_id, 'x', 'admin')}", "X-Service-Token": "wrong"})
         assert response.status_code == 403
         assert response.json["error"]["code"] == "SERVICE_TOKEN_REQUIRED"
+        # A header may carry any Latin-1 character: still a wrong token, never a 500.
+        response = getattr(client, method)(path, json=body, headers={"X-Service-Token": "wr\u00f6ng"})
+        assert (response.status_code, response.json["error"]["code"]) == (403, "SERVICE_TOKEN_REQUIRED")
     assert client.get("/healthz").status_code == 200
     assert client.get("/readyz").json["data"]["components"] == {"database": "ok", "redis": "ok"}
 

@@ -184,6 +184,8 @@ def test_global_ceiling_per_address_covers_every_route(limited):
     assert get("/healthz", "203.0.113.20").status_code == 200
     assert get("/internal/outputs/none", "203.0.113.20", **{"X-Service-Token": "test-service-token"}).status_code == 404
     assert get("/internal/outputs/none", "203.0.113.20", **{"X-Service-Token": "forged"}).status_code == 429
+    # A token of any characters (a header is Latin-1) is a wrong one, not a server error.
+    assert get("/internal/outputs/none", "203.0.113.20", **{"X-Service-Token": "t\u00e9st"}).status_code == 429
     # Sign-in counts against the ceiling too, checked in Redis before it is routed.
     assert_limited(login(client, "203.0.113.20"), "3/minute", "global:ip")
 

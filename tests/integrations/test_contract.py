@@ -110,6 +110,7 @@ def test_signatures_of_the_platform_and_of_the_client_agree():
     body = b'{"a": 1}'
     assert verify_body(SECRET, body, sign(SECRET, body))
     assert not verify_body(SECRET, body + b" ", sign(SECRET, body))
+    assert not verify_body(SECRET, body, "v1=\u00e9" + sign(SECRET, body)[4:])  # any header text: refused, no error
     assert KEYS.secret(KEY_ID) == SECRET and SigningKeys(b"y" * 32).secret(KEY_ID) != SECRET
     assert SECRET.startswith("qsec_") and KEYS.new_key_id(QUEUE_KEY).startswith("qk_")
     hook_key = KEYS.new_key_id(WEBHOOK_KEY)

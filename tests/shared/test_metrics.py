@@ -68,6 +68,7 @@ def test_metrics_token_guards_metrics(app_env, monkeypatch):
     refused = client.get("/metrics")
     assert refused.status_code == 401 and refused.json["error"]["code"] == "METRICS_TOKEN_REQUIRED"
     assert client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"}).status_code == 200
+    assert client.get("/metrics", headers={"Authorization": "Bearer scr\u00e4pe"}).status_code == 401
 
 
 def test_gunicorn_metrics_add_up_every_worker(app_env, tmp_path):
