@@ -1,10 +1,10 @@
 """Client for one ComfyUI server (HTTP + WebSocket), as docs/comfyui-protocol.md describes it.
 
-``run`` connects the WebSocket first, submits the graph under a prompt id we chose and
-with our own client id, follows only that prompt's messages (state keyed by prompt id,
-never by arrival order) until ``executing`` with ``node: null``, and returns the output
-images of the template's save nodes, read from ``/history/<id>`` or, when ComfyUI lost
-its history (a restart), from the ``executed`` messages it sent. A dropped socket or an
+``run`` opens the WebSocket first (or reuses the one this thread kept from its last prompt,
+see ``EventSocket``), submits the graph under a prompt id we chose and with the socket's
+client id, follows only that prompt's messages (state keyed by prompt id, never by arrival
+order) until ``executing`` with ``node: null``, and returns the output images of the
+template's save nodes, from the ``executed`` messages or ``/history/<id>``. A dropped socket or an
 unreachable server is retried with backoff and reconciled through ``/history`` and
 ``/queue``. It never sends an Origin header (ComfyUI rejects foreign origins with 403).
 """
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import ssl
 import struct
 import threading
 import time
@@ -34,6 +36,11 @@ INTERRUPT_GRACE_SECONDS = 30.0
 MAX_SOCKET_DROPS = 5
 HISTORY_READS = 4
 PREVIEW_LEGACY, PREVIEW_WITH_METADATA = 1, 4
+# Text frames of no use to a run, recognised by how ComfyUI spells their start
+# (``json.dumps({"type": ..., "data": ...})``) and not decoded: the status broadcasts, and
+# ``progress_state``, which repeats the map of every node run so far on each step (about half
+# of a job's frames). A frame spelled any other way is decoded and ignored as before.
+UNUSED_FRAMES = (b'{"type": "status"', b'{"type": "progress_state"')
 
 
 class ComfyUIError(Exception):
@@ -148,6 +155,8 @@ class ComfyUIClient:
         self.timeout = timeout
         self.retry_seconds = retry_seconds
         self._local = threading.local()
+        self._sockets: list[EventSocket] = []  # every thread's, so that close() closes them all
+        self._sockets_lock = threading.Lock()
 
     @property
     def session(self) -> requests.Session:
@@ -157,11 +166,25 @@ class ComfyUIClient:
             session = self._local.session = requests.Session()
         return session
 
+    @property
+    def event_socket(self) -> "EventSocket":
+        """This thread's WebSocket, kept from one prompt to the next."""
+        events = getattr(self._local, "events", None)
+        if events is None:
+            events = self._local.events = EventSocket()
+            with self._sockets_lock:
+                self._sockets.append(events)
+        return events
+
     def close(self) -> None:
+        """This thread's HTTP session, and every thread's kept socket (when no run is going)."""
         session = getattr(self._local, "session", None)
         if session is not None:
             session.close()
             self._local.session = None
+        with self._sockets_lock:
+            for events in self._sockets:
+                events.close()
 
     def ws_url(self, client_id: str) -> str:
         parts = urlsplit(self.base_url)
@@ -272,9 +295,52 @@ class ComfyUIClient:
         ``deadline`` is a ``time.monotonic()`` value. Raises PromptRejected, ComfyUIError
         (execution error, deadline, lost connection) or PromptInterrupted.
         """
-        run = PromptRun(self, graph, output_nodes, prompt_id, deadline, hooks or RunHooks())
+        run = PromptRun(self, graph, output_nodes, prompt_id, deadline, hooks or RunHooks(), self.event_socket)
         run.execute()
         return run.results()
+
+
+class EventSocket:
+    """One thread's WebSocket to ComfyUI, kept across its prompts so that a job pays for no
+    connection. ComfyUI sends a client id's messages to that id's one socket, and every message
+    about a prompt names it, so a run follows its own prompt on a socket that served others
+    before. Between prompts only the status broadcasts arrive; ``take`` reads and drops them,
+    and notices a socket ComfyUI closed meanwhile (a restart), which the run then replaces
+    before it submits. A run that ended abnormally (a deadline, a lost prompt, an error) may
+    leave its prompt running: the socket is closed and the next one gets a new client id, so
+    nothing of that prompt reaches a later run (ComfyUI's reconnect message names no prompt)."""
+
+    def __init__(self) -> None:
+        self.client_id = uuid.uuid4().hex
+        self.ws: websocket.WebSocket | None = None
+
+    def take(self) -> websocket.WebSocket | None:
+        """The kept socket, its idle frames read, or None (none kept, or ComfyUI closed it)."""
+        ws, self.ws = self.ws, None
+        if ws is None:
+            return None
+        try:
+            while _has_data(ws):
+                opcode, _ = ws.recv_data()
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    raise websocket.WebSocketConnectionClosedException("ComfyUI closed the socket")
+        except (websocket.WebSocketException, OSError):
+            log.info("ComfyUI closed the kept socket of client %s; reconnecting", self.client_id)
+            _close(ws)
+            return None
+        return ws
+
+    def keep(self, ws: websocket.WebSocket) -> None:
+        self.ws = ws
+
+    def renew(self) -> None:
+        """A new client id for the next socket (the last run's prompt may still be running)."""
+        self.client_id = uuid.uuid4().hex
+
+    def close(self) -> None:
+        if self.ws is not None:
+            _close(self.ws)
+            self.ws = None
 
 
 class ProgressTracker:
@@ -322,7 +388,7 @@ class PromptRun:
     prompt_id: str
     deadline: float
     hooks: RunHooks
-    client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    socket: EventSocket = field(default_factory=EventSocket)
     outcome: str | None = None
     ending: str = "success"  # what the final ``executing: null`` will mean
     payload: dict[str, Any] = field(default_factory=dict)
@@ -335,6 +401,10 @@ class PromptRun:
     def __post_init__(self) -> None:
         self.tracker = ProgressTracker(self.graph)
         self.last_heard = time.monotonic()
+
+    @property
+    def client_id(self) -> str:
+        return self.socket.client_id
 
     # -- connection -------------------------------------------------------------------
     def _backoff(self, what: str, attempt: Callable[[], Any]) -> Any:
@@ -380,8 +450,9 @@ class PromptRun:
             self.hooks.on_submitted()
 
     def execute(self) -> None:
-        ws = self._connect()
+        ws = self.socket.take() or self._connect()
         drops = 0
+        followed = False
         try:
             self._submit()
             while self.outcome is None:
@@ -396,8 +467,13 @@ class PromptRun:
                     _close(ws)
                     ws = self._connect()  # same client id: ComfyUI resumes sending our messages
                     self._backoff("reconciling after a dropped socket", self._reconcile)
+            followed = True
         finally:
-            _close(ws)
+            if followed:  # the prompt is over: the socket serves the thread's next one
+                self.socket.keep(ws)
+            else:
+                _close(ws)
+                self.socket.renew()
         self._raise_for_outcome()
 
     def _follow(self, ws: websocket.WebSocket) -> None:
@@ -412,7 +488,7 @@ class PromptRun:
                 raise websocket.WebSocketConnectionClosedException("ComfyUI closed the socket")
             if opcode == websocket.ABNF.OPCODE_BINARY:
                 self._on_binary(frame)
-            elif opcode == websocket.ABNF.OPCODE_TEXT:
+            elif opcode == websocket.ABNF.OPCODE_TEXT and not frame.startswith(UNUSED_FRAMES):
                 try:
                     message = json.loads(frame)
                 except ValueError:
@@ -555,6 +631,16 @@ class PromptRun:
         if not refs and entry is None:
             raise ComfyUIError(f"Could not read the prompt's outputs: {problem}", code="HISTORY_UNREADABLE")
         return refs
+
+
+def _has_data(ws: websocket.WebSocket) -> bool:
+    """Whether a frame (or ComfyUI's close) waits to be read, without waiting."""
+    sock = ws.sock
+    if sock is None:
+        raise websocket.WebSocketConnectionClosedException("the socket is closed")
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def _close(ws: websocket.WebSocket) -> None:
