@@ -160,6 +160,18 @@ def test_an_unreachable_comfyui_is_a_system_error_after_backoff(template):
     assert caught.value.code == "COMFYUI_UNAVAILABLE" and time.monotonic() - started < 5
 
 
+def test_an_uploaded_source_feeds_load_image(client, template, unique):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, format="PNG")
+    name = client.upload_image(buffer.getvalue(), f"source-{unique}.png")
+    assert name == f"source-{unique}.png", "uploaded with overwrite: the name we chose"
+    img2img = load_templates()["img2img"]
+    params = validate_params(img2img, {"prompt": "a fox", "model": MODEL, "sourceImage": "upload:x", "steps": 2})
+    graph = build_graph(img2img, img2img.variants[0], params, {"sourceImage": name})
+    refs = client.run(graph, img2img.variants[0].outputs, deadline=deadline(), prompt_id=str(uuid.uuid4()))
+    assert [client.fetch_image(ref)[:4] for ref in refs] == [b"\x89PNG"]
+
+
 @pytest.fixture
 def connections(monkeypatch):
     """The WebSocket connections the client opens, in order (the URLs it asked for)."""
