@@ -18,6 +18,7 @@ import struct
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -164,6 +165,8 @@ class ComfyUIClient:
         self._local = threading.local()
         self._sockets: list[EventSocket] = []  # every thread's, so that close() closes them all
         self._sockets_lock = threading.Lock()
+        # As urllib3 does for its pool: a client dropped without close() closes its sockets.
+        weakref.finalize(self, _close_sockets, self._sockets)
 
     @property
     def event_socket(self) -> "EventSocket":
@@ -179,8 +182,7 @@ class ComfyUIClient:
         """The HTTP connections and every thread's kept socket (when no run is going)."""
         self._pool.close()
         with self._sockets_lock:
-            for events in self._sockets:
-                events.close()
+            _close_sockets(self._sockets)
 
     def ws_url(self, client_id: str) -> str:
         parts = urlsplit(self.base_url)
@@ -191,7 +193,8 @@ class ComfyUIClient:
                  **kwargs: Any) -> urllib3.BaseHTTPResponse:
         """``kwargs``: urllib3's ``json``, or ``fields`` (the query of a GET, else a multipart form)."""
         try:
-            return self._pool.request(method, self._path + path, timeout=timeout or self.timeout, **kwargs)
+            return self._pool.request(method, self._path + path, timeout=timeout or self.timeout, redirect=False,
+                                      **kwargs)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ComfyUIUnavailable(f"ComfyUI at {self.base_url} did not answer {method} {path} "
                                      f"({exc.__class__.__name__}).") from exc
@@ -629,6 +632,11 @@ class PromptRun:
         if not refs and entry is None:
             raise ComfyUIError(f"Could not read the prompt's outputs: {problem}", code="HISTORY_UNREADABLE")
         return refs
+
+
+def _close_sockets(sockets: list[EventSocket]) -> None:
+    for events in sockets:
+        events.close()
 
 
 def _has_data(ws: websocket.WebSocket) -> bool:

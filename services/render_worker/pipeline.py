@@ -501,7 +501,7 @@ def _store(storage: Storage, index: int, data: bytes, label: ImageLabel, secret:
     except (OSError, SyntaxError, ValueError) as exc:
         raise ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE") from exc
     thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    # method 0: a quarter of the encode time of the default (4), about 10 % more bytes
+    # method 0: two thirds of the encode time of method 2 (a quarter of the default, 4), ~10 % more bytes
     thumb_bytes = encode_derived(thumbnail, "WEBP", label, secret, quality=80, method=0)
     image_key = storage.put(content_key(data, "png", "images"), data)
     thumbnail_key = storage.put(content_key(thumb_bytes, "webp", "thumbs"), thumb_bytes)
