@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 import redis
+from sqlalchemy.orm import Session
 
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
@@ -77,14 +78,25 @@ class JobOutbox:
         self.gallery = gallery
         self.retry_seconds = retry_seconds
 
-    def complete(self, job_id: str) -> RenderJob:
-        """Settle a job that just finished, then announce it (settled or not), reading it once;
-        the job as recorded."""
-        job, indexes = self._finished(job_id)
-        if self._settle(job, indexes):
-            job.settled_at = self._mark(jobs.mark_settled, job_id)
-        if self._announce(job, indexes, job.settled_at is not None):
-            job.announced_at = self._mark(jobs.mark_announced, job_id)
+    def complete(self, job_id: str, finished: tuple[RenderJob, list[int]] | None = None) -> RenderJob:
+        """Settle a job that just finished, announce it (settled or not), then record both in one
+        transaction; the job as recorded. ``finished`` is the job and its output indexes as the
+        transaction that finished it read them (``read_finished``); without it they are read here.
+        A crash before the record leaves both owed: the settlement repeats under its key (credits
+        move once) and the final event may be sent twice, as after any crash after a publish."""
+        job, indexes = finished or self._finished(job_id)
+        settled = self._settle(job, indexes)
+        announced = self._announce(job, indexes, settled or job.settled_at is not None)
+        if settled or announced:
+            now = utcnow()
+            with self.db.transaction() as session:
+                if settled:
+                    jobs.mark_settled(session, job_id, now)
+                if announced:
+                    jobs.mark_announced(session, job_id, now)
+            job.settled_at = now if settled else job.settled_at
+            job.announced_at = now if announced else job.announced_at
+        if announced:
             self._notify(job, indexes)
         return job
 
@@ -145,10 +157,16 @@ class JobOutbox:
 
     def _finished(self, job_id: str) -> tuple[RenderJob, list[int]]:
         with self.db.read() as session:
-            job = jobs.get_job(session, job_id)
-            if job is None or job.status not in FINISHED_STATUSES:
-                raise ValueError(f"job {job_id} is not finished; only a finished job is settled or announced")
-            return job, [output.index for output in jobs.outputs_of(session, [job_id])[job_id]]
+            return self.read_finished(session, job_id)
+
+    @staticmethod
+    def read_finished(session: Session, job_id: str) -> tuple[RenderJob, list[int]]:
+        """The finished job and its output indexes, read in ``session`` (the transaction that
+        finished it can read them for ``complete``)."""
+        job = jobs.get_job(session, job_id)
+        if job is None or job.status not in FINISHED_STATUSES:
+            raise ValueError(f"job {job_id} is not finished; only a finished job is settled or announced")
+        return job, [output.index for output in jobs.outputs_of(session, [job_id])[job_id]]
 
     @staticmethod
     def _call(what: str, call: Callable[[], dict[str, Any]], give_up_at: float) -> dict[str, Any] | None:

@@ -1,10 +1,10 @@
 """Client for one ComfyUI server (HTTP + WebSocket), as docs/comfyui-protocol.md describes it.
 
-``run`` connects the WebSocket first, submits the graph under a prompt id we chose and
-with our own client id, follows only that prompt's messages (state keyed by prompt id,
-never by arrival order) until ``executing`` with ``node: null``, and returns the output
-images of the template's save nodes, read from ``/history/<id>`` or, when ComfyUI lost
-its history (a restart), from the ``executed`` messages it sent. A dropped socket or an
+``run`` opens the WebSocket first (or reuses the one this thread kept from its last prompt,
+see ``EventSocket``), submits the graph under a prompt id we chose and with the socket's
+client id, follows only that prompt's messages (state keyed by prompt id, never by arrival
+order) until ``executing`` with ``node: null``, and returns the output images of the
+template's save nodes, from the ``executed`` messages or ``/history/<id>``. A dropped socket or an
 unreachable server is retried with backoff and reconciled through ``/history`` and
 ``/queue``. It never sends an Origin header (ComfyUI rejects foreign origins with 403).
 """
@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import json
 import logging
+import select
+import ssl
 import struct
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
+import urllib3
 import websocket
 
 log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 10.0
+# Connections kept to one ComfyUI (shared by the worker's threads; more are opened when busy).
+HTTP_CONNECTIONS = 8
 VIEW_TIMEOUT = 60.0
 WS_POLL_SECONDS = 0.25
 # With no message about our prompt for this long, ask /history and /queue how it is doing.
@@ -34,6 +39,11 @@ INTERRUPT_GRACE_SECONDS = 30.0
 MAX_SOCKET_DROPS = 5
 HISTORY_READS = 4
 PREVIEW_LEGACY, PREVIEW_WITH_METADATA = 1, 4
+# Text frames of no use to a run, recognised by how ComfyUI spells their start
+# (``json.dumps({"type": ..., "data": ...})``) and not decoded: the status broadcasts, and
+# ``progress_state``, which repeats the map of every node run so far on each step (about half
+# of a job's frames). A frame spelled any other way is decoded and ignored as before.
+UNUSED_FRAMES = (b'{"type": "status"', b'{"type": "progress_state"')
 
 
 class ComfyUIError(Exception):
@@ -147,38 +157,52 @@ class ComfyUIClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retry_seconds = retry_seconds
+        # urllib3 rather than requests: a third of the CPU per call (no per-request environment,
+        # proxy and cookie handling); no retries here, as with requests (``_backoff`` retries).
+        self._pool = urllib3.connection_from_url(self.base_url, maxsize=HTTP_CONNECTIONS, block=False,
+                                                 retries=urllib3.Retry(0, read=False))
+        self._path = urlsplit(self.base_url).path
         self._local = threading.local()
+        self._sockets: list[EventSocket] = []  # every thread's, so that close() closes them all
+        self._sockets_lock = threading.Lock()
+        # As urllib3 does for its pool: a client dropped without close() closes its sockets.
+        weakref.finalize(self, _close_sockets, self._sockets)
 
     @property
-    def session(self) -> requests.Session:
-        """One pooled session per thread (a worker runs several jobs at once)."""
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-        return session
+    def event_socket(self) -> "EventSocket":
+        """This thread's WebSocket, kept from one prompt to the next."""
+        events = getattr(self._local, "events", None)
+        if events is None:
+            events = self._local.events = EventSocket()
+            with self._sockets_lock:
+                self._sockets.append(events)
+        return events
 
     def close(self) -> None:
-        session = getattr(self._local, "session", None)
-        if session is not None:
-            session.close()
-            self._local.session = None
+        """The HTTP connections and every thread's kept socket (when no run is going)."""
+        self._pool.close()
+        with self._sockets_lock:
+            _close_sockets(self._sockets)
 
     def ws_url(self, client_id: str) -> str:
         parts = urlsplit(self.base_url)
         scheme = "wss" if parts.scheme == "https" else "ws"
         return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", f"clientId={client_id}", ""))
 
-    def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, path: str, *, timeout: float | None = None,
+                 **kwargs: Any) -> urllib3.BaseHTTPResponse:
+        """``kwargs``: urllib3's ``json``, or ``fields`` (the query of a GET, else a multipart form)."""
         try:
-            return self.session.request(method, self.base_url + path, timeout=timeout or self.timeout, **kwargs)
-        except requests.RequestException as exc:
+            return self._pool.request(method, self._path + path, timeout=timeout or self.timeout, redirect=False,
+                                      **kwargs)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise ComfyUIUnavailable(f"ComfyUI at {self.base_url} did not answer {method} {path} "
                                      f"({exc.__class__.__name__}).") from exc
 
     def _get_json(self, path: str, **kwargs: Any) -> Any:
         response = self._request("GET", path, **kwargs)
-        if response.status_code != 200:
-            raise ComfyUIUnavailable(f"GET {path} answered {response.status_code}.")
+        if response.status != 200:
+            raise ComfyUIUnavailable(f"GET {path} answered {response.status}.")
         try:
             return response.json()
         except ValueError as exc:
@@ -225,14 +249,14 @@ class ComfyUIClient:
     def upload_image(self, data: bytes, name: str) -> str:
         """Put an input image into ComfyUI's ``input/`` and return the name LoadImage takes."""
         response = self._request("POST", "/upload/image", timeout=VIEW_TIMEOUT,
-                                 files={"image": (name, data, "application/octet-stream")},
-                                 data={"type": "input", "overwrite": "true"})
+                                 fields={"image": (name, data, "application/octet-stream"), "type": "input",
+                                         "overwrite": "true"})
         try:
-            body = response.json() if response.status_code == 200 else None
+            body = response.json() if response.status == 200 else None
         except ValueError:
             body = None
         if not isinstance(body, dict) or "name" not in body:
-            raise ComfyUIUnavailable(f"POST /upload/image answered {response.status_code}.")
+            raise ComfyUIUnavailable(f"POST /upload/image answered {response.status}.")
         subfolder = body.get("subfolder") or ""
         return f"{subfolder}/{body['name']}" if subfolder else str(body["name"])
 
@@ -245,11 +269,11 @@ class ComfyUIClient:
             body = response.json()
         except ValueError:
             body = None
-        if response.status_code == 400 and isinstance(body, dict):
+        if response.status == 400 and isinstance(body, dict):
             raise PromptRejected(describe_rejection(body), body.get("node_errors"))
-        if response.status_code != 200 or not isinstance(body, dict):
+        if response.status != 200 or not isinstance(body, dict):
             kind = response.headers.get("Content-Type", "no content type")
-            raise ComfyUIUnavailable(f"POST /prompt answered {response.status_code} ({kind}).")
+            raise ComfyUIUnavailable(f"POST /prompt answered {response.status} ({kind}).")
         node_errors = body.get("node_errors") or {}
         broken = {node_id for node_id, node in node_errors.items()} | {
             str(out) for node in node_errors.values() for out in node.get("dependent_outputs", [])}
@@ -259,11 +283,11 @@ class ComfyUIClient:
 
     def fetch_image(self, ref: ImageRef) -> bytes:
         response = self._request("GET", "/view", timeout=VIEW_TIMEOUT,
-                                 params={"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type})
-        if response.status_code != 200 or not response.content:
+                                 fields={"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type})
+        if response.status != 200 or not response.data:
             raise ComfyUIError(f"ComfyUI could not hand over {ref.filename!r}: GET /view answered "
-                               f"{response.status_code}.", code="OUTPUT_MISSING")
-        return response.content
+                               f"{response.status}.", code="OUTPUT_MISSING")
+        return response.data
 
     def run(self, graph: dict[str, Any], output_nodes: list[str], *, deadline: float, prompt_id: str,
             hooks: RunHooks | None = None) -> list[ImageRef]:
@@ -272,9 +296,52 @@ class ComfyUIClient:
         ``deadline`` is a ``time.monotonic()`` value. Raises PromptRejected, ComfyUIError
         (execution error, deadline, lost connection) or PromptInterrupted.
         """
-        run = PromptRun(self, graph, output_nodes, prompt_id, deadline, hooks or RunHooks())
+        run = PromptRun(self, graph, output_nodes, prompt_id, deadline, hooks or RunHooks(), self.event_socket)
         run.execute()
         return run.results()
+
+
+class EventSocket:
+    """One thread's WebSocket to ComfyUI, kept across its prompts so that a job pays for no
+    connection. ComfyUI sends a client id's messages to that id's one socket, and every message
+    about a prompt names it, so a run follows its own prompt on a socket that served others
+    before. Between prompts only the status broadcasts arrive; ``take`` reads and drops them,
+    and notices a socket ComfyUI closed meanwhile (a restart), which the run then replaces
+    before it submits. A run that ended abnormally (a deadline, a lost prompt, an error) may
+    leave its prompt running: the socket is closed and the next one gets a new client id, so
+    nothing of that prompt reaches a later run (ComfyUI's reconnect message names no prompt)."""
+
+    def __init__(self) -> None:
+        self.client_id = uuid.uuid4().hex
+        self.ws: websocket.WebSocket | None = None
+
+    def take(self) -> websocket.WebSocket | None:
+        """The kept socket, its idle frames read, or None (none kept, or ComfyUI closed it)."""
+        ws, self.ws = self.ws, None
+        if ws is None:
+            return None
+        try:
+            while _has_data(ws):
+                opcode, _ = ws.recv_data()
+                if opcode == websocket.ABNF.OPCODE_CLOSE:
+                    raise websocket.WebSocketConnectionClosedException("ComfyUI closed the socket")
+        except (websocket.WebSocketException, OSError):
+            log.info("ComfyUI closed the kept socket of client %s; reconnecting", self.client_id)
+            _close(ws)
+            return None
+        return ws
+
+    def keep(self, ws: websocket.WebSocket) -> None:
+        self.ws = ws
+
+    def renew(self) -> None:
+        """A new client id for the next socket (the last run's prompt may still be running)."""
+        self.client_id = uuid.uuid4().hex
+
+    def close(self) -> None:
+        if self.ws is not None:
+            _close(self.ws)
+            self.ws = None
 
 
 class ProgressTracker:
@@ -322,7 +389,7 @@ class PromptRun:
     prompt_id: str
     deadline: float
     hooks: RunHooks
-    client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    socket: EventSocket = field(default_factory=EventSocket)
     outcome: str | None = None
     ending: str = "success"  # what the final ``executing: null`` will mean
     payload: dict[str, Any] = field(default_factory=dict)
@@ -335,6 +402,10 @@ class PromptRun:
     def __post_init__(self) -> None:
         self.tracker = ProgressTracker(self.graph)
         self.last_heard = time.monotonic()
+
+    @property
+    def client_id(self) -> str:
+        return self.socket.client_id
 
     # -- connection -------------------------------------------------------------------
     def _backoff(self, what: str, attempt: Callable[[], Any]) -> Any:
@@ -380,8 +451,9 @@ class PromptRun:
             self.hooks.on_submitted()
 
     def execute(self) -> None:
-        ws = self._connect()
+        ws = self.socket.take() or self._connect()
         drops = 0
+        followed = False
         try:
             self._submit()
             while self.outcome is None:
@@ -396,8 +468,13 @@ class PromptRun:
                     _close(ws)
                     ws = self._connect()  # same client id: ComfyUI resumes sending our messages
                     self._backoff("reconciling after a dropped socket", self._reconcile)
+            followed = True
         finally:
-            _close(ws)
+            if followed:  # the prompt is over: the socket serves the thread's next one
+                self.socket.keep(ws)
+            else:
+                _close(ws)
+                self.socket.renew()
         self._raise_for_outcome()
 
     def _follow(self, ws: websocket.WebSocket) -> None:
@@ -412,7 +489,7 @@ class PromptRun:
                 raise websocket.WebSocketConnectionClosedException("ComfyUI closed the socket")
             if opcode == websocket.ABNF.OPCODE_BINARY:
                 self._on_binary(frame)
-            elif opcode == websocket.ABNF.OPCODE_TEXT:
+            elif opcode == websocket.ABNF.OPCODE_TEXT and not frame.startswith(UNUSED_FRAMES):
                 try:
                     message = json.loads(frame)
                 except ValueError:
@@ -555,6 +632,21 @@ class PromptRun:
         if not refs and entry is None:
             raise ComfyUIError(f"Could not read the prompt's outputs: {problem}", code="HISTORY_UNREADABLE")
         return refs
+
+
+def _close_sockets(sockets: list[EventSocket]) -> None:
+    for events in sockets:
+        events.close()
+
+
+def _has_data(ws: websocket.WebSocket) -> bool:
+    """Whether a frame (or ComfyUI's close) waits to be read, without waiting."""
+    sock = ws.sock
+    if sock is None:
+        raise websocket.WebSocketConnectionClosedException("the socket is closed")
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    return bool(select.select([sock], [], [], 0)[0])
 
 
 def _close(ws: websocket.WebSocket) -> None:

@@ -501,8 +501,8 @@ def _store(storage: Storage, index: int, data: bytes, label: ImageLabel, secret:
     except (OSError, SyntaxError, ValueError) as exc:
         raise ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE") from exc
     thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    # method 2: half the encode time of the default
-    thumb_bytes = encode_derived(thumbnail, "WEBP", label, secret, quality=80, method=2)
+    # method 0: two thirds of the encode time of method 2 (a quarter of the default, 4), ~10 % more bytes
+    thumb_bytes = encode_derived(thumbnail, "WEBP", label, secret, quality=80, method=0)
     image_key = storage.put(content_key(data, "png", "images"), data)
     thumbnail_key = storage.put(content_key(thumb_bytes, "webp", "thumbs"), thumb_bytes)
     return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key, width=width,
@@ -523,13 +523,14 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, *,
     with ctx.db.transaction() as session:
         changed = jobs.finish_job(session, job.id, status, error_code=code, error_class=error_class,
                                   error_message=message)
-    if not changed:
+        finished = ctx.outbox.read_finished(session, job.id) if changed else None
+    if finished is None:
         log.info("job %s was already finished; not finishing it again", job.id)
         return False
     render_metrics.job_finished(job, status, code)
     if ctx.state is not None:
         ctx.state.count(status)
-    row = ctx.outbox.complete(job.id)
+    row = ctx.outbox.complete(job.id, finished)
     if row.settled_at is not None:  # else the reconciler settles it later, unobserved: the
         render_metrics.job_settled(row)  # histograms are a sample of the jobs that settled at once
     return True

@@ -4,12 +4,14 @@ from __future__ import annotations
 import io
 import json
 import struct
+import sys
 import threading
 import time
 import uuid
 
 import pytest
 import requests
+import websocket
 from PIL import Image
 
 from services.render.catalog import CATALOG_KINDS
@@ -18,6 +20,7 @@ from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, Progres
                                             PromptRejected, RunHooks, combo_choices, preview_image)
 from services.render.workflows import build_graph, load_templates, validate_params
 
+from tests.conftest import answers, running_process
 from tests.render_fixtures import MODEL
 
 
@@ -155,6 +158,73 @@ def test_an_unreachable_comfyui_is_a_system_error_after_backoff(template):
     with pytest.raises(ComfyUIError) as caught:
         run(dead, template, graph_for(template))
     assert caught.value.code == "COMFYUI_UNAVAILABLE" and time.monotonic() - started < 5
+
+
+def test_an_uploaded_source_feeds_load_image(client, template, unique):
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, format="PNG")
+    name = client.upload_image(buffer.getvalue(), f"source-{unique}.png")
+    assert name == f"source-{unique}.png", "uploaded with overwrite: the name we chose"
+    img2img = load_templates()["img2img"]
+    params = validate_params(img2img, {"prompt": "a fox", "model": MODEL, "sourceImage": "upload:x", "steps": 2})
+    graph = build_graph(img2img, img2img.variants[0], params, {"sourceImage": name})
+    refs = client.run(graph, img2img.variants[0].outputs, deadline=deadline(), prompt_id=str(uuid.uuid4()))
+    assert [client.fetch_image(ref)[:4] for ref in refs] == [b"\x89PNG"]
+
+
+@pytest.fixture
+def connections(monkeypatch):
+    """The WebSocket connections the client opens, in order (the URLs it asked for)."""
+    opened = []
+    real = websocket.create_connection
+
+    def create_connection(url, *args, **kwargs):
+        opened.append(url)
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(websocket, "create_connection", create_connection)
+    return opened
+
+
+def test_one_socket_follows_a_thread_s_prompts_one_after_another(client, template, connections):
+    progress = []
+    for seed in (11, 12, 13):
+        _, images = run(client, template, graph_for(template, seed=seed),
+                        on_progress=lambda step, total, percent: progress.append(seed))
+        assert len(images) == 1 and seed in progress, "each prompt is followed to its end, with its progress"
+    assert len(connections) == 1
+
+
+def test_a_comfyui_restarted_between_prompts_is_reconnected_before_the_next_prompt(template, tmp_path, connections,
+                                                                                 caplog):
+    from shared.embedded import free_port
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "services.comfyui_emulator", "--port", url.rsplit(":", 1)[1],
+               "--data-dir", str(tmp_path), "--step-delay", "0.02", "--load-delay", "0"]
+    client = ComfyUIClient(url, retry_seconds=5.0)
+    try:
+        with running_process(command, answers(url + "/system_stats"), "the ComfyUI emulator"):
+            assert len(run(client, template, graph_for(template, seed=21))[1]) == 1
+        with running_process(command, answers(url + "/system_stats"), "the ComfyUI emulator, again"):
+            steps = []
+            _, images = run(client, template, graph_for(template, seed=22),
+                            on_progress=lambda step, total, percent: steps.append(step))
+    finally:
+        client.close()
+    assert len(images) == 1
+    assert steps and max(steps) == 4
+    assert "dropped during prompt" not in caplog.text, "the closed socket was replaced before the prompt was sent"
+    assert len(connections) == 2 and connections[0] == connections[1], "same client id: no prompt of it runs"
+
+
+def test_a_run_that_ended_abnormally_leaves_its_client_id_behind(client, template, emulator_faults, connections):
+    emulator_faults(hang=True)
+    with pytest.raises(ComfyUIError):
+        run(client, template, graph_for(template, seed=998), until=deadline(1.0))
+    _, images = run(client, template, graph_for(template, seed=997))
+    assert len(images) == 1
+    assert len(connections) == 2 and connections[0] != connections[1], \
+        "the hung prompt may still run: its messages must not reach the next run's socket"
 
 
 def test_catalog_reads_both_combo_spellings(client):

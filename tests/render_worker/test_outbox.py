@@ -33,6 +33,7 @@ def worker_without_credits(render_settings, render_config, unreachable):
                             replace(render_config, comfyui_retry_seconds=1.0, credits_retry_seconds=0.5),
                             "render@no-credits")
     yield context
+    context.comfyui.close()
     context.db.dispose()
 
 
@@ -50,6 +51,7 @@ def worker_with_older_credits(render_settings, render_config):
     context = build_context(replace(render_settings, credits_url=server.url),
                             replace(render_config, credits_retry_seconds=0.5), "render@older-credits")
     yield context
+    context.comfyui.close()
     context.db.dispose()
     server.stop()
 
@@ -136,6 +138,7 @@ def test_a_final_event_redis_did_not_take_is_published_by_the_reconciler(
     without_redis = build_context(replace(render_settings, redis_url=f"redis://{unreachable}/0"),
                                   replace(render_config, comfyui_retry_seconds=1.0), "render@no-redis")
     render_job(job_id, without_redis)
+    without_redis.comfyui.close()
     without_redis.db.dispose()
 
     job, _ = job_state(ctx, job_id)
