@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlencode
 
-import requests
+import orjson
+import urllib3
 from flask import has_request_context
-from requests.adapters import HTTPAdapter
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError
 
 from shared.errors import ServiceError, ServiceUnavailable
 from shared.web import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, request_id
@@ -68,35 +70,37 @@ class FreshHTTPSConnectionPool(_ExpiresIdleConnections, HTTPSConnectionPool):
     pass
 
 
-class _FreshAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": FreshHTTPConnectionPool,
-                                                   "https": FreshHTTPSConnectionPool}
-
-
 class InternalHttp:
+    """Calls to one service (``base_url``) over one urllib3 pool.
+
+    urllib3 directly rather than a requests session: a call costs about a third of the CPU
+    (no per-request environment, proxy, cookie and hook handling), and internal calls never go
+    through a proxy set in the environment anyway."""
+
     def __init__(self, base_url: str, service_token: str, timeout: Timeout, unavailable_code: str,
                  pool_size: int = 32) -> None:
         self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
+        url = urllib3.util.parse_url(self.base_url)
+        self._prefix = url.path or ""
+        pool_class = FreshHTTPSConnectionPool if url.scheme == "https" else FreshHTTPConnectionPool
+        self._pool = pool_class(url.host, url.port, maxsize=pool_size, block=False, retries=False)
+        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+        self._timeout = urllib3.Timeout(connect=connect, read=read)
         self.unavailable_code = unavailable_code
-        self.session = requests.Session()
-        self.session.trust_env = False  # internal calls never go through a proxy set in the environment
-        adapter = _FreshAdapter(pool_connections=4, pool_maxsize=pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers[SERVICE_TOKEN_HEADER] = service_token
+        self._service_token = service_token
 
     def get(self, path: str, params: dict[str, Any] | None = None, access_token: str | None = None) -> Any:
-        return self._call("GET", path, access_token, idempotent=True, params=params)
+        if params:  # as requests did: a None value leaves its parameter out
+            path += "?" + urlencode({key: value for key, value in params.items() if value is not None}, doseq=True)
+        return self._call("GET", path, access_token, idempotent=True)
 
     def post(self, path: str, body: dict[str, Any], access_token: str | None = None,
              idempotent: bool = False) -> Any:
         """``idempotent``: the callee applies this call once however often it arrives (an
         idempotency key in ``body``, or a read), so a call cut off by a closed connection is
         sent again."""
-        return self._call("POST", path, access_token, idempotent=idempotent, json=body)
+        return self._call("POST", path, access_token, idempotent=idempotent,
+                          body=orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS))
 
     def get_all_pages(self, path: str, access_token: str | None = None) -> list[dict[str, Any]]:
         """Every item of a paged listing (``{"items", "total"}`` with ``page``/``pageSize``)."""
@@ -109,38 +113,42 @@ class InternalHttp:
         return items
 
     def close(self) -> None:
-        self.session.close()
+        self._pool.close()
 
-    def _call(self, method: str, path: str, access_token: str | None, idempotent: bool, **kwargs: Any) -> Any:
-        headers = {REQUEST_ID_HEADER: request_id()} if has_request_context() else {}
+    def _call(self, method: str, path: str, access_token: str | None, idempotent: bool,
+              body: bytes | None = None) -> Any:
+        headers = {SERVICE_TOKEN_HEADER: self._service_token}
+        if has_request_context():
+            headers[REQUEST_ID_HEADER] = request_id()
         if access_token:
             headers["Authorization"] = f"Bearer {access_token}"
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         attempts = 2 if idempotent else 1
         for attempt in range(1, attempts + 1):
             try:
-                response = self.session.request(method, self.base_url + path, headers=headers,
-                                                timeout=self.timeout, **kwargs)
+                response = self._pool.urlopen(method, self._prefix + path, body=body, headers=headers,
+                                              timeout=self._timeout, redirect=False)
                 break
-            except requests.ConnectionError as exc:
-                # Reset, closed before any answer, or refused: nothing was applied twice, as the
-                # callee applies an idempotent call once. A connect timeout is not retried.
-                if attempt < attempts and not isinstance(exc, requests.ConnectTimeout):
+            except (NewConnectionError, ProtocolError) as exc:
+                # Refused, or reset or closed before any answer: nothing was applied twice, as
+                # the callee applies an idempotent call once. A connect timeout is not retried.
+                if attempt < attempts:
                     continue
                 raise self._unreachable(exc) from exc
-            except requests.RequestException as exc:
+            except (ConnectTimeoutError, HTTPError, OSError) as exc:
                 raise self._unreachable(exc) from exc
-        envelope = _envelope(response)
+        envelope = _envelope(response.data)
         if envelope is None:
-            raise ServiceUnavailable(f"{self.base_url} answered {response.status_code} without an envelope.",
-                                     code=self.unavailable_code, details={"upstreamStatus": response.status_code})
-        if envelope.get("success") is True and response.ok:
+            raise ServiceUnavailable(f"{self.base_url} answered {response.status} without an envelope.",
+                                     code=self.unavailable_code, details={"upstreamStatus": response.status})
+        if envelope.get("success") is True and response.status < 400:
             return envelope.get("data")
         error = envelope.get("error") or {}
-        raise ServiceError(error.get("message"), code=error.get("code"), status=response.status_code,
+        raise ServiceError(error.get("message"), code=error.get("code"), status=response.status,
                            details=error.get("details"))
 
-
-    def _unreachable(self, exc: requests.RequestException) -> ServiceUnavailable:
+    def _unreachable(self, exc: Exception) -> ServiceUnavailable:
         return ServiceUnavailable(f"{self.base_url} is unreachable ({exc.__class__.__name__}).",
                                   code=self.unavailable_code)
 
@@ -150,10 +158,10 @@ def is_not_found(exc: ServiceError, code: str) -> bool:
     return exc.status == 404 and exc.code == code
 
 
-def _envelope(response: requests.Response) -> dict | None:
+def _envelope(data: bytes) -> dict | None:
     try:
-        body = response.json()
-    except ValueError:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
         return None
     if not isinstance(body, dict) or "success" not in body:
         return None
