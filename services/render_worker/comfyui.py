@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import select
+import socket
 import ssl
 import struct
 import threading
@@ -150,6 +151,17 @@ def image_refs(outputs: dict[str, Any], output_nodes: list[str]) -> list[ImageRe
             for node_id in output_nodes
             for image in (outputs.get(node_id) or {}).get("images", [])
             if isinstance(image, dict) and "filename" in image]
+
+
+def _direct_connection(ws_url: str, timeout: float) -> socket.socket:
+    """The TCP (or TLS) connection for ComfyUI's WebSocket, made here so that it goes directly
+    to ComfyUI, as its HTTP calls do: websocket-client would go through a proxy named in the
+    environment (``HTTP_PROXY``), whatever ``http_no_proxy`` it is given."""
+    parts = urlsplit(ws_url)
+    secure = parts.scheme == "wss"
+    sock = socket.create_connection((parts.hostname, parts.port or (443 if secure else 80)), timeout)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname) if secure else sock
 
 
 class ComfyUIClient:
@@ -426,10 +438,11 @@ class PromptRun:
     def _connect(self) -> websocket.WebSocket:
         def attempt() -> websocket.WebSocket:
             try:
+                url = self.client.ws_url(self.client_id)
                 # UTF-8 is left to json.loads (websocket-client would check each byte in Python)
-                return websocket.create_connection(self.client.ws_url(self.client_id), timeout=self.client.timeout,
-                                                   suppress_origin=True, enable_multithread=False,
-                                                   skip_utf8_validation=True)
+                return websocket.create_connection(url, timeout=self.client.timeout, suppress_origin=True,
+                                                   enable_multithread=False, skip_utf8_validation=True,
+                                                   socket=_direct_connection(url, self.client.timeout))
             except (websocket.WebSocketException, OSError) as exc:
                 raise ComfyUIUnavailable(f"ComfyUI's WebSocket is unreachable ({exc.__class__.__name__}).") from exc
         return self._backoff("connecting to ComfyUI's WebSocket", attempt)

@@ -160,6 +160,17 @@ def test_an_unreachable_comfyui_is_a_system_error_after_backoff(template):
     assert caught.value.code == "COMFYUI_UNAVAILABLE" and time.monotonic() - started < 5
 
 
+def test_a_proxy_in_the_environment_is_not_used_for_comfyui(client, template, monkeypatch):
+    """HTTP and the WebSocket both reach ComfyUI directly, whatever proxy the host sets."""
+    from shared.embedded import free_port
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    _, images = run(client, template, graph_for(template, seed=21))
+    assert [data[:4] for data in images] == [b"\x89PNG"]
+
+
 def test_an_uploaded_source_feeds_load_image(client, template, unique):
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 30, 30)).save(buffer, format="PNG")
