@@ -2,70 +2,14 @@
 bodies, when it reuses a connection and when it must not."""
 from __future__ import annotations
 
-import socket
-import threading
 from typing import Iterator
 
 import pytest
 
 from services.gateway.transport import Broken, ClosedEarly, Pool
+from tests.scripted_http import ScriptedServer
 
 CONNECT, READ = 2.0, 5.0
-
-
-class ScriptedServer:
-    """Answers each request with the next of ``answers`` (raw bytes; ``None`` closes the
-    connection unanswered). ``close_after_answer`` closes each connection once it answered."""
-
-    def __init__(self, answers: list[bytes | None], close_after_answer: bool = False) -> None:
-        self.answers = list(answers)
-        self.close_after_answer = close_after_answer
-        self.requests: list[bytes] = []
-        self.connections = 0
-        self.closed = threading.Semaphore(0)  # released as each connection is closed
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def port(self) -> int:
-        return self.listener.getsockname()[1]
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            self._answer(conn)
-        except OSError:  # the client went away mid-answer
-            conn.close()
-        self.closed.release()
-
-    def _answer(self, conn: socket.socket) -> None:
-        with conn:
-            buffered = b""
-            while self.answers:
-                while b"\r\n\r\n" not in buffered:
-                    data = conn.recv(65536)
-                    if not data:
-                        return
-                    buffered += data
-                head, _, buffered = buffered.partition(b"\r\n\r\n")
-                self.requests.append(head)
-                answer = self.answers.pop(0)
-                if answer is None:
-                    return
-                conn.sendall(answer)
-                if self.close_after_answer:
-                    return
-
-    def stop(self) -> None:
-        self.listener.close()
 
 
 @pytest.fixture

@@ -1,8 +1,6 @@
 """How one service sees another's answers through ``shared.internal_http``."""
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
@@ -13,6 +11,7 @@ from shared.errors import ServiceError, ServiceUnavailable
 from shared.internal_http import (POOL_IDLE_SECONDS, SERVER_KEEPALIVE_SECONDS, FreshHTTPConnectionPool, InternalHttp,
                                   is_not_found)
 from tests.conftest import TEST_SERVICE_TOKEN, serve
+from tests.scripted_http import ScriptedServer
 
 
 def _callee() -> Flask:
@@ -96,69 +95,20 @@ def test_every_page_of_a_listing_is_read(callee):
     assert callee.get_all_pages("/pages") == list(range(250))
 
 
-class KeepAliveRace:
-    """An HTTP/1.1 server that answers the first request of each connection and keeps it
-    alive, then closes it without an answer when the next request arrives: the moment a
-    server's keep-alive timer fires just as a pooled connection is reused (gunicorn closes
-    idle connections after its --keep-alive; calls spaced that far apart meet it)."""
-
-    BODY = b'{"success": true, "data": {"ok": true}}'
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.connections = 0
-        self.answered: list[bytes] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            request = self._read_request(conn)
-            if request is None:
-                return
-            self.answered.append(request.split(b"\r\n", 1)[0])
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
-                         b"Content-Length: %d\r\n\r\n%s" % (len(self.BODY), self.BODY))
-            self._read_request(conn)  # the reuse: closed unanswered
-
-    @staticmethod
-    def _read_request(conn: socket.socket) -> bytes | None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                       if line.lower().startswith(b"content-length:")), 0)
-        while len(body) < length:
-            body += conn.recv(65536)
-        return head
-
-    def close(self) -> None:
-        self.listener.close()
+OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 39\r\n\r\n{"success": true, "data": {"ok": true}}'
 
 
 @pytest.fixture
 def race():
-    server = KeepAliveRace()
+    """A server that answers the first request of each connection and keeps it alive, then
+    closes it without an answer when the next request arrives: the moment a server's
+    keep-alive timer fires just as a pooled connection is reused (gunicorn closes idle
+    connections after its --keep-alive; calls spaced that far apart meet it)."""
+    server = ScriptedServer([OK, None], per_connection=True)
     http = InternalHttp(server.url, TEST_SERVICE_TOKEN, 5.0, unavailable_code="RACE_UNAVAILABLE")
     yield server, http
     http.close()
-    server.close()
+    server.stop()
 
 
 def test_an_idempotent_call_on_a_connection_closed_under_it_is_sent_again(race):
