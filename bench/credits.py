@@ -159,7 +159,7 @@ def in_process(backend: str, app: Flask, service_token: str, users: list[int], b
               flush=True)
 
 
-def bench(backend: str, seconds: float, clients: int) -> None:
+def bench(backend: str, seconds: float, clients: int, worker_class: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-credits-{backend}-"))
     with fresh_database(backend, workdir) as url, Processes(workdir) as processes:
         env = {"APP_ENV": "development", "DATA_DIR": str(workdir), "DATABASE_URL": url,
@@ -170,8 +170,9 @@ def bench(backend: str, seconds: float, clients: int) -> None:
         local = create_app(settings)  # for the one setup grant and the audit, in-process
         credits = local.extensions["credits"]
         base_url = f"http://127.0.0.1:{free_port()}"
-        server = processes.start("gunicorn", gunicorn_command("services.credits.app", base_url.split("//", 1)[1], 2, 16),
-                        env={**os.environ, **env}, ready=lambda: is_ready(f"{base_url}/readyz"), timeout=30)
+        command = gunicorn_command("services.credits.app", base_url.split("//", 1)[1], 2, 16, worker_class)
+        server = processes.start("gunicorn", command, env={**os.environ, **env},
+                                 ready=lambda: is_ready(f"{base_url}/readyz"), timeout=30)
         meter = CpuMeter({"credits": server.pid})
         client = CreditsClient(base_url, env["SERVICE_TOKEN"], timeout=30)
         users = list(range(1, ACCOUNTS + 1))
@@ -208,9 +209,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each measurement")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--backend", choices=("mariadb", "sqlite", "both"), default="both")
+    parser.add_argument("--worker-class", choices=("gthread", "gevent"), default="gthread",
+                        help="gunicorn's worker")
     args = parser.parse_args()
     for backend in (("mariadb", "sqlite") if args.backend == "both" else (args.backend,)):
-        bench(backend, args.seconds, args.clients)
+        bench(backend, args.seconds, args.clients, args.worker_class)
 
 
 if __name__ == "__main__":
