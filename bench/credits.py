@@ -2,13 +2,15 @@
 credits server's CPU per cycle.
 
     .venv/bin/python bench/credits.py [--seconds 8] [--clients 8] [--backend mariadb|sqlite|both]
+                                      [--worker-class gthread|gevent]
 
 For each backend: a fresh database (MariaDB: created and dropped on 127.0.0.1:3306 as root,
-or BENCH_MYSQL_URL), the credits migrations, the service under gunicorn (gthread, 2 workers ×
-16 threads), 1,000 accounts opened over HTTP; then 8 concurrent CreditsClient users run what
-a real job does now: hold(text2img × 2) at admission → settle(1 image delivered) at the end
-(the render worker's one call: capture the delivered image, release the unused one, one
-transaction), first spread over the 1,000 accounts, then all on one hot account, then one
+or BENCH_MYSQL_URL), the credits migrations, the service under gunicorn (gthread, the worker
+deploy/processes.py gives credits, 2 workers × 16 threads; or ``--worker-class gevent``, 16
+connections per worker), 1,000 accounts opened over HTTP; then 8 concurrent CreditsClient
+users run what a real job does now: hold(text2img × 2) at admission → settle(1 image
+delivered) at the end (the render worker's one call: capture the delivered image, release the
+unused one, one transaction), first spread over the 1,000 accounts, then all on one hot account, then one
 client alone. The same three movements as three calls, hold → capture(1 image) → release
 (what a job cost before the settle call, and what other callers may still do), follow.
 Prints cycles/s, cycle latency percentiles, and the CPU milliseconds the credits processes
