@@ -47,11 +47,14 @@ MYSQL_SERVER_URL = os.environ.get("BENCH_MYSQL_URL", DEFAULT_MYSQL_URL)
 STOP_SECONDS = 20
 
 
-def gunicorn_command(app_module: str, bind: str, workers: int, threads: int) -> list[str]:
-    """A service under gunicorn (gthread) without access logs, for benches that size it themselves."""
-    return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers),
-            "--threads", str(threads), "--bind", bind, "--keep-alive", str(SERVER_KEEPALIVE_SECONDS),
-            "--log-level", "warning", f"{app_module}:create_app()"]
+def gunicorn_command(app_module: str, bind: str, workers: int, threads: int,
+                     worker_class: str = "gthread") -> list[str]:
+    """A service under gunicorn without access logs, for benches that size it themselves:
+    ``threads`` requests at once per process, on threads (gthread) or greenlets (gevent)."""
+    per_process = ("--threads", str(threads)) if worker_class == "gthread" else ("--worker-connections", str(threads))
+    return [sys.executable, "-m", "gunicorn", "--worker-class", worker_class, *per_process, "--workers", str(workers),
+            "--bind", bind, "--keep-alive", str(SERVER_KEEPALIVE_SECONDS), "--log-level", "warning",
+            f"{app_module}:create_app()"]
 
 
 def gateway_command(bind: str, workers: int, connections: int = 2000) -> list[str]:

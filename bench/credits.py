@@ -2,13 +2,15 @@
 credits server's CPU per cycle.
 
     .venv/bin/python bench/credits.py [--seconds 8] [--clients 8] [--backend mariadb|sqlite|both]
+                                      [--worker-class gthread|gevent]
 
 For each backend: a fresh database (MariaDB: created and dropped on 127.0.0.1:3306 as root,
-or BENCH_MYSQL_URL), the credits migrations, the service under gunicorn (gthread, 2 workers ×
-16 threads), 1,000 accounts opened over HTTP; then 8 concurrent CreditsClient users run what
-a real job does now: hold(text2img × 2) at admission → settle(1 image delivered) at the end
-(the render worker's one call: capture the delivered image, release the unused one, one
-transaction), first spread over the 1,000 accounts, then all on one hot account, then one
+or BENCH_MYSQL_URL), the credits migrations, the service under gunicorn (gthread, the worker
+deploy/processes.py gives credits, 2 workers × 16 threads; or ``--worker-class gevent``, 16
+connections per worker), 1,000 accounts opened over HTTP; then 8 concurrent CreditsClient
+users run what a real job does now: hold(text2img × 2) at admission → settle(1 image
+delivered) at the end (the render worker's one call: capture the delivered image, release the
+unused one, one transaction), first spread over the 1,000 accounts, then all on one hot account, then one
 client alone. The same three movements as three calls, hold → capture(1 image) → release
 (what a job cost before the settle call, and what other callers may still do), follow.
 Prints cycles/s, cycle latency percentiles, and the CPU milliseconds the credits processes
@@ -159,7 +161,7 @@ def in_process(backend: str, app: Flask, service_token: str, users: list[int], b
               flush=True)
 
 
-def bench(backend: str, seconds: float, clients: int) -> None:
+def bench(backend: str, seconds: float, clients: int, worker_class: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-credits-{backend}-"))
     with fresh_database(backend, workdir) as url, Processes(workdir) as processes:
         env = {"APP_ENV": "development", "DATA_DIR": str(workdir), "DATABASE_URL": url,
@@ -170,8 +172,9 @@ def bench(backend: str, seconds: float, clients: int) -> None:
         local = create_app(settings)  # for the one setup grant and the audit, in-process
         credits = local.extensions["credits"]
         base_url = f"http://127.0.0.1:{free_port()}"
-        server = processes.start("gunicorn", gunicorn_command("services.credits.app", base_url.split("//", 1)[1], 2, 16),
-                        env={**os.environ, **env}, ready=lambda: is_ready(f"{base_url}/readyz"), timeout=30)
+        command = gunicorn_command("services.credits.app", base_url.split("//", 1)[1], 2, 16, worker_class)
+        server = processes.start("gunicorn", command, env={**os.environ, **env},
+                                 ready=lambda: is_ready(f"{base_url}/readyz"), timeout=30)
         meter = CpuMeter({"credits": server.pid})
         client = CreditsClient(base_url, env["SERVICE_TOKEN"], timeout=30)
         users = list(range(1, ACCOUNTS + 1))
@@ -208,9 +211,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each measurement")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--backend", choices=("mariadb", "sqlite", "both"), default="both")
+    parser.add_argument("--worker-class", choices=("gthread", "gevent"), default="gthread",
+                        help="gunicorn's worker")
     args = parser.parse_args()
     for backend in (("mariadb", "sqlite") if args.backend == "both" else (args.backend,)):
-        bench(backend, args.seconds, args.clients)
+        bench(backend, args.seconds, args.clients, args.worker_class)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ else (500 INTERNAL_ERROR, logged), and the request metrics under the route's rul
 route's own work is the function its Flask view calls (``services.credits.api``).
 
 Anything else goes to Flask unchanged: other paths and methods, a body that is not plainly
-``Content-Type: application/json`` with a ``Content-Length``, a service token that is not
-ASCII. A new hook of ``init_service_app`` that must also apply to these routes belongs here too.
+``Content-Type: application/json`` with a ``Content-Length``. A new hook of
+``init_service_app`` that must also apply to these routes belongs here too.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from shared.db import is_disconnect
 from shared.errors import Forbidden, ServiceError
-from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from shared.metrics import RequestMetrics
 from shared.secret_compare import same_secret
 from shared.web import (REQUEST_ID_HEADER, VALID_REQUEST_ID, json_too_deep, new_request_id,
                         request_id_context)
@@ -89,8 +89,7 @@ class MovementsFastPath:
         self.app = app
         self.credits = credits
         self.service_token = service_token
-        self.service = service
-        self._metrics: dict[tuple[str, int], tuple] = {}
+        self.metrics = RequestMetrics(service)
 
     def __call__(self, wsgi_env: dict, start_response: Callable) -> Iterable[bytes]:
         if wsgi_env["REQUEST_METHOD"] != "POST":
@@ -103,7 +102,7 @@ class MovementsFastPath:
             if match is None or not path.isascii():
                 return self.app(wsgi_env, start_response)
             route, job_id = ROUTES[match.group(2)], match.group(1)
-        if not _plain_json(wsgi_env) or not wsgi_env.get("HTTP_X_SERVICE_TOKEN", "").isascii():
+        if not _plain_json(wsgi_env):
             return self.app(wsgi_env, start_response)
 
         started = time.perf_counter()
@@ -114,7 +113,7 @@ class MovementsFastPath:
                 status, body = self._answer(wsgi_env, route, job_id)
             except Exception as exc:  # the error handlers' part
                 status, body = _error_answer(exc)
-        self._observe(route.rule, status, started)
+        self.metrics.observe("POST", route.rule, status, started)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}",
                        [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                         (REQUEST_ID_HEADER, request_id)])
@@ -132,13 +131,3 @@ class MovementsFastPath:
             return _envelope_error(400, "INVALID_JSON", "The request body must be JSON.")
         data, status = route.movement(self.credits, job_id, route.schema.load(payload))
         return status, orjson.dumps({"success": True, "data": data}, option=JSON_OPTIONS)
-
-    def _observe(self, route: str, status: int, started: float) -> None:
-        """The request in the metrics Flask's hooks keep (``shared.metrics``)."""
-        children = self._metrics.get((route, status))
-        if children is None:
-            children = self._metrics[(route, status)] = (
-                HTTP_REQUESTS.labels(self.service, "POST", route, str(status)),
-                HTTP_LATENCY.labels(self.service, "POST", route))
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)

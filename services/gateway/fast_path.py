@@ -55,7 +55,7 @@ from services.gateway.ratelimit import Limit, RateLimited, RateLimiter, RateLimi
 from services.gateway.security import SECURITY_HEADERS
 from services.gateway.transport import Answer
 from shared.errors import ServiceError
-from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from shared.metrics import RequestMetrics
 from shared.tokens import Claims, VerifiedTokens, revocation_keys, revoked_by
 from shared.web import REQUEST_ID_HEADER, VALID_REQUEST_ID, new_request_id, request_id_context
 
@@ -199,8 +199,7 @@ class ProxiedReadsFastPath:
         self.trusted = trusted_proxies
         self.cors = cors
         self.edge_cache = edge_cache
-        self.service = service
-        self._metrics: dict[tuple[str, int], tuple] = {}
+        self.metrics = RequestMetrics(service)
         self._routes: dict[str, Rule | None] = {}  # path → the proxy's rule for it, or None: Flask's
 
     def __call__(self, wsgi_env: dict, start_response: Callable) -> Iterable[bytes]:
@@ -242,7 +241,7 @@ class ProxiedReadsFastPath:
             _vary_origin(passed)
         passed += _SECURITY_HEADERS
         passed.append((REQUEST_ID_HEADER, request_id))
-        self._observe(rule.rule, status, started)
+        self.metrics.observe("GET", rule.rule, status, started)
         start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}", passed)
         count = lambda: self.limiter.count_quietly(limit)  # noqa: E731
         if body is None and answer is not None:
@@ -262,16 +261,6 @@ class ProxiedReadsFastPath:
             self._routes.clear()
         self._routes[path] = rule
         return rule
-
-    def _observe(self, route: str, status: int, started: float) -> None:
-        """The request in the metrics Flask's hooks keep (``shared.metrics``)."""
-        children = self._metrics.get((route, status))
-        if children is None:
-            children = self._metrics[(route, status)] = (
-                HTTP_REQUESTS.labels(self.service, "GET", route, str(status)),
-                HTTP_LATENCY.labels(self.service, "GET", route))
-        children[0].inc()
-        children[1].observe(time.perf_counter() - started)
 
 
 def _vary_origin(headers: list[tuple[str, str]]) -> None:
