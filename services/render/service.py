@@ -219,14 +219,15 @@ class RenderService:
                     if (existing := self._existing(user_id, idempotency_key)) is not None:
                         return existing, 200
                 raise
+            place = None  # the job's place in line as it enters it: the answer's queuePosition
             try:  # in line first (the scheduler may release it at once), then the lock and the answer
-                self.fair.enqueue(entry)
+                place = self.fair.enqueue_placed(entry, self.config.batch_min_share)
             except redis_lib.RedisError as exc:  # the row is the truth: the scheduler finds it on its next sync
                 log.warning("job %s not put in line now (%s); the scheduler will find it", job_id, exc)
         finally:
             lock.release()
         data = self._position({"job": job_json(job, [], self.storage, self.retention)}, job.status, job_id,
-                              template, catalogs)
+                              template, catalogs, place)
         self.events.publish(user_id, "job.queued", {"jobId": job_id, "position": data["queuePosition"],
                                                     "estimatedStartSeconds": data["estimatedStartSeconds"]},
                             job_id=job_id)
@@ -239,14 +240,15 @@ class RenderService:
         return self._position({"job": job_data}, job.status, job.id, template, catalogs)
 
     def _position(self, data: dict[str, Any], status: str, job_id: str, template: Template | None,
-                  catalogs: list[dict] | None = None) -> dict[str, Any]:
+                  catalogs: list[dict] | None = None, place: int | None = None) -> dict[str, Any]:
         """``data`` with the job's place in the scheduler's line and its estimated start (None when
-        it does not wait, or Redis cannot say)."""
+        it does not wait, or Redis cannot say). ``place``: known already (admission's, from the
+        enqueue), else read from the line."""
         data.update(queuePosition=None, estimatedStartSeconds=None, estimatedStartAt=None)
         if status != "queued":
             return data
         try:
-            position = self.fair.position(job_id, self.config.batch_min_share)
+            position = place if place is not None else self.fair.position(job_id, self.config.batch_min_share)
         except redis_lib.RedisError:
             return data
         position = 0 if position is None else position  # released: next to start
