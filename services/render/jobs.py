@@ -119,25 +119,25 @@ def list_jobs(session: Session, user_id: int | None, filters: JobFilter = JobFil
     return list(rows), total
 
 
-_ACTIVE_AND_WEIGHT = select(
+_RUNNING_ALL = select(func.count()).select_from(RenderJob).where(RenderJob.status == "running")
+_ADMISSION_READ = select(
     select(func.count()).select_from(RenderJob)
     .where(RenderJob.user_id == bindparam("user_id"), RenderJob.status.in_(ACTIVE_STATUSES)).scalar_subquery(),
-    select(RenderUserShare.weight).where(RenderUserShare.user_id == bindparam("user_id")).scalar_subquery())
+    select(RenderUserShare.weight).where(RenderUserShare.user_id == bindparam("user_id")).scalar_subquery(),
+    _RUNNING_ALL.scalar_subquery())
 
 
-def active_count_and_weight(session: Session, user_id: int) -> tuple[int, float | None]:
-    """What admission checks, in one statement built once: the user's queued plus running jobs,
-    and the weight an administrator gave the user (None: the role's)."""
-    count, share = session.connection().execute(_ACTIVE_AND_WEIGHT, {"user_id": user_id}).one()
-    return int(count or 0), share
+def admission_read(session: Session, user_id: int) -> tuple[int, float | None, int]:
+    """What admission reads, in one statement built once: the user's queued plus running jobs,
+    the weight an administrator gave the user (None: the role's), and every running job (the
+    answer's estimated start: read here, so the answer needs no statement after the enqueue)."""
+    count, share, running = session.connection().execute(_ADMISSION_READ, {"user_id": user_id}).one()
+    return int(count or 0), share, int(running or 0)
 
 
 def running_count(session: Session, queue: str) -> int:
     return session.scalar(select(func.count()).select_from(RenderJob).where(
         RenderJob.queue == queue, RenderJob.status == "running")) or 0
-
-
-_RUNNING_ALL = select(func.count()).select_from(RenderJob).where(RenderJob.status == "running")
 
 
 def running_count_all(session: Session) -> int:

@@ -46,13 +46,15 @@ LOOKAHEAD = 64
 
 # One script keeps the tag, the user's last tag and the entry consistent under concurrent
 # admissions. KEYS: waiting entries (hash), released entries (hash), the lane's sorted set,
-# the lane's last tags by user (hash), virtual times by lane (hash), the wake-up list.
-# ARGV: job id, entry JSON, user id, increment, lane, "1" to put the job at the front (a
-# job taken back from a worker: it has waited already).
+# the lane's last tags by user (hash), virtual times by lane (hash), the wake-up list, the
+# other lane's sorted set. ARGV: job id, entry JSON, user id, increment, lane, "1" to put the
+# job at the front (a job taken back from a worker: it has waited already). Returns {0} when
+# the job waits or was released already, else {1, its rank in its lane, the other lane's size}
+# (its place in line, ``FairQueue.position``, without another round trip).
 _ENQUEUE = """
 if ARGV[6] == '1' then redis.call('HDEL', KEYS[2], ARGV[1]) end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then
-  return 0
+  return {0}
 end
 local v = tonumber(redis.call('HGET', KEYS[5], ARGV[5]) or '0')
 local tag = v
@@ -66,7 +68,7 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], string.format('%.6f', tag), ARGV[1])
 redis.call('LPUSH', KEYS[6], '1')
 redis.call('LTRIM', KEYS[6], 0, 0)
-return 1
+return {1, redis.call('ZRANK', KEYS[3], ARGV[1]), redis.call('ZCARD', KEYS[7])}
 """
 
 # A pass's view of the lanes in one script: per lane (KEYS[2..]) its size and, for its first
@@ -175,11 +177,23 @@ class FairQueue:
     def enqueue(self, entry: Entry, front: bool = False) -> bool:
         """Add a waiting job (no-op when it waits or was released already); ``front`` puts a job
         taken back from a worker ahead of the lane, replacing its released entry."""
-        added = self._enqueue(keys=[self.entries_key, self.released_key, self.lane_key(entry.lane),
-                                    self.finish_key(entry.lane), self.vtime_key, self.wake_key],
-                              args=[entry.job_id, entry.to_json(), entry.user_id,
-                                    entry.images / max(entry.weight, 1e-6), entry.lane, "1" if front else "0"])
-        return bool(added)
+        return bool(self._run_enqueue(entry, front)[0])
+
+    def enqueue_placed(self, entry: Entry, batch_share: float) -> int | None:
+        """Add a job new in line (admission) and answer its place, as ``position`` would, in the
+        same round trip; None when it waits or was released already."""
+        added, *place = self._run_enqueue(entry, front=False)
+        if not added:
+            return None
+        rank, other = place
+        return rank + interleaved(rank, other, entry.lane, batch_share)
+
+    def _run_enqueue(self, entry: Entry, front: bool) -> list[int]:
+        other = BATCH if entry.lane == INTERACTIVE else INTERACTIVE
+        return self._enqueue(keys=[self.entries_key, self.released_key, self.lane_key(entry.lane),
+                                   self.finish_key(entry.lane), self.vtime_key, self.wake_key, self.lane_key(other)],
+                             args=[entry.job_id, entry.to_json(), entry.user_id,
+                                   entry.images / max(entry.weight, 1e-6), entry.lane, "1" if front else "0"])
 
     def remove(self, job_id: str) -> None:
         """Forget a job (cancelled or failed while waiting)."""

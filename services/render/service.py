@@ -195,7 +195,7 @@ class RenderService:
             if deadline is not None and time.time() > deadline:
                 raise AdmissionExpired()
             with self.db.read() as session:
-                active, share = jobs.active_count_and_weight(session, user_id)
+                active, share, running = jobs.admission_read(session, user_id)
             weight = share if share is not None else self.config.role_weight(role)
             if active >= active_limit:
                 raise QueueLimit(f"You already have {active} jobs waiting or running; the limit is {active_limit}.",
@@ -219,14 +219,15 @@ class RenderService:
                     if (existing := self._existing(user_id, idempotency_key)) is not None:
                         return existing, 200
                 raise
+            place = None  # the job's place in line as it enters it: the answer's queuePosition
             try:  # in line first (the scheduler may release it at once), then the lock and the answer
-                self.fair.enqueue(entry)
+                place = self.fair.enqueue_placed(entry, self.config.batch_min_share)
             except redis_lib.RedisError as exc:  # the row is the truth: the scheduler finds it on its next sync
                 log.warning("job %s not put in line now (%s); the scheduler will find it", job_id, exc)
         finally:
             lock.release()
         data = self._position({"job": job_json(job, [], self.storage, self.retention)}, job.status, job_id,
-                              template, catalogs)
+                              template, running, catalogs, place)
         self.events.publish(user_id, "job.queued", {"jobId": job_id, "position": data["queuePosition"],
                                                     "estimatedStartSeconds": data["estimatedStartSeconds"]},
                             job_id=job_id)
@@ -236,23 +237,24 @@ class RenderService:
                            catalogs: list[dict] | None = None,
                            outputs: list[RenderOutput] | None = None) -> dict[str, Any]:
         job_data = job_json(job, outputs, self.storage, self.retention) if outputs is not None else self._job_json(session, job)
-        return self._position({"job": job_data}, job.status, job.id, template, catalogs)
+        running = jobs.running_count_all(session) if job.status == "queued" else 0  # only a queued job's is used
+        return self._position({"job": job_data}, job.status, job.id, template, running, catalogs)
 
     def _position(self, data: dict[str, Any], status: str, job_id: str, template: Template | None,
-                  catalogs: list[dict] | None = None) -> dict[str, Any]:
+                  running: int, catalogs: list[dict] | None = None, place: int | None = None) -> dict[str, Any]:
         """``data`` with the job's place in the scheduler's line and its estimated start (None when
-        it does not wait, or Redis cannot say)."""
+        it does not wait, or Redis cannot say). ``running``: the running jobs, read with the
+        caller's own statements; ``place``: known already (admission's, from the enqueue), else
+        read from the line."""
         data.update(queuePosition=None, estimatedStartSeconds=None, estimatedStartAt=None)
         if status != "queued":
             return data
         try:
-            position = self.fair.position(job_id, self.config.batch_min_share)
+            position = place if place is not None else self.fair.position(job_id, self.config.batch_min_share)
         except redis_lib.RedisError:
             return data
         position = 0 if position is None else position  # released: next to start
         catalogs = catalogs if catalogs is not None else self.live_catalogs()
-        with self.db.read() as session:
-            running = jobs.running_count_all(session)
         seconds = estimated_start_seconds(position, running, capacity(catalogs),
                                           template.estimated_seconds if template else 10.0)
         data.update(queuePosition=position, estimatedStartSeconds=seconds,

@@ -7,9 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import pytest
+from sqlalchemy import update
 from services.credits.client import CreditsClient
 from services.render.app import create_app
 from services.render.catalog import publish_catalog
+from services.render.models import RenderJob
 from services.render_worker.pipeline import build_context, render_job
 from shared.tasks import RENDER_RUN_JOB
 
@@ -83,6 +85,31 @@ def test_short_balance_is_402_with_details_and_no_job(app, user, live_worker, re
     assert response.json["error"]["code"] == "INSUFFICIENT_CREDITS"
     assert response.json["error"]["details"]["shortfall"] == 40
     assert client.get("/api/jobs", headers=headers).json["data"]["total"] == 0
+
+
+def test_the_estimated_start_counts_the_jobs_running_on_the_fleet(app, user, live_worker):
+    """Admission's answer and a later read of the job agree: with the fleet's 2 slots busy, a job
+    first in line starts after one round of jobs, not at once."""
+    _, headers = user
+    client = app.test_client()
+    service = app.extensions["render"]
+    busy = [client.post("/api/generate", json=BODY, headers=headers).json["data"]["job"]["id"] for _ in range(2)]
+    running = update(RenderJob).where(RenderJob.id.in_(busy))
+    with service.db.transaction() as session:
+        session.execute(running.values(status="running", worker="render@a"))
+    for job_id in busy:
+        service.fair.remove(job_id)  # what the scheduler's release and the claim leave behind
+    try:
+        admitted = client.post("/api/generate", json=BODY, headers=headers).json["data"]
+        seconds = service.templates.get("text2img").estimated_seconds
+        assert (admitted["queuePosition"], admitted["estimatedStartSeconds"]) == (0, seconds)
+        read = client.get(f"/api/jobs/{admitted['job']['id']}", headers=headers).json["data"]
+        assert (read["queuePosition"], read["estimatedStartSeconds"]) == (0, seconds)
+    finally:  # the database outlives the test: no running jobs left on render@a for the next ones
+        with service.db.transaction() as session:
+            session.execute(running.values(status="queued", worker=None))
+        for job_id in busy:
+            client.delete(f"/api/jobs/{job_id}", headers=headers)
 
 
 def test_a_fifth_active_job_is_429_until_one_finishes(app, user, live_worker, render_settings):

@@ -67,6 +67,16 @@ def test_a_backlog_of_one_user_does_not_hold_back_users_who_arrive_later(fair):
     assert release(fair, 12) == ["a3", "b1", "c1", "a4", "b2", "c2", "a5", "a6", "a7", "a8"]
 
 
+def test_a_job_new_in_line_learns_its_place_as_it_enters(fair):
+    """Admission's answer (``queuePosition``) comes from the enqueue itself: the place ``position``
+    reads afterwards, in either lane, and None for a job that waits already."""
+    for n in range(3):
+        assert fair.enqueue_placed(entry(f"i{n}", 1 + n), 0.2) == fair.position(f"i{n}", 0.2) == n
+    placed = [fair.enqueue_placed(entry(f"b{n}", 9, lane=BATCH), 0.2) for n in range(3)]
+    assert placed == [fair.position(f"b{n}", 0.2) for n in range(3)] == [0, 1 + 3, 2 + 3]
+    assert fair.enqueue_placed(entry("i0", 1), 0.2) is None and fair.position("i0", 0.2) == 0, "kept as it was"
+
+
 def test_weights_divide_the_releases_while_both_users_wait(fair):
     for n in range(8):
         fair.enqueue(entry(f"h{n}", 1, weight=3))
