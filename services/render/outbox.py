@@ -90,10 +90,11 @@ class JobOutbox:
         if settled or announced:
             now = utcnow()
             with self.db.transaction() as session:
-                if settled:
-                    jobs.mark_settled(session, job_id, now)
-                if announced:
-                    jobs.mark_announced(session, job_id, now)
+                if not (settled and announced and jobs.mark_settled_and_announced(session, job_id, now)):
+                    if settled:  # one of them only, or one was recorded meanwhile (the reconciler)
+                        jobs.mark_settled(session, job_id, now)
+                    if announced:
+                        jobs.mark_announced(session, job_id, now)
             job.settled_at = now if settled else job.settled_at
             job.announced_at = now if announced else job.announced_at
         if announced:
@@ -166,7 +167,7 @@ class JobOutbox:
         job = jobs.get_job(session, job_id)
         if job is None or job.status not in FINISHED_STATUSES:
             raise ValueError(f"job {job_id} is not finished; only a finished job is settled or announced")
-        return job, [output.index for output in jobs.outputs_of(session, [job_id])[job_id]]
+        return job, jobs.output_indexes(session, job_id)
 
     @staticmethod
     def _call(what: str, call: Callable[[], dict[str, Any]], give_up_at: float) -> dict[str, Any] | None:
