@@ -232,6 +232,27 @@ def _transition(session: Session, job_id: str, allowed_from: tuple[str, ...], **
     return result.rowcount == 1
 
 
+_JOB = select(_JOBS).where(_JOBS.c.id == bindparam("job_id"))
+# What a finished job's settlement and final event need: the row without its graph, parameters
+# and search text (a graph is the largest value of the row).
+_FINISHED_JOB = select(*(column for column in _JOBS.c if column.name not in ("graph", "params", "search_text"))) \
+    .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status.in_(FINISHED_STATUSES))
+
+
+def _read_job(session: Session, statement, job_id: str) -> RenderJob | None:
+    """The job's row read by a Core ``statement`` built once, as a detached ``RenderJob`` (the ORM's
+    load of a whole row cost the worker more than the round trip); columns it leaves out are None."""
+    row = session.connection().execute(statement, {"job_id": job_id}).mappings().first()
+    return None if row is None else RenderJob(**row)
+
+
+def finished_job(session: Session, job_id: str) -> tuple[RenderJob, list[int]] | None:
+    """A finished job without its graph, parameters and search text, and its output indexes; None
+    when the job is unknown or not finished."""
+    job = _read_job(session, _FINISHED_JOB, job_id)
+    return None if job is None else (job, output_indexes(session, job_id))
+
+
 # A claim resets the attempt's progress and timings; attempts counts it.
 _CLAIM_VALUES = dict(attempts=_JOBS.c.attempts + 1, progress=0, started_at=bindparam("now"), submitted_at=None,
                      first_progress_at=None, updated_at=bindparam("now"))
@@ -255,7 +276,7 @@ def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable
     connection = session.connection()
     params = {"job_id": job_id, "new_worker": worker, "now": utcnow()}
     claimed = connection.execute(_CLAIM_QUEUED, params).rowcount == 1
-    job = session.get(RenderJob, job_id)
+    job = _read_job(session, _JOB, job_id)
     if claimed or job is None or job.status != "running":
         return job if claimed else None
     previous = job.worker
@@ -263,8 +284,7 @@ def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable
         return None
     if connection.execute(_TAKE_OVER, {**params, "previous": previous}).rowcount != 1:
         return None
-    session.refresh(job)
-    return job
+    return _read_job(session, _JOB, job_id)
 
 
 def requeue(session: Session, job_id: str, worker: str | None, *, attempt_used: bool = True) -> bool:

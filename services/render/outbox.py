@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
 from services.render import jobs
-from services.render.models import FINISHED_STATUSES, RenderJob
+from services.render.models import RenderJob
 from shared.db import Database, utcnow
 from shared.errors import ServiceError
 from shared.events import EventBus
@@ -162,12 +162,12 @@ class JobOutbox:
 
     @staticmethod
     def read_finished(session: Session, job_id: str) -> tuple[RenderJob, list[int]]:
-        """The finished job and its output indexes, read in ``session`` (the transaction that
-        finished it can read them for ``complete``)."""
-        job = jobs.get_job(session, job_id)
-        if job is None or job.status not in FINISHED_STATUSES:
+        """The finished job (without its graph and parameters) and its output indexes, read in
+        ``session`` (the transaction that finished it can read them for ``complete``)."""
+        finished = jobs.finished_job(session, job_id)
+        if finished is None:
             raise ValueError(f"job {job_id} is not finished; only a finished job is settled or announced")
-        return job, jobs.output_indexes(session, job_id)
+        return finished
 
     @staticmethod
     def _call(what: str, call: Callable[[], dict[str, Any]], give_up_at: float) -> dict[str, Any] | None:
