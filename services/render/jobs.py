@@ -336,12 +336,17 @@ _DELETE_OUTPUT = _OUTPUTS.delete().where(_OUTPUTS.c.id == bindparam("output_id")
 _DELIVERED = _JOBS.update().where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == "running").values(
     images_delivered=select(func.count()).select_from(_OUTPUTS).where(_OUTPUTS.c.job_id == bindparam("job_id"))
     .scalar_subquery(), last_image_at=bindparam("now"), updated_at=bindparam("now"))
+# The same for the image that completes the job: it also records the job's success.
+_DELIVERED_LAST = _DELIVERED.values(status="succeeded", progress=100, finished_at=bindparam("now"), error_code=None,
+                                    error_class=None, error_message=None)
 _OUTPUT_AT = select(RenderOutput).where(RenderOutput.job_id == bindparam("job_id"),
                                         RenderOutput.index == bindparam("index"))
 
 
-def add_output(session: Session, job: RenderJob, file: OutputFile) -> RenderOutput | None:
+def add_output(session: Session, job: RenderJob, file: OutputFile, *, completes: bool = False) -> RenderOutput | None:
     """Insert the output row for ``file.index`` once; a repeat returns the existing row.
+    ``completes``: this image is the last the job needs, and the same update records the job
+    succeeded (as ``finish_job`` would), so its last image and its end commit together.
 
     None when the job is no longer running (the reconciler finished it meanwhile): an image
     recorded after its job's settlement would never be charged. Two statements in the usual
@@ -357,7 +362,8 @@ def add_output(session: Session, job: RenderJob, file: OutputFile) -> RenderOutp
                image_key=file.image_key, thumbnail_key=file.thumbnail_key, width=file.width, height=file.height,
                file_size=file.file_size, sha256=file.sha256, created_at=now)
     inserted = connection.execute(_INSERT_OUTPUT_ONCE, row).rowcount == 1
-    if connection.execute(_DELIVERED, {"job_id": job.id, "now": now}).rowcount != 1:
+    delivered = _DELIVERED_LAST if completes else _DELIVERED
+    if connection.execute(delivered, {"job_id": job.id, "now": now}).rowcount != 1:
         if inserted:
             connection.execute(_DELETE_OUTPUT, {"output_id": row["id"]})
         return None

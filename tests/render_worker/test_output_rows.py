@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
+import pytest
+
 from services.render import jobs
 from services.render.models import RenderJob
 
@@ -41,15 +43,31 @@ def test_an_output_row_is_recorded_once_and_counted_once(ctx, user_id):
     assert row.images_delivered == 2 and row.last_image_at is not None and row.status == "running"
 
 
-def test_an_image_of_a_job_finished_meanwhile_leaves_no_row(ctx, user_id):
+def test_the_image_that_completes_a_job_records_its_success_with_it(ctx, user_id):
+    job = running_job(ctx, user_id)
+    add(ctx, job, stored(0))
+    with ctx.db.transaction() as session:
+        last = jobs.add_output(session, job, stored(1), completes=True)
+        finished, indexes = ctx.outbox.read_finished(session, job.id)
+
+    assert (finished.status, finished.progress, indexes) == ("succeeded", 100, [0, 1])
+    row, outputs = job_state(ctx, job.id)
+    assert [output.id for output in outputs][1] == last.id and row.images_delivered == 2
+    assert row.status == "succeeded" and row.finished_at is not None and row.error_code is None
+
+
+@pytest.mark.parametrize("completes", [False, True], ids=["an-image", "the-last-image"])
+def test_an_image_of_a_job_finished_meanwhile_leaves_no_row(ctx, user_id, completes):
     job = running_job(ctx, user_id)
     add(ctx, job, stored(0))
     with ctx.db.transaction() as session:  # the reconciler failed the job while image 1 was being stored
         assert jobs.finish_job(session, job.id, "failed", error_code="JOB_TIMEOUT")
 
-    assert add(ctx, job, stored(1)) is None
+    with ctx.db.transaction() as session:
+        assert jobs.add_output(session, job, stored(1), completes=completes) is None
     row, outputs = job_state(ctx, job.id)
-    assert [output.index for output in outputs] == [0] and row.images_delivered == 1 and row.status == "failed"
+    assert [output.index for output in outputs] == [0] and row.images_delivered == 1
+    assert (row.status, row.error_code) == ("failed", "JOB_TIMEOUT")
 
 
 def test_the_announcement_is_recorded_when_the_reconciler_recorded_the_settlement_first(ctx, user_id, channel):
