@@ -218,15 +218,20 @@ def get_output(session: Session, output_id: str) -> RenderOutput | None:
 
 
 @cache
-def _transition_statement(allowed_from: tuple[str, ...], columns: tuple[str, ...]):
-    """``UPDATE render_jobs SET updated_at, <columns> WHERE id = :job_id AND status IN allowed_from``,
-    built once per shape; each column's value is bound as ``new_<column>``."""
-    return (_JOBS.update().where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status.in_(allowed_from))
-            .values({name: bindparam(f"new_{name}") for name in ("updated_at", *columns)}))
+def _transition_statement(allowed_from: tuple[str, ...], columns: tuple[str, ...], uncancelled: bool):
+    """``UPDATE render_jobs SET updated_at, <columns> WHERE id = :job_id AND status IN allowed_from``
+    (``uncancelled``: and no cancel was requested), built once per shape; each column's value is
+    bound as ``new_<column>``."""
+    conditions = [_JOBS.c.id == bindparam("job_id"), _JOBS.c.status.in_(allowed_from)]
+    if uncancelled:
+        conditions.append(_JOBS.c.cancel_requested.is_(False))
+    return _JOBS.update().where(*conditions).values({name: bindparam(f"new_{name}")
+                                                     for name in ("updated_at", *columns)})
 
 
-def _transition(session: Session, job_id: str, allowed_from: tuple[str, ...], **values: Any) -> bool:
-    statement = _transition_statement(allowed_from, tuple(sorted(values)))
+def _transition(session: Session, job_id: str, allowed_from: tuple[str, ...], *, uncancelled: bool = False,
+                **values: Any) -> bool:
+    statement = _transition_statement(allowed_from, tuple(sorted(values)), uncancelled)
     params = {f"new_{name}": value for name, value in values.items()}
     result = session.connection().execute(statement, {"job_id": job_id, "new_updated_at": utcnow(), **params})
     return result.rowcount == 1
@@ -303,9 +308,9 @@ def record_prompt(session: Session, job_id: str, prompt_id: str, variant: str, g
                 submitted_at=utcnow())
 
 
-def touch(session: Session, job_id: str) -> None:
-    """A heartbeat on the row: the job is being worked on."""
-    _transition(session, job_id, ("running",))
+def touch(session: Session, job_id: str) -> bool:
+    """A heartbeat on the row (the job is being worked on); returns whether a cancel was requested."""
+    return _unless_cancelled(session, job_id)
 
 
 def record_progress(session: Session, job_id: str, percent: int, first: bool = False) -> bool:
@@ -314,7 +319,14 @@ def record_progress(session: Session, job_id: str, percent: int, first: bool = F
     values: dict[str, Any] = {"progress": max(0, min(100, percent))}
     if first:
         values["first_progress_at"] = utcnow()
-    _transition(session, job_id, ("running",), **values)
+    return _unless_cancelled(session, job_id, **values)
+
+
+def _unless_cancelled(session: Session, job_id: str, **values: Any) -> bool:
+    """``values`` on the running job unless its cancel was requested; whether it was. One statement
+    when it was not: the flag is read only when the update found no running, uncancelled row."""
+    if _transition(session, job_id, ("running",), uncancelled=True, **values):
+        return False
     return cancel_requested(session, job_id)
 
 

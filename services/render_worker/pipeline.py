@@ -632,6 +632,5 @@ class _Hooks:
         if not self.cancelled and now - self.last_read >= CANCEL_ROW_SECONDS:
             self.last_read = now
             with self.ctx.db.transaction() as session:
-                self.cancelled = jobs.cancel_requested(session, self.job.id)
-                jobs.touch(session, self.job.id)
+                self.cancelled = jobs.touch(session, self.job.id)
         return self.cancelled
