@@ -4,15 +4,21 @@ queries, cancel) and the worker (claim, progress, outputs, finish).
 Functions take an open session and only add/flush/update; the caller's
 ``db.transaction()`` is the unit of work. Every transition is a conditional UPDATE, so
 two processes racing on one job never both win.
+
+The worker's statements (claim, transitions, output rows, the outbox's marks) are Core
+statements built once and run on the session's connection: an ORM ``update()`` composed on
+every call spent more CPU in SQLAlchemy (building, cache key, ORM execution) than in the
+database round trip.
 """
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from datetime import datetime
 from typing import Any, Callable
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services.render.models import FINISHED_STATUSES, RenderJob, RenderOutput, RenderUpload, RenderUserShare
@@ -197,14 +203,70 @@ def outputs_of(session: Session, job_ids: list[str]) -> dict[str, list[RenderOut
     return found
 
 
+_OUTPUTS = RenderOutput.__table__
+_JOBS = RenderJob.__table__
+_OUTPUT_INDEXES = select(_OUTPUTS.c.index).where(_OUTPUTS.c.job_id == bindparam("job_id")).order_by(_OUTPUTS.c.index)
+
+
+def output_indexes(session: Session, job_id: str) -> list[int]:
+    """The indexes of the job's output rows, in order."""
+    return list(session.connection().execute(_OUTPUT_INDEXES, {"job_id": job_id}).scalars())
+
+
 def get_output(session: Session, output_id: str) -> RenderOutput | None:
     return session.get(RenderOutput, output_id)
 
 
-def _transition(session: Session, job_id: str, allowed_from: tuple[str, ...], **values: Any) -> bool:
-    result = session.execute(update(RenderJob).where(RenderJob.id == job_id, RenderJob.status.in_(allowed_from))
-                             .values(updated_at=utcnow(), **values).execution_options(synchronize_session=False))
+@cache
+def _transition_statement(allowed_from: tuple[str, ...], columns: tuple[str, ...], uncancelled: bool):
+    """``UPDATE render_jobs SET updated_at, <columns> WHERE id = :job_id AND status IN allowed_from``
+    (``uncancelled``: and no cancel was requested), built once per shape; each column's value is
+    bound as ``new_<column>``."""
+    conditions = [_JOBS.c.id == bindparam("job_id"), _JOBS.c.status.in_(allowed_from)]
+    if uncancelled:
+        conditions.append(_JOBS.c.cancel_requested.is_(False))
+    return _JOBS.update().where(*conditions).values({name: bindparam(f"new_{name}")
+                                                     for name in ("updated_at", *columns)})
+
+
+def _transition(session: Session, job_id: str, allowed_from: tuple[str, ...], *, uncancelled: bool = False,
+                **values: Any) -> bool:
+    statement = _transition_statement(allowed_from, tuple(sorted(values)), uncancelled)
+    params = {f"new_{name}": value for name, value in values.items()}
+    result = session.connection().execute(statement, {"job_id": job_id, "new_updated_at": utcnow(), **params})
     return result.rowcount == 1
+
+
+_JOB = select(_JOBS).where(_JOBS.c.id == bindparam("job_id"))
+# What a finished job's settlement and final event need: the row without its graph, parameters
+# and search text (a graph is the largest value of the row).
+_FINISHED_JOB = select(*(column for column in _JOBS.c if column.name not in ("graph", "params", "search_text"))) \
+    .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status.in_(FINISHED_STATUSES))
+
+
+def _read_job(session: Session, statement, job_id: str) -> RenderJob | None:
+    """The job's row read by a Core ``statement`` built once, as a detached ``RenderJob`` (the ORM's
+    load of a whole row cost the worker more than the round trip); columns it leaves out are None."""
+    row = session.connection().execute(statement, {"job_id": job_id}).mappings().first()
+    return None if row is None else RenderJob(**row)
+
+
+def finished_job(session: Session, job_id: str) -> tuple[RenderJob, list[int]] | None:
+    """A finished job without its graph, parameters and search text, and its output indexes; None
+    when the job is unknown or not finished."""
+    job = _read_job(session, _FINISHED_JOB, job_id)
+    return None if job is None else (job, output_indexes(session, job_id))
+
+
+# A claim resets the attempt's progress and timings; attempts counts it.
+_CLAIM_VALUES = dict(attempts=_JOBS.c.attempts + 1, progress=0, started_at=bindparam("now"), submitted_at=None,
+                     first_progress_at=None, updated_at=bindparam("now"))
+_CLAIM_QUEUED = _JOBS.update().where(
+    _JOBS.c.id == bindparam("job_id"), _JOBS.c.status == "queued", _JOBS.c.cancel_requested.is_(False)
+).values(status="running", worker=bindparam("new_worker"), **_CLAIM_VALUES)
+_TAKE_OVER = _JOBS.update().where(
+    _JOBS.c.id == bindparam("job_id"), _JOBS.c.status == "running", _JOBS.c.worker == bindparam("previous")
+).values(worker=bindparam("new_worker"), **_CLAIM_VALUES)
 
 
 def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable[[str], bool]) -> RenderJob | None:
@@ -216,28 +278,18 @@ def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable
     start of the current attempt (the reconciler's deadline counts from it).
     """
     # The usual case first, in one statement: a queued job (then the row is read as it now is).
-    claimed = session.execute(
-        update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "queued",
-                                RenderJob.cancel_requested.is_(False))
-        .values(status="running", worker=worker, attempts=RenderJob.attempts + 1, progress=0,
-                started_at=utcnow(), submitted_at=None, first_progress_at=None, updated_at=utcnow())
-        .execution_options(synchronize_session=False)).rowcount == 1
-    job = session.get(RenderJob, job_id)
+    connection = session.connection()
+    params = {"job_id": job_id, "new_worker": worker, "now": utcnow()}
+    claimed = connection.execute(_CLAIM_QUEUED, params).rowcount == 1
+    job = _read_job(session, _JOB, job_id)
     if claimed or job is None or job.status != "running":
         return job if claimed else None
     previous = job.worker
     if previous == worker or (previous and worker_alive(previous)):
         return None
-    claimed = session.execute(
-        update(RenderJob).where(RenderJob.id == job_id, RenderJob.status == "running",
-                                RenderJob.worker == previous)
-        .values(worker=worker, attempts=RenderJob.attempts + 1, progress=0, started_at=utcnow(),
-                submitted_at=None, first_progress_at=None, updated_at=utcnow())
-        .execution_options(synchronize_session=False)).rowcount == 1
-    if not claimed:
+    if connection.execute(_TAKE_OVER, {**params, "previous": previous}).rowcount != 1:
         return None
-    session.refresh(job)
-    return job
+    return _read_job(session, _JOB, job_id)
 
 
 def requeue(session: Session, job_id: str, worker: str | None, *, attempt_used: bool = True) -> bool:
@@ -256,9 +308,9 @@ def record_prompt(session: Session, job_id: str, prompt_id: str, variant: str, g
                 submitted_at=utcnow())
 
 
-def touch(session: Session, job_id: str) -> None:
-    """A heartbeat on the row: the job is being worked on."""
-    _transition(session, job_id, ("running",))
+def touch(session: Session, job_id: str) -> bool:
+    """A heartbeat on the row (the job is being worked on); returns whether a cancel was requested."""
+    return _unless_cancelled(session, job_id)
 
 
 def record_progress(session: Session, job_id: str, percent: int, first: bool = False) -> bool:
@@ -267,36 +319,69 @@ def record_progress(session: Session, job_id: str, percent: int, first: bool = F
     values: dict[str, Any] = {"progress": max(0, min(100, percent))}
     if first:
         values["first_progress_at"] = utcnow()
-    _transition(session, job_id, ("running",), **values)
+    return _unless_cancelled(session, job_id, **values)
+
+
+def _unless_cancelled(session: Session, job_id: str, **values: Any) -> bool:
+    """``values`` on the running job unless its cancel was requested; whether it was. One statement
+    when it was not: the flag is read only when the update found no running, uncancelled row."""
+    if _transition(session, job_id, ("running",), uncancelled=True, **values):
+        return False
     return cancel_requested(session, job_id)
 
 
+_CANCEL_REQUESTED = select(_JOBS.c.cancel_requested).where(_JOBS.c.id == bindparam("job_id"))
+
+
 def cancel_requested(session: Session, job_id: str) -> bool:
-    return bool(session.scalar(select(RenderJob.cancel_requested).where(RenderJob.id == job_id)))
+    return bool(session.connection().execute(_CANCEL_REQUESTED, {"job_id": job_id}).scalar())
 
 
-def add_output(session: Session, job: RenderJob, file: OutputFile) -> RenderOutput | None:
+_OUTPUT_COLUMNS = ("id", "job_id", "user_id", "index", "image_key", "thumbnail_key", "width", "height", "file_size",
+                   "sha256", "created_at")
+# INSERT ... SELECT <the row> WHERE NOT EXISTS (the job's row of that index): a repeat inserts nothing.
+_INSERT_OUTPUT_ONCE = _OUTPUTS.insert().from_select(
+    _OUTPUT_COLUMNS, select(*(bindparam(name, type_=_OUTPUTS.c[name].type) for name in _OUTPUT_COLUMNS)).where(
+        ~exists().where(_OUTPUTS.c.job_id == bindparam("job_id"), _OUTPUTS.c.index == bindparam("index"))))
+_DELETE_OUTPUT = _OUTPUTS.delete().where(_OUTPUTS.c.id == bindparam("output_id"))
+# The job's delivered count from its rows, on a running job only (the row lock a finish waits for).
+_DELIVERED = _JOBS.update().where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == "running").values(
+    images_delivered=select(func.count()).select_from(_OUTPUTS).where(_OUTPUTS.c.job_id == bindparam("job_id"))
+    .scalar_subquery(), last_image_at=bindparam("now"), updated_at=bindparam("now"))
+# The same for the image that completes the job: it also records the job's success.
+_DELIVERED_LAST = _DELIVERED.values(status="succeeded", progress=100, finished_at=bindparam("now"), error_code=None,
+                                    error_class=None, error_message=None)
+_OUTPUT_AT = select(RenderOutput).where(RenderOutput.job_id == bindparam("job_id"),
+                                        RenderOutput.index == bindparam("index"))
+
+
+def add_output(session: Session, job: RenderJob, file: OutputFile, *, completes: bool = False) -> RenderOutput | None:
     """Insert the output row for ``file.index`` once; a repeat returns the existing row.
+    ``completes``: this image is the last the job needs, and the same update records the job
+    succeeded (as ``finish_job`` would), so its last image and its end commit together.
 
     None when the job is no longer running (the reconciler finished it meanwhile): an image
-    recorded after its job's settlement would never be charged. The conditional update
-    first locks the row, so a concurrent finish waits for this insert or wins before it.
+    recorded after its job's settlement would never be charged. Two statements in the usual
+    case: the insert (nothing when the unique ``(job_id, index)`` row exists), then the job's
+    count and ``last_image_at``, only while it runs. That update takes the job's row lock: a
+    finish that committed before it leaves it nothing to update, and the insert is deleted
+    again in the same transaction (nothing of it commits); a finish after it waits for this
+    transaction and then reads the new row.
     """
-    if not _transition(session, job.id, ("running",)):
+    now = utcnow()
+    connection = session.connection()
+    row = dict(id=file.output_id or uuid.uuid4().hex, job_id=job.id, user_id=job.user_id, index=file.index,
+               image_key=file.image_key, thumbnail_key=file.thumbnail_key, width=file.width, height=file.height,
+               file_size=file.file_size, sha256=file.sha256, created_at=now)
+    inserted = connection.execute(_INSERT_OUTPUT_ONCE, row).rowcount == 1
+    delivered = _DELIVERED_LAST if completes else _DELIVERED
+    if connection.execute(delivered, {"job_id": job.id, "now": now}).rowcount != 1:
+        if inserted:
+            connection.execute(_DELETE_OUTPUT, {"output_id": row["id"]})
         return None
-    existing = session.scalars(select(RenderOutput).where(RenderOutput.job_id == job.id,
-                                                          RenderOutput.index == file.index)).first()
-    if existing is not None:
-        return existing
-    output = RenderOutput(id=file.output_id or uuid.uuid4().hex, job_id=job.id, user_id=job.user_id, index=file.index,
-                          image_key=file.image_key, thumbnail_key=file.thumbnail_key, width=file.width,
-                          height=file.height, file_size=file.file_size, sha256=file.sha256)
-    session.add(output)
-    session.flush()
-    delivered = session.scalar(select(func.count()).select_from(RenderOutput)
-                               .where(RenderOutput.job_id == job.id)) or 0
-    _transition(session, job.id, ("running",), images_delivered=delivered, last_image_at=utcnow())
-    return output
+    if inserted:
+        return RenderOutput(**row)
+    return session.scalars(_OUTPUT_AT, {"job_id": job.id, "index": file.index}).one()
 
 
 def finish_job(session: Session, job_id: str, status: str, *, error_code: str | None = None,
@@ -329,18 +414,29 @@ def _owing(session: Session, done_at: Any, finished_before: datetime, limit: int
 
 def mark_settled(session: Session, job_id: str, at: datetime | None = None) -> bool:
     """Record that credits settled the finished job (now, or ``at``); False if it was recorded already."""
-    return _mark_done(session, job_id, RenderJob.settled_at, at)
+    return _mark_done(session, job_id, ("settled_at",), at)
 
 
 def mark_announced(session: Session, job_id: str, at: datetime | None = None) -> bool:
     """Record that the finished job's final event was published; False if it was recorded already."""
-    return _mark_done(session, job_id, RenderJob.announced_at, at)
+    return _mark_done(session, job_id, ("announced_at",), at)
 
 
-def _mark_done(session: Session, job_id: str, done_at: Any, at: datetime | None) -> bool:
-    return session.execute(
-        update(RenderJob).where(RenderJob.id == job_id, RenderJob.status.in_(FINISHED_STATUSES), done_at.is_(None))
-        .values({done_at: at or utcnow()}).execution_options(synchronize_session=False)).rowcount == 1
+def mark_settled_and_announced(session: Session, job_id: str, at: datetime | None = None) -> bool:
+    """Both marks in one statement (the worker's outbox, when credits and Redis took both); False
+    if either was recorded already (then neither is changed: record them one by one)."""
+    return _mark_done(session, job_id, ("settled_at", "announced_at"), at)
+
+
+@cache
+def _mark_statement(columns: tuple[str, ...]):
+    return _JOBS.update().where(
+        _JOBS.c.id == bindparam("job_id"), _JOBS.c.status.in_(FINISHED_STATUSES),
+        *(_JOBS.c[name].is_(None) for name in columns)).values({name: bindparam("at") for name in columns})
+
+
+def _mark_done(session: Session, job_id: str, columns: tuple[str, ...], at: datetime | None) -> bool:
+    return session.connection().execute(_mark_statement(columns), {"job_id": job_id, "at": at or utcnow()}).rowcount == 1
 
 
 def request_cancel(session: Session, job_id: str) -> str:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
 from services.render import jobs
-from services.render.models import FINISHED_STATUSES, RenderJob
+from services.render.models import RenderJob
 from shared.db import Database, utcnow
 from shared.errors import ServiceError
 from shared.events import EventBus
@@ -90,10 +90,11 @@ class JobOutbox:
         if settled or announced:
             now = utcnow()
             with self.db.transaction() as session:
-                if settled:
-                    jobs.mark_settled(session, job_id, now)
-                if announced:
-                    jobs.mark_announced(session, job_id, now)
+                if not (settled and announced and jobs.mark_settled_and_announced(session, job_id, now)):
+                    if settled:  # one of them only, or one was recorded meanwhile (the reconciler)
+                        jobs.mark_settled(session, job_id, now)
+                    if announced:
+                        jobs.mark_announced(session, job_id, now)
             job.settled_at = now if settled else job.settled_at
             job.announced_at = now if announced else job.announced_at
         if announced:
@@ -161,12 +162,12 @@ class JobOutbox:
 
     @staticmethod
     def read_finished(session: Session, job_id: str) -> tuple[RenderJob, list[int]]:
-        """The finished job and its output indexes, read in ``session`` (the transaction that
-        finished it can read them for ``complete``)."""
-        job = jobs.get_job(session, job_id)
-        if job is None or job.status not in FINISHED_STATUSES:
+        """The finished job (without its graph and parameters) and its output indexes, read in
+        ``session`` (the transaction that finished it can read them for ``complete``)."""
+        finished = jobs.finished_job(session, job_id)
+        if finished is None:
             raise ValueError(f"job {job_id} is not finished; only a finished job is settled or announced")
-        return job, [output.index for output in jobs.outputs_of(session, [job_id])[job_id]]
+        return finished
 
     @staticmethod
     def _call(what: str, call: Callable[[], dict[str, Any]], give_up_at: float) -> dict[str, Any] | None:

@@ -4,9 +4,9 @@ Claim (only a queued, uncancelled job, or a running one whose worker died) → p
 workflow variant this ComfyUI runs → upload the source image under a per-job name →
 build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
 per image: fetch, check (``CONTENT_IMAGE_CHECKER``), label and store original and thumbnail,
-insert the output row (commit), publish ``job.image`` → record the final state, then settle
-the hold (one credits call charges the delivered images) and announce the outcome
-(``services.render.outbox``).
+insert the output row (commit), publish ``job.image`` → record the final state (a job's last
+image commits with its success), then settle the hold (one credits call charges the delivered
+images) and announce the outcome (``services.render.outbox``).
 Every step is idempotent, so a redelivered message repeats nothing that already
 happened, and a finished job is skipped. The job succeeds only when every requested
 image was delivered. A credits or Redis outage never fails a job: what credits did not
@@ -142,10 +142,13 @@ class PassOn(Exception):
 
 @dataclass
 class Delivery:
-    """What one attempt delivered so far: images recorded, and images the output check withheld."""
+    """What one attempt delivered so far: images recorded, and images the output check withheld;
+    ``finished``: the job and its output indexes when its last image's transaction recorded its
+    success (what ``_finish`` would read)."""
 
     delivered: int = 0
     flagged: int = 0
+    finished: tuple[RenderJob, list[int]] | None = None
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
@@ -225,7 +228,9 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
         _finish(ctx, job, "failed", code="INTERNAL_ERROR", error_class="system",
                 message="The render failed on our side.")
     else:
-        if delivery.flagged:
+        if delivery.finished is not None:
+            _complete(ctx, job, "succeeded", None, delivery.finished)
+        elif delivery.flagged:
             _finish(ctx, job, "failed", code="OUTPUT_FLAGGED", error_class="user",
                     message=f"{delivery.flagged} of {job.images_requested} images were withheld by the content "
                             "check and not charged.")
@@ -405,8 +410,11 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
         if not _passes_check(ctx, job, index, data, delivery):
             continue
         file = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
-        with ctx.db.transaction() as session:
-            output = jobs.add_output(session, job, file)
+        completes = delivery.flagged == 0 and delivery.delivered + 1 == job.images_requested
+        with ctx.db.transaction() as session:  # the last image and the job's success: one commit
+            output = jobs.add_output(session, job, file, completes=completes)
+            if output is not None and completes:
+                delivery.finished = ctx.outbox.read_finished(session, job.id)
         if output is None:
             log.warning("job %s was finished while delivering image %s; keeping nothing more", job.id, index)
             return
@@ -527,13 +535,19 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, *,
     if finished is None:
         log.info("job %s was already finished; not finishing it again", job.id)
         return False
+    _complete(ctx, job, status, code, finished)
+    return True
+
+
+def _complete(ctx: RenderContext, job: RenderJob, status: str, code: str | None,
+              finished: tuple[RenderJob, list[int]]) -> None:
+    """After the final state committed: count it, settle the hold and announce the outcome."""
     render_metrics.job_finished(job, status, code)
     if ctx.state is not None:
         ctx.state.count(status)
     row = ctx.outbox.complete(job.id, finished)
     if row.settled_at is not None:  # else the reconciler settles it later, unobserved: the
         render_metrics.job_settled(row)  # histograms are a sample of the jobs that settled at once
-    return True
 
 
 def _publish(ctx: RenderContext, job: RenderJob, event_type: str, data: dict[str, Any]) -> None:
@@ -618,6 +632,5 @@ class _Hooks:
         if not self.cancelled and now - self.last_read >= CANCEL_ROW_SECONDS:
             self.last_read = now
             with self.ctx.db.transaction() as session:
-                self.cancelled = jobs.cancel_requested(session, self.job.id)
-                jobs.touch(session, self.job.id)
+                self.cancelled = jobs.touch(session, self.job.id)
         return self.cancelled
