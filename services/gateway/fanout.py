@@ -178,10 +178,11 @@ class Fanout:
                     self._wake_sent = False
                     wanted = {channel for channel in changed if channel in self._mailboxes}
                 self._apply(pubsub, changed, wanted, active, pending)
+                # One message per pass: one already read into the connection's buffer comes back at
+                # once, and asking again with timeout=0 would cost a failed read per event.
                 message = pubsub.get_message(timeout=IDLE_WAIT_SECONDS)
-                while message is not None:
+                if message is not None:
                     self._dispatch(message, active, pending)
-                    message = pubsub.get_message(timeout=0)
         except (redis.RedisError, OSError) as exc:
             log.warning("live events unavailable, closing this process's sockets: %s", exc)
             self._fail_all()
