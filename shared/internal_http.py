@@ -26,7 +26,7 @@ import urllib3
 from flask import has_request_context
 from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.connection import HTTPConnection
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, NewConnectionError, ProtocolError
+from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
 
 from shared.errors import ServiceError, ServiceUnavailable
 from shared.web import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, request_id
@@ -136,7 +136,7 @@ class InternalHttp:
                 if attempt < attempts:
                     continue
                 raise self._unreachable(exc) from exc
-            except (ConnectTimeoutError, HTTPError, OSError) as exc:
+            except (HTTPError, OSError) as exc:  # a connect or read timeout among them
                 raise self._unreachable(exc) from exc
         envelope = _envelope(response.data)
         if envelope is None:
