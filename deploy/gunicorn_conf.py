@@ -22,6 +22,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _OWN_FOLDER = MULTIPROC_ENV not in os.environ
 os.environ.setdefault(MULTIPROC_ENV, tempfile.mkdtemp(prefix="aigc-metrics-"))
 
+# gunicorn's control socket (for ``gunicornc``) is at one path per user, ~/.gunicorn/gunicorn.ctl:
+# the platform's servers on one host (``make run``, a GPU host's compose) would take it from one
+# another and remove it for one another on exit. They are run by the supervisor or the orchestrator.
+control_socket_disable = True
+
 
 def on_starting(server) -> None:
     folder = os.environ[MULTIPROC_ENV]
