@@ -1,6 +1,9 @@
 import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +68,19 @@ def test_clients_parse_with_hiredis_and_answer_text(redis_url, unique):
     assert (message["type"], message["channel"], message["data"]) == ("message", f"test:{unique}:channel", "ünïcode")
     pubsub.close()
     client.delete(f"test:{unique}")
+
+
+def test_under_gevent_clients_parse_in_python(redis_url):
+    """The gateway's gevent workers keep redis-py's Python parser (hiredis's readiness polls cost
+    more there) and still talk to Redis."""
+    script = ("from gevent import monkey; monkey.patch_all()\n"
+              "import sys; from shared.events import redis_client\n"
+              "client = redis_client(sys.argv[1]); assert client.ping()\n"
+              "connection = client.connection_pool.get_connection()\n"
+              "print(type(connection._parser).__name__)")
+    result = subprocess.run([sys.executable, "-c", script, redis_url], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "_RESP3Parser", result.stderr
 
 
 def test_a_users_live_events_stay_in_their_redis_database(redis_url, unique):
