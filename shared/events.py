@@ -55,8 +55,8 @@ MAX_CONNECTIONS = 2000
 
 
 # Clients made here parse replies (and pack commands) in C with hiredis, a dependency for that
-# alone: about a fifth less CPU per small command, half or less for a hash, a stream range or a
-# pipeline's replies (docs/benchmarks.md, "Redis per job"). Missing, a process stops at start
+# alone: about a sixth less CPU per small command, half or less for a hash or a stream range, a
+# quarter less for a pipeline (docs/benchmarks.md, "Redis per job"). Missing, a process stops at start
 # rather than run slower on redis-py's Python parser. Not under gevent (the gateway): there the
 # hiredis parser's readiness polls (gevent's poll, before every command and pub/sub read) cost
 # more than its parsing saves, and redis-py's Python parser, reading with socket timeouts, is cheaper.
