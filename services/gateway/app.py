@@ -2,7 +2,6 @@
 (``deploy/local.py`` has the whole command; ``services/gateway/ws.py`` says why gevent)."""
 from __future__ import annotations
 
-import redis as redis_module
 from flask import Flask
 
 from services.auth.client import AuthClient
@@ -17,7 +16,7 @@ from services.gateway.turns import TakeTurns, under_gevent
 from services.render.app import init_app as init_render
 from services.render.config import RenderConfig
 from shared.config import Settings, load_settings
-from shared.events import redis_client
+from shared.events import connect, redis_client
 from shared.web import init_service_app
 
 # Pooled connections kept per upstream service; more requests at once open (and close) extra ones.
@@ -40,7 +39,7 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
     app.extensions["gateway_checks"] = checks
     app.extensions["gateway_component_states"] = health.component_states(settings, probes, redis, render)
     # Cached bodies are bytes: the edge cache has its own binary Redis client.
-    edge_cache = EdgeCache(redis_module.Redis.from_url(settings.redis_url), settings.edge_cache_namespace,
+    edge_cache = EdgeCache(connect(settings.redis_url), settings.edge_cache_namespace,
                            config.edge_cache_seconds, settings.edge_detail_seconds)
     app.extensions["gateway_public_reads"] = PublicReads(
         edge_cache, GalleryClient(settings.gallery_url, settings.service_token,

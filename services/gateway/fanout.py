@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from shared.events import redis_db, user_channel
+from shared.events import connect, redis_db, user_channel
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ class Fanout:
     def __init__(self, redis_url: str) -> None:
         self.process_id = uuid.uuid4().hex[:16]
         # Its own client, named, so an operator sees one "gateway-fanout-…" pub/sub connection per process.
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True, health_check_interval=30,
-                                          client_name=f"gateway-fanout-{self.process_id}")
+        self.redis = connect(redis_url, decode_responses=True, health_check_interval=30,
+                             client_name=f"gateway-fanout-{self.process_id}")
         self.db = redis_db(self.redis)
         self.control_channel = CONTROL_PREFIX + self.process_id
         self._lock = threading.Lock()

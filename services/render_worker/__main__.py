@@ -76,9 +76,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"ComfyUI at {config.comfyui_url} can run none of the workflows "
                          f"{sorted(worker.only_workflows or []) or ''}; not starting.")
     print(f"render worker: ComfyUI at {config.comfyui_url} runs {queues}", flush=True)
+    # No gossip, mingle or Celery heartbeat events (a PUBLISH every 2 s per worker that no one reads):
+    # the platform's own heartbeat (services.render_worker.heartbeat) says which workers live.
     celery.worker_main(["worker", "-Q", ",".join(queues), "--pool", "threads",
                         "--concurrency", str(config.prompts_in_flight), "-n", f"{args.name}@%h",
-                        "--without-gossip", "--without-mingle", "--loglevel", args.loglevel])
+                        "--without-gossip", "--without-mingle", "--without-heartbeat",
+                        "--loglevel", args.loglevel])
 
 
 if __name__ == "__main__":

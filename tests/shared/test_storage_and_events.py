@@ -1,8 +1,13 @@
 import json
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
+
+from redis._parsers import _HiredisParser
 
 from shared.events import PLATFORM_STREAM, EventBus, GroupConsumer, RetryLater, announce, redis_client
 from shared.storage import LocalStorage, content_key
@@ -44,6 +49,38 @@ def test_user_events_are_live_and_job_events_replayable(redis_url, unique):
     assert [event["id"] for event in replay] == [second["id"]]
     assert [event["data"]["step"] for event in bus.job_events_after(unique)] == [1, 2]
     json.dumps(received)
+
+
+def test_clients_parse_with_hiredis_and_answer_text(redis_url, unique):
+    """The platform's clients use hiredis's parser (C) on RESP3 and still answer str, dicts and
+    pub/sub messages as redis-py's Python parser does."""
+    client = redis_client(redis_url)
+    client.hset(f"test:{unique}", mapping={"a": "1", "é": "ü"})
+    assert client.hgetall(f"test:{unique}") == {"a": "1", "é": "ü"}
+    connection = client.connection_pool.get_connection()
+    assert isinstance(connection._parser, _HiredisParser) and connection.protocol == 3
+    client.connection_pool.release(connection)
+    pubsub = client.pubsub()
+    pubsub.subscribe(f"test:{unique}:channel")
+    assert pubsub.get_message(timeout=1)["type"] == "subscribe"
+    client.publish(f"test:{unique}:channel", "ünïcode")
+    message = pubsub.get_message(timeout=1)
+    assert (message["type"], message["channel"], message["data"]) == ("message", f"test:{unique}:channel", "ünïcode")
+    pubsub.close()
+    client.delete(f"test:{unique}")
+
+
+def test_under_gevent_clients_parse_in_python(redis_url):
+    """The gateway's gevent workers keep redis-py's Python parser (hiredis's readiness polls cost
+    more there) and still talk to Redis."""
+    script = ("from gevent import monkey; monkey.patch_all()\n"
+              "import sys; from shared.events import redis_client\n"
+              "client = redis_client(sys.argv[1]); assert client.ping()\n"
+              "connection = client.connection_pool.get_connection()\n"
+              "print(type(connection._parser).__name__)")
+    result = subprocess.run([sys.executable, "-c", script, redis_url], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.stdout.strip() == "_RESP3Parser", result.stderr
 
 
 def test_a_users_live_events_stay_in_their_redis_database(redis_url, unique):
