@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import timedelta
+from unittest.mock import patch
 
 import pytest
 from sqlalchemy import delete, event, select, text, update
@@ -12,6 +13,7 @@ from shared.config import ConfigError
 from shared.db import utcnow
 from services.credits.app import create_app
 from services.credits.config import load_config
+from services.credits.ledger import Transaction
 from services.credits.models import CreditAccount, CreditHold, CreditLedger, LedgerImmutable, RedeemCode
 
 
@@ -21,14 +23,26 @@ class InjectedFault(RuntimeError):
 
 @contextmanager
 def failing_after_ledger_insert(engine):
-    """The database 'fails' right after the ledger row was inserted, inside the transaction."""
-    def fail(_conn, _cursor, statement, *_args):
+    """The database 'fails' right after the ledger row was inserted, inside the transaction,
+    whether the INSERT ran through SQLAlchemy or on the driver's cursor (``ledger.Prepared``)."""
+    def check(statement: str) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO CREDIT_LEDGER"):
             raise InjectedFault("disk full")
 
+    def fail(_conn, _cursor, statement, *_args):
+        check(statement)
+
+    run_prepared = Transaction._run
+
+    def run_then_fail(tx, prepared, parameters, many):
+        cursor = run_prepared(tx, prepared, parameters, many)
+        check(prepared.sql)
+        return cursor
+
     event.listen(engine, "after_cursor_execute", fail)
     try:
-        yield
+        with patch.object(Transaction, "_run", run_then_fail):
+            yield
     finally:
         event.remove(engine, "after_cursor_execute", fail)
 
