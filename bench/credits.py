@@ -33,6 +33,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
+from unittest.mock import patch
 
 from _harness import CpuMeter, Processes, fresh_database, gunicorn_command, is_ready, percentile
 
@@ -46,6 +47,7 @@ from shared.web import SERVICE_TOKEN_HEADER
 from services.credits.app import create_app
 from services.credits.audit import audit
 from services.credits.client import CreditsClient
+from services.credits.ledger import Transaction
 
 ACCOUNTS = 1000
 
@@ -135,15 +137,22 @@ def in_process(backend: str, app: Flask, service_token: str, users: list[int], b
     def count_commit(_conn):
         statements.append("COMMIT")
 
+    run_prepared = Transaction._run
+
+    def count_prepared(tx, prepared, parameters, many):  # the movements' statements skip SQLAlchemy's events
+        statements.append(prepared.sql.split(None, 1)[0])
+        return run_prepared(tx, prepared, parameters, many)
+
     event.listen(engine, "before_cursor_execute", count_statement)
     event.listen(engine, "commit", count_commit)
     shown = {}
-    for name, cycle in CYCLES.items():
-        for user_id in users[:30]:  # warm the pool and the statement cache
-            cycle(client, user_id)
-        statements.clear()
-        cycle(client, users[0])
-        shown[name] = " ".join(statements)
+    with patch.object(Transaction, "_run", count_prepared):
+        for name, cycle in CYCLES.items():
+            for user_id in users[:30]:  # warm the pool and the statement cache
+                cycle(client, user_id)
+            statements.clear()
+            cycle(client, users[0])
+            shown[name] = " ".join(statements)
     event.remove(engine, "before_cursor_execute", count_statement)
     event.remove(engine, "commit", count_commit)
 

@@ -117,10 +117,11 @@ def spent_by(entry_type: str, amount: int, held_change: int) -> int:
 
 class Prepared:
     """A statement compiled once for one dialect, run on a DBAPI cursor: its SQL, its
-    positional parameters (each with the type's bind processor, or the literal compiled into
-    it) and, when it answers rows, their names and the types' result processors (SQLite
-    stores datetimes as text). Inserts are compiled for the columns they are given
-    (``column_keys``): they must be given every column but the key, as no default applies."""
+    parameters in the driver's style (PyMySQL's ``%(name)s``, SQLite's ``?``), each with its
+    type's bind processor or the literal compiled into it, and, when it answers rows, their
+    names and the types' result processors (SQLite stores datetimes as text). Inserts are
+    compiled for the columns they are given (``column_keys``): they must be given every
+    column but the key, as no column default applies."""
 
     __slots__ = ("sql", "named", "parameters", "row", "results")
 
@@ -129,11 +130,11 @@ class Prepared:
         self.sql = compiled.string
         refuse_ledger_rewrite(self.sql)
         binds = {name: bind for bind, name in compiled.bind_names.items()}
-        self.named = not compiled.positional  # PyMySQL's %(name)s; SQLite's ?
+        self.named = not compiled.positional
         self.parameters = [(name, binds[name].type.dialect_impl(dialect).bind_processor(dialect),
                             binds[name].required, binds[name].value)
                            for name in (binds if self.named else compiled.positiontup)]
-        columns = list(getattr(statement, "selected_columns", None) or getattr(statement, "_returning", ()))
+        columns = list(statement.exported_columns)  # a SELECT's, or an INSERT's RETURNING
         self.row = namedtuple("Row", [column.key or f"column_{index}" for index, column in enumerate(columns)],
                               rename=True) if columns else None
         processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]

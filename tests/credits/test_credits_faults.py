@@ -7,7 +7,7 @@ from datetime import timedelta
 from unittest.mock import patch
 
 import pytest
-from sqlalchemy import delete, event, select, text, update
+from sqlalchemy import bindparam, delete, event, select, text, update
 
 from shared.config import ConfigError
 from shared.db import utcnow
@@ -111,6 +111,18 @@ def test_ledger_rows_cannot_be_updated_or_deleted(credits, new_user_id):
             with credits.db.transaction() as session:
                 attempt(session)
                 session.flush()
+    with credits.db.read() as session:
+        assert session.scalars(select(CreditLedger.amount).where(CreditLedger.user_id == user_id)).all() == [500]
+
+
+def test_the_movements_prepared_statements_cannot_rewrite_the_ledger_either(credits, new_user_id):
+    """The movements' statements run on the driver's cursor, past the engine's guard: a
+    statement that would update or delete ledger rows is refused when it is compiled."""
+    user_id = new_user_id()
+    credits.open_account(user_id)
+    rewrite = update(CreditLedger).where(CreditLedger.user_id == bindparam("p_user_id")).values(amount=5000)
+    with pytest.raises(LedgerImmutable):
+        credits.ledger.unit_of_work(lambda tx: tx.write(rewrite, {"p_user_id": user_id}))
     with credits.db.read() as session:
         assert session.scalars(select(CreditLedger.amount).where(CreditLedger.user_id == user_id)).all() == [500]
 
