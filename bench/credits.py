@@ -2,7 +2,7 @@
 credits server's CPU per cycle.
 
     .venv/bin/python bench/credits.py [--seconds 8] [--clients 8] [--backend mariadb|sqlite|both]
-                                      [--worker-class gthread|gevent]
+                                      [--worker-class gthread|gevent] [--paced 0.5]
 
 For each backend: a fresh database (MariaDB: created and dropped on 127.0.0.1:3306 as root,
 or BENCH_MYSQL_URL), the credits migrations, the service under gunicorn (gthread, the worker
@@ -12,7 +12,9 @@ users run what a real job does now: hold(text2img × 2) at admission → settle(
 delivered) at the end (the render worker's one call: capture the delivered image, release the
 unused one, one transaction), first spread over the 1,000 accounts, then all on one hot account, then one
 client alone. The same three movements as three calls, hold → capture(1 image) → release
-(what a job cost before the settle call, and what other callers may still do), follow.
+(what a job cost before the settle call, and what other callers may still do), follow; with
+``--paced``, one more row: one client making a hold→settle every few tenths of a second, as a
+render stack calls credits (its CPU per cycle includes what the server spends idle between).
 Prints cycles/s, cycle latency percentiles, and the CPU milliseconds the credits processes
 spent per cycle (robust to a busy machine, unlike the rates). Last, both cycles once more in
 this process through the WSGI app (Flask's test client: no gunicorn, no HTTP; the CPU of
@@ -33,6 +35,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
+from unittest.mock import patch
 
 from _harness import CpuMeter, Processes, fresh_database, gunicorn_command, is_ready, percentile
 
@@ -46,6 +49,7 @@ from shared.web import SERVICE_TOKEN_HEADER
 from services.credits.app import create_app
 from services.credits.audit import audit
 from services.credits.client import CreditsClient
+from services.credits.ledger import Transaction
 
 ACCOUNTS = 1000
 
@@ -69,9 +73,9 @@ CYCLES = {"hold→settle": settled_job, "hold→capture→release": three_calls}
 
 
 def run_cycles(client: CreditsClient, cycle: Callable[[CreditsClient, int], None], users: list[int], clients: int,
-               seconds: float) -> tuple[int, list[float]]:
-    """``clients`` threads each loop ``cycle`` until ``seconds`` pass; returns (cycles, latencies
-    in seconds)."""
+               seconds: float, pause: float = 0.0) -> tuple[int, list[float]]:
+    """``clients`` threads each loop ``cycle`` (``pause`` seconds apart) until ``seconds`` pass;
+    returns (cycles, latencies in seconds)."""
     stop_at = time.monotonic() + seconds
     next_user = itertools.cycle(users)
     lock = threading.Lock()
@@ -86,6 +90,8 @@ def run_cycles(client: CreditsClient, cycle: Callable[[CreditsClient, int], None
             elapsed = time.perf_counter() - started
             with lock:
                 latencies.append(elapsed)
+            if pause:
+                time.sleep(pause)
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
         list(pool.map(worker, range(clients)))
@@ -135,15 +141,22 @@ def in_process(backend: str, app: Flask, service_token: str, users: list[int], b
     def count_commit(_conn):
         statements.append("COMMIT")
 
+    run_prepared = Transaction._run
+
+    def count_prepared(tx, prepared, parameters, many):  # the movements' statements skip SQLAlchemy's events
+        statements.append(prepared.sql.split(None, 1)[0])
+        return run_prepared(tx, prepared, parameters, many)
+
     event.listen(engine, "before_cursor_execute", count_statement)
     event.listen(engine, "commit", count_commit)
     shown = {}
-    for name, cycle in CYCLES.items():
-        for user_id in users[:30]:  # warm the pool and the statement cache
-            cycle(client, user_id)
-        statements.clear()
-        cycle(client, users[0])
-        shown[name] = " ".join(statements)
+    with patch.object(Transaction, "_run", count_prepared):
+        for name, cycle in CYCLES.items():
+            for user_id in users[:30]:  # warm the pool and the statement cache
+                cycle(client, user_id)
+            statements.clear()
+            cycle(client, users[0])
+            shown[name] = " ".join(statements)
     event.remove(engine, "before_cursor_execute", count_statement)
     event.remove(engine, "commit", count_commit)
 
@@ -161,7 +174,7 @@ def in_process(backend: str, app: Flask, service_token: str, users: list[int], b
               flush=True)
 
 
-def bench(backend: str, seconds: float, clients: int, worker_class: str) -> None:
+def bench(backend: str, seconds: float, clients: int, worker_class: str, paced: float) -> None:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-credits-{backend}-"))
     with fresh_database(backend, workdir) as url, Processes(workdir) as processes:
         env = {"APP_ENV": "development", "DATA_DIR": str(workdir), "DATABASE_URL": url,
@@ -186,17 +199,19 @@ def bench(backend: str, seconds: float, clients: int, worker_class: str) -> None
 
         credits.open_account(ACCOUNTS + 1)
         local.extensions["credits_adjustments"].grant(ACCOUNTS + 1, 1_000_000, "bench hot account", operator_id=0)
-        for name, label, pool_users, concurrency in (
-                ("hold→settle", "across 1,000 accounts", users, clients),
-                ("hold→settle", "one hot account", [ACCOUNTS + 1], clients),
-                ("hold→settle", "one client alone", users, 1),
-                ("hold→capture→release", "across 1,000 accounts", users, clients),
-                ("hold→capture→release", "one client alone", users, 1)):
+        rows = [("hold→settle", "across 1,000 accounts", users, clients, seconds, 0.0),
+                ("hold→settle", "one hot account", [ACCOUNTS + 1], clients, seconds, 0.0),
+                ("hold→settle", "one client alone", users, 1, seconds, 0.0),
+                ("hold→capture→release", "across 1,000 accounts", users, clients, seconds, 0.0),
+                ("hold→capture→release", "one client alone", users, 1, seconds, 0.0)]
+        if paced:
+            rows.append(("hold→settle", f"one client, a job every {paced:g} s", users, 1, max(seconds, 30.0), paced))
+        for name, label, pool_users, concurrency, window, pause in rows:
             meter.start()
-            cycles, latencies = run_cycles(client, CYCLES[name], pool_users, concurrency, seconds)
+            cycles, latencies = run_cycles(client, CYCLES[name], pool_users, concurrency, window, pause)
             cpu_ms = meter.stop()["credits"] * 1000 / max(cycles, 1)
-            print(f"[{backend}] {label}: {cycles / seconds:7.1f} {name} cycles/s "
-                  f"({concurrency} clients, {cycles} cycles in {seconds:.0f} s; cycle p50 "
+            print(f"[{backend}] {label}: {cycles / window:7.1f} {name} cycles/s "
+                  f"({concurrency} clients, {cycles} cycles in {window:.0f} s; cycle p50 "
                   f"{percentile(latencies, 0.5) * 1000:.1f} ms, p95 {percentile(latencies, 0.95) * 1000:.1f} ms; "
                   f"credits CPU {cpu_ms:.2f} ms per cycle)", flush=True)
         client.close()
@@ -213,9 +228,12 @@ def main() -> None:
     parser.add_argument("--backend", choices=("mariadb", "sqlite", "both"), default="both")
     parser.add_argument("--worker-class", choices=("gthread", "gevent"), default="gthread",
                         help="gunicorn's worker")
+    parser.add_argument("--paced", type=float, default=0.0, metavar="SECONDS",
+                        help="also one client making a hold→settle every SECONDS for 30 s (bench/render.py's (e) "
+                             "calls credits about once a second), whose CPU per cycle includes the server's idle")
     args = parser.parse_args()
     for backend in (("mariadb", "sqlite") if args.backend == "both" else (args.backend,)):
-        bench(backend, args.seconds, args.clients, args.worker_class)
+        bench(backend, args.seconds, args.clients, args.worker_class, args.paced)
 
 
 if __name__ == "__main__":

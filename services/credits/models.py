@@ -128,5 +128,12 @@ def protect_ledger(engine: Engine) -> None:
 
     @event.listens_for(engine, "before_cursor_execute")
     def _refuse_ledger_rewrites(_conn, _cursor, statement, _parameters, _context, _executemany):
-        if _LEDGER_WRITE.match(statement):
-            raise LedgerImmutable("credit_ledger rows are never updated or deleted")
+        refuse_ledger_rewrite(statement)
+
+
+def refuse_ledger_rewrite(sql: str) -> None:
+    """LedgerImmutable when ``sql`` would update or delete ledger rows. ``protect_ledger``
+    checks every statement SQLAlchemy runs, ``ledger.Prepared`` the movements' statements,
+    which run on the driver's cursor, once when it compiles them."""
+    if _LEDGER_WRITE.match(sql):
+        raise LedgerImmutable("credit_ledger rows are never updated or deleted")

@@ -127,7 +127,7 @@ class CreditsService:
         def work(tx: Transaction) -> HoldResult:
             price_changed = expected_cost is not None and expected_cost != cost
             if replaying(tx) or price_changed:
-                existing = tx.execute(SELECT_HOLD, {"p_job_id": job_id}).first()
+                existing = tx.first(SELECT_HOLD, {"p_job_id": job_id})
                 if existing is not None:
                     return self._replayed_hold(tx, existing, user_id, workflow, images, expected_cost)
                 if price_changed:
@@ -136,7 +136,7 @@ class CreditsService:
                                    details={"expectedCost": expected_cost, "cost": cost, "pricePerImage": price})
             # The hold row first: a repeat collides on its job id and runs again, replaying.
             now = utcnow()
-            tx.execute(INSERT_HOLD, {
+            tx.write(INSERT_HOLD, {
                 "job_id": job_id, "user_id": user_id, "amount": cost, "captured": 0, "released": 0, "status": "open",
                 "created_at": now, "expires_at": now + self.config.hold_ttl, "workflow": workflow, "images": images,
                 "price_per_image": price})
@@ -184,7 +184,7 @@ class CreditsService:
             self.ledger.must_move(tx, hold.user_id, "capture", idempotency_key, amount=0, held_change=-amount,
                                   reference=job_id, description=f"Captured {amount} credits for job {job_id}",
                                   locked=_locked_balance(hold))
-            tx.execute(CAPTURE_HOLD, {"p_job_id": job_id, "p_amount": amount})
+            tx.write(CAPTURE_HOLD, {"p_job_id": job_id, "p_amount": amount})
             return {"jobId": job_id, "captured": amount, "remaining": remaining - amount}
         return self.ledger.unit_of_work(work)
 
@@ -251,7 +251,7 @@ class CreditsService:
                                           f"Released {rest} unused credits of job {job_id}"))
             if movements:
                 self.ledger.must_move_all(tx, hold.user_id, movements, _locked_balance(hold))
-            tx.execute(SETTLE_HOLD, {"p_job_id": job_id, "p_captured": to_capture, "p_amount": rest,
+            tx.write(SETTLE_HOLD, {"p_job_id": job_id, "p_captured": to_capture, "p_amount": rest,
                                      "p_status": "settled", "p_now": utcnow()})
             return {"jobId": job_id, "captured": to_capture, "released": rest, "remaining": 0}
         return self.ledger.unit_of_work(work)
@@ -324,12 +324,12 @@ class CreditsService:
         if rest > 0:
             self.ledger.must_move(tx, hold.user_id, "release", key, amount=rest, held_change=-rest,
                                   reference=hold.job_id, description=description, locked=locked)
-        tx.execute(SETTLE_HOLD, {"p_job_id": hold.job_id, "p_captured": 0, "p_amount": rest, "p_status": status,
+        tx.write(SETTLE_HOLD, {"p_job_id": hold.job_id, "p_captured": 0, "p_amount": rest, "p_status": status,
                                  "p_now": utcnow()})
         return rest
 
     def _locked_hold(self, tx: Transaction, job_id: str) -> Row:
-        hold = tx.execute(LOCK_HOLD, {"p_job_id": job_id}).first()
+        hold = tx.first(LOCK_HOLD, {"p_job_id": job_id})
         if hold is None:
             raise NotFound(f"No credit hold exists for job {job_id}.", code="HOLD_NOT_FOUND")
         return hold

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import timedelta
+from unittest.mock import patch
 
 import pytest
-from sqlalchemy import delete, event, select, text, update
+from sqlalchemy import bindparam, delete, event, select, text, update
 
 from shared.config import ConfigError
 from shared.db import utcnow
 from services.credits.app import create_app
 from services.credits.config import load_config
+from services.credits.ledger import Transaction
 from services.credits.models import CreditAccount, CreditHold, CreditLedger, LedgerImmutable, RedeemCode
 
 
@@ -21,14 +23,26 @@ class InjectedFault(RuntimeError):
 
 @contextmanager
 def failing_after_ledger_insert(engine):
-    """The database 'fails' right after the ledger row was inserted, inside the transaction."""
-    def fail(_conn, _cursor, statement, *_args):
+    """The database 'fails' right after the ledger row was inserted, inside the transaction,
+    whether the INSERT ran through SQLAlchemy or on the driver's cursor (``ledger.Prepared``)."""
+    def check(statement: str) -> None:
         if statement.lstrip().upper().startswith("INSERT INTO CREDIT_LEDGER"):
             raise InjectedFault("disk full")
 
+    def fail(_conn, _cursor, statement, *_args):
+        check(statement)
+
+    run_prepared = Transaction._run
+
+    def run_then_fail(tx, prepared, parameters, many):
+        cursor = run_prepared(tx, prepared, parameters, many)
+        check(prepared.sql)
+        return cursor
+
     event.listen(engine, "after_cursor_execute", fail)
     try:
-        yield
+        with patch.object(Transaction, "_run", run_then_fail):
+            yield
     finally:
         event.remove(engine, "after_cursor_execute", fail)
 
@@ -97,6 +111,18 @@ def test_ledger_rows_cannot_be_updated_or_deleted(credits, new_user_id):
             with credits.db.transaction() as session:
                 attempt(session)
                 session.flush()
+    with credits.db.read() as session:
+        assert session.scalars(select(CreditLedger.amount).where(CreditLedger.user_id == user_id)).all() == [500]
+
+
+def test_the_movements_prepared_statements_cannot_rewrite_the_ledger_either(credits, new_user_id):
+    """The movements' statements run on the driver's cursor, past the engine's guard: a
+    statement that would update or delete ledger rows is refused when it is compiled."""
+    user_id = new_user_id()
+    credits.open_account(user_id)
+    rewrite = update(CreditLedger).where(CreditLedger.user_id == bindparam("p_user_id")).values(amount=5000)
+    with pytest.raises(LedgerImmutable):
+        credits.ledger.unit_of_work(lambda tx: tx.write(rewrite, {"p_user_id": user_id}))
     with credits.db.read() as session:
         assert session.scalars(select(CreditLedger.amount).where(CreditLedger.user_id == user_id)).all() == [500]
 
