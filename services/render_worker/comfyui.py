@@ -37,6 +37,8 @@ WS_POLL_SECONDS = 0.25
 # With no message about our prompt for this long, ask /history and /queue how it is doing.
 SILENCE_CHECK_SECONDS = 5.0
 INTERRUPT_GRACE_SECONDS = 30.0
+# Bytes asked of ComfyUI's socket at a time (``BufferedWebSocket``).
+RECV_CHUNK = 65536
 MAX_SOCKET_DROPS = 5
 HISTORY_READS = 4
 PREVIEW_LEGACY, PREVIEW_WITH_METADATA = 1, 4
@@ -162,6 +164,71 @@ def _direct_connection(ws_url: str, timeout: float) -> socket.socket:
     sock = socket.create_connection((parts.hostname, parts.port or (443 if secure else 80)), timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname) if secure else sock
+
+
+class BufferedWebSocket(websocket.WebSocket):
+    """websocket-client's WebSocket, reading ComfyUI's socket a chunk at a time.
+
+    Its frame parser asks the socket for a frame's header, length and payload apart (a ``recv``
+    with its timeout wait for each, and a dozen Python calls), while ComfyUI's frames are small
+    and come whole, one or several to a TCP segment. Here a frame that is whole in the chunk read
+    last is cut from it at once; websocket-client's parser does the rest (a frame split across
+    segments, one half read when a timeout struck), taking its pieces from the chunk. A chunk is
+    read when the last is used up, through websocket-client's ``_recv`` (its timeout, TLS and
+    closed-socket handling). Relies on the pinned websocket-client's ``frame_buffer``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._chunk = b""
+        self._offset = 0
+
+    def buffered(self) -> bool:
+        """Whether bytes read from the socket wait to be parsed."""
+        return self._offset < len(self._chunk)
+
+    def recv_frame(self) -> websocket.ABNF:
+        parser = self.frame_buffer
+        if parser.header is None and not parser.recv_buffer:  # between frames
+            if not self.buffered():
+                self._chunk, self._offset = super()._recv(RECV_CHUNK), 0
+            frame = self._whole_frame()
+            if frame is not None:
+                frame.validate(parser.skip_utf8_validation)
+                return frame
+        return super().recv_frame()
+
+    def _whole_frame(self) -> websocket.ABNF | None:
+        """The next frame, cut from the chunk, if it is whole there and unmasked (a server's)."""
+        chunk, start = self._chunk, self._offset
+        if len(chunk) - start < 2 or chunk[start + 1] & 0x80:
+            return None
+        first, length = chunk[start], chunk[start + 1] & 0x7F
+        at = start + 2 + {126: 2, 127: 8}.get(length, 0)
+        if length >= 126:
+            length = int.from_bytes(chunk[start + 2:at], "big")
+        end = at + length
+        if end > len(chunk):
+            return None
+        self._offset = end
+        return websocket.ABNF(first >> 7 & 1, first >> 6 & 1, first >> 5 & 1, first >> 4 & 1, first & 0xF, 0,
+                              chunk[at:end])
+
+    def _recv(self, bufsize: int) -> bytes:
+        """Up to ``bufsize`` bytes for websocket-client's parser, from the chunk."""
+        chunk, start = self._chunk, self._offset
+        if start >= len(chunk):
+            chunk, start = self._chunk, self._offset = super()._recv(RECV_CHUNK), 0
+        end = start + bufsize
+        self._offset = end
+        return chunk if start == 0 and end >= len(chunk) else chunk[start:end]
+
+
+def connect_socket(url: str, timeout: float) -> BufferedWebSocket:
+    """ComfyUI's WebSocket at ``url``. UTF-8 is left to json.loads (websocket-client would check
+    each byte in Python)."""
+    return websocket.create_connection(url, timeout=timeout, class_=BufferedWebSocket, suppress_origin=True,
+                                       enable_multithread=False, skip_utf8_validation=True,
+                                       socket=_direct_connection(url, timeout))
 
 
 class ComfyUIClient:
@@ -325,9 +392,9 @@ class EventSocket:
 
     def __init__(self) -> None:
         self.client_id = uuid.uuid4().hex
-        self.ws: websocket.WebSocket | None = None
+        self.ws: BufferedWebSocket | None = None
 
-    def take(self) -> websocket.WebSocket | None:
+    def take(self) -> BufferedWebSocket | None:
         """The kept socket, its idle frames read, or None (none kept, or ComfyUI closed it)."""
         ws, self.ws = self.ws, None
         if ws is None:
@@ -343,7 +410,7 @@ class EventSocket:
             return None
         return ws
 
-    def keep(self, ws: websocket.WebSocket) -> None:
+    def keep(self, ws: BufferedWebSocket) -> None:
         self.ws = ws
 
     def renew(self) -> None:
@@ -435,14 +502,10 @@ class PromptRun:
                 time.sleep(delay)
                 delay = min(delay * 2, 4.0)
 
-    def _connect(self) -> websocket.WebSocket:
-        def attempt() -> websocket.WebSocket:
+    def _connect(self) -> BufferedWebSocket:
+        def attempt() -> BufferedWebSocket:
             try:
-                url = self.client.ws_url(self.client_id)
-                # UTF-8 is left to json.loads (websocket-client would check each byte in Python)
-                return websocket.create_connection(url, timeout=self.client.timeout, suppress_origin=True,
-                                                   enable_multithread=False, skip_utf8_validation=True,
-                                                   socket=_direct_connection(url, self.client.timeout))
+                return connect_socket(self.client.ws_url(self.client_id), self.client.timeout)
             except (websocket.WebSocketException, OSError) as exc:
                 raise ComfyUIUnavailable(f"ComfyUI's WebSocket is unreachable ({exc.__class__.__name__}).") from exc
         return self._backoff("connecting to ComfyUI's WebSocket", attempt)
@@ -490,7 +553,7 @@ class PromptRun:
                 self.socket.renew()
         self._raise_for_outcome()
 
-    def _follow(self, ws: websocket.WebSocket) -> None:
+    def _follow(self, ws: BufferedWebSocket) -> None:
         ws.settimeout(WS_POLL_SECONDS)
         while self.outcome is None:
             try:
@@ -652,12 +715,12 @@ def _close_sockets(sockets: list[EventSocket]) -> None:
         events.close()
 
 
-def _has_data(ws: websocket.WebSocket) -> bool:
+def _has_data(ws: BufferedWebSocket) -> bool:
     """Whether a frame (or ComfyUI's close) waits to be read, without waiting."""
     sock = ws.sock
     if sock is None:
         raise websocket.WebSocketConnectionClosedException("the socket is closed")
-    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+    if ws.buffered() or isinstance(sock, ssl.SSLSocket) and sock.pending():
         return True
     return bool(select.select([sock], [], [], 0)[0])
 
