@@ -1,4 +1,4 @@
-"""The access log line of every HTTP process (deploy/gunicorn_conf.py's ``AccessLog``): the same
+"""The access log line of every HTTP process (deploy/access_log.py): the same
 text as gunicorn's own logger writes, for the platform's format and for an operator's."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from gunicorn import glogging
 from gunicorn.config import Config
 
-from deploy.gunicorn_conf import AccessLog
+from deploy.access_log import AccessLog
 from shared.web import ACCESS_LOG_FORMAT
 
 
