@@ -27,20 +27,20 @@ class AccessLog(glogging.Logger):
         self._lean = fields - headers <= _REQUEST_FIELDS
         self._response_headers = {name[1:-2].lower(): name for name in headers}
 
-    def access(self, resp, req, environ, request_time) -> None:
+    def access(self, resp, req, wsgi_env, request_time) -> None:
         if not self.access_log_enabled:
             return
         if not self._lean:
-            super().access(resp, req, environ, request_time)
+            super().access(resp, req, wsgi_env, request_time)
             return
         status = resp.status
         sent = getattr(resp, "sent", None)
-        fields = {"h": environ.get("REMOTE_ADDR", "-"),
-                  "r": f"{environ['REQUEST_METHOD']} {environ['RAW_URI']} {environ['SERVER_PROTOCOL']}",
+        fields = {"h": wsgi_env.get("REMOTE_ADDR", "-"),
+                  "r": f"{wsgi_env['REQUEST_METHOD']} {wsgi_env['RAW_URI']} {wsgi_env['SERVER_PROTOCOL']}",
                   "s": status.split(None, 1)[0] if isinstance(status, str) else status,
                   "b": str(sent) if sent is not None else "-",
                   "M": request_time.seconds * 1000 + int(request_time.microseconds / 1000),
-                  "a": environ.get("HTTP_USER_AGENT", "-")}
+                  "a": wsgi_env.get("HTTP_USER_AGENT", "-")}
         fields.update(dict.fromkeys(self._response_headers.values(), "-"))
         for name, value in resp.headers:
             field = self._response_headers.get(name.lower())
