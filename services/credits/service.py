@@ -252,7 +252,7 @@ class CreditsService:
             if movements:
                 self.ledger.must_move_all(tx, hold.user_id, movements, _locked_balance(hold))
             tx.write(SETTLE_HOLD, {"p_job_id": job_id, "p_captured": to_capture, "p_amount": rest,
-                                     "p_status": "settled", "p_now": utcnow()})
+                                   "p_status": "settled", "p_now": utcnow()})
             return {"jobId": job_id, "captured": to_capture, "released": rest, "remaining": 0}
         return self.ledger.unit_of_work(work)
 
@@ -325,7 +325,7 @@ class CreditsService:
             self.ledger.must_move(tx, hold.user_id, "release", key, amount=rest, held_change=-rest,
                                   reference=hold.job_id, description=description, locked=locked)
         tx.write(SETTLE_HOLD, {"p_job_id": hold.job_id, "p_captured": 0, "p_amount": rest, "p_status": status,
-                                 "p_now": utcnow()})
+                               "p_now": utcnow()})
         return rest
 
     def _locked_hold(self, tx: Transaction, job_id: str) -> Row:
