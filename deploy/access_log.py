@@ -26,6 +26,7 @@ class AccessLog(glogging.Logger):
         headers = {name for name in fields if name.startswith("{") and name.endswith("}o")}
         self._lean = fields - headers <= _REQUEST_FIELDS
         self._response_headers = {name[1:-2].lower(): name for name in headers}
+        self._absent_headers = dict.fromkeys(headers, "-")
 
     def access(self, resp, req, wsgi_env, request_time) -> None:
         if not self.access_log_enabled:
@@ -41,7 +42,7 @@ class AccessLog(glogging.Logger):
                   "b": str(sent) if sent is not None else "-",
                   "M": request_time.seconds * 1000 + int(request_time.microseconds / 1000),
                   "a": wsgi_env.get("HTTP_USER_AGENT", "-")}
-        fields.update(dict.fromkeys(self._response_headers.values(), "-"))
+        fields.update(self._absent_headers)
         for name, value in resp.headers:
             field = self._response_headers.get(name.lower())
             if field is not None:

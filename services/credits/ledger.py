@@ -275,8 +275,10 @@ class Ledger:
             try:
                 with self.db.engine.begin() as connection:
                     tx = Transaction(connection, replayed, self.statements)
-                    result = work(tx)
-                    tx.close()
+                    try:
+                        result = work(tx)
+                    finally:
+                        tx.close()
                 break
             except IntegrityError:
                 if replayed:

@@ -166,6 +166,10 @@ def _direct_connection(ws_url: str, timeout: float) -> socket.socket:
     return ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname) if secure else sock
 
 
+# A frame's 7-bit length 126 or 127 says its real length follows in 2 or 8 bytes (RFC 6455, 5.2).
+_EXTENDED_LENGTH_BYTES = {126: 2, 127: 8}
+
+
 class BufferedWebSocket(websocket.WebSocket):
     """websocket-client's WebSocket, reading ComfyUI's socket a chunk at a time.
 
@@ -203,7 +207,7 @@ class BufferedWebSocket(websocket.WebSocket):
         if len(chunk) - start < 2 or chunk[start + 1] & 0x80:
             return None
         first, length = chunk[start], chunk[start + 1] & 0x7F
-        at = start + 2 + {126: 2, 127: 8}.get(length, 0)
+        at = start + 2 + _EXTENDED_LENGTH_BYTES.get(length, 0)
         if length >= 126:
             length = int.from_bytes(chunk[start + 2:at], "big")
         end = at + length
