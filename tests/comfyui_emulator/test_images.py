@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import io
-import time
 from typing import Any
 
 import requests
 from PIL import Image
 
-from services.comfyui_emulator.images import Recipe, synthesize
 from tests.comfyui_emulator.emulator_ws import Socket, localise
 from tests.comfyui_emulator.test_ws_conformance import FIXTURES
 
@@ -51,8 +49,3 @@ def test_seed_and_prompt_change_the_image(emu: Any) -> None:
     assert render(emu, seed=22, batch=1)[0].tobytes() != base
     assert render(emu, seed=21, batch=1, text="a blue whale")[0].tobytes() != base
 
-
-def test_synthesis_is_fast() -> None:
-    started = time.perf_counter()
-    synthesize(Recipe("a castle", "blurry", 3, 512, 512, 0, "sd15_demo.safetensors"))
-    assert time.perf_counter() - started < 0.1
