@@ -81,11 +81,11 @@ class Subscription:
     replies are parsed by hiredis from what each socket read returns. Used by the listener alone."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._connection = client.connection_pool.make_connection()
-        self._connection.connect()
+        self._pool = client.connection_pool
+        self._connection = self._pool.get_connection()  # connected, as redis-py's PubSub takes its own
         self._socket = self._connection._sock  # redis-py keeps no public read of the raw socket
         self._socket.settimeout(IDLE_WAIT_SECONDS)
-        encoding = client.connection_pool.connection_kwargs.get("encoding", "utf-8")
+        encoding = self._pool.connection_kwargs.get("encoding", "utf-8")
         self._reader = hiredis.Reader(encoding=encoding, replyError=redis.ResponseError)
         self._last_io = time.monotonic()
 
@@ -119,7 +119,8 @@ class Subscription:
         return replies
 
     def close(self) -> None:
-        self._connection.disconnect()
+        self._connection.disconnect()  # never reused half-read: the pool connects it afresh
+        self._pool.release(self._connection)
 
 
 class Fanout:
