@@ -12,16 +12,23 @@ The listener also reads the process's control channel ``ws:control:<process id>`
 any gateway process asks this one to close a socket (a user's oldest, beyond the per-user
 limit). It runs while the process has sockets; if Redis fails, every socket is told
 (``EVENTS_DOWN``) and the next socket starts a new listener.
+
+The listener reads its connection itself (``Subscription``) rather than through redis-py's
+``PubSub``: every live event passes here, and redis-py's read of one message (its connection
+checks, retry wrapper and Python RESP parser) cost about as much as the rest of the relay.
 """
 from __future__ import annotations
 
 import itertools
 import logging
 import queue
+import socket
 import threading
+import time
 import uuid
 from typing import Any
 
+import hiredis
 import redis
 
 from shared.events import connect, redis_db, user_channel
@@ -32,6 +39,10 @@ log = logging.getLogger(__name__)
 # it at once (a message on its control channel), so this only bounds how long it takes to see
 # that the process is shutting down.
 IDLE_WAIT_SECONDS = 1.0
+# With nothing read for this long the listener sends a PING, so a connection the peer dropped
+# without a word fails its next read (as redis-py's ``health_check_interval`` does).
+HEALTH_CHECK_SECONDS = 30.0
+READ_SIZE = 65536
 WAKE = ""  # what a socket publishes on the control channel to have its subscription applied
 CONTROL_PREFIX = "ws:control:"
 
@@ -62,6 +73,54 @@ class Mailbox:
             return self._queue.get(timeout=max(0.0, timeout))
         except queue.Empty:
             return None
+
+
+class Subscription:
+    """The process's pub/sub connection: a connection of the client's pool settings (address,
+    password, database, name, TLS) that only ever sends (UN)SUBSCRIBE and PING and whose
+    replies are parsed by hiredis from what each socket read returns. Used by the listener alone."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._pool = client.connection_pool
+        self._connection = self._pool.get_connection()  # connected, as redis-py's PubSub takes its own
+        self._socket = self._connection._sock  # redis-py keeps no public read of the raw socket
+        self._socket.settimeout(IDLE_WAIT_SECONDS)
+        encoding = self._pool.connection_kwargs.get("encoding", "utf-8")
+        self._reader = hiredis.Reader(encoding=encoding, replyError=redis.ResponseError)
+        self._last_io = time.monotonic()
+
+    def send(self, *command: str) -> None:
+        self._connection.send_command(*command, check_health=False)
+        self._last_io = time.monotonic()
+
+    def read(self) -> list[Any]:
+        """The replies that have arrived, waiting at most ``IDLE_WAIT_SECONDS`` for the first."""
+        replies = self._parsed()
+        if replies:
+            return replies
+        try:
+            data = self._socket.recv(READ_SIZE)
+        except socket.timeout:
+            if time.monotonic() - self._last_io > HEALTH_CHECK_SECONDS:
+                self.send("PING")
+            return []
+        if not data:
+            raise redis.ConnectionError("Redis closed the live-event subscription")
+        self._last_io = time.monotonic()
+        self._reader.feed(data)
+        return self._parsed()
+
+    def _parsed(self) -> list[Any]:
+        replies = []
+        while (reply := self._reader.gets()) is not False:
+            if isinstance(reply, redis.ResponseError):
+                raise reply
+            replies.append(reply)
+        return replies
+
+    def close(self) -> None:
+        self._connection.disconnect()  # never reused half-read: the pool connects it afresh
+        self._pool.release(self._connection)
 
 
 class Fanout:
@@ -164,11 +223,12 @@ class Fanout:
         self.redis.close()
 
     def _listen(self) -> None:
-        pubsub = self.redis.pubsub()
         active: set[str] = set()     # channels subscribed on the connection
         pending: dict[str, int] = {}  # channel -> subscriptions sent and not yet confirmed
+        subscription = None
         try:
-            pubsub.subscribe(self.control_channel)
+            subscription = Subscription(self.redis)
+            subscription.send("SUBSCRIBE", self.control_channel)
             while True:
                 with self._lock:
                     if self._closed or (not self._mailboxes and not self._changed):
@@ -177,36 +237,37 @@ class Fanout:
                     changed, self._changed = self._changed, set()
                     self._wake_sent = False
                     wanted = {channel for channel in changed if channel in self._mailboxes}
-                self._apply(pubsub, changed, wanted, active, pending)
-                # One message per pass: one already read into the connection's buffer comes back at
-                # once, and asking again with timeout=0 would cost a failed read per event.
-                message = pubsub.get_message(timeout=IDLE_WAIT_SECONDS)
-                if message is not None:
-                    self._dispatch(message, active, pending)
+                self._apply(subscription, changed, wanted, active, pending)
+                for reply in subscription.read():
+                    self._dispatch(reply, active, pending)
         except (redis.RedisError, OSError) as exc:
             log.warning("live events unavailable, closing this process's sockets: %s", exc)
             self._fail_all()
         finally:
-            pubsub.close()
+            if subscription is not None:
+                subscription.close()
 
-    def _apply(self, pubsub: redis.client.PubSub, changed: set[str], wanted: set[str], active: set[str],
+    def _apply(self, subscription: Subscription, changed: set[str], wanted: set[str], active: set[str],
                pending: dict[str, int]) -> None:
         subscribe = [channel for channel in wanted if channel not in active]
         unsubscribe = [channel for channel in changed - wanted if channel in active]
         if subscribe:
-            pubsub.subscribe(*subscribe)
+            subscription.send("SUBSCRIBE", *subscribe)
             for channel in subscribe:
                 pending[channel] = pending.get(channel, 0) + 1
             active.update(subscribe)
         if unsubscribe:
-            pubsub.unsubscribe(*unsubscribe)
+            subscription.send("UNSUBSCRIBE", *unsubscribe)
             active.difference_update(unsubscribe)
         for channel in wanted - set(subscribe):
             if not pending.get(channel):
                 self._mark_subscribed(channel)  # still subscribed from before: ready at once
 
-    def _dispatch(self, message: dict[str, Any], active: set[str], pending: dict[str, int]) -> None:
-        channel, kind = message["channel"], message["type"]
+    def _dispatch(self, reply: Any, active: set[str], pending: dict[str, int]) -> None:
+        """One reply of the subscription: ``[kind, channel, data or count]``, or a PING's answer."""
+        if not isinstance(reply, list) or len(reply) != 3:
+            return  # PONG
+        kind, channel, data = reply
         if kind == "subscribe":
             pending[channel] = pending.get(channel, 1) - 1
             if channel in active and not pending[channel]:
@@ -215,14 +276,14 @@ class Fanout:
             return
         elif channel == self.control_channel:
             with self._lock:
-                mailbox = self._sockets.get(message["data"])
+                mailbox = self._sockets.get(data)
             if mailbox is not None:
                 mailbox.put(EVICTED)
         else:
             with self._lock:
                 mailboxes = list(self._mailboxes.get(channel, ()))
             for mailbox in mailboxes:
-                mailbox.put(EVENT, message["data"])
+                mailbox.put(EVENT, data)
 
     def _mark_subscribed(self, channel: str) -> None:
         with self._lock:

@@ -6,7 +6,7 @@ import time
 
 import redis
 
-from services.gateway.fanout import EVENT, WAKE, Fanout, Mailbox
+from services.gateway.fanout import EVENT, EVENTS_DOWN, WAKE, Fanout, Mailbox
 from shared.events import EventBus, redis_client
 
 DEADLINE = 30.0
@@ -54,3 +54,29 @@ def test_sockets_joining_an_idle_listener_wake_it_and_hear_their_events(redis_ur
     finally:
         watcher.close()
         fanout.close()
+
+
+def test_a_lost_subscription_tells_every_socket_and_the_next_socket_subscribes_again(redis_url, unique):
+    fanout = Fanout(redis_url)
+    bus = EventBus(redis_client(redis_url))
+    user = (int(unique, 16) % 1_000_000) * 2
+    try:
+        first = Mailbox(10)
+        fanout.attach(user, first, DEADLINE)
+        killed = bus.redis.client_kill_filter(_type="pubsub", skipme=True,
+                                              addr=_subscriber_address(bus.redis, fanout))
+        assert killed == 1
+        assert first.get(DEADLINE) == (EVENTS_DOWN, None)
+
+        second = Mailbox(10)
+        fanout.attach(user, second, DEADLINE)  # a new listener, a new connection
+        bus.publish(user, "credits.changed", {"available": 2})
+        assert _next_event(second)["data"] == {"available": 2}
+    finally:
+        fanout.close()
+
+
+def _subscriber_address(client: redis.Redis, fanout: Fanout) -> str:
+    name = f"gateway-fanout-{fanout.process_id}"
+    (subscriber,) = [c for c in client.client_list(_type="pubsub") if c["name"] == name]
+    return subscriber["addr"]
