@@ -19,6 +19,7 @@ def ctx(render_settings, render_config):
     context.comfyui.close()
     context.credits.close()
     context.db.dispose()
+    context.thumbnails.shutdown()
 
 
 @pytest.fixture
