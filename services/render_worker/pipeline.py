@@ -3,11 +3,10 @@
 Claim (only a queued, uncancelled job, or a running one whose worker died) → pick the
 workflow variant this ComfyUI runs → upload the source image under a per-job name →
 build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
-per image: fetch, check (``CONTENT_IMAGE_CHECKER``), label and store the original, insert the
-output row (commit) while the thumbnail is made beside it, publish ``job.image`` once the
-thumbnail is stored → record the final state (a job's last image commits with its success), then
-settle the hold (one credits call charges the delivered images) and announce the outcome
-(``services.render.outbox``).
+per image: fetch, check (``CONTENT_IMAGE_CHECKER``), label and store original and thumbnail,
+insert the output row (commit), publish ``job.image`` → record the final state (a job's last
+image commits with its success), then settle the hold (one credits call charges the delivered
+images) and announce the outcome (``services.render.outbox``).
 Every step is idempotent, so a redelivered message repeats nothing that already
 happened, and a finished job is skipped. The job succeeds only when every requested
 image was delivered. A credits or Redis outage never fails a job: what credits did not
@@ -22,7 +21,6 @@ import json
 import logging
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +47,7 @@ from services.render_worker.heartbeat import choices_from_object_info
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
                       outcome_from_history)
 from services.render.config import RenderConfig
-from services.render.models import RenderJob, RenderOutput
+from services.render.models import RenderJob
 from services.render.outbox import JobOutbox
 from services.render.scheduler import FairQueue, entry_for
 from services.render.workflows import Template, TemplateStore, Variant, build_graph
@@ -57,9 +55,6 @@ from services.render.workflows import Template, TemplateStore, Variant, build_gr
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 512
-THUMBNAIL_QUALITY = 80
-# method 0: two thirds of the encode time of method 2 (a quarter of the default, 4), ~10 % more bytes
-THUMBNAIL_METHOD = 0
 # Live progress at most 4 times a second (a 2-s job: about 8 events, not 20); the row's
 # progress, for those who poll, every 2 s.
 PROGRESS_INTERVAL_SECONDS = 0.25
@@ -90,9 +85,6 @@ class RenderContext:
     labels: LabelConfig
     checker: ImageChecker
     fair: FairQueue
-    # Thumbnails are decoded and encoded here while their output rows commit (Pillow lets go of
-    # the GIL meanwhile): a thread per prompt in flight, started on first use.
-    thumbnails: ThreadPoolExecutor
     state: WorkerState | None = None  # a worker's (not the reconciler's): drain, counters, loaded model
     capabilities_cache: tuple[float, set[str], dict[str, list[str]]] | None = None
 
@@ -135,9 +127,7 @@ def build_context(settings: Settings, config: RenderConfig, worker_id: str,
                          worker_id=worker_id, templates=templates or TemplateStore(defaults=config.parameter_defaults),
                          outbox=JobOutbox(db, credits, events, gallery, retry),
                          labels=load_label_config(settings), checker=checker,
-                         fair=FairQueue(events.redis, config.queue_prefix),
-                         thumbnails=ThreadPoolExecutor(max_workers=config.prompts_in_flight,
-                                                       thread_name_prefix="thumbnail"))
+                         fair=FairQueue(events.redis, config.queue_prefix))
 
 
 class JobFailed(Exception):
@@ -414,31 +404,20 @@ def _upload_source(ctx: RenderContext, job: RenderJob) -> str:
 
 def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery: Delivery) -> None:
     """Fetch, store, record and announce each image, noting each step in ``delivery``. Nothing
-    is charged here: the settlement at the end charges every delivered image in one call.
-
-    The thumbnail is made in ``ctx.thumbnails`` while the output row commits: the row names it by
-    a key known beforehand (``thumbnail_key``), the transaction commits only once the image's
-    pixels decoded (a file that is not an image is never recorded), and ``job.image`` waits until
-    the thumbnail is stored. A worker that dies in between leaves the job unsettled and a
-    thumbnail missing, which whoever settles the job makes first (``make_missing_thumbnails``)."""
+    is charged here: the settlement at the end charges every delivered image in one call."""
     for index, ref in enumerate(refs[:job.images_requested]):
         data = ctx.comfyui.fetch_image(ref)
         if not _passes_check(ctx, job, index, data, delivery):
             continue
-        label = _label(ctx, job, index)
-        file, decoded, stored = _store(ctx, index, data, label)
+        file = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
         completes = delivery.flagged == 0 and delivery.delivered + 1 == job.images_requested
         with ctx.db.transaction() as session:  # the last image and the job's success: one commit
             output = jobs.add_output(session, job, file, completes=completes)
-            finished = ctx.outbox.read_finished(session, job.id) if output is not None and completes else None
-            _check_decoded(decoded)  # before the commit: an unreadable file leaves nothing of this transaction
+            if output is not None and completes:
+                delivery.finished = ctx.outbox.read_finished(session, job.id)
         if output is None:
             log.warning("job %s was finished while delivering image %s; keeping nothing more", job.id, index)
             return
-        delivery.finished = finished
-        stored.result()
-        if output.thumbnail_key != file.thumbnail_key:  # an earlier attempt's row, of another image
-            _make_missing_thumbnail(ctx, job, output)
         delivery.delivered += 1
         _publish(ctx, job, "job.image", {"outputId": output.id, "index": index,
                                          "imageUrl": ctx.storage.signed_url(output.image_key),
@@ -515,104 +494,28 @@ def _label(ctx: RenderContext, job: RenderJob, index: int) -> ImageLabel:
     return ImageLabel(producer=ctx.labels.producer, produce_id=output_id, job_id=job.id, generated_at=created)
 
 
-def _store(ctx: RenderContext, index: int, data: bytes,
-           label: ImageLabel) -> tuple[jobs.OutputFile, Future[None], Future[None]]:
-    """Keep the original (as PNG) and start its WebP thumbnail, which fits in 512×512, both
-    labelled: the file to record, then when the original's pixels decoded (the thumbnail is made
-    from them) and when the thumbnail is stored. The original's size is read from its header."""
+def _store(storage: Storage, index: int, data: bytes, label: ImageLabel, secret: bytes) -> jobs.OutputFile:
+    """Keep the original (as PNG) and a WebP thumbnail that fits in 512×512, both labelled."""
     try:
-        with Image.open(io.BytesIO(data)) as original:  # the header; the pixels only for another format
+        with Image.open(io.BytesIO(data)) as original:
+            original.load()
             width, height = original.size
             if original.format != "PNG":
                 buffer = io.BytesIO()
                 original.save(buffer, format="PNG")
                 data = buffer.getvalue()
-        labelled = label_png(data, label, ctx.labels.secret)
+            thumbnail = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
+        data = label_png(data, label, secret)
     except (OSError, SyntaxError, ValueError) as exc:
-        raise _unreadable() from exc
-    image_key = content_key(labelled, "png", "images")
-    file = jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key(image_key), width=width,
-                           height=height, file_size=len(labelled), sha256=hashlib.sha256(labelled).hexdigest(),
+        raise ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE") from exc
+    thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    # method 0: two thirds of the encode time of method 2 (a quarter of the default, 4), ~10 % more bytes
+    thumb_bytes = encode_derived(thumbnail, "WEBP", label, secret, quality=80, method=0)
+    image_key = storage.put(content_key(data, "png", "images"), data)
+    thumbnail_key = storage.put(content_key(thumb_bytes, "webp", "thumbs"), thumb_bytes)
+    return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key, width=width,
+                           height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
                            output_id=label.produce_id)
-    decoded: Future[None] = Future()
-    stored = ctx.thumbnails.submit(_make_thumbnail, ctx.storage, data, file.thumbnail_key, label, ctx.labels.secret,
-                                   decoded)
-    ctx.storage.put(file.image_key, labelled)
-    return file, decoded, stored
-
-
-def thumbnail_key(image_key: str) -> str:
-    """The key of an original's thumbnail, known before the thumbnail is made: a digest of the
-    original's own (its content key's) and the thumbnail's parameters. Like a content key it never
-    names two different files: the original's bytes, label included, decide the thumbnail's."""
-    digest = image_key.rsplit("/", 1)[-1].split(".", 1)[0]
-    recipe = f"{digest}:webp:{THUMBNAIL_SIZE}:q{THUMBNAIL_QUALITY}:m{THUMBNAIL_METHOD}"
-    return content_key(recipe.encode(), "webp", "thumbs")
-
-
-def _make_thumbnail(storage: Storage, data: bytes, key: str, label: ImageLabel, secret: bytes,
-                    decoded: Future[None]) -> None:
-    """In ``ctx.thumbnails``: decode the original (``decoded`` tells how that went), then encode and
-    store its thumbnail under ``key``."""
-    try:
-        pixels = _pixels(data)
-    except BaseException as exc:
-        decoded.set_exception(exc)
-        raise
-    decoded.set_result(None)
-    _store_thumbnail(storage, pixels, key, label, secret)
-
-
-def _check_decoded(decoded: Future[None]) -> None:
-    try:
-        decoded.result()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise _unreadable() from exc
-
-
-def _unreadable() -> ComfyUIError:
-    return ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE")
-
-
-def _pixels(data: bytes) -> Image.Image:
-    """An image file decoded, in the mode its thumbnail is encoded from."""
-    with Image.open(io.BytesIO(data)) as original:
-        return original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
-
-
-def _store_thumbnail(storage: Storage, pixels: Image.Image, key: str, label: ImageLabel, secret: bytes) -> None:
-    pixels.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    storage.put(key, encode_derived(pixels, "WEBP", label, secret, quality=THUMBNAIL_QUALITY,
-                                    method=THUMBNAIL_METHOD))
-
-
-def make_missing_thumbnails(ctx: RenderContext, job: RenderJob) -> bool:
-    """Make the missing thumbnails of a job's outputs from their stored originals, before the job
-    is settled: a worker that died between an output's commit and its thumbnail's store left one
-    missing (``_deliver``). False when the store failed: the job is left unsettled, and the
-    reconciler tries again before it settles it."""
-    with ctx.db.read() as session:
-        outputs = jobs.outputs_of(session, [job.id])[job.id]
-    try:
-        for output in outputs:
-            _make_missing_thumbnail(ctx, job, output)
-    except (OSError, StorageError) as exc:
-        log.error("job %s: a missing thumbnail was not made (%s); the job is settled once it is", job.id, exc)
-        return False
-    return True
-
-
-def _make_missing_thumbnail(ctx: RenderContext, job: RenderJob, output: RenderOutput) -> None:
-    if ctx.storage.exists(output.thumbnail_key):
-        return
-    try:
-        original = ctx.storage.read(output.image_key)
-    except FileNotFoundError:
-        log.warning("job %s output %s: neither the original nor the thumbnail is stored (erased?)", job.id, output.id)
-        return
-    log.warning("job %s output %s: making the thumbnail its worker did not store", job.id, output.id)
-    _store_thumbnail(ctx.storage, _pixels(original), output.thumbnail_key, _label(ctx, job, output.index),
-                     ctx.labels.secret)
 
 
 def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str) -> bool:
@@ -632,8 +535,7 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, *,
     if finished is None:
         log.info("job %s was already finished; not finishing it again", job.id)
         return False
-    if make_missing_thumbnails(ctx, job):  # else the reconciler makes them, then settles and announces
-        _complete(ctx, job, status, code, finished)
+    _complete(ctx, job, status, code, finished)
     return True
 
 

@@ -19,7 +19,6 @@ def ctx(render_settings, render_config):
     context.comfyui.close()
     context.credits.close()
     context.db.dispose()
-    context.thumbnails.shutdown()
 
 
 @pytest.fixture
