@@ -1,6 +1,9 @@
 """render_job end to end: emulator + real credits service + real Redis + real database."""
 from __future__ import annotations
 
+import struct
+import zlib
+
 import pytest
 from sqlalchemy import text
 
@@ -58,6 +61,29 @@ def test_execution_error_fails_the_job_and_refunds_everything(ctx, user_id, chan
     notice = notifications[1][-1]
     assert notice["userId"] == user_id and notice["type"] == "job.failed"
     assert notice["data"]["jobId"] == job_id and notice["dedupeKey"] == f"job.failed:{job_id}"
+
+
+def _png_with_broken_pixels() -> bytes:
+    """A PNG whose header and chunks are sound (checksums included) but whose pixel data does not
+    inflate: only decoding the pixels tells it is not an image."""
+    header = struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        for kind, body in ((b"IHDR", header), (b"IDAT", b"\x78\x9c" + b"\xff" * 200), (b"IEND", b"")))
+
+
+@pytest.mark.parametrize("data", [b"not an image at all", _png_with_broken_pixels()],
+                         ids=["not-an-image", "pixels-broken"])
+def test_a_file_that_is_not_an_image_fails_the_job_records_nothing_and_refunds(ctx, user_id, channel, monkeypatch,
+                                                                                data):
+    monkeypatch.setattr(ctx.comfyui, "fetch_image", lambda ref: data)
+    job_id = admit(ctx, user_id)
+    render_job(job_id, ctx)
+
+    job, outputs = job_state(ctx, job_id)
+    assert (job.status, job.error_code, outputs) == ("failed", "OUTPUT_UNREADABLE", [])
+    assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
+    assert "job.image" not in [event["type"] for event in channel() if event["data"].get("jobId") == job_id]
 
 
 def test_a_model_this_worker_lacks_is_passed_on_then_failed_and_refunded(ctx, user_id):
