@@ -71,26 +71,50 @@ redis.call('LTRIM', KEYS[6], 0, 0)
 return {1, redis.call('ZRANK', KEYS[3], ARGV[1]), redis.call('ZCARD', KEYS[7])}
 """
 
-# A pass's view of the lanes in one script: per lane (KEYS[2..]) its size and, for its first
-# ARGV[1] jobs, the id, the tag and the entry (KEYS[1]); "" instead of the entry for the ids
-# the caller knows already (ARGV[2..]).
-_WINDOW = """
+# A pass's reads in one script, sent by its SHA (``EVALSHA``; the text again only after Redis lost
+# it). KEYS: 1 the lease, 2 the nudges, 3 the epoch, 4 the released entries, 5 the lanes' passes,
+# 6 their virtual times, 7 the workers' last models, 8 the fleet's version, 9 the waiting entries,
+# then ARGV[4] lanes' sorted sets, then keys whose values the caller wants too (``values``).
+# ARGV: 1 an owner ("": read only), 2 the lease's seconds, 3 the look-ahead, 4 the number of
+# lanes, 5.. ids whose entries the caller knows. With an owner it first takes or renews the lease
+# and takes the nudges, and answers {0} (nothing read) when another holds the lease. Answers
+# {lease (1 taken, 2 renewed, 0 read only), epoch exists, released, one {size, window} per lane
+# (its first jobs as id, tag, entry; "" for a known id's entry), passes, virtual times, models,
+# fleet, values}; hashes as flat lists.
+_READ = """
+local lease = 0
+if ARGV[1] ~= '' then
+  if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+    lease = 1
+  elseif redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    lease = 2
+  else
+    return {0}
+  end
+  redis.call('DEL', KEYS[2])
+end
 local known = {}
-for i = 2, #ARGV do known[ARGV[i]] = true end
+for i = 5, #ARGV do known[ARGV[i]] = true end
+local last_lane = 9 + tonumber(ARGV[4])
 local lanes = {}
-for k = 2, #KEYS do
-  local ranked = redis.call('ZRANGE', KEYS[k], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+for k = 10, last_lane do
+  local ranked = redis.call('ZRANGE', KEYS[k], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
   local flat = {}
   for i = 1, #ranked, 2 do
     local raw = ''
-    if not known[ranked[i]] then raw = redis.call('HGET', KEYS[1], ranked[i]) end
+    if not known[ranked[i]] then raw = redis.call('HGET', KEYS[9], ranked[i]) end
     flat[#flat + 1] = ranked[i]
     flat[#flat + 1] = ranked[i + 1]
     flat[#flat + 1] = raw
   end
   lanes[#lanes + 1] = {redis.call('ZCARD', KEYS[k]), flat}
 end
-return lanes
+local values = {}
+if #KEYS > last_lane then values = redis.call('MGET', unpack(KEYS, last_lane + 1)) end
+return {lease, redis.call('EXISTS', KEYS[3]), redis.call('HGETALL', KEYS[4]), lanes,
+        redis.call('HGETALL', KEYS[5]), redis.call('HGETALL', KEYS[6]), redis.call('HGETALL', KEYS[7]),
+        redis.call('GET', KEYS[8]), values}
 """
 
 
@@ -166,6 +190,7 @@ class FairQueue:
         self.epoch_key = base + "epoch"
         self.lock_key = base + "lock"
         self._enqueue = redis_client.register_script(_ENQUEUE)
+        self._read = redis_client.register_script(_READ)
 
     def lane_key(self, lane: str) -> str:
         return f"{self.entries_key}:{lane}"
@@ -249,27 +274,37 @@ class FairQueue:
         rank, other = pipe.execute()
         return None if rank is None else rank + interleaved(rank, other, lane, batch_share)
 
-    def snapshot(self, lookahead: int = LOOKAHEAD, pipe: redis.client.Pipeline | None = None,
+    def snapshot(self, lookahead: int = LOOKAHEAD,
                  known: dict[str, tuple[Entry, float]] | None = None) -> "Snapshot":
-        """What one scheduler pass reads, in one round trip. ``pipe``: a pipeline with the caller's
-        own commands queued first (their answers are the snapshot's ``leading``). ``known``:
-        entries and tags the caller read before, by job id, whose entries are not sent again
-        (neither changes while the job waits: ``enqueue`` keeps a waiting job as it is, and it
-        changes only after the job left the line, released or removed, which the caller must
-        note by dropping it)."""
-        pipe = pipe if pipe is not None else self.redis.pipeline(transaction=False)
+        """What one scheduler pass reads, in one command (the ``_READ`` script). ``known``: entries
+        and tags the caller read before, by job id, whose entries are not sent again (neither
+        changes while the job waits: ``enqueue`` keeps a waiting job as it is, and it changes only
+        after the job left the line, released or removed, which the caller must note by dropping
+        it)."""
+        state = self._snapshot(lookahead, known, None, [])
+        assert state is not None  # only a pass that asks for the lease goes unanswered
+        return state
+
+    def lead(self, owner: str, seconds: int, lookahead: int = LOOKAHEAD,
+             known: dict[str, tuple[Entry, float]] | None = None, values: list[str] | None = None) -> "Snapshot | None":
+        """A pass's first read: take or renew the scheduler's lease (``owner``, for ``seconds``),
+        take the nudges, and read the line as ``snapshot`` does, with the values of the keys
+        ``values`` (the workers' heartbeats); all in one command. None when another holds the
+        lease (nothing read)."""
+        return self._snapshot(lookahead, known, (owner, seconds), values or [])
+
+    def _snapshot(self, lookahead: int, known: dict[str, tuple[Entry, float]] | None,
+                  lease: tuple[str, int] | None, values: list[str]) -> "Snapshot | None":
         known = known or {}
-        leading = len(pipe)
-        pipe.exists(self.epoch_key)
-        pipe.hgetall(self.released_key)
-        pipe.eval(_WINDOW, 1 + len(LANES), self.entries_key, *(self.lane_key(lane) for lane in LANES),
-                  lookahead, *known)
-        pipe.hgetall(self.passes_key)
-        pipe.hgetall(self.vtime_key)
-        pipe.hgetall(self.models_key)
-        pipe.get(self.fleet_key)  # last: a worker that joined before a job it can take was put in line is seen
-        answers = pipe.execute()
-        epoch, released, window, passes, vtimes, models, fleet = answers[leading:]
+        owner, seconds = lease or ("", 0)
+        answer = self._read(
+            keys=[self.lock_key, self.wake_key, self.epoch_key, self.released_key, self.passes_key, self.vtime_key,
+                  self.models_key, self.fleet_key, self.entries_key, *(self.lane_key(lane) for lane in LANES),
+                  *values],
+            args=[owner, seconds, lookahead, len(LANES), *known])
+        if lease and not answer[0]:
+            return None
+        taken, epoch, released, window, passes, vtimes, models, fleet, read_values = answer
         counts, waiting = {}, {}
         for lane, (count, flat) in zip(LANES, window):
             counts[lane], waiting[lane] = int(count), []
@@ -280,14 +315,15 @@ class FairQueue:
                     waiting[lane].append((Entry.from_json(raw), float(tag)))
         return Snapshot(
             synced=bool(epoch),
-            released={job_id: _released(raw) for job_id, raw in released.items()},
+            released={job_id: _released(raw) for job_id, raw in _pairs(released)},
             counts=counts,
             waiting=waiting,
-            passes={lane: float(value) for lane, value in passes.items()},
-            vtimes={lane: float(value) for lane, value in vtimes.items()},
-            models=models,
+            passes={lane: float(value) for lane, value in _pairs(passes)},
+            vtimes={lane: float(value) for lane, value in _pairs(vtimes)},
+            models=dict(_pairs(models)),
             fleet=fleet,
-            leading=answers[:leading])
+            lease=int(taken),
+            values=list(read_values))
 
     def passes(self) -> dict[str, float]:
         return {lane: float(value) for lane, value in self.redis.hgetall(self.passes_key).items()}
@@ -343,6 +379,11 @@ class FairQueue:
                 self.redis.hdel(self.finish_key(lane), *stale)
 
 
+def _pairs(flat: list) -> Iterable[tuple[str, str]]:
+    """A hash as a script answers it (field, value, field, value, ...)."""
+    return zip(flat[0::2], flat[1::2])
+
+
 def _released(raw: str) -> Released:
     data = json.loads(raw)
     return Released(Entry.from_json(data["entry"]), data["worker"], data["at"])
@@ -358,7 +399,8 @@ class Snapshot:
     vtimes: dict[str, float]
     models: dict[str, str]
     fleet: str | None  # the fleet's version (``FairQueue.fleet_changed``)
-    leading: list = field(default_factory=list)  # answers to the caller's commands (``pipe``)
+    lease: int = 0  # 1: taken, 2: renewed since the last pass, 0: not asked for
+    values: list = field(default_factory=list)  # those of the keys the caller asked for, in order
 
 
 def interleaved(rank: int, other_waiting: int, lane: str, batch_share: float) -> int:

@@ -58,12 +58,6 @@ POSITIONS_SECONDS = 1.0
 # The longest one BLPOP waits for a nudge: below redis-py's 5-s socket timeout, which would
 # otherwise end a longer wait (RENDER_SCHEDULE_SECONDS of 5 or more) with a TimeoutError.
 WAKE_SLICE_SECONDS = CONSUMER_BLOCK_MS / 1000
-# 1: taken (it was free), 2: renewed (this process held it since its last pass), 0: another holds it.
-LEASE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 2 end
-return 0
-"""
 # The workers' catalogs are read again when the fleet's version changed (a worker joined, left, or
 # changed what it offers), and at least this often (as often as workers refresh them).
 CATALOG_SECONDS = REFRESH_SECONDS
@@ -98,28 +92,23 @@ class Scheduler:
     # -- one pass ------------------------------------------------------------------------
     def run_once(self) -> int | None:
         """One pass: the number of jobs released, None when another scheduler leads."""
-        # One round trip: the lease (EVAL: a script object in a pipeline costs a SCRIPT EXISTS round
-        # trip), the heartbeats of the workers this process knows when it leads already, the nudges
-        # (taken: this pass serves them), and the line with the fleet's version (when a worker joined
-        # or changed, its catalogs are read again).
+        # One command: the lease, the nudges (taken: this pass serves them), the line with the
+        # fleet's version (when a worker joined or changed, its catalogs are read again) and, when it
+        # leads already, the heartbeats of the workers this process knows.
         read_at, fleet, catalogs = self._catalogs
         known = self._leading and time.monotonic() - read_at <= CATALOG_SECONDS
         ids = [str(c.get("workerId")) for c in catalogs] if known else []
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.eval(LEASE, 1, self.fair.lock_key, self.owner, self.lease_seconds)
-        if ids:
-            pipe.mget([alive_key(w) for w in ids])
-        pipe.delete(self.fair.wake_key)
-        state = self.fair.snapshot(self.policy.lookahead, pipe, self._entries)
-        self._leading = bool(state.leading[0])
-        if not self._leading:
+        state = self.fair.lead(self.owner, self.lease_seconds, self.policy.lookahead, self._entries,
+                               [alive_key(w) for w in ids])
+        self._leading = state is not None
+        if state is None:
             SCHEDULER_LEADING.set(0)
             self._entries = {}  # another scheduler releases meanwhile
             return None
         SCHEDULER_LEADING.set(1)
-        beats = state.leading[1] if ids and state.fleet == fleet else None
+        beats = state.values if ids and state.fleet == fleet else None
         fleet = state.fleet
-        if state.leading[0] == 1 and self._entries:  # the lease lapsed: another may have released meanwhile
+        if state.lease == 1 and self._entries:  # the lease lapsed: another may have released meanwhile
             self._entries = {}
             state = self.snapshot()
         if not state.synced or time.monotonic() - self._synced_at >= self.config.reconcile_seconds:
@@ -161,7 +150,7 @@ class Scheduler:
 
     def snapshot(self) -> Snapshot:
         """The line read again within a pass (after a sync, or after taking jobs back)."""
-        return self.fair.snapshot(self.policy.lookahead, known=self._entries)
+        return self.fair.snapshot(self.policy.lookahead, self._entries)
 
     def worker_queue(self, worker_id: str, producer: Any) -> str:
         """The worker's own queue, declared on the broker the first time this process sends there

@@ -18,7 +18,9 @@ from services.render.models import RenderJob
 from services.render.scheduler import BATCH, INTERACTIVE, Entry, FairQueue, Policy, WorkerSlots, plan
 from services.credits.client import CreditsClient
 from shared.db import utcnow
-from shared.events import redis_db, user_channel
+from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
+from shared.events import redis_client, redis_db, user_channel
+from tests.conftest import running_process
 from tests.render_fixtures import BODY, MODEL, balance
 
 OTHER = "other_model.safetensors"
@@ -170,6 +172,34 @@ def test_a_pass_reads_the_lines_in_fair_order_and_only_the_entries_it_does_not_k
     again = fair.snapshot(known=known)
     assert again.waiting[INTERACTIVE] == [first.waiting[INTERACTIVE][0], known["i2"]]
     assert again.waiting[BATCH] == first.waiting[BATCH]
+
+
+def test_a_pass_takes_the_lease_and_the_nudges_and_reads_nothing_while_another_leads(fair, redis):
+    fair.enqueue(entry("i1", 1))  # nudges the scheduler
+    redis.set(alive_key("w-alive"), "1", ex=30)
+    first = fair.lead("one", 10, values=[alive_key("w-alive"), alive_key("w-gone")])
+    assert (first.lease, [e.job_id for e, _ in first.waiting[INTERACTIVE]]) == (1, ["i1"])
+    assert first.values == ["1", None], "the heartbeats asked for, in order"
+    assert redis.llen(fair.wake_key) == 0, "the pass took the nudge"
+    assert fair.lead("other", 10) is None, "one scheduler releases at a time"
+    assert fair.lead("one", 10).lease == 2, "renewed"
+
+
+def test_a_pass_reads_the_line_after_redis_restarted_without_its_scripts(tmp_path):
+    """A restarted Redis knows no script: the pass sends its script again and goes on."""
+    port = free_port()
+    command = redis_server_command(redis_server_binary(), port, tmp_path)  # its data kept (append-only file)
+    url = f"redis://127.0.0.1:{port}/0"
+    with running_process(command, lambda: redis_answers(url), "a private redis-server"):
+        fair = FairQueue(redis_client(url), "sched-restart")
+        fair.enqueue(entry("i1", 1))
+        assert [e.job_id for e, _ in fair.lead("one", 10).waiting[INTERACTIVE]] == ["i1"]
+    with running_process(command, lambda: redis_answers(url), "the private redis-server again"):
+        assert fair.redis.script_exists(fair._read.sha) == [False]
+        fair.enqueue(entry("i2", 2))
+        state = fair.lead("one", 10)
+        assert [e.job_id for e, _ in state.waiting[INTERACTIVE]] == ["i1", "i2"]
+        assert fair.snapshot().counts[INTERACTIVE] == 2
 
 
 # -- against the database and the API ------------------------------------------------------
