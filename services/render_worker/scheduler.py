@@ -55,6 +55,11 @@ log = logging.getLogger(__name__)
 # A job admitted this recently may not be in line yet (its admission enqueues after the commit).
 SYNC_GRACE_SECONDS = 2.0
 POSITIONS_SECONDS = 1.0
+# A job this many places from the front or nearer hears every change of its place (at most once a
+# second); one further back at most every position / POSITIONS_EXACT seconds, so the place it shows
+# is at most about a tenth too far back, and a deep line costs events that grow with the
+# logarithm of its depth rather than with its depth.
+POSITIONS_EXACT = 10
 # The longest one BLPOP waits for a nudge: below redis-py's 5-s socket timeout, which would
 # otherwise end a longer wait (RENDER_SCHEDULE_SECONDS of 5 or more) with a TimeoutError.
 WAKE_SLICE_SECONDS = CONSUMER_BLOCK_MS / 1000
@@ -78,7 +83,7 @@ class Scheduler:
         self.lease_seconds = max(5, int(config.schedule_seconds * 5))
         self._catalogs: tuple[float, str | None, list[dict[str, Any]]] = (float("-inf"), None, [])
         self._synced_at = float("-inf")
-        self._positions: dict[str, int] = {}
+        self._positions: dict[str, tuple[int, float]] = {}  # the place each job heard, and when
         self._positions_at = float("-inf")
         self._passed_over: dict[str, float] = {}  # see plan()
         self._taken_back = False
@@ -247,22 +252,26 @@ class Scheduler:
     # -- telling users -------------------------------------------------------------------
     def publish_positions(self, waiting: dict[str, list[Entry]], counts: dict[str, int]) -> None:
         """``job.position`` to the owners of the first waiting jobs: at once for a job that has not
-        heard one, and at most every ``POSITIONS_SECONDS`` for a job whose place changed (every
-        release moves every place, and a backlog must not cost one event per job per release)."""
-        refresh = time.monotonic() - self._positions_at >= POSITIONS_SECONDS
+        heard one; for a job whose place changed, at most every ``POSITIONS_SECONDS``, and for one
+        more than ``POSITIONS_EXACT`` places from the front at most every position / ``POSITIONS_EXACT``
+        of them (every release moves every place: a line of n jobs would otherwise cost n events
+        per release)."""
+        now = time.monotonic()
+        refresh = now - self._positions_at >= POSITIONS_SECONDS
         if refresh:
-            self._positions_at = time.monotonic()
-        positions: dict[str, int] = {}
+            self._positions_at = now
+        positions: dict[str, tuple[int, float]] = {}
         events: list[tuple[int, str, dict[str, Any]]] = []
         for lane, entries in waiting.items():
             other = counts.get(BATCH if lane == INTERACTIVE else INTERACTIVE, 0)
             for rank, entry in enumerate(entries):
                 position = rank + interleaved(rank, other, lane, self.policy.batch_share)
                 heard = self._positions.get(entry.job_id)
-                if heard == position or (heard is not None and not refresh):
+                if heard is not None and (heard[0] == position or not refresh or now - heard[1] <
+                                          POSITIONS_SECONDS * position / POSITIONS_EXACT):
                     positions[entry.job_id] = heard
                     continue
-                positions[entry.job_id] = position
+                positions[entry.job_id] = position, now
                 template = self.templates.get(entry.workflow)
                 events.append((entry.user_id, "job.position", {
                     "jobId": entry.job_id, "position": position,

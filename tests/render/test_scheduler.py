@@ -387,3 +387,28 @@ def test_released_jobs_are_forgotten_once_claimed_or_over(app, user, live_worker
     with service.db.transaction() as session:
         session.execute(update(RenderJob).where(RenderJob.id == second).values(status="running", worker="render@a"))
     assert scheduler.run_once() == 0 and scheduler.fair.released() == {}  # a pass releasing nothing forgets too
+
+
+def test_a_job_deep_in_line_hears_its_place_less_often_the_further_back_it_is(scheduler, monkeypatch):
+    heard = []
+    monkeypatch.setattr(scheduler.events, "publish_live", lambda events: heard.extend(
+        (event["jobId"], event["position"]) for _, _, event in events))
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    line = [entry(f"j{n}", n) for n in range(40)]
+
+    def tell(released: int) -> dict[str, int]:
+        heard.clear()
+        scheduler.publish_positions({INTERACTIVE: line[released:]}, {INTERACTIVE: 40 - released, BATCH: 0})
+        return dict(heard)
+
+    assert tell(0) == {f"j{n}": n for n in range(40)}, "every job new in line hears its place at once"
+    clock[0] += 0.5
+    assert tell(1) == {}, "at most once a second"
+    clock[0] += 0.5
+    assert tell(2) == {f"j{n}": n - 2 for n in range(2, 13)}, "the nearest ten places hear every change"
+    clock[0] += 1.0
+    assert tell(3) == {f"j{n}": n - 3 for n in range(3, 24)}, "up to 20 places back: every 2 s"
+    clock[0] += 1.0
+    assert tell(4) == {**{f"j{n}": n - 4 for n in range(4, 15)}, **{f"j{n}": n - 4 for n in range(24, 35)}}, \
+        "up to 30 places back: every 3 s"
