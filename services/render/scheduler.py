@@ -47,8 +47,10 @@ LOOKAHEAD = 64
 # One script keeps the tag, the user's last tag and the entry consistent under concurrent
 # admissions. KEYS: waiting entries (hash), released entries (hash), the lane's sorted set,
 # the lane's last tags by user (hash), virtual times by lane (hash), the wake-up list, the
-# other lane's sorted set. ARGV: job id, entry JSON, user id, increment, lane, "1" to put the
-# job at the front (a job taken back from a worker: it has waited already). Returns {0} when
+# other lane's sorted set, the "every slot taken" flag. ARGV: job id, entry JSON, user id,
+# increment, lane, "1" to put the job at the front (a job taken back from a worker: it has
+# waited already). It nudges the scheduler unless the flag says no slot is free (a slot that
+# frees nudges it; see ``FairQueue.note_full``). Returns {0} when
 # the job waits or was released already, else {1, its rank in its lane, the other lane's size}
 # (its place in line, ``FairQueue.position``, without another round trip).
 _ENQUEUE = """
@@ -66,8 +68,10 @@ if ARGV[6] ~= '1' then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], string.format('%.6f', tag), ARGV[1])
-redis.call('LPUSH', KEYS[6], '1')
-redis.call('LTRIM', KEYS[6], 0, 0)
+if ARGV[6] == '1' or redis.call('EXISTS', KEYS[8]) == 0 then
+  redis.call('LPUSH', KEYS[6], '1')
+  redis.call('LTRIM', KEYS[6], 0, 0)
+end
 return {1, redis.call('ZRANK', KEYS[3], ARGV[1]), redis.call('ZCARD', KEYS[7])}
 """
 
@@ -189,6 +193,7 @@ class FairQueue:
         self.fleet_key = base + "fleet"
         self.epoch_key = base + "epoch"
         self.lock_key = base + "lock"
+        self.full_key = base + "full"
         self._enqueue = redis_client.register_script(_ENQUEUE)
         self._read = redis_client.register_script(_READ)
 
@@ -216,7 +221,8 @@ class FairQueue:
     def _run_enqueue(self, entry: Entry, front: bool) -> list[int]:
         other = BATCH if entry.lane == INTERACTIVE else INTERACTIVE
         return self._enqueue(keys=[self.entries_key, self.released_key, self.lane_key(entry.lane),
-                                   self.finish_key(entry.lane), self.vtime_key, self.wake_key, self.lane_key(other)],
+                                   self.finish_key(entry.lane), self.vtime_key, self.wake_key, self.lane_key(other),
+                                   self.full_key],
                              args=[entry.job_id, entry.to_json(), entry.user_id,
                                    entry.images / max(entry.weight, 1e-6), entry.lane, "1" if front else "0"])
 
@@ -336,12 +342,14 @@ class FairQueue:
 
     # -- releasing (the scheduler process, under its lock) -------------------------------
     def mark_released(self, placements: list["Placement"], passes: dict[str, float],
-                      vtimes: dict[str, float], claimed: Iterable[str] = ()) -> None:
+                      vtimes: dict[str, float], claimed: Iterable[str] = (), full: bool | None = None) -> None:
         """Move placed entries to the released set, advance the lanes' virtual times (``vtimes``:
         as the pass read them) and passes, and note each worker's model; ``claimed``: released
-        jobs to forget on the way (``forget_released``), in the same round trip."""
+        jobs to forget on the way (``forget_released``), and ``full`` (``note_full``), in the
+        same round trip."""
         vtimes = dict(vtimes)
         pipe = self.redis.pipeline(transaction=True)
+        self.note_full(full, pipe)
         if claimed:
             pipe.hdel(self.released_key, *claimed)
         now = time.time()
@@ -360,10 +368,27 @@ class FairQueue:
             pipe.hset(self.passes_key, mapping={lane: f"{value:.6f}" for lane, value in passes.items()})
         pipe.execute()
 
-    def forget_released(self, job_ids: list[str]) -> None:
-        """Released jobs a worker claimed (or that ended): their slot is counted as running now."""
+    def forget_released(self, job_ids: list[str], full: bool | None = None) -> None:
+        """Released jobs a worker claimed (or that ended): their slot is counted as running now;
+        and ``full`` (``note_full``), in the same round trip."""
+        pipe = self.redis.pipeline(transaction=False)
         if job_ids:
-            self.redis.hdel(self.released_key, *job_ids)
+            pipe.hdel(self.released_key, *job_ids)
+        self.note_full(full, pipe)
+        if len(pipe):
+            pipe.execute()
+
+    def note_full(self, full: bool | None, pipe: redis.client.Pipeline | None = None) -> None:
+        """Note whether every live worker's slots are taken (None: unchanged), on ``pipe`` when
+        given, else at once. While
+        they are, an admission does not nudge the scheduler: the job could not start before a slot
+        frees, and what frees one nudges it (a job ending, a worker joining or changing, a job put
+        back in line), as the scheduler's pass at least every ``RENDER_SCHEDULE_SECONDS`` does."""
+        client = pipe if pipe is not None else self.redis
+        if full:
+            client.set(self.full_key, "1")
+        elif full is not None:
+            client.delete(self.full_key)
 
     def forget_workers(self, worker_ids: list[str]) -> None:
         if worker_ids:

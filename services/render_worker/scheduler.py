@@ -3,7 +3,8 @@ starts one). It releases waiting jobs (``services.render.scheduler``) to workers
 prompt slots free up: one Celery message per free slot, to the chosen worker's own queue.
 
 A pass runs whenever admission or a worker nudges it (``<RENDER_QUEUE>:sched:wake``: a job
-arrived, a job ended, the fleet changed) and at least every ``RENDER_SCHEDULE_SECONDS``. Each pass
+arrived while a slot may be free, a job ended, the fleet changed) and at least every
+``RENDER_SCHEDULE_SECONDS``. Each pass
 * counts every live worker's free slots: its catalog's ``slots`` minus its running jobs
   (the database) minus jobs released to it that it has not claimed yet;
 * takes back jobs released to a worker that died, or that no worker claimed within
@@ -91,6 +92,7 @@ class Scheduler:
         self._entries: dict[str, tuple[Entry, float]] = {}  # the window's entries and tags, as last read
         self._declared: set[str] = set()  # workers whose own queue this process declared
         self._claimed: list[str] = []  # released jobs the last workers() found claimed or over
+        self._full: bool | None = None  # what this process last wrote of FairQueue.note_full (None: unknown)
         self.slots = 0
         self.running = 0
 
@@ -108,14 +110,16 @@ class Scheduler:
         self._leading = state is not None
         if state is None:
             SCHEDULER_LEADING.set(0)
-            self._entries = {}  # another scheduler releases meanwhile
+            self._entries, self._full = {}, None  # another scheduler releases meanwhile
             return None
         SCHEDULER_LEADING.set(1)
         beats = state.values if ids and state.fleet == fleet else None
         fleet = state.fleet
-        if state.lease == 1 and self._entries:  # the lease lapsed: another may have released meanwhile
-            self._entries = {}
-            state = self.snapshot()
+        if state.lease == 1:  # the lease lapsed: another may have released meanwhile
+            self._full = None
+            if self._entries:
+                self._entries = {}
+                state = self.snapshot()
         if not state.synced or time.monotonic() - self._synced_at >= self.config.reconcile_seconds:
             self.sync()
             state = self.snapshot()
@@ -123,6 +127,9 @@ class Scheduler:
             SCHEDULER_WAITING.labels(lane).set(state.counts.get(lane, 0))
         if not state.released and not any(state.counts.values()):
             self._positions, self._entries = {}, {}
+            if self._full is not False:  # a job that arrives in an empty line may find a free slot
+                self.fair.note_full(False)
+                self._full = False
             return 0
         if beats is not None:
             alive = {wid for wid, beat in zip(ids, beats) if beat}
@@ -139,15 +146,19 @@ class Scheduler:
         placed = {p.entry.job_id for p in placements}
         self._entries = {entry.job_id: (entry, tag) for items in state.waiting.values() for entry, tag in items
                          if entry.job_id not in placed}  # a released job's entry may differ when it comes back
+        full = not any(w.free > 0 for w in workers)  # after the plan took the slots it filled
+        note = None if full == self._full else full
         if placements:  # and forget the claimed jobs in the same round trip
-            self.fair.mark_released(placements, state.passes, state.vtimes, self._claimed)
+            self.fair.mark_released(placements, state.passes, state.vtimes, self._claimed, note)
+            self._full = full
             with self.celery.producer_or_acquire() as producer, producer.batch():  # one round trip on Redis
                 for placement in placements:
                     send_job(self.celery, self.worker_queue(placement.worker, producer), placement.entry.job_id,
                              placement.entry.hops, producer, declared=True)
                     SCHEDULER_RELEASED.labels(placement.entry.lane).inc()
         else:
-            self.fair.forget_released(self._claimed)
+            self.fair.forget_released(self._claimed, note)
+            self._full = full
         self.publish_positions(
             {lane: [e for e, _ in items if e.job_id not in placed] for lane, items in state.waiting.items()},
             {lane: state.counts[lane] - sum(1 for p in placements if p.entry.lane == lane) for lane in LANES})
@@ -241,7 +252,7 @@ class Scheduler:
         self.fair.forget_workers([w for w in self.fair.last_models() if w not in alive_ids])
         self.redis.set(self.fair.epoch_key, self.owner)
         self._synced_at = time.monotonic()
-        self._entries = {}
+        self._entries, self._full = {}, None  # the flag is written again (Redis may have lost it)
         for worker_id in self._declared - alive_ids:  # ids are new on every start: never sent to again
             self.celery.amqp.queues.pop(worker_queue(self.config.queue_prefix, worker_id), None)
         self._declared &= alive_ids

@@ -412,3 +412,34 @@ def test_a_job_deep_in_line_hears_its_place_less_often_the_further_back_it_is(sc
     clock[0] += 1.0
     assert tell(4) == {**{f"j{n}": n - 4 for n in range(4, 15)}, **{f"j{n}": n - 4 for n in range(24, 35)}}, \
         "up to 30 places back: every 3 s"
+
+
+def test_an_admission_nudges_the_scheduler_only_while_a_slot_may_be_free(app, user, scheduler, redis, queue, unique):
+    for key in redis.scan_iter(match=alive_key("*")):  # the only live worker: its own, two slots free
+        redis.delete(key)
+    worker_id = f"render@{unique}"
+    publish_catalog(redis, {"workerId": worker_id, "checkpoints": [MODEL], "samplers": ["euler"],
+                            "schedulers": ["normal"], "workflows": ["text2img"], "slots": 2})
+    redis.set(alive_key(worker_id), "1", ex=30)
+
+    def nudged() -> bool:
+        return redis.llen(scheduler.fair.wake_key) > 0
+
+    def finish(*job_ids: str) -> None:
+        with scheduler.db.transaction() as session:  # their worker claimed, ran and finished them
+            session.execute(update(RenderJob).where(RenderJob.id.in_(job_ids)).values(status="succeeded",
+                                                                                    worker=worker_id))
+        scheduler.fair.wake()  # as the worker does when a job ends
+
+    first, second = _admit(app, user[1]), _admit(app, user[1])
+    assert nudged()
+    assert scheduler.run_once() == 2, "two slots, both taken now"
+    third = _admit(app, user[1])
+    assert not nudged(), "it could not start before a slot frees"
+    finish(first)
+    assert nudged() and scheduler.run_once() == 1
+    assert _worker_messages(redis, queue, worker_id)[0] == third
+    finish(second, third)
+    assert scheduler.run_once() == 0, "nothing waits; both slots free"
+    _admit(app, user[1])
+    assert nudged(), "a slot is free: the job starts at once"
