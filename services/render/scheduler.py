@@ -47,8 +47,10 @@ LOOKAHEAD = 64
 # One script keeps the tag, the user's last tag and the entry consistent under concurrent
 # admissions. KEYS: waiting entries (hash), released entries (hash), the lane's sorted set,
 # the lane's last tags by user (hash), virtual times by lane (hash), the wake-up list, the
-# other lane's sorted set. ARGV: job id, entry JSON, user id, increment, lane, "1" to put the
-# job at the front (a job taken back from a worker: it has waited already). Returns {0} when
+# other lane's sorted set, the "every slot taken" flag. ARGV: job id, entry JSON, user id,
+# increment, lane, "1" to put the job at the front (a job taken back from a worker: it has
+# waited already). It nudges the scheduler unless the flag says no slot is free (a slot that
+# frees nudges it; see ``FairQueue.note_full``). Returns {0} when
 # the job waits or was released already, else {1, its rank in its lane, the other lane's size}
 # (its place in line, ``FairQueue.position``, without another round trip).
 _ENQUEUE = """
@@ -66,31 +68,57 @@ if ARGV[6] ~= '1' then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], string.format('%.6f', tag), ARGV[1])
-redis.call('LPUSH', KEYS[6], '1')
-redis.call('LTRIM', KEYS[6], 0, 0)
+if ARGV[6] == '1' or redis.call('EXISTS', KEYS[8]) == 0 then
+  redis.call('LPUSH', KEYS[6], '1')
+  redis.call('LTRIM', KEYS[6], 0, 0)
+end
 return {1, redis.call('ZRANK', KEYS[3], ARGV[1]), redis.call('ZCARD', KEYS[7])}
 """
 
-# A pass's view of the lanes in one script: per lane (KEYS[2..]) its size and, for its first
-# ARGV[1] jobs, the id, the tag and the entry (KEYS[1]); "" instead of the entry for the ids
-# the caller knows already (ARGV[2..]).
-_WINDOW = """
+# A pass's reads in one script, sent by its SHA (``EVALSHA``; the text again only after Redis lost
+# it). KEYS: 1 the lease, 2 the nudges, 3 the epoch, 4 the released entries, 5 the lanes' passes,
+# 6 their virtual times, 7 the workers' last models, 8 the fleet's version, 9 the waiting entries,
+# then ARGV[4] lanes' sorted sets, then keys whose values the caller wants too (``values``).
+# ARGV: 1 an owner ("": read only), 2 the lease's seconds, 3 the look-ahead, 4 the number of
+# lanes, 5.. ids whose entries the caller knows. With an owner it first takes or renews the lease
+# and takes the nudges, and answers {0} (nothing read) when another holds the lease. Answers
+# {lease (1 taken, 2 renewed, 0 read only), epoch exists, released, one {size, window} per lane
+# (its first jobs as id, tag, entry; "" for a known id's entry), passes, virtual times, models,
+# fleet, values}; hashes as flat lists.
+_READ = """
+local lease = 0
+if ARGV[1] ~= '' then
+  if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+    lease = 1
+  elseif redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    lease = 2
+  else
+    return {0}
+  end
+  redis.call('DEL', KEYS[2])
+end
 local known = {}
-for i = 2, #ARGV do known[ARGV[i]] = true end
+for i = 5, #ARGV do known[ARGV[i]] = true end
+local last_lane = 9 + tonumber(ARGV[4])
 local lanes = {}
-for k = 2, #KEYS do
-  local ranked = redis.call('ZRANGE', KEYS[k], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
+for k = 10, last_lane do
+  local ranked = redis.call('ZRANGE', KEYS[k], 0, tonumber(ARGV[3]) - 1, 'WITHSCORES')
   local flat = {}
   for i = 1, #ranked, 2 do
     local raw = ''
-    if not known[ranked[i]] then raw = redis.call('HGET', KEYS[1], ranked[i]) end
+    if not known[ranked[i]] then raw = redis.call('HGET', KEYS[9], ranked[i]) end
     flat[#flat + 1] = ranked[i]
     flat[#flat + 1] = ranked[i + 1]
     flat[#flat + 1] = raw
   end
   lanes[#lanes + 1] = {redis.call('ZCARD', KEYS[k]), flat}
 end
-return lanes
+local values = {}
+if #KEYS > last_lane then values = redis.call('MGET', unpack(KEYS, last_lane + 1)) end
+return {lease, redis.call('EXISTS', KEYS[3]), redis.call('HGETALL', KEYS[4]), lanes,
+        redis.call('HGETALL', KEYS[5]), redis.call('HGETALL', KEYS[6]), redis.call('HGETALL', KEYS[7]),
+        redis.call('GET', KEYS[8]), values}
 """
 
 
@@ -165,7 +193,9 @@ class FairQueue:
         self.fleet_key = base + "fleet"
         self.epoch_key = base + "epoch"
         self.lock_key = base + "lock"
+        self.full_key = base + "full"
         self._enqueue = redis_client.register_script(_ENQUEUE)
+        self._read = redis_client.register_script(_READ)
 
     def lane_key(self, lane: str) -> str:
         return f"{self.entries_key}:{lane}"
@@ -191,7 +221,8 @@ class FairQueue:
     def _run_enqueue(self, entry: Entry, front: bool) -> list[int]:
         other = BATCH if entry.lane == INTERACTIVE else INTERACTIVE
         return self._enqueue(keys=[self.entries_key, self.released_key, self.lane_key(entry.lane),
-                                   self.finish_key(entry.lane), self.vtime_key, self.wake_key, self.lane_key(other)],
+                                   self.finish_key(entry.lane), self.vtime_key, self.wake_key, self.lane_key(other),
+                                   self.full_key],
                              args=[entry.job_id, entry.to_json(), entry.user_id,
                                    entry.images / max(entry.weight, 1e-6), entry.lane, "1" if front else "0"])
 
@@ -249,27 +280,37 @@ class FairQueue:
         rank, other = pipe.execute()
         return None if rank is None else rank + interleaved(rank, other, lane, batch_share)
 
-    def snapshot(self, lookahead: int = LOOKAHEAD, pipe: redis.client.Pipeline | None = None,
+    def snapshot(self, lookahead: int = LOOKAHEAD,
                  known: dict[str, tuple[Entry, float]] | None = None) -> "Snapshot":
-        """What one scheduler pass reads, in one round trip. ``pipe``: a pipeline with the caller's
-        own commands queued first (their answers are the snapshot's ``leading``). ``known``:
-        entries and tags the caller read before, by job id, whose entries are not sent again
-        (neither changes while the job waits: ``enqueue`` keeps a waiting job as it is, and it
-        changes only after the job left the line, released or removed, which the caller must
-        note by dropping it)."""
-        pipe = pipe if pipe is not None else self.redis.pipeline(transaction=False)
+        """What one scheduler pass reads, in one command (the ``_READ`` script). ``known``: entries
+        and tags the caller read before, by job id, whose entries are not sent again (neither
+        changes while the job waits: ``enqueue`` keeps a waiting job as it is, and it changes only
+        after the job left the line, released or removed, which the caller must note by dropping
+        it)."""
+        state = self._snapshot(lookahead, known, None, [])
+        assert state is not None  # only a pass that asks for the lease goes unanswered
+        return state
+
+    def lead(self, owner: str, seconds: int, lookahead: int = LOOKAHEAD,
+             known: dict[str, tuple[Entry, float]] | None = None, values: list[str] | None = None) -> "Snapshot | None":
+        """A pass's first read: take or renew the scheduler's lease (``owner``, for ``seconds``),
+        take the nudges, and read the line as ``snapshot`` does, with the values of the keys
+        ``values`` (the workers' heartbeats); all in one command. None when another holds the
+        lease (nothing read)."""
+        return self._snapshot(lookahead, known, (owner, seconds), values or [])
+
+    def _snapshot(self, lookahead: int, known: dict[str, tuple[Entry, float]] | None,
+                  lease: tuple[str, int] | None, values: list[str]) -> "Snapshot | None":
         known = known or {}
-        leading = len(pipe)
-        pipe.exists(self.epoch_key)
-        pipe.hgetall(self.released_key)
-        pipe.eval(_WINDOW, 1 + len(LANES), self.entries_key, *(self.lane_key(lane) for lane in LANES),
-                  lookahead, *known)
-        pipe.hgetall(self.passes_key)
-        pipe.hgetall(self.vtime_key)
-        pipe.hgetall(self.models_key)
-        pipe.get(self.fleet_key)  # last: a worker that joined before a job it can take was put in line is seen
-        answers = pipe.execute()
-        epoch, released, window, passes, vtimes, models, fleet = answers[leading:]
+        owner, seconds = lease or ("", 0)
+        answer = self._read(
+            keys=[self.lock_key, self.wake_key, self.epoch_key, self.released_key, self.passes_key, self.vtime_key,
+                  self.models_key, self.fleet_key, self.entries_key, *(self.lane_key(lane) for lane in LANES),
+                  *values],
+            args=[owner, seconds, lookahead, len(LANES), *known])
+        if lease and not answer[0]:
+            return None
+        taken, epoch, released, window, passes, vtimes, models, fleet, read_values = answer
         counts, waiting = {}, {}
         for lane, (count, flat) in zip(LANES, window):
             counts[lane], waiting[lane] = int(count), []
@@ -280,14 +321,15 @@ class FairQueue:
                     waiting[lane].append((Entry.from_json(raw), float(tag)))
         return Snapshot(
             synced=bool(epoch),
-            released={job_id: _released(raw) for job_id, raw in released.items()},
+            released={job_id: _released(raw) for job_id, raw in _pairs(released)},
             counts=counts,
             waiting=waiting,
-            passes={lane: float(value) for lane, value in passes.items()},
-            vtimes={lane: float(value) for lane, value in vtimes.items()},
-            models=models,
+            passes={lane: float(value) for lane, value in _pairs(passes)},
+            vtimes={lane: float(value) for lane, value in _pairs(vtimes)},
+            models=dict(_pairs(models)),
             fleet=fleet,
-            leading=answers[:leading])
+            lease=int(taken),
+            values=list(read_values))
 
     def passes(self) -> dict[str, float]:
         return {lane: float(value) for lane, value in self.redis.hgetall(self.passes_key).items()}
@@ -300,12 +342,14 @@ class FairQueue:
 
     # -- releasing (the scheduler process, under its lock) -------------------------------
     def mark_released(self, placements: list["Placement"], passes: dict[str, float],
-                      vtimes: dict[str, float], claimed: Iterable[str] = ()) -> None:
+                      vtimes: dict[str, float], claimed: Iterable[str] = (), full: bool | None = None) -> None:
         """Move placed entries to the released set, advance the lanes' virtual times (``vtimes``:
         as the pass read them) and passes, and note each worker's model; ``claimed``: released
-        jobs to forget on the way (``forget_released``), in the same round trip."""
+        jobs to forget on the way (``forget_released``), and ``full`` (``note_full``), in the
+        same round trip."""
         vtimes = dict(vtimes)
         pipe = self.redis.pipeline(transaction=True)
+        self.note_full(full, pipe)
         if claimed:
             pipe.hdel(self.released_key, *claimed)
         now = time.time()
@@ -324,10 +368,27 @@ class FairQueue:
             pipe.hset(self.passes_key, mapping={lane: f"{value:.6f}" for lane, value in passes.items()})
         pipe.execute()
 
-    def forget_released(self, job_ids: list[str]) -> None:
-        """Released jobs a worker claimed (or that ended): their slot is counted as running now."""
+    def forget_released(self, job_ids: list[str], full: bool | None = None) -> None:
+        """Released jobs a worker claimed (or that ended): their slot is counted as running now;
+        and ``full`` (``note_full``), in the same round trip."""
+        pipe = self.redis.pipeline(transaction=False)
         if job_ids:
-            self.redis.hdel(self.released_key, *job_ids)
+            pipe.hdel(self.released_key, *job_ids)
+        self.note_full(full, pipe)
+        if len(pipe):
+            pipe.execute()
+
+    def note_full(self, full: bool | None, pipe: redis.client.Pipeline | None = None) -> None:
+        """Note whether every live worker's slots are taken (None: unchanged), on ``pipe`` when
+        given, else at once. While
+        they are, an admission does not nudge the scheduler: the job could not start before a slot
+        frees, and what frees one nudges it (a job ending, a worker joining or changing, a job put
+        back in line), as the scheduler's pass at least every ``RENDER_SCHEDULE_SECONDS`` does."""
+        client = pipe if pipe is not None else self.redis
+        if full:
+            client.set(self.full_key, "1")
+        elif full is not None:
+            client.delete(self.full_key)
 
     def forget_workers(self, worker_ids: list[str]) -> None:
         if worker_ids:
@@ -341,6 +402,11 @@ class FairQueue:
                      if float(tag) <= vtimes.get(lane, 0.0)]
             if stale:
                 self.redis.hdel(self.finish_key(lane), *stale)
+
+
+def _pairs(flat: list) -> Iterable[tuple[str, str]]:
+    """A hash as a script answers it (field, value, field, value, ...)."""
+    return zip(flat[0::2], flat[1::2])
 
 
 def _released(raw: str) -> Released:
@@ -358,7 +424,8 @@ class Snapshot:
     vtimes: dict[str, float]
     models: dict[str, str]
     fleet: str | None  # the fleet's version (``FairQueue.fleet_changed``)
-    leading: list = field(default_factory=list)  # answers to the caller's commands (``pipe``)
+    lease: int = 0  # 1: taken, 2: renewed since the last pass, 0: not asked for
+    values: list = field(default_factory=list)  # those of the keys the caller asked for, in order
 
 
 def interleaved(rank: int, other_waiting: int, lane: str, batch_share: float) -> int:

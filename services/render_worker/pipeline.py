@@ -59,9 +59,8 @@ THUMBNAIL_SIZE = 512
 # progress, for those who poll, every 2 s.
 PROGRESS_INTERVAL_SECONDS = 0.25
 PROGRESS_STORE_SECONDS = 2.0
-# The cancel signal (Redis) is read this often; the row's flag, the truth, at least this often
-# (a signal Redis did not take), with a heartbeat on the row.
-CANCEL_POLL_SECONDS = 0.5
+# The row's cancel flag, the truth, is read at least this often (a signal Redis did not take; the
+# signal is read twice a second, ``cancel_signal.Watch``), with a heartbeat on the row.
 CANCEL_ROW_SECONDS = 5.0
 # A job that this worker's ComfyUI cannot serve (a model it lacks) is passed on this often.
 MAX_HOPS = 8
@@ -85,6 +84,7 @@ class RenderContext:
     labels: LabelConfig
     checker: ImageChecker
     fair: FairQueue
+    cancels: cancel_signal.Watch
     state: WorkerState | None = None  # a worker's (not the reconciler's): drain, counters, loaded model
     capabilities_cache: tuple[float, set[str], dict[str, list[str]]] | None = None
 
@@ -127,7 +127,7 @@ def build_context(settings: Settings, config: RenderConfig, worker_id: str,
                          worker_id=worker_id, templates=templates or TemplateStore(defaults=config.parameter_defaults),
                          outbox=JobOutbox(db, credits, events, gallery, retry),
                          labels=load_label_config(settings), checker=checker,
-                         fair=FairQueue(events.redis, config.queue_prefix))
+                         fair=FairQueue(events.redis, config.queue_prefix), cancels=cancel_signal.Watch(events.redis))
 
 
 class JobFailed(Exception):
@@ -152,7 +152,7 @@ class Delivery:
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
-    with job_context(job_id):  # every log line of the job carries its id
+    with job_context(job_id), ctx.cancels.watching(job_id):  # every log line of the job carries its id
         if ctx.state is None:
             return _render_job(job_id, ctx, hops)
         if ctx.state.state == "draining":
@@ -579,7 +579,6 @@ class _Hooks:
         self.last_published = 0.0
         self.last_stored = now
         self.last_read = now
-        self.last_signal = now
         self.last_preview = 0.0
         self.last_percent = -1
         self.last_step = (0, 0)
@@ -623,10 +622,9 @@ class _Hooks:
         now = time.monotonic()
         if self.ctx.state is not None and self.ctx.state.hand_back.is_set():
             return True  # interrupt the prompt; render_job hands the job back
-        if not self.cancelled and now - self.last_signal >= CANCEL_POLL_SECONDS:
-            self.last_signal = now
+        if not self.cancelled:
             try:
-                self.cancelled = cancel_signal.received(self.ctx.events.redis, self.job.id)
+                self.cancelled = self.ctx.cancels.received(self.job.id)
             except redis.RedisError:
                 self.last_read = float("-inf")  # Redis is away: read the row now
         if not self.cancelled and now - self.last_read >= CANCEL_ROW_SECONDS:

@@ -3,7 +3,8 @@ starts one). It releases waiting jobs (``services.render.scheduler``) to workers
 prompt slots free up: one Celery message per free slot, to the chosen worker's own queue.
 
 A pass runs whenever admission or a worker nudges it (``<RENDER_QUEUE>:sched:wake``: a job
-arrived, a job ended, the fleet changed) and at least every ``RENDER_SCHEDULE_SECONDS``. Each pass
+arrived while a slot may be free, a job ended, the fleet changed) and at least every
+``RENDER_SCHEDULE_SECONDS``. Each pass
 * counts every live worker's free slots: its catalog's ``slots`` minus its running jobs
   (the database) minus jobs released to it that it has not claimed yet;
 * takes back jobs released to a worker that died, or that no worker claimed within
@@ -55,15 +56,14 @@ log = logging.getLogger(__name__)
 # A job admitted this recently may not be in line yet (its admission enqueues after the commit).
 SYNC_GRACE_SECONDS = 2.0
 POSITIONS_SECONDS = 1.0
+# A job this many places from the front or nearer hears every change of its place (at most once a
+# second); one further back at most every position / POSITIONS_EXACT seconds, so the place it shows
+# is at most about a tenth too far back, and a deep line costs events that grow with the
+# logarithm of its depth rather than with its depth.
+POSITIONS_EXACT = 10
 # The longest one BLPOP waits for a nudge: below redis-py's 5-s socket timeout, which would
 # otherwise end a longer wait (RENDER_SCHEDULE_SECONDS of 5 or more) with a TimeoutError.
 WAKE_SLICE_SECONDS = CONSUMER_BLOCK_MS / 1000
-# 1: taken (it was free), 2: renewed (this process held it since its last pass), 0: another holds it.
-LEASE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('EXPIRE', KEYS[1], ARGV[2]) return 2 end
-return 0
-"""
 # The workers' catalogs are read again when the fleet's version changed (a worker joined, left, or
 # changed what it offers), and at least this often (as often as workers refresh them).
 CATALOG_SECONDS = REFRESH_SECONDS
@@ -84,7 +84,7 @@ class Scheduler:
         self.lease_seconds = max(5, int(config.schedule_seconds * 5))
         self._catalogs: tuple[float, str | None, list[dict[str, Any]]] = (float("-inf"), None, [])
         self._synced_at = float("-inf")
-        self._positions: dict[str, int] = {}
+        self._positions: dict[str, tuple[int, float]] = {}  # the place each job heard, and when
         self._positions_at = float("-inf")
         self._passed_over: dict[str, float] = {}  # see plan()
         self._taken_back = False
@@ -92,36 +92,34 @@ class Scheduler:
         self._entries: dict[str, tuple[Entry, float]] = {}  # the window's entries and tags, as last read
         self._declared: set[str] = set()  # workers whose own queue this process declared
         self._claimed: list[str] = []  # released jobs the last workers() found claimed or over
+        self._full: bool | None = None  # what this process last wrote of FairQueue.note_full (None: unknown)
         self.slots = 0
         self.running = 0
 
     # -- one pass ------------------------------------------------------------------------
     def run_once(self) -> int | None:
         """One pass: the number of jobs released, None when another scheduler leads."""
-        # One round trip: the lease (EVAL: a script object in a pipeline costs a SCRIPT EXISTS round
-        # trip), the heartbeats of the workers this process knows when it leads already, the nudges
-        # (taken: this pass serves them), and the line with the fleet's version (when a worker joined
-        # or changed, its catalogs are read again).
+        # One command: the lease, the nudges (taken: this pass serves them), the line with the
+        # fleet's version (when a worker joined or changed, its catalogs are read again) and, when it
+        # leads already, the heartbeats of the workers this process knows.
         read_at, fleet, catalogs = self._catalogs
         known = self._leading and time.monotonic() - read_at <= CATALOG_SECONDS
         ids = [str(c.get("workerId")) for c in catalogs] if known else []
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.eval(LEASE, 1, self.fair.lock_key, self.owner, self.lease_seconds)
-        if ids:
-            pipe.mget([alive_key(w) for w in ids])
-        pipe.delete(self.fair.wake_key)
-        state = self.fair.snapshot(self.policy.lookahead, pipe, self._entries)
-        self._leading = bool(state.leading[0])
-        if not self._leading:
+        state = self.fair.lead(self.owner, self.lease_seconds, self.policy.lookahead, self._entries,
+                               [alive_key(w) for w in ids])
+        self._leading = state is not None
+        if state is None:
             SCHEDULER_LEADING.set(0)
-            self._entries = {}  # another scheduler releases meanwhile
+            self._entries, self._full = {}, None  # another scheduler releases meanwhile
             return None
         SCHEDULER_LEADING.set(1)
-        beats = state.leading[1] if ids and state.fleet == fleet else None
+        beats = state.values if ids and state.fleet == fleet else None
         fleet = state.fleet
-        if state.leading[0] == 1 and self._entries:  # the lease lapsed: another may have released meanwhile
-            self._entries = {}
-            state = self.snapshot()
+        if state.lease == 1:  # the lease lapsed: another may have released meanwhile
+            self._full = None
+            if self._entries:
+                self._entries = {}
+                state = self.snapshot()
         if not state.synced or time.monotonic() - self._synced_at >= self.config.reconcile_seconds:
             self.sync()
             state = self.snapshot()
@@ -129,6 +127,9 @@ class Scheduler:
             SCHEDULER_WAITING.labels(lane).set(state.counts.get(lane, 0))
         if not state.released and not any(state.counts.values()):
             self._positions, self._entries = {}, {}
+            if self._full is not False:  # a job that arrives in an empty line may find a free slot
+                self.fair.note_full(False)
+                self._full = False
             return 0
         if beats is not None:
             alive = {wid for wid, beat in zip(ids, beats) if beat}
@@ -145,15 +146,19 @@ class Scheduler:
         placed = {p.entry.job_id for p in placements}
         self._entries = {entry.job_id: (entry, tag) for items in state.waiting.values() for entry, tag in items
                          if entry.job_id not in placed}  # a released job's entry may differ when it comes back
+        full = not any(w.free > 0 for w in workers)  # after the plan took the slots it filled
+        note = None if full == self._full else full
         if placements:  # and forget the claimed jobs in the same round trip
-            self.fair.mark_released(placements, state.passes, state.vtimes, self._claimed)
+            self.fair.mark_released(placements, state.passes, state.vtimes, self._claimed, note)
+            self._full = full
             with self.celery.producer_or_acquire() as producer, producer.batch():  # one round trip on Redis
                 for placement in placements:
                     send_job(self.celery, self.worker_queue(placement.worker, producer), placement.entry.job_id,
                              placement.entry.hops, producer, declared=True)
                     SCHEDULER_RELEASED.labels(placement.entry.lane).inc()
         else:
-            self.fair.forget_released(self._claimed)
+            self.fair.forget_released(self._claimed, note)
+            self._full = full
         self.publish_positions(
             {lane: [e for e, _ in items if e.job_id not in placed] for lane, items in state.waiting.items()},
             {lane: state.counts[lane] - sum(1 for p in placements if p.entry.lane == lane) for lane in LANES})
@@ -161,7 +166,7 @@ class Scheduler:
 
     def snapshot(self) -> Snapshot:
         """The line read again within a pass (after a sync, or after taking jobs back)."""
-        return self.fair.snapshot(self.policy.lookahead, known=self._entries)
+        return self.fair.snapshot(self.policy.lookahead, self._entries)
 
     def worker_queue(self, worker_id: str, producer: Any) -> str:
         """The worker's own queue, declared on the broker the first time this process sends there
@@ -247,7 +252,7 @@ class Scheduler:
         self.fair.forget_workers([w for w in self.fair.last_models() if w not in alive_ids])
         self.redis.set(self.fair.epoch_key, self.owner)
         self._synced_at = time.monotonic()
-        self._entries = {}
+        self._entries, self._full = {}, None  # the flag is written again (Redis may have lost it)
         for worker_id in self._declared - alive_ids:  # ids are new on every start: never sent to again
             self.celery.amqp.queues.pop(worker_queue(self.config.queue_prefix, worker_id), None)
         self._declared &= alive_ids
@@ -258,22 +263,26 @@ class Scheduler:
     # -- telling users -------------------------------------------------------------------
     def publish_positions(self, waiting: dict[str, list[Entry]], counts: dict[str, int]) -> None:
         """``job.position`` to the owners of the first waiting jobs: at once for a job that has not
-        heard one, and at most every ``POSITIONS_SECONDS`` for a job whose place changed (every
-        release moves every place, and a backlog must not cost one event per job per release)."""
-        refresh = time.monotonic() - self._positions_at >= POSITIONS_SECONDS
+        heard one; for a job whose place changed, at most every ``POSITIONS_SECONDS``, and for one
+        more than ``POSITIONS_EXACT`` places from the front at most every position / ``POSITIONS_EXACT``
+        of them (every release moves every place: a line of n jobs would otherwise cost n events
+        per release)."""
+        now = time.monotonic()
+        refresh = now - self._positions_at >= POSITIONS_SECONDS
         if refresh:
-            self._positions_at = time.monotonic()
-        positions: dict[str, int] = {}
+            self._positions_at = now
+        positions: dict[str, tuple[int, float]] = {}
         events: list[tuple[int, str, dict[str, Any]]] = []
         for lane, entries in waiting.items():
             other = counts.get(BATCH if lane == INTERACTIVE else INTERACTIVE, 0)
             for rank, entry in enumerate(entries):
                 position = rank + interleaved(rank, other, lane, self.policy.batch_share)
                 heard = self._positions.get(entry.job_id)
-                if heard == position or (heard is not None and not refresh):
+                if heard is not None and (heard[0] == position or not refresh or now - heard[1] <
+                                          POSITIONS_SECONDS * position / POSITIONS_EXACT):
                     positions[entry.job_id] = heard
                     continue
-                positions[entry.job_id] = position
+                positions[entry.job_id] = position, now
                 template = self.templates.get(entry.workflow)
                 events.append((entry.user_id, "job.position", {
                     "jobId": entry.job_id, "position": position,

@@ -18,7 +18,9 @@ from services.render.models import RenderJob
 from services.render.scheduler import BATCH, INTERACTIVE, Entry, FairQueue, Policy, WorkerSlots, plan
 from services.credits.client import CreditsClient
 from shared.db import utcnow
-from shared.events import redis_db, user_channel
+from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
+from shared.events import redis_client, redis_db, user_channel
+from tests.conftest import running_process
 from tests.render_fixtures import BODY, MODEL, balance
 
 OTHER = "other_model.safetensors"
@@ -170,6 +172,34 @@ def test_a_pass_reads_the_lines_in_fair_order_and_only_the_entries_it_does_not_k
     again = fair.snapshot(known=known)
     assert again.waiting[INTERACTIVE] == [first.waiting[INTERACTIVE][0], known["i2"]]
     assert again.waiting[BATCH] == first.waiting[BATCH]
+
+
+def test_a_pass_takes_the_lease_and_the_nudges_and_reads_nothing_while_another_leads(fair, redis):
+    fair.enqueue(entry("i1", 1))  # nudges the scheduler
+    redis.set(alive_key("w-alive"), "1", ex=30)
+    first = fair.lead("one", 10, values=[alive_key("w-alive"), alive_key("w-gone")])
+    assert (first.lease, [e.job_id for e, _ in first.waiting[INTERACTIVE]]) == (1, ["i1"])
+    assert first.values == ["1", None], "the heartbeats asked for, in order"
+    assert redis.llen(fair.wake_key) == 0, "the pass took the nudge"
+    assert fair.lead("other", 10) is None, "one scheduler releases at a time"
+    assert fair.lead("one", 10).lease == 2, "renewed"
+
+
+def test_a_pass_reads_the_line_after_redis_restarted_without_its_scripts(tmp_path):
+    """A restarted Redis knows no script: the pass sends its script again and goes on."""
+    port = free_port()
+    command = redis_server_command(redis_server_binary(), port, tmp_path)  # its data kept (append-only file)
+    url = f"redis://127.0.0.1:{port}/0"
+    with running_process(command, lambda: redis_answers(url), "a private redis-server"):
+        fair = FairQueue(redis_client(url), "sched-restart")
+        fair.enqueue(entry("i1", 1))
+        assert [e.job_id for e, _ in fair.lead("one", 10).waiting[INTERACTIVE]] == ["i1"]
+    with running_process(command, lambda: redis_answers(url), "the private redis-server again"):
+        assert fair.redis.script_exists(fair._read.sha) == [False]
+        fair.enqueue(entry("i2", 2))
+        state = fair.lead("one", 10)
+        assert [e.job_id for e, _ in state.waiting[INTERACTIVE]] == ["i1", "i2"]
+        assert fair.snapshot().counts[INTERACTIVE] == 2
 
 
 # -- against the database and the API ------------------------------------------------------
@@ -357,3 +387,59 @@ def test_released_jobs_are_forgotten_once_claimed_or_over(app, user, live_worker
     with service.db.transaction() as session:
         session.execute(update(RenderJob).where(RenderJob.id == second).values(status="running", worker="render@a"))
     assert scheduler.run_once() == 0 and scheduler.fair.released() == {}  # a pass releasing nothing forgets too
+
+
+def test_a_job_deep_in_line_hears_its_place_less_often_the_further_back_it_is(scheduler, monkeypatch):
+    heard = []
+    monkeypatch.setattr(scheduler.events, "publish_live", lambda events: heard.extend(
+        (event["jobId"], event["position"]) for _, _, event in events))
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    line = [entry(f"j{n}", n) for n in range(40)]
+
+    def tell(released: int) -> dict[str, int]:
+        heard.clear()
+        scheduler.publish_positions({INTERACTIVE: line[released:]}, {INTERACTIVE: 40 - released, BATCH: 0})
+        return dict(heard)
+
+    assert tell(0) == {f"j{n}": n for n in range(40)}, "every job new in line hears its place at once"
+    clock[0] += 0.5
+    assert tell(1) == {}, "at most once a second"
+    clock[0] += 0.5
+    assert tell(2) == {f"j{n}": n - 2 for n in range(2, 13)}, "the nearest ten places hear every change"
+    clock[0] += 1.0
+    assert tell(3) == {f"j{n}": n - 3 for n in range(3, 24)}, "up to 20 places back: every 2 s"
+    clock[0] += 1.0
+    assert tell(4) == {**{f"j{n}": n - 4 for n in range(4, 15)}, **{f"j{n}": n - 4 for n in range(24, 35)}}, \
+        "up to 30 places back: every 3 s"
+
+
+def test_an_admission_nudges_the_scheduler_only_while_a_slot_may_be_free(app, user, scheduler, redis, queue, unique):
+    for key in redis.scan_iter(match=alive_key("*")):  # the only live worker: its own, two slots free
+        redis.delete(key)
+    worker_id = f"render@{unique}"
+    publish_catalog(redis, {"workerId": worker_id, "checkpoints": [MODEL], "samplers": ["euler"],
+                            "schedulers": ["normal"], "workflows": ["text2img"], "slots": 2})
+    redis.set(alive_key(worker_id), "1", ex=30)
+
+    def nudged() -> bool:
+        return redis.llen(scheduler.fair.wake_key) > 0
+
+    def finish(*job_ids: str) -> None:
+        with scheduler.db.transaction() as session:  # their worker claimed, ran and finished them
+            session.execute(update(RenderJob).where(RenderJob.id.in_(job_ids)).values(status="succeeded",
+                                                                                    worker=worker_id))
+        scheduler.fair.wake()  # as the worker does when a job ends
+
+    first, second = _admit(app, user[1]), _admit(app, user[1])
+    assert nudged()
+    assert scheduler.run_once() == 2, "two slots, both taken now"
+    third = _admit(app, user[1])
+    assert not nudged(), "it could not start before a slot frees"
+    finish(first)
+    assert nudged() and scheduler.run_once() == 1
+    assert _worker_messages(redis, queue, worker_id)[0] == third
+    finish(second, third)
+    assert scheduler.run_once() == 0, "nothing waits; both slots free"
+    _admit(app, user[1])
+    assert nudged(), "a slot is free: the job starts at once"
