@@ -2,7 +2,9 @@
 queries, cancel) and the worker (claim, progress, outputs, finish).
 
 Functions take an open session and only add/flush/update; the caller's
-``db.transaction()`` is the unit of work. Every transition is a conditional UPDATE, so
+``db.transaction()`` is the unit of work. Admission's read and insert take a Core connection
+instead (the caller's ``db.read_connection()`` or ``engine.begin()``): no ORM session on its
+hot path. Every transition is a conditional UPDATE, so
 two processes racing on one job never both win.
 
 The worker's statements (claim, transitions, output rows, the outbox's marks) are Core
