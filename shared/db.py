@@ -33,7 +33,7 @@ from typing import Callable, Iterator, Mapping
 
 from sqlalchemy import DateTime, MetaData, create_engine, event
 from sqlalchemy.dialects import mysql
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -198,7 +198,8 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_sessions = sessionmaker(self.engine.execution_options(read_only=True))
+        self._read_engine = self.engine.execution_options(read_only=True)
+        self._read_sessions = sessionmaker(self._read_engine)
 
     @property
     def dialect(self) -> str:
@@ -227,6 +228,14 @@ class Database:
             yield session
         finally:
             session.close()  # ends the transaction; loaded objects stay readable
+
+    @contextmanager
+    def read_connection(self) -> Iterator[Connection]:
+        """``read()`` without the ORM: a Core connection for statements built once, on a hot path
+        where a session's own work (its creation, its transaction's bookkeeping, its close) would
+        cost more CPU than the query. ``engine.begin()`` is its counterpart for a write."""
+        with self._read_engine.connect() as connection:
+            yield connection
 
     def ping(self) -> None:
         """Raise unless the database answers a trivial query (a readiness probe)."""

@@ -2,7 +2,9 @@
 queries, cancel) and the worker (claim, progress, outputs, finish).
 
 Functions take an open session and only add/flush/update; the caller's
-``db.transaction()`` is the unit of work. Every transition is a conditional UPDATE, so
+``db.transaction()`` is the unit of work. Admission's read and insert take a Core connection
+instead (the caller's ``db.read_connection()`` or ``engine.begin()``): no ORM session on its
+hot path. Every transition is a conditional UPDATE, so
 two processes racing on one job never both win.
 
 The worker's statements (claim, transitions, output rows, the outbox's marks) are Core
@@ -19,6 +21,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from sqlalchemy import bindparam, exists, func, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from services.render.models import FINISHED_STATUSES, RenderJob, RenderOutput, RenderUpload, RenderUserShare
@@ -63,12 +66,13 @@ class JobFilter:
     search: str = ""
 
 
-def create_job(session: Session, *, job_id: str, user_id: int, template: Template, params: dict[str, Any],
+def create_job(connection: Connection, *, job_id: str, user_id: int, template: Template, params: dict[str, Any],
                price_per_image: int, queue: str, source_key: str | None = None, source_ref: str | None = None,
                idempotency_key: str | None = None, lane: str = "interactive",
                share_weight: float = 1.0) -> RenderJob:
-    """Insert a queued job (one Core ``INSERT`` on the session's connection: admission's hot path
-    skips the ORM's unit of work) and return it as inserted, detached from the session."""
+    """Insert a queued job (one Core ``INSERT`` on ``connection``, in its caller's transaction:
+    admission's hot path runs without an ORM session) and return it as inserted, as a detached
+    ``RenderJob``."""
     model = params.get("model")
     now = utcnow()
     values = dict(id=job_id, user_id=user_id, workflow=template.name, workflow_version=template.version,
@@ -78,7 +82,7 @@ def create_job(session: Session, *, job_id: str, user_id: int, template: Templat
                   progress=0, images_delivered=0, attempts=0, idempotency_key=idempotency_key,
                   source_key=source_key, source_ref=source_ref, lane=lane, share_weight=share_weight,
                   created_at=now, updated_at=now)
-    session.connection().execute(_INSERT_JOB, values)
+    connection.execute(_INSERT_JOB, values)
     return RenderJob(**values)
 
 
@@ -133,11 +137,11 @@ _ADMISSION_READ = select(
     _RUNNING_ALL.scalar_subquery())
 
 
-def admission_read(session: Session, user_id: int) -> tuple[int, float | None, int]:
+def admission_read(connection: Connection, user_id: int) -> tuple[int, float | None, int]:
     """What admission reads, in one statement built once: the user's queued plus running jobs,
     the weight an administrator gave the user (None: the role's), and every running job (the
     answer's estimated start: read here, so the answer needs no statement after the enqueue)."""
-    count, share, running = session.connection().execute(_ADMISSION_READ, {"user_id": user_id}).one()
+    count, share, running = connection.execute(_ADMISSION_READ, {"user_id": user_id}).one()
     return int(count or 0), share, int(running or 0)
 
 

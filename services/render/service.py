@@ -194,8 +194,8 @@ class RenderService:
                 return existing, 200
             if deadline is not None and time.time() > deadline:
                 raise AdmissionExpired()
-            with self.db.read() as session:
-                active, share, running = jobs.admission_read(session, user_id)
+            with self.db.read_connection() as connection:  # Core, no ORM session: the hot path
+                active, share, running = jobs.admission_read(connection, user_id)
             weight = share if share is not None else self.config.role_weight(role)
             if active >= active_limit:
                 raise QueueLimit(f"You already have {active} jobs waiting or running; the limit is {active_limit}.",
@@ -206,8 +206,8 @@ class RenderService:
                                      expected_cost)
             queue = queue_name(self.config.queue_prefix, template.name)
             try:
-                with self.db.transaction() as session:
-                    job = jobs.create_job(session, job_id=job_id, user_id=user_id, template=template,
+                with self.db.engine.begin() as connection:
+                    job = jobs.create_job(connection, job_id=job_id, user_id=user_id, template=template,
                                           params=params, price_per_image=int(hold["pricePerImage"]), queue=queue,
                                           source_key=source.image_key if source else None,
                                           source_ref=source.ref if source else None,

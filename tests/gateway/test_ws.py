@@ -190,7 +190,7 @@ def test_resume_replays_own_job_events_only(app, connect, issue_token, bus, uniq
     owner_id, stranger_id = 5_000_000 + int(unique[:5], 16), 6_000_000 + int(unique[:5], 16)
     job_id = jobs.new_job_id()
     with app.extensions["render"].db.transaction() as session:
-        jobs.create_job(session, job_id=job_id, user_id=owner_id, template=load_templates()["text2img"],
+        jobs.create_job(session.connection(), job_id=job_id, user_id=owner_id, template=load_templates()["text2img"],
                         params={"prompt": "a cat", "batchSize": 1}, price_per_image=15, queue="render")
     first = bus.publish(owner_id, "job.started", {"jobId": job_id}, job_id=job_id)
     second = bus.publish(owner_id, "job.progress", {"jobId": job_id, "step": 1, "totalSteps": 2,

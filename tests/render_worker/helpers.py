@@ -19,7 +19,7 @@ def admit(ctx: RenderContext, user_id: int, queue: str = "render.text2img", **ra
     job_id = jobs.new_job_id()
     hold = ctx.credits.hold(user_id, job_id, "text2img", params["batchSize"], "test")
     with ctx.db.transaction() as session:
-        jobs.create_job(session, job_id=job_id, user_id=user_id, template=template, params=params,
+        jobs.create_job(session.connection(), job_id=job_id, user_id=user_id, template=template, params=params,
                         price_per_image=hold["pricePerImage"], queue=queue)
     return job_id
 
