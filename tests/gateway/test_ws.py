@@ -123,7 +123,7 @@ def test_socket_closes_when_its_token_is_revoked(recheck_connect, issue_token, b
     try:
         started = time.monotonic()
         assert receive(ws)["data"]["code"] == "TOKEN_REVOKED"
-        assert time.monotonic() - started < 1.5
+        assert time.monotonic() - started < 10  # the 0.2 s re-check, not the default 30 s
         assert expect_close(ws) == 4401
         assert receive(recheck_connect(f"?token={token}"))["data"]["code"] == "TOKEN_REVOKED"
     finally:
