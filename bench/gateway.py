@@ -7,14 +7,17 @@ Starts the credits service and the gateway under gunicorn with exactly the optio
 to the service (with the service token the gateway would add) and through the gateway,
 alternating in rounds so both see the same machine: an anonymous one (``GET
 /api/credits/pricing``) and a signed-in one (``GET /api/users/credits``, a user's balance,
-with an access token). Each figure comes with the CPU seconds per request of the gateway's
-and the service's process trees (master and workers), the number the machine's share of a
-request depends on; on a busy machine it is steadier than the latency.
+with an access token), plus the anonymous one through the gateway with the same token header
+("gw+token": credits ignores it there, so what the header alone costs the gateway shows apart
+from what waiting on the slower signed-in answer costs it). Each figure comes with the CPU
+seconds per request of the gateway's and the service's process trees (master and workers), the
+number the machine's share of a request depends on; on a busy machine it is steadier than the
+latency.
 Load comes from ``wrk`` when installed (``apt-get install wrk``; C, so the load generator
 takes little CPU from the servers), else from Python threads with keep-alive sessions.
 A single sequential client is measured too: with 16 clients on 2 cores, latency is mostly
 queueing for CPU, so the unloaded figure is the closest to the hop's own cost.
-Last, the same two requests are sent 3,000 times each to a gateway app in this process (one
+Last, the same gateway requests are sent 3,000 times each to a gateway app in this process (one
 at a time, straight to its WSGI callable, the service still under gunicorn): CPU per request
 of the gateway's own code, without gunicorn's, the kernel's and the load's share.
 Rate limits are raised for the run (RATE_LIMIT_GLOBAL) and counted in a private namespace.
@@ -50,7 +53,7 @@ SIGNED_IN_PATH = "/api/users/credits"
 
 @dataclass
 class Target:
-    name: str      # "direct" or "gateway"
+    name: str      # "direct", "gateway", or "gw+token" (the anonymous route with the token header)
     url: str
     path: str
     headers: dict[str, str]
@@ -114,6 +117,10 @@ def measure(label: str, meter: CpuMeter, use_wrk: bool, targets: list[Target], c
               f"p99 {gateway.load.p99_ms - direct.load.p99_ms:+.2f} ms, throughput "
               f"{gateway.load.rps / direct.load.rps:.0%} of direct, "
               f"{gateway.cpu_ms['gateway']:.3f} ms of gateway CPU per request")
+    for (path, name), result in combined.items():
+        if name not in ("direct", "gateway"):
+            print(f"  {path} as {name}: {result.cpu_ms['gateway'] - combined[(path, 'gateway')].cpu_ms['gateway']:+.3f} "
+                  f"ms of gateway CPU per request against the same request without the token header")
 
 
 IN_PROCESS_REQUESTS = 3000
@@ -125,7 +132,7 @@ def in_process(env: dict[str, str], targets: list[Target]) -> None:
     app = create_app(settings, load_config(settings, env))
     print(f"\nIn process: {IN_PROCESS_REQUESTS} requests one at a time to the gateway's WSGI callable")
     for target in targets:
-        if target.name != "gateway":
+        if target.name == "direct":
             continue
         wsgi_env = {"REQUEST_METHOD": "GET", "PATH_INFO": target.path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
                     "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1",
@@ -149,7 +156,7 @@ def in_process(env: dict[str, str], targets: list[Target]) -> None:
         for _ in range(IN_PROCESS_REQUESTS):
             one()
         used_ms = (time.process_time() - started) * 1000 / IN_PROCESS_REQUESTS
-        print(f"  {target.path:<22} {used_ms:.3f} ms of gateway CPU per request")
+        print(f"  {target.path:<22} {target.name:<8} {used_ms:.3f} ms of gateway CPU per request")
 
 
 def main() -> None:
@@ -177,6 +184,7 @@ def main() -> None:
             service = {"X-Service-Token": token}
             targets = [Target("direct", service_url, ANONYMOUS_PATH, service),
                        Target("gateway", gateway_url, ANONYMOUS_PATH, {}),
+                       Target("gw+token", gateway_url, ANONYMOUS_PATH, bearer),
                        Target("direct", service_url, SIGNED_IN_PATH, {**service, **bearer}),
                        Target("gateway", gateway_url, SIGNED_IN_PATH, bearer)]
             meter = CpuMeter({"credits": credits.pid, "gateway": gateway.pid})
