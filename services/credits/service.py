@@ -41,6 +41,7 @@ SETTLE_HOLD = (update(_holds).where(_holds.c.job_id == bindparam("p_job_id"))
                .values(captured=_holds.c.captured + bindparam("p_captured"),
                        released=_holds.c.released + bindparam("p_amount"), status=bindparam("p_status"),
                        settled_at=bindparam("p_now")))
+BALANCE = select(_accounts.c.available, _accounts.c.held).where(_accounts.c.user_id == bindparam("p_user_id"))
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,8 @@ class CreditsService:
         return self.ledger.unit_of_work(work)
 
     def balance(self, user_id: int) -> Balance:
-        with self.db.read() as session:
-            row = session.execute(select(CreditAccount.available, CreditAccount.held)
-                                  .where(CreditAccount.user_id == user_id)).one_or_none()
+        with self.db.read_connection() as connection:  # Core, no ORM session: every signed-in page reads it
+            row = connection.execute(BALANCE, {"p_user_id": user_id}).one_or_none()
         return Balance(*row) if row is not None else self.open_account(user_id)
 
     def grant_signup_bonuses(self, user_ids: Iterable[int]) -> list[int]:
