@@ -11,7 +11,7 @@ from services.credits import api
 from services.credits.adjustments import Adjustments
 from services.credits.cli import credits_cli
 from services.credits.config import CreditsConfig, load_config
-from services.credits.fast_path import MovementsFastPath
+from services.credits.fast_path import BalanceFastPath, MovementsFastPath
 from services.credits.ledger import Ledger
 from services.credits.models import protect_ledger
 from services.credits.redeem import RedeemCodes
@@ -44,5 +44,7 @@ def create_app(settings: Settings | None = None, config: CreditsConfig | None = 
                      ready_checks={"database": db.ping, "redis": redis.ping})
     app.register_blueprint(api.bp)
     app.cli.add_command(credits_cli)
-    app.wsgi_app = MovementsFastPath(app.wsgi_app, credits, settings.service_token)
+    app.wsgi_app = MovementsFastPath(
+        BalanceFastPath(app.wsgi_app, credits, settings.service_token, app.extensions["verified_tokens"], redis),
+        credits, settings.service_token)
     return app

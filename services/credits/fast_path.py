@@ -1,5 +1,5 @@
-"""The movement routes every render job calls (hold, capture, release, settle) answered in
-front of Flask.
+"""The movement routes every render job calls (hold, capture, release, settle), and the
+signed-in balance read every page shows, answered in front of Flask.
 
 A job costs credits two internal requests (hold at admission, settle at the end), and for
 such a request Flask's machinery (request context, routing, the shared hooks, werkzeug's
@@ -16,6 +16,13 @@ route's own work is the function its Flask view calls (``services.credits.api``)
 Anything else goes to Flask unchanged: other paths and methods, a body that is not plainly
 ``Content-Type: application/json`` with a ``Content-Length``. A new hook of
 ``init_service_app`` that must also apply to these routes belongs here too.
+
+``BalanceFastPath`` answers ``GET /api/users/credits`` (``api.my_balance``) only for the
+case that has nothing to refuse: the service token, a bearer token this app has verified
+before (``shared.tokens.VerifiedTokens``, whose expiry check still runs), one that is not an
+API token's or carries ``credits:read``, and a revocation check (the same MGET) that Redis
+answered with "not revoked". Every other request, refusals and a Redis error included, goes
+to Flask unchanged, which answers it (and checks again) exactly as before.
 """
 from __future__ import annotations
 
@@ -25,14 +32,16 @@ import time
 from typing import Any, Callable, Iterable, NamedTuple
 
 import orjson
+import redis
 from marshmallow import Schema, ValidationError
 from sqlalchemy.exc import DBAPIError
 from werkzeug.http import HTTP_STATUS_CODES
 
 from shared.db import is_disconnect
-from shared.errors import Forbidden, ServiceError
+from shared.errors import Forbidden, ServiceError, ServiceUnavailable
 from shared.metrics import RequestMetrics
 from shared.secret_compare import same_secret
+from shared.tokens import VerifiedTokens, is_revoked
 from shared.web import (REQUEST_ID_HEADER, VALID_REQUEST_ID, json_too_deep, new_request_id,
                         request_id_context)
 from services.credits import api
@@ -43,6 +52,7 @@ log = logging.getLogger(__name__)
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 HOLDS = "/internal/holds"
 ON_A_HOLD = re.compile(r"/internal/holds/([^/]+)/(capture|release|settle)")
+BALANCE = "/api/users/credits"
 JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
@@ -78,6 +88,18 @@ def _error_answer(exc: Exception) -> tuple[int, bytes]:
     return _envelope_error(500, "INTERNAL_ERROR", "Something went wrong on our side.")
 
 
+def _respond(start_response: Callable, status: int, body: bytes, request_id: str) -> list[bytes]:
+    start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}",
+                   [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                    (REQUEST_ID_HEADER, request_id)])
+    return [body]
+
+
+def _request_id(wsgi_env: dict) -> str:
+    presented = wsgi_env.get("HTTP_X_REQUEST_ID", "")
+    return presented if VALID_REQUEST_ID.fullmatch(presented) else new_request_id()
+
+
 def _plain_json(wsgi_env: dict) -> bool:
     """A body Flask would read as JSON without help: ``application/json`` with a length."""
     return (wsgi_env.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower() == "application/json"
@@ -106,18 +128,14 @@ class MovementsFastPath:
             return self.app(wsgi_env, start_response)
 
         started = time.perf_counter()
-        presented = wsgi_env.get("HTTP_X_REQUEST_ID", "")
-        request_id = presented if VALID_REQUEST_ID.fullmatch(presented) else new_request_id()
+        request_id = _request_id(wsgi_env)
         with request_id_context(request_id):
             try:
                 status, body = self._answer(wsgi_env, route, job_id)
             except Exception as exc:  # the error handlers' part
                 status, body = _error_answer(exc)
         self.metrics.observe("POST", route.rule, status, started)
-        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}",
-                       [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                        (REQUEST_ID_HEADER, request_id)])
-        return [body]
+        return _respond(start_response, status, body, request_id)
 
     def _answer(self, wsgi_env: dict, route: Route, job_id: str | None) -> tuple[int, bytes]:
         if not same_secret(wsgi_env.get("HTTP_X_SERVICE_TOKEN", ""), self.service_token):
@@ -131,3 +149,48 @@ class MovementsFastPath:
             return _envelope_error(400, "INVALID_JSON", "The request body must be JSON.")
         data, status = route.movement(self.credits, job_id, route.schema.load(payload))
         return status, orjson.dumps({"success": True, "data": data}, option=JSON_OPTIONS)
+
+
+class BalanceFastPath:
+    def __init__(self, app: WsgiApp, credits: CreditsService, service_token: str, verified: VerifiedTokens,
+                 client: redis.Redis, service: str = "credits") -> None:
+        self.app = app
+        self.credits = credits
+        self.service_token = service_token
+        self.verified = verified
+        self.redis = client
+        self.metrics = RequestMetrics(service)
+
+    def __call__(self, wsgi_env: dict, start_response: Callable) -> Iterable[bytes]:
+        if wsgi_env["REQUEST_METHOD"] != "GET" or wsgi_env.get("PATH_INFO") != BALANCE:
+            return self.app(wsgi_env, start_response)
+        started = time.perf_counter()
+        user_id = self._unrefused_user(wsgi_env)
+        if user_id is None:
+            return self.app(wsgi_env, start_response)
+        request_id = _request_id(wsgi_env)
+        with request_id_context(request_id):
+            try:
+                status, body = 200, orjson.dumps({"success": True, "data": self.credits.balance(user_id).to_dict()},
+                                                 option=JSON_OPTIONS)
+            except Exception as exc:  # the error handlers' part
+                status, body = _error_answer(exc)
+        self.metrics.observe("GET", BALANCE, status, started)
+        return _respond(start_response, status, body, request_id)
+
+    def _unrefused_user(self, wsgi_env: dict) -> int | None:
+        """The caller's user id when Flask would let the request through to ``my_balance``
+        with a remembered token (as ``shared.tokens._verified_caller`` reads the header); None
+        for anything else, Flask's to answer."""
+        if not same_secret(wsgi_env.get("HTTP_X_SERVICE_TOKEN", ""), self.service_token):
+            return None
+        header = wsgi_env.get("HTTP_AUTHORIZATION", "")
+        token = header[len("Bearer "):] if header.startswith("Bearer ") else None
+        claims = self.verified.get(token) if token else None
+        if claims is None or (claims.scopes is not None and api.READ_SCOPE not in claims.scopes):
+            return None
+        try:
+            revoked = is_revoked(self.redis, claims)
+        except ServiceUnavailable:  # Redis did not answer: Flask asks again and fails closed (503)
+            return None
+        return None if revoked else claims.user_id

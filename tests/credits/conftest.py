@@ -107,6 +107,7 @@ def credits_app(settings):
     app = create_app(settings)
     yield app
     app.extensions["db"].dispose()
+    app.extensions["redis"].close()
 
 
 @pytest.fixture

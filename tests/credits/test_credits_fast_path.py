@@ -1,19 +1,26 @@
-"""The movement routes answered in front of Flask (``services/credits/fast_path.py``) give
-exactly the answers Flask gives: the same statuses, envelopes, error codes and details, the
-request id echoed, the requests counted under the route's rule; everything else is Flask's."""
+"""The movement routes and the signed-in balance read answered in front of Flask
+(``services/credits/fast_path.py``) give exactly the answers Flask gives: the same statuses,
+envelopes, error codes and details, the request id echoed, the requests counted under the
+route's rule; everything else, every refusal of the balance read included, is Flask's."""
 from __future__ import annotations
 
 import json
 import re
+import time
+import uuid
+
+import jwt
 
 import pytest
 from prometheus_client import REGISTRY
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import create_engine, select, text
 from werkzeug.test import Client
 from werkzeug.wrappers import Response
 
-from services.credits.fast_path import MovementsFastPath
+from services.credits.fast_path import BalanceFastPath, MovementsFastPath
 from services.credits.models import CreditHold
+from shared.tokens import revoked_token_key, revoked_user_key
 from tests.credits.conftest import SERVICE_TOKEN
 
 TOKEN = {"X-Service-Token": SERVICE_TOKEN}
@@ -174,3 +181,124 @@ def test_a_refused_movement_leaves_no_transaction_or_lock_behind(credits, databa
     assert credits.settle(job_id, f"settle:{job_id}", 1)["captured"] == 15
     with credits.db.read() as session:
         assert session.scalar(select(CreditHold.status).where(CreditHold.job_id == job_id)) == "settled"
+
+
+# The signed-in balance read (``BalanceFastPath``)
+
+def _signed(settings, user_id: int, scopes: list[str] | None = None) -> str:
+    """An access token as auth signs one; with ``scopes``, one exchanged for an API token."""
+    now = int(time.time())
+    claims = {"sub": str(user_id), "username": f"u{user_id}", "role": "user", "type": "access",
+              "jti": uuid.uuid4().hex, "iat": now, "exp": now + 900}
+    if scopes is not None:
+        claims.update(scopes=scopes, pat=uuid.uuid4().hex)
+    return jwt.encode(claims, settings.jwt_private_key_path.read_text(), algorithm="RS256")
+
+
+def _balance_path(credits_app, flask) -> Client:
+    return Client(BalanceFastPath(flask, credits_app.extensions["credits"], SERVICE_TOKEN,
+                                  credits_app.extensions["verified_tokens"], credits_app.extensions["redis"]),
+                  Response)
+
+
+def _flask_only(credits_app) -> Client:
+    return Client(credits_app.wsgi_app.app.app, Response)
+
+
+def test_a_remembered_token_s_balance_is_answered_in_front_of_flask_as_flask_answers(credits_app, settings,
+                                                                                     new_user_id):
+    user_id = new_user_id()
+    credits_app.extensions["credits"].open_account(user_id)
+    headers = {**TOKEN, "Authorization": f"Bearer {_signed(settings, user_id)}"}
+    by_flask = _flask_only(credits_app).get("/api/users/credits", headers=headers)  # verifies and remembers
+    reached = []
+
+    def flask(wsgi_env, start_response):
+        reached.append(wsgi_env["PATH_INFO"])
+        start_response("204 NO CONTENT", [])
+        return [b""]
+
+    def counted() -> float:
+        return REGISTRY.get_sample_value("http_requests_total", {"service": "credits", "method": "GET",
+                                                                 "route": "/api/users/credits",
+                                                                 "status": "200"}) or 0.0
+
+    before = counted()
+    lean = _balance_path(credits_app, flask).get("/api/users/credits", headers={**headers, "X-Request-ID": "r-1"})
+    assert reached == []
+    assert (lean.status_code, lean.get_json()) == (by_flask.status_code, by_flask.get_json()) == (
+        200, {"success": True, "data": {"available": 500, "held": 0}})
+    assert lean.headers["X-Request-ID"] == "r-1" and lean.headers["Content-Type"] == "application/json"
+    assert counted() == before + 1
+    scoped = f"Bearer {_signed(settings, user_id, ['works:read', 'credits:read'])}"
+    _flask_only(credits_app).get("/api/users/credits", headers={**TOKEN, "Authorization": scoped})
+    assert _balance_path(credits_app, flask).get("/api/users/credits", headers={
+        **TOKEN, "Authorization": scoped}).get_json()["data"] == {"available": 500, "held": 0}
+    assert reached == []
+
+
+def test_anything_the_balance_read_might_refuse_goes_to_flask(credits_app, settings, new_user_id, monkeypatch):
+    user_id = new_user_id()
+    tokens = {name: _signed(settings, user_id, scopes) for name, scopes in
+              [("remembered", None), ("unscoped API", ["works:read"]), ("signed out", None),
+               ("user revoked", None), ("unremembered", None)]}
+    for name in ("remembered", "unscoped API", "signed out", "user revoked"):
+        _flask_only(credits_app).get("/api/users/credits", headers={**TOKEN, "Authorization": f"Bearer {tokens[name]}"})
+    redis = credits_app.extensions["redis"]
+    redis.set(revoked_token_key(jwt.decode(tokens["signed out"], options={"verify_signature": False})["jti"]), "1",
+              ex=60)
+    reached = []
+
+    def flask(wsgi_env, start_response):
+        reached.append(wsgi_env.get("HTTP_AUTHORIZATION", "-"))
+        start_response("204 NO CONTENT", [])
+        return [b""]
+
+    client = _balance_path(credits_app, flask)
+    remembered = f"Bearer {tokens['remembered']}"
+    sent = [(name, client.get("/api/users/credits", headers={**TOKEN, "Authorization": f"Bearer {token}"}))
+            for name, token in tokens.items() if name not in ("remembered", "user revoked")]
+    redis.set(revoked_user_key(user_id), str(time.time() + 1), ex=60)  # disabled after every token was issued
+    sent.append(("user revoked", client.get("/api/users/credits",
+                                            headers={**TOKEN, "Authorization": f"Bearer {tokens['user revoked']}"})))
+    redis.delete(revoked_user_key(user_id))
+    client.get("/api/users/credits", headers=TOKEN)  # no token
+    client.get("/api/users/credits", headers={"X-Service-Token": "wrong", "Authorization": remembered})
+    client.get("/api/users/credits", headers={**TOKEN, "Authorization": "bearer " + tokens["remembered"]})
+    client.head("/api/users/credits", headers={**TOKEN, "Authorization": remembered})
+    client.get("/api/users/credits/", headers={**TOKEN, "Authorization": remembered})
+    assert len(reached) == 9
+    answered = client.get("/api/users/credits", headers={**TOKEN, "Authorization": remembered})
+    assert answered.status_code == 200 and len(reached) == 9
+
+    def unreachable(*_args, **_kwargs):
+        raise RedisConnectionError("down")
+
+    monkeypatch.setattr(redis, "mget", unreachable)
+    client.get("/api/users/credits", headers={**TOKEN, "Authorization": remembered})
+    assert all(response.status_code == 204 for _name, response in sent)
+    assert len(reached) == 10
+
+
+def test_the_refusals_of_the_balance_read_are_flask_s(credits_app, client, settings, new_user_id, monkeypatch):
+    user_id = new_user_id()
+    token, unscoped = _signed(settings, user_id), _signed(settings, user_id, ["works:read"])
+
+    def balance(bearer: str) -> tuple[int, str | None]:
+        response = client.get("/api/users/credits", headers={**TOKEN, "Authorization": f"Bearer {bearer}"})
+        body = response.get_json()
+        return response.status_code, None if body["success"] else body["error"]["code"]
+
+    assert [balance(token), balance(token)] == [(200, None), (200, None)]
+    assert [balance(unscoped), balance(unscoped)] == [(403, "INSUFFICIENT_SCOPE")] * 2
+    redis = credits_app.extensions["redis"]
+
+    def unreachable(*_args, **_kwargs):
+        raise RedisConnectionError("down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(redis, "mget", unreachable)
+        assert balance(token) == (503, "REVOCATION_CHECK_UNAVAILABLE")
+    redis.set(revoked_token_key(jwt.decode(token, options={"verify_signature": False})["jti"]), "1", ex=60)
+    assert balance(token) == (401, "TOKEN_REVOKED")
+    assert client.get("/api/users/credits", headers={"Authorization": f"Bearer {unscoped}"}).status_code == 403
