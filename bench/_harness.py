@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 
 from shared.config import Settings, load_settings  # noqa: E402
 from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command  # noqa: E402
-from shared.internal_http import SERVER_KEEPALIVE_SECONDS  # noqa: E402
+from shared.http_transport import SERVER_KEEPALIVE_SECONDS  # noqa: E402
 from shared.migrate import SERVICES, upgrade  # noqa: E402
 from shared.tokens import ensure_dev_keys  # noqa: E402
 from tests.conftest import DEFAULT_MYSQL_URL, create_mysql_database, drop_mysql_database  # noqa: E402

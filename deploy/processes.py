@@ -21,7 +21,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
-from shared.internal_http import SERVER_KEEPALIVE_SECONDS
+from shared.http_transport import SERVER_KEEPALIVE_SECONDS
 from shared.web import ACCESS_LOG_FORMAT
 
 HTTP, BACKGROUND, WORKER, JOB = "http", "background", "worker", "job"

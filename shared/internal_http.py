@@ -8,84 +8,45 @@ user's access token (``access_token=``), so the callee applies that user's right
 
 Kept-alive connections: a server closes a connection that stayed idle for its keep-alive
 time, and a request written onto it at that moment meets a closed connection. Two rules
-keep that from failing a call. The pools here never reuse a connection idle longer than
-``POOL_IDLE_SECONDS``, half the keep-alive every internal gunicorn runs with
-(``SERVER_KEEPALIVE_SECONDS``, set by ``deploy/local.py``), so a reused connection is never
-one the server is closing. And an idempotent call (a GET, or a POST the callee applies once
-per idempotency key: every credits movement carries one) is sent once more on a fresh
-connection when the connection was reset or closed before any response came.
+keep that from failing a call. The pools (``shared.http_transport``, the gateway's hop too)
+never reuse a connection idle longer than ``POOL_IDLE_SECONDS``, half the keep-alive every
+internal gunicorn runs with (``SERVER_KEEPALIVE_SECONDS``, set by ``deploy/local.py``), so a
+reused connection is never one the server is closing. And an idempotent call (a GET, or a
+POST the callee applies once per idempotency key: every credits movement carries one) is
+sent once more on a fresh connection when the connection was refused, reset or closed
+before its answer was complete.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import orjson
-import urllib3
 from flask import has_request_context
-from urllib3 import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.connection import HTTPConnection
-from urllib3.exceptions import HTTPError, NewConnectionError, ProtocolError
 
 from shared.errors import ServiceError, ServiceUnavailable
+from shared.http_transport import Broken, ClosedEarly, Pool, Unreachable, UpstreamError
 from shared.web import REQUEST_ID_HEADER, SERVICE_TOKEN_HEADER, request_id
 
 Timeout = float | tuple[float, float]
 PAGE_SIZE = 100
 MAX_PAGES = 1000  # 100 000 items: a bound, so a misbehaving service cannot loop a caller forever
-# gunicorn's --keep-alive for every internal service (deploy/local.py), and the longest a
-# pooled connection may stay idle before a caller would rather open a new one.
-SERVER_KEEPALIVE_SECONDS = 10
-POOL_IDLE_SECONDS = SERVER_KEEPALIVE_SECONDS / 2
-
-
-class _ExpiresIdleConnections:
-    """A urllib3 pool that closes (and so reconnects) a connection idle longer than ``max_idle``.
-
-    urllib3 already drops a connection the server has visibly closed; this covers the one it
-    is about to close, which no check can see in time.
-    """
-
-    max_idle: float = POOL_IDLE_SECONDS
-
-    def _get_conn(self, timeout: float | None = None) -> HTTPConnection:
-        conn = super()._get_conn(timeout)  # type: ignore[misc]
-        idle_since = getattr(conn, "idle_since", None)
-        if idle_since is not None and time.monotonic() - idle_since > self.max_idle:
-            conn.close()
-        return conn
-
-    def _put_conn(self, conn: HTTPConnection | None) -> None:
-        if conn is not None:
-            conn.idle_since = time.monotonic()  # type: ignore[attr-defined]
-        super()._put_conn(conn)  # type: ignore[misc]
-
-
-class FreshHTTPConnectionPool(_ExpiresIdleConnections, HTTPConnectionPool):
-    pass
-
-
-class FreshHTTPSConnectionPool(_ExpiresIdleConnections, HTTPSConnectionPool):
-    pass
 
 
 class InternalHttp:
-    """Calls to one service (``base_url``) over one urllib3 pool.
-
-    urllib3 directly rather than a requests session: a call costs about a third of the CPU
-    (no per-request environment, proxy, cookie and hook handling), and internal calls never go
-    through a proxy set in the environment anyway."""
+    """Calls to one service (``base_url``) over one pool of ``shared.http_transport``, the
+    gateway's own hop: a call costs the caller a fraction of urllib3's CPU (no ``http.client``
+    header parsing, retry or redirect machinery), and internal calls never go through a proxy
+    set in the environment anyway."""
 
     def __init__(self, base_url: str, service_token: str, timeout: Timeout, unavailable_code: str,
                  pool_size: int = 32) -> None:
         self.base_url = base_url.rstrip("/")
-        url = urllib3.util.parse_url(self.base_url)
-        self._prefix = url.path or ""
-        pool_class = FreshHTTPSConnectionPool if url.scheme == "https" else FreshHTTPConnectionPool
-        self._pool = pool_class(url.host, url.port, maxsize=pool_size, block=False, retries=False)
-        connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        self._timeout = urllib3.Timeout(connect=connect, read=read)
+        url = urlsplit(self.base_url)
+        self._prefix = url.path
+        tls = url.scheme == "https"
+        self._pool = Pool(url.hostname or "127.0.0.1", url.port or (443 if tls else 80), pool_size, tls=tls)
+        self._connect_timeout, self._read_timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
         self.unavailable_code = unavailable_code
         self._service_token = service_token
 
@@ -117,35 +78,36 @@ class InternalHttp:
 
     def _call(self, method: str, path: str, access_token: str | None, idempotent: bool,
               body: bytes | None = None) -> Any:
-        headers = {SERVICE_TOKEN_HEADER: self._service_token}
+        headers = [(SERVICE_TOKEN_HEADER, self._service_token)]
         if has_request_context():
-            headers[REQUEST_ID_HEADER] = request_id()
+            headers.append((REQUEST_ID_HEADER, request_id()))
         if access_token:
-            headers["Authorization"] = f"Bearer {access_token}"
+            headers.append(("Authorization", f"Bearer {access_token}"))
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers.append(("Content-Type", "application/json"))
         attempts = 2 if idempotent else 1
         for attempt in range(1, attempts + 1):
             try:
-                response = self._pool.urlopen(method, self._prefix + path, body=body, headers=headers,
-                                              timeout=self._timeout, redirect=False)
+                answer = self._pool.request(method, self._prefix + path, headers, body,
+                                            self._connect_timeout, self._read_timeout)
+                status, data = answer.status, answer.read()
                 break
-            except (NewConnectionError, ProtocolError) as exc:
-                # Refused, or reset or closed before any answer: nothing was applied twice, as
-                # the callee applies an idempotent call once. A connect timeout is not retried.
+            except (Unreachable, ClosedEarly, Broken) as exc:
+                # Refused, or reset or closed before the answer was complete: nothing was applied
+                # twice, as the callee applies an idempotent call once. A timeout is not retried.
                 if attempt < attempts:
                     continue
                 raise self._unreachable(exc) from exc
-            except (HTTPError, OSError) as exc:  # a connect or read timeout among them
+            except UpstreamError as exc:  # a connect or read timeout
                 raise self._unreachable(exc) from exc
-        envelope = _envelope(response.data)
+        envelope = _envelope(data)
         if envelope is None:
-            raise ServiceUnavailable(f"{self.base_url} answered {response.status} without an envelope.",
-                                     code=self.unavailable_code, details={"upstreamStatus": response.status})
-        if envelope.get("success") is True and response.status < 400:
+            raise ServiceUnavailable(f"{self.base_url} answered {status} without an envelope.",
+                                     code=self.unavailable_code, details={"upstreamStatus": status})
+        if envelope.get("success") is True and status < 400:
             return envelope.get("data")
         error = envelope.get("error") or {}
-        raise ServiceError(error.get("message"), code=error.get("code"), status=response.status,
+        raise ServiceError(error.get("message"), code=error.get("code"), status=status,
                            details=error.get("details"))
 
     def _unreachable(self, exc: Exception) -> ServiceUnavailable:

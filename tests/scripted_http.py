@@ -1,6 +1,6 @@
 """A raw HTTP/1.1 server whose answers a test scripts byte by byte, for the clients of the
 internal hop: connections closed unanswered, closed while idle, reused, answered badly
-(``tests/gateway/test_transport.py``, ``tests/shared/test_internal_http.py``)."""
+(``tests/shared/test_http_transport.py``, ``tests/shared/test_internal_http.py``)."""
 from __future__ import annotations
 
 import socket

@@ -53,7 +53,7 @@ from services.gateway.proxy import (FORWARDED_REQUEST_HEADERS, STREAM_CHUNK, Pro
 from services.gateway.public_reads import PERSONAL_HEADERS, personal_body
 from services.gateway.ratelimit import Limit, RateLimited, RateLimiter, RateLimits
 from services.gateway.security import SECURITY_HEADERS
-from services.gateway.transport import Answer
+from shared.http_transport import Answer
 from shared.errors import ServiceError
 from shared.metrics import RequestMetrics
 from shared.tokens import Claims, VerifiedTokens, revocation_keys, revoked_by

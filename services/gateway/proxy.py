@@ -5,7 +5,7 @@ Only a fixed set of client headers is forwarded; the gateway adds the service to
 its request id and the client address. Small upstream bodies are read whole (the
 connection goes straight back to the pool); large or unsized ones are streamed.
 
-The hop itself is ``services/gateway/transport.py``, a lean HTTP/1.1 client with keep-alive
+The hop itself is ``shared/http_transport.py``, a lean HTTP/1.1 client with keep-alive
 pools, httptools parsing the answers (urllib3 over http.client cost most of a proxied
 request's CPU). A connection closed before any answer is retried once for methods safe to
 repeat. Plain GETs are answered in front of Flask (``services/gateway/fast_path.py``) with
@@ -22,7 +22,7 @@ from flask import Blueprint, Flask, Response, current_app, request
 from services.gateway.clientaddr import client_address
 from services.gateway.config import GatewayConfig
 from services.gateway.public_reads import PublicReads
-from services.gateway.transport import (Answer, ClosedEarly, ConnectTimedOut, Headers, Pool, ReadTimedOut,
+from shared.http_transport import (Answer, ClosedEarly, ConnectTimedOut, Headers, Pool, ReadTimedOut,
                                         Unreachable, UpstreamError)
 from shared.config import Settings
 from shared.errors import BadRequest, ServiceUnavailable

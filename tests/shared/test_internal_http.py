@@ -8,8 +8,8 @@ from flask import Flask, jsonify, request
 
 from shared.embedded import free_port
 from shared.errors import ServiceError, ServiceUnavailable
-from shared.internal_http import (POOL_IDLE_SECONDS, SERVER_KEEPALIVE_SECONDS, FreshHTTPConnectionPool, InternalHttp,
-                                  is_not_found)
+from shared.http_transport import POOL_IDLE_SECONDS, SERVER_KEEPALIVE_SECONDS
+from shared.internal_http import InternalHttp, is_not_found
 from tests.conftest import TEST_SERVICE_TOKEN, serve
 from tests.scripted_http import ScriptedServer
 
@@ -128,9 +128,9 @@ def test_a_call_that_is_not_idempotent_is_never_sent_twice(race):
     assert server.answered == [b"GET /first HTTP/1.1"]
 
 
-def test_a_connection_idle_past_half_the_servers_keep_alive_is_not_reused(race, monkeypatch):
+def test_a_connection_idle_past_half_the_servers_keep_alive_is_not_reused(race):
     server, http = race
-    monkeypatch.setattr(FreshHTTPConnectionPool, "max_idle", 0.05)
+    http._pool.max_idle = 0.05
     assert SERVER_KEEPALIVE_SECONDS >= 2 * POOL_IDLE_SECONDS
     http.get("/first")
     time.sleep(0.2)

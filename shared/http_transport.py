@@ -1,6 +1,7 @@
-"""The gateway's HTTP/1.1 client for the internal hop: keep-alive connections to one service.
+"""The HTTP/1.1 client of the internal hops (the gateway's proxy, ``shared.internal_http``):
+keep-alive connections to one service.
 
-Why not urllib3: over ``http.client`` it spent most of a proxied request's client-side CPU on
+Why not urllib3: over ``http.client`` it spent most of a call's client-side CPU on
 things a fixed hop between our own services does not need (``email``-parser header parsing,
 header dictionaries built twice, retry and redirect machinery). This client writes the request
 in one ``sendall``; httptools (llhttp, the parser uvicorn uses) parses the answer: status,
@@ -10,7 +11,7 @@ HEAD (MagicStack/httptools#47), so this client ends such an answer with its head
 refuses what HTTP/1.1 deprecates, such as folded header lines (the gateway then answers 502,
 as RFC 9112 allows a gateway to).
 
-What it keeps from the pools it replaces (``shared.internal_http``): a connection idle longer
+What it keeps from the urllib3 pools it replaced: a connection idle longer
 than ``POOL_IDLE_SECONDS`` is never reused (the service may be closing it), nor one the
 service has visibly closed (checked without blocking before reuse); a connection closed
 before any byte of an answer raises ``ClosedEarly`` so the caller may retry a request safe
@@ -27,8 +28,10 @@ from typing import Iterator
 
 import httptools
 
-from shared.internal_http import POOL_IDLE_SECONDS
-
+# gunicorn's --keep-alive for every internal service (deploy/local.py), and the longest a
+# pooled connection may stay idle before a caller would rather open a new one.
+SERVER_KEEPALIVE_SECONDS = 10
+POOL_IDLE_SECONDS = SERVER_KEEPALIVE_SECONDS / 2
 MAX_HEAD = 262_144  # most bytes read before an answer's head is complete
 RECEIVE = 65_536
 # Control characters and spaces have no place in a request target (http.client refuses them too).

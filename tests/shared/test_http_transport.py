@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from services.gateway.transport import Broken, ClosedEarly, Pool
+from shared.http_transport import Broken, ClosedEarly, Pool
 from tests.scripted_http import ScriptedServer
 
 CONNECT, READ = 2.0, 5.0
