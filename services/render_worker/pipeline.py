@@ -3,10 +3,13 @@
 Claim (only a queued, uncancelled job, or a running one whose worker died) → pick the
 workflow variant this ComfyUI runs → upload the source image under a per-job name →
 build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
-per image: fetch, check (``CONTENT_IMAGE_CHECKER``), label and store original and thumbnail,
-insert the output row (commit), publish ``job.image`` → record the final state (a job's last
-image commits with its success), then settle the hold (one credits call charges the delivered
-images) and announce the outcome (``services.render.outbox``).
+per image: fetch, check (``CONTENT_IMAGE_CHECKER``), prove it is an image, label and store the
+original, insert the output row (commit), publish ``job.image`` → record the final state (a
+job's last image commits with its success), then settle the hold (one credits call charges the
+delivered images), announce the outcome (``services.render.outbox``) and only then make the
+thumbnails, under keys the output rows named in advance, before the settlement and the
+announcement are recorded (a worker that dies before leaves the job in the outbox, and the
+reconciler makes what is missing before it settles the job).
 Every step is idempotent, so a redelivered message repeats nothing that already
 happened, and a finished job is skipped. The job succeeds only when every requested
 image was delivered. A credits or Redis outage never fails a job: what credits did not
@@ -21,7 +24,8 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -34,7 +38,7 @@ from shared.config import ConfigError, Settings
 from shared.db import Database
 from shared.errors import ServiceError
 from shared.events import EventBus, announce, redis_client
-from shared.labels import ImageLabel, LabelConfig, encode_derived, label_png, load_label_config
+from shared.labels import PNG_SIGNATURE, ImageLabel, LabelConfig, encode_derived, label_png, load_label_config
 from shared.storage import QUARANTINE_PREFIX, Storage, StorageError, content_key, make_storage
 from shared.web import job_context
 
@@ -47,7 +51,7 @@ from services.render_worker.heartbeat import choices_from_object_info
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
                       outcome_from_history)
 from services.render.config import RenderConfig
-from services.render.models import RenderJob
+from services.render.models import RenderJob, RenderOutput
 from services.render.outbox import JobOutbox
 from services.render.scheduler import FairQueue, entry_for
 from services.render.workflows import Template, TemplateStore, Variant, build_graph
@@ -55,6 +59,9 @@ from services.render.workflows import Template, TemplateStore, Variant, build_gr
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 512
+THUMBNAIL_QUALITY = 80
+# method 0: two thirds of the encode time of method 2 (a quarter of the default, 4), ~10 % more bytes
+THUMBNAIL_METHOD = 0
 # Live progress at most 4 times a second (a 2-s job: about 8 events, not 20); the row's
 # progress, for those who poll, every 2 s.
 PROGRESS_INTERVAL_SECONDS = 0.25
@@ -149,6 +156,9 @@ class Delivery:
     delivered: int = 0
     flagged: int = 0
     finished: tuple[RenderJob, list[int]] | None = None
+    # by index: the output row as recorded and the PNG its thumbnail is made from once the job's
+    # outcome is announced (``_make_thumbnails``)
+    thumbnails: dict[int, tuple[RenderOutput, bytes]] = field(default_factory=dict)
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
@@ -214,33 +224,33 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
         return
     except PromptInterrupted:
         if not (ctx.state and ctx.state.hand_back.is_set() and _hand_back(ctx, job)):
-            _finish(ctx, job, "cancelled")
+            _finish(ctx, job, delivery, "cancelled")
     except (ComfyUIError, JobFailed) as exc:
         log.warning("job %s failed: %s %s", job_id, exc.code, exc.message)
-        _finish(ctx, job, "failed", code=exc.code, error_class=exc.error_class,
+        _finish(ctx, job, delivery, "failed", code=exc.code, error_class=exc.error_class,
                 message=exc.message)
     except ServiceError as exc:
         log.warning("job %s failed: a platform service answered %s %s", job_id, exc.code, exc.message)
-        _finish(ctx, job, "failed", code=exc.code or "SERVICE_UNAVAILABLE",
+        _finish(ctx, job, delivery, "failed", code=exc.code or "SERVICE_UNAVAILABLE",
                 error_class="system", message="A platform service failed during the render; try again.")
     except Exception:
         log.exception("job %s failed unexpectedly", job_id)
-        _finish(ctx, job, "failed", code="INTERNAL_ERROR", error_class="system",
+        _finish(ctx, job, delivery, "failed", code="INTERNAL_ERROR", error_class="system",
                 message="The render failed on our side.")
     else:
         if delivery.finished is not None:
-            _complete(ctx, job, "succeeded", None, delivery.finished)
+            _complete(ctx, job, "succeeded", None, delivery.finished, delivery)
         elif delivery.flagged:
-            _finish(ctx, job, "failed", code="OUTPUT_FLAGGED", error_class="user",
+            _finish(ctx, job, delivery, "failed", code="OUTPUT_FLAGGED", error_class="user",
                     message=f"{delivery.flagged} of {job.images_requested} images were withheld by the content "
                             "check and not charged.")
         elif delivery.delivered < job.images_requested:
             code = "NO_OUTPUT" if delivery.delivered == 0 else "PARTIAL_OUTPUT"
-            _finish(ctx, job, "failed", code=code, error_class="system",
+            _finish(ctx, job, delivery, "failed", code=code, error_class="system",
                     message=f"ComfyUI produced {delivery.delivered} of {job.images_requested} images; "
                             "the missing ones were not charged.")
         else:
-            _finish(ctx, job, "succeeded")
+            _finish(ctx, job, delivery, "succeeded")
     finally:
         _wake_scheduler(ctx)
 
@@ -404,12 +414,14 @@ def _upload_source(ctx: RenderContext, job: RenderJob) -> str:
 
 def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery: Delivery) -> None:
     """Fetch, store, record and announce each image, noting each step in ``delivery``. Nothing
-    is charged here: the settlement at the end charges every delivered image in one call."""
+    is charged here: the settlement at the end charges every delivered image in one call. No
+    thumbnail is made here either: ``job.image`` names it by its key, and it is made once the
+    job's outcome is announced (``_complete``); until then a client shows the image itself."""
     for index, ref in enumerate(refs[:job.images_requested]):
         data = ctx.comfyui.fetch_image(ref)
         if not _passes_check(ctx, job, index, data, delivery):
             continue
-        file = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
+        file, png = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
         completes = delivery.flagged == 0 and delivery.delivered + 1 == job.images_requested
         with ctx.db.transaction() as session:  # the last image and the job's success: one commit
             output = jobs.add_output(session, job, file, completes=completes)
@@ -419,6 +431,8 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
             log.warning("job %s was finished while delivering image %s; keeping nothing more", job.id, index)
             return
         delivery.delivered += 1
+        if (output.image_key, output.thumbnail_key) == (file.image_key, file.thumbnail_key):
+            delivery.thumbnails[index] = (output, png)  # else an earlier attempt's row: made from its original
         _publish(ctx, job, "job.image", {"outputId": output.id, "index": index,
                                          "imageUrl": ctx.storage.signed_url(output.image_key),
                                          "thumbnailUrl": ctx.storage.signed_url(output.thumbnail_key),
@@ -494,37 +508,158 @@ def _label(ctx: RenderContext, job: RenderJob, index: int) -> ImageLabel:
     return ImageLabel(producer=ctx.labels.producer, produce_id=output_id, job_id=job.id, generated_at=created)
 
 
-def _store(storage: Storage, index: int, data: bytes, label: ImageLabel, secret: bytes) -> jobs.OutputFile:
-    """Keep the original (as PNG) and a WebP thumbnail that fits in 512×512, both labelled."""
+def _store(storage: Storage, index: int, data: bytes, label: ImageLabel,
+           secret: bytes) -> tuple[jobs.OutputFile, bytes]:
+    """Prove the file is an image and keep it, labelled, as PNG: the file to record (its thumbnail's
+    key included, ``thumbnail_key``) and the PNG the thumbnail is made from later."""
     try:
-        with Image.open(io.BytesIO(data)) as original:
-            original.load()
-            width, height = original.size
-            if original.format != "PNG":
+        if data.startswith(PNG_SIGNATURE):
+            width, height = png_size(data)
+        else:
+            with Image.open(io.BytesIO(data)) as original:
+                original.load()
+                width, height = original.size
                 buffer = io.BytesIO()
                 original.save(buffer, format="PNG")
                 data = buffer.getvalue()
-            thumbnail = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
-        data = label_png(data, label, secret)
-    except (OSError, SyntaxError, ValueError) as exc:
+        labelled = label_png(data, label, secret)
+    except (OSError, SyntaxError, ValueError, zlib.error) as exc:
         raise ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE") from exc
-    thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    # method 0: two thirds of the encode time of method 2 (a quarter of the default, 4), ~10 % more bytes
-    thumb_bytes = encode_derived(thumbnail, "WEBP", label, secret, quality=80, method=0)
-    image_key = storage.put(content_key(data, "png", "images"), data)
-    thumbnail_key = storage.put(content_key(thumb_bytes, "webp", "thumbs"), thumb_bytes)
-    return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key, width=width,
-                           height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                           output_id=label.produce_id)
+    digest = hashlib.sha256(labelled).hexdigest()
+    image_key = storage.put(f"images/{digest[:2]}/{digest[2:4]}/{digest}.png", labelled)  # content_key's shape
+    return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key(image_key), width=width,
+                           height=height, file_size=len(labelled), sha256=digest, output_id=label.produce_id), data
+
+
+# PNG colour type → channels, and the bit depths it allows
+_PNG_CHANNELS = {0: (1, (1, 2, 4, 8, 16)), 2: (3, (8, 16)), 3: (1, (1, 2, 4, 8)), 4: (2, (8, 16)), 6: (4, (8, 16))}
+# Adam7 passes: first column, first row, column step, row step
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """The width and height of a sound PNG; ValueError (or ``zlib.error``) when it is not one.
+    Sound: every chunk whole with its CRC, a valid header first, a palette where one is needed,
+    the image data one zlib stream that inflates to exactly the size the header implies, and every
+    scanline's filter type valid. That is all a full decode (Pillow's ``load``: ~5 ms for 512²,
+    against ~2 ms for this) can find wrong with a PNG; what remains (unfiltering, palette lookup)
+    cannot fail."""
+    offset, chunks, idat = len(PNG_SIGNATURE), [], []
+    while True:
+        if offset + 12 > len(data):
+            raise ValueError("truncated PNG: no IEND")
+        length, kind = int.from_bytes(data[offset:offset + 4], "big"), data[offset + 4:offset + 8]
+        end = offset + 12 + length
+        if end > len(data) or zlib.crc32(data[offset + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            raise ValueError(f"PNG chunk {kind!r} truncated or its CRC wrong")
+        if not chunks and (kind != b"IHDR" or length != 13):
+            raise ValueError("PNG without its header first")
+        chunks.append(kind)
+        if kind == b"IDAT":
+            idat.append(data[offset + 8:end - 4])
+        elif kind == b"IEND":
+            break
+        offset = end
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    depth, colour, compression, filtering, interlace = data[24:29]
+    channels, depths = _PNG_CHANNELS.get(colour, (0, ()))
+    if not (0 < width < 2 ** 31 and 0 < height < 2 ** 31) or depth not in depths or compression or filtering \
+            or interlace > 1 or (colour == 3 and b"PLTE" not in chunks) or not idat:
+        raise ValueError("PNG header invalid, palette or image data missing")
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        raise ValueError(f"PNG of {width}×{height} pixels: more than this worker decodes")
+    bits = channels * depth
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    lines = []  # (rows, bytes per row with its filter byte) of each pass with pixels
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            lines.append((rows, 1 + -(-columns * bits // 8)))
+    expected = sum(rows * stride for rows, stride in lines)
+    inflater = zlib.decompressobj()
+    pixels = inflater.decompress(b"".join(idat), expected + 1)
+    if len(pixels) != expected or not inflater.eof:
+        raise ValueError(f"PNG image data inflates to {len(pixels)} bytes, not {expected}")
+    start = 0
+    for rows, stride in lines:
+        if max(pixels[start:start + rows * stride:stride]) > 4:
+            raise ValueError("PNG scanline with an unknown filter type")
+        start += rows * stride
+    return width, height
+
+
+def thumbnail_key(image_key: str) -> str:
+    """The key of an original's thumbnail, known before the thumbnail is made: a digest of the
+    original's (its content key's) and the thumbnail's parameters. Like a content key it never
+    names two different files: the original's bytes, label included, decide the thumbnail's."""
+    digest = image_key.rsplit("/", 1)[-1].split(".", 1)[0]
+    recipe = f"{digest}:webp:{THUMBNAIL_SIZE}:q{THUMBNAIL_QUALITY}:m{THUMBNAIL_METHOD}"
+    return content_key(recipe.encode(), "webp", "thumbs")
+
+
+def _store_thumbnail(ctx: RenderContext, job: RenderJob, output: RenderOutput, png: bytes) -> None:
+    """Store a labelled WebP that fits in THUMBNAIL_SIZE², of an output's image file. An image Pillow
+    cannot decode after ``png_size`` passed it (nothing known does that) gets none, logged: retrying
+    would not help."""
+    try:
+        with Image.open(io.BytesIO(png)) as original:
+            pixels = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        log.error("job %s output %s: no thumbnail, the image does not decode (%s)", job.id, output.id, exc)
+        return
+    pixels.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    ctx.storage.put(output.thumbnail_key, encode_derived(pixels, "WEBP", _label(ctx, job, output.index),
+                                                         ctx.labels.secret, quality=THUMBNAIL_QUALITY,
+                                                         method=THUMBNAIL_METHOD))
+
+
+def _make_thumbnails(ctx: RenderContext, job: RenderJob, indexes: list[int],
+                     made_here: dict[int, tuple[RenderOutput, bytes]]) -> bool:
+    """Store the thumbnails of a finished job's outputs: from the PNGs this attempt delivered
+    (``Delivery.thumbnails``), else from their stored originals when missing (a worker died
+    before storing them). False when the store failed: the job is then left in the outbox, and
+    the reconciler makes them before it settles it (``make_missing_thumbnails``)."""
+    try:
+        for index in indexes:
+            if index in made_here:
+                _store_thumbnail(ctx, job, *made_here[index])
+        if set(indexes) - set(made_here):
+            return make_missing_thumbnails(ctx, job)
+    except (OSError, StorageError) as exc:
+        log.error("job %s: thumbnails not stored (%s); the reconciler makes them", job.id, exc)
+        return False
+    return True
+
+
+def make_missing_thumbnails(ctx: RenderContext, job: RenderJob) -> bool:
+    """Make the missing thumbnails of a job's outputs from their stored originals. False when the
+    store failed (the reconciler tries again before settling the job)."""
+    with ctx.db.read() as session:
+        outputs = jobs.outputs_of(session, [job.id])[job.id]
+    try:
+        for output in outputs:
+            if ctx.storage.exists(output.thumbnail_key):
+                continue
+            try:
+                original = ctx.storage.read(output.image_key)
+            except FileNotFoundError:
+                log.warning("job %s output %s: neither original nor thumbnail is stored (erased?)", job.id, output.id)
+                continue
+            log.warning("job %s output %s: making the thumbnail its worker did not store", job.id, output.id)
+            _store_thumbnail(ctx, job, output, original)
+    except (OSError, StorageError) as exc:
+        log.error("job %s: a missing thumbnail was not made (%s); the reconciler tries again", job.id, exc)
+        return False
+    return True
 
 
 def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str) -> bool:
     """Fail a job from outside its worker (the reconciler): charge what was delivered, return
     the rest of the hold. False when the job had finished already."""
-    return _finish(ctx, job, "failed", code=code, error_class="system", message=message)
+    return _finish(ctx, job, None, "failed", code=code, error_class="system", message=message)
 
 
-def _finish(ctx: RenderContext, job: RenderJob, status: str, *,
+def _finish(ctx: RenderContext, job: RenderJob, delivery: Delivery | None, status: str, *,
             code: str | None = None, error_class: str | None = None, message: str | None = None) -> bool:
     """Record the final state, then settle the hold and announce the outcome; False when the
     job had finished already. Neither waits for credits or Redis beyond the outbox's retries."""
@@ -535,17 +670,20 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, *,
     if finished is None:
         log.info("job %s was already finished; not finishing it again", job.id)
         return False
-    _complete(ctx, job, status, code, finished)
+    _complete(ctx, job, status, code, finished, delivery)
     return True
 
 
 def _complete(ctx: RenderContext, job: RenderJob, status: str, code: str | None,
-              finished: tuple[RenderJob, list[int]]) -> None:
-    """After the final state committed: count it, settle the hold and announce the outcome."""
+              finished: tuple[RenderJob, list[int]], delivery: Delivery | None) -> None:
+    """After the final state committed: count it, settle the hold, announce the outcome, then make
+    the thumbnails (off the path to the final event) before the outbox records the first two."""
     render_metrics.job_finished(job, status, code)
     if ctx.state is not None:
         ctx.state.count(status)
-    row = ctx.outbox.complete(job.id, finished)
+    made_here = delivery.thumbnails if delivery is not None else {}
+    row = ctx.outbox.complete(job.id, finished,
+                              before_record=lambda: _make_thumbnails(ctx, job, finished[1], made_here))
     if row.settled_at is not None:  # else the reconciler settles it later, unobserved: the
         render_metrics.job_settled(row)  # histograms are a sample of the jobs that settled at once
 
