@@ -597,20 +597,23 @@ def thumbnail_key(image_key: str) -> str:
     return content_key(recipe.encode(), "webp", "thumbs")
 
 
+def thumbnail(png: bytes, label: ImageLabel, secret: bytes) -> bytes:
+    """A labelled WebP that fits in THUMBNAIL_SIZE², of an image file."""
+    with Image.open(io.BytesIO(png)) as original:
+        pixels = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
+    pixels.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    return encode_derived(pixels, "WEBP", label, secret, quality=THUMBNAIL_QUALITY, method=THUMBNAIL_METHOD)
+
+
 def _store_thumbnail(ctx: RenderContext, job: RenderJob, output: RenderOutput, png: bytes) -> None:
-    """Store a labelled WebP that fits in THUMBNAIL_SIZE², of an output's image file. An image Pillow
-    cannot decode after ``png_size`` passed it (nothing known does that) gets none, logged: retrying
-    would not help."""
+    """Store an output's thumbnail. An image Pillow cannot decode after ``png_size`` passed it
+    (nothing known does that) gets none, logged: trying again would not help."""
     try:
-        with Image.open(io.BytesIO(png)) as original:
-            pixels = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
+        data = thumbnail(png, _label(ctx, job, output.index), ctx.labels.secret)
     except (OSError, SyntaxError, ValueError) as exc:
         log.error("job %s output %s: no thumbnail, the image does not decode (%s)", job.id, output.id, exc)
         return
-    pixels.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    ctx.storage.put(output.thumbnail_key, encode_derived(pixels, "WEBP", _label(ctx, job, output.index),
-                                                         ctx.labels.secret, quality=THUMBNAIL_QUALITY,
-                                                         method=THUMBNAIL_METHOD))
+    ctx.storage.put(output.thumbnail_key, data)
 
 
 def _make_thumbnails(ctx: RenderContext, job: RenderJob, indexes: list[int],
