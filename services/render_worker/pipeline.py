@@ -525,10 +525,10 @@ def _store(storage: Storage, index: int, data: bytes, label: ImageLabel,
         labelled = label_png(data, label, secret)
     except (OSError, SyntaxError, ValueError, zlib.error) as exc:
         raise ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE") from exc
-    digest = hashlib.sha256(labelled).hexdigest()
-    image_key = storage.put(f"images/{digest[:2]}/{digest[2:4]}/{digest}.png", labelled)  # content_key's shape
+    image_key = storage.put(content_key(labelled, "png", "images"), labelled)
     return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key(image_key), width=width,
-                           height=height, file_size=len(labelled), sha256=digest, output_id=label.produce_id), data
+                           height=height, file_size=len(labelled), sha256=hashlib.sha256(labelled).hexdigest(),
+                           output_id=label.produce_id), data
 
 
 # PNG colour type → channels, and the bit depths it allows
