@@ -24,7 +24,6 @@ import json
 import logging
 import time
 import uuid
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +37,7 @@ from shared.config import ConfigError, Settings
 from shared.db import Database
 from shared.errors import ServiceError
 from shared.events import EventBus, announce, redis_client
-from shared.labels import PNG_SIGNATURE, ImageLabel, LabelConfig, encode_derived, label_png, load_label_config
+from shared.labels import ImageLabel, LabelConfig, encode_derived, label_png, load_label_config
 from shared.storage import QUARANTINE_PREFIX, Storage, StorageError, content_key, make_storage
 from shared.web import job_context
 
@@ -156,9 +155,9 @@ class Delivery:
     delivered: int = 0
     flagged: int = 0
     finished: tuple[RenderJob, list[int]] | None = None
-    # by index: the output row as recorded and the PNG its thumbnail is made from once the job's
+    # by index: the output row as recorded and the decoded image its thumbnail is made from once the job's
     # outcome is announced (``_make_thumbnails``)
-    thumbnails: dict[int, tuple[RenderOutput, bytes]] = field(default_factory=dict)
+    thumbnails: dict[int, tuple[RenderOutput, Image.Image]] = field(default_factory=dict)
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
@@ -421,7 +420,7 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
         data = ctx.comfyui.fetch_image(ref)
         if not _passes_check(ctx, job, index, data, delivery):
             continue
-        file, png = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
+        file, decoded = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
         completes = delivery.flagged == 0 and delivery.delivered + 1 == job.images_requested
         with ctx.db.transaction() as session:  # the last image and the job's success: one commit
             output = jobs.add_output(session, job, file, completes=completes)
@@ -432,7 +431,7 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
             return
         delivery.delivered += 1
         if (output.image_key, output.thumbnail_key) == (file.image_key, file.thumbnail_key):
-            delivery.thumbnails[index] = (output, png)  # else an earlier attempt's row: made from its original
+            delivery.thumbnails[index] = (output, decoded)  # else an earlier attempt's row: made from its original
         _publish(ctx, job, "job.image", {"outputId": output.id, "index": index,
                                          "imageUrl": ctx.storage.signed_url(output.image_key),
                                          "thumbnailUrl": ctx.storage.signed_url(output.thumbnail_key),
@@ -509,83 +508,25 @@ def _label(ctx: RenderContext, job: RenderJob, index: int) -> ImageLabel:
 
 
 def _store(storage: Storage, index: int, data: bytes, label: ImageLabel,
-           secret: bytes) -> tuple[jobs.OutputFile, bytes]:
-    """Prove the file is an image and keep it, labelled, as PNG: the file to record (its thumbnail's
-    key included, ``thumbnail_key``) and the PNG the thumbnail is made from later."""
+           secret: bytes) -> tuple[jobs.OutputFile, Image.Image]:
+    """Prove the file is an image (its pixels decode) and keep it, labelled, as PNG: the file to
+    record (its thumbnail's key included, ``thumbnail_key``) and the decoded image the thumbnail
+    is made from once the job's outcome is announced."""
     try:
-        if data.startswith(PNG_SIGNATURE):
-            width, height = png_size(data)
-        else:
-            with Image.open(io.BytesIO(data)) as original:
-                original.load()
-                width, height = original.size
+        with Image.open(io.BytesIO(data)) as original:
+            original.load()
+            if original.format != "PNG":
                 buffer = io.BytesIO()
                 original.save(buffer, format="PNG")
                 data = buffer.getvalue()
         labelled = label_png(data, label, secret)
-    except (OSError, SyntaxError, ValueError, zlib.error) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE") from exc
     image_key = storage.put(content_key(labelled, "png", "images"), labelled)
+    width, height = original.size
     return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key(image_key), width=width,
                            height=height, file_size=len(labelled), sha256=hashlib.sha256(labelled).hexdigest(),
-                           output_id=label.produce_id), data
-
-
-# PNG colour type → channels, and the bit depths it allows
-_PNG_CHANNELS = {0: (1, (1, 2, 4, 8, 16)), 2: (3, (8, 16)), 3: (1, (1, 2, 4, 8)), 4: (2, (8, 16)), 6: (4, (8, 16))}
-# Adam7 passes: first column, first row, column step, row step
-_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    """The width and height of a sound PNG; ValueError (or ``zlib.error``) when it is not one.
-    Sound: every chunk whole with its CRC, a valid header first, a palette where one is needed,
-    the image data one zlib stream that inflates to exactly the size the header implies, and every
-    scanline's filter type valid. That is all a full decode (Pillow's ``load``: ~5 ms for 512²,
-    against ~2 ms for this) can find wrong with a PNG; what remains (unfiltering, palette lookup)
-    cannot fail."""
-    offset, chunks, idat = len(PNG_SIGNATURE), [], []
-    while True:
-        if offset + 12 > len(data):
-            raise ValueError("truncated PNG: no IEND")
-        length, kind = int.from_bytes(data[offset:offset + 4], "big"), data[offset + 4:offset + 8]
-        end = offset + 12 + length
-        if end > len(data) or zlib.crc32(data[offset + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
-            raise ValueError(f"PNG chunk {kind!r} truncated or its CRC wrong")
-        if not chunks and (kind != b"IHDR" or length != 13):
-            raise ValueError("PNG without its header first")
-        chunks.append(kind)
-        if kind == b"IDAT":
-            idat.append(data[offset + 8:end - 4])
-        elif kind == b"IEND":
-            break
-        offset = end
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    depth, colour, compression, filtering, interlace = data[24:29]
-    channels, depths = _PNG_CHANNELS.get(colour, (0, ()))
-    if not (0 < width < 2 ** 31 and 0 < height < 2 ** 31) or depth not in depths or compression or filtering \
-            or interlace > 1 or (colour == 3 and b"PLTE" not in chunks) or not idat:
-        raise ValueError("PNG header invalid, palette or image data missing")
-    if width * height > Image.MAX_IMAGE_PIXELS:
-        raise ValueError(f"PNG of {width}×{height} pixels: more than this worker decodes")
-    bits = channels * depth
-    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
-    lines = []  # (rows, bytes per row with its filter byte) of each pass with pixels
-    for x0, y0, dx, dy in passes:
-        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
-        if columns > 0 and rows > 0:
-            lines.append((rows, 1 + -(-columns * bits // 8)))
-    expected = sum(rows * stride for rows, stride in lines)
-    inflater = zlib.decompressobj()
-    pixels = inflater.decompress(b"".join(idat), expected + 1)
-    if len(pixels) != expected or not inflater.eof:
-        raise ValueError(f"PNG image data inflates to {len(pixels)} bytes, not {expected}")
-    start = 0
-    for rows, stride in lines:
-        if max(pixels[start:start + rows * stride:stride]) > 4:
-            raise ValueError("PNG scanline with an unknown filter type")
-        start += rows * stride
-    return width, height
+                           output_id=label.produce_id), original
 
 
 def thumbnail_key(image_key: str) -> str:
@@ -597,28 +538,20 @@ def thumbnail_key(image_key: str) -> str:
     return content_key(recipe.encode(), "webp", "thumbs")
 
 
-def thumbnail(png: bytes, label: ImageLabel, secret: bytes) -> bytes:
-    """A labelled WebP that fits in THUMBNAIL_SIZE², of an image file."""
-    with Image.open(io.BytesIO(png)) as original:
-        pixels = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
+def thumbnail(original: Image.Image, label: ImageLabel, secret: bytes) -> bytes:
+    """A labelled WebP that fits in THUMBNAIL_SIZE², of a decoded image."""
+    pixels = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
     pixels.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
     return encode_derived(pixels, "WEBP", label, secret, quality=THUMBNAIL_QUALITY, method=THUMBNAIL_METHOD)
 
 
-def _store_thumbnail(ctx: RenderContext, job: RenderJob, output: RenderOutput, png: bytes) -> None:
-    """Store an output's thumbnail. An image Pillow cannot decode after ``png_size`` passed it
-    (nothing known does that) gets none, logged: trying again would not help."""
-    try:
-        data = thumbnail(png, _label(ctx, job, output.index), ctx.labels.secret)
-    except (OSError, SyntaxError, ValueError) as exc:
-        log.error("job %s output %s: no thumbnail, the image does not decode (%s)", job.id, output.id, exc)
-        return
-    ctx.storage.put(output.thumbnail_key, data)
+def _store_thumbnail(ctx: RenderContext, job: RenderJob, output: RenderOutput, original: Image.Image) -> None:
+    ctx.storage.put(output.thumbnail_key, thumbnail(original, _label(ctx, job, output.index), ctx.labels.secret))
 
 
 def _make_thumbnails(ctx: RenderContext, job: RenderJob, indexes: list[int],
-                     made_here: dict[int, tuple[RenderOutput, bytes]]) -> bool:
-    """Store the thumbnails of a finished job's outputs: from the PNGs this attempt delivered
+                     made_here: dict[int, tuple[RenderOutput, Image.Image]]) -> bool:
+    """Store the thumbnails of a finished job's outputs: from the images this attempt decoded
     (``Delivery.thumbnails``), else from their stored originals when missing (a worker died
     before storing them). False when the store failed: the job is then left in the outbox, and
     the reconciler makes them before it settles it (``make_missing_thumbnails``)."""
@@ -649,7 +582,14 @@ def make_missing_thumbnails(ctx: RenderContext, job: RenderJob) -> bool:
                 log.warning("job %s output %s: neither original nor thumbnail is stored (erased?)", job.id, output.id)
                 continue
             log.warning("job %s output %s: making the thumbnail its worker did not store", job.id, output.id)
-            _store_thumbnail(ctx, job, output, original)
+            try:
+                with Image.open(io.BytesIO(original)) as decoded:
+                    decoded.load()
+            except (OSError, SyntaxError, ValueError) as exc:  # it decoded when delivered: trying again won't help
+                log.error("job %s output %s: no thumbnail, the stored original does not decode (%s)",
+                          job.id, output.id, exc)
+                continue
+            _store_thumbnail(ctx, job, output, decoded)
     except (OSError, StorageError) as exc:
         log.error("job %s: a missing thumbnail was not made (%s); the reconciler tries again", job.id, exc)
         return False

@@ -36,8 +36,8 @@ def _labelled_output(app, fake_gateway, user_id: int) -> tuple[str, str]:
     config = app.extensions["gallery"].labels.config
     output_id, job_id = uuid.uuid4().hex, uuid.uuid4().hex
     label = ImageLabel(config.producer, output_id, job_id, "2026-12-04T10:00:00Z")
-    file, png = _store(storage, 0, _picture(), label, config.secret)
-    storage.put(file.thumbnail_key, thumbnail(png, label, config.secret))
+    file, decoded = _store(storage, 0, _picture(), label, config.secret)
+    storage.put(file.thumbnail_key, thumbnail(decoded, label, config.secret))
     template = fake_gateway.outputs[fake_gateway.add_output(user_id)]
     fake_gateway.outputs[output_id] = {**template, "id": output_id, "jobId": job_id, "imageKey": file.image_key,
                                        "thumbnailKey": file.thumbnail_key, "width": file.width,

@@ -73,10 +73,9 @@ def _png(pixel_data: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("data", [b"not an image at all", _png(b"\x78\x9c" + b"\xff" * 200),
-                                  _png(zlib.compress(b"\x00" * (1 + 64 * 3) * 63)),
                                   _png(zlib.compress(b"\x07" + b"\x00" * (64 * 3 + (1 + 64 * 3) * 63))),
                                   _png(zlib.compress(b"\x00" * (1 + 64 * 3) * 64))[:-20]],
-                         ids=["not-an-image", "pixels-broken", "pixels-short", "filter-unknown", "truncated"])
+                         ids=["not-an-image", "pixels-broken", "filter-unknown", "truncated"])
 def test_a_file_that_is_not_an_image_fails_the_job_records_nothing_and_refunds(ctx, user_id, channel, monkeypatch,
                                                                                 data):
     monkeypatch.setattr(ctx.comfyui, "fetch_image", lambda ref: data)
