@@ -24,6 +24,7 @@ import re
 import socket
 import ssl
 import time
+import weakref
 from typing import Iterator
 
 import httptools
@@ -220,6 +221,14 @@ class Answer:
             conn.close()
 
 
+def _close_all(idle: list[Connection]) -> None:
+    while idle:
+        try:
+            idle.pop().close()
+        except IndexError:  # taken meanwhile by another thread
+            break
+
+
 class Pool:
     """Keep-alive connections to one service, the most recently used first; at most
     ``maxsize`` idle (more may be open at once: the extra ones are closed after use)."""
@@ -233,6 +242,8 @@ class Pool:
         self.max_idle = max_idle
         self._host_header = f"Host: {host}:{port}\r\n"
         self._idle: list[Connection] = []
+        # A pool dropped without ``close`` (a short-lived client) closes its idle connections.
+        weakref.finalize(self, _close_all, self._idle)
 
     def _get(self, connect_timeout: float) -> Connection:
         now = time.monotonic()
@@ -253,9 +264,7 @@ class Pool:
         self._idle.append(conn)
 
     def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        _close_all(self._idle)
 
     def request(self, method: str, target: str, headers: Headers, body: bytes | None,
                 connect_timeout: float, read_timeout: float) -> Answer:

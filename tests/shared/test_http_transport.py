@@ -2,6 +2,8 @@
 bodies, when it reuses a connection and when it must not."""
 from __future__ import annotations
 
+import gc
+import warnings
 from typing import Iterator
 
 import pytest
@@ -146,3 +148,19 @@ def test_a_target_or_header_that_would_split_the_request_is_refused(scripted, ta
     with pytest.raises(ValueError):
         pool.request("GET", target, headers, None, CONNECT, READ)
     assert server.requests == []
+
+
+def test_a_pool_dropped_without_close_closes_its_idle_connections():
+    """A short-lived client (one call, then dropped) leaves no socket open behind it."""
+    server = ScriptedServer([ok(b"one"), ok(b"never asked for")])
+    try:
+        pool = Pool("127.0.0.1", server.port, maxsize=4)
+        assert pool.request("GET", "/once", [], None, CONNECT, READ).read() == b"one"
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del pool
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+        assert server.closed.acquire(timeout=10), "the server saw the connection closed"
+    finally:
+        server.stop()
