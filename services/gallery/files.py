@@ -46,20 +46,12 @@ class WorkFiles:
         self.storage = storage
 
     def copy_from(self, output: OutputRecord) -> tuple[str, str]:
-        """Give the work its own copies of the output's image and thumbnail. The thumbnail first:
-        a render worker makes it just after the job's final event, and an output saved in those
-        few milliseconds is refused (``OUTPUT_NOT_READY``, nothing copied) rather than taken as gone."""
+        """Give the work its own copies of the output's image and thumbnail."""
         pairs = [(output.image_key, _work_key(output.image_key)),
                  (output.thumbnail_key, _work_key(output.thumbnail_key))]
         try:
-            try:
-                self.storage.copy(*pairs[1])
-            except FileNotFoundError as exc:
-                if not self.storage.exists(output.image_key):
-                    raise
-                raise Conflict("This image's thumbnail is still being made; try again in a moment.",
-                               code="OUTPUT_NOT_READY") from exc
-            self.storage.copy(*pairs[0])
+            for source, dest in pairs:
+                self.storage.copy(source, dest)
         except FileNotFoundError as exc:
             raise Conflict("This output's files are gone; it can no longer be saved.",
                            code="OUTPUT_FILE_MISSING") from exc

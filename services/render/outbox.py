@@ -78,20 +78,15 @@ class JobOutbox:
         self.gallery = gallery
         self.retry_seconds = retry_seconds
 
-    def complete(self, job_id: str, finished: tuple[RenderJob, list[int]] | None = None,
-                 before_record: Callable[[], bool] | None = None) -> RenderJob:
+    def complete(self, job_id: str, finished: tuple[RenderJob, list[int]] | None = None) -> RenderJob:
         """Settle a job that just finished, announce it (settled or not), then record both in one
         transaction; the job as recorded. ``finished`` is the job and its output indexes as the
         transaction that finished it read them (``read_finished``); without it they are read here.
-        ``before_record``: work after the final event that must be done before the job leaves the
-        outbox (the worker's thumbnails); when it returns False nothing is recorded.
         A crash before the record leaves both owed: the settlement repeats under its key (credits
         move once) and the final event may be sent twice, as after any crash after a publish."""
         job, indexes = finished or self._finished(job_id)
         settled = self._settle(job, indexes)
         announced = self._announce(job, indexes, settled or job.settled_at is not None)
-        if before_record is not None and not before_record():
-            return job
         if settled or announced:
             now = utcnow()
             with self.db.transaction() as session:

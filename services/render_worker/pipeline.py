@@ -3,13 +3,10 @@
 Claim (only a queued, uncancelled job, or a running one whose worker died) → pick the
 workflow variant this ComfyUI runs → upload the source image under a per-job name →
 build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
-per image: fetch, check (``CONTENT_IMAGE_CHECKER``), prove it is an image, label and store the
-original, insert the output row (commit), publish ``job.image`` → record the final state (a
-job's last image commits with its success), then settle the hold (one credits call charges the
-delivered images), announce the outcome (``services.render.outbox``) and only then make the
-thumbnails, under keys the output rows named in advance, before the settlement and the
-announcement are recorded (a worker that dies before leaves the job in the outbox, and the
-reconciler makes what is missing before it settles the job).
+per image: fetch, check (``CONTENT_IMAGE_CHECKER``), label and store original and thumbnail,
+insert the output row (commit), publish ``job.image`` → record the final state (a job's last
+image commits with its success), then settle the hold (one credits call charges the delivered
+images) and announce the outcome (``services.render.outbox``).
 Every step is idempotent, so a redelivered message repeats nothing that already
 happened, and a finished job is skipped. The job succeeds only when every requested
 image was delivered. A credits or Redis outage never fails a job: what credits did not
@@ -24,7 +21,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -50,7 +47,7 @@ from services.render_worker.heartbeat import choices_from_object_info
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
                       outcome_from_history)
 from services.render.config import RenderConfig
-from services.render.models import RenderJob, RenderOutput
+from services.render.models import RenderJob
 from services.render.outbox import JobOutbox
 from services.render.scheduler import FairQueue, entry_for
 from services.render.workflows import Template, TemplateStore, Variant, build_graph
@@ -58,9 +55,6 @@ from services.render.workflows import Template, TemplateStore, Variant, build_gr
 log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 512
-THUMBNAIL_QUALITY = 80
-# method 0: two thirds of the encode time of method 2 (a quarter of the default, 4), ~10 % more bytes
-THUMBNAIL_METHOD = 0
 # Live progress at most 4 times a second (a 2-s job: about 8 events, not 20); the row's
 # progress, for those who poll, every 2 s.
 PROGRESS_INTERVAL_SECONDS = 0.25
@@ -155,9 +149,6 @@ class Delivery:
     delivered: int = 0
     flagged: int = 0
     finished: tuple[RenderJob, list[int]] | None = None
-    # by index: the output row as recorded and the decoded image its thumbnail is made from once the job's
-    # outcome is announced (``_make_thumbnails``)
-    thumbnails: dict[int, tuple[RenderOutput, Image.Image]] = field(default_factory=dict)
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
@@ -223,33 +214,33 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
         return
     except PromptInterrupted:
         if not (ctx.state and ctx.state.hand_back.is_set() and _hand_back(ctx, job)):
-            _finish(ctx, job, delivery, "cancelled")
+            _finish(ctx, job, "cancelled")
     except (ComfyUIError, JobFailed) as exc:
         log.warning("job %s failed: %s %s", job_id, exc.code, exc.message)
-        _finish(ctx, job, delivery, "failed", code=exc.code, error_class=exc.error_class,
+        _finish(ctx, job, "failed", code=exc.code, error_class=exc.error_class,
                 message=exc.message)
     except ServiceError as exc:
         log.warning("job %s failed: a platform service answered %s %s", job_id, exc.code, exc.message)
-        _finish(ctx, job, delivery, "failed", code=exc.code or "SERVICE_UNAVAILABLE",
+        _finish(ctx, job, "failed", code=exc.code or "SERVICE_UNAVAILABLE",
                 error_class="system", message="A platform service failed during the render; try again.")
     except Exception:
         log.exception("job %s failed unexpectedly", job_id)
-        _finish(ctx, job, delivery, "failed", code="INTERNAL_ERROR", error_class="system",
+        _finish(ctx, job, "failed", code="INTERNAL_ERROR", error_class="system",
                 message="The render failed on our side.")
     else:
         if delivery.finished is not None:
-            _complete(ctx, job, "succeeded", None, delivery.finished, delivery)
+            _complete(ctx, job, "succeeded", None, delivery.finished)
         elif delivery.flagged:
-            _finish(ctx, job, delivery, "failed", code="OUTPUT_FLAGGED", error_class="user",
+            _finish(ctx, job, "failed", code="OUTPUT_FLAGGED", error_class="user",
                     message=f"{delivery.flagged} of {job.images_requested} images were withheld by the content "
                             "check and not charged.")
         elif delivery.delivered < job.images_requested:
             code = "NO_OUTPUT" if delivery.delivered == 0 else "PARTIAL_OUTPUT"
-            _finish(ctx, job, delivery, "failed", code=code, error_class="system",
+            _finish(ctx, job, "failed", code=code, error_class="system",
                     message=f"ComfyUI produced {delivery.delivered} of {job.images_requested} images; "
                             "the missing ones were not charged.")
         else:
-            _finish(ctx, job, delivery, "succeeded")
+            _finish(ctx, job, "succeeded")
     finally:
         _wake_scheduler(ctx)
 
@@ -413,14 +404,12 @@ def _upload_source(ctx: RenderContext, job: RenderJob) -> str:
 
 def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery: Delivery) -> None:
     """Fetch, store, record and announce each image, noting each step in ``delivery``. Nothing
-    is charged here: the settlement at the end charges every delivered image in one call. No
-    thumbnail is made here either: ``job.image`` names it by its key, and it is made once the
-    job's outcome is announced (``_complete``); until then a client shows the image itself."""
+    is charged here: the settlement at the end charges every delivered image in one call."""
     for index, ref in enumerate(refs[:job.images_requested]):
         data = ctx.comfyui.fetch_image(ref)
         if not _passes_check(ctx, job, index, data, delivery):
             continue
-        file, decoded = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
+        file = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
         completes = delivery.flagged == 0 and delivery.delivered + 1 == job.images_requested
         with ctx.db.transaction() as session:  # the last image and the job's success: one commit
             output = jobs.add_output(session, job, file, completes=completes)
@@ -430,8 +419,6 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
             log.warning("job %s was finished while delivering image %s; keeping nothing more", job.id, index)
             return
         delivery.delivered += 1
-        if (output.image_key, output.thumbnail_key) == (file.image_key, file.thumbnail_key):
-            delivery.thumbnails[index] = (output, decoded)  # else an earlier attempt's row: made from its original
         _publish(ctx, job, "job.image", {"outputId": output.id, "index": index,
                                          "imageUrl": ctx.storage.signed_url(output.image_key),
                                          "thumbnailUrl": ctx.storage.signed_url(output.thumbnail_key),
@@ -507,102 +494,37 @@ def _label(ctx: RenderContext, job: RenderJob, index: int) -> ImageLabel:
     return ImageLabel(producer=ctx.labels.producer, produce_id=output_id, job_id=job.id, generated_at=created)
 
 
-def _store(storage: Storage, index: int, data: bytes, label: ImageLabel,
-           secret: bytes) -> tuple[jobs.OutputFile, Image.Image]:
-    """Prove the file is an image (its pixels decode) and keep it, labelled, as PNG: the file to
-    record (its thumbnail's key included, ``thumbnail_key``) and the decoded image the thumbnail
-    is made from once the job's outcome is announced."""
+def _store(storage: Storage, index: int, data: bytes, label: ImageLabel, secret: bytes) -> jobs.OutputFile:
+    """Keep the original (as PNG) and a WebP thumbnail that fits in 512×512, both labelled."""
     try:
         with Image.open(io.BytesIO(data)) as original:
             original.load()
+            width, height = original.size
             if original.format != "PNG":
                 buffer = io.BytesIO()
                 original.save(buffer, format="PNG")
                 data = buffer.getvalue()
-        labelled = label_png(data, label, secret)
+            thumbnail = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
+        data = label_png(data, label, secret)
     except (OSError, SyntaxError, ValueError) as exc:
         raise ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE") from exc
-    image_key = storage.put(content_key(labelled, "png", "images"), labelled)
-    width, height = original.size
-    return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key(image_key), width=width,
-                           height=height, file_size=len(labelled), sha256=hashlib.sha256(labelled).hexdigest(),
-                           output_id=label.produce_id), original
-
-
-def thumbnail_key(image_key: str) -> str:
-    """The key of an original's thumbnail, known before the thumbnail is made: a digest of the
-    original's (its content key's) and the thumbnail's parameters. Like a content key it never
-    names two different files: the original's bytes, label included, decide the thumbnail's."""
-    digest = image_key.rsplit("/", 1)[-1].split(".", 1)[0]
-    recipe = f"{digest}:webp:{THUMBNAIL_SIZE}:q{THUMBNAIL_QUALITY}:m{THUMBNAIL_METHOD}"
-    return content_key(recipe.encode(), "webp", "thumbs")
-
-
-def thumbnail(original: Image.Image, label: ImageLabel, secret: bytes) -> bytes:
-    """A labelled WebP that fits in THUMBNAIL_SIZE², of a decoded image."""
-    pixels = original.convert("RGBA" if original.mode in ("RGBA", "LA", "P") else "RGB")
-    pixels.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
-    return encode_derived(pixels, "WEBP", label, secret, quality=THUMBNAIL_QUALITY, method=THUMBNAIL_METHOD)
-
-
-def _store_thumbnail(ctx: RenderContext, job: RenderJob, output: RenderOutput, original: Image.Image) -> None:
-    ctx.storage.put(output.thumbnail_key, thumbnail(original, _label(ctx, job, output.index), ctx.labels.secret))
-
-
-def _make_thumbnails(ctx: RenderContext, job: RenderJob, indexes: list[int],
-                     made_here: dict[int, tuple[RenderOutput, Image.Image]]) -> bool:
-    """Store the thumbnails of a finished job's outputs: from the images this attempt decoded
-    (``Delivery.thumbnails``), else from their stored originals when missing (a worker died
-    before storing them). False when the store failed: the job is then left in the outbox, and
-    the reconciler makes them before it settles it (``make_missing_thumbnails``)."""
-    try:
-        for index in indexes:
-            if index in made_here:
-                _store_thumbnail(ctx, job, *made_here[index])
-        if set(indexes) - set(made_here):
-            return make_missing_thumbnails(ctx, job)
-    except (OSError, StorageError) as exc:
-        log.error("job %s: thumbnails not stored (%s); the reconciler makes them", job.id, exc)
-        return False
-    return True
-
-
-def make_missing_thumbnails(ctx: RenderContext, job: RenderJob) -> bool:
-    """Make the missing thumbnails of a job's outputs from their stored originals. False when the
-    store failed (the reconciler tries again before settling the job)."""
-    with ctx.db.read() as session:
-        outputs = jobs.outputs_of(session, [job.id])[job.id]
-    try:
-        for output in outputs:
-            if ctx.storage.exists(output.thumbnail_key):
-                continue
-            try:
-                original = ctx.storage.read(output.image_key)
-            except FileNotFoundError:
-                log.warning("job %s output %s: neither original nor thumbnail is stored (erased?)", job.id, output.id)
-                continue
-            log.warning("job %s output %s: making the thumbnail its worker did not store", job.id, output.id)
-            try:
-                with Image.open(io.BytesIO(original)) as decoded:
-                    decoded.load()
-            except (OSError, SyntaxError, ValueError) as exc:  # it decoded when delivered: trying again won't help
-                log.error("job %s output %s: no thumbnail, the stored original does not decode (%s)",
-                          job.id, output.id, exc)
-                continue
-            _store_thumbnail(ctx, job, output, decoded)
-    except (OSError, StorageError) as exc:
-        log.error("job %s: a missing thumbnail was not made (%s); the reconciler tries again", job.id, exc)
-        return False
-    return True
+    thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
+    # method 0: two thirds of the encode time of method 2 (a quarter of the default, 4), ~10 % more bytes
+    thumb_bytes = encode_derived(thumbnail, "WEBP", label, secret, quality=80, method=0)
+    image_key = storage.put(content_key(data, "png", "images"), data)
+    thumbnail_key = storage.put(content_key(thumb_bytes, "webp", "thumbs"), thumb_bytes)
+    return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key, width=width,
+                           height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                           output_id=label.produce_id)
 
 
 def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str) -> bool:
     """Fail a job from outside its worker (the reconciler): charge what was delivered, return
     the rest of the hold. False when the job had finished already."""
-    return _finish(ctx, job, None, "failed", code=code, error_class="system", message=message)
+    return _finish(ctx, job, "failed", code=code, error_class="system", message=message)
 
 
-def _finish(ctx: RenderContext, job: RenderJob, delivery: Delivery | None, status: str, *,
+def _finish(ctx: RenderContext, job: RenderJob, status: str, *,
             code: str | None = None, error_class: str | None = None, message: str | None = None) -> bool:
     """Record the final state, then settle the hold and announce the outcome; False when the
     job had finished already. Neither waits for credits or Redis beyond the outbox's retries."""
@@ -613,20 +535,17 @@ def _finish(ctx: RenderContext, job: RenderJob, delivery: Delivery | None, statu
     if finished is None:
         log.info("job %s was already finished; not finishing it again", job.id)
         return False
-    _complete(ctx, job, status, code, finished, delivery)
+    _complete(ctx, job, status, code, finished)
     return True
 
 
 def _complete(ctx: RenderContext, job: RenderJob, status: str, code: str | None,
-              finished: tuple[RenderJob, list[int]], delivery: Delivery | None) -> None:
-    """After the final state committed: count it, settle the hold, announce the outcome, then make
-    the thumbnails (off the path to the final event) before the outbox records the first two."""
+              finished: tuple[RenderJob, list[int]]) -> None:
+    """After the final state committed: count it, settle the hold and announce the outcome."""
     render_metrics.job_finished(job, status, code)
     if ctx.state is not None:
         ctx.state.count(status)
-    made_here = delivery.thumbnails if delivery is not None else {}
-    row = ctx.outbox.complete(job.id, finished,
-                              before_record=lambda: _make_thumbnails(ctx, job, finished[1], made_here))
+    row = ctx.outbox.complete(job.id, finished)
     if row.settled_at is not None:  # else the reconciler settles it later, unobserved: the
         render_metrics.job_settled(row)  # histograms are a sample of the jobs that settled at once
 

@@ -12,8 +12,7 @@ pass run at a time. Every ``RENDER_RECONCILE_SECONDS`` a pass finds
 * queued jobs of a queue no live worker has offered for ``RENDER_NO_WORKER_GRACE_SECONDS``:
   failed with ``NO_WORKER`` and refunded;
 * finished jobs whose outbox is not empty (``services.render.outbox``): credits that did
-  not answer their worker are settled (after making any thumbnail a worker that died did not
-  store: ``make_missing_thumbnails``), final events Redis did not take are published;
+  not answer their worker are settled, final events Redis did not take are published;
 and once an hour it removes expired outputs (``retention``). Queued jobs missing from the
 scheduler's line (Redis restarted without its data) are the scheduler's to find
 (``services.render_worker.scheduler``). So nothing stays "running"
@@ -40,7 +39,7 @@ from services.render.catalog import read_live_catalogs
 from services.render.config import load_config
 from services.render.metrics import queue_collectors
 from services.render.scheduler import entry_for
-from services.render_worker.pipeline import RenderContext, build_context, fail_and_refund, make_missing_thumbnails
+from services.render_worker.pipeline import RenderContext, build_context, fail_and_refund
 from services.render_worker.retention import sweep_if_due
 
 log = logging.getLogger(__name__)
@@ -154,8 +153,6 @@ class Reconciler:
         with ctx.db.read() as session:
             unsettled = jobs.unsettled_jobs(session, finished_before=cutoff)
         for job in unsettled:
-            if not make_missing_thumbnails(ctx, job):
-                break  # the store does not answer; the next pass tries again
             if not ctx.outbox.settle(job.id):
                 break  # credits still does not answer; the next pass tries again
             report.settled += 1

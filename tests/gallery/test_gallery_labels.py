@@ -15,7 +15,7 @@ from PIL import Image, ImageChops
 from PIL.PngImagePlugin import PngInfo
 
 from services.gallery.app import create_app
-from services.render_worker.pipeline import _store, thumbnail
+from services.render_worker.pipeline import _store
 from shared.labels import FONT_CANDIDATES, ImageLabel, LabelConfig, draw_visible_label, read_label
 
 from tests.gallery.conftest import close_app
@@ -36,8 +36,7 @@ def _labelled_output(app, fake_gateway, user_id: int) -> tuple[str, str]:
     config = app.extensions["gallery"].labels.config
     output_id, job_id = uuid.uuid4().hex, uuid.uuid4().hex
     label = ImageLabel(config.producer, output_id, job_id, "2026-12-04T10:00:00Z")
-    file, decoded = _store(storage, 0, _picture(), label, config.secret)
-    storage.put(file.thumbnail_key, thumbnail(decoded, label, config.secret))
+    file = _store(storage, 0, _picture(), label, config.secret)
     template = fake_gateway.outputs[fake_gateway.add_output(user_id)]
     fake_gateway.outputs[output_id] = {**template, "id": output_id, "jobId": job_id, "imageKey": file.image_key,
                                        "thumbnailKey": file.thumbnail_key, "width": file.width,

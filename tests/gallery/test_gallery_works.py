@@ -96,24 +96,6 @@ def test_output_whose_file_is_gone_cannot_be_saved(make_user, fake_gateway, app)
     assert _work_count(app, output_id) == 0
 
 
-def test_an_output_saved_before_its_thumbnail_is_made_is_refused_until_it_is(make_user, add_output, fake_gateway,
-                                                                                 app):
-    """A render worker makes the thumbnail just after the job's final event."""
-    alice = make_user()
-    output_id = add_output(alice.user_id)
-    thumbnail = fake_gateway.outputs[output_id]["thumbnailKey"]
-    webp = _storage(app).read(thumbnail)
-    _storage(app).delete(thumbnail)
-    response = alice.post("/api/works/save", json={"outputId": output_id, "title": "x"})
-    assert response.status_code == 409
-    assert response.get_json()["error"]["code"] == "OUTPUT_NOT_READY"
-    assert _work_count(app, output_id) == 0
-    assert not list((_storage(app).root / "works").rglob("*.*")), "nothing copied"
-
-    _storage(app).put(thumbnail, webp)
-    assert alice.post("/api/works/save", json={"outputId": output_id, "title": "x"}).status_code == 201
-
-
 def test_files_are_removed_after_the_last_reference(make_user, add_output, fake_gateway, app):
     alice = make_user()
     first = add_output(alice.user_id)

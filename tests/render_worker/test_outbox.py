@@ -1,24 +1,19 @@
 """A finished job's outbox: what credits or Redis did not take when the job ended is kept on the
 job and finished by the reconciler, so a delivered image is charged once, an undelivered one
-never, and the user always hears how the job ended; a thumbnail a dying worker did not store is
-made before the job leaves the outbox."""
+never, and the user always hears how the job ended."""
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import replace
 
 import pytest
 from flask import Flask
-from PIL import Image
 from sqlalchemy import text
 
 from services.render.catalog import alive_key, catalog_key, publish_catalog
-from services.render_worker import pipeline
-from services.render_worker.pipeline import build_context, fail_and_refund, render_job
+from services.render_worker.pipeline import build_context, render_job
 from services.render_worker.reconciler import Reconciler
 from shared.embedded import free_port
-from shared.labels import read_label
 
 from tests.conftest import serve
 
@@ -182,93 +177,3 @@ def test_queued_jobs_no_live_worker_offers_fail_after_the_grace_with_a_full_refu
     failed = [event["data"] for event in channel() if event["type"] == "job.failed"]
     assert [(e["jobId"], e["errorCode"], e["refunded"], e["settled"]) for e in failed] == [
         (stranded, "NO_WORKER", 30, True)]
-
-
-class WorkerDied(BaseException):
-    """The worker process ends here (a SIGKILL, the host lost): nothing after it runs."""
-
-
-def die(*_args, **_kwargs):
-    raise WorkerDied()
-
-
-def assert_thumbnail_made(ctx, job_id: str, output) -> None:
-    assert ctx.storage.exists(output.thumbnail_key), "made from the stored original, under the row's key"
-    thumbnail = ctx.storage.read(output.thumbnail_key)
-    with Image.open(io.BytesIO(thumbnail)) as image:
-        assert (image.format, image.size) == ("WEBP", (output.width, output.height))
-    label = read_label(thumbnail, ctx.labels.secret)
-    assert label.authentic and label.produce_id == output.id and label.job_id == job_id
-
-
-def test_a_worker_that_died_after_the_final_event_before_the_thumbnail_leaves_it_to_the_reconciler(
-        ctx, user_id, channel, reconciler, monkeypatch):
-    job_id = admit(ctx, user_id)
-    monkeypatch.setattr(pipeline, "_store_thumbnail", die)
-    with pytest.raises(WorkerDied):
-        render_job(job_id, ctx)
-    monkeypatch.undo()
-
-    job, [output] = job_state(ctx, job_id)
-    assert (job.status, job.settled_at, job.announced_at) == ("succeeded", None, None), "still in the outbox"
-    assert ctx.storage.exists(output.image_key) and not ctx.storage.exists(output.thumbnail_key)
-    assert [event["type"] for event in job_events(channel(), job_id)][-2:] == ["job.image", "job.succeeded"]
-
-    finished_long_ago(ctx, job_id)
-    reconciler.run_once()
-    assert_thumbnail_made(ctx, job_id, output)
-    job, _ = job_state(ctx, job_id)
-    assert job.settled_at is not None and job.announced_at is not None
-    assert ledger(ctx, user_id)[1:] == [("hold", -15, 15), ("capture", 0, -15)], "charged once"
-    assert [event["type"] for event in job_events(channel(), job_id)] == ["job.succeeded"], \
-        "announced again, as after any crash after a publish"
-
-
-def test_a_job_failed_after_its_worker_died_mid_batch_gets_its_thumbnail_before_it_is_settled(
-        ctx, user_id, reconciler, monkeypatch):
-    job_id = admit(ctx, user_id, batchSize=2)
-    fetch = ctx.comfyui.fetch_image
-    fetched = []
-
-    def fetch_then_die(ref):
-        fetched.append(ref)
-        if len(fetched) == 2:
-            raise WorkerDied()  # the first image's row committed, its thumbnail was not made yet
-        return fetch(ref)
-
-    monkeypatch.setattr(ctx.comfyui, "fetch_image", fetch_then_die)
-    with pytest.raises(WorkerDied):
-        render_job(job_id, ctx)
-    monkeypatch.undo()
-    job, [output] = job_state(ctx, job_id)
-    assert job.status == "running" and not ctx.storage.exists(output.thumbnail_key)
-
-    assert fail_and_refund(reconciler.ctx, job, "WORKER_LOST", "The render worker was lost.")
-    assert_thumbnail_made(ctx, job_id, output)
-    assert job_state(ctx, job_id)[0].settled_at is not None
-    assert ledger(ctx, user_id)[1:] == [("hold", -30, 30), ("capture", 0, -15), ("release", 15, -15)]
-
-
-def test_a_thumbnail_the_store_refused_keeps_the_job_in_the_outbox_until_it_is_made(
-        ctx, user_id, channel, reconciler, monkeypatch):
-    job_id = admit(ctx, user_id)
-    put = ctx.storage.put
-
-    def refuse_thumbnails(key, data):
-        if key.startswith("thumbs/"):
-            raise OSError("disk full")
-        return put(key, data)
-
-    monkeypatch.setattr(ctx.storage, "put", refuse_thumbnails)
-    render_job(job_id, ctx)
-    monkeypatch.undo()
-    job, [output] = job_state(ctx, job_id)
-    assert (job.status, job.settled_at, job.announced_at) == ("succeeded", None, None)
-    assert [event["data"]["settled"] for event in job_events(channel(), job_id) if event["type"] == "job.succeeded"] \
-        == [True], "the user heard the truth: charged and settled"
-
-    finished_long_ago(ctx, job_id)
-    reconciler.run_once()
-    assert_thumbnail_made(ctx, job_id, output)
-    assert job_state(ctx, job_id)[0].announced_at is not None
-    assert ledger(ctx, user_id)[1:] == [("hold", -15, 15), ("capture", 0, -15)], "charged once"
