@@ -63,17 +63,19 @@ def test_execution_error_fails_the_job_and_refunds_everything(ctx, user_id, chan
     assert notice["data"]["jobId"] == job_id and notice["dedupeKey"] == f"job.failed:{job_id}"
 
 
-def _png_with_broken_pixels() -> bytes:
-    """A PNG whose header and chunks are sound (checksums included) but whose pixel data does not
-    inflate: only decoding the pixels tells it is not an image."""
+def _png(pixel_data: bytes) -> bytes:
+    """A 64×64 RGB PNG whose header and chunks are sound (checksums included) around
+    ``pixel_data``: only decoding the pixels tells whether it is an image."""
     header = struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + b"".join(
         struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        for kind, body in ((b"IHDR", header), (b"IDAT", b"\x78\x9c" + b"\xff" * 200), (b"IEND", b"")))
+        for kind, body in ((b"IHDR", header), (b"IDAT", pixel_data), (b"IEND", b"")))
 
 
-@pytest.mark.parametrize("data", [b"not an image at all", _png_with_broken_pixels()],
-                         ids=["not-an-image", "pixels-broken"])
+@pytest.mark.parametrize("data", [b"not an image at all", _png(b"\x78\x9c" + b"\xff" * 200),
+                                  _png(zlib.compress(b"\x07" + b"\x00" * (64 * 3 + (1 + 64 * 3) * 63))),
+                                  _png(zlib.compress(b"\x00" * (1 + 64 * 3) * 64))[:-20]],
+                         ids=["not-an-image", "pixels-broken", "filter-unknown", "truncated"])
 def test_a_file_that_is_not_an_image_fails_the_job_records_nothing_and_refunds(ctx, user_id, channel, monkeypatch,
                                                                                 data):
     monkeypatch.setattr(ctx.comfyui, "fetch_image", lambda ref: data)
