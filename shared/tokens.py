@@ -73,6 +73,11 @@ class Claims:
     def is_service_account(self) -> bool:
         return self.kind == "service"
 
+    def may(self, scope: str | None) -> bool:
+        """Whether a route that states ``scope`` (None: none) lets this token through: any
+        person's own token does; a token exchanged for an API token only with that scope."""
+        return self.scopes is None or (scope is not None and scope in self.scopes)
+
 
 def ensure_dev_keys(settings: Settings) -> None:
     """Create an RSA key pair in the data folder if none exists (development only)."""
@@ -118,6 +123,9 @@ def _answer(error: Unauthorized):
     return error_response(error.status, error.code, error.message)
 
 
+_BEARER = "Bearer "  # the scheme as flask-jwt-extended reads the header
+
+
 class VerifiedTokens:
     """Claims of tokens whose signature this app has checked, by the token's exact text. At
     most ``size`` are kept (the oldest go first); an expired one is never answered."""
@@ -130,6 +138,11 @@ class VerifiedTokens:
     def get(self, token: str) -> Claims | None:
         claims = self._claims.get(token)
         return claims if claims is not None and time.time() < claims.expires_at else None
+
+    def of_header(self, authorization: str) -> Claims | None:
+        """``get`` for the token of an ``Authorization: Bearer`` header (as ``_verified_caller``
+        reads it); None for any other header."""
+        return self.get(authorization[len(_BEARER):]) if authorization.startswith(_BEARER) else None
 
     def remember(self, token: str, claims: Claims) -> None:
         with self._lock:
@@ -284,7 +297,7 @@ def optional_user(scope: str | None = None) -> Claims | None:
     if "claims" not in g:
         g.claims = _verified_caller()
     claims = g.claims
-    if claims is not None and claims.scopes is not None and (scope is None or scope not in claims.scopes):
+    if claims is not None and not claims.may(scope):
         raise Forbidden("This API token may not do this." if scope is None
                         else f"This API token lacks the scope {scope!r}.", code="INSUFFICIENT_SCOPE",
                         details={"required": scope, "granted": list(claims.scopes)})
@@ -295,7 +308,7 @@ def _verified_caller() -> Claims | None:
     """The claims of the request's token: remembered ones after the expiry and revocation
     checks, others verified by flask-jwt-extended (and then remembered)."""
     header = request.headers.get("Authorization", "")
-    token = header[len("Bearer "):] if header.startswith("Bearer ") else None
+    token = header[len(_BEARER):] if header.startswith(_BEARER) else None
     remembered: VerifiedTokens | None = current_app.extensions.get("verified_tokens")
     if token and remembered is not None and (claims := remembered.get(token)) is not None:
         client = current_app.extensions.get("redis")

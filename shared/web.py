@@ -249,6 +249,12 @@ def new_request_id() -> str:
     return os.urandom(16).hex()
 
 
+def wsgi_request_id(wsgi_env: dict) -> str:
+    """``incoming_request_id`` for a WSGI layer in front of Flask."""
+    presented = wsgi_env.get("HTTP_X_REQUEST_ID", "")
+    return presented if VALID_REQUEST_ID.fullmatch(presented) else new_request_id()
+
+
 def incoming_request_id() -> str:
     """The caller's ``X-Request-ID`` if it is well-formed, else a new one."""
     presented = request.headers.get(REQUEST_ID_HEADER, "")

@@ -42,8 +42,7 @@ from shared.errors import Forbidden, ServiceError, ServiceUnavailable
 from shared.metrics import RequestMetrics
 from shared.secret_compare import same_secret
 from shared.tokens import VerifiedTokens, is_revoked
-from shared.web import (REQUEST_ID_HEADER, VALID_REQUEST_ID, json_too_deep, new_request_id,
-                        request_id_context)
+from shared.web import REQUEST_ID_HEADER, json_too_deep, request_id_context, wsgi_request_id
 from services.credits import api
 from services.credits.service import CreditsService
 
@@ -95,11 +94,6 @@ def _respond(start_response: Callable, status: int, body: bytes, request_id: str
     return [body]
 
 
-def _request_id(wsgi_env: dict) -> str:
-    presented = wsgi_env.get("HTTP_X_REQUEST_ID", "")
-    return presented if VALID_REQUEST_ID.fullmatch(presented) else new_request_id()
-
-
 def _plain_json(wsgi_env: dict) -> bool:
     """A body Flask would read as JSON without help: ``application/json`` with a length."""
     return (wsgi_env.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower() == "application/json"
@@ -128,7 +122,7 @@ class MovementsFastPath:
             return self.app(wsgi_env, start_response)
 
         started = time.perf_counter()
-        request_id = _request_id(wsgi_env)
+        request_id = wsgi_request_id(wsgi_env)
         with request_id_context(request_id):
             try:
                 status, body = self._answer(wsgi_env, route, job_id)
@@ -168,7 +162,7 @@ class BalanceFastPath:
         user_id = self._unrefused_user(wsgi_env)
         if user_id is None:
             return self.app(wsgi_env, start_response)
-        request_id = _request_id(wsgi_env)
+        request_id = wsgi_request_id(wsgi_env)
         with request_id_context(request_id):
             try:
                 status, body = 200, orjson.dumps({"success": True, "data": self.credits.balance(user_id).to_dict()},
@@ -184,10 +178,8 @@ class BalanceFastPath:
         for anything else, Flask's to answer."""
         if not same_secret(wsgi_env.get("HTTP_X_SERVICE_TOKEN", ""), self.service_token):
             return None
-        header = wsgi_env.get("HTTP_AUTHORIZATION", "")
-        token = header[len("Bearer "):] if header.startswith("Bearer ") else None
-        claims = self.verified.get(token) if token else None
-        if claims is None or (claims.scopes is not None and api.READ_SCOPE not in claims.scopes):
+        claims = self.verified.of_header(wsgi_env.get("HTTP_AUTHORIZATION", ""))
+        if claims is None or not claims.may(api.READ_SCOPE):
             return None
         try:
             revoked = is_revoked(self.redis, claims)

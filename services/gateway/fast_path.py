@@ -57,23 +57,17 @@ from shared.http_transport import Answer
 from shared.errors import ServiceError
 from shared.metrics import RequestMetrics
 from shared.tokens import Claims, VerifiedTokens, revocation_keys, revoked_by
-from shared.web import REQUEST_ID_HEADER, VALID_REQUEST_ID, new_request_id, request_id_context
+from shared.web import REQUEST_ID_HEADER, request_id_context, wsgi_request_id
 
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 # Any of these sends the request through Flask.
 _NOT_FOR_THE_FAST_PATH = ("HTTP_ORIGIN", "HTTP_X_SERVICE_TOKEN", "CONTENT_LENGTH", "HTTP_TRANSFER_ENCODING")
-_BEARER = "Bearer "
 _SECURITY_HEADERS = list(SECURITY_HEADERS.items())
 
 
 def _client(wsgi_env: dict, trusted: tuple[Network, ...]) -> str:
     peer = wsgi_env.get("REMOTE_ADDR", "")
     return resolve_client(peer, [wsgi_env.get("HTTP_X_FORWARDED_FOR", "")], trusted) if trusted else peer
-
-
-def _request_id(wsgi_env: dict) -> str:
-    presented = wsgi_env.get("HTTP_X_REQUEST_ID", "")
-    return presented if VALID_REQUEST_ID.fullmatch(presented) else new_request_id()
 
 
 class _CountAfterSending(list):
@@ -131,16 +125,15 @@ class CachedReadsFastPath:
             status, headers, body = self.cache.answer(entry, "HIT", wsgi_env.get("HTTP_IF_NONE_MATCH"), self.vary)
         ANSWERS["HIT"].inc()
         headers += _SECURITY_HEADERS
-        headers.append((REQUEST_ID_HEADER, _request_id(wsgi_env)))
+        headers.append((REQUEST_ID_HEADER, wsgi_request_id(wsgi_env)))
         start_response(status, headers)
         return _CountAfterSending(body, lambda: self.limiter.count_quietly(limit))
 
     def _claims(self, authorization: str) -> Claims | None:
         """A plain user's claims this app verified before (revocation is checked with the likes)."""
-        if self.tokens is None or self.gallery is None or self.gallery.likes is None \
-                or not authorization.startswith(_BEARER):
+        if self.tokens is None or self.gallery is None or self.gallery.likes is None:
             return None
-        claims = self.tokens.get(authorization[len(_BEARER):])
+        claims = self.tokens.of_header(authorization)
         if claims is None or claims.role != "user" or claims.scopes is not None:
             return None
         return claims
@@ -224,7 +217,7 @@ class ProxiedReadsFastPath:
         except RateLimited:
             return self.app(wsgi_env, start_response)  # Flask answers the 429
 
-        request_id = _request_id(wsgi_env)
+        request_id = wsgi_request_id(wsgi_env)
         headers = self.proxy.request_headers(lambda name: wsgi_env.get(_FORWARDED_KEYS[name]), client, request_id)
         answer: Answer | None = None
         with request_id_context(request_id):
