@@ -2,7 +2,7 @@
 the platform announcements services send each other.
 
 Every user event is ``{"type", "data", "ts"}`` (plus ``"id"``, the job stream entry id, for
-job events). It is published to the user's pub/sub channel (``events:<db>:user:<id>``) for live delivery; job
+job events, and ``"eventId"``, the outcome's own id, for a final event: see ``outcome_id``). It is published to the user's pub/sub channel (``events:<db>:user:<id>``) for live delivery; job
 events are also appended to a capped per-job stream so a client that reconnects can
 ask for everything after the last id it saw.
 
@@ -124,6 +124,7 @@ class EventBus:
             return event
         announcement: list[str] = []
         if event_type in JOB_OUTCOMES:
+            event["eventId"] = outcome_id(event_type, job_id)
             fields = _announcement(event_type, userId=str(user_id), jobId=job_id, data=json.dumps(data))
             announcement = [item for pair in fields.items() for item in pair]
         event["id"] = self._publish_job_event(
@@ -150,6 +151,13 @@ class EventBus:
             event["id"] = entry_id
             events.append(event)
         return events
+
+
+def outcome_id(event_type: str, job_id: str) -> str:
+    """The id of a job's final event, the same however often it is published (``job.succeeded:<job
+    id>``): a final event is delivered at least once (the outbox may publish it again after a crash,
+    services.render.outbox), and a job has one outcome, so its receivers deduplicate on this id."""
+    return f"{event_type}:{job_id}"
 
 
 def _announcement(event_type: str, **fields: str) -> dict[str, str]:

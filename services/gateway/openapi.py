@@ -33,7 +33,8 @@ DESCRIPTION = (
     "or an API token (`/api/tokens`) as `Authorization: Bearer pat_…` on the routes of its scopes. "
     "Signed webhooks: `/api/webhooks`. Internal services can also render over the message queue (docs/queue-api.md). "
     "Every answer is the envelope `{success, data}` or `{success: false, error: {code, message, details}}`. "
-    "Live job events: WebSocket `/ws?token=<access token>`. Files: `/media/<key>`."
+    "Live job events: WebSocket `/ws?token=<access token>`; a job's final event (`job.succeeded`, `job.failed`, "
+    "`job.cancelled`) comes at least once: dedupe on its `eventId` (`<type>:<jobId>`). Files: `/media/<key>`."
 )
 
 bp = Blueprint("openapi", __name__, static_folder="docs", static_url_path="/api/docs/assets")

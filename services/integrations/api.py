@@ -110,8 +110,10 @@ def list_webhooks():
              422: "WEBHOOK_URL_REFUSED"},
      description="Deliveries are POSTed with X-Webhook-Id, X-Webhook-Event, X-Webhook-Key-Id and "
                  "X-Webhook-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, '<t>.' + body)>; retried "
-                 "with exponential back-off for a day until a 2xx answer. Loopback and private addresses are "
-                 "refused unless the operator allows them (WEBHOOK_ALLOW_PRIVATE).")
+                 "with exponential back-off for a day until a 2xx answer. Delivered at least once: dedupe on the "
+                 "body's id (a job's outcome: `<type>:<jobId>`, the same on every retry and every repeat, and the "
+                 "eventId of its live event). Loopback and private addresses are refused unless the operator "
+                 "allows them (WEBHOOK_ALLOW_PRIVATE).")
 def create_webhook():
     claims = require_user(scope=WEBHOOKS_SCOPE)
     data = load_json(WebhookCreateSchema())

@@ -1,6 +1,8 @@
 """Webhook deliveries: each job outcome or ``credits.low`` of a user becomes one delivery
-per subscribed endpoint (keyed by the event's id: a job has one outcome, so ``<type>:<jobId>``;
-``credits.low:<userId>:<time>``; reading the event again records nothing new), with its JSON body fixed once. A delivery is POSTed, signed, until the
+per subscribed endpoint (keyed by the event's id: a job has one outcome, so ``<type>:<jobId>``,
+the ``eventId`` of its live event (``shared.events.outcome_id``); ``credits.low:<userId>:<time>``;
+reading the event again, or the same outcome announced twice, records nothing new), with its JSON
+body fixed once. A delivery is POSTed, signed, until the
 endpoint answers 2xx; after a failure it waits ``WEBHOOK_RETRY_BASE_SECONDS`` × 2^(attempt−1)
 (at most an hour) and is given up ``WEBHOOK_GIVE_UP_SECONDS`` (a day) after it was recorded.
 Every attempt is recorded: status, attempts, the last answer or error.
@@ -21,7 +23,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from shared.db import Database, utcnow
-from shared.events import Announcement, user_announcement
+from shared.events import Announcement, outcome_id, user_announcement
 from services.integrations.config import IntegrationsConfig
 from services.integrations.models import WebhookDelivery, WebhookEndpoint
 from services.integrations.outcomes import JobOutcomes
@@ -148,5 +150,5 @@ class Deliveries:
 def event_key(event: Announcement) -> str:
     """The event's id: the same for every endpoint and every time the entry is read."""
     if event.job_id is not None:
-        return f"{event.type}:{event.job_id}"[:64]
+        return outcome_id(event.type, event.job_id)[:64]
     return f"{event.type}:{event.user_id}:{event.ts}"[:64]

@@ -113,7 +113,8 @@ class WebhookEndpoint(Base):
 
 class WebhookDelivery(Base):
     """One event for one endpoint: attempted until it succeeds or ``give_up_at`` passes.
-    ``event_id`` (the platform stream entry) makes recording it twice impossible."""
+    ``event_id`` (the event's own id, not its stream entry: an outcome announced twice is one
+    event) makes recording it twice impossible."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (

@@ -19,11 +19,13 @@ def test_services_post_notifications_that_are_pushed_live(make_user, anonymous, 
     assert response.status_code == 201
     note = response.get_json()["data"]["notification"]
     assert (note["type"], note["isRead"], note["data"]) == ("credits.granted", False, {"amount": 100})
+    # A repeated cause (a retried call, a job's final event sent twice) is stored and pushed once.
+    again = _post(anonymous, userId=alice.user_id, type="credits.granted", title="dup", dedupeKey="grant:1")
+    assert again.status_code == 200 and again.get_json()["data"]["notification"]["id"] == note["id"]
     events = [e for e in (next(listener) for _ in range(5)) if e]
     listener.close()
     assert [(e["type"], e["data"]["id"]) for e in events] == [("notification.created", note["id"])]
-    again = _post(anonymous, userId=alice.user_id, type="credits.granted", title="dup", dedupeKey="grant:1")
-    assert again.status_code == 200 and again.get_json()["data"]["notification"]["id"] == note["id"]
+    assert alice.get("/api/notifications/unread-count").get_json()["data"] == {"unreadCount": 1}
 
 
 def test_internal_notifications_validate_input(anonymous, make_user):

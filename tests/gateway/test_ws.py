@@ -331,3 +331,29 @@ def test_open_sockets_are_counted_for_metrics(connect, issue_token, unique):
     while open_sockets() != before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert open_sockets() == before
+
+
+def test_a_final_event_sent_twice_reaches_the_socket_with_one_event_id(app, connect, issue_token, bus, unique):
+    """The relay decides nothing: a final event the outbox sent twice (after a crash) arrives twice,
+    live and on resume, each time with the same ``eventId``, on which the client drops the second."""
+    from services.render import jobs
+    from services.render.workflows import load_templates
+
+    user_id = 7_000_000 + int(unique[:5], 16)
+    job_id = jobs.new_job_id()
+    with app.extensions["render"].db.transaction() as session:
+        jobs.create_job(session.connection(), job_id=job_id, user_id=user_id, template=load_templates()["text2img"],
+                        params={"prompt": "a cat", "batchSize": 1}, price_per_image=15, queue="render")
+    ws = connect(f"?token={issue_token(user_id, f'u_{unique}')}")
+    assert receive(ws)["type"] == "ready"
+    started = bus.publish(user_id, "job.started", {"jobId": job_id}, job_id=job_id)
+    data = {"jobId": job_id, "images": 1, "charged": 15, "refunded": 0}
+    sent = [bus.publish(user_id, "job.succeeded", {**data, "settled": settled}, job_id=job_id)
+            for settled in (False, True)]
+
+    live = [receive(ws) for _ in range(3)]
+    assert [(event["type"], event["id"]) for event in live] == [
+        ("job.started", started["id"]), ("job.succeeded", sent[0]["id"]), ("job.succeeded", sent[1]["id"])]
+    assert live[1]["eventId"] == live[2]["eventId"] == f"job.succeeded:{job_id}" and "eventId" not in live[0]
+    ws.send(json.dumps({"type": "resume", "jobId": job_id, "after": started["id"]}))
+    assert [receive(ws)["eventId"] for _ in range(2)] == [f"job.succeeded:{job_id}"] * 2

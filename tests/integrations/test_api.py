@@ -1,23 +1,32 @@
 """The integrations API with the real auth and credits services over HTTP: service accounts
 (creation with a budget and credentials shown once, listing with usage and spend, limits,
-key rotation, top-ups), webhook endpoints (who may manage which, the URL guard), and the
-internal limits lookup."""
+key rotation, top-ups), webhook endpoints (who may manage which, the URL guard), the
+internal limits lookup, and what integrators receive when a job's outcome is announced twice."""
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pytest
 from flask import Flask
+from kombu import Connection
 
 from services.auth.app import create_app as create_auth_app
 from services.auth.config import load_config as load_auth_config
 from services.credits.app import create_app as create_credits_app
+from services.integrations.bridge import AccountDirectory, FlowControl, OutcomeRelay, ProgressRelay
+from services.integrations.broker import Broker
+from services.integrations.contract import QueueNames
+from services.integrations.deliveries import Deliveries
+from services.integrations.models import WebhookDelivery
+from services.integrations.outcomes import JobOutcomes
 from services.integrations.app import create_app as create_integrations_app
 from services.integrations.config import load_config as load_integrations_config
 from shared.config import load_settings
 from shared.embedded import free_port
+from shared.events import PLATFORM_STREAM, EventBus
 from shared.tokens import ensure_dev_keys
 from tests.conftest import TEST_SERVICE_TOKEN, serve
 
@@ -202,3 +211,67 @@ def test_webhook_endpoints_belong_to_their_user_or_to_a_service_account(world: W
     assert world.call("integrations", "DELETE", f"/api/webhooks/{service_hook}", admin).status_code == 200
     assert world.call("integrations", "DELETE", f"/api/webhooks/{hook['id']}", owner).status_code == 200
     assert world.call("integrations", "GET", "/api/webhooks", owner).json["data"]["items"] == []
+
+
+def _announced_twice(world: World, user_id: int, job_id: str) -> tuple[list[dict], list[dict[str, str]]]:
+    """Publish a job's final event twice, as its outbox does after a crash before recording it (the
+    reconciler sends it again, settled by then): the two live events and the two announcements."""
+    bus = EventBus(world.apps["integrations"].extensions["redis"])
+    data = {"jobId": job_id, "images": 0, "charged": 0, "refunded": 30, "errorCode": "EXECUTION_ERROR",
+            "errorClass": "system", "message": "out of memory"}
+    live = [bus.publish(user_id, "job.failed", {**data, "settled": settled}, job_id=job_id) for settled in (False, True)]
+    entries = bus.redis.xrevrange(PLATFORM_STREAM, count=1000)
+    announced = [fields for _, fields in reversed(entries) if fields.get("jobId") == job_id]
+    assert len(announced) == 2 and live[0]["id"] != live[1]["id"], "two stream entries: the event went out twice"
+    return live, announced
+
+
+def test_an_outcome_announced_twice_is_one_webhook_delivery_with_the_live_events_id(world: World):
+    owner = world.person()
+    made = world.call("integrations", "POST", "/api/webhooks", owner,
+                      json={"url": "https://93.184.216.34/hook", "events": ["job.failed"]})
+    assert made.status_code == 201
+    hook = made.json["data"]["webhook"]["id"]
+    endpoints = world.apps["integrations"].extensions["integrations_webhooks"]
+    deliveries = Deliveries(world.apps["integrations"].extensions["db"], endpoints.config, endpoints.keys,
+                            JobOutcomes(render=None, storage=None, public_url=""))  # job.failed names no images
+    job_id = uuid.uuid4().hex
+    live, announced = _announced_twice(world, owner.id, job_id)
+    try:
+        assert [deliveries.record(fields) for fields in announced] == [1, 0]
+    finally:
+        deliveries.close()
+
+    listed = world.call("integrations", "GET", f"/api/webhooks/{hook}/deliveries", owner).json["data"]
+    assert listed["total"] == 1, "the endpoint is sent the outcome once"
+    with world.apps["integrations"].extensions["db"].read() as session:
+        body = json.loads(session.get(WebhookDelivery, listed["items"][0]["id"]).payload)
+    assert live[0]["eventId"] == live[1]["eventId"] == body["id"] == f"job.failed:{job_id}"
+    assert (body["type"], body["data"]["refunded"]) == ("job.failed", 30)
+
+
+def test_an_outcome_announced_twice_is_answered_once_on_the_queue(world: World):
+    admin = world.person("admin")
+    created = world.create(admin).json["data"]
+    account, reply_queue = created["serviceAccount"]["id"], created["credentials"]["replyQueue"]
+    db, redis = world.apps["integrations"].extensions["db"], world.apps["integrations"].extensions["redis"]
+    requests = world.apps["integrations"].extensions["integrations_requests"]
+    directory = AccountDirectory(db, world.apps["integrations"].extensions["integrations_webhooks"].keys)
+    broker = Broker("memory://", QueueNames("qa"))
+    relay = OutcomeRelay(directory, broker, requests, render=None, outcomes=JobOutcomes(None, None, ""),
+                         flow=FlowControl(), progress=ProgressRelay(redis, directory, broker, requests))
+    request_id, job_id = f"r-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    claim = requests.claim(account, request_id, reply_queue, {"sku": 42}, False)
+    assert requests.admitted(claim.row_id, job_id, 30)
+
+    _, announced = _announced_twice(world, account, job_id)
+    for fields in announced:
+        relay.handle(fields)
+    replies = []
+    with Connection("memory://") as connection:
+        queue = broker.queue(reply_queue)(connection.default_channel)
+        while (message := queue.get(no_ack=True)) is not None:
+            replies.append(json.loads(message.body))
+    broker.close()
+    assert [(r["type"], r["messageId"], r["data"]["refunded"]) for r in replies] == [
+        ("job.failed", f"{request_id}:outcome", 30)], "one reply, under the id integrators dedupe on"

@@ -177,3 +177,27 @@ def test_queued_jobs_no_live_worker_offers_fail_after_the_grace_with_a_full_refu
     failed = [event["data"] for event in channel() if event["type"] == "job.failed"]
     assert [(e["jobId"], e["errorCode"], e["refunded"], e["settled"]) for e in failed] == [
         (stranded, "NO_WORKER", 30, True)]
+
+
+def test_a_final_event_sent_again_after_a_crash_keeps_its_event_id_and_moves_credits_once(
+        ctx, user_id, channel, reconciler, emulator_faults, notifications):
+    emulator_faults(execution_error="out of memory (injected)")
+    job_id = admit(ctx, user_id, batchSize=2)
+    render_job(job_id, ctx)
+    # A crash after the settlement and the publish, before both were recorded: both are owed again.
+    with ctx.db.transaction() as session:
+        session.execute(text("UPDATE render_jobs SET settled_at = NULL, announced_at = NULL WHERE id = :id"),
+                        {"id": job_id})
+    finished_long_ago(ctx, job_id)
+    reconciler.run_once()
+
+    failed = [event for event in job_events(channel(), job_id) if event["type"] == "job.failed"]
+    assert len(failed) == 2 and failed[0]["id"] != failed[1]["id"], "sent twice, as two stream entries"
+    assert {event["eventId"] for event in failed} == {f"job.failed:{job_id}"}, "one id to deduplicate on"
+    replayed = [event for event in ctx.events.job_events_after(job_id) if event["type"] == "job.failed"]
+    assert [event["eventId"] for event in replayed] == [f"job.failed:{job_id}"] * 2, "a resume replays the same id"
+    assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
+    assert [kind for kind, *_ in ledger(ctx, user_id)] == ["signup_bonus", "hold", "release"], "refunded once"
+    bells = [notice for notice in notifications[1] if notice["data"]["jobId"] == job_id]
+    assert [notice["dedupeKey"] for notice in bells] == [f"job.failed:{job_id}"] * 2, \
+        "the gallery stores one notification per key (tests/gallery)"

@@ -2,9 +2,12 @@
  * One authenticated WebSocket per tab. Reconnects with exponential back-off and, once the
  * server says "ready", asks it to replay each unfinished job's events after the last one
  * this tab has seen, so nothing between two connections is lost and nothing is applied twice.
+ * A job's final event is delivered at least once (the server may send it again after a crash,
+ * as a new stream entry): it carries an `eventId` of its own, and a repeat is dropped here.
  */
 
 const TERMINAL = new Set(['job.succeeded', 'job.failed', 'job.cancelled'])
+const FINALS_KEPT = 500 // final events remembered by eventId, oldest forgotten first
 export const UNAUTHORIZED_CLOSE = 4401
 /** The user opened live events in too many tabs and this one, the oldest, gave way. */
 export const REPLACED_CLOSE = 4429
@@ -41,6 +44,7 @@ export class LiveSocket {
     this.everOpened = false
     this.replaced = false // closed by REPLACED_CLOSE: not reconnected until start() is called again
     this.lastIds = new Map() // jobId -> last stream id seen ("0" = none yet)
+    this.finals = new Set() // eventIds of the final events applied
   }
 
   start() {
@@ -113,6 +117,11 @@ export class LiveSocket {
       this.onStatus('open', { reconnect })
       for (const jobId of this.lastIds.keys()) this.resume(jobId)
       return
+    }
+    if (event.eventId) {
+      if (this.finals.has(event.eventId)) return // a final event sent again
+      this.finals.add(event.eventId)
+      if (this.finals.size > FINALS_KEPT) this.finals.delete(this.finals.values().next().value)
     }
     const jobId = event.data?.jobId
     if (jobId && event.id) {

@@ -97,6 +97,31 @@ describe('LiveSocket', () => {
     expect(ws.sent).toEqual([])
   })
 
+  it('applies a final event once when the server sends it twice, live or on resume', async () => {
+    const { socket, events, timers } = make()
+    socket.track('j')
+    socket.track('k')
+    socket.start()
+    let ws = FakeSocket.all[0]
+    ws.serverSends({ type: 'ready' })
+    const succeeded = { type: 'job.succeeded', eventId: 'job.succeeded:j', data: { jobId: 'j', images: 1, charged: 15 } }
+    ws.serverSends({ ...succeeded, id: '2-0', data: { ...succeeded.data, settled: false } })
+    // Sent again after a crash (the reconciler's copy, settled by then): a new stream entry, the same eventId.
+    ws.serverSends({ ...succeeded, id: '3-0', data: { ...succeeded.data, settled: true } })
+    ws.serverSends({ type: 'job.started', data: { jobId: 'k' }, id: '4-0' })
+    await ws.serverCloses()
+    timers.runNext()
+    ws = FakeSocket.all[1]
+    ws.serverSends({ type: 'ready' })
+    expect(ws.sent).toEqual([{ type: 'resume', jobId: 'k', after: '4-0' }])
+    const failed = { type: 'job.failed', eventId: 'job.failed:k', data: { jobId: 'k', errorCode: 'WORKER_LOST' } }
+    ws.serverSends({ ...failed, id: '5-0' })
+    ws.serverSends({ ...failed, id: '6-0' })
+    expect(events.map((e) => [e.type, e.data.jobId])).toEqual([
+      ['job.succeeded', 'j'], ['job.started', 'k'], ['job.failed', 'k']])
+    expect(events[0].data.settled).toBe(false)
+  })
+
   it('does not reconnect after stop()', async () => {
     const { socket, timers } = make()
     socket.start()
