@@ -2,9 +2,10 @@
 the platform announcements services send each other.
 
 Every user event is ``{"type", "data", "ts"}`` (plus ``"id"``, the job stream entry id, for
-job events, and ``"eventId"``, the outcome's own id, for a final event: see ``outcome_id``). It is published to the user's pub/sub channel (``events:<db>:user:<id>``) for live delivery; job
-events are also appended to a capped per-job stream so a client that reconnects can
-ask for everything after the last id it saw.
+job events, and ``"eventId"``, the outcome's own id, for a final event: see ``outcome_id``).
+It is published to the user's pub/sub channel (``events:<db>:user:<id>``) for live delivery;
+job events are also appended to a capped per-job stream so a client that reconnects can ask
+for everything after the last id it saw.
 
 Platform announcements (``user.deleted``, …) go to the stream ``platform:events`` as flat
 string fields ``{"type", "ts", …}``. Each interested service reads it through its own
