@@ -346,6 +346,20 @@ def cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.connection().execute(_CANCEL_REQUESTED, {"job_id": job_id}).scalar())
 
 
+def _final_values(status: str, finished_at: Any, error_code: str | None = None, error_class: str | None = None,
+                  error_message: str | None = None) -> dict[str, Any]:
+    """The columns every way of finishing a job writes (``finish_job``, the image that completes
+    it, the cancel of a queued job): the final status, when (a time, or a bound parameter of a
+    statement built once), the error (None unless it failed) and, for a success, all progress."""
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"not a final status: {status}")
+    values: dict[str, Any] = {"status": status, "finished_at": finished_at, "error_code": error_code,
+                              "error_class": error_class, "error_message": error_message}
+    if status == "succeeded":
+        values["progress"] = 100
+    return values
+
+
 _OUTPUT_COLUMNS = ("id", "job_id", "user_id", "index", "image_key", "thumbnail_key", "width", "height", "file_size",
                    "sha256", "created_at")
 # INSERT ... SELECT <the row> WHERE NOT EXISTS (the job's row of that index): a repeat inserts nothing.
@@ -358,8 +372,7 @@ _DELIVERED = _JOBS.update().where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.sta
     images_delivered=select(func.count()).select_from(_OUTPUTS).where(_OUTPUTS.c.job_id == bindparam("job_id"))
     .scalar_subquery(), last_image_at=bindparam("now"), updated_at=bindparam("now"))
 # The same for the image that completes the job: it also records the job's success.
-_DELIVERED_LAST = _DELIVERED.values(status="succeeded", progress=100, finished_at=bindparam("now"), error_code=None,
-                                    error_class=None, error_message=None)
+_DELIVERED_LAST = _DELIVERED.values(_final_values("succeeded", bindparam("now")))
 _OUTPUT_AT = select(RenderOutput).where(RenderOutput.job_id == bindparam("job_id"),
                                         RenderOutput.index == bindparam("index"))
 
@@ -396,13 +409,8 @@ def add_output(session: Session, job: RenderJob, file: OutputFile, *, completes:
 def finish_job(session: Session, job_id: str, status: str, *, error_code: str | None = None,
                error_class: str | None = None, error_message: str | None = None) -> bool:
     """Move a queued/running job to a final status; False if it had already finished."""
-    if status not in FINISHED_STATUSES:
-        raise ValueError(f"not a final status: {status}")
-    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error_code": error_code,
-                              "error_class": error_class, "error_message": error_message}
-    if status == "succeeded":
-        values["progress"] = 100
-    return _transition(session, job_id, ("queued", "running"), **values)
+    return _transition(session, job_id, ("queued", "running"),
+                       **_final_values(status, utcnow(), error_code, error_class, error_message))
 
 
 def unsettled_jobs(session: Session, finished_before: datetime, limit: int = 200) -> list[RenderJob]:
@@ -452,8 +460,7 @@ def request_cancel(session: Session, job_id: str) -> str:
     """Cancel a queued job at once ("cancelled") or flag a running one ("requested"); the caller
     has checked who may. A finished job raises 409 JOB_FINISHED.
     """
-    if _transition(session, job_id, ("queued",), status="cancelled", cancel_requested=True,
-                   finished_at=utcnow()):
+    if _transition(session, job_id, ("queued",), cancel_requested=True, **_final_values("cancelled", utcnow())):
         return "cancelled"
     if _transition(session, job_id, ("running",), cancel_requested=True):
         return "requested"
