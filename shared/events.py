@@ -99,6 +99,12 @@ def job_stream(job_id: str) -> str:
 # JSON, ARGV[2] the cap, ARGV[3] the TTL), announced on KEYS[3] when ARGV[5..] holds the
 # announcement's fields (ARGV[4] that stream's cap), and published on the user's channel
 # (KEYS[2]) with its stream id added; returns the id.
+# The id exists only once XADD ran, so the script splices it into the JSON text, which is safe:
+# ARGV[1] is always ``json.dumps`` of a non-empty dict (``publish``, the only caller), so its last
+# character is the object's closing "}", and a stream id ("<ms>-<seq>") needs no escaping.
+# Kept over the alternatives: Redis's cjson would parse every job event on the server and change
+# it (numbers cut to 14 digits, so ``ts`` loses its microseconds; [] becomes {}; "/" escaped), and
+# building the text in Python would need the id first, a second round trip.
 _PUBLISH_JOB_EVENT = """
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])

@@ -1,18 +1,26 @@
 """A raw HTTP/1.1 server whose answers a test scripts byte by byte, for the clients of the
-internal hop: connections closed unanswered, closed while idle, reused, answered badly
-(``tests/shared/test_http_transport.py``, ``tests/shared/test_internal_http.py``)."""
+internal hop: connections closed unanswered, closed while idle, reused, answered badly, never
+answered (``tests/shared/test_http_transport.py``, ``tests/shared/test_internal_http.py``,
+``tests/gateway/test_edge.py``)."""
 from __future__ import annotations
 
 import socket
 import threading
 
+class Silence:
+    """An answer that never comes: the connection stays open, unanswered, until ``stop()``."""
+
+
+SILENCE = Silence()
+
 
 class ScriptedServer:
     """Answers each request with the next of ``answers`` (raw bytes; ``None`` closes the
-    connection unanswered). ``close_after_answer`` closes each connection once it answered;
-    ``per_connection`` plays the whole script on every connection (else they share one)."""
+    connection unanswered; ``SILENCE`` holds it open unanswered). ``close_after_answer`` closes
+    each connection once it answered; ``per_connection`` plays the whole script on every
+    connection (else they share one)."""
 
-    def __init__(self, answers: list[bytes | None], close_after_answer: bool = False,
+    def __init__(self, answers: list[bytes | Silence | None], close_after_answer: bool = False,
                  per_connection: bool = False) -> None:
         self.answers = list(answers)
         self.close_after_answer = close_after_answer
@@ -21,6 +29,7 @@ class ScriptedServer:
         self.answered: list[bytes] = []  # the request line of every request answered
         self.connections = 0
         self.closed = threading.Semaphore(0)  # released as each connection is closed
+        self.stopped = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -48,7 +57,7 @@ class ScriptedServer:
             conn.close()
         self.closed.release()
 
-    def _answer(self, conn: socket.socket, script: list[bytes | None]) -> None:
+    def _answer(self, conn: socket.socket, script: list[bytes | Silence | None]) -> None:
         with conn:
             buffered = b""
             while script:
@@ -70,6 +79,9 @@ class ScriptedServer:
                 answer = script.pop(0)
                 if answer is None:
                     return
+                if answer is SILENCE:
+                    self.stopped.wait()
+                    return
                 self.answered.append(head.split(b"\r\n", 1)[0])
                 conn.sendall(answer)
                 if self.close_after_answer:
@@ -77,3 +89,4 @@ class ScriptedServer:
 
     def stop(self) -> None:
         self.listener.close()
+        self.stopped.set()

@@ -15,7 +15,7 @@ database round trip.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cache
 from datetime import datetime
 from typing import Any, Callable
@@ -241,32 +241,72 @@ def _transition(session: Session, job_id: str, allowed_from: tuple[str, ...], *,
     return result.rowcount == 1
 
 
-# What a finished job's settlement and final event need: the row without its graph, parameters
-# and search text (a graph is the largest value of the row).
-_FINISHED_JOB = select(*(column for column in _JOBS.c if column.name not in ("graph", "params", "search_text"))) \
-    .where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status.in_(FINISHED_STATUSES))
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """What a claimed job's worker reads of its row (the render, its events, the metrics, putting it
+    back in line), and nothing else: PyMySQL parses each column's description in Python, so the
+    claim reads these 15 of the row's 37 columns (``_CLAIMED_JOB``); a column it did not read is
+    an AttributeError here, not a None that looks like the row's value."""
+
+    id: str
+    user_id: int
+    workflow: str
+    params: dict[str, Any]
+    model: str | None
+    lane: str
+    share_weight: float
+    images_requested: int
+    status: str
+    worker: str | None
+    attempts: int
+    comfy_prompt_id: str | None
+    source_key: str | None
+    created_at: datetime
+    started_at: datetime | None
 
 
-def _read_job(session: Session, statement, job_id: str) -> RenderJob | None:
-    """The job's row read by a Core ``statement`` built once, as a detached ``RenderJob`` (the ORM's
-    load of a whole row cost the worker more than the round trip); columns it leaves out are None."""
-    row = session.connection().execute(statement, {"job_id": job_id}).mappings().first()
-    return None if row is None else RenderJob(**row)
+@dataclass(frozen=True, slots=True)
+class FinishedJob:
+    """What a finished job's settlement, final event and metrics read of its row (``_FINISHED_JOB``:
+    14 columns, read in the transaction that finishes the job)."""
+
+    id: str
+    user_id: int
+    workflow: str
+    status: str
+    price_per_image: int
+    images_requested: int
+    error_code: str | None
+    error_class: str | None
+    error_message: str | None
+    started_at: datetime | None
+    submitted_at: datetime | None
+    last_image_at: datetime | None
+    settled_at: datetime | None
+    announced_at: datetime | None
 
 
-def finished_job(session: Session, job_id: str) -> tuple[RenderJob, list[int]] | None:
-    """A finished job without its graph, parameters and search text, and its output indexes; None
-    when the job is unknown or not finished."""
-    job = _read_job(session, _FINISHED_JOB, job_id)
-    return None if job is None else (job, output_indexes(session, job_id))
+def _select_record(record: type, *conditions: Any):
+    """``SELECT`` the columns a record holds, built once; its rows make the record by position."""
+    return select(*(_JOBS.c[field.name] for field in fields(record))).where(
+        _JOBS.c.id == bindparam("job_id"), *conditions)
 
 
-# What a claimed job's worker reads of it (the render, its events, the metrics, putting it back in
-# line): PyMySQL parses each column's description in Python, so the claim reads 15 of the row's 37
-# columns (the others stay None; the finish reads the row again with ``_FINISHED_JOB``).
-_CLAIMED_JOB = select(*(_JOBS.c[name] for name in (
-    "id", "user_id", "workflow", "params", "model", "lane", "share_weight", "images_requested", "status", "worker",
-    "attempts", "comfy_prompt_id", "source_key", "created_at", "started_at"))).where(_JOBS.c.id == bindparam("job_id"))
+_CLAIMED_JOB = _select_record(ClaimedJob)
+_FINISHED_JOB = _select_record(FinishedJob, _JOBS.c.status.in_(FINISHED_STATUSES))
+
+
+def finished_job(session: Session, job_id: str) -> tuple[FinishedJob, list[int]] | None:
+    """A finished job and its output indexes; None when the job is unknown or not finished."""
+    row = session.connection().execute(_FINISHED_JOB, {"job_id": job_id}).first()
+    return None if row is None else (FinishedJob(*row), output_indexes(session, job_id))
+
+
+def _claimed(connection: Connection, job_id: str) -> ClaimedJob | None:
+    row = connection.execute(_CLAIMED_JOB, {"job_id": job_id}).first()
+    return None if row is None else ClaimedJob(*row)
+
+
 # A claim resets the attempt's progress and timings; attempts counts it.
 _CLAIM_VALUES = dict(attempts=_JOBS.c.attempts + 1, progress=0, started_at=bindparam("now"), submitted_at=None,
                      first_progress_at=None, updated_at=bindparam("now"))
@@ -278,7 +318,7 @@ _TAKE_OVER = _JOBS.update().where(
 ).values(worker=bindparam("new_worker"), **_CLAIM_VALUES)
 
 
-def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable[[str], bool]) -> RenderJob | None:
+def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable[[str], bool]) -> ClaimedJob | None:
     """Mark the job running for this worker; None when someone else holds it or it is over.
 
     A queued, uncancelled job is taken. A running job is taken over only when the worker
@@ -290,7 +330,7 @@ def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable
     connection = session.connection()
     params = {"job_id": job_id, "new_worker": worker, "now": utcnow()}
     claimed = connection.execute(_CLAIM_QUEUED, params).rowcount == 1
-    job = _read_job(session, _CLAIMED_JOB, job_id)
+    job = _claimed(connection, job_id)
     if claimed or job is None or job.status != "running":
         return job if claimed else None
     previous = job.worker
@@ -298,7 +338,7 @@ def claim_job(session: Session, job_id: str, worker: str, worker_alive: Callable
         return None
     if connection.execute(_TAKE_OVER, {**params, "previous": previous}).rowcount != 1:
         return None
-    return _read_job(session, _CLAIMED_JOB, job_id)
+    return _claimed(connection, job_id)
 
 
 def requeue(session: Session, job_id: str, worker: str | None, *, attempt_used: bool = True) -> bool:
@@ -346,6 +386,20 @@ def cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.connection().execute(_CANCEL_REQUESTED, {"job_id": job_id}).scalar())
 
 
+def _final_values(status: str, finished_at: Any, error_code: str | None = None, error_class: str | None = None,
+                  error_message: str | None = None) -> dict[str, Any]:
+    """The columns every way of finishing a job writes (``finish_job``, the image that completes
+    it, the cancel of a queued job): the final status, when (a time, or a bound parameter of a
+    statement built once), the error (None unless it failed) and, for a success, all progress."""
+    if status not in FINISHED_STATUSES:
+        raise ValueError(f"not a final status: {status}")
+    values: dict[str, Any] = {"status": status, "finished_at": finished_at, "error_code": error_code,
+                              "error_class": error_class, "error_message": error_message}
+    if status == "succeeded":
+        values["progress"] = 100
+    return values
+
+
 _OUTPUT_COLUMNS = ("id", "job_id", "user_id", "index", "image_key", "thumbnail_key", "width", "height", "file_size",
                    "sha256", "created_at")
 # INSERT ... SELECT <the row> WHERE NOT EXISTS (the job's row of that index): a repeat inserts nothing.
@@ -358,13 +412,12 @@ _DELIVERED = _JOBS.update().where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.sta
     images_delivered=select(func.count()).select_from(_OUTPUTS).where(_OUTPUTS.c.job_id == bindparam("job_id"))
     .scalar_subquery(), last_image_at=bindparam("now"), updated_at=bindparam("now"))
 # The same for the image that completes the job: it also records the job's success.
-_DELIVERED_LAST = _DELIVERED.values(status="succeeded", progress=100, finished_at=bindparam("now"), error_code=None,
-                                    error_class=None, error_message=None)
+_DELIVERED_LAST = _DELIVERED.values(_final_values("succeeded", bindparam("now")))
 _OUTPUT_AT = select(RenderOutput).where(RenderOutput.job_id == bindparam("job_id"),
                                         RenderOutput.index == bindparam("index"))
 
 
-def add_output(session: Session, job: RenderJob, file: OutputFile, *, completes: bool = False) -> RenderOutput | None:
+def add_output(session: Session, job: ClaimedJob, file: OutputFile, *, completes: bool = False) -> RenderOutput | None:
     """Insert the output row for ``file.index`` once; a repeat returns the existing row.
     ``completes``: this image is the last the job needs, and the same update records the job
     succeeded (as ``finish_job`` would), so its last image and its end commit together.
@@ -396,13 +449,8 @@ def add_output(session: Session, job: RenderJob, file: OutputFile, *, completes:
 def finish_job(session: Session, job_id: str, status: str, *, error_code: str | None = None,
                error_class: str | None = None, error_message: str | None = None) -> bool:
     """Move a queued/running job to a final status; False if it had already finished."""
-    if status not in FINISHED_STATUSES:
-        raise ValueError(f"not a final status: {status}")
-    values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "error_code": error_code,
-                              "error_class": error_class, "error_message": error_message}
-    if status == "succeeded":
-        values["progress"] = 100
-    return _transition(session, job_id, ("queued", "running"), **values)
+    return _transition(session, job_id, ("queued", "running"),
+                       **_final_values(status, utcnow(), error_code, error_class, error_message))
 
 
 def unsettled_jobs(session: Session, finished_before: datetime, limit: int = 200) -> list[RenderJob]:
@@ -452,8 +500,7 @@ def request_cancel(session: Session, job_id: str) -> str:
     """Cancel a queued job at once ("cancelled") or flag a running one ("requested"); the caller
     has checked who may. A finished job raises 409 JOB_FINISHED.
     """
-    if _transition(session, job_id, ("queued",), status="cancelled", cancel_requested=True,
-                   finished_at=utcnow()):
+    if _transition(session, job_id, ("queued",), cancel_requested=True, **_final_values("cancelled", utcnow())):
         return "cancelled"
     if _transition(session, job_id, ("running",), cancel_requested=True):
         return "requested"

@@ -13,6 +13,7 @@ from typing import Iterable
 
 from sqlalchemy import func, select
 
+from services.render.jobs import ClaimedJob, FinishedJob
 from services.render.models import RenderJob
 from shared.db import Database, isoformat, utcnow
 from shared.metrics import Counter, Gauge, GaugeCollector, Histogram
@@ -46,17 +47,17 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return None if start is None or end is None else max(0.0, (end - start).total_seconds())
 
 
-def job_finished(job: RenderJob, outcome: str, error_code: str | None) -> None:
+def job_finished(job: RenderJob | ClaimedJob, outcome: str, error_code: str | None) -> None:
     JOBS.labels(job.workflow, outcome, error_code or "").inc()
 
 
-def job_picked(job: RenderJob) -> None:
+def job_picked(job: ClaimedJob) -> None:
     wait = _seconds(job.created_at, job.started_at)
     if wait is not None and job.attempts == 1:  # a re-run after a crash did not wait in line again
         QUEUE_WAIT.labels(job.workflow).observe(wait)
 
 
-def job_settled(job: RenderJob) -> None:
+def job_settled(job: FinishedJob) -> None:
     """Render seconds and overhead of a job that delivered images and is settled."""
     comfyui = _seconds(job.submitted_at, job.last_image_at)
     if comfyui is not None:

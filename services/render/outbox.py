@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Callable
 
@@ -31,7 +32,7 @@ from sqlalchemy.orm import Session
 from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
 from services.render import jobs
-from services.render.models import RenderJob
+from services.render.jobs import FinishedJob
 from shared.db import Database, utcnow
 from shared.errors import ServiceError
 from shared.events import EventBus
@@ -58,7 +59,7 @@ def _transient(exc: ServiceError) -> bool:
     return exc.status >= 500 or exc.status == 429 or (exc.status == 404 and exc.code == "NOT_FOUND")
 
 
-def final_event(job: RenderJob, images: int, settled: bool) -> tuple[str, dict[str, Any]]:
+def final_event(job: FinishedJob, images: int, settled: bool) -> tuple[str, dict[str, Any]]:
     """The type and data of a finished job's final event."""
     charged = images * job.price_per_image
     data: dict[str, Any] = {"jobId": job.id, "images": images, "charged": charged,
@@ -78,7 +79,7 @@ class JobOutbox:
         self.gallery = gallery
         self.retry_seconds = retry_seconds
 
-    def complete(self, job_id: str, finished: tuple[RenderJob, list[int]] | None = None) -> RenderJob:
+    def complete(self, job_id: str, finished: tuple[FinishedJob, list[int]] | None = None) -> FinishedJob:
         """Settle a job that just finished, announce it (settled or not), then record both in one
         transaction; the job as recorded. ``finished`` is the job and its output indexes as the
         transaction that finished it read them (``read_finished``); without it they are read here.
@@ -95,8 +96,8 @@ class JobOutbox:
                         jobs.mark_settled(session, job_id, now)
                     if announced:
                         jobs.mark_announced(session, job_id, now)
-            job.settled_at = now if settled else job.settled_at
-            job.announced_at = now if announced else job.announced_at
+            job = replace(job, settled_at=now if settled else job.settled_at,
+                          announced_at=now if announced else job.announced_at)
         if announced:
             self._notify(job, indexes)
         return job
@@ -127,7 +128,7 @@ class JobOutbox:
             mark(session, job_id, now)
         return now
 
-    def _settle(self, job: RenderJob, indexes: list[int]) -> bool:
+    def _settle(self, job: FinishedJob, indexes: list[int]) -> bool:
         """The settlement's one credits call; False when credits did not answer."""
         try:
             self._call(f"settlement of job {job.id}",
@@ -138,7 +139,7 @@ class JobOutbox:
             return False
         return True
 
-    def _announce(self, job: RenderJob, indexes: list[int], settled: bool) -> bool:
+    def _announce(self, job: FinishedJob, indexes: list[int], settled: bool) -> bool:
         """Publish the final event; False when Redis did not take it."""
         event_type, data = final_event(job, len(indexes), settled)
         try:
@@ -148,7 +149,7 @@ class JobOutbox:
             return False
         return True
 
-    def _notify(self, job: RenderJob, indexes: list[int]) -> None:
+    def _notify(self, job: FinishedJob, indexes: list[int]) -> None:
         """A failed job also rings the user's bell (deduplicated, best effort)."""
         if job.status == "failed":
             refunded = (job.images_requested - len(indexes)) * job.price_per_image
@@ -156,13 +157,13 @@ class JobOutbox:
                                 {"jobId": job.id, "errorCode": job.error_code, "refunded": refunded},
                                 dedupe_key=f"job.failed:{job.id}")
 
-    def _finished(self, job_id: str) -> tuple[RenderJob, list[int]]:
+    def _finished(self, job_id: str) -> tuple[FinishedJob, list[int]]:
         with self.db.read() as session:
             return self.read_finished(session, job_id)
 
     @staticmethod
-    def read_finished(session: Session, job_id: str) -> tuple[RenderJob, list[int]]:
-        """The finished job (without its graph and parameters) and its output indexes, read in
+    def read_finished(session: Session, job_id: str) -> tuple[FinishedJob, list[int]]:
+        """The finished job (what its settlement and final event read) and its output indexes, read in
         ``session`` (the transaction that finished it can read them for ``complete``)."""
         finished = jobs.finished_job(session, job_id)
         if finished is None:

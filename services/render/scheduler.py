@@ -38,6 +38,7 @@ import redis
 
 from services.render.catalog import MODEL_KINDS
 from services.render.client import BATCH, INTERACTIVE, LANES
+from services.render.jobs import ClaimedJob
 from services.render.models import RenderJob
 from services.render.workflows import Template
 
@@ -147,7 +148,7 @@ class Entry:
         return cls(**data)
 
 
-def entry_for(job: RenderJob, template: Template | None, *, hops: int = 0,
+def entry_for(job: RenderJob | ClaimedJob, template: Template | None, *, hops: int = 0,
               avoid: Iterable[str] = ()) -> Entry:
     """The entry of a job row (at admission, and when a job is put back in line)."""
     needs = tuple(str(job.params[p["name"]]) for p in (template.parameters if template else [])

@@ -148,7 +148,7 @@ class Delivery:
 
     delivered: int = 0
     flagged: int = 0
-    finished: tuple[RenderJob, list[int]] | None = None
+    finished: tuple[jobs.FinishedJob, list[int]] | None = None
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
@@ -176,7 +176,7 @@ def _decline(ctx: RenderContext, job_id: str, hops: int) -> None:
     _back_in_line(ctx, job, hops=hops)
 
 
-def _back_in_line(ctx: RenderContext, job: RenderJob, hops: int = 0) -> None:
+def _back_in_line(ctx: RenderContext, job: RenderJob | jobs.ClaimedJob, hops: int = 0) -> None:
     """Put a queued job at the front of its line, away from this worker."""
     try:
         ctx.fair.enqueue(entry_for(job, ctx.templates.get(job.workflow), hops=hops, avoid=[ctx.worker_id]),
@@ -256,7 +256,7 @@ class Prompt:
     graph: dict[str, Any]
 
 
-def _prompt_at_claim(ctx: RenderContext, session, job: RenderJob) -> Prompt | None:
+def _prompt_at_claim(ctx: RenderContext, session, job: jobs.ClaimedJob) -> Prompt | None:
     """The usual job's prompt, recorded in the claim's own transaction (one commit before ComfyUI
     sees it instead of two). None, leaving it to ``_run``, for a job that needs more than this
     worker knows already: a retry (the previous attempt's prompt may be adopted), a source image
@@ -276,7 +276,7 @@ def _prompt_at_claim(ctx: RenderContext, session, job: RenderJob) -> Prompt | No
     return prompt
 
 
-def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int, delivery: Delivery,
+def _run(ctx: RenderContext, job: jobs.ClaimedJob, template: Template, hops: int, delivery: Delivery,
          prompt: Prompt | None = None) -> None:
     if prompt is None:
         node_classes, choices = ctx.capabilities()
@@ -308,7 +308,7 @@ def _run(ctx: RenderContext, job: RenderJob, template: Template, hops: int, deli
     _deliver(ctx, job, refs, delivery)
 
 
-def _submit(ctx: RenderContext, job: RenderJob, template: Template, variant: Variant, params: dict[str, Any],
+def _submit(ctx: RenderContext, job: jobs.ClaimedJob, template: Template, variant: Variant, params: dict[str, Any],
             hooks: "_Hooks", deadline: float, prompt: Prompt | None = None) -> list[ImageRef]:
     """Run ``prompt`` in ComfyUI; without one, upload the source, build the graph and record the
     prompt id first."""
@@ -343,7 +343,7 @@ def _complete_params(template: Template, variant: Variant, params: dict[str, Any
     return completed
 
 
-def _pass_on(ctx: RenderContext, job: RenderJob, hops: int, missing: list[str]) -> None:
+def _pass_on(ctx: RenderContext, job: jobs.ClaimedJob, hops: int, missing: list[str]) -> None:
     """Hand the job back to the scheduler for another worker, or fail it after MAX_HOPS."""
     if hops >= MAX_HOPS:
         raise JobFailed(f"No render worker could serve this job (missing {', '.join(missing)}).",
@@ -357,7 +357,7 @@ def _pass_on(ctx: RenderContext, job: RenderJob, hops: int, missing: list[str]) 
     raise PassOn()
 
 
-def _hand_back(ctx: RenderContext, job: RenderJob) -> bool:
+def _hand_back(ctx: RenderContext, job: jobs.ClaimedJob) -> bool:
     """The worker is shutting down and the drain time is up: put the interrupted job back in
     line for another worker, its hold untouched and this attempt not counted. False when the
     job's owner cancelled it meanwhile (it then ends cancelled)."""
@@ -372,7 +372,7 @@ def _hand_back(ctx: RenderContext, job: RenderJob) -> bool:
     return True
 
 
-def _adopt_previous_prompt(ctx: RenderContext, job: RenderJob, variant: Variant) -> list[ImageRef] | None:
+def _adopt_previous_prompt(ctx: RenderContext, job: jobs.ClaimedJob, variant: Variant) -> list[ImageRef] | None:
     """After a crash: reuse the dead worker's prompt if it finished in this ComfyUI, else stop it."""
     if not job.comfy_prompt_id or job.attempts <= 1:
         return None
@@ -390,7 +390,7 @@ def _adopt_previous_prompt(ctx: RenderContext, job: RenderJob, variant: Variant)
     return image_refs(entry.get("outputs") or {}, variant.outputs)
 
 
-def _upload_source(ctx: RenderContext, job: RenderJob) -> str:
+def _upload_source(ctx: RenderContext, job: jobs.ClaimedJob) -> str:
     """Copy the job's source image into ComfyUI's input folder under a per-job name."""
     if not job.source_key:
         raise JobFailed("The job has no source image.", "SOURCE_MISSING", "user")
@@ -402,7 +402,7 @@ def _upload_source(ctx: RenderContext, job: RenderJob) -> str:
     return ctx.comfyui.upload_image(data, f"aigc-job-{job.id}-{job.attempts}.{extension}")
 
 
-def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery: Delivery) -> None:
+def _deliver(ctx: RenderContext, job: jobs.ClaimedJob, refs: list[ImageRef], delivery: Delivery) -> None:
     """Fetch, store, record and announce each image, noting each step in ``delivery``. Nothing
     is charged here: the settlement at the end charges every delivered image in one call."""
     for index, ref in enumerate(refs[:job.images_requested]):
@@ -425,7 +425,7 @@ def _deliver(ctx: RenderContext, job: RenderJob, refs: list[ImageRef], delivery:
                                          "width": output.width, "height": output.height})
 
 
-def _passes_check(ctx: RenderContext, job: RenderJob, index: int, data: bytes, delivery: Delivery) -> bool:
+def _passes_check(ctx: RenderContext, job: jobs.ClaimedJob, index: int, data: bytes, delivery: Delivery) -> bool:
     """Whether the output check lets this image through. A flagged image is neither shown nor
     charged nor given an output row; it is kept under a private ``quarantine/`` key for
     moderators, logged, announced (``content.output_flagged`` on ``platform:events``) and recorded
@@ -468,7 +468,7 @@ def _passes_check(ctx: RenderContext, job: RenderJob, index: int, data: bytes, d
     return False
 
 
-def _quarantine(ctx: RenderContext, job: RenderJob, index: int, data: bytes) -> str | None:
+def _quarantine(ctx: RenderContext, job: jobs.ClaimedJob, index: int, data: bytes) -> str | None:
     """Keep a flagged image, as a labelled PNG, under ``quarantine/`` (served only by a signed URL,
     which only the admin audit log hands out). None when it is not an image or the store refused it:
     the image stays withheld all the same."""
@@ -486,7 +486,7 @@ def _quarantine(ctx: RenderContext, job: RenderJob, index: int, data: bytes) -> 
         return None
 
 
-def _label(ctx: RenderContext, job: RenderJob, index: int) -> ImageLabel:
+def _label(ctx: RenderContext, job: jobs.ClaimedJob, index: int) -> ImageLabel:
     """The implicit label of one image. Its output id is chosen now (the same for every attempt)
     and the time is the job's admission, so a repeated attempt writes identical files."""
     output_id = uuid.uuid5(uuid.NAMESPACE_URL, f"aigc-output:{job.id}:{index}").hex
@@ -524,7 +524,7 @@ def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str)
     return _finish(ctx, job, "failed", code=code, error_class="system", message=message)
 
 
-def _finish(ctx: RenderContext, job: RenderJob, status: str, *,
+def _finish(ctx: RenderContext, job: RenderJob | jobs.ClaimedJob, status: str, *,
             code: str | None = None, error_class: str | None = None, message: str | None = None) -> bool:
     """Record the final state, then settle the hold and announce the outcome; False when the
     job had finished already. Neither waits for credits or Redis beyond the outbox's retries."""
@@ -539,8 +539,8 @@ def _finish(ctx: RenderContext, job: RenderJob, status: str, *,
     return True
 
 
-def _complete(ctx: RenderContext, job: RenderJob, status: str, code: str | None,
-              finished: tuple[RenderJob, list[int]]) -> None:
+def _complete(ctx: RenderContext, job: RenderJob | jobs.ClaimedJob, status: str, code: str | None,
+              finished: tuple[jobs.FinishedJob, list[int]]) -> None:
     """After the final state committed: count it, settle the hold and announce the outcome."""
     render_metrics.job_finished(job, status, code)
     if ctx.state is not None:
@@ -550,7 +550,7 @@ def _complete(ctx: RenderContext, job: RenderJob, status: str, code: str | None,
         render_metrics.job_settled(row)  # histograms are a sample of the jobs that settled at once
 
 
-def _publish(ctx: RenderContext, job: RenderJob, event_type: str, data: dict[str, Any]) -> None:
+def _publish(ctx: RenderContext, job: jobs.ClaimedJob, event_type: str, data: dict[str, Any]) -> None:
     """Live events are best effort: the job row is the truth, and a Redis outage must not
     fail a render that ComfyUI is finishing."""
     try:
@@ -572,7 +572,7 @@ class _Hooks:
     (downscaled WebP, throttled) and the cancel flag (the signal in Redis twice a second, the
     row every CANCEL_ROW_SECONDS or with a progress store)."""
 
-    def __init__(self, ctx: RenderContext, job: RenderJob) -> None:
+    def __init__(self, ctx: RenderContext, job: jobs.ClaimedJob) -> None:
         self.ctx = ctx
         self.job = job
         now = time.monotonic()  # the claim just read and wrote the row: no store or poll needed yet

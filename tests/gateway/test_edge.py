@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
-import threading
 import time
 from typing import Iterator
 
@@ -20,6 +18,7 @@ from shared.config import ConfigError
 from shared.web import log_handler
 from tests.conftest import serve
 from tests.gateway.conftest import build_app, close_app
+from tests.scripted_http import SILENCE, ScriptedServer
 
 TRUSTED = parse_networks("10.0.0.0/8, 192.168.1.7 fd00::/8")
 
@@ -254,44 +253,17 @@ def test_json_body_limit_also_binds_chunked_bodies(app):
     assert len(accepted.json()["body"]) == 16 * 64 * 1024
 
 
-class FaultyUpstream:
-    """A local TCP server that accepts and then never answers ("black hole"), or slams the door."""
-
-    def __init__(self, behaviour: str) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
-        self.behaviour = behaviour
-        self.accepted: list[socket.socket] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.behaviour == "close":
-                conn.recv(65536)
-                conn.close()
-            else:
-                self.accepted.append(conn)
-
-    def stop(self) -> None:
-        self.listener.close()
-        for conn in self.accepted:
-            conn.close()
+# Faulty upstreams: one reads the request and never answers (a black hole), one reads it and
+# closes the connection unanswered.
+FAULTS = {"black-hole": SILENCE, "close": None}
 
 
 @pytest.fixture
 def faulty() -> Iterator:
-    servers: list[FaultyUpstream] = []
+    servers: list[ScriptedServer] = []
 
-    def _start(behaviour: str) -> FaultyUpstream:
-        servers.append(FaultyUpstream(behaviour))
+    def _start(behaviour: str) -> ScriptedServer:
+        servers.append(ScriptedServer([FAULTS[behaviour]], per_connection=True))
         return servers[-1]
 
     yield _start

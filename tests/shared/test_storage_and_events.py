@@ -40,11 +40,11 @@ def test_user_events_are_live_and_job_events_replayable(redis_url, unique):
     assert next(listener) is None  # subscribed, nothing yet
     first = bus.publish(user_id, "job.progress", {"jobId": unique, "step": 1}, job_id=unique)
     bus.publish(user_id + 1, "job.progress", {"jobId": "someone else"})
-    second = bus.publish(user_id, "job.progress", {"jobId": unique, "step": 2}, job_id=unique)
+    second = bus.publish(user_id, "job.progress", {"jobId": unique, "step": 2, "note": {"text": "}ü\"{", "list": []}},
+                         job_id=unique)
     received = [event for event in (next(listener) for _ in range(5)) if event]
     listener.close()
-    assert [event["data"]["step"] for event in received] == [1, 2]
-    assert received[0]["id"] == first["id"]
+    assert received == [first, second], "the live text is the event as published, with its stream id"
     replay = bus.job_events_after(unique, first["id"])
     assert [event["id"] for event in replay] == [second["id"]]
     assert [event["data"]["step"] for event in bus.job_events_after(unique)] == [1, 2]
