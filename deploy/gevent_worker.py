@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+from typing import Sequence
 
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, GeventResponse, PyWSGIHandler
 
@@ -30,7 +31,7 @@ class Handler(PyWSGIHandler):
     keepalive: float = 0  # set per worker from gunicorn's --keep-alive
     taken_over = False  # a WebSocket has taken the connection
     head_length = 0
-    str_headers: list[tuple[str, str]] = []
+    str_headers: Sequence[tuple[str, str]] = ()  # the application's, for the access line
 
     def read_requestline(self) -> str:
         self.socket.settimeout(self.keepalive or None)
@@ -43,7 +44,7 @@ class Handler(PyWSGIHandler):
             self.close_connection = True
         return parsed
 
-    def _handle_client_error(self, ex: Exception):
+    def _handle_client_error(self, ex: Exception) -> tuple[str, bytes] | None:
         if isinstance(ex, socket.timeout):  # the head did not arrive within --keep-alive: close quietly
             return None
         return super()._handle_client_error(ex)
@@ -100,7 +101,8 @@ class Handler(PyWSGIHandler):
 
 
 class GeventServerWorker(GeventPyWSGIWorker):
-    """``--worker-class deploy.gevent_worker.GeventServerWorker``."""
+    """``--worker-class deploy.gevent_worker.GeventServerWorker``; gevent's server builds the handler
+    from its class, so this worker's --keep-alive goes into a class of its own."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
