@@ -94,9 +94,11 @@ class Process:
 
 
 THREADS = ("--worker-class", "gthread", "--threads", "8")
-# The gateway: a greenlet per request and per WebSocket; --worker-connections is WS_MAX_PER_PROCESS
-# plus 1000 for HTTP (deploy/local.py fills in the configured figure).
-GEVENT = ("--worker-class", "gevent", "--worker-connections", "6000")
+# The gateway: a greenlet per request and per WebSocket, served by gevent's own HTTP server
+# (deploy/gevent_worker.py); --worker-connections is WS_MAX_PER_PROCESS plus 1000 for HTTP
+# (deploy/local.py fills in the configured figure).
+GATEWAY_WORKER = "deploy.gevent_worker.GeventServerWorker"
+GEVENT = ("--worker-class", GATEWAY_WORKER, "--worker-connections", "6000")
 
 AUTH_CALLS = ("credits", "gallery", "safety")
 CREDITS_CALLS = ("auth", "gallery", "gateway")

@@ -1,5 +1,6 @@
-"""The gateway application: ``gunicorn -k gevent --worker-connections N -w 2 'services.gateway.app:create_app()'``
-(``deploy/local.py`` has the whole command; ``services/gateway/ws.py`` says why gevent)."""
+"""The gateway application: ``gunicorn -k deploy.gevent_worker.GeventServerWorker --worker-connections N -w 2
+'services.gateway.app:create_app()'`` (``deploy/processes.py`` has the whole command; ``services/gateway/ws.py``
+says why gevent)."""
 from __future__ import annotations
 
 from flask import Flask
@@ -68,6 +69,6 @@ def create_app(settings: Settings | None = None, config: GatewayConfig | None = 
                                            config.rate_limits, config.trusted_proxies, bool(config.cors_origins),
                                            tokens=app.extensions.get("verified_tokens"),
                                            gallery=app.extensions["gateway_public_reads"].gallery)
-    if under_gevent():  # gunicorn's gevent worker, as production runs the gateway
+    if under_gevent():  # a gevent worker, as production runs the gateway
         app.wsgi_app = TakeTurns(app.wsgi_app)
     return app

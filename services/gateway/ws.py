@@ -6,7 +6,7 @@ token (``pat_…``, with the ``generate`` scope: the events are its jobs' and cr
 accepted in either place and exchanged like on any route. The socket holds no business
 logic: it forwards the user's events and answers ``ping`` and ``resume`` frames.
 
-The gateway runs under gunicorn's gevent worker: every socket and every HTTP request is
+The gateway runs on gevent (``deploy/gevent_worker.py``): every socket and every HTTP request is
 a greenlet, so sockets never wait for (or hold) a slot of a bounded thread pool. Events
 reach a socket through its process's one Redis subscriber (``services.gateway.fanout``).
 Per socket, one greenlet reads the client's frames into the socket's mailbox and the

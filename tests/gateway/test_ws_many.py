@@ -1,4 +1,4 @@
-"""The gateway as production runs it (gunicorn's gevent worker): far more sockets than the
+"""The gateway as production runs it (gunicorn with gevent's server): far more sockets than the
 old thread pool had threads, while HTTP requests are still answered and events still arrive."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 import requests
 
+from deploy.processes import GATEWAY_WORKER
 from services.gateway.config import load_config
 from shared.embedded import free_port
 from shared.events import EventBus, redis_client
@@ -39,7 +40,7 @@ def test_hundreds_of_sockets_leave_http_answering(gateway_env, db_backend, issue
         pytest.skip("sockets read no database: one backend is enough")
     settings = build_settings(gateway_env)
     port = free_port()
-    command = [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", "1",
+    command = [sys.executable, "-m", "gunicorn", "--worker-class", GATEWAY_WORKER, "--workers", "1",
                "--worker-connections", str(load_config(settings, gateway_env).worker_connections),
                "--bind", f"127.0.0.1:{port}", "services.gateway.app:create_app()"]
     base = 20_000_000 + int(unique[:5], 16) * 1000
