@@ -81,7 +81,7 @@ def test_an_internal_service_renders_fifty_images_over_the_queue(queue_platform:
     assert ledger[:2] == [("signup_bonus", 0, 0), ("admin_grant", 1000, 0)], "no signup bonus, the budget granted"
     kinds = [kind for kind, *_ in ledger[2:]]
     assert kinds.count("hold") == BATCH and kinds.count("capture") == BATCH and set(kinds) == {"hold", "capture"}
-    usage = account.details()["usage"]
+    usage = _usage(account, "succeeded", BATCH)
     assert usage["succeeded"] == BATCH and "rejected" not in usage
     audit = queue_platform.flask("services.credits.app:create_app", "credits", "audit")
     assert audit.returncode == 0, audit.stdout + audit.stderr
@@ -95,6 +95,15 @@ def _settled(account: ServiceAccount, available: int, timeout: float = 15) -> di
             break
         time.sleep(0.2)
     return credits
+
+
+def _usage(account: ServiceAccount, status: str, count: int, timeout: float = 15) -> dict:
+    """The account's usage once ``count`` requests are ``status``: an outcome is recorded just
+    after its reply is published (a crash between the two publishes it again, never loses it)."""
+    deadline = time.monotonic() + timeout
+    while (usage := account.details()["usage"]).get(status) != count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return usage
 
 
 def test_a_replayed_request_is_rendered_and_answered_once(queue_platform: QueuePlatform):
@@ -245,7 +254,7 @@ def test_a_job_cancelled_over_http_is_answered_cancelled_on_the_queue(queue_plat
     assert outcome["requestId"] == request_id and outcome["metadata"] == {"run": 7}
     assert outcome["data"]["charged"] == 0 and outcome["data"]["refunded"] == PRICE
     assert _settled(account, 100) == {"available": 100, "held": 0, "granted": 100, "spent": 0}
-    assert account.details()["usage"]["cancelled"] == 1
+    assert _usage(account, "cancelled", 1)["cancelled"] == 1
 
 
 def test_a_job_that_fails_is_answered_job_failed_and_refunded(queue_platform: QueuePlatform):
@@ -261,4 +270,4 @@ def test_a_job_that_fails_is_answered_job_failed_and_refunded(queue_platform: Qu
     assert error["code"] == "EXECUTION_ERROR" and error["class"] == "system" and "CUDA out of memory" in error["message"]
     assert outcome["data"]["charged"] == 0 and outcome["data"]["refunded"] == PRICE
     assert _settled(account, 100) == {"available": 100, "held": 0, "granted": 100, "spent": 0}
-    assert account.details()["usage"]["failed"] == 1
+    assert _usage(account, "failed", 1)["failed"] == 1
