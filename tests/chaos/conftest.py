@@ -116,7 +116,7 @@ class Chaos:
             for user, job_id in jobs:
                 job = user.job(job_id)
                 if job["status"] == "running" and job["progress"] > 0 and \
-                        (worker is None or (job["worker"] or "").startswith(f"{worker}@")):
+                        (worker is None or self.stack.name_of(job["worker"]) == worker):
                     return job
             return None
         return _wait(busy, 30, "a job to make progress", interval=0.1)

@@ -21,7 +21,7 @@ def statuses(states: dict[str, dict]) -> set[tuple[str, str | None]]:
 
 def test_a_worker_killed_mid_batch(chaos: Chaos):
     jobs = chaos.submit(chaos.users(2), per_user=3, **BATCH)
-    victim = chaos.running_on(jobs)["worker"].split("@")[0]
+    victim = chaos.stack.name_of(chaos.running_on(jobs)["worker"])
     chaos.stack.workers.pop(victim).kill(signal.SIGKILL)
     chaos.restart_worker(victim)
 

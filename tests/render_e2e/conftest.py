@@ -118,6 +118,7 @@ class Stack:
     services: dict[str, Proc] = field(default_factory=dict)
     emulators: dict[str, tuple[Proc, str]] = field(default_factory=dict)
     workers: dict[str, Proc] = field(default_factory=dict)
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
     # -- processes --------------------------------------------------------------------
     @property
@@ -166,13 +167,26 @@ class Stack:
     def configure(self, name: str, **update: Any) -> None:
         requests.post(self.emulator_url(name) + "/emulator/config", json=update, timeout=5).raise_for_status()
 
+    def worker_name(self, name: str) -> str:
+        """The ``--name`` of the test's worker ``name``: with this stack's run id, so two test sessions on
+        one RabbitMQ never start the same Celery node (its pidbox queue is exclusive: RESOURCE_LOCKED)
+        nor take each other's remote-control commands (a drain pauses consumers by node name)."""
+        return f"{name}-{self.run}"
+
+    def name_of(self, worker_id: str | None) -> str | None:
+        """The test's name of worker ``worker_id`` (``<--name>@<host>#<boot>``, as a job or the catalog
+        names it); None when it is not one of this stack's."""
+        node = (worker_id or "").partition("@")[0]
+        return node.removesuffix(f"-{self.run}") if node.endswith(f"-{self.run}") else None
+
     def start_worker(self, name: str, emulator: str, **env: str) -> Proc:
         """Start worker ``name`` and wait until it serves (its heartbeat and catalog are published)."""
         log = self.tmp / f"worker-{name}.log"
         served_before = log.read_text(errors="replace").count(READY_LINE) if log.exists() else 0
         with open(log, "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "services.render_worker", "--comfyui",
-                                     self.emulator_url(emulator), "--name", name, "--loglevel", "INFO"],
+                                     self.emulator_url(emulator), "--name", self.worker_name(name),
+                                     "--loglevel", "INFO"],
                                     cwd=PROJECT_ROOT, env={**os.environ, **self.env, **env}, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         worker = Proc(name, proc, log)
@@ -184,7 +198,7 @@ class Stack:
 
     def catalog_of(self, name: str) -> dict | None:
         models = requests.get(self.gateway("/api/models"), timeout=5).json()["data"]
-        return next((w for w in models["workers"] if (w["workerId"] or "").startswith(f"{name}@")), None)
+        return next((w for w in models["workers"] if self.name_of(w["workerId"]) == name), None)
 
     def stop_worker(self, name: str, sig: int = signal.SIGTERM) -> None:
         self.workers.pop(name).kill(sig)

@@ -36,7 +36,7 @@ def _admin_headers(stack: Stack) -> dict[str, str]:
 def _workers(stack: Stack) -> dict[str, dict]:
     response = requests.get(stack.gateway("/api/admin/workers"), headers=_admin_headers(stack), timeout=5)
     assert response.status_code == 200, response.text
-    return {w["name"]: w for w in response.json()["data"]["items"]}
+    return {stack.name_of(w["name"]): w for w in response.json()["data"]["items"]}  # by the test's names
 
 
 def _exited(stack: Stack, name: str, timeout: float = 60) -> int:
@@ -56,13 +56,13 @@ def test_sigterm_lets_the_running_job_finish_and_takes_no_more(hosts: Stack):
     waiting = user.submit(steps=4)
 
     assert _exited(hosts, "d1") == 0
-    assert user.job(running)["status"] == "succeeded" and user.job(running)["worker"].startswith("d1@")
+    assert user.job(running)["status"] == "succeeded" and hosts.name_of(user.job(running)["worker"]) == "d1"
     assert user.job(waiting)["status"] == "queued", "a draining worker takes no new job"
     assert _workers(hosts)["d1"]["state"] == "dead"
 
     hosts.start_worker("d2", "db")
     finished = user.wait(waiting, 30)
-    assert finished["status"] == "succeeded" and finished["worker"].startswith("d2@")
+    assert finished["status"] == "succeeded" and hosts.name_of(finished["worker"]) == "d2"
     assert user.settles_at({"available": 470, "held": 0})
     hosts.stop_worker("d2")
 
@@ -83,7 +83,8 @@ def test_when_the_drain_time_is_up_the_job_goes_back_to_the_queue_unharmed(hosts
     hosts.configure("db", step_delay=0.01)
     hosts.start_worker("d4", "db")
     finished = user.wait(job_id, 30)
-    assert finished["status"] == "succeeded" and finished["attempts"] == 1 and finished["worker"].startswith("d4@")
+    assert finished["status"] == "succeeded" and finished["attempts"] == 1
+    assert hosts.name_of(finished["worker"]) == "d4"
     assert user.settles_at({"available": 470, "held": 0}), "charged once"
     ledger = [kind for kind, *_ in user.ledger()]
     assert ledger.count("hold") == 1 and ledger.count("capture") == 1, "one settlement"
@@ -101,7 +102,8 @@ def test_an_administrator_drains_and_resumes_a_worker(hosts: Stack):
     admin = _admin_headers(hosts)
     assert requests.post(hosts.gateway("/api/admin/workers/nobody/drain"), headers=admin,
                          timeout=5).status_code == 404
-    answer = requests.post(hosts.gateway("/api/admin/workers/d5/drain"), headers=admin, timeout=5)
+    d5 = hosts.gateway(f"/api/admin/workers/{hosts.worker_name('d5')}")
+    answer = requests.post(d5 + "/drain", headers=admin, timeout=5)
     assert answer.status_code == 200 and answer.json()["data"]["worker"]["drainRequested"]
     _wait(lambda: _workers(hosts)["d5"]["state"] == "draining", 10, "d5 to obey the drain")
 
@@ -111,9 +113,9 @@ def test_an_administrator_drains_and_resumes_a_worker(hosts: Stack):
     assert user.job(job_id)["status"] == "queued"
     assert hosts.workers["d5"].proc.poll() is None, "a drained worker stays alive"
 
-    assert requests.post(hosts.gateway("/api/admin/workers/d5/resume"), headers=admin, timeout=5).status_code == 200
+    assert requests.post(d5 + "/resume", headers=admin, timeout=5).status_code == 200
     finished = user.wait(job_id, 30)
-    assert finished["status"] == "succeeded" and finished["worker"].startswith("d5@")
+    assert finished["status"] == "succeeded" and hosts.name_of(finished["worker"]) == "d5"
     row = _wait(lambda: (w := _workers(hosts)["d5"])["done"] >= 1 and w, 10, "d5's count")
     assert row["state"] == "active" and row["loadedModel"] == "sd15_demo.safetensors" and row["failed"] == 0
     hosts.stop_worker("d5")

@@ -75,7 +75,7 @@ def test_a_job_streams_progress_previews_and_images_and_charges_what_it_delivere
     assert seen[-1]["data"]["images"] == 2 and seen[-1]["data"]["charged"] == 30
 
     job = user.job(job_id)
-    assert job["status"] == "succeeded" and job["attempts"] == 1 and job["worker"].startswith("w1@")
+    assert job["status"] == "succeeded" and job["attempts"] == 1 and pool.name_of(job["worker"]) == "w1"
     assert job["comfyPromptId"] and job["progress"] == 100 and job["imagesDelivered"] == 2
     assert user.settles_at({"available": 470, "held": 0})
     assert sorted(t for t, *_ in user.ledger()) == ["capture", "hold", "signup_bonus"], "one settlement"
@@ -254,7 +254,7 @@ def test_models_catalog_comes_from_live_workers(pool: Stack):
     assert set(workflows) == {"text2img", "img2img", "upscale", "text2img_lora", "flux_text2img"}
     assert workflows["text2img"]["pricePerImage"] == 15 and workflows["upscale"]["pricePerImage"] == 10
     assert {p["name"] for p in workflows["text2img"]["parameters"]} >= {"prompt", "model", "width", "seed"}
-    worker = next(w for w in catalog["workers"] if w["workerId"].startswith("w1@"))
+    worker = next(w for w in catalog["workers"] if pool.name_of(w["workerId"]) == "w1")
     assert worker["comfyuiVersion"] and worker["devices"] and worker["slots"] == 2
 
 
@@ -282,7 +282,7 @@ def test_a_worker_takes_only_workflows_its_comfyui_can_run(pool: Stack):
         ref = user.upload(png(40, 40)).json()["data"]["upload"]["ref"]
         upscaled = user.wait(user.submit(workflow="upscale", sourceImage=ref, scale=2, prompt=None, model=None,
                                          size=None, steps=None))
-        assert upscaled["status"] == "succeeded" and upscaled["worker"].startswith("w2@")
+        assert upscaled["status"] == "succeeded" and pool.name_of(upscaled["worker"]) == "w2"
         assert upscaled["outputs"][0]["width"] == 80, "the model-free resize variant ran"
     finally:
         pool.start_worker("w1", "a")

@@ -43,7 +43,7 @@ def test_three_hosts_one_taken_away_and_one_added(stack: Stack):
 
     def running_on(host: str) -> list[str]:
         return [job_id for user in users for job_id in jobs_of[user.id]
-                if (job := user.job(job_id))["status"] == "running" and (job["worker"] or "").startswith(host + "@")]
+                if (job := user.job(job_id))["status"] == "running" and stack.name_of(job["worker"]) == host]
 
     _wait(lambda: running_on("h2"), 30, "h2 to run a job")
     stack.workers["h2"].send(signal.SIGTERM)
@@ -51,7 +51,7 @@ def test_three_hosts_one_taken_away_and_one_added(stack: Stack):
     assert stack.workers.pop("h2").proc.returncode == 0
 
     _assert_charged_once(users, jobs_of)
-    workers = {user.job(job_id)["worker"].split("@")[0] for user in users for job_id in jobs_of[user.id]}
+    workers = {stack.name_of(user.job(job_id)["worker"]) for user in users for job_id in jobs_of[user.id]}
     assert {"h1", "h3"} <= workers, "the remaining hosts shared the work"
 
     # A fourth host joins; the next wave of jobs reaches it.
@@ -61,7 +61,7 @@ def test_three_hosts_one_taken_away_and_one_added(stack: Stack):
     jobs_of.update({user.id: [user.submit(steps=20) for _ in range(4)] for user in second})
     _assert_charged_once(second, jobs_of)
     on_h4 = [user.job(job_id) for user in second for job_id in jobs_of[user.id]
-             if user.job(job_id)["worker"].startswith("h4@")]
+             if stack.name_of(user.job(job_id)["worker"]) == "h4"]
     assert on_h4, "the new host took work"
     first_start = min(datetime.fromisoformat(job["startedAt"].rstrip("Z") + "+00:00").timestamp() for job in on_h4)
     print(f"h4 ran {len(on_h4)} of 12 jobs; its first started {first_start - joined:.2f} s after it joined "
