@@ -170,10 +170,17 @@ class CatalogPublisher(threading.Thread):
         self._announced = now
 
     def _obey_drain(self) -> None:
-        """Stop or resume consuming as an administrator asked (``services.render.fleet``)."""
+        """Stop or resume consuming as an administrator asked (``services.render.fleet``). The
+        worker is told over the broker; when that fails (the broker unreachable), the beat goes
+        on and the next one asks again."""
         wanted = fleet.drain_requested(self.redis, self.state.name)
         if wanted != self.state.paused and self.on_pause is not None:
-            self.on_pause(wanted)
+            try:
+                self.on_pause(wanted)
+            except Exception:
+                log.exception("render worker %s could not be %s; trying again at the next beat",
+                              self.state.name, "drained" if wanted else "resumed")
+                return
             self.state.paused = wanted
             log.warning("render worker %s %s by an administrator", self.state.name,
                         "drained" if wanted else "resumed")
@@ -198,11 +205,15 @@ class CatalogPublisher(threading.Thread):
             "lastHeartbeat": isoformat(utcnow())})
 
     def run(self) -> None:
+        """Beat until stopped, whatever one beat meets: a heartbeat thread that died would leave a
+        working worker looking dead, and the reconciler would take its running jobs back."""
         while not self._stopped.is_set():
             try:
                 self.refresh()
             except redis.RedisError as exc:
                 log.warning("worker heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("worker heartbeat failed")
             self._stopped.wait(self.interval)
 
     def stop(self) -> None:

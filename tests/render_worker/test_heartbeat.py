@@ -2,6 +2,12 @@
 drains or loses its ComfyUI is planned with on the scheduler's next pass."""
 from __future__ import annotations
 
+import time
+
+from kombu.exceptions import OperationalError
+
+from services.render import fleet
+from services.render.catalog import alive_key
 from services.render.scheduler import FairQueue
 from services.render_worker.comfyui import ComfyUIClient
 from services.render_worker.drain import WorkerState
@@ -39,3 +45,49 @@ def test_the_heartbeat_tells_the_scheduler_when_a_worker_joins_changes_or_leaves
         publisher.stop()
         for key in fair.redis.scan_iter(match=f"heartbeat-test-{unique}:*"):
             fair.redis.delete(key)
+
+
+def test_a_drain_the_broker_cannot_carry_is_asked_again_and_the_beat_goes_on(ctx, unique):
+    name = f"hb-{unique}"
+    state = WorkerState(name, "host", drain_seconds=1)
+    asked: list[bool] = []
+
+    def pause(paused: bool) -> None:
+        asked.append(paused)
+        if len(asked) == 1:
+            raise OperationalError("the broker is unreachable")
+
+    publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, name, ctx.templates.all, [], 2,
+                                 state=state, on_pause=pause)
+    fleet.set_drain(ctx.events.redis, name, True)
+    try:
+        assert publisher.refresh(), "the catalog is still published"
+        assert asked == [True] and not state.paused, "not drained yet"
+        assert publisher.refresh()
+        assert asked == [True, True] and state.paused, "asked again, and drained"
+    finally:
+        fleet.set_drain(ctx.events.redis, name, False)
+        publisher.stop()
+
+
+def test_the_heartbeat_thread_outlives_a_beat_that_fails_unexpectedly(ctx, unique):
+    worker_id = f"hb-{unique}"
+    publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, worker_id, ctx.templates.all, [], 2, interval=0.05)
+    beats = []
+
+    def failing_once() -> dict:
+        beats.append(1)
+        if len(beats) == 1:
+            raise KeyError("a catalog this code did not expect")
+        return ctx.templates.all()
+
+    publisher.templates = failing_once
+    publisher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not ctx.events.redis.exists(alive_key(worker_id)) or len(beats) < 2:
+            assert time.monotonic() < deadline, "the heartbeat stopped after the failing beat"
+            time.sleep(0.05)
+        assert publisher.is_alive()
+    finally:
+        publisher.stop()
