@@ -12,8 +12,6 @@ gateway relied on from gunicorn's worker:
 - ``--keep-alive``: an idle connection, or a request head that does not arrive, is closed after
   that many seconds (0: one request per connection);
 - the access line with the body's bytes and the answer's headers (``deploy/access_log.py``).
-
-And an answer's head and a body of up to ``ONE_SEND_BODY`` bytes go out in one send, not two.
 """
 from __future__ import annotations
 
@@ -22,9 +20,6 @@ import socket
 from typing import Sequence
 
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, GeventResponse, PyWSGIHandler
-
-# A body up to this size is copied behind the head and sent with it; a larger one is sent on its own.
-ONE_SEND_BODY = 64 * 1024
 
 
 class Handler(PyWSGIHandler):
@@ -66,30 +61,8 @@ class Handler(PyWSGIHandler):
         return super().start_response(status, headers, exc_info)
 
     def _write_with_headers(self, data: bytes) -> None:
-        if len(data) > ONE_SEND_BODY:
-            super()._write_with_headers(data)
-            self.head_length = self.response_length - len(data)
-            return
-        self.headers_sent = True
-        self.finalize_headers()
-        towrite = bytearray(b"HTTP/1.1 ")
-        towrite += self.status
-        towrite += b"\r\n"
-        for header, value in self.response_headers:
-            towrite += header
-            towrite += b": "
-            towrite += value
-            towrite += b"\r\n"
-        towrite += b"\r\n"
-        self.head_length = len(towrite)
-        if data and self.response_use_chunked:
-            towrite += b"%x\r\n" % len(data)
-            self.head_length = len(towrite)
-            towrite += data
-            towrite += b"\r\n"
-        else:
-            towrite += data
-        self._sendall(towrite)
+        super()._write_with_headers(data)
+        self.head_length = self.response_length - len(data)  # gevent counts the head as sent bytes
 
     def log_request(self) -> None:
         if self.taken_over or self.environ is None:
