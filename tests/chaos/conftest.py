@@ -9,8 +9,9 @@ when a RabbitMQ answers, required with ``TEST_REQUIRE_RABBITMQ=1``); on RabbitMQ
 worker's unacknowledged messages return to its queue as soon as its connection closes, and
 messages sent before Redis lost its data outlive it. The other faults (credits, the gallery,
 Redis with its append-only file) do not depend on the broker and run on Redis only
-(``REDIS_BROKER``). The stack's queue names and worker names are unique per run, so a
-shared RabbitMQ needs no vhost of its own.
+(``REDIS_BROKER``). One fault is RabbitMQ's alone: a live worker cut off from it (``Relay``, a
+TCP relay the test cuts; RabbitMQ itself is never touched). The stack's queue names and worker
+names are unique per run, so a shared RabbitMQ needs no vhost of its own.
 
 Each test injects one fault while its users' jobs run, and ``Chaos.assert_healed`` then
 checks what must hold after any fault: no job left queued or running once a worker is
@@ -22,10 +23,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import pytest
 import websocket
@@ -94,6 +98,70 @@ class Watcher(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(timeout=5)
+
+
+class Relay:
+    """A TCP relay between one process and its broker that a test can cut: every connection
+    through it dropped, and new ones refused for a while (the network between them fails)."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        self.target = (parsed.hostname, parsed.port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = parsed._replace(netloc=f"{parsed.netloc.rpartition('@')[0]}@127.0.0.1:"
+                                          f"{self.server.getsockname()[1]}").geturl()
+        self.up = threading.Event()
+        self.up.set()
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            if not self.up.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target, timeout=5)
+            upstream.settimeout(None)
+            with self.lock:
+                self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (sink, source):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        source.close()  # the sink is the other direction's source
+
+    def cut(self, seconds: float) -> None:
+        """Drop every connection and refuse new ones for ``seconds``."""
+        self.up.clear()
+        with self.lock:
+            for end in self.sockets:
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.sockets.clear()
+        time.sleep(seconds)
+        self.up.set()
+
+    def close(self) -> None:
+        self.server.close()
+        self.cut(0)
 
 
 @dataclass

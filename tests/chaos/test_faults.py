@@ -8,8 +8,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.chaos.conftest import EMULATORS, EVERY_BROKER, REDIS_BROKER, Chaos
-from tests.conftest import BROKERS
+from tests.chaos.conftest import EMULATORS, EVERY_BROKER, REDIS_BROKER, Chaos, Relay
+from tests.conftest import AMQP_URL, BROKERS
 from tests.render_e2e.conftest import _wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
@@ -90,6 +90,29 @@ def test_a_comfyui_dying_mid_batch_ends_its_jobs_without_waiting_for_it(chaos: C
     chaos.stack.start_emulator("b", port=urlparse(url).port)
     chaos.stack.configure("b", step_delay=0.05)
     _wait(lambda: chaos.stack.catalog_of("w2"), 30, "worker w2 to offer its ComfyUI again")
+
+
+@pytest.mark.parametrize("broker", [b for b in BROKERS if b == "rabbitmq"], indirect=True, scope="module")
+def test_a_worker_cut_off_from_rabbitmq_mid_batch_serves_on_and_runs_each_job_once(chaos: Chaos):
+    """Its connection closed, RabbitMQ puts the worker's unacknowledged messages back in its queue;
+    the worker, alive all along (its heartbeat is in Redis), reconnects and reads them again (a
+    job it finished meanwhile is skipped), and goes on serving. Eight cuts, as what went wrong after
+    a reconnect (the consumer stalled by Celery's prefetch restore, services.render_worker.worker)
+    was a race that only some reconnects lost."""
+    relay = Relay(AMQP_URL)
+    for name in EMULATORS:  # one worker, so every job runs on the one cut off
+        chaos.stack.stop_worker(name)
+    chaos.stack.start_worker("w1", EMULATORS["w1"], BROKER_URL=relay.url)
+    try:
+        users = chaos.users(2)
+        for _ in range(8):
+            chaos.running_on(chaos.submit(users, per_user=1, **BATCH), worker="w1")
+            relay.cut(1)
+        chaos.running_on(chaos.submit(users, per_user=1, **BATCH), worker="w1")
+        assert statuses(chaos.assert_healed()) == {("succeeded", None)}
+    finally:
+        chaos.stack.stop_worker("w1")
+        relay.close()
 
 
 @REDIS_BROKER
