@@ -42,6 +42,12 @@ celery = make_celery(settings, "render_worker")
 celery.conf.update(
     broker_transport_options={"visibility_timeout": config.visibility_timeout},
     worker_prefetch_multiplier=1,
+    # After a lost broker connection Celery lowers the prefetch count and raises it again from the
+    # callback of an acknowledgement, which the thread pool runs on the task's thread: a ``basic.qos``
+    # waiting for its answer on the connection the consumer reads. The two readers race and the
+    # consumer stalls (a minute or more: tests/chaos cuts a worker off). The scheduler sends a worker
+    # no more messages than it has slots, so there is nothing to over-fetch.
+    worker_enable_prefetch_count_reduction=False,
     task_create_missing_queues=True,
     include=["services.render_worker.tasks"],  # imported by the worker at start, registering the tasks
 )

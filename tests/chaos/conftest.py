@@ -2,6 +2,17 @@
 them (the render e2e ``Stack``: a private redis-server, credits, gallery, the reconciler, two
 ComfyUI emulators with a worker each, the gateway), on SQLite and, when one answers, MariaDB.
 
+The faults of the workers and what their messages go through (a worker killed mid-batch, every
+worker dead then the fleet back, a ComfyUI dying, Redis killed without its append-only file)
+run once per Celery broker (``EVERY_BROKER``: ids ``[…-redis]`` and ``[…-rabbitmq]``, the latter
+when a RabbitMQ answers, required with ``TEST_REQUIRE_RABBITMQ=1``); on RabbitMQ a killed
+worker's unacknowledged messages return to its queue as soon as its connection closes, and
+messages sent before Redis lost its data outlive it. The other faults (credits, the gallery,
+Redis with its append-only file) do not depend on the broker and run on Redis only
+(``REDIS_BROKER``). One fault is RabbitMQ's alone: a live worker cut off from it (``Relay``, a
+TCP relay the test cuts; RabbitMQ itself is never touched). The stack's queue names and worker
+names are unique per run, so a shared RabbitMQ needs no vhost of its own.
+
 Each test injects one fault while its users' jobs run, and ``Chaos.assert_healed`` then
 checks what must hold after any fault: no job left queued or running once a worker is
 back, every finished job's outbox emptied, every hold captured or released and matching
@@ -12,16 +23,19 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
+from urllib.parse import urlparse
 
 import pytest
 import websocket
 
 from shared.config import PROJECT_ROOT
-from tests.conftest import MYSQL_SERVER_URL, create_mysql_database, drop_mysql_database
+from tests.conftest import BROKERS, MYSQL_SERVER_URL, create_mysql_database, drop_mysql_database
 from tests.render_e2e.conftest import Stack, User, _wait, build_stack, teardown_stack
 
 FINAL_EVENTS = ("job.succeeded", "job.failed", "job.cancelled")
@@ -31,6 +45,10 @@ CHAOS_ENV = {
     "RENDER_NO_WORKER_GRACE_SECONDS": "6", "RENDER_USER_ACTIVE_LIMIT": "6",
 }
 EMULATORS = {"w1": "a", "w2": "b"}
+# A module-scoped stack per broker: every chaos test names its broker(s), so one stack serves
+# all the tests on a broker (a test without the parameter would need a stack of its own).
+EVERY_BROKER = pytest.mark.parametrize("broker", BROKERS, indirect=True, scope="module")
+REDIS_BROKER = pytest.mark.parametrize("broker", ["redis"], indirect=True, scope="module")
 
 
 class Watcher(threading.Thread):
@@ -80,6 +98,70 @@ class Watcher(threading.Thread):
     def stop(self) -> None:
         self.stopped.set()
         self.join(timeout=5)
+
+
+class Relay:
+    """A TCP relay between one process and its broker that a test can cut: every connection
+    through it dropped, and new ones refused for a while (the network between them fails)."""
+
+    def __init__(self, url: str) -> None:
+        parsed = urlparse(url)
+        self.target = (parsed.hostname, parsed.port)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = parsed._replace(netloc=f"{parsed.netloc.rpartition('@')[0]}@127.0.0.1:"
+                                          f"{self.server.getsockname()[1]}").geturl()
+        self.up = threading.Event()
+        self.up.set()
+        self.lock = threading.Lock()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="relay", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:  # closed
+                return
+            if not self.up.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target, timeout=5)
+            upstream.settimeout(None)
+            with self.lock:
+                self.sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        for end in (sink, source):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        source.close()  # the sink is the other direction's source
+
+    def cut(self, seconds: float) -> None:
+        """Drop every connection and refuse new ones for ``seconds``."""
+        self.up.clear()
+        with self.lock:
+            for end in self.sockets:
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.sockets.clear()
+        time.sleep(seconds)
+        self.up.set()
+
+    def close(self) -> None:
+        self.server.close()
+        self.cut(0)
 
 
 @dataclass
@@ -176,10 +258,17 @@ class Chaos:
 
 
 @pytest.fixture(scope="module")
-def chaos_stack(db_backend, tmp_path_factory):
-    """The whole render side, per database backend, shared by a module's faults."""
+def broker(request) -> str:
+    """The Celery broker of the stack (``EVERY_BROKER``, ``REDIS_BROKER``)."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def chaos_stack(db_backend, broker, tmp_path_factory):
+    """The whole render side, per database backend and broker, shared by a module's faults."""
     database_url = create_mysql_database(MYSQL_SERVER_URL) if db_backend == "mariadb" else None
-    stack = build_stack(tmp_path_factory.mktemp(f"chaos-{db_backend}"), database_url, **CHAOS_ENV)
+    stack = build_stack(tmp_path_factory.mktemp(f"chaos-{db_backend}-{broker}"), database_url, broker,
+                        **CHAOS_ENV)
     try:
         stack.start_service("gallery")
         for worker, emulator in EMULATORS.items():

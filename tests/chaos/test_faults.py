@@ -8,7 +8,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.chaos.conftest import EMULATORS, Chaos
+from tests.chaos.conftest import EMULATORS, EVERY_BROKER, REDIS_BROKER, Chaos, Relay
+from tests.conftest import AMQP_URL, BROKERS
 from tests.render_e2e.conftest import _wait
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
@@ -19,6 +20,7 @@ def statuses(states: dict[str, dict]) -> set[tuple[str, str | None]]:
     return {(state["status"], state["error"]) for state in states.values()}
 
 
+@EVERY_BROKER
 def test_a_worker_killed_mid_batch(chaos: Chaos):
     jobs = chaos.submit(chaos.users(2), per_user=3, **BATCH)
     victim = chaos.stack.name_of(chaos.running_on(jobs)["worker"])
@@ -28,6 +30,7 @@ def test_a_worker_killed_mid_batch(chaos: Chaos):
     assert statuses(chaos.assert_healed()) == {("succeeded", None)}, "its jobs ran again, elsewhere or later"
 
 
+@EVERY_BROKER
 def test_every_worker_dead_ends_their_jobs_with_a_refund_and_the_fleet_comes_back(chaos: Chaos):
     users = chaos.users(2)
     jobs = chaos.submit(users, per_user=3, steps=40, batchSize=2)
@@ -46,6 +49,7 @@ def test_every_worker_dead_ends_their_jobs_with_a_refund_and_the_fleet_comes_bac
     assert after[chaos.jobs[-1][1]]["status"] == "succeeded", "the fleet serves again"
 
 
+@REDIS_BROKER
 def test_credits_down_for_15_seconds_mid_batch_fails_no_job_and_charges_each_image_once(chaos: Chaos):
     jobs = chaos.submit(chaos.users(2), per_user=3, **BATCH)
     chaos.running_on(jobs)
@@ -56,7 +60,13 @@ def test_credits_down_for_15_seconds_mid_batch_fails_no_job_and_charges_each_ima
     assert statuses(chaos.assert_healed()) == {("succeeded", None)}
 
 
-@pytest.mark.parametrize("append_only", [True, False], ids=["with-aof", "without-aof"])
+# Redis is the scheduler's store on either broker; without its append-only file it forgets what was
+# released, while RabbitMQ still holds the messages sent before: the same jobs are sent again.
+REDIS_KILLS = [pytest.param("redis", True, id="redis-with-aof")] + \
+    [pytest.param(broker, False, id=f"{broker}-without-aof") for broker in BROKERS]
+
+
+@pytest.mark.parametrize("broker, append_only", REDIS_KILLS, indirect=["broker"], scope="module")
 def test_redis_killed_mid_batch(chaos: Chaos, append_only: bool):
     jobs = chaos.submit(chaos.users(2), per_user=3, **BATCH)
     chaos.running_on(jobs)
@@ -67,6 +77,7 @@ def test_redis_killed_mid_batch(chaos: Chaos, append_only: bool):
     assert statuses(chaos.assert_healed()) == {("succeeded", None)}, "queued jobs are sent again, none is lost"
 
 
+@EVERY_BROKER
 def test_a_comfyui_dying_mid_batch_ends_its_jobs_without_waiting_for_it(chaos: Chaos):
     jobs = chaos.submit(chaos.users(2), per_user=3, **BATCH)
     chaos.running_on(jobs, worker="w2")
@@ -81,6 +92,30 @@ def test_a_comfyui_dying_mid_batch_ends_its_jobs_without_waiting_for_it(chaos: C
     _wait(lambda: chaos.stack.catalog_of("w2"), 30, "worker w2 to offer its ComfyUI again")
 
 
+@pytest.mark.parametrize("broker", [b for b in BROKERS if b == "rabbitmq"], indirect=True, scope="module")
+def test_a_worker_cut_off_from_rabbitmq_mid_batch_serves_on_and_runs_each_job_once(chaos: Chaos):
+    """Its connection closed, RabbitMQ puts the worker's unacknowledged messages back in its queue;
+    the worker, alive all along (its heartbeat is in Redis), reconnects and reads them again (a
+    job it finished meanwhile is skipped), and goes on serving. Eight cuts, as what went wrong after
+    a reconnect (the consumer stalled by Celery's prefetch restore, services.render_worker.worker)
+    was a race that only some reconnects lost."""
+    relay = Relay(AMQP_URL)
+    for name in EMULATORS:  # one worker, so every job runs on the one cut off
+        chaos.stack.stop_worker(name)
+    chaos.stack.start_worker("w1", EMULATORS["w1"], BROKER_URL=relay.url)
+    try:
+        users = chaos.users(2)
+        for _ in range(8):
+            chaos.running_on(chaos.submit(users, per_user=1, **BATCH), worker="w1")
+            relay.cut(1)
+        chaos.running_on(chaos.submit(users, per_user=1, **BATCH), worker="w1")
+        assert statuses(chaos.assert_healed()) == {("succeeded", None)}
+    finally:
+        chaos.stack.stop_worker("w1")
+        relay.close()
+
+
+@REDIS_BROKER
 def test_a_frozen_gallery_delays_no_outcome(chaos: Chaos):
     for emulator in EMULATORS.values():  # failed jobs ring the gallery's bell
         chaos.stack.configure(emulator, faults={"execution_error": "injected", "persistent": True})
