@@ -38,6 +38,7 @@ from celery import Celery
 from shared.config import load_settings
 from shared.db import Database, utcnow
 from shared.events import CONSUMER_BLOCK_MS, EventBus, redis_client
+from shared.heap import freeze_startup_objects
 from shared.metrics import serve_metrics
 from shared.tasks import make_celery
 from shared.web import configure_logging
@@ -327,6 +328,7 @@ def main() -> None:
         signal.signal(signum, lambda *_: stop.set())
     log.info("render scheduler: batch share %s, affinity wait %s s", config.batch_min_share,
              config.affinity_wait_seconds)
+    freeze_startup_objects()
     scheduler.run(stop)
 
 

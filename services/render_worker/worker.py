@@ -23,6 +23,7 @@ from typing import Callable
 from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
 
 from shared.config import load_settings
+from shared.heap import freeze_startup_objects
 from shared.tasks import make_celery
 from shared.web import configure_logging
 
@@ -100,8 +101,8 @@ def capable_queues(ctx: RenderContext) -> list[str]:
 
 @worker_ready.connect
 def start_worker_threads(sender, **_kwargs) -> None:
-    """Consume the capable queues and the worker's own (where the scheduler sends it jobs), then
-    start the heartbeat/catalog thread."""
+    """Consume the capable queues and the worker's own (where the scheduler sends it jobs), start
+    the heartbeat/catalog thread, and leave what start-up made out of the garbage collector."""
     ctx = context(sender.hostname)
     try:
         for queue in capable_queues(ctx):
@@ -119,6 +120,7 @@ def start_worker_threads(sender, **_kwargs) -> None:
     publisher.start()
     _threads.append(publisher)
     log.info("render worker %s serving %s on %s", ctx.worker_id, queues, config.comfyui_url)
+    freeze_startup_objects()
 
 
 def _platform_logging(loglevel=None, **_kwargs) -> None:
