@@ -365,17 +365,19 @@ def image_latencies(stack: Stack, owners: list[Owner]) -> list[float]:
             if prompts.get(job_id) in sent]
 
 
-def platform_meter(stack: Stack) -> CpuMeter:
+def platform_meter(stack: Stack, precise: bool = False) -> CpuMeter:
     """Every process of the stack but the emulators (the GPUs), and the machine's mariadbd."""
-    meter = CpuMeter({name: pid for name, pid in stack.processes.pids.items() if not name.startswith("emulator")})
+    meter = CpuMeter({name: pid for name, pid in stack.processes.pids.items() if not name.startswith("emulator")},
+                     precise)
     meter.shared.pop("redis", None)  # the machine's shared servers; the stack's own redis-server is a root
     return meter
 
 
 def bench_idle_cpu(stack: Stack, seconds: float = 10) -> dict[str, float]:
     """CPU seconds per second of the stack with no job (heartbeats, polls, passes, and the
-    gateway's event listener while sockets are open)."""
-    meter = platform_meter(stack)
+    gateway's event listener while sockets are open), to the nanosecond: over a few seconds a
+    process's user + system ticks read 0 or 10 ms."""
+    meter = platform_meter(stack, precise=True)
     meter.start()
     time.sleep(seconds)
     return {name: value / seconds for name, value in meter.stop().items()}
@@ -392,7 +394,7 @@ def bench_cpu_per_job(stack: Stack, jobs: int, depth: int,
     limit = 4  # RENDER_USER_ACTIVE_LIMIT's default
     outstanding_cap = depth + 4
     owners = [Owner(stack) for _ in range((outstanding_cap + limit - 1) // limit + 1)]
-    idle = bench_idle_cpu(stack, 5)
+    idle = bench_idle_cpu(stack)
     open_jobs: dict[str, Owner] = {}
     meter = platform_meter(stack)
     completed, depths, measuring = 0, [], False

@@ -24,7 +24,6 @@ import logging
 import queue
 import socket
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -35,12 +34,10 @@ from shared.events import connect, redis_db, user_channel
 
 log = logging.getLogger(__name__)
 
-# How long the listener waits for a message when nothing wakes it: sockets that come or go wake
-# it at once (a message on its control channel), so this only bounds how long it takes to see
-# that the process is shutting down.
-IDLE_WAIT_SECONDS = 1.0
 # With nothing read for this long the listener sends a PING, so a connection the peer dropped
-# without a word fails its next read (as redis-py's ``health_check_interval`` does).
+# without a word fails its next read (as redis-py's ``health_check_interval`` does). It is also
+# all the listener waits: nothing else needs it awake, since sockets that come or go and the
+# process shutting down wake it at once (a message on its control channel).
 HEALTH_CHECK_SECONDS = 30.0
 READ_SIZE = 65536
 WAKE = ""  # what a socket publishes on the control channel to have its subscription applied
@@ -84,29 +81,26 @@ class Subscription:
         self._pool = client.connection_pool
         self._connection = self._pool.get_connection()  # connected, as redis-py's PubSub takes its own
         self._socket = self._connection._sock  # redis-py keeps no public read of the raw socket
-        self._socket.settimeout(IDLE_WAIT_SECONDS)
+        self._socket.settimeout(HEALTH_CHECK_SECONDS)
         encoding = self._pool.connection_kwargs.get("encoding", "utf-8")
         self._reader = hiredis.Reader(encoding=encoding, replyError=redis.ResponseError)
-        self._last_io = time.monotonic()
 
     def send(self, *command: str) -> None:
         self._connection.send_command(*command, check_health=False)
-        self._last_io = time.monotonic()
 
     def read(self) -> list[Any]:
-        """The replies that have arrived, waiting at most ``IDLE_WAIT_SECONDS`` for the first."""
+        """The replies that have arrived, waiting at most ``HEALTH_CHECK_SECONDS`` for the first
+        (and sending a PING when none came)."""
         replies = self._parsed()
         if replies:
             return replies
         try:
             data = self._socket.recv(READ_SIZE)
         except socket.timeout:
-            if time.monotonic() - self._last_io > HEALTH_CHECK_SECONDS:
-                self.send("PING")
+            self.send("PING")
             return []
         if not data:
             raise redis.ConnectionError("Redis closed the live-event subscription")
-        self._last_io = time.monotonic()
         self._reader.feed(data)
         return self._parsed()
 
@@ -209,7 +203,8 @@ class Fanout:
         try:
             self.redis.publish(self.control_channel, WAKE)
         except redis.RedisError:
-            pass  # the listener fails too and tells every socket; the change is applied within IDLE_WAIT_SECONDS otherwise
+            with self._lock:  # the next change sends its own WAKE (this one's socket, unconfirmed, is refused)
+                self._wake_sent = False
 
     def close(self) -> None:
         """Stop listening (the app is shutting down) and wait for the listener to end."""

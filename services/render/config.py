@@ -31,7 +31,7 @@ the environment.
 | ``RENDER_SHARE_WEIGHTS`` | (every role 1) | fair-share weights by role, e.g. ``admin=4,user=1``; an administrator may set one user's |
 | ``RENDER_BATCH_MIN_SHARE`` | 0.2 | the batch lane's (service accounts') share of releases while the interactive lane waits too |
 | ``RENDER_AFFINITY_WAIT_SECONDS`` | 5 | how long a job waits for a busy worker holding its checkpoint before any capable worker takes it; 0: no affinity |
-| ``RENDER_SCHEDULE_SECONDS`` | 1 | the scheduler's longest pause between passes when nothing nudges it |
+| ``RENDER_SCHEDULE_SECONDS`` | 1 | the scheduler's longest pause between passes when nothing nudges it while jobs wait or are released (with neither, half its lease) |
 """
 from __future__ import annotations
 

@@ -4,7 +4,9 @@ prompt slots free up: one Celery message per free slot, to the chosen worker's o
 
 A pass runs whenever admission or a worker nudges it (``<RENDER_QUEUE>:sched:wake``: a job
 arrived while a slot may be free, a job ended, the fleet changed) and at least every
-``RENDER_SCHEDULE_SECONDS``. Each pass
+``RENDER_SCHEDULE_SECONDS`` while jobs wait or are released; with neither, a pass could only
+renew the lease until a nudge comes, so the leader waits for one up to half its lease (and no
+later than its next sync with the database). Each pass
 * counts every live worker's free slots: its catalog's ``slots`` minus its running jobs
   (the database) minus jobs released to it that it has not claimed yet;
 * takes back jobs released to a worker that died, or that no worker claimed within
@@ -90,6 +92,7 @@ class Scheduler:
         self._passed_over: dict[str, float] = {}  # see plan()
         self._taken_back = False
         self._leading = False  # as of the last pass
+        self._idle = False  # the last pass led and found nothing waiting or released
         self._entries: dict[str, tuple[Entry, float]] = {}  # the window's entries and tags, as last read
         self._declared: set[str] = set()  # workers whose own queue this process declared
         self._claimed: list[str] = []  # released jobs the last workers() found claimed or over
@@ -109,6 +112,7 @@ class Scheduler:
         state = self.fair.lead(self.owner, self.lease_seconds, self.policy.lookahead, self._entries,
                                [alive_key(w) for w in ids])
         self._leading = state is not None
+        self._idle = False
         if state is None:
             SCHEDULER_LEADING.set(0)
             self._entries, self._full = {}, None  # another scheduler releases meanwhile
@@ -127,7 +131,7 @@ class Scheduler:
         for lane in LANES:
             SCHEDULER_WAITING.labels(lane).set(state.counts.get(lane, 0))
         if not state.released and not any(state.counts.values()):
-            self._positions, self._entries = {}, {}
+            self._positions, self._entries, self._idle = {}, {}, True
             if self._full is not False:  # a job that arrives in an empty line may find a free slot
                 self.fair.note_full(False)
                 self._full = False
@@ -293,7 +297,7 @@ class Scheduler:
         self._positions = positions
 
     def run(self, stop: threading.Event) -> None:
-        """Passes until ``stop``: on every nudge, and at least every ``RENDER_SCHEDULE_SECONDS``."""
+        """Passes until ``stop``: on every nudge, and at least every ``pause_seconds()``."""
         while not stop.is_set():
             try:
                 self.run_once()
@@ -304,10 +308,19 @@ class Scheduler:
         if self.redis.get(self.fair.lock_key) == self.owner:
             self.redis.delete(self.fair.lock_key)
 
+    def pause_seconds(self) -> float:
+        """How long to wait for a nudge before the next pass: ``RENDER_SCHEDULE_SECONDS``; after a
+        pass that led and found nothing waiting or released, half the lease (which the next pass
+        renews) or until the sync is due, whichever comes first, if that is longer."""
+        if not self._idle:
+            return self.config.schedule_seconds
+        sync_due = self._synced_at + self.config.reconcile_seconds - time.monotonic()
+        return max(self.config.schedule_seconds, min(self.lease_seconds / 2, sync_due))
+
     def _wait_for_nudge(self, stop: threading.Event) -> None:
-        """Wait up to ``RENDER_SCHEDULE_SECONDS`` for a nudge (admission, a finished job, the fleet
+        """Wait up to ``pause_seconds()`` for a nudge (admission, a finished job, the fleet
         changed), in slices of at most ``WAKE_SLICE_SECONDS``."""
-        deadline = time.monotonic() + self.config.schedule_seconds
+        deadline = time.monotonic() + self.pause_seconds()
         while not stop.is_set() and (left := deadline - time.monotonic()) >= 0.01:
             if self.redis.blpop([self.fair.wake_key], timeout=min(left, WAKE_SLICE_SECONDS)):
                 return

@@ -1,12 +1,13 @@
 """The gateway's one subscriber per process: sockets that come and go while its listener waits."""
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
 import redis
 
-from services.gateway.fanout import EVENT, EVENTS_DOWN, WAKE, Fanout, Mailbox
+from services.gateway.fanout import EVENT, EVENTS_DOWN, HEALTH_CHECK_SECONDS, WAKE, Fanout, Mailbox
 from shared.events import EventBus, redis_client
 
 DEADLINE = 30.0
@@ -80,3 +81,28 @@ def _subscriber_address(client: redis.Redis, fanout: Fanout) -> str:
     name = f"gateway-fanout-{fanout.process_id}"
     (subscriber,) = [c for c in client.client_list(_type="pubsub") if c["name"] == name]
     return subscriber["addr"]
+
+
+def test_a_wake_redis_refused_does_not_keep_the_next_socket_waiting(redis_url, unique, monkeypatch):
+    """The listener sleeps until a message or its health check (30 s): a socket whose wake could
+    not be published must not stop the next socket from waking it."""
+    fanout = Fanout(redis_url)
+    bus = EventBus(redis_client(redis_url))
+    alice, bob, carol = ((int(unique, 16) % 1_000_000) * 3 + offset for offset in range(3))
+    try:
+        fanout.attach(alice, Mailbox(10), DEADLINE)
+        time.sleep(0.2)  # the listener back to waiting on Redis
+        with monkeypatch.context() as patched:
+            patched.setattr(fanout.redis, "publish", _refuse)
+            with contextlib.suppress(redis.ConnectionError):  # refused, unless it met the listener awake
+                fanout.attach(bob, Mailbox(10), 0.5)
+        third = Mailbox(10)
+        fanout.attach(carol, third, HEALTH_CHECK_SECONDS / 3)  # woken, not found by the health check
+        bus.publish(carol, "credits.changed", {"available": 5})
+        assert _next_event(third)["data"] == {"available": 5}
+    finally:
+        fanout.close()
+
+
+def _refuse(*_args, **_kwargs):
+    raise redis.ConnectionError("Redis refused the publish")

@@ -16,10 +16,12 @@ from sqlalchemy import update
 from services.render.catalog import KEY_PREFIX, alive_key, publish_catalog
 from services.render.models import RenderJob
 from services.render.scheduler import BATCH, INTERACTIVE, Entry, FairQueue, Policy, WorkerSlots, plan
+from services.render_worker.scheduler import Scheduler
 from services.credits.client import CreditsClient
 from shared.db import utcnow
 from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command
 from shared.events import redis_client, redis_db, user_channel
+from shared.tasks import make_celery
 from tests.conftest import running_process
 from tests.render_fixtures import BODY, MODEL, balance
 
@@ -373,6 +375,37 @@ def test_a_schedule_period_beyond_redis_socket_timeout_waits_without_errors(sche
         runner.join(10)
     assert not runner.is_alive()
     assert not [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+
+
+def test_an_idle_leader_renews_its_lease_every_half_lease_and_a_job_that_comes_is_released_at_once(
+        app, user, live_worker, scheduler, render_settings):
+    """With nothing waiting or released a pass could only renew the lease: the leader waits for a
+    nudge up to half its lease instead of RENDER_SCHEDULE_SECONDS. A standby never takes over from
+    it meanwhile, and admission's nudge still has a job released without waiting for the pause."""
+    assert scheduler.run_once() == 0
+    assert scheduler.pause_seconds() == scheduler.lease_seconds / 2 > scheduler.config.schedule_seconds
+    service = app.extensions["render"]
+    celery = make_celery(render_settings, "render-test-standby")
+    standby = Scheduler(service.config, service.db, service.events, celery, service.templates, "scheduler@standby")
+    stop = threading.Event()
+    runner = threading.Thread(target=scheduler.run, args=(stop,))
+    runner.start()
+    try:
+        until = time.monotonic() + 1.5 * scheduler.lease_seconds
+        while time.monotonic() < until:
+            assert standby.run_once() is None, "the idle leader kept its lease"
+            time.sleep(0.5)
+        job_id = _admit(app, user[1])
+        deadline = time.monotonic() + 30
+        while job_id not in scheduler.fair.released():
+            assert time.monotonic() < deadline, "the job was not released"
+            time.sleep(0.05)
+        assert scheduler.pause_seconds() == scheduler.config.schedule_seconds, "a job released: passes as before"
+    finally:
+        stop.set()
+        runner.join(10)
+        celery.close()
+    assert not runner.is_alive()
 
 
 def test_released_jobs_are_forgotten_once_claimed_or_over(app, user, live_worker, scheduler, redis, queue):
