@@ -1,11 +1,14 @@
 """A raw HTTP/1.1 server whose answers a test scripts byte by byte, for the clients of the
 internal hop: connections closed unanswered, closed while idle, reused, answered badly, never
 answered (``tests/shared/test_http_transport.py``, ``tests/shared/test_internal_http.py``,
-``tests/gateway/test_edge.py``)."""
+``tests/gateway/test_edge.py``); and what timeout a client's reads from it waited with
+(``read_timeouts``)."""
 from __future__ import annotations
 
 import socket
 import threading
+
+import pytest
 
 class Silence:
     """An answer that never comes: the connection stays open, unanswered, until ``stop()``."""
@@ -90,3 +93,24 @@ class ScriptedServer:
     def stop(self) -> None:
         self.listener.close()
         self.stopped.set()
+
+
+def read_timeouts(monkeypatch: pytest.MonkeyPatch, port: int) -> list[float | None]:
+    """The timeout set on the socket at each read a client of 127.0.0.1:``port`` makes, from now
+    to the end of the test: what a test of a client's configured timeout asserts, rather than
+    how long the client took (which load stretches)."""
+    waited: list[float | None] = []
+
+    def spying(read):
+        def reading(sock: socket.socket, *args, **kwargs):
+            try:
+                if sock.getpeername()[1] == port:
+                    waited.append(sock.gettimeout())
+            except OSError:  # not connected
+                pass
+            return read(sock, *args, **kwargs)
+        return reading
+
+    for name in ("recv", "recv_into"):  # our transport reads with recv, http.client with recv_into
+        monkeypatch.setattr(socket.socket, name, spying(getattr(socket.socket, name)))
+    return waited

@@ -154,8 +154,8 @@ class World:
             "workerId": MATRIX_WORKER, "comfyuiUrl": "http://127.0.0.1:9", "comfyuiVersion": "0.3.64",
             "checkpoints": [MODEL], "samplers": ["euler"], "schedulers": ["normal"], "upscale_models": [],
             "workflows": ["text2img"], "slots": 1, "updatedAt": "now"})
-        fleet.record(self.redis, {"name": MATRIX_WORKER_NAME, "workerId": MATRIX_WORKER, "state": "active",
-                                  "lastHeartbeat": isoformat(utcnow())})
+        fleet.record(self.redis, {"name": MATRIX_WORKER_NAME, "node": MATRIX_WORKER, "workerId": MATRIX_WORKER,
+                                  "state": "active", "lastHeartbeat": isoformat(utcnow())})
 
     def call(self, service: str, method: str, path: str, token: str | None = None, service_token: bool = True,
              **kwargs: Any):
@@ -681,8 +681,8 @@ def running_world(database_url: str, redis_url: str, keys_dir: Path, data_dir: P
     apps["gateway"] = create_gateway_app(settings, load_gateway_config(settings, env), load_render_config(settings, env))
     redis = redis_client(redis_url)
     yield World(apps, outputs, settings.jwt_private_key_path.read_text(), redis)
-    redis.delete(catalog_key(MATRIX_WORKER), *redis.keys(f"render-matrix-{unique}.*"), fleet.drain_key(MATRIX_WORKER_NAME))
-    redis.hdel(fleet.REGISTRY_KEY, MATRIX_WORKER_NAME)
+    redis.delete(catalog_key(MATRIX_WORKER), *redis.keys(f"render-matrix-{unique}.*"), fleet.drain_key(MATRIX_WORKER))
+    redis.hdel(fleet.REGISTRY_KEY, MATRIX_WORKER)
     redis.close()
     for server in running.values():
         server.stop()

@@ -210,9 +210,9 @@ def admin_replace_presets():
 
 
 @bp.get("/api/admin/workers")
-@doc("The render workers seen lately: name, host, workerId, comfyuiUrl, comfyuiVersion, comfyuiReachable, "
-     "devices (VRAM), models by kind, loadedModel, workflows, slots, inFlight, done, failed, "
-     "lastHeartbeat, state (active, draining, dead) and drainRequested", auth="admin",
+@doc("The render workers seen lately: node (name@host, the worker's identity), name, host, workerId, "
+     "comfyuiUrl, comfyuiVersion, comfyuiReachable, devices (VRAM), models by kind, loadedModel, workflows, "
+     "slots, inFlight, done, failed, lastHeartbeat, state (active, draining, dead) and drainRequested", auth="admin",
      errors={503: "REDIS_UNAVAILABLE"})
 def admin_workers():
     require_admin()
@@ -220,16 +220,17 @@ def admin_workers():
 
 
 @bp.post("/api/admin/workers/<name>/drain")
-@doc("Drain a render worker: on its next heartbeat it stops taking jobs, finishes those in flight and "
-     "stays alive until resumed", auth="admin", errors={404: "WORKER_NOT_FOUND", 503: "REDIS_UNAVAILABLE"})
+@doc("Drain a render worker, named by its node (name@host) or by its name when no other worker has it: "
+     "on its next heartbeat it stops taking jobs, finishes those in flight and stays alive until resumed",
+     auth="admin", errors={404: "WORKER_NOT_FOUND", 409: "WORKER_AMBIGUOUS", 503: "REDIS_UNAVAILABLE"})
 def admin_drain_worker(name: str):
     require_admin()
     return ok(_service().drain_worker(name, True))
 
 
 @bp.post("/api/admin/workers/<name>/resume")
-@doc("Resume a drained render worker: it takes jobs again on its next heartbeat", auth="admin",
-     errors={404: "WORKER_NOT_FOUND", 503: "REDIS_UNAVAILABLE"})
+@doc("Resume a drained render worker, named as for a drain: it takes jobs again on its next heartbeat",
+     auth="admin", errors={404: "WORKER_NOT_FOUND", 409: "WORKER_AMBIGUOUS", 503: "REDIS_UNAVAILABLE"})
 def admin_resume_worker(name: str):
     require_admin()
     return ok(_service().drain_worker(name, False))

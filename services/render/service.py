@@ -32,7 +32,7 @@ from services.render.registry import ModelRegistry, Presets
 from services.render.workflows import Template, TemplateStore, validate_params
 from shared.config import Settings
 from shared.db import Database, isoformat, utcnow
-from shared.errors import BadRequest, Forbidden, NotFound, ServiceError, ServiceUnavailable, Unprocessable
+from shared.errors import BadRequest, Conflict, Forbidden, NotFound, ServiceError, ServiceUnavailable, Unprocessable
 from shared.events import EventBus
 from shared.offload import run_blocking
 from shared.storage import Storage
@@ -328,18 +328,23 @@ class RenderService:
             raise ServiceUnavailable("The worker registry (Redis) does not answer.", code="REDIS_UNAVAILABLE") from exc
 
     def drain_worker(self, name: str, drained: bool) -> dict[str, Any]:
-        """Ask the worker ``name`` to stop consuming (it obeys on its next heartbeat and stays
-        alive, finishing its jobs) or to consume again."""
+        """Ask the worker ``name`` (its node name ``<--name>@<host>``, or its ``--name`` when no other
+        worker has it) to stop consuming (it obeys on its next heartbeat and stays alive, finishing
+        its jobs) or to consume again."""
         try:
-            if not fleet.known(self.redis, name):
+            nodes = fleet.nodes_named(self.redis, name)
+            if not nodes:
                 raise NotFound("No render worker of that name has been seen.", code="WORKER_NOT_FOUND")
-            fleet.set_drain(self.redis, name, drained)
-            worker = next(w for w in fleet.list_workers(self.redis) if w["name"] == name)
+            if len(nodes) > 1:
+                raise Conflict("Several render workers have that name: name one by its node (name@host).",
+                               code="WORKER_AMBIGUOUS", details={"nodes": nodes})
+            fleet.set_drain(self.redis, nodes[0], drained)
+            worker = next(w for w in fleet.list_workers(self.redis) if w["node"] == nodes[0])
         except redis_lib.RedisError as exc:
             raise ServiceUnavailable("The worker registry (Redis) does not answer.", code="REDIS_UNAVAILABLE") from exc
         except StopIteration:
             raise NotFound("No render worker of that name has been seen.", code="WORKER_NOT_FOUND") from None
-        log.info("render worker %s %s by an administrator", name, "drained" if drained else "resumed")
+        log.info("render worker %s %s by an administrator", nodes[0], "drained" if drained else "resumed")
         return {"worker": worker}
 
     def admin_cancel(self, job_id: str) -> dict[str, Any]:

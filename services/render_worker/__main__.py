@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--comfyui", help="ComfyUI base URL (default: COMFYUI_URL)")
     parser.add_argument("--name", default=f"render-{socket.gethostname()}-{os.getpid()}",
-                        help="worker name (Celery node name prefix)")
+                        help="worker name; with the host, <name>@<host> (the Celery node name) names the worker "
+                             "in the fleet")
     parser.add_argument("--prompts", type=int, help="prompts kept inside ComfyUI at once "
                                                     "(default: RENDER_PROMPTS_IN_FLIGHT, 2)")
     parser.add_argument("--workflows", help="comma-separated workflows to serve (default: every one the "

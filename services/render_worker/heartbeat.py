@@ -147,11 +147,11 @@ class CatalogPublisher(threading.Thread):
                 self.catalog.update(self._live())
             publish_catalog(self.redis, self.catalog)
             self._announce(self.catalog)
-            COMFYUI_UP.labels(self.worker_id, self.comfyui.base_url).set(1)
+            COMFYUI_UP.labels(fleet.node_of(self.worker_id), self.comfyui.base_url).set(1)
             self._record(reachable=True)
             return True
         except ComfyUIError as exc:
-            COMFYUI_UP.labels(self.worker_id, self.comfyui.base_url).set(0)
+            COMFYUI_UP.labels(fleet.node_of(self.worker_id), self.comfyui.base_url).set(0)
             log.warning("worker catalog not refreshed (ComfyUI): %s", exc)
             self.catalog = None
             self.redis.delete(catalog_key(self.worker_id))  # a dead ComfyUI is not advertised
@@ -173,23 +173,23 @@ class CatalogPublisher(threading.Thread):
         """Stop or resume consuming as an administrator asked (``services.render.fleet``). The
         worker is told over the broker; when that fails (the broker unreachable), the beat goes
         on and the next one asks again."""
-        wanted = fleet.drain_requested(self.redis, self.state.name)
+        wanted = fleet.drain_requested(self.redis, self.state.node)
         if wanted != self.state.paused and self.on_pause is not None:
             try:
                 self.on_pause(wanted)
             except Exception:
                 log.exception("render worker %s could not be %s; trying again at the next beat",
-                              self.state.name, "drained" if wanted else "resumed")
+                              self.state.node, "drained" if wanted else "resumed")
                 return
             self.state.paused = wanted
-            log.warning("render worker %s %s by an administrator", self.state.name,
+            log.warning("render worker %s %s by an administrator", self.state.node,
                         "drained" if wanted else "resumed")
 
     def _live(self) -> dict[str, Any]:
         state = self.state
-        return {"name": state.name, "host": state.host, "state": state.state, "inFlight": state.in_flight,
-                "done": state.done, "failed": state.failed, "loadedModel": state.loaded_model,
-                "startedAt": state.started_at}
+        return {"name": state.name, "host": state.host, "node": state.node, "state": state.state,
+                "inFlight": state.in_flight, "done": state.done, "failed": state.failed,
+                "loadedModel": state.loaded_model, "startedAt": state.started_at}
 
     def _record(self, reachable: bool) -> None:
         """The operator's row of this worker (``GET /api/admin/workers``)."""

@@ -1,4 +1,5 @@
-"""The fleet registry: live, draining and dead workers, the drain flag, and forgetting."""
+"""The fleet registry: live, draining and dead workers, the drain flag, forgetting, and workers
+known by their node name ``<--name>@<host>``."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -10,10 +11,11 @@ from services.render.catalog import alive_key
 from shared.db import isoformat, utcnow
 
 
-def _beat(client, name: str, state: str = "active", ago: timedelta = timedelta(0), alive: bool = True) -> None:
-    worker_id = f"{name}@host#boot"
-    fleet.record(client, {"name": name, "workerId": worker_id, "state": state, "inFlight": 1,
-                          "lastHeartbeat": isoformat(utcnow() - ago)})
+def _beat(client, name: str, state: str = "active", ago: timedelta = timedelta(0), alive: bool = True,
+          host: str = "host") -> None:
+    worker_id = f"{name}@{host}#boot"
+    fleet.record(client, {"name": name, "host": host, "node": fleet.node_of(worker_id), "workerId": worker_id,
+                          "state": state, "inFlight": 1, "lastHeartbeat": isoformat(utcnow() - ago)})
     if alive:
         client.set(alive_key(worker_id), "1", ex=30)
 
@@ -25,16 +27,33 @@ def test_workers_are_listed_by_state_and_the_long_silent_are_forgotten(redis_url
     _beat(client, "b", state="draining")
     _beat(client, "c", alive=False, ago=timedelta(minutes=5))
     _beat(client, "d", alive=False, ago=timedelta(seconds=fleet.FORGET_SECONDS + 60))
-    fleet.set_drain(client, "b", True)
+    fleet.set_drain(client, "b@host", True)
 
     rows = {row["name"]: row for row in fleet.list_workers(client)}
     assert {name: row["state"] for name, row in rows.items()} == {"a": "active", "b": "draining", "c": "dead"}
     assert rows["b"]["drainRequested"] and not rows["a"]["drainRequested"]
     assert rows["c"]["inFlight"] == 0, "a dead worker runs nothing"
-    assert not client.hexists(fleet.REGISTRY_KEY, "d")
+    assert not client.hexists(fleet.REGISTRY_KEY, "d@host")
 
-    fleet.set_drain(client, "b", False)
-    assert not fleet.drain_requested(client, "b") and fleet.known(client, "a") and not fleet.known(client, "d")
+    fleet.set_drain(client, "b@host", False)
+    assert not fleet.drain_requested(client, "b@host")
+    assert fleet.nodes_named(client, "a") == ["a@host"] and fleet.nodes_named(client, "d") == []
     client.hset(fleet.REGISTRY_KEY, "broken", "{not json")
     assert "broken" not in {row["name"] for row in fleet.list_workers(client)}
-    client.delete(fleet.REGISTRY_KEY, fleet.drain_key("b"), *[alive_key(f"{n}@host#boot") for n in "ab"])
+    client.delete(fleet.REGISTRY_KEY, fleet.drain_key("b@host"), *[alive_key(f"{n}@host#boot") for n in "ab"])
+
+
+def test_workers_of_one_name_on_two_hosts_are_two_workers(redis_url):
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    client.delete(fleet.REGISTRY_KEY)
+    _beat(client, "gpu-0", host="host-a")
+    _beat(client, "gpu-0", host="host-b")
+    fleet.set_drain(client, "gpu-0@host-a", True)
+
+    rows = {row["node"]: row for row in fleet.list_workers(client)}
+    assert {node: row["drainRequested"] for node, row in rows.items()} == {"gpu-0@host-a": True,
+                                                                          "gpu-0@host-b": False}
+    assert fleet.nodes_named(client, "gpu-0") == ["gpu-0@host-a", "gpu-0@host-b"], "the name alone is ambiguous"
+    assert fleet.nodes_named(client, "gpu-0@host-b") == ["gpu-0@host-b"]
+    client.delete(fleet.REGISTRY_KEY, fleet.drain_key("gpu-0@host-a"),
+                  *[alive_key(f"gpu-0@{host}#boot") for host in ("host-a", "host-b")])

@@ -59,14 +59,14 @@ def test_a_drain_the_broker_cannot_carry_is_asked_again_and_the_beat_goes_on(ctx
 
     publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, name, ctx.templates.all, [], 2,
                                  state=state, on_pause=pause)
-    fleet.set_drain(ctx.events.redis, name, True)
+    fleet.set_drain(ctx.events.redis, state.node, True)
     try:
         assert publisher.refresh(), "the catalog is still published"
         assert asked == [True] and not state.paused, "not drained yet"
         assert publisher.refresh()
         assert asked == [True, True] and state.paused, "asked again, and drained"
     finally:
-        fleet.set_drain(ctx.events.redis, name, False)
+        fleet.set_drain(ctx.events.redis, state.node, False)
         publisher.stop()
 
 
@@ -91,3 +91,83 @@ def test_the_heartbeat_thread_outlives_a_beat_that_fails_unexpectedly(ctx, uniqu
         assert publisher.is_alive()
     finally:
         publisher.stop()
+
+
+def test_workers_of_one_name_on_two_hosts_are_listed_drained_and_resumed_apart(ctx, unique, render_settings,
+                                                                               render_config, issue_token):
+    """Hosts started from one compose file share the ``--name``; each worker is its node ``name@host``."""
+    from services.render.app import create_app
+
+    name = f"gpu-{unique}"
+    paused: dict[str, list[bool]] = {"host-a": [], "host-b": []}
+    states = {host: WorkerState(name, host, drain_seconds=1) for host in paused}
+    publishers = {host: CatalogPublisher(ctx.comfyui, ctx.events.redis, f"{name}@{host}#boot", ctx.templates.all,
+                                         [], 2, state=states[host], on_pause=paused[host].append)
+                  for host in paused}
+    app = create_app(render_settings, render_config)
+    client = app.test_client()
+    admin = {"Authorization": f"Bearer {issue_token(1, 'root', role='admin')}"}
+
+    def beat() -> dict[str, dict]:
+        for publisher in publishers.values():
+            assert publisher.refresh()
+        listed = client.get("/api/admin/workers", headers=admin).get_json()["data"]["items"]
+        return {row["host"]: row for row in listed if row["name"] == name}
+
+    try:
+        rows = beat()
+        assert set(rows) == {"host-a", "host-b"}, "both workers are listed"
+        assert {host: row["node"] for host, row in rows.items()} == {"host-a": f"{name}@host-a",
+                                                                      "host-b": f"{name}@host-b"}
+
+        ambiguous = client.post(f"/api/admin/workers/{name}/drain", headers=admin)
+        assert ambiguous.status_code == 409
+        assert ambiguous.get_json()["error"]["code"] == "WORKER_AMBIGUOUS"
+        assert ambiguous.get_json()["error"]["details"]["nodes"] == [f"{name}@host-a", f"{name}@host-b"]
+
+        drained = client.post(f"/api/admin/workers/{name}@host-a/drain", headers=admin)
+        assert drained.status_code == 200 and drained.get_json()["data"]["worker"]["node"] == f"{name}@host-a"
+        rows = beat()
+        assert paused == {"host-a": [True], "host-b": []}, "only the worker named is drained"
+        assert (rows["host-a"]["state"], rows["host-a"]["drainRequested"]) == ("draining", True)
+        assert (rows["host-b"]["state"], rows["host-b"]["drainRequested"]) == ("active", False)
+
+        assert client.post(f"/api/admin/workers/{name}@host-a/resume", headers=admin).status_code == 200
+        rows = beat()
+        assert paused == {"host-a": [True, False], "host-b": []}
+        assert {row["state"] for row in rows.values()} == {"active"}
+    finally:
+        for host, publisher in publishers.items():
+            publisher.stop()
+            fleet.set_drain(ctx.events.redis, f"{name}@{host}", False)
+            ctx.events.redis.hdel(fleet.REGISTRY_KEY, f"{name}@{host}", name)
+        app.extensions["render"].db.dispose()
+
+
+def test_a_worker_whose_name_no_other_has_is_drained_by_its_name(ctx, unique, render_settings, render_config,
+                                                                  issue_token):
+    """The route's earlier form, ``/api/admin/workers/<--name>/drain``, still reaches a worker whose
+    ``--name`` is unique in the fleet."""
+    from services.render.app import create_app
+
+    name = f"solo-{unique}"
+    paused: list[bool] = []
+    state = WorkerState(name, "host-a", drain_seconds=1)
+    publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, f"{name}@host-a#boot", ctx.templates.all, [], 2,
+                                 state=state, on_pause=paused.append)
+    app = create_app(render_settings, render_config)
+    admin = {"Authorization": f"Bearer {issue_token(1, 'root', role='admin')}"}
+    try:
+        assert publisher.refresh()
+        answer = app.test_client().post(f"/api/admin/workers/{name}/drain", headers=admin)
+        assert answer.status_code == 200 and answer.get_json()["data"]["worker"]["node"] == f"{name}@host-a"
+        assert publisher.refresh() and paused == [True]
+        assert app.test_client().post(f"/api/admin/workers/{name}/resume", headers=admin).status_code == 200
+        assert publisher.refresh() and paused == [True, False]
+        assert app.test_client().post(f"/api/admin/workers/nobody-{unique}/drain",
+                                      headers=admin).get_json()["error"]["code"] == "WORKER_NOT_FOUND"
+    finally:
+        publisher.stop()
+        fleet.set_drain(ctx.events.redis, f"{name}@host-a", False)
+        ctx.events.redis.hdel(fleet.REGISTRY_KEY, f"{name}@host-a")
+        app.extensions["render"].db.dispose()

@@ -47,17 +47,25 @@ def test_queue_depth_and_oldest_age_are_read_at_scrape_time(ctx, user_id):
     assert measured["render_queue_oldest_age_seconds"]["render.metrics-probe"] >= 0
 
 
-def test_comfyui_reachability_is_reported_per_worker(ctx, unique):
+def test_comfyui_reachability_is_reported_per_worker_node_across_restarts(ctx, unique):
+    """One series per worker, labelled with its node name (``<--name>@<host>``): the same while it
+    waits for its ComfyUI at start (``__main__``) and once it beats, and after a restart."""
     from prometheus_client import REGISTRY
 
+    from services.render.metrics import COMFYUI_UP
     from services.render_worker.comfyui import ComfyUIClient
     from services.render_worker.heartbeat import CatalogPublisher
 
     def up(worker: str, url: str) -> float | None:
         return REGISTRY.get_sample_value("render_comfyui_up", {"worker": worker, "comfyui": url})
 
-    answering = CatalogPublisher(ctx.comfyui, ctx.events.redis, f"up-{unique}", ctx.templates.all, [], 1)
-    assert answering.refresh() and up(f"up-{unique}", ctx.comfyui.base_url) == 1
+    node = f"up-{unique}@host-a"
+    COMFYUI_UP.labels(node, ctx.comfyui.base_url).set(0)  # as the worker waiting for its ComfyUI reports it
+    answering = CatalogPublisher(ctx.comfyui, ctx.events.redis, f"{node}#boot1", ctx.templates.all, [], 1)
+    assert answering.refresh() and up(node, ctx.comfyui.base_url) == 1, "the series of the wait is the one set up"
+    assert up(f"{node}#boot1", ctx.comfyui.base_url) is None, "no series per start"
     gone = ComfyUIClient("http://127.0.0.1:9", retry_seconds=0)
-    silent = CatalogPublisher(gone, ctx.events.redis, f"down-{unique}", ctx.templates.all, [], 1)
-    assert not silent.refresh() and up(f"down-{unique}", gone.base_url) == 0
+    silent = CatalogPublisher(gone, ctx.events.redis, f"down-{unique}@host-a#boot2", ctx.templates.all, [], 1)
+    assert not silent.refresh() and up(f"down-{unique}@host-a", gone.base_url) == 0
+    answering.stop()
+    silent.stop()
