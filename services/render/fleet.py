@@ -16,7 +16,9 @@ until it has been silent for ``FORGET_SECONDS``.
 ``render:drain:<node>`` is an administrator's drain: the worker of that node name stops
 consuming on its next beat and stays alive (its jobs in flight finish) until the flag is
 removed (resume). The flag has no expiry, so a drained host restarted for maintenance
-stays drained until someone resumes it.
+stays drained until someone resumes it. A flag of the form used before node names,
+``render:drain:<--name>``, still drains every worker of that name, and resuming any of them
+removes it, so a drain set before an upgrade survives the upgrade.
 """
 from __future__ import annotations
 
@@ -47,15 +49,20 @@ def drain_key(node: str) -> str:
     return DRAIN_PREFIX + node
 
 
+def _former_drain_key(node: str) -> str:
+    """The flag of the node's ``--name`` alone, as it was set before workers had node names."""
+    return drain_key(node.partition("@")[0])
+
+
 def drain_requested(redis_client: redis.Redis, node: str) -> bool:
-    return bool(redis_client.exists(drain_key(node)))
+    return bool(redis_client.exists(drain_key(node), _former_drain_key(node)))
 
 
 def set_drain(redis_client: redis.Redis, node: str, drained: bool) -> None:
     if drained:
         redis_client.set(drain_key(node), isoformat(utcnow()))
     else:
-        redis_client.delete(drain_key(node))
+        redis_client.delete(drain_key(node), _former_drain_key(node))
 
 
 def record(redis_client: redis.Redis, summary: dict[str, Any]) -> None:
@@ -101,7 +108,7 @@ def list_workers(redis_client: redis.Redis) -> list[dict[str, Any]]:
     pipe = redis_client.pipeline(transaction=False)
     for summary in summaries:
         pipe.exists(alive_key(summary.get("workerId") or ""))
-        pipe.exists(drain_key(summary["node"]))
+        pipe.exists(drain_key(summary["node"]), _former_drain_key(summary["node"]))
     answers = pipe.execute()
     forget_before = utcnow() - timedelta(seconds=FORGET_SECONDS)
     workers = []

@@ -2,6 +2,7 @@
 known by their node name ``<--name>@<host>``."""
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import redis as redis_lib
@@ -57,3 +58,20 @@ def test_workers_of_one_name_on_two_hosts_are_two_workers(redis_url):
     assert fleet.nodes_named(client, "gpu-0@host-b") == ["gpu-0@host-b"]
     client.delete(fleet.REGISTRY_KEY, fleet.drain_key("gpu-0@host-a"),
                   *[alive_key(f"gpu-0@{host}#boot") for host in ("host-a", "host-b")])
+
+
+def test_a_drain_set_before_node_names_still_drains_every_worker_of_that_name_until_resumed(redis_url):
+    client = redis_lib.Redis.from_url(redis_url, decode_responses=True)
+    client.set(fleet.DRAIN_PREFIX + "gpu-0", "2026-12-01T00:00:00Z")  # as the previous version wrote it
+    try:
+        assert fleet.drain_requested(client, "gpu-0@host-a") and fleet.drain_requested(client, "gpu-0@host-b")
+        assert not fleet.drain_requested(client, "gpu-1@host-a")
+        client.hset(fleet.REGISTRY_KEY, "gpu-0@host-b", json.dumps({"name": "gpu-0", "host": "host-b", "lastHeartbeat": isoformat(utcnow())}))
+        assert [row["drainRequested"] for row in fleet.list_workers(client) if row["node"] == "gpu-0@host-b"] == [True]
+
+        fleet.set_drain(client, "gpu-0@host-a", False)
+        assert not fleet.drain_requested(client, "gpu-0@host-a")
+        assert not client.exists(fleet.DRAIN_PREFIX + "gpu-0")
+    finally:
+        client.delete(fleet.DRAIN_PREFIX + "gpu-0")
+        client.hdel(fleet.REGISTRY_KEY, "gpu-0@host-b")
