@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+
 class Silence:
     """An answer that never comes: the connection stays open, unanswered, until ``stop()``."""
 

@@ -120,6 +120,7 @@ class CatalogPublisher(threading.Thread):
         self.comfyui = comfyui
         self.redis = redis_client
         self.worker_id = worker_id
+        self.node = fleet.node_of(worker_id)
         self.templates = templates
         self.queues = queues
         self.slots = slots
@@ -147,11 +148,11 @@ class CatalogPublisher(threading.Thread):
                 self.catalog.update(self._live())
             publish_catalog(self.redis, self.catalog)
             self._announce(self.catalog)
-            COMFYUI_UP.labels(fleet.node_of(self.worker_id), self.comfyui.base_url).set(1)
+            COMFYUI_UP.labels(self.node, self.comfyui.base_url).set(1)
             self._record(reachable=True)
             return True
         except ComfyUIError as exc:
-            COMFYUI_UP.labels(fleet.node_of(self.worker_id), self.comfyui.base_url).set(0)
+            COMFYUI_UP.labels(self.node, self.comfyui.base_url).set(0)
             log.warning("worker catalog not refreshed (ComfyUI): %s", exc)
             self.catalog = None
             self.redis.delete(catalog_key(self.worker_id))  # a dead ComfyUI is not advertised

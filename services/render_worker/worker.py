@@ -8,9 +8,10 @@ worker is ready it adds the queues of every workflow its ComfyUI can run.
 
 A worker id is ``<celery hostname>#<boot token>``: unique per start, shared by the pool's
 processes. The Celery hostname (node name) ``<--name>@<host>`` is the worker's identity in the
-fleet (``services.render.fleet``): drains, the operators' registry and metrics use it. While the worker lives, a thread refreshes its heartbeat and catalog. Jobs of
-dead workers, lost messages and unsettled credits are the reconciler's, a process of its
-own (``services.render_worker.reconciler``), so they are looked after with no worker alive.
+fleet (``services.render.fleet``): drains, the operators' registry and metrics use it. While
+the worker lives, a thread refreshes its heartbeat and catalog. Jobs of dead workers, lost
+messages and unsettled credits are the reconciler's, a process of its own
+(``services.render_worker.reconciler``), so they are looked after with no worker alive.
 """
 from __future__ import annotations
 

@@ -83,34 +83,24 @@ def test_attack_tokens_are_refused_with_4401(connect, attack_tokens):
         assert expect_close(ws) == 4401, attack
 
 
-def _gateway_rechecking_every(gateway_env, seconds: str) -> Iterator[RunningServer]:
-    app = build_app({**gateway_env, "WS_RECHECK_SECONDS": seconds})
-    running = serve(app)
-    yield running
-    running.stop()
-    close_app(app)
-
-
 @pytest.fixture
-def rechecking_server(gateway_env) -> Iterator[RunningServer]:
-    """A gateway whose sockets re-check revocation every 0.2 s."""
-    yield from _gateway_rechecking_every(gateway_env, "0.2")
+def rechecking_connect(gateway_env) -> Iterator:
+    """``rechecking_connect(seconds)``: how to connect to a gateway of its own whose sockets
+    re-check revocation every ``seconds``."""
+    gateways = []
 
+    def _gateway(seconds: str):
+        app = build_app({**gateway_env, "WS_RECHECK_SECONDS": seconds})
+        running = serve(app)
+        connector = _connector(running)
+        gateways.append((app, running, connector))
+        return next(connector)
 
-@pytest.fixture
-def recheck_connect(rechecking_server):
-    yield from _connector(rechecking_server)
-
-
-@pytest.fixture
-def hourly_rechecking_server(gateway_env) -> Iterator[RunningServer]:
-    """A gateway whose sockets re-check revocation only hourly (the most it allows)."""
-    yield from _gateway_rechecking_every(gateway_env, "3600")
-
-
-@pytest.fixture
-def hourly_recheck_connect(hourly_rechecking_server):
-    yield from _connector(hourly_rechecking_server)
+    yield _gateway
+    for app, running, connector in gateways:
+        next(connector, None)  # closes its sockets
+        running.stop()
+        close_app(app)
 
 
 # How long a test waits for a frame that should come within a second: only a wait that
@@ -130,9 +120,9 @@ def receive_within(ws: websocket.WebSocket, seconds: float) -> dict:
             return json.loads(data)
 
 
-def test_socket_closes_when_its_token_expires_not_at_the_next_recheck(hourly_recheck_connect, issue_token, unique):
+def test_socket_closes_when_its_token_expires_not_at_the_next_recheck(rechecking_connect, issue_token, unique):
     token = issue_token(11, f"short_{unique}", minutes=2 / 60)
-    ws = hourly_recheck_connect(f"?token={token}")
+    ws = rechecking_connect("3600")(f"?token={token}")  # hourly: the most the gateway allows
     assert receive(ws)["type"] == "ready"
     ws.send(json.dumps({"type": "ping"}))
     assert receive(ws) == {"type": "pong"}
@@ -144,13 +134,14 @@ def test_socket_closes_when_its_token_expires_not_at_the_next_recheck(hourly_rec
 
 
 @pytest.mark.parametrize("mark", ["token", "user"])
-def test_socket_closes_when_its_token_is_revoked(recheck_connect, issue_token, bus, unique, mark):
+def test_socket_closes_when_its_token_is_revoked(rechecking_connect, issue_token, bus, unique, mark):
     """The 0.2 s re-check notices the revocation: with the default 30 s one, the token (20 s)
     would expire first and the socket close with TOKEN_EXPIRED instead."""
     user_id = 4_000_000 + int(unique[:5], 16)
     token = issue_token(user_id, f"rev_{unique}", minutes=20 / 60)
     claims = jwt.decode(token, options={"verify_signature": False})
     key = revoked_token_key(claims["jti"]) if mark == "token" else revoked_user_key(user_id)
+    recheck_connect = rechecking_connect("0.2")
     ws = recheck_connect(f"?token={token}")
     assert receive(ws)["type"] == "ready"
     bus.redis.set(key, str(claims["iat"] + 1), ex=60)

@@ -759,11 +759,14 @@ def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
                     admin_page.goto("/admin")
                     admin_page.get_by_test_id(f"admin-tab-{tab}").click()
                     admin_page.wait_for_load_state("networkidle")
+                    shares = admin_page.get_by_role("heading", name="各用户排队任务" if language == "zh-CN"
+                                                    else "Waiting jobs by user")
+                    if tab == "fleet":
+                        shares.wait_for()  # the fleet loaded, not its skeleton
                     no_horizontal_overflow(admin_page, f"admin {tab} ({language})")
                     shoot(admin_page, f"admin-{tab}-phone-{language}")
                     if tab == "fleet":  # the fair-share section, further down
-                        admin_page.get_by_role("heading", name="各用户排队任务" if language == "zh-CN"
-                                               else "Waiting jobs by user").scroll_into_view_if_needed()
+                        shares.scroll_into_view_if_needed()
                         shoot(admin_page, f"admin-fleet-shares-phone-{language}")
                 page.goto("/dashboard")
                 page.get_by_role("button", name="菜单" if language == "zh-CN" else "Menu").click()
