@@ -90,7 +90,7 @@ export default {
   },
   works: {
     reviewPending: 'In review', reviewRejected: 'Not approved', reviewRejectedBecause: 'Not approved: {reason}',
-    featured: 'Featured', new: 'New', public: 'Public', private: 'Private', views: 'views', likes: 'likes', like: 'Like', liked: 'Liked',
+    featured: 'Featured', new: 'New', public: 'Public', private: 'Private', views: 'views', likes: 'likes', viewCount: '{n} view | {n} views', likeCount: '{n} like | {n} likes', like: 'Like', liked: 'Liked',
     download: 'Download original', copyLink: 'Copy link', linkCopied: 'Link copied to the clipboard', useSettings: 'Use these settings',
     prompt: 'Prompt', negativePrompt: 'Negative prompt', parameters: 'Parameters', signInToLike: 'Sign in to like works. Go to sign in?',
     report: 'Report', reportPrompt: 'Why are you reporting this work?', reportReason: 'Give a reason of at least 2 characters', reported: 'Report sent. Thank you.',
@@ -106,14 +106,14 @@ export default {
     title: 'Gallery', subtitle: 'Discover great AI works from the community', search: 'Search titles, descriptions, prompts, tags', tag: 'Tag',
     sorts: { newest: 'Newest', hottest: 'Hottest', likes: 'Most liked', views: 'Most viewed', trending: 'Trending' },
     times: { all: 'All time', today: 'Today', week: 'This week', month: 'This month' },
-    empty: 'No works found', clearFilters: 'Clear filters', loadMore: 'Load more', end: 'All {n} works shown', openPage: 'Open as a page',
+    empty: 'No works found', clearFilters: 'Clear filters', loadMore: 'Load more', end: 'The only work is shown | All {n} works shown', openPage: 'Open as a page',
   },
   user: { notFound: 'This user does not exist or keeps the profile private', works: 'Public works', noWorks: 'No public works yet' },
   myWorks: {
     title: 'My works', subtitle: 'Everything you have saved', new: 'New work', total: 'Works', public: 'Public', views: 'Views', likes: 'Likes',
     search: 'Search my works', visibility: 'Visibility', all: 'All', grid: 'Grid', list: 'List', selectAll: 'Select page', selected: '{n} selected',
     publish: 'Make public', unpublish: 'Make private', addTags: 'Add tags', tagPrompt: 'Tags to add, separated by commas',
-    confirmBatchDelete: 'Delete the {n} selected works? This cannot be undone.', confirmDelete: 'Delete “{title}”? This cannot be undone.',
+    confirmBatchDelete: 'Delete the selected work? This cannot be undone. | Delete the {n} selected works? This cannot be undone.', confirmDelete: 'Delete “{title}”? This cannot be undone.',
     deleted: 'Work deleted', batchDone: 'Done', empty: 'No saved works yet', created: 'Created', editTitle: 'Edit work',
   },
   profile: {
@@ -139,8 +139,8 @@ export default {
   admin: {
     safety: {
       mode: 'Review mode: {mode}', modes: { off: 'off (recorded only)', 'flagged-only': 'works matching the term list', all: 'every public work' },
-      states: { pending: 'Waiting', rejected: 'Rejected', approved: 'Approved' }, approve: 'Approve', reject: 'Reject', rejectTitle: 'Reject {n} works',
-      rejectReason: 'Reason (shown to the author)', selected: '{n} selected', flaggedBy: 'Flagged for', decided: '{n} works done', noQueue: 'Nothing waits for review',
+      states: { pending: 'Waiting', rejected: 'Rejected', approved: 'Approved' }, approve: 'Approve', reject: 'Reject', rejectTitle: 'Reject {n} work | Reject {n} works',
+      rejectReason: 'Reason (shown to the author)', selected: '{n} selected', flaggedBy: 'Flagged for', decided: '{n} work done | {n} works done', noQueue: 'Nothing waits for review',
       term: 'Term', kind: 'Kind', kinds: { term: 'word', pattern: 'regex' }, category: 'Category', severity: 'Action', severities: { block: 'block', review: 'review' },
       note: 'Note', addTerm: 'Add', importTerms: 'Import', importHint: 'One term a line, with the category and action chosen above', imported: '{added} added, {skipped} already listed',
       deleteConfirm: 'Delete the term “{text}”?', search: 'Search terms', allCategories: 'All categories', tryText: 'Try a text', tryHint: 'Type some text to see which entries it matches', noHits: 'No match',

@@ -91,7 +91,7 @@ export default {
   },
   works: {
     reviewPending: '审核中', reviewRejected: '未通过审核', reviewRejectedBecause: '未通过审核：{reason}',
-    featured: '精选', new: '新作', public: '公开', private: '私有', views: '浏览', likes: '点赞', like: '点赞', liked: '已点赞',
+    featured: '精选', new: '新作', public: '公开', private: '私有', views: '浏览', likes: '点赞', viewCount: '{n} 浏览', likeCount: '{n} 点赞', like: '点赞', liked: '已点赞',
     download: '下载原图', copyLink: '复制链接', linkCopied: '链接已复制到剪贴板', useSettings: '使用此参数创作',
     prompt: '提示词', negativePrompt: '反向提示词', parameters: '生成参数', signInToLike: '登录后才能点赞，是否前往登录？',
     report: '举报', reportPrompt: '请说明举报原因', reportReason: '请填写至少 2 个字的原因', reported: '已提交举报，感谢反馈',
