@@ -56,6 +56,25 @@ celery.conf.update(
 )
 BOOT_TOKEN = uuid.uuid4().hex[:8]
 
+
+class AckLostWithConnection(logging.Filter):
+    """Celery (kombu's ``Message.ack_log_error``/``reject_log_error``) logs as critical an
+    acknowledgement the broker connection could not carry: after a reconnect, a task that ended
+    while the connection was down acknowledges on the channel that died with it. Nothing is lost:
+    the broker put the message back when the connection closed (RabbitMQ at once, Redis after the
+    visibility timeout), the worker reads it again, and the job's claim skips it. A warning, then,
+    with the reason in the line and no traceback: it must not page anyone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.CRITICAL and str(record.msg).startswith(("Couldn't ack", "Couldn't reject")):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+# The logger Celery hands kombu for a task's acknowledgement (celery.worker.request).
+logging.getLogger("celery.worker.request").addFilter(AckLostWithConnection())
+
 _lock = threading.Lock()
 _contexts: dict[str, RenderContext] = {}
 _threads: list[CatalogPublisher] = []
