@@ -773,6 +773,9 @@ def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
                 page.locator(".nav-drawer").get_by_text("我的作品" if language == "zh-CN" else "My works").wait_for()
                 page.wait_for_timeout(500)  # let the drawer finish sliding in before the picture
                 shoot(page, f"drawer-phone-{language}")
+    likes = api(page, "GET", f"/api/works/{work_id}")["work"]["likes"]
+    page.goto(f"/works/{work_id}")  # English counts take the singular for one
+    page.locator(".stats").get_by_text(f"{likes} like" if likes == 1 else f"{likes} likes", exact=True).wait_for()
     page.goto("/gallery")
     page.get_by_role("heading", name="Gallery").wait_for()
     for target in (page, admin_page, anonymous):
