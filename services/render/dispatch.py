@@ -24,8 +24,9 @@ def queue_name(base: str, workflow: str) -> str:
 
 # A worker's own queue is gone this long after its last consumer left (RabbitMQ's
 # ``x-expires``): worker ids are new on every start, so queues of past starts must not pile up.
-# A job released there unclaimed is taken back by the scheduler long before. (Redis needs
-# nothing: an empty list is no key.)
+# A job released there unclaimed is taken back by the scheduler long before. On Redis kombu
+# gives the list this expiry with each message sent, and the scheduler gives it to the list of
+# a message kombu put back into a dead worker's queue (``expire_queues_of_gone_workers``).
 WORKER_QUEUE_EXPIRES_SECONDS = 3600
 
 

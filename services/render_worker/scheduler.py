@@ -17,7 +17,8 @@ later than its next sync with the database). Each pass
 and every ``RENDER_RECONCILE_SECONDS``, or at once when Redis lost its data, it syncs the
 line with the database: queued jobs found in neither the waiting nor the released set are
 put back (in fair order), entries of jobs that no longer wait are dropped, and what it
-kept about workers that are gone (last model, declared queue) is forgotten.
+kept about workers that are gone (last model, declared queue) is forgotten; on a Redis broker
+their own queues get the expiry they have on RabbitMQ (``expire_queues_of_gone_workers``).
 
 Run one or more anywhere that reaches the database, Redis and the broker: a lease in
 Redis (``<RENDER_QUEUE>:sched:lock``) lets one release at a time; another takes over
@@ -36,6 +37,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
+from kombu.utils.encoding import bytes_to_str
 
 from shared.config import load_settings
 from shared.db import Database, utcnow
@@ -49,7 +51,8 @@ from services.render import jobs
 from services.render.metrics import SCHEDULER_LEADING, SCHEDULER_RELEASED, SCHEDULER_TAKEN_BACK, SCHEDULER_WAITING
 from services.render.catalog import MODEL_KINDS, REFRESH_SECONDS, alive_key, read_live_catalogs, workflow_names
 from services.render.config import RenderConfig, load_config
-from services.render.dispatch import declare_worker_queue, estimated_start_seconds, send_job, worker_queue
+from services.render.dispatch import (WORKER_QUEUE_EXPIRES_SECONDS, declare_worker_queue, estimated_start_seconds,
+                                      send_job, worker_queue)
 from services.render.scheduler import (BATCH, INTERACTIVE, LANES, Entry, FairQueue, Policy, Released, Snapshot,
                                        WorkerSlots, entry_for, interleaved, plan)
 from services.render.workflows import TemplateStore
@@ -261,9 +264,33 @@ class Scheduler:
         for worker_id in self._declared - alive_ids:  # ids are new on every start: never sent to again
             self.celery.amqp.queues.pop(worker_queue(self.config.queue_prefix, worker_id), None)
         self._declared &= alive_ids
+        self.expire_queues_of_gone_workers()
         if restored:
             log.warning("scheduler: put %s queued jobs back in line (Redis had lost them)", restored)
         return restored
+
+    def expire_queues_of_gone_workers(self) -> None:
+        """On a Redis broker, give the own queue of each worker that is gone the expiry RabbitMQ
+        gives it (``x-expires``). kombu sets it with every message sent, but not when it puts a
+        worker's unacknowledged message back (a killed worker's after the visibility timeout, a
+        stopping one's at once): nothing reads the queue of a past start, so that message stayed
+        for good. Its job does not need it: the database has the job, and a running one is the
+        reconciler's to take back, a released one ``workers``'."""
+        with self.celery.pool.acquire(block=True) as connection:
+            if connection.transport.driver_type != "redis":
+                return  # RabbitMQ expires the queues itself
+            with connection.default_channel.conn_or_acquire() as broker:
+                base = worker_queue(self.config.queue_prefix, "")
+                keys = [bytes_to_str(key) for key in broker.scan_iter(match=base + "*", count=1000, _type="list")]
+                beats = self.redis.mget([alive_key(key[len(base):]) for key in keys]) if keys else []
+                pipe = broker.pipeline(transaction=False)
+                for key, beat in zip(keys, beats):
+                    if beat is None:
+                        pipe.expire(key, WORKER_QUEUE_EXPIRES_SECONDS, nx=True)  # nx: one sent has it
+                expiring = sum(pipe.execute())
+        if expiring:
+            log.info("scheduler: %s queues of workers that are gone expire in %s s", expiring,
+                     WORKER_QUEUE_EXPIRES_SECONDS)
 
     # -- telling users -------------------------------------------------------------------
     def publish_positions(self, waiting: dict[str, list[Entry]], counts: dict[str, int]) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import update
 from services.render.catalog import KEY_PREFIX, alive_key, publish_catalog
 from services.render.models import RenderJob
 from services.render.scheduler import BATCH, INTERACTIVE, Entry, FairQueue, Policy, WorkerSlots, plan
+from services.render_worker import scheduler as scheduler_process
 from services.render_worker.scheduler import Scheduler
 from services.credits.client import CreditsClient
 from shared.db import utcnow
@@ -275,6 +276,37 @@ def test_a_sync_forgets_what_it_kept_about_workers_that_are_gone(app, user, live
     assert f"{queue}.worker.render@a" not in queues and "render@a" not in scheduler.fair.last_models()
     assert f"{queue}.worker.render@b" in queues and scheduler.fair.last_models().get("render@b") == MODEL
     assert scheduler._declared == {"render@b"}
+
+
+def test_on_a_redis_broker_the_queue_of_a_worker_that_is_gone_expires_as_on_rabbitmq(
+        app, user, live_worker, scheduler, redis, queue, monkeypatch):
+    """kombu puts a worker's unacknowledged message back into the worker's own queue (after the
+    visibility timeout when it was killed), with none of the queue's ``x-expires``: in the queue of a
+    past start nothing reads it, and it stayed in Redis for good. Its job is not lost (the
+    scheduler or the reconciler takes it back), so the queue may go as on RabbitMQ."""
+    publish_catalog(redis, {"workerId": "render@b", "checkpoints": [MODEL], "workflows": ["text2img"], "slots": 2})
+    redis.set(alive_key("render@b"), "1", ex=30)
+    first, second = _admit(app, user[1]), _admit(app, user[1])
+    assert scheduler.run_once() == 2
+    dead, live = f"{queue}.worker.render@a", f"{queue}.worker.render@b"
+    assert _worker_messages(redis, queue, "render@a") == [first] and _worker_messages(redis, queue, "render@b") == [second]
+    with scheduler.celery.connection_for_read() as connection:
+        channel = connection.channel()
+        for name in (dead, live):  # each worker takes its message and stops before acknowledging it
+            assert channel.basic_get(name, no_ack=False) is not None
+        channel.close()  # kombu puts both back, as it does with a killed worker's after the visibility timeout
+    assert redis.ttl(dead) == redis.ttl(live) == -1, "put back with no expiry"
+    redis.delete(alive_key("render@a"), KEY_PREFIX + "render@a")  # render@a is gone
+    monkeypatch.setattr(scheduler_process, "WORKER_QUEUE_EXPIRES_SECONDS", 1)
+    scheduler.sync()
+    assert redis.ttl(live) == -1 and _worker_messages(redis, queue, "render@b") == [second], "a live worker's is kept"
+    deadline = time.monotonic() + 30
+    while redis.exists(dead) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not redis.exists(dead), "the queue of the worker that is gone expired"
+    scheduler.fair.fleet_changed()
+    assert scheduler.run_once() == 1, "the job whose message was there goes to the live worker"
+    assert _worker_messages(redis, queue, "render@b") == [first, second]
 
 
 def test_a_draining_worker_gets_no_job_and_what_it_has_not_claimed_goes_to_another(app, user, live_worker, scheduler,
