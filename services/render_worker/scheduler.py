@@ -18,7 +18,8 @@ and every ``RENDER_RECONCILE_SECONDS``, or at once when Redis lost its data, it 
 line with the database: queued jobs found in neither the waiting nor the released set are
 put back (in fair order), entries of jobs that no longer wait are dropped, and what it
 kept about workers that are gone (last model, declared queue) is forgotten; on a Redis broker
-their own queues get the expiry they have on RabbitMQ (``expire_queues_of_gone_workers``).
+their own queues get the expiry they have on RabbitMQ (``expire_queues_of_gone_workers``, at
+most every ``GONE_QUEUES_SECONDS``).
 
 Run one or more anywhere that reaches the database, Redis and the broker: a lease in
 Redis (``<RENDER_QUEUE>:sched:lock``) lets one release at a time; another takes over
@@ -73,6 +74,10 @@ WAKE_SLICE_SECONDS = CONSUMER_BLOCK_MS / 1000
 # The workers' catalogs are read again when the fleet's version changed (a worker joined, left, or
 # changed what it offers), and at least this often (as often as workers refresh them).
 CATALOG_SECONDS = REFRESH_SECONDS
+# On a Redis broker, how often a sync also walks the broker's keys for queues of workers that are
+# gone (``expire_queues_of_gone_workers``, a SCAN of the whole keyspace): a queue there lives an
+# hour, so a few minutes late is nothing.
+GONE_QUEUES_SECONDS = 300.0
 
 
 class Scheduler:
@@ -98,6 +103,7 @@ class Scheduler:
         self._idle = False  # the last pass led and found nothing waiting or released
         self._entries: dict[str, tuple[Entry, float]] = {}  # the window's entries and tags, as last read
         self._declared: set[str] = set()  # workers whose own queue this process declared
+        self._queues_expired_at = float("-inf")  # expire_queues_of_gone_workers' last run
         self._claimed: list[str] = []  # released jobs the last workers() found claimed or over
         self._full: bool | None = None  # what this process last wrote of FairQueue.note_full (None: unknown)
         self.slots = 0
@@ -264,7 +270,9 @@ class Scheduler:
         for worker_id in self._declared - alive_ids:  # ids are new on every start: never sent to again
             self.celery.amqp.queues.pop(worker_queue(self.config.queue_prefix, worker_id), None)
         self._declared &= alive_ids
-        self.expire_queues_of_gone_workers()
+        if time.monotonic() - self._queues_expired_at >= GONE_QUEUES_SECONDS:
+            self._queues_expired_at = time.monotonic()
+            self.expire_queues_of_gone_workers()
         if restored:
             log.warning("scheduler: put %s queued jobs back in line (Redis had lost them)", restored)
         return restored
