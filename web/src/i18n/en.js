@@ -99,7 +99,7 @@ export default {
   params: {
     width: 'Width', height: 'Height', guidance: 'Guidance', lora: 'LoRA style', loraStrength: 'LoRA strength', scale: 'Scale', upscaleModel: 'Upscale model', clipL: 'CLIP-L encoder', t5: 'T5 encoder', vae: 'VAE',
     workflow: 'Workflow', model: 'Model', size: 'Size', steps: 'Steps', cfgScale: 'Creativity (CFG)', creativity: 'Creativity',
-    seed: 'Seed', sampler: 'Sampler', scheduler: 'Scheduler', batchSize: 'Images', prompt: 'Description', negativePrompt: 'Negative prompt', denoise: 'Denoise',
+    seed: 'Seed', sampler: 'Sampler', scheduler: 'Scheduler', batchSize: 'Images', prompt: 'Prompt', negativePrompt: 'Negative prompt', denoise: 'Denoise',
   },
   gallery: {
     sort: 'Sort', period: 'Period',
@@ -117,7 +117,7 @@ export default {
     deleted: 'Work deleted', batchDone: 'Done', empty: 'No saved works yet', created: 'Created', editTitle: 'Edit work',
   },
   profile: {
-    joined: 'Joined', publicPage: 'View my public page', works: 'Works', likes: 'Likes', views: 'Views',
+    joined: 'Joined', publicPage: 'View my public page', works: 'Works', likes: 'Likes', views: 'Views', credits: 'Credits',
     tabs: { info: 'Profile', security: 'Security', privacy: 'Privacy', credits: 'Credits' },
     bio: 'Bio', website: 'Website', location: 'Location', websiteRule: 'The website must start with http:// or https://',
     changeAvatar: 'Change avatar', avatarDone: 'Avatar updated', avatarSize: 'Avatars must be 5 MB or smaller',
@@ -141,12 +141,12 @@ export default {
       mode: 'Review mode: {mode}', modes: { off: 'off (recorded only)', 'flagged-only': 'works matching the term list', all: 'every public work' },
       states: { pending: 'Waiting', rejected: 'Rejected', approved: 'Approved' }, approve: 'Approve', reject: 'Reject', rejectTitle: 'Reject {n} work | Reject {n} works',
       rejectReason: 'Reason (shown to the author)', selected: '{n} selected', flaggedBy: 'Flagged for', decided: '{n} work done | {n} works done', noQueue: 'Nothing waits for review',
-      term: 'Term', kind: 'Kind', kinds: { term: 'word', pattern: 'regex' }, category: 'Category', severity: 'Action', severities: { block: 'block', review: 'review' },
+      term: 'Term', kind: 'Kind', kinds: { term: 'Word', pattern: 'Regex' }, category: 'Category', severity: 'Action', severities: { block: 'Block', review: 'Review' },
       note: 'Note', addTerm: 'Add', importTerms: 'Import', importHint: 'One term a line, with the category and action chosen above', imported: '{added} added, {skipped} already listed',
       deleteConfirm: 'Delete the term “{text}”?', search: 'Search terms', allCategories: 'All categories', tryText: 'Try a text', tryHint: 'Type some text to see which entries it matches', noHits: 'No match',
       version: 'List version {v}', noTerms: 'The list is empty',
       actions: { blocked: 'Blocked', flagged: 'Flagged', output_flagged: 'Output withheld', review_approved: 'Approved', review_rejected: 'Rejected', term_added: 'Term added', term_updated: 'Term changed', term_removed: 'Term removed', terms_imported: 'Terms imported' },
-      outputFlagged: 'Image {index} withheld by {checker} (categories: {categories}); not shown to the user, not charged', keptImage: 'Withheld image', keptImageHint: 'Kept for moderators; the link expires within minutes (reload the page for a fresh one)', noKeptImage: 'No copy of the image was kept', action: 'Event', source: 'Source', actor: 'By', subject: 'Subject', excerpt: 'Content', time: 'Time', exportCsv: 'Export CSV', retention: 'kept {days} days', allActions: 'All events',
+      outputFlagged: 'Image {index} withheld by {checker} (categories: {categories}); not shown to the user, not charged', keptImage: 'Withheld image', keptImageHint: 'Kept for moderators; the link expires within minutes (reload the page for a fresh one)', noKeptImage: 'No copy of the image was kept', action: 'Event', source: 'Source', actor: 'By', subject: 'Subject', excerpt: 'Content', time: 'Time', exportCsv: 'Export CSV', retention: 'Kept for {days} days', allActions: 'All events', noEvents: 'No events match these filters',
       categoryNames: { politics: 'harmful political content', sexual: 'sexual or vulgar content', violence: 'violence or gore', terrorism: 'terrorism or extremism', gambling: 'gambling', drugs: 'drugs or contraband', fraud: 'fraud', abuse: 'abuse or discrimination', privacy: 'personal information', ads: 'spam or advertising', other: 'other prohibited content' },
       since: 'From', until: 'Until',
     },
