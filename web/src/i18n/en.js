@@ -33,7 +33,7 @@ export default {
   credits: {
     goRedeem: 'Redeem a code', priceCard: 'Prices', perImage: '{n} credits / image', byJob: 'By job', entries: 'Entries', job: 'Job', jobLine: '{workflow}: {n} image | {workflow}: {n} images', jobRunning: '{workflow}: running, {held} reserved', jobRefunded: '{workflow}: {status}, fully refunded', openJob: 'Open the job',
     unit: 'credits', balanceHint: 'Available credits', heldHint: '{held} more are reserved for running jobs', available: 'Available', held: 'Reserved',
-    earned: 'Earned', spent: 'Spent', spentMonth: 'Spent this month', history: 'History', allTypes: 'All types', from: 'From', to: 'To',
+    earned: 'Earned', spent: 'Spent', spentMonth: 'Spent this month', history: 'Credit history', allTypes: 'All types', from: 'From', to: 'To',
     noEntries: 'No entries yet', time: 'Time', type: 'Type', change: 'Change', heldChange: 'Reserved', after: 'Balance', description: 'Description',
     jobEntry: { hold: 'Held for job {job}', capture: 'Images of job {job}', release: 'Unused credits of job {job} returned' },
     chartTitle: 'Spending, last 30 days', chartLabel: '{total} credits spent in the last 30 days', chartCaption: '{total} credits spent in the last {days} days',
@@ -49,7 +49,7 @@ export default {
     welcome: 'Welcome back, {name}!', subtitle: 'Turn ideas into images with AI. What will you create today?', startCreating: 'Start creating',
     statWorks: 'Works', statLikes: 'Likes received', statJobs: 'Render jobs', statSpentMonth: 'Credits spent this month',
     recentWorks: 'Recent works', viewAll: 'View all', noWorks: 'No works yet', firstWork: 'Create your first work',
-    credits: 'Credits', history: 'History', runningJobs: 'Running jobs', noRunning: 'Nothing running right now',
+    credits: 'Credits', history: 'Credit history', runningJobs: 'Running jobs', noRunning: 'Nothing running right now',
     quick: 'Quick actions', quickCreate: 'Text to image',
   },
   create: {
@@ -147,7 +147,7 @@ export default {
       version: 'List version {v}', noTerms: 'The list is empty',
       actions: { blocked: 'Blocked', flagged: 'Flagged', output_flagged: 'Output withheld', review_approved: 'Approved', review_rejected: 'Rejected', term_added: 'Term added', term_updated: 'Term changed', term_removed: 'Term removed', terms_imported: 'Terms imported' },
       outputFlagged: 'Image {index} withheld by {checker} (categories: {categories}); not shown to the user, not charged', keptImage: 'Withheld image', keptImageHint: 'Kept for moderators; the link expires within minutes (reload the page for a fresh one)', noKeptImage: 'No copy of the image was kept', action: 'Event', source: 'Source', actor: 'By', subject: 'Subject', excerpt: 'Content', time: 'Time', exportCsv: 'Export CSV', retention: 'Kept for {days} days', allActions: 'All events', noEvents: 'No events match these filters',
-      categoryNames: { politics: 'harmful political content', sexual: 'sexual or vulgar content', violence: 'violence or gore', terrorism: 'terrorism or extremism', gambling: 'gambling', drugs: 'drugs or contraband', fraud: 'fraud', abuse: 'abuse or discrimination', privacy: 'personal information', ads: 'spam or advertising', other: 'other prohibited content' },
+      categoryNames: { politics: 'Harmful political content', sexual: 'Sexual or vulgar content', violence: 'Violence or gore', terrorism: 'Terrorism or extremism', gambling: 'Gambling', drugs: 'Drugs or contraband', fraud: 'Fraud', abuse: 'Abuse or discrimination', privacy: 'Personal information', ads: 'Spam or advertising', other: 'Other prohibited content' },
       since: 'From', until: 'Until',
     },
     sa: {
