@@ -37,7 +37,7 @@ export default {
     noEntries: 'No entries yet', time: 'Time', type: 'Type', change: 'Change', heldChange: 'Reserved', after: 'Balance', description: 'Description',
     jobEntry: { hold: 'Held for job {job}', capture: 'Images of job {job}', release: 'Unused credits of job {job} returned' },
     chartTitle: 'Spending, last 30 days', chartLabel: '{total} credits spent in the last 30 days', chartCaption: '{total} credits spent in the last {days} days',
-    redeemTitle: 'Redeem a code', redeemHint: 'Enter a code', redeem: 'Redeem', redeemed: 'Redeemed: {n} credits added',
+    redeemTitle: 'Redeem a code', redeemHint: 'Enter a code', redeem: 'Redeem', redeemed: 'Redeemed: {n} credit added | Redeemed: {n} credits added',
     redeemErrors: {
       REDEEM_CODE_NOT_FOUND: 'Unknown code', REDEEM_CODE_EXPIRED: 'This code has expired', REDEEM_CODE_USED_UP: 'This code is used up',
       REDEEM_CODE_ALREADY_REDEEMED: 'You already redeemed this code', REDEEM_CODE_EXISTS: 'That code already exists',
@@ -79,9 +79,9 @@ export default {
     status: { queued: 'Queued', running: 'Rendering', succeeded: 'Done', failed: 'Failed', cancelled: 'Cancelled' },
     waiting: 'Waiting for a worker…', queuePosition: 'Queued: {n} job ahead | Queued: {n} jobs ahead', creating: 'AI is creating…', step: 'Step {step} of {total}',
     eta: 'About {time} left', elapsed: '{time} elapsed', preview: 'Live preview', cancel: 'Cancel job', cancelConfirm: 'Cancel this job? Images not yet made are refunded.',
-    cancelledTitle: 'Job cancelled', cancelledRefund: 'Job cancelled, {n} credits refunded', failed: 'Rendering failed', refunded: '{n} credits refunded', retry: 'Retry',
+    cancelledTitle: 'Job cancelled', cancelledRefund: 'Job cancelled, {n} credit refunded | Job cancelled, {n} credits refunded', failed: 'Rendering failed', refunded: '{n} credits refunded', retry: 'Retry',
     save: 'Save as work', saveAll: 'Save all', saved: 'Saved', downloadOriginal: 'Download original', useAsSource: 'Use as source', upscale: 'Upscale',
-    charged: '{n} credits charged', started: 'Started',
+    charged: '{n} credit charged | {n} credits charged', started: 'Started',
   },
   save: {
     title: 'Save work', titleAll: 'Save {n} works', name: 'Title', description: 'Description', tags: 'Tags', tagsHint: 'Type and press Enter, up to 10',
@@ -133,7 +133,7 @@ export default {
     typeNames: { work_liked: 'Likes', work_featured: 'Featured', work_hidden: 'Hidden works', work_restored: 'Restored works', credits_granted: 'Credits', job_failed: 'Failed jobs' },
     types: {
       work_liked: '{actor} liked your work “{title}”', work_featured: 'Your work “{title}” was featured', work_restored: 'Your work “{title}” is visible again',
-      work_hidden: 'Your work “{title}” was hidden: {reason}', credits_granted: 'You received {amount} credits: {reason}', job_failed: 'A render job failed: {reason}',
+      work_hidden: 'Your work “{title}” was hidden: {reason}', credits_granted: 'You received {amount} credit: {reason} | You received {amount} credits: {reason}', job_failed: 'A render job failed: {reason}',
     },
   },
   admin: {
@@ -154,7 +154,7 @@ export default {
       create: 'New service account', deadLetters: 'Queue dead letters: {n}', none: 'No service accounts yet', paused: 'Paused',
       topUp: 'Add budget', token: 'New API token', rotate: 'Rotate key', rotateConfirm: 'Give {name} a new signing key? Messages signed with the old one are refused at once.',
       pause: 'Pause', resume: 'Resume', available: 'Budget left', spent: 'Spent', granted: 'Granted', requests: 'Queue requests', succeeded: 'Succeeded',
-      rejected: 'Refused or failed', limits: 'up to {n} jobs at once', allWorkflows: 'every workflow', name: 'Name (lower-case letters, digits, _)',
+      rejected: 'Refused or failed', limits: 'up to {n} job at once | up to {n} jobs at once', allWorkflows: 'every workflow', name: 'Name (lower-case letters, digits, _)',
       budget: 'Budget (credits)', maxActiveJobs: 'Jobs at once', urlTtlHours: 'Result URLs valid for (hours)', workflows: 'Allowed workflows',
       workflowsHint: 'e.g. text2img, upscale (empty: all)', reason: 'Reason',
       lane: 'Waits in the lane', laneHelp: 'Batch: after people, with its guaranteed minimum share. Interactive: in line with people.',
@@ -260,7 +260,7 @@ export default {
     states: { pending: 'Retrying', succeeded: 'Delivered', failed: 'Given up' }, attempts: '{n} attempt | {n} attempts', nextAttempt: 'Next attempt', resend: 'Send again', resent: 'Queued to send again',
   },
   errors: {
-    refunded: '{n} credits refunded', notCharged: 'No credits were charged', internalAddress: '[internal address]', technical: 'Technical details',
+    refunded: '{n} credit refunded | {n} credits refunded', notCharged: 'No credits were charged', internalAddress: '[internal address]', technical: 'Technical details',
     job: {
       busy: { title: 'The render worker had a problem', hint: 'Not your fault. Press Retry in a moment; tell an admin if it keeps happening.' },
       oom: { title: 'Out of GPU memory: the picture is too large', hint: 'Make it smaller or make fewer images, then retry.' },
