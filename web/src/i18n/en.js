@@ -1,7 +1,7 @@
 export default {
   app: { name: 'AIGC Creative Studio', demoNotice: 'Demo backend: images come from the built-in ComfyUI emulator, not a real model.' },
   common: {
-    separator: ', ',
+    separator: ', ', labelled: '{label}: {value}',
     cancel: 'Cancel', ok: 'OK', save: 'Save', saved: 'Saved', edit: 'Edit', delete: 'Delete', remove: 'Remove', view: 'View',
     back: 'Back', retry: 'Retry', refresh: 'Refresh', loading: 'Loading…', empty: 'Nothing here yet', loadFailed: 'Could not load',
     networkError: 'Network error. Check your connection and try again.', rateLimited: 'Too many attempts. Try again in {s} s.', notAvailable: 'This server does not offer this yet.', unknownError: 'Something went wrong',

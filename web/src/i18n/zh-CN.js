@@ -1,7 +1,7 @@
 export default {
   app: { name: 'AIGC 创意工作流平台', demoNotice: '演示环境：图像由内置的 ComfyUI 模拟器生成，并非真实模型。' },
   common: {
-    separator: '，',
+    separator: '，', labelled: '{label}：{value}',
     cancel: '取消', ok: '确定', save: '保存', saved: '已保存', edit: '编辑', delete: '删除', remove: '移除', view: '查看',
     back: '返回', retry: '重试', refresh: '刷新', loading: '加载中…', empty: '暂无数据', loadFailed: '加载失败',
     networkError: '网络连接失败，请检查网络后重试', rateLimited: '操作太频繁，请 {s} 秒后再试', notAvailable: '服务器暂未提供此功能', unknownError: '发生未知错误',
