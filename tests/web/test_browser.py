@@ -764,6 +764,10 @@ def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
                     if tab == "fleet":
                         shares.wait_for()  # the fleet loaded, not its skeleton
                     no_horizontal_overflow(admin_page, f"admin {tab} ({language})")
+                    if tab in ("users", "jobs"):  # these tables fit a phone: no button or status cut at the edge
+                        assert admin_page.get_by_test_id(f"admin-{tab}").evaluate(
+                            "el => el.querySelector('.el-table__body').offsetWidth <= el.clientWidth"), \
+                            f"the admin {tab} table scrolls sideways ({language})"
                     shoot(admin_page, f"admin-{tab}-phone-{language}")
                     if tab == "fleet":  # the fair-share section, further down
                         shares.scroll_into_view_if_needed()

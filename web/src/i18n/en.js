@@ -1,7 +1,7 @@
 export default {
   app: { name: 'AIGC Creative Studio', demoNotice: 'Demo backend: images come from the built-in ComfyUI emulator, not a real model.' },
   common: {
-    separator: ', ',
+    separator: ', ', labelled: '{label}: {value}',
     cancel: 'Cancel', ok: 'OK', save: 'Save', saved: 'Saved', edit: 'Edit', delete: 'Delete', remove: 'Remove', view: 'View',
     back: 'Back', retry: 'Retry', refresh: 'Refresh', loading: 'Loading…', empty: 'Nothing here yet', loadFailed: 'Could not load',
     networkError: 'Network error. Check your connection and try again.', rateLimited: 'Too many attempts. Try again in {s} s.', notAvailable: 'This server does not offer this yet.', unknownError: 'Something went wrong',
@@ -33,11 +33,11 @@ export default {
   credits: {
     goRedeem: 'Redeem a code', priceCard: 'Prices', perImage: '{n} credits / image', byJob: 'By job', entries: 'Entries', job: 'Job', jobLine: '{workflow}: {n} image | {workflow}: {n} images', jobRunning: '{workflow}: running, {held} reserved', jobRefunded: '{workflow}: {status}, fully refunded', openJob: 'Open the job',
     unit: 'credits', balanceHint: 'Available credits', heldHint: '{held} more are reserved for running jobs', available: 'Available', held: 'Reserved',
-    earned: 'Earned', spent: 'Spent', spentMonth: 'Spent this month', history: 'History', allTypes: 'All types', from: 'From', to: 'To',
+    earned: 'Earned', spent: 'Spent', spentMonth: 'Spent this month', history: 'Credit history', allTypes: 'All types', from: 'From', to: 'To',
     noEntries: 'No entries yet', time: 'Time', type: 'Type', change: 'Change', heldChange: 'Reserved', after: 'Balance', description: 'Description',
     jobEntry: { hold: 'Held for job {job}', capture: 'Images of job {job}', release: 'Unused credits of job {job} returned' },
     chartTitle: 'Spending, last 30 days', chartLabel: '{total} credits spent in the last 30 days', chartCaption: '{total} credits spent in the last {days} days',
-    redeemTitle: 'Redeem a code', redeemHint: 'Enter a code', redeem: 'Redeem', redeemed: 'Redeemed: {n} credits added',
+    redeemTitle: 'Redeem a code', redeemHint: 'Enter a code', redeem: 'Redeem', redeemed: 'Redeemed: {n} credit added | Redeemed: {n} credits added',
     redeemErrors: {
       REDEEM_CODE_NOT_FOUND: 'Unknown code', REDEEM_CODE_EXPIRED: 'This code has expired', REDEEM_CODE_USED_UP: 'This code is used up',
       REDEEM_CODE_ALREADY_REDEEMED: 'You already redeemed this code', REDEEM_CODE_EXISTS: 'That code already exists',
@@ -49,7 +49,7 @@ export default {
     welcome: 'Welcome back, {name}!', subtitle: 'Turn ideas into images with AI. What will you create today?', startCreating: 'Start creating',
     statWorks: 'Works', statLikes: 'Likes received', statJobs: 'Render jobs', statSpentMonth: 'Credits spent this month',
     recentWorks: 'Recent works', viewAll: 'View all', noWorks: 'No works yet', firstWork: 'Create your first work',
-    credits: 'Credits', history: 'History', runningJobs: 'Running jobs', noRunning: 'Nothing running right now',
+    credits: 'Credits', history: 'Credit history', runningJobs: 'Running jobs', noRunning: 'Nothing running right now',
     quick: 'Quick actions', quickCreate: 'Text to image',
   },
   create: {
@@ -79,9 +79,9 @@ export default {
     status: { queued: 'Queued', running: 'Rendering', succeeded: 'Done', failed: 'Failed', cancelled: 'Cancelled' },
     waiting: 'Waiting for a worker…', queuePosition: 'Queued: {n} job ahead | Queued: {n} jobs ahead', creating: 'AI is creating…', step: 'Step {step} of {total}',
     eta: 'About {time} left', elapsed: '{time} elapsed', preview: 'Live preview', cancel: 'Cancel job', cancelConfirm: 'Cancel this job? Images not yet made are refunded.',
-    cancelledTitle: 'Job cancelled', cancelledRefund: 'Job cancelled, {n} credits refunded', failed: 'Rendering failed', refunded: '{n} credits refunded', retry: 'Retry',
+    cancelledTitle: 'Job cancelled', cancelledRefund: 'Job cancelled, {n} credit refunded | Job cancelled, {n} credits refunded', failed: 'Rendering failed', refunded: '{n} credits refunded', retry: 'Retry',
     save: 'Save as work', saveAll: 'Save all', saved: 'Saved', downloadOriginal: 'Download original', useAsSource: 'Use as source', upscale: 'Upscale',
-    charged: '{n} credits charged', started: 'Started',
+    charged: '{n} credit charged | {n} credits charged', started: 'Started',
   },
   save: {
     title: 'Save work', titleAll: 'Save {n} works', name: 'Title', description: 'Description', tags: 'Tags', tagsHint: 'Type and press Enter, up to 10',
@@ -99,7 +99,7 @@ export default {
   params: {
     width: 'Width', height: 'Height', guidance: 'Guidance', lora: 'LoRA style', loraStrength: 'LoRA strength', scale: 'Scale', upscaleModel: 'Upscale model', clipL: 'CLIP-L encoder', t5: 'T5 encoder', vae: 'VAE',
     workflow: 'Workflow', model: 'Model', size: 'Size', steps: 'Steps', cfgScale: 'Creativity (CFG)', creativity: 'Creativity',
-    seed: 'Seed', sampler: 'Sampler', scheduler: 'Scheduler', batchSize: 'Images', prompt: 'Description', negativePrompt: 'Negative prompt', denoise: 'Denoise',
+    seed: 'Seed', sampler: 'Sampler', scheduler: 'Scheduler', batchSize: 'Images', prompt: 'Prompt', negativePrompt: 'Negative prompt', denoise: 'Denoise',
   },
   gallery: {
     sort: 'Sort', period: 'Period',
@@ -117,7 +117,7 @@ export default {
     deleted: 'Work deleted', batchDone: 'Done', empty: 'No saved works yet', created: 'Created', editTitle: 'Edit work',
   },
   profile: {
-    joined: 'Joined', publicPage: 'View my public page', works: 'Works', likes: 'Likes', views: 'Views',
+    joined: 'Joined', publicPage: 'View my public page', works: 'Works', likes: 'Likes', views: 'Views', credits: 'Credits',
     tabs: { info: 'Profile', security: 'Security', privacy: 'Privacy', credits: 'Credits' },
     bio: 'Bio', website: 'Website', location: 'Location', websiteRule: 'The website must start with http:// or https://',
     changeAvatar: 'Change avatar', avatarDone: 'Avatar updated', avatarSize: 'Avatars must be 5 MB or smaller',
@@ -133,7 +133,7 @@ export default {
     typeNames: { work_liked: 'Likes', work_featured: 'Featured', work_hidden: 'Hidden works', work_restored: 'Restored works', credits_granted: 'Credits', job_failed: 'Failed jobs' },
     types: {
       work_liked: '{actor} liked your work “{title}”', work_featured: 'Your work “{title}” was featured', work_restored: 'Your work “{title}” is visible again',
-      work_hidden: 'Your work “{title}” was hidden: {reason}', credits_granted: 'You received {amount} credits: {reason}', job_failed: 'A render job failed: {reason}',
+      work_hidden: 'Your work “{title}” was hidden: {reason}', credits_granted: 'You received {amount} credit: {reason} | You received {amount} credits: {reason}', job_failed: 'A render job failed: {reason}',
     },
   },
   admin: {
@@ -141,20 +141,20 @@ export default {
       mode: 'Review mode: {mode}', modes: { off: 'off (recorded only)', 'flagged-only': 'works matching the term list', all: 'every public work' },
       states: { pending: 'Waiting', rejected: 'Rejected', approved: 'Approved' }, approve: 'Approve', reject: 'Reject', rejectTitle: 'Reject {n} work | Reject {n} works',
       rejectReason: 'Reason (shown to the author)', selected: '{n} selected', flaggedBy: 'Flagged for', decided: '{n} work done | {n} works done', noQueue: 'Nothing waits for review',
-      term: 'Term', kind: 'Kind', kinds: { term: 'word', pattern: 'regex' }, category: 'Category', severity: 'Action', severities: { block: 'block', review: 'review' },
+      term: 'Term', kind: 'Kind', kinds: { term: 'Word', pattern: 'Regex' }, category: 'Category', severity: 'Action', severities: { block: 'Block', review: 'Review' },
       note: 'Note', addTerm: 'Add', importTerms: 'Import', importHint: 'One term a line, with the category and action chosen above', imported: '{added} added, {skipped} already listed',
       deleteConfirm: 'Delete the term “{text}”?', search: 'Search terms', allCategories: 'All categories', tryText: 'Try a text', tryHint: 'Type some text to see which entries it matches', noHits: 'No match',
       version: 'List version {v}', noTerms: 'The list is empty',
       actions: { blocked: 'Blocked', flagged: 'Flagged', output_flagged: 'Output withheld', review_approved: 'Approved', review_rejected: 'Rejected', term_added: 'Term added', term_updated: 'Term changed', term_removed: 'Term removed', terms_imported: 'Terms imported' },
-      outputFlagged: 'Image {index} withheld by {checker} (categories: {categories}); not shown to the user, not charged', keptImage: 'Withheld image', keptImageHint: 'Kept for moderators; the link expires within minutes (reload the page for a fresh one)', noKeptImage: 'No copy of the image was kept', action: 'Event', source: 'Source', actor: 'By', subject: 'Subject', excerpt: 'Content', time: 'Time', exportCsv: 'Export CSV', retention: 'kept {days} days', allActions: 'All events',
-      categoryNames: { politics: 'harmful political content', sexual: 'sexual or vulgar content', violence: 'violence or gore', terrorism: 'terrorism or extremism', gambling: 'gambling', drugs: 'drugs or contraband', fraud: 'fraud', abuse: 'abuse or discrimination', privacy: 'personal information', ads: 'spam or advertising', other: 'other prohibited content' },
+      outputFlagged: 'Image {index} withheld by {checker} (categories: {categories}); not shown to the user, not charged', keptImage: 'Withheld image', keptImageHint: 'Kept for moderators; the link expires within minutes (reload the page for a fresh one)', noKeptImage: 'No copy of the image was kept', action: 'Event', source: 'Source', actor: 'By', subject: 'Subject', excerpt: 'Content', time: 'Time', exportCsv: 'Export CSV', retention: 'Kept for {days} days', allActions: 'All events', noEvents: 'No events match these filters',
+      categoryNames: { politics: 'Harmful political content', sexual: 'Sexual or vulgar content', violence: 'Violence or gore', terrorism: 'Terrorism or extremism', gambling: 'Gambling', drugs: 'Drugs or contraband', fraud: 'Fraud', abuse: 'Abuse or discrimination', privacy: 'Personal information', ads: 'Spam or advertising', other: 'Other prohibited content' },
       since: 'From', until: 'Until',
     },
     sa: {
       create: 'New service account', deadLetters: 'Queue dead letters: {n}', none: 'No service accounts yet', paused: 'Paused',
       topUp: 'Add budget', token: 'New API token', rotate: 'Rotate key', rotateConfirm: 'Give {name} a new signing key? Messages signed with the old one are refused at once.',
       pause: 'Pause', resume: 'Resume', available: 'Budget left', spent: 'Spent', granted: 'Granted', requests: 'Queue requests', succeeded: 'Succeeded',
-      rejected: 'Refused or failed', limits: 'up to {n} jobs at once', allWorkflows: 'every workflow', name: 'Name (lower-case letters, digits, _)',
+      rejected: 'Refused or failed', limits: 'up to {n} job at once | up to {n} jobs at once', allWorkflows: 'every workflow', name: 'Name (lower-case letters, digits, _)',
       budget: 'Budget (credits)', maxActiveJobs: 'Jobs at once', urlTtlHours: 'Result URLs valid for (hours)', workflows: 'Allowed workflows',
       workflowsHint: 'e.g. text2img, upscale (empty: all)', reason: 'Reason',
       lane: 'Waits in the lane', laneHelp: 'Batch: after people, with its guaranteed minimum share. Interactive: in line with people.',
@@ -260,7 +260,7 @@ export default {
     states: { pending: 'Retrying', succeeded: 'Delivered', failed: 'Given up' }, attempts: '{n} attempt | {n} attempts', nextAttempt: 'Next attempt', resend: 'Send again', resent: 'Queued to send again',
   },
   errors: {
-    refunded: '{n} credits refunded', notCharged: 'No credits were charged', internalAddress: '[internal address]', technical: 'Technical details',
+    refunded: '{n} credit refunded | {n} credits refunded', notCharged: 'No credits were charged', internalAddress: '[internal address]', technical: 'Technical details',
     job: {
       busy: { title: 'The render worker had a problem', hint: 'Not your fault. Press Retry in a moment; tell an admin if it keeps happening.' },
       oom: { title: 'Out of GPU memory: the picture is too large', hint: 'Make it smaller or make fewer images, then retry.' },

@@ -1,7 +1,7 @@
 export default {
   app: { name: 'AIGC 创意工作流平台', demoNotice: '演示环境：图像由内置的 ComfyUI 模拟器生成，并非真实模型。' },
   common: {
-    separator: '，',
+    separator: '，', labelled: '{label}：{value}',
     cancel: '取消', ok: '确定', save: '保存', saved: '已保存', edit: '编辑', delete: '删除', remove: '移除', view: '查看',
     back: '返回', retry: '重试', refresh: '刷新', loading: '加载中…', empty: '暂无数据', loadFailed: '加载失败',
     networkError: '网络连接失败，请检查网络后重试', rateLimited: '操作太频繁，请 {s} 秒后再试', notAvailable: '服务器暂未提供此功能', unknownError: '发生未知错误',
@@ -100,7 +100,7 @@ export default {
   params: {
     width: '宽度', height: '高度', guidance: '引导强度', lora: 'LoRA 风格', loraStrength: 'LoRA 强度', scale: '放大倍数', upscaleModel: '放大模型', clipL: 'CLIP-L 编码器', t5: 'T5 编码器', vae: 'VAE',
     workflow: '工作流', model: '模型', size: '尺寸', steps: '生成步数', cfgScale: '创意程度 (CFG)', creativity: '创意程度',
-    seed: '种子', sampler: '采样器', scheduler: '调度器', batchSize: '生成数量', prompt: '创意描述', negativePrompt: '反向提示词', denoise: '重绘强度',
+    seed: '种子', sampler: '采样器', scheduler: '调度器', batchSize: '生成数量', prompt: '提示词', negativePrompt: '反向提示词', denoise: '重绘强度',
   },
   gallery: {
     sort: '排序', period: '时间',
@@ -118,7 +118,7 @@ export default {
     deleted: '作品已删除', batchDone: '批量操作完成', empty: '还没有保存的作品', created: '创建时间', editTitle: '编辑作品',
   },
   profile: {
-    joined: '加入于', publicPage: '查看我的公开主页', works: '作品', likes: '获赞', views: '浏览',
+    joined: '加入于', publicPage: '查看我的公开主页', works: '作品', likes: '获赞', views: '浏览', credits: '积分',
     tabs: { info: '基本信息', security: '账户安全', privacy: '隐私设置', credits: '积分' },
     bio: '个人简介', website: '个人网站', location: '所在地', websiteRule: '网址需以 http:// 或 https:// 开头',
     changeAvatar: '更换头像', avatarDone: '头像已更新', avatarSize: '头像不能超过 5 MB',
@@ -147,7 +147,7 @@ export default {
       deleteConfirm: '删除词条「{text}」？', search: '搜索词条', allCategories: '全部类别', tryText: '测试文本', tryHint: '输入一段文字，查看会命中哪些词条', noHits: '没有命中',
       version: '词库版本 {v}', noTerms: '词库为空',
       actions: { blocked: '拦截', flagged: '标记待审', output_flagged: '输出图片拦截', review_approved: '审核通过', review_rejected: '审核驳回', term_added: '添加词条', term_updated: '修改词条', term_removed: '删除词条', terms_imported: '批量导入' },
-      outputFlagged: '第 {index} 张图片被 {checker} 拦截（类别：{categories}），未向用户展示、未扣积分', keptImage: '被拦截的图片', keptImageHint: '仅供审核员查看；链接几分钟内失效（刷新页面可获取新链接）', noKeptImage: '未保留该图片', action: '事件', source: '来源', actor: '操作者', subject: '对象', excerpt: '内容', time: '时间', exportCsv: '导出 CSV', retention: '保留 {days} 天', allActions: '全部事件',
+      outputFlagged: '第 {index} 张图片被 {checker} 拦截（类别：{categories}），未向用户展示、未扣积分', keptImage: '被拦截的图片', keptImageHint: '仅供审核员查看；链接几分钟内失效（刷新页面可获取新链接）', noKeptImage: '未保留该图片', action: '事件', source: '来源', actor: '操作者', subject: '对象', excerpt: '内容', time: '时间', exportCsv: '导出 CSV', retention: '保留 {days} 天', allActions: '全部事件', noEvents: '没有符合条件的事件',
       categoryNames: { politics: '涉政有害', sexual: '色情低俗', violence: '暴力血腥', terrorism: '暴恐极端', gambling: '赌博', drugs: '毒品违禁品', fraud: '诈骗', abuse: '辱骂歧视', privacy: '个人隐私', ads: '垃圾广告', other: '其他违规' },
       since: '开始时间', until: '结束时间',
     },

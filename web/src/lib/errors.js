@@ -38,7 +38,7 @@ export function scrubDetail(message, placeholder = '…') {
 export function jobErrorCopy(t, error, refunded) {
   const kind = jobErrorKind(error)
   let refund = ''
-  if (typeof refunded === 'number') refund = refunded > 0 ? t('errors.refunded', { n: refunded }) : t('errors.notCharged')
+  if (typeof refunded === 'number') refund = refunded > 0 ? t('errors.refunded', { n: refunded }, refunded) : t('errors.notCharged')
   return {
     kind,
     title: t(`errors.job.${kind}.title`),
