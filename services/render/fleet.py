@@ -49,20 +49,21 @@ def drain_key(node: str) -> str:
     return DRAIN_PREFIX + node
 
 
-def _former_drain_key(node: str) -> str:
-    """The flag of the node's ``--name`` alone, as it was set before workers had node names."""
-    return drain_key(node.partition("@")[0])
+def _drain_flags(node: str) -> tuple[str, str]:
+    """The node's drain flag, and the flag of its ``--name`` alone as it was set before workers
+    had node names."""
+    return drain_key(node), drain_key(node.partition("@")[0])
 
 
 def drain_requested(redis_client: redis.Redis, node: str) -> bool:
-    return bool(redis_client.exists(drain_key(node), _former_drain_key(node)))
+    return bool(redis_client.exists(*_drain_flags(node)))
 
 
 def set_drain(redis_client: redis.Redis, node: str, drained: bool) -> None:
     if drained:
         redis_client.set(drain_key(node), isoformat(utcnow()))
     else:
-        redis_client.delete(drain_key(node), _former_drain_key(node))
+        redis_client.delete(*_drain_flags(node))
 
 
 def record(redis_client: redis.Redis, summary: dict[str, Any]) -> None:
@@ -108,7 +109,7 @@ def list_workers(redis_client: redis.Redis) -> list[dict[str, Any]]:
     pipe = redis_client.pipeline(transaction=False)
     for summary in summaries:
         pipe.exists(alive_key(summary.get("workerId") or ""))
-        pipe.exists(drain_key(summary["node"]), _former_drain_key(summary["node"]))
+        pipe.exists(*_drain_flags(summary["node"]))
     answers = pipe.execute()
     forget_before = utcnow() - timedelta(seconds=FORGET_SECONDS)
     workers = []

@@ -40,11 +40,6 @@ class WorkerState:
         self._idle = threading.Condition(self._lock)
 
     @property
-    def node(self) -> str:
-        """The worker's Celery node name, its identity in the fleet (``services.render.fleet``)."""
-        return f"{self.name}@{self.host}"
-
-    @property
     def state(self) -> str:
         return "draining" if self.shutting_down.is_set() or self.paused else "active"
 

@@ -174,21 +174,21 @@ class CatalogPublisher(threading.Thread):
         """Stop or resume consuming as an administrator asked (``services.render.fleet``). The
         worker is told over the broker; when that fails (the broker unreachable), the beat goes
         on and the next one asks again."""
-        wanted = fleet.drain_requested(self.redis, self.state.node)
+        wanted = fleet.drain_requested(self.redis, self.node)
         if wanted != self.state.paused and self.on_pause is not None:
             try:
                 self.on_pause(wanted)
             except Exception:
                 log.exception("render worker %s could not be %s; trying again at the next beat",
-                              self.state.node, "drained" if wanted else "resumed")
+                              self.node, "drained" if wanted else "resumed")
                 return
             self.state.paused = wanted
-            log.warning("render worker %s %s by an administrator", self.state.node,
+            log.warning("render worker %s %s by an administrator", self.node,
                         "drained" if wanted else "resumed")
 
     def _live(self) -> dict[str, Any]:
         state = self.state
-        return {"name": state.name, "host": state.host, "node": state.node, "state": state.state,
+        return {"name": state.name, "host": state.host, "node": self.node, "state": state.state,
                 "inFlight": state.in_flight, "done": state.done, "failed": state.failed,
                 "loadedModel": state.loaded_model, "startedAt": state.started_at}
 

@@ -57,16 +57,17 @@ def test_a_drain_the_broker_cannot_carry_is_asked_again_and_the_beat_goes_on(ctx
         if len(asked) == 1:
             raise OperationalError("the broker is unreachable")
 
-    publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, name, ctx.templates.all, [], 2,
+    worker_id = f"{name}@host#b00t"
+    publisher = CatalogPublisher(ctx.comfyui, ctx.events.redis, worker_id, ctx.templates.all, [], 2,
                                  state=state, on_pause=pause)
-    fleet.set_drain(ctx.events.redis, state.node, True)
+    fleet.set_drain(ctx.events.redis, fleet.node_of(worker_id), True)
     try:
         assert publisher.refresh(), "the catalog is still published"
         assert asked == [True] and not state.paused, "not drained yet"
         assert publisher.refresh()
         assert asked == [True, True] and state.paused, "asked again, and drained"
     finally:
-        fleet.set_drain(ctx.events.redis, state.node, False)
+        fleet.set_drain(ctx.events.redis, fleet.node_of(worker_id), False)
         publisher.stop()
 
 
