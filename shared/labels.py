@@ -18,7 +18,9 @@ hands a work out (a download): the platform again, ``work-<id>``, and an HMAC ov
 Where it is written:
 - PNG (every stored original, every download): an ``iTXt`` chunk ``AIGC`` (the JSON), and an XMP
   packet (``iTXt`` ``XML:com.adobe.xmp``), spliced into the file without re-encoding the pixels.
-- WebP/JPEG (thumbnails): the same XMP packet and EXIF ``ImageDescription`` (the JSON, ASCII).
+- WebP/JPEG (thumbnails): the same XMP packet and EXIF ``ImageDescription`` (the JSON, ASCII);
+  ``encode_derived`` encodes one, ``label_webp`` splices them into a still WebP already encoded
+  (ComfyUI's), without re-encoding it and dropping the file's own EXIF/XMP.
 The XMP packet carries ``TC260:AIGC`` (namespace ``http://www.tc260.org.cn/ns/AIGC/1.0/``, as in
 the TC260 practice guide), IPTC's ``DigitalSourceType`` = ``trainedAlgorithmicMedia`` (what
 international tools read) and the platform's own ``aigcp:JobId`` and ``aigcp:GeneratedAt``
@@ -231,6 +233,90 @@ def _exif(label: ImageLabel, secret: bytes) -> Image.Exif:
     exif = Image.Exif()
     exif[EXIF_IMAGE_DESCRIPTION] = _aigc_json(label, secret, ascii_only=True)
     return exif
+
+
+# A WebP container: RIFF "WEBP", then chunks (FourCC, little-endian 32-bit size, payload padded to even
+# length). A still extended file is VP8X, [ICCP], [ALPH] + VP8 or VP8L, [EXIF], [XMP ]. VP8X flags:
+# 0x20 ICC profile, 0x10 alpha, 0x08 EXIF, 0x04 XMP, 0x02 animation.
+WEBP_BITSTREAMS = (b"VP8 ", b"VP8L")
+WEBP_PICTURE_CHUNKS = (b"ICCP", b"ALPH") + WEBP_BITSTREAMS
+
+
+@dataclass(frozen=True)
+class _StillWebP:
+    chunks: list[tuple[bytes, bytes]]  # (FourCC, payload), in file order
+    size: tuple[int, int]  # the canvas
+    alpha: bool
+
+
+def _still_webp(data: bytes) -> _StillWebP:
+    """The chunks, canvas and alpha of a still WebP, read from the headers; ValueError otherwise."""
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        raise ValueError("not a WebP file")
+    end = 8 + struct.unpack("<I", data[4:8])[0]
+    if end > len(data):
+        raise ValueError("truncated WebP file")
+    chunks, offset = [], 12
+    while offset < end:
+        if offset + 8 > end:
+            raise ValueError("truncated WebP chunk")
+        kind, (length,) = data[offset:offset + 4], struct.unpack("<I", data[offset + 4:offset + 8])
+        if offset + 8 + length > end:
+            raise ValueError("truncated WebP chunk")
+        chunks.append((kind, data[offset + 8:offset + 8 + length]))
+        offset += 8 + length + (length & 1)
+    kinds = [kind for kind, _ in chunks]
+    if b"ANIM" in kinds or b"ANMF" in kinds:
+        raise ValueError("an animated WebP")
+    bitstreams = [(kind, payload) for kind, payload in chunks if kind in WEBP_BITSTREAMS]
+    if len(bitstreams) != 1:
+        raise ValueError("a WebP without exactly one VP8/VP8L bitstream")
+    kind, payload = bitstreams[0]
+    if kind == b"VP8 ":
+        # Frame tag (3 bytes, bit 0 clear on a key frame), start code 9d 01 2a, 14-bit width and height.
+        if len(payload) < 10 or payload[0] & 1 or payload[3:6] != b"\x9d\x01\x2a":
+            raise ValueError("a VP8 bitstream without a key frame header")
+        width, height = struct.unpack("<HH", payload[6:10])
+        size, alpha = (width & 0x3FFF, height & 0x3FFF), b"ALPH" in kinds
+        if not all(size):
+            raise ValueError("a VP8 bitstream of no size")
+    else:
+        # Signature 0x2f, then width-1 (14 bits), height-1 (14 bits), alpha_is_used (1 bit), version (3 bits).
+        if len(payload) < 5 or payload[0] != 0x2F:
+            raise ValueError("a VP8L bitstream without its header")
+        (bits,) = struct.unpack("<I", payload[1:5])
+        size, alpha = ((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1), bool(bits >> 28 & 1)
+    if kinds[0] == b"VP8X":
+        vp8x = chunks[0][1]
+        if len(vp8x) < 10:
+            raise ValueError("a VP8X chunk too short")
+        size = (int.from_bytes(vp8x[4:7], "little") + 1, int.from_bytes(vp8x[7:10], "little") + 1)
+    return _StillWebP(chunks=chunks, size=size, alpha=alpha)
+
+
+def webp_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a still WebP's canvas, from its headers; ValueError when it is not one."""
+    return _still_webp(data).size
+
+
+def _riff_chunk(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) & 1)
+
+
+def label_webp(data: bytes, label: ImageLabel, secret: bytes) -> bytes:
+    """A still WebP (as ComfyUI's SaveAnimatedWEBP writes one frame) labelled as ``encode_derived``
+    labels one, without re-encoding: a VP8X header, its ICC profile and bitstream (ALPH, VP8/VP8L)
+    as they are, then our EXIF and XMP. Every other chunk goes (the file's own EXIF/XMP carry
+    ComfyUI's prompt and workflow, and a thumbnail is public). ValueError when it is not a still WebP."""
+    webp = _still_webp(data)
+    kept = [(kind, payload) for kind, payload in webp.chunks if kind in WEBP_PICTURE_CHUNKS]
+    flags = 0x08 | 0x04 | (0x10 if webp.alpha else 0) | (0x20 if any(kind == b"ICCP" for kind, _ in kept) else 0)
+    width, height = webp.size
+    vp8x = bytes([flags, 0, 0, 0]) + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    exif = _exif(label, secret).tobytes().removeprefix(b"Exif\x00\x00")  # as Pillow writes it into a WebP
+    body = b"WEBP" + b"".join(_riff_chunk(kind, payload) for kind, payload in
+                              [(b"VP8X", vp8x), *kept, (b"EXIF", exif), (b"XMP ", xmp_packet(label, secret))])
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 def encode_derived(image: Image.Image, image_format: str, label: ImageLabel, secret: bytes,

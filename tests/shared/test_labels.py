@@ -8,11 +8,11 @@ import zlib
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from shared.config import ConfigError, load_settings
-from shared.labels import (AIGC_KEYS, ImageLabel, encode_derived, label_png, load_label_config, read_label,
-                           xmp_packet)
+from shared.labels import (AIGC_KEYS, EXIF_IMAGE_DESCRIPTION, ImageLabel, encode_derived, label_png, label_webp,
+                           load_label_config, read_label, webp_size, xmp_packet)
 
 SECRET = b"k"
 LABEL = ImageLabel("平台", "out-1", "job-1", "2026-12-04T10:00:00Z")
@@ -91,3 +91,67 @@ def test_hostile_and_foreign_files_read_as_unlabelled_or_not_ours():
     assert found.source == "png-text" and found.aigc["ContentProducer"] == "someone" and not found.authentic
     assert read_label(label_png(png, LABEL, b"another key"), SECRET).authentic is False
     assert b"trainedAlgorithmicMedia" in xmp_packet(LABEL, SECRET)
+
+
+def _picture(mode: str) -> Image.Image:
+    image = Image.radial_gradient("L").resize((37, 21)).convert(mode)
+    if mode == "RGBA":
+        image.putalpha(Image.linear_gradient("L").resize((37, 21)))
+    return image
+
+
+def _comfy_exif() -> Image.Exif:
+    """What ComfyUI's SaveAnimatedWEBP puts in: the prompt in Model (0x0110), the workflow in Make."""
+    exif = Image.Exif()
+    exif[0x0110] = 'prompt:{"3":{"class_type":"KSampler","inputs":{"seed":1}}}'
+    exif[0x010F] = 'workflow:{"nodes":[]}'
+    return exif
+
+
+def _webp(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", save_all=True, **options)  # one frame: a still WebP, as ComfyUI saves it
+    return buffer.getvalue()
+
+
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+FOREIGN_XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><foreign>prompt:a cat</foreign></x:xmpmeta>'
+
+
+@pytest.mark.parametrize("mode, first_chunk, pixel_options, foreign", [
+    ("RGB", b"VP8 ", {"quality": 80}, {}),
+    ("RGBA", b"VP8L", {"lossless": True}, {}),
+    ("RGB", b"VP8X", {"quality": 80}, {"exif": _comfy_exif()}),
+    ("RGBA", b"VP8X", {"quality": 80, "icc_profile": SRGB}, {"exif": _comfy_exif(), "xmp": FOREIGN_XMP}),
+], ids=["lossy-vp8", "lossless-vp8l-alpha", "vp8x-foreign-exif", "vp8x-alpha-icc-foreign-exif-xmp"])
+def test_a_comfyui_webp_is_labelled_as_encode_derived_labels_it_without_re_encoding(mode, first_chunk, pixel_options,
+                                                                                   foreign):
+    image = _picture(mode)
+    original = _webp(image, **pixel_options, **foreign)
+    assert original[12:16] == first_chunk and (b"prompt:" in original) == bool(foreign)
+    labelled = label_webp(original, LABEL, SECRET)
+    # Chunk for chunk what encode_derived writes for the same picture: VP8X, [ICCP], [ALPH], bitstream, EXIF, XMP.
+    assert labelled == encode_derived(image, "WEBP", LABEL, SECRET, **pixel_options)
+    assert b"prompt:" not in labelled and b"workflow:" not in labelled  # a thumbnail is public
+    found = read_label(labelled, SECRET)
+    assert found.authentic and found.source == "xmp" and found.job_id == "job-1"
+    assert found.aigc == read_label(encode_derived(image, "WEBP", LABEL, SECRET), SECRET).aigc
+    assert webp_size(labelled) == webp_size(original) == (37, 21)
+    with Image.open(io.BytesIO(labelled)) as ours, Image.open(io.BytesIO(original)) as theirs:
+        ours.load()
+        assert (ours.mode, ours.size, ours.tobytes()) == (theirs.mode, theirs.size, theirs.tobytes())
+        assert ours.info["xmp"] == xmp_packet(LABEL, SECRET)
+        assert ours.info.get("icc_profile") == pixel_options.get("icc_profile")
+        assert dict(ours.getexif()) == {EXIF_IMAGE_DESCRIPTION: json.dumps(found.aigc, separators=(",", ":"))}
+
+
+def test_anything_but_a_still_webp_is_refused():
+    two_frames = _webp(_picture("RGB"), append_images=[_picture("RGB").rotate(90)])
+    still = _webp(_picture("RGB"))
+    no_bitstream = b"RIFF" + struct.pack("<I", 4 + 8 + 2) + b"WEBPICCP" + struct.pack("<I", 2) + b"\x00\x00"
+    for data, reason in ((two_frames, "animated"), (_png(), "not a WebP"), (still[:-7], "truncated"),
+                         (still[:30], "truncated"), (b"RIFF", "not a WebP"), (no_bitstream, "bitstream")):
+        with pytest.raises(ValueError, match=reason):
+            label_webp(data, LABEL, SECRET)
+        with pytest.raises(ValueError, match=reason):
+            webp_size(data)
