@@ -69,6 +69,7 @@ class Run:
         self.faults = faults
         self.storage = engine.storage
         self.graph = item.prompt
+        self.extra_data = item.extra_data
         self.node_id = ""
         self.progress: dict[str, dict[str, Any]] = {}
         self.messages: list[list[Any]] = []

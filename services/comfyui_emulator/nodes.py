@@ -1,6 +1,7 @@
 """Emulated node classes: same inputs and outputs as ComfyUI's, images from images.synthesize."""
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -63,6 +64,7 @@ class NodeContext(Protocol):
     storage: Storage
     node_id: str
     graph: dict[str, Any]
+    extra_data: dict[str, Any]
 
     async def load_model(self, name: str) -> None: ...
 
@@ -201,6 +203,29 @@ async def image_upscale_with_model(ctx: NodeContext, upscale_model: UpscaleModel
     return ([images.resize(p, p.width * factor, p.height * factor, "lanczos") for p in image],), None
 
 
+async def image_from_batch(ctx: NodeContext, image: list[Image.Image], batch_index: int, length: int) -> NodeResult:
+    """As ComfyUI: an index past the batch takes its last image, a length past its end what remains."""
+    batch_index = min(len(image) - 1, batch_index)
+    length = min(len(image) - batch_index, length)
+    return (image[batch_index:batch_index + length],), None
+
+
+async def image_scale_to_max_dimension(ctx: NodeContext, image: list[Image.Image], upscale_method: str,
+                                       largest_size: int) -> NodeResult:
+    """The longer side becomes exactly largest_size (small images are upscaled too)."""
+    scaled = []
+    for picture in image:
+        width, height = picture.size
+        if width > height:
+            size = (largest_size, round(height / width * largest_size))
+        elif height > width:
+            size = (round(width / height * largest_size), largest_size)
+        else:
+            size = (largest_size, largest_size)
+        scaled.append(picture if picture.size == size else images.resize(picture, *size, upscale_method))
+    return (scaled,), None
+
+
 def _write_pngs(ctx: NodeContext, pictures: list[Image.Image], kind: str, filename_prefix: str) -> UI:
     folder, subfolder, prefix, counter = ctx.storage.next_save_path(kind, filename_prefix)
     results = []
@@ -213,6 +238,31 @@ def _write_pngs(ctx: NodeContext, pictures: list[Image.Image], kind: str, filena
 
 async def save_image(ctx: NodeContext, images: list[Image.Image], filename_prefix: str = "ComfyUI") -> NodeResult:
     return (), _write_pngs(ctx, images, "output", filename_prefix)
+
+
+WEBP_METHODS = {"default": 4, "fastest": 0, "slowest": 6}
+
+
+def _webp_exif(prompt: dict[str, Any], extra_pnginfo: dict[str, Any] | None) -> Image.Exif:
+    """ComfyUI's WebP metadata: the prompt in tag 0x0110, extra_pnginfo entries from 0x010F downward."""
+    exif = Image.Exif()
+    exif[0x0110] = f"prompt:{json.dumps(prompt)}"
+    for tag, (key, value) in zip(range(0x010F, 0, -1), (extra_pnginfo or {}).items()):
+        exif[tag] = f"{key}:{json.dumps(value)}"
+    return exif
+
+
+async def save_animated_webp(ctx: NodeContext, images: list[Image.Image], filename_prefix: str, fps: float,
+                             lossless: bool, quality: int, method: str) -> NodeResult:
+    """The whole batch as one WebP (a still one for a single image), as ComfyUI writes it."""
+    folder, subfolder, prefix, counter = ctx.storage.next_save_path("output", filename_prefix)
+    filename = f"{prefix}_{counter:05}_.webp"
+    first, *rest = images
+    exif = _webp_exif(ctx.graph, ctx.extra_data.get("extra_pnginfo"))
+    first.save(folder / filename, format="WEBP", save_all=True, append_images=rest, duration=int(1000.0 / fps),
+               lossless=lossless, quality=quality, method=WEBP_METHODS[method], exif=exif)
+    ui = {"images": [{"filename": filename, "subfolder": subfolder, "type": "output"}], "animated": [len(images) > 1]}
+    return (), ui
 
 
 async def preview_image(ctx: NodeContext, images: list[Image.Image]) -> NodeResult:
@@ -244,6 +294,9 @@ NODE_FUNCTIONS: dict[str, Callable[..., Awaitable[NodeResult]]] = {
     "ImageScale": image_scale,
     "ImageScaleBy": image_scale_by,
     "ImageUpscaleWithModel": image_upscale_with_model,
+    "ImageFromBatch": image_from_batch,
+    "ImageScaleToMaxDimension": image_scale_to_max_dimension,
     "SaveImage": save_image,
     "PreviewImage": preview_image,
+    "SaveAnimatedWEBP": save_animated_webp,
 }

@@ -24,6 +24,8 @@ FAKE_RAM = 16 * 1024**3
 REJECT_HTML = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 
 routes = web.RouteTableDef()
+# /view takes the Content-Type from the file name; ComfyUI serves .webp as image/webp on every host.
+mimetypes.add_type("image/webp", ".webp")
 
 
 def _engine(request: web.Request) -> Engine:
