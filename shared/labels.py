@@ -17,7 +17,8 @@ hands a work out (a download): the platform again, ``work-<id>``, and an HMAC ov
 
 Where it is written:
 - PNG (every stored original, every download): an ``iTXt`` chunk ``AIGC`` (the JSON), and an XMP
-  packet (``iTXt`` ``XML:com.adobe.xmp``), spliced into the file without re-encoding the pixels.
+  packet (``iTXt`` ``XML:com.adobe.xmp``), spliced into the file without re-encoding the pixels,
+  in place of any other text or EXIF (ComfyUI's prompt and workflow JSON).
 - WebP/JPEG (thumbnails): the same XMP packet and EXIF ``ImageDescription`` (the JSON, ASCII);
   ``encode_derived`` encodes one, ``label_webp`` splices them into a still WebP already encoded
   (ComfyUI's), without re-encoding it and dropping the file's own EXIF/XMP.
@@ -206,21 +207,39 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     return chunks
 
 
-def _is_label_chunk(kind: bytes, chunk: bytes) -> bool:
-    if kind not in (b"tEXt", b"iTXt", b"zTXt"):
-        return False
-    keyword = chunk[8:].split(b"\x00", 1)[0]
-    return keyword in (b"AIGC", XMP_KEYWORD)
+def whole_png_size(data: bytes) -> tuple[int, int] | None:
+    """The size of a PNG, checked whole: every chunk complete with its checksum, the header first
+    with a non-empty size, image data present, the end chunk last (what a transfer cut short or
+    corrupted, or a bad disk, breaks; Pillow's decoder checks none of the image data's checksums).
+    The pixels are not inflated (most of a decode's time), so this alone does not prove that they
+    decode. None when the file is not a PNG; ValueError when it is a broken one."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    chunks = _png_chunks(data)
+    kinds = [kind for kind, _ in chunks]
+    if kinds[:1] != [b"IHDR"] or len(chunks[0][1]) != 25 or kinds[-1:] != [b"IEND"] or b"IDAT" not in kinds:
+        raise ValueError("a PNG without its header, image data or end")
+    if any(zlib.crc32(chunk[4:-4]) != struct.unpack(">I", chunk[-4:])[0] for _, chunk in chunks):
+        raise ValueError("a PNG chunk with a wrong checksum")
+    width, height = struct.unpack(">II", chunks[0][1][8:16])
+    if not width or not height:
+        raise ValueError("a PNG of no size")
+    return width, height
+
+
+# Metadata chunks of a PNG: text (ComfyUI writes its prompt and workflow JSON as ``tEXt``), and EXIF.
+_METADATA_CHUNKS = (b"tEXt", b"iTXt", b"zTXt", b"eXIf")
 
 
 def label_png(data: bytes, label: ImageLabel, secret: bytes) -> bytes:
-    """The PNG with our ``AIGC`` and XMP chunks before its first IDAT (any earlier ones replaced);
-    pixels and other chunks untouched."""
+    """The PNG with our ``AIGC`` and XMP chunks before its first IDAT, and no other text or EXIF
+    (an earlier label, and ComfyUI's prompt and workflow, which would publish the server's graph,
+    model files and upload names with the image); pixels and other chunks untouched."""
     ours = _itxt(b"AIGC", _aigc_json(label, secret).encode("utf-8")) + _itxt(XMP_KEYWORD, xmp_packet(label, secret))
     out = [PNG_SIGNATURE]
     placed = False
     for kind, chunk in _png_chunks(data):
-        if _is_label_chunk(kind, chunk):
+        if kind in _METADATA_CHUNKS:
             continue
         if kind == b"IDAT" and not placed:
             out.append(ours)

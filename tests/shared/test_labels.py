@@ -63,6 +63,23 @@ def test_labelling_twice_replaces_the_label_and_keeps_the_pixels():
         assert labelled.tobytes() == plain.tobytes()
 
 
+def test_comfyuis_prompt_and_workflow_never_reach_a_stored_png():
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()  # what ComfyUI's SaveImage writes
+    info.add_text("prompt", json.dumps({"4": {"class_type": "CheckpointLoaderSimple",
+                                               "inputs": {"ckpt_name": "house_secret.safetensors"}}}))
+    info.add_text("workflow", json.dumps({"nodes": [{"type": "LoadImage", "widgets_values": ["aigc-job-1.png"]}]}),
+                  zip=True)
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(buffer, "PNG", pnginfo=info, exif=Image.Exif())
+    comfyui = buffer.getvalue()
+    labelled = label_png(comfyui, LABEL, SECRET)
+    with Image.open(io.BytesIO(labelled)) as stored, Image.open(io.BytesIO(comfyui)) as plain:
+        assert set(plain.text) == {"prompt", "workflow"}
+        assert set(stored.text) == {"AIGC", "XML:com.adobe.xmp"} and stored.tobytes() == plain.tobytes()
+    assert b"house_secret" not in labelled and read_label(labelled, SECRET).authentic
+
+
 def test_a_jpeg_keeps_the_label_in_exif_when_xmp_is_dropped():
     image = Image.new("RGB", (16, 16))
     jpeg = encode_derived(image, "JPEG", LABEL, SECRET, quality=80)
