@@ -320,6 +320,38 @@ def build_graph(template: Template, variant: Variant, params: dict[str, Any],
     return graph
 
 
+# A WebP thumbnail of each image, made by ComfyUI beside the original (its core nodes) so that the
+# worker neither decodes the image nor encodes the thumbnail; method "fastest" is libwebp's 0.
+THUMBNAIL_NODE_CLASSES = frozenset({"ImageFromBatch", "ImageScaleToMaxDimension", "SaveAnimatedWEBP"})
+THUMBNAIL_SIZE = 512
+
+
+def with_thumbnails(graph: dict[str, Any], outputs: list[str], images: int,
+                    node_classes: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """``graph`` with ComfyUI also saving a WebP thumbnail (longer side ``THUMBNAIL_SIZE``) of each
+    of the ``images`` its output node saves: a chain per image (pick it from the batch, scale,
+    save), and the saving nodes' ids in the images' order. ``graph`` itself, and no ids, when
+    ComfyUI lacks a node class or the variant saves from more than one node (which thumbnail
+    belongs to which image would be a guess). ``graph`` is not changed: the job records the
+    workflow's own graph, what it takes to reproduce its images."""
+    source = graph[outputs[0]]["inputs"].get("images") if len(outputs) == 1 else None
+    if not isinstance(source, list) or not THUMBNAIL_NODE_CLASSES <= node_classes:
+        return graph, []
+    chained, saving = dict(graph), []
+    for index in range(images):
+        node = f"thumbnail{index}"
+        chained[f"{node}_pick"] = {"class_type": "ImageFromBatch",
+                                   "inputs": {"image": source, "batch_index": index, "length": 1}}
+        chained[f"{node}_scale"] = {"class_type": "ImageScaleToMaxDimension",
+                                    "inputs": {"image": [f"{node}_pick", 0], "upscale_method": "area",
+                                               "largest_size": THUMBNAIL_SIZE}}
+        chained[node] = {"class_type": "SaveAnimatedWEBP",
+                         "inputs": {"images": [f"{node}_scale", 0], "filename_prefix": "aigc_thumbnail", "fps": 6.0,
+                                    "lossless": False, "quality": 80, "method": "fastest"}}
+        saving.append(node)
+    return chained, saving
+
+
 def _normalise_legacy(raw: dict[str, Any], errors: dict[str, list[str]]) -> dict[str, Any]:
     """Accept the original product's ``size: "WxH"`` alongside ``width``/``height``."""
     values = {k: v for k, v in raw.items() if k not in IGNORED_LEGACY_FIELDS}

@@ -34,7 +34,8 @@ from shared.config import ConfigError, Settings
 from shared.db import Database
 from shared.errors import ServiceError
 from shared.events import EventBus, announce, redis_client
-from shared.labels import ImageLabel, LabelConfig, encode_derived, label_png, load_label_config
+from shared.labels import (ImageLabel, LabelConfig, encode_derived, label_png, label_webp, load_label_config,
+                           whole_png_size, webp_size)
 from shared.storage import QUARANTINE_PREFIX, Storage, StorageError, content_key, make_storage
 from shared.web import job_context
 
@@ -50,11 +51,10 @@ from services.render.config import RenderConfig
 from services.render.models import RenderJob
 from services.render.outbox import JobOutbox
 from services.render.scheduler import FairQueue, entry_for
-from services.render.workflows import Template, TemplateStore, Variant, build_graph
+from services.render.workflows import THUMBNAIL_SIZE, Template, TemplateStore, Variant, build_graph, with_thumbnails
 
 log = logging.getLogger(__name__)
 
-THUMBNAIL_SIZE = 512
 # Live progress at most 4 times a second (a 2-s job: about 8 events, not 20); the row's
 # progress, for those who poll, every 2 s.
 PROGRESS_INTERVAL_SECONDS = 0.25
@@ -253,7 +253,9 @@ class Prompt:
     id: str
     variant: Variant
     params: dict[str, Any]
-    graph: dict[str, Any]
+    graph: dict[str, Any]  # the workflow's, recorded on the job
+    submitted: dict[str, Any]  # what ComfyUI runs: the graph and its thumbnails' nodes (``with_thumbnails``)
+    thumbnails: list[str]  # the nodes saving each image's thumbnail
 
 
 def _prompt_at_claim(ctx: RenderContext, session, job: jobs.ClaimedJob) -> Prompt | None:
@@ -271,7 +273,9 @@ def _prompt_at_claim(ctx: RenderContext, session, job: jobs.ClaimedJob) -> Promp
     if variant is None or _missing_models(template, job.params, choices):
         return None
     params = _complete_params(template, variant, job.params, choices)
-    prompt = Prompt(str(uuid.uuid4()), variant, params, build_graph(template, variant, params))
+    graph = build_graph(template, variant, params)
+    prompt = Prompt(str(uuid.uuid4()), variant, params, graph,
+                    *with_thumbnails(graph, variant.outputs, job.images_requested, node_classes))
     jobs.record_prompt(session, job.id, prompt.id, variant.name, prompt.graph)
     return prompt
 
@@ -289,10 +293,11 @@ def _run(ctx: RenderContext, job: jobs.ClaimedJob, template: Template, hops: int
         variant, params = prompt.variant, prompt.params
     hooks = _Hooks(ctx, job)
     deadline = time.monotonic() + min(template.deadline_seconds, ctx.settings.job_deadline_seconds)
+    thumbnails: list[str] = []  # an adopted prompt's thumbnails are made here
     refs = None if prompt is not None else _adopt_previous_prompt(ctx, job, variant)
     if refs is None:
         try:
-            refs = _submit(ctx, job, template, variant, params, hooks, deadline, prompt)
+            refs, thumbnails = _submit(ctx, job, template, variant, params, hooks, deadline, prompt)
         except ComfyUIError as exc:
             if exc.code != "PROMPT_LOST" or not ctx.config.resubmit_lost:
                 raise
@@ -300,28 +305,32 @@ def _run(ctx: RenderContext, job: jobs.ClaimedJob, template: Template, hops: int
             # what the user paid for; the image keys and the hold are the job's, so nothing is
             # charged twice.
             log.warning("job %s: %s Submitting the prompt once more.", job.id, exc.message)
-            refs = _submit(ctx, job, template, variant, params, hooks, deadline)
+            refs, thumbnails = _submit(ctx, job, template, variant, params, hooks, deadline)
     if ctx.state is not None:
         ctx.state.loaded(next((params.get(p["name"]) for p in template.parameters
                                if p.get("from") in ("checkpoints", "diffusion_models") and params.get(p["name"])),
                               None))
-    _deliver(ctx, job, refs, delivery)
+    _deliver(ctx, job, refs, delivery, thumbnails)
 
 
 def _submit(ctx: RenderContext, job: jobs.ClaimedJob, template: Template, variant: Variant, params: dict[str, Any],
-            hooks: "_Hooks", deadline: float, prompt: Prompt | None = None) -> list[ImageRef]:
+            hooks: "_Hooks", deadline: float, prompt: Prompt | None = None) -> tuple[list[ImageRef], list[str]]:
     """Run ``prompt`` in ComfyUI; without one, upload the source, build the graph and record the
-    prompt id first."""
+    prompt id first. The references of the images and of their thumbnails, and the thumbnails'
+    nodes."""
     if hooks.should_cancel():
         raise PromptInterrupted(job.id)
     if prompt is None:
         overrides = {name: _upload_source(ctx, job) for name in template.image_parameters if name in params}
-        prompt = Prompt(str(uuid.uuid4()), variant, params, build_graph(template, variant, params, overrides))
+        graph = build_graph(template, variant, params, overrides)
+        prompt = Prompt(str(uuid.uuid4()), variant, params, graph,
+                        *with_thumbnails(graph, variant.outputs, job.images_requested, ctx.capabilities()[0]))
         with ctx.db.transaction() as session:
             jobs.record_prompt(session, job.id, prompt.id, variant.name, prompt.graph)
-    return ctx.comfyui.run(prompt.graph, variant.outputs, deadline=deadline, prompt_id=prompt.id,
+    refs = ctx.comfyui.run(prompt.submitted, variant.outputs + prompt.thumbnails, deadline=deadline, prompt_id=prompt.id,
                            hooks=RunHooks(on_progress=hooks.progress, on_preview=hooks.preview,
                                           should_cancel=hooks.should_cancel))
+    return refs, prompt.thumbnails
 
 
 def _missing_models(template: Template, params: dict[str, Any], choices: dict[str, list[str]]) -> list[str]:
@@ -402,14 +411,20 @@ def _upload_source(ctx: RenderContext, job: jobs.ClaimedJob) -> str:
     return ctx.comfyui.upload_image(data, f"aigc-job-{job.id}-{job.attempts}.{extension}")
 
 
-def _deliver(ctx: RenderContext, job: jobs.ClaimedJob, refs: list[ImageRef], delivery: Delivery) -> None:
+def _deliver(ctx: RenderContext, job: jobs.ClaimedJob, refs: list[ImageRef], delivery: Delivery,
+             thumbnails: list[str]) -> None:
     """Fetch, store, record and announce each image, noting each step in ``delivery``. Nothing
-    is charged here: the settlement at the end charges every delivered image in one call."""
-    for index, ref in enumerate(refs[:job.images_requested]):
+    is charged here: the settlement at the end charges every delivered image in one call.
+    ``thumbnails`` names the nodes that saved ComfyUI's thumbnail of each image, in order."""
+    made = {ref.node_id: ref for ref in refs if ref.node_id in thumbnails}
+    images = [ref for ref in refs if ref.node_id not in thumbnails]
+    for index, ref in enumerate(images[:job.images_requested]):
         data = ctx.comfyui.fetch_image(ref)
         if not _passes_check(ctx, job, index, data, delivery):
             continue
-        file = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret)
+        thumbnail_ref = made.get(thumbnails[index]) if index < len(thumbnails) else None
+        file = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret,
+                      _fetch_thumbnail(ctx, job, thumbnail_ref))
         completes = delivery.flagged == 0 and delivery.delivered + 1 == job.images_requested
         with ctx.db.transaction() as session:  # the last image and the job's success: one commit
             output = jobs.add_output(session, job, file, completes=completes)
@@ -494,8 +509,64 @@ def _label(ctx: RenderContext, job: jobs.ClaimedJob, index: int) -> ImageLabel:
     return ImageLabel(producer=ctx.labels.producer, produce_id=output_id, job_id=job.id, generated_at=created)
 
 
-def _store(storage: Storage, index: int, data: bytes, label: ImageLabel, secret: bytes) -> jobs.OutputFile:
-    """Keep the original (as PNG) and a WebP thumbnail that fits in 512×512, both labelled."""
+def _fetch_thumbnail(ctx: RenderContext, job: jobs.ClaimedJob, ref: ImageRef | None) -> bytes | None:
+    """ComfyUI's thumbnail of an image; None (the worker makes one) when it has none to give."""
+    if ref is None:
+        return None
+    try:
+        return ctx.comfyui.fetch_image(ref)
+    except ComfyUIError as exc:
+        log.warning("job %s: ComfyUI's thumbnail %s not fetched (%s); making one here", job.id, ref.filename, exc)
+        return None
+
+
+def _thumbnail_size(width: int, height: int) -> tuple[int, int]:
+    """The size of an image's thumbnail: within THUMBNAIL_SIZE × THUMBNAIL_SIZE, never larger
+    than the image, the aspect ratio kept (Pillow's ``thumbnail`` rule)."""
+    scale = min(1.0, THUMBNAIL_SIZE / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _made_thumbnail(size: tuple[int, int], made: bytes, label: ImageLabel, secret: bytes) -> bytes | None:
+    """ComfyUI's thumbnail of an original of ``size``, labelled, when it is a still WebP of the
+    size the original's needs (rounding aside); else None, and the worker makes its own."""
+    try:
+        made_width, made_height = webp_size(made)
+        expected_width, expected_height = _thumbnail_size(*size)
+        if abs(made_width - expected_width) > 1 or abs(made_height - expected_height) > 1:
+            return None
+        return label_webp(made, label, secret)
+    except ValueError:
+        return None
+
+
+def _store(storage: Storage, index: int, data: bytes, label: ImageLabel, secret: bytes,
+           made_thumbnail: bytes | None = None) -> jobs.OutputFile:
+    """Keep the original (as PNG) and a WebP thumbnail that fits in 512×512, both labelled.
+
+    A whole PNG (``whole_png_size``: nothing cut or corrupted on its way) with a thumbnail that
+    ComfyUI made from the same pixels (``made_thumbnail``) is an image: it is stored as it came,
+    labelled, with that thumbnail. Anything else is decoded here (the decode is the proof) and
+    gets a thumbnail made here: decoding a 512×512 PNG takes 4–5 ms, the WebP encode 3 more."""
+    try:
+        size = whole_png_size(data)
+    except ValueError as exc:
+        raise ComfyUIError(f"ComfyUI handed over a broken image ({exc}).", code="OUTPUT_UNREADABLE") from exc
+    thumb_bytes = _made_thumbnail(size, made_thumbnail, label, secret) if size and made_thumbnail else None
+    if thumb_bytes is not None:
+        (width, height), data = size, label_png(data, label, secret)
+    else:
+        width, height, data, thumb_bytes = _decode_and_thumbnail(data, label, secret)
+    image_key = storage.put(content_key(data, "png", "images"), data)
+    thumbnail_key = storage.put(content_key(thumb_bytes, "webp", "thumbs"), thumb_bytes)
+    return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key, width=width,
+                           height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                           output_id=label.produce_id)
+
+
+def _decode_and_thumbnail(data: bytes, label: ImageLabel, secret: bytes) -> tuple[int, int, bytes, bytes]:
+    """The original's size, the original labelled (as PNG) and a thumbnail made here; decoding
+    the original is what proves it an image."""
     try:
         with Image.open(io.BytesIO(data)) as original:
             original.load()
@@ -510,12 +581,7 @@ def _store(storage: Storage, index: int, data: bytes, label: ImageLabel, secret:
         raise ComfyUIError("ComfyUI handed over a file that is not an image.", code="OUTPUT_UNREADABLE") from exc
     thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE))
     # method 0: two thirds of the encode time of method 2 (a quarter of the default, 4), ~10 % more bytes
-    thumb_bytes = encode_derived(thumbnail, "WEBP", label, secret, quality=80, method=0)
-    image_key = storage.put(content_key(data, "png", "images"), data)
-    thumbnail_key = storage.put(content_key(thumb_bytes, "webp", "thumbs"), thumb_bytes)
-    return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key, width=width,
-                           height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                           output_id=label.produce_id)
+    return width, height, data, encode_derived(thumbnail, "WEBP", label, secret, quality=80, method=0)
 
 
 def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str) -> bool:

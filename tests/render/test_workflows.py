@@ -10,8 +10,9 @@ import pytest
 
 from services.render import workflows
 from services.render.config import RenderConfig
-from services.render.workflows import (RANDOM_SEED_LIMIT, TemplateError, TemplateStore, build_graph,
-                                              load_templates, parse_template, validate_params)
+from services.render.workflows import (RANDOM_SEED_LIMIT, THUMBNAIL_NODE_CLASSES, TemplateError, TemplateStore,
+                                              build_graph, load_templates, parse_template, validate_params,
+                                              with_thumbnails)
 from shared.errors import Unprocessable
 
 CHOICES = {"checkpoints": ["sd15_demo.safetensors", "sdxl_demo.safetensors"], "samplers": ["euler", "dpmpp_2m"],
@@ -172,6 +173,39 @@ def test_a_value_may_feed_several_inputs_and_be_scaled():
         "image": ["3", 0], "upscale_method": "lanczos", "scale_by": 1.0}
     assert build_graph(upscale, upscale.variant("resize"), params)["4"]["inputs"]["scale_by"] == 4
     assert "scale" in errors_of(upscale, {"sourceImage": "upload:abc", "scale": 3}, {})
+
+
+def test_comfyui_is_asked_for_a_thumbnail_of_each_image_of_a_single_output_workflow(template):
+    variant = template.variants[0]
+    recorded = build_graph(template, variant, validate_params(template, {"prompt": "p", "batchSize": 2}, CHOICES))
+    plain = copy.deepcopy(recorded)
+    graph, saving = with_thumbnails(recorded, variant.outputs, 2, set(variant.node_classes) | THUMBNAIL_NODE_CLASSES)
+    assert saving == ["thumbnail0", "thumbnail1"]
+    assert recorded == plain, "the job records the workflow's own graph"
+    assert {key: graph[key] for key in plain} == plain, "the workflow's own nodes are untouched"
+    source = plain[variant.outputs[0]]["inputs"]["images"]
+    for index, node in enumerate(saving):
+        save = graph[node]
+        assert save["class_type"] == "SaveAnimatedWEBP" and save["inputs"]["method"] == "fastest"
+        assert save["inputs"]["lossless"] is False and save["inputs"]["quality"] == 80
+        scale = graph[save["inputs"]["images"][0]]
+        assert scale["class_type"] == "ImageScaleToMaxDimension" and scale["inputs"]["largest_size"] == 512
+        pick = graph[scale["inputs"]["image"][0]]
+        assert pick == {"class_type": "ImageFromBatch", "inputs": {"image": source, "batch_index": index, "length": 1}}
+    assert len(graph) == len(plain) + 6
+
+
+def test_no_thumbnail_nodes_where_comfyui_lacks_them_or_the_images_come_from_two_nodes(template):
+    variant = template.variants[0]
+    graph = build_graph(template, variant, validate_params(template, {"prompt": "p"}, CHOICES))
+    plain = copy.deepcopy(graph)
+    lacking = (set(variant.node_classes) | THUMBNAIL_NODE_CLASSES) - {"ImageScaleToMaxDimension"}
+    assert with_thumbnails(graph, variant.outputs, 1, lacking) == (plain, [])
+    output = variant.outputs[0]
+    graph["saved_twice"] = copy.deepcopy(graph[output])
+    plain = copy.deepcopy(graph)
+    assert with_thumbnails(graph, [output, "saved_twice"], 1,
+                           set(variant.node_classes) | THUMBNAIL_NODE_CLASSES) == (plain, [])
 
 
 FLUX_CHOICES = {"diffusion_models": ["flux_demo.safetensors"],

@@ -1,15 +1,18 @@
 """render_job end to end: emulator + real credits service + real Redis + real database."""
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
 import pytest
+from PIL import Image
 from sqlalchemy import text
 
-from services.render import cancel_signal, jobs
+from services.render import cancel_signal, jobs, workflows
 from services.render_worker import pipeline
 from services.render_worker.pipeline import MAX_HOPS, render_job
+from shared.labels import read_label
 
 from tests.render_worker.helpers import admit, job_state, ledger
 
@@ -80,6 +83,89 @@ def test_a_file_that_is_not_an_image_fails_the_job_records_nothing_and_refunds(c
                                                                                 data):
     monkeypatch.setattr(ctx.comfyui, "fetch_image", lambda ref: data)
     job_id = admit(ctx, user_id)
+    render_job(job_id, ctx)
+
+    job, outputs = job_state(ctx, job_id)
+    assert (job.status, job.error_code, outputs) == ("failed", "OUTPUT_UNREADABLE", [])
+    assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
+    assert "job.image" not in [event["type"] for event in channel() if event["data"].get("jobId") == job_id]
+
+
+def _thumbnail_of(ctx, output) -> Image.Image:
+    with Image.open(io.BytesIO(ctx.storage.read(output.thumbnail_key))) as thumbnail:
+        thumbnail.load()
+        return thumbnail
+
+
+def test_comfyui_makes_each_thumbnail_and_the_worker_only_labels_it(ctx, user_id, monkeypatch):
+    monkeypatch.setattr(pipeline, "_decode_and_thumbnail", lambda *args: pytest.fail("decoded on the worker"))
+    job_id = admit(ctx, user_id, batchSize=2, width=768, height=512)
+    render_job(job_id, ctx)
+
+    job, outputs = job_state(ctx, job_id)
+    assert job.status == "succeeded" and [output.index for output in outputs] == [0, 1]
+    assert not {node["class_type"] for node in job.graph.values()} & workflows.THUMBNAIL_NODE_CLASSES, \
+        "the job records the workflow's graph, what reproduces its images"
+    assert {"thumbnail0", "thumbnail1"} <= set(ctx.comfyui.history(job.comfy_prompt_id)["outputs"])
+    for output in outputs:
+        assert (output.width, output.height) == (768, 512)
+        with Image.open(io.BytesIO(ctx.storage.read(output.image_key))) as original:
+            original.load()
+            expected = original.resize((512, 341))
+        thumbnail = _thumbnail_of(ctx, output)
+        assert (thumbnail.format, thumbnail.size) == ("WEBP", (512, 341)), "the aspect ratio kept"
+        # the thumbnail shows its own image: lossy, but far nearer to it than to the other one
+        other = next(o for o in outputs if o is not output)
+        with Image.open(io.BytesIO(ctx.storage.read(other.image_key))) as wrong:
+            wrong = wrong.convert("RGB").resize((512, 341))
+        assert _distance(thumbnail, expected) * 3 < _distance(thumbnail, wrong)
+        data = ctx.storage.read(output.thumbnail_key)
+        found = read_label(data, ctx.labels.secret)
+        assert found.authentic and (found.produce_id, found.job_id) == (output.id, job_id)
+        assert b"prompt:" not in data and b"workflow:" not in data, "ComfyUI's graph stays out of public files"
+
+
+def _distance(a: Image.Image, b: Image.Image) -> float:
+    pixels_a, pixels_b = a.convert("RGB").tobytes(), b.convert("RGB").tobytes()
+    return sum(abs(x - y) for x, y in zip(pixels_a[::97], pixels_b[::97])) / len(pixels_a[::97])
+
+
+def test_a_thumbnail_comfyui_did_not_make_to_size_or_could_not_hand_over_is_made_here(ctx, user_id, monkeypatch):
+    fetch = ctx.comfyui.fetch_image
+
+    def thumbnails_missing(ref):
+        if ref.filename.endswith(".webp") and ref.node_id == "thumbnail1":
+            raise pipeline.ComfyUIError("GET /view answered 404.", code="OUTPUT_MISSING")
+        return fetch(ref)
+
+    monkeypatch.setattr(ctx.comfyui, "fetch_image", thumbnails_missing)
+    small = admit(ctx, user_id, width=64, height=96)  # ComfyUI scales it up to 512; a thumbnail never is
+    render_job(small, ctx)
+    _, [output] = job_state(ctx, small)
+    assert _thumbnail_of(ctx, output).size == (64, 96)
+
+    lost = admit(ctx, user_id, batchSize=2, width=512, height=512)
+    render_job(lost, ctx)
+    job, outputs = job_state(ctx, lost)
+    assert job.status == "succeeded" and [_thumbnail_of(ctx, o).size for o in outputs] == [(512, 512), (512, 512)]
+    for output in outputs:
+        assert read_label(ctx.storage.read(output.thumbnail_key), ctx.labels.secret).authentic
+
+
+@pytest.mark.parametrize("damage", ["cut-short", "checksum-wrong"])
+def test_an_original_damaged_on_its_way_fails_the_job_though_comfyui_made_its_thumbnail(ctx, user_id, channel,
+                                                                                      monkeypatch, damage):
+    fetch = ctx.comfyui.fetch_image
+
+    def damaged(ref):
+        data = fetch(ref)
+        if ref.filename.endswith(".png"):
+            middle = len(data) // 2
+            data = data[:middle] if damage == "cut-short" else data[:middle] + bytes([data[middle] ^ 0x5A]) + data[middle + 1:]
+        return data
+
+    monkeypatch.setattr(ctx.comfyui, "fetch_image", damaged)
+    job_id = admit(ctx, user_id, width=512, height=512)
     render_job(job_id, ctx)
 
     job, outputs = job_state(ctx, job_id)
