@@ -25,7 +25,7 @@ import redis
 from services.render.catalog import (CATALOG_TTL_SECONDS, MODEL_KINDS, REFRESH_SECONDS, alive_key,
                                      catalog_key, publish_catalog, runnable_workflows)
 from services.render import fleet
-from services.render.workflows import Template
+from services.render.workflows import THUMBNAIL_NODE_CLASSES, Template, with_thumbnails
 from services.render.metrics import COMFYUI_UP
 from services.render_worker.comfyui import ComfyUIClient, ComfyUIError, combo_choices
 from services.render_worker.drain import WorkerState
@@ -71,6 +71,23 @@ def choices_from_object_info(object_info: dict[str, Any]) -> dict[str, list[str]
     found["builtin_vaes"] = [name for name in found["vaes"] if name in BUILTIN_VAES]
     found["vaes"] = [name for name in found["vaes"] if name not in BUILTIN_VAES]
     return found
+
+
+def usable_node_classes(object_info: dict[str, Any]) -> set[str]:
+    """The node classes of a full ``/object_info`` the worker may put in a graph: all, but the
+    thumbnail chain's (``with_thumbnails``) when this ComfyUI's own specs lack an input it sends or
+    a choice it makes (another version of those nodes would refuse every prompt)."""
+    classes = set(object_info)
+    saving = {"0": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}
+    chain, _ = with_thumbnails(saving, ["0"], 1, classes)
+    for node in (chain[node_id] for node_id in chain.keys() - saving.keys()):
+        spec = object_info[node["class_type"]].get("input", {})
+        accepted = {**spec.get("required", {}), **spec.get("optional", {})}
+        for name, value in node["inputs"].items():
+            choices = combo_choices(accepted.get(name))
+            if name not in accepted or (choices and value not in choices):
+                return classes - THUMBNAIL_NODE_CLASSES
+    return classes
 
 
 def devices(stats: dict[str, Any]) -> list[dict[str, Any]]:

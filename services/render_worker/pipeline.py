@@ -44,7 +44,7 @@ from services.render import metrics as render_metrics
 from services.render.catalog import worker_alive
 from services.render_worker.drain import WorkerState
 from services.render_worker.checkers import CheckerUnavailable, ImageChecker, load_checker
-from services.render_worker.heartbeat import choices_from_object_info
+from services.render_worker.heartbeat import choices_from_object_info, usable_node_classes
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
                       outcome_from_history)
 from services.render.config import RenderConfig
@@ -93,7 +93,7 @@ class RenderContext:
         known = self.known_capabilities()
         if known is None:
             info = self.comfyui.object_info_all()
-            self.capabilities_cache = (time.monotonic(), set(info), choices_from_object_info(info))
+            self.capabilities_cache = (time.monotonic(), usable_node_classes(info), choices_from_object_info(info))
             known = self.capabilities_cache[1], self.capabilities_cache[2]
         return known
 

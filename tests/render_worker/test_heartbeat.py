@@ -2,6 +2,7 @@
 drains or loses its ComfyUI is planned with on the scheduler's next pass."""
 from __future__ import annotations
 
+import copy
 import time
 
 from kombu.exceptions import OperationalError
@@ -11,7 +12,8 @@ from services.render.catalog import alive_key
 from services.render.scheduler import FairQueue
 from services.render_worker.comfyui import ComfyUIClient
 from services.render_worker.drain import WorkerState
-from services.render_worker.heartbeat import CatalogPublisher
+from services.render.workflows import THUMBNAIL_NODE_CLASSES
+from services.render_worker.heartbeat import CatalogPublisher, usable_node_classes
 
 
 def _fleet(fair: FairQueue) -> str | None:
@@ -172,3 +174,16 @@ def test_a_worker_whose_name_no_other_has_is_drained_by_its_name(ctx, unique, re
         fleet.set_drain(ctx.events.redis, f"{name}@host-a", False)
         ctx.events.redis.hdel(fleet.REGISTRY_KEY, f"{name}@host-a")
         app.extensions["render"].db.dispose()
+
+
+def test_the_thumbnail_nodes_are_used_only_where_comfyuis_own_specs_take_what_the_worker_sends(ctx):
+    info = ctx.comfyui.object_info_all()
+    assert THUMBNAIL_NODE_CLASSES <= usable_node_classes(info) == set(info)
+
+    other_choices = copy.deepcopy(info)
+    other_choices["SaveAnimatedWEBP"]["input"]["required"]["method"] = [["default", "slowest"]]
+    renamed = copy.deepcopy(info)
+    scale = renamed["ImageScaleToMaxDimension"]["input"]["required"]
+    scale["longest_side"] = scale.pop("largest_size")
+    for changed in (other_choices, renamed):
+        assert usable_node_classes(changed) == set(info) - THUMBNAIL_NODE_CLASSES, "another version's nodes"
