@@ -346,7 +346,7 @@ def with_thumbnails(graph: dict[str, Any], outputs: list[str], images: int,
                                     "inputs": {"image": [f"{node}_pick", 0], "upscale_method": "area",
                                                "largest_size": THUMBNAIL_SIZE}}
         chained[node] = {"class_type": "SaveAnimatedWEBP",
-                         "inputs": {"images": [f"{node}_scale", 0], "filename_prefix": "aigc_thumbnail", "fps": 6.0,
+                         "inputs": {"images": [f"{node}_scale", 0], "filename_prefix": "aigc/thumbnail", "fps": 6.0,
                                     "lossless": False, "quality": 80, "method": "fastest"}}
         saving.append(node)
     return chained, saving
