@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from PIL import Image, ImageOps
+from PIL.PngImagePlugin import PngInfo
 
 from services.comfyui_emulator import images
 from services.comfyui_emulator.images import Recipe
@@ -226,12 +227,22 @@ async def image_scale_to_max_dimension(ctx: NodeContext, image: list[Image.Image
     return (scaled,), None
 
 
+def _png_metadata(ctx: NodeContext) -> PngInfo:
+    """ComfyUI's PNG metadata: the prompt, then each extra_pnginfo entry (the UI's workflow), as text."""
+    metadata = PngInfo()
+    metadata.add_text("prompt", json.dumps(ctx.graph))
+    for key, value in (ctx.extra_data.get("extra_pnginfo") or {}).items():
+        metadata.add_text(key, json.dumps(value))
+    return metadata
+
+
 def _write_pngs(ctx: NodeContext, pictures: list[Image.Image], kind: str, filename_prefix: str) -> UI:
     folder, subfolder, prefix, counter = ctx.storage.next_save_path(kind, filename_prefix)
+    metadata = _png_metadata(ctx)
     results = []
     for offset, picture in enumerate(pictures):
         filename = f"{prefix}_{counter + offset:05}_.png"
-        picture.save(folder / filename, format="PNG", compress_level=1 if kind == "temp" else 4)
+        picture.save(folder / filename, format="PNG", pnginfo=metadata, compress_level=1 if kind == "temp" else 4)
         results.append({"filename": filename, "subfolder": subfolder, "type": kind})
     return {"images": results}
 

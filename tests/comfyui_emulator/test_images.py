@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import requests
@@ -34,6 +35,7 @@ def render(emu: Any, width: int = 64, height: int = 48, batch: int = 2, seed: in
 def test_size_batch_and_naming(emu: Any) -> None:
     pictures = render(emu, width=72, height=40, batch=3)
     assert [p.size for p in pictures] == [(72, 40)] * 3
+    assert json.loads(pictures[0].text["prompt"])["6"]["inputs"]["text"] == "a red fox", "ComfyUI's metadata"
     assert len({p.tobytes() for p in pictures}) == 3
 
 

@@ -112,6 +112,7 @@ def test_comfyui_makes_each_thumbnail_and_the_worker_only_labels_it(ctx, user_id
         with Image.open(io.BytesIO(ctx.storage.read(output.image_key))) as original:
             original.load()
             expected = original.resize((512, 341))
+            assert set(original.text) == {"AIGC", "XML:com.adobe.xmp"}, "ComfyUI's prompt and workflow dropped"
         thumbnail = _thumbnail_of(ctx, output)
         assert (thumbnail.format, thumbnail.size) == ("WEBP", (512, 341)), "the aspect ratio kept"
         # the thumbnail shows its own image: lossy, but far nearer to it than to the other one
