@@ -340,16 +340,24 @@ def with_thumbnails(graph: dict[str, Any], outputs: list[str], images: int,
     chained, saving = dict(graph), []
     for index in range(images):
         node = f"thumbnail{index}"
-        chained[f"{node}_pick"] = {"class_type": "ImageFromBatch",
-                                   "inputs": {"image": source, "batch_index": index, "length": 1}}
-        chained[f"{node}_scale"] = {"class_type": "ImageScaleToMaxDimension",
-                                    "inputs": {"image": [f"{node}_pick", 0], "upscale_method": "area",
-                                               "largest_size": THUMBNAIL_SIZE}}
-        chained[node] = {"class_type": "SaveAnimatedWEBP",
-                         "inputs": {"images": [f"{node}_scale", 0], "filename_prefix": "aigc/thumbnail", "fps": 6.0,
-                                    "lossless": False, "quality": 80, "method": "fastest"}}
+        chained.update(thumbnail_chain(node, source, index))
         saving.append(node)
     return chained, saving
+
+
+def thumbnail_chain(node: str, source: list[Any], index: int) -> dict[str, dict[str, Any]]:
+    """The nodes making the thumbnail of image ``index`` of the batch at ``source``, the saving
+    one named ``node``."""
+    return {
+        f"{node}_pick": {"class_type": "ImageFromBatch",
+                         "inputs": {"image": source, "batch_index": index, "length": 1}},
+        f"{node}_scale": {"class_type": "ImageScaleToMaxDimension",
+                          "inputs": {"image": [f"{node}_pick", 0], "upscale_method": "area",
+                                     "largest_size": THUMBNAIL_SIZE}},
+        node: {"class_type": "SaveAnimatedWEBP",
+               "inputs": {"images": [f"{node}_scale", 0], "filename_prefix": "aigc/thumbnail", "fps": 6.0,
+                          "lossless": False, "quality": 80, "method": "fastest"}},
+    }
 
 
 def _normalise_legacy(raw: dict[str, Any], errors: dict[str, list[str]]) -> dict[str, Any]:

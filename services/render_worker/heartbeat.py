@@ -25,7 +25,7 @@ import redis
 from services.render.catalog import (CATALOG_TTL_SECONDS, MODEL_KINDS, REFRESH_SECONDS, alive_key,
                                      catalog_key, publish_catalog, runnable_workflows)
 from services.render import fleet
-from services.render.workflows import THUMBNAIL_NODE_CLASSES, Template, with_thumbnails
+from services.render.workflows import THUMBNAIL_NODE_CLASSES, Template, thumbnail_chain
 from services.render.metrics import COMFYUI_UP
 from services.render_worker.comfyui import ComfyUIClient, ComfyUIError, combo_choices
 from services.render_worker.drain import WorkerState
@@ -75,13 +75,11 @@ def choices_from_object_info(object_info: dict[str, Any]) -> dict[str, list[str]
 
 def usable_node_classes(object_info: dict[str, Any]) -> set[str]:
     """The node classes of a full ``/object_info`` the worker may put in a graph: all, but the
-    thumbnail chain's (``with_thumbnails``) when this ComfyUI's own specs lack an input it sends or
+    thumbnail chain's (``thumbnail_chain``) when this ComfyUI's own specs lack an input it sends or
     a choice it makes (another version of those nodes would refuse every prompt)."""
     classes = set(object_info)
-    saving = {"0": {"class_type": "SaveImage", "inputs": {"images": ["1", 0]}}}
-    chain, _ = with_thumbnails(saving, ["0"], 1, classes)
-    for node in (chain[node_id] for node_id in chain.keys() - saving.keys()):
-        spec = object_info[node["class_type"]].get("input", {})
+    for node in thumbnail_chain("thumbnail", ["0", 0], 0).values():
+        spec = object_info.get(node["class_type"], {}).get("input", {})
         accepted = {**spec.get("required", {}), **spec.get("optional", {})}
         for name, value in node["inputs"].items():
             choices = combo_choices(accepted.get(name))
