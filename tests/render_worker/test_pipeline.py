@@ -260,3 +260,22 @@ def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel,
     assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
     assert [event["data"] for event in channel() if event["type"] == "job.cancelled"] == [
         {"jobId": job_id, "refunded": 15, "images": 0, "charged": 0, "settled": True}]
+
+
+def test_live_progress_is_sent_at_most_twice_a_second_and_always_at_the_last_step(ctx, user_id, channel,
+                                                                                   monkeypatch):
+    """A 2.5-s job of 20 steps (one every 0.125 s) tells its owner of 5 steps and the last one, not
+    of every step: each event is the worker's publish, Redis's and the gateway's relay to each socket."""
+    job_id = admit(ctx, user_id, steps=20)
+    with ctx.db.transaction() as session:
+        job = jobs.claim_job(session, job_id, ctx.worker_id, ctx.alive)
+    clock = [1000.0]
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: clock[0])
+    hooks = pipeline._Hooks(ctx, job)
+    for step in range(1, 21):
+        clock[0] += 0.125
+        hooks.progress(step, 20, step * 5)
+    steps = [event["data"]["step"] for event in channel() if event["type"] == "job.progress"]
+    assert steps == [1, 5, 9, 13, 17, 20]
+    job, _ = job_state(ctx, job_id)
+    assert job.first_progress_at is not None and job.progress == 85, "stored at the first step, then every 2 s"
