@@ -45,7 +45,7 @@ def emulator_faults(emulator_url):
     yield _arm
     requests.post(emulator_url + "/emulator/config", json={"faults": {
         "execution_error": None, "hang": False, "drop_socket_after_steps": None, "reject_with_html": False,
-        "truncate_history": False, "view_not_found": False, "lose_history": False,
+        "truncate_history": False, "view_not_found": False, "lose_history": False, "fail_node_class": None,
         "persistent": False}}, timeout=5).raise_for_status()
 
 

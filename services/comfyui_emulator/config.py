@@ -21,9 +21,13 @@ class Faults:
     ``truncate_history``: ``GET /history/<id>`` answers a cut-off JSON body.
     ``view_not_found``: ``GET /view`` answers 404 (the file is gone).
     ``lose_history``: the next run leaves no history entry, as after a restart.
+    ``fail_node_class``: a node of this class raises when it runs (not when it is cached), as a
+    ComfyUI lacking a codec or memory does: ``execution_error`` names that node, and the outputs
+    of the nodes that ran before it stay in the history entry.
     """
 
     execution_error: str | None = None
+    fail_node_class: str | None = None
     hang: bool = False
     drop_socket_after_steps: int | None = None
     crash: bool = False
@@ -92,6 +96,8 @@ class EmulatorConfig:
 def _coerce_fault(name: str, value: Any) -> Any:
     if name == "execution_error":
         return None if value in (None, False, "") else ("Injected execution error" if value is True else str(value))
+    if name == "fail_node_class":
+        return None if value in (None, "") else str(value)
     if name == "drop_socket_after_steps":
         return None if value is None else int(value)
     return bool(value)

@@ -207,6 +207,8 @@ class Run:
             name: self.engine.cache[node_signatures[value[0]]].outputs[value[1]] if is_link(value) else value
             for name, value in node["inputs"].items()
         }
+        if node["class_type"] == self.faults.fail_node_class:
+            raise RuntimeError(f"{node['class_type']} failed (injected)")
         outputs, ui = await NODE_FUNCTIONS[node["class_type"]](self, **inputs)
         self.engine.cache[node_signatures[node_id]] = CachedNode(outputs, ui)
         self.executed.append(node_id)

@@ -59,6 +59,15 @@ class ComfyUIError(Exception):
         self.error_class = error_class
 
 
+class ExecutionFailed(ComfyUIError):
+    """A node failed while the prompt ran (``execution_error``): ``node_id`` and ``node_type`` name
+    it (None when ComfyUI's history did not say), ``exception_message`` is ComfyUI's."""
+
+    def __init__(self, message: str, node_id: str | None, node_type: str | None, exception_message: str) -> None:
+        super().__init__(message, code="EXECUTION_ERROR")
+        self.node_id, self.node_type, self.exception_message = node_id, node_type, exception_message
+
+
 class PromptRejected(ComfyUIError):
     """ComfyUI refused the graph at validation (``node_errors``)."""
 
@@ -376,8 +385,8 @@ class ComfyUIClient:
             hooks: RunHooks | None = None) -> list[ImageRef]:
         """Execute ``graph`` and return the image references of ``output_nodes`` in order.
 
-        ``deadline`` is a ``time.monotonic()`` value. Raises PromptRejected, ComfyUIError
-        (execution error, deadline, lost connection) or PromptInterrupted.
+        ``deadline`` is a ``time.monotonic()`` value. Raises PromptRejected, ExecutionFailed, ComfyUIError
+        (deadline, lost connection) or PromptInterrupted.
         """
         run = PromptRun(self, graph, output_nodes, prompt_id, deadline, hooks or RunHooks(), self.event_socket)
         run.execute()
@@ -681,9 +690,10 @@ class PromptRun:
                 raise PromptInterrupted(self.prompt_id)
             raise ComfyUIError("ComfyUI interrupted the prompt.", code="INTERRUPTED")
         if self.outcome == "error":
-            node = self.payload.get("node_type") or self.payload.get("node_id") or "?"
-            message = self.payload.get("exception_message") or "ComfyUI failed while running the workflow."
-            raise ComfyUIError(f"{str(message).strip()} (node {node})", code="EXECUTION_ERROR")
+            node_id, node_type = self.payload.get("node_id"), self.payload.get("node_type")
+            message = str(self.payload.get("exception_message") or "ComfyUI failed while running the workflow.").strip()
+            raise ExecutionFailed(f"{message} (node {node_type or node_id or '?'})",
+                                  None if node_id is None else str(node_id), node_type, message)
 
     # -- results ----------------------------------------------------------------------
     def results(self) -> list[ImageRef]:

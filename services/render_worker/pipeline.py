@@ -2,7 +2,8 @@
 
 Claim (only a queued, uncancelled job, or a running one whose worker died) → pick the
 workflow variant this ComfyUI runs → upload the source image under a per-job name →
-build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it) →
+build the graph → run it in ComfyUI (resubmitted once if a ComfyUI restart lost it, or without
+ComfyUI's thumbnails if one of their nodes failed) →
 per image: fetch, check (``CONTENT_IMAGE_CHECKER``), label and store original and thumbnail,
 insert the output row (commit), publish ``job.image`` → record the final state (a job's last
 image commits with its success), then settle the hold (one credits call charges the delivered
@@ -15,6 +16,7 @@ take and an event Redis did not take are left in the job's outbox for the reconc
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import io
 import json
@@ -45,13 +47,14 @@ from services.render.catalog import worker_alive
 from services.render_worker.drain import WorkerState
 from services.render_worker.checkers import CheckerUnavailable, ImageChecker, load_checker
 from services.render_worker.heartbeat import choices_from_object_info, usable_node_classes
-from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ImageRef, PromptInterrupted, RunHooks, image_refs,
-                      outcome_from_history)
+from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ExecutionFailed, ImageRef, PromptInterrupted,
+                                            RunHooks, image_refs, outcome_from_history)
 from services.render.config import RenderConfig
 from services.render.models import RenderJob
 from services.render.outbox import JobOutbox
 from services.render.scheduler import FairQueue, entry_for
-from services.render.workflows import THUMBNAIL_SIZE, Template, TemplateStore, Variant, build_graph, with_thumbnails
+from services.render.workflows import (THUMBNAIL_NODE_CLASSES, THUMBNAIL_SIZE, Template, TemplateStore, Variant,
+                                       build_graph, with_thumbnails)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,9 @@ PROGRESS_STORE_SECONDS = 2.0
 CANCEL_ROW_SECONDS = 5.0
 # A job that this worker's ComfyUI cannot serve (a model it lacks) is passed on this often.
 MAX_HOPS = 8
+# After ComfyUI failed running a thumbnail chain's node, the worker makes the thumbnails itself this
+# long (``_pause_thumbnails``).
+THUMBNAIL_PAUSE_SECONDS = 600.0
 
 
 @dataclass
@@ -89,6 +95,7 @@ class RenderContext:
     cancels: cancel_signal.Watch
     state: WorkerState | None = None  # a worker's (not the reconciler's): drain, counters, loaded model
     capabilities_cache: tuple[float, set[str], dict[str, list[str]]] | None = None
+    thumbnails_paused_until: float = 0.0  # time.monotonic(): no thumbnail chain sent before (``_pause_thumbnails``)
 
     def capabilities(self) -> tuple[set[str], dict[str, list[str]]]:
         """Node classes and catalog kinds of this worker's ComfyUI (re-read every 30 s)."""
@@ -259,6 +266,21 @@ class Prompt:
     submitted: dict[str, Any]  # what ComfyUI runs: the graph and its thumbnails' nodes (``with_thumbnails``)
     thumbnails: list[str]  # the nodes saving each image's thumbnail
 
+    @property
+    def chain(self) -> set[str]:
+        """The thumbnail chains' nodes: what ``submitted`` adds to ``graph``."""
+        return set(self.submitted) - set(self.graph)
+
+
+def _new_prompt(ctx: RenderContext, variant: Variant, params: dict[str, Any], graph: dict[str, Any], images: int,
+                node_classes: set[str]) -> Prompt:
+    """A prompt of ``graph`` under a new id, with ComfyUI's thumbnail chains unless they failed
+    there lately (``_pause_thumbnails``)."""
+    if time.monotonic() < ctx.thumbnails_paused_until:
+        node_classes = node_classes - THUMBNAIL_NODE_CLASSES
+    return Prompt(str(uuid.uuid4()), variant, params, graph,
+                  *with_thumbnails(graph, variant.outputs, images, node_classes))
+
 
 def _prompt_at_claim(ctx: RenderContext, session, job: jobs.ClaimedJob) -> Prompt | None:
     """The usual job's prompt, recorded in the claim's own transaction (one commit before ComfyUI
@@ -275,9 +297,8 @@ def _prompt_at_claim(ctx: RenderContext, session, job: jobs.ClaimedJob) -> Promp
     if variant is None or _missing_models(template, job.params, choices):
         return None
     params = _complete_params(template, variant, job.params, choices)
-    graph = build_graph(template, variant, params)
-    prompt = Prompt(str(uuid.uuid4()), variant, params, graph,
-                    *with_thumbnails(graph, variant.outputs, job.images_requested, node_classes))
+    prompt = _new_prompt(ctx, variant, params, build_graph(template, variant, params), job.images_requested,
+                         node_classes)
     jobs.record_prompt(session, job.id, prompt.id, variant.name, prompt.graph)
     return prompt
 
@@ -319,20 +340,59 @@ def _submit(ctx: RenderContext, job: jobs.ClaimedJob, template: Template, varian
             hooks: "_Hooks", deadline: float, prompt: Prompt | None = None) -> tuple[list[ImageRef], list[str]]:
     """Run ``prompt`` in ComfyUI; without one, upload the source, build the graph and record the
     prompt id first. The references of the images and of their thumbnails, and the thumbnails'
-    nodes."""
+    nodes.
+
+    When a node of a thumbnail chain fails at execution, the workflow's own graph runs once more
+    under a new prompt id (recorded on the row, the same seed) and the worker makes the
+    thumbnails: the images were fine, and the job's hold is settled once, at its end. ComfyUI's
+    history of the failed prompt may hold SaveImage's files already, but only if ComfyUI happened
+    to run SaveImage before the failing node (its execution order is not a promise), and the
+    re-run is the one path that holds either way; ComfyUI's cache keeps the outputs of the nodes
+    that ran, so it seldom samples again."""
     if hooks.should_cancel():
         raise PromptInterrupted(job.id)
     if prompt is None:
         overrides = {name: _upload_source(ctx, job) for name in template.image_parameters if name in params}
-        graph = build_graph(template, variant, params, overrides)
-        prompt = Prompt(str(uuid.uuid4()), variant, params, graph,
-                        *with_thumbnails(graph, variant.outputs, job.images_requested, ctx.capabilities()[0]))
+        prompt = _new_prompt(ctx, variant, params, build_graph(template, variant, params, overrides),
+                             job.images_requested, ctx.capabilities()[0])
         with ctx.db.transaction() as session:
             jobs.record_prompt(session, job.id, prompt.id, variant.name, prompt.graph)
-    refs = ctx.comfyui.run(prompt.submitted, variant.outputs + prompt.thumbnails, deadline=deadline, prompt_id=prompt.id,
-                           hooks=RunHooks(on_progress=hooks.progress, on_preview=hooks.preview,
-                                          should_cancel=hooks.should_cancel))
-    return refs, prompt.thumbnails
+    try:
+        return _execute(ctx, prompt, hooks, deadline), prompt.thumbnails
+    except ExecutionFailed as exc:
+        if exc.node_id not in prompt.chain:
+            raise
+        _pause_thumbnails(ctx, exc)
+    if hooks.should_cancel():
+        raise PromptInterrupted(job.id)
+    prompt = dataclasses.replace(prompt, id=str(uuid.uuid4()), submitted=prompt.graph, thumbnails=[])
+    with ctx.db.transaction() as session:
+        jobs.record_prompt(session, job.id, prompt.id, variant.name, prompt.graph)
+    log.info("job %s: ComfyUI's thumbnail failed; running the workflow's graph once more without it (prompt %s)",
+             job.id, prompt.id)
+    return _execute(ctx, prompt, hooks, deadline), []
+
+
+def _execute(ctx: RenderContext, prompt: Prompt, hooks: "_Hooks", deadline: float) -> list[ImageRef]:
+    return ctx.comfyui.run(prompt.submitted, prompt.variant.outputs + prompt.thumbnails, deadline=deadline,
+                           prompt_id=prompt.id, hooks=RunHooks(on_progress=hooks.progress, on_preview=hooks.preview,
+                                                               should_cancel=hooks.should_cancel))
+
+
+def _pause_thumbnails(ctx: RenderContext, exc: ExecutionFailed) -> None:
+    """Send no thumbnail chain to this ComfyUI for THUMBNAIL_PAUSE_SECONDS: a node of one failed
+    as it ran (a Pillow without WebP, memory running out in the scale). A fixed cool-off, not the
+    next capabilities read (every 30 s): ``/object_info`` lists those nodes all the same, so only a
+    run tells. Trying again after the cool-off costs one re-run (per job then in flight) while a
+    transient failure (memory) heals, and a lasting one (a codec) leaves the worker making the
+    thumbnails, about 8 ms of its CPU each.
+    Logged once per cool-off."""
+    now = time.monotonic()
+    if now >= ctx.thumbnails_paused_until:
+        log.warning("ComfyUI at %s failed running the thumbnail node %s (%s): %s; the worker makes the thumbnails "
+                    "for the next %.0f s", ctx.comfyui.base_url, exc.node_id, exc.node_type, exc.exception_message,
+                    THUMBNAIL_PAUSE_SECONDS)
+    ctx.thumbnails_paused_until = now + THUMBNAIL_PAUSE_SECONDS
 
 
 def _missing_models(template: Template, params: dict[str, Any], choices: dict[str, list[str]]) -> list[str]:

@@ -16,7 +16,7 @@ DEFAULT_CONTROL = {
     "step_delay": 0.01, "load_delay": 0.02, "model_load_seconds": 0.0, "preview_method": "none",
     "faults": {"execution_error": None, "hang": False, "drop_socket_after_steps": None, "crash": False,
                "reject_with_html": False, "truncate_history": False, "view_not_found": False,
-               "lose_history": False, "persistent": False},
+               "lose_history": False, "fail_node_class": None, "persistent": False},
     "checkpoints": ["sd15_demo.safetensors", "sdxl_demo.safetensors"],
 }
 

@@ -96,3 +96,46 @@ def test_image_from_batch_clamps_to_the_last_image(emu: Any) -> None:
     picked = Image.open(io.BytesIO(view(emu, picked_ref).content)).tobytes()
     assert len(whole) == 2 and whole[0] != whole[1]
     assert picked == whole[1]
+
+
+
+def _run_messages(emu: Any, graph: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """Post the graph; its prompt id and the text messages until it finished, whatever its outcome."""
+    socket = Socket(emu.ws_url)
+    try:
+        socket.recv()
+        prompt_id = post(emu, {"prompt": graph, "client_id": socket.client_id})["prompt_id"]
+        return prompt_id, [m for m in socket.until_finished(prompt_id, timeout=30) if isinstance(m, dict)]
+    finally:
+        socket.close()
+
+
+def test_fail_node_class_fails_that_node_at_execution_keeping_what_ran_before(emu: Any) -> None:
+    """As ComfyUI does when a node raises (a Pillow without WebP, memory running out): an
+    ``execution_error`` naming the node, history status error with the outputs of the output
+    nodes that finished before it (SaveImage here). One-shot unless persistent."""
+    graph = batch_graph(64, 64, 1)
+    graph["9"] = {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "fail/img"}}
+    graph["21"] = {"class_type": "ImageScaleToMaxDimension",
+                   "inputs": {"image": ["8", 0], "upscale_method": "area", "largest_size": 512}}
+    graph["22"] = save_webp(["21", 0], "fail/thumb")
+    emu.configure(faults={"fail_node_class": "SaveAnimatedWEBP", "persistent": True})
+    for attempt in range(2):
+        prompt_id, messages = _run_messages(emu, graph)
+        kinds = [m["type"] for m in messages]
+        error = next(m["data"] for m in messages if m["type"] == "execution_error")
+        assert (error["node_id"], error["node_type"]) == ("22", "SaveAnimatedWEBP")
+        assert "SaveAnimatedWEBP" in error["exception_message"] and error["exception_type"] == "RuntimeError"
+        assert "22" not in error["executed"] and ("21" in error["executed"]) == (attempt == 0), \
+            "the nodes that ran stay cached"
+        assert "execution_success" not in kinds and kinds[-2:] == ["status", "executing"]
+        entry = requests.get(f"{emu.base_url}/history/{prompt_id}", timeout=5).json()[prompt_id]
+        assert (entry["status"]["status_str"], entry["status"]["completed"]) == ("error", False)
+        assert entry["status"]["messages"][-1][0] == "execution_error"
+        assert set(entry["outputs"]) == {"9"}, "SaveImage ran first and its output stays in history"
+
+    emu.configure(faults={"persistent": False})  # armed still: it fails the next run, then is disarmed
+    _, messages = _run_messages(emu, graph)
+    assert "execution_error" in [m["type"] for m in messages]
+    _, outputs = run(emu, graph)
+    assert set(outputs) == {"9", "22"}

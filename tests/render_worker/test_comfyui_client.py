@@ -16,8 +16,8 @@ from PIL import Image
 
 from services.render.catalog import CATALOG_KINDS
 from services.render_worker.heartbeat import collect_catalog
-from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ProgressTracker, PromptInterrupted,
-                                            PromptRejected, RunHooks, combo_choices, preview_image)
+from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ExecutionFailed, ProgressTracker,
+                                            PromptInterrupted, PromptRejected, RunHooks, combo_choices, preview_image)
 from services.render.workflows import build_graph, load_templates, validate_params
 
 from tests.conftest import answers, running_process
@@ -87,10 +87,13 @@ def test_unknown_checkpoint_is_a_user_error_naming_the_node(client, template):
 
 def test_execution_error_is_a_system_failure_with_the_exception_message(client, template, emulator_faults):
     emulator_faults(execution_error="CUDA out of memory (injected)")
-    with pytest.raises(ComfyUIError) as caught:
-        run(client, template, graph_for(template, seed=777))
+    graph = graph_for(template, seed=777)
+    with pytest.raises(ExecutionFailed) as caught:
+        run(client, template, graph)
     assert caught.value.code == "EXECUTION_ERROR" and caught.value.error_class == "system"
     assert "CUDA out of memory (injected)" in caught.value.message
+    assert graph[caught.value.node_id]["class_type"] == caught.value.node_type == "KSampler", "names the node"
+    assert caught.value.exception_message == "CUDA out of memory (injected)"
 
 
 def test_cancel_interrupts_the_running_prompt(client, template):

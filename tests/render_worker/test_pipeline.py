@@ -153,6 +153,69 @@ def test_a_thumbnail_comfyui_did_not_make_to_size_or_could_not_hand_over_is_made
         assert read_label(ctx.storage.read(output.thumbnail_key), ctx.labels.secret).authentic
 
 
+def _submissions(ctx, monkeypatch) -> list[tuple[str, set[str]]]:
+    """Each prompt the worker submits from now on: its id and its node classes."""
+    submitted, run = [], ctx.comfyui.run
+
+    def recording(graph, *args, prompt_id, **kwargs):
+        submitted.append((prompt_id, {node["class_type"] for node in graph.values()}))
+        return run(graph, *args, prompt_id=prompt_id, **kwargs)
+
+    monkeypatch.setattr(ctx.comfyui, "run", recording)
+    return submitted
+
+
+def test_a_thumbnail_node_failing_in_comfyui_reruns_the_graph_without_the_chain_and_charges_once(
+        ctx, user_id, channel, emulator_faults, monkeypatch, caplog):
+    emulator_faults(fail_node_class="SaveAnimatedWEBP", persistent=True)  # a ComfyUI whose Pillow lacks WebP
+    submitted = _submissions(ctx, monkeypatch)
+    job_id = admit(ctx, user_id)
+    with caplog.at_level("WARNING", logger="services.render_worker.pipeline"):
+        render_job(job_id, ctx)
+
+    job, [output] = job_state(ctx, job_id)
+    assert (job.status, job.images_delivered, job.error_code) == ("succeeded", 1, None)
+    (failed, chained), (rerun, plain) = submitted
+    assert workflows.THUMBNAIL_NODE_CLASSES <= chained and not plain & workflows.THUMBNAIL_NODE_CLASSES
+    assert plain == chained - workflows.THUMBNAIL_NODE_CLASSES, "the workflow's own graph once more"
+    assert job.comfy_prompt_id == rerun != failed
+    error = ctx.comfyui.history(failed)["status"]["messages"][-1]
+    assert error[0] == "execution_error" and error[1]["node_type"] == "SaveAnimatedWEBP"
+    thumbnail = _thumbnail_of(ctx, output)
+    assert (thumbnail.format, thumbnail.size) == ("WEBP", (64, 64)), "made by the worker"
+    assert read_label(ctx.storage.read(output.thumbnail_key), ctx.labels.secret).authentic
+    assert ctx.credits.open_account(user_id) == {"available": 485, "held": 0}
+    assert ledger(ctx, user_id)[1:] == [("hold", -15, 15), ("capture", 0, -15)], "one image, charged once"
+    settled = [event["data"] for event in channel() if event["type"] == "job.succeeded"]
+    assert settled == [{"jobId": job_id, "images": 1, "charged": 15, "refunded": 0, "settled": True}]
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "SaveAnimatedWEBP" in warning and "failed (injected)" in warning
+
+    submitted.clear()
+    second = admit(ctx, user_id, batchSize=2)
+    render_job(second, ctx)
+    job, outputs = job_state(ctx, second)
+    assert job.status == "succeeded" and len(outputs) == 2
+    [(prompt_id, classes)] = submitted
+    assert prompt_id == job.comfy_prompt_id and not classes & workflows.THUMBNAIL_NODE_CLASSES, \
+        "the chain is not sent to this ComfyUI for a while"
+
+
+def test_a_failure_in_another_node_still_fails_the_job_and_refunds(ctx, user_id, emulator_faults, monkeypatch):
+    emulator_faults(fail_node_class="SaveImage")
+    submitted = _submissions(ctx, monkeypatch)
+    job_id = admit(ctx, user_id, batchSize=2)
+    render_job(job_id, ctx)
+
+    job, outputs = job_state(ctx, job_id)
+    assert (job.status, job.error_code, outputs) == ("failed", "EXECUTION_ERROR", [])
+    assert "SaveImage" in job.error_message
+    assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
+    [(prompt_id, classes)] = submitted
+    assert prompt_id == job.comfy_prompt_id and workflows.THUMBNAIL_NODE_CLASSES <= classes, "not run again"
+    assert ctx.thumbnails_paused_until == 0.0, "ComfyUI's thumbnails go on"
+
+
 @pytest.mark.parametrize("damage", ["cut-short", "checksum-wrong"])
 def test_an_original_damaged_on_its_way_fails_the_job_though_comfyui_made_its_thumbnail(ctx, user_id, channel,
                                                                                       monkeypatch, damage):
