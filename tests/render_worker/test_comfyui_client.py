@@ -16,8 +16,10 @@ from PIL import Image
 
 from services.render.catalog import CATALOG_KINDS
 from services.render_worker.heartbeat import collect_catalog
+from services.render_worker import comfyui
 from services.render_worker.comfyui import (ComfyUIClient, ComfyUIError, ExecutionFailed, ProgressTracker,
-                                            PromptInterrupted, PromptRejected, RunHooks, combo_choices, preview_image)
+                                            PromptInterrupted, PromptRejected, PromptRun, RunHooks, combo_choices,
+                                            preview_image)
 from services.render.workflows import build_graph, load_templates, validate_params
 
 from tests.conftest import answers, running_process
@@ -295,3 +297,65 @@ def test_progress_counts_cached_nodes_and_weighs_sampler_steps(template):
     middle = tracker.percent()
     tracker.executing("8")
     assert 0 < start < middle < tracker.percent() < 100
+
+
+def _stepping_run(monkeypatch) -> tuple[PromptRun, list[float]]:
+    """A prompt run fed sampler steps by hand, and the clock the test moves."""
+    clock = [100.0]
+    monkeypatch.setattr(comfyui.time, "monotonic", lambda: clock[0])
+    graph = {"3": {"class_type": "KSampler", "inputs": {"steps": 20}}}
+    return PromptRun(client=None, graph=graph, output_nodes=[], prompt_id="p1", deadline=200.0,
+                     hooks=RunHooks()), clock
+
+
+def test_a_sampler_s_socket_is_read_a_few_steps_at_a_time_until_its_last_half_second(monkeypatch):
+    """20 steps 0.125 s apart: from the fifth step (its pace known) the socket waits PACE_SECONDS
+    before it is read again, while more than half a second of steps is left; never after."""
+    prompt, clock = _stepping_run(monkeypatch)
+    paced = []
+    for value in range(1, 21):
+        clock[0] = 100.0 + 0.125 * value
+        before = prompt.pace_until
+        prompt._on_message({"type": "progress", "data": {"prompt_id": "p1", "node": "3", "value": value, "max": 20}})
+        if prompt.pace_until != before:
+            paced.append(value)
+            assert prompt.pace_until == clock[0] + comfyui.PACE_SECONDS
+    assert paced == list(range(5, 16)), "15: 5 steps of 0.125 s left"
+    assert prompt.pace_until < 100.0 + 0.125 * 20, "the last steps are read as they come"
+
+
+def test_no_pause_while_an_interrupt_waits_or_when_another_node_begins(monkeypatch):
+    prompt, clock = _stepping_run(monkeypatch)
+
+    def step(node, value, at):
+        clock[0] = at
+        prompt._on_message({"type": "progress", "data": {"prompt_id": "p1", "node": node, "value": value, "max": 20}})
+
+    for value in range(1, 6):
+        step("3", value, 100.0 + 0.125 * value)
+    assert prompt.pace_until > clock[0]
+    step("7", 1, 101.0)  # a second sampler: its pace is not known yet
+    step("7", 2, 101.125)
+    assert prompt.pace_until < clock[0]
+    prompt.cancelling = True
+    for value in range(3, 10):
+        step("7", value, 101.0 + 0.125 * value)
+    assert prompt.pace_until < clock[0], "an interrupt's answer is read as it comes"
+
+
+def test_a_long_sampler_is_followed_in_fewer_reads_than_it_has_steps(client, template, monkeypatch):
+    """100 steps of 0.02 s: ComfyUI sends two frames a step; the worker reads them a few steps at a
+    time while the sampler has more than half a second left, and the result is the same."""
+    reads = []
+    original = websocket.WebSocket._recv
+
+    def counting(self, bufsize):
+        reads.append(bufsize)
+        return original(self, bufsize)
+
+    monkeypatch.setattr(websocket.WebSocket, "_recv", counting)
+    steps = []
+    _, images = run(client, template, graph_for(template, steps=100, seed=4242),
+                    on_progress=lambda step, total, percent: steps.append(step))
+    assert len(images) == 1 and max(steps) == 100
+    assert len(reads) < 100, f"{len(reads)} reads of the socket for 100 steps"
