@@ -14,7 +14,8 @@ dark mode, profile edits with a wrong password shown on its field, and the admin
 grant shown live and in the users table, owners of jobs, an admin cancel with the refund,
 hiding and restoring a work from the hidden list, who redeemed a code). Every page is
 photographed at 1440×900, 768×1024 and 390×844 in Chinese and English into
-``test-artifacts/`` and checked for horizontal overflow at 390 px; any console error or
+``test-artifacts/`` and checked for horizontal overflow at 390 px (the credits ledger, by job and
+entry by entry, also inside itself at every size); any console error or
 uncaught page error fails; the first route stays within the bundle budget.
 
 A call to an API route the server does not have fails the test too.
@@ -210,6 +211,17 @@ def no_horizontal_overflow(page, what: str) -> None:
     width = page.viewport_size["width"]
     scroll = page.evaluate("document.documentElement.scrollWidth")
     assert scroll <= width, f"{what}: the page is {scroll} px wide in a {width} px screen"
+
+
+def no_inner_overflow(locator, what: str) -> None:
+    """The element and each scroll wrapper inside it (an el-table's ``.el-scrollbar__wrap``) fit their own
+    width: nothing has to be swiped sideways inside the page either."""
+    wide = locator.evaluate("""el => [el, ...el.querySelectorAll('*')]
+        .filter((e) => e === el || e.matches('.el-table__body-wrapper')
+          || ['auto', 'scroll'].includes(getComputedStyle(e).overflowX))
+        .filter((e) => e.scrollWidth > e.clientWidth)
+        .map((e) => `${e.className || e.tagName}: ${e.scrollWidth} px in ${e.clientWidth}`)""")
+    assert not wide, f"{what} scrolls sideways inside itself: {wide}"
 
 
 def api(page, method: str, path: str, body=None):
@@ -731,6 +743,22 @@ def _developer(page, admin_page) -> None:
     admin_page.keyboard.press("Escape")
 
 
+def _ledger_fits(page, label: str, language: str) -> None:
+    """The credits ledger, by job and entry by entry, never scrolls sideways inside itself; on a
+    phone the page does not either and each entry still shows the balance after it."""
+    ledger = page.locator("[data-testid=ledger], [data-testid=ledger-table]")
+    no_inner_overflow(ledger, f"the ledger by job ({label}, {language})")
+    page.get_by_test_id("ledger-entries").click()
+    sync_api.expect(page.get_by_test_id("ledger-entries")).to_have_class(re.compile(r"\bis-active\b"))
+    ledger.locator(".el-table__row, [data-testid=ledger-entry-row]").first.wait_for()
+    no_inner_overflow(ledger, f"the ledger's entries ({label}, {language})")
+    if label == "phone":
+        no_horizontal_overflow(page, f"credits entries ({language})")
+        sync_api.expect(ledger.get_by_test_id("ledger-after").first).to_be_visible()  # the balance, as in the table
+        page.get_by_test_id("ledger-entries").evaluate("el => el.scrollIntoView({ block: 'start' })")  # the entries in the picture
+    shoot(page, f"credits-entries-{label}-{language}")
+
+
 def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
     """Every page at every size in both languages: no horizontal overflow on a phone, and a picture of each."""
     work_id = api(page, "GET", "/api/works/my?pageSize=1")["items"][0]["id"]
@@ -753,6 +781,8 @@ def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
                     if label == "phone":
                         no_horizontal_overflow(target, f"{name} ({language})")
                     shoot(target, f"{name}-{label}-{language}")
+                    if name == "credits":
+                        _ledger_fits(target, label, language)
             if label == "phone":
                 for tab in ("users", "works", "review", "safety", "audit", "jobs", "models", "codes", "services",
                             "fleet", "sso"):  # every tab; the tabs wrap instead of scrolling
