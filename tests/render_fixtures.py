@@ -3,11 +3,13 @@ conftest loads): a ComfyUI emulator process, a credits server, the gallery's bel
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 
 import pytest
 import requests
 from flask import Flask, jsonify, request
 
+from services.comfyui_emulator.config import Faults
 from services.credits.client import CreditsClient
 from services.render.config import RenderConfig
 from shared.config import load_settings
@@ -43,10 +45,7 @@ def emulator_faults(emulator_url):
         requests.post(emulator_url + "/emulator/config", json={"faults": faults}, timeout=5).raise_for_status()
 
     yield _arm
-    requests.post(emulator_url + "/emulator/config", json={"faults": {
-        "execution_error": None, "hang": False, "drop_socket_after_steps": None, "reject_with_html": False,
-        "truncate_history": False, "view_not_found": False, "lose_history": False, "fail_node_class": None,
-        "persistent": False}}, timeout=5).raise_for_status()
+    requests.post(emulator_url + "/emulator/config", json={"faults": asdict(Faults())}, timeout=5).raise_for_status()
 
 
 @pytest.fixture

@@ -5,18 +5,18 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 import requests
 
+from services.comfyui_emulator.config import Faults
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONTROL = {
     "step_delay": 0.01, "load_delay": 0.02, "model_load_seconds": 0.0, "preview_method": "none",
-    "faults": {"execution_error": None, "hang": False, "drop_socket_after_steps": None, "crash": False,
-               "reject_with_html": False, "truncate_history": False, "view_not_found": False,
-               "lose_history": False, "fail_node_class": None, "persistent": False},
+    "faults": asdict(Faults()),
     "checkpoints": ["sd15_demo.safetensors", "sdxl_demo.safetensors"],
 }
 

@@ -98,7 +98,6 @@ def test_image_from_batch_clamps_to_the_last_image(emu: Any) -> None:
     assert picked == whole[1]
 
 
-
 def _run_messages(emu: Any, graph: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """Post the graph; its prompt id and the text messages until it finished, whatever its outcome."""
     socket = Socket(emu.ws_url)

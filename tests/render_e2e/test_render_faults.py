@@ -1,16 +1,18 @@
 """ComfyUI misbehaving: each case ends in a clear outcome and the right refund, never a hang."""
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import requests
+
+from services.comfyui_emulator.config import Faults
 
 from .conftest import Stack, _wait
 
 pytestmark = pytest.mark.e2e
 WORKER_ENV = {"JOB_DEADLINE_SECONDS": "4", "RENDER_COMFYUI_RETRY_SECONDS": "2"}
-RESET = {"execution_error": None, "hang": False, "drop_socket_after_steps": None, "crash": False,
-         "reject_with_html": False, "truncate_history": False, "view_not_found": False, "lose_history": False,
-         "persistent": False}
+RESET = asdict(Faults())  # every fault disarmed, as the emulator starts
 
 
 @pytest.fixture(scope="module")
