@@ -713,6 +713,8 @@ class _Hooks:
         self.cancelled = False
 
     def progress(self, step: int, total: int, percent: int) -> None:
+        if percent < self.last_percent:
+            return  # a re-run (the thumbnail chain failed) counts from below where the first run got
         now = time.monotonic()
         final_step = total > 0 and step == total and (step, total) != self.last_step
         if (now - self.last_published < PROGRESS_INTERVAL_SECONDS and not final_step) or \

@@ -342,3 +342,19 @@ def test_live_progress_is_sent_at_most_twice_a_second_and_always_at_the_last_ste
     assert steps == [1, 5, 9, 13, 17, 20]
     job, _ = job_state(ctx, job_id)
     assert job.first_progress_at is not None and job.progress == 85, "stored at the first step, then every 2 s"
+
+
+def test_live_progress_never_steps_back(ctx, user_id, channel, monkeypatch):
+    """A workflow run once more after its thumbnail chain failed starts its count below where the
+    first run got (ComfyUI's cache, a shorter graph): the owner's bar holds until it passes it."""
+    job_id = admit(ctx, user_id, steps=20)
+    with ctx.db.transaction() as session:
+        job = jobs.claim_job(session, job_id, ctx.worker_id, ctx.alive)
+    clock = [1000.0]
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: clock[0])
+    hooks = pipeline._Hooks(ctx, job)
+    for step, total, percent in [(20, 20, 95), (1, 1, 80), (20, 20, 90), (1, 1, 97)]:
+        clock[0] += 1
+        hooks.progress(step, total, percent)
+    percents = [event["data"]["percent"] for event in channel() if event["type"] == "job.progress"]
+    assert percents == [95, 97]
