@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -266,6 +267,7 @@ class ComfyUIClient:
         self._local = threading.local()
         self._sockets: list[EventSocket] = []  # every thread's, so that close() closes them all
         self._sockets_lock = threading.Lock()
+        self._fetches: ThreadPoolExecutor | None = None  # ``start_fetch``'s threads, made on first use
         # As urllib3 does for its pool: a client dropped without close() closes its sockets.
         weakref.finalize(self, _close_sockets, self._sockets)
 
@@ -284,6 +286,8 @@ class ComfyUIClient:
         self._pool.close()
         with self._sockets_lock:
             _close_sockets(self._sockets)
+            if self._fetches is not None:
+                self._fetches.shutdown(wait=False)
 
     def ws_url(self, client_id: str) -> str:
         parts = urlsplit(self.base_url)
@@ -381,6 +385,14 @@ class ComfyUIClient:
         if broken & set(output_nodes):
             self.cancel(prompt_id)  # it may be queued with other outputs only
             raise PromptRejected(describe_rejection(body), node_errors)
+
+    def start_fetch(self, ref: ImageRef) -> Future[bytes]:
+        """``fetch_image`` on a thread of the client's, over a connection of its own: a second file
+        of a prompt (an image's thumbnail) comes while the caller fetches the first."""
+        with self._sockets_lock:
+            if self._fetches is None:
+                self._fetches = ThreadPoolExecutor(max_workers=2, thread_name_prefix="comfyui-fetch")
+            return self._fetches.submit(self.fetch_image, ref)
 
     def fetch_image(self, ref: ImageRef) -> bytes:
         response = self._request("GET", "/view", timeout=VIEW_TIMEOUT,

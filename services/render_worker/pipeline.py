@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import uuid
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -481,12 +482,13 @@ def _deliver(ctx: RenderContext, job: jobs.ClaimedJob, refs: list[ImageRef], del
     made = {ref.node_id: ref for ref in refs if ref.node_id in thumbnails}
     images = [ref for ref in refs if ref.node_id not in thumbnails]
     for index, ref in enumerate(images[:job.images_requested]):
+        thumbnail_ref = made.get(thumbnails[index]) if index < len(thumbnails) else None
+        thumbnail = ctx.comfyui.start_fetch(thumbnail_ref) if thumbnail_ref is not None else None
         data = ctx.comfyui.fetch_image(ref)
         if not _passes_check(ctx, job, index, data, delivery):
             continue
-        thumbnail_ref = made.get(thumbnails[index]) if index < len(thumbnails) else None
         file = _store(ctx.storage, index, data, _label(ctx, job, index), ctx.labels.secret,
-                      _fetch_thumbnail(ctx, job, thumbnail_ref))
+                      _fetched_thumbnail(job, thumbnail_ref, thumbnail))
         completes = delivery.flagged == 0 and delivery.delivered + 1 == job.images_requested
         with ctx.db.transaction() as session:  # the last image and the job's success: one commit
             output = jobs.add_output(session, job, file, completes=completes)
@@ -571,12 +573,13 @@ def _label(ctx: RenderContext, job: jobs.ClaimedJob, index: int) -> ImageLabel:
     return ImageLabel(producer=ctx.labels.producer, produce_id=output_id, job_id=job.id, generated_at=created)
 
 
-def _fetch_thumbnail(ctx: RenderContext, job: jobs.ClaimedJob, ref: ImageRef | None) -> bytes | None:
-    """ComfyUI's thumbnail of an image; None (the worker makes one) when it has none to give."""
-    if ref is None:
+def _fetched_thumbnail(job: jobs.ClaimedJob, ref: ImageRef | None, fetch: Future[bytes] | None) -> bytes | None:
+    """ComfyUI's thumbnail of an image, fetched beside the original; None (the worker makes one)
+    when it has none to give."""
+    if ref is None or fetch is None:
         return None
     try:
-        return ctx.comfyui.fetch_image(ref)
+        return fetch.result()
     except ComfyUIError as exc:
         log.warning("job %s: ComfyUI's thumbnail %s not fetched (%s); making one here", job.id, ref.filename, exc)
         return None

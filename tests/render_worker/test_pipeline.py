@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
 
 import pytest
@@ -151,6 +152,25 @@ def test_a_thumbnail_comfyui_did_not_make_to_size_or_could_not_hand_over_is_made
     assert job.status == "succeeded" and [_thumbnail_of(ctx, o).size for o in outputs] == [(512, 512), (512, 512)]
     for output in outputs:
         assert read_label(ctx.storage.read(output.thumbnail_key), ctx.labels.secret).authentic
+
+
+def test_comfyuis_thumbnail_is_fetched_beside_the_original(ctx, user_id, monkeypatch):
+    """The two files of an image come over two connections at once, not one after the other: the
+    original's fetch here waits for the thumbnail's to begin (generous deadline, no timing)."""
+    fetch, thumbnail_begun = ctx.comfyui.fetch_image, threading.Event()
+
+    def fetch_waiting_for_the_thumbnail(ref):
+        if ref.filename.endswith(".webp"):
+            thumbnail_begun.set()
+        elif not thumbnail_begun.wait(10):
+            raise pipeline.ComfyUIError("the thumbnail was not being fetched", code="OUTPUT_MISSING")
+        return fetch(ref)
+
+    monkeypatch.setattr(ctx.comfyui, "fetch_image", fetch_waiting_for_the_thumbnail)
+    job_id = admit(ctx, user_id, width=512, height=512)
+    render_job(job_id, ctx)
+    job, [output] = job_state(ctx, job_id)
+    assert job.status == "succeeded" and _thumbnail_of(ctx, output).size == (512, 512)
 
 
 def _submissions(ctx, monkeypatch) -> list[tuple[str, set[str]]]:
