@@ -36,6 +36,7 @@ import pymysql  # noqa: E402
 import requests  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from deploy.processes import GATEWAY_WORKER  # noqa: E402
 from shared.config import Settings, load_settings  # noqa: E402
 from shared.embedded import free_port, redis_answers, redis_server_binary, redis_server_command  # noqa: E402
 from shared.http_transport import SERVER_KEEPALIVE_SECONDS  # noqa: E402
@@ -58,9 +59,9 @@ def gunicorn_command(app_module: str, bind: str, workers: int, threads: int,
 
 
 def gateway_command(bind: str, workers: int, connections: int = 2000) -> list[str]:
-    """The gateway as production runs it (gevent: a greenlet per request and per socket),
-    without access logs."""
-    return [sys.executable, "-m", "gunicorn", "--worker-class", "gevent", "--workers", str(workers),
+    """The gateway as production runs it (gevent's own HTTP server in gunicorn's workers, a
+    greenlet per request and per socket: ``deploy.processes.GATEWAY_WORKER``), without access logs."""
+    return [sys.executable, "-m", "gunicorn", "--worker-class", GATEWAY_WORKER, "--workers", str(workers),
             "--worker-connections", str(connections), "--bind", bind,
             "--keep-alive", str(SERVER_KEEPALIVE_SECONDS), "--log-level", "warning", "services.gateway.app:create_app()"]
 
