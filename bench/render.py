@@ -4,7 +4,7 @@ same emulator, in one run:
     .venv/bin/python bench/render.py [--jobs 100] [--single 60] [--clients 200] [--backend mariadb|sqlite]
 
 Starts a private stack: redis-server, credits under gunicorn (gthread), the gateway as
-production runs it (gunicorn, 2 gevent workers), the scheduler
+production runs it (gunicorn, 2 workers on gevent's own HTTP server), the scheduler
 (``python -m services.render_worker.scheduler``), two ComfyUI emulators and one render worker
 per emulator (``python -m services.render_worker``, 2 prompts in flight each), on MariaDB
 (127.0.0.1:3306, a throwaway database) or SQLite. Each user's requests to the gateway go over
@@ -27,7 +27,9 @@ one kept-alive connection (a ``requests.Session``), as a browser's do.
     sockets open and no job (heartbeats, polls: it does not grow with the jobs). The
     emulators stand in for GPUs and are not counted. MariaDB's server is shared with the
     machine's other sessions: its CPU over the batch is printed apart (an upper bound); on
-    SQLite the database runs inside the processes counted.
+    SQLite the database runs inside the processes counted. Then the control box's share (all but
+    the workers, which run on the GPU hosts; mariadbd included) and the GPUs of 2-s jobs a 2-core
+    control box could drive at that cost (its CPU per job beyond its idle rate, taken as linear).
 (f) ComfyUI's last ``executed`` message of a job's prompt → ``job.image`` on its owner's
     socket: the emulator's send time (``/emulator/stats``) to the socket's receipt, one
     machine clock; for 30 jobs run one at a time, and for the jobs of (e).
@@ -462,6 +464,25 @@ def print_cpu(depth: int, mean_depth: float, jobs: int, seconds: dict[str, float
     if "mariadb" in seconds:
         print(f"      + the machine's mariadbd (shared with other sessions) {seconds['mariadb'] / jobs * 1000:.1f} ms"
               f" (idle rate {idle.get('mariadb', 0) * 1000:.0f} ms per s)")
+    print_control_box(jobs, seconds, idle, wall)
+
+
+def print_control_box(jobs: int, seconds: dict[str, float], idle: dict[str, float], wall: float) -> None:
+    """How many GPUs of 2-s jobs one 2-core box could drive at this run's cost: the whole platform
+    (the issue's measure: the workers on the box too), and the control box alone (the workers run
+    on the GPU hosts). Each from the processes' CPU per job beyond their idle rate, taken as linear
+    in the job rate, against 2 cores less that idle rate: an estimate, not a run at that rate."""
+    def gpus(names: list[str]) -> tuple[float, float, float]:
+        per_job = sum(seconds[name] for name in names) / jobs
+        idle_rate = sum(idle.get(name, 0.0) for name in names)
+        busy_per_job = per_job - idle_rate * wall / jobs
+        return per_job, busy_per_job, (2 - idle_rate) / (busy_per_job * 0.5)  # a GPU: half a 2-s job a second
+
+    control = sorted(name for name in seconds if not name.startswith("worker"))
+    for label, names in (("the whole platform", sorted(seconds)), (f"the control box ({', '.join(control)})", control)):
+        per_job, busy, count = gpus(names)
+        print(f"      {label}: {per_job * 1000:.1f} ms per job, {busy * 1000:.1f} beyond its idle rate: "
+              f"one 2-core box would drive about {count:.0f} GPUs of 2-s jobs")
 
 
 def main() -> None:
