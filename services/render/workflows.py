@@ -326,38 +326,48 @@ THUMBNAIL_NODE_CLASSES = frozenset({"ImageFromBatch", "ImageScaleToMaxDimension"
 THUMBNAIL_SIZE = 512
 
 
-def with_thumbnails(graph: dict[str, Any], outputs: list[str], images: int,
-                    node_classes: set[str]) -> tuple[dict[str, Any], list[str]]:
+def with_thumbnails(graph: dict[str, Any], outputs: list[str], images: int, node_classes: set[str],
+                    params: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """``graph`` with ComfyUI also saving a WebP thumbnail (longer side ``THUMBNAIL_SIZE``) of each
     of the ``images`` its output node saves: a chain per image (pick it from the batch, scale,
     save), and the saving nodes' ids in the images' order. ``graph`` itself, and no ids, when
     ComfyUI lacks a node class or the variant saves from more than one node (which thumbnail
     belongs to which image would be a guess). ``graph`` is not changed: the job records the
-    workflow's own graph, what it takes to reproduce its images."""
+    workflow's own graph, what it takes to reproduce its images.
+
+    When the job's ``params`` ask for images within ``THUMBNAIL_SIZE`` (their ``width`` and
+    ``height``), the chain leaves the scale out: ComfyUI's node would enlarge them, and a
+    thumbnail is never larger than its image (the worker checks the size it gets either way)."""
     source = graph[outputs[0]]["inputs"].get("images") if len(outputs) == 1 else None
     if not isinstance(source, list) or not THUMBNAIL_NODE_CLASSES <= node_classes:
         return graph, []
     chained, saving = dict(graph), []
     for index in range(images):
         node = f"thumbnail{index}"
-        chained.update(thumbnail_chain(node, source, index))
+        chained.update(thumbnail_chain(node, source, index, scale=not _within_thumbnail(params or {})))
         saving.append(node)
     return chained, saving
 
 
-def thumbnail_chain(node: str, source: list[Any], index: int) -> dict[str, dict[str, Any]]:
+def _within_thumbnail(params: dict[str, Any]) -> bool:
+    width, height = params.get("width"), params.get("height")
+    return isinstance(width, int) and isinstance(height, int) and max(width, height) <= THUMBNAIL_SIZE
+
+
+def thumbnail_chain(node: str, source: list[Any], index: int, scale: bool = True) -> dict[str, dict[str, Any]]:
     """The nodes making the thumbnail of image ``index`` of the batch at ``source``, the saving
-    one named ``node``."""
-    return {
-        f"{node}_pick": {"class_type": "ImageFromBatch",
-                         "inputs": {"image": source, "batch_index": index, "length": 1}},
-        f"{node}_scale": {"class_type": "ImageScaleToMaxDimension",
-                          "inputs": {"image": [f"{node}_pick", 0], "upscale_method": "area",
-                                     "largest_size": THUMBNAIL_SIZE}},
-        node: {"class_type": "SaveAnimatedWEBP",
-               "inputs": {"images": [f"{node}_scale", 0], "filename_prefix": "aigc/thumbnail", "fps": 6.0,
-                          "lossless": False, "quality": 80, "method": "fastest"}},
-    }
+    one named ``node``; without ``scale``, the image as it is."""
+    chain = {f"{node}_pick": {"class_type": "ImageFromBatch",
+                              "inputs": {"image": source, "batch_index": index, "length": 1}}}
+    if scale:
+        chain[f"{node}_scale"] = {"class_type": "ImageScaleToMaxDimension",
+                                  "inputs": {"image": [f"{node}_pick", 0], "upscale_method": "area",
+                                             "largest_size": THUMBNAIL_SIZE}}
+    chain[node] = {"class_type": "SaveAnimatedWEBP",
+                   "inputs": {"images": [f"{node}_scale" if scale else f"{node}_pick", 0],
+                              "filename_prefix": "aigc/thumbnail", "fps": 6.0, "lossless": False, "quality": 80,
+                              "method": "fastest"}}
+    return chain
 
 
 def _normalise_legacy(raw: dict[str, Any], errors: dict[str, list[str]]) -> dict[str, Any]:

@@ -280,7 +280,7 @@ def _new_prompt(ctx: RenderContext, variant: Variant, params: dict[str, Any], gr
     if time.monotonic() < ctx.thumbnails_paused_until:
         node_classes = node_classes - THUMBNAIL_NODE_CLASSES
     return Prompt(str(uuid.uuid4()), variant, params, graph,
-                  *with_thumbnails(graph, variant.outputs, images, node_classes))
+                  *with_thumbnails(graph, variant.outputs, images, node_classes, params))
 
 
 def _prompt_at_claim(ctx: RenderContext, session, job: jobs.ClaimedJob) -> Prompt | None:

@@ -195,6 +195,21 @@ def test_comfyui_is_asked_for_a_thumbnail_of_each_image_of_a_single_output_workf
     assert len(graph) == len(plain) + 6
 
 
+def test_images_within_a_thumbnail_are_saved_as_their_own_thumbnail_without_a_scale(template):
+    """ComfyUI's scale node would enlarge a 256×384 image to 512 on its longer side."""
+    variant = template.variants[0]
+    params = validate_params(template, {"prompt": "p", "width": 256, "height": 384}, CHOICES)
+    recorded = build_graph(template, variant, params)
+    graph, [saving] = with_thumbnails(recorded, variant.outputs, 1,
+                                      set(variant.node_classes) | THUMBNAIL_NODE_CLASSES, params)
+    pick = graph[graph[saving]["inputs"]["images"][0]]
+    assert pick["class_type"] == "ImageFromBatch" and len(graph) == len(recorded) + 2
+    wide = validate_params(template, {"prompt": "p", "width": 520, "height": 256}, CHOICES)
+    graph, [saving] = with_thumbnails(build_graph(template, variant, wide), variant.outputs, 1,
+                                      set(variant.node_classes) | THUMBNAIL_NODE_CLASSES, wide)
+    assert graph[graph[saving]["inputs"]["images"][0]]["class_type"] == "ImageScaleToMaxDimension"
+
+
 def test_no_thumbnail_nodes_where_comfyui_lacks_them_or_the_images_come_from_two_nodes(template):
     variant = template.variants[0]
     graph = build_graph(template, variant, validate_params(template, {"prompt": "p"}, CHOICES))

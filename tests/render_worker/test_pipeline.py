@@ -132,19 +132,36 @@ def _distance(a: Image.Image, b: Image.Image) -> float:
     return sum(abs(x - y) for x, y in zip(pixels_a[::97], pixels_b[::97])) / len(pixels_a[::97])
 
 
+def test_an_image_within_a_thumbnail_is_its_own_thumbnail_made_by_comfyui(ctx, user_id, monkeypatch):
+    monkeypatch.setattr(pipeline, "_decode_and_thumbnail", lambda *args: pytest.fail("decoded on the worker"))
+    small = admit(ctx, user_id, width=64, height=96)
+    render_job(small, ctx)
+    job, [output] = job_state(ctx, small)
+    assert job.status == "succeeded" and (output.width, output.height) == (64, 96)
+    thumbnail = _thumbnail_of(ctx, output)
+    assert (thumbnail.format, thumbnail.size) == ("WEBP", (64, 96)), "never enlarged"
+    assert read_label(ctx.storage.read(output.thumbnail_key), ctx.labels.secret).authentic
+
+
 def test_a_thumbnail_comfyui_did_not_make_to_size_or_could_not_hand_over_is_made_here(ctx, user_id, monkeypatch):
     fetch = ctx.comfyui.fetch_image
+    wrong_size = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(wrong_size, "WEBP")
 
     def thumbnails_missing(ref):
         if ref.filename.endswith(".webp") and ref.node_id == "thumbnail1":
             raise pipeline.ComfyUIError("GET /view answered 404.", code="OUTPUT_MISSING")
+        if ref.filename.endswith(".webp") and ref.node_id == "thumbnail0" and fetched_wrong:
+            return wrong_size.getvalue()
         return fetch(ref)
 
+    fetched_wrong = True
     monkeypatch.setattr(ctx.comfyui, "fetch_image", thumbnails_missing)
-    small = admit(ctx, user_id, width=64, height=96)  # ComfyUI scales it up to 512; a thumbnail never is
-    render_job(small, ctx)
-    _, [output] = job_state(ctx, small)
+    other_size = admit(ctx, user_id, width=64, height=96)
+    render_job(other_size, ctx)
+    _, [output] = job_state(ctx, other_size)
     assert _thumbnail_of(ctx, output).size == (64, 96)
+    fetched_wrong = False
 
     lost = admit(ctx, user_id, batchSize=2, width=512, height=512)
     render_job(lost, ctx)
@@ -196,7 +213,7 @@ def test_a_thumbnail_node_failing_in_comfyui_reruns_the_graph_without_the_chain_
     job, [output] = job_state(ctx, job_id)
     assert (job.status, job.images_delivered, job.error_code) == ("succeeded", 1, None)
     (failed, chained), (rerun, plain) = submitted
-    assert workflows.THUMBNAIL_NODE_CLASSES <= chained and not plain & workflows.THUMBNAIL_NODE_CLASSES
+    assert {"ImageFromBatch", "SaveAnimatedWEBP"} <= chained and not plain & workflows.THUMBNAIL_NODE_CLASSES
     assert plain == chained - workflows.THUMBNAIL_NODE_CLASSES, "the workflow's own graph once more"
     assert job.comfy_prompt_id == rerun != failed
     error = ctx.comfyui.history(failed)["status"]["messages"][-1]
@@ -232,7 +249,7 @@ def test_a_failure_in_another_node_still_fails_the_job_and_refunds(ctx, user_id,
     assert "SaveImage" in job.error_message
     assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
     [(prompt_id, classes)] = submitted
-    assert prompt_id == job.comfy_prompt_id and workflows.THUMBNAIL_NODE_CLASSES <= classes, "not run again"
+    assert prompt_id == job.comfy_prompt_id and {"ImageFromBatch", "SaveAnimatedWEBP"} <= classes, "not run again"
     assert ctx.thumbnails_paused_until == 0.0, "ComfyUI's thumbnails go on"
 
 
