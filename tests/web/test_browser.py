@@ -783,6 +783,10 @@ def _my_works_table_fits(page, label: str, language: str) -> None:
     cut = table.evaluate("""el => [...el.querySelectorAll('.cell')].filter((c) => c.scrollWidth > c.clientWidth)
         .map((c) => `${c.textContent.trim() || c.innerHTML.slice(0, 60)}: ${c.scrollWidth} px in ${c.clientWidth}`)""")
     assert not cut, f"my works' table cuts cells short ({label}, {language}): {cut}"
+    split = table.evaluate("""el => [...el.querySelectorAll('th .cell')].filter((c) => {
+        const range = document.createRange(); range.selectNodeContents(c)
+        return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size > 1 }).map((c) => c.textContent.trim())""")
+    assert not split, f"my works' table breaks headings over lines ({label}, {language}): {split}"
     for index, work in enumerate(works):  # each thumbnail keeps its picture's shape
         ratio = min(4, max(0.25, work["width"] / work["height"])) if work.get("width") and work.get("height") else 1
         assert_aspect(rows.nth(index).locator("img").first, ratio)
