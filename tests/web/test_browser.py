@@ -15,7 +15,7 @@ grant shown live and in the users table, owners of jobs, an admin cancel with th
 hiding and restoring a work from the hidden list, who redeemed a code). Every page is
 photographed at 1440×900, 768×1024 and 390×844 in Chinese and English into
 ``test-artifacts/`` and checked for horizontal overflow at 390 px (the credits ledger, by job and
-entry by entry, also inside itself at every size); any console error or
+entry by entry, and My works in its table view also inside themselves at every size); any console error or
 uncaught page error fails; the first route stays within the bundle budget.
 
 A call to an API route the server does not have fails the test too.
@@ -759,6 +759,55 @@ def _ledger_fits(page, label: str, language: str) -> None:
     shoot(page, f"credits-entries-{label}-{language}")
 
 
+def _my_works_table_fits(page, label: str, language: str) -> None:
+    """My works switched to its table view never scrolls sideways inside itself and cuts no cell short: on a
+    phone every work is an entry of a list (its thumbnail at its own aspect ratio, name, public switch, actions and a
+    box that selects it for the bulk actions); from a tablet up the columns fit, also beside a classic 15 px desktop
+    scroll bar (a 15 px gutter at the page's right, as a scroll bar takes it). The grid comes back after."""
+    works = api(page, "GET", "/api/works/my?pageSize=24")["items"]
+    table = page.get_by_test_id("my-works-table")
+    switch = page.get_by_test_id("my-works-view-table")
+    if label != "phone":
+        page.evaluate("document.documentElement.style.paddingRight = '15px'")  # the table is laid out at that width
+        switch.click()
+        table.locator(".el-table__row, [data-testid=my-work-row]").first.wait_for()
+        no_inner_overflow(table, f"my works' table beside a scroll bar ({label}, {language})")
+        page.get_by_test_id("my-works-view-grid").click()
+        table.wait_for(state="detached")
+        page.evaluate("document.documentElement.style.paddingRight = ''")
+    switch.click()
+    sync_api.expect(switch).to_have_class(re.compile(r"\bis-active\b"))
+    rows = table.locator(".el-table__row, [data-testid=my-work-row]")
+    sync_api.expect(rows).to_have_count(len(works))
+    no_inner_overflow(table, f"my works' table ({label}, {language})")
+    cut = table.evaluate("""el => [...el.querySelectorAll('.cell')].filter((c) => c.scrollWidth > c.clientWidth)
+        .map((c) => `${c.textContent.trim() || c.innerHTML.slice(0, 60)}: ${c.scrollWidth} px in ${c.clientWidth}`)""")
+    assert not cut, f"my works' table cuts cells short ({label}, {language}): {cut}"
+    split = table.evaluate("""el => [...el.querySelectorAll('th .cell')].filter((c) => {
+        const range = document.createRange(); range.selectNodeContents(c)
+        return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size > 1 }).map((c) => c.textContent.trim())""")
+    assert not split, f"my works' table breaks headings over lines ({label}, {language}): {split}"
+    for index, work in enumerate(works):  # each thumbnail keeps its picture's shape
+        ratio = min(4, max(0.25, work["width"] / work["height"])) if work.get("width") and work.get("height") else 1
+        assert_aspect(rows.nth(index).locator("img").first, ratio)
+    if label == "phone":
+        no_horizontal_overflow(page, f"my works' table view ({language})")
+        first = rows.first
+        for part in ("my-work-view", "my-work-edit", "my-work-delete", "my-work-public", "my-work-select"):
+            box = first.get_by_test_id(part).bounding_box()  # every control of a row whole on the screen's width
+            assert box and box["x"] >= 0 and box["x"] + box["width"] <= page.viewport_size["width"], (part, box, language)
+        first.get_by_test_id("my-work-select").click()  # selected for the bulk actions above the list
+        sync_api.expect(page.locator(".batch-bar")).to_contain_text("已选 1 个" if language == "zh-CN" else "1 selected")
+        sync_api.expect(page.locator(".batch-bar").get_by_role("button", name="设为公开" if language == "zh-CN"
+                                                                else "Make public")).to_be_visible()
+        first.get_by_test_id("my-work-select").click()
+        sync_api.expect(page.locator(".batch-bar")).to_contain_text("全选本页" if language == "zh-CN" else "Select page")
+    page.locator(".batch-bar").evaluate("el => el.scrollIntoView({ block: 'start' })")  # the works in the picture
+    shoot(page, f"my-works-table-{label}-{language}")
+    page.get_by_test_id("my-works-view-grid").click()
+    sync_api.expect(page.get_by_test_id("my-works-view-grid")).to_have_class(re.compile(r"\bis-active\b"))
+
+
 def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
     """Every page at every size in both languages: no horizontal overflow on a phone, and a picture of each."""
     work_id = api(page, "GET", "/api/works/my?pageSize=1")["items"][0]["id"]
@@ -783,6 +832,8 @@ def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
                     shoot(target, f"{name}-{label}-{language}")
                     if name == "credits":
                         _ledger_fits(target, label, language)
+                    if name == "my-works":
+                        _my_works_table_fits(target, label, language)
             if label == "phone":
                 for tab in ("users", "works", "review", "safety", "audit", "jobs", "models", "codes", "services",
                             "fleet", "sso"):  # every tab; the tabs wrap instead of scrolling

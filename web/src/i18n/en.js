@@ -115,6 +115,7 @@ export default {
     publish: 'Make public', unpublish: 'Make private', addTags: 'Add tags', tagPrompt: 'Tags to add, separated by commas',
     confirmBatchDelete: 'Delete the selected work? This cannot be undone. | Delete the {n} selected works? This cannot be undone.', confirmDelete: 'Delete “{title}”? This cannot be undone.',
     deleted: 'Work deleted', batchDone: 'Done', empty: 'No saved works yet', created: 'Created', editTitle: 'Edit work',
+    selectWork: 'Select “{title}”', columns: { views: 'Views', likes: 'Likes', actions: 'Actions' },
   },
   profile: {
     joined: 'Joined', publicPage: 'View my public page', works: 'Works', likes: 'Likes', views: 'Views', credits: 'Credits',

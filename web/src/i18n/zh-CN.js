@@ -116,6 +116,7 @@ export default {
     publish: '设为公开', unpublish: '设为私有', addTags: '添加标签', tagPrompt: '输入要添加的标签，用逗号分隔',
     confirmBatchDelete: '确定要删除选中的 {n} 个作品吗？删除后无法恢复！', confirmDelete: '确定要删除作品「{title}」吗？删除后无法恢复！',
     deleted: '作品已删除', batchDone: '批量操作完成', empty: '还没有保存的作品', created: '创建时间', editTitle: '编辑作品',
+    selectWork: '选择「{title}」', columns: { views: '浏览', likes: '点赞', actions: '操作' },
   },
   profile: {
     joined: '加入于', publicPage: '查看我的公开主页', works: '作品', likes: '获赞', views: '浏览', credits: '积分',
