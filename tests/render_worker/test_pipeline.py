@@ -362,16 +362,21 @@ def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel,
         {"jobId": job_id, "refunded": 15, "images": 0, "charged": 0, "settled": True}]
 
 
-def test_live_progress_is_sent_at_most_twice_a_second_and_always_at_the_last_step(ctx, user_id, channel,
-                                                                                   monkeypatch):
-    """A 2.5-s job of 20 steps (one every 0.125 s) tells its owner of 5 steps and the last one, not
-    of every step: each event is the worker's publish, Redis's and the gateway's relay to each socket."""
+def _claimed_hooks(ctx, user_id, monkeypatch):
+    """A claimed 20-step job, its progress hooks and the clock they read (``clock[0]``)."""
     job_id = admit(ctx, user_id, steps=20)
     with ctx.db.transaction() as session:
         job = jobs.claim_job(session, job_id, ctx.worker_id, ctx.alive)
     clock = [1000.0]
     monkeypatch.setattr(pipeline.time, "monotonic", lambda: clock[0])
-    hooks = pipeline._Hooks(ctx, job)
+    return job_id, pipeline._Hooks(ctx, job), clock
+
+
+def test_live_progress_is_sent_at_most_twice_a_second_and_always_at_the_last_step(ctx, user_id, channel,
+                                                                                   monkeypatch):
+    """A 2.5-s job of 20 steps (one every 0.125 s) tells its owner of 5 steps and the last one, not
+    of every step: each event is the worker's publish, Redis's and the gateway's relay to each socket."""
+    job_id, hooks, clock = _claimed_hooks(ctx, user_id, monkeypatch)
     for step in range(1, 21):
         clock[0] += 0.125
         hooks.progress(step, 20, step * 5)
@@ -384,12 +389,7 @@ def test_live_progress_is_sent_at_most_twice_a_second_and_always_at_the_last_ste
 def test_live_progress_never_steps_back(ctx, user_id, channel, monkeypatch):
     """A workflow run once more after its thumbnail chain failed starts its count below where the
     first run got (ComfyUI's cache, a shorter graph): the owner's bar holds until it passes it."""
-    job_id = admit(ctx, user_id, steps=20)
-    with ctx.db.transaction() as session:
-        job = jobs.claim_job(session, job_id, ctx.worker_id, ctx.alive)
-    clock = [1000.0]
-    monkeypatch.setattr(pipeline.time, "monotonic", lambda: clock[0])
-    hooks = pipeline._Hooks(ctx, job)
+    _, hooks, clock = _claimed_hooks(ctx, user_id, monkeypatch)
     for step, total, percent in [(20, 20, 95), (1, 1, 80), (20, 20, 90), (1, 1, 97)]:
         clock[0] += 1
         hooks.progress(step, total, percent)
