@@ -267,7 +267,7 @@ class ComfyUIClient:
         self._local = threading.local()
         self._sockets: list[EventSocket] = []  # every thread's, so that close() closes them all
         self._sockets_lock = threading.Lock()
-        self._fetches: ThreadPoolExecutor | None = None  # ``start_fetch``'s threads, made on first use
+        self._fetches: ThreadPoolExecutor | None = None  # ``start_fetch``'s threads, made on first use (under the lock)
         # As urllib3 does for its pool: a client dropped without close() closes its sockets.
         weakref.finalize(self, _close_sockets, self._sockets)
 
@@ -288,6 +288,7 @@ class ComfyUIClient:
             _close_sockets(self._sockets)
             if self._fetches is not None:
                 self._fetches.shutdown(wait=False)
+                self._fetches = None  # a fetch after close() fails as fetch_image does, on the closed pool
 
     def ws_url(self, client_id: str) -> str:
         parts = urlsplit(self.base_url)

@@ -576,7 +576,7 @@ def _label(ctx: RenderContext, job: jobs.ClaimedJob, index: int) -> ImageLabel:
 def _fetched_thumbnail(job: jobs.ClaimedJob, ref: ImageRef | None, fetch: Future[bytes] | None) -> bytes | None:
     """ComfyUI's thumbnail of an image, fetched beside the original; None (the worker makes one)
     when it has none to give."""
-    if ref is None or fetch is None:
+    if ref is None or fetch is None:  # ComfyUI made no thumbnail of this image
         return None
     try:
         return fetch.result()

@@ -56,6 +56,15 @@ def run(client, template, graph, **kwargs):
     return prompt_id, [client.fetch_image(ref) for ref in refs]
 
 
+def test_a_file_fetched_beside_another_comes_whole_and_after_close_fails_as_comfyui_unavailable(client, template):
+    prompt_id = str(uuid.uuid4())
+    [ref] = client.run(graph_for(template), template.variants[0].outputs, deadline=deadline(), prompt_id=prompt_id)
+    assert client.start_fetch(ref).result(timeout=30) == client.fetch_image(ref)
+    client.close()
+    with pytest.raises(comfyui.ComfyUIUnavailable):
+        client.start_fetch(ref).result(timeout=30)
+
+
 def test_success_returns_every_png_at_the_requested_size(client, template):
     progress = []
     _, images = run(client, template, graph_for(template, batchSize=2),
