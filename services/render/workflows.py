@@ -341,10 +341,10 @@ def with_thumbnails(graph: dict[str, Any], outputs: list[str], images: int, node
     source = graph[outputs[0]]["inputs"].get("images") if len(outputs) == 1 else None
     if not isinstance(source, list) or not THUMBNAIL_NODE_CLASSES <= node_classes:
         return graph, []
-    chained, saving = dict(graph), []
+    chained, saving, scale = dict(graph), [], not _within_thumbnail(params or {})
     for index in range(images):
         node = f"thumbnail{index}"
-        chained.update(thumbnail_chain(node, source, index, scale=not _within_thumbnail(params or {})))
+        chained.update(thumbnail_chain(node, source, index, scale))
         saving.append(node)
     return chained, saving
 

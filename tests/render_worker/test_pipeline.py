@@ -151,17 +151,15 @@ def test_a_thumbnail_comfyui_did_not_make_to_size_or_could_not_hand_over_is_made
     def thumbnails_missing(ref):
         if ref.filename.endswith(".webp") and ref.node_id == "thumbnail1":
             raise pipeline.ComfyUIError("GET /view answered 404.", code="OUTPUT_MISSING")
-        if ref.filename.endswith(".webp") and ref.node_id == "thumbnail0" and fetched_wrong:
+        if ref.filename.endswith(".webp") and ref.node_id == "thumbnail0":
             return wrong_size.getvalue()
         return fetch(ref)
 
-    fetched_wrong = True
     monkeypatch.setattr(ctx.comfyui, "fetch_image", thumbnails_missing)
     other_size = admit(ctx, user_id, width=64, height=96)
     render_job(other_size, ctx)
     _, [output] = job_state(ctx, other_size)
     assert _thumbnail_of(ctx, output).size == (64, 96)
-    fetched_wrong = False
 
     lost = admit(ctx, user_id, batchSize=2, width=512, height=512)
     render_job(lost, ctx)
