@@ -796,11 +796,14 @@ def _my_works_table_fits(page, label: str, language: str) -> None:
         for part in ("my-work-view", "my-work-edit", "my-work-delete", "my-work-public", "my-work-select"):
             box = first.get_by_test_id(part).bounding_box()  # every control of a row whole on the screen's width
             assert box and box["x"] >= 0 and box["x"] + box["width"] <= page.viewport_size["width"], (part, box, language)
-        first.get_by_test_id("my-work-select").click()  # selected for the bulk actions above the list
+        select = first.get_by_test_id("my-work-select")  # a box a thumb can hit: 24 px at least (WCAG 2.5.8), drawn large
+        target, drawn = select.bounding_box(), select.locator(".el-checkbox__inner").bounding_box()
+        assert target["width"] >= 24 and target["height"] >= 24 and drawn["width"] >= 19, (target, drawn, language)
+        select.click()  # selected for the bulk actions above the list
         sync_api.expect(page.locator(".batch-bar")).to_contain_text("已选 1 个" if language == "zh-CN" else "1 selected")
         sync_api.expect(page.locator(".batch-bar").get_by_role("button", name="设为公开" if language == "zh-CN"
                                                                 else "Make public")).to_be_visible()
-        first.get_by_test_id("my-work-select").click()
+        select.click()
         sync_api.expect(page.locator(".batch-bar")).to_contain_text("全选本页" if language == "zh-CN" else "Select page")
     page.locator(".batch-bar").evaluate("el => el.scrollIntoView({ block: 'start' })")  # the works in the picture
     shoot(page, f"my-works-table-{label}-{language}")
