@@ -111,8 +111,9 @@ class Moderation:
             reports = list(session.scalars(select(WorkReport).where(*conditions).order_by(WorkReport.id.desc())
                                            .offset((page - 1) * size).limit(size)))
             works = {w.id: w for w in session.scalars(select(Work).where(Work.id.in_({r.work_id for r in reports})))}
-        return {"items": [report_json(r, works.get(r.work_id)) for r in reports], "page": page, "pageSize": size,
-                "total": total}
+        thumbnails = {work_id: self.presenter.files.urls(work)[1] for work_id, work in works.items()}
+        return {"items": [report_json(r, works.get(r.work_id), thumbnails.get(r.work_id)) for r in reports],
+                "page": page, "pageSize": size, "total": total}
 
     # Publishing review
 

@@ -317,10 +317,12 @@ def filed_report_json(report: WorkReport) -> dict[str, Any]:
             "createdAt": isoformat(report.created_at)}
 
 
-def report_json(report: WorkReport, work: Work | None) -> dict[str, Any]:
-    """A report as moderators see it, with a summary of the work when it still exists."""
+def report_json(report: WorkReport, work: Work | None, thumbnail_url: str | None = None) -> dict[str, Any]:
+    """A report as moderators see it, with a summary of the work when it still exists: enough to judge it at a
+    glance (its thumbnail, a signed URL when the work is not listed) and to lay the picture out at its shape."""
     summary = None if work is None else {"id": work.id, "title": work.title, "userId": work.user_id,
-                                         "hidden": work.is_hidden, "isPublic": work.is_public}
+                                         "hidden": work.is_hidden, "isPublic": work.is_public,
+                                         "thumbnailUrl": thumbnail_url, "width": work.width, "height": work.height}
     return {"id": report.id, "workId": report.work_id, "reporterId": report.reporter_id, "reason": report.reason,
             "status": report.status, "createdAt": isoformat(report.created_at),
             "resolvedAt": isoformat(report.resolved_at), "resolvedBy": report.resolved_by, "work": summary}

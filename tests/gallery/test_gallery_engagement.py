@@ -4,7 +4,7 @@ from __future__ import annotations
 import io
 import threading
 from datetime import timedelta
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from PIL import Image
 from sqlalchemy import func, select, update
@@ -120,6 +120,10 @@ def test_reports_and_admin_moderation(make_user, save_work, anonymous):
     reports = admin.get("/api/admin/works/reports").get_json()["data"]["items"]
     mine = [r for r in reports if r["workId"] == wid]
     assert mine and mine[0]["reason"] == "spam" and mine[0]["work"]["title"] == "questionable"
+    # The moderator sees the picture reported, at its shape.
+    summary = mine[0]["work"]
+    assert urlsplit(summary["thumbnailUrl"]).path == urlsplit(work["thumbnailUrl"]).path
+    assert (summary["width"], summary["height"]) == (work["width"], work["height"])
 
     hidden = admin.post(f"/api/admin/works/{wid}/hide", json={"reason": "Spam links"})
     assert hidden.status_code == 200
