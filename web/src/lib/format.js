@@ -15,6 +15,8 @@ function formatter(locale, options) {
 
 export const DATE_TIME = { year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit' }
 export const DATE_ONLY = { year: 'numeric', month: '2-digit', day: '2-digit' }
+/** Month and day in the locale's own words ("Dec 6", "12月6日"): a date where ten characters do not fit. */
+export const MONTH_DAY = { month: 'short', day: 'numeric' }
 
 /** "—" for a missing or unparsable value; never "Invalid Date". */
 export function formatDate(value, locale = 'zh-CN', options = DATE_TIME, timeZone) {

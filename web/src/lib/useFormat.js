@@ -1,6 +1,6 @@
 import { useI18n } from 'vue-i18n'
 import { i18n } from '@/i18n'
-import { DATE_ONLY, formatCount, formatDate, formatRelative } from './format'
+import { DATE_ONLY, MONTH_DAY, formatCount, formatDate, formatRelative } from './format'
 import { scrubDetail } from './errors'
 
 /** Formatting bound to the current UI locale. */
@@ -9,6 +9,7 @@ export function useFormat() {
   return {
     date: (value) => formatDate(value, locale.value),
     day: (value) => formatDate(value, locale.value, DATE_ONLY),
+    monthDay: (value) => formatDate(value, locale.value, MONTH_DAY),
     relative: (value) => formatRelative(value, locale.value),
     count: (value) => formatCount(value, locale.value),
   }
