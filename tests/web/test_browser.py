@@ -299,6 +299,7 @@ def _journey(browser: Browser, platform: Platform, alice: str, bob: str, admin: 
     _profile(page)
     _admin(admin_page, page, bob_page, alice, bob)
     _developer(page, admin_page)
+    _moderation_rows(page, bob_page, admin_page)
     _every_page(browser, page, admin_page, alice)
 
     # Reload keeps the session and the live balance; a returning user is welcomed back.
@@ -765,6 +766,18 @@ def _my_works_table_fits(page, label: str, language: str) -> None:
     box that selects it for the bulk actions); from a tablet up the columns fit, also beside a classic 15 px desktop
     scroll bar (a 15 px gutter at the page's right, as a scroll bar takes it). The grid comes back after."""
     works = api(page, "GET", "/api/works/my?pageSize=24")["items"]
+    if label == "phone":  # the grid's narrow cards say their date whole, in a shorter form
+        dates = page.locator(".work-card .date")
+        sync_api.expect(dates).to_have_count(len(works))
+        cut = dates.evaluate_all("ds => ds.filter((d) => d.offsetWidth && d.scrollWidth > d.clientWidth).map((d) => d.textContent)")
+        assert not cut, f"my works' grid cuts dates short ({language}): {cut}"
+        under = page.locator(".work-card").evaluate_all("""cards => cards.flatMap((card) => {
+            const check = card.querySelector('.work-check').getBoundingClientRect()
+            return [...card.querySelectorAll('.work-badges .el-tag')].filter((tag) => {
+              const r = tag.getBoundingClientRect()
+              return r.left < check.right && r.right > check.left && r.top < check.bottom && r.bottom > check.top
+            }).map((tag) => tag.textContent.trim()) })""")
+        assert not under, f"my works' grid hides badges under the select boxes ({language}): {under}"
     table = page.get_by_test_id("my-works-table")
     switch = page.get_by_test_id("my-works-view-table")
     if label != "phone":
@@ -805,10 +818,29 @@ def _my_works_table_fits(page, label: str, language: str) -> None:
                                                                 else "Make public")).to_be_visible()
         select.click()
         sync_api.expect(page.locator(".batch-bar")).to_contain_text("全选本页" if language == "zh-CN" else "Select page")
+        page_box = page.get_by_test_id("my-works-select-page").locator(".el-checkbox__inner").bounding_box()
+        assert page_box["width"] >= 19, ("the page's select box", page_box, language)
     page.locator(".batch-bar").evaluate("el => el.scrollIntoView({ block: 'start' })")  # the works in the picture
     shoot(page, f"my-works-table-{label}-{language}")
     page.get_by_test_id("my-works-view-grid").click()
     sync_api.expect(page.get_by_test_id("my-works-view-grid")).to_have_class(re.compile(r"\bis-active\b"))
+
+
+def _moderation_rows(page, bob_page, admin_page) -> None:
+    """Rows for the console's moderation tables, so every size below lays them out with content: a term to
+    review (the terms and the audit log), Alice's oldest work flagged by it (the review queue), and Bob's
+    report of her newest one (the reports)."""
+    term = f"加微信{uuid.uuid4().hex[:6]}"
+    api(admin_page, "POST", "/api/admin/safety/terms",
+        {"text": term, "category": "ads", "severity": "review", "note": "browser test: contact details"})
+    works = api(page, "GET", "/api/works/my?pageSize=24")["items"]
+    api(page, "PUT", f"/api/works/{works[-1]['id']}", {"description": f"想要原图请{term}，价格私聊"})
+    api(bob_page, "POST", f"/api/works/{works[0]['id']}/report", {"reason": "疑似盗用他人作品，请管理员核实"})
+    queue = api(admin_page, "GET", "/api/admin/works/review?state=pending")["items"]
+    assert [item["id"] for item in queue] == [works[-1]["id"]], queue
+    admin_page.goto("/admin")
+    admin_page.get_by_test_id("admin-tab-works").click()  # the moderator sees the picture reported, at its shape
+    assert_aspect(admin_page.get_by_test_id("admin-reports").locator("img").first, works[0]["width"] / works[0]["height"])
 
 
 def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
@@ -820,6 +852,7 @@ def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
              ("/developer", "developer"))
     anonymous = browser.new_page()
     anonymous.goto("/login")
+    sideways = []  # the admin console's tables wider than their card
     for language in ("zh-CN", "en"):
         for target in (page, admin_page, anonymous):
             set_language(target, language)
@@ -837,7 +870,7 @@ def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
                         _ledger_fits(target, label, language)
                     if name == "my-works":
                         _my_works_table_fits(target, label, language)
-            if label == "phone":
+            if label in ("phone", "tablet"):
                 for tab in ("users", "works", "review", "safety", "audit", "jobs", "models", "codes", "services",
                             "fleet", "sso"):  # every tab; the tabs wrap instead of scrolling
                     admin_page.goto("/admin")
@@ -847,20 +880,21 @@ def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
                                                     else "Waiting jobs by user")
                     if tab == "fleet":
                         shares.wait_for()  # the fleet loaded, not its skeleton
-                    no_horizontal_overflow(admin_page, f"admin {tab} ({language})")
-                    if tab in ("users", "jobs"):  # these tables fit a phone: no button or status cut at the edge
-                        assert admin_page.get_by_test_id(f"admin-{tab}").evaluate(
-                            "el => el.querySelector('.el-table__body').offsetWidth <= el.clientWidth"), \
-                            f"the admin {tab} table scrolls sideways ({language})"
-                    shoot(admin_page, f"admin-{tab}-phone-{language}")
+                    no_horizontal_overflow(admin_page, f"admin {tab} ({label}, {language})")
+                    # No table of the console scrolls sideways: no button, status or prompt cut at the card's edge.
+                    sideways += [f"{tab} ({label}, {language}): {table}" for table in admin_page.locator(".el-table").evaluate_all(
+                        """tables => tables.filter((t) => t.querySelector('.el-table__body').offsetWidth > t.clientWidth)
+                        .map((t) => `${t.querySelector('.el-table__body').offsetWidth} px in ${t.clientWidth}`)""")]
+                    shoot(admin_page, f"admin-{tab}-{label}-{language}")
                     if tab == "fleet":  # the fair-share section, further down
                         shares.scroll_into_view_if_needed()
-                        shoot(admin_page, f"admin-fleet-shares-phone-{language}")
+                        shoot(admin_page, f"admin-fleet-shares-{label}-{language}")
                 page.goto("/dashboard")
                 page.get_by_role("button", name="菜单" if language == "zh-CN" else "Menu").click()
                 page.locator(".nav-drawer").get_by_text("我的作品" if language == "zh-CN" else "My works").wait_for()
                 page.wait_for_timeout(500)  # let the drawer finish sliding in before the picture
                 shoot(page, f"drawer-phone-{language}")
+    assert not sideways, f"admin tables scroll sideways: {sideways}"
     likes = api(page, "GET", f"/api/works/{work_id}")["work"]["likes"]
     page.goto(f"/works/{work_id}")  # English counts take the singular for one
     page.locator(".stats").get_by_text(f"{likes} like" if likes == 1 else f"{likes} likes", exact=True).wait_for()
