@@ -9,3 +9,11 @@ export function useMedia(query) {
   onBeforeUnmount(() => list.removeEventListener('change', update))
   return matches
 }
+
+/**
+ * The admin console's table layouts: `compact` below 1101 px, where short columns share one, and `phone` below
+ * 768 px, where the rest folds under the main column, so that no table scrolls sideways inside its card.
+ */
+export function useTableLayout() {
+  return { compact: useMedia('(max-width: 1100px)'), phone: useMedia('(max-width: 767px)') }
+}
