@@ -29,7 +29,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import pytest
 from PIL import Image
@@ -836,7 +836,8 @@ def _moderation_rows(page, bob_page, admin_page) -> None:
     works = api(page, "GET", "/api/works/my?pageSize=24")["items"]
     api(page, "PUT", f"/api/works/{works[-1]['id']}", {"description": f"想要原图请{term}，价格私聊"})
     api(bob_page, "POST", f"/api/works/{works[0]['id']}/report", {"reason": "疑似盗用他人作品，请管理员核实"})
-    queue = api(admin_page, "GET", "/api/admin/works/review?state=pending")["items"]
+    # The queue searched for the term: the test database is shared, and the queue lists the oldest first.
+    queue = api(admin_page, "GET", f"/api/admin/works/review?state=pending&search={quote(term)}")["items"]
     assert [item["id"] for item in queue] == [works[-1]["id"]], queue
     admin_page.goto("/admin")
     admin_page.get_by_test_id("admin-tab-works").click()  # the moderator sees the picture reported, at its shape

@@ -11,8 +11,8 @@ export function useMedia(query) {
 }
 
 /**
- * The admin console's table layouts: `compact` below 1101 px, where short columns share one, and `phone` below
- * 768 px, where the rest folds under the main column, so that no table scrolls sideways inside its card.
+ * The admin console's table layouts: `compact` at 1100 px and narrower, where short columns share one, and `phone`
+ * at 767 px and narrower, where the rest folds under the main column: no table scrolls sideways inside its card.
  */
 export function useTableLayout() {
   return { compact: useMedia('(max-width: 1100px)'), phone: useMedia('(max-width: 767px)') }
