@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 from urllib.parse import urlparse
@@ -116,8 +116,8 @@ def start_platform(tmp_path_factory: pytest.TempPathFactory, settings_env: dict[
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("the platform did not stop within 30 s of Ctrl-C")
+            _kill_all(proc, platform)
+            pytest.fail(f"the platform did not stop within 30 s of Ctrl-C\n{platform.log()[-4000:]}")
     _assert_all_stopped(platform)
 
 
@@ -133,12 +133,31 @@ def _own_redis(url: str) -> str:
     return own
 
 
+def _children(platform: Platform) -> list[int]:
+    """Every process the platform's supervisor started, each the leader of its own group."""
+    return [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", platform.log())]
+
+
+def _kill_all(proc: subprocess.Popen, platform: Platform) -> None:
+    """SIGKILL to the supervisor's group and to each child's: a platform that would not stop
+    must not go on consuming jobs, Redis databases and CPU under the tests that follow."""
+    _kill_groups([proc.pid, *_children(platform)])
+    proc.wait(timeout=30)
+
+
+def _kill_groups(pids: list[int]) -> None:
+    for pid in pids:
+        with suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def _assert_all_stopped(platform: Platform) -> None:
-    pids = [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", platform.log())]
+    pids = _children(platform)
     assert len(pids) >= 6, platform.log()[-2000:]
     deadline = time.monotonic() + 10  # a process group's last members may take a moment to be reaped
     while (survivors := [pid for pid in pids if _alive(pid)]) and time.monotonic() < deadline:
         time.sleep(0.2)
+    _kill_groups(survivors)  # the failure is this test's, not the next ones'
     assert not survivors, f"processes left running after Ctrl-C: {survivors}"
 
 

@@ -10,7 +10,7 @@ import sys
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import pytest
 import requests
@@ -20,6 +20,8 @@ from kombu import Connection, Exchange, Queue
 from shared.config import PROJECT_ROOT
 from tests.conftest import AMQP_URL, BROKERS, TEST_SERVICE_TOKEN
 from tests.platform import Platform, start_platform
+
+T = TypeVar("T")
 
 PASSWORD = "queue-admin-1"
 MODEL = "sd15_demo.safetensors"
@@ -40,6 +42,10 @@ class QueuePlatform:
 
     def url(self, path: str) -> str:
         return self.platform.url(path)
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float, what: str) -> T:
+        """``predicate``'s first true value; failing with the platform's log after ``timeout``."""
+        return self.platform.wait_for(predicate, timeout, what)
 
     def admin(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return requests.request(method, self.url(path), headers={"Authorization": f"Bearer {self.admin_token}"},

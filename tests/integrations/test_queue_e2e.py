@@ -168,7 +168,7 @@ def test_bad_messages_go_to_the_dead_letter_queue_with_a_reason(queue_platform: 
                        if letter["queue"] == account.credentials["requestQueue"])
         return len(letters) >= 6
 
-    _wait_for(six_letters, 30, "six dead letters")
+    queue_platform.wait_for(six_letters, 30, "six dead letters")
     assert {letter["reason"] for letter in letters} == expected
     for letter in letters:
         assert not schema_errors("queue-dead-letter.v1.json", letter), letter
@@ -186,16 +186,6 @@ def _dead_letter_counts(queue_platform: QueuePlatform) -> dict[str, int]:
     response = queue_platform.admin("GET", "/api/admin/queue-api/dead-letters")
     assert response.status_code == 200, response.text
     return response.json()["data"]["counts"]
-
-
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def test_progress_replies_and_a_full_account_waiting_its_turn(queue_platform: QueuePlatform):

@@ -58,16 +58,6 @@ def receiver(queue_platform: QueuePlatform):
     server.server_close()
 
 
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def test_deliveries_are_signed_retried_given_up_and_resent(queue_platform: QueuePlatform, receiver: Receiver):
     account = queue_platform.service_account(budget=100)
     receiver.plans = {"/flaky": [500, 500], "/down": [500] * 100}
@@ -85,7 +75,8 @@ def test_deliveries_are_signed_retried_given_up_and_resent(queue_platform: Queue
     with account.client() as client:
         client.submit("text2img", PARAMS)
 
-    calls = _wait(lambda: len(receiver.received("/ok")) >= 2 and receiver.received("/ok"), 30, "two events at /ok")
+    calls = queue_platform.wait_for(lambda: len(receiver.received("/ok")) >= 2 and receiver.received("/ok"), 30,
+                                    "two events at /ok")
     events = {}
     for headers, body in calls:
         assert verify_webhook(hooks["/ok"]["secret"], headers, body), "signed with the endpoint's secret"
@@ -102,15 +93,17 @@ def test_deliveries_are_signed_retried_given_up_and_resent(queue_platform: Queue
     tampered = calls[0][1].replace(b'"userId"', b'"userid"')
     assert not verify_webhook(hooks["/ok"]["secret"], calls[0][0], tampered)
 
-    flaky = _wait(lambda: _deliveries(queue_platform, hooks["/flaky"])[0]["status"] == "succeeded"
-                  and _deliveries(queue_platform, hooks["/flaky"]), 30, "the flaky endpoint to be served")
+    flaky = queue_platform.wait_for(lambda: _deliveries(queue_platform, hooks["/flaky"])[0]["status"] == "succeeded"
+                                    and _deliveries(queue_platform, hooks["/flaky"]), 30,
+                                    "the flaky endpoint to be served")
     assert flaky[0]["attempts"] == 3 and flaky[0]["lastStatusCode"] == 200
     flaky_calls = receiver.received("/flaky")
     assert len(flaky_calls) == 3 and len({headers["X-Webhook-Id"] for headers, _ in flaky_calls}) == 1
     assert len({body for _, body in flaky_calls}) == 1, "every retry sends the same event"
 
-    down = _wait(lambda: _deliveries(queue_platform, hooks["/down"])[0]["status"] == "failed"
-                 and _deliveries(queue_platform, hooks["/down"]), 30, "the dead endpoint to be given up")
+    down = queue_platform.wait_for(lambda: _deliveries(queue_platform, hooks["/down"])[0]["status"] == "failed"
+                                   and _deliveries(queue_platform, hooks["/down"]), 30,
+                                   "the dead endpoint to be given up")
     assert down[0]["attempts"] >= 3 and down[0]["lastStatusCode"] == 500
     assert down[0]["lastError"] == "The endpoint answered 500." and down[0]["nextAttemptAt"] is None
     attempts = len(receiver.received("/down"))
@@ -121,7 +114,8 @@ def test_deliveries_are_signed_retried_given_up_and_resent(queue_platform: Queue
     resent = queue_platform.admin(
         "POST", f"/api/webhooks/{hooks['/down']['webhook']['id']}/deliveries/{down[0]['id']}/redeliver")
     assert resent.status_code == 200 and resent.json()["data"]["delivery"]["status"] == "pending"
-    _wait(lambda: _deliveries(queue_platform, hooks["/down"])[0]["status"] == "succeeded", 15, "the re-sent delivery")
+    queue_platform.wait_for(lambda: _deliveries(queue_platform, hooks["/down"])[0]["status"] == "succeeded", 15,
+                            "the re-sent delivery")
     assert receiver.received("/failures") == [], "nobody asked for job.failed"
 
     deleted = queue_platform.admin("DELETE", f"/api/webhooks/{hooks['/ok']['webhook']['id']}")
@@ -148,7 +142,8 @@ def test_a_cancelled_job_is_delivered_as_job_cancelled(queue_platform: QueuePlat
     cancelled = requests.delete(queue_platform.url(f"/api/jobs/{job_id}"), headers=headers, timeout=10)
     assert cancelled.status_code == 200, cancelled.text
 
-    (headers_sent, body), = _wait(lambda: receiver.received("/cancelled"), 30, "the job.cancelled delivery")
+    (headers_sent, body), = queue_platform.wait_for(lambda: receiver.received("/cancelled"), 30,
+                                                    "the job.cancelled delivery")
     assert verify_webhook(hook["secret"], headers_sent, body)
     event = json.loads(body)
     assert not schema_errors("webhook-event.v1.json", event), event
@@ -163,7 +158,8 @@ def test_a_failed_job_is_delivered_as_job_failed(queue_platform: QueuePlatform, 
     with emulator_fault(queue_platform, "CUDA out of memory"):
         with account.client() as client:
             client.submit("text2img", PARAMS)
-        (headers_sent, body), = _wait(lambda: receiver.received("/failed"), 30, "the job.failed delivery")
+        (headers_sent, body), = queue_platform.wait_for(lambda: receiver.received("/failed"), 30,
+                                                        "the job.failed delivery")
     assert verify_webhook(hook["secret"], headers_sent, body)
     event = json.loads(body)
     assert not schema_errors("webhook-event.v1.json", event), event
