@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import quote, urlparse
 
 import pytest
+import requests
 from PIL import Image
 
 from tests.platform import Platform, start_platform
@@ -673,6 +674,8 @@ def _admin(admin_page, page, bob_page, alice: str, bob: str) -> None:
     assert row.locator(".el-select__placeholder").evaluate("el => el.scrollWidth <= el.clientWidth"), "the role is cut short"
     shoot(admin_page, "admin-tablet")
 
+    _fleet_running_fits(admin_page)
+
     # Jobs: the failed one with its cause in words and its owner's display name.
     admin_page.get_by_role("tab", name="任务").click()
     failed = admin_page.get_by_test_id("admin-jobs").locator("tr").filter(has_text="显存不足").first
@@ -712,6 +715,28 @@ def _admin(admin_page, page, bob_page, alice: str, bob: str) -> None:
     sync_api.expect(admin_page.get_by_test_id("redemptions")).to_contain_text(bob)
     shoot(admin_page, "admin-redemptions-tablet")
     admin_page.keyboard.press("Escape")
+
+
+def _fleet_running_fits(admin_page) -> None:
+    """The fleet lists a job while it runs, its table inside the card at tablet and phone width (the table is only
+    filled while a job runs: the admin runs a long one, and cancels it)."""
+    prompt = "a lighthouse in a storm, waves breaking over the rocks"
+    job_id = api(admin_page, "POST", "/api/generate", {"prompt": prompt, "steps": 100})["job"]["id"]
+    try:
+        wait_until(lambda: api(admin_page, "GET", f"/api/jobs/{job_id}")["status"] == "running", "the lighthouse to start")
+        admin_page.get_by_test_id("admin-tab-fleet").click()
+        table = admin_page.get_by_test_id("fleet-running")
+        for label in ("tablet", "phone"):
+            admin_page.set_viewport_size({"width": VIEWPORTS[label][0], "height": VIEWPORTS[label][1]})
+            table.locator("tr").filter(has_text=prompt).wait_for()
+            body, card = table.evaluate("t => [t.querySelector('.el-table__body').offsetWidth, t.clientWidth]")
+            assert body <= card, f"the running jobs at {label} width: {body} px in {card}"
+            table.scroll_into_view_if_needed()
+            shoot(admin_page, f"admin-fleet-running-{label}")
+    finally:
+        api(admin_page, "DELETE", f"/api/jobs/{job_id}")
+        admin_page.set_viewport_size({"width": VIEWPORTS["tablet"][0], "height": VIEWPORTS["tablet"][1]})
+    wait_until(lambda: api(admin_page, "GET", f"/api/jobs/{job_id}")["status"] == "cancelled", "the lighthouse's cancel")
 
 
 def wait_until(condition, what: str, timeout: float = 30.0) -> None:
@@ -844,6 +869,27 @@ def _moderation_rows(page, bob_page, admin_page) -> None:
     assert_aspect(admin_page.get_by_test_id("admin-reports").locator("img").first, works[0]["width"] / works[0]["height"])
 
 
+def _long_address_on_one_line(admin_page) -> None:
+    """On a desktop the users table shows an address longer than its column on one line, cut with an ellipsis
+    and whole in a tooltip (it used to break mid-word over two lines)."""
+    name = f"mail{uuid.uuid4().hex[:8]}"
+    address = f"someone.with.a.rather.long.address.{name}@example.com"
+    origin = "{0.scheme}://{0.netloc}".format(urlparse(admin_page.url))
+    created = requests.post(f"{origin}/api/users/register", json={"username": name, "email": address,
+                                                                  "password": PASSWORD}, timeout=30)
+    assert created.status_code == 201, created.text
+    admin_page.set_viewport_size({"width": VIEWPORTS["desktop"][0], "height": VIEWPORTS["desktop"][1]})
+    admin_page.goto("/admin")
+    fill(admin_page, "admin-search", name)
+    cell = admin_page.get_by_test_id("admin-users").locator("td .cell").filter(has_text=address)
+    cell.wait_for()
+    line = cell.evaluate("el => parseFloat(getComputedStyle(el).lineHeight)")
+    height, cut = cell.evaluate("el => [el.getBoundingClientRect().height, el.scrollWidth > el.clientWidth]")
+    assert height < 1.5 * line and cut, f"{address}: {height} px high (a line is {line}), cut: {cut}"
+    cell.hover()
+    admin_page.locator(".el-popper").filter(has_text=address).wait_for()
+
+
 def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
     """Every page at every size in both languages: no horizontal overflow on a phone, and a picture of each."""
     work_id = api(page, "GET", "/api/works/my?pageSize=1")["items"][0]["id"]
@@ -851,6 +897,7 @@ def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
              ("/my-works", "my-works"), ("/profile", "profile"), ("/profile?tab=credits", "credits"),
              ("/notifications", "notifications"), (f"/works/{work_id}", "work"), (f"/u/{alice}", "user"),
              ("/developer", "developer"))
+    _long_address_on_one_line(admin_page)
     anonymous = browser.new_page()
     anonymous.goto("/login")
     sideways = []  # the admin console's tables wider than their card
