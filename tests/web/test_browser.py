@@ -298,6 +298,7 @@ def _journey(browser: Browser, platform: Platform, alice: str, bob: str, admin: 
     _credits_by_job(page)
     _dark_mode(page)
     _profile(page)
+    _fleet_running_fits(admin_page, platform)
     _admin(admin_page, page, bob_page, alice, bob)
     _developer(page, admin_page)
     _moderation_rows(page, bob_page, admin_page)
@@ -674,8 +675,6 @@ def _admin(admin_page, page, bob_page, alice: str, bob: str) -> None:
     assert row.locator(".el-select__placeholder").evaluate("el => el.scrollWidth <= el.clientWidth"), "the role is cut short"
     shoot(admin_page, "admin-tablet")
 
-    _fleet_running_fits(admin_page)
-
     # Jobs: the failed one with its cause in words and its owner's display name.
     admin_page.get_by_role("tab", name="任务").click()
     failed = admin_page.get_by_test_id("admin-jobs").locator("tr").filter(has_text="显存不足").first
@@ -717,11 +716,13 @@ def _admin(admin_page, page, bob_page, alice: str, bob: str) -> None:
     admin_page.keyboard.press("Escape")
 
 
-def _fleet_running_fits(admin_page) -> None:
-    """The fleet lists a job while it runs, its table inside the card at tablet and phone width (the table is only
-    filled while a job runs: the admin runs a long one, and cancels it)."""
+def _fleet_running_fits(admin_page, platform: Platform) -> None:
+    """The fleet lists a job while it runs, its table inside the card at tablet and phone width. The table is only
+    filled while a job runs: the admin's job hangs in ComfyUI (the emulator's one-shot fault) until cancelled."""
+    response = admin_page.request.post(f"{platform.env['COMFYUI_URL']}/emulator/config", data={"faults": {"hang": True}})
+    assert response.ok, response.text()
     prompt = "a lighthouse in a storm, waves breaking over the rocks"
-    job_id = api(admin_page, "POST", "/api/generate", {"prompt": prompt, "steps": 100})["job"]["id"]
+    job_id = api(admin_page, "POST", "/api/generate", {"prompt": prompt})["job"]["id"]
     try:
         wait_until(lambda: api(admin_page, "GET", f"/api/jobs/{job_id}")["status"] == "running", "the lighthouse to start")
         admin_page.get_by_test_id("admin-tab-fleet").click()
@@ -732,6 +733,7 @@ def _fleet_running_fits(admin_page) -> None:
             body, card = table.evaluate("t => [t.querySelector('.el-table__body').offsetWidth, t.clientWidth]")
             assert body <= card, f"the running jobs at {label} width: {body} px in {card}"
             table.scroll_into_view_if_needed()
+            admin_page.wait_for_timeout(300)  # painted whole after the resize and the scroll, not half of it
             shoot(admin_page, f"admin-fleet-running-{label}")
     finally:
         api(admin_page, "DELETE", f"/api/jobs/{job_id}")
