@@ -302,6 +302,7 @@ def _journey(browser: Browser, platform: Platform, alice: str, bob: str, admin: 
     _admin(admin_page, page, bob_page, alice, bob)
     _developer(page, admin_page)
     _moderation_rows(page, bob_page, admin_page)
+    _long_address_on_one_line(admin_page)
     _every_page(browser, page, admin_page, alice)
 
     # Reload keeps the session and the live balance; a returning user is welcomed back.
@@ -873,7 +874,7 @@ def _moderation_rows(page, bob_page, admin_page) -> None:
 
 def _long_address_on_one_line(admin_page) -> None:
     """On a desktop the users table shows an address longer than its column on one line, cut with an ellipsis
-    and whole in a tooltip (it used to break mid-word over two lines)."""
+    and whole in a tooltip (it used to break mid-word over several lines)."""
     name = f"mail{uuid.uuid4().hex[:8]}"
     address = f"someone.with.a.rather.long.address.{name}@example.com"
     origin = "{0.scheme}://{0.netloc}".format(urlparse(admin_page.url))
@@ -899,7 +900,6 @@ def _every_page(browser: Browser, page, admin_page, alice: str) -> None:
              ("/my-works", "my-works"), ("/profile", "profile"), ("/profile?tab=credits", "credits"),
              ("/notifications", "notifications"), (f"/works/{work_id}", "work"), (f"/u/{alice}", "user"),
              ("/developer", "developer"))
-    _long_address_on_one_line(admin_page)
     anonymous = browser.new_page()
     anonymous.goto("/login")
     sideways = []  # the admin console's tables wider than their card
