@@ -58,10 +58,13 @@ def test_the_platform_line_is_gunicorns_line(response, env):
 
 
 @pytest.mark.parametrize("response, env", CASES)
-def test_an_operators_own_format_gets_gunicorns_fields(response, env):
+def test_an_operators_own_format_gets_gunicorns_fields(response, env, monkeypatch):
+    # %(t)s is the time of writing to the second: both lines must be written in the same one.
+    monkeypatch.setattr(glogging.Logger, "now", lambda self: "[07/Dec/2026:00:47:03 +0000]")
     access_format = '%(t)s %(h)s %(U)s?%(q)s %(s)s %({host}i)s %({content-type}o)s %(D)sus'
     ours = line(AccessLog, access_format, response, env)
     assert ours == line(glogging.Logger, access_format, response, env)
+    assert ours.startswith("[07/Dec/2026:00:47:03 +0000] 10.0.0.7 ")
     assert "example.test" in ours and "1234567us" in ours
 
 

@@ -302,7 +302,7 @@ def _journey(browser: Browser, platform: Platform, alice: str, bob: str, admin: 
     _admin(admin_page, page, bob_page, alice, bob)
     _developer(page, admin_page)
     _moderation_rows(page, bob_page, admin_page)
-    _long_address_on_one_line(admin_page)
+    _long_address_on_one_line(admin_page, platform)
     _every_page(browser, page, admin_page, alice)
 
     # Reload keeps the session and the live balance; a returning user is welcomed back.
@@ -872,14 +872,13 @@ def _moderation_rows(page, bob_page, admin_page) -> None:
     assert_aspect(admin_page.get_by_test_id("admin-reports").locator("img").first, works[0]["width"] / works[0]["height"])
 
 
-def _long_address_on_one_line(admin_page) -> None:
+def _long_address_on_one_line(admin_page, platform) -> None:
     """On a desktop the users table shows an address longer than its column on one line, cut with an ellipsis
     and whole in a tooltip (it used to break mid-word over several lines)."""
     name = f"mail{uuid.uuid4().hex[:8]}"
     address = f"someone.with.a.rather.long.address.{name}@example.com"
-    origin = "{0.scheme}://{0.netloc}".format(urlparse(admin_page.url))
-    created = requests.post(f"{origin}/api/users/register", json={"username": name, "email": address,
-                                                                  "password": PASSWORD}, timeout=30)
+    created = requests.post(platform.url("/api/users/register"),
+                            json={"username": name, "email": address, "password": PASSWORD}, timeout=30)
     assert created.status_code == 201, created.text
     admin_page.set_viewport_size({"width": VIEWPORTS["desktop"][0], "height": VIEWPORTS["desktop"][1]})
     admin_page.goto("/admin")
