@@ -794,11 +794,22 @@ def _my_works_table_fits(page, label: str, language: str) -> None:
     box that selects it for the bulk actions); from a tablet up the columns fit, also beside a classic 15 px desktop
     scroll bar (a 15 px gutter at the page's right, as a scroll bar takes it). The grid comes back after."""
     works = api(page, "GET", "/api/works/my?pageSize=24")["items"]
-    if label == "phone":  # the grid's narrow cards say their date whole, in a shorter form
+    if label == "phone":  # the grid's narrow cards say their date and title whole (shorter, over lines)
         dates = page.locator(".work-card .date")
         sync_api.expect(dates).to_have_count(len(works))
         cut = dates.evaluate_all("ds => ds.filter((d) => d.offsetWidth && d.scrollWidth > d.clientWidth).map((d) => d.textContent)")
         assert not cut, f"my works' grid cuts dates short ({language}): {cut}"
+        cut = page.locator(".work-card .work-title").evaluate_all(
+            "ts => ts.filter((t) => t.scrollWidth > t.clientWidth || t.scrollHeight > t.clientHeight + 1).map((t) => t.textContent)")
+        assert not cut, f"my works' grid cuts titles short ({language}): {cut}"
+        uneven = page.locator(".work-card").evaluate_all("""cards => {
+            const rows = {}  // the meta line's bottom of each card, by the row the card starts in
+            for (const card of cards) {
+              (rows[Math.round(card.getBoundingClientRect().top)] ||= []).push(
+                Math.round(card.querySelector('.work-meta').getBoundingClientRect().bottom))
+            }
+            return Object.values(rows).filter((bottoms) => new Set(bottoms).size > 1) }""")
+        assert not uneven, f"my works' grid: the meta lines of a row's cards do not align ({language}): {uneven}"
         under = page.locator(".work-card").evaluate_all("""cards => cards.flatMap((card) => {
             const check = card.querySelector('.work-check').getBoundingClientRect()
             return [...card.querySelectorAll('.work-badges .el-tag')].filter((tag) => {
