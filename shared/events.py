@@ -33,6 +33,7 @@ from redis._parsers import _HiredisParser, _RESP3Parser
 from redis.utils import HIREDIS_AVAILABLE
 
 from shared.metrics import serve_metrics
+from shared.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -315,17 +316,18 @@ class GroupConsumer:
     def run(self, stop: threading.Event, retry_seconds: float = 5.0) -> None:
         """Consume until ``stop`` is set. A failed pass (Redis or the handler's database
         unreachable) is logged and retried after ``retry_seconds``; its entry stays pending."""
+        outage = Outage(log, f"{self.group}/{self.name} consuming {self.stream}")
         while not stop.is_set():
             try:
                 self.ensure_group()
                 while not stop.is_set():
                     self.consume_once()
+                    outage.passed()
             except RetryLater as exc:
                 log.info("%s/%s will handle an entry again in %s s: %s", self.group, self.name, retry_seconds, exc)
                 stop.wait(retry_seconds)
-            except Exception:  # a long-running consumer must outlive an outage; nothing is acked
-                log.exception("%s/%s could not consume %s; retrying in %s s", self.group, self.name,
-                              self.stream, retry_seconds)
+            except Exception as exc:  # a long-running consumer must outlive an outage; nothing is acked
+                outage.failed(exc, f"retrying in {retry_seconds} s")
                 stop.wait(retry_seconds)
 
 

@@ -12,6 +12,7 @@ from flask import Flask
 from services.auth.app import create_app
 from services.auth.outbox import Outbox
 from shared.metrics import serve_metrics
+from shared.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +22,15 @@ def run_relay(app: Flask, interval: float, stop: threading.Event | None = None) 
     logged and retried on the next one."""
     stop = stop or threading.Event()
     outbox: Outbox = app.extensions["auth_outbox"]
+    outage = Outage(log, "outbox relay")
     while not stop.is_set():
         try:
             if sent := outbox.relay():
                 log.info("relayed %s announcement(s) from the outbox", sent)
-        except Exception:  # a background loop must outlive an outage of Redis or the database
-            log.exception("outbox relay failed; retrying in %s s", interval)
+        except Exception as exc:  # a background loop must outlive an outage of Redis or the database
+            outage.failed(exc, f"retrying in {interval} s")
+        else:
+            outage.passed()
         stop.wait(interval)
 
 

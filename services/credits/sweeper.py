@@ -15,6 +15,7 @@ from services.credits.models import CreditHold
 from services.credits.service import CreditsService
 from services.render.client import RenderClient
 from shared.metrics import GaugeCollector, register_collector, serve_metrics
+from shared.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +30,17 @@ def run_sweeper(app: Flask, interval: float, stop: threading.Event | None = None
     credits: CreditsService = app.extensions["credits"]
     settings = app.config["SETTINGS"]
     jobs = RenderClient(settings.render_url, settings.service_token)
+    outage = Outage(log, "hold sweep")
     try:
         while not stop.is_set():
             try:
                 report = sweep_holds(credits, jobs.job_status)
                 if report.released or report.unreachable:
                     log.info("hold sweep: %s", report.summary())
-            except Exception:  # a background loop must outlive one bad pass (e.g. the database restarting)
-                log.exception("hold sweep failed; retrying in %s s", interval)
+            except Exception as exc:  # a background loop must outlive one bad pass (e.g. the database restarting)
+                outage.failed(exc, f"retrying in {interval} s")
+            else:
+                outage.passed()
             stop.wait(interval)
     finally:
         jobs.close()

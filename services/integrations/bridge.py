@@ -37,6 +37,7 @@ from sqlalchemy import select
 from shared.db import Database, utcnow
 from shared.errors import ServiceError, ServiceUnavailable
 from shared.events import JOB_OUTCOMES, Announcement, GroupConsumer, job_stream, user_announcement
+from shared.outage import Outage
 from services.integrations.broker import Broker, Puller
 from services.integrations.contract import (DeadLetter, QueueNames, Rejection, Request, dead_letter_message,
                                            read_request, rejection_reply, reply)
@@ -163,6 +164,7 @@ class ProgressRelay(threading.Thread):
 
     def run(self) -> None:
         restored = False
+        outage = Outage(log, "progress relay")
         while not self.stop_event.is_set():
             try:
                 if not restored:  # the requests in flight when the bridge (re)started
@@ -170,9 +172,11 @@ class ProgressRelay(threading.Thread):
                         self.watch(row.job_id, row.reply_to, row.request_id, row.meta)
                     restored = True
                 self.relay_once()
-            except Exception:  # Redis or the broker failed; progress is best effort, the loop goes on
-                log.warning("progress relay interrupted; retrying", exc_info=True)
+            except Exception as exc:  # Redis or the broker failed; progress is best effort, the loop goes on
+                outage.failed(exc, f"retrying in {RENDER_RETRY_SECONDS} s")
                 self.stop_event.wait(RENDER_RETRY_SECONDS)
+            else:
+                outage.passed()
 
     def relay_once(self, block_ms: int = 500) -> None:
         with self._lock:
@@ -221,15 +225,19 @@ class Admissions:
 
     def run(self, stop: threading.Event) -> None:
         puller = self.broker.puller()
+        outage = Outage(log, f"admission pass ({threading.current_thread().name})")
         try:
             while not stop.is_set():
                 try:
-                    if not self.pass_once(puller):
-                        stop.wait(IDLE_SECONDS)
-                except Exception:  # the broker, the database or Redis failed: the message stays unacknowledged
-                    log.exception("admission pass failed; reconnecting to the broker")
+                    taken = self.pass_once(puller)
+                except Exception as exc:  # the broker, the database or Redis failed: the message stays unacknowledged
+                    outage.failed(exc, "reconnecting to the broker")
                     puller.reset()  # closing the channel hands an unacknowledged message back to its queue
                     stop.wait(RENDER_RETRY_SECONDS)
+                    continue
+                outage.passed()
+                if not taken:
+                    stop.wait(IDLE_SECONDS)
         finally:
             puller.close()
 

@@ -18,6 +18,7 @@ from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.events import GroupConsumer, redis_client
 from shared.metrics import serve_metrics
+from shared.outage import Outage
 from shared.storage import make_storage
 from shared.web import configure_logging
 from services.integrations.config import IntegrationsConfig, load_config
@@ -54,14 +55,18 @@ class WebhookDispatcher:
         reader = threading.Thread(target=self.consumer.run, args=(self.stop_event,), name="webhook-events",
                                   daemon=True)
         reader.start()
+        outage = Outage(log, "webhook deliveries")
         with ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="webhook-send") as pool:
             while not self.stop_event.is_set():
                 try:
-                    if not self.deliver_due(pool):
-                        self.stop_event.wait(POLL_SECONDS)
-                except Exception:  # a dispatcher must outlive a database outage; leases expire and are retried
-                    log.exception("webhook deliveries failed; retrying")
+                    delivered = self.deliver_due(pool)
+                except Exception as exc:  # a dispatcher must outlive a database outage; leases expire and are retried
+                    outage.failed(exc, "retrying in 5 s")
                     self.stop_event.wait(5.0)
+                    continue
+                outage.passed()
+                if not delivered:
+                    self.stop_event.wait(POLL_SECONDS)
         reader.join(timeout=10)
         self.close()
 

@@ -30,6 +30,7 @@ from services.render.metrics import COMFYUI_UP
 from services.render_worker.comfyui import ComfyUIClient, ComfyUIError, combo_choices
 from services.render_worker.drain import WorkerState
 from shared.db import isoformat, utcnow
+from shared.outage import Outage
 
 log = logging.getLogger(__name__)
 
@@ -223,13 +224,14 @@ class CatalogPublisher(threading.Thread):
     def run(self) -> None:
         """Beat until stopped, whatever one beat meets: a heartbeat thread that died would leave a
         working worker looking dead, and the reconciler would take its running jobs back."""
+        outage = Outage(log, "worker heartbeat")
         while not self._stopped.is_set():
             try:
                 self.refresh()
-            except redis.RedisError as exc:
-                log.warning("worker heartbeat failed: %s", exc)
-            except Exception:
-                log.exception("worker heartbeat failed")
+            except Exception as exc:
+                outage.failed(exc, f"beating again in {self.interval} s")
+            else:
+                outage.passed()
             self._stopped.wait(self.interval)
 
     def stop(self) -> None:

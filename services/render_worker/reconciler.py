@@ -32,6 +32,7 @@ from datetime import timedelta
 from shared.config import load_settings
 from shared.db import utcnow
 from shared.metrics import register_collector, serve_metrics
+from shared.outage import Outage
 from shared.web import configure_logging
 
 from services.render import jobs
@@ -91,12 +92,15 @@ class Reconciler:
 
     def run(self, stop: threading.Event) -> None:
         """A pass now and every ``RENDER_RECONCILE_SECONDS`` until ``stop``; expired outputs when due."""
+        outage = Outage(log, "reconciler pass")
         while not stop.is_set():
             try:
                 self.run_once()
                 sweep_if_due(self.ctx)
-            except Exception:  # a pass that failed (database or Redis away) is retried on the next tick
-                log.exception("reconciler pass failed; retrying in %s s", self.ctx.config.reconcile_seconds)
+            except Exception as exc:  # a pass that failed (database or Redis away) is retried on the next tick
+                outage.failed(exc, f"retrying in {self.ctx.config.reconcile_seconds} s")
+            else:
+                outage.passed()
             stop.wait(self.ctx.config.reconcile_seconds)
 
     def _running(self, report: Report) -> None:

@@ -45,6 +45,7 @@ from shared.db import Database, utcnow
 from shared.events import CONSUMER_BLOCK_MS, EventBus, redis_client
 from shared.heap import freeze_startup_objects
 from shared.metrics import serve_metrics
+from shared.outage import Outage
 from shared.tasks import make_celery
 from shared.web import configure_logging
 
@@ -333,12 +334,14 @@ class Scheduler:
 
     def run(self, stop: threading.Event) -> None:
         """Passes until ``stop``: on every nudge, and at least every ``pause_seconds()``."""
+        outage = Outage(log, "scheduler pass")
         while not stop.is_set():
             try:
                 self.run_once()
+                outage.passed()
                 self._wait_for_nudge(stop)  # then pass at once: nudges that come meanwhile are one more pass
-            except Exception:  # the database or Redis away: the next pass tries again
-                log.exception("scheduler pass failed; retrying in %s s", self.config.schedule_seconds)
+            except Exception as exc:  # the database, Redis or the broker away: the next pass tries again
+                outage.failed(exc, f"retrying in {self.config.schedule_seconds} s")
                 stop.wait(self.config.schedule_seconds)
         if self.redis.get(self.fair.lock_key) == self.owner:
             self.redis.delete(self.fair.lock_key)

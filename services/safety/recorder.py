@@ -13,6 +13,7 @@ from shared.config import load_settings
 from shared.db import Database
 from shared.events import redis_client
 from shared.metrics import serve_metrics
+from shared.outage import Outage
 from shared.storage import make_storage
 from shared.web import configure_logging
 from services.safety.audit import AuditLog
@@ -35,6 +36,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     pruned_at = float("-inf")
     log.info("recording the safety audit stream")
+    outage = Outage(log, "audit pass")
     while not stop.is_set():
         try:
             audit.drain()
@@ -42,8 +44,10 @@ def main() -> None:
                 pruned_at = time.monotonic()
                 if removed := audit.prune():
                     log.info("%s audit rows past their retention deleted", removed)
-        except Exception:  # the loop must outlive a database outage
-            log.exception("audit pass failed; trying again")
+        except Exception as exc:  # the loop must outlive a database outage
+            outage.failed(exc, "trying again")
+        else:
+            outage.passed()
         stop.wait(POLL_SECONDS)
 
 
