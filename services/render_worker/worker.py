@@ -19,13 +19,20 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
+import warnings
 from typing import Callable
 
-from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
+from celery.exceptions import CPendingDeprecationWarning
+from celery.signals import celeryd_after_setup, setup_logging, worker_ready, worker_shutdown, worker_shutting_down
+from celery.worker import loops
+from celery.worker.consumer import connection as consumer_connection
+from celery.worker.consumer import consumer
 
 from shared.config import load_settings
 from shared.heap import freeze_startup_objects
+from shared.outage import ERROR_AFTER_SECONDS, lost_connection
 from shared.tasks import make_celery
 from shared.web import configure_logging
 
@@ -51,6 +58,10 @@ celery.conf.update(
     # consumer stalls (a minute or more: tests/chaos cuts a worker off). The scheduler sends a worker
     # no more messages than it has slots, so there is nothing to over-fetch.
     worker_enable_prefetch_count_reduction=False,
+    # A lost broker connection does not stop the renders in flight: their acknowledgements are lost
+    # with it and the redelivered messages are skipped by the jobs' claims (Celery 6 will cancel
+    # them by default; its warning of that, at every reconnect, is silenced: ``_no_warning_at_every_reconnect``).
+    worker_cancel_long_running_tasks_on_connection_loss=False,
     task_create_missing_queues=True,
     include=["services.render_worker.tasks"],  # imported by the worker at start, registering the tasks
 )
@@ -72,8 +83,50 @@ class AckLostWithConnection(logging.Filter):
         return True
 
 
+class BrokerAway(logging.Filter):
+    """Celery logs a lost broker at ERROR: every reconnect that fails ("consumer: Cannot connect
+    to …") and, with a traceback, the teardown of the dead connection ("Error cleaning up after
+    event loop"). A broker restart or a network blip is routine: the worker serves on (its renders go
+    on; see ``AckLostWithConnection``), so for the first ``ERROR_AFTER_SECONDS`` of an outage these
+    lines are warnings, with the reason and no traceback. A broker away longer is an error again,
+    which an operator must hear of (``shared.outage``, the platform's other loops alike). Celery's
+    "Connected to" ends the outage."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.clock = clock
+        self.since: float | None = None  # when the outage began (``clock``)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == consumer_connection.logger.name:
+            if record.msg == "Connected to %s":
+                self.since = None
+            return True
+        if not _broker_lost(record):
+            return True
+        now = self.clock()
+        if self.since is None:
+            self.since = now
+        if record.levelno >= logging.ERROR and now - self.since < ERROR_AFTER_SECONDS:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _broker_lost(record: logging.LogRecord) -> bool:
+    """Whether Celery's ``record`` says the broker connection was lost or could not be made."""
+    if record.name == consumer.logger.name:
+        return (record.msg is consumer.CONNECTION_ERROR  # a connection that could not be made
+                or (bool(record.args) and record.args[0] is consumer.CONNECTION_RETRY))  # one that was lost
+    return (record.name == loops.logger.name and str(record.msg).startswith("Error cleaning up after event loop")
+            and record.exc_info is not None and lost_connection(record.exc_info[1]))
+
+
 # The logger Celery hands kombu for a task's acknowledgement (celery.worker.request).
 logging.getLogger("celery.worker.request").addFilter(AckLostWithConnection())
+_broker_away = BrokerAway()
+for _logger in (consumer.logger, loops.logger, consumer_connection.logger):
+    _logger.addFilter(_broker_away)
 
 _lock = threading.Lock()
 _contexts: dict[str, RenderContext] = {}
@@ -151,6 +204,15 @@ def _platform_logging(loglevel=None, **_kwargs) -> None:
 
 if os.environ.get("LOG_FORMAT") == "json":
     setup_logging.connect(_platform_logging)
+
+
+@celeryd_after_setup.connect
+def _no_warning_at_every_reconnect(**_kwargs) -> None:
+    """Celery warns at every lost broker connection that version 6 will cancel the tasks running
+    then; this worker chose (``worker_cancel_long_running_tasks_on_connection_loss``). Added after
+    Celery's logging set-up, which shows every warning of its own."""
+    warnings.filterwarnings("ignore", message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+                            category=CPendingDeprecationWarning)
 
 
 @worker_shutting_down.connect
