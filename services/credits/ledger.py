@@ -416,8 +416,8 @@ class Ledger:
                 self.events.publish(user_id, "credits.changed", data)
                 if crossed_low:
                     announce_credits_low(self.events.redis, user_id, balance.available, self.low_threshold)
-            except redis.RedisError:
+            except redis.RedisError as exc:
                 # The movement is committed; a missed notification is not worth failing it for.
-                log.warning("could not publish credits.changed for user %s", user_id, exc_info=True)
+                log.warning("could not publish credits.changed for user %s: %s", user_id, exc)
 
         tx.after_commit(publish)
