@@ -146,6 +146,7 @@ class CatalogPublisher(threading.Thread):
         self.catalog: dict[str, Any] | None = None
         self._collected_at = 0.0
         self._stopped = threading.Event()
+        self._pause_outage = Outage(log, f"render worker {self.node}'s drain or resume")
 
     def refresh(self) -> bool:
         try:
@@ -194,10 +195,10 @@ class CatalogPublisher(threading.Thread):
         if wanted != self.state.paused and self.on_pause is not None:
             try:
                 self.on_pause(wanted)
-            except Exception:
-                log.exception("render worker %s could not be %s; trying again at the next beat",
-                              self.node, "drained" if wanted else "resumed")
+            except Exception as exc:
+                self._pause_outage.failed(exc, "trying again at the next beat")
                 return
+            self._pause_outage.passed()
             self.state.paused = wanted
             log.warning("render worker %s %s by an administrator", self.node,
                         "drained" if wanted else "resumed")

@@ -3,6 +3,7 @@ drains or loses its ComfyUI is planned with on the scheduler's next pass."""
 from __future__ import annotations
 
 import copy
+import logging
 import time
 
 from kombu.exceptions import OperationalError
@@ -49,7 +50,9 @@ def test_the_heartbeat_tells_the_scheduler_when_a_worker_joins_changes_or_leaves
             fair.redis.delete(key)
 
 
-def test_a_drain_the_broker_cannot_carry_is_asked_again_and_the_beat_goes_on(ctx, unique):
+def test_a_drain_the_broker_cannot_carry_is_asked_again_and_the_beat_goes_on(ctx, unique, caplog):
+    """The broker away is a warning (routine while it restarts), and its return is said."""
+    caplog.set_level(logging.INFO, logger="services.render_worker.heartbeat")
     name = f"hb-{unique}"
     state = WorkerState(name, "host", drain_seconds=1)
     asked: list[bool] = []
@@ -68,6 +71,9 @@ def test_a_drain_the_broker_cannot_carry_is_asked_again_and_the_beat_goes_on(ctx
         assert asked == [True] and not state.paused, "not drained yet"
         assert publisher.refresh()
         assert asked == [True, True] and state.paused, "asked again, and drained"
+        logged = [(r.levelname, r.getMessage()) for r in caplog.records if "drain or resume" in r.getMessage()]
+        assert [level for level, _ in logged] == ["WARNING", "INFO"], logged
+        assert "the broker is unreachable" in logged[0][1]
     finally:
         fleet.set_drain(ctx.events.redis, fleet.node_of(worker_id), False)
         publisher.stop()
