@@ -4,11 +4,13 @@ A restart of Redis, the database or the broker is routine for a loop that tries 
 failure of an outage is a warning with its reason (no traceback), the retries say nothing more, and
 an outage that outlasts ``ERROR_AFTER_SECONDS`` is an error (with the traceback, once per that
 period), which an operator's alert must hear of. The outage's end is logged. A failure that is not
-a lost connection (a bug, bad data) is an error at once, every time, as before.
+a lost connection (a bug, bad data, a full disk) is an error at once, every time, as before.
 """
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import time
 from typing import Callable
 
@@ -18,14 +20,21 @@ from sqlalchemy.exc import OperationalError
 
 ERROR_AFTER_SECONDS = 60.0
 
-# A connection that broke or could not be made: a socket's error, Redis's, RabbitMQ's (py-amqp's,
-# as kombu names it), kombu's, or the database driver's operational error (server gone, refused).
-CONNECTION_ERRORS = (OSError, redis.ConnectionError, redis.TimeoutError, kombu.exceptions.ConnectionError,
-                     kombu.exceptions.OperationalError, OperationalError)
+# A connection that broke or could not be made: a socket's (refused, reset, timed out, a name not
+# resolved), Redis's, RabbitMQ's (py-amqp's, as kombu names it), kombu's, or the database driver's
+# operational error (server gone, refused).
+CONNECTION_ERRORS = (ConnectionError, TimeoutError, socket.gaierror, redis.ConnectionError, redis.TimeoutError,
+                     kombu.exceptions.ConnectionError, kombu.exceptions.OperationalError, OperationalError)
+_NETWORK_ERRNOS = frozenset({errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.ENOTCONN})
 
 
 def lost_connection(exc: BaseException) -> bool:
-    return isinstance(exc, CONNECTION_ERRORS)
+    """Whether ``exc`` is a connection lost or refused. Another ``OSError`` counts when it is the
+    network's (no route to the host) or has no errno (a driver's "server unexpectedly closed the
+    connection"); a file's or a device's (a full disk, a missing path) is not an outage to wait out."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    return isinstance(exc, OSError) and (exc.errno is None or exc.errno in _NETWORK_ERRNOS)
 
 
 class Outage:

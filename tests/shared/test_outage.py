@@ -2,15 +2,19 @@
 an error (once a minute), its end as information, and anything else as an error at once."""
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import threading
 import time
 
+import pytest
+import redis
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import OperationalError
 
 from shared.events import GroupConsumer, redis_client
-from shared.outage import Outage
+from shared.outage import Outage, lost_connection
 
 log = logging.getLogger("tests.outage")
 
@@ -55,6 +59,24 @@ def test_an_outage_is_a_warning_then_an_error_each_minute_then_its_end(caplog):
     assert _logged(caplog) == [("INFO", "nightly pass works again after 125 s", False)]
     outage.failed(OperationalError("SELECT 1", {}, Exception("(2003) Can't connect to MySQL server")))
     assert [level for level, _, _ in _logged(caplog)] == ["WARNING"]  # a new outage: the database's
+
+
+@pytest.mark.parametrize("exc, lost", [
+    (ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused"), True),
+    (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), True),
+    (socket.gaierror(socket.EAI_NONAME, "Name or service not known"), True),  # a restarting service's name
+    (OSError(errno.EHOSTUNREACH, "No route to host"), True),
+    (OSError("Server unexpectedly closed connection"), True),  # py-amqp's, without an errno
+    (redis.ConnectionError("Error 111 connecting to redis:6379"), True),
+    (BrokerError("[Errno 111] Connection refused"), True),
+    (OperationalError("SELECT 1", {}, Exception("(2013) Lost connection to server during query")), True),
+    (OSError(errno.ENOSPC, "No space left on device"), False),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory"), False),
+    (redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'"), False),
+    (KeyError("workerId"), False),
+])
+def test_what_counts_as_a_lost_connection(exc, lost):
+    assert lost_connection(exc) is lost
 
 
 def test_a_failure_that_is_not_a_lost_connection_is_an_error_every_time(caplog):
