@@ -51,8 +51,10 @@ STOP_SECONDS = 20
 def gunicorn_command(app_module: str, bind: str, workers: int, threads: int,
                      worker_class: str = "gthread") -> list[str]:
     """A service under gunicorn without access logs, for benches that size it themselves:
-    ``threads`` requests at once per process, on threads (gthread) or greenlets (gevent)."""
+    ``threads`` requests at once per process, on threads (gthread) or greenlets (gevent: gunicorn's
+    own; gevent-server: gevent's HTTP server, ``deploy.processes.GATEWAY_WORKER``)."""
     per_process = ("--threads", str(threads)) if worker_class == "gthread" else ("--worker-connections", str(threads))
+    worker_class = GATEWAY_WORKER if worker_class == "gevent-server" else worker_class
     return [sys.executable, "-m", "gunicorn", "--worker-class", worker_class, *per_process, "--workers", str(workers),
             "--bind", bind, "--keep-alive", str(SERVER_KEEPALIVE_SECONDS), "--log-level", "warning",
             f"{app_module}:create_app()"]

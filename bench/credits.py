@@ -226,7 +226,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each measurement")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--backend", choices=("mariadb", "sqlite", "both"), default="both")
-    parser.add_argument("--worker-class", choices=("gthread", "gevent"), default="gthread",
+    parser.add_argument("--worker-class", choices=("gthread", "gevent", "gevent-server"), default="gthread",
                         help="gunicorn's worker")
     parser.add_argument("--paced", type=float, default=0.0, metavar="SECONDS",
                         help="also one client making a hold→settle every SECONDS for 30 s (bench/render.py's (e) "

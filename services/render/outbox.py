@@ -59,10 +59,10 @@ def _transient(exc: ServiceError) -> bool:
     return exc.status >= 500 or exc.status == 429 or (exc.status == 404 and exc.code == "NOT_FOUND")
 
 
-def final_event(job: FinishedJob, images: int, settled: bool) -> tuple[str, dict[str, Any]]:
+def final_event(job: FinishedJob, settled: bool) -> tuple[str, dict[str, Any]]:
     """The type and data of a finished job's final event."""
-    charged = images * job.price_per_image
-    data: dict[str, Any] = {"jobId": job.id, "images": images, "charged": charged,
+    charged = job.images_delivered * job.price_per_image
+    data: dict[str, Any] = {"jobId": job.id, "images": job.images_delivered, "charged": charged,
                             "refunded": job.images_requested * job.price_per_image - charged,
                             "settled": settled}
     if job.status == "failed":
@@ -79,15 +79,15 @@ class JobOutbox:
         self.gallery = gallery
         self.retry_seconds = retry_seconds
 
-    def complete(self, job_id: str, finished: tuple[FinishedJob, list[int]] | None = None) -> FinishedJob:
+    def complete(self, job_id: str, finished: FinishedJob | None = None) -> FinishedJob:
         """Settle a job that just finished, announce it (settled or not), then record both in one
-        transaction; the job as recorded. ``finished`` is the job and its output indexes as the
-        transaction that finished it read them (``read_finished``); without it they are read here.
+        transaction; the job as recorded. ``finished`` is the job as the transaction that finished it
+        read it (``read_finished``); without it, it is read here.
         A crash before the record leaves both owed: the settlement repeats under its key (credits
         move once) and the final event may be sent twice, as after any crash after a publish."""
-        job, indexes = finished or self._finished(job_id)
-        settled = self._settle(job, indexes)
-        announced = self._announce(job, indexes, settled or job.settled_at is not None)
+        job = finished or self._finished(job_id)
+        settled = self._settle(job)
+        announced = self._announce(job, settled or job.settled_at is not None)
         if settled or announced:
             now = utcnow()
             with self.db.transaction() as session:
@@ -99,14 +99,14 @@ class JobOutbox:
             job = replace(job, settled_at=now if settled else job.settled_at,
                           announced_at=now if announced else job.announced_at)
         if announced:
-            self._notify(job, indexes)
+            self._notify(job)
         return job
 
     def settle(self, job_id: str) -> bool:
         """Charge every delivered image, release the rest of the hold and record the settlement;
         False when credits did not answer (the job stays unsettled)."""
-        job, indexes = self._finished(job_id)
-        if not self._settle(job, indexes):
+        job = self._finished(job_id)
+        if not self._settle(job):
             return False
         self._mark(jobs.mark_settled, job_id)
         return True
@@ -114,11 +114,11 @@ class JobOutbox:
     def announce(self, job_id: str) -> bool:
         """Publish the final event and record it; False when Redis did not take it (the reconciler
         announces it later)."""
-        job, indexes = self._finished(job_id)
-        if not self._announce(job, indexes, job.settled_at is not None):
+        job = self._finished(job_id)
+        if not self._announce(job, job.settled_at is not None):
             return False
         self._mark(jobs.mark_announced, job_id)
-        self._notify(job, indexes)
+        self._notify(job)
         return True
 
     def _mark(self, mark: Callable[..., bool], job_id: str) -> datetime:
@@ -128,20 +128,20 @@ class JobOutbox:
             mark(session, job_id, now)
         return now
 
-    def _settle(self, job: FinishedJob, indexes: list[int]) -> bool:
+    def _settle(self, job: FinishedJob) -> bool:
         """The settlement's one credits call; False when credits did not answer."""
         try:
             self._call(f"settlement of job {job.id}",
-                       lambda: self.credits.settle(job.id, settle_key(job.id), len(indexes)),
+                       lambda: self.credits.settle(job.id, settle_key(job.id), job.images_delivered),
                        time.monotonic() + self.retry_seconds)
         except CreditsUnanswered as exc:
             log.warning("job %s: credits not settled (%s); the reconciler will settle it", job.id, exc)
             return False
         return True
 
-    def _announce(self, job: FinishedJob, indexes: list[int], settled: bool) -> bool:
+    def _announce(self, job: FinishedJob, settled: bool) -> bool:
         """Publish the final event; False when Redis did not take it."""
-        event_type, data = final_event(job, len(indexes), settled)
+        event_type, data = final_event(job, settled)
         try:
             self.events.publish(job.user_id, event_type, data, job_id=job.id)
         except redis.RedisError as exc:
@@ -149,22 +149,22 @@ class JobOutbox:
             return False
         return True
 
-    def _notify(self, job: FinishedJob, indexes: list[int]) -> None:
+    def _notify(self, job: FinishedJob) -> None:
         """A failed job also rings the user's bell (deduplicated, best effort)."""
         if job.status == "failed":
-            refunded = (job.images_requested - len(indexes)) * job.price_per_image
+            refunded = (job.images_requested - job.images_delivered) * job.price_per_image
             self.gallery.notify(job.user_id, "job.failed", "生成失败 / Generation failed", job.error_message or "",
                                 {"jobId": job.id, "errorCode": job.error_code, "refunded": refunded},
                                 dedupe_key=f"job.failed:{job.id}")
 
-    def _finished(self, job_id: str) -> tuple[FinishedJob, list[int]]:
+    def _finished(self, job_id: str) -> FinishedJob:
         with self.db.read() as session:
             return self.read_finished(session, job_id)
 
     @staticmethod
-    def read_finished(session: Session, job_id: str) -> tuple[FinishedJob, list[int]]:
-        """The finished job (what its settlement and final event read) and its output indexes, read in
-        ``session`` (the transaction that finished it can read them for ``complete``)."""
+    def read_finished(session: Session, job_id: str) -> FinishedJob:
+        """The finished job (what its settlement and final event read), read in ``session`` (the
+        transaction that finished it can read it for ``complete``)."""
         finished = jobs.finished_job(session, job_id)
         if finished is None:
             raise ValueError(f"job {job_id} is not finished; only a finished job is settled or announced")

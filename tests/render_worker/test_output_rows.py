@@ -47,9 +47,9 @@ def test_the_image_that_completes_a_job_records_its_success_with_it(ctx, user_id
     add(ctx, job, stored(0))
     with ctx.db.transaction() as session:
         last = jobs.add_output(session, job, stored(1), completes=True)
-        finished, indexes = ctx.outbox.read_finished(session, job.id)
+        finished = ctx.outbox.read_finished(session, job.id)
 
-    assert (finished.status, indexes) == ("succeeded", [0, 1])
+    assert (finished.status, finished.images_delivered) == ("succeeded", 2)
     row, outputs = job_state(ctx, job.id)
     assert [output.id for output in outputs][1] == last.id and row.images_delivered == 2
     assert (row.status, row.progress, row.error_code) == ("succeeded", 100, None) and row.finished_at is not None
