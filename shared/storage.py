@@ -36,7 +36,11 @@ QUARANTINE_PREFIX = "quarantine/"
 
 
 def content_key(data: bytes, extension: str, prefix: str) -> str:
-    digest = hashlib.sha256(data).hexdigest()
+    return digest_key(hashlib.sha256(data).hexdigest(), extension, prefix)
+
+
+def digest_key(digest: str, extension: str, prefix: str) -> str:
+    """The content key of data whose SHA-256 (hex) the caller has already computed."""
     return f"{prefix}/{digest[:2]}/{digest[2:4]}/{digest}.{extension}"
 
 

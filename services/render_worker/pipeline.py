@@ -40,7 +40,7 @@ from shared.errors import ServiceError
 from shared.events import EventBus, announce, redis_client
 from shared.labels import (ImageLabel, LabelConfig, encode_derived, label_png, label_webp, load_label_config,
                            whole_png_size, webp_size)
-from shared.storage import QUARANTINE_PREFIX, Storage, StorageError, content_key, make_storage
+from shared.storage import QUARANTINE_PREFIX, Storage, StorageError, content_key, digest_key, make_storage
 from shared.web import job_context
 
 from services.render import cancel_signal, jobs
@@ -628,11 +628,11 @@ def _store(storage: Storage, index: int, data: bytes, label: ImageLabel, secret:
         (width, height), data = size, label_png(data, label, secret)
     else:
         width, height, data, thumb_bytes = _decode_and_thumbnail(data, label, secret)
-    image_key = storage.put(content_key(data, "png", "images"), data)
+    digest = hashlib.sha256(data).hexdigest()  # the key's and the row's (0.3 ms for a 512² PNG)
+    image_key = storage.put(digest_key(digest, "png", "images"), data)
     thumbnail_key = storage.put(content_key(thumb_bytes, "webp", "thumbs"), thumb_bytes)
     return jobs.OutputFile(index=index, image_key=image_key, thumbnail_key=thumbnail_key, width=width,
-                           height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest(),
-                           output_id=label.produce_id)
+                           height=height, file_size=len(data), sha256=digest, output_id=label.produce_id)
 
 
 def _decode_and_thumbnail(data: bytes, label: ImageLabel, secret: bytes) -> tuple[int, int, bytes, bytes]:

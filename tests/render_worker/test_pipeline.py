@@ -1,6 +1,7 @@
 """render_job end to end: emulator + real credits service + real Redis + real database."""
 from __future__ import annotations
 
+import hashlib
 import io
 import struct
 import threading
@@ -34,7 +35,10 @@ def test_two_image_job_succeeds_charges_30_and_announces_in_order(ctx, user_id, 
     for output in outputs:
         assert ctx.storage.exists(output.image_key) and ctx.storage.exists(output.thumbnail_key)
         assert output.image_key.startswith("images/") and output.thumbnail_key.startswith("thumbs/")
-        assert (output.width, output.height) == (64, 64) and output.file_size > 0 and len(output.sha256) == 64
+        assert (output.width, output.height) == (64, 64) and output.file_size > 0
+        stored = ctx.storage.read(output.image_key)
+        assert output.sha256 == hashlib.sha256(stored).hexdigest() and output.sha256 in output.image_key
+        assert output.file_size == len(stored)
     assert ctx.credits.open_account(user_id) == {"available": 470, "held": 0}
     assert ledger(ctx, user_id)[1:] == [("hold", -30, 30), ("capture", 0, -30)], "charged once, when it ended"
 
