@@ -359,12 +359,12 @@ def touch(session: Session, job_id: str) -> bool:
     return _unless_cancelled(session, job_id)
 
 
-def record_progress(session: Session, job_id: str, percent: int, first_progress_at: datetime | None = None) -> bool:
-    """Store progress (and when ComfyUI reported the attempt's first step, for the timing
-    breakdown); returns whether a cancel was requested meanwhile."""
+def record_progress(session: Session, job_id: str, percent: int, first: bool = False) -> bool:
+    """Store progress (``first``: also that ComfyUI reported the attempt's first step, for the
+    timing breakdown); returns whether a cancel was requested meanwhile."""
     values: dict[str, Any] = {"progress": max(0, min(100, percent))}
-    if first_progress_at is not None:
-        values["first_progress_at"] = first_progress_at
+    if first:
+        values["first_progress_at"] = utcnow()
     return _unless_cancelled(session, job_id, **values)
 
 
@@ -404,26 +404,20 @@ _INSERT_OUTPUT_ONCE = _OUTPUTS.insert().from_select(
     _OUTPUT_COLUMNS, select(*(bindparam(name, type_=_OUTPUTS.c[name].type) for name in _OUTPUT_COLUMNS)).where(
         ~exists().where(_OUTPUTS.c.job_id == bindparam("job_id"), _OUTPUTS.c.index == bindparam("index"))))
 _DELETE_OUTPUT = _OUTPUTS.delete().where(_OUTPUTS.c.id == bindparam("output_id"))
-# The job's delivered count from its rows, on a running job only (the row lock a finish waits for),
-# and the attempt's first progress unless it is stored already or not known (NULL).
+# The job's delivered count from its rows, on a running job only (the row lock a finish waits for).
 _DELIVERED = _JOBS.update().where(_JOBS.c.id == bindparam("job_id"), _JOBS.c.status == "running").values(
     images_delivered=select(func.count()).select_from(_OUTPUTS).where(_OUTPUTS.c.job_id == bindparam("job_id"))
-    .scalar_subquery(), last_image_at=bindparam("now"), updated_at=bindparam("now"),
-    first_progress_at=func.coalesce(_JOBS.c.first_progress_at,
-                                    bindparam("first_progress_at", type_=_JOBS.c.first_progress_at.type)))
+    .scalar_subquery(), last_image_at=bindparam("now"), updated_at=bindparam("now"))
 # The same for the image that completes the job: it also records the job's success.
 _DELIVERED_LAST = _DELIVERED.values(_final_values("succeeded", bindparam("now")))
 _OUTPUT_AT = select(RenderOutput).where(RenderOutput.job_id == bindparam("job_id"),
                                         RenderOutput.index == bindparam("index"))
 
 
-def add_output(session: Session, job: ClaimedJob, file: OutputFile, *, completes: bool = False,
-               first_progress_at: datetime | None = None) -> RenderOutput | None:
+def add_output(session: Session, job: ClaimedJob, file: OutputFile, *, completes: bool = False) -> RenderOutput | None:
     """Insert the output row for ``file.index`` once; a repeat returns the existing row.
     ``completes``: this image is the last the job needs, and the same update records the job
     succeeded (as ``finish_job`` would), so its last image and its end commit together.
-    ``first_progress_at``: when ComfyUI reported the attempt's first step, if no progress store
-    has recorded it yet (the worker keeps it for the row's next write).
 
     None when the job is no longer running (the reconciler finished it meanwhile): an image
     recorded after its job's settlement would never be charged. Two statements in the usual
@@ -440,8 +434,7 @@ def add_output(session: Session, job: ClaimedJob, file: OutputFile, *, completes
                file_size=file.file_size, sha256=file.sha256, created_at=now)
     inserted = connection.execute(_INSERT_OUTPUT_ONCE, row).rowcount == 1
     delivered = _DELIVERED_LAST if completes else _DELIVERED
-    if connection.execute(delivered, {"job_id": job.id, "now": now,
-                                      "first_progress_at": first_progress_at}).rowcount != 1:
+    if connection.execute(delivered, {"job_id": job.id, "now": now}).rowcount != 1:
         if inserted:
             connection.execute(_DELETE_OUTPUT, {"output_id": row["id"]})
         return None
@@ -451,14 +444,10 @@ def add_output(session: Session, job: ClaimedJob, file: OutputFile, *, completes
 
 
 def finish_job(session: Session, job_id: str, status: str, *, error_code: str | None = None,
-               error_class: str | None = None, error_message: str | None = None,
-               first_progress_at: datetime | None = None) -> bool:
-    """Move a queued/running job to a final status (with the attempt's first progress, when its
-    worker knows it); False if it had already finished."""
-    values = _final_values(status, utcnow(), error_code, error_class, error_message)
-    if first_progress_at is not None:
-        values["first_progress_at"] = first_progress_at
-    return _transition(session, job_id, ("queued", "running"), **values)
+               error_class: str | None = None, error_message: str | None = None) -> bool:
+    """Move a queued/running job to a final status; False if it had already finished."""
+    return _transition(session, job_id, ("queued", "running"),
+                       **_final_values(status, utcnow(), error_code, error_class, error_message))
 
 
 def unsettled_jobs(session: Session, finished_before: datetime, limit: int = 200) -> list[RenderJob]:

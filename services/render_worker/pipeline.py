@@ -25,7 +25,6 @@ import time
 import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import redis
@@ -35,7 +34,7 @@ from services.credits.client import CreditsClient
 from services.gallery.client import GalleryClient
 from services.safety.client import record as record_audit
 from shared.config import ConfigError, Settings
-from shared.db import Database, utcnow
+from shared.db import Database
 from shared.errors import ServiceError
 from shared.events import EventBus, announce, redis_client
 from shared.labels import (ImageLabel, LabelConfig, encode_derived, label_png, label_webp, load_label_config,
@@ -155,13 +154,11 @@ class PassOn(Exception):
 class Delivery:
     """What one attempt delivered so far: images recorded, and images the output check withheld;
     ``finished``: the job as its last image's transaction recorded its success (what ``_finish``
-    would read); ``first_progress_at``: when ComfyUI reported its first step, which the row's next
-    write records (a transaction of its own would be one more commit on the image's path)."""
+    would read)."""
 
     delivered: int = 0
     flagged: int = 0
     finished: jobs.FinishedJob | None = None
-    first_progress_at: datetime | None = None
 
 
 def render_job(job_id: str, ctx: RenderContext, hops: int = 0) -> None:
@@ -214,10 +211,6 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
     _publish(ctx, job, "job.started", {"attempt": job.attempts, "worker": ctx.worker_id})
     template = ctx.templates.get(job.workflow)
     delivery = Delivery()
-
-    def finish(status: str, **outcome: Any) -> None:
-        _finish(ctx, job, status, first_progress_at=delivery.first_progress_at, **outcome)
-
     try:
         if problem is not None:
             raise problem
@@ -231,31 +224,33 @@ def _render_job(job_id: str, ctx: RenderContext, hops: int) -> None:
         return
     except PromptInterrupted:
         if not (ctx.state and ctx.state.hand_back.is_set() and _hand_back(ctx, job)):
-            finish("cancelled")
+            _finish(ctx, job, "cancelled")
     except (ComfyUIError, JobFailed) as exc:
         log.warning("job %s failed: %s %s", job_id, exc.code, exc.message)
-        finish("failed", code=exc.code, error_class=exc.error_class, message=exc.message)
+        _finish(ctx, job, "failed", code=exc.code, error_class=exc.error_class,
+                message=exc.message)
     except ServiceError as exc:
         log.warning("job %s failed: a platform service answered %s %s", job_id, exc.code, exc.message)
-        finish("failed", code=exc.code or "SERVICE_UNAVAILABLE", error_class="system",
-               message="A platform service failed during the render; try again.")
+        _finish(ctx, job, "failed", code=exc.code or "SERVICE_UNAVAILABLE",
+                error_class="system", message="A platform service failed during the render; try again.")
     except Exception:
         log.exception("job %s failed unexpectedly", job_id)
-        finish("failed", code="INTERNAL_ERROR", error_class="system", message="The render failed on our side.")
+        _finish(ctx, job, "failed", code="INTERNAL_ERROR", error_class="system",
+                message="The render failed on our side.")
     else:
         if delivery.finished is not None:
             _complete(ctx, job, "succeeded", None, delivery.finished)
         elif delivery.flagged:
-            finish("failed", code="OUTPUT_FLAGGED", error_class="user",
-                   message=f"{delivery.flagged} of {job.images_requested} images were withheld by the content "
-                           "check and not charged.")
+            _finish(ctx, job, "failed", code="OUTPUT_FLAGGED", error_class="user",
+                    message=f"{delivery.flagged} of {job.images_requested} images were withheld by the content "
+                            "check and not charged.")
         elif delivery.delivered < job.images_requested:
             code = "NO_OUTPUT" if delivery.delivered == 0 else "PARTIAL_OUTPUT"
-            finish("failed", code=code, error_class="system",
-                   message=f"ComfyUI produced {delivery.delivered} of {job.images_requested} images; "
-                           "the missing ones were not charged.")
+            _finish(ctx, job, "failed", code=code, error_class="system",
+                    message=f"ComfyUI produced {delivery.delivered} of {job.images_requested} images; "
+                            "the missing ones were not charged.")
         else:
-            finish("succeeded")
+            _finish(ctx, job, "succeeded")
     finally:
         _wake_scheduler(ctx)
 
@@ -320,7 +315,7 @@ def _run(ctx: RenderContext, job: jobs.ClaimedJob, template: Template, hops: int
         params = _complete_params(template, variant, job.params, choices)
     else:
         variant, params = prompt.variant, prompt.params
-    hooks = _Hooks(ctx, job, delivery)
+    hooks = _Hooks(ctx, job)
     deadline = time.monotonic() + min(template.deadline_seconds, ctx.settings.job_deadline_seconds)
     thumbnails: list[str] = []  # an adopted prompt's thumbnails are made here
     refs = None if prompt is not None else _adopt_previous_prompt(ctx, job, variant)
@@ -496,8 +491,7 @@ def _deliver(ctx: RenderContext, job: jobs.ClaimedJob, refs: list[ImageRef], del
                       _fetched_thumbnail(job, thumbnail_ref, thumbnail))
         completes = delivery.flagged == 0 and delivery.delivered + 1 == job.images_requested
         with ctx.db.transaction() as session:  # the last image and the job's success: one commit
-            output = jobs.add_output(session, job, file, completes=completes,
-                                     first_progress_at=delivery.first_progress_at)
+            output = jobs.add_output(session, job, file, completes=completes)
             if output is not None and completes:
                 delivery.finished = ctx.outbox.read_finished(session, job.id)
         if output is None:
@@ -662,13 +656,12 @@ def fail_and_refund(ctx: RenderContext, job: RenderJob, code: str, message: str)
 
 
 def _finish(ctx: RenderContext, job: RenderJob | jobs.ClaimedJob, status: str, *,
-            code: str | None = None, error_class: str | None = None, message: str | None = None,
-            first_progress_at: datetime | None = None) -> bool:
+            code: str | None = None, error_class: str | None = None, message: str | None = None) -> bool:
     """Record the final state, then settle the hold and announce the outcome; False when the
     job had finished already. Neither waits for credits or Redis beyond the outbox's retries."""
     with ctx.db.transaction() as session:
         changed = jobs.finish_job(session, job.id, status, error_code=code, error_class=error_class,
-                                  error_message=message, first_progress_at=first_progress_at)
+                                  error_message=message)
         finished = ctx.outbox.read_finished(session, job.id) if changed else None
     if finished is None:
         log.info("job %s was already finished; not finishing it again", job.id)
@@ -710,10 +703,9 @@ class _Hooks:
     (downscaled WebP, throttled) and the cancel flag (the signal in Redis twice a second, the
     row every CANCEL_ROW_SECONDS or with a progress store)."""
 
-    def __init__(self, ctx: RenderContext, job: jobs.ClaimedJob, delivery: Delivery) -> None:
+    def __init__(self, ctx: RenderContext, job: jobs.ClaimedJob) -> None:
         self.ctx = ctx
         self.job = job
-        self.delivery = delivery  # keeps the first step's time for the row's next write
         now = time.monotonic()  # the claim just read and wrote the row: no store or poll needed yet
         self.last_published = 0.0
         self.last_stored = now
@@ -731,15 +723,13 @@ class _Hooks:
         if (now - self.last_published < PROGRESS_INTERVAL_SECONDS and not final_step) or \
                 (percent == self.last_percent and not final_step):
             return
-        if self.delivery.first_progress_at is None:  # the attempt's first progress: ComfyUI began sampling
-            self.delivery.first_progress_at = utcnow()
+        first = self.last_percent < 0  # the attempt's first progress: ComfyUI began sampling
         self.last_published, self.last_percent, self.last_step = now, percent, (step, total)
         _publish(self.ctx, self.job, "job.progress", {"step": step, "totalSteps": total, "percent": percent})
-        if now - self.last_stored >= PROGRESS_STORE_SECONDS:
+        if first or now - self.last_stored >= PROGRESS_STORE_SECONDS:
             self.last_stored = self.last_read = now
             with self.ctx.db.transaction() as session:
-                self.cancelled = jobs.record_progress(session, self.job.id, percent,
-                                                      self.delivery.first_progress_at) or self.cancelled
+                self.cancelled = jobs.record_progress(session, self.job.id, percent, first=first) or self.cancelled
 
     def preview(self, image: bytes) -> None:
         now = time.monotonic()

@@ -359,7 +359,6 @@ def test_cancel_requested_while_running_stops_and_refunds(ctx, user_id, channel,
     render_job(job_id, ctx)
     job, outputs = job_state(ctx, job_id)
     assert job.status == "cancelled" and outputs == []
-    assert job.first_progress_at is not None, "the attempt's first step is in its timing breakdown"
     assert ctx.credits.open_account(user_id) == {"available": 500, "held": 0}
     assert [event["data"] for event in channel() if event["type"] == "job.cancelled"] == [
         {"jobId": job_id, "refunded": 15, "images": 0, "charged": 0, "settled": True}]
@@ -372,7 +371,7 @@ def _claimed_hooks(ctx, user_id, monkeypatch):
         job = jobs.claim_job(session, job_id, ctx.worker_id, ctx.alive)
     clock = [1000.0]
     monkeypatch.setattr(pipeline.time, "monotonic", lambda: clock[0])
-    return job_id, pipeline._Hooks(ctx, job, pipeline.Delivery()), clock
+    return job_id, pipeline._Hooks(ctx, job), clock
 
 
 def test_live_progress_is_sent_at_most_twice_a_second_and_always_at_the_last_step(ctx, user_id, channel,
@@ -386,26 +385,7 @@ def test_live_progress_is_sent_at_most_twice_a_second_and_always_at_the_last_ste
     steps = [event["data"]["step"] for event in channel() if event["type"] == "job.progress"]
     assert steps == [1, 5, 9, 13, 17, 20]
     job, _ = job_state(ctx, job_id)
-    assert job.first_progress_at is not None and job.progress == 85, "stored every 2 s with the first step's time"
-
-
-def test_the_first_step_is_recorded_by_the_rows_next_write_not_a_commit_of_its_own(ctx, user_id, channel,
-                                                                                   monkeypatch):
-    """The first step's time (the timing breakdown's "first progress") waits for the next progress
-    store, or the job's end: a transaction of its own was a commit on the image's path."""
-    job_id, hooks, clock = _claimed_hooks(ctx, user_id, monkeypatch)
-    clock[0] += 0.1
-    hooks.progress(1, 20, 5)
-    first = hooks.delivery.first_progress_at
-    job, _ = job_state(ctx, job_id)
-    assert first is not None and (job.progress, job.first_progress_at) == (0, None)
-    assert [event["data"]["step"] for event in channel() if event["type"] == "job.progress"] == [1]
-
-    clock[0] += pipeline.PROGRESS_STORE_SECONDS
-    hooks.progress(17, 20, 85)
-    job, _ = job_state(ctx, job_id)
-    assert (job.progress, job.first_progress_at) == (85, first)
-    assert hooks.delivery.first_progress_at == first
+    assert job.first_progress_at is not None and job.progress == 85, "stored at the first step, then every 2 s"
 
 
 def test_live_progress_never_steps_back(ctx, user_id, channel, monkeypatch):
