@@ -5,7 +5,9 @@ their own name, persistent JSON messages.
 Requests are pulled (``basic_get``) rather than pushed: the bridge takes a message of an
 account only while the account has room for another job, and a message it cannot take yet
 stays in the broker, where it is safe and visible. Publishing goes through kombu's
-producer pool (thread-safe); each pulling thread owns its connection.
+producer pool (thread-safe); each pulling thread owns its connection. On Redis the transport is
+the platform's (``shared.tasks.RedisTransport``): a channel used after its connection was lost
+fails as a lost connection.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from kombu.message import Message
 from kombu.pools import producers
 
 from services.integrations.contract import QueueNames
+from shared.tasks import broker_transport
 
 PUBLISH_RETRY = {"max_retries": 3, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2.0}
 
@@ -26,7 +29,11 @@ class Broker:
         self.url = url
         self.names = names
         self.exchange = Exchange(names.exchange, type="direct", durable=True)
-        self.connection = Connection(url, transport_options={"confirm_publish": True})
+        self.connection = Connection(url, transport=broker_transport(url), transport_options={"confirm_publish": True})
+
+    def connect(self) -> Connection:
+        """A connection of its own, for one pulling thread."""
+        return Connection(self.url, transport=broker_transport(self.url))
 
     def queue(self, name: str) -> Queue:
         return Queue(name, exchange=self.exchange, routing_key=name, durable=True)
@@ -51,7 +58,7 @@ class Puller:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.connection = Connection(broker.url)
+        self.connection = broker.connect()
         self.channel = None
         self._queues: dict[str, Queue] = {}
 
@@ -72,7 +79,7 @@ class Puller:
         try:
             self.connection.release()
         finally:
-            self.connection = Connection(self.broker.url)
+            self.connection = self.broker.connect()
             self.channel = None
             self._queues = {}
 
