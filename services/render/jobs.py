@@ -282,6 +282,15 @@ class FinishedJob:
     settled_at: datetime | None
     announced_at: datetime | None
 
+    @property
+    def charged(self) -> int:
+        return self.images_delivered * self.price_per_image
+
+    @property
+    def refunded(self) -> int:
+        """The rest of the job's hold: what its images not delivered would have cost."""
+        return (self.images_requested - self.images_delivered) * self.price_per_image
+
 
 def _select_record(record: type, *conditions: Any):
     """``SELECT`` the columns a record holds, built once; its rows make the record by position."""

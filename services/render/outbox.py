@@ -61,10 +61,8 @@ def _transient(exc: ServiceError) -> bool:
 
 def final_event(job: FinishedJob, settled: bool) -> tuple[str, dict[str, Any]]:
     """The type and data of a finished job's final event."""
-    charged = job.images_delivered * job.price_per_image
-    data: dict[str, Any] = {"jobId": job.id, "images": job.images_delivered, "charged": charged,
-                            "refunded": job.images_requested * job.price_per_image - charged,
-                            "settled": settled}
+    data: dict[str, Any] = {"jobId": job.id, "images": job.images_delivered, "charged": job.charged,
+                            "refunded": job.refunded, "settled": settled}
     if job.status == "failed":
         data = {**data, "errorCode": job.error_code, "errorClass": job.error_class, "message": job.error_message}
     return FINAL_EVENTS[job.status], data
@@ -152,9 +150,8 @@ class JobOutbox:
     def _notify(self, job: FinishedJob) -> None:
         """A failed job also rings the user's bell (deduplicated, best effort)."""
         if job.status == "failed":
-            refunded = (job.images_requested - job.images_delivered) * job.price_per_image
             self.gallery.notify(job.user_id, "job.failed", "生成失败 / Generation failed", job.error_message or "",
-                                {"jobId": job.id, "errorCode": job.error_code, "refunded": refunded},
+                                {"jobId": job.id, "errorCode": job.error_code, "refunded": job.refunded},
                                 dedupe_key=f"job.failed:{job.id}")
 
     def _finished(self, job_id: str) -> FinishedJob:
