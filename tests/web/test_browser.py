@@ -784,6 +784,10 @@ def _ledger_fits(page, label: str, language: str) -> None:
     if label == "phone":
         no_horizontal_overflow(page, f"credits entries ({language})")
         sync_api.expect(ledger.get_by_test_id("ledger-after").first).to_be_visible()  # the balance, as in the table
+        # A charge leaves the available balance as it was (its hold took the credits): it says it paid from the reserve.
+        charged = ledger.get_by_test_id("ledger-entry-row").filter(has_text="Charged" if language == "en" else "扣费")
+        sync_api.expect(charged.first.get_by_test_id("ledger-held")).to_have_text(
+            re.compile(r"Paid \d+ from the reserve" if language == "en" else r"从预留中支付 \d+"))
         page.get_by_test_id("ledger-entries").evaluate("el => el.scrollIntoView({ block: 'start' })")  # the entries in the picture
     shoot(page, f"credits-entries-{label}-{language}")
 

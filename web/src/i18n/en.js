@@ -35,6 +35,7 @@ export default {
     unit: 'credits', balanceHint: 'Available credits', heldHint: '{held} more are reserved for running jobs', available: 'Available', held: 'Reserved',
     earned: 'Earned', spent: 'Spent', spentMonth: 'Spent this month', history: 'Credit history', allTypes: 'All types', from: 'From', to: 'To',
     noEntries: 'No entries yet', time: 'Time', type: 'Type', change: 'Change', heldChange: 'Reserved', after: 'Balance', description: 'Description',
+    heldNote: { capture: 'Paid {n} from the reserve', release: '{n} back from the reserve' },
     jobEntry: { hold: 'Held for job {job}', capture: 'Images of job {job}', release: 'Unused credits of job {job} returned' },
     chartTitle: 'Spending, last 30 days', chartLabel: '{total} credits spent in the last 30 days', chartCaption: '{total} credits spent in the last {days} days',
     redeemTitle: 'Redeem a code', redeemHint: 'Enter a code', redeem: 'Redeem', redeemed: 'Redeemed: {n} credit added | Redeemed: {n} credits added',

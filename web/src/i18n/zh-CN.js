@@ -36,6 +36,7 @@ export default {
     unit: '积分', balanceHint: '可用积分余额', heldHint: '另有 {held} 积分为进行中的任务预留', available: '可用积分', held: '预留中',
     earned: '累计获得', spent: '累计消费', spentMonth: '本月消费', history: '积分明细', allTypes: '全部类型', from: '开始日期', to: '结束日期',
     noEntries: '暂无积分记录', time: '时间', type: '类型', change: '变动', heldChange: '预留变动', after: '变动后余额', description: '说明',
+    heldNote: { capture: '从预留中支付 {n}', release: '预留退回 {n}' },
     jobEntry: { hold: '任务 {job} 预留', capture: '任务 {job} 出图扣费', release: '任务 {job} 未用积分退还' },
     chartTitle: '近 30 天消费', chartLabel: '近 30 天共消费 {total} 积分', chartCaption: '近 {days} 天共消费 {total} 积分',
     redeemTitle: '兑换码', redeemHint: '输入兑换码', redeem: '兑换', redeemed: '兑换成功，获得 {n} 积分',
