@@ -75,9 +75,9 @@ def test_redis_killed_mid_batch(chaos: Chaos, append_only: bool):
     chaos.stack.redis.start(fresh=not append_only)  # without its append-only file Redis comes back empty
 
     assert statuses(chaos.assert_healed()) == {("succeeded", None)}, "queued jobs are sent again, none is lost"
-    exited = {name: worker.output()[-3000:] for name, worker in chaos.stack.workers.items()
-              if worker.proc.poll() is not None}
-    assert not exited, f"every worker outlived its broker (shared.tasks.RedisTransport): {exited}"
+    processes = {**chaos.stack.services, **chaos.stack.workers}
+    exited = {name: process.output()[-3000:] for name, process in processes.items() if process.proc.poll() is not None}
+    assert not exited, f"every process outlived Redis's death, the workers too (shared.tasks.RedisTransport): {exited}"
 
 
 @EVERY_BROKER
