@@ -213,11 +213,12 @@ def database_url(db_backend, tmp_path_factory):
         drop_mysql_database(url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def platform_database_url(db_backend, tmp_path_factory):
-    """An empty database for the whole-platform tests, which migrate it themselves. The other
-    tests' public works point at files in their own data folders: a platform sharing their
-    database would list works whose files it cannot serve."""
+    """An empty database for each module of whole-platform tests, which migrate it themselves. The
+    other tests' public works point at files in their own data folders: a platform sharing their
+    database would list works whose files it cannot serve, and another module's works would crowd
+    the gallery a browser test looks at."""
     if db_backend == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('platform-sqlite') / 'platform.db'}"
         return
