@@ -29,11 +29,11 @@ class Broker:
         self.url = url
         self.names = names
         self.exchange = Exchange(names.exchange, type="direct", durable=True)
-        self.connection = Connection(url, transport=broker_transport(url), transport_options={"confirm_publish": True})
+        self.connection = self.connect(transport_options={"confirm_publish": True})
 
-    def connect(self) -> Connection:
-        """A connection of its own, for one pulling thread."""
-        return Connection(self.url, transport=broker_transport(self.url))
+    def connect(self, **options: Any) -> Connection:
+        """A new connection to the broker (the publishers' pool's, or one pulling thread's own)."""
+        return Connection(self.url, transport=broker_transport(self.url), **options)
 
     def queue(self, name: str) -> Queue:
         return Queue(name, exchange=self.exchange, routing_key=name, durable=True)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from services.gallery.client import GalleryClient
 from services.render.models import RenderOutput, RenderUpload
 from shared.errors import ServiceError, ServiceUnavailable, Unprocessable
-from shared.storage import Storage, StorageError, content_key
+from shared.storage import Storage, StorageError, digest_key
 
 FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -65,9 +65,10 @@ def store_upload(session: Session, storage: Storage, user_id: int, data: bytes,
                  image: tuple[str, int, int]) -> RenderUpload:
     """Store an upload that ``inspect_image`` found to be ``image`` (format, width, height)."""
     image_format, width, height = image
-    key = storage.put(content_key(data, FORMATS[image_format], "uploads"), data)
+    digest = hashlib.sha256(data).hexdigest()  # the key's and the row's
+    key = storage.put(digest_key(digest, FORMATS[image_format], "uploads"), data)
     upload = RenderUpload(id=uuid.uuid4().hex, user_id=user_id, image_key=key, format=FORMATS[image_format],
-                          width=width, height=height, file_size=len(data), sha256=hashlib.sha256(data).hexdigest())
+                          width=width, height=height, file_size=len(data), sha256=digest)
     session.add(upload)
     session.flush()
     return upload

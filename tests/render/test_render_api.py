@@ -1,6 +1,7 @@
 """The render domain's HTTP API (the routes the gateway mounts)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from sqlalchemy import update
 from services.credits.client import CreditsClient
 from services.render.app import create_app
 from services.render.catalog import publish_catalog
-from services.render.models import RenderJob
+from services.render.models import RenderJob, RenderUpload
 from services.render_worker.pipeline import build_context, render_job
 from shared.tasks import RENDER_RUN_JOB
 
@@ -307,6 +308,11 @@ def test_an_upload_is_the_users_own_source(app, user, issue_token, live_worker, 
         assert stored.status_code == 201, stored.json
     upload = stored.json["data"]["upload"]
     assert (upload["format"], upload["width"], upload["height"]) == ("webp", 64, 48)
+    render = app.extensions["render"]
+    with render.db.read() as session:
+        row = session.get(RenderUpload, upload["id"])
+    kept = render.storage.read(row.image_key)  # the row's checksum is the stored file's, and its key names it
+    assert row.sha256 == hashlib.sha256(kept).hexdigest() and row.sha256 in row.image_key and row.file_size == len(kept)
     body = {"workflow": "img2img", "prompt": "p", "model": MODEL, "sourceImage": upload["ref"]}
     assert client.post("/api/generate", json=body, headers=user[1]).status_code == 202
     stranger = {"Authorization": f"Bearer {issue_token(user[0] + 1, 'stranger')}"}
